@@ -1,0 +1,277 @@
+/**
+ * The job: its stored row, its handle, the JSON a worker receives, the limits of the schema,
+ * and the run-at language shared by insert, reschedule and the CLI.
+ */
+import { Duration, Effect, Either, ParseResult, Schema } from "effect"
+import { InvalidJob, InvalidSchedule } from "./errors.js"
+
+/** `reschedule(job, "never")`: 2^31 − 1 (2038-01-19), as the original; the row stays for inspection. */
+export const NEVER = 2147483647
+/** Largest value of the `run_after INT UNSIGNED` column. */
+export const MAX_RUN_AFTER = 4294967295
+export const FUNCNAME_MAX_CHARS = 200
+export const UNIQKEY_MAX_CHARS = 255
+export const COALESCE_MAX_CHARS = 255
+/** MEDIUMBLOB holds at most 16 MiB − 1 bytes. */
+export const ARG_MAX_BYTES = 16 * 1024 * 1024 - 1
+/** `failcount` is TINYINT UNSIGNED. */
+export const FAILCOUNT_MAX = 255
+
+export type JobFlag = "shim" | "controller"
+
+/** Where a job lives: the shard (`dbid`) and its row id there (`jobid`). */
+export interface JobHandle {
+  readonly dbid: number
+  readonly jobid: number
+}
+
+/** A stored job as the roles see it. `arg` is the blob's bytes. */
+export interface Job extends JobHandle {
+  readonly funcname: string
+  readonly arg: Uint8Array
+  readonly uniqkey: string | null
+  readonly coalesce: string | null
+  readonly runAfter: number
+  readonly flag: JobFlag
+  readonly failcount: number
+}
+
+/** A job to store. `runAfter` is an absolute unix time (the Client resolves the run-at language). */
+export interface NewJob {
+  readonly funcname: string
+  readonly arg?: Uint8Array | string | undefined
+  readonly uniqkey?: string | null | undefined
+  readonly coalesce?: string | null | undefined
+  readonly runAfter: number
+  readonly flag?: JobFlag | undefined
+}
+
+/** A NewJob that passed validation: text turned to bytes, absent keys made null. */
+export interface ValidNewJob {
+  readonly funcname: string
+  readonly arg: Uint8Array
+  readonly uniqkey: string | null
+  readonly coalesce: string | null
+  readonly runAfter: number
+  readonly flag: JobFlag
+}
+
+/** What `insert` says of each job: where it is, and whether it was dropped as a duplicate. */
+export interface InsertOutcome {
+  readonly handle: JobHandle
+  /** True when `(funcname, uniqkey)` was already stored; `handle` is then the existing job's. */
+  readonly duplicate: boolean
+}
+
+/**
+ * The identity the `UNIQUE (funcname, uniqkey)` index sees. The schema's `utf8mb4_bin`
+ * collation is PAD SPACE, so trailing spaces do not distinguish keys; every layer compares
+ * keys through this function to agree with the database.
+ */
+export const uniqueIdentity = (funcname: string, uniqkey: string): string =>
+  `${funcname.replace(/ +$/, "")}\u0000${uniqkey.replace(/ +$/, "")}`
+
+const charLength = (s: string): number => {
+  let n = 0
+  for (const _ of s) n++
+  return n
+}
+
+const utf8 = (s: string): Uint8Array => Buffer.from(s, "utf8")
+
+/** Checks a job against the schema's limits; text `arg` is stored as UTF-8. */
+export const validateNewJob = (job: NewJob, index?: number): Either.Either<ValidNewJob, InvalidJob> => {
+  const bad = (reason: string) => Either.left(new InvalidJob(index === undefined ? { reason } : { reason, index }))
+  if (typeof job.funcname !== "string" || job.funcname.length === 0) return bad("funcname is missing")
+  if (charLength(job.funcname) > FUNCNAME_MAX_CHARS) {
+    return bad(`funcname is longer than ${FUNCNAME_MAX_CHARS} characters`)
+  }
+  const uniqkey = job.uniqkey === undefined || job.uniqkey === null || job.uniqkey === "" ? null : job.uniqkey
+  if (uniqkey !== null && charLength(uniqkey) > UNIQKEY_MAX_CHARS) {
+    return bad(`uniqkey is longer than ${UNIQKEY_MAX_CHARS} characters`)
+  }
+  const coalesce = job.coalesce === undefined || job.coalesce === null || job.coalesce === "" ? null : job.coalesce
+  if (coalesce !== null && charLength(coalesce) > COALESCE_MAX_CHARS) {
+    return bad(`coalesce is longer than ${COALESCE_MAX_CHARS} characters`)
+  }
+  const arg = job.arg === undefined ? new Uint8Array(0) : typeof job.arg === "string" ? utf8(job.arg) : job.arg
+  if (arg.length > ARG_MAX_BYTES) return bad(`arg is ${arg.length} bytes, over the MEDIUMBLOB limit of ${ARG_MAX_BYTES}`)
+  if (!Number.isSafeInteger(job.runAfter) || job.runAfter < 0 || job.runAfter > MAX_RUN_AFTER) {
+    return bad(`run_after ${job.runAfter} is not a unix time in [0, ${MAX_RUN_AFTER}]`)
+  }
+  const flag = job.flag ?? "shim"
+  if (flag !== "shim" && flag !== "controller") return bad(`flag ${JSON.stringify(flag)} is neither shim nor controller`)
+  return Either.right({ funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag })
+}
+
+/** A handle's dbid and jobid must be positive safe integers (the Perl client treats 0 as missing). */
+export const validateHandle = (handle: JobHandle): Either.Either<JobHandle, InvalidJob> =>
+  Number.isSafeInteger(handle.dbid) && handle.dbid > 0 && Number.isSafeInteger(handle.jobid) && handle.jobid > 0
+    ? Either.right(handle)
+    : Either.left(new InvalidJob({ reason: `malformed handle dbid=${String(handle.dbid)} jobid=${String(handle.jobid)}` }))
+
+/** `dbid:jobid`, the handle's text form (CLI, logs). */
+export const formatHandle = (handle: JobHandle): string => `${handle.dbid}:${handle.jobid}`
+
+export const parseHandle = (text: string): Either.Either<JobHandle, InvalidJob> => {
+  const m = /^(\d+):(\d+)$/.exec(text.trim())
+  return m === null
+    ? Either.left(new InvalidJob({ reason: `handle ${JSON.stringify(text)} is not dbid:jobid` }))
+    : validateHandle({ dbid: Number(m[1]), jobid: Number(m[2]) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas for what comes from outside: database rows and the worker JSON.
+
+/** A non-negative integer given as a number or a numeric string (older DBD::mysql, Perl writers). */
+export const LenientInt = Schema.transformOrFail(Schema.Union(Schema.Number, Schema.String), Schema.NonNegativeInt, {
+  strict: true,
+  decode: (input, _, ast) => {
+    if (typeof input === "number") return ParseResult.succeed(input)
+    const trimmed = input.trim()
+    return /^\d+$/.test(trimmed) && Number.isSafeInteger(Number(trimmed))
+      ? ParseResult.succeed(Number(trimmed))
+      : ParseResult.fail(new ParseResult.Type(ast, input, `expected an integer, got ${JSON.stringify(input)}`))
+  },
+  encode: (n) => ParseResult.succeed(n)
+})
+
+/** `flag` as stored: NULL or '' (the Perl client stores NULL) mean `shim`. */
+export const LenientFlag = Schema.transformOrFail(
+  Schema.NullishOr(Schema.String),
+  Schema.Literal("shim", "controller"),
+  {
+    strict: true,
+    decode: (input, _, ast) =>
+      input === null || input === undefined || input === "" || input === "shim"
+        ? ParseResult.succeed("shim" as const)
+        : input === "controller"
+        ? ParseResult.succeed("controller" as const)
+        : ParseResult.fail(new ParseResult.Type(ast, input, `unknown flag ${JSON.stringify(input)}`)),
+    encode: (flag) => ParseResult.succeed(flag)
+  }
+)
+
+/** A row of the `job` table as mysql2 returns it (`arg` as a Buffer). */
+export const JobRow = Schema.Struct({
+  jobid: LenientInt,
+  funcname: Schema.String,
+  arg: Schema.NullOr(Schema.Uint8ArrayFromSelf),
+  uniqkey: Schema.NullOr(Schema.String),
+  coalesce: Schema.NullOr(Schema.String),
+  run_after: LenientInt,
+  flag: LenientFlag,
+  failcount: LenientInt
+})
+export type JobRow = typeof JobRow.Type
+
+export const jobFromRow = (dbid: number, row: JobRow): Job => ({
+  dbid,
+  jobid: row.jobid,
+  funcname: row.funcname,
+  arg: row.arg ?? new Uint8Array(0),
+  uniqkey: row.uniqkey,
+  coalesce: row.coalesce,
+  runAfter: row.run_after,
+  flag: row.flag,
+  failcount: row.failcount
+})
+
+/**
+ * `arg` in the worker JSON: a string whose code points 0–255 are the blob's bytes (what the Perl
+ * QueueRunner sends). A string with higher code points can only be text (a Perl Injector passes
+ * the client's own string), so it is taken as UTF-8.
+ */
+export const ArgFromWire = Schema.transform(Schema.String, Schema.Uint8ArrayFromSelf, {
+  strict: true,
+  decode: (s) => {
+    for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 255) return utf8(s)
+    return Buffer.from(s, "latin1")
+  },
+  encode: (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")
+})
+
+/**
+ * The JSON a worker receives: the row plus `dbid`. Decoded leniently where Perl writers differ
+ * (numbers as strings, NULL/empty flag, missing optional keys, extra keys).
+ */
+export const WorkerJob = Schema.Struct({
+  jobid: LenientInt,
+  dbid: LenientInt,
+  funcname: Schema.String,
+  arg: Schema.optionalWith(ArgFromWire, { default: () => new Uint8Array(0), nullable: true }),
+  uniqkey: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }),
+  coalesce: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }),
+  run_after: Schema.optionalWith(LenientInt, { default: () => 0 }),
+  flag: Schema.optionalWith(LenientFlag, { default: () => "shim" as const }),
+  failcount: Schema.optionalWith(LenientInt, { default: () => 0 })
+})
+
+const WorkerJobJson = Schema.parseJson(WorkerJob)
+
+/** Decodes the worker JSON into a Job; a malformed payload is a typed InvalidJob. */
+export const decodeWorkerJson = (payload: string | Uint8Array): Effect.Effect<Job, InvalidJob> =>
+  Schema.decodeUnknown(WorkerJobJson)(typeof payload === "string" ? payload : Buffer.from(payload).toString("utf8")).pipe(
+    Effect.map((w): Job => ({
+      dbid: w.dbid,
+      jobid: w.jobid,
+      funcname: w.funcname,
+      arg: w.arg,
+      uniqkey: w.uniqkey,
+      coalesce: w.coalesce,
+      runAfter: w.run_after,
+      flag: w.flag,
+      failcount: w.failcount
+    })),
+    Effect.mapError((e) => new InvalidJob({ reason: `malformed worker JSON: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
+  )
+
+/** The worker JSON of a job, keys in the original's column order. */
+export const encodeWorkerJson = (job: Job): string =>
+  JSON.stringify({
+    jobid: job.jobid,
+    dbid: job.dbid,
+    funcname: job.funcname,
+    arg: Buffer.from(job.arg.buffer, job.arg.byteOffset, job.arg.byteLength).toString("latin1"),
+    uniqkey: job.uniqkey,
+    coalesce: job.coalesce,
+    run_after: job.runAfter,
+    flag: job.flag,
+    failcount: job.failcount
+  })
+
+// ---------------------------------------------------------------------------------------------
+// The run-at language.
+
+/**
+ * When a job runs: `"never"` (2147483647), `"+N"` (N seconds from now), an absolute unix time
+ * (number or digit string), or an Effect Duration from now.
+ */
+export type RunAt = "never" | `+${number}` | number | string | Duration.Duration
+
+/** Resolves a run-at value against `nowSeconds` (unix seconds) to an absolute unix time. */
+export const resolveRunAt = (input: RunAt, nowSeconds: number): Either.Either<number, InvalidSchedule> => {
+  const bad = (reason: string) =>
+    Either.left(new InvalidSchedule({ input: Duration.isDuration(input) ? Duration.format(input) : String(input), reason }))
+  const inRange = (t: number) =>
+    Number.isSafeInteger(t) && t >= 0 && t <= MAX_RUN_AFTER
+      ? Either.right(t)
+      : bad(`resolves to ${t}, outside the run_after column's range [0, ${MAX_RUN_AFTER}]`)
+  if (Duration.isDuration(input)) {
+    if (!Duration.isFinite(input)) return bad("an infinite duration; use \"never\"")
+    return inRange(nowSeconds + Math.ceil(Duration.toMillis(input) / 1000))
+  }
+  if (typeof input === "number") {
+    return Number.isInteger(input) ? inRange(input) : bad("not a whole number of seconds")
+  }
+  if (typeof input !== "string") return bad("not a run-at value")
+  if (input === "never") return Either.right(NEVER)
+  const relative = /^\+(\d+)$/.exec(input)
+  if (relative !== null) return inRange(nowSeconds + Number(relative[1]))
+  if (/^\d+$/.test(input)) return inRange(Number(input))
+  return bad("expected \"never\", \"+N\" seconds, an absolute unix time or a Duration")
+}
+
+/** The backoff of `failedJob`: `min(2^failcount * 60, 86400)` seconds, for the raised failcount. */
+export const failureBackoffSeconds = (failcount: number): number =>
+  Math.min(2 ** Math.min(failcount, 31) * 60, 86400)

@@ -1,0 +1,92 @@
+/**
+ * Typed configuration of the job layer: shards (MySQL databases) and storage tuning.
+ * Passwords are `Redacted` from the moment they are read; nothing here logs them.
+ */
+import { Config, ConfigError, Duration, Either, Redacted } from "effect"
+import { ConfigInvalid } from "./errors.js"
+
+/** One MySQL database holding a `job` table. `id` is the job handles' `dbid`. */
+export interface ShardConfig {
+  readonly id: number
+  readonly host: string
+  readonly port: number
+  readonly database: string
+  readonly user: string
+  readonly password: Redacted.Redacted<string>
+  /** Pool size (default 10). */
+  readonly maxConnections?: number
+  /** How long a connect may take before the shard counts as unreachable (default 5 s). */
+  readonly connectTimeout?: Duration.DurationInput
+}
+
+export interface StorageConfig {
+  readonly shards: ReadonlyArray<ShardConfig>
+  /** How long a shard that failed a connect or query is avoided for new jobs (default 30 s). */
+  readonly coolOff?: Duration.DurationInput
+}
+
+export const DEFAULT_COOL_OFF = Duration.seconds(30)
+export const DEFAULT_DB_URL = "mysql://root@127.0.0.1:3306/garivini"
+
+/**
+ * Parses `mysql://user:pass@host:port/db[?id=N]`. Without `?id`, the shard takes `defaultId`
+ * (its 1-based position in the list).
+ */
+export const parseShardUrl = (url: string, defaultId: number, field = "db"): Either.Either<ShardConfig, ConfigInvalid> => {
+  const bad = (reason: string) => Either.left(new ConfigInvalid({ field, reason }))
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    // The input may hold a password: never echo it back.
+    return bad("not a URL of the form mysql://user:pass@host:port/db")
+  }
+  if (parsed.protocol !== "mysql:") return bad(`scheme ${parsed.protocol} is not mysql:`)
+  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ""))
+  if (database === "" || database.includes("/")) return bad("the URL names no database (mysql://host/db)")
+  if (!/^[A-Za-z0-9_$]+$/.test(database)) return bad(`database name ${JSON.stringify(database)} has unsupported characters`)
+  const idText = parsed.searchParams.get("id")
+  const id = idText === null ? defaultId : Number(idText)
+  if (!Number.isSafeInteger(id) || id <= 0) return bad(`shard id ${idText ?? defaultId} is not a positive integer`)
+  const port = parsed.port === "" ? 3306 : Number(parsed.port)
+  return Either.right({
+    id,
+    host: parsed.hostname === "" ? "127.0.0.1" : parsed.hostname,
+    port,
+    database,
+    user: parsed.username === "" ? "root" : decodeURIComponent(parsed.username),
+    password: Redacted.make(decodeURIComponent(parsed.password))
+  })
+}
+
+/** Checks a set of shards: at least one, ids unique. */
+export const validateShards = (
+  shards: ReadonlyArray<ShardConfig>
+): Either.Either<ReadonlyArray<ShardConfig>, ConfigInvalid> => {
+  if (shards.length === 0) return Either.left(new ConfigInvalid({ field: "db", reason: "no shard configured" }))
+  const seen = new Set<number>()
+  for (const s of shards) {
+    if (seen.has(s.id)) return Either.left(new ConfigInvalid({ field: "db", reason: `shard id ${s.id} is used twice` }))
+    seen.add(s.id)
+  }
+  return Either.right(shards)
+}
+
+/** Shards from a list of URLs (position gives the default id). */
+export const shardsFromUrls = (
+  urls: ReadonlyArray<string>
+): Either.Either<ReadonlyArray<ShardConfig>, ConfigInvalid> =>
+  Either.flatMap(Either.all(urls.map((u, i) => parseShardUrl(u, i + 1))), validateShards)
+
+/**
+ * Shards from the environment: `GARIVINI_DB` holds one URL or several separated by commas or
+ * spaces (it is redacted: it may hold passwords). Defaults to the local MariaDB.
+ */
+export const shardsConfig: Config.Config<ReadonlyArray<ShardConfig>> = Config.redacted("GARIVINI_DB").pipe(
+  Config.withDefault(Redacted.make(DEFAULT_DB_URL)),
+  Config.mapOrFail((value) =>
+    shardsFromUrls(Redacted.value(value).split(/[\s,]+/).filter((s) => s !== "")).pipe(
+      Either.mapLeft((e) => ConfigError.InvalidData(["GARIVINI_DB"], e.message))
+    )
+  )
+)

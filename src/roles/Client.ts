@@ -1,0 +1,87 @@
+/**
+ * The Client (the original's Garivini::Client): store jobs, and — from a worker — complete,
+ * reschedule or fail them. Every function needs only `Storage`; time comes from `Clock`.
+ */
+import { Clock, Effect } from "effect"
+import type { InsertError, InvalidSchedule, ShardOperationError } from "../errors.js"
+import { failureBackoffSeconds, FAILCOUNT_MAX, resolveRunAt } from "../Job.js"
+import type { InsertOutcome, JobFlag, JobHandle, NewJob, RunAt } from "../Job.js"
+import { Storage } from "../storage/Storage.js"
+
+/** A job to insert. */
+export interface JobSpec {
+  readonly funcname: string
+  /** The payload: bytes, or text stored as UTF-8. */
+  readonly arg?: Uint8Array | string | undefined
+  /** At most one job per `(funcname, uniqkey)` is stored, across all shards. */
+  readonly uniqkey?: string | null | undefined
+  readonly coalesce?: string | null | undefined
+  /** When it may run (default: now): `"never"`, `"+N"`, an absolute unix time or a Duration. */
+  readonly runAt?: RunAt | undefined
+  /** `shim` (default): the worker completes it; `controller`: the Controller does. */
+  readonly flag?: JobFlag | undefined
+}
+
+/** A job as a worker holds it: its handle and (optionally) its current failcount. */
+export interface HeldJob extends JobHandle {
+  readonly failcount?: number | undefined
+}
+
+const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
+
+const toNewJob = (spec: JobSpec, now: number): Effect.Effect<NewJob, InvalidSchedule> =>
+  Effect.map(resolveRunAt(spec.runAt ?? now, now), (runAfter) => ({
+    funcname: spec.funcname,
+    arg: spec.arg,
+    uniqkey: spec.uniqkey,
+    coalesce: spec.coalesce,
+    runAfter,
+    flag: spec.flag
+  }))
+
+/** Stores jobs (one round trip per shard); per job, its handle and whether it was a duplicate. */
+export const insertJobs = Effect.fn("Client.insertJobs")(function*(specs: ReadonlyArray<JobSpec>) {
+  const now = yield* nowSeconds
+  const jobs = yield* Effect.forEach(specs, (spec) => toNewJob(spec, now))
+  const storage = yield* Storage
+  return yield* storage.insert(jobs)
+})
+
+/** Stores one job. */
+export const insertJob = (spec: JobSpec): Effect.Effect<InsertOutcome, InsertError | InvalidSchedule, Storage> =>
+  Effect.map(insertJobs([spec]), (outcomes) => outcomes[0]!)
+
+/** Deletes finished jobs. Completing a job twice is harmless. Returns how many were deleted. */
+export const completeJob = (
+  jobs: JobHandle | ReadonlyArray<JobHandle>
+): Effect.Effect<number, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (storage) => storage.complete(Array.isArray(jobs) ? jobs : [jobs as JobHandle]))
+
+/**
+ * Moves a job to `when` (`"never"`, `"+N"`, an absolute unix time or a Duration), storing the
+ * failcount the job carries. False when the job no longer exists.
+ */
+export const rescheduleJob = (
+  job: HeldJob,
+  when: RunAt
+): Effect.Effect<boolean, ShardOperationError | InvalidSchedule, Storage> =>
+  Effect.gen(function*() {
+    const runAfter = yield* resolveRunAt(when, yield* nowSeconds)
+    const storage = yield* Storage
+    return yield* storage.reschedule(job, runAfter, job.failcount ?? 0)
+  })
+
+/**
+ * Records a failure: failcount + 1 (stored, unlike the original), and the job runs again after
+ * `min(2^failcount * 60, 86400)` s: 120 s, 240 s, … one day. The failcount saturates at 255.
+ */
+export const failedJob = (
+  job: HeldJob
+): Effect.Effect<{ readonly failcount: number; readonly runAfter: number; readonly found: boolean }, ShardOperationError, Storage> =>
+  Effect.gen(function*() {
+    const failcount = Math.min((job.failcount ?? 0) + 1, FAILCOUNT_MAX)
+    const runAfter = (yield* nowSeconds) + failureBackoffSeconds(failcount)
+    const storage = yield* Storage
+    const found = yield* storage.reschedule(job, runAfter, failcount)
+    return { failcount, runAfter, found }
+  })

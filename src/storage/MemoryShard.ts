@@ -1,0 +1,147 @@
+/**
+ * A shard held in memory: the `job` table's semantics (auto-increment ids, the unique
+ * `(funcname, uniqkey)` index with INSERT IGNORE, atomic claim) in a `Ref`. Every operation is
+ * one `Ref.modify`, so concurrent claimers see disjoint jobs, as with SKIP LOCKED.
+ */
+import { Effect, Option, Ref } from "effect"
+import { NEVER, uniqueIdentity } from "../Job.js"
+import type { Job, ValidNewJob } from "../Job.js"
+import { ShardUnreached } from "./ShardBackend.js"
+import type { FunctionCounts, JobState, RowInsert, ShardBackend, ShardListQuery } from "./ShardBackend.js"
+
+/**
+ * The table. It is mutated only inside `Ref.modify`, whose function runs synchronously and
+ * atomically, so no copy per operation is needed.
+ */
+interface Table {
+  nextId: number
+  /** By jobid; insertion order is jobid order. */
+  readonly rows: Map<number, Job>
+  /** uniqueIdentity(funcname, uniqkey) → jobid */
+  readonly unique: Map<string, number>
+}
+
+export interface MemoryShard extends ShardBackend {
+  /** Test hook: while down, every operation fails as if the server refused the connection. */
+  readonly setDown: (down: boolean) => Effect.Effect<void>
+}
+
+export const stateOf = (job: Job, now: number): JobState =>
+  job.runAfter <= now ? "due" : job.runAfter >= NEVER ? "never" : "scheduled"
+
+export const make = (dbid: number, options: { readonly down?: boolean } = {}): Effect.Effect<MemoryShard> =>
+  Effect.gen(function*() {
+    const table = yield* Ref.make<Table>({ nextId: 1, rows: new Map(), unique: new Map() })
+    const down = yield* Ref.make(options.down ?? false)
+
+    const guard = <A>(effect: Effect.Effect<A>): Effect.Effect<A, ShardUnreached> =>
+      Effect.flatMap(Ref.get(down), (isDown) =>
+        isDown ? Effect.fail(new ShardUnreached({ reason: `memory shard ${dbid} is down` })) : effect)
+
+    const update = (jobids: ReadonlyArray<number>, f: (job: Job) => Job) =>
+      guard(Ref.modify(table, (t): [number, Table] => {
+        let n = 0
+        for (const id of new Set(jobids)) {
+          const job = t.rows.get(id)
+          if (job === undefined) continue
+          // Rows matched, not rows changed: mysql2 connects with CLIENT_FOUND_ROWS.
+          n++
+          t.rows.set(id, f(job))
+        }
+        return [n, t]
+      }))
+
+    const insert = (input: ReadonlyArray<ValidNewJob>) =>
+      guard(Ref.modify(table, (t): [ReadonlyArray<RowInsert>, Table] => {
+        const results = input.map((job): RowInsert => {
+          // Like InnoDB, an ignored row still uses up an auto-increment value.
+          const jobid = t.nextId++
+          if (job.uniqkey !== null) {
+            const identity = uniqueIdentity(job.funcname, job.uniqkey)
+            const existing = t.unique.get(identity)
+            if (existing !== undefined) return { _tag: "Duplicate", existing }
+            t.unique.set(identity, jobid)
+          }
+          t.rows.set(jobid, { dbid, jobid, ...job, failcount: 0 })
+          return { _tag: "Inserted", jobid }
+        })
+        return [results, t]
+      }))
+
+    const remove = (jobids: ReadonlyArray<number>) =>
+      guard(Ref.modify(table, (t): [number, Table] => {
+        let n = 0
+        for (const id of new Set(jobids)) {
+          const job = t.rows.get(id)
+          if (job === undefined) continue
+          t.rows.delete(id)
+          if (job.uniqkey !== null) t.unique.delete(uniqueIdentity(job.funcname, job.uniqkey))
+          n++
+        }
+        return [n, t]
+      }))
+
+    const claimDue = (now: number, limit: number, leaseUntil: number) =>
+      guard(Ref.modify(table, (t): [ReadonlyArray<Job>, Table] => {
+        const due = [...t.rows.values()]
+          .filter((j) => j.runAfter <= now)
+          .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
+          .slice(0, limit)
+        for (const job of due) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil })
+        return [due, t]
+      }))
+
+    const counts = (now: number) =>
+      guard(Effect.map(Ref.get(table), (t) => {
+        const byFunc = new Map<string, { due: number; scheduled: number; never: number; oldestDue: number | null }>()
+        for (const job of t.rows.values()) {
+          const c = byFunc.get(job.funcname) ?? { due: 0, scheduled: 0, never: 0, oldestDue: null }
+          const state = stateOf(job, now)
+          c[state]++
+          if (state === "due" && (c.oldestDue === null || job.runAfter < c.oldestDue)) c.oldestDue = job.runAfter
+          byFunc.set(job.funcname, c)
+        }
+        return [...byFunc].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([funcname, c]): FunctionCounts => ({
+          dbid,
+          funcname,
+          ...c
+        }))
+      }))
+
+    const list = (q: ShardListQuery) =>
+      guard(Effect.map(Ref.get(table), (t) =>
+        [...t.rows.values()]
+          .filter((j) =>
+            (q.afterJobid === undefined || j.jobid > q.afterJobid) &&
+            (q.funcname === undefined || j.funcname === q.funcname) &&
+            (q.state === undefined || stateOf(j, q.now) === q.state)
+          )
+          .sort((a, b) => a.jobid - b.jobid)
+          .slice(0, q.limit)))
+
+    return {
+      dbid,
+      maxArgBytes: guard(Effect.succeed(Number.MAX_SAFE_INTEGER)),
+      insert,
+      claimDue,
+      setRunAfter: (jobids, runAfter) => update(jobids, (j) => ({ ...j, runAfter })),
+      remove,
+      reschedule: (jobid, runAfter, failcount) =>
+        guard(Ref.modify(table, (t): [boolean, Table] => {
+          const job = t.rows.get(jobid)
+          if (job === undefined) return [false, t]
+          t.rows.set(jobid, { ...job, runAfter, failcount })
+          return [true, t]
+        })),
+      retryNever: (funcname, now) =>
+        Effect.flatMap(guard(Ref.get(table)), (t) =>
+          update(
+            [...t.rows.values()].filter((j) => j.funcname === funcname && j.runAfter >= NEVER).map((j) => j.jobid),
+            (j) => ({ ...j, runAfter: now })
+          )),
+      counts,
+      list,
+      get: (jobid) => guard(Effect.map(Ref.get(table), (t) => Option.fromNullable(t.rows.get(jobid)))),
+      setDown: (value) => Ref.set(down, value)
+    }
+  })

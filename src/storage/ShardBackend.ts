@@ -1,0 +1,63 @@
+/**
+ * One shard's primitive operations, implemented by the MySQL and the memory layer. Shard
+ * routing, validation, cool-off and error mapping live once, in `Storage.make`, above this.
+ *
+ * A backend reports failures in three kinds, because they call for different actions:
+ * - `ShardUnreached`: nothing reached the server (connect or acquire failed): safe to move an
+ *   insert to another shard;
+ * - `ShardRejected`: the server answered with an error: the statement was not applied;
+ * - `ShardLost`: the connection broke after a statement was sent: the outcome is unknown.
+ */
+import type { Effect, Option } from "effect"
+import { Data } from "effect"
+import type { Job, ValidNewJob } from "../Job.js"
+
+export class ShardUnreached extends Data.TaggedError("ShardUnreached")<{ readonly reason: string }> {}
+export class ShardRejected extends Data.TaggedError("ShardRejected")<{ readonly reason: string; readonly code?: string }> {}
+export class ShardLost extends Data.TaggedError("ShardLost")<{ readonly reason: string }> {}
+export type ShardFailure = ShardUnreached | ShardRejected | ShardLost
+
+/** Per row of an insert: the new jobid, or the existing job's id (null if it vanished meanwhile). */
+export type RowInsert =
+  | { readonly _tag: "Inserted"; readonly jobid: number }
+  | { readonly _tag: "Duplicate"; readonly existing: number | null }
+
+export type JobState = "due" | "scheduled" | "never"
+
+/** Per shard and function: how many jobs are due, scheduled (future, incl. leased) and `never`. */
+export interface FunctionCounts {
+  readonly dbid: number
+  readonly funcname: string
+  readonly due: number
+  readonly scheduled: number
+  readonly never: number
+  /** `run_after` of the oldest due job, if any is due. */
+  readonly oldestDue: number | null
+}
+
+export interface ShardListQuery {
+  readonly funcname?: string | undefined
+  readonly state?: JobState | undefined
+  /** Only jobs with a larger jobid (paging cursor). */
+  readonly afterJobid?: number | undefined
+  readonly limit: number
+  readonly now: number
+}
+
+export interface ShardBackend {
+  readonly dbid: number
+  /** The largest `arg` this shard can take in one statement (its max_allowed_packet, less overhead). */
+  readonly maxArgBytes: Effect.Effect<number, ShardFailure>
+  /** Stores rows (INSERT IGNORE semantics); one result per row, in order. */
+  readonly insert: (rows: ReadonlyArray<ValidNewJob>) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure>
+  /** Atomically: due jobs (run_after <= now), oldest first, moved to `leaseUntil`; returned as before the move. */
+  readonly claimDue: (now: number, limit: number, leaseUntil: number) => Effect.Effect<ReadonlyArray<Job>, ShardFailure>
+  readonly setRunAfter: (jobids: ReadonlyArray<number>, runAfter: number) => Effect.Effect<number, ShardFailure>
+  readonly remove: (jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
+  readonly reschedule: (jobid: number, runAfter: number, failcount: number) => Effect.Effect<boolean, ShardFailure>
+  /** Makes `never` jobs of a function due; returns how many. */
+  readonly retryNever: (funcname: string, now: number) => Effect.Effect<number, ShardFailure>
+  readonly counts: (now: number) => Effect.Effect<ReadonlyArray<FunctionCounts>, ShardFailure>
+  readonly list: (query: ShardListQuery) => Effect.Effect<ReadonlyArray<Job>, ShardFailure>
+  readonly get: (jobid: number) => Effect.Effect<Option.Option<Job>, ShardFailure>
+}

@@ -1,0 +1,454 @@
+/**
+ * The `Storage` service: jobs in one or more shards (MySQL databases). Routing (CRC32 of
+ * `uniqkey` for unique jobs, a random live shard otherwise), validation, the cool-off of
+ * failing shards and the mapping of failures to typed errors are written once here, over the
+ * per-shard backends of the live (MySQL) and memory layers.
+ */
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Random, Ref } from "effect"
+import {
+  InsertOutcomeUnknown,
+  InvalidJob,
+  PartialInsert,
+  ShardUnavailable,
+  StorageError,
+  StorageUnavailable
+} from "../errors.js"
+import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
+import { validateShards } from "../config.js"
+import type { StorageConfig } from "../config.js"
+import * as MemoryShard from "./MemoryShard.js"
+import * as MysqlShard from "./MysqlShard.js"
+import { hashBucket } from "../crc32.js"
+import { FAILCOUNT_MAX, MAX_RUN_AFTER, validateHandle, validateNewJob } from "../Job.js"
+import type { InsertOutcome, Job, JobHandle, NewJob, ValidNewJob } from "../Job.js"
+import { ShardRejected } from "./ShardBackend.js"
+import type {
+  FunctionCounts,
+  JobState,
+  RowInsert,
+  ShardBackend,
+  ShardFailure,
+  ShardLost,
+  ShardUnreached
+} from "./ShardBackend.js"
+
+export type { FunctionCounts, JobState } from "./ShardBackend.js"
+
+export interface ListFilter {
+  readonly funcname?: string | undefined
+  readonly state?: JobState | undefined
+  readonly dbid?: number | undefined
+  /** Page size (default 100, at most 10,000). */
+  readonly limit?: number | undefined
+  /** Continue after this job (jobs are listed by dbid, then jobid). */
+  readonly after?: JobHandle | undefined
+}
+
+export interface ShardHealth {
+  readonly dbid: number
+  /** Until when (unix ms) the shard is avoided for new jobs after a failure; null when healthy. */
+  readonly avoidedUntil: number | null
+}
+
+export interface StorageShape {
+  /** The configured shard ids, ascending. */
+  readonly shardIds: ReadonlyArray<number>
+  /**
+   * Stores jobs: one round trip per shard involved (large batches are chunked). Returns, per
+   * job and in order, its handle and whether it was dropped as a duplicate of an existing
+   * `(funcname, uniqkey)` (the handle is then the existing job's).
+   */
+  readonly insert: (jobs: ReadonlyArray<NewJob>) => Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError>
+  /**
+   * Claims up to `limit` due jobs of one shard, oldest first, leasing them until now + `lease`
+   * (their `run_after` moves there). Concurrent claimers get disjoint jobs without waiting.
+   */
+  readonly claimDue: (
+    dbid: number,
+    limit: number,
+    lease: Duration.DurationInput
+  ) => Effect.Effect<ReadonlyArray<Job>, ShardOperationError>
+  /** Moves jobs' `run_after` to `until` (unix seconds). Returns how many rows changed. */
+  readonly defer: (handles: ReadonlyArray<JobHandle>, until: number) => Effect.Effect<number, ShardOperationError>
+  /** Deletes finished jobs (one statement per shard). Returns how many were deleted. */
+  readonly complete: (handles: ReadonlyArray<JobHandle>) => Effect.Effect<number, ShardOperationError>
+  /** Sets one job's `run_after` and `failcount`. False when the job no longer exists. */
+  readonly reschedule: (
+    handle: JobHandle,
+    runAfter: number,
+    failcount: number
+  ) => Effect.Effect<boolean, ShardOperationError>
+  /** Makes every `never` job of a function due now, on one shard or all. */
+  readonly retryNever: (funcname: string, dbid?: number) => Effect.Effect<number, ShardOperationError>
+  /** Counts per shard and function: due, scheduled (future, incl. leased), never. */
+  readonly counts: (dbid?: number) => Effect.Effect<ReadonlyArray<FunctionCounts>, ShardOperationError>
+  /** Lists jobs by dbid then jobid, filtered, one page at a time. */
+  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<Job>, ShardOperationError>
+  readonly get: (handle: JobHandle) => Effect.Effect<Option.Option<Job>, ShardOperationError>
+  /** Which shards are currently avoided after a failure. */
+  readonly health: Effect.Effect<ReadonlyArray<ShardHealth>>
+}
+
+export class Storage extends Context.Tag("garivini/Storage")<Storage, StorageShape>() {}
+
+export interface StorageOptions {
+  /** How long a failing shard is avoided for new non-unique jobs (default 30 s). */
+  readonly coolOff?: Duration.DurationInput | undefined
+}
+
+const MAX_CLAIM = 100_000
+const MAX_PAGE = 10_000
+/** Attempts to settle a duplicate whose existing row was deleted between insert and lookup. */
+const DUPLICATE_SETTLE_ATTEMPTS = 3
+
+const isOutage = (e: { readonly _tag: string }): e is ShardUnreached | ShardLost =>
+  e._tag === "ShardUnreached" || e._tag === "ShardLost"
+
+const checkRunAfter = (t: number) =>
+  Number.isSafeInteger(t) && t >= 0 && t <= MAX_RUN_AFTER
+    ? Effect.void
+    : Effect.fail(new InvalidJob({ reason: `run_after ${t} is not a unix time in [0, ${MAX_RUN_AFTER}]` }))
+const checkFailcount = (n: number) =>
+  Number.isSafeInteger(n) && n >= 0 && n <= FAILCOUNT_MAX
+    ? Effect.void
+    : Effect.fail(new InvalidJob({ reason: `failcount ${n} is not an integer in [0, ${FAILCOUNT_MAX}]` }))
+
+const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
+
+/** Builds the service over per-shard backends (the live and memory layers both use this). */
+export const make = (
+  backends: ReadonlyArray<ShardBackend>,
+  options: StorageOptions = {}
+): Effect.Effect<StorageShape> =>
+  Effect.gen(function*() {
+    const sorted = [...backends].sort((a, b) => a.dbid - b.dbid)
+    const byId = new Map(sorted.map((b) => [b.dbid, b] as const))
+    const shardIds = sorted.map((b) => b.dbid)
+    const coolOffMs = Duration.toMillis(options.coolOff ?? Duration.seconds(30))
+    const avoided = yield* Ref.make(new Map<number, number>())
+
+    const markDown = (dbid: number, failure: ShardFailure) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        yield* Ref.update(avoided, (m) => new Map(m).set(dbid, now + coolOffMs))
+        yield* Effect.logWarning(`shard avoided for ${coolOffMs / 1000}s: ${failure.reason}`).pipe(
+          Effect.annotateLogs({ shard: dbid, failure: failure._tag })
+        )
+      })
+    const markUp = (dbid: number) =>
+      Ref.update(avoided, (m) => {
+        if (!m.has(dbid)) return m
+        const next = new Map(m)
+        next.delete(dbid)
+        return next
+      })
+
+    /** Runs one operation on a shard, tracking its health: an outage avoids it, a success clears that. */
+    const onShard = <A, E extends { readonly _tag: string }>(
+      backend: ShardBackend,
+      run: (b: ShardBackend) => Effect.Effect<A, E>
+    ) =>
+      run(backend).pipe(
+        Effect.tap(() => markUp(backend.dbid)),
+        Effect.tapError((e) => isOutage(e) ? markDown(backend.dbid, e) : Effect.void)
+      )
+
+    const operationError = (dbid: number, operation: string) => (failure: ShardFailure): ShardOperationError =>
+      failure._tag === "ShardRejected"
+        ? new StorageError({
+          dbid,
+          operation,
+          reason: failure.reason,
+          ...(failure.code === undefined ? {} : { code: failure.code })
+        })
+        : new ShardUnavailable({ dbid, reason: failure.reason })
+
+    const backendFor = (dbid: number): Effect.Effect<ShardBackend, InvalidJob> => {
+      const backend = byId.get(dbid)
+      return backend === undefined
+        ? Effect.fail(new InvalidJob({ reason: `unknown dbid ${dbid} (configured: ${shardIds.join(", ")})` }))
+        : Effect.succeed(backend)
+    }
+
+    /** Runs `op` on one shard, mapping failures to the public errors. */
+    const shardOp = <A>(dbid: number, operation: string, run: (b: ShardBackend) => Effect.Effect<A, ShardFailure>) =>
+      Effect.flatMap(backendFor(dbid), (backend) =>
+        onShard(backend, run).pipe(Effect.mapError(operationError(dbid, operation))))
+
+    /** Groups handles per shard (validating them), runs `op` on each, sums the counts. */
+    const perShardHandles = (
+      handles: ReadonlyArray<JobHandle>,
+      operation: string,
+      run: (b: ShardBackend, jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
+    ): Effect.Effect<number, ShardOperationError> =>
+      Effect.gen(function*() {
+        const groups = new Map<number, Array<number>>()
+        for (const h of handles) {
+          const valid = yield* validateHandle(h)
+          yield* backendFor(valid.dbid)
+          const ids = groups.get(valid.dbid) ?? []
+          ids.push(valid.jobid)
+          groups.set(valid.dbid, ids)
+        }
+        return yield* sumAll([...groups].map(([dbid, ids]) => shardOp(dbid, operation, (b) => run(b, ids))))
+      })
+
+    /** Runs every effect (none is cut short by another's failure); sums or fails with the first error. */
+    const sumAll = <E>(effects: ReadonlyArray<Effect.Effect<number, E>>): Effect.Effect<number, E> =>
+      Effect.all(effects, { concurrency: "unbounded", mode: "either" }).pipe(
+        Effect.flatMap((results) => {
+          let total = 0
+          for (const r of results) {
+            if (Either.isLeft(r)) return Effect.fail(r.left)
+            total += r.right
+          }
+          return Effect.succeed(total)
+        })
+      )
+
+    const collectAll = <A, E>(effects: ReadonlyArray<Effect.Effect<ReadonlyArray<A>, E>>) =>
+      Effect.all(effects, { concurrency: "unbounded" }).pipe(Effect.map((parts) => parts.flat()))
+
+    const shardsOrOne = (dbid: number | undefined) =>
+      dbid === undefined ? Effect.succeed(sorted) : Effect.map(backendFor(dbid), (b) => [b])
+
+    // -- insert ----------------------------------------------------------------------------
+
+    /** Inserts a group on one shard; duplicates whose row vanished meanwhile are tried again. */
+    const insertOnShard = (
+      backend: ShardBackend,
+      rows: ReadonlyArray<ValidNewJob>
+    ): Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure | InvalidJob> =>
+      Effect.gen(function*() {
+        const maxArg = yield* backend.maxArgBytes
+        const tooBig = rows.find((r) => r.arg.length > maxArg)
+        if (tooBig !== undefined) {
+          return yield* Effect.fail(
+            new InvalidJob({
+              reason:
+                `arg is ${tooBig.arg.length} bytes, more than shard ${backend.dbid} accepts in one statement (${maxArg}; raise its max_allowed_packet)`
+            })
+          )
+        }
+        const results: Array<RowInsert> = [...(yield* backend.insert(rows))]
+        for (let attempt = 1; attempt < DUPLICATE_SETTLE_ATTEMPTS; attempt++) {
+          const unsettled = results.flatMap((r, i) => r._tag === "Duplicate" && r.existing === null ? [i] : [])
+          if (unsettled.length === 0) break
+          const again = yield* backend.insert(unsettled.map((i) => rows[i]!))
+          unsettled.forEach((i, k) => (results[i] = again[k]!))
+        }
+        if (results.some((r) => r._tag === "Duplicate" && r.existing === null)) {
+          return yield* Effect.fail(
+            new ShardRejected({ reason: "a unique key kept colliding with a job deleted at the same moment; not stored" })
+          )
+        }
+        return results
+      })
+
+    const insertError = (dbid: number, count: number) => (failure: ShardFailure | InvalidJob): ShardInsertError | InvalidJob => {
+      switch (failure._tag) {
+        case "InvalidJob":
+          return failure
+        case "ShardRejected":
+          return new StorageError({
+            dbid,
+            operation: "insert",
+            reason: failure.reason,
+            ...(failure.code === undefined ? {} : { code: failure.code })
+          })
+        case "ShardLost":
+          return new InsertOutcomeUnknown({ dbid, count, reason: failure.reason })
+        case "ShardUnreached":
+          return new ShardUnavailable({ dbid, reason: failure.reason })
+      }
+    }
+
+    const toOutcomes = (dbid: number, results: ReadonlyArray<RowInsert>): ReadonlyArray<InsertOutcome> =>
+      results.map((r) =>
+        r._tag === "Inserted"
+          ? { handle: { dbid, jobid: r.jobid }, duplicate: false }
+          : { handle: { dbid, jobid: r.existing! }, duplicate: true }
+      )
+
+    /** A unique job's shard is fixed by its key: a failure there is final. */
+    const insertPinned = (backend: ShardBackend, rows: ReadonlyArray<ValidNewJob>) =>
+      onShard(backend, (b) => insertOnShard(b, rows)).pipe(
+        Effect.map((results) => toOutcomes(backend.dbid, results)),
+        Effect.mapError(insertError(backend.dbid, rows.length))
+      )
+
+    /**
+     * Jobs without a unique key go to a random live shard; a shard that cannot be reached is
+     * avoided and the next one tried. Anything that may have reached a server is not retried.
+     */
+    const insertFloating = (rows: ReadonlyArray<ValidNewJob>) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const avoid = yield* Ref.get(avoided)
+        const live = yield* Random.shuffle(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) <= now))
+        const cooling = yield* Random.shuffle(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) > now))
+        const reasons: Array<string> = []
+        for (const backend of [...live, ...cooling]) {
+          const attempt = yield* Effect.either(onShard(backend, (b) => insertOnShard(b, rows)))
+          if (Either.isRight(attempt)) return toOutcomes(backend.dbid, attempt.right)
+          if (attempt.left._tag !== "ShardUnreached") {
+            return yield* Effect.fail(insertError(backend.dbid, rows.length)(attempt.left))
+          }
+          reasons.push(`shard ${backend.dbid}: ${attempt.left.reason}`)
+        }
+        return yield* Effect.fail(new StorageUnavailable({ reason: `no shard could be reached (${reasons.join("; ")})` }))
+      })
+
+    const insert = (jobs: ReadonlyArray<NewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
+      Effect.gen(function*() {
+        if (jobs.length === 0) return []
+        const valid: Array<ValidNewJob> = []
+        for (let i = 0; i < jobs.length; i++) {
+          valid.push(yield* validateNewJob(jobs[i]!, jobs.length === 1 ? undefined : i))
+        }
+        // Group by target: the key's shard for unique jobs, "floating" for the rest.
+        const pinned = new Map<number, Array<number>>()
+        const floating: Array<number> = []
+        valid.forEach((job, i) => {
+          if (job.uniqkey === null) return floating.push(i)
+          const dbid = shardIds[hashBucket(job.uniqkey.replace(/ +$/, ""), shardIds.length)]!
+          const group = pinned.get(dbid) ?? []
+          group.push(i)
+          pinned.set(dbid, group)
+        })
+        const groups: Array<{
+          readonly indices: ReadonlyArray<number>
+          readonly run: Effect.Effect<ReadonlyArray<InsertOutcome>, ShardInsertError | InvalidJob>
+        }> = [...pinned].map(([dbid, indices]) => ({
+          indices,
+          run: insertPinned(byId.get(dbid)!, indices.map((i) => valid[i]!))
+        }))
+        if (floating.length > 0) groups.push({ indices: floating, run: insertFloating(floating.map((i) => valid[i]!)) })
+
+        const results = yield* Effect.all(groups.map((g) => Effect.either(g.run)), { concurrency: "unbounded" })
+        if (groups.length === 1) {
+          const only = results[0]!
+          return Either.isRight(only) ? only.right : yield* Effect.fail(only.left)
+        }
+        const outcomes: Array<InsertOutcome | undefined> = new Array(jobs.length).fill(undefined)
+        const failures: Array<{ indices: ReadonlyArray<number>; error: ShardInsertError | InvalidJob }> = []
+        results.forEach((r, g) => {
+          const indices = groups[g]!.indices
+          if (Either.isRight(r)) indices.forEach((i, k) => (outcomes[i] = r.right[k]))
+          else failures.push({ indices, error: r.left })
+        })
+        if (failures.length > 0) return yield* Effect.fail(new PartialInsert({ outcomes, failures }))
+        return outcomes as ReadonlyArray<InsertOutcome>
+      }).pipe(Effect.withSpan("Storage.insert", { attributes: { jobs: jobs.length } }))
+
+    // -- the rest --------------------------------------------------------------------------
+
+    const claimDue = (dbid: number, limit: number, lease: Duration.DurationInput) =>
+      Effect.gen(function*() {
+        if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CLAIM) {
+          return yield* Effect.fail(new InvalidJob({ reason: `claim limit ${limit} is not an integer in [1, ${MAX_CLAIM}]` }))
+        }
+        const now = yield* nowSeconds
+        const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
+        return yield* shardOp(dbid, "claimDue", (b) => b.claimDue(now, limit, now + leaseSeconds))
+      }).pipe(Effect.withSpan("Storage.claimDue", { attributes: { dbid, limit } }))
+
+    const defer = (handles: ReadonlyArray<JobHandle>, until: number) =>
+      Effect.zipRight(checkRunAfter(until), perShardHandles(handles, "defer", (b, ids) => b.setRunAfter(ids, until)))
+
+    const complete = (handles: ReadonlyArray<JobHandle>) => perShardHandles(handles, "complete", (b, ids) => b.remove(ids))
+
+    const reschedule = (handle: JobHandle, runAfter: number, failcount: number) =>
+      Effect.gen(function*() {
+        const h = yield* validateHandle(handle)
+        yield* checkRunAfter(runAfter)
+        yield* checkFailcount(failcount)
+        return yield* shardOp(h.dbid, "reschedule", (b) => b.reschedule(h.jobid, runAfter, failcount))
+      })
+
+    const retryNever = (funcname: string, dbid?: number) =>
+      Effect.gen(function*() {
+        const now = yield* nowSeconds
+        const shards = yield* shardsOrOne(dbid)
+        return yield* sumAll(shards.map((b) => shardOp(b.dbid, "retryNever", (s) => s.retryNever(funcname, now))))
+      })
+
+    const counts = (dbid?: number) =>
+      Effect.gen(function*() {
+        const now = yield* nowSeconds
+        const shards = yield* shardsOrOne(dbid)
+        return yield* collectAll(shards.map((b) => shardOp(b.dbid, "counts", (s) => s.counts(now))))
+      })
+
+    const list = (filter: ListFilter = {}) =>
+      Effect.gen(function*() {
+        const limit = filter.limit ?? 100
+        if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE) {
+          return yield* Effect.fail(new InvalidJob({ reason: `page size ${limit} is not an integer in [1, ${MAX_PAGE}]` }))
+        }
+        const now = yield* nowSeconds
+        const after = filter.after
+        const shards = (yield* shardsOrOne(filter.dbid)).filter((b) => after === undefined || b.dbid >= after.dbid)
+        const pages = yield* collectAll(shards.map((b) =>
+          shardOp(b.dbid, "list", (s) =>
+            s.list({
+              funcname: filter.funcname,
+              state: filter.state,
+              afterJobid: after !== undefined && after.dbid === b.dbid ? after.jobid : undefined,
+              limit,
+              now
+            }))
+        ))
+        return pages.sort((a, b) => a.dbid - b.dbid || a.jobid - b.jobid).slice(0, limit)
+      })
+
+    const get = (handle: JobHandle) =>
+      Effect.flatMap(validateHandle(handle), (h) => shardOp(h.dbid, "get", (b) => b.get(h.jobid)))
+
+    const health = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const avoid = yield* Ref.get(avoided)
+      return shardIds.map((dbid) => {
+        const until = avoid.get(dbid)
+        return { dbid, avoidedUntil: until !== undefined && until > now ? until : null }
+      })
+    })
+
+    return { shardIds, insert, claimDue, defer, complete, reschedule, retryNever, counts, list, get, health }
+  })
+
+// -- layers ----------------------------------------------------------------------------------
+
+/** Storage over MySQL / MariaDB shards: one pool per shard, opened on first use, closed with the layer. */
+export const layer = (
+  config: StorageConfig & MysqlShard.MysqlShardOptions
+): Layer.Layer<Storage, ConfigInvalid> =>
+  Layer.scoped(
+    Storage,
+    Effect.gen(function*() {
+      const shards = yield* validateShards(config.shards)
+      const backends = yield* Effect.forEach(shards, (shard) => MysqlShard.make(shard, config))
+      return yield* make(backends, { coolOff: config.coolOff })
+    })
+  )
+
+export interface MemoryStorageOptions extends StorageOptions {
+  /** Shard ids (default [1]). */
+  readonly shards?: ReadonlyArray<number> | undefined
+  /** Shards that start down: every operation on them fails as an unreachable server would. */
+  readonly down?: ReadonlyArray<number> | undefined
+}
+
+/** Storage in memory, with a handle on each shard (to take one down in a test). */
+export const makeMemory = (options: MemoryStorageOptions = {}) =>
+  Effect.gen(function*() {
+    const ids = options.shards ?? [1]
+    const down = new Set(options.down ?? [])
+    const shards = yield* Effect.forEach(ids, (id) => MemoryShard.make(id, { down: down.has(id) }))
+    const storage = yield* make(shards, options)
+    return { storage, shards: new Map(shards.map((s) => [s.dbid, s] as const)) }
+  })
+
+/** Storage in memory: the same contract as MySQL, for fast tests of roles and of users' code. */
+export const layerMemory = (options: MemoryStorageOptions = {}): Layer.Layer<Storage> =>
+  Layer.effect(Storage, Effect.map(makeMemory(options), (m) => m.storage))

@@ -1,0 +1,333 @@
+// The storage contract: one suite, run against every Storage layer (memory and MariaDB).
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Either, Option, TestClock } from "effect"
+import type { Scope } from "effect"
+import { hashBucket } from "../../src/crc32.js"
+import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson, NEVER } from "../../src/Job.js"
+import type { JobHandle } from "../../src/Job.js"
+import * as Client from "../../src/roles/Client.js"
+import { Storage } from "../../src/storage/Storage.js"
+import type { StorageShape } from "../../src/storage/Storage.js"
+
+export interface ContractEnv {
+  /** Shards 1 and 2, both up. */
+  readonly storage: StorageShape
+  /** Shards 1 and 2 up, shard 3 refusing connections. */
+  readonly degraded: StorageShape
+  /** Shards 1 and 2, both refusing connections. */
+  readonly dead: StorageShape
+}
+
+/** A fixed, realistic "now" (unix seconds); TestClock starts there in every test. */
+export const T0 = 1_700_000_000
+
+/** A unique key that the CRC32 rule sends to the shard at `index` among `count`. */
+export const keyFor = (index: number, count: number, prefix = "k"): string => {
+  for (let i = 0;; i++) if (hashBucket(`${prefix}${i}`, count) === index) return `${prefix}${i}`
+}
+
+export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv, never, Scope.Scope>) =>
+  describe(`Storage contract: ${name}`, () => {
+    const test = (title: string, body: (env: ContractEnv) => Effect.Effect<void, unknown, Storage>) =>
+      it.scoped(title, () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(T0 * 1000)
+          const env = yield* makeEnv
+          yield* body(env).pipe(Effect.provideService(Storage, env.storage))
+        }))
+
+    const claimAll = (storage: StorageShape, dbid: number) => storage.claimDue(dbid, 1000, "1000 seconds")
+
+    test("insert then get returns the stored job, bytes intact", ({ storage }) =>
+      Effect.gen(function*() {
+        const bytes = Uint8Array.from({ length: 256 }, (_, i) => i)
+        const outcome = yield* Client.insertJob({ funcname: "resize", arg: bytes, coalesce: "c1" })
+        assert.isFalse(outcome.duplicate)
+        const job = Option.getOrThrow(yield* storage.get(outcome.handle))
+        assert.deepStrictEqual(
+          { ...job, arg: [...job.arg] },
+          {
+            dbid: outcome.handle.dbid,
+            jobid: outcome.handle.jobid,
+            funcname: "resize",
+            arg: [...bytes],
+            uniqkey: null,
+            coalesce: "c1",
+            runAfter: T0,
+            flag: "shim",
+            failcount: 0
+          }
+        )
+        // The worker JSON carries the same bytes.
+        const decoded = yield* decodeWorkerJson(encodeWorkerJson(job))
+        assert.deepStrictEqual([...decoded.arg], [...bytes])
+        assert.isTrue(Option.isNone(yield* storage.get({ dbid: outcome.handle.dbid, jobid: outcome.handle.jobid + 1000 })))
+      }))
+
+    test("text arg is stored as UTF-8; flag controller is kept", ({ storage }) =>
+      Effect.gen(function*() {
+        const { handle } = yield* Client.insertJob({ funcname: "f", arg: "café ☃", flag: "controller" })
+        const job = Option.getOrThrow(yield* storage.get(handle))
+        assert.strictEqual(Buffer.from(job.arg).toString("hex"), "636166c3a920e29883")
+        assert.strictEqual(job.flag, "controller")
+      }))
+
+    test("a batch is stored in one call, handles in order and distinct", ({ storage }) =>
+      Effect.gen(function*() {
+        const outcomes = yield* Client.insertJobs(Array.from({ length: 50 }, (_, i) => ({ funcname: "batch", arg: `job ${i}` })))
+        assert.strictEqual(outcomes.length, 50)
+        assert.strictEqual(new Set(outcomes.map((o) => `${o.handle.dbid}:${o.handle.jobid}`)).size, 50)
+        for (const [i, o] of outcomes.entries()) {
+          const job = Option.getOrThrow(yield* storage.get(o.handle))
+          assert.strictEqual(Buffer.from(job.arg).toString(), `job ${i}`)
+        }
+        assert.deepStrictEqual(yield* Client.insertJobs([]), [])
+      }))
+
+    test("uniqueness per (funcname, uniqkey) holds across shards and within a batch", ({ storage }) =>
+      Effect.gen(function*() {
+        const first = yield* Client.insertJob({ funcname: "u", arg: "one", uniqkey: "key-1" })
+        assert.isFalse(first.duplicate)
+        assert.strictEqual(first.handle.dbid, [1, 2][hashBucket("key-1", 2)])
+        const again = yield* Client.insertJob({ funcname: "u", arg: "two", uniqkey: "key-1" })
+        assert.deepStrictEqual(again, { handle: first.handle, duplicate: true })
+        // Same key, other function: another job.
+        const other = yield* Client.insertJob({ funcname: "v", uniqkey: "key-1" })
+        assert.isFalse(other.duplicate)
+        // Within one batch: the second occurrence is the duplicate of the first.
+        const batch = yield* Client.insertJobs([
+          { funcname: "u", uniqkey: "key-2" },
+          { funcname: "u", uniqkey: "key-2" },
+          { funcname: "u", uniqkey: "key-1" },
+          { funcname: "u" }
+        ])
+        assert.isFalse(batch[0]!.duplicate)
+        assert.deepStrictEqual(batch[1], { handle: batch[0]!.handle, duplicate: true })
+        assert.deepStrictEqual(batch[2], { handle: first.handle, duplicate: true })
+        assert.isFalse(batch[3]!.duplicate)
+        // The stored job kept its first arg.
+        const job = Option.getOrThrow(yield* storage.get(first.handle))
+        assert.strictEqual(Buffer.from(job.arg).toString(), "one")
+        // Unique keys spread over both shards.
+        const spread = yield* Client.insertJobs(Array.from({ length: 40 }, (_, i) => ({ funcname: "s", uniqkey: `spread-${i}` })))
+        assert.deepStrictEqual(new Set(spread.map((o) => o.handle.dbid)), new Set([1, 2]))
+        // Once the job is completed, the key is free again.
+        yield* Client.completeJob(first.handle)
+        const reborn = yield* Client.insertJob({ funcname: "u", uniqkey: "key-1" })
+        assert.isFalse(reborn.duplicate)
+        assert.notStrictEqual(reborn.handle.jobid, first.handle.jobid)
+      }))
+
+    test("claimDue leases due jobs oldest first; they come back after the lease", ({ storage }) =>
+      Effect.gen(function*() {
+        const outcomes = yield* Client.insertJobs([
+          { funcname: "c", arg: "newest", runAt: T0 },
+          { funcname: "c", arg: "oldest", runAt: T0 - 100 },
+          { funcname: "c", arg: "middle", runAt: T0 - 50 }
+        ])
+        const dbid = outcomes[0]!.handle.dbid
+        const claimed = yield* storage.claimDue(dbid, 2, "1000 seconds")
+        assert.deepStrictEqual(claimed.map((j) => Buffer.from(j.arg).toString()), ["oldest", "middle"])
+        // Returned as they were before the lease; stored with the lease.
+        assert.strictEqual(claimed[0]!.runAfter, T0 - 100)
+        assert.strictEqual(Option.getOrThrow(yield* storage.get(claimed[0]!)).runAfter, T0 + 1000)
+        const rest = yield* storage.claimDue(dbid, 10, "1000 seconds")
+        assert.deepStrictEqual(rest.map((j) => Buffer.from(j.arg).toString()), ["newest"])
+        assert.deepStrictEqual(yield* storage.claimDue(dbid, 10, "1000 seconds"), [])
+        yield* TestClock.adjust("999 seconds")
+        assert.deepStrictEqual(yield* storage.claimDue(dbid, 10, "1000 seconds"), [])
+        yield* TestClock.adjust("1 second")
+        const back = yield* storage.claimDue(dbid, 10, Duration.seconds(30))
+        assert.strictEqual(back.length, 3)
+        assert.isTrue(back.every((j) => j.runAfter === T0 + 1000))
+      }))
+
+    test("delayed jobs stay invisible until due", ({ storage }) =>
+      Effect.gen(function*() {
+        const a = yield* Client.insertJob({ funcname: "d", runAt: "+60" })
+        const b = yield* Client.insertJob({ funcname: "d", runAt: Duration.minutes(2) })
+        yield* Client.insertJob({ funcname: "d", runAt: "never" })
+        const shards = [1, 2]
+        const claimEverywhere = Effect.map(Effect.forEach(shards, (s) => claimAll(storage, s)), (r) => r.flat())
+        assert.deepStrictEqual(yield* claimEverywhere, [])
+        yield* TestClock.adjust("59 seconds")
+        assert.deepStrictEqual(yield* claimEverywhere, [])
+        yield* TestClock.adjust("1 second")
+        assert.deepStrictEqual((yield* claimEverywhere).map((j) => j.jobid), [a.handle.jobid])
+        yield* TestClock.adjust("60 seconds")
+        assert.deepStrictEqual((yield* claimEverywhere).map((j) => j.jobid), [b.handle.jobid])
+        yield* Client.completeJob([a.handle, b.handle])
+        yield* TestClock.adjust(Duration.days(365))
+        assert.deepStrictEqual(yield* claimEverywhere, [])
+      }))
+
+    test("two claimers racing on one shard get disjoint jobs, and neither waits for the other", ({ storage }) =>
+      Effect.gen(function*() {
+        const outcomes = yield* Client.insertJobs(Array.from({ length: 40 }, (_, i) => ({ funcname: "race", arg: `${i}` })))
+        const dbid = outcomes[0]!.handle.dbid
+        const [a, b] = yield* Effect.all(
+          [storage.claimDue(dbid, 25, "1000 seconds"), storage.claimDue(dbid, 25, "1000 seconds")],
+          { concurrency: 2 }
+        )
+        const ids = [...a, ...b].map((j) => j.jobid)
+        assert.strictEqual(new Set(ids).size, ids.length, "no job claimed twice")
+        assert.strictEqual(ids.length, 40, "together they got every due job")
+        assert.isTrue(a.length > 0 && b.length > 0)
+      }))
+
+    test("complete deletes (many at once, across shards); twice is harmless", ({ storage }) =>
+      Effect.gen(function*() {
+        const spread = yield* Client.insertJobs([
+          { funcname: "x", uniqkey: keyFor(0, 2) },
+          { funcname: "x", uniqkey: keyFor(1, 2) },
+          { funcname: "x" }
+        ])
+        assert.deepStrictEqual(spread.slice(0, 2).map((o) => o.handle.dbid), [1, 2])
+        const keep = yield* Client.insertJob({ funcname: "x", arg: "keep" })
+        assert.strictEqual(yield* Client.completeJob(spread.map((o) => o.handle)), 3)
+        assert.strictEqual(yield* Client.completeJob(spread.map((o) => o.handle)), 0)
+        for (const o of spread) assert.isTrue(Option.isNone(yield* storage.get(o.handle)))
+        assert.isTrue(Option.isSome(yield* storage.get(keep.handle)))
+        assert.strictEqual(yield* storage.complete([]), 0)
+      }))
+
+    test("reschedule and defer move run_after; failedJob backs off and stores the failcount", ({ storage }) =>
+      Effect.gen(function*() {
+        const { handle } = yield* Client.insertJob({ funcname: "r" })
+        const stored = () => Effect.map(storage.get(handle), Option.getOrThrow)
+        assert.isTrue(yield* Client.rescheduleJob({ ...handle, failcount: 3 }, "+300"))
+        assert.deepStrictEqual(
+          { runAfter: (yield* stored()).runAfter, failcount: (yield* stored()).failcount },
+          { runAfter: T0 + 300, failcount: 3 }
+        )
+        yield* Client.rescheduleJob(handle, "never")
+        assert.strictEqual((yield* stored()).runAfter, NEVER)
+        yield* Client.rescheduleJob(handle, T0 + 5)
+        assert.strictEqual((yield* stored()).runAfter, T0 + 5)
+        // Backoff: 120, 240, 480 ... capped at one day; failcount rises each time.
+        let job = yield* stored()
+        const delays: Array<number> = []
+        for (let i = 0; i < 12; i++) {
+          const r = yield* Client.failedJob(job)
+          job = yield* stored()
+          assert.strictEqual(job.failcount, r.failcount)
+          delays.push(job.runAfter - T0)
+        }
+        assert.deepStrictEqual(delays, [120, 240, 480, 960, 1920, 3840, 7680, 15360, 30720, 61440, 86400, 86400])
+        assert.strictEqual(job.failcount, 12)
+        // The failcount column saturates instead of overflowing.
+        assert.strictEqual((yield* Client.failedJob({ ...handle, failcount: 255 })).failcount, 255)
+        assert.strictEqual(yield* storage.defer([handle], T0 + 60), 1)
+        assert.strictEqual((yield* stored()).runAfter, T0 + 60)
+        // A vanished job is reported, not an error.
+        yield* Client.completeJob(handle)
+        assert.isFalse(yield* Client.rescheduleJob(handle, "+1"))
+        assert.isFalse((yield* Client.failedJob(handle)).found)
+      }))
+
+    test("inspection: counts by function and state, list with filters and paging, retry of never jobs", ({ storage }) =>
+      Effect.gen(function*() {
+        yield* Client.insertJobs([
+          { funcname: "a", runAt: T0 - 30 },
+          { funcname: "a", runAt: T0 - 10 },
+          { funcname: "a", runAt: "+100" },
+          { funcname: "a", runAt: "never" },
+          { funcname: "b", runAt: "never" }
+        ].map((j, i) => ({ ...j, uniqkey: keyFor(0, 2, `ins${i}-`) })))
+        const counts = yield* storage.counts()
+        assert.deepStrictEqual(counts.filter((c) => c.funcname === "a"), [
+          { dbid: 1, funcname: "a", due: 2, scheduled: 1, never: 1, oldestDue: T0 - 30 }
+        ])
+        assert.deepStrictEqual(counts.filter((c) => c.funcname === "b").map((c) => [c.never, c.oldestDue]), [[1, null]])
+        assert.deepStrictEqual(yield* storage.counts(2), [])
+        const due = yield* storage.list({ funcname: "a", state: "due" })
+        assert.deepStrictEqual(due.map((j) => j.runAfter), [T0 - 30, T0 - 10])
+        assert.strictEqual((yield* storage.list({ state: "never" })).length, 2)
+        assert.strictEqual((yield* storage.list({ state: "scheduled" })).length, 1)
+        // Paging: one at a time, in (dbid, jobid) order, until empty.
+        const seen: Array<JobHandle> = []
+        let after: JobHandle | undefined
+        for (;;) {
+          const page = yield* storage.list({ limit: 2, after })
+          if (page.length === 0) break
+          seen.push(...page)
+          after = page[page.length - 1]
+        }
+        assert.strictEqual(seen.length, 5)
+        assert.deepStrictEqual(seen.map((j) => j.jobid), [...seen.map((j) => j.jobid)].sort((x, y) => x - y))
+        // Make the `never` jobs of `a` due again.
+        assert.strictEqual(yield* storage.retryNever("a"), 1)
+        const after2 = yield* storage.counts(1)
+        assert.deepStrictEqual(after2.find((c) => c.funcname === "a")!.due, 3)
+        assert.deepStrictEqual(after2.find((c) => c.funcname === "b")!.never, 1)
+      }))
+
+    test("every bad input is a typed error and stores nothing", ({ storage }) =>
+      Effect.gen(function*() {
+        const rejected = (effect: Effect.Effect<unknown, { readonly _tag: string }, Storage>) =>
+          Effect.map(Effect.flip(effect), (e) => e._tag)
+        assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "" })), "InvalidJob")
+        assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f".repeat(201) })), "InvalidJob")
+        assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", uniqkey: "k".repeat(256) })), "InvalidJob")
+        assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", arg: new Uint8Array(ARG_MAX_BYTES + 1) })), "InvalidJob")
+        assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", runAt: "tomorrow" })), "InvalidSchedule")
+        assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", runAt: "-5" })), "InvalidSchedule")
+        // One bad job in a batch: none of the batch is stored.
+        const batch = yield* Effect.flip(Client.insertJobs([{ funcname: "ok" }, { funcname: "" }, { funcname: "ok2" }]))
+        assert.strictEqual(batch._tag, "InvalidJob")
+        assert.include(batch.message, "#1")
+        // Handles: unknown dbid, malformed ids.
+        assert.strictEqual(yield* rejected(Client.completeJob({ dbid: 9, jobid: 1 })), "InvalidJob")
+        assert.strictEqual(yield* rejected(Client.completeJob({ dbid: 0, jobid: 1 })), "InvalidJob")
+        assert.strictEqual(yield* rejected(Client.rescheduleJob({ dbid: 1, jobid: 1 }, "+x")), "InvalidSchedule")
+        assert.strictEqual(yield* rejected(storage.claimDue(3, 10, "1 second")), "InvalidJob")
+        assert.strictEqual(yield* rejected(storage.claimDue(1, 0, "1 second")), "InvalidJob")
+        assert.strictEqual(yield* rejected(storage.reschedule({ dbid: 1, jobid: 1 }, 0, 256)), "InvalidJob")
+        assert.strictEqual(yield* rejected(storage.defer([{ dbid: 1, jobid: 1 }], -1)), "InvalidJob")
+        assert.deepStrictEqual(yield* storage.counts(), [])
+      }))
+
+    test("a shard that refuses connections is avoided; inserts land on the others", ({ degraded }) =>
+      Effect.gen(function*() {
+        // A unique job whose shard is down cannot move: ShardUnavailable, and the shard is avoided.
+        const err = yield* Effect.flip(degraded.insert([{ funcname: "avoid", uniqkey: keyFor(2, 3), runAfter: T0 }]))
+        assert.strictEqual(err._tag, "ShardUnavailable")
+        assert.include(err.message, "shard 3")
+        assert.deepStrictEqual((yield* degraded.health).map((h) => h.avoidedUntil === null), [true, true, false])
+        for (let i = 0; i < 12; i++) {
+          const [outcome] = yield* degraded.insert([{ funcname: "avoid", runAfter: T0 }])
+          assert.include([1, 2], outcome!.handle.dbid)
+        }
+        const ok = yield* degraded.insert([{ funcname: "avoid", uniqkey: keyFor(0, 3), runAfter: T0 }])
+        assert.strictEqual(ok[0]!.handle.dbid, 1)
+        // A batch spanning the dead shard and live ones: stored where possible, the rest reported.
+        const partial = yield* Effect.flip(degraded.insert([
+          { funcname: "p", uniqkey: keyFor(2, 3, "p"), runAfter: T0 },
+          { funcname: "p", uniqkey: keyFor(1, 3, "p"), runAfter: T0 },
+          { funcname: "p", runAfter: T0 }
+        ]))
+        assert.strictEqual(partial._tag, "PartialInsert")
+        if (partial._tag === "PartialInsert") {
+          assert.isUndefined(partial.outcomes[0])
+          assert.strictEqual(partial.outcomes[1]!.handle.dbid, 2)
+          assert.include([1, 2], partial.outcomes[2]!.handle.dbid)
+          assert.deepStrictEqual(partial.failures.map((f) => [f.indices, f.error._tag]), [[[0], "ShardUnavailable"]])
+        }
+        // Operations aimed at the dead shard say so.
+        assert.strictEqual((yield* Effect.flip(degraded.claimDue(3, 10, "1 second")))._tag, "ShardUnavailable")
+        // The cool-off ends after 30 s; the next failure starts another.
+        yield* TestClock.adjust("31 seconds")
+        assert.deepStrictEqual((yield* degraded.health).map((h) => h.avoidedUntil === null), [true, true, true])
+        yield* Effect.flip(degraded.insert([{ funcname: "avoid", uniqkey: keyFor(2, 3), runAfter: T0 }]))
+        assert.deepStrictEqual((yield* degraded.health).map((h) => h.avoidedUntil === null), [true, true, false])
+      }))
+
+    test("when every shard is down the caller gets StorageUnavailable", ({ dead }) =>
+      Effect.gen(function*() {
+        const err = yield* Effect.flip(dead.insert([{ funcname: "f", runAfter: T0 }]))
+        assert.strictEqual(err._tag, "StorageUnavailable")
+        const stillDown = yield* Effect.flip(dead.insert([{ funcname: "f", runAfter: T0 }]))
+        assert.strictEqual(stillDown._tag, "StorageUnavailable")
+        assert.isTrue(Either.isLeft(yield* Effect.either(dead.counts())))
+      }))
+  })
