@@ -1,0 +1,155 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Either, Redacted } from "effect"
+import { parseShardUrl, shardsFromUrls } from "../src/config.js"
+import { crc32, hashBucket } from "../src/crc32.js"
+import {
+  decodeWorkerJson,
+  encodeWorkerJson,
+  failureBackoffSeconds,
+  MAX_RUN_AFTER,
+  NEVER,
+  parseHandle,
+  resolveRunAt
+} from "../src/Job.js"
+
+const NOW = 1_700_000_000
+
+describe("run-at language", () => {
+  it("never, +N, absolute times and Durations", () => {
+    assert.deepStrictEqual(resolveRunAt("never", NOW), Either.right(NEVER))
+    assert.deepStrictEqual(resolveRunAt("+0", NOW), Either.right(NOW))
+    assert.deepStrictEqual(resolveRunAt("+90", NOW), Either.right(NOW + 90))
+    assert.deepStrictEqual(resolveRunAt("1234", NOW), Either.right(1234))
+    assert.deepStrictEqual(resolveRunAt(1234, NOW), Either.right(1234))
+    assert.deepStrictEqual(resolveRunAt(Duration.minutes(2), NOW), Either.right(NOW + 120))
+    // Sub-second durations round up: a job never runs before its delay.
+    assert.deepStrictEqual(resolveRunAt(Duration.millis(1500), NOW), Either.right(NOW + 2))
+    assert.deepStrictEqual(resolveRunAt(MAX_RUN_AFTER, NOW), Either.right(MAX_RUN_AFTER))
+  })
+
+  it("anything else is InvalidSchedule, naming the input", () => {
+    for (const bad of ["-5", "+1.5", "+", "soon", "", " 12", "12 ", "never ", "+-3", 1.5, -1, MAX_RUN_AFTER + 1, NaN]) {
+      const result = resolveRunAt(bad, NOW)
+      assert.isTrue(Either.isLeft(result), `${String(bad)} should be rejected`)
+      if (Either.isLeft(result)) {
+        assert.strictEqual(result.left._tag, "InvalidSchedule")
+        assert.include(result.left.message, JSON.stringify(String(bad)))
+      }
+    }
+    assert.isTrue(Either.isLeft(resolveRunAt(Duration.infinity, NOW)))
+    assert.isTrue(Either.isLeft(resolveRunAt(`+${MAX_RUN_AFTER}`, NOW)))
+  })
+
+  it("failedJob's backoff: 2^failcount minutes, capped at a day", () => {
+    assert.deepStrictEqual([1, 2, 3, 10, 11, 12, 255].map(failureBackoffSeconds), [120, 240, 480, 61440, 86400, 86400, 86400])
+  })
+})
+
+describe("worker JSON", () => {
+  const job = {
+    dbid: 2,
+    jobid: 77,
+    funcname: "resize",
+    arg: Uint8Array.from([0, 1, 127, 128, 255]),
+    uniqkey: "u",
+    coalesce: null,
+    runAfter: 123,
+    flag: "controller" as const,
+    failcount: 4
+  }
+
+  it.effect("round-trips, arg byte-exact as code points 0-255", () =>
+    Effect.gen(function*() {
+      const json = encodeWorkerJson(job)
+      assert.strictEqual(
+        json,
+        "{\"jobid\":77,\"dbid\":2,\"funcname\":\"resize\",\"arg\":\"\\u0000\\u0001\u007f\u0080\u00ff\",\"uniqkey\":\"u\",\"coalesce\":null,\"run_after\":123,\"flag\":\"controller\",\"failcount\":4}"
+      )
+      const back = yield* decodeWorkerJson(json)
+      assert.deepStrictEqual({ ...back, arg: [...back.arg] }, { ...job, arg: [...job.arg] })
+      assert.deepStrictEqual(yield* decodeWorkerJson(Buffer.from(json)), back)
+    }))
+
+  it.effect("accepts what Perl writers send: numeric strings, NULL or empty flag, missing and extra keys", () =>
+    Effect.gen(function*() {
+      const fromOldDbd = yield* decodeWorkerJson(
+        "{\"jobid\":\"12\",\"dbid\":\"1\",\"funcname\":\"f\",\"arg\":\"x\",\"run_after\":\"0\",\"failcount\":\"3\",\"flag\":null,\"extra\":[1]}"
+      )
+      assert.deepStrictEqual(
+        [fromOldDbd.jobid, fromOldDbd.dbid, fromOldDbd.failcount, fromOldDbd.flag, fromOldDbd.uniqkey],
+        [12, 1, 3, "shim", null]
+      )
+      // From the original Injector: relative run_after, no failcount/coalesce, `unique` key.
+      const injected = yield* decodeWorkerJson(
+        "{\"funcname\":\"hello\",\"arg\":\"caf\u00e9 \u2603\",\"unique\":\"k\",\"run_after\":1000,\"flag\":\"controller\",\"jobid\":5,\"dbid\":1}"
+      )
+      assert.strictEqual(injected.failcount, 0)
+      assert.strictEqual(injected.flag, "controller")
+      // A string with code points above 255 can only be text: taken as UTF-8.
+      assert.strictEqual(Buffer.from(injected.arg).toString("utf8"), "café ☃")
+      assert.strictEqual((yield* decodeWorkerJson("{\"jobid\":1,\"dbid\":1,\"funcname\":\"f\",\"flag\":\"\"}")).flag, "shim")
+    }))
+
+  it.effect("malformed payloads are a typed InvalidJob saying what is wrong", () =>
+    Effect.gen(function*() {
+      for (
+        const bad of [
+          "not json",
+          "[]",
+          "{\"dbid\":1,\"funcname\":\"f\"}",
+          "{\"jobid\":\"x1\",\"dbid\":1,\"funcname\":\"f\"}",
+          "{\"jobid\":-1,\"dbid\":1,\"funcname\":\"f\"}",
+          "{\"jobid\":1,\"dbid\":1,\"funcname\":\"f\",\"flag\":\"weird\"}"
+        ]
+      ) {
+        const err = yield* Effect.flip(decodeWorkerJson(bad))
+        assert.strictEqual(err._tag, "InvalidJob")
+        assert.include(err.message, "malformed worker JSON")
+      }
+    }))
+})
+
+describe("handles and shards", () => {
+  it("CRC32 matches the standard check value; the bucket rule is Gearman::Client's", () => {
+    assert.strictEqual(crc32("123456789"), 0xcbf43926)
+    assert.strictEqual(crc32(""), 0)
+    assert.strictEqual(hashBucket("123456789", 7), ((0xcbf43926 >>> 16) & 0x7fff) % 7)
+  })
+
+  it("handles parse as dbid:jobid", () => {
+    assert.deepStrictEqual(parseHandle("2:15"), Either.right({ dbid: 2, jobid: 15 }))
+    for (const bad of ["2", "0:1", "1:0", "a:b", "1:2:3"]) assert.isTrue(Either.isLeft(parseHandle(bad)), bad)
+  })
+
+  it("shard URLs: defaults, ids, and the password kept redacted", () => {
+    const shard = Either.getOrThrow(parseShardUrl("mysql://app:s%40cret@db1:3307/jobs?id=4", 1))
+    assert.deepStrictEqual({ ...shard, password: Redacted.value(shard.password) }, {
+      id: 4,
+      host: "db1",
+      port: 3307,
+      database: "jobs",
+      user: "app",
+      password: "s@cret"
+    })
+    for (const shown of [String(shard.password), JSON.stringify(shard), String(shard.password.toString())]) {
+      assert.notInclude(shown, "s@cret")
+    }
+    const local = Either.getOrThrow(parseShardUrl("mysql://localhost/jobs", 3))
+    assert.deepStrictEqual([local.id, local.port, local.user], [3, 3306, "root"])
+  })
+
+  it("bad shard configuration names the field and never echoes a password", () => {
+    for (const bad of ["mysql://u:topsecret@h:1/", "postgres://u:topsecret@h/db", "u:topsecret@h", "mysql://u:topsecret@h/db?id=0"]) {
+      const result = parseShardUrl(bad, 1)
+      assert.isTrue(Either.isLeft(result), bad)
+      if (Either.isLeft(result)) {
+        assert.include(result.left.message, "invalid configuration db")
+        assert.notInclude(result.left.message, "topsecret")
+      }
+    }
+    const dup = shardsFromUrls(["mysql://h/a?id=1", "mysql://h/b?id=1"])
+    assert.isTrue(Either.isLeft(dup) && dup.left.message.includes("used twice"))
+    assert.isTrue(Either.isLeft(shardsFromUrls([])))
+    assert.deepStrictEqual(Either.map(shardsFromUrls(["mysql://h/a", "mysql://h/b"]), (s) => s.map((x) => x.id)), Either.right([1, 2]))
+  })
+})

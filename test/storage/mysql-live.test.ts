@@ -1,0 +1,239 @@
+// What only the MariaDB layer can show: locks, the original's rows, the pool, and faults.
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Option, Redacted, Schema } from "effect"
+import * as Mysql from "mysql2/promise"
+import type { ShardConfig } from "../../src/config.js"
+import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
+import * as MysqlShard from "../../src/storage/MysqlShard.js"
+import { clientConfig, openClient } from "../../src/storage/MysqlShard.js"
+import { migrate } from "../../src/storage/migrate.js"
+import { make } from "../../src/storage/Storage.js"
+import { adminQuery, mysqlHost, mysqlPort, shardConfig, testShards } from "../support/mysql.js"
+import { makeProxy } from "../support/proxy.js"
+
+const storageOver = (configs: ReadonlyArray<ShardConfig>) =>
+  Effect.flatMap(Effect.forEach(configs, (c) => MysqlShard.make(c)), (backends) => make(backends))
+
+const connect = (database: string) =>
+  Effect.acquireRelease(
+    Effect.promise(() => Mysql.createConnection({ host: mysqlHost, port: mysqlPort, user: "root", password: "", database })),
+    (conn) => Effect.promise(() => conn.end())
+  )
+
+const CountRow = Schema.Array(Schema.Struct({ n: Schema.Number }))
+const countRows = (database: string) =>
+  adminQuery(`SELECT COUNT(*) AS n FROM \`${database}\`.job`).pipe(
+    Effect.flatMap(([rows]) => Schema.decodeUnknown(CountRow)(rows)),
+    Effect.map((rows) => rows[0]!.n)
+  )
+
+describe("MariaDB storage", () => {
+  it.scopedLive("a claimer does not wait for rows another transaction holds: it skips them", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const storage = yield* storageOver([shard!])
+      yield* storage.insert(Array.from({ length: 10 }, (_, i) => ({ funcname: "held", arg: `${i}`, runAfter: 1000 + i })))
+      // Another session (a claimer mid-transaction) locks the 4 oldest rows and keeps them.
+      const other = yield* connect(shard!.database)
+      yield* Effect.promise(() => other.query("BEGIN"))
+      yield* Effect.promise(() => other.query("SELECT jobid FROM job ORDER BY run_after LIMIT 4 FOR UPDATE"))
+      // Ours completes while those locks are still held (it would hang here if it waited).
+      const claimed = yield* storage.claimDue(1, 100, "1000 seconds")
+      assert.deepStrictEqual(claimed.map((j) => Buffer.from(j.arg).toString()), ["4", "5", "6", "7", "8", "9"])
+      yield* Effect.promise(() => other.query("ROLLBACK"))
+      const rest = yield* storage.claimDue(1, 100, "1000 seconds")
+      assert.deepStrictEqual(rest.map((j) => Buffer.from(j.arg).toString()), ["0", "1", "2", "3"])
+    }))
+
+  it.scopedLive("rows written the way the Perl client writes them are read and dispatched alike", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const storage = yield* storageOver([shard!])
+      const conn = yield* connect(shard!.database)
+      // Garivini::Client::insert_job: flag bound as undef (NULL), run_after 0, no failcount column.
+      yield* Effect.promise(() =>
+        conn.query(
+          "INSERT IGNORE INTO job (funcname, run_after, uniqkey, coalesce, arg, flag) VALUES (?, ?, ?, ?, ?, ?)",
+          ["foo", 0, null, null, Buffer.from([0x68, 0x69, 0xff, 0x00]), null]
+        )
+      )
+      const [job] = yield* storage.claimDue(1, 10, "1000 seconds")
+      assert.strictEqual(job!.flag, "shim")
+      assert.strictEqual(job!.failcount, 0)
+      const json = JSON.parse(encodeWorkerJson(job!))
+      assert.deepStrictEqual(Object.keys(json), ["jobid", "dbid", "funcname", "arg", "uniqkey", "coalesce", "run_after", "flag", "failcount"])
+      assert.strictEqual(json.arg, "hi\u00ff\u0000")
+      assert.deepStrictEqual([...(yield* decodeWorkerJson(encodeWorkerJson(job!))).arg], [0x68, 0x69, 0xff, 0x00])
+      // And what the Perl worker does to complete it works on our rows.
+      const [ours] = yield* storage.insert([{ funcname: "foo", runAfter: 0 }])
+      yield* Effect.promise(() => conn.query("DELETE FROM job WHERE jobid=?", [ours!.handle.jobid]))
+      assert.isTrue(Option.isNone(yield* storage.get(ours!.handle)))
+    }))
+
+  it.scopedLive("schema.sql makes the original's job table, and migrate is idempotent", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const storage = yield* storageOver([shard!])
+      yield* storage.insert([{ funcname: "keep", runAfter: 0 }])
+      yield* migrate([shard!])
+      yield* migrate([shard!])
+      assert.strictEqual(yield* countRows(shard!.database), 1)
+      const [columns] = yield* adminQuery(
+        "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'job' ORDER BY ORDINAL_POSITION",
+        [shard!.database]
+      )
+      assert.deepStrictEqual(
+        JSON.parse(JSON.stringify(columns)),
+        [
+          { COLUMN_NAME: "jobid", COLUMN_TYPE: "bigint(20) unsigned", IS_NULLABLE: "NO" },
+          { COLUMN_NAME: "funcname", COLUMN_TYPE: "varchar(200)", IS_NULLABLE: "NO" },
+          { COLUMN_NAME: "arg", COLUMN_TYPE: "mediumblob", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "uniqkey", COLUMN_TYPE: "varchar(255)", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "run_after", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "NO" },
+          { COLUMN_NAME: "coalesce", COLUMN_TYPE: "varchar(255)", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "flag", COLUMN_TYPE: "enum('controller','shim')", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "failcount", COLUMN_TYPE: "tinyint(3) unsigned", IS_NULLABLE: "NO" }
+        ]
+      )
+      const [indexes] = yield* adminQuery(
+        "SELECT INDEX_NAME, NON_UNIQUE, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) AS cols FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'job' GROUP BY INDEX_NAME, NON_UNIQUE ORDER BY INDEX_NAME",
+        [shard!.database]
+      )
+      assert.deepStrictEqual(
+        JSON.parse(JSON.stringify(indexes)).map((r: { cols: string; NON_UNIQUE: number }) => [r.cols, Number(r.NON_UNIQUE)]),
+        [["funcname,uniqkey", 0], ["jobid", 0], ["run_after", 1]]
+      )
+    }))
+
+  it.scopedLive("a large batch is chunked into one transaction; every job gets its own handle", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const storage = yield* storageOver([shard!])
+      const jobs = Array.from({ length: 2500 }, (_, i) => ({
+        funcname: "bulk",
+        arg: `${i}`,
+        uniqkey: i === 1700 ? "dup" : i === 2400 ? "dup" : null,
+        runAfter: 0
+      }))
+      const outcomes = yield* storage.insert(jobs)
+      assert.strictEqual(outcomes.length, 2500)
+      assert.deepStrictEqual(outcomes[2400], { handle: outcomes[1700]!.handle, duplicate: true })
+      assert.strictEqual(new Set(outcomes.map((o) => o.handle.jobid)).size, 2499)
+      assert.strictEqual(yield* countRows(shard!.database), 2499)
+      for (const i of [0, 999, 1000, 2499]) {
+        const job = Option.getOrThrow(yield* storage.get(outcomes[i]!.handle))
+        assert.strictEqual(Buffer.from(job.arg).toString(), `${i}`)
+      }
+    }))
+
+  it.scopedLive("an arg the server cannot take in one packet is refused up front", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const storage = yield* storageOver([shard!])
+      const [rows] = yield* adminQuery("SELECT @@max_allowed_packet AS p")
+      const maxPacket = Number(JSON.parse(JSON.stringify(rows))[0].p)
+      const size = Math.min(ARG_MAX_BYTES, maxPacket)
+      const result = yield* Effect.either(storage.insert([{ funcname: "big", arg: new Uint8Array(size), runAfter: 0 }]))
+      if (maxPacket - 64 * 1024 < size) {
+        assert.isTrue(result._tag === "Left" && result.left._tag === "InvalidJob")
+        if (result._tag === "Left") assert.include(result.left.message, "max_allowed_packet")
+        assert.strictEqual(yield* countRows(shard!.database), 0)
+      } else {
+        assert.isTrue(result._tag === "Right")
+      }
+    }))
+
+  it.scopedLive("the pool keeps idle connections (maxIdle set) instead of reopening them every second", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const client = yield* openClient(clientConfig(shard!, shard!.database), yield* Effect.scope)
+      const IdRow = Schema.Array(Schema.Struct({ id: Schema.Number }))
+      const connectionId = Effect.scoped(
+        Effect.flatMap(client.reserve, (conn) =>
+          Effect.flatMap(conn.executeUnprepared("SELECT CONNECTION_ID() AS id", [], undefined), Schema.decodeUnknown(IdRow)))
+      ).pipe(Effect.map((rows) => rows[0]!.id))
+      const before = yield* connectionId
+      // mysql2 sweeps idle connections every second; without maxIdle it would close this one.
+      yield* Effect.sleep("2500 millis")
+      assert.strictEqual(yield* connectionId, before)
+    }))
+})
+
+describe("MariaDB storage faults", () => {
+  it.scopedLive("an insert whose answer is lost is reported as unknown and never moved to another shard", () =>
+    Effect.gen(function*() {
+      const [one, two] = yield* testShards(2)
+      const proxy = yield* makeProxy({ host: mysqlHost, port: mysqlPort })
+      const storage = yield* storageOver([{ ...one!, port: proxy.port }, two!])
+      let stored = 0
+      for (let attempt = 0; attempt < 40; attempt++) {
+        // The marker travels only in the statement's EXECUTE packet (the prepare holds no values).
+        const marker = `cut-me-${attempt}`
+        yield* proxy.cutAfterAnswer(marker)
+        const result = yield* Effect.either(storage.insert([{ funcname: "lost", arg: marker, runAfter: 0 }]))
+        if (result._tag === "Right") {
+          stored++
+          continue
+        }
+        assert.strictEqual(result.left._tag, "InsertOutcomeUnknown")
+        assert.include(result.left.message, "shard 1")
+        // The server did commit it: the caller was right not to assume either way...
+        assert.strictEqual(yield* countRows(one!.database), 1)
+        // ...and it was not retried on shard 2, which holds only the jobs reported stored.
+        assert.strictEqual(yield* countRows(two!.database), stored)
+        // Shard 1 is now avoided: the next jobs go to shard 2.
+        const [next] = yield* storage.insert([{ funcname: "lost", runAfter: 0 }])
+        assert.strictEqual(next!.handle.dbid, 2)
+        return
+      }
+      assert.fail("shard 1 was never picked in 40 inserts")
+    }))
+
+  it.scopedLive("a shard down at start is reached once it comes up; a restart's dead connections heal", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const proxy = yield* makeProxy({ host: mysqlHost, port: mysqlPort })
+      yield* proxy.stop
+      const storage = yield* storageOver([{ ...shard!, port: proxy.port }])
+      const down = yield* Effect.flip(storage.insert([{ funcname: "late", runAfter: 0 }]))
+      assert.strictEqual(down._tag, "StorageUnavailable")
+      yield* proxy.start
+      const [stored] = yield* storage.insert([{ funcname: "late", runAfter: 0 }])
+      assert.strictEqual(stored!.handle.dbid, 1)
+      // Every pooled connection dies (a server restart). The next claims reconnect: the
+      // original's QueueRunner kept its dead handle and claimed nothing ever again.
+      yield* proxy.cutAll
+      const first = yield* Effect.either(storage.claimDue(1, 10, "1000 seconds"))
+      const claimed = first._tag === "Right" ? first.right : yield* storage.claimDue(1, 10, "1000 seconds")
+      assert.strictEqual(claimed.length, 1)
+    }))
+
+  it.scopedLive("no password reaches an error or a log line", () =>
+    Effect.gen(function*() {
+      const secret = "pw-Zq81!"
+      const bad: ShardConfig = { ...shardConfig(1, "garivini_nowhere"), user: "nobody", password: Redacted.make(secret) }
+      const logs: Array<string> = []
+      const storage = yield* storageOver([bad])
+      const err = yield* Effect.flip(storage.insert([{ funcname: "f", runAfter: 0 }]))
+      logs.push(err.message, JSON.stringify(err), String(bad.password), JSON.stringify(bad))
+      for (const line of logs) assert.notInclude(line, secret)
+      assert.strictEqual(err._tag, "StorageUnavailable")
+    }))
+
+  it.scopedLive("interrupting a claim leaves no transaction open on a pooled connection", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const storage = yield* storageOver([{ ...shard!, maxConnections: 1 }])
+      yield* storage.insert(Array.from({ length: 20 }, () => ({ funcname: "i", runAfter: 0 })))
+      const started = yield* Deferred.make<void>()
+      const fiber = yield* Effect.fork(Effect.zipRight(Deferred.succeed(started, undefined), storage.claimDue(1, 5, "1000 seconds")))
+      yield* Deferred.await(started)
+      yield* Fiber.interrupt(fiber)
+      // The only connection is reused: if it were left mid-transaction, its leases would never commit.
+      const next = yield* storage.claimDue(1, 100, "1000 seconds")
+      const other = yield* connect(shard!.database)
+      const [rows] = yield* Effect.promise(() => other.query("SELECT COUNT(*) AS n FROM job WHERE run_after > 1000"))
+      assert.strictEqual(Number(JSON.parse(JSON.stringify(rows))[0].n), 20)
+      assert.isTrue(next.length === 15 || next.length === 20)
+    }))
+})
