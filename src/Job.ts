@@ -25,17 +25,6 @@ export interface JobHandle {
   readonly jobid: number
 }
 
-/** A stored job as the roles see it. `arg` is the blob's bytes. */
-export interface Job extends JobHandle {
-  readonly funcname: string
-  readonly arg: Uint8Array
-  readonly uniqkey: string | null
-  readonly coalesce: string | null
-  readonly runAfter: number
-  readonly flag: JobFlag
-  readonly failcount: number
-}
-
 /** A job to store. `runAfter` is an absolute unix time (the Client resolves the run-at language). */
 export interface NewJob {
   readonly funcname: string
@@ -54,6 +43,11 @@ export interface ValidNewJob {
   readonly coalesce: string | null
   readonly runAfter: number
   readonly flag: JobFlag
+}
+
+/** A stored job as the roles see it: where it is, its columns, and `arg` as the blob's bytes. */
+export interface Job extends JobHandle, ValidNewJob {
+  readonly failcount: number
 }
 
 /** What `insert` says of each job: where it is, and whether it was dropped as a duplicate. */
