@@ -1,0 +1,81 @@
+// `npm run bench:storage`: Storage throughput against the local MariaDB (a scratch database,
+// dropped afterwards). Prints jobs/s per scenario; not a test, no thresholds.
+import { Effect, Logger, LogLevel } from "effect"
+import * as Mysql from "mysql2/promise"
+import type { ShardConfig } from "../src/config.js"
+import { parseShardUrl } from "../src/config.js"
+import type { NewJob } from "../src/Job.js"
+import * as MysqlShard from "../src/storage/MysqlShard.js"
+import type { MysqlShardOptions } from "../src/storage/MysqlShard.js"
+import { migrate } from "../src/storage/migrate.js"
+import { make } from "../src/storage/Storage.js"
+import type { StorageShape } from "../src/storage/Storage.js"
+
+const host = process.env["GARIVINI_BENCH_MYSQL"] ?? "mysql://root@127.0.0.1:3306"
+const database = `garivini_bench_${process.pid}`
+const shard: ShardConfig = parseShardUrl(`${host}/${database}`, 1).pipe((e) => {
+  if (e._tag === "Left") throw new Error(e.left.message)
+  return e.right
+})
+
+const time = <A, E>(label: string, jobs: number, effect: Effect.Effect<A, E>) =>
+  Effect.gen(function*() {
+    const start = performance.now()
+    yield* effect
+    const seconds = (performance.now() - start) / 1000
+    console.log(`${label.padEnd(58)} ${String(Math.round(jobs / seconds)).padStart(8)} jobs/s  (${jobs} in ${seconds.toFixed(2)} s)`)
+  })
+
+const jobs = (n: number, prefix: string): ReadonlyArray<NewJob> =>
+  Array.from({ length: n }, (_, i) => ({ funcname: "bench", arg: `${prefix} payload ${i} ${"x".repeat(64)}`, runAfter: 0 }))
+
+const truncate = Effect.promise(async () => {
+  const conn = await Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user, database })
+  await conn.query("TRUNCATE job")
+  await conn.end()
+})
+
+const scenarios = (storage: StorageShape, mode: string) =>
+  Effect.gen(function*() {
+    yield* truncate
+    yield* time(`[${mode}] insert, 1 job per call, sequential`, 2000, Effect.forEach(jobs(2000, "s"), (j) => storage.insert([j]), { discard: true }))
+    yield* time(`[${mode}] insert, 1 job per call, 16 concurrent`, 8000, Effect.forEach(jobs(8000, "c"), (j) => storage.insert([j]), { concurrency: 16, discard: true }))
+    const batches = Array.from({ length: 50 }, (_, b) => jobs(1000, `b${b}`))
+    yield* time(`[${mode}] insert, 1000 jobs per call`, 50_000, Effect.forEach(batches, (b) => storage.insert(b), { discard: true }))
+    yield* time(`[${mode}] insert with uniqkey, 1000 per call`, 20_000, Effect.forEach(
+      Array.from({ length: 20 }, (_, b) => jobs(1000, `u${b}`).map((j, i) => ({ ...j, uniqkey: `k-${b}-${i}` }))),
+      (b) => storage.insert(b),
+      { discard: true }
+    ))
+    const total = 2000 + 8000 + 50_000 + 20_000
+    yield* time(`[${mode}] claim 1000 + complete them, until empty`, total, Effect.gen(function*() {
+      for (;;) {
+        const claimed = yield* storage.claimDue(1, 1000, "1000 seconds")
+        if (claimed.length === 0) return
+        yield* storage.complete(claimed)
+      }
+    }))
+  })
+
+const program = Effect.gen(function*() {
+  console.log(`Storage benchmark: MariaDB at ${shard.host}:${shard.port}, node ${process.version}`)
+  yield* migrate([shard])
+  for (const [mode, options] of [["RETURNING", {}], ["statements", { insertMode: "statements" }]] as const) {
+    yield* Effect.scoped(Effect.gen(function*() {
+      const backend = yield* MysqlShard.make(shard, options satisfies MysqlShardOptions)
+      yield* scenarios(yield* make([backend]), mode)
+    }))
+  }
+}).pipe(
+  Effect.ensuring(Effect.promise(async () => {
+    const conn = await Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user })
+    await conn.query(`DROP DATABASE IF EXISTS \`${database}\``)
+    await conn.end()
+  })),
+  Logger.withMinimumLogLevel(LogLevel.Warning)
+)
+
+Effect.runPromise(program).catch((e) => {
+  console.error(e)
+  process.exitCode = 1
+})
