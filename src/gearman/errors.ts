@@ -1,0 +1,67 @@
+// Tagged errors of the Gearman layer. Every failure a caller can act on is one of these,
+// named for what happened; nothing is thrown across module edges.
+import { Data } from "effect"
+
+/** The peer broke the framing: bad magic, unknown packet type, oversized or malformed frame. */
+export class GearmanProtocolError extends Data.TaggedError("GearmanProtocolError")<{
+  readonly reason: "BadMagic" | "UnknownType" | "FrameTooLarge" | "Malformed" | "LineTooLong"
+  readonly message: string
+}> {}
+
+/** A job server could not be reached, or the connection to it was lost. */
+export class GearmanConnectionError extends Data.TaggedError("GearmanConnectionError")<{
+  readonly server: string
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** No configured job server is up to take the request. */
+export class GearmanNoServerAvailable extends Data.TaggedError("GearmanNoServerAvailable")<{
+  readonly servers: ReadonlyArray<string>
+  readonly message: string
+}> {}
+
+/** The job server answered a request with an ERROR packet (e.g. QUEUE_ERROR, ARGUMENT_TOO_LARGE). */
+export class GearmanServerError extends Data.TaggedError("GearmanServerError")<{
+  readonly server: string
+  readonly code: string
+  readonly text: string
+}> {}
+
+/** A foreground job ended in WORK_FAIL (or was cancelled, or dropped after too many retries). */
+export class GearmanJobFailed extends Data.TaggedError("GearmanJobFailed")<{
+  readonly handle: string
+  readonly functionName: string
+}> {}
+
+/** A foreground job ended in WORK_EXCEPTION; `data` is the worker's exception payload. */
+export class GearmanJobException extends Data.TaggedError("GearmanJobException")<{
+  readonly handle: string
+  readonly functionName: string
+  readonly data: Uint8Array
+}> {}
+
+/** An admin command was refused (`ERR ...`) or its answer could not be parsed. */
+export class GearmanAdminError extends Data.TaggedError("GearmanAdminError")<{
+  readonly server: string
+  readonly command: string
+  readonly message: string
+}> {}
+
+/** Handler outcome: end the job with WORK_FAIL. */
+export class WorkFail extends Data.TaggedError("WorkFail")<{
+  readonly reason?: string
+}> {}
+
+/** Handler outcome: end the job with WORK_EXCEPTION carrying `data`. */
+export class WorkException extends Data.TaggedError("WorkException")<{
+  readonly data: Uint8Array | string
+}> {}
+
+/** Errors a submit can end in. */
+export type GearmanSubmitError =
+  | GearmanConnectionError
+  | GearmanNoServerAvailable
+  | GearmanServerError
+  | GearmanJobFailed
+  | GearmanJobException

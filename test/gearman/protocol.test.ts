@@ -1,0 +1,157 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Either } from "effect"
+import * as Admin from "../../src/gearman/adminProtocol.js"
+import { Decoder, encode, PacketType, request, response, type Packet } from "../../src/gearman/protocol.js"
+
+const decodeAll = (bytes: Buffer, chunkSizes: (i: number) => number, maxFrame?: number) => {
+  const decoder = new Decoder("RES", maxFrame)
+  const packets: Array<Packet> = []
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const n = Math.max(1, chunkSizes(i))
+    const result = decoder.push(bytes.subarray(at, at + n))
+    if (Either.isLeft(result)) return result
+    packets.push(...result.right)
+    at += n
+  }
+  return Either.right(packets)
+}
+
+// Deterministic PRNG so a failing fuzz case can be replayed.
+const rng = (seed: number) => () => {
+  seed = (seed * 1103515245 + 12345) & 0x7fffffff
+  return seed / 0x7fffffff
+}
+
+describe("binary codec", () => {
+  it("encodes SUBMIT_JOB exactly as the protocol text shows", () => {
+    const bytes = encode("REQ", PacketType.SUBMIT_JOB, ["reverse", "", "test"])
+    assert.strictEqual(bytes.toString("hex"), "00524551" + "00000007" + "0000000d" + Buffer.from("reverse\0\0test", "latin1").toString("hex"))
+  })
+
+  it("decodes every split of a stream of packets identically", () => {
+    const stream = Buffer.concat([
+      response(PacketType.JOB_CREATED, ["H:vm:1"]),
+      response(PacketType.NOOP),
+      response(PacketType.JOB_ASSIGN_UNIQ, ["H:vm:1", "revx", "u1", Buffer.from([1, 0, 2, 0])]),
+      response(PacketType.WORK_COMPLETE, ["H:vm:1", "a\0b"]),
+      response(PacketType.STATUS_RES, ["H:x:1", "1", "0", "3", "4"])
+    ])
+    for (const size of [1, 2, 3, 5, 11, 12, 13, stream.length]) {
+      const result = decodeAll(stream, () => size)
+      assert.isTrue(Either.isRight(result))
+      const packets = Either.getOrThrow(result)
+      assert.deepStrictEqual(packets.map((p) => p.type), [8, 6, 31, 13, 20])
+      assert.deepStrictEqual(packets[2]!.args.map((a) => a.toString("latin1")), ["H:vm:1", "revx", "u1", "\x01\x00\x02\x00"])
+      assert.strictEqual(packets[3]!.args[1]!.toString(), "a\0b")
+      assert.deepStrictEqual(packets[4]!.args.map(String), ["H:x:1", "1", "0", "3", "4"])
+    }
+  })
+
+  it("strips the trailing NUL gearmand puts after a downgraded WORK_FAIL handle", () => {
+    const raw = Buffer.concat([response(PacketType.WORK_FAIL, ["H:vm:8\0"])])
+    const packets = Either.getOrThrow(decodeAll(raw, () => raw.length))
+    assert.strictEqual(packets[0]!.args[0]!.toString(), "H:vm:8")
+  })
+
+  it("rejects bad magic, unknown types, oversized and malformed frames with typed errors", () => {
+    const reason = (bytes: Buffer, maxFrame?: number) => {
+      const r = decodeAll(bytes, () => bytes.length, maxFrame)
+      return Either.isLeft(r) ? r.left.reason : "ok"
+    }
+    assert.strictEqual(reason(request(PacketType.NOOP)), "BadMagic")
+    assert.strictEqual(reason(Buffer.from("version\n")), "BadMagic")
+    const unknown = response(PacketType.NOOP)
+    unknown.writeUInt32BE(43, 4)
+    assert.strictEqual(reason(unknown), "UnknownType")
+    unknown.writeUInt32BE(0, 4)
+    assert.strictEqual(reason(unknown), "UnknownType")
+    assert.strictEqual(reason(response(PacketType.ECHO_RES, [Buffer.alloc(2000)]), 1000), "FrameTooLarge")
+    assert.strictEqual(reason(response(PacketType.JOB_ASSIGN, ["only-one-arg"])), "Malformed")
+    // a frame announcing more than the limit fails on its header, before the body arrives
+    const header = Buffer.from(response(PacketType.ECHO_RES).subarray(0, 12))
+    header.writeUInt32BE(0xffffffff, 8)
+    assert.strictEqual(reason(header, 1 << 20), "FrameTooLarge")
+    // bad magic is noticed from the first four bytes
+    const d = new Decoder("RES")
+    assert.isTrue(Either.isLeft(d.push(Buffer.from("\0REX"))))
+  })
+
+  it("fuzz: random and truncated bytes never throw, hang or buffer more than a frame", () => {
+    const random = rng(42)
+    const valid = Buffer.concat(
+      Array.from({ length: 50 }, (_, i) => response(PacketType.WORK_DATA, [`H:x:${i}`, Buffer.alloc(Math.floor(random() * 300), i)]))
+    )
+    const maxFrame = 4096
+    for (let round = 0; round < 2000; round++) {
+      let bytes: Buffer
+      const mode = round % 4
+      if (mode === 0) bytes = Buffer.from(Array.from({ length: Math.floor(random() * 200) }, () => Math.floor(random() * 256)))
+      else if (mode === 1) bytes = valid.subarray(0, Math.floor(random() * valid.length))
+      else if (mode === 2) {
+        bytes = Buffer.from(valid)
+        for (let k = 0; k < 3; k++) bytes[Math.floor(random() * bytes.length)] = Math.floor(random() * 256)
+      } else {
+        // valid header with a random (possibly huge) size and random body
+        bytes = Buffer.concat([response(PacketType.ECHO_RES), Buffer.alloc(Math.floor(random() * 100), 7)])
+        bytes.writeUInt32BE(Math.floor(random() * 0xffffffff), 8)
+      }
+      const decoder = new Decoder("RES", maxFrame)
+      let at = 0
+      while (at < bytes.length) {
+        const n = 1 + Math.floor(random() * 64)
+        const r = decoder.push(bytes.subarray(at, at + n))
+        at += n
+        assert.isAtMost(decoder.bufferedBytes, maxFrame + 12 + 64)
+        if (Either.isLeft(r)) {
+          assert.include(["BadMagic", "UnknownType", "FrameTooLarge", "Malformed"], r.left.reason)
+          // stays failed: the stream is desynchronised
+          assert.isTrue(Either.isLeft(decoder.push(response(PacketType.NOOP))))
+          break
+        }
+      }
+    }
+  })
+})
+
+describe("admin text protocol", () => {
+  it("splits lines ending in \\n or \\r\\n across chunks", () => {
+    const d = new Admin.LineDecoder()
+    const lines: Array<string> = []
+    for (const c of "OK\r\nrevx\t1\t0\t2\n.\n".split("")) lines.push(...Either.getOrThrow(d.push(Buffer.from(c))))
+    assert.deepStrictEqual(lines, ["OK", "revx\t1\t0\t2", "."])
+  })
+
+  it("bounds an endless line", () => {
+    const d = new Admin.LineDecoder(100)
+    assert.isTrue(Either.isLeft(d.push(Buffer.alloc(200, 65))))
+  })
+
+  it("parses gearmand's status, prioritystatus, workers, show jobs, version and getpid", () => {
+    assert.deepStrictEqual(Either.getOrThrow(Admin.parseStatus(["revy\t1\t0\t0", "rev x\t6\t1\t1", "."])), [
+      { name: "revy", total: 1, running: 0, workers: 0 },
+      { name: "rev x", total: 6, running: 1, workers: 1 }
+    ])
+    assert.deepStrictEqual(Either.getOrThrow(Admin.parsePriorityStatus(["prio\t2\t2\t2\t0", "."])), [
+      { name: "prio", high: 2, normal: 2, low: 2, workers: 0 }
+    ])
+    assert.deepStrictEqual(Either.getOrThrow(Admin.parseWorkers(["45 127.0.0.1 worker-1 : revx revy", "41 127.0.0.1 - :", "."])), [
+      { fd: "45", address: "127.0.0.1", clientId: "worker-1", functions: ["revx", "revy"] },
+      { fd: "41", address: "127.0.0.1", clientId: "-", functions: [] }
+    ])
+    assert.deepStrictEqual(Either.getOrThrow(Admin.parseShowJobs(["H:vm:10\t1\t0\t1", "."])), [
+      { handle: "H:vm:10", retries: 1, ignored: false, queued: true }
+    ])
+    assert.strictEqual(Either.getOrThrow(Admin.parseVersion(["OK 1.1.20+ds"])), "1.1.20+ds")
+    assert.strictEqual(Either.getOrThrow(Admin.parseVersion(["v1.130.1"])), "1.130.1")
+    assert.strictEqual(Either.getOrThrow(Admin.parsePid(["OK 1234"])), 1234)
+    assert.isTrue(Either.isRight(Admin.parseOk(["OK"])))
+    assert.deepStrictEqual(Admin.parseOk(["ERR UNKNOWN_JOB"]), Either.left("UNKNOWN_JOB"))
+    assert.deepStrictEqual(
+      Admin.parseStatus(["ERR UNKNOWN_COMMAND Unknown+server+commandstatusx"]),
+      Either.left("UNKNOWN_COMMAND Unknown server commandstatusx")
+    )
+    assert.isTrue(Either.isLeft(Admin.parseStatus(["revy\tx\t0\t0", "."])))
+    assert.isTrue(Admin.answerComplete("list", ["ERR UNKNOWN_SHOW_ARGUMENTS"]))
+    assert.isFalse(Admin.answerComplete("list", ["a\t1\t1\t1"]))
+  })
+})
