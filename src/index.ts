@@ -1,6 +1,9 @@
 /** Garivini's public API. */
 export * as Client from "./roles/Client.js"
+export * as QueueRunner from "./roles/QueueRunner.js"
+export * as Worker from "./roles/Worker.js"
 export * as Storage from "./storage/Storage.js"
+export * as Gearman from "./gearman/index.js"
 export * as Job from "./Job.js"
 export * as Config from "./config.js"
 export * as Migrate from "./storage/migrate.js"

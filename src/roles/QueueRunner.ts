@@ -1,0 +1,243 @@
+/**
+ * The QueueRunner (throughput mode): each round, for every shard, claim a batch of due jobs
+ * (leasing them), defer those whose function is over the queue watermark, and submit the rest
+ * to gearmand as background jobs — `shim` jobs to their own function, `controller` jobs to
+ * `run_queued_job` — with the job's `uniqkey` as Gearman unique id and the worker JSON as payload.
+ *
+ * A job is never lost: a submit that fails leaves it leased in the database, and it is
+ * claimed again when the lease ends. Delivery is at least once; exactly once when nothing fails.
+ */
+import { createHash } from "node:crypto"
+import { Clock, Data, Duration, Effect, Either, Ref } from "effect"
+import { Gearman } from "../gearman/Gearman.js"
+import { encodeWorkerJson, formatHandle } from "../Job.js"
+import type { Job } from "../Job.js"
+import { Storage } from "../storage/Storage.js"
+
+/** The Gearman function that the Controller serves. */
+export const CONTROLLER_FUNCTION = "run_queued_job"
+export const MIN_BATCH_SIZE = 50
+/** gearmand refuses unique ids over 64 bytes. */
+const MAX_GEARMAN_UNIQUE = 64
+
+export interface QueueRunnerOptions {
+  /** Largest batch claimed per shard and round (default 1000, at least 50). */
+  readonly batchMaxSize?: number | undefined
+  /** A round starts at most this often (default 1 s); a round that found a full batch loops at once. */
+  readonly batchRunSleep?: Duration.DurationInput | undefined
+  /** Jobs of a function with more than this many queued in gearmand are deferred (default 4000; 0 disables). */
+  readonly queueWatermarkDepth?: number | undefined
+  /** How long a dispatched job is leased (default 1000 s): it runs again if not finished by then. */
+  readonly lease?: Duration.DurationInput | undefined
+  /** How long a job deferred by the watermark waits (default 60 s). */
+  readonly deferFor?: Duration.DurationInput | undefined
+}
+
+export class InvalidQueueRunnerOptions extends Data.TaggedError("InvalidQueueRunnerOptions")<{
+  readonly field: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `invalid QueueRunner option ${this.field}: ${this.reason}`
+  }
+}
+
+export interface ShardRound {
+  readonly dbid: number
+  /** The batch size this round used. */
+  readonly limit: number
+  readonly claimed: number
+  readonly dispatched: number
+  readonly deferred: number
+  /** Submits that failed: those jobs stay leased and come back after the lease. */
+  readonly failed: number
+  /** Why the shard was skipped or failed this round, if it was. */
+  readonly error?: string
+}
+
+export interface RoundReport {
+  readonly shards: ReadonlyArray<ShardRound>
+  /** Some shard dispatched a whole batch: more may be due, so the next round starts at once. */
+  readonly full: boolean
+}
+
+interface Settings {
+  readonly batchMaxSize: number
+  readonly batchRunSleepMs: number
+  readonly queueWatermarkDepth: number
+  readonly leaseSeconds: number
+  readonly deferSeconds: number
+}
+
+const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Duration.decode(d)) / 1000)
+
+export const settings = (options: QueueRunnerOptions): Either.Either<Settings, InvalidQueueRunnerOptions> => {
+  const bad = (field: string, reason: string) => Either.left(new InvalidQueueRunnerOptions({ field, reason }))
+  const batchMaxSize = options.batchMaxSize ?? 1000
+  if (!Number.isSafeInteger(batchMaxSize) || batchMaxSize < MIN_BATCH_SIZE) {
+    return bad("batchMaxSize", `${batchMaxSize} is not an integer of at least ${MIN_BATCH_SIZE}`)
+  }
+  const queueWatermarkDepth = options.queueWatermarkDepth ?? 4000
+  if (!Number.isSafeInteger(queueWatermarkDepth) || queueWatermarkDepth < 0) {
+    return bad("queueWatermarkDepth", `${queueWatermarkDepth} is not a non-negative integer`)
+  }
+  const leaseSeconds = seconds(options.lease ?? Duration.seconds(1000))
+  if (leaseSeconds < 1) return bad("lease", "must be at least 1 second")
+  const deferSeconds = seconds(options.deferFor ?? Duration.seconds(60))
+  if (deferSeconds < 1) return bad("deferFor", "must be at least 1 second")
+  const batchRunSleepMs = Duration.toMillis(Duration.decode(options.batchRunSleep ?? Duration.seconds(1)))
+  if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs)) return bad("batchRunSleep", "must be a positive, finite duration")
+  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds })
+}
+
+/**
+ * The adaptive batch: a round that dispatched a full batch grows it by 10 % of the maximum,
+ * any other round shrinks it by 5 %, within [50, max] (the original's rule, in whole numbers:
+ * its fractional LIMIT stalled the runner).
+ */
+export const nextLimit = (limit: number, dispatched: number, max: number): number =>
+  Math.min(max, Math.max(MIN_BATCH_SIZE, dispatched >= limit ? limit + Math.max(1, Math.floor(max / 10)) : limit - Math.max(1, Math.floor(max / 20))))
+
+/** The Gearman unique id of a job: its uniqkey, hashed when longer than gearmand accepts. */
+export const gearmanUnique = (uniqkey: string | null): string | undefined => {
+  if (uniqkey === null) return undefined
+  return Buffer.byteLength(uniqkey, "utf8") <= MAX_GEARMAN_UNIQUE
+    ? uniqkey
+    : `sha1:${createHash("sha1").update(uniqkey, "utf8").digest("hex")}`
+}
+
+/** A tagged error as one line (some Gearman errors carry fields, not a message). */
+export const errorText = (e: { readonly _tag: string; readonly message: string }): string =>
+  e.message !== "" ? e.message : `${e._tag} ${JSON.stringify(e)}`
+
+/** Where a job is submitted: its own function, or the Controller's. */
+export const targetFunction = (job: Job): string => job.flag === "controller" ? CONTROLLER_FUNCTION : job.funcname
+
+/**
+ * Builds a runner: `round` runs one round over every shard (for tests and tools), `run` runs a
+ * loop per shard until interrupted.
+ */
+export const make = (options: QueueRunnerOptions = {}) =>
+  Effect.gen(function*() {
+    const s = yield* settings(options)
+    const storage = yield* Storage
+    const gearman = yield* Gearman
+    const limits = yield* Ref.make(new Map<number, number>())
+
+    /** Queue depth per function (TOTAL = queued + running, summed over servers). */
+    const depths = s.queueWatermarkDepth === 0
+      ? Effect.succeed(new Map<string, number>())
+      : gearman.queueDepths().pipe(
+        Effect.map((statuses) => new Map([...statuses].map(([name, status]) => [name, status.total] as const))),
+        Effect.catchAll((e) =>
+          Effect.as(Effect.logWarning(`queue depths unavailable, watermark not applied this round: ${errorText(e)}`), new Map<string, number>())
+        )
+      )
+
+    const submit = (job: Job) =>
+      gearman.submitBackground(targetFunction(job), encodeWorkerJson(job), {
+        ...(job.uniqkey === null ? {} : { unique: gearmanUnique(job.uniqkey)! })
+      })
+
+    const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
+      Effect.gen(function*() {
+        const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
+        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds)))
+        if (Either.isLeft(claim)) {
+          return { dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, error: claim.left.message }
+        }
+        const jobs = claim.right
+        // Jobs of a function already over the watermark wait in the database instead. What this
+        // round sends counts too (controller jobs end up in their function's queue as well), so
+        // one big batch cannot overshoot the watermark by a whole batch.
+        const queued = new Map(depth)
+        const over: Array<Job> = []
+        const send: Array<Job> = []
+        for (const job of jobs) {
+          const depthNow = queued.get(job.funcname) ?? 0
+          if (s.queueWatermarkDepth > 0 && depthNow > s.queueWatermarkDepth) over.push(job)
+          else {
+            send.push(job)
+            queued.set(job.funcname, depthNow + 1)
+          }
+        }
+        if (over.length > 0) {
+          const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+          yield* storage.defer(over, now + s.deferSeconds).pipe(
+            // If even that fails they stay leased: they come back after the lease.
+            Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
+          )
+        }
+        const results = yield* Effect.forEach(send, (job) => Effect.either(submit(job)), { concurrency: 64 })
+        let failed = 0
+        for (const [i, r] of results.entries()) {
+          if (Either.isLeft(r)) {
+            failed++
+            if (failed <= 3) {
+              yield* Effect.logWarning(`submit failed, job stays leased until its lease ends: ${errorText(r.left)}`).pipe(
+                Effect.annotateLogs({ job: formatHandle(send[i]!), funcname: send[i]!.funcname })
+              )
+            }
+          }
+        }
+        const dispatched = send.length - failed
+        yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched, s.batchMaxSize)))
+        return { dbid, limit, claimed: jobs.length, dispatched, deferred: over.length, failed }
+      }).pipe(Effect.annotateLogs({ shard: dbid }))
+
+    /** With no job server up there is nowhere to submit: don't lease jobs only to strand them. */
+    const noServer = Effect.gen(function*() {
+      if (gearman.upServers().length > 0) return false
+      yield* Effect.logWarning("no job server is up; not claiming")
+      return true
+    })
+
+    const round: Effect.Effect<RoundReport> = Effect.gen(function*() {
+      if (yield* noServer) return { shards: [], full: false }
+      const depth = yield* depths
+      const shards = yield* Effect.forEach(storage.shardIds, (dbid) => shardRound(dbid, depth), { concurrency: "unbounded" })
+      // Full: a shard dispatched a whole batch, so more may be due. A batch that was mostly
+      // deferred is not: looping at once would only claim and defer again.
+      return { shards, full: shards.some((r) => r.dispatched >= r.limit) }
+    })
+
+    /**
+     * One shard's loop: rounds at most every batchRunSleep (at once after a full batch). A shard
+     * that fails is retried with a doubling delay capped at 30 s, and is logged when it goes down
+     * and when it comes back, not every round. Each shard has its own loop, so a slow or dead
+     * shard never holds up the others.
+     */
+    const shardLoop = (dbid: number) =>
+      Effect.gen(function*() {
+        let failures = 0
+        for (;;) {
+          const started = yield* Clock.currentTimeMillis
+          let wait = s.batchRunSleepMs
+          if (!(yield* noServer)) {
+            const report = yield* shardRound(dbid, yield* depths)
+            if (report.error !== undefined) {
+              failures++
+              wait = Math.min(s.batchRunSleepMs * 2 ** failures, Math.max(s.batchRunSleepMs, 30_000))
+              if (failures === 1) yield* Effect.logWarning(`shard unavailable, retrying with backoff: ${report.error}`)
+            } else {
+              if (failures > 0) yield* Effect.logInfo(`shard back after ${failures} failed round(s)`)
+              failures = 0
+              if (report.dispatched >= report.limit) continue
+            }
+          }
+          const rest = wait - ((yield* Clock.currentTimeMillis) - started)
+          if (rest > 0) yield* Effect.sleep(Duration.millis(rest))
+        }
+      }).pipe(Effect.annotateLogs({ shard: dbid }))
+
+    /** Runs every shard's loop until interrupted. */
+    const run: Effect.Effect<never> = Effect.forEach(storage.shardIds, shardLoop, { concurrency: "unbounded" }).pipe(
+      Effect.zipRight(Effect.never),
+      Effect.annotateLogs({ role: "QueueRunner" })
+    )
+
+    return { round, run, limits: Ref.get(limits) }
+  })
+
+/** Runs a QueueRunner until interrupted. */
+export const run = (options: QueueRunnerOptions = {}) => Effect.flatMap(make(options), (runner) => runner.run)

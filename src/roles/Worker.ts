@@ -1,0 +1,132 @@
+/**
+ * The worker helper: write a Garivini worker as `Worker.serve({ resize: (job) => Effect... })`.
+ *
+ * It decodes the worker JSON (a malformed payload is logged and failed, never crashed on), runs
+ * the handler, and for `shim` jobs owns the row: completes it on success, backs it off with
+ * `failedJob` on a failure, reschedules it when the handler asks (`retryAt`, `retryNever`). For
+ * `controller` jobs it only reports the outcome: the Controller owns the row.
+ *
+ * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
+ * and go in the following statement (one per shard), so completing is not a round trip per job.
+ */
+import { Cause, Data, Duration, Effect, Exit, Fiber, Queue } from "effect"
+import type { Scope } from "effect"
+import { Gearman } from "../gearman/Gearman.js"
+import type { Payload } from "../gearman/client.js"
+import { WorkFail } from "../gearman/errors.js"
+import type * as GearmanWorker from "../gearman/worker.js"
+import { decodeWorkerJson, formatHandle } from "../Job.js"
+import type { Job, JobHandle, RunAt } from "../Job.js"
+import { Storage } from "../storage/Storage.js"
+import type { StorageShape } from "../storage/Storage.js"
+import * as Client from "./Client.js"
+
+/** A handler's failure: the job is backed off (`failedJob`: 2, 4, 8 … minutes, at most a day). */
+export class JobFailed extends Data.TaggedError("JobFailed")<{ readonly reason: string }> {}
+
+/** A handler's request to run the job again at `when` (`"never"` parks it for inspection). */
+export class RetryAt extends Data.TaggedError("RetryAt")<{ readonly when: RunAt }> {}
+
+export const fail = (reason: string) => Effect.fail(new JobFailed({ reason }))
+export const retryAt = (when: RunAt) => Effect.fail(new RetryAt({ when }))
+export const retryNever = retryAt("never")
+
+/** What a handler receives: the stored job, its arg as text, and the Gearman job (for data/status). */
+export interface WorkerJob extends Job {
+  /** `arg` read as UTF-8. */
+  readonly text: string
+  readonly gearman: GearmanWorker.Job
+}
+
+export type JobHandler<R = never> = (job: WorkerJob) => Effect.Effect<Payload | void, JobFailed | RetryAt, R>
+
+export interface WorkerOptions extends GearmanWorker.ServeOptions {
+  /** Wait this long to gather completions into one statement (default 0: whatever queued meanwhile). */
+  readonly completionWindow?: Duration.DurationInput | undefined
+}
+
+/** Completions that may wait for their DELETE at once; beyond this, completing waits (backpressure). */
+const COMPLETION_QUEUE = 10_000
+
+/**
+ * Deletes completed jobs in batches: while one DELETE runs, the next completions queue up and
+ * go in the following statement (one per shard). A caller does not wait for its row to go:
+ * for a background job that adds no safety (a DELETE that fails leaves the row, which runs
+ * again after its lease), and it would cap a worker at (jobs in flight / DELETE latency).
+ * When the scope closes, what is queued is deleted before it ends.
+ */
+export const makeCompleter = (storage: StorageShape, window: Duration.DurationInput = 0) =>
+  Effect.gen(function*() {
+    const queue = yield* Queue.bounded<JobHandle>(COMPLETION_QUEUE)
+    const windowMs = Duration.toMillis(Duration.decode(window))
+    const flush = (batch: ReadonlyArray<JobHandle>) =>
+      storage.complete(batch).pipe(
+        Effect.catchAll((e) =>
+          Effect.logError(`deleting ${batch.length} completed job(s) failed; they run again after their lease: ${e.message}`)
+        ),
+        // An interrupted DELETE may or may not have run: let it finish instead.
+        Effect.uninterruptible
+      )
+    const loop = yield* Effect.gen(function*() {
+      const first = yield* Queue.take(queue)
+      if (windowMs > 0) yield* Effect.sleep(Duration.millis(windowMs))
+      yield* flush([first, ...(yield* Queue.takeAll(queue))])
+    }).pipe(Effect.forever, Effect.forkDaemon)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        yield* Fiber.interrupt(loop)
+        const rest = [...(yield* Queue.takeAll(queue))]
+        if (rest.length > 0) yield* flush(rest)
+      })
+    )
+    return (handle: JobHandle): Effect.Effect<void> => Queue.offer(queue, handle)
+  })
+
+/** Serves Garivini jobs until the scope closes (in-flight jobs finish first). */
+export const serve = <R>(
+  handlers: Readonly<Record<string, JobHandler<R>>>,
+  options: WorkerOptions = {}
+): Effect.Effect<void, never, Scope.Scope | R | Storage | Gearman> =>
+  Effect.gen(function*() {
+    const storage = yield* Storage
+    const gearman = yield* Gearman
+    // Made before `serve`, so it is closed after the worker has drained its in-flight jobs.
+    const complete = yield* makeCompleter(storage, options.completionWindow)
+
+    const run = (funcname: string, handler: JobHandler<R>): GearmanWorker.Handler<R> => (gjob) =>
+      Effect.gen(function*() {
+        const decoded = yield* Effect.either(decodeWorkerJson(gjob.payload))
+        if (decoded._tag === "Left") {
+          yield* Effect.logError(`rejected: ${decoded.left.message}`)
+          return yield* Effect.fail(new WorkFail({ reason: decoded.left.message }))
+        }
+        const job = decoded.right
+        const id = formatHandle(job)
+        const text = Buffer.from(job.arg).toString("utf8")
+        const exit = yield* Effect.exit(handler({ ...job, text, gearman: gjob }))
+        const owned = job.flag === "shim"
+        if (Exit.isSuccess(exit)) {
+          if (owned) yield* complete(job)
+          return exit.value
+        }
+        const failure = Cause.failureOption(exit.cause)
+        const reason = failure._tag === "Some"
+          ? failure.value._tag === "JobFailed" ? failure.value.reason : `retry at ${String(failure.value.when)}`
+          : Cause.pretty(exit.cause)
+        if (failure._tag === "None") yield* Effect.logError(`job ${id}: handler died: ${reason}`)
+        if (owned) {
+          const settle = failure._tag === "Some" && failure.value._tag === "RetryAt"
+            ? Effect.asVoid(Client.rescheduleJob(job, failure.value.when))
+            : Effect.asVoid(Client.failedJob(job))
+          yield* settle.pipe(
+            Effect.provideService(Storage, storage),
+            Effect.catchAll((e) => Effect.logError(`job ${id}: could not record the outcome (it runs again after its lease): ${e.message}`))
+          )
+        }
+        return yield* Effect.fail(new WorkFail({ reason }))
+      }).pipe(Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle }))
+
+    const gearmanHandlers: Record<string, GearmanWorker.Handler<R>> = {}
+    for (const [funcname, handler] of Object.entries(handlers)) gearmanHandlers[funcname] = run(funcname, handler)
+    yield* gearman.serve(gearmanHandlers, options)
+  })
