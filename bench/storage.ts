@@ -1,22 +1,16 @@
 // `npm run bench:storage`: Storage throughput against the local MariaDB (a scratch database,
 // dropped afterwards). Prints jobs/s per scenario; not a test, no thresholds.
-import { Effect, Logger, LogLevel } from "effect"
+import { Effect } from "effect"
 import * as Mysql from "mysql2/promise"
-import type { ShardConfig } from "../src/config.js"
-import { parseShardUrl } from "../src/config.js"
 import type { NewJob } from "../src/Job.js"
 import * as MysqlShard from "../src/storage/MysqlShard.js"
 import type { MysqlShardOptions } from "../src/storage/MysqlShard.js"
 import { migrate } from "../src/storage/migrate.js"
 import { make } from "../src/storage/Storage.js"
 import type { StorageShape } from "../src/storage/Storage.js"
+import { runBench, scratchShard } from "./support.js"
 
-const host = process.env["GARIVINI_BENCH_MYSQL"] ?? "mysql://root@127.0.0.1:3306"
-const database = `garivini_bench_${process.pid}`
-const shard: ShardConfig = parseShardUrl(`${host}/${database}`, 1).pipe((e) => {
-  if (e._tag === "Left") throw new Error(e.left.message)
-  return e.right
-})
+const shard = scratchShard("storage")
 
 const time = <A, E>(label: string, jobs: number, effect: Effect.Effect<A, E>) =>
   Effect.gen(function*() {
@@ -30,7 +24,7 @@ const jobs = (n: number, prefix: string): ReadonlyArray<NewJob> =>
   Array.from({ length: n }, (_, i) => ({ funcname: "bench", arg: `${prefix} payload ${i} ${"x".repeat(64)}`, runAfter: 0 }))
 
 const truncate = Effect.promise(async () => {
-  const conn = await Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user, database })
+  const conn = await Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user, database: shard.database })
   await conn.query("TRUNCATE job")
   await conn.end()
 })
@@ -66,16 +60,6 @@ const program = Effect.gen(function*() {
       yield* scenarios(yield* make([backend]), mode)
     }))
   }
-}).pipe(
-  Effect.ensuring(Effect.promise(async () => {
-    const conn = await Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user })
-    await conn.query(`DROP DATABASE IF EXISTS \`${database}\``)
-    await conn.end()
-  })),
-  Logger.withMinimumLogLevel(LogLevel.Warning)
-)
-
-Effect.runPromise(program).catch((e) => {
-  console.error(e)
-  process.exitCode = 1
 })
+
+runBench(shard, program)

@@ -1,0 +1,65 @@
+/**
+ * The Controller (low-latency mode): serves `run_queued_job`. For each job it calls the real
+ * function in the foreground with the worker JSON it received (the same bytes), waits for the
+ * outcome, and then owns the row: WORK_COMPLETE deletes it (batched, as in the worker helper);
+ * WORK_FAIL, WORK_EXCEPTION, a timeout or a job server failure back it off with `failedJob`.
+ */
+import { Duration, Effect, Either } from "effect"
+import type { Scope } from "effect"
+import { Gearman } from "../gearman/Gearman.js"
+import { WorkFail } from "../gearman/errors.js"
+import { decodeWorkerJson, formatHandle } from "../Job.js"
+import { Storage } from "../storage/Storage.js"
+import * as Client from "./Client.js"
+import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
+import { makeCompleter } from "./Worker.js"
+
+export interface ControllerOptions {
+  /** Jobs run at once by this Controller (default 16). */
+  readonly concurrency?: number | undefined
+  /**
+   * How long to wait for the real function (default 900 s, under the default 1000 s lease so a
+   * slow job is not dispatched again while the Controller still waits for it).
+   */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/** Serves `run_queued_job` until the scope closes (in-flight jobs finish first). */
+export const serve = (options: ControllerOptions = {}): Effect.Effect<void, never, Scope.Scope | Storage | Gearman> =>
+  Effect.gen(function*() {
+    const storage = yield* Storage
+    const gearman = yield* Gearman
+    const timeout = Duration.decode(options.timeout ?? Duration.seconds(900))
+    const complete = yield* makeCompleter(storage)
+
+    const runQueuedJob = (payload: Uint8Array) =>
+      Effect.gen(function*() {
+        const decoded = yield* Effect.either(decodeWorkerJson(payload))
+        if (Either.isLeft(decoded)) {
+          yield* Effect.logError(`rejected: ${decoded.left.message}`)
+          return yield* Effect.fail(new WorkFail({ reason: decoded.left.message }))
+        }
+        const job = decoded.right
+        const id = formatHandle(job)
+        const outcome = yield* gearman.submit(job.funcname, payload).pipe(
+          Effect.timeoutFail({ duration: timeout, onTimeout: () => ({ _tag: "Timeout" as const, message: `no answer within ${Duration.format(timeout)}` }) }),
+          Effect.either
+        )
+        if (Either.isRight(outcome)) {
+          yield* complete(job)
+          return
+        }
+        const reason = errorText(outcome.left)
+        yield* Effect.logWarning(`job ${id} (${job.funcname}) failed, backing off: ${reason}`)
+        yield* Client.failedJob(job).pipe(
+          Effect.provideService(Storage, storage),
+          Effect.catchAll((e) => Effect.logError(`job ${id}: could not record the failure (it runs again after its lease): ${e.message}`))
+        )
+        return yield* Effect.fail(new WorkFail({ reason }))
+      })
+
+    yield* gearman.serve(
+      { [CONTROLLER_FUNCTION]: (job) => runQueuedJob(job.payload) },
+      { concurrency: options.concurrency ?? 16 }
+    )
+  }).pipe(Effect.annotateLogs({ role: "Controller" }))

@@ -1,0 +1,177 @@
+/**
+ * The Injector (low-latency mode): serves the Gearman function `inject_jobs`. Any Gearman client,
+ * in any language, submits JSON `{"funcname","arg","uniqkey"?,"run_after"?}` (or an array of
+ * them); the jobs are stored (flag `controller`) in one multi-row insert, then submitted at once
+ * to `run_queued_job` for a Controller to run. The caller is answered only after the rows are
+ * committed, with `{"dbid","jobid"}` per job (`"duplicate": true` for a unique job already
+ * stored, which is not run again).
+ *
+ * An immediate job is stored leased (run_after = now + lease), so a QueueRunner does not run it
+ * a second time while the Controller does. A delayed job, or one whose function is over the
+ * queue watermark, is stored with its time (or due) and left to the QueueRunner.
+ */
+import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effect"
+import type { Scope } from "effect"
+import { Gearman } from "../gearman/Gearman.js"
+import { WorkException } from "../gearman/errors.js"
+import { encodeWorkerJson, formatHandle, resolveRunAt } from "../Job.js"
+import type { InsertOutcome, Job, NewJob } from "../Job.js"
+import { Storage } from "../storage/Storage.js"
+import { CONTROLLER_FUNCTION, errorText, gearmanUnique } from "./QueueRunner.js"
+
+export const INJECT_FUNCTION = "inject_jobs"
+
+export interface InjectorOptions {
+  /** How long an injected job is leased to its Controller (default 1000 s, as the QueueRunner's). */
+  readonly lease?: Duration.DurationInput | undefined
+  /** Over this many queued jobs for a function, jobs are stored due for the QueueRunner (default 4000; 0 disables). */
+  readonly queueWatermarkDepth?: number | undefined
+  /** How often gearmand's queue depths are read, at most (default 2 s). */
+  readonly queueCheckInterval?: Duration.DurationInput | undefined
+  /** Jobs injected at once (Gearman connections' jobs in flight; default 8). */
+  readonly concurrency?: number | undefined
+}
+
+/** `run_after` values below this are offsets in seconds (the original's meaning), above it unix times. */
+export const RELATIVE_RUN_AFTER_LIMIT = 1_000_000_000
+
+const RunAfterInput = Schema.Union(Schema.Number, Schema.String)
+
+/** One job as a client sends it. `unique` is the original Injector's name for `uniqkey`. */
+const InjectSpec = Schema.Struct({
+  funcname: Schema.String,
+  arg: Schema.optionalWith(Schema.String, { nullable: true }),
+  uniqkey: Schema.optionalWith(Schema.String, { nullable: true }),
+  unique: Schema.optionalWith(Schema.String, { nullable: true }),
+  coalesce: Schema.optionalWith(Schema.String, { nullable: true }),
+  run_after: Schema.optionalWith(RunAfterInput, { nullable: true })
+})
+type InjectSpec = typeof InjectSpec.Type
+
+const InjectRequest = Schema.parseJson(Schema.Union(InjectSpec, Schema.Array(InjectSpec)))
+const decodeRequest = Schema.decodeUnknownEither(InjectRequest)
+
+/** The request's absolute run time, or undefined for "now". */
+const runAfterOf = (spec: InjectSpec, now: number): Either.Either<number | undefined, string> => {
+  const input = spec.run_after
+  if (input === undefined) return Either.right(undefined)
+  const relative = typeof input === "number" ? input : /^\d+$/.test(input) ? Number(input) : undefined
+  const resolved = relative !== undefined && relative < RELATIVE_RUN_AFTER_LIMIT
+    ? resolveRunAt(`+${relative}`, now)
+    : resolveRunAt(input, now)
+  return Either.mapLeft(resolved, (e) => e.message)
+}
+
+/** Builds the `inject_jobs` handler: answers with the stored handles, or fails with a clear message. */
+export const makeHandler = (options: InjectorOptions = {}) =>
+  Effect.gen(function*() {
+    const storage = yield* Storage
+    const gearman = yield* Gearman
+    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? Duration.seconds(1000))) / 1000)
+    const watermark = options.queueWatermarkDepth ?? 4000
+    const checkEvery = Duration.toMillis(Duration.decode(options.queueCheckInterval ?? Duration.seconds(2)))
+    const depthCache = yield* Ref.make<{ readonly at: number; readonly depths: ReadonlyMap<string, number> }>({
+      at: Number.NEGATIVE_INFINITY,
+      depths: new Map()
+    })
+
+    /** Queue depth per function, read from gearmand at most every `queueCheckInterval`. */
+    const depths = Effect.gen(function*() {
+      if (watermark === 0) return new Map<string, number>()
+      const now = yield* Clock.currentTimeMillis
+      const cached = yield* Ref.get(depthCache)
+      if (now - cached.at < checkEvery) return cached.depths
+      const fresh = yield* gearman.queueDepths().pipe(
+        Effect.map((s) => new Map([...s].map(([name, status]) => [name, status.total] as const))),
+        Effect.catchAll((e) => Effect.as(Effect.logWarning(`queue depths unavailable: ${errorText(e)}`), cached.depths))
+      )
+      yield* Ref.set(depthCache, { at: now, depths: fresh })
+      return fresh
+    })
+
+    const reject = (message: string) =>
+      Effect.zipRight(Effect.logWarning(`rejected: ${message}`), Effect.fail(new WorkException({ data: message })))
+
+    return (payload: Uint8Array): Effect.Effect<string, WorkException> =>
+      Effect.gen(function*() {
+        const decoded = decodeRequest(Buffer.from(payload).toString("utf8"))
+        if (Either.isLeft(decoded)) {
+          return yield* reject(`inject_jobs: malformed request: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
+        }
+        const many = Array.isArray(decoded.right)
+        const specs: ReadonlyArray<InjectSpec> = Array.isArray(decoded.right) ? decoded.right : [decoded.right]
+        if (specs.length === 0) return yield* reject("inject_jobs: empty array")
+        const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+        const queued = new Map(yield* depths)
+        const plans: Array<{ readonly job: NewJob; readonly dispatch: boolean }> = []
+        for (const [i, spec] of specs.entries()) {
+          const at = runAfterOf(spec, now)
+          if (Either.isLeft(at)) return yield* reject(`inject_jobs: job #${i}: run_after: ${at.left}`)
+          const depth = queued.get(spec.funcname) ?? 0
+          const overWatermark = watermark > 0 && depth > watermark
+          const delayed = at.right !== undefined && at.right > now
+          const dispatch = !delayed && !overWatermark
+          if (dispatch) queued.set(spec.funcname, depth + 1)
+          plans.push({
+            dispatch,
+            job: {
+              funcname: spec.funcname,
+              arg: spec.arg,
+              uniqkey: spec.uniqkey ?? spec.unique,
+              coalesce: spec.coalesce,
+              // Dispatched now: leased to the Controller. Otherwise the QueueRunner's, when due.
+              runAfter: dispatch ? now + leaseSeconds : at.right ?? now,
+              flag: "controller"
+            }
+          })
+        }
+        const outcomes = yield* storage.insert(plans.map((p) => p.job)).pipe(
+          Effect.catchAll((e) =>
+            e._tag === "InvalidJob"
+              ? reject(`inject_jobs: ${e.message}`)
+              : reject(`inject_jobs: not stored: ${e.message}`)
+          )
+        )
+        yield* Effect.forEach(outcomes, (outcome, i) => {
+          const plan = plans[i]!
+          return outcome.duplicate || !plan.dispatch ? Effect.void : dispatch(outcome, plan.job, now)
+        }, { concurrency: 16, discard: true })
+        const replies = outcomes.map((o) => ({ dbid: o.handle.dbid, jobid: o.handle.jobid, ...(o.duplicate ? { duplicate: true } : {}) }))
+        return JSON.stringify(many ? replies : replies[0])
+      })
+
+    /** Submits a stored job to the Controller; if that fails, makes it due for the QueueRunner. */
+    function dispatch(outcome: InsertOutcome, job: NewJob, now: number) {
+      const stored: Job = {
+        dbid: outcome.handle.dbid,
+        jobid: outcome.handle.jobid,
+        funcname: job.funcname,
+        arg: typeof job.arg === "string" ? Buffer.from(job.arg, "utf8") : job.arg ?? new Uint8Array(0),
+        uniqkey: job.uniqkey ?? null,
+        coalesce: job.coalesce ?? null,
+        runAfter: job.runAfter,
+        flag: "controller",
+        failcount: 0
+      }
+      const unique = gearmanUnique(stored.uniqkey)
+      return gearman.submitBackground(CONTROLLER_FUNCTION, encodeWorkerJson(stored), unique === undefined ? {} : { unique }).pipe(
+        Effect.asVoid,
+        Effect.catchAll((e) =>
+          Effect.zipRight(
+            Effect.logWarning(`job ${formatHandle(stored)} stored but not dispatched; the QueueRunner will run it: ${errorText(e)}`),
+            storage.defer([stored], now).pipe(
+              Effect.catchAll((d) => Effect.logWarning(`job ${formatHandle(stored)} runs after its lease: ${d.message}`))
+            )
+          )
+        )
+      )
+    }
+  })
+
+/** Serves `inject_jobs` until the scope closes. */
+export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never, Scope.Scope | Storage | Gearman> =>
+  Effect.gen(function*() {
+    const handle = yield* makeHandler(options)
+    const gearman = yield* Gearman
+    yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, { concurrency: options.concurrency ?? 8 })
+  }).pipe(Effect.annotateLogs({ role: "Injector" }))

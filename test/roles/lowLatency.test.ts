@@ -1,0 +1,126 @@
+// Low-latency mode on the memory layers: inject_jobs → Injector → run_queued_job → Controller → worker.
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Layer, Option, Schema, TestClock } from "effect"
+import * as Gearman from "../../src/gearman/Gearman.js"
+import * as Controller from "../../src/roles/Controller.js"
+import * as Injector from "../../src/roles/Injector.js"
+import * as QueueRunner from "../../src/roles/QueueRunner.js"
+import * as Worker from "../../src/roles/Worker.js"
+import { Storage } from "../../src/storage/Storage.js"
+import * as StorageLayers from "../../src/storage/Storage.js"
+import { until } from "../support/until.js"
+
+const Reply = Schema.Struct({ dbid: Schema.Number, jobid: Schema.Number, duplicate: Schema.optional(Schema.Boolean) })
+const decodeReply = Schema.decodeUnknownSync(Schema.parseJson(Reply))
+const decodeReplies = Schema.decodeUnknownSync(Schema.parseJson(Schema.Array(Reply)))
+
+const T0 = 1_700_000_000
+
+const layers = () =>
+  Layer.mergeAll(
+    StorageLayers.layerMemory({ shards: [1, 2] }),
+    Gearman.layerMemory({ servers: Gearman.makeMemoryServers() })
+  )
+
+const eventually = until
+
+const stored = Effect.flatMap(Storage, (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0)))
+
+const inject = (body: unknown) =>
+  Effect.flatMap(Gearman.Gearman, (g) => g.submit(Injector.INJECT_FUNCTION, typeof body === "string" ? body : JSON.stringify(body)))
+
+/** Injector, Controller and a recording worker for `fn`. */
+const system = (fn: string, handler: Worker.JobHandler = () => Effect.void) =>
+  Effect.gen(function*() {
+    const runs: Array<string> = []
+    yield* Injector.serve()
+    yield* Controller.serve()
+    yield* Worker.serve({ [fn]: (job) => Effect.zipRight(Effect.sync(() => void runs.push(job.text)), handler(job)) }, { concurrency: 4 })
+    return runs
+  })
+
+// Time is TestClock's, set before the layers start.
+const test = (title: string, body: Effect.Effect<void, unknown, Storage | Gearman.Gearman | import("effect").Scope.Scope>) =>
+  it.scoped(title, () => Effect.zipRight(TestClock.setTime(T0 * 1000), body.pipe(Effect.provide(layers()))))
+
+describe("low-latency mode (memory layers, TestClock)", () => {
+  test("an injected job is answered once stored (leased to the Controller), then runs at once and its row goes", Effect.gen(function*() {
+    const gate = yield* Deferred.make<void>()
+    const runs = yield* system("hello", () => Deferred.await(gate))
+    const reply = decodeReply((yield* inject({ funcname: "hello", arg: "hi ☃" })).data.toString())
+    assert.isUndefined(reply.duplicate)
+    const job = Option.getOrThrow(yield* Effect.flatMap(Storage, (s) => s.get(reply)))
+    assert.strictEqual(job.flag, "controller")
+    assert.strictEqual(job.runAfter, T0 + 1000, "leased: a QueueRunner will not run it again")
+    yield* eventually(Effect.sync(() => runs.length === 1), "the job to run")
+    assert.deepStrictEqual(runs, ["hi ☃"])
+    yield* Deferred.succeed(gate, undefined)
+    yield* eventually(Effect.map(stored, (n) => n === 0), "its row to be deleted")
+  }))
+
+  test("a batch is one call with one reply per job; a unique job coalesces and runs once", Effect.gen(function*() {
+    const runs = yield* system("batch")
+    const replies = decodeReplies((yield* inject([
+      { funcname: "batch", arg: "a" },
+      { funcname: "batch", arg: "b", uniqkey: "same" },
+      { funcname: "batch", arg: "c", unique: "same" }
+    ])).data.toString())
+    assert.strictEqual(replies.length, 3)
+    assert.deepStrictEqual([replies[2]!.dbid, replies[2]!.jobid, replies[2]!.duplicate], [replies[1]!.dbid, replies[1]!.jobid, true])
+    const again = decodeReply((yield* inject({ funcname: "batch", arg: "d", uniqkey: "same" })).data.toString())
+    assert.isTrue(again.duplicate)
+    yield* eventually(Effect.map(stored, (n) => n === 0), "every row to be deleted")
+    assert.deepStrictEqual([...runs].sort(), ["a", "b"])
+  }))
+
+  test("a delayed inject is stored for the QueueRunner and runs when due; a QueueRunner leaves injected jobs alone", Effect.gen(function*() {
+    const runs = yield* system("later")
+    const soon = decodeReply((yield* inject({ funcname: "later", arg: "x", run_after: 30 })).data.toString())
+    const storage = yield* Storage
+    assert.strictEqual(Option.getOrThrow(yield* storage.get(soon)).runAfter, T0 + 30, "run_after 30: in 30 s (the original's offset)")
+    const absolute = decodeReply((yield* inject({ funcname: "later", arg: "y", run_after: T0 + 60 })).data.toString())
+    assert.strictEqual(Option.getOrThrow(yield* storage.get(absolute)).runAfter, T0 + 60, "a unix time is taken as such")
+    yield* inject({ funcname: "later", arg: "now" })
+    yield* eventually(Effect.sync(() => runs.length === 1), "the immediate job")
+    const runner = yield* QueueRunner.make()
+    // Nothing is due: the immediate job is leased to its Controller, the others wait.
+    assert.strictEqual((yield* runner.round).shards.reduce((n, r) => n + r.claimed, 0), 0)
+    yield* TestClock.adjust("30 seconds")
+    yield* runner.round
+    yield* eventually(Effect.sync(() => runs.length === 2), "the job due at +30")
+    yield* TestClock.adjust("30 seconds")
+    yield* runner.round
+    yield* eventually(Effect.map(stored, (n) => n === 0), "every job to complete")
+    assert.deepStrictEqual(runs, ["now", "x", "y"])
+  }))
+
+  test("a worker that fails leaves a backed-off row", Effect.gen(function*() {
+    yield* system("flaky", () => Worker.fail("nope"))
+    const reply = decodeReply((yield* inject({ funcname: "flaky", arg: "x" })).data.toString())
+    const storage = yield* Storage
+    yield* eventually(Effect.map(storage.get(reply), (j) => Option.isSome(j) && j.value.failcount === 1), "the failure to be recorded")
+    assert.strictEqual(Option.getOrThrow(yield* storage.get(reply)).runAfter, T0 + 120, "backed off two minutes")
+  }))
+
+  test("malformed input of each kind: a clear error to the client and no row", Effect.gen(function*() {
+    yield* system("f")
+    const cases: ReadonlyArray<readonly [unknown, string]> = [
+      ["not json", "malformed request"],
+      ["[]", "empty array"],
+      [{}, "funcname"],
+      [{ funcname: 7 }, "funcname"],
+      [{ funcname: "" }, "funcname is missing"],
+      [{ funcname: "f".repeat(201) }, "longer than 200"],
+      [{ funcname: "f", uniqkey: "u".repeat(256) }, "longer than 255"],
+      [{ funcname: "f", arg: { an: "object" } }, "arg"],
+      [{ funcname: "f", run_after: "soon" }, "run_after"],
+      [[{ funcname: "f" }, { funcname: "" }], "#1"]
+    ]
+    for (const [body, expected] of cases) {
+      const error = yield* Effect.flip(inject(body))
+      assert.strictEqual(error._tag, "GearmanJobException", JSON.stringify(body))
+      if (error._tag === "GearmanJobException") assert.include(Buffer.from(error.data).toString(), expected)
+    }
+    assert.strictEqual(yield* stored, 0)
+  }))
+})
