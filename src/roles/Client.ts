@@ -55,7 +55,9 @@ export const insertJob = (spec: JobSpec): Effect.Effect<InsertOutcome, InsertErr
 export const completeJob = (
   jobs: JobHandle | ReadonlyArray<JobHandle>
 ): Effect.Effect<number, ShardOperationError, Storage> =>
-  Effect.flatMap(Storage, (storage) => storage.complete(Array.isArray(jobs) ? jobs : [jobs as JobHandle]))
+  Effect.flatMap(Storage, (storage) => storage.complete(isMany(jobs) ? jobs : [jobs]))
+
+const isMany = (jobs: JobHandle | ReadonlyArray<JobHandle>): jobs is ReadonlyArray<JobHandle> => Array.isArray(jobs)
 
 /**
  * Moves a job to `when` (`"never"`, `"+N"`, an absolute unix time or a Duration), storing the

@@ -338,7 +338,7 @@ export const make = (
           else failures.push({ indices, error: r.left })
         })
         if (failures.length > 0) return yield* Effect.fail(new PartialInsert({ outcomes, failures }))
-        return outcomes as ReadonlyArray<InsertOutcome>
+        return outcomes.filter((o): o is InsertOutcome => o !== undefined)
       }).pipe(Effect.withSpan("Storage.insert", { attributes: { jobs: jobs.length } }))
 
     // -- the rest --------------------------------------------------------------------------
