@@ -1,25 +1,45 @@
-/** `garivini inject`: stores N test jobs (the original `gv_inject`, direct mode). */
+/**
+ * `garivini inject`: stores N test jobs (the original `gv_inject`): directly in the database,
+ * or with `--pure` through `inject_jobs` (an Injector and a Controller must be running).
+ */
 import { Command, Options } from "@effect/cli"
-import { Clock, Console, Effect, Option } from "effect"
+import { Clock, Console, Data, Effect, Option } from "effect"
+import { Gearman } from "../gearman/Gearman.js"
 import * as Client from "../roles/Client.js"
-import { layer as storageLayer } from "../storage/Storage.js"
-import { dbOption, reportFailure, resolveShards } from "./shared.js"
+import { INJECT_FUNCTION } from "../roles/Injector.js"
+import { errorText } from "../roles/QueueRunner.js"
+import { connectionOptions } from "./config.js"
+import { servicesLayer, storageOnly, withSettings } from "./shared.js"
+
+class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
+class InjectFailed extends Data.TaggedError("InjectFailed")<{ readonly message: string }> {}
 
 const options = {
-  db: dbOption,
+  ...connectionOptions,
   count: Options.integer("count").pipe(Options.withDefault(1), Options.withDescription("How many jobs")),
   function: Options.text("function").pipe(Options.withDefault("foo"), Options.withDescription("The Gearman function")),
-  arg: Options.text("arg").pipe(Options.optional, Options.withDescription("The payload (default: hello: <unix time>)"))
+  arg: Options.text("arg").pipe(Options.optional, Options.withDescription("The payload (default: hello: <unix time>)")),
+  pure: Options.boolean("pure").pipe(Options.withDescription("Submit through inject_jobs (low-latency mode) instead of the database"))
 }
 
 export const injectCommand = Command.make("inject", options, (o) =>
-  reportFailure(Effect.gen(function*() {
-    if (o.count < 1) return yield* Effect.fail({ message: "invalid option --count: must be at least 1" })
-    const shards = yield* resolveShards(o.db)
-    const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-    const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
-    const outcomes = yield* Client.insertJobs(Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))).pipe(
-      Effect.provide(storageLayer({ shards }))
-    )
-    yield* Console.log(`stored ${outcomes.length} job(s) for ${o.function}`)
-  }))).pipe(Command.withDescription("Store test jobs directly in the database"))
+  withSettings(o, (settings) =>
+    Effect.gen(function*() {
+      if (o.count < 1) return yield* Effect.fail(new UsageError({ message: "invalid option --count: must be at least 1" }))
+      const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+      const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
+      if (!o.pure) {
+        const outcomes = yield* Client.insertJobs(Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))).pipe(
+          Effect.provide(storageOnly(settings))
+        )
+        return yield* Console.log(`stored ${outcomes.length} job(s) for ${o.function}`)
+      }
+      // Synchronous submits: each answer says the job is durable (or why not).
+      const gearman = yield* Gearman
+      const body = JSON.stringify({ funcname: o.function, arg })
+      yield* Effect.forEach(Array.from({ length: o.count }), () =>
+        gearman.submit(INJECT_FUNCTION, body).pipe(
+          Effect.mapError((e) => new InjectFailed({ message: `inject_jobs failed: ${e._tag === "GearmanJobException" ? Buffer.from(e.data).toString() : errorText(e)}` }))
+        ), { concurrency: 16, discard: true })
+      yield* Console.log(`injected ${o.count} job(s) for ${o.function} through ${INJECT_FUNCTION}`)
+    }).pipe(Effect.provide(servicesLayer(settings))))).pipe(Command.withDescription("Store test jobs (directly, or through inject_jobs with --pure)"))

@@ -1,64 +1,128 @@
-/** `garivini jobs list`: the stored jobs, filtered and paged. */
-import { Command, Options } from "@effect/cli"
-import { Clock, Console, Effect, Layer, Option } from "effect"
+/** `garivini jobs list | show | retry | delete`: inspect and repair stored jobs. */
+import { Args, Command, Options } from "@effect/cli"
+import { Clock, Console, Data, Effect, Option } from "effect"
 import { formatHandle, NEVER, parseHandle } from "../Job.js"
 import type { Job } from "../Job.js"
-import { Storage, layer as storageLayer } from "../storage/Storage.js"
-import { dbOption, reportFailure, resolveShards } from "./shared.js"
+import { Storage } from "../storage/Storage.js"
+import { connectionOptions } from "./config.js"
+import { storageOnly, withSettings } from "./shared.js"
 
+class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
+class NotFound extends Data.TaggedError("NotFound")<{ readonly message: string }> {}
+
+const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
 const stateOf = (job: Job, now: number) => job.runAfter <= now ? "due" : job.runAfter >= NEVER ? "never" : "scheduled"
 
 const preview = (bytes: Uint8Array) => {
-  const text = Buffer.from(bytes).toString("utf8")
-  const clean = text.replace(/[^\x20-\x7e]/g, ".")
+  const clean = Buffer.from(bytes).toString("utf8").replace(/[^\x20-\x7e]/g, ".")
   return clean.length > 40 ? `${clean.slice(0, 37)}...` : clean
 }
 
-const listOptions = {
-  db: dbOption,
-  function: Options.text("function").pipe(Options.optional, Options.withDescription("Only this function")),
-  state: Options.choice("state", ["due", "scheduled", "never"]).pipe(Options.optional),
-  shard: Options.integer("shard").pipe(Options.optional, Options.withDescription("Only this shard (dbid)")),
-  limit: Options.integer("limit").pipe(Options.withDefault(100)),
-  after: Options.text("after").pipe(Options.optional, Options.withDescription("Continue after this dbid:jobid")),
-  json: Options.boolean("json").pipe(Options.withDescription("One JSON object per line"))
+const asJson = (job: Job, now: number) => ({
+  handle: formatHandle(job),
+  funcname: job.funcname,
+  state: stateOf(job, now),
+  run_after: job.runAfter,
+  failcount: job.failcount,
+  flag: job.flag,
+  uniqkey: job.uniqkey,
+  coalesce: job.coalesce,
+  arg: Buffer.from(job.arg).toString("base64")
+})
+
+/** Prints rows as aligned columns. */
+export const printTable = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>) => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  return Effect.forEach([header, ...rows], (row) => Console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()), { discard: true })
 }
 
-const listCommand = Command.make("list", listOptions, (o) =>
-  reportFailure(Effect.gen(function*() {
-    const after = Option.isSome(o.after) ? yield* parseHandle(o.after.value) : undefined
-    const storage = yield* Storage
-    const jobs = yield* storage.list({
-      funcname: Option.getOrUndefined(o.function),
-      state: Option.getOrUndefined(o.state),
-      dbid: Option.getOrUndefined(o.shard),
-      limit: o.limit,
-      after
-    })
-    const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-    if (o.json) {
-      for (const job of jobs) {
-        yield* Console.log(JSON.stringify({
-          handle: formatHandle(job),
-          funcname: job.funcname,
-          state: stateOf(job, now),
-          run_after: job.runAfter,
-          failcount: job.failcount,
-          flag: job.flag,
-          uniqkey: job.uniqkey,
-          arg: Buffer.from(job.arg).toString("base64")
-        }))
+const handleArg = Args.text({ name: "dbid:jobid" })
+/** A handle typed on the command line: a malformed one is bad usage (exit 2). */
+const parseHandleArg = (text: string) => Effect.mapError(parseHandle(text), (e) => new UsageError({ message: e.reason }))
+const json = Options.boolean("json").pipe(Options.withDescription("Output JSON"))
+
+const listCommand = Command.make("list", {
+  ...connectionOptions,
+  function: Options.text("function").pipe(Options.optional, Options.withDescription("Only this function")),
+  state: Options.choice("state", ["due", "scheduled", "never"]).pipe(Options.optional, Options.withDescription("due; scheduled (a future run_after, incl. leased jobs); never")),
+  shard: Options.integer("shard").pipe(Options.optional, Options.withDescription("Only this shard (dbid)")),
+  limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size")),
+  after: Options.text("after").pipe(Options.optional, Options.withDescription("Continue after this dbid:jobid")),
+  json
+}, (o) =>
+  withSettings(o, (settings) =>
+    Effect.gen(function*() {
+      const after = Option.isSome(o.after) ? yield* parseHandleArg(o.after.value) : undefined
+      const storage = yield* Storage
+      const jobs = yield* storage.list({
+        funcname: Option.getOrUndefined(o.function),
+        state: Option.getOrUndefined(o.state),
+        dbid: Option.getOrUndefined(o.shard),
+        limit: o.limit,
+        after
+      })
+      const now = yield* nowSeconds
+      if (o.json) return yield* Effect.forEach(jobs, (job) => Console.log(JSON.stringify(asJson(job, now))), { discard: true })
+      yield* printTable(
+        ["HANDLE", "FUNCTION", "STATE", "RUN AFTER", "FAILS", "FLAG", "UNIQKEY", "ARG"],
+        jobs.map((j) => [formatHandle(j), j.funcname, stateOf(j, now), new Date(j.runAfter * 1000).toISOString(), String(j.failcount), j.flag, j.uniqkey ?? "", preview(j.arg)])
+      )
+      yield* Console.log(`${jobs.length} job(s)${jobs.length === o.limit ? ` (more: --after ${formatHandle(jobs[jobs.length - 1]!)})` : ""}`)
+    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("List stored jobs, filtered and paged"))
+
+const showCommand = Command.make("show", { ...connectionOptions, handle: handleArg, json }, (o) =>
+  withSettings(o, (settings) =>
+    Effect.gen(function*() {
+      const handle = yield* parseHandleArg(o.handle)
+      const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
+      if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+      const now = yield* nowSeconds
+      if (o.json) return yield* Console.log(JSON.stringify(asJson(job.value, now)))
+      const j = job.value
+      yield* printTable(["FIELD", "VALUE"], [
+        ["handle", formatHandle(j)],
+        ["funcname", j.funcname],
+        ["state", stateOf(j, now)],
+        ["run_after", `${j.runAfter} (${new Date(j.runAfter * 1000).toISOString()})`],
+        ["failcount", String(j.failcount)],
+        ["flag", j.flag],
+        ["uniqkey", j.uniqkey ?? "(none)"],
+        ["coalesce", j.coalesce ?? "(none)"],
+        ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`]
+      ])
+    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("Show one job"))
+
+const retryCommand = Command.make("retry", {
+  ...connectionOptions,
+  handle: handleArg.pipe(Args.optional),
+  function: Options.text("function").pipe(Options.optional, Options.withDescription("Make every `never` job of this function due"))
+}, (o) =>
+  withSettings(o, (settings) =>
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      if (Option.isSome(o.handle) === Option.isSome(o.function)) {
+        return yield* Effect.fail(new UsageError({ message: "jobs retry takes a dbid:jobid or --function NAME (its `never` jobs), not both" }))
       }
-      return
-    }
-    const rows = jobs.map((j) => [formatHandle(j), j.funcname, stateOf(j, now), new Date(j.runAfter * 1000).toISOString(), String(j.failcount), j.flag, j.uniqkey ?? "", preview(j.arg)])
-    const header = ["HANDLE", "FUNCTION", "STATE", "RUN AFTER", "FAILS", "FLAG", "UNIQKEY", "ARG"]
-    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-    for (const row of [header, ...rows]) yield* Console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd())
-    yield* Console.log(`${jobs.length} job(s)${jobs.length === o.limit ? ` (more: --after ${formatHandle(jobs[jobs.length - 1]!)})` : ""}`)
-  }).pipe(Effect.provide(Layer.unwrapEffect(Effect.map(resolveShards(o.db), (shards) => storageLayer({ shards }))))))).pipe(Command.withDescription("List stored jobs"))
+      if (Option.isSome(o.function)) {
+        const n = yield* storage.retryNever(o.function.value)
+        return yield* Console.log(`made ${n} never job(s) of ${o.function.value} due`)
+      }
+      const handle = yield* parseHandleArg(Option.getOrThrow(o.handle))
+      const n = yield* storage.defer([handle], yield* nowSeconds)
+      if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+      yield* Console.log(`job ${formatHandle(handle)} is due`)
+    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("Make a job due now, or every never job of a function"))
+
+const deleteCommand = Command.make("delete", { ...connectionOptions, handle: handleArg }, (o) =>
+  withSettings(o, (settings) =>
+    Effect.gen(function*() {
+      const handle = yield* parseHandleArg(o.handle)
+      const n = yield* Effect.flatMap(Storage, (s) => s.complete([handle]))
+      if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+      yield* Console.log(`job ${formatHandle(handle)} deleted`)
+    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("Delete a job"))
 
 export const jobsCommand = Command.make("jobs").pipe(
-  Command.withDescription("Inspect stored jobs"),
-  Command.withSubcommands([listCommand])
+  Command.withDescription("Inspect and repair stored jobs"),
+  Command.withSubcommands([listCommand, showCommand, retryCommand, deleteCommand])
 )

@@ -1,17 +1,51 @@
-/** The `garivini` command. */
-import { Command } from "@effect/cli"
+/**
+ * The `garivini` command. Exit codes: 0 ok, 1 failure at run time, 2 bad usage or configuration.
+ * SIGINT/SIGTERM interrupt the command: roles stop taking work, let in-flight jobs finish (30 s
+ * at most), release their connections and exit 0; a second signal exits at once.
+ */
+import { Command, ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
+import { consumeCommand } from "./consume.js"
+import { demoCommand } from "./demo.js"
 import { injectCommand } from "./inject.js"
 import { jobsCommand } from "./jobs.js"
 import { migrateCommand } from "./migrate.js"
+import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "./roles.js"
 import { schemaCommand } from "./schema.js"
+import { statusCommand } from "./status.js"
 
 const garivini = Command.make("garivini").pipe(
   Command.withDescription("A durable job layer for Gearman: jobs persisted in MySQL, executed through gearmand"),
-  Command.withSubcommands([migrateCommand, schemaCommand, injectCommand, jobsCommand])
+  Command.withSubcommands([
+    queueRunnerCommand,
+    injectorCommand,
+    controllerCommand,
+    runCommand,
+    injectCommand,
+    consumeCommand,
+    jobsCommand,
+    statusCommand,
+    migrateCommand,
+    schemaCommand,
+    demoCommand
+  ])
 )
 
 const cli = Command.run(garivini, { name: "garivini", version: "0.1.0" })
 
-cli(process.argv).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain({ disableErrorReporting: false }))
+// A second SIGINT/SIGTERM while the first is being honoured: stop at once.
+let signals = 0
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (++signals > 1) process.exit(130)
+  })
+}
+
+cli(process.argv).pipe(
+  // @effect/cli has already printed what was wrong with the arguments.
+  Effect.catchIf(ValidationError.isValidationError, () => Effect.sync(() => void (process.exitCode = 2))),
+  Effect.provide(NodeContext.layer),
+  // Each command installs its own logger (format from the settings, to stderr).
+  NodeRuntime.runMain({ disableErrorReporting: false, disablePrettyLogger: true })
+)

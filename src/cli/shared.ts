@@ -1,39 +1,44 @@
-/** What several subcommands share: the shard options and a one-line report of failures. */
-import { Options } from "@effect/cli"
-import { Config, Console, Effect, Either, Redacted } from "effect"
-import { shardsConfig, shardsFromUrls } from "../config.js"
-import type { ShardConfig } from "../config.js"
+/** What the subcommands share: settings with logging set up, the service layers, one-line failures. */
+import { Console, Effect, Layer, Logger } from "effect"
+import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
+import { Storage, layer as storageLayer } from "../storage/Storage.js"
+import { resolve } from "./config.js"
+import type { LogFormat, Settings } from "./config.js"
+
+/** Logs go to stderr (stdout is the commands' output), in the chosen format. */
+export const loggerLayer = (format: LogFormat): Layer.Layer<never> =>
+  Logger.replace(
+    Logger.defaultLogger,
+    format === "json"
+      ? Logger.withConsoleError(Logger.jsonLogger)
+      : format === "logfmt"
+      ? Logger.withConsoleError(Logger.logfmtLogger)
+      : Logger.prettyLogger({ stderr: true })
+  )
+
+/** Storage over the configured shards and Gearman over the configured job servers. */
+export const servicesLayer = (settings: Settings): Layer.Layer<Storage | Gearman, never> =>
+  Layer.mergeAll(Layer.orDie(storageLayer({ shards: settings.shards })), gearmanLayer({ servers: settings.gearmand }))
+
+/** Storage only (commands that do not talk to gearmand). */
+export const storageOnly = (settings: Settings): Layer.Layer<Storage, never> => Layer.orDie(storageLayer({ shards: settings.shards }))
 
 /**
- * `--db mysql://user:pass@host:port/db[?id=N]`, repeatable (one per shard). Without it, the
- * `GARIVINI_DB` environment variable, then the local MariaDB. Read as Redacted: URLs hold passwords.
+ * Ends the command with one clear line (no stack trace): exit 2 for bad configuration or usage,
+ * 1 for a failure at run time.
  */
-export const dbOption = Options.text("db").pipe(
-  Options.repeated,
-  // Wrapped at once (Options.redacted rejects repeated values in @effect/cli 0.77).
-  Options.map((urls) => urls.map((url) => Redacted.make(url))),
-  Options.withDescription(
-    "A shard as mysql://user:pass@host:port/db[?id=N]; repeat for several shards (default: $GARIVINI_DB, then mysql://root@127.0.0.1:3306/garivini)"
-  )
-)
-
-export const resolveShards = (urls: ReadonlyArray<Redacted.Redacted>) =>
-  urls.length === 0
-    ? Effect.mapError(Config.unwrap(shardsConfig), (e) => ({ message: `invalid configuration GARIVINI_DB: ${String(e)}` }))
-    : Effect.mapError(
-      Either.match(shardsFromUrls(urls.map(Redacted.value)), {
-        onLeft: Effect.fail,
-        onRight: (shards: ReadonlyArray<ShardConfig>) => Effect.succeed(shards)
-      }),
-      (e) => ({ message: e.message })
-    )
-
-/** Ends the command with one clear line (no stack trace) and exit code 1. */
-export const reportFailure = <A, E extends { readonly message: string }, R>(effect: Effect.Effect<A, E, R>) =>
+export const reportFailure = <A, E extends { readonly _tag: string; readonly message: string }, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.catchAll(effect, (e) =>
     Effect.zipRight(
       Console.error(`garivini: ${e.message}`),
       Effect.sync(() => {
-        process.exitCode = 1
+        process.exitCode = e._tag === "ConfigInvalid" || e._tag === "UsageError" ? 2 : 1
       })
     ))
+
+/** Resolves the settings, sets up logging, runs `body`; failures end in one line and an exit code. */
+export const withSettings = <E extends { readonly _tag: string; readonly message: string }, R>(
+  flags: Parameters<typeof resolve>[0],
+  body: (settings: Settings) => Effect.Effect<void, E, R>
+) =>
+  reportFailure(Effect.flatMap(resolve(flags), (settings) => body(settings).pipe(Effect.provide(loggerLayer(settings.logFormat))))) 

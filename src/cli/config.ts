@@ -1,0 +1,225 @@
+/**
+ * The command line's configuration, in this order of precedence: flags, environment
+ * (`GARIVINI_*`), a config file (`--config`, YAML or JSON). Every source is decoded with Schema;
+ * a bad value fails with `ConfigInvalid` naming the field. Passwords are `Redacted` as soon as
+ * they are read.
+ */
+import { readFileSync } from "node:fs"
+import { Options } from "@effect/cli"
+import { Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
+import { parse as parseYaml } from "yaml"
+import { DEFAULT_DB_URL, parseShardUrl, validateShards } from "../config.js"
+import type { ShardConfig } from "../config.js"
+import { ConfigInvalid } from "../errors.js"
+import type { ControllerOptions } from "../roles/Controller.js"
+import type { InjectorOptions } from "../roles/Injector.js"
+import type { QueueRunnerOptions } from "../roles/QueueRunner.js"
+
+export const DEFAULT_GEARMAND = "127.0.0.1:4730"
+
+export type LogFormat = "pretty" | "json" | "logfmt"
+const isLogFormat = (s: string): s is LogFormat => s === "pretty" || s === "json" || s === "logfmt"
+
+export interface Settings {
+  readonly shards: ReadonlyArray<ShardConfig>
+  readonly gearmand: ReadonlyArray<string>
+  /** Whether job servers were configured (flag, environment or file) rather than defaulted. */
+  readonly gearmandGiven: boolean
+  readonly queueRunner: QueueRunnerOptions
+  readonly injector: InjectorOptions
+  readonly controller: ControllerOptions
+  readonly logFormat: LogFormat
+}
+
+// -- the file ---------------------------------------------------------------------------------
+
+const Seconds = Schema.Number.pipe(Schema.nonNegative())
+const PositiveInt = Schema.Int.pipe(Schema.positive())
+
+const DbEntry = Schema.Union(
+  Schema.String,
+  Schema.Struct({ url: Schema.String, id: Schema.optional(PositiveInt) })
+)
+
+/** What a config file may hold; unknown keys are errors (a typo should not pass silently). */
+export const FileConfig = Schema.Struct({
+  db: Schema.optional(Schema.Array(DbEntry)),
+  gearmand: Schema.optional(Schema.Array(Schema.String)),
+  queueRunner: Schema.optional(Schema.Struct({
+    batchMaxSize: Schema.optional(Schema.Int),
+    batchRunSleep: Schema.optional(Seconds),
+    queueWatermarkDepth: Schema.optional(Schema.Int),
+    lease: Schema.optional(Seconds),
+    deferFor: Schema.optional(Seconds)
+  })),
+  injector: Schema.optional(Schema.Struct({
+    lease: Schema.optional(Seconds),
+    queueWatermarkDepth: Schema.optional(Schema.Int),
+    concurrency: Schema.optional(PositiveInt)
+  })),
+  controller: Schema.optional(Schema.Struct({
+    concurrency: Schema.optional(PositiveInt),
+    timeout: Schema.optional(Seconds)
+  })),
+  log: Schema.optional(Schema.Struct({
+    format: Schema.optional(Schema.Literal("pretty", "json", "logfmt"))
+  }))
+})
+export type FileConfig = typeof FileConfig.Type
+
+const decodeFile = Schema.decodeUnknownEither(FileConfig, { onExcessProperty: "error" })
+
+/** The first problem of a decode, as the field it concerns (in which file) and what is wrong with it. */
+const firstIssue = (file: string, error: ParseResult.ParseError): ConfigInvalid => {
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+  const path = issue === undefined || issue.path.length === 0 ? "(top level)" : issue.path.map(String).join(".")
+  return new ConfigInvalid({ field: `${path} (in ${file})`, reason: issue?.message ?? "invalid" })
+}
+
+/** Reads and decodes a config file (`.json` as JSON, anything else as YAML, a superset of JSON). */
+export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid> => {
+  let text: string
+  try {
+    text = readFileSync(path, "utf8")
+  } catch (e) {
+    const code = e instanceof Error && "code" in e ? String(e.code) : String(e)
+    return Either.left(new ConfigInvalid({ field: "config", reason: `cannot read ${path}: ${code}` }))
+  }
+  let raw: unknown
+  try {
+    raw = path.endsWith(".json") ? JSON.parse(text) : parseYaml(text)
+  } catch (e) {
+    return Either.left(new ConfigInvalid({ field: "config", reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}` }))
+  }
+  return Either.mapLeft(decodeFile(raw ?? {}), (e) => firstIssue(path, e))
+}
+
+// -- flags ------------------------------------------------------------------------------------
+
+const text = (name: string, description: string) => Options.text(name).pipe(Options.optional, Options.withDescription(description))
+const integer = (name: string, description: string) => Options.integer(name).pipe(Options.optional, Options.withDescription(description))
+const seconds = (name: string, description: string) => Options.float(name).pipe(Options.optional, Options.withDescription(description))
+
+/** Where the jobs are: shards and job servers (every command that talks to them). */
+export const connectionOptions = {
+  config: text("config", "A YAML or JSON file with settings flags express badly (several shards, job servers, per-role options); env GARIVINI_CONFIG"),
+  db: Options.text("db").pipe(
+    Options.repeated,
+    // Wrapped at once (Options.redacted rejects repeated values in @effect/cli 0.77).
+    Options.map((urls) => urls.map((url) => Redacted.make(url))),
+    Options.withDescription("A shard as mysql://user:pass@host:port/db[?id=N]; repeat for several (env GARIVINI_DB, comma-separated)")
+  ),
+  gearmand: Options.text("gearmand").pipe(
+    Options.repeated,
+    Options.withDescription(`A job server as host:port; repeat for several (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`)
+  ),
+  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
+    Options.optional,
+    Options.withDescription("Log lines as pretty text (default on a terminal), JSON or logfmt; env GARIVINI_LOG_FORMAT")
+  )
+}
+
+export const queueRunnerOptions = {
+  batchMaxSize: integer("batch-max-size", "Largest batch claimed per shard and round (default 1000, at least 50)"),
+  batchRunSleep: seconds("batch-run-sleep", "Seconds between rounds, at most (default 1)"),
+  queueWatermarkDepth: integer("queue-watermark-depth", "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"),
+  lease: seconds("lease", "Seconds a dispatched job is leased before it is dispatched again (default 1000)"),
+  deferFor: seconds("defer-for", "Seconds a job deferred by the watermark waits (default 60)")
+}
+
+export const controllerOptions = {
+  controllerConcurrency: integer("controller-concurrency", "Jobs a Controller runs at once (default 16)"),
+  controllerTimeout: seconds("controller-timeout", "Seconds a Controller waits for a job (default 900)")
+}
+
+export const injectorOptions = {
+  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 8)")
+}
+
+type ConnectionFlags = {
+  readonly config: Option.Option<string>
+  readonly db: ReadonlyArray<Redacted.Redacted<string>>
+  readonly gearmand: ReadonlyArray<string>
+  readonly logFormat: Option.Option<LogFormat>
+}
+type RunnerFlags = { readonly [K in keyof typeof queueRunnerOptions]: Option.Option<number> }
+type ControllerFlags = { readonly [K in keyof typeof controllerOptions]: Option.Option<number> }
+type InjectorFlags = { readonly [K in keyof typeof injectorOptions]: Option.Option<number> }
+
+// -- resolution -------------------------------------------------------------------------------
+
+const env = (name: string): string | undefined => {
+  const value = process.env[name]
+  return value === undefined || value.trim() === "" ? undefined : value
+}
+const list = (value: string): ReadonlyArray<string> => value.split(/[\s,]+/).filter((s) => s !== "")
+
+const firstOf = <A>(...candidates: ReadonlyArray<A | undefined>): A | undefined => candidates.find((c) => c !== undefined)
+
+const envNumber = (name: string): Either.Either<number | undefined, ConfigInvalid> => {
+  const value = env(name)
+  if (value === undefined) return Either.right(undefined)
+  const n = Number(value)
+  return Number.isFinite(n) ? Either.right(n) : Either.left(new ConfigInvalid({ field: name, reason: `${JSON.stringify(value)} is not a number` }))
+}
+
+const duration = (s: number | undefined) => s === undefined ? undefined : Duration.millis(Math.round(s * 1000))
+
+const checkServer = (server: string): Either.Either<string, ConfigInvalid> =>
+  /^[^\s:]+:\d{1,5}$/.test(server) && Number(server.split(":").pop()) <= 65535
+    ? Either.right(server)
+    : Either.left(new ConfigInvalid({ field: "gearmand", reason: `${JSON.stringify(server)} is not host:port` }))
+
+/** Resolves every setting from flags, environment and file, in that order. */
+export const resolve = (
+  flags: ConnectionFlags & Partial<RunnerFlags & ControllerFlags & InjectorFlags>
+): Effect.Effect<Settings, ConfigInvalid> =>
+  Effect.gen(function*() {
+    const path = Option.getOrUndefined(flags.config) ?? env("GARIVINI_CONFIG")
+    const file: FileConfig = path === undefined ? {} : yield* loadFile(path)
+
+    // Shards: --db, else GARIVINI_DB, else the file, else the local MariaDB.
+    const flagDbs = flags.db.map((u) => ({ url: Redacted.value(u), id: undefined as number | undefined }))
+    const envDbs = Option.fromNullable(env("GARIVINI_DB")).pipe(Option.map((v) => list(v).map((url) => ({ url, id: undefined as number | undefined }))))
+    const fileDbs = file.db?.map((d) => typeof d === "string" ? { url: d, id: undefined } : { url: d.url, id: d.id })
+    const dbs = flagDbs.length > 0 ? flagDbs : Option.getOrUndefined(envDbs) ?? fileDbs ?? [{ url: DEFAULT_DB_URL, id: undefined }]
+    const parsed = yield* Effect.forEach(dbs, (d, i) =>
+      Effect.map(parseShardUrl(d.url, i + 1), (s) => (d.id === undefined ? s : { ...s, id: d.id })))
+    const shards = yield* validateShards(parsed)
+
+    const givenServers = flags.gearmand.length > 0
+      ? flags.gearmand
+      : firstOf(Option.getOrUndefined(Option.map(Option.fromNullable(env("GARIVINI_GEARMAND")), list)), file.gearmand)
+    const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], checkServer)
+
+    const num = (flag: Option.Option<number> | undefined, envName: string, fromFile: number | undefined) =>
+      Effect.map(envNumber(envName), (fromEnv) => firstOf(flag === undefined ? undefined : Option.getOrUndefined(flag), fromEnv, fromFile))
+
+    const qr = file.queueRunner ?? {}
+    const queueRunner: QueueRunnerOptions = {
+      batchMaxSize: yield* num(flags.batchMaxSize, "GARIVINI_BATCH_MAX_SIZE", qr.batchMaxSize),
+      batchRunSleep: duration(yield* num(flags.batchRunSleep, "GARIVINI_BATCH_RUN_SLEEP", qr.batchRunSleep)),
+      queueWatermarkDepth: yield* num(flags.queueWatermarkDepth, "GARIVINI_QUEUE_WATERMARK_DEPTH", qr.queueWatermarkDepth),
+      lease: duration(yield* num(flags.lease, "GARIVINI_LEASE", qr.lease)),
+      deferFor: duration(yield* num(flags.deferFor, "GARIVINI_DEFER_FOR", qr.deferFor))
+    }
+    const inj = file.injector ?? {}
+    const injector: InjectorOptions = {
+      // The Injector's lease must match the QueueRunner's: it keeps the runner off injected jobs.
+      lease: queueRunner.lease ?? duration(inj.lease),
+      queueWatermarkDepth: queueRunner.queueWatermarkDepth ?? inj.queueWatermarkDepth,
+      concurrency: yield* num(flags.injectorConcurrency, "GARIVINI_INJECTOR_CONCURRENCY", inj.concurrency)
+    }
+    const ctl = file.controller ?? {}
+    const controller: ControllerOptions = {
+      concurrency: yield* num(flags.controllerConcurrency, "GARIVINI_CONTROLLER_CONCURRENCY", ctl.concurrency),
+      timeout: duration(yield* num(flags.controllerTimeout, "GARIVINI_CONTROLLER_TIMEOUT", ctl.timeout))
+    }
+    const envFormat = env("GARIVINI_LOG_FORMAT")
+    if (envFormat !== undefined && !isLogFormat(envFormat)) {
+      return yield* Effect.fail(new ConfigInvalid({ field: "GARIVINI_LOG_FORMAT", reason: `${JSON.stringify(envFormat)} is not pretty, json or logfmt` }))
+    }
+    const logFormat = firstOf<LogFormat>(Option.getOrUndefined(flags.logFormat), envFormat, file.log?.format) ??
+      (process.stdout.isTTY ? "pretty" : "logfmt")
+    return { shards, gearmand, gearmandGiven: givenServers !== undefined, queueRunner, injector, controller, logFormat }
+  })

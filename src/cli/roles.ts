@@ -1,0 +1,85 @@
+/**
+ * The roles as long-running subcommands: `queue-runner`, `injector`, `controller`, and `run
+ * --roles ...` for several in one process (as the original garivini_workers did). Each runs until
+ * SIGINT/SIGTERM, then stops taking work, lets in-flight jobs finish and closes its connections.
+ */
+import { Command, Options } from "@effect/cli"
+import { Effect, Either, Layer } from "effect"
+import { ConfigInvalid } from "../errors.js"
+import type { Gearman } from "../gearman/Gearman.js"
+import type { Storage } from "../storage/Storage.js"
+import * as Controller from "../roles/Controller.js"
+import * as Injector from "../roles/Injector.js"
+import * as QueueRunner from "../roles/QueueRunner.js"
+import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
+import type { Settings } from "./config.js"
+import { servicesLayer, withSettings } from "./shared.js"
+
+export type Role = "queue-runner" | "injector" | "controller"
+export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controller"]
+
+/** One role as a Layer that runs for the life of the scope. */
+const roleLayer = (role: Role, settings: Settings) => {
+  switch (role) {
+    case "queue-runner":
+      return Layer.scopedDiscard(
+        Effect.gen(function*() {
+          const runner = yield* QueueRunner.make(settings.queueRunner)
+          yield* Effect.forkScoped(runner.run)
+        }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message })))
+      )
+    case "injector":
+      return Layer.scopedDiscard(Injector.serve(settings.injector))
+    case "controller":
+      return Layer.scopedDiscard(Controller.serve(settings.controller))
+  }
+}
+
+/** The roles as one Layer over Storage and Gearman. */
+export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage | Gearman> =>
+  roles.map((r): Layer.Layer<never, ConfigInvalid, Storage | Gearman> => roleLayer(r, settings)).reduce(
+    (a, b) => Layer.merge(a, b),
+    Layer.empty
+  )
+
+/** Runs the roles until interrupted. */
+export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
+  Effect.gen(function*() {
+    yield* Effect.logInfo(
+      `running ${roles.join(", ")} on ${settings.shards.length} shard(s) and job server(s) ${settings.gearmand.join(", ")}`
+    )
+    return yield* Layer.launch(rolesLayer(roles, settings).pipe(Layer.provide(servicesLayer(settings))))
+  })
+
+const allOptions = { ...connectionOptions, ...queueRunnerOptions, ...controllerOptions, ...injectorOptions }
+
+const roleCommand = (role: Role, description: string) =>
+  Command.make(role, allOptions, (flags) => withSettings(flags, (settings) => runRoles([role], settings))).pipe(
+    Command.withDescription(description)
+  )
+
+export const queueRunnerCommand = roleCommand("queue-runner", "Move due jobs from the database into gearmand in batches (throughput mode)")
+export const injectorCommand = roleCommand("injector", "Serve inject_jobs: store jobs sent by any Gearman client and dispatch them at once")
+export const controllerCommand = roleCommand("controller", "Serve run_queued_job: run injected jobs and complete or back off their rows")
+
+/** `--roles queue-runner,injector,controller` */
+export const parseRoles = (text: string): Either.Either<ReadonlyArray<Role>, ConfigInvalid> => {
+  const names = text.split(",").map((s) => s.trim()).filter((s) => s !== "")
+  const unknown = names.filter((n) => !ROLES.includes(n as Role))
+  if (names.length === 0 || unknown.length > 0) {
+    return Either.left(new ConfigInvalid({ field: "roles", reason: `${JSON.stringify(text)}: expected a comma list of ${ROLES.join(", ")}` }))
+  }
+  return Either.right([...new Set(names)].filter((n): n is Role => ROLES.includes(n as Role)))
+}
+
+export const runCommand = Command.make(
+  "run",
+  {
+    ...allOptions,
+    roles: Options.text("roles").pipe(
+      Options.withDefault(ROLES.join(",")),
+      Options.withDescription(`Comma list of roles to run in this process (default: ${ROLES.join(",")})`)
+    )
+  },
+  (flags) => withSettings(flags, (settings) => Effect.flatMap(parseRoles(flags.roles), (roles) => runRoles(roles, settings)))
+).pipe(Command.withDescription("Run several roles in one process"))

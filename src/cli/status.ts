@@ -1,0 +1,48 @@
+/**
+ * `garivini status`: per shard and function, the jobs due, scheduled and `never`, the oldest due
+ * job's age, and gearmand's queued / running / workers for that function (summed over servers).
+ */
+import { Command, Options } from "@effect/cli"
+import { Clock, Console, Effect, Either } from "effect"
+import { Gearman } from "../gearman/Gearman.js"
+import { errorText } from "../roles/QueueRunner.js"
+import { Storage } from "../storage/Storage.js"
+import { connectionOptions } from "./config.js"
+import { printTable } from "./jobs.js"
+import { servicesLayer, withSettings } from "./shared.js"
+
+export const statusCommand = Command.make("status", {
+  ...connectionOptions,
+  json: Options.boolean("json").pipe(Options.withDescription("Output JSON"))
+}, (o) =>
+  withSettings(o, (settings) =>
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      const gearman = yield* Gearman
+      const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+      // One shard down must not hide the others: each is reported on its own.
+      const perShard = yield* Effect.forEach(storage.shardIds, (dbid) => Effect.either(storage.counts(dbid)), { concurrency: "unbounded" })
+      const depths = yield* Effect.either(gearman.queueDepths())
+      const queue = Either.isRight(depths) ? depths.right : new Map()
+      const rows = perShard.flatMap((r) => Either.isRight(r) ? r.right : []).map((c) => ({
+        shard: c.dbid,
+        function: c.funcname,
+        due: c.due,
+        scheduled: c.scheduled,
+        never: c.never,
+        oldest_due_age: c.oldestDue === null ? null : Math.max(0, now - c.oldestDue),
+        gearmand_queued: queue.get(c.funcname) === undefined ? null : queue.get(c.funcname)!.total - queue.get(c.funcname)!.running,
+        gearmand_running: queue.get(c.funcname)?.running ?? null,
+        gearmand_workers: queue.get(c.funcname)?.workers ?? null
+      }))
+      const unavailable = perShard.flatMap((r, i) => Either.isLeft(r) ? [{ shard: storage.shardIds[i]!, error: r.left.message }] : [])
+      const gearmandError = Either.isLeft(depths) ? errorText(depths.left) : null
+      if (o.json) return yield* Console.log(JSON.stringify({ functions: rows, unavailable_shards: unavailable, gearmand_error: gearmandError }))
+      const cell = (v: number | null) => (v === null ? "-" : String(v))
+      yield* printTable(
+        ["SHARD", "FUNCTION", "DUE", "SCHEDULED", "NEVER", "OLDEST DUE", "QUEUED", "RUNNING", "WORKERS"],
+        rows.map((r) => [String(r.shard), r.function, String(r.due), String(r.scheduled), String(r.never), r.oldest_due_age === null ? "-" : `${r.oldest_due_age}s`, cell(r.gearmand_queued), cell(r.gearmand_running), cell(r.gearmand_workers)])
+      )
+      for (const u of unavailable) yield* Console.log(`shard ${u.shard} unavailable: ${u.error}`)
+      if (gearmandError !== null) yield* Console.log(`gearmand unavailable: ${gearmandError}`)
+    }).pipe(Effect.provide(servicesLayer(settings))))).pipe(Command.withDescription("Jobs per shard and function, with gearmand's queue figures"))
