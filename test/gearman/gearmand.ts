@@ -1,9 +1,9 @@
 // Spawns real gearmand processes on free loopback ports for the tests and kills them after.
 // A missing gearmand fails the test with how to install it (never a skip).
-import { spawn, type ChildProcess } from "node:child_process"
-import * as Net from "node:net"
+import type { ChildProcess } from "node:child_process"
 import { Context, Effect, Layer, Schedule, Scope } from "effect"
 import { Gearman, layer, type GearmanOptions } from "../../src/gearman/Gearman.js"
+import { exited, freePort, startGearmand } from "../../src/gearmandProcess.js"
 
 export interface GearmandProcess {
   readonly server: string
@@ -14,57 +14,7 @@ export interface GearmandProcess {
   readonly restart: Effect.Effect<void>
 }
 
-const freePort = Effect.async<number>((resume) => {
-  const probe = Net.createServer()
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(Effect.succeed(port)))
-  })
-})
-
-const canConnect = (port: number) =>
-  Effect.async<void, string>((resume) => {
-    const socket = Net.connect({ host: "127.0.0.1", port }, () => {
-      socket.destroy()
-      resume(Effect.void)
-    })
-    socket.once("error", (e) => {
-      socket.destroy()
-      resume(Effect.fail(e.message))
-    })
-  })
-
-const exited = (child: ChildProcess) =>
-  Effect.async<void>((resume) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
-    child.once("exit", () => resume(Effect.void))
-  })
-
-const start = (port: number) =>
-  Effect.gen(function* () {
-    const child = spawn(
-      "gearmand",
-      ["--listen=127.0.0.1", `--port=${port}`, "--log-file=none", "--threads=1", `--pid-file=/tmp/garivini-test-gearmand-${port}.pid`],
-      { stdio: ["ignore", "ignore", "pipe"] }
-    )
-    let stderr = ""
-    child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()))
-    const spawnError = yield* Effect.async<string | undefined>((resume) => {
-      child.once("error", (e) => resume(Effect.succeed(e.message)))
-      child.once("spawn", () => resume(Effect.succeed(undefined)))
-    })
-    if (spawnError !== undefined) {
-      return yield* Effect.dieMessage(
-        `cannot start gearmand (${spawnError}). Install it with: apt-get install -y gearman-job-server gearman-tools`
-      )
-    }
-    yield* canConnect(port).pipe(
-      Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(500)))),
-      Effect.orDieWith((e) => new Error(`gearmand on port ${port} did not come up: ${e}; stderr: ${stderr}`))
-    )
-    return child
-  })
+const start = (port: number) => startGearmand(port).pipe(Effect.orDieWith((e) => new Error(e.message)))
 
 /** A gearmand on a free port for the lifetime of the scope. */
 export const gearmand: Effect.Effect<GearmandProcess, never, Scope.Scope> = Effect.gen(function* () {

@@ -1,0 +1,74 @@
+/**
+ * A gearmand (Debian's `gearman-job-server`) started on a free loopback port for the life of a
+ * scope: for `garivini demo` and the tests. It is SIGKILLed when the scope closes.
+ */
+import { spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import * as Net from "node:net"
+import { Data, Effect, Schedule } from "effect"
+import type { Scope } from "effect"
+
+export class GearmandUnavailable extends Data.TaggedError("GearmandUnavailable")<{ readonly message: string }> {}
+
+/** A port on 127.0.0.1 that was free a moment ago. */
+export const freePort = Effect.async<number>((resume) => {
+  const probe = Net.createServer()
+  probe.listen(0, "127.0.0.1", () => {
+    const address = probe.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    probe.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+const canConnect = (port: number) =>
+  Effect.async<void, string>((resume) => {
+    const socket = Net.connect({ host: "127.0.0.1", port }, () => {
+      socket.destroy()
+      resume(Effect.void)
+    })
+    socket.once("error", (e) => {
+      socket.destroy()
+      resume(Effect.fail(e.message))
+    })
+  })
+
+/** Waits for a child process to have exited. */
+export const exited = (child: ChildProcess) =>
+  Effect.async<void>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    child.once("exit", () => resume(Effect.void))
+  })
+
+/** Starts gearmand on `port` and waits until it accepts connections. */
+export const startGearmand = (port: number): Effect.Effect<ChildProcess, GearmandUnavailable> =>
+  Effect.gen(function*() {
+    const child = spawn(
+      "gearmand",
+      ["--listen=127.0.0.1", `--port=${port}`, "--log-file=none", "--threads=1", `--pid-file=/tmp/garivini-gearmand-${port}.pid`],
+      { stdio: ["ignore", "ignore", "pipe"] }
+    )
+    let stderr = ""
+    child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()))
+    const spawnError = yield* Effect.async<string | undefined>((resume) => {
+      child.once("error", (e) => resume(Effect.succeed(e.message)))
+      child.once("spawn", () => resume(Effect.succeed(undefined)))
+    })
+    if (spawnError !== undefined) {
+      return yield* Effect.fail(new GearmandUnavailable({
+        message: `cannot start gearmand (${spawnError}); install it with: apt-get install -y gearman-job-server`
+      }))
+    }
+    yield* canConnect(port).pipe(
+      Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(500)))),
+      Effect.mapError((e) => new GearmandUnavailable({ message: `gearmand on port ${port} did not come up: ${e}; ${stderr.trim()}` }))
+    )
+    return child
+  })
+
+/** A gearmand on a free port, killed when the scope closes. Returns its `host:port`. */
+export const scopedGearmand: Effect.Effect<string, GearmandUnavailable, Scope.Scope> = Effect.gen(function*() {
+  const port = yield* freePort
+  yield* Effect.acquireRelease(startGearmand(port), (child) =>
+    Effect.zipRight(Effect.sync(() => child.kill("SIGKILL")), exited(child)))
+  return `127.0.0.1:${port}`
+})
