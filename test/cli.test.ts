@@ -1,51 +1,205 @@
-// The built `garivini` command, run as an operator would, against the local MariaDB.
-import { execFile } from "node:child_process"
+// The built `garivini` command, run as an operator would, against MariaDB and a gearmand.
+import { execFile, spawn } from "node:child_process"
+import { writeFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { adminQuery, mysqlHost, mysqlPort } from "./support/mysql.js"
+import { Deferred, Effect, Schedule, Schema } from "effect"
+import { scopedGearmand } from "../src/gearmandProcess.js"
+import { adminQuery, mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
+
+interface Result {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+const baseEnv = { ...process.env, GARIVINI_DB: "", GARIVINI_GEARMAND: "", GARIVINI_CONFIG: "", GARIVINI_LOG_FORMAT: "logfmt" }
 
 const garivini = (...args: ReadonlyArray<string>) =>
-  Effect.async<{ readonly code: number; readonly stdout: string; readonly stderr: string }>((resume) => {
-    execFile("node", ["bin/garivini.js", ...args], { env: { ...process.env, GARIVINI_DB: "" } }, (error, stdout, stderr) => {
+  Effect.async<Result>((resume) => {
+    execFile("node", ["bin/garivini.js", ...args], { env: baseEnv }, (error, stdout, stderr) => {
       resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
     })
   })
 
+/** A long-running `garivini` process; `stop` sends a signal and resolves with its exit. */
+const background = (...args: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const exit = yield* Deferred.make<Result>()
+    let stdout = ""
+    let stderr = ""
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() => spawn("node", ["bin/garivini.js", ...args], { env: baseEnv, stdio: ["ignore", "pipe", "pipe"] })),
+      (c) => Effect.sync(() => c.kill("SIGKILL"))
+    )
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
+    child.on("exit", (code, signal) => Effect.runSync(Deferred.succeed(exit, { code: code ?? (signal === null ? 1 : 128), stdout, stderr })))
+    return {
+      output: Effect.sync(() => stdout),
+      stop: (signal: NodeJS.Signals) => Effect.zipRight(Effect.sync(() => child.kill(signal)), Deferred.await(exit))
+    }
+  })
+
+const JobLine = Schema.parseJson(Schema.Struct({ handle: Schema.String, funcname: Schema.String, state: Schema.String }))
+const listJobs = (db: string, ...filters: ReadonlyArray<string>) =>
+  Effect.map(garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters), (r) =>
+    r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l)))
+
+const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, what: string) =>
+  check.pipe(
+    Effect.filterOrFail((ok) => ok, () => new Error(`timed out waiting for ${what}`)),
+    Effect.retry(Schedule.spaced("250 millis").pipe(Schedule.upTo("60 seconds"))),
+    Effect.orDie
+  )
+
+const COMMANDS: ReadonlyArray<ReadonlyArray<string>> = [
+  [],
+  ["queue-runner"],
+  ["injector"],
+  ["controller"],
+  ["run"],
+  ["inject"],
+  ["consume"],
+  ["jobs"],
+  ["jobs", "list"],
+  ["jobs", "show"],
+  ["jobs", "retry"],
+  ["jobs", "delete"],
+  ["status"],
+  ["migrate"],
+  ["schema"],
+  ["demo"]
+]
+
 describe("garivini CLI", () => {
-  it.scopedLive("migrate creates the database, inject stores jobs, jobs list shows them", () =>
+  it.effect("--help works for every command", () =>
+    Effect.forEach(COMMANDS, (command) =>
+      Effect.map(garivini(...command, "--help"), (r) => {
+        assert.strictEqual(r.code, 0, `${command.join(" ")} --help: ${r.stderr}`)
+        assert.include(r.stdout, "USAGE", command.join(" "))
+        if (command.length > 0) assert.include(r.stdout, command[command.length - 1]!)
+      }), { concurrency: 4, discard: true }), 60_000)
+
+  it.scopedLive("bad usage and bad configuration exit 2 with one clear line; no password is shown", () =>
+    Effect.gen(function*() {
+      const badFlag = yield* garivini("status", "--bogus")
+      assert.strictEqual(badFlag.code, 2)
+      assert.include(badFlag.stderr, "--bogus")
+      const file = `/tmp/garivini-test-${process.pid}.yaml`
+      writeFileSync(file, "db: [mysql://root@127.0.0.1/x]\nqueueRunner:\n  batchMaxSise: 10\n")
+      const badFile = yield* garivini("status", "--config", file)
+      assert.strictEqual(badFile.code, 2)
+      assert.strictEqual(badFile.stderr.trim().split("\n").length, 1)
+      assert.match(badFile.stderr, /^garivini: invalid configuration queueRunner\.batchMaxSise \(in .*\): is unexpected/)
+      writeFileSync(file, "{not: [yaml")
+      assert.strictEqual((yield* garivini("status", "--config", file)).code, 2)
+      const badUrl = yield* garivini("migrate", "--db", "postgres://u:hunter2@h/db")
+      assert.strictEqual(badUrl.code, 2)
+      assert.strictEqual(badUrl.stderr.trim(), "garivini: invalid configuration db: scheme postgres: is not mysql:")
+      const badServer = yield* garivini("status", "--gearmand", "nohost")
+      assert.strictEqual(badServer.code, 2)
+      assert.include(badServer.stderr, "invalid configuration gearmand")
+      const badHandle = yield* garivini("jobs", "show", "not-a-handle")
+      assert.strictEqual(badHandle.code, 2)
+      const dead = yield* garivini("inject", "--db", "mysql://u:hunter2@127.0.0.1:1/db")
+      assert.strictEqual(dead.code, 1)
+      assert.include(dead.stderr, "garivini: storage unavailable: no shard could be reached")
+      assert.notInclude(dead.stdout + dead.stderr, "hunter2")
+    }), 60_000)
+
+  it.scopedLive("migrate, schema, inject (direct and --pure), run, consume, status, jobs list/show/delete", () =>
     Effect.gen(function*() {
       const database = `garivini_test_cli_${process.pid}`
       yield* Effect.acquireRelease(Effect.void, () => adminQuery(`DROP DATABASE IF EXISTS \`${database}\``))
       const db = `mysql://root@${mysqlHost}:${mysqlPort}/${database}`
+      const gearmand = yield* scopedGearmand
+      const connect = ["--db", db, "--gearmand", gearmand]
       const migrated = yield* garivini("migrate", "--db", db)
       assert.strictEqual(migrated.code, 0, migrated.stderr)
       assert.include(migrated.stdout, `schema applied to 1 shard(s): 1=${database}`)
-      assert.strictEqual((yield* garivini("migrate", "--db", db)).code, 0)
-      const injected = yield* garivini("inject", "--db", db, "--count", "3", "--function", "resize", "--arg", "img-1")
-      assert.strictEqual(injected.code, 0, injected.stderr)
-      assert.include(injected.stdout, "stored 3 job(s) for resize")
-      const listed = yield* garivini("jobs", "list", "--db", db, "--json")
-      const jobs = listed.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
-      assert.deepStrictEqual(jobs.map((j) => [j.handle, j.funcname, j.state, Buffer.from(j.arg, "base64").toString()]), [
-        ["1:1", "resize", "due", "img-1"],
-        ["1:2", "resize", "due", "img-1"],
-        ["1:3", "resize", "due", "img-1"]
-      ])
-      const table = yield* garivini("jobs", "list", "--db", db, "--limit", "2")
-      assert.include(table.stdout, "HANDLE")
-      assert.include(table.stdout, "2 job(s) (more: --after 1:2)")
-      const page2 = yield* garivini("jobs", "list", "--db", db, "--after", "1:2", "--json")
-      assert.strictEqual(page2.stdout.split("\n").filter((l) => l.startsWith("{")).length, 1)
-    }))
+      assert.include((yield* garivini("schema")).stdout, "CREATE TABLE IF NOT EXISTS job")
 
-  it.scopedLive("bad configuration and dead shards end in one clear line, exit 1, no password", () =>
+      // Jobs for a function nobody serves yet: inspect, then delete one.
+      assert.include((yield* garivini("inject", ...connect, "--count", "3", "--function", "parked", "--arg", "p")).stdout, "stored 3 job(s)")
+      const parked = yield* listJobs(db, "--function", "parked")
+      assert.strictEqual(parked.length, 3)
+      const shown = yield* garivini("jobs", "show", "--db", db, parked[0]!.handle)
+      assert.include(shown.stdout, "parked")
+      assert.include(shown.stdout, "1 bytes: p")
+      assert.include((yield* garivini("jobs", "delete", "--db", db, parked[0]!.handle)).stdout, "deleted")
+      assert.strictEqual((yield* garivini("jobs", "show", "--db", db, parked[0]!.handle)).code, 1)
+      assert.strictEqual((yield* listJobs(db, "--function", "parked")).length, 2)
+
+      // Every role in one process, an example worker, jobs both ways.
+      const run = yield* background("run", ...connect, "--batch-run-sleep", "0.1")
+      const consume = yield* background("consume", ...connect, "--function", "work")
+      yield* Effect.sleep("1 second")
+      assert.include((yield* garivini("inject", ...connect, "--count", "5", "--function", "work", "--arg", "direct")).stdout, "stored 5")
+      const pure = yield* garivini("inject", ...connect, "--count", "5", "--function", "work", "--arg", "pure", "--pure")
+      assert.strictEqual(pure.code, 0, pure.stderr)
+      assert.include(pure.stdout, "injected 5 job(s) for work through inject_jobs")
+      yield* eventually(Effect.map(listJobs(db, "--function", "work"), (jobs) => jobs.length === 0), "the work jobs to complete")
+      const printed = (yield* consume.output).split("\n").filter((l) => l.startsWith("Hay it's a job"))
+      assert.strictEqual(printed.filter((l) => l.endsWith(" direct")).length, 5)
+      assert.strictEqual(printed.filter((l) => l.endsWith(" pure")).length, 5)
+      const status = yield* garivini("status", ...connect, "--json")
+      const parsed = JSON.parse(status.stdout)
+      // The runner dispatched the unserved `parked` jobs: leased in the DB, queued in gearmand.
+      const parkedStatus = parsed.functions.find((f: { function: string }) => f.function === "parked")
+      assert.deepStrictEqual([parkedStatus.due, parkedStatus.scheduled, parkedStatus.gearmand_queued], [0, 2, 2])
+      assert.isNull(parsed.gearmand_error)
+      const table = yield* garivini("status", ...connect)
+      assert.match(table.stdout, /SHARD\s+FUNCTION\s+DUE/)
+      assert.strictEqual((yield* consume.stop("SIGTERM")).code, 0)
+      assert.strictEqual((yield* run.stop("SIGTERM")).code, 0)
+    }), 120_000)
+
+  it.scopedLive("jobs retry brings a never job back to run", () =>
     Effect.gen(function*() {
-      const badUrl = yield* garivini("migrate", "--db", "postgres://u:hunter2@h/db")
-      assert.strictEqual(badUrl.code, 1)
-      assert.strictEqual(badUrl.stderr.trim(), "garivini: invalid configuration db: scheme postgres: is not mysql:")
-      const dead = yield* garivini("inject", "--db", "mysql://u:hunter2@127.0.0.1:1/db")
-      assert.strictEqual(dead.code, 1)
-      assert.match(dead.stderr.trim(), /^garivini: storage unavailable: no shard could be reached \(shard 1: connect ECONNREFUSED/)
-      assert.notInclude(dead.stdout + dead.stderr, "hunter2")
-    }))
+      const [shard] = yield* testShards(1)
+      const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
+      const gearmand = yield* scopedGearmand
+      const connect = ["--db", db, "--gearmand", gearmand]
+      yield* garivini("inject", ...connect, "--count", "2", "--function", "revive")
+      yield* adminQuery(`UPDATE \`${shard!.database}\`.job SET run_after = 2147483647`)
+      const consume = yield* background("consume", ...connect, "--function", "revive")
+      const run = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1")
+      yield* Effect.sleep("1500 millis")
+      assert.deepStrictEqual((yield* listJobs(db, "--state", "never")).length, 2, "parked jobs do not run")
+      const [first] = yield* listJobs(db)
+      assert.include((yield* garivini("jobs", "retry", "--db", db, first!.handle)).stdout, "is due")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 1), "the retried job to run")
+      assert.include((yield* garivini("jobs", "retry", "--db", db, "--function", "revive")).stdout, "made 1 never job(s) of revive due")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "the other to run")
+      assert.strictEqual((yield* garivini("jobs", "retry", "--db", db)).code, 2)
+      yield* run.stop("SIGTERM")
+      yield* consume.stop("SIGTERM")
+    }), 120_000)
+
+  it.scopedLive("SIGTERM during a run: exit 0, no job lost, no row leased beyond what was in flight", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
+      const gearmand = yield* scopedGearmand
+      const connect = ["--db", db, "--gearmand", gearmand]
+      yield* garivini("inject", ...connect, "--count", "3000", "--function", "term")
+      const run = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "3")
+      const consume = yield* background("consume", ...connect, "--function", "term", "--concurrency", "2")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length < 2500), "some jobs to run")
+      const runnerExit = yield* run.stop("SIGTERM")
+      assert.strictEqual(runnerExit.code, 0, runnerExit.stderr)
+      const consumerExit = yield* consume.stop("SIGTERM")
+      assert.strictEqual(consumerExit.code, 0, consumerExit.stderr)
+      // What is still leased was handed to gearmand and not yet done: nothing more.
+      const leased = (yield* listJobs(db, "--state", "scheduled")).length
+      const status = JSON.parse((yield* garivini("status", ...connect, "--json")).stdout)
+      const queued = status.functions.find((f: { function: string }) => f.function === "term")?.gearmand_queued ?? 0
+      assert.isTrue(leased <= queued, `${leased} leased rows, ${queued} jobs queued in gearmand`)
+      // Started again, everything left runs: no job was lost.
+      const run2 = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "3")
+      const consume2 = yield* background("consume", ...connect, "--function", "term", "--concurrency", "4")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "every job to run")
+      yield* run2.stop("SIGTERM")
+      yield* consume2.stop("SIGTERM")
+    }), 120_000)
 })

@@ -1,0 +1,73 @@
+// Configuration precedence: flags, then environment, then the config file, then defaults.
+import { writeFileSync } from "node:fs"
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Option, Redacted } from "effect"
+import { resolve } from "../src/cli/config.js"
+
+const noFlags = { config: Option.none(), db: [], gearmand: [], logFormat: Option.none() }
+
+const withEnv = <A, E>(vars: Record<string, string | undefined>, effect: Effect.Effect<A, E>) =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => {
+      const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]))
+      for (const [k, v] of Object.entries(vars)) v === undefined ? delete process.env[k] : (process.env[k] = v)
+      return saved
+    }),
+    () => effect,
+    (saved) => Effect.sync(() => {
+      for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v)
+    })
+  )
+
+describe("configuration", () => {
+  const file = `/tmp/garivini-config-test-${process.pid}.yaml`
+  writeFileSync(file, [
+    "db:",
+    "  - mysql://file@db-file/jobs",
+    "  - { url: 'mysql://file@db-file2/jobs', id: 7 }",
+    "gearmand: [g-file:4730]",
+    "queueRunner: { batchMaxSize: 500, lease: 120 }",
+    "controller: { concurrency: 3 }",
+    "log: { format: json }"
+  ].join("\n"))
+  const clear = { GARIVINI_DB: undefined, GARIVINI_GEARMAND: undefined, GARIVINI_CONFIG: undefined, GARIVINI_BATCH_MAX_SIZE: undefined, GARIVINI_LOG_FORMAT: undefined }
+
+  it.effect("the file is read when nothing else says otherwise", () =>
+    withEnv(clear, Effect.gen(function*() {
+      const s = yield* resolve({ ...noFlags, config: Option.some(file) })
+      assert.deepStrictEqual(s.shards.map((x) => [x.id, x.host, x.user]), [[1, "db-file", "file"], [7, "db-file2", "file"]])
+      assert.deepStrictEqual([s.gearmand, s.gearmandGiven, s.logFormat], [["g-file:4730"], true, "json"])
+      assert.strictEqual(s.queueRunner.batchMaxSize, 500)
+      assert.strictEqual(Duration.toSeconds(s.queueRunner.lease!), 120)
+      assert.strictEqual(Duration.toSeconds(s.injector.lease!), 120, "the Injector's lease follows the runner's")
+      assert.strictEqual(s.controller.concurrency, 3)
+    })))
+
+  it.effect("the environment overrides the file; flags override both", () =>
+    withEnv({ ...clear, GARIVINI_CONFIG: file, GARIVINI_DB: "mysql://env@db-env/jobs", GARIVINI_GEARMAND: "g-env:1", GARIVINI_BATCH_MAX_SIZE: "200" }, Effect.gen(function*() {
+      const fromEnv = yield* resolve(noFlags)
+      assert.deepStrictEqual([fromEnv.shards.map((x) => x.host), fromEnv.gearmand, fromEnv.queueRunner.batchMaxSize], [["db-env"], ["g-env:1"], 200])
+      const fromFlags = yield* resolve({
+        ...noFlags,
+        db: [Redacted.make("mysql://flag:secret@db-flag/jobs")],
+        gearmand: ["g-flag:2"],
+        batchMaxSize: Option.some(100),
+        logFormat: Option.some("logfmt" as const)
+      })
+      assert.deepStrictEqual([fromFlags.shards.map((x) => x.host), fromFlags.gearmand, fromFlags.queueRunner.batchMaxSize, fromFlags.logFormat], [["db-flag"], ["g-flag:2"], 100, "logfmt"])
+      assert.strictEqual(Redacted.value(fromFlags.shards[0]!.password), "secret")
+      assert.notInclude(JSON.stringify(fromFlags), "secret")
+    })))
+
+  it.effect("defaults: the local MariaDB and gearmand", () =>
+    withEnv(clear, Effect.gen(function*() {
+      const s = yield* resolve(noFlags)
+      assert.deepStrictEqual([s.shards[0]!.host, s.shards[0]!.database, s.gearmand, s.gearmandGiven], ["127.0.0.1", "garivini", ["127.0.0.1:4730"], false])
+    })))
+
+  it.effect("a bad value names its field", () =>
+    withEnv({ ...clear, GARIVINI_BATCH_MAX_SIZE: "lots" }, Effect.gen(function*() {
+      const err = yield* Effect.flip(resolve(noFlags))
+      assert.strictEqual(err.message, "invalid configuration GARIVINI_BATCH_MAX_SIZE: \"lots\" is not a number")
+    })))
+})
