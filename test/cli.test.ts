@@ -154,6 +154,34 @@ describe("garivini CLI", () => {
       assert.strictEqual((yield* run.stop("SIGTERM")).code, 0)
     }), 120_000)
 
+  it.scopedLive("injector and controller as separate processes serve inject_jobs end to end", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
+      const gearmand = yield* scopedGearmand
+      const connect = ["--db", db, "--gearmand", gearmand]
+      const injector = yield* background("injector", ...connect)
+      const controller = yield* background("controller", ...connect, "--controller-concurrency", "4")
+      const consume = yield* background("consume", ...connect, "--function", "low")
+      yield* Effect.sleep("1 second")
+      const injected = yield* garivini("inject", ...connect, "--pure", "--count", "3", "--function", "low", "--arg", "quick")
+      assert.strictEqual(injected.code, 0, injected.stderr)
+      yield* eventually(Effect.map(consume.output, (out) => out.split("\n").filter((l) => l.endsWith(" quick")).length === 3), "the worker to run 3 jobs")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "the Controller to delete the rows")
+      for (const p of [consume, controller, injector]) assert.strictEqual((yield* p.stop("SIGTERM")).code, 0)
+    }), 60_000)
+
+  it.scopedLive("demo: the main job runs every role and a gearmand of its own, and every job completes", () =>
+    Effect.gen(function*() {
+      const database = `garivini_test_demo_${process.pid}`
+      yield* Effect.acquireRelease(Effect.void, () => adminQuery(`DROP DATABASE IF EXISTS \`${database}\``))
+      const demo = yield* garivini("demo", "--db", `mysql://root@${mysqlHost}:${mysqlPort}/${database}`, "--count", "60")
+      assert.strictEqual(demo.code, 0, demo.stderr)
+      assert.include(demo.stdout, "(started for this demo)")
+      assert.include(demo.stdout, "stored 30 job(s) with Client.insertJobs and 30 through inject_jobs")
+      assert.match(demo.stdout, /done: 60\/60 jobs ran, none left in the database/)
+    }), 60_000)
+
   it.scopedLive("jobs retry brings a never job back to run", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
