@@ -126,11 +126,18 @@ export const makeHandler = (options: InjectorOptions = {}) =>
           })
         }
         const outcomes = yield* storage.insert(plans.map((p) => p.job)).pipe(
-          Effect.catchAll((e) =>
-            e._tag === "InvalidJob"
-              ? reject(`inject_jobs: ${e.message}`)
-              : reject(`inject_jobs: not stored: ${e.message}`)
-          )
+          Effect.catchAll((e) => {
+            if (e._tag === "InvalidJob") return reject(`inject_jobs: ${e.message}`)
+            if (e._tag !== "PartialInsert") return reject(`inject_jobs: not stored: ${e.message}`)
+            // Part of a batch over several shards was stored: no Controller will get those jobs,
+            // so they are made due for the QueueRunner; the caller learns which ones are stored.
+            const leased = e.outcomes.flatMap((o, i) => o !== undefined && !o.duplicate && plans[i]!.dispatch ? [o.handle] : [])
+            const stored = e.outcomes.flatMap((o, i) => o === undefined ? [] : [`#${i}=${formatHandle(o.handle)}`])
+            return storage.defer(leased, now).pipe(
+              Effect.catchAll((d) => Effect.logWarning(`${leased.length} stored job(s) run after their lease: ${d.message}`)),
+              Effect.zipRight(reject(`inject_jobs: partly stored (${stored.join(", ")}): ${e.message}`))
+            )
+          })
         )
         yield* Effect.forEach(outcomes, (outcome, i) => {
           const plan = plans[i]!

@@ -9,6 +9,7 @@ import * as Worker from "../../src/roles/Worker.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { until } from "../support/until.js"
+import { keyFor } from "../storage/contract.js"
 
 const Reply = Schema.Struct({ dbid: Schema.Number, jobid: Schema.Number, duplicate: Schema.optional(Schema.Boolean) })
 const decodeReply = Schema.decodeUnknownSync(Schema.parseJson(Reply))
@@ -123,4 +124,23 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     }
     assert.strictEqual(yield* stored, 0)
   }))
+
+  it.scoped("a batch partly stored (one shard down): the caller is told which; the stored job is due for the QueueRunner", () =>
+    Effect.zipRight(
+      TestClock.setTime(T0 * 1000),
+      Effect.gen(function*() {
+        const { storage } = yield* StorageLayers.makeMemory({ shards: [1, 2], down: [2] })
+        yield* Effect.gen(function*() {
+          yield* Injector.serve()
+          const error = yield* Effect.flip(inject([
+            { funcname: "split", uniqkey: keyFor(0, 2) },
+            { funcname: "split", uniqkey: keyFor(1, 2) }
+          ]))
+          assert.strictEqual(error._tag, "GearmanJobException")
+          if (error._tag === "GearmanJobException") assert.match(Buffer.from(error.data).toString(), /partly stored \(#0=1:1\)/)
+          const job = Option.getOrThrow(yield* storage.get({ dbid: 1, jobid: 1 }))
+          assert.strictEqual(job.runAfter, T0, "due now, not leased to a Controller that never got it")
+        }).pipe(Effect.provideService(Storage, storage))
+      }).pipe(Effect.provide(Gearman.layerMemory({ servers: Gearman.makeMemoryServers() })))
+    ))
 })
