@@ -4,7 +4,8 @@
  * failing shards and the mapping of failures to typed errors are written once here, over the
  * per-shard backends of the live (MySQL) and memory layers.
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Random, Ref } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref } from "effect"
+import type { Scope } from "effect"
 import {
   InsertOutcomeUnknown,
   InvalidJob,
@@ -94,7 +95,16 @@ export class Storage extends Context.Tag("garivini/Storage")<Storage, StorageSha
 export interface StorageOptions {
   /** How long a failing shard is avoided for new non-unique jobs (default 30 s). */
   readonly coolOff?: Duration.DurationInput | undefined
+  /**
+   * Merge concurrent `insert` calls into one batch (one statement per shard) while a previous
+   * batch is in flight. Each call still gets its own outcomes and errors. Default off in `make`;
+   * the MySQL layer turns it on (it multiplies the rate of many concurrent single inserts).
+   */
+  readonly coalesceInserts?: boolean | undefined
 }
+
+/** Calls merged into one coalesced batch, at most. */
+const COALESCE_MAX_CALLS = 512
 
 const MAX_CLAIM = 100_000
 const MAX_PAGE = 10_000
@@ -119,7 +129,7 @@ const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1
 export const make = (
   backends: ReadonlyArray<ShardBackend>,
   options: StorageOptions = {}
-): Effect.Effect<StorageShape> =>
+): Effect.Effect<StorageShape, never, Scope.Scope> =>
   Effect.gen(function*() {
     const sorted = [...backends].sort((a, b) => a.dbid - b.dbid)
     const byId = new Map(sorted.map((b) => [b.dbid, b] as const))
@@ -299,13 +309,9 @@ export const make = (
         return yield* Effect.fail(new StorageUnavailable({ reason: `no shard could be reached (${reasons.join("; ")})` }))
       })
 
-    const insert = (jobs: ReadonlyArray<NewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
+    /** Stores validated jobs: grouped by shard, one round trip per shard. */
+    const insertValid = (valid: ReadonlyArray<ValidNewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
       Effect.gen(function*() {
-        if (jobs.length === 0) return []
-        const valid: Array<ValidNewJob> = []
-        for (let i = 0; i < jobs.length; i++) {
-          valid.push(yield* validateNewJob(jobs[i]!, jobs.length === 1 ? undefined : i))
-        }
         // Group by target: the key's shard for unique jobs, "floating" for the rest.
         const pinned = new Map<number, Array<number>>()
         const floating: Array<number> = []
@@ -330,7 +336,7 @@ export const make = (
           const only = results[0]!
           return Either.isRight(only) ? only.right : yield* Effect.fail(only.left)
         }
-        const outcomes: Array<InsertOutcome | undefined> = new Array(jobs.length).fill(undefined)
+        const outcomes: Array<InsertOutcome | undefined> = new Array(valid.length).fill(undefined)
         const failures: Array<{ indices: ReadonlyArray<number>; error: ShardInsertError | InvalidJob }> = []
         results.forEach((r, g) => {
           const indices = groups[g]!.indices
@@ -339,6 +345,63 @@ export const make = (
         })
         if (failures.length > 0) return yield* Effect.fail(new PartialInsert({ outcomes, failures }))
         return outcomes.filter((o): o is InsertOutcome => o !== undefined)
+      })
+
+    /** What one call of a coalesced batch gets: its slice of the outcomes, or its share of the failure. */
+    const forCall = (
+      error: InsertError,
+      offset: number,
+      count: number
+    ): Either.Either<ReadonlyArray<InsertOutcome>, InsertError> => {
+      if (error._tag !== "PartialInsert") return Either.left(error)
+      const outcomes = error.outcomes.slice(offset, offset + count)
+      const failures = error.failures.flatMap((f) => {
+        const indices = f.indices.filter((i) => i >= offset && i < offset + count).map((i) => i - offset)
+        return indices.length === 0 ? [] : [{ indices, error: f.error }]
+      })
+      if (failures.length === 0) return Either.right(outcomes.filter((o): o is InsertOutcome => o !== undefined))
+      return Either.left(count === 1 || failures.length === 1 && failures[0]!.indices.length === count
+        ? failures[0]!.error
+        : new PartialInsert({ outcomes, failures }))
+    }
+
+    interface PendingInsert {
+      readonly jobs: ReadonlyArray<ValidNewJob>
+      readonly done: Deferred.Deferred<ReadonlyArray<InsertOutcome>, InsertError>
+    }
+    const pending = yield* Queue.unbounded<PendingInsert>()
+    if (options.coalesceInserts === true) {
+      // Group commit: while one batch is in flight, the next calls queue up and go together.
+      yield* Effect.gen(function*() {
+        const calls = [...(yield* Queue.takeBetween(pending, 1, COALESCE_MAX_CALLS))]
+        const result = yield* Effect.either(insertValid(calls.flatMap((c) => c.jobs)))
+        if (Either.isLeft(result) && result.left._tag === "InvalidJob" && calls.length > 1) {
+          // One call's arg does not fit its shard: try each call alone, so only that one fails.
+          yield* Effect.forEach(calls, (c) => Effect.flatMap(Effect.exit(insertValid(c.jobs)), (exit) => Deferred.done(c.done, exit)), { discard: true })
+          return
+        }
+        let offset = 0
+        for (const call of calls) {
+          const mine = Either.isRight(result)
+            ? Either.right(result.right.slice(offset, offset + call.jobs.length))
+            : forCall(result.left, offset, call.jobs.length)
+          offset += call.jobs.length
+          yield* Deferred.complete(call.done, mine)
+        }
+      }).pipe(Effect.forever, Effect.forkScoped)
+    }
+
+    const insert = (jobs: ReadonlyArray<NewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
+      Effect.gen(function*() {
+        if (jobs.length === 0) return []
+        const valid: Array<ValidNewJob> = []
+        for (let i = 0; i < jobs.length; i++) {
+          valid.push(yield* validateNewJob(jobs[i]!, jobs.length === 1 ? undefined : i))
+        }
+        if (options.coalesceInserts !== true) return yield* insertValid(valid)
+        const done = yield* Deferred.make<ReadonlyArray<InsertOutcome>, InsertError>()
+        yield* Queue.offer(pending, { jobs: valid, done })
+        return yield* Deferred.await(done)
       }).pipe(Effect.withSpan("Storage.insert", { attributes: { jobs: jobs.length } }))
 
     // -- the rest --------------------------------------------------------------------------
@@ -421,14 +484,14 @@ export const make = (
 
 /** Storage over MySQL / MariaDB shards: one pool per shard, opened on first use, closed with the layer. */
 export const layer = (
-  config: StorageConfig & MysqlShard.MysqlShardOptions
+  config: StorageConfig & MysqlShard.MysqlShardOptions & { readonly coalesceInserts?: boolean | undefined }
 ): Layer.Layer<Storage, ConfigInvalid> =>
   Layer.scoped(
     Storage,
     Effect.gen(function*() {
       const shards = yield* validateShards(config.shards)
       const backends = yield* Effect.forEach(shards, (shard) => MysqlShard.make(shard, config))
-      return yield* make(backends, { coolOff: config.coolOff })
+      return yield* make(backends, { coolOff: config.coolOff, coalesceInserts: config.coalesceInserts ?? true })
     })
   )
 
@@ -451,4 +514,4 @@ export const makeMemory = (options: MemoryStorageOptions = {}) =>
 
 /** Storage in memory: the same contract as MySQL, for fast tests of roles and of users' code. */
 export const layerMemory = (options: MemoryStorageOptions = {}): Layer.Layer<Storage> =>
-  Layer.effect(Storage, Effect.map(makeMemory(options), (m) => m.storage))
+  Layer.scoped(Storage, Effect.map(makeMemory(options), (m) => m.storage))

@@ -3,16 +3,17 @@ import type { ShardConfig } from "../../src/config.js"
 import type { MysqlShardOptions } from "../../src/storage/MysqlShard.js"
 import * as MysqlShard from "../../src/storage/MysqlShard.js"
 import { make } from "../../src/storage/Storage.js"
+import type { StorageOptions } from "../../src/storage/Storage.js"
 import { closedPort, shardConfig, testShards } from "../support/mysql.js"
 import { storageContract } from "./contract.js"
 
 /** Storage over MariaDB: two fresh databases, plus a third shard on a port nothing listens on. */
-export const mysqlEnv = (options: MysqlShardOptions = {}) =>
+export const mysqlEnv = (options: MysqlShardOptions = {}, storageOptions: StorageOptions = {}) =>
   Effect.gen(function*() {
     const shards = yield* testShards(2)
     const port = yield* closedPort
     const over = (configs: ReadonlyArray<ShardConfig>) =>
-      Effect.flatMap(Effect.forEach(configs, (c) => MysqlShard.make(c, options)), (backends) => make(backends))
+      Effect.flatMap(Effect.forEach(configs, (c) => MysqlShard.make(c, options)), (backends) => make(backends, storageOptions))
     return {
       storage: yield* over(shards),
       degraded: yield* over([...shards, shardConfig(3, "garivini_nowhere", port)]),
@@ -22,3 +23,4 @@ export const mysqlEnv = (options: MysqlShardOptions = {}) =>
 
 storageContract("MariaDB (INSERT ... RETURNING)", mysqlEnv())
 storageContract("MariaDB (single-row statements, as on MySQL)", mysqlEnv({ insertMode: "statements" }))
+storageContract("MariaDB (concurrent inserts coalesced, as the layer does)", mysqlEnv({}, { coalesceInserts: true }))

@@ -1,0 +1,72 @@
+// Concurrent inserts merged into batches: fewer statements, the same outcome for every call.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Either } from "effect"
+import * as MemoryShard from "../../src/storage/MemoryShard.js"
+import type { ShardBackend } from "../../src/storage/ShardBackend.js"
+import { make } from "../../src/storage/Storage.js"
+import { keyFor } from "./contract.js"
+
+/** A shard that counts the insert statements it is sent. */
+const counting = (backend: ShardBackend) => {
+  let statements = 0
+  return {
+    backend: { ...backend, insert: (rows: Parameters<ShardBackend["insert"]>[0]) => Effect.suspend(() => (statements++, backend.insert(rows))) },
+    statements: () => statements
+  }
+}
+
+describe("coalesced inserts", () => {
+  it.scoped("200 concurrent calls: each gets its own outcome or error, in far fewer statements", () =>
+    Effect.gen(function*() {
+      const one = counting(yield* MemoryShard.make(1))
+      const two = counting(yield* MemoryShard.make(2, { down: true }))
+      const storage = yield* make([one.backend, two.backend], { coalesceInserts: true })
+      const calls = Array.from({ length: 200 }, (_, i) =>
+        i < 140
+          ? [{ funcname: "plain", arg: `${i}`, runAfter: 0 }]
+          : i < 180
+          // 20 keys, each inserted by two different calls: one stores it, the other is its duplicate.
+          ? [{ funcname: "uniq", uniqkey: keyFor(0, 2, `u${(i - 140) % 20}-`), runAfter: 0 }]
+          : i < 190
+          // Pinned to the shard that is down.
+          ? [{ funcname: "pinned", uniqkey: keyFor(1, 2, `d${i}-`), runAfter: 0 }]
+          // A call with two jobs, one on each shard: part of it fails.
+          : [{ funcname: "mixed", uniqkey: keyFor(0, 2, `m${i}-`), runAfter: 0 }, { funcname: "mixed", uniqkey: keyFor(1, 2, `n${i}-`), runAfter: 0 }]
+      )
+      const results = yield* Effect.forEach(calls, (jobs) => Effect.either(storage.insert(jobs)), { concurrency: "unbounded" })
+      const ok = (i: number) => Either.getOrThrow(results[i]!)
+      for (let i = 0; i < 140; i++) assert.deepStrictEqual([ok(i).length, ok(i)[0]!.handle.dbid, ok(i)[0]!.duplicate], [1, 1, false])
+      for (let k = 0; k < 20; k++) {
+        const [a, b] = [ok(140 + k)[0]!, ok(160 + k)[0]!]
+        assert.deepStrictEqual(a.handle, b.handle, "both calls name the one stored job")
+        assert.deepStrictEqual([a.duplicate, b.duplicate].sort(), [false, true])
+      }
+      for (let i = 180; i < 190; i++) {
+        const r = results[i]!
+        assert.isTrue(Either.isLeft(r) && r.left._tag === "ShardUnavailable", `call ${i}`)
+      }
+      for (let i = 190; i < 200; i++) {
+        const r = results[i]!
+        assert.isTrue(Either.isLeft(r) && r.left._tag === "PartialInsert", `call ${i}`)
+        if (Either.isLeft(r) && r.left._tag === "PartialInsert") {
+          assert.strictEqual(r.left.outcomes.length, 2)
+          assert.strictEqual(r.left.outcomes[0]!.handle.dbid, 1)
+          assert.deepStrictEqual(r.left.failures.map((f) => f.indices), [[1]])
+        }
+      }
+      assert.isTrue(one.statements() < 50, `${one.statements()} statements for 200 calls`)
+    }))
+
+  it.scoped("a call whose arg cannot fit its shard fails alone; the rest of its batch is stored", () =>
+    Effect.gen(function*() {
+      const shard = yield* MemoryShard.make(1)
+      const small = { ...shard, maxArgBytes: Effect.succeed(10) }
+      const storage = yield* make([small], { coalesceInserts: true })
+      const results = yield* Effect.forEach(
+        ["ok", "x".repeat(11), "fine", "good"],
+        (arg) => Effect.either(storage.insert([{ funcname: "f", arg, runAfter: 0 }])),
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(results.map((r) => Either.isRight(r) ? "stored" : r.left._tag), ["stored", "InvalidJob", "stored", "stored"])
+    }))
+})
