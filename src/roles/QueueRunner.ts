@@ -186,10 +186,14 @@ export const make = (options: QueueRunnerOptions = {}) =>
       }).pipe(Effect.annotateLogs({ shard: dbid }))
 
     /** With no job server up there is nowhere to submit: don't lease jobs only to strand them. */
+    const serversDown = yield* Ref.make(false)
     const noServer = Effect.gen(function*() {
-      if (gearman.upServers().length > 0) return false
-      yield* Effect.logWarning("no job server is up; not claiming")
-      return true
+      const down = gearman.upServers().length === 0
+      // Logged when it changes, not every round of every shard.
+      if (down !== (yield* Ref.getAndSet(serversDown, down))) {
+        yield* down ? Effect.logWarning("no job server is up; not claiming until one is") : Effect.logInfo("a job server is up again")
+      }
+      return down
     })
 
     const round: Effect.Effect<RoundReport> = Effect.gen(function*() {

@@ -18,7 +18,8 @@ describe("low-latency mode on MariaDB and gearmand", () => {
     Effect.gen(function*() {
       const shards = yield* testShards(2)
       const gd = yield* gearmand
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         const { record, runs } = yield* recorder
         yield* Injector.serve()
         yield* Controller.serve()
@@ -33,7 +34,7 @@ describe("low-latency mode on MariaDB and gearmand", () => {
         yield* eventually(Effect.map(remaining, (n) => n === 0), "every row to be deleted", 120_000)
         yield* Fiber.interrupt(runner)
         assertEachRanOnce(yield* runs, 2000)
-      }).pipe(Effect.provide(env(shards, [gd.server])))
+      })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 180_000)
 
   it.scopedLive("a Controller killed mid-job: the job is dispatched again and completes", () =>
@@ -45,7 +46,8 @@ describe("low-latency mode on MariaDB and gearmand", () => {
         GARIVINI_TEST_GEARMAN: gd.server,
         GARIVINI_TEST_ROLE: "controller"
       })
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         const inFirstRun = yield* Deferred.make<void>()
         const controllerDead = yield* Deferred.make<void>()
         let attempts = 0
@@ -71,14 +73,15 @@ describe("low-latency mode on MariaDB and gearmand", () => {
         yield* eventually(Effect.map(remaining, (n) => n === 0), "the job to complete", 60_000)
         yield* Fiber.interrupt(runner)
         assert.isTrue(attempts >= 2, "it ran again after the Controller died")
-      }).pipe(Effect.provide(env(shards, [gd.server])))
+      })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 120_000)
 
   it.scopedLive("the C gearman CLI injects a job that a worker written with the helper runs", () =>
     Effect.gen(function*() {
       const shards = yield* testShards(1)
       const gd = yield* gearmand
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         const texts: Array<string> = []
         yield* Injector.serve()
         yield* Controller.serve()
@@ -91,6 +94,6 @@ describe("low-latency mode on MariaDB and gearmand", () => {
         assert.match(out.trim(), /^\{"dbid":1,"jobid":\d+\}$/)
         yield* eventually(Effect.map(remaining, (n) => n === 0), "the job to complete", 30_000)
         assert.deepStrictEqual(texts, ["from C"])
-      }).pipe(Effect.provide(env(shards, [gd.server])))
+      })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 60_000)
 })

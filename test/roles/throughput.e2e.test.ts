@@ -22,7 +22,8 @@ describe("throughput mode on MariaDB and gearmand", () => {
     Effect.gen(function*() {
       const shards = yield* testShards(2)
       const gd = yield* gearmand
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         yield* insertMany(20_000, "e2e")
         const { record, runs } = yield* recorder
         // Three workers, each with its own connections and jobs in flight.
@@ -33,14 +34,15 @@ describe("throughput mode on MariaDB and gearmand", () => {
         const counts = yield* runs
         assertEachRanOnce(counts, 20_000)
         assert.deepStrictEqual(new Set([...counts.keys()].map((k) => k.split(":")[0])), new Set(["1", "2"]))
-      }).pipe(Effect.provide(env(shards, [gd.server])))
+      })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 180_000)
 
   it.scopedLive("two runners at once share the work: still exactly once", () =>
     Effect.gen(function*() {
       const shards = yield* testShards(2)
       const gd = yield* gearmand
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         yield* insertMany(6_000, "pair")
         const { record, runs } = yield* recorder
         yield* Worker.serve({ pair: record }, { concurrency: 8 })
@@ -48,7 +50,7 @@ describe("throughput mode on MariaDB and gearmand", () => {
         yield* eventually(Effect.map(remaining, (n) => n === 0), "every row to be deleted", 120_000)
         yield* Effect.forEach(runners, Fiber.interrupt)
         assertEachRanOnce(yield* runs, 6_000)
-      }).pipe(Effect.provide(env(shards, [gd.server])))
+      })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 180_000)
 
   it.scopedLive("a worker process killed mid-job: the job runs again and completes", () =>
@@ -60,7 +62,8 @@ describe("throughput mode on MariaDB and gearmand", () => {
         GARIVINI_TEST_GEARMAN: gd.server,
         GARIVINI_TEST_FUNCTION: "victim"
       })
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         const { handle } = yield* Client.insertJob({ funcname: "victim", arg: "precious" })
         const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "100 millis", lease: "2 seconds" }))
         assert.strictEqual(yield* child.started, `1:${handle.jobid}`)
@@ -71,14 +74,15 @@ describe("throughput mode on MariaDB and gearmand", () => {
         yield* eventually(Effect.map(remaining, (n) => n === 0), "the job to complete", 60_000)
         yield* Fiber.interrupt(runner)
         assert.deepStrictEqual([...(yield* runs).keys()], [`1:${handle.jobid}`])
-      }).pipe(Effect.provide(env(shards, [gd.server])))
+      })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 120_000)
 
   it.scopedLive("gearmand killed and restarted mid-run: every job still completes (lost ones after their lease)", () =>
     Effect.gen(function*() {
       const shards = yield* testShards(1)
       const gd = yield* gearmand
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         yield* insertMany(3_000, "crash")
         const { record, runs } = yield* recorder
         // A slow worker, so that jobs are still queued in gearmand when it dies.
@@ -92,7 +96,7 @@ describe("throughput mode on MariaDB and gearmand", () => {
         yield* Fiber.interrupt(runner)
         const counts = yield* runs
         assert.strictEqual(counts.size, 3_000, "every job ran at least once")
-      }).pipe(Effect.provide(env(shards, [gd.server])))
+      })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 180_000)
 
   it.scopedLive("one shard stopped: the other keeps flowing; the stopped one's jobs run once it is back", () =>
@@ -100,7 +104,8 @@ describe("throughput mode on MariaDB and gearmand", () => {
       const [one, two] = yield* testShards(2)
       const proxy = yield* makeProxy({ host: mysqlHost, port: mysqlPort })
       const gd = yield* gearmand
-      yield* Effect.gen(function*() {
+      // Scoped inside the layers: workers stop (and flush) before the pools close.
+      yield* Effect.scoped(Effect.gen(function*() {
         // 2,000 jobs spread over both shards, pinned there by their unique keys.
         const keys = Array.from({ length: 2000 }, (_, i) => `k${i}`)
         const outcomes = yield* Client.insertJobs(keys.map((k) => ({ funcname: "halves", uniqkey: k })))
@@ -116,6 +121,6 @@ describe("throughput mode on MariaDB and gearmand", () => {
         yield* eventually(Effect.map(remaining, (n) => n === 0), "shard 1's jobs too", 120_000)
         yield* Fiber.interrupt(runner)
         assert.strictEqual((yield* runs).size, 2000)
-      }).pipe(Effect.provide(env([{ ...one!, port: proxy.port }, two!], [gd.server])))
+      })).pipe(Effect.provide(env([{ ...one!, port: proxy.port }, two!], [gd.server])))
     }), 180_000)
 })
