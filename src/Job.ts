@@ -201,12 +201,13 @@ export const WorkerJob = Schema.Struct({
   failcount: Schema.optionalWith(LenientInt, { default: () => 0 })
 })
 
-const WorkerJobJson = Schema.parseJson(WorkerJob)
+// Synchronous decoding: this runs once per job on every worker's hot path.
+const decodeWorkerJob = Schema.decodeUnknownEither(Schema.parseJson(WorkerJob))
 
 /** Decodes the worker JSON into a Job; a malformed payload is a typed InvalidJob. */
 export const decodeWorkerJson = (payload: string | Uint8Array): Effect.Effect<Job, InvalidJob> =>
-  Schema.decodeUnknown(WorkerJobJson)(typeof payload === "string" ? payload : Buffer.from(payload).toString("utf8")).pipe(
-    Effect.map((w): Job => ({
+  decodeWorkerJob(typeof payload === "string" ? payload : Buffer.from(payload).toString("utf8")).pipe(
+    Either.map((w): Job => ({
       dbid: w.dbid,
       jobid: w.jobid,
       funcname: w.funcname,
@@ -217,7 +218,7 @@ export const decodeWorkerJson = (payload: string | Uint8Array): Effect.Effect<Jo
       flag: w.flag,
       failcount: w.failcount
     })),
-    Effect.mapError((e) => new InvalidJob({ reason: `malformed worker JSON: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
+    Either.mapLeft((e) => new InvalidJob({ reason: `malformed worker JSON: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
   )
 
 /** The worker JSON of a job, keys in the original's column order. */
