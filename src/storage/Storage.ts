@@ -4,7 +4,7 @@
  * failing shards and the mapping of failures to typed errors are written once here, over the
  * per-shard backends of the live (MySQL) and memory layers.
  */
-import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Queue, Random, Ref } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Either, Exit, Layer, Option, Queue, Random, Ref } from "effect"
 import type { Scope } from "effect"
 import {
   InsertOutcomeUnknown,
@@ -99,6 +99,7 @@ export interface StorageOptions {
    * Merge concurrent `insert` calls into one batch (one statement per shard) while a previous
    * batch is in flight. Each call still gets its own outcomes and errors. Default off in `make`;
    * the MySQL layer turns it on (it multiplies the rate of many concurrent single inserts).
+   * A call interrupted while its batch is in flight may still have its jobs stored.
    */
   readonly coalesceInserts?: boolean | undefined
 }
@@ -374,7 +375,16 @@ export const make = (
       // Group commit: while one batch is in flight, the next calls queue up and go together.
       yield* Effect.gen(function*() {
         const calls = [...(yield* Queue.takeBetween(pending, 1, COALESCE_MAX_CALLS))]
-        const result = yield* Effect.either(insertValid(calls.flatMap((c) => c.jobs)))
+        const exit = yield* Effect.exit(insertValid(calls.flatMap((c) => c.jobs)))
+        const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+        if (Exit.isFailure(exit) && Option.isNone(failure)) {
+          // A defect: every caller gets it (none may wait forever), and this loop goes on.
+          yield* Effect.forEach(calls, (c) => Deferred.failCause(c.done, exit.cause), { discard: true })
+          return
+        }
+        const result: Either.Either<ReadonlyArray<InsertOutcome>, InsertError> = Exit.isSuccess(exit)
+          ? Either.right(exit.value)
+          : Either.left(Option.getOrThrow(failure))
         if (Either.isLeft(result) && result.left._tag === "InvalidJob" && calls.length > 1) {
           // One call's arg does not fit its shard: try each call alone, so only that one fails.
           yield* Effect.forEach(calls, (c) => Effect.flatMap(Effect.exit(insertValid(c.jobs)), (exit) => Deferred.done(c.done, exit)), { discard: true })

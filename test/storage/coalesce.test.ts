@@ -1,6 +1,6 @@
 // Concurrent inserts merged into batches: fewer statements, the same outcome for every call.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Cause, Effect, Either, Exit } from "effect"
 import * as MemoryShard from "../../src/storage/MemoryShard.js"
 import type { ShardBackend } from "../../src/storage/ShardBackend.js"
 import { make } from "../../src/storage/Storage.js"
@@ -68,5 +68,21 @@ describe("coalesced inserts", () => {
         { concurrency: "unbounded" }
       )
       assert.deepStrictEqual(results.map((r) => Either.isRight(r) ? "stored" : r.left._tag), ["stored", "InvalidJob", "stored", "stored"])
+    }))
+
+  it.scoped("a defect in one batch reaches its callers, and later inserts still work", () =>
+    Effect.gen(function*() {
+      const shard = yield* MemoryShard.make(1)
+      let broken = true
+      const flaky = {
+        ...shard,
+        insert: (rows: Parameters<ShardBackend["insert"]>[0]) =>
+          Effect.suspend(() => broken ? ((broken = false), Effect.die(new Error("bug"))) : shard.insert(rows))
+      }
+      const storage = yield* make([flaky], { coalesceInserts: true })
+      const first = yield* Effect.exit(storage.insert([{ funcname: "f", runAfter: 0 }]))
+      assert.isTrue(Exit.isFailure(first) && Cause.isDie(first.cause))
+      const second = yield* storage.insert([{ funcname: "f", runAfter: 0 }])
+      assert.strictEqual(second.length, 1)
     }))
 })
