@@ -1,0 +1,248 @@
+// What every scenario of `bench/run.ts` shares: options, figures and targets, scratch databases,
+// timing, pacing and percentiles. Nothing here asserts a figure: targets are only printed beside them.
+import { Data, Duration, Effect, Fiber, Layer, Redacted } from "effect"
+import type { Scope } from "effect"
+import * as Mysql from "mysql2/promise"
+import type { ShardConfig } from "../src/config.js"
+import * as Gearman from "../src/gearman/Gearman.js"
+import { migrate } from "../src/storage/migrate.js"
+import * as StorageLayers from "../src/storage/Storage.js"
+import { mysqlBase, scratchShard } from "./support.js"
+
+/** The environment is broken (no MariaDB, no gearmand) or a scenario could not finish. */
+export class BenchError extends Data.TaggedError("BenchError")<{ readonly message: string }> {}
+
+export interface BenchOptions {
+  readonly quick: boolean
+  readonly out: string
+  readonly only: ReadonlyArray<string>
+  /** Worker.serve / gearman serve: jobs in flight per serve instance. */
+  readonly concurrency: number
+  /** Worker.serve instances in this process (throughput, baseline). */
+  readonly workers: number
+  readonly baselineJobs: number
+  readonly insertSingle: number
+  readonly insertConcurrentJobs: number
+  readonly insertCallers: number
+  readonly insertBatches: number
+  readonly batchSize: number
+  readonly jobs: number
+  readonly rate: number
+  readonly steadySeconds: number
+  /** QueueRunner batchRunSleep in ms (undefined: the library's default). */
+  readonly batchRunSleep: number | undefined
+  readonly batchMaxSize: number | undefined
+  /** QueueRunner queueWatermarkDepth (undefined: the library's default, 4000; 0 disables). */
+  readonly watermark: number | undefined
+  readonly llRate: number
+  readonly llSeconds: number
+  readonly llClients: number
+  readonly llSustainSeconds: number
+  readonly injectorConcurrency: number
+  readonly controllerConcurrency: number
+  readonly memoryRunnerJobs: number
+  readonly memoryJobs: number
+  readonly memoryCheckpoint: number
+}
+
+// -- figures and targets ------------------------------------------------------------------------
+
+export interface Target {
+  readonly op: ">=" | "<="
+  readonly value: number
+  /** How the target is written in issue 9. */
+  readonly text: string
+}
+
+export interface Figure {
+  readonly scenario: string
+  readonly metric: string
+  readonly value: number | null
+  readonly unit: string
+  readonly target?: Target
+  readonly note?: string
+}
+
+export const figure = (
+  scenario: string,
+  metric: string,
+  value: number | null,
+  unit: string,
+  extra: { readonly target?: Target; readonly note?: string } = {}
+): Figure => ({ scenario, metric, value, unit, ...extra })
+
+export const atLeast = (value: number, text: string): Target => ({ op: ">=", value, text })
+export const atMost = (value: number, text: string): Target => ({ op: "<=", value, text })
+
+/** "met", or "missed by N %" (how far the figure is from the target, relative to the target). */
+export const verdict = (f: Figure): string => {
+  if (f.target === undefined) return ""
+  if (f.value === null) return "n/a"
+  const { op, value } = f.target
+  const met = op === ">=" ? f.value >= value : f.value <= value
+  if (met) return "met"
+  if (value === 0) return `missed by ${formatNumber(Math.abs(f.value - value))} ${f.unit}`
+  const off = op === ">=" ? (value - f.value) / value : (f.value - value) / value
+  return `missed by ${off >= 10 ? `${formatNumber(off)}×` : `${Math.round(off * 100)} %`}`
+}
+
+export const formatNumber = (n: number): string =>
+  Math.abs(n) >= 100 ? Math.round(n).toLocaleString("en-US") : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2)
+
+// -- time, pacing, percentiles ------------------------------------------------------------------
+
+/** Wall-clock milliseconds with sub-millisecond precision, comparable across processes. */
+export const nowMs = (): number => performance.timeOrigin + performance.now()
+
+export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<readonly [A, number], E, R> =>
+  Effect.suspend(() => {
+    const start = performance.now()
+    return Effect.map(effect, (a) => [a, performance.now() - start] as const)
+  })
+
+export const perSecond = (n: number, ms: number): number => (ms > 0 ? (n * 1000) / ms : 0)
+
+/**
+ * Starts `fire(i)` for i in [0, n) at a steady `rate` per second (open loop: a slow call does not
+ * delay the next ones; a late timer catches up), then waits for all of them. Returns the offered rate.
+ */
+export const paced = <E, R>(n: number, rate: number, fire: (i: number) => Effect.Effect<void, E, R>): Effect.Effect<number, E, R> =>
+  Effect.gen(function*() {
+    const interval = 1000 / rate
+    const fibers: Array<Fiber.RuntimeFiber<void, E>> = []
+    const start = performance.now()
+    let i = 0
+    while (i < n) {
+      const due = Math.min(n, Math.floor((performance.now() - start) / interval) + 1)
+      for (; i < due; i++) fibers.push(yield* Effect.fork(fire(i)))
+      if (i < n) {
+        const wait = start + i * interval - performance.now()
+        yield* Effect.sleep(Duration.millis(Math.max(1, wait)))
+      }
+    }
+    const offeredMs = performance.now() - start
+    yield* Fiber.joinAll(fibers)
+    return perSecond(n, Math.max(offeredMs, interval))
+  })
+
+export interface Percentiles {
+  readonly n: number
+  readonly p50: number
+  readonly p99: number
+  readonly max: number
+}
+
+export const percentiles = (samples: ReadonlyArray<number>): Percentiles => {
+  const sorted = Float64Array.from(samples).sort()
+  const at = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * p) - 1)]!)
+  return { n: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]! }
+}
+
+/** Counts handler runs (`hit` is synchronous, for the hot path); `reach(n)` waits until n ran. */
+export const makeCounter = () => {
+  let count = 0
+  let waiter: { readonly target: number; readonly resolve: () => void } | undefined
+  return {
+    hit: (): void => {
+      count++
+      if (waiter !== undefined && count >= waiter.target) {
+        const w = waiter
+        waiter = undefined
+        w.resolve()
+      }
+    },
+    count: (): number => count,
+    reach: (target: number, timeout: Duration.DurationInput, what: string): Effect.Effect<void, BenchError> =>
+      Effect.suspend(() =>
+        count >= target
+          ? Effect.void
+          : Effect.async<void>((resume) => {
+            waiter = { target, resolve: () => resume(Effect.void) }
+            return Effect.sync(() => void (waiter = undefined))
+          })
+      ).pipe(
+        Effect.timeoutFail({
+          duration: timeout,
+          onTimeout: () => new BenchError({ message: `${what}: ${count} of ${target} jobs ran within ${Duration.format(Duration.decode(timeout))}` })
+        })
+      )
+  }
+}
+
+/** Polls `check` every `every` until it holds, failing with `what` after `timeout`. */
+export const until = <E, R>(check: Effect.Effect<boolean, E, R>, every: Duration.DurationInput, timeout: Duration.DurationInput, what: string) =>
+  Effect.gen(function*() {
+    while (!(yield* check)) yield* Effect.sleep(every)
+  }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new BenchError({ message: `${what} (gave up after ${Duration.format(Duration.decode(timeout))})` }) }))
+
+// -- environment ----------------------------------------------------------------------------------
+
+const environmentHint = `start MariaDB on 127.0.0.1:3306 with root and no password (bash .ci/run does), or point GARIVINI_BENCH_MYSQL at one (now ${mysqlBase})`
+
+const adminConnection = (shard: ShardConfig) =>
+  Effect.tryPromise({
+    try: () => Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user, password: Redacted.value(shard.password) }),
+    catch: (e) => new BenchError({ message: `MariaDB unreachable at ${shard.host}:${shard.port} (${String(e)}): ${environmentHint}` })
+  })
+
+/** A freshly migrated scratch database for one scenario, dropped when the scope closes. */
+export const scratchDatabase = (name: string): Effect.Effect<ShardConfig, BenchError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      const shard = scratchShard(name)
+      yield* dropDatabase(shard)
+      yield* migrate([shard]).pipe(
+        Effect.mapError((e) => new BenchError({ message: `cannot create the scratch database ${shard.database}: ${e.message}; ${environmentHint}` }))
+      )
+      return shard
+    }),
+    (shard) => Effect.catchAll(dropDatabase(shard), (e) => Effect.logWarning(`could not drop ${shard.database}: ${e.message}`))
+  )
+
+const dropDatabase = (shard: ShardConfig) =>
+  Effect.acquireUseRelease(
+    adminConnection(shard),
+    (conn) =>
+      Effect.tryPromise({
+        try: () => conn.query(`DROP DATABASE IF EXISTS \`${shard.database}\``),
+        catch: (e) => new BenchError({ message: `DROP DATABASE ${shard.database}: ${String(e)}` })
+      }),
+    (conn) => Effect.promise(() => conn.end().catch(() => undefined))
+  )
+
+/** `SELECT VERSION()` of the server holding `shard`. */
+export const mariadbVersion = (shard: ShardConfig) =>
+  Effect.acquireUseRelease(
+    adminConnection(shard),
+    (conn) =>
+      Effect.tryPromise({
+        try: async () => {
+          const [rows] = await conn.query("SELECT VERSION() AS v")
+          return Array.isArray(rows) && rows.length > 0 ? String((rows[0] as { readonly v?: unknown }).v ?? "?") : "?"
+        },
+        catch: (e) => new BenchError({ message: `SELECT VERSION(): ${String(e)}` })
+      }),
+    (conn) => Effect.promise(() => conn.end().catch(() => undefined))
+  )
+
+/** Storage (MySQL) over one scratch shard. */
+export const storageLayer = (shard: ShardConfig) =>
+  StorageLayers.layer({ shards: [shard] }).pipe(Layer.mapError((e) => new BenchError({ message: `storage configuration: ${e.message}` })))
+
+/** Storage over one scratch shard and Gearman over one server: the roles' live layers. */
+export const liveLayers = (shard: ShardConfig, server: string) => Layer.mergeAll(storageLayer(shard), Gearman.layer({ servers: [server] }))
+
+/** How many jobs are stored, over every state. */
+export const storedJobs = Effect.flatMap(StorageLayers.Storage, (s) => s.counts()).pipe(
+  Effect.map((counts) => counts.reduce((n, c) => n + c.due + c.scheduled + c.never, 0)),
+  Effect.mapError((e) => new BenchError({ message: `counting stored jobs: ${e.message}` }))
+)
+
+/** A mysql:// URL for a shard, for child processes (GARIVINI_DB). */
+export const shardUrl = (shard: ShardConfig): string => {
+  const password = Redacted.value(shard.password)
+  const auth = encodeURIComponent(shard.user) + (password === "" ? "" : `:${encodeURIComponent(password)}`)
+  return `mysql://${auth}@${shard.host}:${shard.port}/${shard.database}`
+}
+
+export const range = (n: number): ReadonlyArray<number> => Array.from({ length: n }, (_, i) => i)
