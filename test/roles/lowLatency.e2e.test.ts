@@ -10,7 +10,7 @@ import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
 import { eventually, gearmand } from "../gearman/gearmand.js"
 import { assertEachRanOnce, env, recorder, remaining } from "../support/e2e.js"
-import { mysqlHost, mysqlPort, testShards } from "../support/mysql.js"
+import { testShards } from "../support/mysql.js"
 import { spawnRole } from "../support/spawnRole.js"
 
 describe("low-latency mode on MariaDB and gearmand", () => {
@@ -41,11 +41,7 @@ describe("low-latency mode on MariaDB and gearmand", () => {
     Effect.gen(function*() {
       const shards = yield* testShards(1)
       const gd = yield* gearmand
-      const child = yield* spawnRole({
-        GARIVINI_DB: `mysql://root@${mysqlHost}:${mysqlPort}/${shards[0]!.database}`,
-        GARIVINI_TEST_GEARMAN: gd.server,
-        GARIVINI_TEST_ROLE: "controller"
-      })
+      const child = yield* spawnRole({ role: "controller" }, shards[0]!, gd.server)
       // Scoped inside the layers: workers stop (and flush) before the pools close.
       yield* Effect.scoped(Effect.gen(function*() {
         const inFirstRun = yield* Deferred.make<void>()

@@ -57,11 +57,7 @@ describe("throughput mode on MariaDB and gearmand", () => {
     Effect.gen(function*() {
       const shards = yield* testShards(1)
       const gd = yield* gearmand
-      const child = yield* spawnRole({
-        GARIVINI_DB: `mysql://root@${mysqlHost}:${mysqlPort}/${shards[0]!.database}`,
-        GARIVINI_TEST_GEARMAN: gd.server,
-        GARIVINI_TEST_FUNCTION: "victim"
-      })
+      const child = yield* spawnRole({ role: "worker", fn: "victim" }, shards[0]!, gd.server)
       // Scoped inside the layers: workers stop (and flush) before the pools close.
       yield* Effect.scoped(Effect.gen(function*() {
         const { handle } = yield* Client.insertJob({ funcname: "victim", arg: "precious" })

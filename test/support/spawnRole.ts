@@ -2,15 +2,30 @@
 // reports the lines it prints.
 import { spawn } from "node:child_process"
 import { Deferred, Effect } from "effect"
+import type { ShardConfig } from "../../src/config.js"
 
-export const spawnRole = (env: Record<string, string>) =>
+/**
+ * The role of `workerProcess.ts` ("worker" serving `fn`, or "controller") over one shard and one
+ * job server.
+ */
+export const spawnRole = (
+  role: { readonly role: "worker"; readonly fn: string } | { readonly role: "controller" },
+  shard: ShardConfig,
+  server: string
+) =>
   Effect.gen(function*() {
     const ready = yield* Deferred.make<void>()
     const started = yield* Deferred.make<string>()
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn("node_modules/.bin/vite-node", ["test/support/workerProcess.ts"], {
-          env: { ...process.env, ...env },
+          env: {
+            ...process.env,
+            GARIVINI_DB: `mysql://${shard.user}@${shard.host}:${shard.port}/${shard.database}`,
+            GARIVINI_TEST_GEARMAN: server,
+            GARIVINI_TEST_ROLE: role.role,
+            GARIVINI_TEST_FUNCTION: role.role === "worker" ? role.fn : ""
+          },
           stdio: ["ignore", "pipe", "inherit"]
         })
       ),

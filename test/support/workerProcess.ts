@@ -13,7 +13,7 @@ import * as StorageLayers from "../../src/storage/Storage.js"
 
 const program = Effect.gen(function*() {
   const role = yield* Config.string("GARIVINI_TEST_ROLE").pipe(Config.withDefault("worker"))
-  const fn = yield* Config.string("GARIVINI_TEST_FUNCTION").pipe(Config.withDefault("victim"))
+  const fn = yield* Config.string("GARIVINI_TEST_FUNCTION")
   const server = yield* Config.string("GARIVINI_TEST_GEARMAN")
   const shards = yield* shardsConfig
   yield* Effect.scoped(Effect.gen(function*() {
