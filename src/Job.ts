@@ -2,7 +2,7 @@
  * The job: its stored row, its handle, the JSON a worker receives, the limits of the schema,
  * and the run-at language shared by insert, reschedule and the CLI.
  */
-import { Duration, Effect, Either, ParseResult, Schema } from "effect"
+import { Clock, Duration, Effect, Either, ParseResult, Schema } from "effect"
 import { InvalidJob, InvalidSchedule } from "./errors.js"
 
 /** `reschedule(job, "never")`: 2^31 − 1 (2038-01-19), as the original; the row stays for inspection. */
@@ -266,6 +266,13 @@ export const resolveRunAt = (input: RunAt, nowSeconds: number): Either.Either<nu
   if (/^\d+$/.test(input)) return inRange(Number(input))
   return bad("expected \"never\", \"+N\" seconds, an absolute unix time or a Duration")
 }
+
+/** Now, in unix seconds, from Effect's Clock (so TestClock drives it). */
+export const nowSeconds: Effect.Effect<number> = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
+
+/** A stored job's state at `now`: due, scheduled (a future run_after, incl. leased) or never. */
+export const jobState = (job: { readonly runAfter: number }, now: number): "due" | "scheduled" | "never" =>
+  job.runAfter <= now ? "due" : job.runAfter >= NEVER ? "never" : "scheduled"
 
 /** The backoff of `failedJob`: `min(2^failcount * 60, 86400)` seconds, for the raised failcount. */
 export const failureBackoffSeconds = (failcount: number): number =>

@@ -2,8 +2,9 @@
 import { execFile, spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Schedule, Schema } from "effect"
+import { Deferred, Effect, Schema } from "effect"
 import { scopedGearmand } from "../src/gearmandProcess.js"
+import { eventually } from "./gearman/gearmand.js"
 import { adminQuery, mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
 
 interface Result {
@@ -44,13 +45,6 @@ const JobLine = Schema.parseJson(Schema.Struct({ handle: Schema.String, funcname
 const listJobs = (db: string, ...filters: ReadonlyArray<string>) =>
   Effect.map(garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters), (r) =>
     r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l)))
-
-const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, what: string) =>
-  check.pipe(
-    Effect.filterOrFail((ok) => ok, () => new Error(`timed out waiting for ${what}`)),
-    Effect.retry(Schedule.spaced("250 millis").pipe(Schedule.upTo("60 seconds"))),
-    Effect.orDie
-  )
 
 const COMMANDS: ReadonlyArray<ReadonlyArray<string>> = [
   [],
@@ -138,7 +132,7 @@ describe("garivini CLI", () => {
       const pure = yield* garivini("inject", ...connect, "--count", "5", "--function", "work", "--arg", "pure", "--pure")
       assert.strictEqual(pure.code, 0, pure.stderr)
       assert.include(pure.stdout, "injected 5 job(s) for work through inject_jobs")
-      yield* eventually(Effect.map(listJobs(db, "--function", "work"), (jobs) => jobs.length === 0), "the work jobs to complete")
+      yield* eventually(Effect.map(listJobs(db, "--function", "work"), (jobs) => jobs.length === 0), "the work jobs to complete", 60_000)
       const printed = (yield* consume.output).split("\n").filter((l) => l.startsWith("Hay it's a job"))
       assert.strictEqual(printed.filter((l) => l.endsWith(" direct")).length, 5)
       assert.strictEqual(printed.filter((l) => l.endsWith(" pure")).length, 5)
@@ -166,8 +160,8 @@ describe("garivini CLI", () => {
       yield* Effect.sleep("1 second")
       const injected = yield* garivini("inject", ...connect, "--pure", "--count", "3", "--function", "low", "--arg", "quick")
       assert.strictEqual(injected.code, 0, injected.stderr)
-      yield* eventually(Effect.map(consume.output, (out) => out.split("\n").filter((l) => l.endsWith(" quick")).length === 3), "the worker to run 3 jobs")
-      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "the Controller to delete the rows")
+      yield* eventually(Effect.map(consume.output, (out) => out.split("\n").filter((l) => l.endsWith(" quick")).length === 3), "the worker to run 3 jobs", 60_000)
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "the Controller to delete the rows", 60_000)
       for (const p of [consume, controller, injector]) assert.strictEqual((yield* p.stop("SIGTERM")).code, 0)
     }), 60_000)
 
@@ -196,9 +190,9 @@ describe("garivini CLI", () => {
       assert.deepStrictEqual((yield* listJobs(db, "--state", "never")).length, 2, "parked jobs do not run")
       const [first] = yield* listJobs(db)
       assert.include((yield* garivini("jobs", "retry", "--db", db, first!.handle)).stdout, "is due")
-      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 1), "the retried job to run")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 1), "the retried job to run", 60_000)
       assert.include((yield* garivini("jobs", "retry", "--db", db, "--function", "revive")).stdout, "made 1 never job(s) of revive due")
-      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "the other to run")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "the other to run", 60_000)
       assert.strictEqual((yield* garivini("jobs", "retry", "--db", db)).code, 2)
       yield* run.stop("SIGTERM")
       yield* consume.stop("SIGTERM")
@@ -213,7 +207,7 @@ describe("garivini CLI", () => {
       yield* garivini("inject", ...connect, "--count", "3000", "--function", "term")
       const run = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "3")
       const consume = yield* background("consume", ...connect, "--function", "term", "--concurrency", "2")
-      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length < 2500), "some jobs to run")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length < 2500), "some jobs to run", 60_000)
       const runnerExit = yield* run.stop("SIGTERM")
       assert.strictEqual(runnerExit.code, 0, runnerExit.stderr)
       const consumerExit = yield* consume.stop("SIGTERM")
@@ -226,7 +220,7 @@ describe("garivini CLI", () => {
       // Started again, everything left runs: no job was lost.
       const run2 = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "3")
       const consume2 = yield* background("consume", ...connect, "--function", "term", "--concurrency", "4")
-      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "every job to run")
+      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "every job to run", 60_000)
       yield* run2.stop("SIGTERM")
       yield* consume2.stop("SIGTERM")
     }), 120_000)

@@ -3,8 +3,9 @@
  * or with `--pure` through `inject_jobs` (an Injector and a Controller must be running).
  */
 import { Command, Options } from "@effect/cli"
-import { Clock, Console, Data, Effect, Option } from "effect"
+import { Console, Data, Effect, Option } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
+import { nowSeconds } from "../Job.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { errorText } from "../roles/QueueRunner.js"
@@ -26,7 +27,7 @@ export const injectCommand = Command.make("inject", options, (o) =>
   withSettings(o, (settings) =>
     Effect.gen(function*() {
       if (o.count < 1) return yield* Effect.fail(new UsageError({ message: "invalid option --count: must be at least 1" }))
-      const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+      const now = yield* nowSeconds
       const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
       if (!o.pure) {
         const outcomes = yield* Client.insertJobs(Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))).pipe(

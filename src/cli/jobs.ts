@@ -1,7 +1,7 @@
 /** `garivini jobs list | show | retry | delete`: inspect and repair stored jobs. */
 import { Args, Command, Options } from "@effect/cli"
-import { Clock, Console, Data, Effect, Option } from "effect"
-import { formatHandle, NEVER, parseHandle } from "../Job.js"
+import { Console, Data, Effect, Option } from "effect"
+import { formatHandle, jobState as stateOf, nowSeconds, parseHandle } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions } from "./config.js"
@@ -10,8 +10,6 @@ import { storageOnly, withSettings } from "./shared.js"
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 class NotFound extends Data.TaggedError("NotFound")<{ readonly message: string }> {}
 
-const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
-const stateOf = (job: Job, now: number) => job.runAfter <= now ? "due" : job.runAfter >= NEVER ? "never" : "scheduled"
 
 const preview = (bytes: Uint8Array) => {
   const clean = Buffer.from(bytes).toString("utf8").replace(/[^\x20-\x7e]/g, ".")

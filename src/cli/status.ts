@@ -3,8 +3,9 @@
  * job's age, and gearmand's queued / running / workers for that function (summed over servers).
  */
 import { Command, Options } from "@effect/cli"
-import { Clock, Console, Effect, Either } from "effect"
+import { Console, Effect, Either } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
+import { nowSeconds } from "../Job.js"
 import { errorText } from "../roles/QueueRunner.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions } from "./config.js"
@@ -19,7 +20,7 @@ export const statusCommand = Command.make("status", {
     Effect.gen(function*() {
       const storage = yield* Storage
       const gearman = yield* Gearman
-      const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+      const now = yield* nowSeconds
       // One shard down must not hide the others: each is reported on its own.
       const perShard = yield* Effect.forEach(storage.shardIds, (dbid) => Effect.either(storage.counts(dbid)), { concurrency: "unbounded" })
       const depths = yield* Effect.either(gearman.queueDepths())

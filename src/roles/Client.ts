@@ -2,9 +2,9 @@
  * The Client (the original's Garivini::Client): store jobs, and — from a worker — complete,
  * reschedule or fail them. Every function needs only `Storage`; time comes from `Clock`.
  */
-import { Clock, Effect } from "effect"
+import { Effect } from "effect"
 import type { InsertError, InvalidSchedule, ShardOperationError } from "../errors.js"
-import { failureBackoffSeconds, FAILCOUNT_MAX, resolveRunAt } from "../Job.js"
+import { failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, JobFlag, JobHandle, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 
@@ -26,8 +26,6 @@ export interface JobSpec {
 export interface HeldJob extends JobHandle {
   readonly failcount?: number | undefined
 }
-
-const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
 
 const toNewJob = (spec: JobSpec, now: number): Effect.Effect<NewJob, InvalidSchedule> =>
   Effect.map(resolveRunAt(spec.runAt ?? now, now), (runAfter) => ({

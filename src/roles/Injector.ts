@@ -14,10 +14,10 @@ import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effec
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
-import { encodeWorkerJson, formatHandle, resolveRunAt } from "../Job.js"
+import { encodeWorkerJson, formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, Job, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { CONTROLLER_FUNCTION, errorText, gearmanUnique } from "./QueueRunner.js"
+import { CONTROLLER_FUNCTION, errorText, gearmanUnique, queueTotals } from "./QueueRunner.js"
 
 export const INJECT_FUNCTION = "inject_jobs"
 
@@ -82,7 +82,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       const cached = yield* Ref.get(depthCache)
       if (now - cached.at < checkEvery) return cached.depths
       const fresh = yield* gearman.queueDepths().pipe(
-        Effect.map((s) => new Map([...s].map(([name, status]) => [name, status.total] as const))),
+        Effect.map(queueTotals),
         Effect.catchAll((e) => Effect.as(Effect.logWarning(`queue depths unavailable: ${errorText(e)}`), cached.depths))
       )
       yield* Ref.set(depthCache, { at: now, depths: fresh })
@@ -101,7 +101,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
         const many = Array.isArray(decoded.right)
         const specs: ReadonlyArray<InjectSpec> = Array.isArray(decoded.right) ? decoded.right : [decoded.right]
         if (specs.length === 0) return yield* reject("inject_jobs: empty array")
-        const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+        const now = yield* nowSeconds
         const queued = new Map(yield* depths)
         const plans: Array<{ readonly job: NewJob; readonly dispatch: boolean }> = []
         for (const [i, spec] of specs.entries()) {

@@ -10,7 +10,8 @@
 import { createHash } from "node:crypto"
 import { Clock, Data, Duration, Effect, Either, Ref } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import { encodeWorkerJson, formatHandle } from "../Job.js"
+import type { FunctionStatus } from "../gearman/adminProtocol.js"
+import { encodeWorkerJson, formatHandle, nowSeconds } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 
@@ -106,6 +107,10 @@ export const gearmanUnique = (uniqkey: string | null): string | undefined => {
     : `sha1:${createHash("sha1").update(uniqkey, "utf8").digest("hex")}`
 }
 
+/** Jobs per function in gearmand (TOTAL: queued + running), from `queueDepths`. */
+export const queueTotals = (statuses: ReadonlyMap<string, FunctionStatus>): ReadonlyMap<string, number> =>
+  new Map([...statuses].map(([name, status]) => [name, status.total] as const))
+
 /** A tagged error as one line (some Gearman errors carry fields, not a message). */
 export const errorText = (e: { readonly _tag: string; readonly message: string }): string =>
   e.message !== "" ? e.message : `${e._tag} ${JSON.stringify(e)}`
@@ -128,7 +133,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const depths = s.queueWatermarkDepth === 0
       ? Effect.succeed(new Map<string, number>())
       : gearman.queueDepths().pipe(
-        Effect.map((statuses) => new Map([...statuses].map(([name, status]) => [name, status.total] as const))),
+        Effect.map(queueTotals),
         Effect.catchAll((e) =>
           Effect.as(Effect.logWarning(`queue depths unavailable, watermark not applied this round: ${errorText(e)}`), new Map<string, number>())
         )
@@ -162,7 +167,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
           }
         }
         if (over.length > 0) {
-          const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+          const now = yield* nowSeconds
           yield* storage.defer(over, now + s.deferSeconds).pipe(
             // If even that fails they stay leased: they come back after the lease.
             Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))

@@ -4,10 +4,10 @@
  * one `Ref.modify`, so concurrent claimers see disjoint jobs, as with SKIP LOCKED.
  */
 import { Effect, Option, Ref } from "effect"
-import { NEVER, uniqueIdentity } from "../Job.js"
+import { jobState as stateOf, NEVER, uniqueIdentity } from "../Job.js"
 import type { Job, ValidNewJob } from "../Job.js"
 import { ShardUnreached } from "./ShardBackend.js"
-import type { FunctionCounts, JobState, RowInsert, ShardBackend, ShardListQuery } from "./ShardBackend.js"
+import type { FunctionCounts, RowInsert, ShardBackend, ShardListQuery } from "./ShardBackend.js"
 
 /**
  * The table. It is mutated only inside `Ref.modify`, whose function runs synchronously and
@@ -25,9 +25,6 @@ export interface MemoryShard extends ShardBackend {
   /** Test hook: while down, every operation fails as if the server refused the connection. */
   readonly setDown: (down: boolean) => Effect.Effect<void>
 }
-
-export const stateOf = (job: Job, now: number): JobState =>
-  job.runAfter <= now ? "due" : job.runAfter >= NEVER ? "never" : "scheduled"
 
 export const make = (dbid: number, options: { readonly down?: boolean } = {}): Effect.Effect<MemoryShard> =>
   Effect.gen(function*() {

@@ -20,7 +20,7 @@ import type { StorageConfig } from "../config.js"
 import * as MemoryShard from "./MemoryShard.js"
 import * as MysqlShard from "./MysqlShard.js"
 import { hashBucket } from "../crc32.js"
-import { FAILCOUNT_MAX, MAX_RUN_AFTER, validateHandle, validateNewJob } from "../Job.js"
+import { FAILCOUNT_MAX, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
 import type { InsertOutcome, Job, JobHandle, NewJob, ValidNewJob } from "../Job.js"
 import { ShardRejected } from "./ShardBackend.js"
 import type {
@@ -124,7 +124,6 @@ const checkFailcount = (n: number) =>
     ? Effect.void
     : Effect.fail(new InvalidJob({ reason: `failcount ${n} is not an integer in [0, ${FAILCOUNT_MAX}]` }))
 
-const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
 
 /** Builds the service over per-shard backends (the live and memory layers both use this). */
 export const make = (

@@ -23,8 +23,6 @@ const layers = () =>
     Gearman.layerMemory({ servers: Gearman.makeMemoryServers() })
   )
 
-const eventually = until
-
 const stored = Effect.flatMap(Storage, (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0)))
 
 const inject = (body: unknown) =>
@@ -53,10 +51,10 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     const job = Option.getOrThrow(yield* Effect.flatMap(Storage, (s) => s.get(reply)))
     assert.strictEqual(job.flag, "controller")
     assert.strictEqual(job.runAfter, T0 + 1000, "leased: a QueueRunner will not run it again")
-    yield* eventually(Effect.sync(() => runs.length === 1), "the job to run")
+    yield* until(Effect.sync(() => runs.length === 1), "the job to run")
     assert.deepStrictEqual(runs, ["hi ☃"])
     yield* Deferred.succeed(gate, undefined)
-    yield* eventually(Effect.map(stored, (n) => n === 0), "its row to be deleted")
+    yield* until(Effect.map(stored, (n) => n === 0), "its row to be deleted")
   }))
 
   test("a batch is one call with one reply per job; a unique job coalesces and runs once", Effect.gen(function*() {
@@ -70,7 +68,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     assert.deepStrictEqual([replies[2]!.dbid, replies[2]!.jobid, replies[2]!.duplicate], [replies[1]!.dbid, replies[1]!.jobid, true])
     const again = decodeReply((yield* inject({ funcname: "batch", arg: "d", uniqkey: "same" })).data.toString())
     assert.isTrue(again.duplicate)
-    yield* eventually(Effect.map(stored, (n) => n === 0), "every row to be deleted")
+    yield* until(Effect.map(stored, (n) => n === 0), "every row to be deleted")
     assert.deepStrictEqual([...runs].sort(), ["a", "b"])
   }))
 
@@ -82,16 +80,16 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     const absolute = decodeReply((yield* inject({ funcname: "later", arg: "y", run_after: T0 + 60 })).data.toString())
     assert.strictEqual(Option.getOrThrow(yield* storage.get(absolute)).runAfter, T0 + 60, "a unix time is taken as such")
     yield* inject({ funcname: "later", arg: "now" })
-    yield* eventually(Effect.sync(() => runs.length === 1), "the immediate job")
+    yield* until(Effect.sync(() => runs.length === 1), "the immediate job")
     const runner = yield* QueueRunner.make()
     // Nothing is due: the immediate job is leased to its Controller, the others wait.
     assert.strictEqual((yield* runner.round).shards.reduce((n, r) => n + r.claimed, 0), 0)
     yield* TestClock.adjust("30 seconds")
     yield* runner.round
-    yield* eventually(Effect.sync(() => runs.length === 2), "the job due at +30")
+    yield* until(Effect.sync(() => runs.length === 2), "the job due at +30")
     yield* TestClock.adjust("30 seconds")
     yield* runner.round
-    yield* eventually(Effect.map(stored, (n) => n === 0), "every job to complete")
+    yield* until(Effect.map(stored, (n) => n === 0), "every job to complete")
     assert.deepStrictEqual(runs, ["now", "x", "y"])
   }))
 
@@ -99,7 +97,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     yield* system("flaky", () => Worker.fail("nope"))
     const reply = decodeReply((yield* inject({ funcname: "flaky", arg: "x" })).data.toString())
     const storage = yield* Storage
-    yield* eventually(Effect.map(storage.get(reply), (j) => Option.isSome(j) && j.value.failcount === 1), "the failure to be recorded")
+    yield* until(Effect.map(storage.get(reply), (j) => Option.isSome(j) && j.value.failcount === 1), "the failure to be recorded")
     assert.strictEqual(Option.getOrThrow(yield* storage.get(reply)).runAfter, T0 + 120, "backed off two minutes")
   }))
 

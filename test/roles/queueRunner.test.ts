@@ -1,7 +1,6 @@
 // QueueRunner and worker helper on the memory layers, time driven by TestClock.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Option, Ref, TestClock } from "effect"
-import { hashBucket } from "../../src/crc32.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { decodeWorkerJson } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
@@ -10,6 +9,7 @@ import * as Worker from "../../src/roles/Worker.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { until } from "../support/until.js"
+import { keyFor } from "../storage/contract.js"
 
 const T0 = 1_700_000_000
 
@@ -114,15 +114,11 @@ describe("QueueRunner", () => {
 })
 
 describe("QueueRunner.run", () => {
-  const keyOn = (index: number, prefix: string) => {
-    for (let i = 0;; i++) if (hashBucket(`${prefix}${i}`, 2) === index) return `${prefix}${i}`
-  }
-
   it.scoped("a shard that is down does not hold up the other; its jobs run once it is back", () =>
     Effect.zipRight(TestClock.setTime(T0 * 1000), Effect.gen(function*() {
       const { shards, storage } = yield* StorageLayers.makeMemory({ shards: [1, 2] })
       yield* Effect.gen(function*() {
-        const jobs = Array.from({ length: 10 }, (_, i) => ({ funcname: "halves", uniqkey: keyOn(i % 2, `h${i}-`) }))
+        const jobs = Array.from({ length: 10 }, (_, i) => ({ funcname: "halves", uniqkey: keyFor(i % 2, 2, `h${i}-`) }))
         yield* Client.insertJobs(jobs)
         yield* shards.get(1)!.setDown(true)
         const ran = yield* Ref.make<Array<number>>([])
