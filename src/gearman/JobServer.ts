@@ -18,6 +18,18 @@ export interface JobServerOptions {
   /** As gearmand's --job-retries: 0 = unlimited, N = drop on the Nth failed attempt. */
   readonly jobRetries?: number
   readonly maxFrame?: number
+  /**
+   * Queued + running jobs a function may hold before submits get `QUEUE_ERROR Job queue is
+   * full` (0 = unlimited). Admin `maxqueue FUNC N` overrides it per function; `maxqueue FUNC`
+   * alone goes back to it.
+   */
+  readonly maxQueue?: number
+}
+
+/** Jobs a function has ended since the server started (for a live summary). */
+export interface FunctionCounters {
+  readonly completed: number
+  readonly failed: number
 }
 
 type Priority = 0 | 1 | 2 // high, normal, low: gearmand's numbering
@@ -44,6 +56,8 @@ interface FunctionState {
   registrations: number
   running: number
   maxQueue: [number, number, number]
+  completed: number
+  failed: number
 }
 
 /** One peer of the server (client, worker and admin at once, as in gearmand). */
@@ -81,11 +95,23 @@ export class JobServer {
   private readonly prefix: string
   private readonly jobRetries: number
   private readonly maxFrame: number
+  private readonly maxQueue: number
 
   constructor(options: JobServerOptions = {}) {
     this.prefix = options.handlePrefix ?? "H:memory"
     this.jobRetries = options.jobRetries ?? 0
     this.maxFrame = options.maxFrame ?? 64 * 1024 * 1024
+    this.maxQueue = Math.max(0, options.maxQueue ?? 0)
+  }
+
+  /** Per function: jobs completed and failed (WORK_FAIL / WORK_EXCEPTION) since the start. */
+  counters(): ReadonlyMap<string, FunctionCounters> {
+    return new Map([...this.functions.values()].map((f) => [f.name, { completed: f.completed, failed: f.failed }]))
+  }
+
+  /** Peers connected now. */
+  get sessionCount(): number {
+    return this.sessions.size
   }
 
   /** Accepts a peer. `write` sends it bytes; `close` cuts it off (on a fatal framing error). */
@@ -262,7 +288,8 @@ export class JobServer {
   private fn(name: string): FunctionState {
     let state = this.functions.get(name)
     if (!state) {
-      state = { name, queues: [[], [], []], registrations: 0, running: 0, maxQueue: [0, 0, 0] }
+      const max = this.maxQueue
+      state = { name, queues: [[], [], []], registrations: 0, running: 0, maxQueue: [max, max, max], completed: 0, failed: 0 }
       this.functions.set(name, state)
     }
     return state
@@ -384,7 +411,12 @@ export class JobServer {
       if (type === T.WORK_EXCEPTION && !client.exceptions) this.send(client, T.WORK_FAIL, [handle + "\0"])
       else this.send(client, type, args)
     }
-    if (type === T.WORK_COMPLETE || type === T.WORK_FAIL || type === T.WORK_EXCEPTION) this.remove(job)
+    if (type === T.WORK_COMPLETE || type === T.WORK_FAIL || type === T.WORK_EXCEPTION) {
+      const state = this.fn(job.fn)
+      if (type === T.WORK_COMPLETE) state.completed++
+      else state.failed++
+      this.remove(job)
+    }
   }
 
   /** Puts a job whose worker let go back at the tail of its queue, or drops it (retries). */
@@ -471,7 +503,8 @@ export class JobServer {
         const state = this.functions.get(name)
         const values = words.slice(2).map((w) => Math.max(0, Number.parseInt(w, 10) || 0))
         if (state) {
-          state.maxQueue = values.length >= 3 ? [values[0]!, values[1]!, values[2]!] : [values[0] ?? 0, values[0] ?? 0, values[0] ?? 0]
+          const one = values[0] ?? this.maxQueue
+          state.maxQueue = values.length >= 3 ? [values[0]!, values[1]!, values[2]!] : [one, one, one]
         }
         return "OK\r\n"
       }

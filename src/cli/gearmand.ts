@@ -1,0 +1,88 @@
+/**
+ * `garivini gearmand`: the embedded job server on its own, for machines without Debian's
+ * gearmand. Any Gearman client or worker (and gearadmin) can use it. It keeps queued jobs in
+ * memory like gearmand: Garivini's database is what makes jobs durable.
+ */
+import { Command, Options } from "@effect/cli"
+import { Console, Effect, Either, Option } from "effect"
+import { ConfigInvalid } from "../errors.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
+import { parseListen, serve } from "../gearman/tcpServer.js"
+import type { LogFormat } from "./config.js"
+import { loggerLayer, reportFailure } from "./shared.js"
+
+export const DEFAULT_LISTEN = "127.0.0.1:4730"
+export const DEFAULT_MAX_QUEUE = 1_000_000
+
+/** The embedded server's flags, shared with `garivini up`. */
+export const embeddedServerOptions = {
+  listen: Options.text("listen").pipe(
+    Options.optional,
+    Options.withDescription(`Where the embedded job server listens, host:port or port (env GARIVINI_LISTEN; default ${DEFAULT_LISTEN})`)
+  ),
+  maxQueue: Options.integer("max-queue").pipe(
+    Options.optional,
+    Options.withDescription(`Queued + running jobs a function may hold; more submits get QUEUE_ERROR (env GARIVINI_MAX_QUEUE; default ${DEFAULT_MAX_QUEUE}; 0 = unlimited)`)
+  ),
+  maxPacket: Options.integer("max-packet").pipe(
+    Options.optional,
+    Options.withDescription(`Largest packet accepted, in bytes; a larger one closes that connection (env GARIVINI_MAX_PACKET; default ${DEFAULT_MAX_FRAME})`)
+  )
+}
+
+export interface EmbeddedServerSettings {
+  readonly host: string
+  readonly port: number
+  readonly maxQueue: number
+  readonly maxFrame: number
+}
+
+type EmbeddedFlags = { readonly [K in keyof typeof embeddedServerOptions]: Option.Option<K extends "listen" ? string : number> }
+
+const fromEnv = (name: string) => {
+  const value = process.env[name]
+  return value === undefined || value.trim() === "" ? undefined : value.trim()
+}
+
+const count = (field: string, flag: Option.Option<number>, envName: string, fallback: number, min: number) => {
+  const text = Option.isSome(flag) ? String(flag.value) : fromEnv(envName) ?? String(fallback)
+  const n = Number(text)
+  return Number.isInteger(n) && n >= min
+    ? Either.right(n)
+    : Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(text)} is not an integer ≥ ${min}` }))
+}
+
+/** Flags, then `GARIVINI_LISTEN` / `GARIVINI_MAX_QUEUE` / `GARIVINI_MAX_PACKET`, then defaults. */
+export const resolveEmbedded = (flags: EmbeddedFlags): Effect.Effect<EmbeddedServerSettings, ConfigInvalid> =>
+  Effect.gen(function*() {
+    const listenText = Option.getOrUndefined(flags.listen) ?? fromEnv("GARIVINI_LISTEN") ?? DEFAULT_LISTEN
+    const listen = parseListen(listenText)
+    if (listen === undefined) {
+      return yield* Effect.fail(new ConfigInvalid({ field: "listen", reason: `${JSON.stringify(listenText)} is not host:port or port` }))
+    }
+    const maxQueue = yield* count("max-queue", flags.maxQueue, "GARIVINI_MAX_QUEUE", DEFAULT_MAX_QUEUE, 0)
+    const maxFrame = yield* count("max-packet", flags.maxPacket, "GARIVINI_MAX_PACKET", DEFAULT_MAX_FRAME, 1024)
+    return { ...listen, maxQueue, maxFrame }
+  })
+
+/** The embedded job server for the life of the scope. */
+export const embeddedServer = (settings: EmbeddedServerSettings) =>
+  serve({ host: settings.host, port: settings.port, maxQueue: settings.maxQueue, maxFrame: settings.maxFrame })
+
+export const gearmandCommand = Command.make("gearmand", {
+  ...embeddedServerOptions,
+  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
+    Options.optional,
+    Options.withDescription("Log lines as pretty text, JSON or logfmt (default: pretty on a terminal, else logfmt)")
+  )
+}, (flags) =>
+  reportFailure(Effect.gen(function*() {
+    const settings = yield* resolveEmbedded(flags)
+    const format: LogFormat = Option.getOrUndefined(flags.logFormat) ?? (process.stdout.isTTY ? "pretty" : "logfmt")
+    yield* Effect.scoped(Effect.gen(function*() {
+      const server = yield* embeddedServer(settings)
+      yield* Console.log(`garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} per function, max packet ${settings.maxFrame} bytes)`)
+      yield* Effect.logInfo("job server up").pipe(Effect.annotateLogs({ role: "gearmand", address: server.address }))
+      return yield* Effect.never
+    })).pipe(Effect.provide(loggerLayer(format)))
+  }))).pipe(Command.withDescription("An embedded Gearman job server (binary and admin protocols) for machines without gearmand"))

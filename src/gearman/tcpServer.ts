@@ -1,0 +1,99 @@
+// The in-process JobServer served over TCP: an embedded gearmand that any Gearman client or
+// worker (the C CLI, Perl's Gearman::Client, gearadmin) can use. Binary and admin protocols
+// share the port, as in gearmand. A peer that breaks the framing or stops reading its answers
+// loses its own connection; the server and every other peer go on.
+import * as Net from "node:net"
+import { Data, Effect, Runtime } from "effect"
+import type { Scope } from "effect"
+import { JobServer, type JobServerOptions } from "./JobServer.js"
+import { DEFAULT_MAX_FRAME } from "./protocol.js"
+
+export class GearmanListenError extends Data.TaggedError("GearmanListenError")<{
+  readonly address: string
+  readonly message: string
+}> {}
+
+export interface TcpServerOptions extends JobServerOptions {
+  readonly host?: string
+  /** 0 picks a free port. */
+  readonly port?: number
+  /**
+   * Bytes waiting to be sent to one peer before it is cut off: a client that never reads its
+   * answers must not grow the server's memory without end. Default: twice the packet limit.
+   */
+  readonly maxBacklog?: number
+}
+
+export interface RunningServer {
+  readonly host: string
+  readonly port: number
+  /** `host:port`, as the `server` settings of clients and workers take it. */
+  readonly address: string
+  readonly core: JobServer
+}
+
+/** Parses `host:port` or `port` (`--listen`). */
+export const parseListen = (text: string, defaultHost = "127.0.0.1"): { readonly host: string; readonly port: number } | undefined => {
+  const match = /^(?:(.*):)?(\d{1,5})$/.exec(text.trim())
+  if (!match) return undefined
+  const port = Number(match[2])
+  if (port > 65535) return undefined
+  const host = match[1] === undefined || match[1] === "" ? defaultHost : match[1].replace(/^\[(.*)\]$/, "$1")
+  return { host, port }
+}
+
+/** Listens until the scope closes; then every peer is disconnected and queued jobs are dropped. */
+export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServer, GearmanListenError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const runtime = yield* Effect.runtime<never>()
+    const log = (message: string, peer: string) =>
+      Runtime.runFork(runtime)(Effect.logWarning(message).pipe(Effect.annotateLogs({ role: "gearmand", peer })))
+    const host = options.host ?? "127.0.0.1"
+    const maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME
+    const maxBacklog = options.maxBacklog ?? 2 * maxFrame
+    const core = new JobServer({ handlePrefix: `H:garivini:${process.pid}`, ...options, maxFrame })
+    let closing = false
+
+    const onConnection = (socket: Net.Socket) => {
+      socket.setNoDelay(true)
+      socket.setKeepAlive(true, 60_000)
+      const peer = `${socket.remoteAddress ?? "-"}:${socket.remotePort ?? 0}`
+      const session = core.connect(
+        socket.remoteAddress ?? "-",
+        (bytes) => {
+          socket.write(bytes)
+          if (socket.writableLength > maxBacklog) {
+            log(`closing the connection: ${socket.writableLength} bytes unread by the peer`, peer)
+            socket.destroy()
+          }
+        },
+        () => {
+          // The core cuts a peer off on a framing error (bad magic, unknown type, oversized frame).
+          if (!closing) log("closing the connection: malformed or oversized packet", peer)
+          socket.destroy()
+        }
+      )
+      socket.on("data", session.receive)
+      socket.on("close", session.disconnect)
+      socket.on("error", () => socket.destroy())
+    }
+
+    const listener = yield* Effect.acquireRelease(
+      Effect.async<Net.Server, GearmanListenError>((resume) => {
+        const server = Net.createServer(onConnection)
+        server.once("error", (e) =>
+          resume(Effect.fail(new GearmanListenError({ address: `${host}:${options.port ?? 4730}`, message: `cannot listen on ${host}:${options.port ?? 4730}: ${e.message}` }))))
+        server.listen(options.port ?? 4730, host, () => resume(Effect.succeed(server)))
+      }),
+      (server) =>
+        Effect.async<void>((resume) => {
+          closing = true
+          core.shutdown()
+          server.close(() => resume(Effect.void))
+        })
+    )
+    const address = listener.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    const shown = host.includes(":") ? `[${host}]` : host
+    return { host, port, address: `${shown}:${port}`, core }
+  })
