@@ -23,24 +23,27 @@ const options = {
   pure: Options.boolean("pure").pipe(Options.withDescription("Submit through inject_jobs (low-latency mode) instead of the database"))
 }
 
+/** Synchronous submits: each answer says the job is durable (or why not). */
+const injectPure = (count: number, funcname: string, arg: string) =>
+  Effect.gen(function*() {
+    const gearman = yield* Gearman
+    const body = JSON.stringify({ funcname, arg })
+    yield* Effect.forEach(Array.from({ length: count }), () =>
+      gearman.submit(INJECT_FUNCTION, body).pipe(
+        Effect.mapError((e) => new InjectFailed({ message: `inject_jobs failed: ${e._tag === "GearmanJobException" ? Buffer.from(e.data).toString() : errorText(e)}` }))
+      ), { concurrency: 16, discard: true })
+    yield* Console.log(`injected ${count} job(s) for ${funcname} through ${INJECT_FUNCTION}`)
+  })
+
 export const injectCommand = Command.make("inject", options, (o) =>
   withSettings(o, (settings) =>
     Effect.gen(function*() {
       if (o.count < 1) return yield* Effect.fail(new UsageError({ message: "invalid option --count: must be at least 1" }))
       const now = yield* nowSeconds
       const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
-      if (!o.pure) {
-        const outcomes = yield* Client.insertJobs(Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))).pipe(
-          Effect.provide(storageOnly(settings))
-        )
-        return yield* Console.log(`stored ${outcomes.length} job(s) for ${o.function}`)
-      }
-      // Synchronous submits: each answer says the job is durable (or why not).
-      const gearman = yield* Gearman
-      const body = JSON.stringify({ funcname: o.function, arg })
-      yield* Effect.forEach(Array.from({ length: o.count }), () =>
-        gearman.submit(INJECT_FUNCTION, body).pipe(
-          Effect.mapError((e) => new InjectFailed({ message: `inject_jobs failed: ${e._tag === "GearmanJobException" ? Buffer.from(e.data).toString() : errorText(e)}` }))
-        ), { concurrency: 16, discard: true })
-      yield* Console.log(`injected ${o.count} job(s) for ${o.function} through ${INJECT_FUNCTION}`)
-    }).pipe(Effect.provide(servicesLayer(settings))))).pipe(Command.withDescription("Store test jobs (directly, or through inject_jobs with --pure)"))
+      if (o.pure) return yield* injectPure(o.count, o.function, arg).pipe(Effect.provide(servicesLayer(settings)))
+      const outcomes = yield* Client.insertJobs(Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))).pipe(
+        Effect.provide(storageOnly(settings))
+      )
+      yield* Console.log(`stored ${outcomes.length} job(s) for ${o.function}`)
+    }))).pipe(Command.withDescription("Store test jobs (directly, or through inject_jobs with --pure)"))

@@ -15,6 +15,7 @@ import { migrateCommand } from "./migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "./roles.js"
 import { schemaCommand } from "./schema.js"
 import { statusCommand } from "./status.js"
+import { upCommand } from "./up.js"
 
 const garivini = Command.make("garivini").pipe(
   Command.withDescription("A durable job layer for Gearman: jobs persisted in MySQL, executed through gearmand"),
@@ -30,7 +31,8 @@ const garivini = Command.make("garivini").pipe(
     migrateCommand,
     schemaCommand,
     demoCommand,
-    gearmandCommand
+    gearmandCommand,
+    upCommand
   ])
 )
 

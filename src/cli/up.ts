@@ -1,0 +1,114 @@
+/**
+ * `garivini up`: the whole system in one process on one machine — the embedded job server, a
+ * QueueRunner, an Injector and a Controller — over the configured shards (the schema is
+ * applied first). Job servers given with --gearmand replace the embedded one. It prints where
+ * clients and workers connect and, on a terminal, a live line of counts.
+ */
+import { Command } from "@effect/cli"
+import { Console, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
+import { Gearman } from "../gearman/Gearman.js"
+import type { RunningServer } from "../gearman/tcpServer.js"
+import { INJECT_FUNCTION } from "../roles/Injector.js"
+import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
+import { migrate } from "../storage/migrate.js"
+import { Storage } from "../storage/Storage.js"
+import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
+import type { Settings } from "./config.js"
+import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
+import { ROLES, rolesLayer } from "./roles.js"
+import { servicesLayer, withSettings } from "./shared.js"
+
+/** Functions of Garivini itself: not counted as users' jobs. */
+const internal = new Set([INJECT_FUNCTION, CONTROLLER_FUNCTION])
+
+export interface UpCounts {
+  readonly due: number
+  readonly scheduled: number
+  readonly running: number
+  readonly done: number | undefined
+  readonly failed: number | undefined
+}
+
+/**
+ * due / scheduled from the database, running from the job servers' status; done / failed as the
+ * embedded job server saw them end since it started (unknown with external job servers).
+ */
+export const upCounts = (server: Option.Option<RunningServer>) =>
+  Effect.gen(function*() {
+    const storage = yield* Storage
+    const gearman = yield* Gearman
+    const counts = yield* Effect.either(storage.counts())
+    const depths = yield* Effect.either(gearman.queueDepths())
+    const rows = Either.getOrElse(counts, () => [])
+    let done: number | undefined
+    let failed: number | undefined
+    if (Option.isSome(server)) {
+      done = 0
+      failed = 0
+      for (const [name, c] of server.value.core.counters()) {
+        if (internal.has(name)) continue
+        done += c.completed
+        failed += c.failed
+      }
+    }
+    let running = 0
+    if (Either.isRight(depths)) for (const [name, s] of depths.right) if (!internal.has(name)) running += s.running
+    const result: UpCounts = {
+      due: rows.reduce((n, r) => n + r.due, 0),
+      scheduled: rows.reduce((n, r) => n + r.scheduled + r.never, 0),
+      running,
+      done,
+      failed
+    }
+    return result
+  })
+
+const formatCounts = (c: UpCounts) =>
+  `due ${c.due}  scheduled ${c.scheduled}  running ${c.running}` +
+  (c.done === undefined ? "" : `  done ${c.done}  failed ${c.failed}`)
+
+/** The settings `up` runs with: the embedded job server's address unless servers were given. */
+const withServer = (settings: Settings, server: Option.Option<RunningServer>): Settings =>
+  Option.match(server, {
+    onNone: () => settings,
+    // 0.0.0.0 / :: accept on every interface; this process connects over loopback.
+    onSome: (s) => ({ ...settings, gearmand: [`${s.host === "0.0.0.0" || s.host === "::" ? "127.0.0.1" : s.host}:${s.port}`] })
+  })
+
+export const upCommand = Command.make("up", {
+  ...connectionOptions,
+  ...queueRunnerOptions,
+  ...controllerOptions,
+  ...injectorOptions,
+  ...embeddedServerOptions
+}, (flags) =>
+  withSettings(flags, (configured) =>
+    Effect.scoped(Effect.gen(function*() {
+      const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
+      const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value)) : Option.none<RunningServer>()
+      const settings = withServer(configured, server)
+      yield* migrate(settings.shards)
+      const context = yield* Layer.build(rolesLayer(ROLES, settings).pipe(Layer.provideMerge(servicesLayer(settings))))
+
+      const where = Option.match(server, {
+        onNone: () => `job servers ${settings.gearmand.join(", ")}`,
+        onSome: (s) => `job server ${s.address} (embedded)`
+      })
+      yield* Console.log(`garivini up: ${ROLES.join(", ")}`)
+      yield* Console.log(`  clients and workers connect to ${where}`)
+      yield* Console.log(`  jobs are stored in ${settings.shards.map((s) => `mysql://${s.host}:${s.port}/${s.database}`).join(", ")}`)
+      yield* Console.log(`  try: garivini inject --count 1000 --function foo   and   garivini consume --function foo`)
+      yield* Effect.logInfo("up").pipe(Effect.annotateLogs({ role: "up", gearmand: settings.gearmand.join(",") }))
+
+      const tty = process.stdout.isTTY === true
+      const report = Effect.flatMap(upCounts(server), (c) =>
+        tty
+          ? Effect.sync(() => void process.stdout.write(`\r\x1b[2K${formatCounts(c)}`))
+          : Effect.logInfo(formatCounts(c)).pipe(Effect.annotateLogs({ role: "up" })))
+      yield* Effect.addFinalizer(() => tty ? Effect.sync(() => void process.stdout.write("\n")) : Effect.void)
+      return yield* report.pipe(
+        Effect.repeat(Schedule.spaced(tty ? Duration.seconds(1) : Duration.minutes(1))),
+        Effect.provide(context),
+        Effect.zipRight(Effect.never)
+      )
+    })))).pipe(Command.withDescription("The whole system in one process: an embedded job server, a QueueRunner, an Injector and a Controller"))
