@@ -1,19 +1,20 @@
 /**
  * `garivini demo`, the main job on a fresh machine: migrate the shards, start every role and a
- * worker in this process (with a gearmand of its own unless one is configured), store jobs both
+ * worker in this process (with an embedded job server unless job servers are configured), store jobs both
  * ways (half through the database, half through inject_jobs), watch them complete, and print a
  * summary. Exits 0 when every job ran and no row is left.
  */
 import { Command, Options } from "@effect/cli"
 import { Clock, Console, Data, Duration, Effect, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import { scopedGearmand } from "../gearmandProcess.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import * as Worker from "../roles/Worker.js"
 import { migrate } from "../storage/migrate.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions } from "./config.js"
+import { embeddedServer } from "./gearmand.js"
 import { ROLES, rolesLayer } from "./roles.js"
 import { servicesLayer, withSettings } from "./shared.js"
 
@@ -28,9 +29,11 @@ export const demoCommand = Command.make("demo", {
   withSettings(o, (configured) =>
     Effect.scoped(Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
-      const gearmand = configured.gearmandGiven ? configured.gearmand : [yield* scopedGearmand]
+      const gearmand = configured.gearmandGiven
+        ? configured.gearmand
+        : [(yield* embeddedServer({ host: "127.0.0.1", port: 0, maxQueue: 0, maxFrame: DEFAULT_MAX_FRAME })).address]
       const settings = { ...configured, gearmand, queueRunner: { batchRunSleep: Duration.millis(200), ...configured.queueRunner } }
-      yield* Console.log(`job servers: ${gearmand.join(", ")}${configured.gearmandGiven ? "" : " (started for this demo)"}`)
+      yield* Console.log(`job servers: ${gearmand.join(", ")}${configured.gearmandGiven ? "" : " (embedded, started for this demo)"}`)
       yield* migrate(settings.shards)
       yield* Console.log(`shards: ${settings.shards.map((s) => `${s.id}=${s.host}:${s.port}/${s.database}`).join(", ")} (schema applied)`)
 
