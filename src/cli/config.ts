@@ -124,7 +124,7 @@ export const queueRunnerOptions = {
   batchRunSleep: seconds("batch-run-sleep", "Seconds between rounds, at most (default 1)"),
   queueWatermarkDepth: integer("queue-watermark-depth", "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"),
   lease: seconds("lease", "Seconds a dispatched job is leased before it is dispatched again (default 1000)"),
-  deferFor: seconds("defer-for", "Seconds a job deferred by the watermark waits (default 60)")
+  deferFor: seconds("defer-for", "Seconds the overflow of a round that crossed the watermark waits (default 0; the original waited 60)")
 }
 
 export const controllerOptions = {

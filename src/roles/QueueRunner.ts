@@ -18,6 +18,8 @@ import { Storage } from "../storage/Storage.js"
 /** The Gearman function that the Controller serves. */
 export const CONTROLLER_FUNCTION = "run_queued_job"
 export const MIN_BATCH_SIZE = 50
+/** Functions over the watermark left out of one claim, at most (each is a statement parameter). */
+const MAX_EXCLUDED = 1000
 /** gearmand refuses unique ids over 64 bytes. */
 const MAX_GEARMAN_UNIQUE = 64
 
@@ -26,11 +28,18 @@ export interface QueueRunnerOptions {
   readonly batchMaxSize?: number | undefined
   /** A round starts at most this often (default 1 s); a round that found a full batch loops at once. */
   readonly batchRunSleep?: Duration.DurationInput | undefined
-  /** Jobs of a function with more than this many queued in gearmand are deferred (default 4000; 0 disables). */
+  /**
+   * Jobs of a function with more than this many queued in gearmand stay in the database: the
+   * runner does not claim them until the queue is back under it (default 4000; 0 disables).
+   */
   readonly queueWatermarkDepth?: number | undefined
   /** How long a dispatched job is leased (default 1000 s): it runs again if not finished by then. */
   readonly lease?: Duration.DurationInput | undefined
-  /** How long a job deferred by the watermark waits (default 60 s). */
+  /**
+   * How long a job claimed in a round that took its function over the watermark waits before it
+   * can be claimed again (default 0: at once — the next rounds skip its function while it is over).
+   * The original deferred every such job 60 s, which left workers idle once the queue drained.
+   */
   readonly deferFor?: Duration.DurationInput | undefined
 }
 
@@ -84,8 +93,8 @@ export const settings = (options: QueueRunnerOptions): Either.Either<Settings, I
   }
   const leaseSeconds = seconds(options.lease ?? Duration.seconds(1000))
   if (leaseSeconds < 1) return bad("lease", "must be at least 1 second")
-  const deferSeconds = seconds(options.deferFor ?? Duration.seconds(60))
-  if (deferSeconds < 1) return bad("deferFor", "must be at least 1 second")
+  const deferSeconds = seconds(options.deferFor ?? Duration.zero)
+  if (!(deferSeconds >= 0) || !Number.isFinite(deferSeconds)) return bad("deferFor", "must be a non-negative, finite duration")
   const batchRunSleepMs = Duration.toMillis(Duration.decode(options.batchRunSleep ?? Duration.seconds(1)))
   if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs)) return bad("batchRunSleep", "must be a positive, finite duration")
   return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds })
@@ -147,14 +156,18 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
       Effect.gen(function*() {
         const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
-        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds)))
+        // Functions already over the watermark are not claimed at all (their jobs stay due).
+        const exclude = s.queueWatermarkDepth === 0
+          ? []
+          : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
+        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude))
         if (Either.isLeft(claim)) {
           return { dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, error: claim.left.message }
         }
         const jobs = claim.right
-        // Jobs of a function already over the watermark wait in the database instead. What this
-        // round sends counts too (controller jobs end up in their function's queue as well), so
-        // one big batch cannot overshoot the watermark by a whole batch.
+        // What this round sends counts too (controller jobs end up in their function's queue as
+        // well), so one big batch cannot overshoot the watermark by a whole batch: the overflow
+        // goes back to the database.
         const queued = new Map(depth)
         const over: Array<Job> = []
         const send: Array<Job> = []

@@ -78,10 +78,11 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         return [n, t]
       }))
 
-    const claimDue = (now: number, limit: number, leaseUntil: number) =>
+    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>) =>
       guard(Ref.modify(table, (t): [ReadonlyArray<Job>, Table] => {
+        const excluded = new Set(exclude)
         const due = [...t.rows.values()]
-          .filter((j) => j.runAfter <= now)
+          .filter((j) => j.runAfter <= now && !excluded.has(j.funcname))
           .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
           .slice(0, limit)
         for (const job of due) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil })

@@ -374,7 +374,7 @@ export const make = (
         })
       })
 
-    const claimDue = (now: number, limit: number, leaseUntil: number) =>
+    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>) =>
       withConnection((conn, caps) =>
         inTransaction(
           conn,
@@ -382,10 +382,10 @@ export const make = (
             const due = yield* rows(
               conn,
               // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
-              `SELECT ${JOB_COLUMNS} FROM job WHERE run_after <= ? ORDER BY run_after, jobid LIMIT ${limit} FOR UPDATE${
-                caps.skipLocked ? " SKIP LOCKED" : ""
-              }`,
-              [now]
+              `SELECT ${JOB_COLUMNS} FROM job WHERE run_after <= ?${
+                exclude.length === 0 ? "" : ` AND funcname NOT IN (${placeholders(exclude.length)})`
+              } ORDER BY run_after, jobid LIMIT ${limit} FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
+              [now, ...exclude]
             )
             if (due.length > 0) {
               const ids = padIds(due.map((j) => j.jobid))

@@ -50,8 +50,16 @@ export interface ShardBackend {
   readonly maxArgBytes: Effect.Effect<number, ShardFailure>
   /** Stores rows (INSERT IGNORE semantics); one result per row, in order. */
   readonly insert: (rows: ReadonlyArray<ValidNewJob>) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure>
-  /** Atomically: due jobs (run_after <= now), oldest first, moved to `leaseUntil`; returned as before the move. */
-  readonly claimDue: (now: number, limit: number, leaseUntil: number) => Effect.Effect<ReadonlyArray<Job>, ShardFailure>
+  /**
+   * Atomically: due jobs (run_after <= now) of functions not in `exclude`, oldest first, moved to
+   * `leaseUntil`; returned as before the move.
+   */
+  readonly claimDue: (
+    now: number,
+    limit: number,
+    leaseUntil: number,
+    exclude: ReadonlyArray<string>
+  ) => Effect.Effect<ReadonlyArray<Job>, ShardFailure>
   readonly setRunAfter: (jobids: ReadonlyArray<number>, runAfter: number) => Effect.Effect<number, ShardFailure>
   readonly remove: (jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
   readonly reschedule: (jobid: number, runAfter: number, failcount: number) => Effect.Effect<boolean, ShardFailure>

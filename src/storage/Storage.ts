@@ -63,11 +63,13 @@ export interface StorageShape {
   /**
    * Claims up to `limit` due jobs of one shard, oldest first, leasing them until now + `lease`
    * (their `run_after` moves there). Concurrent claimers get disjoint jobs without waiting.
+   * Jobs of the functions in `exclude` are left alone (the QueueRunner's watermark).
    */
   readonly claimDue: (
     dbid: number,
     limit: number,
-    lease: Duration.DurationInput
+    lease: Duration.DurationInput,
+    exclude?: ReadonlyArray<string>
   ) => Effect.Effect<ReadonlyArray<Job>, ShardOperationError>
   /** Moves jobs' `run_after` to `until` (unix seconds). Returns how many rows changed. */
   readonly defer: (handles: ReadonlyArray<JobHandle>, until: number) => Effect.Effect<number, ShardOperationError>
@@ -415,14 +417,14 @@ export const make = (
 
     // -- the rest --------------------------------------------------------------------------
 
-    const claimDue = (dbid: number, limit: number, lease: Duration.DurationInput) =>
+    const claimDue = (dbid: number, limit: number, lease: Duration.DurationInput, exclude: ReadonlyArray<string> = []) =>
       Effect.gen(function*() {
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CLAIM) {
           return yield* Effect.fail(new InvalidJob({ reason: `claim limit ${limit} is not an integer in [1, ${MAX_CLAIM}]` }))
         }
         const now = yield* nowSeconds
         const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
-        return yield* shardOp(dbid, "claimDue", (b) => b.claimDue(now, limit, now + leaseSeconds))
+        return yield* shardOp(dbid, "claimDue", (b) => b.claimDue(now, limit, now + leaseSeconds, exclude))
       }).pipe(Effect.withSpan("Storage.claimDue", { attributes: { dbid, limit } }))
 
     const defer = (handles: ReadonlyArray<JobHandle>, until: number) =>

@@ -34,20 +34,23 @@ describe("QueueRunner", () => {
     assert.deepStrictEqual(rounds.map((r) => r.dispatched), [50, 70, 90, 110, 130, 150, 170, 190, 40, 0, 0])
   }))
 
-  test("jobs over the queue watermark are deferred, then released once the queue drains", Effect.gen(function*() {
+  test("functions over the queue watermark are not claimed; a round's overflow is deferred (deferFor 60 s, as the original)", Effect.gen(function*() {
     yield* Client.insertJobs(Array.from({ length: 500 }, (_, i) => ({ funcname: "wm", arg: `${i}` })))
     const runner = yield* QueueRunner.make({ batchMaxSize: 200, queueWatermarkDepth: 300, deferFor: "60 seconds" })
     const rounds = []
     for (let i = 0; i < 6; i++) rounds.push((yield* runner.round).shards[0]!)
-    // gearmand's queue for `wm` passes 300 during round 4; from then on jobs wait in the DB.
+    // gearmand's queue for `wm` passes 300 during round 4; from then on jobs wait in the DB,
+    // unclaimed (not claimed and deferred round after round).
     assert.deepStrictEqual(rounds.map((r) => r.dispatched), [50, 70, 90, 91, 0, 0])
-    assert.deepStrictEqual(rounds.map((r) => r.deferred), [0, 0, 0, 19, 100, 80])
+    assert.deepStrictEqual(rounds.map((r) => r.deferred), [0, 0, 0, 19, 0, 0])
+    assert.deepStrictEqual(rounds.map((r) => r.claimed), [50, 70, 90, 110, 0, 0])
     assert.deepStrictEqual(rounds.map((r) => r.limit), [50, 70, 90, 110, 100, 90])
     const depths = yield* Effect.flatMap(Gearman.Gearman, (g) => g.queueDepths())
     assert.strictEqual(depths.get("wm")!.total, 301)
     const storage = yield* Storage
     const deferred = yield* storage.list({ state: "scheduled", limit: 1000 })
-    assert.isTrue(deferred.filter((j) => j.runAfter === T0 + 60).length >= 190)
+    assert.strictEqual(deferred.filter((j) => j.runAfter === T0 + 60).length, 19)
+    assert.strictEqual((yield* storage.list({ state: "due", limit: 1000 })).length, 500 - 301 - 19)
     // A worker drains the queue; after the deferral the rest are dispatched and all complete.
     const runs = yield* Ref.make(new Map<number, number>())
     yield* Worker.serve({ wm: (job) => Ref.update(runs, (m) => new Map(m).set(job.jobid, (m.get(job.jobid) ?? 0) + 1)) }, { concurrency: 4 })
@@ -62,6 +65,25 @@ describe("QueueRunner", () => {
     const counts = yield* Ref.get(runs)
     assert.strictEqual(counts.size, 500)
     assert.isTrue([...counts.values()].every((n) => n === 1), "each job ran exactly once")
+  }))
+
+  test("by default the rest goes out as soon as the queue is back under the watermark, with no deferral to wait out", Effect.gen(function*() {
+    yield* Client.insertJobs(Array.from({ length: 500 }, (_, i) => ({ funcname: "wm0", arg: `${i}` })))
+    const runner = yield* QueueRunner.make({ batchMaxSize: 200, queueWatermarkDepth: 300 })
+    for (let i = 0; i < 5; i++) yield* runner.round
+    const storage = yield* Storage
+    // The overflow of the round that crossed the watermark is due again at once.
+    assert.strictEqual((yield* storage.list({ state: "due", limit: 1000 })).length, 500 - 301)
+    const runs = yield* Ref.make(0)
+    yield* Worker.serve({ wm0: () => Ref.update(runs, (n) => n + 1) }, { concurrency: 4 })
+    yield* until(Effect.map(Ref.get(runs), (n) => n === 301), "the queued jobs to run")
+    // No clock movement: the next rounds dispatch the rest.
+    for (let i = 0; i < 20 && (yield* dueCount) > 0; i++) {
+      yield* runner.round
+      yield* until(Effect.flatMap(Gearman.Gearman, (g) => Effect.map(g.queueDepths(), (d) => (d.get("wm0")?.total ?? 0) === 0)), "the queue to drain")
+    }
+    yield* until(Effect.map(dueCount, (n) => n === 0), "every row to be deleted")
+    assert.strictEqual(yield* Ref.get(runs), 500)
   }))
 
   test("a job whose worker never completes it comes back after the lease", Effect.gen(function*() {

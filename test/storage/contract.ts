@@ -142,6 +142,23 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.isTrue(back.every((j) => j.runAfter === T0 + 1000))
       }))
 
+    test("claimDue leaves the excluded functions' jobs due and unleased", ({ storage }) =>
+      Effect.gen(function*() {
+        yield* Client.insertJobs([
+          { funcname: "full", arg: "f1", runAt: T0 - 30 },
+          { funcname: "open", arg: "o1", runAt: T0 - 20 },
+          { funcname: "also_full", arg: "a1", runAt: T0 - 10 },
+          { funcname: "open", arg: "o2", runAt: T0 }
+        ])
+        const claimed = (yield* Effect.forEach(storage.shardIds, (dbid) => storage.claimDue(dbid, 10, "1000 seconds", ["full", "also_full"])))
+          .flat()
+        assert.deepStrictEqual(claimed.map((j) => Buffer.from(j.arg).toString()).sort(), ["o1", "o2"])
+        const left = yield* storage.list({ state: "due", limit: 10 })
+        assert.deepStrictEqual(left.map((j) => Buffer.from(j.arg).toString()).sort(), ["a1", "f1"])
+        const rest = (yield* Effect.forEach(storage.shardIds, (dbid) => storage.claimDue(dbid, 10, "1000 seconds", []))).flat()
+        assert.deepStrictEqual(rest.map((j) => Buffer.from(j.arg).toString()).sort(), ["a1", "f1"])
+      }))
+
     test("delayed jobs stay invisible until due", ({ storage }) =>
       Effect.gen(function*() {
         const a = yield* Client.insertJob({ funcname: "d", runAt: "+60" })
