@@ -43,6 +43,8 @@ export interface BenchOptions {
   readonly memoryRunnerJobs: number
   readonly memoryJobs: number
   readonly memoryCheckpoint: number
+  /** Jobs stored for the `embedded` scenario (`garivini up`). */
+  readonly embeddedJobs: number
 }
 
 // -- figures and targets ------------------------------------------------------------------------

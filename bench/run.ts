@@ -2,11 +2,11 @@
 // here and scratch databases on the local MariaDB (dropped at the end). Prints one table, with
 // issue 9's targets beside the figures (never asserted), and writes the results as JSON.
 //
-//   vite-node bench/run.ts [--quick] [--only baseline,insert,throughput,lowlatency,memory] [--out FILE]
+//   vite-node bench/run.ts [--quick] [--only baseline,insert,throughput,lowlatency,memory,embedded] [--out FILE]
 //   scenario flags: --concurrency --workers --baseline-jobs --insert-single --insert-concurrent-jobs
 //     --insert-callers --insert-batches --batch-size --jobs --rate --steady-seconds --batch-run-sleep
 //     --batch-max-size --watermark (QueueRunner queueWatermarkDepth, 0 disables) --ll-rate --ll-seconds --ll-clients --ll-sustain-seconds --injector-concurrency
-//     --controller-concurrency --memory-runner-jobs --memory-jobs --memory-checkpoint
+//     --controller-concurrency --memory-runner-jobs --memory-jobs --memory-checkpoint --embedded-jobs
 // MariaDB: GARIVINI_BENCH_MYSQL (default mysql://root@127.0.0.1:3306); gearmand from the PATH.
 import { execFileSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
@@ -18,11 +18,12 @@ import * as Gearman from "../src/gearman/Gearman.js"
 import { scopedGearmand } from "../src/gearmandProcess.js"
 import type { BenchOptions, Figure } from "./harness.js"
 import { BenchError, formatNumber, mariadbVersion, verdict } from "./harness.js"
+import { embedded, mysqlStore } from "./embedded.js"
 import { memory } from "./memory.js"
 import { baseline, insert, lowLatency, throughput } from "./scenarios.js"
 import { scratchShard } from "./support.js"
 
-const SCENARIOS = ["baseline", "insert", "throughput", "lowlatency", "memory"] as const
+const SCENARIOS = ["baseline", "insert", "throughput", "lowlatency", "memory", "embedded"] as const
 
 const numberFlags = {
   concurrency: [8, 8],
@@ -44,7 +45,8 @@ const numberFlags = {
   "controller-concurrency": [16, 16],
   "memory-runner-jobs": [100_000, 3_000],
   "memory-jobs": [1_000_000, 20_000],
-  "memory-checkpoint": [100_000, 2_000]
+  "memory-checkpoint": [100_000, 2_000],
+  "embedded-jobs": [20_000, 2_000]
 } as const satisfies Record<string, readonly [number, number]>
 type NumberFlag = keyof typeof numberFlags
 
@@ -114,7 +116,8 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
           controllerConcurrency: yield* int("controller-concurrency"),
           memoryRunnerJobs: yield* int("memory-runner-jobs"),
           memoryJobs: yield* int("memory-jobs"),
-          memoryCheckpoint: yield* int("memory-checkpoint")
+          memoryCheckpoint: yield* int("memory-checkpoint"),
+          embeddedJobs: yield* int("embedded-jobs")
         } satisfies BenchOptions
       })
     )
@@ -192,6 +195,7 @@ const program = Effect.gen(function*() {
   if (selected("throughput")) yield* step("throughput", throughput(options, server, baselineRate))
   if (selected("lowlatency")) yield* step("lowlatency", lowLatency(options, server))
   if (selected("memory")) yield* step("memory", memory(options, server))
+  if (selected("embedded")) yield* step("embedded", embedded(options, mysqlStore))
 
   const seconds = (performance.now() - started) / 1000
   console.log("")
