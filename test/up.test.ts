@@ -1,9 +1,12 @@
 // `garivini up` as a user runs it: one process with the embedded job server and every role; a
 // worker elsewhere (here: this test process) connects to it. Killed with SIGKILL halfway and
 // restarted, every stored job still runs.
+import { execFile } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Option } from "effect"
+import { upCounts } from "../src/cli/up.js"
 import * as Gearman from "../src/gearman/Gearman.js"
+import { serve } from "../src/gearman/tcpServer.js"
 import { freePort } from "../src/gearmandProcess.js"
 import * as Client from "../src/roles/Client.js"
 import { INJECT_FUNCTION } from "../src/roles/Injector.js"
@@ -92,3 +95,56 @@ for (const target of [mysqlTarget]) {
       }))
   })
 }
+
+/** Runs a C tool; its stdout, or its stdout and stderr together with `both`. */
+const tool = (file: string, args: ReadonlyArray<string>, both = false) =>
+  Effect.async<string, Error>((resume) => {
+    execFile(file, [...args], { timeout: 30_000 }, (error, stdout, stderr) =>
+      resume(error ? Effect.fail(new Error(`${file} ${args.join(" ")}: ${error.message} ${stderr}`)) : Effect.succeed(both ? stdout + stderr : stdout)))
+  })
+
+describe("garivini gearmand", () => {
+  it.scopedLive("serves the C gearman CLI (a worker and a client) and gearadmin, and stops on SIGTERM with exit 0", () =>
+    Effect.gen(function*() {
+      const port = yield* freePort
+      const server = yield* background("gearmand", "--listen", String(port), "--max-queue", "10")
+      yield* eventually(Effect.map(server.output, (o) => o.includes(`listening on 127.0.0.1:${port}`)), "garivini gearmand to listen")
+      // `gearman -w` as the worker (it runs `rev` per job), `gearman` as the client.
+      const worker = yield* Effect.acquireRelease(
+        Effect.sync(() => execFile("gearman", ["-h", "127.0.0.1", "-p", String(port), "-w", "-f", "reverse", "--", "rev"])),
+        (child) => Effect.sync(() => child.kill("SIGKILL"))
+      )
+      assert.isDefined(worker.pid)
+      yield* eventually(Effect.map(tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"]), (o) => /^reverse\t0\t0\t1$/m.test(o)), "the CLI worker to register")
+      const reversed = yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-f", "reverse", "embedded"])
+      assert.strictEqual(reversed.trim(), "deddebme")
+      for (let i = 0; i < 10; i++) yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "queued_only", `job ${i}`])
+      // The CLI reports the refusal on stderr (and exits 0).
+      const refused = yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "queued_only", "one too many"], true)
+      assert.include(refused, "QUEUE_ERROR:Job queue is full")
+      const status = yield* tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"])
+      assert.match(status, /^queued_only\t10\t0\t0$/m)
+      const stopped = yield* server.stop("SIGTERM")
+      assert.strictEqual(stopped.code, 0, stopped.stderr)
+    }))
+})
+
+describe("up's live counts", () => {
+  it.scopedLive("due and scheduled from the store, running from the job server, done and failed as the embedded server saw them", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0 })
+      const services = Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server.address] }))
+      yield* Effect.gen(function*() {
+        yield* Client.insertJobs([{ funcname: "later", runAt: "+600" }, { funcname: "now" }, { funcname: "now" }])
+        const gearman = yield* Gearman.Gearman
+        yield* gearman.serve({ ok: () => Effect.succeed("ok"), bad: () => Effect.die("boom"), [INJECT_FUNCTION]: () => Effect.succeed("{}") })
+        yield* gearman.submit("ok", "1")
+        yield* Effect.flip(gearman.submit("bad", "2"))
+        yield* gearman.submit(INJECT_FUNCTION, "{}")
+        const counts = yield* upCounts(Option.some(server))
+        assert.deepStrictEqual(counts, { due: 2, scheduled: 1, running: 0, done: 1, failed: 1 })
+        const external = yield* upCounts(Option.none())
+        assert.strictEqual(external.done, undefined)
+      }).pipe(Effect.scoped, Effect.provide(services))
+    }))
+})
