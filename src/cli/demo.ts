@@ -11,11 +11,10 @@ import { scopedGearmand } from "../gearmandProcess.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import * as Worker from "../roles/Worker.js"
-import { migrate } from "../storage/migrate.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions } from "./config.js"
 import { ROLES, rolesLayer } from "./roles.js"
-import { servicesLayer, withSettings } from "./shared.js"
+import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
 class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string }> {}
 
@@ -31,8 +30,8 @@ export const demoCommand = Command.make("demo", {
       const gearmand = configured.gearmandGiven ? configured.gearmand : [yield* scopedGearmand]
       const settings = { ...configured, gearmand, queueRunner: { batchRunSleep: Duration.millis(200), ...configured.queueRunner } }
       yield* Console.log(`job servers: ${gearmand.join(", ")}${configured.gearmandGiven ? "" : " (started for this demo)"}`)
-      yield* migrate(settings.shards)
-      yield* Console.log(`shards: ${settings.shards.map((s) => `${s.id}=${s.host}:${s.port}/${s.database}`).join(", ")} (schema applied)`)
+      yield* migrateStorage(settings)
+      yield* Console.log(`${describeStorage(settings)} (schema applied)`)
 
       let ran = 0
       const tag = `run ${started}`
