@@ -1,63 +1,17 @@
 // The built `garivini` command on a SQLite file: every process (roles, worker, inject, jobs) shares
 // one file, and a killed process loses nothing committed.
-import { execFile, spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Schema } from "effect"
+import { Effect } from "effect"
 import { scopedGearmand } from "../src/gearmandProcess.js"
 import { eventually } from "./gearman/gearmand.js"
-
-interface Result {
-  readonly code: number
-  readonly stdout: string
-  readonly stderr: string
-}
-
-const baseEnv = { ...process.env, GARIVINI_DB: "", GARIVINI_GEARMAND: "", GARIVINI_CONFIG: "", GARIVINI_LOG_FORMAT: "logfmt" }
-
-const garivini = (...args: ReadonlyArray<string>) =>
-  Effect.async<Result>((resume) => {
-    execFile("node", ["bin/garivini.js", ...args], { env: baseEnv }, (error, stdout, stderr) => {
-      resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
-    })
-  })
-
-/** A long-running `garivini` process; `stop` sends a signal and resolves with its exit. */
-const background = (...args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const exit = yield* Deferred.make<Result>()
-    let stdout = ""
-    let stderr = ""
-    const child = yield* Effect.acquireRelease(
-      Effect.sync(() => spawn("node", ["bin/garivini.js", ...args], { env: baseEnv, stdio: ["ignore", "pipe", "pipe"] })),
-      (c) => Effect.sync(() => c.kill("SIGKILL"))
-    )
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-    child.on("exit", (code, signal) => Effect.runSync(Deferred.succeed(exit, { code: code ?? (signal === null ? 1 : 128), stdout, stderr })))
-    return {
-      output: Effect.sync(() => stdout),
-      errors: Effect.sync(() => stderr),
-      stop: (signal: NodeJS.Signals) => Effect.zipRight(Effect.sync(() => child.kill(signal)), Deferred.await(exit))
-    }
-  })
-
-const JobLine = Schema.parseJson(Schema.Struct({ handle: Schema.String, funcname: Schema.String, state: Schema.String }))
-const listJobs = (db: string, ...filters: ReadonlyArray<string>) =>
-  Effect.map(garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters), (r) =>
-    r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l)))
-
-const tempDir = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "garivini-cli-sqlite-"))),
-  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
-)
+import { background, garivini, listJobs } from "./support/cli.js"
+import { tempDir } from "./support/files.js"
 
 describe("garivini CLI on SQLite", () => {
   it.scopedLive("migrate, inject (direct and --pure), run, consume, status, jobs on one file shared by every process", () =>
     Effect.gen(function*() {
-      const file = join(yield* tempDir, "garivini.db")
+      const file = join(yield* tempDir("garivini-cli-sqlite-"), "garivini.db")
       const db = `sqlite:${file}`
       const gearmand = yield* scopedGearmand
       const connect = ["--db", db, "--gearmand", gearmand]
@@ -92,7 +46,7 @@ describe("garivini CLI on SQLite", () => {
 
   it.scopedLive("a queue-runner killed with SIGKILL loses no job: restarted, every job runs", () =>
     Effect.gen(function*() {
-      const db = `sqlite:${join(yield* tempDir, "killed.db")}`
+      const db = `sqlite:${join(yield* tempDir("garivini-cli-sqlite-"), "killed.db")}`
       const gearmand = yield* scopedGearmand
       const connect = ["--db", db, "--gearmand", gearmand]
       assert.include((yield* garivini("inject", ...connect, "--count", "500", "--function", "kill")).stdout, "stored 500")

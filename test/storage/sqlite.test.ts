@@ -1,7 +1,5 @@
 // The storage contract against SQLite files, and what only SQLite can show: the file kept across
 // reopening, another connection sharing it, WAL, and the missing-driver error.
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as Reactivity from "@effect/experimental/Reactivity"
@@ -10,13 +8,8 @@ import { Effect, Layer, Option, Schema } from "effect"
 import * as Client from "../../src/roles/Client.js"
 import * as SqliteShard from "../../src/storage/SqliteShard.js"
 import { layerSqlite, make, Storage } from "../../src/storage/Storage.js"
+import { tempDir } from "../support/files.js"
 import { storageContract } from "./contract.js"
-
-/** A fresh directory, deleted with the scope. */
-const tempDir = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "garivini-sqlite-"))),
-  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
-)
 
 /** Storage over SQLite files `<dir>/<name>` with dbids 1, 2, ... */
 const storageOver = (dir: string, names: ReadonlyArray<string>) =>
@@ -29,7 +22,7 @@ const storageOver = (dir: string, names: ReadonlyArray<string>) =>
 storageContract(
   "SQLite",
   Effect.gen(function*() {
-    const dir = yield* tempDir
+    const dir = yield* tempDir("garivini-sqlite-")
     return {
       storage: yield* storageOver(dir, ["a.db", "b.db"]),
       // A file in a directory that does not exist cannot be opened: the shard is unreachable.
@@ -51,7 +44,7 @@ const single = (rows: unknown) => Object.values(scalar(rows))[0]
 describe("SQLite storage", () => {
   it.scopedLive("a file closed and reopened keeps its jobs, and ids are never reused", () =>
     Effect.gen(function*() {
-      const filename = join(yield* tempDir, "keep.db")
+      const filename = join(yield* tempDir("garivini-sqlite-"), "keep.db")
       const stored = yield* Effect.scoped(Layer.build(sqliteLayer(filename)).pipe(
         Effect.flatMap((ctx) =>
           Effect.gen(function*() {
@@ -74,7 +67,7 @@ describe("SQLite storage", () => {
 
   it.scopedLive("another connection sees committed jobs at once; the file is in WAL mode", () =>
     Effect.gen(function*() {
-      const filename = join(yield* tempDir, "shared.db")
+      const filename = join(yield* tempDir("garivini-sqlite-"), "shared.db")
       yield* Effect.gen(function*() {
         yield* Client.insertJobs([{ funcname: "seen", arg: "one" }, { funcname: "seen", arg: "two" }])
         const other = yield* otherConnection(filename)
@@ -92,7 +85,7 @@ describe("SQLite storage", () => {
 
   it.scopedLive("unique keys compare as in MySQL: trailing spaces do not make another key", () =>
     Effect.gen(function*() {
-      const filename = join(yield* tempDir, "pad.db")
+      const filename = join(yield* tempDir("garivini-sqlite-"), "pad.db")
       yield* Effect.gen(function*() {
         const first = yield* Client.insertJob({ funcname: "pad", uniqkey: "key" })
         const spaced = yield* Client.insertJob({ funcname: "pad", uniqkey: "key  " })
@@ -103,7 +96,7 @@ describe("SQLite storage", () => {
 
   it.scopedLive("a write lock held by another process past busy_timeout: unavailable, nothing stored; then it works", () =>
     Effect.gen(function*() {
-      const filename = join(yield* tempDir, "busy.db")
+      const filename = join(yield* tempDir("garivini-sqlite-"), "busy.db")
       const driver = yield* SqliteShard.loadDriver()
       const storage = yield* make([yield* SqliteShard.make(driver, 1, filename, { busyTimeoutMs: 20 })])
       yield* storage.insert([{ funcname: "busy", runAfter: 0 }])
@@ -120,7 +113,7 @@ describe("SQLite storage", () => {
 
   it.scopedLive("a file that cannot be opened fails the layer with ShardUnavailable", () =>
     Effect.gen(function*() {
-      const filename = join(yield* tempDir, "no", "such", "dir.db")
+      const filename = join(yield* tempDir("garivini-sqlite-"), "no", "such", "dir.db")
       const error = yield* Effect.flip(Layer.build(layerSqlite({ filename })))
       assert.strictEqual(error._tag, "ShardUnavailable")
       assert.include(error.message, "cannot open the SQLite file")
@@ -138,7 +131,7 @@ describe("SQLite storage", () => {
 
   it.scopedLive("the schema is applied on every open (idempotent), with either synchronous setting", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
+      const dir = yield* tempDir("garivini-sqlite-")
       const pragma = (filename: string, options: SqliteShard.SqliteShardOptions) =>
         Effect.scoped(Effect.gen(function*() {
           const driver = yield* SqliteShard.loadDriver()

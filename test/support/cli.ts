@@ -1,0 +1,43 @@
+// The built `garivini` command as a test runs it: once to completion, or in the background.
+import { execFile, spawn } from "node:child_process"
+import { Deferred, Effect, Schema } from "effect"
+
+export interface Result {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export const baseEnv = { ...process.env, GARIVINI_DB: "", GARIVINI_GEARMAND: "", GARIVINI_CONFIG: "", GARIVINI_LOG_FORMAT: "logfmt" }
+
+export const garivini = (...args: ReadonlyArray<string>) =>
+  Effect.async<Result>((resume) => {
+    execFile("node", ["bin/garivini.js", ...args], { env: baseEnv }, (error, stdout, stderr) => {
+      resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
+    })
+  })
+
+/** A long-running `garivini` process; `stop` sends a signal and resolves with its exit. */
+export const background = (...args: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const exit = yield* Deferred.make<Result>()
+    let stdout = ""
+    let stderr = ""
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() => spawn("node", ["bin/garivini.js", ...args], { env: baseEnv, stdio: ["ignore", "pipe", "pipe"] })),
+      (c) => Effect.sync(() => c.kill("SIGKILL"))
+    )
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
+    child.on("exit", (code, signal) => Effect.runSync(Deferred.succeed(exit, { code: code ?? (signal === null ? 1 : 128), stdout, stderr })))
+    return {
+      output: Effect.sync(() => stdout),
+      errors: Effect.sync(() => stderr),
+      stop: (signal: NodeJS.Signals) => Effect.zipRight(Effect.sync(() => child.kill(signal)), Deferred.await(exit))
+    }
+  })
+
+const JobLine = Schema.parseJson(Schema.Struct({ handle: Schema.String, funcname: Schema.String, state: Schema.String }))
+export const listJobs = (db: string, ...filters: ReadonlyArray<string>) =>
+  Effect.map(garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters), (r) =>
+    r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l)))
