@@ -63,6 +63,9 @@ export const parseShardUrl = (url: string, defaultId: number, field = "db"): Eit
 /** The prefix of a SQLite target: `sqlite:./garivini.db`, `sqlite:/var/lib/garivini.db`. */
 export const SQLITE_PREFIX = "sqlite:"
 
+/** Where `garivini up` keeps its jobs when no database is given. */
+export const DEFAULT_SQLITE_TARGET = "sqlite:./garivini.db"
+
 /** Whether a `--db` / `GARIVINI_DB` / file `db` entry names a SQLite file rather than a MySQL shard. */
 export const isSqliteTarget = (target: string): boolean => target.trim().startsWith(SQLITE_PREFIX)
 
