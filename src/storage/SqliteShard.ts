@@ -213,7 +213,7 @@ export const make = (
         )
         if (result.changes === 1) return { _tag: "Inserted", jobid: Number(result.lastInsertRowid) } satisfies RowInsert
         if (row.uniqkey === null) return yield* Effect.fail(new ShardRejected({ reason: "a job without uniqkey was ignored" }))
-        // Same transaction: the row that collided is still there.
+        // In a batch's transaction the row that collided is still there.
         const existing = yield* conn.execute(EXISTING, [row.funcname, row.uniqkey], undefined).pipe(
           Effect.mapError(classify),
           Effect.flatMap((r) => decodeIdRows(r).pipe(Effect.mapError(badData("rows"))))
@@ -222,7 +222,12 @@ export const make = (
       })
 
     const insert = (input: ReadonlyArray<ValidNewJob>) =>
-      withConnection((conn) => inTransaction(conn, Effect.forEach(input, (row) => insertRow(conn, row))))
+      withConnection((conn) => {
+        const all = Effect.forEach(input, (row) => insertRow(conn, row))
+        // One row commits on its own (its duplicate lookup may miss a job deleted meanwhile:
+        // Storage inserts it again); several go in one transaction, all or none, one commit.
+        return input.length === 1 ? all : inTransaction(conn, all)
+      })
 
     const claimDue = (now: number, limit: number, leaseUntil: number) =>
       withConnection((conn) =>
