@@ -69,7 +69,7 @@ describe("garivini CLI on SQLite", () => {
       yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "every remaining job to run", 60_000)
     }), 120_000)
 
-  it.effect("a sqlite: target mixed with MySQL shards, or naming no file, is a configuration error (exit 2)", () =>
+  it.effect("a sqlite: target mixed with MySQL shards, or naming no file, is a configuration error (exit 2); schema --sqlite", () =>
     Effect.gen(function*() {
       const mixed = yield* garivini("jobs", "list", "--db", "sqlite:./x.db", "--db", "mysql://root@127.0.0.1/x")
       assert.strictEqual(mixed.code, 2)
@@ -77,5 +77,6 @@ describe("garivini CLI on SQLite", () => {
       const empty = yield* garivini("status", "--db", "sqlite:")
       assert.strictEqual(empty.code, 2)
       assert.include(empty.stderr, "names no file")
+      assert.include((yield* garivini("schema", "--sqlite")).stdout, "ON job (rtrim(funcname, ' '), rtrim(uniqkey, ' '))")
     }), 60_000)
 })
