@@ -1,5 +1,6 @@
 // The storage contract against SQLite files, and what only SQLite can show: the file kept across
 // reopening, another connection sharing it, WAL, and the missing-driver error.
+import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as Reactivity from "@effect/experimental/Reactivity"
@@ -55,6 +56,9 @@ describe("SQLite storage", () => {
           }).pipe(Effect.provide(ctx))
         )
       ))
+      // Closed with its layer: the last connection's close checkpoints the WAL into the file and removes it.
+      assert.isFalse(existsSync(`${filename}-wal`))
+      assert.isTrue(existsSync(filename))
       yield* Effect.gen(function*() {
         const storage = yield* Storage
         const jobs = yield* storage.list({ limit: 100 })
