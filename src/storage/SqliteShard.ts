@@ -80,10 +80,9 @@ export interface SqliteShardOptions {
   readonly busyTimeoutMs?: number | undefined
 }
 
-/** The driver's error: SQLite's result code (`SQLITE_BUSY`, `SQLITE_CONSTRAINT_UNIQUE`...). */
-const errorCode = (e: unknown): string | undefined => Option.getOrUndefined(decodeCode(e))
-const decodeCode = (e: unknown) =>
-  Option.map(Schema.decodeUnknownOption(Schema.Struct({ code: Schema.String }))(e), (x) => x.code)
+const decodeCode = Schema.decodeUnknownOption(Schema.Struct({ code: Schema.String }))
+/** The driver's error: SQLite's result code (`SQLITE_BUSY`, `SQLITE_CONSTRAINT_UNIQUE`...) or Node's. */
+const errorCode = (e: unknown): string | undefined => Option.getOrUndefined(Option.map(decodeCode(e), (x) => x.code))
 
 const reasonOf = (error: SqlError): { readonly reason: string; readonly code: string | undefined } => {
   const code = errorCode(error.cause)
