@@ -2,6 +2,7 @@
  * Typed configuration of the job layer: shards (MySQL databases) and storage tuning.
  * Passwords are `Redacted` from the moment they are read; nothing here logs them.
  */
+import { resolve as resolvePath } from "node:path"
 import { Config, ConfigError, Duration, Either, Redacted } from "effect"
 import { ConfigInvalid } from "./errors.js"
 
@@ -57,6 +58,24 @@ export const parseShardUrl = (url: string, defaultId: number, field = "db"): Eit
     user: parsed.username === "" ? "root" : decodeURIComponent(parsed.username),
     password: Redacted.make(decodeURIComponent(parsed.password))
   })
+}
+
+/** The prefix of a SQLite target: `sqlite:./garivini.db`, `sqlite:/var/lib/garivini.db`. */
+export const SQLITE_PREFIX = "sqlite:"
+
+/** Where the `garivini` command keeps jobs when no database is given (the embedded default). */
+export const DEFAULT_SQLITE_TARGET = "sqlite:./garivini.db"
+
+/** Whether a `--db` / `GARIVINI_DB` / file `db` entry names a SQLite file rather than a MySQL shard. */
+export const isSqliteTarget = (target: string): boolean => target.trim().startsWith(SQLITE_PREFIX)
+
+/** The file of `sqlite:<path>`, made absolute (against the working directory) so logs show where it is. */
+export const parseSqliteTarget = (target: string, field = "db"): Either.Either<string, ConfigInvalid> => {
+  const path = target.trim().slice(SQLITE_PREFIX.length)
+  if (path === "" || path.startsWith("//")) {
+    return Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(target)} names no file: use sqlite:./garivini.db or sqlite:/absolute/path.db` }))
+  }
+  return Either.right(resolvePath(path))
 }
 
 /** Checks a set of shards: at least one, ids unique. */

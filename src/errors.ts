@@ -112,3 +112,16 @@ export class ConfigInvalid extends Data.TaggedError("ConfigInvalid")<{
     return `invalid configuration ${this.field}: ${this.reason}`
   }
 }
+
+/**
+ * SQLite storage was asked for but its driver cannot be loaded: `@effect/sql-sqlite-node` is an
+ * optional dependency (MySQL users never build it), or better-sqlite3's native module was not built.
+ */
+export class SqliteDriverMissing extends Data.TaggedError("SqliteDriverMissing")<{
+  readonly reason: string
+  readonly fix: string
+}> {
+  override get message(): string {
+    return `SQLite storage is not available: ${this.reason}; ${this.fix}`
+  }
+}

@@ -1,16 +1,12 @@
 // The built `garivini` command, run as an operator would, against MariaDB and a gearmand.
 import { writeFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect } from "effect"
 import { scopedGearmand } from "../src/gearmandProcess.js"
 import { eventually } from "./gearman/gearmand.js"
-import { background, garivini } from "./support/cli.js"
+import { background, garivini, listJobs } from "./support/cli.js"
+import { tempDir } from "./support/files.js"
 import { adminQuery, mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
-
-const JobLine = Schema.parseJson(Schema.Struct({ handle: Schema.String, funcname: Schema.String, state: Schema.String }))
-const listJobs = (db: string, ...filters: ReadonlyArray<string>) =>
-  Effect.map(garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters), (r) =>
-    r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l)))
 
 const COMMANDS: ReadonlyArray<ReadonlyArray<string>> = [
   [],
@@ -131,13 +127,22 @@ describe("garivini CLI", () => {
       for (const p of [consume, controller, injector]) assert.strictEqual((yield* p.stop("SIGTERM")).code, 0)
     }), 60_000)
 
-  it.scopedLive("demo: the main job runs every role and a gearmand of its own, and every job completes", () =>
+  it.scopedLive("demo on SQLite (the default storage) with the embedded job server: every job completes", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir("garivini-demo-")
+      const demo = yield* garivini("demo", "--db", `sqlite:${dir}/garivini.db`, "--count", "60")
+      assert.strictEqual(demo.code, 0, demo.stderr)
+      assert.include(demo.stdout, `SQLite file ${dir}/garivini.db`)
+      assert.match(demo.stdout, /done: 60\/60 jobs ran, none left in the database/)
+    }), 60_000)
+
+  it.scopedLive("demo: the main job runs every role and a job server of its own, and every job completes", () =>
     Effect.gen(function*() {
       const database = `garivini_test_demo_${process.pid}`
       yield* Effect.acquireRelease(Effect.void, () => adminQuery(`DROP DATABASE IF EXISTS \`${database}\``))
       const demo = yield* garivini("demo", "--db", `mysql://root@${mysqlHost}:${mysqlPort}/${database}`, "--count", "60")
       assert.strictEqual(demo.code, 0, demo.stderr)
-      assert.include(demo.stdout, "(started for this demo)")
+      assert.include(demo.stdout, "(embedded, started for this demo)")
       assert.include(demo.stdout, "stored 30 job(s) with Client.insertJobs and 30 through inject_jobs")
       assert.match(demo.stdout, /done: 60\/60 jobs ran, none left in the database/)
     }), 60_000)

@@ -1,5 +1,6 @@
 // Configuration precedence: flags, then environment, then the config file, then defaults.
 import { writeFileSync } from "node:fs"
+import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Option, Redacted } from "effect"
 import { resolve } from "../src/cli/config.js"
@@ -59,10 +60,26 @@ describe("configuration", () => {
       assert.notInclude(JSON.stringify(fromFlags), "secret")
     })))
 
-  it.effect("defaults: the local MariaDB and gearmand", () =>
+  it.effect("defaults: the SQLite file ./garivini.db (embedded) and gearmand on 127.0.0.1:4730", () =>
     withEnv(clear, Effect.gen(function*() {
       const s = yield* resolve(noFlags)
-      assert.deepStrictEqual([s.shards[0]!.host, s.shards[0]!.database, s.gearmand, s.gearmandGiven], ["127.0.0.1", "garivini", ["127.0.0.1:4730"], false])
+      assert.deepStrictEqual([s.shards, s.gearmand, s.gearmandGiven], [[], ["127.0.0.1:4730"], false])
+      assert.deepStrictEqual([s.sqlite, s.dbGiven], [Option.some(join(process.cwd(), "garivini.db")), false])
+    })))
+
+  it.effect("a SQLite file from a flag, the environment or the file; relative paths made absolute", () =>
+    withEnv(clear, Effect.gen(function*() {
+      const fromFlag = yield* resolve({ ...noFlags, db: [Redacted.make("sqlite:./garivini.db")] })
+      assert.deepStrictEqual([fromFlag.shards, fromFlag.sqlite, fromFlag.dbGiven], [[], Option.some(join(process.cwd(), "garivini.db")), true])
+      const fromEnv = yield* withEnv({ GARIVINI_DB: "sqlite:/var/lib/garivini/jobs.db" }, resolve(noFlags))
+      assert.deepStrictEqual([fromEnv.shards, fromEnv.sqlite, fromEnv.dbGiven], [[], Option.some("/var/lib/garivini/jobs.db"), true])
+      const sqliteFile = `/tmp/garivini-config-sqlite-${process.pid}.yaml`
+      writeFileSync(sqliteFile, "db: [{ url: 'sqlite:/srv/g.db', id: 1 }]\n")
+      assert.deepStrictEqual((yield* resolve({ ...noFlags, config: Option.some(sqliteFile) })).sqlite, Option.some("/srv/g.db"))
+      writeFileSync(sqliteFile, "db: [{ url: 'sqlite:/srv/g.db', id: 2 }]\n")
+      assert.include((yield* Effect.flip(resolve({ ...noFlags, config: Option.some(sqliteFile) }))).message, "is shard 1")
+      // A MySQL shard given explicitly is a given database too.
+      assert.isTrue((yield* resolve({ ...noFlags, db: [Redacted.make("mysql://root@h/jobs")] })).dbGiven)
     })))
 
   it.effect("a bad value names its field", () =>

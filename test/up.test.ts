@@ -2,6 +2,7 @@
 // worker elsewhere (here: this test process) connects to it. Killed with SIGKILL halfway and
 // restarted, every stored job still runs.
 import { execFile } from "node:child_process"
+import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import { upCounts } from "../src/cli/up.js"
@@ -16,6 +17,7 @@ import * as StorageLayers from "../src/storage/Storage.js"
 import { eventually } from "./gearman/gearmand.js"
 import { background, garivini } from "./support/cli.js"
 import { remaining } from "./support/e2e.js"
+import { tempDir } from "./support/files.js"
 import { testShards } from "./support/mysql.js"
 
 interface Target {
@@ -32,6 +34,14 @@ const mysqlTarget: Target = {
   }))
 }
 
+const sqliteTarget: Target = {
+  name: "SQLite (the default)",
+  make: Effect.map(tempDir("garivini-up-"), (dir) => {
+    const filename = path.join(dir, "garivini.db")
+    return { db: `sqlite:${filename}`, storage: Layer.orDie(StorageLayers.layerSqlite({ filename })) }
+  })
+}
+
 const JOBS = 10_000
 const FUNCTION = "up_test"
 
@@ -42,7 +52,7 @@ const startUp = (db: string, port: number) =>
     return up
   })
 
-for (const target of [mysqlTarget]) {
+for (const target of [sqliteTarget, mysqlTarget]) {
   describe(`garivini up over ${target.name}`, () => {
     it.scopedLive(`${JOBS} jobs stored and injected all run; SIGKILL halfway and a restart lose none`, () =>
       Effect.gen(function*() {

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs"
 import { Options } from "@effect/cli"
 import { Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
 import { parse as parseYaml } from "yaml"
-import { DEFAULT_DB_URL, parseShardUrl, validateShards } from "../config.js"
+import { DEFAULT_SQLITE_TARGET, isSqliteTarget, parseShardUrl, parseSqliteTarget, validateShards } from "../config.js"
 import type { ShardConfig } from "../config.js"
 import { ConfigInvalid } from "../errors.js"
 import type { ControllerOptions } from "../roles/Controller.js"
@@ -21,7 +21,12 @@ export type LogFormat = "pretty" | "json" | "logfmt"
 const isLogFormat = (s: string): s is LogFormat => s === "pretty" || s === "json" || s === "logfmt"
 
 export interface Settings {
+  /** The MySQL shards; empty when the jobs are in a SQLite file. */
   readonly shards: ReadonlyArray<ShardConfig>
+  /** The SQLite file (absolute) when `--db sqlite:<path>` (or the same in GARIVINI_DB / the file) was given. */
+  readonly sqlite: Option.Option<string>
+  /** Whether the database was configured (flag, environment or file) rather than defaulted. */
+  readonly dbGiven: boolean
   readonly gearmand: ReadonlyArray<string>
   /** Whether job servers were configured (flag, environment or file) rather than defaulted. */
   readonly gearmandGiven: boolean
@@ -107,7 +112,7 @@ export const connectionOptions = {
     Options.repeated,
     // Wrapped at once (Options.redacted rejects repeated values in @effect/cli 0.77).
     Options.map((urls) => urls.map((url) => Redacted.make(url))),
-    Options.withDescription("A shard as mysql://user:pass@host:port/db[?id=N]; repeat for several (env GARIVINI_DB, comma-separated)")
+    Options.withDescription("A shard as mysql://user:pass@host:port/db[?id=N], repeated for several, or one SQLite file as sqlite:<path> (env GARIVINI_DB, comma-separated; default sqlite:./garivini.db)")
   ),
   gearmand: Options.text("gearmand").pipe(
     Options.repeated,
@@ -170,6 +175,30 @@ const checkServer = (server: string): Either.Either<string, ConfigInvalid> =>
     ? Either.right(server)
     : Either.left(new ConfigInvalid({ field: "gearmand", reason: `${JSON.stringify(server)} is not host:port` }))
 
+/**
+ * The databases: MySQL shards, or one SQLite file (a file is one shard: it cannot be combined
+ * with others, and its jobs have dbid 1).
+ */
+const resolveDatabases = (
+  dbs: ReadonlyArray<{ readonly url: string; readonly id: number | undefined }>
+): Effect.Effect<{ readonly shards: ReadonlyArray<ShardConfig>; readonly sqlite: Option.Option<string> }, ConfigInvalid> =>
+  Effect.gen(function*() {
+    const sqlite = dbs.filter((d) => isSqliteTarget(d.url))
+    if (sqlite.length === 0) {
+      const parsed = yield* Effect.forEach(dbs, (d, i) =>
+        Effect.map(parseShardUrl(d.url, i + 1), (s) => (d.id === undefined ? s : { ...s, id: d.id })))
+      return { shards: yield* validateShards(parsed), sqlite: Option.none() }
+    }
+    if (dbs.length > 1) {
+      return yield* Effect.fail(new ConfigInvalid({ field: "db", reason: "a sqlite: database is the only one: it cannot be combined with other databases" }))
+    }
+    const only = sqlite[0]!
+    if (only.id !== undefined && only.id !== 1) {
+      return yield* Effect.fail(new ConfigInvalid({ field: "db", reason: `a sqlite: database is shard 1 (id ${only.id} given)` }))
+    }
+    return { shards: [], sqlite: Option.some(yield* parseSqliteTarget(only.url)) }
+  })
+
 /** Resolves every setting from flags, environment and file, in that order. */
 export const resolve = (
   flags: ConnectionFlags & Partial<RunnerFlags & ControllerFlags & InjectorFlags>
@@ -178,15 +207,14 @@ export const resolve = (
     const path = Option.getOrUndefined(flags.config) ?? env("GARIVINI_CONFIG")
     const file: FileConfig = path === undefined ? {} : yield* loadFile(path)
 
-    // Shards: --db, else GARIVINI_DB, else the file, else the local MariaDB.
+    // Shards: --db, else GARIVINI_DB, else the file, else ./garivini.db (SQLite): the embedded
+    // default, the same for `up`, `inject` and `consume` run from one directory.
     const flagDbs = flags.db.map((u) => ({ url: Redacted.value(u), id: undefined as number | undefined }))
     const envDbs = Option.fromNullable(env("GARIVINI_DB")).pipe(Option.map((v) => list(v).map((url) => ({ url, id: undefined as number | undefined }))))
     const fileDbs = file.db?.map((d) => typeof d === "string" ? { url: d, id: undefined } : { url: d.url, id: d.id })
-    const dbs = flagDbs.length > 0 ? flagDbs : Option.getOrUndefined(envDbs) ?? fileDbs ?? [{ url: DEFAULT_DB_URL, id: undefined }]
-    const parsed = yield* Effect.forEach(dbs, (d, i) =>
-      Effect.map(parseShardUrl(d.url, i + 1), (s) => (d.id === undefined ? s : { ...s, id: d.id })))
-    const shards = yield* validateShards(parsed)
-
+    const givenDbs = flagDbs.length > 0 ? flagDbs : Option.getOrUndefined(envDbs) ?? fileDbs
+    const dbs = givenDbs ?? [{ url: DEFAULT_SQLITE_TARGET, id: undefined }]
+    const { shards, sqlite } = yield* resolveDatabases(dbs)
     const givenServers = flags.gearmand.length > 0
       ? flags.gearmand
       : firstOf(Option.getOrUndefined(Option.map(Option.fromNullable(env("GARIVINI_GEARMAND")), list)), file.gearmand)
@@ -221,5 +249,5 @@ export const resolve = (
     }
     const logFormat = firstOf<LogFormat>(Option.getOrUndefined(flags.logFormat), envFormat, file.log?.format) ??
       (process.stdout.isTTY ? "pretty" : "logfmt")
-    return { shards, gearmand, gearmandGiven: givenServers !== undefined, queueRunner, injector, controller, logFormat }
+    return { shards, sqlite, dbGiven: givenDbs !== undefined, gearmand, gearmandGiven: givenServers !== undefined, queueRunner, injector, controller, logFormat }
   })

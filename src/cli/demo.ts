@@ -11,12 +11,11 @@ import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import * as Worker from "../roles/Worker.js"
-import { migrate } from "../storage/migrate.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions } from "./config.js"
 import { embeddedServer } from "./gearmand.js"
 import { ROLES, rolesLayer } from "./roles.js"
-import { servicesLayer, withSettings } from "./shared.js"
+import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
 class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string }> {}
 
@@ -34,8 +33,8 @@ export const demoCommand = Command.make("demo", {
         : [(yield* embeddedServer({ host: "127.0.0.1", port: 0, maxQueue: 0, maxFrame: DEFAULT_MAX_FRAME })).address]
       const settings = { ...configured, gearmand, queueRunner: { batchRunSleep: Duration.millis(200), ...configured.queueRunner } }
       yield* Console.log(`job servers: ${gearmand.join(", ")}${configured.gearmandGiven ? "" : " (embedded, started for this demo)"}`)
-      yield* migrate(settings.shards)
-      yield* Console.log(`shards: ${settings.shards.map((s) => `${s.id}=${s.host}:${s.port}/${s.database}`).join(", ")} (schema applied)`)
+      yield* migrateStorage(settings)
+      yield* Console.log(`${describeStorage(settings)} (schema applied)`)
 
       let ran = 0
       const tag = `run ${started}`

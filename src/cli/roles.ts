@@ -13,7 +13,7 @@ import * as Injector from "../roles/Injector.js"
 import * as QueueRunner from "../roles/QueueRunner.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
-import { servicesLayer, withSettings } from "./shared.js"
+import { describeStorage, servicesLayer, withSettings } from "./shared.js"
 
 export type Role = "queue-runner" | "injector" | "controller"
 export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controller"]
@@ -46,7 +46,7 @@ export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Laye
 export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
   Effect.gen(function*() {
     yield* Effect.logInfo(
-      `running ${roles.join(", ")} on ${settings.shards.length} shard(s) and job server(s) ${settings.gearmand.join(", ")}`
+      `running ${roles.join(", ")} on ${describeStorage(settings)} and job server(s) ${settings.gearmand.join(", ")}`
     )
     return yield* Layer.launch(rolesLayer(roles, settings).pipe(Layer.provide(servicesLayer(settings))))
   })

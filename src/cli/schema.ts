@@ -1,8 +1,11 @@
-/** `garivini schema`: prints schema.sql. */
-import { Command } from "@effect/cli"
+/** `garivini schema [--sqlite]`: prints schema.sql, or the SQLite file's equivalent. */
+import { Command, Options } from "@effect/cli"
 import { Console, Effect } from "effect"
 import { schemaSql } from "../storage/migrate.js"
+import { SQLITE_SCHEMA } from "../storage/SqliteShard.js"
 
-export const schemaCommand = Command.make("schema", {}, () => Effect.flatMap(Effect.sync(schemaSql), Console.log)).pipe(
-  Command.withDescription("Print schema.sql, the job table")
-)
+export const schemaCommand = Command.make(
+  "schema",
+  { sqlite: Options.boolean("sqlite").pipe(Options.withDescription("The schema of a sqlite: database (applied when it is opened)")) },
+  ({ sqlite }) => Effect.flatMap(Effect.sync(() => sqlite ? `${SQLITE_SCHEMA.join(";\n")};` : schemaSql()), Console.log)
+).pipe(Command.withDescription("Print schema.sql, the job table (--sqlite: as in a SQLite file)"))

@@ -1,7 +1,9 @@
 /** What the subcommands share: settings with logging set up, the service layers, one-line failures. */
-import { Console, Effect, Layer, Logger } from "effect"
+import { Console, Effect, Layer, Logger, Option } from "effect"
+import type { ConfigInvalid, ShardUnavailable, SqliteDriverMissing } from "../errors.js"
 import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
-import { Storage, layer as storageLayer } from "../storage/Storage.js"
+import { migrate, migrateSqlite } from "../storage/migrate.js"
+import { Storage, layer as mysqlLayer, layerSqlite } from "../storage/Storage.js"
 import { resolve } from "./config.js"
 import type { LogFormat, Settings } from "./config.js"
 
@@ -16,12 +18,39 @@ export const loggerLayer = (format: LogFormat): Layer.Layer<never> =>
       : Logger.prettyLogger({ stderr: true })
   )
 
-/** Storage over the configured shards and Gearman over the configured job servers. */
-export const servicesLayer = (settings: Settings): Layer.Layer<Storage | Gearman, never> =>
-  Layer.mergeAll(Layer.orDie(storageLayer({ shards: settings.shards })), gearmanLayer({ servers: settings.gearmand }))
+/** Why the storage layer could not be built: bad shards, or a SQLite file or driver that cannot be used. */
+export type StorageLayerError = ConfigInvalid | SqliteDriverMissing | ShardUnavailable
+
+/**
+ * Storage for the settings: the SQLite file when `sqlite:` was given (opened, schema applied),
+ * else the MySQL shards (pools opened on first use). Fails with a typed error, never a defect.
+ */
+export const storageLayerFor = (settings: Settings): Layer.Layer<Storage, StorageLayerError> =>
+  Option.match(settings.sqlite, {
+    onNone: () => mysqlLayer({ shards: settings.shards }),
+    onSome: (filename) => layerSqlite({ filename })
+  })
+
+/** Where the jobs are, for log and console lines. */
+export const describeStorage = (settings: Settings): string =>
+  Option.match(settings.sqlite, {
+    onNone: () => `${settings.shards.length} shard(s): ${settings.shards.map((s) => `${s.id}=${s.database}`).join(", ")}`,
+    onSome: (filename) => `SQLite file ${filename}`
+  })
+
+/** Applies the schema where the settings put the jobs (idempotent). */
+export const migrateStorage = (settings: Settings) =>
+  Option.match(settings.sqlite, {
+    onNone: () => migrate(settings.shards),
+    onSome: migrateSqlite
+  })
+
+/** Storage for the settings and Gearman over the configured job servers. */
+export const servicesLayer = (settings: Settings): Layer.Layer<Storage | Gearman, StorageLayerError> =>
+  Layer.mergeAll(storageLayerFor(settings), gearmanLayer({ servers: settings.gearmand }))
 
 /** Storage only (commands that do not talk to gearmand). */
-export const storageOnly = (settings: Settings): Layer.Layer<Storage, never> => Layer.orDie(storageLayer({ shards: settings.shards }))
+export const storageOnly = (settings: Settings): Layer.Layer<Storage, StorageLayerError> => storageLayerFor(settings)
 
 /**
  * Ends the command with one clear line (no stack trace): exit 2 for bad configuration or usage,

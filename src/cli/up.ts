@@ -1,7 +1,7 @@
 /**
  * `garivini up`: the whole system in one process on one machine — the embedded job server, a
- * QueueRunner, an Injector and a Controller — over the configured shards (the schema is
- * applied first). Job servers given with --gearmand replace the embedded one. It prints where
+ * QueueRunner, an Injector and a Controller — over the configured storage (by default the SQLite
+ * file ./garivini.db; the schema is applied first). Job servers given with --gearmand replace the embedded one. It prints where
  * clients and workers connect and, on a terminal, a live line of counts.
  */
 import { Command } from "@effect/cli"
@@ -10,13 +10,12 @@ import { Gearman } from "../gearman/Gearman.js"
 import type { RunningServer } from "../gearman/tcpServer.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
-import { migrate } from "../storage/migrate.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
 import { ROLES, rolesLayer } from "./roles.js"
-import { servicesLayer, withSettings } from "./shared.js"
+import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */
 const internal = new Set([INJECT_FUNCTION, CONTROLLER_FUNCTION])
@@ -87,7 +86,7 @@ export const upCommand = Command.make("up", {
       const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
       const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value)) : Option.none<RunningServer>()
       const settings = withServer(configured, server)
-      yield* migrate(settings.shards)
+      yield* migrateStorage(settings)
       const context = yield* Layer.build(rolesLayer(ROLES, settings).pipe(Layer.provideMerge(servicesLayer(settings))))
 
       const where = Option.match(server, {
@@ -96,7 +95,7 @@ export const upCommand = Command.make("up", {
       })
       yield* Console.log(`garivini up: ${ROLES.join(", ")}`)
       yield* Console.log(`  clients and workers connect to ${where}`)
-      yield* Console.log(`  jobs are stored in ${settings.shards.map((s) => `mysql://${s.host}:${s.port}/${s.database}`).join(", ")}`)
+      yield* Console.log(`  jobs are stored in ${describeStorage(settings)}`)
       yield* Console.log(`  try: garivini inject --count 1000 --function foo   and   garivini consume --function foo`)
       yield* Effect.logInfo("up").pipe(Effect.annotateLogs({ role: "up", gearmand: settings.gearmand.join(",") }))
 

@@ -14,10 +14,11 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import { Duration, Effect, ExecutionStrategy, Exit, Option, Schedule, Schema, Scope, SynchronizedRef } from "effect"
 import type { ShardConfig } from "../config.js"
-import { jobFromRow, JobRow, LenientInt, NEVER, uniqueIdentity } from "../Job.js"
+import { LenientInt, NEVER, uniqueIdentity } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
-import type { FunctionCounts, RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
+import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
+import { argBuffer, badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
 
 /** How inserts learn the ids of their rows. */
 export type InsertMode = "auto" | "returning" | "statements"
@@ -54,8 +55,6 @@ const PACKET_OVERHEAD = 64 * 1024
 /** Prepared statements kept per connection (LRU; evicted ones are closed on the server). */
 const MAX_PREPARED = 256
 
-const JOB_COLUMNS = "jobid, funcname, arg, uniqkey, `coalesce`, run_after, flag, failcount"
-
 const MysqlErrorInfo = Schema.Struct({
   code: Schema.optional(Schema.String),
   errno: Schema.optional(Schema.Number),
@@ -86,23 +85,10 @@ const classify = (error: SqlError): ShardRejected | ShardLost => {
 
 const ResultHeader = Schema.Struct({ affectedRows: Schema.Number, insertId: LenientInt })
 const decodeHeader = Schema.decodeUnknown(ResultHeader)
-const decodeRows = Schema.decodeUnknown(Schema.Array(JobRow))
 const ReturnedRow = Schema.Struct({ jobid: LenientInt, funcname: Schema.String, uniqkey: Schema.NullOr(Schema.String) })
 const decodeReturned = Schema.decodeUnknown(Schema.Array(ReturnedRow))
-const CountRow = Schema.Struct({
-  funcname: Schema.String,
-  due: LenientInt,
-  scheduled: LenientInt,
-  never_: LenientInt,
-  oldest_due: Schema.NullOr(LenientInt)
-})
-const decodeCounts = Schema.decodeUnknown(Schema.Array(CountRow))
 const CapsRow = Schema.Struct({ version: Schema.String, max_packet: LenientInt })
 const decodeCaps = Schema.decodeUnknown(Schema.Array(CapsRow))
-
-/** A row the server sent that does not match the schema: the table is not Garivini's. */
-const badData = (what: string) => (e: unknown) =>
-  new ShardRejected({ reason: `unexpected ${what} from the server: ${String(e)}` })
 
 /** Pads an id list to a power of two (repeating the last id) so few statement shapes are prepared. */
 const padIds = (ids: ReadonlyArray<number>): ReadonlyArray<number> => {
@@ -252,8 +238,7 @@ export const make = (
     const rows = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
       conn.execute(sql, params, undefined).pipe(
         Effect.mapError(classify),
-        Effect.flatMap((r) => decodeRows(r).pipe(Effect.mapError(badData("job rows")))),
-        Effect.map((decoded) => decoded.map((row) => jobFromRow(dbid, row)))
+        Effect.flatMap((r) => jobsFromRows(dbid, r))
       )
     const affected = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
       conn.executeRaw(sql, params).pipe(
@@ -262,7 +247,7 @@ export const make = (
         Effect.map((h) => h.affectedRows)
       )
 
-    const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, Buffer.from(r.arg.buffer, r.arg.byteOffset, r.arg.byteLength), r.runAfter, r.flag]
+    const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, argBuffer(r.arg), r.runAfter, r.flag]
     const INSERT_HEAD = "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES "
     const ROW = "(?,?,?,?,?,?,0)"
 
@@ -406,51 +391,17 @@ export const make = (
     }
 
     const counts = (now: number) =>
-      withConnection((conn) =>
-        conn.execute(
-          `SELECT funcname,
-             SUM(run_after <= ?) AS due,
-             SUM(run_after > ? AND run_after < ${NEVER}) AS scheduled,
-             SUM(run_after >= ${NEVER}) AS never_,
-             MIN(CASE WHEN run_after <= ? THEN run_after END) AS oldest_due
-           FROM job GROUP BY funcname ORDER BY funcname`,
-          [now, now, now],
-          undefined
-        ).pipe(
+      withConnection((conn) => {
+        const { params, sql } = countsStatement(now)
+        return conn.execute(sql, params, undefined).pipe(
           Effect.mapError(classify),
-          Effect.flatMap((r) => decodeCounts(r).pipe(Effect.mapError(badData("counts")))),
-          Effect.map((decoded) =>
-            decoded.map((c): FunctionCounts => ({
-              dbid,
-              funcname: c.funcname,
-              due: c.due,
-              scheduled: c.scheduled,
-              never: c.never_,
-              oldestDue: c.oldest_due
-            }))
-          )
+          Effect.flatMap((r) => countsFromRows(dbid, r))
         )
-      )
+      })
 
     const list = (q: ShardListQuery) => {
-      const where: Array<string> = ["jobid > ?"]
-      const params: Array<unknown> = [q.afterJobid ?? 0]
-      if (q.funcname !== undefined) {
-        where.push("funcname = ?")
-        params.push(q.funcname)
-      }
-      if (q.state === "due") {
-        where.push("run_after <= ?")
-        params.push(q.now)
-      } else if (q.state === "scheduled") {
-        where.push(`run_after > ? AND run_after < ${NEVER}`)
-        params.push(q.now)
-      } else if (q.state === "never") {
-        where.push(`run_after >= ${NEVER}`)
-      }
-      return withConnection((conn) =>
-        rows(conn, `SELECT ${JOB_COLUMNS} FROM job WHERE ${where.join(" AND ")} ORDER BY jobid LIMIT ${q.limit}`, params)
-      )
+      const { params, sql } = listStatement(q)
+      return withConnection((conn) => rows(conn, sql, params))
     }
 
     return {

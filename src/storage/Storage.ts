@@ -11,6 +11,7 @@ import {
   InvalidJob,
   PartialInsert,
   ShardUnavailable,
+  SqliteDriverMissing,
   StorageError,
   StorageUnavailable
 } from "../errors.js"
@@ -19,6 +20,7 @@ import { validateShards } from "../config.js"
 import type { StorageConfig } from "../config.js"
 import * as MemoryShard from "./MemoryShard.js"
 import * as MysqlShard from "./MysqlShard.js"
+import * as SqliteShard from "./SqliteShard.js"
 import { hashBucket } from "../crc32.js"
 import { FAILCOUNT_MAX, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
 import type { InsertOutcome, Job, JobHandle, NewJob, ValidNewJob } from "../Job.js"
@@ -503,6 +505,40 @@ export const layer = (
       const shards = yield* validateShards(config.shards)
       const backends = yield* Effect.forEach(shards, (shard) => MysqlShard.make(shard, config))
       return yield* make(backends, { coolOff: config.coolOff, coalesceInserts: config.coalesceInserts ?? true })
+    })
+  )
+
+export interface SqliteStorageOptions extends SqliteShard.SqliteShardOptions {
+  /** The database file (created with its directory's permissions if missing). Its jobs have dbid 1. */
+  readonly filename: string
+  /** Merge concurrent inserts into one transaction (default on, as for MySQL). */
+  readonly coalesceInserts?: boolean | undefined
+}
+
+/**
+ * Storage in one SQLite file (WAL, one writer): the embedded default. The driver is loaded and
+ * the file opened (schema applied) when the layer is built, so a missing driver or an unusable
+ * file fails at start with a typed error; the database is closed with the layer.
+ */
+export const layerSqlite = (
+  options: SqliteStorageOptions
+): Layer.Layer<Storage, SqliteDriverMissing | ShardUnavailable> =>
+  Layer.scoped(
+    Storage,
+    Effect.gen(function*() {
+      const driver = yield* SqliteShard.loadDriver()
+      const backend = yield* SqliteShard.make(driver, 1, options.filename, options)
+      yield* backend.maxArgBytes.pipe(
+        Effect.mapError((failure) =>
+          SqliteShard.isNativeModuleMissing(failure)
+            ? new SqliteDriverMissing({
+              reason: `better-sqlite3's native module is not built (${failure.reason})`,
+              fix: "allow its install script and build it: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3"
+            })
+            : new ShardUnavailable({ dbid: backend.dbid, reason: failure.reason })
+        )
+      )
+      return yield* make([backend], { coalesceInserts: options.coalesceInserts ?? true })
     })
   )
 

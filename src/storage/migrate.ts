@@ -3,10 +3,11 @@
  * Idempotent: every statement is `IF NOT EXISTS`.
  */
 import { readFileSync } from "node:fs"
-import { Effect, ExecutionStrategy, Scope } from "effect"
+import { Effect, ExecutionStrategy, Layer, Scope } from "effect"
 import type { ShardConfig } from "../config.js"
 import { ShardUnavailable, StorageError } from "../errors.js"
 import { clientConfig, openClient } from "./MysqlShard.js"
+import { layerSqlite } from "./Storage.js"
 
 /** schema.sql, shipped at the package root (beside src/ and dist/). */
 export const schemaSql = (): string => readFileSync(new URL("../../schema.sql", import.meta.url), "utf8")
@@ -46,3 +47,6 @@ export const migrateShard = (shard: ShardConfig): Effect.Effect<void, StorageErr
 
 /** Applies the schema to every shard, one after the other. */
 export const migrate = (shards: ReadonlyArray<ShardConfig>) => Effect.forEach(shards, migrateShard, { discard: true })
+
+/** Creates a SQLite file if needed and applies its schema: what opening it does. */
+export const migrateSqlite = (filename: string) => Effect.scoped(Effect.asVoid(Layer.build(layerSqlite({ filename }))))

@@ -1,6 +1,6 @@
-// The built `garivini` command (bin/garivini.js, run `npm run build` first), run as an operator would.
+// The built `garivini` command as a test runs it: once to completion, or in the background.
 import { execFile, spawn } from "node:child_process"
-import { Deferred, Effect } from "effect"
+import { Deferred, Effect, Schema } from "effect"
 
 export interface Result {
   readonly code: number
@@ -32,7 +32,12 @@ export const background = (...args: ReadonlyArray<string>) =>
     child.on("exit", (code, signal) => Effect.runSync(Deferred.succeed(exit, { code: code ?? (signal === null ? 1 : 128), stdout, stderr })))
     return {
       output: Effect.sync(() => stdout),
+      errors: Effect.sync(() => stderr),
       stop: (signal: NodeJS.Signals) => Effect.zipRight(Effect.sync(() => child.kill(signal)), Deferred.await(exit))
     }
   })
 
+const JobLine = Schema.parseJson(Schema.Struct({ handle: Schema.String, funcname: Schema.String, state: Schema.String }))
+export const listJobs = (db: string, ...filters: ReadonlyArray<string>) =>
+  Effect.map(garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters), (r) =>
+    r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l)))
