@@ -159,6 +159,25 @@ describe("QueueRunner.run", () => {
         yield* Fiber.interrupt(runner)
       }).pipe(Effect.provideService(Storage, storage))
     }).pipe(Effect.provide(memoryGearman()))))
+
+  test("while jobs flow the next round comes after 50 ms; idle, after batchRunSleep", Effect.gen(function*() {
+    const ran = yield* Ref.make(0)
+    yield* Worker.serve({ flow: () => Ref.update(ran, (n) => n + 1) }, { pollInterval: "30 days" })
+    yield* Effect.fork(QueueRunner.run({ batchRunSleep: "1 second" }))
+    const settle = Effect.forEach(Array.from({ length: 200 }), () => Effect.yieldNow(), { discard: true })
+    yield* settle
+    // Idle: the first round found nothing, so the next is a second away.
+    yield* Client.insertJob({ funcname: "flow" })
+    yield* TestClock.adjust("900 millis")
+    yield* settle
+    assert.strictEqual(yield* Ref.get(ran), 0)
+    yield* TestClock.adjust("100 millis")
+    yield* until(Effect.map(Ref.get(ran), (n) => n === 1), "the job after the idle interval")
+    // That round dispatched a job: the next one is 50 ms later.
+    yield* Client.insertJob({ funcname: "flow" })
+    yield* TestClock.adjust("50 millis")
+    yield* until(Effect.map(Ref.get(ran), (n) => n === 2), "the next job after 50 ms")
+  }))
 })
 
 describe("worker helper", () => {
