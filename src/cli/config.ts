@@ -67,8 +67,6 @@ export const FileConfig = Schema.Struct({
 })
 export type FileConfig = typeof FileConfig.Type
 
-const decodeFile = Schema.decodeUnknownEither(FileConfig, { onExcessProperty: "error" })
-
 /** The first problem of a decode, as the field it concerns (in which file) and what is wrong with it. */
 const firstIssue = (file: string, error: ParseResult.ParseError): ConfigInvalid => {
   const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
@@ -76,8 +74,8 @@ const firstIssue = (file: string, error: ParseResult.ParseError): ConfigInvalid 
   return new ConfigInvalid({ field: `${path} (in ${file})`, reason: issue?.message ?? "invalid" })
 }
 
-/** Reads and decodes a config file (`.json` as JSON, anything else as YAML, a superset of JSON). */
-export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid> => {
+/** Reads a config file (`.json` as JSON, anything else as YAML, a superset of JSON) and decodes it with `schema` (unknown keys rejected). */
+export const readConfigFile = <A, I>(path: string, schema: Schema.Schema<A, I>): Either.Either<A, ConfigInvalid> => {
   let text: string
   try {
     text = readFileSync(path, "utf8")
@@ -91,8 +89,10 @@ export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid>
   } catch (e) {
     return Either.left(new ConfigInvalid({ field: "config", reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}` }))
   }
-  return Either.mapLeft(decodeFile(raw ?? {}), (e) => firstIssue(path, e))
+  return Either.mapLeft(Schema.decodeUnknownEither(schema, { onExcessProperty: "error" })(raw ?? {}), (e) => firstIssue(path, e))
 }
+
+export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid> => readConfigFile(path, FileConfig)
 
 // -- flags ------------------------------------------------------------------------------------
 

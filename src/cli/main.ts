@@ -8,6 +8,7 @@ import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
 import { consumeCommand } from "./consume.js"
 import { demoCommand } from "./demo.js"
+import { driverCommand } from "./driver.js"
 import { injectCommand } from "./inject.js"
 import { jobsCommand } from "./jobs.js"
 import { migrateCommand } from "./migrate.js"
@@ -28,7 +29,8 @@ const garivini = Command.make("garivini").pipe(
     statusCommand,
     migrateCommand,
     schemaCommand,
-    demoCommand
+    demoCommand,
+    driverCommand
   ])
 )
 
