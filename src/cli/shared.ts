@@ -1,20 +1,13 @@
 /** What the subcommands share: settings with logging set up, the service layers, one-line failures. */
-import { Console, Effect, Layer, Logger } from "effect"
+import { Console, Effect, Layer } from "effect"
 import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
 import { Storage, layer as storageLayer } from "../storage/Storage.js"
 import { resolve } from "./config.js"
-import type { LogFormat, Settings } from "./config.js"
+import type { Settings } from "./config.js"
 
-/** Logs go to stderr (stdout is the commands' output), in the chosen format. */
-export const loggerLayer = (format: LogFormat): Layer.Layer<never> =>
-  Logger.replace(
-    Logger.defaultLogger,
-    format === "json"
-      ? Logger.withConsoleError(Logger.jsonLogger)
-      : format === "logfmt"
-      ? Logger.withConsoleError(Logger.logfmtLogger)
-      : Logger.prettyLogger({ stderr: true })
-  )
+import { loggerLayer } from "./logging.js"
+
+export { loggerLayer }
 
 /** Storage over the configured shards and Gearman over the configured job servers. */
 export const servicesLayer = (settings: Settings): Layer.Layer<Storage | Gearman, never> =>

@@ -4,17 +4,15 @@
  * it is ready, busy and idle again (with the last run and the last error). On `drain` or the loss of the IPC channel (the parent died) it stops grabbing, finishes the current
  * job and exits 0 (SIGTERM and SIGINT interrupt the main fiber, which drains the same way).
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Deferred, Effect, Either, Exit, Layer, Option } from "effect"
+// The subpath: the package barrel costs a child half a second at start.
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Cause, Deferred, Effect, Either, Exit, Option } from "effect"
 import type { Scope } from "effect"
-import { shardsConfig } from "../config.js"
 import type { Payload } from "../gearman/client.js"
 import { WorkException, WorkFail } from "../gearman/errors.js"
 import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
 import type * as GearmanWorker from "../gearman/worker.js"
-import { loggerLayer } from "../cli/shared.js"
-import { gearmanHandler, makeCompleter } from "../roles/Worker.js"
-import { Storage, layer as storageLayer } from "../storage/Storage.js"
+import { loggerLayer } from "../cli/logging.js"
 import { driverJobs, loadModule, type DriverFunction, type DriverJob } from "./attributes.js"
 import type { Definition, JobContext, WorkerOptions } from "./define.js"
 import { CHILD_SPEC_ENV, decodeChildSpec, decodeParentMessage, type ChildMessage } from "./ipc.js"
@@ -107,17 +105,9 @@ const main = Effect.gen(function*() {
     })
 
   const gearman = gearmanLayer({ servers: spec.servers })
-  const durable = job.functions.some((f) => f.spec._tag === "Durable")
-  if (!durable) return yield* Effect.scoped(serveGroup(() => Option.none())).pipe(Effect.provide(gearman))
-  // Durable jobs settle their rows in MySQL (GARIVINI_DB, inherited from the Driver).
-  const shards = yield* shardsConfig.pipe(Effect.orDie)
-  return yield* Effect.scoped(
-    Effect.gen(function*() {
-      const storage = yield* Storage
-      const complete = yield* makeCompleter(storage)
-      yield* serveGroup((fn) => fn.spec._tag === "Durable" ? Option.some(gearmanHandler(storage, complete, fn.registered, fn.spec.handler)) : Option.none())
-    })
-  ).pipe(Effect.provide(Layer.merge(gearman, Layer.orDie(storageLayer({ shards })))))
+  if (!job.functions.some((f) => f.spec._tag === "Durable")) return yield* Effect.scoped(serveGroup(() => Option.none())).pipe(Effect.provide(gearman))
+  const { withDurable } = yield* Effect.promise(() => import("./durable.js"))
+  return yield* withDurable(serveGroup).pipe(Effect.provide(gearman))
 })
 
 // Logs go to stderr, one line each: the parent relays them into its own log.

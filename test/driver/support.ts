@@ -56,7 +56,7 @@ export const fixture = (name: string) => Path.join("test/driver/fixtures", name)
 export const startDriver = (
   modules: ReadonlyArray<string>,
   config: Record<string, unknown> = {},
-  options: { readonly extraServers?: ReadonlyArray<string> } = {}
+  options: { readonly extraServers?: ReadonlyArray<string>; readonly env?: Readonly<Record<string, string>> } = {}
 ) =>
   Effect.gen(function*() {
     const gd = yield* gearmand
@@ -71,7 +71,7 @@ export const startDriver = (
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn("node", ["bin/garivini.js", "driver", ...modules.flatMap((m) => ["--module", m]), "--config", configPath, "--log-format", "logfmt"], {
-          env: { ...process.env, GARIVINI_CONFIG: "" },
+          env: { ...process.env, GARIVINI_CONFIG: "", ...options.env },
           stdio: ["ignore", "pipe", "pipe"]
         })
       ),
