@@ -76,6 +76,17 @@ const wrap = <R>(
   }).pipe(Effect.annotateLogs({ driverJob: job.name, function: fn.registered }))
 
 const main = Effect.gen(function*() {
+  // Listen first: the parent may die while the module loads.
+  const stop = yield* Deferred.make<void>()
+  const stopNow = () => Effect.runSync(Deferred.succeed(stop, undefined))
+  process.on("message", (raw) => {
+    if (Either.isRight(decodeParentMessage(raw))) stopNow()
+  })
+  // The parent died or closed the channel: nobody is left to supervise us.
+  process.on("disconnect", stopNow)
+  // Gone before we listened (a slow start): the event has passed already.
+  if (!process.connected) stopNow()
+
   const spec = yield* decodeChildSpec(process.env[CHILD_SPEC_ENV] ?? "").pipe(
     Effect.mapError((e) => new Error(`${CHILD_SPEC_ENV} is not a child spec: ${e.message}`)),
     Effect.orDie
@@ -85,14 +96,6 @@ const main = Effect.gen(function*() {
   if (job === undefined) return yield* Effect.die(new Error(`${spec.modulePath} has no job group ${spec.group}`))
   const title = module.definition.processName?.(process.title, job.name)
   if (title !== undefined) process.title = title
-
-  const stop = yield* Deferred.make<void>()
-  const stopNow = () => Effect.runSync(Deferred.succeed(stop, undefined))
-  process.on("message", (raw) => {
-    if (Either.isRight(decodeParentMessage(raw))) stopNow()
-  })
-  // The parent died or closed the channel: nobody is left to supervise us.
-  process.on("disconnect", stopNow)
 
   const serveGroup = (durableHandler: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>): Effect.Effect<void, never, Scope.Scope | Gearman> =>
     Effect.gen(function*() {

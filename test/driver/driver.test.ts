@@ -1,5 +1,6 @@
 // `garivini driver` (built, children from dist) against a real gearmand: declaring workers,
 // the console, keeping min processes, crashes, SIGHUP and SIGTERM. One Driver for the file.
+import { readFileSync } from "node:fs"
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Either, Fiber, Layer } from "effect"
 import { eventually } from "../gearman/gearmand.js"
@@ -54,6 +55,8 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       const ping = text(yield* gearman.submit("Demo::ping", "hi"))
       assert.match(ping, /^pong hi \d+$/)
       assert.deepStrictEqual(yield* pids("Demo::ping"), [Number(ping.split(" ")[2])])
+      // processName renamed the child
+      assert.include(readFileSync(`/proc/${ping.split(" ")[2]}/cmdline`, "utf8"), "(Demo::ping)")
       // decode JSON in, encode JSON out
       assert.strictEqual(text(yield* gearman.submit("Demo::add", JSON.stringify({ a: 2, b: 3 }))), JSON.stringify({ sum: 5 }))
       assert.strictEqual(text(yield* gearman.submit("Demo::mul", JSON.stringify({ a: 2, b: 3 }))), "6")

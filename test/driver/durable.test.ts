@@ -1,5 +1,6 @@
 // A Garivini worker (the worker helper) run by the Driver: rows dispatched by a QueueRunner are
-// completed, or backed off when the handler fails, from the Driver's child process.
+// completed, or backed off when the handler fails, from the Driver's child process. And children
+// do not outlive their Driver.
 import { assert, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import * as Client from "../../src/roles/Client.js"
@@ -8,7 +9,7 @@ import { Storage } from "../../src/storage/Storage.js"
 import { eventually } from "../gearman/gearmand.js"
 import { env, remaining } from "../support/e2e.js"
 import { mysqlHost, mysqlPort, testShards } from "../support/mysql.js"
-import { fixture, startDriver } from "./support.js"
+import { alive, fixture, startDriver } from "./support.js"
 
 it.scopedLive("a durable job completes its row; a failing one is backed off", () =>
   Effect.gen(function*() {
@@ -29,4 +30,13 @@ it.scopedLive("a durable job completes its row; a failing one is backed off", ()
       assert.include(driver.output(), "STDOUT: durable a")
       assert.include(driver.output(), "STDOUT: durable b")
     })).pipe(Effect.provide(env([shard!], [driver.gearmand.server])))
+  }), 60_000)
+
+it.scopedLive("children exit when the Driver dies", () =>
+  Effect.gen(function*() {
+    const driver = yield* startDriver([fixture("Bare.mjs")], { interval: 0 })
+    yield* eventually(Effect.map(driver.processes("bare_min"), (n) => n === 1), "bare_min's process")
+    const [child] = yield* driver.pids("bare_min")
+    yield* driver.signal("SIGKILL")
+    yield* eventually(Effect.sync(() => !alive(child!)), "the orphaned child to exit")
   }), 60_000)

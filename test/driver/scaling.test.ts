@@ -1,19 +1,23 @@
 // Scaling from gearmand's queue, live: up to max under a queue, back to min once idle, every job
 // run exactly once; lowering max drains the surplus; unknown functions with a queue are reported;
 // a job server that is down does not stop the Driver.
+import { existsSync, mkdtempSync, readFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { freePort } from "../../src/gearmandProcess.js"
 import { eventually } from "../gearman/gearmand.js"
-import { fixture, startDriver, type Driver } from "./support.js"
+import { alive, fixture, startDriver, type Driver } from "./support.js"
 
+const pidFile = Path.join(mkdtempSync(Path.join(tmpdir(), "garivini-pid-")), "driver.pid")
 class DriverUnderTest extends Context.Tag("test/ScalingDriver")<DriverUnderTest, Driver>() {}
 
 const driverLayer = Layer.scoped(
   DriverUnderTest,
   Effect.flatMap(freePort, (deadPort) =>
     // A second job server that is down: the Driver starts and works anyway.
-    startDriver([fixture("Scale.mjs")], { interval: 0.2, max_idle_time: 1, loglevel: "DEBUG" }, { extraServers: [`127.0.0.1:${deadPort}`] }))
+    startDriver([fixture("Scale.mjs")], { interval: 0.2, max_idle_time: 1, loglevel: "DEBUG", pid_file: pidFile }, { extraServers: [`127.0.0.1:${deadPort}`] }))
 )
 
 const runs = (output: string) => output.split("\n").flatMap((l) => l.match(/STDOUT: run (\d+)/)?.slice(1) ?? [])
@@ -48,5 +52,26 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       const driver = yield* DriverUnderTest
       yield* driver.gearman.submitBackground("nobody_serves_this", "x")
       yield* eventually(Effect.sync(() => driver.output().includes("unknown job nobody_serves_this: 1 queued")), "the unknown job reported")
+    }))
+
+  it.effect("killall * replaces every process", () =>
+    Effect.gen(function*() {
+      const driver = yield* DriverUnderTest
+      assert.deepStrictEqual(yield* driver.ask("set_processes Scale::slow 1 1"), ["OK", "."])
+      const before = yield* driver.pids("Scale::slow")
+      assert.deepStrictEqual(yield* driver.ask("killall *"), ["OK", "."])
+      yield* eventually(Effect.map(driver.pids("Scale::slow"), (p) => p.length === 1 && !before.includes(p[0]!)), "a new process")
+    }))
+
+  it.effect("shutdown on the console: children drained, pid file removed, exit 0", () =>
+    Effect.gen(function*() {
+      const driver = yield* DriverUnderTest
+      assert.strictEqual(readFileSync(pidFile, "utf8"), `${driver.pid}\n`)
+      const children = yield* driver.pids("Scale::slow")
+      // No `.` after shutdown: the connection just closes.
+      assert.deepStrictEqual(yield* driver.session(["shutdown"]), [])
+      assert.deepStrictEqual(yield* driver.exited, { code: 0, signal: null })
+      assert.isFalse(existsSync(pidFile))
+      assert.isTrue(children.every((pid) => !alive(pid)))
     }))
 })

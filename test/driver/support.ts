@@ -47,6 +47,16 @@ export const consoleSession = (port: number, commands: ReadonlyArray<string>) =>
 export const ask = (port: number, command: string) =>
   Effect.map(consoleSession(port, [command]), (answers) => (answers[0] ?? "").split("\r\n").slice(0, -1))
 
+/** Whether a process exists (signal 0). */
+export const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
 export const fixture = (name: string) => Path.join("test/driver/fixtures", name)
 
 /**
