@@ -4,7 +4,7 @@
  * - waiting jobs (TOTAL − RUNNING over its functions) beyond its free local processes (idle or
  *   starting) start more, up to max and at most `maxStartPerTick` a tick;
  * - with its queue empty (TOTAL 0), processes above min that have been idle `maxIdleTime`
- *   drain (finish nothing, since they are idle; exit) — a busy process is never stopped.
+ *   drain (stop grabbing and exit) — a busy process is never picked.
  * Functions nobody here serves that have jobs queued go to `onUnknownJob` and the log.
  */
 import { Effect, Either } from "effect"

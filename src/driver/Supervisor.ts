@@ -5,7 +5,8 @@
  * and on close drains every child within the grace period (then SIGKILLs what is left).
  *
  * State is plain data mutated only from synchronous code on the event loop (child events and
- * Effect.sync blocks), so no two changes interleave.
+ * Effect.sync blocks), so no two changes interleave; times are wall-clock ms read in those
+ * callbacks (they are compared with each other only).
  */
 import { fork, type ChildProcess } from "node:child_process"
 import * as Readline from "node:readline"
@@ -76,7 +77,10 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
             [CHILD_SPEC_ENV]: encodeChildSpec({ modulePath: job.modulePath, group: job.group, servers: options.servers, options: options.workerOptions(job) })
           },
           stdio: ["ignore", "pipe", "pipe", "ipc"],
-          execArgv: []
+          execArgv: [],
+          // Its own process group: a terminal's Ctrl-C reaches the Driver only, which drains the
+          // children itself within the grace period.
+          detached: true
         })
         const pid = child.pid
         if (pid === undefined) {
@@ -126,8 +130,9 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
         Deferred.unsafeDone(proc.exited, Effect.void)
         const status = signal === null ? `code ${code}` : `signal ${signal}`
         runLog(Effect.logInfo(`${tag(proc.pid, state)} Exited with status ${status}`))
-        if (proc.stopping || closing) return
-        // Not asked to stop: a crash. Restart later, later still when it keeps happening.
+        // Exit 0 is a drain (asked by us, or a SIGTERM from someone else): replaced, not a crash.
+        if (proc.stopping || closing || code === 0) return
+        // A crash: restart later, later still when it keeps happening.
         state.crashes++
         const delay = crashBackoff(state.crashes)
         state.holdUntil = Date.now() + delay

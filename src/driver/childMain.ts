@@ -51,7 +51,7 @@ const wrap = <R>(
     yield* send({ _tag: "busy", function: fn.registered })
     const context: JobContext = { function: fn.registered, driverJob: job.name, gearman: gjob, options }
     const run = Effect.gen(function*() {
-      const workload: unknown = fn.spec._tag === "Plain" && fn.attributes.decode ? yield* Effect.try(() => fn.attributes.decode!(gjob.payload)) : gjob.text()
+      const workload: unknown = fn.spec._tag === "Plain" && fn.attributes.decode ? yield* Effect.try({ try: () => fn.attributes.decode!(gjob.payload), catch: (e) => new Error(`decode failed: ${e instanceof Error ? e.message : String(e)}`) }) : gjob.text()
       if (definition.begin) yield* definition.begin(context, workload)
       const body = Option.isSome(durable) ? durable.value(gjob) : fn.spec._tag === "Plain" ? fn.spec.handler(workload, context) : Effect.void
       const exit = yield* Effect.exit(body)
