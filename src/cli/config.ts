@@ -165,10 +165,11 @@ const envNumber = (name: string): Either.Either<number | undefined, ConfigInvali
 
 const duration = (s: number | undefined) => s === undefined ? undefined : Duration.millis(Math.round(s * 1000))
 
-const checkServer = (server: string): Either.Either<string, ConfigInvalid> =>
+/** A job server as host:port. */
+export const checkServer = (server: string, field = "gearmand"): Either.Either<string, ConfigInvalid> =>
   /^[^\s:]+:\d{1,5}$/.test(server) && Number(server.split(":").pop()) <= 65535
     ? Either.right(server)
-    : Either.left(new ConfigInvalid({ field: "gearmand", reason: `${JSON.stringify(server)} is not host:port` }))
+    : Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(server)} is not host:port` }))
 
 /** Resolves every setting from flags, environment and file, in that order. */
 export const resolve = (
@@ -190,7 +191,7 @@ export const resolve = (
     const givenServers = flags.gearmand.length > 0
       ? flags.gearmand
       : firstOf(Option.getOrUndefined(Option.map(Option.fromNullable(env("GARIVINI_GEARMAND")), list)), file.gearmand)
-    const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], checkServer)
+    const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], (s) => checkServer(s))
 
     const num = (flag: Option.Option<number> | undefined, envName: string, fromFile: number | undefined) =>
       Effect.map(envNumber(envName), (fromEnv) => firstOf(flag === undefined ? undefined : Option.getOrUndefined(flag), fromEnv, fromFile))

@@ -10,7 +10,7 @@ import { Command, Options } from "@effect/cli"
 import { Effect, Either, Layer, Logger, LogLevel, Option, Runtime, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import * as Driver from "../driver/Driver.js"
-import { DEFAULT_GEARMAND, readConfigFile, type LogFormat } from "./config.js"
+import { checkServer, DEFAULT_GEARMAND, readConfigFile, type LogFormat } from "./config.js"
 import { loggerLayer, reportFailure } from "./shared.js"
 
 const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative())
@@ -50,16 +50,9 @@ export type DriverFile = typeof DriverFile.Type
 
 /** `host[:port][,host[:port]]` (default port 4730), as the original's `server`. */
 export const parseServers = (text: string): Either.Either<ReadonlyArray<string>, ConfigInvalid> => {
-  const servers: Array<string> = []
-  for (const entry of text.split(/[\s,]+/).filter((s) => s !== "")) {
-    const server = entry.includes(":") ? entry : `${entry}:4730`
-    const port = Number(server.split(":").pop())
-    if (!/^[^\s:]+:\d{1,5}$/.test(server) || port > 65535) {
-      return Either.left(new ConfigInvalid({ field: "server", reason: `${JSON.stringify(entry)} is not host[:port]` }))
-    }
-    servers.push(server)
-  }
-  return servers.length > 0 ? Either.right(servers) : Either.left(new ConfigInvalid({ field: "server", reason: "no job server given" }))
+  const entries = text.split(/[\s,]+/).filter((s) => s !== "")
+  if (entries.length === 0) return Either.left(new ConfigInvalid({ field: "server", reason: "no job server given" }))
+  return Either.all(entries.map((entry) => checkServer(entry.includes(":") ? entry : `${entry}:4730`, "server")))
 }
 
 const flags = {

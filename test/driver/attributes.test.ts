@@ -1,8 +1,11 @@
 // Declaring workers without processes: attribute precedence, groups, prefixes, runtime
 // attributes, module loading, and the console's status layout.
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
-import { parseServers } from "../../src/cli/driver.js"
+import { Effect, Either, Option } from "effect"
+import { parseServers, resolveDriver } from "../../src/cli/driver.js"
 import { driverJobs, loadModule, type LoadedModule } from "../../src/driver/attributes.js"
 import { statusLines } from "../../src/driver/Console.js"
 import { define, job } from "../../src/driver/define.js"
@@ -91,4 +94,40 @@ describe("Driver console layout and settings", () => {
   it("crash backoff doubles from 250 ms up to 30 s", () => {
     assert.deepStrictEqual([1, 2, 3, 4, 8, 20].map(crashBackoff), [250, 500, 1000, 2000, 30_000, 30_000])
   })
+
+  const flags = (config: string | undefined, module: ReadonlyArray<string> = []) => ({
+    module,
+    config: Option.fromNullable(config),
+    server: Option.none(),
+    consolePort: Option.none(),
+    consoleHost: Option.none(),
+    interval: Option.some(0.5),
+    maxIdleTime: Option.none(),
+    loglevel: Option.none(),
+    pidFile: Option.none(),
+    logFormat: Option.none()
+  })
+  const file = (text: string) => {
+    const path = Path.join(mkdtempSync(Path.join(tmpdir(), "garivini-driver-conf-")), "driver.yml")
+    writeFileSync(path, text)
+    return path
+  }
+
+  it.effect("settings: the original's keys, flags over the file; unknown keys and no module are errors", () =>
+    Effect.gen(function*() {
+      const path = file("server: gm1,gm2:4731\nconsole_port: 0\ninterval: 2\nmax_idle_time: 30\nloglevel: debug\nmodules: [a.mjs]\n" +
+        "job_runtime_attributes:\n  X::y: { min_processes: 2 }\nworker_options:\n  GLOBAL: { k: 1 }\n")
+      const settings = yield* resolveDriver(flags(path))
+      assert.deepStrictEqual(settings.options.servers, ["gm1:4730", "gm2:4731"])
+      assert.strictEqual(settings.options.consolePort, 0)
+      assert.strictEqual(settings.options.interval, 0.5)
+      assert.strictEqual(settings.options.maxIdleTime, 30)
+      assert.deepStrictEqual(settings.options.modules, ["a.mjs"])
+      assert.deepStrictEqual(settings.options.runtimeAttributes, { "X::y": { min_processes: 2 } })
+      assert.strictEqual(settings.level._tag, "Debug")
+      const typo = yield* Effect.either(resolveDriver(flags(file("intervall: 2\n"), ["a.mjs"])))
+      assert.isTrue(Either.isLeft(typo) && typo.left.message.includes("intervall"))
+      const noModule = yield* Effect.either(resolveDriver(flags(undefined)))
+      assert.isTrue(Either.isLeft(noModule) && noModule.left.message.includes("--module"))
+    }))
 })

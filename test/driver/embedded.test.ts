@@ -1,0 +1,31 @@
+// The Driver as a library (Driver.make in a scope): the onUnknownJob hook, and closing the scope
+// drains the children.
+import { assert, it } from "@effect/vitest"
+import { Effect, Exit, Ref, Scope } from "effect"
+import * as Driver from "../../src/driver/Driver.js"
+import { eventually, gearmand, live } from "../gearman/gearmand.js"
+import { alive, fixture } from "./support.js"
+
+it.scopedLive("onUnknownJob sees functions nobody serves; closing the scope stops every child", () =>
+  Effect.gen(function*() {
+    const gd = yield* gearmand
+    const gearman = yield* live([gd.server])
+    const unknown = yield* Ref.make<ReadonlyArray<string>>([])
+    const scope = yield* Scope.make()
+    const driver = yield* Driver.make({
+      modules: [fixture("Bare.mjs")],
+      servers: [gd.server],
+      consolePort: 0,
+      interval: 0.2,
+      // vitest runs the sources; children run from the build
+      childEntry: "dist/driver/childMain.js",
+      onUnknownJob: (row) => Ref.update(unknown, (seen) => [...seen, `${row.name}:${row.total}`])
+    }).pipe(Scope.extend(scope))
+    yield* gearman.submitBackground("embedded_unknown", "x")
+    yield* eventually(Effect.map(Ref.get(unknown), (names) => names.includes("embedded_unknown:1")), "the hook called")
+    assert.strictEqual((yield* gearman.submit("bare_echo", "embedded")).data.toString(), "bare embedded")
+    const children = driver.supervisor.states().flatMap((s) => [...s.processes.keys()])
+    assert.isAbove(children.length, 0)
+    yield* Scope.close(scope, Exit.void)
+    assert.isTrue(children.every((pid) => !alive(pid)))
+  }), 60_000)
