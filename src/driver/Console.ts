@@ -142,7 +142,7 @@ export const serve = (
               if (answer._tag === "Lines") return void socket.write(answer.lines.map((l) => l + "\r\n").join(""))
               socket.end()
               if (answer._tag === "Shutdown") return run(options.onShutdown)
-            })
+            }).catch(() => void socket.destroy())
           )
         }
         // A line longer than this is no command: drop the connection rather than buffer forever.

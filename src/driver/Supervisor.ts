@@ -91,7 +91,9 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
           return Effect.logError(`[${job.name}] could not start a process`)
         }
         const proc: Process = { pid, child, state: "starting", idleSince: Date.now(), stopping: false, exited: Deferred.unsafeMake<void>(FiberId.none) }
-        return Effect.logInfo(`${tag(pid, state)} Process started`).pipe(Effect.zipRight(Effect.sync(() => watch(state, proc))))
+        // Listeners go on before anything can yield, so no event of the child is missed.
+        watch(state, proc)
+        return Effect.logInfo(`${tag(pid, state)} Process started`)
       })
 
     const watch = (state: JobState, proc: Process) => {
