@@ -1,8 +1,9 @@
 // The Driver as a library (Driver.make in a scope): the onUnknownJob hook, and closing the scope
-// drains the children.
+// drains the children. And the Supervisor alone: a crash loop is held back and reported.
 import { assert, it } from "@effect/vitest"
-import { Effect, Exit, Ref, Scope } from "effect"
+import { Effect, Exit, Ref, Schedule, Scope } from "effect"
 import * as Driver from "../../src/driver/Driver.js"
+import * as Supervisor from "../../src/driver/Supervisor.js"
 import { eventually, gearmand, live } from "../gearman/gearmand.js"
 import { alive, fixture } from "./support.js"
 
@@ -28,4 +29,18 @@ it.scopedLive("onUnknownJob sees functions nobody serves; closing the scope stop
     assert.isAbove(children.length, 0)
     yield* Scope.close(scope, Exit.void)
     assert.isTrue(children.every((pid) => !alive(pid)))
+  }), 60_000)
+
+it.scopedLive("a process crashing in a loop is restarted with backoff, then held back and reported", () =>
+  Effect.gen(function*() {
+    const job = { name: "crashy", runtimeKey: "crashy", modulePath: "", moduleName: "", group: "crashy", functions: [], min: 1, max: 1 }
+    const supervisor = yield* Supervisor.make([job], { servers: [], workerOptions: () => ({}), childEntry: fixture("exits-at-once.mjs") })
+    const state = supervisor.states()[0]!
+    yield* Effect.repeat(supervisor.reconcile, { schedule: Schedule.spaced("20 millis"), until: () => state.crashes >= Supervisor.CRASH_LOOP })
+    assert.strictEqual(state.crashes, Supervisor.CRASH_LOOP)
+    assert.strictEqual(state.lasterrorMsg, "process exited with code 1 (5 crashes in a row, held back 4 s)")
+    // held back (4 s after the 5th crash): the next reconcile starts nothing
+    assert.isAbove(state.holdUntil - Date.now(), 2000)
+    yield* supervisor.reconcile
+    assert.strictEqual(state.processes.size, 0)
   }), 60_000)
