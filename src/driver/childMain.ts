@@ -1,8 +1,9 @@
 /**
  * A Driver child process: loads one worker module and serves one Driver job's functions (its
  * group) with its own Gearman connections, one job at a time. It tells the parent over IPC when
- * it is ready, busy and idle again (with the last run and the last error). On `drain` or the loss of the IPC channel (the parent died) it stops grabbing, finishes the current
- * job and exits 0 (SIGTERM and SIGINT interrupt the main fiber, which drains the same way).
+ * it is ready, busy and idle again (with the last run and the last error). On `drain` or the
+ * loss of the IPC channel (the parent died) it stops grabbing, finishes the current job and
+ * exits 0 (SIGTERM and SIGINT interrupt the main fiber, which drains the same way).
  */
 // The subpath: the package barrel costs a child half a second at start.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -50,8 +51,11 @@ const wrap = <R>(
   Effect.gen(function*() {
     yield* send({ _tag: "busy", function: fn.registered })
     const context: JobContext = { function: fn.registered, driverJob: job.name, gearman: gjob, options }
+    const failed = (what: string) => (e: unknown) => new Error(`${what} failed: ${e instanceof Error ? e.message : String(e)}`)
+    const decode = fn.spec._tag === "Plain" ? fn.attributes.decode : undefined
+    const encode = fn.spec._tag === "Plain" ? fn.attributes.encode : undefined
     const run = Effect.gen(function*() {
-      const workload: unknown = fn.spec._tag === "Plain" && fn.attributes.decode ? yield* Effect.try({ try: () => fn.attributes.decode!(gjob.payload), catch: (e) => new Error(`decode failed: ${e instanceof Error ? e.message : String(e)}`) }) : gjob.text()
+      const workload: unknown = decode ? yield* Effect.try({ try: () => decode(gjob.payload), catch: failed("decode") }) : gjob.text()
       if (definition.begin) yield* definition.begin(context, workload)
       const body = Option.isSome(durable) ? durable.value(gjob) : fn.spec._tag === "Plain" ? fn.spec.handler(workload, context) : Effect.void
       const exit = yield* Effect.exit(body)
@@ -59,14 +63,14 @@ const wrap = <R>(
         const ended = yield* Effect.exit(definition.end(context, workload))
         if (Exit.isFailure(ended)) yield* Effect.logError(`end failed: ${describe(ended.cause)}`)
       }
-      return yield* exit
+      const value = yield* exit
+      return encode ? yield* Effect.try({ try: () => encode(value), catch: failed("encode") }) : toPayload(value)
     })
     const exit = yield* Effect.exit(run)
     const at = now()
     if (Exit.isSuccess(exit)) {
       yield* send({ _tag: "idle", lastrun: at })
-      const encode = fn.spec._tag === "Plain" ? fn.attributes.encode : undefined
-      return encode ? yield* Effect.try(() => encode(exit.value)).pipe(Effect.mapError((e) => new WorkFail({ reason: `encode failed: ${String(e)}` }))) : toPayload(exit.value)
+      return exit.value
     }
     const message = describe(exit.cause)
     yield* send({ _tag: "idle", lastrun: at, error: { at, message } })

@@ -50,7 +50,7 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
 
   it.effect("prefix, groups and encode/decode", () =>
     Effect.gen(function*() {
-      const { gearman, pids } = yield* DriverUnderTest
+      const { ask, gearman, pids } = yield* DriverUnderTest
       assert.strictEqual(text(yield* gearman.submit("bare_echo", "hi")), "bare hi")
       const ping = text(yield* gearman.submit("Demo::ping", "hi"))
       assert.match(ping, /^pong hi \d+$/)
@@ -60,6 +60,9 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       // decode JSON in, encode JSON out
       assert.strictEqual(text(yield* gearman.submit("Demo::add", JSON.stringify({ a: 2, b: 3 }))), JSON.stringify({ sum: 5 }))
       assert.strictEqual(text(yield* gearman.submit("Demo::mul", JSON.stringify({ a: 2, b: 3 }))), "6")
+      // a workload decode refuses fails the job, and says why
+      assert.isTrue(Either.isLeft(yield* Effect.either(gearman.submit("Demo::add", "not json"))))
+      assert.include((yield* ask("show Demo::math"))[0]!, "ERROR: decode failed: ")
       // add and mul share the group's processes: nothing else registers them
       const math = yield* pids("Demo::math")
       assert.strictEqual(math.length, 2)
