@@ -110,6 +110,8 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
           case "ready":
             if (proc.state === "starting") proc.idleSince = Date.now()
             proc.state = proc.state === "busy" ? "busy" : "idle"
+            // A drain sent before the child listened was lost: say it again.
+            if (proc.stopping) send(proc, { _tag: "drain" })
             return
           case "busy":
             proc.state = "busy"

@@ -44,3 +44,22 @@ it.scopedLive("a process crashing in a loop is restarted with backoff, then held
     yield* supervisor.reconcile
     assert.strictEqual(state.processes.size, 0)
   }), 60_000)
+
+it.scopedLive("a Driver stopped while its children still start stops them without waiting for the grace period", () =>
+  Effect.gen(function*() {
+    const gd = yield* gearmand
+    const scope = yield* Scope.make()
+    const driver = yield* Driver.make({
+      modules: [fixture("Bare.mjs")],
+      servers: [gd.server],
+      consolePort: 0,
+      interval: 0,
+      // a child missing its drain would hold the close for 120 s, past this test's limit
+      shutdownTimeout: 120,
+      childEntry: "dist/driver/childMain.js"
+    }).pipe(Scope.extend(scope))
+    const children = driver.supervisor.states().flatMap((s) => [...s.processes.keys()])
+    assert.strictEqual(children.length, 1)
+    yield* Scope.close(scope, Exit.void)
+    assert.isTrue(children.every((pid) => !alive(pid)))
+  }), 30_000)
