@@ -7,28 +7,37 @@ import * as Supervisor from "../../src/driver/Supervisor.js"
 import { eventually, gearmand, live } from "../gearman/gearmand.js"
 import { alive, fixture } from "./support.js"
 
+/** The Bare module's Driver over `server` in a scope the test closes; children run from the build (vitest runs the sources). */
+const bareDriver = (server: string, options: Partial<Driver.DriverOptions>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const driver = yield* Driver.make({
+      modules: [fixture("Bare.mjs")],
+      servers: [server],
+      consolePort: 0,
+      childEntry: "dist/driver/childMain.js",
+      ...options
+    }).pipe(Scope.extend(scope))
+    const children = () => driver.supervisor.states().flatMap((s) => [...s.processes.keys()])
+    return { driver, children, close: Scope.close(scope, Exit.void) }
+  })
+
 it.scopedLive("onUnknownJob sees functions nobody serves; closing the scope stops every child", () =>
   Effect.gen(function*() {
     const gd = yield* gearmand
     const gearman = yield* live([gd.server])
     const unknown = yield* Ref.make<ReadonlyArray<string>>([])
-    const scope = yield* Scope.make()
-    const driver = yield* Driver.make({
-      modules: [fixture("Bare.mjs")],
-      servers: [gd.server],
-      consolePort: 0,
+    const { children, close } = yield* bareDriver(gd.server, {
       interval: 0.2,
-      // vitest runs the sources; children run from the build
-      childEntry: "dist/driver/childMain.js",
       onUnknownJob: (row) => Ref.update(unknown, (seen) => [...seen, `${row.name}:${row.total}`])
-    }).pipe(Scope.extend(scope))
+    })
     yield* gearman.submitBackground("embedded_unknown", "x")
     yield* eventually(Effect.map(Ref.get(unknown), (names) => names.includes("embedded_unknown:1")), "the hook called")
     assert.strictEqual((yield* gearman.submit("bare_echo", "embedded")).data.toString(), "bare embedded")
-    const children = driver.supervisor.states().flatMap((s) => [...s.processes.keys()])
-    assert.isAbove(children.length, 0)
-    yield* Scope.close(scope, Exit.void)
-    assert.isTrue(children.every((pid) => !alive(pid)))
+    const pids = children()
+    assert.isAbove(pids.length, 0)
+    yield* close
+    assert.isTrue(pids.every((pid) => !alive(pid)))
   }), 60_000)
 
 it.scopedLive("a process crashing in a loop is restarted with backoff, then held back and reported", () =>
@@ -48,18 +57,10 @@ it.scopedLive("a process crashing in a loop is restarted with backoff, then held
 it.scopedLive("a Driver stopped while its children still start stops them without waiting for the grace period", () =>
   Effect.gen(function*() {
     const gd = yield* gearmand
-    const scope = yield* Scope.make()
-    const driver = yield* Driver.make({
-      modules: [fixture("Bare.mjs")],
-      servers: [gd.server],
-      consolePort: 0,
-      interval: 0,
-      // a child missing its drain would hold the close for 120 s, past this test's limit
-      shutdownTimeout: 120,
-      childEntry: "dist/driver/childMain.js"
-    }).pipe(Scope.extend(scope))
-    const children = driver.supervisor.states().flatMap((s) => [...s.processes.keys()])
-    assert.strictEqual(children.length, 1)
-    yield* Scope.close(scope, Exit.void)
-    assert.isTrue(children.every((pid) => !alive(pid)))
+    // a child missing its drain would hold the close for 120 s, past this test's limit
+    const { children, close } = yield* bareDriver(gd.server, { interval: 0, shutdownTimeout: 120 })
+    const pids = children()
+    assert.strictEqual(pids.length, 1)
+    yield* close
+    assert.isTrue(pids.every((pid) => !alive(pid)))
   }), 30_000)
