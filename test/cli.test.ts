@@ -24,7 +24,8 @@ const COMMANDS: ReadonlyArray<ReadonlyArray<string>> = [
   ["status"],
   ["migrate"],
   ["schema"],
-  ["demo"]
+  ["demo"],
+  ["driver"]
 ]
 
 describe("garivini CLI", () => {

@@ -72,8 +72,6 @@ export const FileConfig = Schema.Struct({
 })
 export type FileConfig = typeof FileConfig.Type
 
-const decodeFile = Schema.decodeUnknownEither(FileConfig, { onExcessProperty: "error" })
-
 /** The first problem of a decode, as the field it concerns (in which file) and what is wrong with it. */
 const firstIssue = (file: string, error: ParseResult.ParseError): ConfigInvalid => {
   const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
@@ -81,8 +79,8 @@ const firstIssue = (file: string, error: ParseResult.ParseError): ConfigInvalid 
   return new ConfigInvalid({ field: `${path} (in ${file})`, reason: issue?.message ?? "invalid" })
 }
 
-/** Reads and decodes a config file (`.json` as JSON, anything else as YAML, a superset of JSON). */
-export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid> => {
+/** Reads a config file (`.json` as JSON, anything else as YAML, a superset of JSON) and decodes it with `schema` (unknown keys rejected). */
+export const readConfigFile = <A, I>(path: string, schema: Schema.Schema<A, I>): Either.Either<A, ConfigInvalid> => {
   let text: string
   try {
     text = readFileSync(path, "utf8")
@@ -96,8 +94,10 @@ export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid>
   } catch (e) {
     return Either.left(new ConfigInvalid({ field: "config", reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}` }))
   }
-  return Either.mapLeft(decodeFile(raw ?? {}), (e) => firstIssue(path, e))
+  return Either.mapLeft(Schema.decodeUnknownEither(schema, { onExcessProperty: "error" })(raw ?? {}), (e) => firstIssue(path, e))
 }
+
+export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid> => readConfigFile(path, FileConfig)
 
 // -- flags ------------------------------------------------------------------------------------
 
@@ -170,10 +170,11 @@ const envNumber = (name: string): Either.Either<number | undefined, ConfigInvali
 
 const duration = (s: number | undefined) => s === undefined ? undefined : Duration.millis(Math.round(s * 1000))
 
-const checkServer = (server: string): Either.Either<string, ConfigInvalid> =>
+/** A job server as host:port. */
+export const checkServer = (server: string, field = "gearmand"): Either.Either<string, ConfigInvalid> =>
   /^[^\s:]+:\d{1,5}$/.test(server) && Number(server.split(":").pop()) <= 65535
     ? Either.right(server)
-    : Either.left(new ConfigInvalid({ field: "gearmand", reason: `${JSON.stringify(server)} is not host:port` }))
+    : Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(server)} is not host:port` }))
 
 /**
  * The databases: MySQL shards, or one SQLite file (a file is one shard: it cannot be combined
@@ -218,7 +219,7 @@ export const resolve = (
     const givenServers = flags.gearmand.length > 0
       ? flags.gearmand
       : firstOf(Option.getOrUndefined(Option.map(Option.fromNullable(env("GARIVINI_GEARMAND")), list)), file.gearmand)
-    const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], checkServer)
+    const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], (s) => checkServer(s))
 
     const num = (flag: Option.Option<number> | undefined, envName: string, fromFile: number | undefined) =>
       Effect.map(envNumber(envName), (fromEnv) => firstOf(flag === undefined ? undefined : Option.getOrUndefined(flag), fromEnv, fromFile))

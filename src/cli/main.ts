@@ -8,6 +8,7 @@ import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
 import { consumeCommand } from "./consume.js"
 import { demoCommand } from "./demo.js"
+import { driverCommand } from "./driver.js"
 import { gearmandCommand } from "./gearmand.js"
 import { injectCommand } from "./inject.js"
 import { jobsCommand } from "./jobs.js"
@@ -32,7 +33,8 @@ const garivini = Command.make("garivini").pipe(
     schemaCommand,
     demoCommand,
     gearmandCommand,
-    upCommand
+    upCommand,
+    driverCommand
   ])
 )
 

@@ -1,22 +1,15 @@
 /** What the subcommands share: settings with logging set up, the service layers, one-line failures. */
-import { Console, Effect, Layer, Logger, Option } from "effect"
+import { Console, Effect, Layer, Option } from "effect"
 import type { ConfigInvalid, ShardUnavailable, SqliteDriverMissing } from "../errors.js"
 import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
 import { migrate, migrateSqlite } from "../storage/migrate.js"
 import { Storage, layer as mysqlLayer, layerSqlite } from "../storage/Storage.js"
 import { resolve } from "./config.js"
-import type { LogFormat, Settings } from "./config.js"
+import type { Settings } from "./config.js"
 
-/** Logs go to stderr (stdout is the commands' output), in the chosen format. */
-export const loggerLayer = (format: LogFormat): Layer.Layer<never> =>
-  Logger.replace(
-    Logger.defaultLogger,
-    format === "json"
-      ? Logger.withConsoleError(Logger.jsonLogger)
-      : format === "logfmt"
-      ? Logger.withConsoleError(Logger.logfmtLogger)
-      : Logger.prettyLogger({ stderr: true })
-  )
+import { loggerLayer } from "./logging.js"
+
+export { loggerLayer }
 
 /** Why the storage layer could not be built: bad shards, or a SQLite file or driver that cannot be used. */
 export type StorageLayerError = ConfigInvalid | SqliteDriverMissing | ShardUnavailable

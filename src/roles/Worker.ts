@@ -82,6 +82,48 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
     return (handle: JobHandle): Effect.Effect<void> => Queue.offer(queue, handle)
   })
 
+/**
+ * A Gearman handler running a worker-helper handler: decodes the worker JSON and settles the row
+ * (the Driver wraps it into its own process bookkeeping).
+ */
+export const gearmanHandler = <R>(
+  storage: StorageShape,
+  complete: (handle: JobHandle) => Effect.Effect<void>,
+  funcname: string,
+  handler: JobHandler<R>
+): GearmanWorker.Handler<R> => (gjob) =>
+  Effect.gen(function*() {
+    const decoded = yield* Effect.either(decodeWorkerJson(gjob.payload))
+    if (decoded._tag === "Left") {
+      yield* Effect.logError(`rejected: ${decoded.left.message}`)
+      return yield* Effect.fail(new WorkFail({ reason: decoded.left.message }))
+    }
+    const job = decoded.right
+    const id = formatHandle(job)
+    const text = Buffer.from(job.arg).toString("utf8")
+    const exit = yield* Effect.exit(handler({ ...job, text, gearman: gjob }))
+    const owned = job.flag === "shim"
+    if (Exit.isSuccess(exit)) {
+      if (owned) yield* complete(job)
+      return exit.value
+    }
+    const failure = Cause.failureOption(exit.cause)
+    const reason = failure._tag === "Some"
+      ? failure.value._tag === "JobFailed" ? failure.value.reason : `retry at ${String(failure.value.when)}`
+      : Cause.pretty(exit.cause)
+    if (failure._tag === "None") yield* Effect.logError(`job ${id}: handler died: ${reason}`)
+    if (owned) {
+      const settle = failure._tag === "Some" && failure.value._tag === "RetryAt"
+        ? Effect.asVoid(Client.rescheduleJob(job, failure.value.when))
+        : Effect.asVoid(Client.failedJob(job))
+      yield* settle.pipe(
+        Effect.provideService(Storage, storage),
+        Effect.catchAll((e) => Effect.logError(`job ${id}: could not record the outcome (it runs again after its lease): ${e.message}`))
+      )
+    }
+    return yield* Effect.fail(new WorkFail({ reason }))
+  }).pipe(Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle }))
+
 /** Serves Garivini jobs until the scope closes (in-flight jobs finish first). */
 export const serve = <R>(
   handlers: Readonly<Record<string, JobHandler<R>>>,
@@ -93,40 +135,7 @@ export const serve = <R>(
     // Made before `serve`, so it is closed after the worker has drained its in-flight jobs.
     const complete = yield* makeCompleter(storage, options.completionWindow)
 
-    const run = (funcname: string, handler: JobHandler<R>): GearmanWorker.Handler<R> => (gjob) =>
-      Effect.gen(function*() {
-        const decoded = yield* Effect.either(decodeWorkerJson(gjob.payload))
-        if (decoded._tag === "Left") {
-          yield* Effect.logError(`rejected: ${decoded.left.message}`)
-          return yield* Effect.fail(new WorkFail({ reason: decoded.left.message }))
-        }
-        const job = decoded.right
-        const id = formatHandle(job)
-        const text = Buffer.from(job.arg).toString("utf8")
-        const exit = yield* Effect.exit(handler({ ...job, text, gearman: gjob }))
-        const owned = job.flag === "shim"
-        if (Exit.isSuccess(exit)) {
-          if (owned) yield* complete(job)
-          return exit.value
-        }
-        const failure = Cause.failureOption(exit.cause)
-        const reason = failure._tag === "Some"
-          ? failure.value._tag === "JobFailed" ? failure.value.reason : `retry at ${String(failure.value.when)}`
-          : Cause.pretty(exit.cause)
-        if (failure._tag === "None") yield* Effect.logError(`job ${id}: handler died: ${reason}`)
-        if (owned) {
-          const settle = failure._tag === "Some" && failure.value._tag === "RetryAt"
-            ? Effect.asVoid(Client.rescheduleJob(job, failure.value.when))
-            : Effect.asVoid(Client.failedJob(job))
-          yield* settle.pipe(
-            Effect.provideService(Storage, storage),
-            Effect.catchAll((e) => Effect.logError(`job ${id}: could not record the outcome (it runs again after its lease): ${e.message}`))
-          )
-        }
-        return yield* Effect.fail(new WorkFail({ reason }))
-      }).pipe(Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle }))
-
     const gearmanHandlers: Record<string, GearmanWorker.Handler<R>> = {}
-    for (const [funcname, handler] of Object.entries(handlers)) gearmanHandlers[funcname] = run(funcname, handler)
+    for (const [funcname, handler] of Object.entries(handlers)) gearmanHandlers[funcname] = gearmanHandler(storage, complete, funcname, handler)
     yield* gearman.serve(gearmanHandlers, options)
   })

@@ -209,7 +209,8 @@ export const make = (
 
     /** Runs every effect (none is cut short by another's failure); sums or fails with the first error. */
     const sumAll = <E>(effects: ReadonlyArray<Effect.Effect<number, E>>): Effect.Effect<number, E> =>
-      Effect.all(effects, { concurrency: "unbounded", mode: "either" }).pipe(
+      // One shard (the common case): no fibers to fork and join.
+      effects.length === 1 ? effects[0]! : Effect.all(effects, { concurrency: "unbounded", mode: "either" }).pipe(
         Effect.flatMap((results) => {
           let total = 0
           for (const r of results) {

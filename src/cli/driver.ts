@@ -1,0 +1,171 @@
+/**
+ * `garivini driver --module <path>... [--config <file>]`: runs the Driver. The file takes the
+ * original's keys (`server`, `console_port`, `interval`, `max_idle_time`, `loglevel`,
+ * `job_runtime_attributes`, `worker_options`) and a few of ours; flags win over the file.
+ * SIGTERM/SIGINT drain every child (grace period `shutdown_timeout`) and exit 0; SIGHUP reads the
+ * file again and applies its min/max; `--pid-file` is written at start and removed at exit.
+ */
+import { rmSync, writeFileSync } from "node:fs"
+import { Command, Options } from "@effect/cli"
+import { Effect, Either, Layer, Logger, LogLevel, Option, Runtime, Schema } from "effect"
+import { ConfigInvalid } from "../errors.js"
+import * as Driver from "../driver/Driver.js"
+import { checkServer, DEFAULT_GEARMAND, readConfigFile, type LogFormat } from "./config.js"
+import { loggerLayer, reportFailure } from "./shared.js"
+
+const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative())
+const Seconds = Schema.Number.pipe(Schema.nonNegative())
+const LEVELS: Readonly<Record<string, LogLevel.LogLevel>> = {
+  TRACE: LogLevel.Trace,
+  DEBUG: LogLevel.Debug,
+  INFO: LogLevel.Info,
+  WARN: LogLevel.Warning,
+  WARNING: LogLevel.Warning,
+  ERROR: LogLevel.Error,
+  FATAL: LogLevel.Fatal
+}
+const Level = Schema.String.pipe(Schema.filter((s) => s.toUpperCase() in LEVELS, { message: () => `expected one of ${Object.keys(LEVELS).join(", ")}` }))
+
+/** The Driver's config file: the original's keys, plus ours (unknown keys are errors). */
+export const DriverFile = Schema.Struct({
+  server: Schema.optional(Schema.String),
+  console_port: Schema.optional(NonNegativeInt),
+  console_host: Schema.optional(Schema.String),
+  interval: Schema.optional(Seconds),
+  max_idle_time: Schema.optional(Seconds),
+  max_start_per_tick: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  shutdown_timeout: Schema.optional(Seconds),
+  loglevel: Schema.optional(Level),
+  pid_file: Schema.optional(Schema.String),
+  modules: Schema.optional(Schema.Array(Schema.String)),
+  job_runtime_attributes: Schema.optional(
+    Schema.Record({
+      key: Schema.String,
+      value: Schema.Struct({ min_processes: Schema.optional(NonNegativeInt), max_processes: Schema.optional(NonNegativeInt) })
+    })
+  ),
+  worker_options: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Record({ key: Schema.String, value: Schema.Unknown }) }))
+})
+export type DriverFile = typeof DriverFile.Type
+
+/** `host[:port][,host[:port]]` (default port 4730), as the original's `server`. */
+export const parseServers = (text: string): Either.Either<ReadonlyArray<string>, ConfigInvalid> => {
+  const entries = text.split(/[\s,]+/).filter((s) => s !== "")
+  if (entries.length === 0) return Either.left(new ConfigInvalid({ field: "server", reason: "no job server given" }))
+  return Either.all(entries.map((entry) => checkServer(entry.includes(":") ? entry : `${entry}:4730`, "server")))
+}
+
+const flags = {
+  module: Options.text("module").pipe(Options.repeated, Options.withDescription("A worker module (a .js/.mjs file exporting Driver.define(...)); repeat for several")),
+  config: Options.text("config").pipe(Options.optional, Options.withDescription("A YAML or JSON file with the original's keys (server, console_port, interval, max_idle_time, loglevel, job_runtime_attributes, worker_options)")),
+  server: Options.text("server").pipe(Options.optional, Options.withDescription(`Job servers as host[:port][,host[:port]] (default ${DEFAULT_GEARMAND})`)),
+  consolePort: Options.integer("console-port").pipe(Options.optional, Options.withDescription("Port of the management console (default 47300; 0 disables)")),
+  consoleHost: Options.text("console-host").pipe(Options.optional, Options.withDescription("Address the console binds to (default 127.0.0.1)")),
+  interval: Options.float("interval").pipe(Options.optional, Options.withDescription("Seconds between reads of gearmand's status (default 5; 0 disables scaling)")),
+  maxIdleTime: Options.float("max-idle-time").pipe(Options.optional, Options.withDescription("Seconds a process above min may be idle before it drains (default 0)")),
+  loglevel: Options.text("loglevel").pipe(Options.optional, Options.withDescription("TRACE, DEBUG, INFO (default), WARN or ERROR")),
+  pidFile: Options.text("pid-file").pipe(Options.optional, Options.withDescription("Write the Driver's pid to this file (removed at exit)")),
+  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(Options.optional, Options.withDescription("Log lines as pretty text, JSON or logfmt"))
+}
+
+type Flags = {
+  readonly module: ReadonlyArray<string>
+  readonly config: Option.Option<string>
+  readonly server: Option.Option<string>
+  readonly consolePort: Option.Option<number>
+  readonly consoleHost: Option.Option<string>
+  readonly interval: Option.Option<number>
+  readonly maxIdleTime: Option.Option<number>
+  readonly loglevel: Option.Option<string>
+  readonly pidFile: Option.Option<string>
+  readonly logFormat: Option.Option<LogFormat>
+}
+
+export interface DriverSettings {
+  readonly options: Driver.DriverOptions
+  readonly level: LogLevel.LogLevel
+  readonly format: LogFormat
+  readonly pidFile: string | undefined
+  readonly configPath: string | undefined
+}
+
+/** Flags over the file over defaults. */
+export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInvalid> =>
+  Effect.gen(function*() {
+    const configPath = Option.getOrUndefined(f.config)
+    const file: DriverFile = configPath === undefined ? {} : yield* readConfigFile(configPath, DriverFile)
+    const pick = <A>(flag: Option.Option<A>, fromFile: A | undefined) => Option.getOrUndefined(flag) ?? fromFile
+    const modules = f.module.length > 0 ? f.module : file.modules ?? []
+    if (modules.length === 0) return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: "give at least one --module" }))
+    const servers = yield* parseServers(pick(f.server, file.server) ?? DEFAULT_GEARMAND)
+    const consolePort = pick(f.consolePort, file.console_port)
+    if (consolePort !== undefined && (!Number.isInteger(consolePort) || consolePort < 0 || consolePort > 65535)) {
+      return yield* Effect.fail(new ConfigInvalid({ field: "console-port", reason: `${consolePort} is not a port` }))
+    }
+    for (const [field, value] of [["interval", Option.getOrUndefined(f.interval)], ["max-idle-time", Option.getOrUndefined(f.maxIdleTime)]] as const) {
+      if (value !== undefined && !(value >= 0)) return yield* Effect.fail(new ConfigInvalid({ field, reason: `${value} is not a number of seconds >= 0` }))
+    }
+    const levelName = (pick(f.loglevel, file.loglevel) ?? "INFO").toUpperCase()
+    const level = LEVELS[levelName]
+    if (level === undefined) return yield* Effect.fail(new ConfigInvalid({ field: "loglevel", reason: `${JSON.stringify(levelName)} is not a log level` }))
+    const envFormat = process.env["GARIVINI_LOG_FORMAT"]
+    const format: LogFormat = Option.getOrUndefined(f.logFormat) ??
+      (envFormat === "json" || envFormat === "logfmt" || envFormat === "pretty" ? envFormat : process.stdout.isTTY ? "pretty" : "logfmt")
+    return {
+      options: {
+        modules,
+        servers,
+        consolePort,
+        consoleHost: pick(f.consoleHost, file.console_host),
+        interval: pick(f.interval, file.interval),
+        maxIdleTime: pick(f.maxIdleTime, file.max_idle_time),
+        maxStartPerTick: file.max_start_per_tick,
+        shutdownTimeout: file.shutdown_timeout,
+        runtimeAttributes: file.job_runtime_attributes,
+        workerOptions: file.worker_options
+      },
+      level,
+      format,
+      pidFile: pick(f.pidFile, file.pid_file),
+      configPath
+    }
+  })
+
+/** Writes the pid file for the life of the scope. */
+const pidFile = (path: string) =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => writeFileSync(path, `${process.pid}\n`),
+      catch: (e) => new ConfigInvalid({ field: "pid-file", reason: `cannot write ${path}: ${e instanceof Error ? e.message : String(e)}` })
+    }),
+    () => Effect.sync(() => rmSync(path, { force: true }))
+  )
+
+/** SIGHUP: read the file again and apply its min/max; a bad file is logged and changes nothing. */
+const reloadOnHangup = (driver: Driver.DriverHandle, configPath: string | undefined) =>
+  Effect.gen(function*() {
+    const runtime = yield* Effect.runtime<never>()
+    const reload = Effect.gen(function*() {
+      if (configPath === undefined) return yield* Effect.logInfo("SIGHUP: no --config to reload")
+      const file = yield* readConfigFile(configPath, DriverFile)
+      yield* driver.reload(file.job_runtime_attributes ?? {})
+    }).pipe(Effect.catchAll((e) => Effect.logError(`SIGHUP: configuration not reloaded: ${e.message}`)))
+    const onHangup = () => Runtime.runFork(runtime)(reload)
+    yield* Effect.acquireRelease(Effect.sync(() => process.on("SIGHUP", onHangup)), () => Effect.sync(() => process.off("SIGHUP", onHangup)))
+  })
+
+export const driverCommand = Command.make("driver", flags, (f) =>
+  reportFailure(
+    Effect.flatMap(resolveDriver(f), (settings) =>
+      Effect.scoped(
+        Effect.gen(function*() {
+          if (settings.pidFile !== undefined) yield* pidFile(settings.pidFile)
+          const driver = yield* Driver.make(settings.options)
+          yield* reloadOnHangup(driver, settings.configPath)
+          yield* driver.shutdownRequested
+          yield* Effect.logInfo("shutdown requested on the console")
+        })
+      ).pipe(Effect.provide(Layer.merge(loggerLayer(settings.format), Logger.minimumLogLevel(settings.level))))
+    )
+  )
+).pipe(Command.withDescription("Run worker modules in child processes, scaled from gearmand's queue, with a management console (Gearman::Driver)"))

@@ -1,0 +1,32 @@
+/**
+ * Durable jobs in a Driver child: the worker helper's handler over Storage (GARIVINI_DB, inherited
+ * from the Driver: MySQL shards or a sqlite: file; unset, ./garivini.db as for every `garivini`
+ * command). Loaded only by children that serve one, so the others start without a database.
+ */
+import { Config, Effect, Layer, Option, Redacted } from "effect"
+import type { Scope } from "effect"
+import { DEFAULT_SQLITE_TARGET, isSqliteTarget, parseSqliteTarget, shardsConfig } from "../config.js"
+import type * as GearmanWorker from "../gearman/worker.js"
+import { gearmanHandler, makeCompleter } from "../roles/Worker.js"
+import { Storage, layer as storageLayer, layerSqlite } from "../storage/Storage.js"
+import type { DriverFunction } from "./attributes.js"
+
+export const withDurable = <A, E, R>(
+  body: (durable: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>) => Effect.Effect<A, E, R | Scope.Scope>
+): Effect.Effect<A, E, Exclude<R, Storage>> =>
+  Effect.gen(function*() {
+    const target = yield* Effect.orDie(Config.option(Config.redacted("GARIVINI_DB")))
+    const text = Option.match(target, { onNone: () => DEFAULT_SQLITE_TARGET, onSome: Redacted.value }).trim() || DEFAULT_SQLITE_TARGET
+    const storage: Layer.Layer<Storage, unknown> = isSqliteTarget(text)
+      ? layerSqlite({ filename: yield* Effect.orDie(parseSqliteTarget(text)) })
+      : storageLayer({ shards: yield* Effect.orDie(shardsConfig) })
+    return yield* Effect.scoped(
+      Effect.gen(function*() {
+        const storage = yield* Storage
+        const complete = yield* makeCompleter(storage)
+        return yield* body((fn) =>
+          fn.spec._tag === "Durable" ? Option.some(gearmanHandler(storage, complete, fn.registered, fn.spec.handler)) : Option.none()
+        )
+      })
+    ).pipe(Effect.provide(Layer.orDie(storage)))
+  })

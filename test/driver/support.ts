@@ -1,0 +1,116 @@
+// The built `garivini driver` run as an operator would (children run from dist), a gearmand of
+// its own, and a console client speaking the line protocol.
+import { spawn } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
+import { Deferred, Effect } from "effect"
+import { stringify } from "yaml"
+import { freePort } from "../../src/gearmandProcess.js"
+import { eventually, gearmand, live } from "../gearman/gearmand.js"
+
+export interface Exited {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+}
+
+/** Sends command lines and returns the raw answer of each (up to and with its `.` line). */
+export const consoleSession = (port: number, commands: ReadonlyArray<string>) =>
+  Effect.async<ReadonlyArray<string>, Error>((resume) => {
+    const socket = Net.connect(port, "127.0.0.1")
+    const answers: Array<string> = []
+    let buffer = ""
+    let next = 0
+    const send = () => {
+      if (next < commands.length) socket.write(`${commands[next++]}\r\n`)
+      else socket.end()
+    }
+    socket.on("connect", send)
+    socket.on("data", (chunk) => {
+      buffer += chunk.toString("utf8")
+      let end: number
+      while ((end = buffer.indexOf(".\r\n")) >= 0 && (end === 0 || buffer[end - 1] === "\n")) {
+        answers.push(buffer.slice(0, end + 3))
+        buffer = buffer.slice(end + 3)
+        send()
+      }
+    })
+    socket.on("error", (e) => resume(Effect.fail(e)))
+    socket.on("close", () => {
+      if (buffer !== "") answers.push(buffer)
+      resume(Effect.succeed(answers))
+    })
+  })
+
+/** One command's answer lines (without `\r\n`, the `.` line included). */
+export const ask = (port: number, command: string) =>
+  Effect.map(consoleSession(port, [command]), (answers) => (answers[0] ?? "").split("\r\n").slice(0, -1))
+
+/** Whether a process exists (signal 0). */
+export const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export const fixture = (name: string) => Path.join("test/driver/fixtures", name)
+
+/**
+ * A gearmand and `garivini driver` over it (and `extraServers`) with `config` (as YAML; `server`
+ * and `console_port` filled in), killed when the scope closes.
+ */
+export const startDriver = (
+  modules: ReadonlyArray<string>,
+  config: Record<string, unknown> = {},
+  options: { readonly extraServers?: ReadonlyArray<string>; readonly env?: Readonly<Record<string, string>> } = {}
+) =>
+  Effect.gen(function*() {
+    const gd = yield* gearmand
+    const consolePort = yield* freePort
+    const dir = mkdtempSync(Path.join(tmpdir(), "garivini-driver-"))
+    const configPath = Path.join(dir, "driver.yml")
+    const writeConfig = (c: Record<string, unknown>) =>
+      Effect.sync(() => writeFileSync(configPath, stringify({ server: [gd.server, ...(options.extraServers ?? [])].join(","), console_port: consolePort, ...c })))
+    yield* writeConfig(config)
+    const exit = yield* Deferred.make<Exited>()
+    let output = ""
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        spawn("node", ["bin/garivini.js", "driver", ...modules.flatMap((m) => ["--module", m]), "--config", configPath, "--log-format", "logfmt"], {
+          env: { ...process.env, GARIVINI_CONFIG: "", ...options.env },
+          stdio: ["ignore", "pipe", "pipe"]
+        })
+      ),
+      (c) => Effect.sync(() => c.kill("SIGKILL"))
+    )
+    child.stdout.on("data", (d: Buffer) => (output += d.toString()))
+    child.stderr.on("data", (d: Buffer) => (output += d.toString()))
+    child.on("exit", (code, signal) => Effect.runSync(Deferred.succeed(exit, { code, signal })))
+    const gearman = yield* live([gd.server])
+    const driver = {
+      gearmand: gd,
+      gearman,
+      consolePort,
+      pid: child.pid!,
+      configPath,
+      writeConfig,
+      output: () => output,
+      ask: (command: string) => ask(consolePort, command),
+      session: (commands: ReadonlyArray<string>) => consoleSession(consolePort, commands),
+      signal: (signal: NodeJS.Signals) => Effect.sync(() => child.kill(signal)),
+      exited: Deferred.await(exit),
+      /** Pids of a job (`show`). */
+      pids: (job: string) => Effect.map(ask(consolePort, `show ${job}`), (lines) => lines.slice(1, -1).map(Number)),
+      /** The processes column of a job's `status` line. */
+      processes: (job: string) => Effect.map(ask(consolePort, `show ${job}`), (lines) => Number(lines[0]?.split("  ")[3]))
+    }
+    // Up once the console answers and every job has its min processes registered with gearmand.
+    yield* eventually(Effect.map(Effect.either(driver.ask("status")), (r) => r._tag === "Right"), "the driver's console", 20_000)
+    return driver
+  })
+
+export type Driver = Effect.Effect.Success<ReturnType<typeof startDriver>>
