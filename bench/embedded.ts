@@ -3,6 +3,9 @@
 // process, as a user of `garivini up` runs it. Throughput: N jobs stored, then run; latency:
 // synchronous injects at a steady rate, submit → handler start.
 import { spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
 import { Deferred, Duration, Effect, Layer } from "effect"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { freePort } from "../src/gearmandProcess.js"
@@ -10,6 +13,7 @@ import * as Client from "../src/roles/Client.js"
 import * as Injector from "../src/roles/Injector.js"
 import * as Worker from "../src/roles/Worker.js"
 import type { Storage } from "../src/storage/Storage.js"
+import * as StorageLayers from "../src/storage/Storage.js"
 import type { BenchOptions } from "./harness.js"
 import { BenchError, figure, makeCounter, nowMs, paced, percentiles, perSecond, range, scratchDatabase, shardUrl, storageLayer, storedJobs, until } from "./harness.js"
 
@@ -19,6 +23,19 @@ export interface EmbeddedStore {
   readonly db: string
   readonly storage: Layer.Layer<Storage, BenchError>
 }
+
+/** A SQLite file in a fresh temporary directory: what `garivini up` uses by default. */
+export const sqliteStore = Effect.acquireRelease(
+  Effect.sync(() => mkdtempSync(path.join(tmpdir(), "garivini-bench-"))),
+  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+).pipe(Effect.map((dir): EmbeddedStore => {
+  const filename = path.join(dir, "garivini.db")
+  return {
+    name: "SQLite",
+    db: `sqlite:${filename}`,
+    storage: StorageLayers.layerSqlite({ filename }).pipe(Layer.mapError((e) => new BenchError({ message: `SQLite: ${e.message}` })))
+  }
+}))
 
 export const mysqlStore = Effect.map(scratchDatabase("embedded"), (shard): EmbeddedStore => ({
   name: "MariaDB",
@@ -92,9 +109,9 @@ export const embedded = (o: BenchOptions, store: Effect.Effect<EmbeddedStore, Be
       const lat = percentiles(latencies)
       const setting = `garivini up over ${s.name} in its own process, one worker ×${o.concurrency} in this one`
       return [
-        figure("embedded", "stored → run, end to end", perSecond(n, ranMs), "jobs/s", { note: `${n} jobs (insert included); ${setting}` }),
-        figure("embedded", `inject → handler start at ${o.llRate} jobs/s, p50`, lat.p50, "ms", { note: `${lat.n} synchronous injects over ${o.llSeconds} s (offered ${Math.round(offered)} jobs/s)` }),
-        figure("embedded", `inject → handler start at ${o.llRate} jobs/s, p99`, lat.p99, "ms", { note: `max ${lat.max.toFixed(1)} ms` })
+        figure(`embedded (${s.name})`, "stored → run, end to end", perSecond(n, ranMs), "jobs/s", { note: `${n} jobs (insert included); ${setting}` }),
+        figure(`embedded (${s.name})`, `inject → handler start at ${o.llRate} jobs/s, p50`, lat.p50, "ms", { note: `${lat.n} synchronous injects over ${o.llSeconds} s (offered ${Math.round(offered)} jobs/s)` }),
+        figure(`embedded (${s.name})`, `inject → handler start at ${o.llRate} jobs/s, p99`, lat.p99, "ms", { note: `max ${lat.max.toFixed(1)} ms` })
       ]
     }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(s.storage, Gearman.layer({ servers: [server] }))))
   }))

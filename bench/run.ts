@@ -18,7 +18,7 @@ import * as Gearman from "../src/gearman/Gearman.js"
 import { scopedGearmand } from "../src/gearmandProcess.js"
 import type { BenchOptions, Figure } from "./harness.js"
 import { BenchError, formatNumber, mariadbVersion, verdict } from "./harness.js"
-import { embedded, mysqlStore } from "./embedded.js"
+import { embedded, mysqlStore, sqliteStore } from "./embedded.js"
 import { memory } from "./memory.js"
 import { baseline, insert, lowLatency, throughput } from "./scenarios.js"
 import { scratchShard } from "./support.js"
@@ -195,7 +195,10 @@ const program = Effect.gen(function*() {
   if (selected("throughput")) yield* step("throughput", throughput(options, server, baselineRate))
   if (selected("lowlatency")) yield* step("lowlatency", lowLatency(options, server))
   if (selected("memory")) yield* step("memory", memory(options, server))
-  if (selected("embedded")) yield* step("embedded", embedded(options, mysqlStore))
+  if (selected("embedded")) {
+    yield* step("embedded", embedded(options, sqliteStore))
+    yield* step("embedded over MariaDB", embedded(options, mysqlStore))
+  }
 
   const seconds = (performance.now() - started) / 1000
   console.log("")

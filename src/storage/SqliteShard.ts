@@ -10,7 +10,10 @@
  * - One writer: one connection, every operation under one permit (better-sqlite3 is synchronous,
  *   so a statement blocks the event loop while it runs: statements stay short).
  * - Other processes (`garivini jobs`, `consume` in another terminal) share the file: WAL readers
- *   never block the writer, and a writer waits up to `busy_timeout` for another process's write.
+ *   never block the writer, and a writer waits up to `busyTimeoutMs` for another process's write
+ *   — not in SQLite's busy handler, which would sleep inside the synchronous driver and freeze
+ *   the whole event loop (in `garivini up`: the embedded job server and every role), but by
+ *   retrying the operation on an Effect schedule (1 ms doubling to 25 ms, jittered).
  * - Claims are one `BEGIN IMMEDIATE` transaction (the write lock is taken first, so the
  *   transaction cannot fail halfway for a lock another process took meanwhile).
  */
@@ -18,7 +21,7 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { SqlClient } from "@effect/sql/SqlClient"
-import { Cause, Effect, ExecutionStrategy, Exit, Option, Schema, Scope, SynchronizedRef } from "effect"
+import { Cause, Duration, Effect, ExecutionStrategy, Exit, Option, Schedule, Schema, Scope, SynchronizedRef } from "effect"
 import { SqliteDriverMissing } from "../errors.js"
 import { ARG_MAX_BYTES, LenientInt, NEVER } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
@@ -105,6 +108,9 @@ const classify = (error: SqlError): ShardFailure => {
   return new ShardRejected({ reason, code })
 }
 
+/** Another process holds the write lock: nothing was applied, the operation can be run again. */
+const isBusy = (failure: ShardFailure): boolean => failure._tag === "ShardUnreached" && /\(SQLITE_(BUSY|LOCKED)/.test(failure.reason)
+
 const RunResult = Schema.Struct({
   changes: Schema.Number,
   lastInsertRowid: Schema.Union(Schema.Number, Schema.BigIntFromSelf)
@@ -128,6 +134,11 @@ export const make = (
     const layerScope = yield* Effect.scope
     const opened = yield* SynchronizedRef.make(Option.none<SqlClient>())
     const permit = yield* Effect.makeSemaphore(1)
+    const busySchedule = Schedule.exponential(Duration.millis(1), 2).pipe(
+      Schedule.union(Schedule.spaced(Duration.millis(25))),
+      Schedule.jittered,
+      Schedule.upTo(Duration.millis(Math.max(0, options.busyTimeoutMs ?? 5000)))
+    )
     const synchronous = options.synchronous ?? "normal"
 
     /** Opens the file, sets the connection up and applies the schema (idempotent). */
@@ -148,7 +159,8 @@ export const make = (
         const mode = journal[0]?.journal_mode ?? "unknown"
         if (mode !== "wal") yield* Effect.logWarning(`journal mode is ${mode}, not wal: other processes will wait for writes`)
         yield* run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`)
-        yield* run(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`)
+        // 0: a locked database answers SQLITE_BUSY at once; `withConnection` waits without blocking.
+        yield* run("PRAGMA busy_timeout = 0")
         for (const statement of SQLITE_SCHEMA) yield* run(statement)
         yield* Effect.logInfo(`opened ${filename}: journal ${mode}, synchronous ${synchronous}`)
         return client
@@ -172,7 +184,12 @@ export const make = (
         const client = yield* connected
         const conn = yield* client.reserve.pipe(Effect.mapError((e) => new ShardUnreached({ reason: reasonOf(e).reason })))
         return yield* f(conn)
-      }))))
+      })))).pipe(
+        // SQLITE_BUSY comes before anything is applied (a transaction takes the write lock with
+        // BEGIN IMMEDIATE, a single statement commits on its own), so the whole operation is
+        // run again, the permit released meanwhile so this process's other fibers go on.
+        Effect.retry({ while: isBusy, schedule: busySchedule })
+      )
 
     /** `body` in a `BEGIN IMMEDIATE` transaction: the write lock first, so nothing fails halfway for a lock. */
     const inTransaction = <A>(conn: Connection, body: Effect.Effect<A, ShardFailure>) =>

@@ -5,7 +5,7 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
-import { Effect, Layer, Option, Schema } from "effect"
+import { Effect, Fiber, Layer, Option, Schema } from "effect"
 import * as Client from "../../src/roles/Client.js"
 import * as SqliteShard from "../../src/storage/SqliteShard.js"
 import { layerSqlite, make, Storage } from "../../src/storage/Storage.js"
@@ -113,6 +113,29 @@ describe("SQLite storage", () => {
       yield* other.unsafe("COMMIT")
       assert.isFalse((yield* storage.insert([{ funcname: "busy", uniqkey: "blocked", runAfter: 0 }]))[0]!.duplicate)
       assert.strictEqual((yield* storage.claimDue(1, 10, "1000 seconds")).length, 2)
+    }))
+
+  it.scopedLive("a write waiting for another process's lock does not freeze the event loop, and succeeds once it is free", () =>
+    Effect.gen(function*() {
+      const filename = join(yield* tempDir("garivini-sqlite-"), "wait.db")
+      const driver = yield* SqliteShard.loadDriver()
+      const storage = yield* make([yield* SqliteShard.make(driver, 1, filename, { busyTimeoutMs: 10_000 })])
+      yield* storage.insert([{ funcname: "wait", runAfter: 0 }])
+      const other = yield* otherConnection(filename)
+      yield* other.unsafe("BEGIN IMMEDIATE")
+      const waiting = yield* Effect.fork(storage.insert([{ funcname: "wait", uniqkey: "after", runAfter: 0 }]))
+      // Timers keep firing while the insert waits (SQLite's own busy handler would block them).
+      let ticks = 0
+      const started = Date.now()
+      while (Date.now() - started < 300) {
+        yield* Effect.sleep("10 millis")
+        ticks++
+      }
+      assert.isAtLeast(ticks, 10)
+      assert.isNull(waiting.unsafePoll(), "the insert is still waiting for the lock")
+      yield* other.unsafe("COMMIT")
+      const [stored] = yield* Fiber.join(waiting)
+      assert.isFalse(stored!.duplicate)
     }))
 
   it.scopedLive("a file that cannot be opened fails the layer with ShardUnavailable", () =>
