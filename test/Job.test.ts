@@ -4,6 +4,7 @@ import { parseShardUrl, shardsFromUrls } from "../src/config.js"
 import { crc32, hashBucket } from "../src/crc32.js"
 import {
   decodeWorkerJson,
+  decodeWorkerJsonWithSchema,
   encodeWorkerJson,
   failureBackoffSeconds,
   MAX_RUN_AFTER,
@@ -89,6 +90,38 @@ describe("worker JSON", () => {
       assert.strictEqual(Buffer.from(injected.arg).toString("utf8"), "café ☃")
       assert.strictEqual((yield* decodeWorkerJson("{\"jobid\":1,\"dbid\":1,\"funcname\":\"f\",\"flag\":\"\"}")).flag, "shim")
     }))
+
+  it("the fast decoder and the Schema decoder agree on every payload", () => {
+    const values = {
+      jobid: [1, 0, 2 ** 53, -1, 1.5, "7", null],
+      dbid: [1, 3, "2", undefined],
+      funcname: ["f", "", 5],
+      arg: ["x", "", "\u0000\u00ff", "caf\u00e9 \u2603", null, undefined, 3],
+      uniqkey: ["k", "k ", "", null, undefined, 1],
+      coalesce: ["c", null, undefined],
+      run_after: [0, 123, "123", -5, undefined],
+      flag: ["shim", "controller", "", null, undefined, "weird"],
+      failcount: [0, 4, "4", undefined]
+    }
+    const keys = Object.keys(values) as Array<keyof typeof values>
+    let checked = 0
+    // Every value of each field against a base job (and a few pairs): both decoders, same answer.
+    const base = { jobid: 1, dbid: 1, funcname: "f", arg: "x", uniqkey: null, coalesce: null, run_after: 0, flag: "shim", failcount: 0 }
+    const variants: Array<Record<string, unknown>> = [base]
+    for (const k of keys) for (const v of values[k]) variants.push({ ...base, [k]: v })
+    for (const v of values.arg) for (const f of values.flag) variants.push({ ...base, arg: v, flag: f, extra: [1] })
+    for (const variant of variants) {
+      const json = JSON.stringify(variant)
+      const fast = Effect.runSync(Effect.either(decodeWorkerJson(json)))
+      const slow = decodeWorkerJsonWithSchema(json)
+      assert.strictEqual(fast._tag, slow._tag, json)
+      if (Either.isRight(fast) && Either.isRight(slow)) {
+        assert.deepStrictEqual({ ...fast.right, arg: [...fast.right.arg] }, { ...slow.right, arg: [...slow.right.arg] }, json)
+      }
+      checked++
+    }
+    assert.isAbove(checked, 40)
+  })
 
   it.effect("malformed payloads are a typed InvalidJob saying what is wrong", () =>
     Effect.gen(function*() {
