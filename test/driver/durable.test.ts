@@ -2,12 +2,15 @@
 // completed, or backed off when the handler fails, from the Driver's child process. And children
 // do not outlive their Driver.
 import { assert, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { join } from "node:path"
+import { Effect, Fiber, Layer } from "effect"
+import * as Gearman from "../../src/gearman/Gearman.js"
 import * as Client from "../../src/roles/Client.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
-import { Storage } from "../../src/storage/Storage.js"
+import { layerSqlite, Storage } from "../../src/storage/Storage.js"
 import { eventually } from "../gearman/gearmand.js"
 import { env, remaining } from "../support/e2e.js"
+import { tempDir } from "../support/files.js"
 import { mysqlHost, mysqlPort, testShards } from "../support/mysql.js"
 import { alive, fixture, startDriver } from "./support.js"
 
@@ -30,6 +33,19 @@ it.scopedLive("a durable job completes its row; a failing one is backed off", ()
       assert.include(driver.output(), "STDOUT: durable a")
       assert.include(driver.output(), "STDOUT: durable b")
     })).pipe(Effect.provide(env([shard!], [driver.gearmand.server])))
+  }), 60_000)
+
+it.scopedLive("a durable job over a SQLite file (GARIVINI_DB=sqlite:…) completes its row", () =>
+  Effect.gen(function*() {
+    const filename = join(yield* tempDir("garivini-driver-sqlite-"), "jobs.db")
+    const driver = yield* startDriver([fixture("Durable.mjs")], { interval: 0 }, { env: { GARIVINI_DB: `sqlite:${filename}` } })
+    yield* Effect.scoped(Effect.gen(function*() {
+      yield* Client.insertJobs([{ funcname: "Durable::resize", arg: "c" }])
+      const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
+      yield* eventually(Effect.map(remaining, (n) => n === 0), "the row deleted by the Driver's child")
+      yield* Fiber.interrupt(runner)
+      assert.include(driver.output(), "STDOUT: durable c")
+    })).pipe(Effect.provide(Layer.mergeAll(Layer.orDie(layerSqlite({ filename })), Gearman.layer({ servers: [driver.gearmand.server] }))))
   }), 60_000)
 
 it.scopedLive("children exit when the Driver dies", () =>
