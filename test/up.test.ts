@@ -14,7 +14,7 @@ import { INJECT_FUNCTION } from "../src/roles/Injector.js"
 import * as Worker from "../src/roles/Worker.js"
 import type { Storage } from "../src/storage/Storage.js"
 import * as StorageLayers from "../src/storage/Storage.js"
-import { eventually } from "./gearman/gearmand.js"
+import { eventually, gearmand } from "./gearman/gearmand.js"
 import { background, garivini } from "./support/cli.js"
 import { remaining } from "./support/e2e.js"
 import { tempDir } from "./support/files.js"
@@ -112,6 +112,27 @@ const tool = (file: string, args: ReadonlyArray<string>, both = false) =>
     execFile(file, [...args], { timeout: 30_000 }, (error, stdout, stderr) =>
       resume(error ? Effect.fail(new Error(`${file} ${args.join(" ")}: ${error.message} ${stderr}`)) : Effect.succeed(both ? stdout + stderr : stdout)))
   })
+
+describe("garivini up with job servers given", () => {
+  it.scopedLive("runs its roles over them and starts no embedded server", () =>
+    Effect.gen(function*() {
+      const gd = yield* gearmand
+      const filename = path.join(yield* tempDir("garivini-up-ext-"), "garivini.db")
+      const up = yield* background("up", "--db", `sqlite:${filename}`, "--gearmand", gd.server)
+      yield* eventually(Effect.map(up.output, (o) => o.includes("clients and workers connect to")), "garivini up to be ready")
+      assert.include(yield* up.output, `job servers ${gd.server}`)
+      assert.notInclude(yield* up.output, "(embedded)")
+      const ran: Array<string> = []
+      yield* Effect.gen(function*() {
+        yield* Worker.serve({ [FUNCTION]: (job) => Effect.sync(() => void ran.push(job.text)) })
+        const gearman = yield* Gearman.Gearman
+        yield* gearman.submit(INJECT_FUNCTION, JSON.stringify({ funcname: FUNCTION, arg: "through gearmand" }))
+        yield* eventually(Effect.sync(() => ran.length === 1), "the injected job to run")
+      }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Layer.orDie(StorageLayers.layerSqlite({ filename })), Gearman.layer({ servers: [gd.server] }))))
+      assert.deepStrictEqual(ran, ["through gearmand"])
+      assert.strictEqual((yield* up.stop("SIGTERM")).code, 0)
+    }))
+})
 
 describe("garivini gearmand", () => {
   it.scopedLive("serves the C gearman CLI (a worker and a client) and gearadmin, and stops on SIGTERM with exit 0", () =>

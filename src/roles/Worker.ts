@@ -100,7 +100,7 @@ export const gearmanHandler = <R>(
     }
     const job = decoded.right
     const id = formatHandle(job)
-    const text = Buffer.from(job.arg).toString("utf8")
+    const text = Buffer.from(job.arg.buffer, job.arg.byteOffset, job.arg.byteLength).toString("utf8")
     const exit = yield* Effect.exit(handler({ ...job, text, gearman: gjob }))
     const owned = job.flag === "shim"
     if (Exit.isSuccess(exit)) {
