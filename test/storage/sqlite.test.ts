@@ -98,14 +98,21 @@ describe("SQLite storage", () => {
       }).pipe(Effect.provide(sqliteLayer(filename)))
     }))
 
-  it.scopedLive("a write lock held by another process past busy_timeout: unavailable, nothing stored; then it works", () =>
+  /** Storage over a file holding one job, and another connection holding the file's write lock. */
+  const lockedByAnother = (busyTimeoutMs: number) =>
     Effect.gen(function*() {
-      const filename = join(yield* tempDir("garivini-sqlite-"), "busy.db")
+      const filename = join(yield* tempDir("garivini-sqlite-"), "locked.db")
       const driver = yield* SqliteShard.loadDriver()
-      const storage = yield* make([yield* SqliteShard.make(driver, 1, filename, { busyTimeoutMs: 20 })])
+      const storage = yield* make([yield* SqliteShard.make(driver, 1, filename, { busyTimeoutMs })])
       yield* storage.insert([{ funcname: "busy", runAfter: 0 }])
       const other = yield* otherConnection(filename)
       yield* other.unsafe("BEGIN IMMEDIATE")
+      return { storage, other }
+    })
+
+  it.scopedLive("a write lock held by another process past busy_timeout: unavailable, nothing stored; then it works", () =>
+    Effect.gen(function*() {
+      const { other, storage } = yield* lockedByAnother(20)
       const error = yield* Effect.flip(storage.insert([{ funcname: "busy", uniqkey: "blocked", runAfter: 0 }]))
       assert.strictEqual(error._tag, "ShardUnavailable")
       assert.include(error.message, "SQLITE_BUSY")
@@ -117,12 +124,7 @@ describe("SQLite storage", () => {
 
   it.scopedLive("a write waiting for another process's lock does not freeze the event loop, and succeeds once it is free", () =>
     Effect.gen(function*() {
-      const filename = join(yield* tempDir("garivini-sqlite-"), "wait.db")
-      const driver = yield* SqliteShard.loadDriver()
-      const storage = yield* make([yield* SqliteShard.make(driver, 1, filename, { busyTimeoutMs: 10_000 })])
-      yield* storage.insert([{ funcname: "wait", runAfter: 0 }])
-      const other = yield* otherConnection(filename)
-      yield* other.unsafe("BEGIN IMMEDIATE")
+      const { other, storage } = yield* lockedByAnother(10_000)
       const waiting = yield* Effect.fork(storage.insert([{ funcname: "wait", uniqkey: "after", runAfter: 0 }]))
       // Timers keep firing while the insert waits (SQLite's own busy handler would block them).
       let ticks = 0
