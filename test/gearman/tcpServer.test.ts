@@ -73,6 +73,23 @@ describe("embedded job server over TCP", () => {
       assert.isFalse(peer.closed())
     }))
 
+  it.scopedLive("a peer that never reads its answers is cut off once its backlog passes the bound", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0, maxFrame: 64 * 1024, maxBacklog: 256 * 1024 })
+      const gearman = yield* live([server.address])
+      const peer = yield* rawPeer(server.port)
+      peer.socket.pause() // reads nothing: the answers pile up in the kernel, then in the server
+      const echo = request(PacketType.ECHO_REQ, [Buffer.alloc(60 * 1024, 120)])
+      for (let i = 0; i < 400 && !peer.closed(); i++) {
+        peer.socket.write(echo)
+        yield* Effect.sleep("1 millis")
+      }
+      yield* eventually(Effect.sync(peer.closed), "the non-reading peer to be cut off")
+      // The server goes on for everyone else.
+      yield* gearman.serve({ still: () => Effect.succeed("up") })
+      assert.strictEqual((yield* gearman.submit("still", "?")).data.toString(), "up")
+    }))
+
   it.scopedLive("counts completed and failed jobs per function", () =>
     Effect.gen(function*() {
       const server = yield* serve({ port: 0 })
