@@ -73,6 +73,9 @@ const charLength = (s: string): number => {
 
 const utf8 = (s: string): Uint8Array => Buffer.from(s, "utf8")
 
+/** A Buffer over the same memory as `bytes` (no copy): for Buffer-only APIs (toString, drivers). */
+export const bytesView = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
 /** Checks a job against the schema's limits; text `arg` is stored as UTF-8. */
 export const validateNewJob = (job: NewJob, index?: number): Either.Either<ValidNewJob, InvalidJob> => {
   const bad = (reason: string) => Either.left(new InvalidJob(index === undefined ? { reason } : { reason, index }))
@@ -184,7 +187,7 @@ const argFromWire = (s: string): Uint8Array => {
 export const ArgFromWire = Schema.transform(Schema.String, Schema.Uint8ArrayFromSelf, {
   strict: true,
   decode: argFromWire,
-  encode: (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")
+  encode: (bytes) => bytesView(bytes).toString("latin1")
 })
 
 /**
@@ -246,7 +249,7 @@ const fastWorkerJob = (text: string): Job | undefined => {
 
 /** Decodes the worker JSON into a Job; a malformed payload is a typed InvalidJob. */
 export const decodeWorkerJson = (payload: string | Uint8Array): Effect.Effect<Job, InvalidJob> => {
-  const text = typeof payload === "string" ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("utf8")
+  const text = typeof payload === "string" ? payload : bytesView(payload).toString("utf8")
   const fast = fastWorkerJob(text)
   return fast !== undefined ? Either.right(fast) : decodeWorkerJsonWithSchema(text)
 }
@@ -274,7 +277,7 @@ export const encodeWorkerJson = (job: Job): string =>
     jobid: job.jobid,
     dbid: job.dbid,
     funcname: job.funcname,
-    arg: Buffer.from(job.arg.buffer, job.arg.byteOffset, job.arg.byteLength).toString("latin1"),
+    arg: bytesView(job.arg).toString("latin1"),
     uniqkey: job.uniqkey,
     coalesce: job.coalesce,
     run_after: job.runAfter,

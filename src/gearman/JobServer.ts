@@ -11,7 +11,7 @@
 // Better than gearmand: frames are validated against their size (an ERROR or a close instead
 // of a desynchronised stream).
 import { Either } from "effect"
-import { HEADER_SIZE, isKnownType, PacketType, response, splitArgs, type Arg } from "./protocol.js"
+import { DEFAULT_MAX_FRAME, HEADER_SIZE, isKnownType, PacketType, response, splitArgs, type Arg } from "./protocol.js"
 
 export interface JobServerOptions {
   readonly handlePrefix?: string
@@ -100,18 +100,13 @@ export class JobServer {
   constructor(options: JobServerOptions = {}) {
     this.prefix = options.handlePrefix ?? "H:memory"
     this.jobRetries = options.jobRetries ?? 0
-    this.maxFrame = options.maxFrame ?? 64 * 1024 * 1024
+    this.maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME
     this.maxQueue = Math.max(0, options.maxQueue ?? 0)
   }
 
   /** Per function: jobs completed and failed (WORK_FAIL / WORK_EXCEPTION) since the start. */
   counters(): ReadonlyMap<string, FunctionCounters> {
     return new Map([...this.functions.values()].map((f) => [f.name, { completed: f.completed, failed: f.failed }]))
-  }
-
-  /** Peers connected now. */
-  get sessionCount(): number {
-    return this.sessions.size
   }
 
   /** Accepts a peer. `write` sends it bytes; `close` cuts it off (on a fatal framing error). */

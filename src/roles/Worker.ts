@@ -15,7 +15,7 @@ import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/client.js"
 import { WorkFail } from "../gearman/errors.js"
 import type * as GearmanWorker from "../gearman/worker.js"
-import { decodeWorkerJson, formatHandle } from "../Job.js"
+import { bytesView, decodeWorkerJson, formatHandle } from "../Job.js"
 import type { Job, JobHandle, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
@@ -100,7 +100,7 @@ export const gearmanHandler = <R>(
     }
     const job = decoded.right
     const id = formatHandle(job)
-    const text = Buffer.from(job.arg.buffer, job.arg.byteOffset, job.arg.byteLength).toString("utf8")
+    const text = bytesView(job.arg).toString("utf8")
     const exit = yield* Effect.exit(handler({ ...job, text, gearman: gjob }))
     const owned = job.flag === "shim"
     if (Exit.isSuccess(exit)) {

@@ -14,11 +14,11 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import { Duration, Effect, ExecutionStrategy, Exit, Option, Schedule, Schema, Scope, SynchronizedRef } from "effect"
 import type { ShardConfig } from "../config.js"
-import { LenientInt, NEVER, uniqueIdentity } from "../Job.js"
+import { bytesView, LenientInt, NEVER, uniqueIdentity } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
-import { argBuffer, badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
+import { badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
 
 /** How inserts learn the ids of their rows. */
 export type InsertMode = "auto" | "returning" | "statements"
@@ -247,7 +247,7 @@ export const make = (
         Effect.map((h) => h.affectedRows)
       )
 
-    const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, argBuffer(r.arg), r.runAfter, r.flag]
+    const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, bytesView(r.arg), r.runAfter, r.flag]
     const INSERT_HEAD = "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES "
     const ROW = "(?,?,?,?,?,?,0)"
 

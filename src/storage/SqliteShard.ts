@@ -23,11 +23,11 @@ import type { SqlError } from "@effect/sql/SqlError"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import { Cause, Duration, Effect, ExecutionStrategy, Exit, Option, Schedule, Schema, Scope, SynchronizedRef } from "effect"
 import { SqliteDriverMissing } from "../errors.js"
-import { ARG_MAX_BYTES, LenientInt, NEVER } from "../Job.js"
+import { ARG_MAX_BYTES, bytesView, LenientInt, NEVER } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
-import { argBuffer, badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
+import { badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
 
 /**
  * What is used of the driver module. Declared here rather than taken from its types so that
@@ -223,7 +223,7 @@ export const make = (
     /** One prepared single-row INSERT per job (microseconds each in process), all in one transaction. */
     const insertRow = (conn: Connection, row: ValidNewJob) =>
       Effect.gen(function*() {
-        const result = yield* conn.executeRaw(INSERT, [row.funcname, row.uniqkey, row.coalesce, argBuffer(row.arg), row.runAfter, row.flag]).pipe(
+        const result = yield* conn.executeRaw(INSERT, [row.funcname, row.uniqkey, row.coalesce, bytesView(row.arg), row.runAfter, row.flag]).pipe(
           Effect.mapError(classify),
           Effect.flatMap((r) => decodeRunResult(r).pipe(Effect.mapError(badData("insert result"))))
         )

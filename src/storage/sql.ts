@@ -82,6 +82,3 @@ export const listStatement = (q: ShardListQuery): Statement => {
   }
   return { sql: `SELECT ${JOB_COLUMNS} FROM job WHERE ${where.join(" AND ")} ORDER BY jobid LIMIT ${q.limit}`, params }
 }
-
-/** `arg` as a Buffer view (no copy): what the drivers bind as a blob. */
-export const argBuffer = (arg: Uint8Array): Buffer => Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)
