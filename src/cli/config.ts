@@ -153,7 +153,8 @@ type InjectorFlags = { readonly [K in keyof typeof injectorOptions]: Option.Opti
 
 // -- resolution -------------------------------------------------------------------------------
 
-const env = (name: string): string | undefined => {
+/** An environment variable, or undefined when it is unset or blank. */
+export const env = (name: string): string | undefined => {
   const value = process.env[name]
   return value === undefined || value.trim() === "" ? undefined : value
 }
@@ -200,6 +201,15 @@ const resolveDatabases = (
     return { shards: [], sqlite: Option.some(yield* parseSqliteTarget(only.url)) }
   })
 
+/** --log-format, else GARIVINI_LOG_FORMAT, else the file's, else pretty on a terminal and logfmt otherwise. */
+export const resolveLogFormat = (flag: Option.Option<LogFormat>, fromFile?: LogFormat): Either.Either<LogFormat, ConfigInvalid> => {
+  const envFormat = env("GARIVINI_LOG_FORMAT")
+  if (envFormat !== undefined && !isLogFormat(envFormat)) {
+    return Either.left(new ConfigInvalid({ field: "GARIVINI_LOG_FORMAT", reason: `${JSON.stringify(envFormat)} is not pretty, json or logfmt` }))
+  }
+  return Either.right(firstOf<LogFormat>(Option.getOrUndefined(flag), envFormat, fromFile) ?? (process.stdout.isTTY ? "pretty" : "logfmt"))
+}
+
 /** Resolves every setting from flags, environment and file, in that order. */
 export const resolve = (
   flags: ConnectionFlags & Partial<RunnerFlags & ControllerFlags & InjectorFlags>
@@ -244,11 +254,6 @@ export const resolve = (
       concurrency: yield* num(flags.controllerConcurrency, "GARIVINI_CONTROLLER_CONCURRENCY", ctl.concurrency),
       timeout: duration(yield* num(flags.controllerTimeout, "GARIVINI_CONTROLLER_TIMEOUT", ctl.timeout))
     }
-    const envFormat = env("GARIVINI_LOG_FORMAT")
-    if (envFormat !== undefined && !isLogFormat(envFormat)) {
-      return yield* Effect.fail(new ConfigInvalid({ field: "GARIVINI_LOG_FORMAT", reason: `${JSON.stringify(envFormat)} is not pretty, json or logfmt` }))
-    }
-    const logFormat = firstOf<LogFormat>(Option.getOrUndefined(flags.logFormat), envFormat, file.log?.format) ??
-      (process.stdout.isTTY ? "pretty" : "logfmt")
+    const logFormat = yield* resolveLogFormat(flags.logFormat, file.log?.format)
     return { shards, sqlite, dbGiven: givenDbs !== undefined, gearmand, gearmandGiven: givenServers !== undefined, queueRunner, injector, controller, logFormat }
   })

@@ -7,13 +7,12 @@
 import { Command, Options } from "@effect/cli"
 import { Clock, Console, Data, Duration, Effect, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
+import { serve } from "../gearman/tcpServer.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import * as Worker from "../roles/Worker.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions } from "./config.js"
-import { embeddedServer } from "./gearmand.js"
 import { ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
@@ -30,7 +29,7 @@ export const demoCommand = Command.make("demo", {
       const started = yield* Clock.currentTimeMillis
       const gearmand = configured.gearmandGiven
         ? configured.gearmand
-        : [(yield* embeddedServer({ host: "127.0.0.1", port: 0, maxQueue: 0, maxFrame: DEFAULT_MAX_FRAME })).address]
+        : [(yield* serve({ port: 0 })).address]
       const settings = { ...configured, gearmand, queueRunner: { batchRunSleep: Duration.millis(200), ...configured.queueRunner } }
       yield* Console.log(`job servers: ${gearmand.join(", ")}${configured.gearmandGiven ? "" : " (embedded, started for this demo)"}`)
       yield* migrateStorage(settings)

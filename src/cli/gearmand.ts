@@ -8,7 +8,7 @@ import { Console, Effect, Either, Option } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { parseListen, serve } from "../gearman/tcpServer.js"
-import type { LogFormat } from "./config.js"
+import { connectionOptions, env, resolveLogFormat } from "./config.js"
 import { loggerLayer, reportFailure } from "./shared.js"
 
 export const DEFAULT_LISTEN = "127.0.0.1:4730"
@@ -39,13 +39,8 @@ export interface EmbeddedServerSettings {
 
 type EmbeddedFlags = { readonly [K in keyof typeof embeddedServerOptions]: Option.Option<K extends "listen" ? string : number> }
 
-const fromEnv = (name: string) => {
-  const value = process.env[name]
-  return value === undefined || value.trim() === "" ? undefined : value.trim()
-}
-
 const count = (field: string, flag: Option.Option<number>, envName: string, fallback: number, min: number) => {
-  const text = Option.isSome(flag) ? String(flag.value) : fromEnv(envName) ?? String(fallback)
+  const text = Option.isSome(flag) ? String(flag.value) : env(envName) ?? String(fallback)
   const n = Number(text)
   return Number.isInteger(n) && n >= min
     ? Either.right(n)
@@ -55,7 +50,7 @@ const count = (field: string, flag: Option.Option<number>, envName: string, fall
 /** Flags, then `GARIVINI_LISTEN` / `GARIVINI_MAX_QUEUE` / `GARIVINI_MAX_PACKET`, then defaults. */
 export const resolveEmbedded = (flags: EmbeddedFlags): Effect.Effect<EmbeddedServerSettings, ConfigInvalid> =>
   Effect.gen(function*() {
-    const listenText = Option.getOrUndefined(flags.listen) ?? fromEnv("GARIVINI_LISTEN") ?? DEFAULT_LISTEN
+    const listenText = Option.getOrUndefined(flags.listen) ?? env("GARIVINI_LISTEN") ?? DEFAULT_LISTEN
     const listen = parseListen(listenText)
     if (listen === undefined) {
       return yield* Effect.fail(new ConfigInvalid({ field: "listen", reason: `${JSON.stringify(listenText)} is not host:port or port` }))
@@ -71,14 +66,11 @@ export const embeddedServer = (settings: EmbeddedServerSettings) =>
 
 export const gearmandCommand = Command.make("gearmand", {
   ...embeddedServerOptions,
-  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
-    Options.optional,
-    Options.withDescription("Log lines as pretty text, JSON or logfmt (default: pretty on a terminal, else logfmt)")
-  )
+  logFormat: connectionOptions.logFormat
 }, (flags) =>
   reportFailure(Effect.gen(function*() {
     const settings = yield* resolveEmbedded(flags)
-    const format: LogFormat = Option.getOrUndefined(flags.logFormat) ?? (process.stdout.isTTY ? "pretty" : "logfmt")
+    const format = yield* resolveLogFormat(flags.logFormat)
     yield* Effect.scoped(Effect.gen(function*() {
       const server = yield* embeddedServer(settings)
       yield* Console.log(`garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} per function, max packet ${settings.maxFrame} bytes)`)

@@ -49,6 +49,8 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
     const log = (message: string, peer: string) =>
       Runtime.runFork(runtime)(Effect.logWarning(message).pipe(Effect.annotateLogs({ role: "gearmand", peer })))
     const host = options.host ?? "127.0.0.1"
+    const requestedPort = options.port ?? 4730
+    const wanted = `${host}:${requestedPort}`
     const maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME
     const maxBacklog = options.maxBacklog ?? 2 * maxFrame
     const core = new JobServer({ handlePrefix: `H:garivini:${process.pid}`, ...options, maxFrame })
@@ -82,8 +84,8 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
       Effect.async<Net.Server, GearmanListenError>((resume) => {
         const server = Net.createServer(onConnection)
         server.once("error", (e) =>
-          resume(Effect.fail(new GearmanListenError({ address: `${host}:${options.port ?? 4730}`, message: `cannot listen on ${host}:${options.port ?? 4730}: ${e.message}` }))))
-        server.listen(options.port ?? 4730, host, () => resume(Effect.succeed(server)))
+          resume(Effect.fail(new GearmanListenError({ address: wanted, message: `cannot listen on ${wanted}: ${e.message}` }))))
+        server.listen(requestedPort, host, () => resume(Effect.succeed(server)))
       }),
       (server) =>
         Effect.async<void>((resume) => {
