@@ -3,8 +3,6 @@
 // process, as a user of `garivini up` runs it. Throughput: N jobs stored, then run; latency:
 // synchronous injects at a steady rate, submit → handler start.
 import { spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { Deferred, Duration, Effect, Layer } from "effect"
 import * as Gearman from "../src/gearman/Gearman.js"
@@ -14,6 +12,7 @@ import * as Injector from "../src/roles/Injector.js"
 import * as Worker from "../src/roles/Worker.js"
 import type { Storage } from "../src/storage/Storage.js"
 import * as StorageLayers from "../src/storage/Storage.js"
+import { tempDir } from "../test/support/files.js"
 import type { BenchOptions } from "./harness.js"
 import { BenchError, figure, makeCounter, nowMs, paced, percentiles, perSecond, range, scratchDatabase, shardUrl, storageLayer, storedJobs, until } from "./harness.js"
 
@@ -25,10 +24,7 @@ export interface EmbeddedStore {
 }
 
 /** A SQLite file in a fresh temporary directory: what `garivini up` uses by default. */
-export const sqliteStore = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(path.join(tmpdir(), "garivini-bench-"))),
-  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
-).pipe(Effect.map((dir): EmbeddedStore => {
+export const sqliteStore = tempDir("garivini-bench-").pipe(Effect.map((dir): EmbeddedStore => {
   const filename = path.join(dir, "garivini.db")
   return {
     name: "SQLite",
