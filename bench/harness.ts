@@ -105,6 +105,20 @@ export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<re
 export const perSecond = (n: number, ms: number): number => (ms > 0 ? (n * 1000) / ms : 0)
 
 /**
+ * CPU time (user + system) this process spends from now on, per job: steadier than jobs/s on a
+ * shared machine, where a busy neighbour lowers the rate but hardly the cost of a job.
+ */
+export const cpuMeter = () => {
+  const start = process.cpuUsage()
+  return {
+    perJob: (jobs: number): number => {
+      const used = process.cpuUsage(start)
+      return jobs > 0 ? (used.user + used.system) / jobs : 0
+    }
+  }
+}
+
+/**
  * Starts `fire(i)` for i in [0, n) at a steady `rate` per second (open loop: a slow call does not
  * delay the next ones; a late timer catches up), then waits for all of them. Returns the offered rate.
  */

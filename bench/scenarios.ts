@@ -15,6 +15,7 @@ import {
   BenchError,
   figure,
   liveLayers,
+  cpuMeter,
   makeCounter,
   nowMs,
   paced,
@@ -62,15 +63,18 @@ export const baseline = (o: BenchOptions, server: string): Effect.Effect<Readonl
     const warm = Math.min(2000, o.baselineJobs)
     yield* Effect.forEach(range(warm), submit, { concurrency: 256, discard: true })
     yield* counter.reach(warm, budget(warm, 500), "baseline warm-up")
+    const cpu = cpuMeter()
     const [, ms] = yield* timed(
       Effect.forEach(range(o.baselineJobs), submit, { concurrency: 256, discard: true }).pipe(
         Effect.zipRight(counter.reach(warm + o.baselineJobs, budget(o.baselineJobs, 500), "baseline"))
       )
     )
+    const cpuPerJob = cpu.perJob(o.baselineJobs)
     return [
       figure("baseline", "gearmand alone: submitBackground → worker → complete", perSecond(o.baselineJobs, ms), "jobs/s", {
         note: `${o.baselineJobs} jobs, 256 submits in flight, ${o.workers}×${o.concurrency} worker slots, no database`
-      })
+      }),
+      figure("baseline", "CPU per job in this process (client and worker)", cpuPerJob, "µs")
     ]
   })).pipe(Effect.provide(Gearman.layer({ servers: [server] })))
 
@@ -143,12 +147,14 @@ export const throughput = (
         ...(o.batchMaxSize === undefined ? {} : { batchMaxSize: o.batchMaxSize }),
         ...(o.watermark === undefined ? {} : { queueWatermarkDepth: o.watermark })
       }
+      const cpu = cpuMeter()
       const start = performance.now()
       yield* QueueRunner.run(runnerOptions).pipe(Effect.mapError(fail("QueueRunner")), Effect.forkScoped)
       yield* counter.reach(o.jobs, budget(o.jobs, 300), "throughput drain")
       const ranMs = performance.now() - start
       yield* until(Effect.map(storedJobs, (n) => n === 0), "50 millis", "30 seconds", "throughput: rows left after every job ran")
       const emptyMs = performance.now() - start
+      const cpuPerJob = cpu.perJob(o.jobs)
       const rate = perSecond(o.jobs, ranMs)
 
       // 3. A steady offered load, one insertJob per job: latency insert → handler start.
@@ -165,6 +171,9 @@ export const throughput = (
         figure("throughput", "stored → run, end to end", rate, "jobs/s", {
           target: atLeast(10_000, "≥ 10,000 jobs/s"),
           note: `${o.jobs} jobs, ${setting}; all rows deleted after ${(emptyMs / 1000).toFixed(2)} s; the Perl original: about 550 jobs/s`
+        }),
+        figure("throughput", "CPU per job in this process (QueueRunner and worker)", cpuPerJob, "µs", {
+          note: "until every handler ran; the job server's and the database's CPU not counted"
         }),
         figure("throughput", "ratio to the gearmand-only baseline", baselineRate === undefined ? null : rate / baselineRate, "×", {
           target: atLeast(0.5, "≥ 50 %"),
@@ -227,6 +236,7 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
         Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman)))
       const startCount = counter.count()
       let accepted = 0
+      const cpu = cpuMeter()
       const start = performance.now()
       const deadline = start + o.llSustainSeconds * 1000
       yield* Effect.forEach(clients, (client) =>
@@ -238,6 +248,7 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
       const injectMs = performance.now() - start
       yield* counter.reach(startCount + accepted, "60 seconds", "low-latency sustained injects")
       const executedMs = performance.now() - start
+      const cpuPerJob = cpu.perJob(accepted)
       // Every row deleted by the Controllers before the roles stop.
       yield* until(Effect.map(storedJobs, (n) => n === 0), "50 millis", "30 seconds", "low-latency: rows left after every job ran")
 
@@ -256,6 +267,9 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
         figure("lowlatency", `sustained, ${o.llClients} synchronous clients`, perSecond(accepted, executedMs), "jobs/s", {
           target: atLeast(3000, "≥ 3,000 jobs/s"),
           note: `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s (${Math.round(perSecond(accepted, injectMs))} answered/s), all run after ${(executedMs / 1000).toFixed(1)} s`
+        }),
+        figure("lowlatency", "CPU per job in this process (clients, Injector, Controller, worker)", cpuPerJob, "µs", {
+          note: "while sustained; the job server's and the database's CPU not counted"
         })
       ]
     }).pipe(Effect.scoped, Effect.provide(liveLayers(shard, server)))

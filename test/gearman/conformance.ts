@@ -124,7 +124,7 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
       })
     )
 
-    it.scoped("runs background jobs, spread over concurrent worker connections", () =>
+    it.scoped("runs background jobs, several at once", () =>
       Effect.gen(function* () {
         const gearman = yield* Gearman
         const fn = fname("bg")
@@ -167,11 +167,54 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
         const fn = fname("wake")
         // A poll interval far beyond the test's life: only a NOOP can wake this worker.
         yield* gearman.serve({ [fn]: (job) => Effect.succeed(job.text().toUpperCase()) }, { pollInterval: "1 hour", concurrency: 2 })
-        yield* eventually(depth(fn).pipe(Effect.map((d) => d.workers === 2)), "worker registration")
+        yield* eventually(depth(fn).pipe(Effect.map((d) => d.workers === 1)), "worker registration")
         for (const word of ["one", "two", "three"]) {
           const result = yield* gearman.submit(fn, word)
           assert.strictEqual(result.data.toString(), word.toUpperCase())
         }
+      })
+    )
+
+    it.scoped("one connection runs several jobs at once, never more than the concurrency", () =>
+      Effect.gen(function* () {
+        const gearman = yield* Gearman
+        const fn = fname("multiplex")
+        const n = 3
+        const gate = yield* Deferred.make<void>()
+        let running = 0
+        let maxRunning = 0
+        yield* gearman.serve(
+          {
+            [fn]: (job) =>
+              Effect.gen(function* () {
+                running++
+                maxRunning = Math.max(maxRunning, running)
+                // Every job waits until n run at once: only a connection holding several gets there.
+                if (running === n) yield* Deferred.succeed(gate, undefined)
+                yield* Deferred.await(gate)
+                running--
+                return `done ${job.text()}`
+              })
+          },
+          { concurrency: n, pollInterval: "1 hour" }
+        )
+        yield* eventually(depth(fn).pipe(Effect.map((d) => d.workers === 1)), "worker registration")
+        // One more job than slots: the fourth waits for a free slot, then runs.
+        const results = yield* Effect.forEach(["a", "b", "c", "d"], (p) => gearman.submit(fn, p), { concurrency: "unbounded" })
+        assert.deepStrictEqual(results.map((r) => r.data.toString()), ["done a", "done b", "done c", "done d"])
+        assert.strictEqual(maxRunning, n)
+        const d = yield* depth(fn)
+        assert.deepStrictEqual([d.workers, d.total, d.running], [1, 0, 0])
+      })
+    )
+
+    it.scoped("a function with a timeout gets a connection per job slot", () =>
+      Effect.gen(function* () {
+        const gearman = yield* Gearman
+        const fn = fname("timed")
+        yield* gearman.serve({ [fn]: { handler: (job) => Effect.succeed(job.text()), timeout: "10 seconds" } }, { concurrency: 3 })
+        yield* eventually(depth(fn).pipe(Effect.map((d) => d.workers === 3)), "three registrations")
+        assert.strictEqual((yield* gearman.submit(fn, "x")).data.toString(), "x")
       })
     )
 

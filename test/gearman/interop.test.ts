@@ -64,7 +64,7 @@ describe("interop with the C tools", () => {
       const gearman = yield* live([server.server])
       for (let i = 0; i < 5; i++) yield* gearman.submitBackground("queued_a", `a${i}`)
       yield* gearman.submitBackground("queued_b", "b", { priority: "low" })
-      yield* gearman.serve({ registered_only: () => Effect.void }, { concurrency: 2 })
+      yield* gearman.serve({ registered_only: () => Effect.void }, { concurrency: 2, connectionsPerServer: 2 })
       yield* Effect.gen(function* () {
         while (((yield* gearman.queueDepths()).get("registered_only")?.workers ?? 0) < 2) yield* Effect.sleep("20 millis")
       }).pipe(Effect.timeout("30 seconds"))
