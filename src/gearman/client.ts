@@ -100,7 +100,8 @@ interface Waiter {
   readonly chunks: Array<Buffer>
   readonly warnings: Array<Buffer>
   status: JobResult["status"]
-  readonly done: Deferred.Deferred<Terminal>
+  /** Called once, with how the job ended. */
+  readonly done: (terminal: Terminal) => void
   /** Only when the caller wants events as they come (a Queue per job costs). */
   readonly events: Queue.Queue<Outcome> | undefined
   state: ConnState | undefined
@@ -121,29 +122,35 @@ const deliver = (waiter: Waiter, outcome: Outcome): void => {
       waiter.status = { numerator: outcome.numerator, denominator: outcome.denominator }
       break
     default:
-      Deferred.unsafeDone(waiter.done, Exit.succeed(outcome))
+      waiter.done(outcome)
   }
   waiter.events?.unsafeOffer(outcome)
 }
 
 type ReplyError = GearmanServerError | GearmanConnectionError
 
+// Replies settle plain callbacks, not Deferreds: a submission is one Effect.async, resumed from
+// the packet handler (a Deferred and an Effect per reply measured as a large part of a job's CPU).
 type Reply =
-  | { readonly kind: "created"; readonly deferred: Deferred.Deferred<string, ReplyError>; readonly waiter: Waiter | undefined }
-  | { readonly kind: "status"; readonly deferred: Deferred.Deferred<JobStatus, ReplyError> }
-  | { readonly kind: "option"; readonly deferred: Deferred.Deferred<void, ReplyError> }
+  | { readonly kind: "created"; readonly waiter: Waiter | undefined; readonly ok: (handle: string) => void; readonly fail: (e: ReplyError) => void }
+  | { readonly kind: "status"; readonly ok: (status: JobStatus) => void; readonly fail: (e: ReplyError) => void }
+  | { readonly kind: "option"; readonly ok: (value: void) => void; readonly fail: (e: ReplyError) => void }
   | { readonly kind: "echo" }
 
 const failReply = (reply: Reply, error: ReplyError): void => {
-  switch (reply.kind) {
-    case "created":
-      return Deferred.unsafeDone(reply.deferred, Exit.fail(error))
-    case "status":
-      return Deferred.unsafeDone(reply.deferred, Exit.fail(error))
-    case "option":
-      return Deferred.unsafeDone(reply.deferred, Exit.fail(error))
-    case "echo":
-      return
+  if (reply.kind !== "echo") reply.fail(error)
+}
+
+const terminalExit = (handle: JobHandle, terminal: Terminal, waiter: Waiter): Exit.Exit<JobResult, GearmanSubmitError> => {
+  switch (terminal._tag) {
+    case "Complete":
+      return Exit.succeed({ handle, data: terminal.data, chunks: waiter.chunks, warnings: waiter.warnings, status: waiter.status })
+    case "Fail":
+      return Exit.fail(new GearmanJobFailed({ handle: handle.handle, functionName: waiter.fn }))
+    case "Exception":
+      return Exit.fail(new GearmanJobException({ handle: handle.handle, functionName: waiter.fn, data: terminal.data }))
+    case "Lost":
+      return Exit.fail(terminal.error)
   }
 }
 
@@ -175,6 +182,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
   Effect.gen(function* () {
     const runtime = yield* Effect.runtime<never>()
     const log = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
+    const debug = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logDebug(message, ...rest))
     const servers = options.servers
     const states: Array<ConnState | undefined> = servers.map(() => undefined)
     let roundRobin = Math.floor(Math.random() * Math.max(1, servers.length))
@@ -204,16 +212,13 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
               else state.jobs.set(handle, [reply.waiter])
             }
             jobsSubmitted.unsafeUpdate(1, reply.waiter ? foregroundTag : backgroundTag)
-            return Deferred.unsafeDone(reply.deferred, Exit.succeed(handle))
+            return reply.ok(handle)
           }
           if (reply.kind === "status" && packet.type === T.STATUS_RES) {
             const [, known, running, numerator, denominator] = packet.args.map(str)
-            return Deferred.unsafeDone(
-              reply.deferred,
-              Exit.succeed({ known: known === "1", running: running === "1", numerator: numerator ?? "0", denominator: denominator ?? "0" })
-            )
+            return reply.ok({ known: known === "1", running: running === "1", numerator: numerator ?? "0", denominator: denominator ?? "0" })
           }
-          if (reply.kind === "option" && packet.type === T.OPTION_RES) return Deferred.unsafeDone(reply.deferred, Exit.void)
+          if (reply.kind === "option" && packet.type === T.OPTION_RES) return reply.ok(undefined)
           if (reply.kind === "echo" && packet.type === T.ECHO_RES) return
           // Replies out of step with requests: the stream cannot be trusted any more.
           log("gearman reply does not match its request", packet.type, reply.kind)
@@ -256,8 +261,12 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
         connection.setHandler(onPacket(state))
         if (options.clientId !== undefined) connection.send(request(PacketType.SET_CLIENT_ID, [options.clientId]))
         if (options.exceptions ?? true) {
-          const deferred = yield* Deferred.make<void, ReplyError>()
-          state.replies.push({ kind: "option", deferred })
+          // Nobody waits for the answer; a refusal is logged.
+          state.replies.push({
+            kind: "option",
+            ok: () => {},
+            fail: (e) => void (e._tag === "GearmanServerError" && log("gearman server refused OPTION_REQ exceptions", e.message))
+          })
           connection.send(request(PacketType.OPTION_REQ, ["exceptions"]))
         }
         states[index] = state
@@ -300,119 +309,146 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     const ask = <A>(
       state: ConnState,
       bytes: Buffer,
-      makeReply: (deferred: Deferred.Deferred<A, ReplyError>) => Reply
+      makeReply: (ok: (a: A) => void, fail: (e: ReplyError) => void) => Reply
     ): Effect.Effect<A, ReplyError> =>
-      Effect.flatMap(Deferred.make<A, ReplyError>(), (deferred) => {
-        if (state.dead) return Effect.fail(state.dead)
-        const reply = makeReply(deferred)
+      Effect.async<A, ReplyError>((resume) => {
+        if (state.dead) return resume(Exit.fail(state.dead))
+        const reply = makeReply((a) => resume(Exit.succeed(a)), (e) => resume(Exit.fail(e)))
         state.replies.push(reply)
         if (!state.connection.send(bytes)) {
           const at = state.replies.indexOf(reply)
           if (at >= 0) state.replies.splice(at, 1)
-          return Effect.fail(new GearmanConnectionError({ server: state.connection.server, message: `connection to ${state.connection.server} is closed` }))
+          resume(Exit.fail(new GearmanConnectionError({ server: state.connection.server, message: `connection to ${state.connection.server} is closed` })))
         }
-        return Deferred.await(deferred)
       })
 
-    /** Tries the servers in order from `start`, skipping those down or lost before JOB_CREATED. */
+    /**
+     * Sends a submission to the servers in order from the key's (or the next round-robin) one,
+     * skipping those down or lost before JOB_CREATED; calls exactly one of `ok` / `fail`.
+     */
     const create = (
       fn: string,
       bytes: Buffer,
       key: string | Uint8Array | undefined,
-      waiter: Waiter | undefined
-    ): Effect.Effect<JobHandle, GearmanNoServerAvailable | GearmanServerError> =>
-      Effect.gen(function* () {
-        const n = servers.length
-        const start = key !== undefined ? serverIndexForUnique(key, n) : roundRobin++ % n
-        let lastError: GearmanConnectionError | undefined
-        for (let i = 0; i < n; i++) {
-          const state = states[(start + i) % n]
+      waiter: Waiter | undefined,
+      ok: (handle: JobHandle) => void,
+      fail: (error: GearmanNoServerAvailable | GearmanServerError) => void
+    ): void => {
+      const n = servers.length
+      const start = key !== undefined ? serverIndexForUnique(key, n) : roundRobin++ % n
+      let tried = 0
+      let lastError: GearmanConnectionError | undefined
+      const next = (): void => {
+        while (tried < n) {
+          const state = states[(start + tried++) % n]
           if (!state || state.dead) continue
-          const result = yield* Effect.either(
-            ask<string>(state, bytes, (deferred) => ({
-              kind: "created",
-              deferred,
-              waiter
-            }))
-          )
-          if (result._tag === "Right") return { server: state.connection.server, handle: result.right }
-          if (result.left._tag === "GearmanServerError") return yield* Effect.fail(result.left)
-          lastError = result.left
-          yield* Effect.logDebug("gearman submit moves to the next server", result.left.message)
+          const reply: Reply = {
+            kind: "created",
+            waiter,
+            ok: (handle) => ok({ server: state.connection.server, handle }),
+            fail: (error) => {
+              if (error._tag === "GearmanServerError") return fail(error)
+              lastError = error
+              debug("gearman submit moves to the next server", error.message)
+              next()
+            }
+          }
+          state.replies.push(reply)
+          if (state.connection.send(bytes)) return
+          const at = state.replies.indexOf(reply)
+          if (at >= 0) state.replies.splice(at, 1)
+          lastError = new GearmanConnectionError({ server: state.connection.server, message: `connection to ${state.connection.server} is closed` })
         }
-        return yield* Effect.fail(
+        fail(
           new GearmanNoServerAvailable({
             servers,
             message: `no Gearman server could take a ${fn} job${lastError ? `: ${lastError.message}` : ""}`
           })
         )
+      }
+      next()
+    }
+
+    const detach = (waiter: Waiter) => {
+      waiter.detached = true
+      if (!waiter.state || waiter.handle === undefined) return
+      const list = waiter.state.jobs.get(waiter.handle)
+      if (!list) return
+      const rest = list.filter((w) => w !== waiter)
+      if (rest.length === 0) waiter.state.jobs.delete(waiter.handle)
+      else waiter.state.jobs.set(waiter.handle, rest)
+    }
+
+    const newWaiter = (fn: string, done: (terminal: Terminal) => void, events: Queue.Queue<Outcome> | undefined): Waiter => ({
+      fn,
+      chunks: [],
+      warnings: [],
+      status: undefined,
+      done,
+      events,
+      state: undefined,
+      handle: undefined,
+      detached: false
+    })
+
+    /** The common case, no callbacks: one Effect.async from submission to the job's end. */
+    const submitPlain = (fn: string, bytes: Buffer, key: string | Uint8Array | undefined): Effect.Effect<JobResult, GearmanSubmitError> =>
+      Effect.async<JobResult, GearmanSubmitError>((resume) => {
+        let handle: JobHandle | undefined
+        const waiter = newWaiter(fn, (terminal) => resume(terminalExit(handle!, terminal, waiter)), undefined)
+        create(fn, bytes, key, waiter, (h) => void (handle = h), (e) => resume(Exit.fail(e)))
+        // Interrupted: stop listening (a job already queued still runs).
+        return Effect.sync(() => detach(waiter))
       })
 
-    const detach = (waiter: Waiter) =>
-      Effect.sync(() => {
-        waiter.detached = true
-        if (!waiter.state || waiter.handle === undefined) return
-        const list = waiter.state.jobs.get(waiter.handle)
-        if (!list) return
-        const rest = list.filter((w) => w !== waiter)
-        if (rest.length === 0) waiter.state.jobs.delete(waiter.handle)
-        else waiter.state.jobs.set(waiter.handle, rest)
+    /** With `onCreated` / `onEvent`: the caller's effects run in its own fiber, in order. */
+    const submitObserved = (fn: string, bytes: Buffer, key: string | Uint8Array | undefined, submitOptions: SubmitOptions) =>
+      Effect.gen(function* () {
+        const onEvent = submitOptions.onEvent
+        const done = yield* Deferred.make<Terminal>()
+        const events = onEvent ? yield* Queue.unbounded<Outcome>() : undefined
+        const waiter = newWaiter(fn, (terminal) => Deferred.unsafeDone(done, Exit.succeed(terminal)), events)
+        return yield* Effect.gen(function* () {
+          const handle = yield* Effect.async<JobHandle, GearmanNoServerAvailable | GearmanServerError>((resume) =>
+            create(fn, bytes, key, waiter, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e)))
+          )
+          if (submitOptions.onCreated) yield* submitOptions.onCreated(handle)
+          let terminal: Terminal | undefined
+          if (onEvent && events) {
+            while (terminal === undefined) {
+              const outcome = yield* Queue.take(events)
+              if (outcome._tag === "Data" || outcome._tag === "Warning" || outcome._tag === "Status") yield* onEvent(outcome)
+              else terminal = outcome
+            }
+          } else terminal = yield* Deferred.await(done)
+          return yield* terminalExit(handle, terminal, waiter)
+        }).pipe(Effect.ensuring(Effect.sync(() => detach(waiter))))
       })
 
     // Hot paths are untraced: a span per call measured at half the submit throughput.
-    const submit = Effect.fnUntraced(function* (fn: string, payload: Payload, submitOptions: SubmitOptions = {}) {
-      const onEvent = submitOptions.onEvent
-      const waiter: Waiter = {
-        fn,
-        chunks: [],
-        warnings: [],
-        status: undefined,
-        done: yield* Deferred.make<Terminal>(),
-        events: onEvent ? yield* Queue.unbounded<Outcome>() : undefined,
-        state: undefined,
-        handle: undefined,
-        detached: false
-      }
+    const submit = (fn: string, payload: Payload, submitOptions: SubmitOptions = {}): Effect.Effect<JobResult, GearmanSubmitError> => {
       const unique = submitOptions.unique ?? ""
       const bytes = request(submitType.fg[submitOptions.priority ?? "normal"], [fn, unique, payload])
-      return yield* Effect.gen(function* () {
-        const handle = yield* create(fn, bytes, routeKey(unique, payload), waiter)
-        if (submitOptions.onCreated) yield* submitOptions.onCreated(handle)
-        let terminal: Terminal | undefined
-        if (onEvent && waiter.events) {
-          while (terminal === undefined) {
-            const outcome = yield* Queue.take(waiter.events)
-            if (outcome._tag === "Data" || outcome._tag === "Warning" || outcome._tag === "Status") yield* onEvent(outcome)
-            else terminal = outcome
-          }
-        } else terminal = yield* Deferred.await(waiter.done)
-        switch (terminal._tag) {
-          case "Complete":
-            return { handle, data: terminal.data, chunks: waiter.chunks, warnings: waiter.warnings, status: waiter.status } satisfies JobResult
-          case "Fail":
-            return yield* Effect.fail(new GearmanJobFailed({ handle: handle.handle, functionName: fn }))
-          case "Exception":
-            return yield* Effect.fail(new GearmanJobException({ handle: handle.handle, functionName: fn, data: terminal.data }))
-          case "Lost":
-            return yield* Effect.fail(terminal.error)
-        }
-      }).pipe(Effect.ensuring(detach(waiter)))
-    })
+      const key = routeKey(unique, payload)
+      return submitOptions.onCreated || submitOptions.onEvent ? submitObserved(fn, bytes, key, submitOptions) : submitPlain(fn, bytes, key)
+    }
 
-    const submitBackground = Effect.fnUntraced(function* (fn: string, payload: Payload, bgOptions: BackgroundOptions = {}) {
-      const unique = bgOptions.unique ?? ""
-      const bytes = request(submitType.bg[bgOptions.priority ?? "normal"], [fn, unique, payload])
-      return yield* create(fn, bytes, routeKey(unique, payload), undefined)
-    })
+    const submitBackground = (
+      fn: string,
+      payload: Payload,
+      bgOptions: BackgroundOptions = {}
+    ): Effect.Effect<JobHandle, GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError> =>
+      Effect.async((resume) => {
+        const unique = bgOptions.unique ?? ""
+        const bytes = request(submitType.bg[bgOptions.priority ?? "normal"], [fn, unique, payload])
+        create(fn, bytes, routeKey(unique, payload), undefined, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e)))
+      })
 
     const getStatus = Effect.fn("Gearman.getStatus")(function* (handle: JobHandle) {
       const index = servers.indexOf(handle.server)
       const state = index >= 0 ? states[index] : undefined
       if (!state) return yield* Effect.fail(new GearmanConnectionError({ server: handle.server, message: `not connected to ${handle.server}` }))
-      return yield* ask<JobStatus>(state, request(PacketType.GET_STATUS, [handle.handle]), (deferred) => ({
-        kind: "status",
-        deferred
-      }))
+      return yield* ask<JobStatus>(state, request(PacketType.GET_STATUS, [handle.handle]), (ok, fail) => ({ kind: "status", ok, fail }))
     })
 
     return {

@@ -3,10 +3,12 @@
 // jobs at once. One connection per server carries several jobs: gearmand answers a GRAB sent
 // while jobs run with another job, so a queued job costs one NOOP and one GRAB whatever the
 // number of free slots, where a connection per slot would wake every sleeping one (the
-// herd measured at 10-13 ms p50 in low-latency mode). Grabs are pipelined: each assignment
-// asks for up to two more, so a deep queue fills every slot within a few round trips.
-// Functions with a timeout keep one job per connection: PRE_SLEEP on a connection holding a
-// job cancels that job's CAN_DO_TIMEOUT timer (gearmand 1.1).
+// herd measured at 10-13 ms p50 in low-latency mode). Every batch of GRABs (one per free
+// slot) is followed by PRE_SLEEP in the same write: gearmand answers it with a NOOP at once
+// if jobs are still queued, else when one comes, so a job costs two writes per worker
+// (GRAB + PRE_SLEEP, then its result) and a deep queue refills every free slot each round trip.
+// Functions with a timeout keep one job per connection and sleep only after NO_JOB:
+// PRE_SLEEP on a connection holding a job cancels that job's CAN_DO_TIMEOUT timer (gearmand 1.1).
 // The grab/sleep state machine runs in the packet callbacks, without a fiber or Deferred per
 // grab; only the job itself is a fiber. Stopping stops grabbing, lets in-flight jobs finish,
 // then closes the connections with their writes flushed.
@@ -75,8 +77,8 @@ interface Link {
   inFlight: number
   /** GRABs sent and not answered yet (each holds a permit). */
   grabs: number
-  /** PRE_SLEEP sent; no GRAB until a NOOP or the poll interval. */
-  sleeping: boolean
+  /** May GRAB: not asleep (no PRE_SLEEP since the last NOOP or poll). */
+  awake: boolean
   /** Queued for a permit another connection holds. */
   waiting: boolean
   echoPending: boolean
@@ -157,10 +159,10 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
     const grabPacket = request(PacketType.GRAB_JOB_UNIQ)
     const preSleepPacket = request(PacketType.PRE_SLEEP)
 
-    /** Sends up to `want` GRABs on this connection, as its free slots and the permits allow. */
-    const pump = (link: Link, want: number): void => {
-      if (stopping || !link.open || link.sleeping) return
-      const room = Math.min(want, perConnection - link.inFlight - link.grabs)
+    /** Sends a GRAB per free slot the permits allow (then PRE_SLEEP, unless timed). */
+    const pump = (link: Link): void => {
+      if (stopping || !link.open || !link.awake) return
+      const room = perConnection - link.inFlight - link.grabs
       if (room <= 0) return
       if (free === 0) {
         if (!link.waiting) {
@@ -177,6 +179,10 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
           return
         }
       }
+      if (!timed) {
+        link.awake = false
+        link.connection.send(preSleepPacket)
+      }
     }
 
     /** A permit came back: connections that wanted one grab first. */
@@ -185,7 +191,7 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
       while (free > 0 && needPermit.length > 0) {
         const link = needPermit.shift()!
         link.waiting = false
-        pump(link, 1)
+        pump(link)
       }
     }
 
@@ -198,7 +204,7 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
               // The outcome packet is already queued, so it leaves before the next GRAB.
               link.inFlight--
               release()
-              pump(link, 1)
+              pump(link)
             })
           )
         )
@@ -207,23 +213,22 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
 
     const onConnect = (connection: Connection) =>
       Effect.gen(function* () {
-        const link: Link = { connection, inFlight: 0, grabs: 0, sleeping: false, waiting: false, echoPending: false, open: true }
+        const link: Link = { connection, inFlight: 0, grabs: 0, awake: true, waiting: false, echoPending: false, open: true }
         connection.setHandler((packet) => {
           switch (packet.type) {
             case PacketType.ECHO_RES:
               link.echoPending = false
               return
             case PacketType.NOOP:
-              if (!link.sleeping) return
-              link.sleeping = false
-              return pump(link, 1)
+              link.awake = true
+              return pump(link)
             case PacketType.NO_JOB:
               if (link.grabs === 0) return log("gearman NO_JOB without a grab")
               link.grabs--
               release()
-              // Sleep once every grab is answered; a job queued since makes gearmand NOOP at once.
-              if (link.grabs === 0 && link.open && !stopping) {
-                link.sleeping = true
+              // Timed functions sleep only now; a job queued since makes gearmand NOOP at once.
+              if (timed && link.open && !stopping) {
+                link.awake = false
                 connection.send(preSleepPacket)
               }
               return
@@ -232,9 +237,10 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
             case PacketType.JOB_ASSIGN_ALL:
               if (link.grabs === 0) return log("gearman assignment without a grab", packet.type)
               link.grabs--
-              // The permit the grab held is now the job's.
+              // The permit the grab held is now the job's. Untimed, the PRE_SLEEP behind the
+              // grabs brings a NOOP if more jobs wait.
               started(link, packet)
-              return pump(link, 2)
+              return pump(link)
             case PacketType.ERROR:
               return log("gearman server error", str(packet.args[0]), str(packet.args[1]))
             default:
@@ -272,11 +278,11 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
         })
         // gearmand 1.1 sends no NOOP when an epoch job comes due: a sleeper grabs again now and then.
         yield* Effect.sync(() => {
-          if (!link.sleeping) return
-          link.sleeping = false
-          pump(link, 1)
+          if (link.awake) return
+          link.awake = true
+          pump(link)
         }).pipe(Effect.repeat(Schedule.spaced(pollInterval)), Effect.delay(pollInterval), Effect.forkScoped)
-        pump(link, 1)
+        pump(link)
       })
 
     yield* Effect.forEach(
