@@ -1,5 +1,6 @@
 // What every scenario of `bench/run.ts` shares: options, figures and targets, scratch databases,
 // timing, pacing and percentiles. Nothing here asserts a figure: targets are only printed beside them.
+import { readdirSync, readFileSync } from "node:fs"
 import { Data, Duration, Effect, Fiber, Layer, Redacted } from "effect"
 import type { Scope } from "effect"
 import * as Mysql from "mysql2/promise"
@@ -103,6 +104,57 @@ export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<re
   })
 
 export const perSecond = (n: number, ms: number): number => (ms > 0 ? (n * 1000) / ms : 0)
+
+/** CPU milliseconds (user + system) a process has used, from /proc (Linux); undefined if unreadable. */
+const procCpuMs = (pid: number): number | undefined => {
+  try {
+    // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+  } catch {
+    return undefined
+  }
+}
+
+/** Pids of processes whose command line matches. */
+const pidsOf = (match: (cmdline: string) => boolean): ReadonlyArray<number> => {
+  try {
+    return readdirSync("/proc").filter((d) => /^\d+$/.test(d)).flatMap((d) => {
+      try {
+        return match(readFileSync(`/proc/${d}/cmdline`, "utf8").replace(/\0/g, " ")) ? [Number(d)] : []
+      } catch {
+        return []
+      }
+    })
+  } catch {
+    return []
+  }
+}
+
+/**
+ * CPU the job server (the gearmand on `server`'s port) and the database (mariadbd / mysqld) use
+ * from now on, per job: with the bench's own, where the two shared cores go.
+ */
+export const serverCpuMeter = (server: string) => {
+  const port = server.slice(server.lastIndexOf(":") + 1)
+  const gearmand = pidsOf((c) => c.includes("gearmand") && c.includes(`--port=${port}`))
+  const database = pidsOf((c) => /(^|\/)(mariadbd|mysqld)( |$)/.test(c))
+  const total = (pids: ReadonlyArray<number>) => pids.reduce((sum, pid) => sum + (procCpuMs(pid) ?? 0), 0)
+  const g0 = total(gearmand)
+  const d0 = total(database)
+  return {
+    /** "gearmand N µs, mariadbd M µs per job" (what could be read). */
+    perJob: (jobs: number): string => {
+      const per = (ms: number) => `${jobs > 0 ? Math.round((ms * 1000) / jobs) : 0} µs`
+      const parts = [
+        ...(gearmand.length > 0 ? [`gearmand ${per(total(gearmand) - g0)}`] : []),
+        ...(database.length > 0 ? [`database ${per(total(database) - d0)}`] : [])
+      ]
+      return parts.length > 0 ? `${parts.join(", ")} of CPU per job` : "servers' CPU not readable"
+    }
+  }
+}
 
 /**
  * CPU time (user + system) this process spends from now on, per job: steadier than jobs/s on a

@@ -16,6 +16,7 @@ import {
   figure,
   liveLayers,
   cpuMeter,
+  serverCpuMeter,
   makeCounter,
   nowMs,
   paced,
@@ -64,6 +65,7 @@ export const baseline = (o: BenchOptions, server: string): Effect.Effect<Readonl
     yield* Effect.forEach(range(warm), submit, { concurrency: 256, discard: true })
     yield* counter.reach(warm, budget(warm, 500), "baseline warm-up")
     const cpu = cpuMeter()
+    const servers = serverCpuMeter(server)
     const [, ms] = yield* timed(
       Effect.forEach(range(o.baselineJobs), submit, { concurrency: 256, discard: true }).pipe(
         Effect.zipRight(counter.reach(warm + o.baselineJobs, budget(o.baselineJobs, 500), "baseline"))
@@ -74,7 +76,7 @@ export const baseline = (o: BenchOptions, server: string): Effect.Effect<Readonl
       figure("baseline", "gearmand alone: submitBackground → worker → complete", perSecond(o.baselineJobs, ms), "jobs/s", {
         note: `${o.baselineJobs} jobs, 256 submits in flight, ${o.workers}×${o.concurrency} worker slots, no database`
       }),
-      figure("baseline", "CPU per job in this process (client and worker)", cpuPerJob, "µs")
+      figure("baseline", "CPU per job in this process (client and worker)", cpuPerJob, "µs", { note: servers.perJob(o.baselineJobs) })
     ]
   })).pipe(Effect.provide(Gearman.layer({ servers: [server] })))
 
@@ -148,6 +150,7 @@ export const throughput = (
         ...(o.watermark === undefined ? {} : { queueWatermarkDepth: o.watermark })
       }
       const cpu = cpuMeter()
+      const servers = serverCpuMeter(server)
       const start = performance.now()
       yield* QueueRunner.run(runnerOptions).pipe(Effect.mapError(fail("QueueRunner")), Effect.forkScoped)
       yield* counter.reach(o.jobs, budget(o.jobs, 300), "throughput drain")
@@ -155,6 +158,7 @@ export const throughput = (
       yield* until(Effect.map(storedJobs, (n) => n === 0), "50 millis", "30 seconds", "throughput: rows left after every job ran")
       const emptyMs = performance.now() - start
       const cpuPerJob = cpu.perJob(o.jobs)
+      const serversPerJob = servers.perJob(o.jobs)
       const rate = perSecond(o.jobs, ranMs)
 
       // 3. A steady offered load, one insertJob per job: latency insert → handler start.
@@ -173,7 +177,7 @@ export const throughput = (
           note: `${o.jobs} jobs, ${setting}; all rows deleted after ${(emptyMs / 1000).toFixed(2)} s; the Perl original: about 550 jobs/s`
         }),
         figure("throughput", "CPU per job in this process (QueueRunner and worker)", cpuPerJob, "µs", {
-          note: "until every handler ran; the job server's and the database's CPU not counted"
+          note: `until every handler ran; beside it ${serversPerJob}`
         }),
         figure("throughput", "ratio to the gearmand-only baseline", baselineRate === undefined ? null : rate / baselineRate, "×", {
           target: atLeast(0.5, "≥ 50 %"),
@@ -237,6 +241,7 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
       const startCount = counter.count()
       let accepted = 0
       const cpu = cpuMeter()
+      const servers = serverCpuMeter(server)
       const start = performance.now()
       const deadline = start + o.llSustainSeconds * 1000
       yield* Effect.forEach(clients, (client) =>
@@ -249,6 +254,7 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
       yield* counter.reach(startCount + accepted, "60 seconds", "low-latency sustained injects")
       const executedMs = performance.now() - start
       const cpuPerJob = cpu.perJob(accepted)
+      const serversPerJob = servers.perJob(accepted)
       // Every row deleted by the Controllers before the roles stop.
       yield* until(Effect.map(storedJobs, (n) => n === 0), "50 millis", "30 seconds", "low-latency: rows left after every job ran")
 
@@ -269,7 +275,7 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
           note: `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s (${Math.round(perSecond(accepted, injectMs))} answered/s), all run after ${(executedMs / 1000).toFixed(1)} s`
         }),
         figure("lowlatency", "CPU per job in this process (clients, Injector, Controller, worker)", cpuPerJob, "µs", {
-          note: "while sustained; the job server's and the database's CPU not counted"
+          note: `while sustained; beside it ${serversPerJob}`
         })
       ]
     }).pipe(Effect.scoped, Effect.provide(liveLayers(shard, server)))

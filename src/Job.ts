@@ -248,7 +248,7 @@ const fastWorkerJob = (text: string): Job | undefined => {
 }
 
 /** Decodes the worker JSON into a Job; a malformed payload is a typed InvalidJob. */
-export const decodeWorkerJson = (payload: string | Uint8Array): Effect.Effect<Job, InvalidJob> => {
+export const decodeWorkerJson = (payload: string | Uint8Array): Either.Either<Job, InvalidJob> => {
   const text = typeof payload === "string" ? payload : bytesView(payload).toString("utf8")
   const fast = fastWorkerJob(text)
   return fast !== undefined ? Either.right(fast) : decodeWorkerJsonWithSchema(text)

@@ -21,6 +21,8 @@ export interface GearmanService {
     payload: Client.Payload,
     options?: Client.BackgroundOptions
   ) => Effect.Effect<Client.JobHandle, GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError>
+  /** Queues many background jobs in one pipelined batch; per job its handle or its error. */
+  readonly submitBackgroundAll: Client.Client["submitBackgroundAll"]
   readonly getStatus: (handle: Client.JobHandle) => Effect.Effect<Client.JobStatus, GearmanConnectionError | GearmanServerError>
   /** Per-function `status` summed over every server that answers. */
   readonly queueDepths: () => Effect.Effect<ReadonlyMap<string, FunctionStatus>, GearmanConnectionError | GearmanAdminError>
@@ -65,6 +67,7 @@ export const make = (options: GearmanOptions & { readonly transport: Transport }
       servers: options.servers,
       submit: client.submit,
       submitBackground: client.submitBackground,
+      submitBackgroundAll: client.submitBackgroundAll,
       getStatus: client.getStatus,
       queueDepths: admin.queueDepths,
       serve: (handlers, serveOptions) => Worker.serve(handlers, { ...shared, ...serveOptions }),

@@ -3,7 +3,7 @@
 // farm, as Perl's Gearman::Client does); other jobs are spread round-robin; a server that is
 // down, or dies before JOB_CREATED, is skipped for the next one.
 import { crc32 } from "../crc32.js"
-import { Deferred, Duration, Effect, Exit, MetricLabel, Queue, Runtime, Schedule, Scope } from "effect"
+import { Deferred, Duration, Effect, Either, Exit, MetricLabel, Queue, Runtime, Schedule, Scope } from "effect"
 import { keepConnected, watchdog, type Connection, type ServerSlot, type Transport } from "./connection.js"
 import {
   GearmanConnectionError,
@@ -74,13 +74,29 @@ export interface ClientOptions {
   readonly heartbeat?: Duration.DurationInput
 }
 
+/** One job of `submitBackgroundAll`. */
+export interface BackgroundSubmission {
+  readonly fn: string
+  readonly payload: Payload
+  readonly options?: BackgroundOptions | undefined
+}
+
+export type BackgroundSubmitError = GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError
+
 export interface Client {
   readonly submit: (fn: string, payload: Payload, options?: SubmitOptions) => Effect.Effect<JobResult, GearmanSubmitError>
   readonly submitBackground: (
     fn: string,
     payload: Payload,
     options?: BackgroundOptions
-  ) => Effect.Effect<JobHandle, GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError>
+  ) => Effect.Effect<JobHandle, BackgroundSubmitError>
+  /**
+   * Queues many background jobs at once (pipelined, as one batch of writes) and waits for every
+   * answer: per job, in order, its handle or why it was not queued. Never fails as a whole.
+   */
+  readonly submitBackgroundAll: (
+    submissions: ReadonlyArray<BackgroundSubmission>
+  ) => Effect.Effect<ReadonlyArray<Either.Either<JobHandle, BackgroundSubmitError>>>
   readonly getStatus: (handle: JobHandle) => Effect.Effect<JobStatus, GearmanConnectionError | GearmanServerError>
   /** Servers currently connected. */
   readonly upServers: () => ReadonlyArray<string>
@@ -433,16 +449,38 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       return submitOptions.onCreated || submitOptions.onEvent ? submitObserved(fn, bytes, key, submitOptions) : submitPlain(fn, bytes, key)
     }
 
-    const submitBackground = (
+    const createBackground = (
       fn: string,
       payload: Payload,
-      bgOptions: BackgroundOptions = {}
-    ): Effect.Effect<JobHandle, GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError> =>
-      Effect.async((resume) => {
-        const unique = bgOptions.unique ?? ""
-        const bytes = request(submitType.bg[bgOptions.priority ?? "normal"], [fn, unique, payload])
-        create(fn, bytes, routeKey(unique, payload), undefined, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e)))
-      })
+      bgOptions: BackgroundOptions,
+      ok: (handle: JobHandle) => void,
+      fail: (error: GearmanNoServerAvailable | GearmanServerError) => void
+    ): void => {
+      const unique = bgOptions.unique ?? ""
+      const bytes = request(submitType.bg[bgOptions.priority ?? "normal"], [fn, unique, payload])
+      create(fn, bytes, routeKey(unique, payload), undefined, ok, fail)
+    }
+
+    const submitBackground = (fn: string, payload: Payload, bgOptions: BackgroundOptions = {}): Effect.Effect<JobHandle, BackgroundSubmitError> =>
+      Effect.async((resume) => createBackground(fn, payload, bgOptions, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e))))
+
+    // One Effect for the whole batch: no fiber per job (the QueueRunner sends up to a thousand).
+    const submitBackgroundAll = (
+      submissions: ReadonlyArray<BackgroundSubmission>
+    ): Effect.Effect<ReadonlyArray<Either.Either<JobHandle, BackgroundSubmitError>>> =>
+      submissions.length === 0
+        ? Effect.succeed([])
+        : Effect.async((resume) => {
+          const results = new Array<Either.Either<JobHandle, BackgroundSubmitError>>(submissions.length)
+          let pending = submissions.length
+          const settle = (i: number, result: Either.Either<JobHandle, BackgroundSubmitError>) => {
+            results[i] = result
+            if (--pending === 0) resume(Exit.succeed(results))
+          }
+          submissions.forEach((sub, i) =>
+            createBackground(sub.fn, sub.payload, sub.options ?? {}, (h) => settle(i, Either.right(h)), (e) => settle(i, Either.left(e)))
+          )
+        })
 
     const getStatus = Effect.fn("Gearman.getStatus")(function* (handle: JobHandle) {
       const index = servers.indexOf(handle.server)
@@ -454,6 +492,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     return {
       submit,
       submitBackground,
+      submitBackgroundAll,
       getStatus,
       upServers: () => states.flatMap((s) => (s && !s.dead ? [s.connection.server] : []))
     }

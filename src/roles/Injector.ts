@@ -139,41 +139,50 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             )
           })
         )
-        yield* Effect.forEach(outcomes, (outcome, i) => {
+        const toDispatch: Array<Job> = []
+        outcomes.forEach((outcome, i) => {
           const plan = plans[i]!
-          return outcome.duplicate || !plan.dispatch ? Effect.void : dispatch(outcome, plan.job, now)
-        }, { concurrency: 16, discard: true })
+          if (!outcome.duplicate && plan.dispatch) toDispatch.push(storedJob(outcome, plan.job))
+        })
+        if (toDispatch.length > 0) yield* dispatch(toDispatch, now)
         const replies = outcomes.map((o) => ({ dbid: o.handle.dbid, jobid: o.handle.jobid, ...(o.duplicate ? { duplicate: true } : {}) }))
         return JSON.stringify(many ? replies : replies[0])
       })
 
-    /** Submits a stored job to the Controller; if that fails, makes it due for the QueueRunner. */
-    function dispatch(outcome: InsertOutcome, job: NewJob, now: number) {
-      const stored: Job = {
-        dbid: outcome.handle.dbid,
-        jobid: outcome.handle.jobid,
-        funcname: job.funcname,
-        arg: typeof job.arg === "string" ? Buffer.from(job.arg, "utf8") : job.arg ?? new Uint8Array(0),
-        uniqkey: job.uniqkey ?? null,
-        coalesce: job.coalesce ?? null,
-        runAfter: job.runAfter,
-        flag: "controller",
-        failcount: 0
-      }
-      const unique = gearmanUnique(stored.uniqkey)
-      return gearman.submitBackground(CONTROLLER_FUNCTION, encodeWorkerJson(stored), unique === undefined ? {} : { unique }).pipe(
-        Effect.asVoid,
-        Effect.catchAll((e) =>
-          Effect.zipRight(
-            Effect.logWarning(`job ${formatHandle(stored)} stored but not dispatched; the QueueRunner will run it: ${errorText(e)}`),
-            storage.defer([stored], now).pipe(
-              Effect.catchAll((d) => Effect.logWarning(`job ${formatHandle(stored)} runs after its lease: ${d.message}`))
+    /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
+    function dispatch(jobs: ReadonlyArray<Job>, now: number) {
+      return gearman.submitBackgroundAll(jobs.map((job) => {
+        const unique = gearmanUnique(job.uniqkey)
+        return { fn: CONTROLLER_FUNCTION, payload: encodeWorkerJson(job), options: unique === undefined ? undefined : { unique } }
+      })).pipe(
+        Effect.flatMap((results) =>
+          Effect.forEach(results, (result, i) => {
+            if (Either.isRight(result)) return Effect.void
+            const job = jobs[i]!
+            return Effect.zipRight(
+              Effect.logWarning(`job ${formatHandle(job)} stored but not dispatched; the QueueRunner will run it: ${errorText(result.left)}`),
+              storage.defer([job], now).pipe(
+                Effect.catchAll((d) => Effect.logWarning(`job ${formatHandle(job)} runs after its lease: ${d.message}`))
+              )
             )
-          )
+          }, { discard: true })
         )
       )
     }
   })
+
+/** The stored row of a job just inserted, as the Controller receives it. */
+const storedJob = (outcome: InsertOutcome, job: NewJob): Job => ({
+  dbid: outcome.handle.dbid,
+  jobid: outcome.handle.jobid,
+  funcname: job.funcname,
+  arg: typeof job.arg === "string" ? Buffer.from(job.arg, "utf8") : job.arg ?? new Uint8Array(0),
+  uniqkey: job.uniqkey ?? null,
+  coalesce: job.coalesce ?? null,
+  runAfter: job.runAfter,
+  flag: "controller",
+  failcount: 0
+})
 
 /** Serves `inject_jobs` until the scope closes. */
 export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never, Scope.Scope | Storage | Gearman> =>

@@ -150,10 +150,11 @@ export const make = (options: QueueRunnerOptions = {}) =>
         )
       )
 
-    const submit = (job: Job) =>
-      gearman.submitBackground(targetFunction(job), encodeWorkerJson(job), {
-        ...(job.uniqkey === null ? {} : { unique: gearmanUnique(job.uniqkey)! })
-      })
+    const submission = (job: Job) => ({
+      fn: targetFunction(job),
+      payload: encodeWorkerJson(job),
+      options: job.uniqkey === null ? undefined : { unique: gearmanUnique(job.uniqkey)! }
+    })
 
     const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
       Effect.gen(function*() {
@@ -188,7 +189,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
             Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
           )
         }
-        const results = yield* Effect.forEach(send, (job) => Effect.either(submit(job)), { concurrency: 64 })
+        // The whole batch is pipelined on the connection: one Effect, no fiber per job.
+        const results = yield* gearman.submitBackgroundAll(send.map(submission))
         let failed = 0
         for (const [i, r] of results.entries()) {
           if (Either.isLeft(r)) {

@@ -9,7 +9,7 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Duration, Effect, Exit, Fiber, Queue } from "effect"
+import { Cause, Data, Duration, Effect, Either, Fiber, Runtime } from "effect"
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/client.js"
@@ -54,11 +54,20 @@ const COMPLETION_QUEUE = 10_000
  * for a background job that adds no safety (a DELETE that fails leaves the row, which runs
  * again after its lease), and it would cap a worker at (jobs in flight / DELETE latency).
  * When the scope closes, what is queued is deleted before it ends.
+ * The queue is a plain array and the flushing fiber runs only while there is work: a
+ * completion costs a push, not a Queue offer.
  */
 export const makeCompleter = (storage: StorageShape, window: Duration.DurationInput = 0) =>
   Effect.gen(function*() {
-    const queue = yield* Queue.bounded<JobHandle>(COMPLETION_QUEUE)
+    const runtime = yield* Effect.runtime<never>()
     const windowMs = Duration.toMillis(Duration.decode(window))
+    let pending: Array<JobHandle> = []
+    /** Callers held back while the queue is full, resumed as batches leave. */
+    const blocked: Array<() => void> = []
+    /** A flusher runs (set before it starts: it may finish before runFork returns). */
+    let flushing = false
+    let flusher: Fiber.RuntimeFiber<void> | undefined
+
     const flush = (batch: ReadonlyArray<JobHandle>) =>
       storage.complete(batch).pipe(
         Effect.catchAll((e) =>
@@ -67,50 +76,80 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
         // An interrupted DELETE may or may not have run: let it finish instead.
         Effect.uninterruptible
       )
-    const loop = yield* Effect.gen(function*() {
-      const first = yield* Queue.take(queue)
-      if (windowMs > 0) yield* Effect.sleep(Duration.millis(windowMs))
-      yield* flush([first, ...(yield* Queue.takeAll(queue))])
-    }).pipe(Effect.forever, Effect.forkDaemon)
+    const drain: Effect.Effect<void> = Effect.suspend(() => {
+      if (pending.length === 0) {
+        flushing = false
+        return Effect.void
+      }
+      const batch = pending
+      pending = []
+      for (const resume of blocked.splice(0, COMPLETION_QUEUE)) resume()
+      return Effect.zipRight(flush(batch), drain)
+    })
+    const enqueue = (handle: JobHandle) => {
+      pending.push(handle)
+      if (flushing) return
+      flushing = true
+      flusher = Runtime.runFork(runtime)(windowMs > 0 ? Effect.delay(drain, Duration.millis(windowMs)) : drain)
+    }
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
-        yield* Fiber.interrupt(loop)
-        const rest = [...(yield* Queue.takeAll(queue))]
-        if (rest.length > 0) yield* flush(rest)
+        // The running flusher empties the queue before it ends; start one for any leftovers.
+        if (flusher) yield* Fiber.await(flusher)
+        if (pending.length > 0) yield* drain
       })
     )
-    return (handle: JobHandle): Effect.Effect<void> => Queue.offer(queue, handle)
+    return (handle: JobHandle): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (pending.length < COMPLETION_QUEUE) return Effect.sync(() => enqueue(handle))
+        return Effect.async<void>((resume) => {
+          blocked.push(() => {
+            enqueue(handle)
+            resume(Effect.void)
+          })
+        })
+      })
   })
 
 /**
  * A Gearman handler running a worker-helper handler: decodes the worker JSON and settles the row
- * (the Driver wraps it into its own process bookkeeping).
+ * (the Driver wraps it into its own process bookkeeping). The success path is a handful of
+ * Effect steps: it runs once per job on every worker.
  */
 export const gearmanHandler = <R>(
   storage: StorageShape,
   complete: (handle: JobHandle) => Effect.Effect<void>,
   funcname: string,
   handler: JobHandler<R>
-): GearmanWorker.Handler<R> => (gjob) =>
+): GearmanWorker.Handler<R> => (gjob) => {
+  const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
+  const decoded = decodeWorkerJson(gjob.payload)
+  if (Either.isLeft(decoded)) {
+    return Effect.logError(`rejected: ${decoded.left.message}`).pipe(
+      Effect.zipRight(Effect.fail(new WorkFail({ reason: decoded.left.message }))),
+      annotate
+    )
+  }
+  const job = decoded.right
+  const owned = job.flag === "shim"
+  const run = Effect.suspend(() => handler({ ...job, text: bytesView(job.arg).toString("utf8"), gearman: gjob }))
+  return run.pipe(
+    Effect.matchCauseEffect({
+      onSuccess: (value) => owned ? Effect.as(complete(job), value) : Effect.succeed(value),
+      onFailure: (cause) => settleFailure(storage, job, owned, cause)
+    }),
+    annotate
+  )
+}
+
+/** A handler that failed or died: back the job off, or reschedule it as the handler asked. */
+const settleFailure = (storage: StorageShape, job: Job, owned: boolean, cause: Cause.Cause<JobFailed | RetryAt>) =>
   Effect.gen(function*() {
-    const decoded = yield* Effect.either(decodeWorkerJson(gjob.payload))
-    if (decoded._tag === "Left") {
-      yield* Effect.logError(`rejected: ${decoded.left.message}`)
-      return yield* Effect.fail(new WorkFail({ reason: decoded.left.message }))
-    }
-    const job = decoded.right
     const id = formatHandle(job)
-    const text = bytesView(job.arg).toString("utf8")
-    const exit = yield* Effect.exit(handler({ ...job, text, gearman: gjob }))
-    const owned = job.flag === "shim"
-    if (Exit.isSuccess(exit)) {
-      if (owned) yield* complete(job)
-      return exit.value
-    }
-    const failure = Cause.failureOption(exit.cause)
+    const failure = Cause.failureOption(cause)
     const reason = failure._tag === "Some"
       ? failure.value._tag === "JobFailed" ? failure.value.reason : `retry at ${String(failure.value.when)}`
-      : Cause.pretty(exit.cause)
+      : Cause.pretty(cause)
     if (failure._tag === "None") yield* Effect.logError(`job ${id}: handler died: ${reason}`)
     if (owned) {
       const settle = failure._tag === "Some" && failure.value._tag === "RetryAt"
@@ -122,7 +161,7 @@ export const gearmanHandler = <R>(
       )
     }
     return yield* Effect.fail(new WorkFail({ reason }))
-  }).pipe(Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle }))
+  })
 
 /** Serves Garivini jobs until the scope closes (in-flight jobs finish first). */
 export const serve = <R>(

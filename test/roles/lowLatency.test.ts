@@ -58,7 +58,9 @@ describe("low-latency mode (memory layers, TestClock)", () => {
   }))
 
   test("a batch is one call with one reply per job; a unique job coalesces and runs once", Effect.gen(function*() {
-    const runs = yield* system("batch")
+    // Jobs finish only once the duplicate is checked: a finished unique job's row is gone.
+    const gate = yield* Deferred.make<void>()
+    const runs = yield* system("batch", () => Deferred.await(gate))
     const replies = decodeReplies((yield* inject([
       { funcname: "batch", arg: "a" },
       { funcname: "batch", arg: "b", uniqkey: "same" },
@@ -68,6 +70,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     assert.deepStrictEqual([replies[2]!.dbid, replies[2]!.jobid, replies[2]!.duplicate], [replies[1]!.dbid, replies[1]!.jobid, true])
     const again = decodeReply((yield* inject({ funcname: "batch", arg: "d", uniqkey: "same" })).data.toString())
     assert.isTrue(again.duplicate)
+    yield* Deferred.succeed(gate, undefined)
     yield* until(Effect.map(stored, (n) => n === 0), "every row to be deleted")
     assert.deepStrictEqual([...runs].sort(), ["a", "b"])
   }))
