@@ -8,7 +8,7 @@
  * claimed again when the lease ends. Delivery is at least once; exactly once when nothing fails.
  */
 import { createHash } from "node:crypto"
-import { Clock, Data, Duration, Effect, Either, Ref } from "effect"
+import { Clock, Data, Duration, Effect, Either, Fiber, Ref } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { encodeWorkerJson, formatHandle, nowSeconds } from "../Job.js"
@@ -156,7 +156,16 @@ export const make = (options: QueueRunnerOptions = {}) =>
       options: job.uniqkey === null ? undefined : { unique: gearmanUnique(job.uniqkey)! }
     })
 
-    const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
+    /** A claimed batch, split by the watermark; the overflow is already deferred. */
+    interface Claimed {
+      readonly dbid: number
+      readonly limit: number
+      readonly claimed: number
+      readonly send: ReadonlyArray<Job>
+      readonly deferred: number
+    }
+
+    const claimPhase = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
       Effect.gen(function*() {
         const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
         // Functions already over the watermark are not claimed at all (their jobs stay due).
@@ -165,7 +174,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
           : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
         const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude))
         if (Either.isLeft(claim)) {
-          return { dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, error: claim.left.message }
+          return Either.left({ dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, error: claim.left.message })
         }
         const jobs = claim.right
         // What this round sends counts too (controller jobs end up in their function's queue as
@@ -189,6 +198,12 @@ export const make = (options: QueueRunnerOptions = {}) =>
             Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
           )
         }
+        return Either.right({ dbid, limit, claimed: jobs.length, send, deferred: over.length })
+      })
+
+    const submitPhase = (batch: Claimed): Effect.Effect<ShardRound> =>
+      Effect.gen(function*() {
+        const { dbid, limit, send } = batch
         // The whole batch is pipelined on the connection: one Effect, no fiber per job.
         const results = yield* gearman.submitBackgroundAll(send.map(submission))
         let failed = 0
@@ -204,8 +219,14 @@ export const make = (options: QueueRunnerOptions = {}) =>
         }
         const dispatched = send.length - failed
         yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched, s.batchMaxSize)))
-        return { dbid, limit, claimed: jobs.length, dispatched, deferred: over.length, failed }
-      }).pipe(Effect.annotateLogs({ shard: dbid }))
+        return { dbid, limit, claimed: batch.claimed, dispatched, deferred: batch.deferred, failed }
+      })
+
+    const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
+      claimPhase(dbid, depth).pipe(
+        Effect.flatMap(Either.match({ onLeft: Effect.succeed, onRight: submitPhase })),
+        Effect.annotateLogs({ shard: dbid })
+      )
 
     /** With no job server up there is nowhere to submit: don't lease jobs only to strand them. */
     const serversDown = yield* Ref.make(false)
@@ -229,7 +250,9 @@ export const make = (options: QueueRunnerOptions = {}) =>
 
     /**
      * One shard's loop: rounds at most every batchRunSleep (at once after a full batch, after 50 ms
-     * after one that dispatched anything). A shard
+     * after one that dispatched anything). A full batch's submits go out while the next batch is
+     * claimed, so the database and the job server work at the same time (one batch in flight; if
+     * its submits failed, the batch claimed meanwhile goes back due instead of being sent). A shard
      * that fails is retried with a doubling delay capped at 30 s, and is logged when it goes down
      * and when it comes back, not every round. Each shard has its own loop, so a slow or dead
      * shard never holds up the others.
@@ -237,28 +260,57 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const shardLoop = (dbid: number) =>
       Effect.gen(function*() {
         let failures = 0
+        let inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly perFunction: ReadonlyMap<string, number> } | undefined
+        /** Waits for the batch in flight; true when all of its submits went out. */
+        const settleInFlight = Effect.suspend(() => {
+          if (inFlight === undefined) return Effect.succeed(true)
+          const { fiber } = inFlight
+          inFlight = undefined
+          return Effect.map(Fiber.join(fiber), (report) => report.failed === 0)
+        })
+        yield* Effect.addFinalizer(() => Effect.ignore(settleInFlight))
         for (;;) {
           const started = yield* Clock.currentTimeMillis
           let wait = s.batchRunSleepMs
           if (!(yield* noServer)) {
-            const report = yield* shardRound(dbid, yield* depths)
-            if (report.error !== undefined) {
+            // The batch in flight may not be in gearmand's counts yet: count it for the watermark.
+            const depth = new Map(yield* depths)
+            if (inFlight !== undefined) for (const [fn, n] of inFlight.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
+            const claimed = yield* claimPhase(dbid, depth)
+            const previousOk = yield* settleInFlight
+            if (Either.isLeft(claimed)) {
+              const report = claimed.left
               failures++
               wait = Math.min(s.batchRunSleepMs * 2 ** failures, Math.max(s.batchRunSleepMs, 30_000))
               if (failures === 1) yield* Effect.logWarning(`shard unavailable, retrying with backoff: ${report.error}`)
             } else {
+              const batch = claimed.right
               if (failures > 0) yield* Effect.logInfo(`shard back after ${failures} failed round(s)`)
               failures = 0
-              if (report.dispatched >= report.limit) continue
-              // Jobs are flowing: look again soon instead of letting the next ones wait a whole
-              // interval (the original's 1 s made its latency about a second).
-              if (report.dispatched > 0) wait = Math.min(wait, BUSY_ROUND_MS)
+              if (!previousOk && batch.send.length > 0) {
+                // The job server refused the previous batch: don't strand this one under a lease.
+                const now = yield* nowSeconds
+                yield* storage.defer(batch.send, now).pipe(
+                  Effect.catchAll((e) => Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`))
+                )
+              } else if (batch.send.length >= batch.limit) {
+                const perFunction = new Map<string, number>()
+                for (const job of batch.send) perFunction.set(job.funcname, (perFunction.get(job.funcname) ?? 0) + 1)
+                inFlight = { fiber: yield* Effect.fork(submitPhase(batch)), perFunction }
+                continue
+              } else {
+                const report = yield* submitPhase(batch)
+                if (report.dispatched >= report.limit) continue
+                // Jobs are flowing: look again soon instead of letting the next ones wait a whole
+                // interval (the original's 1 s made its latency about a second).
+                if (report.dispatched > 0) wait = Math.min(wait, BUSY_ROUND_MS)
+              }
             }
           }
           const rest = wait - ((yield* Clock.currentTimeMillis) - started)
           if (rest > 0) yield* Effect.sleep(Duration.millis(rest))
         }
-      }).pipe(Effect.annotateLogs({ shard: dbid }))
+      }).pipe(Effect.scoped, Effect.annotateLogs({ shard: dbid }))
 
     /** Runs every shard's loop until interrupted. */
     const run: Effect.Effect<never> = Effect.forEach(storage.shardIds, shardLoop, { concurrency: "unbounded" }).pipe(

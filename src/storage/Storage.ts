@@ -196,13 +196,17 @@ export const make = (
       run: (b: ShardBackend, jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
     ): Effect.Effect<number, ShardOperationError> =>
       Effect.gen(function*() {
+        // Checked without an Effect step per handle: a worker's DELETE batch holds thousands.
         const groups = new Map<number, Array<number>>()
         for (const h of handles) {
-          const valid = yield* validateHandle(h)
-          yield* backendFor(valid.dbid)
-          const ids = groups.get(valid.dbid) ?? []
-          ids.push(valid.jobid)
-          groups.set(valid.dbid, ids)
+          const valid = validateHandle(h)
+          if (Either.isLeft(valid)) return yield* Effect.fail(valid.left)
+          const ids = groups.get(valid.right.dbid)
+          if (ids !== undefined) ids.push(valid.right.jobid)
+          else {
+            yield* backendFor(valid.right.dbid)
+            groups.set(valid.right.dbid, [valid.right.jobid])
+          }
         }
         return yield* sumAll([...groups].map(([dbid, ids]) => shardOp(dbid, operation, (b) => run(b, ids))))
       })
