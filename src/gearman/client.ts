@@ -3,12 +3,13 @@
 // farm, as Perl's Gearman::Client does); other jobs are spread round-robin; a server that is
 // down, or dies before JOB_CREATED, is skipped for the next one.
 import { crc32 } from "../crc32.js"
-import { Deferred, Duration, Effect, Either, Exit, MetricLabel, Queue, Runtime, Schedule, Scope } from "effect"
+import { Deferred, Duration, Effect, Either, Exit, Fiber, MetricLabel, Queue, Runtime, Schedule, Scope } from "effect"
 import { keepConnected, watchdog, type Connection, type ServerSlot, type Transport } from "./connection.js"
 import {
   GearmanConnectionError,
   GearmanJobException,
   GearmanJobFailed,
+  GearmanJobTimeout,
   GearmanNoServerAvailable,
   GearmanServerError,
   type GearmanSubmitError
@@ -55,6 +56,11 @@ export interface SubmitOptions {
   readonly onCreated?: (handle: JobHandle) => Effect.Effect<void>
   /** Called for each WORK_DATA / WORK_WARNING / WORK_STATUS as it arrives. */
   readonly onEvent?: (event: JobEvent) => Effect.Effect<void>
+  /**
+   * Give up waiting after this long (the job itself is not cancelled) with GearmanJobTimeout.
+   * Checked by one timer per client, to within a tenth of the timeout (at most a second late).
+   */
+  readonly timeout?: Duration.DurationInput
 }
 
 export interface BackgroundOptions {
@@ -199,6 +205,35 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     const runtime = yield* Effect.runtime<never>()
     const log = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
     const debug = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logDebug(message, ...rest))
+
+    // Submit timeouts: one sweeping fiber on the Clock while any is pending (a fiber and a
+    // timer per submit, as Effect.timeout makes them, cost a tenth of a Controller's job).
+    const clock = yield* Effect.clock
+    const deadlines = new Set<{ readonly at: number; readonly fire: () => void }>()
+    let sweepMs = 1000
+    let sweeper: Fiber.RuntimeFiber<void> | undefined
+    const sweep: Effect.Effect<void> = Effect.gen(function* () {
+      while (deadlines.size > 0) {
+        yield* Effect.sleep(Duration.millis(sweepMs))
+        const now = clock.unsafeCurrentTimeMillis()
+        for (const d of deadlines) {
+          if (d.at <= now) {
+            deadlines.delete(d)
+            d.fire()
+          }
+        }
+      }
+      sweeper = undefined
+      sweepMs = 1000
+    })
+    const addDeadline = (timeoutMs: number, fire: () => void) => {
+      const deadline = { at: clock.unsafeCurrentTimeMillis() + timeoutMs, fire }
+      deadlines.add(deadline)
+      sweepMs = Math.min(sweepMs, Math.max(10, Math.round(timeoutMs / 10)))
+      if (sweeper === undefined) sweeper = Runtime.runFork(runtime)(sweep)
+      return () => void deadlines.delete(deadline)
+    }
+    yield* Effect.addFinalizer(() => (sweeper === undefined ? Effect.void : Fiber.interrupt(sweeper)))
     const servers = options.servers
     const states: Array<ConnState | undefined> = servers.map(() => undefined)
     let roundRobin = Math.floor(Math.random() * Math.max(1, servers.length))
@@ -408,13 +443,36 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     })
 
     /** The common case, no callbacks: one Effect.async from submission to the job's end. */
-    const submitPlain = (fn: string, bytes: Buffer, key: string | Uint8Array | undefined): Effect.Effect<JobResult, GearmanSubmitError> =>
+    const submitPlain = (
+      fn: string,
+      bytes: Buffer,
+      key: string | Uint8Array | undefined,
+      timeoutMs: number | undefined
+    ): Effect.Effect<JobResult, GearmanSubmitError> =>
       Effect.async<JobResult, GearmanSubmitError>((resume) => {
         let handle: JobHandle | undefined
-        const waiter = newWaiter(fn, (terminal) => resume(terminalExit(handle!, terminal, waiter)), undefined)
-        create(fn, bytes, key, waiter, (h) => void (handle = h), (e) => resume(Exit.fail(e)))
+        let settled = false
+        let cancelTimeout: (() => void) | undefined
+        const finish = (exit: Exit.Exit<JobResult, GearmanSubmitError>) => {
+          if (settled) return
+          settled = true
+          cancelTimeout?.()
+          resume(exit)
+        }
+        const waiter = newWaiter(fn, (terminal) => finish(terminalExit(handle!, terminal, waiter)), undefined)
+        if (timeoutMs !== undefined) {
+          cancelTimeout = addDeadline(timeoutMs, () => {
+            detach(waiter)
+            finish(Exit.fail(new GearmanJobTimeout({ handle: handle?.handle ?? "", functionName: fn, timeoutMs })))
+          })
+        }
+        create(fn, bytes, key, waiter, (h) => void (handle = h), (e) => finish(Exit.fail(e)))
         // Interrupted: stop listening (a job already queued still runs).
-        return Effect.sync(() => detach(waiter))
+        return Effect.sync(() => {
+          settled = true
+          cancelTimeout?.()
+          detach(waiter)
+        })
       })
 
     /** With `onCreated` / `onEvent`: the caller's effects run in its own fiber, in order. */
@@ -446,7 +504,17 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       const unique = submitOptions.unique ?? ""
       const bytes = request(submitType.fg[submitOptions.priority ?? "normal"], [fn, unique, payload])
       const key = routeKey(unique, payload)
-      return submitOptions.onCreated || submitOptions.onEvent ? submitObserved(fn, bytes, key, submitOptions) : submitPlain(fn, bytes, key)
+      const timeoutMs = submitOptions.timeout === undefined ? undefined : Duration.toMillis(Duration.decode(submitOptions.timeout))
+      if (submitOptions.onCreated || submitOptions.onEvent) {
+        const observed = submitObserved(fn, bytes, key, submitOptions)
+        return timeoutMs === undefined || !Number.isFinite(timeoutMs)
+          ? observed
+          : Effect.timeoutFail(observed, {
+            duration: Duration.millis(timeoutMs),
+            onTimeout: () => new GearmanJobTimeout({ handle: "", functionName: fn, timeoutMs })
+          })
+      }
+      return submitPlain(fn, bytes, key, timeoutMs === undefined || !Number.isFinite(timeoutMs) ? undefined : timeoutMs)
     }
 
     const createBackground = (

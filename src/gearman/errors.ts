@@ -41,6 +41,17 @@ export class GearmanJobException extends Data.TaggedError("GearmanJobException")
   readonly data: Uint8Array
 }> {}
 
+/** A foreground job gave no outcome within the submit's `timeout` (it may still run). */
+export class GearmanJobTimeout extends Data.TaggedError("GearmanJobTimeout")<{
+  readonly handle: string
+  readonly functionName: string
+  readonly timeoutMs: number
+}> {
+  override get message(): string {
+    return `no answer from ${this.functionName} within ${this.timeoutMs} ms`
+  }
+}
+
 /** An admin command was refused (`ERR ...`) or its answer could not be parsed. */
 export class GearmanAdminError extends Data.TaggedError("GearmanAdminError")<{
   readonly server: string
@@ -65,3 +76,4 @@ export type GearmanSubmitError =
   | GearmanServerError
   | GearmanJobFailed
   | GearmanJobException
+  | GearmanJobTimeout

@@ -41,10 +41,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         }
         const job = decoded.right
         const id = formatHandle(job)
-        const outcome = yield* gearman.submit(job.funcname, payload).pipe(
-          Effect.timeoutFail({ duration: timeout, onTimeout: () => ({ _tag: "Timeout" as const, message: `no answer within ${Duration.format(timeout)}` }) }),
-          Effect.either
-        )
+        const outcome = yield* Effect.either(gearman.submit(job.funcname, payload, { timeout }))
         if (Either.isRight(outcome)) {
           yield* complete(job)
           return

@@ -303,6 +303,28 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
       })
     )
 
+    it.scoped("a submit with a timeout gives up with GearmanJobTimeout; one answered in time is unaffected", () =>
+      Effect.gen(function* () {
+        const gearman = yield* Gearman
+        const fn = fname("timeout")
+        const started = yield* Deferred.make<void>()
+        yield* gearman.serve({
+          [fn]: (job) => job.text() === "stuck" ? Deferred.succeed(started, undefined).pipe(Effect.zipRight(Effect.never)) : Effect.succeed(`ok ${job.text()}`)
+        }, { concurrency: 2, shutdownTimeout: 0 })
+        assert.strictEqual((yield* gearman.submit(fn, "quick", { timeout: "1 second" })).data.toString(), "ok quick")
+        const submitted = Date.now()
+        const stuck = yield* gearman.submit(fn, "stuck", { timeout: "300 millis" }).pipe(Effect.fork)
+        yield* Deferred.await(started)
+        const error = yield* Effect.flip(Fiber.join(stuck))
+        assert.strictEqual(error._tag, "GearmanJobTimeout")
+        assert.include(error.message, "within 300 ms")
+        // Never before the deadline (it may come a little after: the check runs every tenth of it).
+        assert.isAtLeast(Date.now() - submitted, 300)
+        // The connection is still good for the next job.
+        assert.strictEqual((yield* gearman.submit(fn, "after", { timeout: "1 second" })).data.toString(), "ok after")
+      })
+    )
+
     it.scoped("cancels a queued job: its waiting client gets WORK_FAIL", () =>
       Effect.gen(function* () {
         const gearman = yield* Gearman

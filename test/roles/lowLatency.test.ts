@@ -104,6 +104,30 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     assert.strictEqual(Option.getOrThrow(yield* storage.get(reply)).runAfter, T0 + 120, "backed off two minutes")
   }))
 
+  test("a job with no answer within the Controller's timeout is backed off; the Controller goes on", Effect.gen(function*() {
+    const started = yield* Deferred.make<void>()
+    const runs: Array<string> = []
+    yield* Injector.serve()
+    yield* Controller.serve({ timeout: "10 seconds" })
+    yield* Worker.serve({
+      slow: (job) => Effect.sync(() => void runs.push(job.text)).pipe(
+        Effect.zipRight(job.text === "hang" ? Deferred.succeed(started, undefined).pipe(Effect.zipRight(Effect.never)) : Effect.void)
+      )
+    }, { concurrency: 4, shutdownTimeout: 0 })
+    const hung = decodeReply((yield* inject({ funcname: "slow", arg: "hang" })).data.toString())
+    yield* Deferred.await(started)
+    const storage = yield* Storage
+    yield* TestClock.adjust("9 seconds")
+    assert.strictEqual(Option.getOrThrow(yield* storage.get(hung)).failcount, 0, "not before the timeout")
+    yield* TestClock.adjust("2 seconds")
+    yield* until(Effect.map(storage.get(hung), (j) => Option.isSome(j) && j.value.failcount === 1), "the timeout to back the job off")
+    assert.strictEqual(Option.getOrThrow(yield* storage.get(hung)).runAfter, T0 + 10 + 120, "backed off two minutes from the deadline")
+    // The Controller still runs the next job.
+    const next = decodeReply((yield* inject({ funcname: "slow", arg: "fine" })).data.toString())
+    yield* until(Effect.map(storage.get(next), Option.isNone), "the next job to run and its row to go")
+    assert.deepStrictEqual(runs, ["hang", "fine"])
+  }))
+
   test("malformed input of each kind: a clear error to the client and no row", Effect.gen(function*() {
     yield* system("f")
     const cases: ReadonlyArray<readonly [unknown, string]> = [
