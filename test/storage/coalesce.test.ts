@@ -1,6 +1,6 @@
 // Concurrent inserts merged into batches: fewer statements, the same outcome for every call.
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Either, Exit } from "effect"
+import { Cause, Deferred, Effect, Either, Exit, Fiber } from "effect"
 import * as MemoryShard from "../../src/storage/MemoryShard.js"
 import type { ShardBackend } from "../../src/storage/ShardBackend.js"
 import { make } from "../../src/storage/Storage.js"
@@ -84,5 +84,57 @@ describe("coalesced inserts", () => {
       assert.isTrue(Exit.isFailure(first) && Cause.isDie(first.cause))
       const second = yield* storage.insert([{ funcname: "f", runAfter: 0 }])
       assert.strictEqual(second.length, 1)
+    }))
+
+  it.scoped("a caller interrupted while its call waits for a batch is withdrawn: its job is not stored", () =>
+    Effect.gen(function*() {
+      const shard = yield* MemoryShard.make(1)
+      const entered = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      let first = true
+      const held = {
+        ...shard,
+        insert: (rows: Parameters<ShardBackend["insert"]>[0]) =>
+          Effect.suspend(() => {
+            if (!first) return shard.insert(rows)
+            first = false
+            return Effect.zipRight(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(release)), shard.insert(rows))
+          })
+      }
+      const storage = yield* make([held], { coalesceInserts: true })
+      const inFlight = yield* Effect.fork(storage.insert([{ funcname: "f", arg: "in flight", runAfter: 0 }]))
+      yield* Deferred.await(entered)
+      const waiting = yield* Effect.fork(storage.insert([{ funcname: "f", arg: "withdrawn", runAfter: 0 }]))
+      yield* Effect.yieldNow()
+      yield* Fiber.interrupt(waiting)
+      yield* Deferred.succeed(release, undefined)
+      const stored = yield* Fiber.join(inFlight)
+      assert.strictEqual(stored.length, 1)
+      const after = yield* storage.insert([{ funcname: "f", arg: "later", runAfter: 0 }])
+      const jobs = yield* storage.list()
+      assert.deepStrictEqual(jobs.map((j) => Buffer.from(j.arg).toString()), ["in flight", "later"])
+      assert.strictEqual(after[0]!.handle.jobid, jobs[1]!.jobid)
+    }))
+
+  it.scopedLive("several batches in flight: every call gets its own outcome, none is lost or stored twice", () =>
+    Effect.gen(function*() {
+      const one = counting(yield* MemoryShard.make(1))
+      const slow = { ...one.backend, insert: (rows: Parameters<ShardBackend["insert"]>[0]) => Effect.zipRight(Effect.sleep("1 millis"), one.backend.insert(rows)) }
+      const storage = yield* make([slow], { coalesceInserts: true, coalesceInFlight: 4 })
+      const results = yield* Effect.forEach(
+        Array.from({ length: 300 }, (_, i) => i),
+        (i) => storage.insert([{ funcname: "f", arg: `${i}`, uniqkey: i % 3 === 0 ? `k${i % 30}` : null, runAfter: 0 }]),
+        { concurrency: 64 }
+      )
+      const jobs = yield* storage.list({ limit: 1000 })
+      // 100 calls carry a key, 10 keys: 90 duplicates.
+      assert.strictEqual(jobs.length, 300 - 90)
+      const byId = new Map(jobs.map((j) => [j.jobid, Buffer.from(j.arg).toString()] as const))
+      results.forEach((r, i) => {
+        assert.strictEqual(r.length, 1)
+        if (!r[0]!.duplicate) assert.strictEqual(byId.get(r[0]!.handle.jobid), `${i}`)
+      })
+      assert.strictEqual(results.filter((r) => r[0]!.duplicate).length, 90)
+      assert.isTrue(one.statements() < 300, `${one.statements()} statements for 300 calls`)
     }))
 })
