@@ -306,8 +306,9 @@ export const make = (
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const avoid = yield* Ref.get(avoided)
-        const live = yield* Random.shuffle(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) <= now))
-        const cooling = yield* Random.shuffle(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) > now))
+        const shuffled = (shards: ReadonlyArray<ShardBackend>) => shards.length < 2 ? Effect.succeed(shards) : Random.shuffle(shards)
+        const live = yield* shuffled(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) <= now))
+        const cooling = yield* shuffled(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) > now))
         const reasons: Array<string> = []
         for (const backend of [...live, ...cooling]) {
           const attempt = yield* Effect.either(onShard(backend, (b) => insertOnShard(b, rows)))
