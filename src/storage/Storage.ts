@@ -107,11 +107,6 @@ export interface StorageOptions {
    * interrupted before its batch starts is withdrawn.
    */
   readonly coalesceInserts?: boolean | undefined
-  /**
-   * Coalesced batches in flight at once (default 1). More lets concurrent callers overlap their
-   * own work with the server's; each batch holds a connection while in flight.
-   */
-  readonly coalesceInFlight?: number | undefined
 }
 
 /** Calls merged into one coalesced batch, at most. */
@@ -392,21 +387,14 @@ export const make = (
     let waiting: Array<PendingInsert> = []
     /** Wakes the batching fiber when it sleeps on an empty `waiting`. */
     let wake: (() => void) | undefined
-    const maxInFlight = Math.max(1, Math.floor(options.coalesceInFlight ?? 1))
-    let inFlight = 0
-    /**
-     * Takes the oldest waiting calls: a share of them when other batches could start now too
-     * (so concurrent callers spread over the free connections and fall out of step: while some
-     * wait on the server, the others' next calls are being prepared), at most COALESCE_MAX_CALLS.
-     */
+    /** Takes the oldest waiting calls, at most COALESCE_MAX_CALLS. */
     const takeCalls = (): ReadonlyArray<PendingInsert> => {
-      const share = Math.min(COALESCE_MAX_CALLS, Math.ceil(waiting.length / Math.max(1, maxInFlight - inFlight)))
-      if (share >= waiting.length) {
+      if (waiting.length <= COALESCE_MAX_CALLS) {
         const calls = waiting
         waiting = []
         return calls
       }
-      return waiting.splice(0, share)
+      return waiting.splice(0, COALESCE_MAX_CALLS)
     }
     const nextCalls: Effect.Effect<ReadonlyArray<PendingInsert>> = Effect.suspend(() =>
       waiting.length > 0
@@ -466,16 +454,10 @@ export const make = (
       )
 
     if (options.coalesceInserts === true) {
-      // Group commit: while a batch is in flight, the next calls gather and go together; with
-      // several batches allowed in flight, each starts on its own connection.
-      const slots = yield* Effect.makeSemaphore(maxInFlight)
-      const started = (calls: ReadonlyArray<PendingInsert>) => {
-        inFlight++
-        return runBatch(calls).pipe(Effect.ensuring(Effect.zipRight(Effect.sync(() => void inFlight--), slots.release(1))))
-      }
-      yield* (maxInFlight === 1
-        ? Effect.flatMap(nextCalls, runBatch)
-        : Effect.zipRight(slots.take(1), Effect.flatMap(nextCalls, (calls) => Effect.fork(started(calls))))).pipe(
+      // Group commit: while one batch is in flight, the next calls gather and go together. (Several
+      // batches in flight, each a share of the waiting calls, cost more CPU per job for no gain
+      // here: see docs/performance.md.)
+      yield* Effect.flatMap(nextCalls, runBatch).pipe(
         Effect.forever,
         // The layer is closing: callers still waiting are interrupted rather than left hanging.
         Effect.onInterrupt(() => Effect.sync(() => {

@@ -115,26 +115,4 @@ describe("coalesced inserts", () => {
       assert.deepStrictEqual(jobs.map((j) => Buffer.from(j.arg).toString()), ["in flight", "later"])
       assert.strictEqual(after[0]!.handle.jobid, jobs[1]!.jobid)
     }))
-
-  it.scopedLive("several batches in flight: every call gets its own outcome, none is lost or stored twice", () =>
-    Effect.gen(function*() {
-      const one = counting(yield* MemoryShard.make(1))
-      const slow = { ...one.backend, insert: (rows: Parameters<ShardBackend["insert"]>[0]) => Effect.zipRight(Effect.sleep("1 millis"), one.backend.insert(rows)) }
-      const storage = yield* make([slow], { coalesceInserts: true, coalesceInFlight: 4 })
-      const results = yield* Effect.forEach(
-        Array.from({ length: 300 }, (_, i) => i),
-        (i) => storage.insert([{ funcname: "f", arg: `${i}`, uniqkey: i % 3 === 0 ? `k${i % 30}` : null, runAfter: 0 }]),
-        { concurrency: 64 }
-      )
-      const jobs = yield* storage.list({ limit: 1000 })
-      // 100 calls carry a key, 10 keys: 90 duplicates.
-      assert.strictEqual(jobs.length, 300 - 90)
-      const byId = new Map(jobs.map((j) => [j.jobid, Buffer.from(j.arg).toString()] as const))
-      results.forEach((r, i) => {
-        assert.strictEqual(r.length, 1)
-        if (!r[0]!.duplicate) assert.strictEqual(byId.get(r[0]!.handle.jobid), `${i}`)
-      })
-      assert.strictEqual(results.filter((r) => r[0]!.duplicate).length, 90)
-      assert.isTrue(one.statements() < 300, `${one.statements()} statements for 300 calls`)
-    }))
 })
