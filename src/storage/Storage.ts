@@ -4,7 +4,7 @@
  * failing shards and the mapping of failures to typed errors are written once here, over the
  * per-shard backends of the live (MySQL) and memory layers.
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Either, Exit, Layer, Option, Queue, Random, Ref } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Option, Random, Ref } from "effect"
 import type { Scope } from "effect"
 import {
   InsertOutcomeUnknown,
@@ -103,7 +103,8 @@ export interface StorageOptions {
    * Merge concurrent `insert` calls into one batch (one statement per shard) while a previous
    * batch is in flight. Each call still gets its own outcomes and errors. Default off in `make`;
    * the MySQL layer turns it on (it multiplies the rate of many concurrent single inserts).
-   * A call interrupted while its batch is in flight may still have its jobs stored.
+   * A call interrupted while its batch is in flight may still have its jobs stored; one
+   * interrupted before its batch starts is withdrawn.
    */
   readonly coalesceInserts?: boolean | undefined
 }
@@ -304,8 +305,9 @@ export const make = (
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const avoid = yield* Ref.get(avoided)
-        const live = yield* Random.shuffle(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) <= now))
-        const cooling = yield* Random.shuffle(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) > now))
+        const shuffled = (shards: ReadonlyArray<ShardBackend>) => shards.length < 2 ? Effect.succeed(shards) : Random.shuffle(shards)
+        const live = yield* shuffled(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) <= now))
+        const cooling = yield* shuffled(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) > now))
         const reasons: Array<string> = []
         for (const backend of [...live, ...cooling]) {
           const attempt = yield* Effect.either(onShard(backend, (b) => insertOnShard(b, rows)))
@@ -340,11 +342,9 @@ export const make = (
         }))
         if (floating.length > 0) groups.push({ indices: floating, run: insertFloating(floating.map((i) => valid[i]!)) })
 
+        // One group (the common case): no fibers to fork and join.
+        if (groups.length === 1) return yield* groups[0]!.run
         const results = yield* Effect.all(groups.map((g) => Effect.either(g.run)), { concurrency: "unbounded" })
-        if (groups.length === 1) {
-          const only = results[0]!
-          return Either.isRight(only) ? only.right : yield* Effect.fail(only.left)
-        }
         const outcomes: Array<InsertOutcome | undefined> = new Array(valid.length).fill(undefined)
         const failures: Array<{ indices: ReadonlyArray<number>; error: ShardInsertError | InvalidJob }> = []
         results.forEach((r, g) => {
@@ -355,6 +355,12 @@ export const make = (
         if (failures.length > 0) return yield* Effect.fail(new PartialInsert({ outcomes, failures }))
         return outcomes.filter((o): o is InsertOutcome => o !== undefined)
       })
+
+    /** `insertValid` in a span; no stack trace: capturing one per call is measurable. */
+    const traced = (valid: ReadonlyArray<ValidNewJob>, calls: number) =>
+      insertValid(valid).pipe(
+        Effect.withSpan("Storage.insert", { attributes: { jobs: valid.length, calls }, captureStackTrace: false })
+      )
 
     /** What one call of a coalesced batch gets: its slice of the outcomes, or its share of the failure. */
     const forCall = (
@@ -374,54 +380,126 @@ export const make = (
         : new PartialInsert({ outcomes, failures }))
     }
 
+    /**
+     * A call waiting for a coalesced batch. The hand-off is a plain array and the caller's own
+     * `Effect.async` callback: no Queue, no Deferred, nothing allocated per call but this record.
+     */
     interface PendingInsert {
       readonly jobs: ReadonlyArray<ValidNewJob>
-      readonly done: Deferred.Deferred<ReadonlyArray<InsertOutcome>, InsertError>
+      readonly resume: (result: Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError>) => void
     }
-    const pending = yield* Queue.unbounded<PendingInsert>()
+    let waiting: Array<PendingInsert> = []
+    /** Wakes the batching fiber when it sleeps on an empty `waiting`. */
+    let wake: (() => void) | undefined
+    /** Takes the oldest waiting calls, at most COALESCE_MAX_CALLS. */
+    const takeCalls = (): ReadonlyArray<PendingInsert> => {
+      if (waiting.length <= COALESCE_MAX_CALLS) {
+        const calls = waiting
+        waiting = []
+        return calls
+      }
+      return waiting.splice(0, COALESCE_MAX_CALLS)
+    }
+    const nextCalls: Effect.Effect<ReadonlyArray<PendingInsert>> = Effect.suspend(() =>
+      waiting.length > 0
+        ? Effect.succeed(takeCalls())
+        : Effect.async<ReadonlyArray<PendingInsert>>((resume) => {
+          wake = () => {
+            wake = undefined
+            resume(Effect.sync(takeCalls))
+          }
+          return Effect.sync(() => void (wake = undefined))
+        })
+    )
+
+    /** Runs one batch and resumes each of its callers with its own outcome. */
+    const runBatch = (calls: ReadonlyArray<PendingInsert>): Effect.Effect<void> =>
+      Effect.flatMap(
+        Effect.exit(traced(calls.length === 1 ? calls[0]!.jobs : calls.flatMap((c) => c.jobs), calls.length)),
+        (exit): Effect.Effect<void> => {
+          if (Exit.isSuccess(exit)) {
+            let offset = 0
+            for (const call of calls) {
+              const n = call.jobs.length
+              call.resume(Effect.succeed(calls.length === 1 ? exit.value : exit.value.slice(offset, offset + n)))
+              offset += n
+            }
+            return Effect.void
+          }
+          const failure = Cause.failureOption(exit.cause)
+          if (Option.isNone(failure)) {
+            // A defect: every caller gets it (none may wait forever), and the batching goes on.
+            for (const call of calls) call.resume(Effect.failCause(exit.cause))
+            return Effect.void
+          }
+          const error = failure.value
+          if (error._tag === "InvalidJob" && calls.length > 1) {
+            // One call's arg does not fit its shard: try each call alone, so only that one fails.
+            return Effect.forEach(
+              calls,
+              (c) => Effect.map(Effect.exit(traced(c.jobs, 1)), (exit) => c.resume(exit)),
+              { discard: true }
+            )
+          }
+          let offset = 0
+          for (const call of calls) {
+            const n = call.jobs.length
+            const mine = forCall(error, offset, n)
+            offset += n
+            call.resume(Either.isRight(mine) ? Effect.succeed(mine.right) : Effect.fail(mine.left))
+          }
+          return Effect.void
+        }
+      ).pipe(
+        // The layer is closing mid-batch: its callers are interrupted rather than left hanging.
+        Effect.onInterrupt(() => Effect.sync(() => {
+          for (const call of calls) call.resume(Effect.interrupt)
+        }))
+      )
+
     if (options.coalesceInserts === true) {
-      // Group commit: while one batch is in flight, the next calls queue up and go together.
-      yield* Effect.gen(function*() {
-        const calls = [...(yield* Queue.takeBetween(pending, 1, COALESCE_MAX_CALLS))]
-        const exit = yield* Effect.exit(insertValid(calls.flatMap((c) => c.jobs)))
-        const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
-        if (Exit.isFailure(exit) && Option.isNone(failure)) {
-          // A defect: every caller gets it (none may wait forever), and this loop goes on.
-          yield* Effect.forEach(calls, (c) => Deferred.failCause(c.done, exit.cause), { discard: true })
-          return
-        }
-        const result: Either.Either<ReadonlyArray<InsertOutcome>, InsertError> = Exit.isSuccess(exit)
-          ? Either.right(exit.value)
-          : Either.left(Option.getOrThrow(failure))
-        if (Either.isLeft(result) && result.left._tag === "InvalidJob" && calls.length > 1) {
-          // One call's arg does not fit its shard: try each call alone, so only that one fails.
-          yield* Effect.forEach(calls, (c) => Effect.flatMap(Effect.exit(insertValid(c.jobs)), (exit) => Deferred.done(c.done, exit)), { discard: true })
-          return
-        }
-        let offset = 0
-        for (const call of calls) {
-          const mine = Either.isRight(result)
-            ? Either.right(result.right.slice(offset, offset + call.jobs.length))
-            : forCall(result.left, offset, call.jobs.length)
-          offset += call.jobs.length
-          yield* Deferred.complete(call.done, mine)
-        }
-      }).pipe(Effect.forever, Effect.forkScoped)
+      // Group commit: while one batch is in flight, the next calls gather and go together. (Several
+      // batches in flight, each a share of the waiting calls, cost more CPU per job for no gain
+      // here: see docs/performance.md.)
+      yield* Effect.flatMap(nextCalls, runBatch).pipe(
+        Effect.forever,
+        // The layer is closing: callers still waiting are interrupted rather than left hanging.
+        Effect.onInterrupt(() => Effect.sync(() => {
+          for (const call of takeCalls()) call.resume(Effect.interrupt)
+        })),
+        Effect.forkScoped
+      )
     }
 
+    /** Hands validated jobs to the batching fiber; an interrupted caller still waiting is withdrawn. */
+    const coalesced = (jobs: ReadonlyArray<ValidNewJob>) =>
+      Effect.async<ReadonlyArray<InsertOutcome>, InsertError>((resume) => {
+        const call: PendingInsert = { jobs, resume }
+        waiting.push(call)
+        if (wake !== undefined) wake()
+        return Effect.sync(() => {
+          const i = waiting.indexOf(call)
+          if (i >= 0) waiting.splice(i, 1)
+        })
+      })
+
+    /**
+     * Validation is synchronous and a call is a handful of Effect steps: this is the hot path of
+     * many concurrent single inserts. The span is per statement group (`traced`): per call
+     * without coalescing, per batch with it (a span per call cost about 12 µs, a third of the
+     * CPU of a coalesced call).
+     */
     const insert = (jobs: ReadonlyArray<NewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
-      Effect.gen(function*() {
-        if (jobs.length === 0) return []
+      Effect.suspend((): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> => {
+        if (jobs.length === 0) return Effect.succeed([])
         const valid: Array<ValidNewJob> = []
         for (let i = 0; i < jobs.length; i++) {
-          valid.push(yield* validateNewJob(jobs[i]!, jobs.length === 1 ? undefined : i))
+          const v = validateNewJob(jobs[i]!, jobs.length === 1 ? undefined : i)
+          if (Either.isLeft(v)) return Effect.fail(v.left)
+          valid.push(v.right)
         }
-        if (options.coalesceInserts !== true) return yield* insertValid(valid)
-        const done = yield* Deferred.make<ReadonlyArray<InsertOutcome>, InsertError>()
-        yield* Queue.offer(pending, { jobs: valid, done })
-        return yield* Deferred.await(done)
-      // No stack trace: capturing one per call is measurable on the single-insert path.
-      }).pipe(Effect.withSpan("Storage.insert", { attributes: { jobs: jobs.length }, captureStackTrace: false }))
+        return options.coalesceInserts === true ? coalesced(valid) : traced(valid, 1)
+      })
 
     // -- the rest --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 // Concurrent inserts merged into batches: fewer statements, the same outcome for every call.
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Either, Exit } from "effect"
+import { Cause, Deferred, Effect, Either, Exit, Fiber } from "effect"
 import * as MemoryShard from "../../src/storage/MemoryShard.js"
 import type { ShardBackend } from "../../src/storage/ShardBackend.js"
 import { make } from "../../src/storage/Storage.js"
@@ -84,5 +84,35 @@ describe("coalesced inserts", () => {
       assert.isTrue(Exit.isFailure(first) && Cause.isDie(first.cause))
       const second = yield* storage.insert([{ funcname: "f", runAfter: 0 }])
       assert.strictEqual(second.length, 1)
+    }))
+
+  it.scoped("a caller interrupted while its call waits for a batch is withdrawn: its job is not stored", () =>
+    Effect.gen(function*() {
+      const shard = yield* MemoryShard.make(1)
+      const entered = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      let first = true
+      const held = {
+        ...shard,
+        insert: (rows: Parameters<ShardBackend["insert"]>[0]) =>
+          Effect.suspend(() => {
+            if (!first) return shard.insert(rows)
+            first = false
+            return Effect.zipRight(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(release)), shard.insert(rows))
+          })
+      }
+      const storage = yield* make([held], { coalesceInserts: true })
+      const inFlight = yield* Effect.fork(storage.insert([{ funcname: "f", arg: "in flight", runAfter: 0 }]))
+      yield* Deferred.await(entered)
+      const waiting = yield* Effect.fork(storage.insert([{ funcname: "f", arg: "withdrawn", runAfter: 0 }]))
+      yield* Effect.yieldNow()
+      yield* Fiber.interrupt(waiting)
+      yield* Deferred.succeed(release, undefined)
+      const stored = yield* Fiber.join(inFlight)
+      assert.strictEqual(stored.length, 1)
+      const after = yield* storage.insert([{ funcname: "f", arg: "later", runAfter: 0 }])
+      const jobs = yield* storage.list()
+      assert.deepStrictEqual(jobs.map((j) => Buffer.from(j.arg).toString()), ["in flight", "later"])
+      assert.strictEqual(after[0]!.handle.jobid, jobs[1]!.jobid)
     }))
 })
