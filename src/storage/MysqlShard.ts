@@ -12,7 +12,7 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
-import { Duration, Effect, ExecutionStrategy, Exit, Option, Schedule, Schema, Scope, SynchronizedRef } from "effect"
+import { Duration, Effect, ExecutionStrategy, Exit, Option, ParseResult, Schedule, Schema, Scope, SynchronizedRef } from "effect"
 import type { ShardConfig } from "../config.js"
 import { bytesView, LenientInt, NEVER, uniqueIdentity } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
@@ -84,7 +84,17 @@ const classify = (error: SqlError): ShardRejected | ShardLost => {
 }
 
 const ResultHeader = Schema.Struct({ affectedRows: Schema.Number, insertId: LenientInt })
-const decodeHeader = Schema.decodeUnknown(ResultHeader)
+const decodeHeaderWithSchema = Schema.decodeUnknown(ResultHeader)
+/** mysql2's ResultSetHeader, checked by hand (every statement has one); Schema words odd ones. */
+const decodeHeader = (r: unknown): Effect.Effect<typeof ResultHeader.Type, ParseResult.ParseError> => {
+  if (typeof r === "object" && r !== null) {
+    const { affectedRows, insertId } = r as { readonly affectedRows?: unknown; readonly insertId?: unknown }
+    if (typeof affectedRows === "number" && typeof insertId === "number" && Number.isSafeInteger(insertId) && insertId >= 0) {
+      return Effect.succeed({ affectedRows, insertId })
+    }
+  }
+  return decodeHeaderWithSchema(r)
+}
 const ReturnedRow = Schema.Struct({ jobid: LenientInt, funcname: Schema.String, uniqkey: Schema.NullOr(Schema.String) })
 type ReturnedRow = typeof ReturnedRow.Type
 const decodeReturnedSchema = Schema.decodeUnknown(Schema.Array(ReturnedRow))
