@@ -133,12 +133,12 @@ export const queueRunnerOptions = {
 }
 
 export const controllerOptions = {
-  controllerConcurrency: integer("controller-concurrency", "Jobs a Controller runs at once (default 16)"),
+  controllerConcurrency: integer("controller-concurrency", "Jobs a Controller runs at once (default 64)"),
   controllerTimeout: seconds("controller-timeout", "Seconds a Controller waits for a job (default 900)")
 }
 
 export const injectorOptions = {
-  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 8)")
+  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)")
 }
 
 type ConnectionFlags = {

@@ -15,7 +15,7 @@ import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
 import { makeCompleter } from "./Worker.js"
 
 export interface ControllerOptions {
-  /** Jobs run at once by this Controller (default 16). */
+  /** Jobs run at once by this Controller (default 64: they share one connection per job server). */
   readonly concurrency?: number | undefined
   /**
    * How long to wait for the real function (default 900 s, under the default 1000 s lease so a
@@ -57,6 +57,6 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
 
     yield* gearman.serve(
       { [CONTROLLER_FUNCTION]: (job) => runQueuedJob(job.payload) },
-      { concurrency: options.concurrency ?? 16 }
+      { concurrency: options.concurrency ?? 64 }
     )
   }).pipe(Effect.annotateLogs({ role: "Controller" }))

@@ -28,7 +28,7 @@ export interface InjectorOptions {
   readonly queueWatermarkDepth?: number | undefined
   /** How often gearmand's queue depths are read, at most (default 2 s). */
   readonly queueCheckInterval?: Duration.DurationInput | undefined
-  /** Jobs injected at once (Gearman connections' jobs in flight; default 8). */
+  /** Injects handled at once (default 32, over one connection per job server: their rows share commits). */
   readonly concurrency?: number | undefined
 }
 
@@ -189,5 +189,5 @@ export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never,
   Effect.gen(function*() {
     const handle = yield* makeHandler(options)
     const gearman = yield* Gearman
-    yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, { concurrency: options.concurrency ?? 8 })
+    yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, { concurrency: options.concurrency ?? 32 })
   }).pipe(Effect.annotateLogs({ role: "Injector" }))
