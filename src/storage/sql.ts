@@ -3,7 +3,7 @@
  * identifiers, `SUM(condition)` and an inlined `LIMIT`, so the read side is written once.
  */
 import { Effect, Schema } from "effect"
-import { jobFromRow, JobRow, LenientInt, NEVER } from "../Job.js"
+import { fastJobRow, jobFromRow, JobRow, LenientInt, NEVER } from "../Job.js"
 import type { Job } from "../Job.js"
 import { ShardRejected } from "./ShardBackend.js"
 import type { FunctionCounts, ShardListQuery } from "./ShardBackend.js"
@@ -16,8 +16,26 @@ export const badData = (what: string) => (e: unknown) =>
 
 const decodeJobRows = Schema.decodeUnknown(Schema.Array(JobRow))
 
-/** Decodes rows of JOB_COLUMNS into jobs of shard `dbid`. */
-export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> =>
+/** Rows of JOB_COLUMNS as jobs when every row has the usual shape (fastJobRow), else undefined. */
+const fastJobRows = (dbid: number, rows: unknown): ReadonlyArray<Job> | undefined => {
+  if (!Array.isArray(rows)) return undefined
+  const jobs: Array<Job> = new Array(rows.length)
+  for (let i = 0; i < rows.length; i++) {
+    const job = fastJobRow(dbid, rows[i])
+    if (job === undefined) return undefined
+    jobs[i] = job
+  }
+  return jobs
+}
+
+/** Decodes rows of JOB_COLUMNS into jobs of shard `dbid` (the JobRow schema for unusual rows). */
+export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> => {
+  const fast = fastJobRows(dbid, rows)
+  return fast !== undefined ? Effect.succeed(fast) : jobsFromRowsWithSchema(dbid, rows)
+}
+
+/** The JobRow schema over every row (numeric strings, a NULL or empty flag, and errors). */
+export const jobsFromRowsWithSchema = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> =>
   decodeJobRows(rows).pipe(
     Effect.mapError(badData("job rows")),
     Effect.map((decoded) => decoded.map((row) => jobFromRow(dbid, row)))
