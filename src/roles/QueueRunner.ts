@@ -188,18 +188,18 @@ export const make = (options: QueueRunnerOptions = {}) =>
             Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
           )
         }
-        const results = yield* Effect.forEach(send, (job) => Effect.either(submit(job)), { concurrency: 64 })
+        // Counted, not collected: a result per job would live (and be promoted) for the whole round.
         let failed = 0
-        for (const [i, r] of results.entries()) {
-          if (Either.isLeft(r)) {
-            failed++
-            if (failed <= 3) {
-              yield* Effect.logWarning(`submit failed, job stays leased until its lease ends: ${errorText(r.left)}`).pipe(
-                Effect.annotateLogs({ job: formatHandle(send[i]!), funcname: send[i]!.funcname })
-              )
-            }
-          }
-        }
+        yield* Effect.forEach(send, (job) =>
+          submit(job).pipe(
+            Effect.catchAll((e) =>
+              ++failed <= 3
+                ? Effect.logWarning(`submit failed, job stays leased until its lease ends: ${errorText(e)}`).pipe(
+                  Effect.annotateLogs({ job: formatHandle(job), funcname: job.funcname })
+                )
+                : Effect.void
+            )
+          ), { concurrency: 64, discard: true })
         const dispatched = send.length - failed
         yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched, s.batchMaxSize)))
         return { dbid, limit, claimed: jobs.length, dispatched, deferred: over.length, failed }
