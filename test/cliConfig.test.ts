@@ -4,6 +4,7 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Option, Redacted } from "effect"
 import { resolve } from "../src/cli/config.js"
+import { heapGrowingGiven } from "../src/cli/heap.js"
 
 const noFlags = { config: Option.none(), db: [], gearmand: [], logFormat: Option.none() }
 
@@ -87,4 +88,14 @@ describe("configuration", () => {
       const err = yield* Effect.flip(resolve(noFlags))
       assert.strictEqual(err.message, "invalid configuration GARIVINI_BATCH_MAX_SIZE: \"lots\" is not a number")
     })))
+})
+
+describe("the roles' heap policy", () => {
+  it("a growing factor given to node (flag or NODE_OPTIONS, either spelling) wins over the policy", () => {
+    assert.isFalse(heapGrowingGiven([], undefined))
+    assert.isFalse(heapGrowingGiven(["--expose-gc"], "--max-semi-space-size=4"))
+    assert.isTrue(heapGrowingGiven(["--heap-growing-percent=80"], undefined))
+    assert.isTrue(heapGrowingGiven([], "--max-semi-space-size=4 --heap_growing_percent=20"))
+    assert.isFalse(heapGrowingGiven(["--heap-growing-percentage=1"], undefined))
+  })
 })
