@@ -1,13 +1,15 @@
 /**
- * The heap policy of the long-running roles (`queue-runner`, `injector`, `controller`, `run`).
+ * The heap policy of the commands that run roles (`queue-runner`, `injector`, `controller`,
+ * `run`, `up`).
  *
- * A role's live heap is small and flat (≈ 25 MB, nearly all of it loaded code), but everything a
- * round holds for longer than a scavenge (claimed rows, submits in flight) is promoted and dies in
- * the old generation. V8 lets the old generation grow to about 4× the live heap before it marks
+ * A role's live heap is small and flat (≈ 25 MB, nearly all of it loaded code), but a steady
+ * share of the short-lived objects each job goes through (the submit path's Effect objects, some
+ * of them pretenured by V8) survives a scavenge and dies in the old generation. V8 lets the old generation grow to about 4× the live heap before it marks
  * and compacts, so a QueueRunner moving 100,000 jobs peaked near 200 MB RSS while ≈ 25 MB of it
- * was alive (docs/performance.md, "Runner memory"). A fixed growing factor of 1.5 keeps the
- * old generation near 40–60 MB; the price is a mark-compact (10–30 ms) every couple of seconds
- * under full load, which measured no loss in throughput.
+ * was alive (docs/performance.md, "Runner memory, 2026-11-24"). A fixed growing factor of 1.5
+ * has the heap marked at ≈ 40–45 MB instead of ≈ 100 MB (peak RSS ≈ 130–140 MB); the price is a
+ * mark-compact (≈ 10 ms, mostly incremental) about every second under full load, which stayed
+ * within the benchmark's run-to-run noise.
  *
  * `--heap-growing-percent` is one of the few V8 settings read on every collection, so it can be
  * set once the process runs (`v8.setFlagsFromString`); the young generation's size cannot (it is
