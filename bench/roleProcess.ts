@@ -6,8 +6,11 @@
 // Environment: BENCH_ROLE (runner | worker), BENCH_GEARMAN (host:port), GARIVINI_DB (the shard),
 // BENCH_FUNCTION, BENCH_CONCURRENCY, BENCH_CHECKPOINTS (comma-separated handled counts);
 // for the runner, BENCH_WATERMARK and BENCH_BATCH_RUN_SLEEP (ms) override the QueueRunner defaults.
+// The runner applies the heap policy of the `garivini` roles (src/cli/heap.ts); the worker, which
+// stands for a user's worker process, runs with node's defaults.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Duration, Effect, Layer, Logger, LogLevel, Option } from "effect"
+import { applyRoleHeapPolicy } from "../src/cli/heap.js"
 import { shardsConfig } from "../src/config.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import * as QueueRunner from "../src/roles/QueueRunner.js"
@@ -29,6 +32,8 @@ const program = Effect.gen(function*() {
   const shards = yield* shardsConfig
   yield* Effect.scoped(Effect.gen(function*() {
     if (role === "runner") {
+      // The heap policy `garivini queue-runner` runs with (src/cli/heap.ts): this process stands for it.
+      yield* applyRoleHeapPolicy
       yield* Effect.forkScoped(QueueRunner.run({
         ...(Option.isSome(watermark) ? { queueWatermarkDepth: watermark.value } : {}),
         ...(Option.isSome(batchRunSleep) ? { batchRunSleep: Duration.millis(batchRunSleep.value) } : {})

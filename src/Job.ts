@@ -133,6 +133,8 @@ export const LenientInt = Schema.transformOrFail(Schema.Union(Schema.Number, Sch
   encode: (n) => ParseResult.succeed(n)
 })
 
+const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0
+
 /** `flag` as stored: NULL or '' (the Perl client stores NULL) mean `shim`. */
 export const LenientFlag = Schema.transformOrFail(
   Schema.NullishOr(Schema.String),
@@ -161,6 +163,25 @@ export const JobRow = Schema.Struct({
   failcount: LenientInt
 })
 export type JobRow = typeof JobRow.Type
+
+/**
+ * A row in the shape both drivers return (numbers as numbers, `arg` as bytes or NULL, a known
+ * flag), checked field by field without Schema: the QueueRunner decodes every row it claims, and
+ * Schema's decoder was a quarter of what that process allocated. Anything else (numeric strings,
+ * an empty or NULL flag, bad data) returns undefined and goes through the JobRow schema, which
+ * also words the errors. The two agree on every row this accepts (test/Job.test.ts).
+ */
+export const fastJobRow = (dbid: number, row: unknown): Job | undefined => {
+  if (typeof row !== "object" || row === null) return undefined
+  // An object, checked above; each field is checked before use.
+  const r = row as { readonly [key: string]: unknown }
+  const { arg, coalesce, failcount, flag, funcname, jobid, run_after, uniqkey } = r
+  if (!isCount(jobid) || !isCount(run_after) || !isCount(failcount) || typeof funcname !== "string") return undefined
+  if (!(arg === null || arg instanceof Uint8Array)) return undefined
+  if (!(uniqkey === null || typeof uniqkey === "string") || !(coalesce === null || typeof coalesce === "string")) return undefined
+  if (flag !== "shim" && flag !== "controller") return undefined
+  return { dbid, jobid, funcname, arg: arg ?? new Uint8Array(0), uniqkey, coalesce, runAfter: run_after, flag, failcount }
+}
 
 export const jobFromRow = (dbid: number, row: JobRow): Job => ({
   dbid,
@@ -209,7 +230,6 @@ export const WorkerJob = Schema.Struct({
 // Synchronous decoding: this runs once per job on every worker's hot path.
 const decodeWorkerJob = Schema.decodeUnknownEither(Schema.parseJson(WorkerJob))
 
-const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0
 const isOptionalText = (v: unknown): v is string | null | undefined => v === undefined || v === null || typeof v === "string"
 
 /**

@@ -4,6 +4,7 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Option, Redacted } from "effect"
 import { resolve } from "../src/cli/config.js"
+import { v8FlagGiven } from "../src/cli/heap.js"
 
 const noFlags = { config: Option.none(), db: [], gearmand: [], logFormat: Option.none() }
 
@@ -87,4 +88,20 @@ describe("configuration", () => {
       const err = yield* Effect.flip(resolve(noFlags))
       assert.strictEqual(err.message, "invalid configuration GARIVINI_BATCH_MAX_SIZE: \"lots\" is not a number")
     })))
+})
+
+describe("the roles' heap policy", () => {
+  it("a V8 setting given to node (flag or NODE_OPTIONS, either spelling, negated or not) wins over the policy", () => {
+    const growing = (argv: ReadonlyArray<string>, options?: string) => v8FlagGiven("heap-growing-percent", argv, options)
+    assert.isFalse(growing([], undefined))
+    assert.isFalse(growing(["--expose-gc"], "--max-semi-space-size=4"))
+    assert.isTrue(growing(["--heap-growing-percent=80"], undefined))
+    assert.isTrue(growing([], "--max-semi-space-size=4 --heap_growing_percent=20"))
+    assert.isFalse(growing(["--heap-growing-percentage=1"], undefined))
+    const pretenuring = (argv: ReadonlyArray<string>, options?: string) => v8FlagGiven("allocation-site-pretenuring", argv, options)
+    assert.isTrue(pretenuring(["--allocation-site-pretenuring"], undefined))
+    assert.isTrue(pretenuring([], "--no-allocation_site_pretenuring"))
+    assert.isTrue(pretenuring(["--noallocation-site-pretenuring"], undefined))
+    assert.isFalse(pretenuring(["--heap-growing-percent=50"], undefined))
+  })
 })

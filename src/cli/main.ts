@@ -4,7 +4,8 @@
  * at most), release their connections and exit 0; a second signal exits at once.
  */
 import { Command, ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect } from "effect"
 import { consumeCommand } from "./consume.js"
 import { demoCommand } from "./demo.js"

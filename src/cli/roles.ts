@@ -11,6 +11,7 @@ import type { Storage } from "../storage/Storage.js"
 import * as Controller from "../roles/Controller.js"
 import * as Injector from "../roles/Injector.js"
 import * as QueueRunner from "../roles/QueueRunner.js"
+import { applyRoleHeapPolicy } from "./heap.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
 import { describeStorage, servicesLayer, withSettings } from "./shared.js"
@@ -42,9 +43,10 @@ export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Laye
     Layer.empty
   )
 
-/** Runs the roles until interrupted. */
+/** Runs the roles until interrupted (with the roles' heap policy, see heap.ts). */
 export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
   Effect.gen(function*() {
+    yield* applyRoleHeapPolicy
     yield* Effect.logInfo(
       `running ${roles.join(", ")} on ${describeStorage(settings)} and job server(s) ${settings.gearmand.join(", ")}`
     )

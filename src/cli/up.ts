@@ -14,6 +14,7 @@ import { Storage } from "../storage/Storage.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
+import { applyRoleHeapPolicy } from "./heap.js"
 import { ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
@@ -87,6 +88,7 @@ export const upCommand = Command.make("up", {
       const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value)) : Option.none<RunningServer>()
       const settings = withServer(configured, server)
       yield* migrateStorage(settings)
+      yield* applyRoleHeapPolicy
       const context = yield* Layer.build(rolesLayer(ROLES, settings).pipe(Layer.provideMerge(servicesLayer(settings))))
 
       const where = Option.match(server, {

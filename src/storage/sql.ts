@@ -3,7 +3,7 @@
  * identifiers, `SUM(condition)` and an inlined `LIMIT`, so the read side is written once.
  */
 import { Effect, Schema } from "effect"
-import { jobFromRow, JobRow, LenientInt, NEVER } from "../Job.js"
+import { fastJobRow, jobFromRow, JobRow, LenientInt, NEVER } from "../Job.js"
 import type { Job } from "../Job.js"
 import { ShardRejected } from "./ShardBackend.js"
 import type { FunctionCounts, ShardListQuery } from "./ShardBackend.js"
@@ -16,40 +16,25 @@ export const badData = (what: string) => (e: unknown) =>
 
 const decodeJobRows = Schema.decodeUnknown(Schema.Array(JobRow))
 
-const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0
-const isText = (v: unknown): v is string | null => v === null || typeof v === "string"
-
-/**
- * A row as our own tables hand it back (numbers as numbers, a Buffer or NULL arg, a known flag),
- * checked field by field: a claim decodes up to a thousand rows, and Schema cost several µs each.
- * Anything else goes to the Schema decoder, which accepts what other writers store and words
- * the errors (the two agree: test/storage/sqlRows.test.ts).
- */
-const fastJob = (dbid: number, row: unknown): Job | undefined => {
-  if (typeof row !== "object" || row === null) return undefined
-  const { arg, coalesce, failcount, flag, funcname, jobid, run_after, uniqkey } = row as { readonly [key: string]: unknown }
-  if (!isCount(jobid) || typeof funcname !== "string" || !isCount(run_after) || !isCount(failcount)) return undefined
-  if (!(arg === null || arg instanceof Uint8Array) || !isText(uniqkey) || !isText(coalesce)) return undefined
-  const known = flag === null || flag === "" || flag === "shim" ? "shim" : flag === "controller" ? "controller" : undefined
-  if (known === undefined) return undefined
-  return { dbid, jobid, funcname, arg: arg ?? new Uint8Array(0), uniqkey, coalesce, runAfter: run_after, flag: known, failcount }
-}
-
-/** Decodes rows of JOB_COLUMNS into jobs of shard `dbid`. */
-export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> => {
-  if (Array.isArray(rows)) {
-    const jobs: Array<Job> = []
-    for (const row of rows) {
-      const job = fastJob(dbid, row)
-      if (job === undefined) break
-      jobs.push(job)
-    }
-    if (jobs.length === rows.length) return Effect.succeed(jobs)
+/** Rows of JOB_COLUMNS as jobs when every row has the usual shape (fastJobRow), else undefined. */
+const fastJobRows = (dbid: number, rows: unknown): ReadonlyArray<Job> | undefined => {
+  if (!Array.isArray(rows)) return undefined
+  const jobs: Array<Job> = new Array(rows.length)
+  for (let i = 0; i < rows.length; i++) {
+    const job = fastJobRow(dbid, rows[i])
+    if (job === undefined) return undefined
+    jobs[i] = job
   }
-  return jobsFromRowsWithSchema(dbid, rows)
+  return jobs
 }
 
-/** The Schema decoder of job rows (every shape a Garivini table may hold). */
+/** Decodes rows of JOB_COLUMNS into jobs of shard `dbid` (the JobRow schema for unusual rows). */
+export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> => {
+  const fast = fastJobRows(dbid, rows)
+  return fast !== undefined ? Effect.succeed(fast) : jobsFromRowsWithSchema(dbid, rows)
+}
+
+/** The JobRow schema over every row (numeric strings, a NULL or empty flag, and errors). */
 export const jobsFromRowsWithSchema = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> =>
   decodeJobRows(rows).pipe(
     Effect.mapError(badData("job rows")),
