@@ -163,6 +163,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
       readonly claimed: number
       readonly send: ReadonlyArray<Job>
       readonly deferred: number
+      /** Some function was over the watermark: workers are busy, not idle. */
+      readonly throttled: boolean
     }
 
     const claimPhase = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
@@ -198,7 +200,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
             Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
           )
         }
-        return Either.right({ dbid, limit, claimed: jobs.length, send, deferred: over.length })
+        return Either.right({ dbid, limit, claimed: jobs.length, send, deferred: over.length, throttled: exclude.length > 0 || over.length > 0 })
       })
 
     const submitPhase = (batch: Claimed): Effect.Effect<ShardRound> =>
@@ -301,9 +303,10 @@ export const make = (options: QueueRunnerOptions = {}) =>
               } else {
                 const report = yield* submitPhase(batch)
                 if (report.dispatched >= report.limit) continue
-                // Jobs are flowing: look again soon instead of letting the next ones wait a whole
-                // interval (the original's 1 s made its latency about a second).
-                if (report.dispatched > 0) wait = Math.min(wait, BUSY_ROUND_MS)
+                // Jobs are flowing, or held back by the watermark while workers drain the queue:
+                // look again soon instead of a whole interval (the original's 1 s made its latency
+                // about a second, and let a queue held at the watermark run dry).
+                if (report.dispatched > 0 || batch.throttled) wait = Math.min(wait, BUSY_ROUND_MS)
               }
             }
           }

@@ -178,6 +178,29 @@ describe("QueueRunner.run", () => {
     yield* TestClock.adjust("50 millis")
     yield* until(Effect.map(Ref.get(ran), (n) => n === 2), "the next job after 50 ms")
   }))
+
+  test("while the watermark holds jobs back the next round comes after 50 ms, not batchRunSleep", Effect.gen(function*() {
+    const settle = Effect.forEach(Array.from({ length: 200 }), () => Effect.yieldNow(), { discard: true })
+    yield* Client.insertJobs(Array.from({ length: 6 }, (_, i) => ({ funcname: "held", arg: `${i}` })))
+    yield* Effect.fork(QueueRunner.run({ batchRunSleep: "10 seconds", queueWatermarkDepth: 2 }))
+    yield* settle
+    // No worker yet: three jobs queue in gearmand (up to the watermark), the rest stay stored.
+    const storage = yield* Storage
+    const due = Effect.map(storage.counts(), (c) => c.reduce((n, f) => n + f.due, 0))
+    yield* until(Effect.map(due, (n) => n === 3), "three jobs held back")
+    // A round while the function is over the watermark: it claims nothing.
+    yield* TestClock.adjust("50 millis")
+    yield* settle
+    assert.strictEqual(yield* due, 3)
+    const ran = yield* Ref.make(0)
+    yield* Worker.serve({ held: () => Ref.update(ran, (n) => n + 1) }, { pollInterval: "30 days" })
+    yield* until(Effect.map(Ref.get(ran), (n) => n === 3), "the queued three")
+    // The runner was held back, not idle: it looks again within 50 ms, not 10 s.
+    yield* TestClock.adjust("50 millis")
+    yield* settle
+    yield* TestClock.adjust("50 millis")
+    yield* until(Effect.map(Ref.get(ran), (n) => n === 6), "the held-back three after 50 ms")
+  }))
 })
 
 describe("worker helper", () => {
