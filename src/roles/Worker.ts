@@ -83,7 +83,7 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
       }
       const batch = pending
       pending = []
-      for (const resume of blocked.splice(0, COMPLETION_QUEUE)) resume()
+      if (blocked.length > 0) for (const resume of blocked.splice(0, COMPLETION_QUEUE)) resume()
       return Effect.zipRight(flush(batch), drain)
     })
     const enqueue = (handle: JobHandle) => {
