@@ -1,10 +1,12 @@
 // `vite-node bench/insertCpu.ts [rounds] [jobs]` (INSERT_STATUS=1: MariaDB's global counters per 1000 jobs;
-// INSERT_SINGLE=N: N more single inserts, one caller): the insert paths of bench/run.ts's `insert`
-// scenario, several rounds, with wall-clock jobs/s and this process's CPU per job (user + system),
-// which is steadier than wall time on a shared machine.
+// INSERT_SINGLE=N: N more single inserts, one caller; INSERT_MEMORY=1: the memory layer with
+// coalescing on, i.e. the Storage + Client overhead alone): the insert paths of bench/run.ts's
+// `insert` scenario, several rounds, with wall-clock jobs/s and this process's CPU per job
+// (user + system), which is steadier than wall time on a shared machine.
 import { Effect } from "effect"
 import * as Mysql from "mysql2/promise"
 import * as Client from "../src/roles/Client.js"
+import { layerMemory } from "../src/storage/Storage.js"
 import { range, scratchDatabase, storageLayer } from "./harness.js"
 
 const rounds = Number(process.argv[2] ?? 5)
@@ -39,8 +41,10 @@ const measure = <E, R>(label: string, n: number, effect: Effect.Effect<unknown, 
 
 const spec = (i: number): Client.JobSpec => ({ funcname: "bench_insert", arg: `payload ${i} ${"x".repeat(48)}` })
 
+const memory = process.env["INSERT_MEMORY"] === "1"
+
 const program = Effect.scoped(Effect.gen(function*() {
-  const shard = yield* scratchDatabase("insertcpu")
+  const storage = memory ? layerMemory({ coalesceInserts: true }) : storageLayer(yield* scratchDatabase("insertcpu"))
   yield* Effect.gen(function*() {
     yield* Effect.forEach(range(64), (i) => Client.insertJob(spec(i)), { concurrency: 16, discard: true })
     for (let r = 0; r < rounds; r++) {
@@ -50,7 +54,7 @@ const program = Effect.scoped(Effect.gen(function*() {
     yield* measure("insertJob, 1 caller", 500, Effect.forEach(range(500), (i) => Client.insertJob(spec(i)), { discard: true }))
     const batches = range(30).map((b) => range(1000).map((i) => spec(b * 1000 + i)))
     yield* measure("insertJobs, 1000 per call", 30_000, Effect.forEach(batches, (b) => Client.insertJobs(b), { discard: true }))
-  }).pipe(Effect.provide(storageLayer(shard)))
+  }).pipe(Effect.provide(storage))
 }))
 
 Effect.runPromise(program).catch((e) => {
