@@ -14,10 +14,10 @@ import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effec
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
-import { encodeWorkerJson, formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
+import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, Job, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { CONTROLLER_FUNCTION, errorText, gearmanUnique, queueTotals } from "./QueueRunner.js"
+import { errorText, queueTotals, submission } from "./QueueRunner.js"
 
 export const INJECT_FUNCTION = "inject_jobs"
 
@@ -151,10 +151,8 @@ export const makeHandler = (options: InjectorOptions = {}) =>
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
     function dispatch(jobs: ReadonlyArray<Job>, now: number) {
-      return gearman.submitBackgroundAll(jobs.map((job) => {
-        const unique = gearmanUnique(job.uniqkey)
-        return { fn: CONTROLLER_FUNCTION, payload: encodeWorkerJson(job), options: unique === undefined ? undefined : { unique } }
-      })).pipe(
+      // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it.
+      return gearman.submitBackgroundAll(jobs.map(submission)).pipe(
         Effect.flatMap((results) =>
           Effect.forEach(results, (result, i) => {
             if (Either.isRight(result)) return Effect.void

@@ -10,6 +10,7 @@
 import { createHash } from "node:crypto"
 import { Clock, Data, Duration, Effect, Either, Fiber, Ref } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
+import type { BackgroundSubmission } from "../gearman/client.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { encodeWorkerJson, formatHandle, nowSeconds } from "../Job.js"
 import type { Job } from "../Job.js"
@@ -129,6 +130,13 @@ export const errorText = (e: { readonly _tag: string; readonly message: string }
 /** Where a job is submitted: its own function, or the Controller's. */
 export const targetFunction = (job: Job): string => job.flag === "controller" ? CONTROLLER_FUNCTION : job.funcname
 
+/** A stored job as a background submission: its target, the worker JSON, its uniqkey as unique. */
+export const submission = (job: Job): BackgroundSubmission => ({
+  fn: targetFunction(job),
+  payload: encodeWorkerJson(job),
+  options: job.uniqkey === null ? undefined : { unique: gearmanUnique(job.uniqkey)! }
+})
+
 /**
  * Builds a runner: `round` runs one round over every shard (for tests and tools), `run` runs a
  * loop per shard until interrupted.
@@ -150,11 +158,6 @@ export const make = (options: QueueRunnerOptions = {}) =>
         )
       )
 
-    const submission = (job: Job) => ({
-      fn: targetFunction(job),
-      payload: encodeWorkerJson(job),
-      options: job.uniqkey === null ? undefined : { unique: gearmanUnique(job.uniqkey)! }
-    })
 
     /** A claimed batch, split by the watermark; the overflow is already deferred. */
     interface Claimed {
