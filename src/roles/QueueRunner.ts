@@ -265,6 +265,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const shardLoop = (dbid: number) =>
       Effect.gen(function*() {
         let failures = 0
+        /** When this shard last dispatched a job (jobs still flowing if within batchRunSleep). */
+        let lastDispatch = Number.NEGATIVE_INFINITY
         let inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly perFunction: ReadonlyMap<string, number> } | undefined
         /** Waits for the batch in flight; true when all of its submits went out. */
         const settleInFlight = Effect.suspend(() => {
@@ -299,17 +301,20 @@ export const make = (options: QueueRunnerOptions = {}) =>
                   Effect.catchAll((e) => Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`))
                 )
               } else if (batch.send.length >= batch.limit) {
+                lastDispatch = started
                 const perFunction = new Map<string, number>()
                 for (const job of batch.send) perFunction.set(job.funcname, (perFunction.get(job.funcname) ?? 0) + 1)
                 inFlight = { fiber: yield* Effect.fork(submitPhase(batch)), perFunction }
                 continue
               } else {
                 const report = yield* submitPhase(batch)
+                if (report.dispatched > 0) lastDispatch = started
                 if (report.dispatched >= report.limit) continue
-                // Jobs are flowing, or held back by the watermark while workers drain the queue:
-                // look again soon instead of a whole interval (the original's 1 s made its latency
-                // about a second, and let a queue held at the watermark run dry).
-                if (report.dispatched > 0 || batch.throttled) wait = Math.min(wait, BUSY_ROUND_MS)
+                // Jobs are flowing (some went out within the last interval: a round right after a
+                // full one often finds none yet), or are held back by the watermark while workers
+                // drain the queue: look again soon instead of a whole interval (the original's 1 s
+                // made its latency about a second, and let a queue held at the watermark run dry).
+                if (started - lastDispatch < s.batchRunSleepMs || batch.throttled) wait = Math.min(wait, BUSY_ROUND_MS)
               }
             }
           }

@@ -179,6 +179,21 @@ describe("QueueRunner.run", () => {
     yield* until(Effect.map(Ref.get(ran), (n) => n === 2), "the next job after 50 ms")
   }))
 
+  test("a round right after a full one that finds nothing still looks again after 50 ms", Effect.gen(function*() {
+    const settle = Effect.forEach(Array.from({ length: 200 }), () => Effect.yieldNow(), { discard: true })
+    const ran = yield* Ref.make(0)
+    yield* Worker.serve({ burst: () => Ref.update(ran, (n) => n + 1) }, { concurrency: 8, pollInterval: "30 days" })
+    // A whole batch (the first limit is 50): the next round comes at once and finds nothing.
+    yield* Client.insertJobs(Array.from({ length: QueueRunner.MIN_BATCH_SIZE }, (_, i) => ({ funcname: "burst", arg: `${i}` })))
+    yield* Effect.fork(QueueRunner.run({ batchRunSleep: "10 seconds" }))
+    yield* until(Effect.map(Ref.get(ran), (n) => n === QueueRunner.MIN_BATCH_SIZE), "the batch")
+    yield* settle
+    // Jobs flowed within batchRunSleep: the next job waits 50 ms, not 10 s.
+    yield* Client.insertJob({ funcname: "burst" })
+    yield* TestClock.adjust("50 millis")
+    yield* until(Effect.map(Ref.get(ran), (n) => n === QueueRunner.MIN_BATCH_SIZE + 1), "the next job after 50 ms")
+  }))
+
   test("while the watermark holds jobs back the next round comes after 50 ms, not batchRunSleep", Effect.gen(function*() {
     const settle = Effect.forEach(Array.from({ length: 200 }), () => Effect.yieldNow(), { discard: true })
     yield* Client.insertJobs(Array.from({ length: 6 }, (_, i) => ({ funcname: "held", arg: `${i}` })))
