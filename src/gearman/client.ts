@@ -58,7 +58,8 @@ export interface SubmitOptions {
   readonly onEvent?: (event: JobEvent) => Effect.Effect<void>
   /**
    * Give up waiting after this long (the job itself is not cancelled) with GearmanJobTimeout.
-   * Checked by one timer per client, to within a tenth of the timeout (at most a second late).
+   * Checked by one timer per client, to within a tenth of the timeout (at most a second late);
+   * with `onCreated` / `onEvent`, whose effects run in the caller's fiber, by Effect.timeout.
    */
   readonly timeout?: Duration.DurationInput
 }
@@ -356,6 +357,15 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     // Callers can submit at once: every server has had its first chance to connect.
     yield* Effect.forEach(slots, (slot) => Deferred.await(slot.firstAttempt), { discard: true })
 
+    /** Queues `reply` for a request and sends it; if the connection is closed, takes it back and says so. */
+    const sendRequest = (state: ConnState, bytes: Buffer, reply: Reply): GearmanConnectionError | undefined => {
+      state.replies.push(reply)
+      if (state.connection.send(bytes)) return undefined
+      const at = state.replies.indexOf(reply)
+      if (at >= 0) state.replies.splice(at, 1)
+      return new GearmanConnectionError({ server: state.connection.server, message: `connection to ${state.connection.server} is closed` })
+    }
+
     /** Sends a request on one connection and waits for its reply. */
     const ask = <A>(
       state: ConnState,
@@ -364,13 +374,8 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     ): Effect.Effect<A, ReplyError> =>
       Effect.async<A, ReplyError>((resume) => {
         if (state.dead) return resume(Exit.fail(state.dead))
-        const reply = makeReply((a) => resume(Exit.succeed(a)), (e) => resume(Exit.fail(e)))
-        state.replies.push(reply)
-        if (!state.connection.send(bytes)) {
-          const at = state.replies.indexOf(reply)
-          if (at >= 0) state.replies.splice(at, 1)
-          resume(Exit.fail(new GearmanConnectionError({ server: state.connection.server, message: `connection to ${state.connection.server} is closed` })))
-        }
+        const closed = sendRequest(state, bytes, makeReply((a) => resume(Exit.succeed(a)), (e) => resume(Exit.fail(e))))
+        if (closed) resume(Exit.fail(closed))
       })
 
     /**
@@ -404,11 +409,9 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
               next()
             }
           }
-          state.replies.push(reply)
-          if (state.connection.send(bytes)) return
-          const at = state.replies.indexOf(reply)
-          if (at >= 0) state.replies.splice(at, 1)
-          lastError = new GearmanConnectionError({ server: state.connection.server, message: `connection to ${state.connection.server} is closed` })
+          const closed = sendRequest(state, bytes, reply)
+          if (!closed) return
+          lastError = closed
         }
         fail(
           new GearmanNoServerAvailable({
