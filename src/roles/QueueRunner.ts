@@ -168,6 +168,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
       readonly deferred: number
       /** Some function was over the watermark: workers are busy, not idle. */
       readonly throttled: boolean
+      /** Jobs of `send` per function (what this batch adds to gearmand's queues). */
+      readonly perFunction: ReadonlyMap<string, number>
     }
 
     const claimPhase = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
@@ -185,15 +187,15 @@ export const make = (options: QueueRunnerOptions = {}) =>
         // What this round sends counts too (controller jobs end up in their function's queue as
         // well), so one big batch cannot overshoot the watermark by a whole batch: the overflow
         // goes back to the database.
-        const queued = new Map(depth)
+        const perFunction = new Map<string, number>()
         const over: Array<Job> = []
         const send: Array<Job> = []
         for (const job of jobs) {
-          const depthNow = queued.get(job.funcname) ?? 0
-          if (s.queueWatermarkDepth > 0 && depthNow > s.queueWatermarkDepth) over.push(job)
+          const sent = perFunction.get(job.funcname) ?? 0
+          if (s.queueWatermarkDepth > 0 && (depth.get(job.funcname) ?? 0) + sent > s.queueWatermarkDepth) over.push(job)
           else {
             send.push(job)
-            queued.set(job.funcname, depthNow + 1)
+            perFunction.set(job.funcname, sent + 1)
           }
         }
         if (over.length > 0) {
@@ -203,7 +205,15 @@ export const make = (options: QueueRunnerOptions = {}) =>
             Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
           )
         }
-        return Either.right({ dbid, limit, claimed: jobs.length, send, deferred: over.length, throttled: exclude.length > 0 || over.length > 0 })
+        return Either.right({
+          dbid,
+          limit,
+          claimed: jobs.length,
+          send,
+          deferred: over.length,
+          throttled: exclude.length > 0 || over.length > 0,
+          perFunction
+        })
       })
 
     const submitPhase = (batch: Claimed): Effect.Effect<ShardRound> =>
@@ -254,8 +264,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
     })
 
     /**
-     * One shard's loop: rounds at most every batchRunSleep (at once after a full batch, after 50 ms
-     * after one that dispatched anything). A full batch's submits go out while the next batch is
+     * One shard's loop: rounds at most every batchRunSleep (at once after a full batch, 50 ms apart
+     * while jobs flow or the watermark holds them back). A full batch's submits go out while the next batch is
      * claimed, so the database and the job server work at the same time (one batch in flight; if
      * its submits failed, the batch claimed meanwhile goes back due instead of being sent). A shard
      * that fails is retried with a doubling delay capped at 30 s, and is logged when it goes down
@@ -267,7 +277,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
         let failures = 0
         /** When this shard last dispatched a job (jobs still flowing if within batchRunSleep). */
         let lastDispatch = Number.NEGATIVE_INFINITY
-        let inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly perFunction: ReadonlyMap<string, number> } | undefined
+        let inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly batch: Claimed } | undefined
         /** Waits for the batch in flight; true when all of its submits went out. */
         const settleInFlight = Effect.suspend(() => {
           if (inFlight === undefined) return Effect.succeed(true)
@@ -282,7 +292,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
           if (!(yield* noServer)) {
             // The batch in flight may not be in gearmand's counts yet: count it for the watermark.
             const depth = new Map(yield* depths)
-            if (inFlight !== undefined) for (const [fn, n] of inFlight.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
+            if (inFlight !== undefined) for (const [fn, n] of inFlight.batch.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
             const claimed = yield* claimPhase(dbid, depth)
             const previousOk = yield* settleInFlight
             if (Either.isLeft(claimed)) {
@@ -302,9 +312,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
                 )
               } else if (batch.send.length >= batch.limit) {
                 lastDispatch = started
-                const perFunction = new Map<string, number>()
-                for (const job of batch.send) perFunction.set(job.funcname, (perFunction.get(job.funcname) ?? 0) + 1)
-                inFlight = { fiber: yield* Effect.fork(submitPhase(batch)), perFunction }
+                inFlight = { fiber: yield* Effect.fork(submitPhase(batch)), batch }
                 continue
               } else {
                 const report = yield* submitPhase(batch)
