@@ -155,7 +155,9 @@ describe("worker JSON", () => {
     // A batch with one unusual row goes through the schema as a whole, and still decodes.
     const mixed = Effect.runSync(jobsFromRows(3, [base, { ...base, jobid: "7", flag: null }]))
     assert.deepStrictEqual(mixed.map((j) => [j.jobid, j.flag]), [[1, "shim"], [7, "shim"]])
-    assert.strictEqual(Effect.runSync(Effect.flip(jobsFromRows(3, [base, { ...base, flag: "weird" }])))._tag, "ShardRejected")
+    for (const bad of [{ ...base, flag: "weird" }, { ...base, jobid: -1 }, { ...base, arg: "text" }, "not a row"]) {
+      assert.strictEqual(Effect.runSync(Effect.flip(jobsFromRows(3, [base, bad])))._tag, "ShardRejected", JSON.stringify(bad))
+    }
   })
 
   it.effect("malformed payloads are a typed InvalidJob saying what is wrong", () =>
