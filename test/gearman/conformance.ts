@@ -18,6 +18,22 @@ const depth = (fn: string) =>
     Effect.orDie
   )
 
+/** Counts handlers running at once around `body`, and the most seen; `running()` while inside. */
+const concurrencyProbe = () => {
+  let running = 0
+  let max = 0
+  return {
+    running: () => running,
+    max: () => max,
+    around: <A, E, R>(body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.suspend(() => {
+        running++
+        max = Math.max(max, running)
+        return Effect.ensuring(body, Effect.sync(() => void running--))
+      })
+  }
+}
+
 /** Serves in a child scope that the caller closes to stop (or kill) the worker. */
 const serveIn = (handlers: Handlers, options?: ServeOptions): Effect.Effect<Scope.CloseableScope, never, Gearman> =>
   Effect.gen(function* () {
@@ -131,16 +147,12 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
         const n = 200
         const seen = new Set<string>()
         const done = yield* Deferred.make<void>()
-        let running = 0
-        let maxRunning = 0
+        const probe = concurrencyProbe()
         yield* gearman.serve(
           {
             [fn]: (job) =>
               Effect.gen(function* () {
-                running++
-                maxRunning = Math.max(maxRunning, running)
-                yield* Effect.sleep("1 millis")
-                running--
+                yield* probe.around(Effect.sleep("1 millis"))
                 seen.add(job.text())
                 if (seen.size === n) yield* Deferred.succeed(done, undefined)
               })
@@ -156,8 +168,8 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
         yield* Deferred.await(done)
         yield* eventually(completed.pipe(Effect.map((c) => c.count - before >= n)), "the completion metric")
         assert.strictEqual(seen.size, n)
-        assert.isAtMost(maxRunning, 4)
-        assert.isAtLeast(maxRunning, 2)
+        assert.isAtMost(probe.max(), 4)
+        assert.isAtLeast(probe.max(), 2)
       })
     )
 
@@ -181,20 +193,16 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
         const fn = fname("multiplex")
         const n = 3
         const gate = yield* Deferred.make<void>()
-        let running = 0
-        let maxRunning = 0
+        const probe = concurrencyProbe()
         yield* gearman.serve(
           {
             [fn]: (job) =>
-              Effect.gen(function* () {
-                running++
-                maxRunning = Math.max(maxRunning, running)
+              probe.around(Effect.gen(function* () {
                 // Every job waits until n run at once: only a connection holding several gets there.
-                if (running === n) yield* Deferred.succeed(gate, undefined)
+                if (probe.running() === n) yield* Deferred.succeed(gate, undefined)
                 yield* Deferred.await(gate)
-                running--
                 return `done ${job.text()}`
-              })
+              }))
           },
           { concurrency: n, pollInterval: "1 hour" }
         )
@@ -202,7 +210,7 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
         // One more job than slots: the fourth waits for a free slot, then runs.
         const results = yield* Effect.forEach(["a", "b", "c", "d"], (p) => gearman.submit(fn, p), { concurrency: "unbounded" })
         assert.deepStrictEqual(results.map((r) => r.data.toString()), ["done a", "done b", "done c", "done d"])
-        assert.strictEqual(maxRunning, n)
+        assert.strictEqual(probe.max(), n)
         const d = yield* depth(fn)
         assert.deepStrictEqual([d.workers, d.total, d.running], [1, 0, 0])
       })
