@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import * as Mysql from "mysql2/promise"
 import * as Client from "../src/roles/Client.js"
 import { layerMemory } from "../src/storage/Storage.js"
-import { range, scratchDatabase, storageLayer } from "./harness.js"
+import { cpuMeter, range, scratchDatabase, storageLayer } from "./harness.js"
 
 const rounds = Number(process.argv[2] ?? 5)
 const jobs = Number(process.argv[3] ?? 20_000)
@@ -27,12 +27,11 @@ const status = process.env["INSERT_STATUS"] === "1"
 const measure = <E, R>(label: string, n: number, effect: Effect.Effect<unknown, E, R>) =>
   Effect.gen(function*() {
     const s0 = yield* status
-    const cpu0 = process.cpuUsage()
+    const cpu = cpuMeter()
     const t0 = performance.now()
     yield* effect
     const ms = performance.now() - t0
-    const cpu = process.cpuUsage(cpu0)
-    console.log(`${label.padEnd(28)} ${String(Math.round((n * 1000) / ms)).padStart(7)} jobs/s  ${((cpu.user + cpu.system) / n).toFixed(1).padStart(6)} µs CPU/job`)
+    console.log(`${label.padEnd(28)} ${String(Math.round((n * 1000) / ms)).padStart(7)} jobs/s  ${cpu.perJob(n).toFixed(1).padStart(6)} µs CPU/job`)
     if (s0.size > 0) {
       const s1 = yield* status
       console.log("   per 1000 jobs: " + COUNTERS.map((c) => `${c} ${(((s1.get(c) ?? 0) - (s0.get(c) ?? 0)) * 1000 / n).toFixed(0)}`).join(", "))
