@@ -186,6 +186,8 @@ const connection = (
     )
   }
   socket.on("data", (chunk: Buffer) => {
+    // After the last answer (quit, shutdown, a line too long) input is dropped, not kept.
+    if (done) return
     buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk])
     next()
   })
