@@ -86,6 +86,9 @@ export const make = (options: DriverOptions): Effect.Effect<DriverHandle, Config
       perJob: options.maxProcessesPerJob ?? Supervisor.DEFAULT_LIMITS.perJob,
       total: options.maxProcesses ?? Supervisor.DEFAULT_LIMITS.total
     }
+    for (const [field, value] of [["max_start_per_tick", limits.startPerTick], ["max_processes_per_job", limits.perJob], ["max_processes", limits.total]] as const) {
+      if (!Number.isInteger(value) || value < 1) return yield* Effect.fail(new ConfigInvalid({ field, reason: `${value} is not an integer >= 1` }))
+    }
     yield* withinLimits(limits, jobs)
     const supervisor = yield* Supervisor.make(jobs, {
       servers: options.servers,

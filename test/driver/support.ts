@@ -115,7 +115,9 @@ export const startDriver = (
       processes: (job: string) => Effect.map(ask(consolePort, `show ${job}`), (lines) => Number(lines[0]?.split("  ")[3]))
     }
     // Up once the console answers and every job has its min processes registered with gearmand.
-    yield* eventually(Effect.map(Effect.either(driver.ask("status")), (r) => r._tag === "Right"), "the driver's console", 20_000)
+    // A Driver that exits instead (a bad config, say) fails the test at once, with its output.
+    const exitedEarly = Effect.flatMap(Deferred.await(exit), (e) => Effect.dieMessage(`the driver exited (${e.code ?? e.signal}): ${output}`))
+    yield* Effect.raceFirst(eventually(Effect.map(Effect.either(driver.ask("status")), (r) => r._tag === "Right"), "the driver's console", 20_000), exitedEarly)
     return driver
   })
 
