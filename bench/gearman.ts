@@ -3,11 +3,10 @@
 //   GEARMAN_SERVER=host:port npx vite-node bench/gearman.ts   uses a running one
 // Env: JOBS (default 50000), INFLIGHT (client requests in flight, default 256),
 //      WORKERS (worker connections, default 4), PAYLOAD (bytes, default 100).
-import { spawn } from "node:child_process"
-import * as Net from "node:net"
 import { NodeRuntime } from "@effect/platform-node"
-import { Context, Deferred, Effect, Layer, Logger, LogLevel, Schedule } from "effect"
+import { Context, Deferred, Effect, Layer, Logger, LogLevel } from "effect"
 import { Gearman, layer } from "../src/gearman/Gearman.js"
+import { scopedGearmand } from "../src/gearmandProcess.js"
 
 const env = (name: string, fallback: number) => {
   const value = Number(process.env[name] ?? "")
@@ -18,34 +17,11 @@ const inflight = env("INFLIGHT", 256)
 const workers = env("WORKERS", 4)
 const payload = Buffer.alloc(env("PAYLOAD", 100), 120)
 
-const freePort = Effect.async<number>((resume) => {
-  const probe = Net.createServer()
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    probe.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0)))
-  })
-})
-
+// The shared helper: a gearmand on a free port whose pid file goes away with it.
 const gearmand = Effect.gen(function* () {
   const given = process.env["GEARMAN_SERVER"]
   if (given) return given
-  const port = yield* freePort
-  yield* Effect.acquireRelease(
-    Effect.sync(() =>
-      spawn("gearmand", ["--listen=127.0.0.1", `--port=${port}`, "--log-file=none", "--threads=1", `--pid-file=/tmp/garivini-bench-${port}.pid`], {
-        stdio: "ignore"
-      })
-    ),
-    (child) => Effect.sync(() => child.kill("SIGKILL"))
-  )
-  yield* Effect.async<void, Error>((resume) => {
-    const socket = Net.connect({ host: "127.0.0.1", port }, () => {
-      socket.destroy()
-      resume(Effect.void)
-    })
-    socket.once("error", (e) => resume(Effect.fail(e)))
-  }).pipe(Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(250)))))
-  return `127.0.0.1:${port}`
+  return yield* scopedGearmand.pipe(Effect.mapError((e) => new Error(e.message)))
 })
 
 const rate = (label: string, n: number, ms: number) =>

@@ -1,10 +1,14 @@
 /**
  * A gearmand (Debian's `gearman-job-server`) started on a free loopback port for the life of a
- * scope: for `garivini demo` and the tests. It is SIGKILLed when the scope closes.
+ * scope: for `garivini demo` and the tests. It is SIGKILLed when the scope closes, and its pid
+ * file removed.
  */
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
 import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
 import { Data, Effect, Schedule } from "effect"
 import type { Scope } from "effect"
 
@@ -39,14 +43,22 @@ export const exited = (child: ChildProcess) =>
     child.once("exit", () => resume(Effect.void))
   })
 
-/** Starts gearmand on `port` and waits until it accepts connections. */
+/**
+ * Starts gearmand on `port` and waits until it accepts connections. Its pid file goes into a
+ * directory of its own (gearmand's default, under /var/run, is not writable for most users, and a
+ * fixed name in /tmp could be planted), removed when the process exits: SIGKILL leaves gearmand
+ * no chance to remove it itself.
+ */
 export const startGearmand = (port: number): Effect.Effect<ChildProcess, GearmandUnavailable> =>
   Effect.gen(function*() {
+    const dir = mkdtempSync(Path.join(tmpdir(), "garivini-gearmand-"))
     const child = spawn(
       "gearmand",
-      ["--listen=127.0.0.1", `--port=${port}`, "--log-file=none", "--threads=1", `--pid-file=/tmp/garivini-gearmand-${port}.pid`],
+      ["--listen=127.0.0.1", `--port=${port}`, "--log-file=none", "--threads=1", `--pid-file=${Path.join(dir, "gearmand.pid")}`],
       { stdio: ["ignore", "ignore", "pipe"] }
     )
+    const removeDir = () => rmSync(dir, { recursive: true, force: true })
+    child.once("exit", removeDir)
     let stderr = ""
     child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()))
     const spawnError = yield* Effect.async<string | undefined>((resume) => {
@@ -54,13 +66,15 @@ export const startGearmand = (port: number): Effect.Effect<ChildProcess, Gearman
       child.once("spawn", () => resume(Effect.succeed(undefined)))
     })
     if (spawnError !== undefined) {
+      removeDir()
       return yield* Effect.fail(new GearmandUnavailable({
         message: `cannot start gearmand (${spawnError}); install it with: apt-get install -y gearman-job-server`
       }))
     }
     yield* canConnect(port).pipe(
       Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(500)))),
-      Effect.mapError((e) => new GearmandUnavailable({ message: `gearmand on port ${port} did not come up: ${e}; ${stderr.trim()}` }))
+      Effect.mapError((e) => new GearmandUnavailable({ message: `gearmand on port ${port} did not come up: ${e}; ${stderr.trim()}` })),
+      Effect.tapError(() => Effect.sync(() => child.kill("SIGKILL")))
     )
     return child
   })

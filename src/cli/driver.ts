@@ -3,14 +3,15 @@
  * original's keys (`server`, `console_port`, `interval`, `max_idle_time`, `loglevel`,
  * `job_runtime_attributes`, `worker_options`) and a few of ours; flags win over the file.
  * SIGTERM/SIGINT drain every child (grace period `shutdown_timeout`) and exit 0; SIGHUP reads the
- * file again and applies its min/max; `--pid-file` is written at start and removed at exit.
+ * file again and applies its min/max; `--pid-file` is created exclusively at start (a Driver
+ * already running keeps it) and removed at exit.
  */
-import { rmSync, writeFileSync } from "node:fs"
 import { Command, Options } from "@effect/cli"
 import { Effect, Either, Layer, Logger, LogLevel, Option, Runtime, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import * as Driver from "../driver/Driver.js"
 import { checkServer, DEFAULT_GEARMAND, readConfigFile, type LogFormat } from "./config.js"
+import * as PidFile from "./pidFile.js"
 import { loggerLayer, reportFailure } from "./shared.js"
 
 const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative())
@@ -31,9 +32,12 @@ export const DriverFile = Schema.Struct({
   server: Schema.optional(Schema.String),
   console_port: Schema.optional(NonNegativeInt),
   console_host: Schema.optional(Schema.String),
+  console_socket: Schema.optional(Schema.String),
   interval: Schema.optional(Seconds),
   max_idle_time: Schema.optional(Seconds),
   max_start_per_tick: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  max_processes_per_job: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  max_processes: Schema.optional(Schema.Int.pipe(Schema.positive())),
   shutdown_timeout: Schema.optional(Seconds),
   loglevel: Schema.optional(Level),
   pid_file: Schema.optional(Schema.String),
@@ -61,6 +65,7 @@ const flags = {
   server: Options.text("server").pipe(Options.optional, Options.withDescription(`Job servers as host[:port][,host[:port]] (default ${DEFAULT_GEARMAND})`)),
   consolePort: Options.integer("console-port").pipe(Options.optional, Options.withDescription("Port of the management console (default 47300; 0 disables)")),
   consoleHost: Options.text("console-host").pipe(Options.optional, Options.withDescription("Address the console binds to (default 127.0.0.1)")),
+  consoleSocket: Options.text("console-socket").pipe(Options.optional, Options.withDescription("Also serve the console on this Unix socket (mode 0600: only this user)")),
   interval: Options.float("interval").pipe(Options.optional, Options.withDescription("Seconds between reads of gearmand's status (default 5; 0 disables scaling)")),
   maxIdleTime: Options.float("max-idle-time").pipe(Options.optional, Options.withDescription("Seconds a process above min may be idle before it drains (default 0)")),
   loglevel: Options.text("loglevel").pipe(Options.optional, Options.withDescription("TRACE, DEBUG, INFO (default), WARN or ERROR")),
@@ -74,6 +79,7 @@ type Flags = {
   readonly server: Option.Option<string>
   readonly consolePort: Option.Option<number>
   readonly consoleHost: Option.Option<string>
+  readonly consoleSocket: Option.Option<string>
   readonly interval: Option.Option<number>
   readonly maxIdleTime: Option.Option<number>
   readonly loglevel: Option.Option<string>
@@ -117,9 +123,12 @@ export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInv
         servers,
         consolePort,
         consoleHost: pick(f.consoleHost, file.console_host),
+        consoleSocket: pick(f.consoleSocket, file.console_socket),
         interval: pick(f.interval, file.interval),
         maxIdleTime: pick(f.maxIdleTime, file.max_idle_time),
         maxStartPerTick: file.max_start_per_tick,
+        maxProcessesPerJob: file.max_processes_per_job,
+        maxProcesses: file.max_processes,
         shutdownTimeout: file.shutdown_timeout,
         runtimeAttributes: file.job_runtime_attributes,
         workerOptions: file.worker_options
@@ -130,16 +139,6 @@ export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInv
       configPath
     }
   })
-
-/** Writes the pid file for the life of the scope. */
-const pidFile = (path: string) =>
-  Effect.acquireRelease(
-    Effect.try({
-      try: () => writeFileSync(path, `${process.pid}\n`),
-      catch: (e) => new ConfigInvalid({ field: "pid-file", reason: `cannot write ${path}: ${e instanceof Error ? e.message : String(e)}` })
-    }),
-    () => Effect.sync(() => rmSync(path, { force: true }))
-  )
 
 /** SIGHUP: read the file again and apply its min/max; a bad file is logged and changes nothing. */
 const reloadOnHangup = (driver: Driver.DriverHandle, configPath: string | undefined) =>
@@ -159,7 +158,7 @@ export const driverCommand = Command.make("driver", flags, (f) =>
     Effect.flatMap(resolveDriver(f), (settings) =>
       Effect.scoped(
         Effect.gen(function*() {
-          if (settings.pidFile !== undefined) yield* pidFile(settings.pidFile)
+          if (settings.pidFile !== undefined) yield* PidFile.hold(settings.pidFile)
           const driver = yield* Driver.make(settings.options)
           yield* reloadOnHangup(driver, settings.configPath)
           yield* driver.shutdownRequested

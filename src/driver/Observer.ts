@@ -2,7 +2,7 @@
  * Scaling from gearmand's queue. Every `interval` the Observer reads `status` from every job
  * server (summed per function) and, per Driver job:
  * - waiting jobs (TOTAL − RUNNING over its functions) beyond its free local processes (idle or
- *   starting) start more, up to max and at most `maxStartPerTick` a tick;
+ *   starting) start more, up to max (the Supervisor holds starts within its limits);
  * - with its queue empty (TOTAL 0), processes above min that have been idle `maxIdleTime`
  *   drain (stop grabbing and exit) — a busy process is never picked.
  * Functions nobody here serves that have jobs queued go to `onUnknownJob` and the log.
@@ -14,7 +14,6 @@ import type { Supervisor } from "./Supervisor.js"
 export interface ObserverOptions {
   /** Seconds a process above min must have been idle before it drains. */
   readonly maxIdleTime: number
-  readonly maxStartPerTick: number
   readonly onUnknownJob?: ((row: FunctionStatus) => Effect.Effect<void>) | undefined
 }
 
@@ -45,7 +44,7 @@ export const makeTick = (
       const running = supervisor.alive(state)
       const free = running.filter((p) => p.state !== "busy").length
       if (waiting > free) {
-        const n = Math.min(waiting - free, state.max - running.length, options.maxStartPerTick)
+        const n = Math.min(waiting - free, state.max - running.length)
         yield* supervisor.start(state, n, `${waiting} waiting, ${free} free`)
       } else if (total === 0 && running.length > state.min) {
         const idle = running

@@ -3,6 +3,9 @@
  * It keeps what the children report over IPC (starting / idle / busy, last run, last error),
  * starts and drains processes, restarts crashed ones with backoff (holding back a crash loop),
  * and on close drains every child within the grace period (then SIGKILLs what is left).
+ * Every start, whoever asks for it (min, the observer's demand, a console command, SIGHUP), goes
+ * through `start`, which holds it within the limits: `startPerTick` a job per tick, `perJob`
+ * live processes a job and `total` live processes in all (draining ones count: they still run).
  *
  * State is plain data mutated only from synchronous code on the event loop (child events and
  * Effect.sync blocks), so no two changes interleave; times are wall-clock ms read in those
@@ -39,6 +42,32 @@ export interface JobState {
   crashes: number
   /** Epoch ms before which no process of this job is started (crash backoff). */
   holdUntil: number
+  /** Processes this job may still start before the next tick. */
+  startBudget: number
+}
+
+/** Hard bounds on processes, so no config, console command or backlog can fork without end. */
+export interface ProcessLimits {
+  /** Processes a job may start per tick (250 ms). */
+  readonly startPerTick: number
+  /** Live processes a job may have; its max may not exceed this. */
+  readonly perJob: number
+  /** Live processes of all jobs together; the mins may not add up to more. */
+  readonly total: number
+}
+
+export const DEFAULT_LIMITS: ProcessLimits = { startPerTick: 5, perJob: 100, total: 400 }
+
+/** Why these min/max values break the limits, if they do (console, config and reload share it). */
+export const limitsViolation = (
+  limits: ProcessLimits,
+  jobs: ReadonlyArray<{ readonly name: string; readonly min: number; readonly max: number }>
+): Option.Option<string> => {
+  const over = jobs.find((j) => j.max > limits.perJob)
+  if (over) return Option.some(`max_processes must be <= ${limits.perJob} (${over.name}: ${over.max})`)
+  const mins = jobs.reduce((n, j) => n + j.min, 0)
+  if (mins > limits.total) return Option.some(`min_processes of all jobs must add up to <= ${limits.total} (${mins})`)
+  return Option.none()
 }
 
 export interface SupervisorOptions {
@@ -48,6 +77,7 @@ export interface SupervisorOptions {
   readonly shutdownTimeout?: Duration.DurationInput
   /** The compiled child entry (default: childMain.js beside this module). */
   readonly childEntry?: string
+  readonly limits?: ProcessLimits
 }
 
 /** Crashes in a row after which a job is reported as crash-looping. */
@@ -62,9 +92,18 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
     const runtime = yield* Effect.runtime<never>()
     const runLog = (effect: Effect.Effect<void>) => void Runtime.runFork(runtime)(effect)
     const entry = options.childEntry ?? fileURLToPath(new URL("./childMain.js", import.meta.url))
+    const limits = options.limits ?? DEFAULT_LIMITS
     const states = new Map<string, JobState>(
-      jobs.map((job) => [job.name, { job, min: job.min, max: job.max, lastrun: 0, lasterror: 0, lasterrorMsg: "", processes: new Map(), crashes: 0, holdUntil: 0 }])
+      jobs.map((job) => [
+        job.name,
+        { job, min: job.min, max: job.max, lastrun: 0, lasterror: 0, lasterrorMsg: "", processes: new Map(), crashes: 0, holdUntil: 0, startBudget: limits.startPerTick }
+      ])
     )
+    const live = () => {
+      let n = 0
+      for (const state of states.values()) n += state.processes.size
+      return n
+    }
     let closing = false
     const tag = (pid: number, state: JobState) => `(${pid}) [${state.job.name}]`
 
@@ -154,12 +193,19 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
     /** Running processes not asked to stop. */
     const alive = (state: JobState): ReadonlyArray<Process> => [...state.processes.values()].filter((p) => !p.stopping)
 
-    /** Starts up to `n` processes unless the job is held back after crashes. */
-    const start = (state: JobState, n: number, why: string): Effect.Effect<void> =>
+    /**
+     * Starts up to `wanted` processes unless the job is held back after crashes, within the
+     * limits: what is left of this tick's budget, the job's and the total's room. The budget is
+     * taken before anything yields, so callers running in the same tick share it.
+     */
+    const start = (state: JobState, wanted: number, why: string): Effect.Effect<void> =>
       Effect.suspend(() => {
-        if (closing || n <= 0 || Date.now() < state.holdUntil) return Effect.void
+        if (closing || wanted <= 0 || Date.now() < state.holdUntil) return Effect.void
+        const n = Math.min(wanted, state.startBudget, limits.perJob - state.processes.size, limits.total - live())
+        if (n <= 0) return Effect.void
+        state.startBudget -= n
         return Effect.logDebug(`Starting ${n} new process(es) of type ${state.job.name}`).pipe(
-          Effect.annotateLogs({ reason: why }),
+          Effect.annotateLogs({ reason: why, wanted }),
           Effect.zipRight(Effect.repeatN(spawnOne(state), n - 1))
         )
       })
@@ -171,6 +217,21 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
         proc.stopping = true
         send(proc, { _tag: "drain" })
       })
+
+    /** At least min processes (unless held back), at most max (the surplus drains, idle ones first). */
+    const reconcile = Effect.suspend(() =>
+      Effect.forEach(states.values(), (state) => {
+        const running = alive(state)
+        if (running.length < state.min) return start(state, state.min - running.length, "min")
+        if (running.length > state.max) {
+          const surplus = [...running].sort((a, b) => (a.state === "busy" ? 1 : 0) - (b.state === "busy" ? 1 : 0)).slice(0, running.length - state.max)
+          return Effect.logDebug(`Stopping ${surplus.length} process(es) of type ${state.job.name} (over max ${state.max})`).pipe(
+            Effect.zipRight(Effect.forEach(surplus, drain, { discard: true }))
+          )
+        }
+        return Effect.void
+      }, { discard: true })
+    )
 
     const supervisor = {
       states: (): ReadonlyArray<JobState> => [...states.values()].sort((a, b) => (a.job.name < b.job.name ? -1 : a.job.name > b.job.name ? 1 : 0)),
@@ -192,20 +253,15 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
         }
         return Option.none()
       },
-      /** At least min processes (unless held back), at most max (the surplus drains, idle ones first). */
-      reconcile: Effect.suspend(() =>
-        Effect.forEach(states.values(), (state) => {
-          const running = alive(state)
-          if (running.length < state.min) return start(state, state.min - running.length, "min")
-          if (running.length > state.max) {
-            const surplus = [...running].sort((a, b) => (a.state === "busy" ? 1 : 0) - (b.state === "busy" ? 1 : 0)).slice(0, running.length - state.max)
-            return Effect.logDebug(`Stopping ${surplus.length} process(es) of type ${state.job.name} (over max ${state.max})`).pipe(
-              Effect.zipRight(Effect.forEach(surplus, drain, { discard: true }))
-            )
-          }
-          return Effect.void
-        }, { discard: true })
-      )
+      limits,
+      /** Live processes of every job (draining ones included). */
+      live,
+      reconcile,
+      /** A new tick: every job's start budget refilled, then a reconcile. */
+      tick: Effect.suspend(() => {
+        for (const state of states.values()) state.startBudget = limits.startPerTick
+        return reconcile
+      })
     }
 
     yield* Effect.addFinalizer(() =>

@@ -75,7 +75,8 @@ describe("Driver console layout and settings", () => {
     lasterrorMsg,
     processes: new Map(Array.from({ length: processes }, (_, i) => [i, undefined!])),
     crashes: 0,
-    holdUntil: 0
+    holdUntil: 0,
+    startBudget: 0
   })
 
   it("status pads names right and numbers left to the widest, two spaces apart", () => {
@@ -101,6 +102,7 @@ describe("Driver console layout and settings", () => {
     server: Option.none(),
     consolePort: Option.none(),
     consoleHost: Option.none(),
+    consoleSocket: Option.none(),
     interval: Option.some(0.5),
     maxIdleTime: Option.none(),
     loglevel: Option.none(),

@@ -45,12 +45,12 @@ it.scopedLive("a process crashing in a loop is restarted with backoff, then held
     const job = { name: "crashy", runtimeKey: "crashy", modulePath: "", moduleName: "", group: "crashy", functions: [], min: 1, max: 1 }
     const supervisor = yield* Supervisor.make([job], { servers: [], workerOptions: () => ({}), childEntry: fixture("exits-at-once.mjs") })
     const state = supervisor.states()[0]!
-    yield* Effect.repeat(supervisor.reconcile, { schedule: Schedule.spaced("20 millis"), until: () => state.crashes >= Supervisor.CRASH_LOOP })
+    yield* Effect.repeat(supervisor.tick, { schedule: Schedule.spaced("20 millis"), until: () => state.crashes >= Supervisor.CRASH_LOOP })
     assert.strictEqual(state.crashes, Supervisor.CRASH_LOOP)
     assert.strictEqual(state.lasterrorMsg, "process exited with code 1 (5 crashes in a row, held back 4 s)")
     // held back (4 s after the 5th crash): the next reconcile starts nothing
     assert.isAbove(state.holdUntil - Date.now(), 2000)
-    yield* supervisor.reconcile
+    yield* supervisor.tick
     assert.strictEqual(state.processes.size, 0)
   }), 60_000)
 

@@ -15,10 +15,16 @@ export interface Exited {
   readonly signal: NodeJS.Signals | null
 }
 
+/** A console's TCP port on 127.0.0.1, or its Unix socket's path. */
+export type ConsoleAddress = number | string
+
+export const connectConsole = (address: ConsoleAddress) =>
+  typeof address === "number" ? Net.connect(address, "127.0.0.1") : Net.connect(address)
+
 /** Sends command lines and returns the raw answer of each (up to and with its `.` line). */
-export const consoleSession = (port: number, commands: ReadonlyArray<string>) =>
+export const consoleSession = (address: ConsoleAddress, commands: ReadonlyArray<string>) =>
   Effect.async<ReadonlyArray<string>, Error>((resume) => {
-    const socket = Net.connect(port, "127.0.0.1")
+    const socket = connectConsole(address)
     const answers: Array<string> = []
     let buffer = ""
     let next = 0
@@ -44,8 +50,8 @@ export const consoleSession = (port: number, commands: ReadonlyArray<string>) =>
   })
 
 /** One command's answer lines (without `\r\n`, the `.` line included). */
-export const ask = (port: number, command: string) =>
-  Effect.map(consoleSession(port, [command]), (answers) => (answers[0] ?? "").split("\r\n").slice(0, -1))
+export const ask = (address: ConsoleAddress, command: string) =>
+  Effect.map(consoleSession(address, [command]), (answers) => (answers[0] ?? "").split("\r\n").slice(0, -1))
 
 /** Whether a process exists (signal 0). */
 export const alive = (pid: number) => {
@@ -109,8 +115,25 @@ export const startDriver = (
       processes: (job: string) => Effect.map(ask(consolePort, `show ${job}`), (lines) => Number(lines[0]?.split("  ")[3]))
     }
     // Up once the console answers and every job has its min processes registered with gearmand.
-    yield* eventually(Effect.map(Effect.either(driver.ask("status")), (r) => r._tag === "Right"), "the driver's console", 20_000)
+    // A Driver that exits instead (a bad config, say) fails the test at once, with its output.
+    const exitedEarly = Effect.flatMap(Deferred.await(exit), (e) => Effect.dieMessage(`the driver exited (${e.code ?? e.signal}): ${output}`))
+    yield* Effect.raceFirst(eventually(Effect.map(Effect.either(driver.ask("status")), (r) => r._tag === "Right"), "the driver's console", 20_000), exitedEarly)
     return driver
   })
 
 export type Driver = Effect.Effect.Success<ReturnType<typeof startDriver>>
+
+/**
+ * The most processes (of `job`, or of all jobs) that were alive at once, from the Driver's own
+ * log of starts and exits: exact, where sampling the console could miss a peak.
+ */
+export const maxLive = (output: string, job?: string) => {
+  let live = 0
+  let max = 0
+  for (const [, name, event] of output.matchAll(/\(\d+\) \[([^\]]+)\] (Process started|Exited with status)/g)) {
+    if (job !== undefined && name !== job) continue
+    live += event === "Process started" ? 1 : -1
+    max = Math.max(max, live)
+  }
+  return max
+}
