@@ -563,10 +563,9 @@ export class JobServer {
   }
 
   /** Forgets a job; `queued`: it may still be in its queue (else it was taken out already). */
-  private remove(job: Job, queued = true): void {
+  private remove(job: Job, queued = true, state: FunctionState = this.functions.get(job.fn)!): void {
     if (!this.jobs.delete(job.handle)) return
     if (job.uniqueKey !== undefined && this.uniques.get(job.uniqueKey) === job) this.uniques.delete(job.uniqueKey)
-    const state = this.functions.get(job.fn)!
     if (job.worker) {
       job.cancelTimer?.()
       job.cancelTimer = undefined
@@ -690,15 +689,13 @@ export class JobServer {
         if (state.registrations > 0 || state.running > 0) return "ERR there are still connected workers or executing clients\r\n"
         // Its queued jobs go with it (their waiting clients get WORK_FAIL, as on `cancel job`):
         // left behind, they would hold their uniques and swallow later submits.
+        this.functions.delete(state.name)
         for (const queue of state.queues) {
           for (const job of queue.splice(0)) {
             for (const client of job.clients) this.send(client, PacketType.WORK_FAIL, [job.handle])
-            this.remove(job, false)
+            this.remove(job, false, state)
           }
         }
-        state.maxQueue = undefined
-        state.created = false
-        this.release(state)
         return "OK\r\n"
       }
     }
