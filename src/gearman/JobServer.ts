@@ -133,6 +133,8 @@ export class JobServer {
   private readonly functions = new Map<string, FunctionState>()
   private readonly jobs = new Map<string, Job>()
   private readonly uniques = new Map<string, Job>()
+  /** Jobs by unique alone (GET_STATUS_UNIQUE ignores the function), non-empty uniques only. */
+  private readonly byUnique = new Map<string, Set<Job>>()
   private readonly sessions = new Map<number, SessionState>()
   private nextHandle = 1
   private nextSession = 1
@@ -204,6 +206,7 @@ export class JobServer {
     this.functions.clear()
     this.jobs.clear()
     this.uniques.clear()
+    this.byUnique.clear()
     this.totalBytes = 0
   }
 
@@ -321,7 +324,7 @@ export class JobServer {
       }
       case T.GET_STATUS_UNIQUE: {
         const unique = str(0)
-        const job = unique === "" ? undefined : [...this.jobs.values()].find((j) => j.unique === unique)
+        const job = unique === "" ? undefined : this.byUnique.get(unique)?.values().next().value
         return this.send(session, T.STATUS_RES_UNIQUE, [
           unique,
           job ? "1" : "0",
@@ -442,6 +445,11 @@ export class JobServer {
     }
     this.jobs.set(job.handle, job)
     if (uniqueKey !== undefined) this.uniques.set(uniqueKey, job)
+    if (unique !== "") {
+      const same = this.byUnique.get(unique)
+      if (same) same.add(job)
+      else this.byUnique.set(unique, new Set([job]))
+    }
     this.fn(fnName).bytes += bytes
     this.totalBytes += bytes
     if (!background) this.attach(job, session)
@@ -566,6 +574,8 @@ export class JobServer {
   private remove(job: Job, queued = true, state: FunctionState = this.functions.get(job.fn)!): void {
     if (!this.jobs.delete(job.handle)) return
     if (job.uniqueKey !== undefined && this.uniques.get(job.uniqueKey) === job) this.uniques.delete(job.uniqueKey)
+    const same = this.byUnique.get(job.unique)
+    if (same?.delete(job) && same.size === 0) this.byUnique.delete(job.unique)
     if (job.worker) {
       job.cancelTimer?.()
       job.cancelTimer = undefined
