@@ -14,6 +14,7 @@
 // with no jobs, no workers and no admin setting is forgotten (gearmand lists it forever); a
 // function name with control characters is refused (it would forge admin lines); the
 // CAN_DO_TIMEOUT timer is per job, not per connection, and PRE_SLEEP does not cancel it.
+import { isUtf8 } from "node:buffer"
 import { Either } from "effect"
 import { ByteQueue, DEFAULT_MAX_FRAME, HEADER_SIZE, PacketType, readHeader, response, splitArgs, type Arg } from "./protocol.js"
 
@@ -54,10 +55,15 @@ export interface EndedCounts {
   readonly failed: number
 }
 
-/** A function name the admin text protocol can print on one line: no control characters. */
-export const printableName = (name: Uint8Array): boolean => !name.some((b) => b < 0x20 || b === 0x7f)
+/** C0 and C1 control characters and Unicode's line separators: none may reach an admin line. */
+const controlChars = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g
+const hasControl = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/
 
-const controlChars = /[\x00-\x1f\x7f]/g
+/**
+ * A function name the admin text protocol can print on one line, naming one function: UTF-8
+ * (two different invalid byte strings would decode to the same name) without control characters.
+ */
+export const printableName = (name: Buffer): boolean => isUtf8(name) && !hasControl.test(name.toString("utf8"))
 
 type Priority = 0 | 1 | 2 // high, normal, low: gearmand's numbering
 
@@ -352,7 +358,7 @@ export class JobServer {
   }
 
   private badName(session: SessionState): void {
-    this.send(session, PacketType.ERROR, ["INVALID_FUNCTION_NAME", "Function name contains control characters"])
+    this.send(session, PacketType.ERROR, ["INVALID_FUNCTION_NAME", "Function name is not UTF-8 without control characters"])
   }
 
   private fn(name: string): FunctionState {
@@ -631,8 +637,8 @@ export class JobServer {
     const words = line.split(" ").filter((w) => w.length > 0)
     const cmd = words[0]?.toLowerCase() ?? ""
     const list = (rows: ReadonlyArray<string>) => rows.map((r) => r + "\n").join("") + ".\n"
-    const badName = (name: string) => !printableName(Buffer.from(name, "utf8"))
-    const badNameAnswer = "ERR INVALID_FUNCTION_NAME Function+name+contains+control+characters\r\n"
+    const badName = (name: string) => hasControl.test(name)
+    const badNameAnswer = "ERR INVALID_FUNCTION_NAME Function+name+is+not+UTF-8+without+control+characters\r\n"
     switch (cmd) {
       case "status":
         return list([...this.functions.values()].map((f) => `${f.name}\t${this.totalOf(f)}\t${f.running}\t${f.registrations}`))

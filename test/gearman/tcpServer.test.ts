@@ -237,16 +237,21 @@ describe("embedded job server over TCP", () => {
       peer.socket.write(request(PacketType.CAN_DO, [forged]))
       peer.socket.write(request(PacketType.CAN_DO, ["nul\0inside"]))
       peer.socket.write(request(PacketType.CAN_DO_TIMEOUT, ["tab\there", "5000"]))
+      peer.socket.write(request(PacketType.CAN_DO, ["next\u0085line"]))
+      peer.socket.write(request(PacketType.CAN_DO, [Buffer.from([0x66, 0xff])])) // not UTF-8: would read as "f\ufffd"
       peer.socket.write(request(PacketType.SUBMIT_JOB_BG, [forged, "", "x"]))
       peer.socket.write(request(PacketType.CAN_DO, ["fine"]))
       peer.socket.write(request(PacketType.SUBMIT_JOB_BG, ["fine", "u\nforged", "x"]))
       peer.socket.write(request(PacketType.ECHO_REQ, ["after"]))
       yield* eventually(Effect.sync(() => peer.received().includes("after")), "the echo")
-      const refused = "ERROR INVALID_FUNCTION_NAME Function name contains control characters"
+      const refused = "ERROR INVALID_FUNCTION_NAME Function name is not UTF-8 without control characters"
       assert.deepStrictEqual(packetsOf(peer.received()).map((p) => p.replace(/H:\S+/, "H")), [
-        refused, refused, refused, refused, "JOB_CREATED H", "ECHO_RES after"
+        refused, refused, refused, refused, refused, refused, "JOB_CREATED H", "ECHO_RES after"
       ])
-      assert.strictEqual(yield* adminText(server.port, "create function a\tb", false), "ERR INVALID_FUNCTION_NAME Function+name+contains+control+characters\r\n")
+      assert.strictEqual(
+        yield* adminText(server.port, "create function a\tb", false),
+        "ERR INVALID_FUNCTION_NAME Function+name+is+not+UTF-8+without+control+characters\r\n"
+      )
       assert.deepStrictEqual(yield* statusRows(server.port), [["fine", "1", "0", "1"]])
       assert.strictEqual(yield* adminText(server.port, "show unique jobs"), "u?forged\n.\n")
       const workers = (yield* adminText(server.port, "workers")).split("\n")
