@@ -5,7 +5,7 @@ import { execFile } from "node:child_process"
 import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
-import { upCounts } from "../src/cli/up.js"
+import { INTERNAL_FUNCTIONS, upCounts } from "../src/cli/up.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { serve } from "../src/gearman/tcpServer.js"
 import { freePort } from "../src/gearmandProcess.js"
@@ -138,7 +138,7 @@ describe("garivini gearmand", () => {
   it.scopedLive("serves the C gearman CLI (a worker and a client) and gearadmin, and stops on SIGTERM with exit 0", () =>
     Effect.gen(function*() {
       const port = yield* freePort
-      const server = yield* background("gearmand", "--listen", String(port), "--max-queue", "10")
+      const server = yield* background("gearmand", "--listen", String(port), "--max-queue", "10", "--max-queue-bytes", "2000")
       yield* eventually(Effect.map(server.output, (o) => o.includes(`listening on 127.0.0.1:${port}`)), "garivini gearmand to listen")
       // `gearman -w` as the worker (it runs `rev` per job), `gearman` as the client.
       const worker = yield* Effect.acquireRelease(
@@ -155,6 +155,9 @@ describe("garivini gearmand", () => {
       assert.include(refused, "QUEUE_ERROR:Job queue is full")
       const status = yield* tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"])
       assert.match(status, /^queued_only\t10\t0\t0$/m)
+      // --max-queue-bytes: a job bigger than a function may hold is refused the same way.
+      const tooBig = yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "big_only", "x".repeat(3000)], true)
+      assert.include(tooBig, "QUEUE_ERROR:Job queue is full")
       const stopped = yield* server.stop("SIGTERM")
       assert.strictEqual(stopped.code, 0, stopped.stderr)
     }))
@@ -163,7 +166,7 @@ describe("garivini gearmand", () => {
 describe("up's live counts", () => {
   it.scopedLive("due and scheduled from the store, running from the job server, done and failed as the embedded server saw them", () =>
     Effect.gen(function*() {
-      const server = yield* serve({ port: 0 })
+      const server = yield* serve({ port: 0, uncounted: INTERNAL_FUNCTIONS })
       const services = Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server.address] }))
       yield* Effect.gen(function*() {
         yield* Client.insertJobs([{ funcname: "later", runAt: "+600" }, { funcname: "now" }, { funcname: "now" }])

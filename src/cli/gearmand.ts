@@ -6,6 +6,7 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Either, Option } from "effect"
 import { ConfigInvalid } from "../errors.js"
+import { DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../gearman/JobServer.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { parseListen, serve } from "../gearman/tcpServer.js"
 import { connectionOptions, env, resolveLogFormat } from "./config.js"
@@ -24,9 +25,21 @@ export const embeddedServerOptions = {
     Options.optional,
     Options.withDescription(`Queued + running jobs a function may hold; more submits get QUEUE_ERROR (env GARIVINI_MAX_QUEUE; default ${DEFAULT_MAX_QUEUE}; 0 = unlimited)`)
   ),
+  maxQueueBytes: Options.integer("max-queue-bytes").pipe(
+    Options.optional,
+    Options.withDescription(`Bytes of queued + running jobs a function may hold; more submits get QUEUE_ERROR (env GARIVINI_MAX_QUEUE_BYTES; default ${DEFAULT_MAX_QUEUE_BYTES}; 0 = unlimited)`)
+  ),
+  maxTotalBytes: Options.integer("max-total-bytes").pipe(
+    Options.optional,
+    Options.withDescription(`Bytes of queued + running jobs of all functions together; more submits get QUEUE_ERROR (env GARIVINI_MAX_TOTAL_BYTES; default ${DEFAULT_MAX_TOTAL_BYTES}; 0 = unlimited)`)
+  ),
   maxPacket: Options.integer("max-packet").pipe(
     Options.optional,
     Options.withDescription(`Largest packet accepted, in bytes; a larger one closes that connection (env GARIVINI_MAX_PACKET; default ${DEFAULT_MAX_FRAME})`)
+  ),
+  maxBacklog: Options.integer("max-backlog").pipe(
+    Options.optional,
+    Options.withDescription("Bytes waiting to be sent to one peer before it is cut off (env GARIVINI_MAX_BACKLOG; default twice --max-packet)")
   )
 }
 
@@ -34,7 +47,10 @@ export interface EmbeddedServerSettings {
   readonly host: string
   readonly port: number
   readonly maxQueue: number
+  readonly maxQueueBytes: number
+  readonly maxTotalBytes: number
   readonly maxFrame: number
+  readonly maxBacklog: number
 }
 
 type EmbeddedFlags = { readonly [K in keyof typeof embeddedServerOptions]: Option.Option<K extends "listen" ? string : number> }
@@ -47,7 +63,7 @@ const count = (field: string, flag: Option.Option<number>, envName: string, fall
     : Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(text)} is not an integer ≥ ${min}` }))
 }
 
-/** Flags, then `GARIVINI_LISTEN` / `GARIVINI_MAX_QUEUE` / `GARIVINI_MAX_PACKET`, then defaults. */
+/** Flags, then `GARIVINI_LISTEN` / `GARIVINI_MAX_*`, then defaults. */
 export const resolveEmbedded = (flags: EmbeddedFlags): Effect.Effect<EmbeddedServerSettings, ConfigInvalid> =>
   Effect.gen(function*() {
     const listenText = Option.getOrUndefined(flags.listen) ?? env("GARIVINI_LISTEN") ?? DEFAULT_LISTEN
@@ -56,13 +72,16 @@ export const resolveEmbedded = (flags: EmbeddedFlags): Effect.Effect<EmbeddedSer
       return yield* Effect.fail(new ConfigInvalid({ field: "listen", reason: `${JSON.stringify(listenText)} is not host:port or port` }))
     }
     const maxQueue = yield* count("max-queue", flags.maxQueue, "GARIVINI_MAX_QUEUE", DEFAULT_MAX_QUEUE, 0)
+    const maxQueueBytes = yield* count("max-queue-bytes", flags.maxQueueBytes, "GARIVINI_MAX_QUEUE_BYTES", DEFAULT_MAX_QUEUE_BYTES, 0)
+    const maxTotalBytes = yield* count("max-total-bytes", flags.maxTotalBytes, "GARIVINI_MAX_TOTAL_BYTES", DEFAULT_MAX_TOTAL_BYTES, 0)
     const maxFrame = yield* count("max-packet", flags.maxPacket, "GARIVINI_MAX_PACKET", DEFAULT_MAX_FRAME, 1024)
-    return { ...listen, maxQueue, maxFrame }
+    const maxBacklog = yield* count("max-backlog", flags.maxBacklog, "GARIVINI_MAX_BACKLOG", 2 * maxFrame, 1024)
+    return { ...listen, maxQueue, maxQueueBytes, maxTotalBytes, maxFrame, maxBacklog }
   })
 
-/** The embedded job server for the life of the scope. */
-export const embeddedServer = (settings: EmbeddedServerSettings) =>
-  serve({ host: settings.host, port: settings.port, maxQueue: settings.maxQueue, maxFrame: settings.maxFrame })
+/** The embedded job server for the life of the scope; `uncounted` functions' ends are not counted. */
+export const embeddedServer = (settings: EmbeddedServerSettings, uncounted: ReadonlyArray<string> = []) =>
+  serve({ ...settings, uncounted })
 
 export const gearmandCommand = Command.make("gearmand", {
   ...embeddedServerOptions,
@@ -73,7 +92,7 @@ export const gearmandCommand = Command.make("gearmand", {
     const format = yield* resolveLogFormat(flags.logFormat)
     yield* Effect.scoped(Effect.gen(function*() {
       const server = yield* embeddedServer(settings)
-      yield* Console.log(`garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} per function, max packet ${settings.maxFrame} bytes)`)
+      yield* Console.log(`garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} jobs and ${settings.maxQueueBytes || "unlimited"} bytes per function, ${settings.maxTotalBytes || "unlimited"} bytes in all; max packet ${settings.maxFrame} bytes)`)
       yield* Effect.logInfo("job server up").pipe(Effect.annotateLogs({ role: "gearmand", address: server.address }))
       return yield* Effect.never
     })).pipe(Effect.provide(loggerLayer(format)))

@@ -19,7 +19,8 @@ import { ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */
-const internal = new Set([INJECT_FUNCTION, CONTROLLER_FUNCTION])
+export const INTERNAL_FUNCTIONS: ReadonlyArray<string> = [INJECT_FUNCTION, CONTROLLER_FUNCTION]
+const internal = new Set(INTERNAL_FUNCTIONS)
 
 export interface UpCounts {
   readonly due: number
@@ -43,13 +44,9 @@ export const upCounts = (server: Option.Option<RunningServer>) =>
     let done: number | undefined
     let failed: number | undefined
     if (Option.isSome(server)) {
-      done = 0
-      failed = 0
-      for (const [name, c] of server.value.core.counters()) {
-        if (internal.has(name)) continue
-        done += c.completed
-        failed += c.failed
-      }
+      const ended = server.value.core.ended()
+      done = ended.completed
+      failed = ended.failed
     }
     let running = 0
     if (Either.isRight(depths)) for (const [name, s] of depths.right) if (!internal.has(name)) running += s.running
@@ -85,7 +82,7 @@ export const upCommand = Command.make("up", {
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {
       const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
-      const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value)) : Option.none<RunningServer>()
+      const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS)) : Option.none<RunningServer>()
       const settings = withServer(configured, server)
       yield* migrateStorage(settings)
       yield* applyRoleHeapPolicy

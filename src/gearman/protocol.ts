@@ -139,12 +139,76 @@ export const splitArgs = (type: PacketType, data: Buffer): Either.Either<Readonl
 }
 
 /**
+ * Bytes received and not yet consumed, kept as the chunks they arrived in. A frame is joined
+ * once, when it is taken whole (re-joining on every chunk made a large packet cost time
+ * quadratic in its size).
+ */
+export class ByteQueue {
+  private chunks: Array<Buffer> = []
+  private size = 0
+
+  get length(): number {
+    return this.size
+  }
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return
+    this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+    this.size += chunk.length
+  }
+
+  byteAt(i: number): number | undefined {
+    for (const chunk of this.chunks) {
+      if (i < chunk.length) return chunk[i]
+      i -= chunk.length
+    }
+    return undefined
+  }
+
+  /** The first `n` bytes (n ≤ length) in one buffer, joining only the chunks they span. */
+  peek(n: number): Buffer {
+    const first = this.chunks[0]!
+    if (first.length >= n) return first
+    let count = 0
+    for (let covered = 0; covered < n; count++) covered += this.chunks[count]!.length
+    const joined = Buffer.concat(this.chunks.slice(0, count))
+    this.chunks.splice(0, count, joined)
+    return joined
+  }
+
+  take(n: number): Buffer {
+    const first = this.peek(n)
+    if (first.length === n) this.chunks.shift()
+    else this.chunks[0] = first.subarray(n)
+    this.size -= n
+    return first.subarray(0, n)
+  }
+
+  /** Where `byte` first occurs at or after `from`, or -1: callers pass what they already scanned. */
+  indexOf(byte: number, from = 0): number {
+    let base = 0
+    for (const chunk of this.chunks) {
+      if (from < base + chunk.length) {
+        const at = chunk.indexOf(byte, Math.max(0, from - base))
+        if (at >= 0) return base + at
+      }
+      base += chunk.length
+    }
+    return -1
+  }
+
+  clear(): void {
+    this.chunks = []
+    this.size = 0
+  }
+}
+
+/**
  * Streaming decoder for binary frames. Holds at most one header plus one frame of bytes
  * (bounded by `maxFrame`); after an error it stays failed, since the stream is desynchronised.
  */
 export class Decoder {
-  private chunks: Array<Buffer> = []
-  private buffered = 0
+  private readonly input = new ByteQueue()
   private failure: GearmanProtocolError | undefined
 
   constructor(
@@ -153,35 +217,21 @@ export class Decoder {
   ) {}
 
   get bufferedBytes(): number {
-    return this.buffered
+    return this.input.length
   }
 
   /** Feeds bytes; returns every complete packet, or the error that broke the stream. */
   push(chunk: Uint8Array): Either.Either<ReadonlyArray<Packet>, GearmanProtocolError> {
     if (this.failure) return Either.left(this.failure)
-    if (chunk.length > 0) {
-      this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
-      this.buffered += chunk.length
-    }
+    this.input.push(chunk)
     const out: Array<Packet> = []
     for (;;) {
-      if (this.buffered < 4) break
-      const head = this.peek(Math.min(this.buffered, HEADER_SIZE))
-      const magic = head[0] === 0 && head[1] === 0x52 && head[2] === 0x45 ? head[3] === 0x51 ? "REQ" : head[3] === 0x53 ? "RES" : undefined : undefined
-      if (magic !== this.expect) {
-        return this.fail(new GearmanProtocolError({ reason: "BadMagic", message: `expected \\0${this.expect} magic, got ${head.subarray(0, 4).toString("hex")}` }))
-      }
-      if (head.length < HEADER_SIZE) break
-      const type = head.readUInt32BE(4)
-      if (!isKnownType(type)) {
-        return this.fail(new GearmanProtocolError({ reason: "UnknownType", message: `unknown packet type ${type}` }))
-      }
-      const size = head.readUInt32BE(8)
-      if (size > this.maxFrame) {
-        return this.fail(new GearmanProtocolError({ reason: "FrameTooLarge", message: `frame of ${size} bytes exceeds the limit of ${this.maxFrame}` }))
-      }
-      if (this.buffered < HEADER_SIZE + size) break
-      const frame = this.take(HEADER_SIZE + size)
+      const header = readHeader(this.input, this.maxFrame, this.expect)
+      if (header === undefined) break
+      if (Either.isLeft(header)) return this.fail(header.left)
+      const { magic, type, size } = header.right
+      if (this.input.length < HEADER_SIZE + size) break
+      const frame = this.input.take(HEADER_SIZE + size)
       const args = splitArgs(type, frame.subarray(HEADER_SIZE))
       if (Either.isLeft(args)) return this.fail(args.left)
       out.push({ magic, type, args: args.right })
@@ -191,24 +241,40 @@ export class Decoder {
 
   private fail(error: GearmanProtocolError): Either.Either<never, GearmanProtocolError> {
     this.failure = error
-    this.chunks = []
-    this.buffered = 0
+    this.input.clear()
     return Either.left(error)
   }
+}
 
-  private peek(n: number): Buffer {
-    if (this.chunks[0]!.length >= n) return this.chunks[0]!
-    const joined = Buffer.concat(this.chunks)
-    this.chunks = [joined]
-    return joined
-  }
+export interface FrameHeader {
+  readonly magic: Magic
+  readonly type: PacketType
+  readonly size: number
+}
 
-  private take(n: number): Buffer {
-    const first = this.peek(n)
-    const frame = first.subarray(0, n)
-    if (first.length === n) this.chunks.shift()
-    else this.chunks[0] = first.subarray(n)
-    this.buffered -= n
-    return frame
+/**
+ * The header at the front of `input` once enough bytes are there to judge it (undefined
+ * before): bad magic (or not `expect`'s), an unknown type and a frame over `maxFrame` break
+ * the stream.
+ */
+export const readHeader = (
+  input: ByteQueue,
+  maxFrame: number,
+  expect?: Magic
+): Either.Either<FrameHeader, GearmanProtocolError> | undefined => {
+  if (input.length < 4) return undefined
+  const head = input.peek(Math.min(input.length, HEADER_SIZE))
+  const magic = head[0] === 0 && head[1] === 0x52 && head[2] === 0x45 ? head[3] === 0x51 ? "REQ" : head[3] === 0x53 ? "RES" : undefined : undefined
+  if (magic === undefined || (expect !== undefined && magic !== expect)) {
+    const wanted = expect === undefined ? "\\0REQ or \\0RES" : `\\0${expect}`
+    return Either.left(new GearmanProtocolError({ reason: "BadMagic", message: `expected ${wanted} magic, got ${head.subarray(0, 4).toString("hex")}` }))
   }
+  if (input.length < HEADER_SIZE) return undefined
+  const type = head.readUInt32BE(4)
+  if (!isKnownType(type)) return Either.left(new GearmanProtocolError({ reason: "UnknownType", message: `unknown packet type ${type}` }))
+  const size = head.readUInt32BE(8)
+  if (size > maxFrame) {
+    return Either.left(new GearmanProtocolError({ reason: "FrameTooLarge", message: `frame of ${size} bytes exceeds the limit of ${maxFrame}` }))
+  }
+  return Either.right({ magic, type, size })
 }

@@ -20,6 +20,7 @@ export interface TcpServerOptions extends JobServerOptions {
   /**
    * Bytes waiting to be sent to one peer before it is cut off: a client that never reads its
    * answers must not grow the server's memory without end. Default: twice the packet limit.
+   * (`garivini gearmand --max-backlog`)
    */
   readonly maxBacklog?: number
 }
@@ -63,6 +64,8 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
       const session = core.connect(
         socket.remoteAddress ?? "-",
         (bytes) => {
+          // Cut off already: its session goes on the "close" event; until then it is sent nothing.
+          if (socket.destroyed) return
           socket.write(bytes)
           if (socket.writableLength > maxBacklog) {
             log(`closing the connection: ${socket.writableLength} bytes unread by the peer`, peer)

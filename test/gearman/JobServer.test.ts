@@ -126,6 +126,27 @@ describe("JobServer", () => {
     assert.deepStrictEqual(w.take(), ["JOB_ASSIGN_UNIQ H:t:1 f k x", "ERROR JOB_NOT_FOUND Job given in work result not found"])
   })
 
+  it("GET_STATUS_UNIQUE finds a job by its unique across functions, oldest first, until it ends", () => {
+    const core = new JobServer({ handlePrefix: "H:t" })
+    const c = peer(core)
+    const w = peer(core)
+    c.send(T.SUBMIT_JOB_BG, "f", "u", "1")
+    c.send(T.SUBMIT_JOB, "g", "u", "2")
+    w.send(T.CAN_DO, "f")
+    w.send(T.GRAB_JOB)
+    c.send(T.GET_STATUS_UNIQUE, "u")
+    w.send(T.WORK_COMPLETE, "H:t:1", "")
+    c.send(T.GET_STATUS_UNIQUE, "u")
+    c.leave()
+    const d = peer(core)
+    d.send(T.GET_STATUS_UNIQUE, "u")
+    w.send(T.CAN_DO, "g")
+    w.send(T.GRAB_JOB) // the abandoned foreground job is dropped here
+    d.send(T.GET_STATUS_UNIQUE, "u")
+    assert.deepStrictEqual(c.take().slice(2), ["STATUS_RES_UNIQUE u 1 1 0 0 0", "STATUS_RES_UNIQUE u 1 0 0 0 1"])
+    assert.deepStrictEqual(d.take(), ["STATUS_RES_UNIQUE u 1 0 0 0 0", "STATUS_RES_UNIQUE u 0 0 0 0 0"])
+  })
+
   it("answers bad requests with ERROR and closes on broken framing", () => {
     const core = new JobServer({ handlePrefix: "H:t" })
     const c = peer(core)

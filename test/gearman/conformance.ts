@@ -226,6 +226,33 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
       })
     )
 
+    it.scoped("CAN_DO_TIMEOUT (ASCII ms): a job held past it goes back to the queue and runs again; the late result is refused harmlessly", () =>
+      Effect.gen(function* () {
+        const gearman = yield* Gearman
+        const fn = fname("timed_out")
+        let attempts = 0
+        const releaseFirst = yield* Deferred.make<void>()
+        yield* gearman.serve(
+          {
+            [fn]: {
+              timeout: "1 second",
+              handler: () =>
+                Effect.suspend(() => {
+                  const n = ++attempts
+                  return n === 1 ? Deferred.await(releaseFirst).pipe(Effect.as("attempt 1, late")) : Effect.succeed(`attempt ${n}`)
+                })
+            }
+          },
+          { concurrency: 2, shutdownTimeout: 0 }
+        )
+        assert.strictEqual((yield* gearman.submit(fn, "x")).data.toString(), "attempt 2")
+        // The first attempt's WORK_COMPLETE now comes for a job its connection no longer holds.
+        yield* Deferred.succeed(releaseFirst, undefined)
+        assert.strictEqual((yield* gearman.submit(fn, "y")).data.toString(), "attempt 3")
+        yield* eventually(depth(fn).pipe(Effect.map((d) => d.total === 0 && d.running === 0)), "nothing left queued or running")
+      })
+    )
+
     it.scoped("requeues a job whose worker vanishes mid-job; another worker finishes it", () =>
       Effect.gen(function* () {
         const gearman = yield* Gearman

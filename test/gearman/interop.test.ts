@@ -2,7 +2,7 @@
 // worker for our client, and `gearadmin --status` against our admin parser.
 import { execFile, spawn } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Either, Layer, Ref } from "effect"
+import { Context, Effect, Either, Layer } from "effect"
 import { parseStatus } from "../../src/gearman/adminProtocol.js"
 import { WorkException } from "../../src/gearman/errors.js"
 import { makeMemoryServers, Gearman, layerMemory } from "../../src/gearman/Gearman.js"
@@ -117,29 +117,6 @@ describe("options", () => {
       })
     )
   }
-
-  it.scopedLive("CAN_DO_TIMEOUT is sent as ASCII milliseconds: gearmand takes a stuck job back and hands it out again", () =>
-    Effect.gen(function* () {
-      const server = yield* gearmand
-      const gearman = yield* live([server.server])
-      const attempts = yield* Ref.make(0)
-      const firstStuck = yield* Deferred.make<void>()
-      yield* gearman.serve(
-        {
-          slow: {
-            timeout: "1 second",
-            handler: () =>
-              Ref.updateAndGet(attempts, (n) => n + 1).pipe(
-                Effect.flatMap((n) => (n === 1 ? Deferred.succeed(firstStuck, undefined).pipe(Effect.zipRight(Effect.never)) : Effect.succeed(`attempt ${n}`)))
-              )
-          }
-        },
-        { concurrency: 2, shutdownTimeout: 0 }
-      )
-      const result = yield* gearman.submit("slow", "x")
-      assert.strictEqual(result.data.toString(), "attempt 2")
-    })
-  )
 
   it.scopedLive("memory servers can be shared between services: one submits, another serves", () =>
     Effect.gen(function* () {

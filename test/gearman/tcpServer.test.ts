@@ -2,8 +2,9 @@
 // peers. The conformance suite and the C tools' interop run against it elsewhere.
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { PacketType, request } from "../../src/gearman/protocol.js"
+import { Deferred, Effect, Either, Exit, Fiber, Scope } from "effect"
+import { vi } from "vitest"
+import { Decoder, PacketType, request, typeName } from "../../src/gearman/protocol.js"
 import { parseListen, serve } from "../../src/gearman/tcpServer.js"
 import { eventually, live } from "./gearmand.js"
 
@@ -21,6 +22,26 @@ const rawPeer = (port: number) =>
     }),
     (peer) => Effect.sync(() => peer.socket.destroy())
   )
+
+/** The binary packets a raw peer received, as "TYPE arg arg" strings. */
+const packetsOf = (bytes: Buffer): ReadonlyArray<string> =>
+  Either.getOrThrow(new Decoder("RES").push(bytes)).map((p) => [typeName(p.type), ...p.args.map((a) => a.toString("latin1"))].join(" "))
+
+/** One admin command on its own connection; the whole answer as text (a list ends with ".\n"). */
+const adminText = (port: number, line: string, list = true) =>
+  Effect.scoped(Effect.gen(function*() {
+    const peer = yield* rawPeer(port)
+    peer.socket.write(line + "\n")
+    yield* eventually(Effect.sync(() => {
+      const text = peer.received().toString("latin1")
+      return list ? text === ".\n" || text.endsWith("\n.\n") : text.endsWith("\n")
+    }), `the answer to ${line}`)
+    return peer.received().toString("latin1")
+  }))
+
+/** The `status` rows, as [name, total, running, workers]. */
+const statusRows = (port: number) =>
+  Effect.map(adminText(port, "status"), (text) => text.split("\n").filter((l) => l !== "" && l !== ".").map((l) => l.split("\t")))
 
 describe("embedded job server over TCP", () => {
   it.scopedLive("a function holds at most maxQueue jobs; admin maxqueue overrides it and `maxqueue FUNC` restores it", () =>
@@ -90,16 +111,16 @@ describe("embedded job server over TCP", () => {
       assert.strictEqual((yield* gearman.submit("still", "?")).data.toString(), "up")
     }))
 
-  it.scopedLive("counts completed and failed jobs per function", () =>
+  it.scopedLive("counts completed and failed jobs, leaving the uncounted functions out", () =>
     Effect.gen(function*() {
-      const server = yield* serve({ port: 0 })
+      const server = yield* serve({ port: 0, uncounted: ["internal"] })
       const gearman = yield* live([server.address])
-      yield* gearman.serve({ ok: () => Effect.succeed("done"), bad: () => Effect.die("boom") })
+      yield* gearman.serve({ ok: () => Effect.succeed("done"), bad: () => Effect.die("boom"), internal: () => Effect.succeed("") })
       yield* gearman.submit("ok", "1")
       yield* gearman.submit("ok", "2")
-      yield* Effect.flip(gearman.submit("bad", "3"))
-      assert.deepStrictEqual(server.core.counters().get("ok"), { completed: 2, failed: 0 })
-      assert.deepStrictEqual(server.core.counters().get("bad"), { completed: 0, failed: 1 })
+      yield* gearman.submit("internal", "3")
+      yield* Effect.flip(gearman.submit("bad", "4"))
+      assert.deepStrictEqual(server.core.ended(), { completed: 2, failed: 1 })
     }))
 
   it.scopedLive("a taken port is a typed error naming the address", () =>
@@ -108,6 +129,150 @@ describe("embedded job server over TCP", () => {
       const error = yield* Effect.flip(serve({ port: first.port }))
       assert.strictEqual(error._tag, "GearmanListenError")
       assert.include(error.message, `127.0.0.1:${first.port}`)
+    }))
+
+  it.scopedLive("a 32 MiB packet arriving in many chunks is joined once, not once per chunk", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0 })
+      const size = 32 * 1024 * 1024
+      const peer = yield* rawPeer(server.port)
+      // Every byte Buffer.concat copies in this process, while the packet arrives and is decoded.
+      let copied = 0
+      let joins = 0
+      const concat = Buffer.concat
+      const spy = vi.spyOn(Buffer, "concat").mockImplementation((list, total) => {
+        const joined = concat(list, total)
+        copied += joined.length
+        joins++
+        return joined
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => spy.mockRestore()))
+      peer.socket.write(request(PacketType.SUBMIT_JOB_BG, ["big", "", Buffer.alloc(size, 7)]))
+      yield* eventually(Effect.sync(() => peer.received().includes("H:garivini")), "JOB_CREATED")
+      spy.mockRestore()
+      assert.isAbove(joins, 0, "the packet arrived in several chunks and was joined")
+      assert.isAtMost(copied, size + 1024 * 1024, `copied ${copied} bytes for one ${size}-byte packet`)
+      assert.deepStrictEqual(yield* statusRows(server.port), [["big", "1", "0", "0"]])
+    }))
+
+  it.scopedLive("a worker that registered 200,000 functions disconnects in one pass, and none of them stays listed", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0 })
+      const n = 200_000
+      const worker = yield* rawPeer(server.port)
+      worker.socket.write(Buffer.concat(Array.from({ length: n }, (_, i) => request(PacketType.CAN_DO, [`fn${i}`]))))
+      worker.socket.write(request(PacketType.ECHO_REQ, ["registered"]))
+      yield* eventually(Effect.sync(() => worker.received().includes("registered")), "the registrations")
+      assert.strictEqual((yield* statusRows(server.port)).length, n)
+      worker.socket.destroy()
+      yield* eventually(Effect.map(statusRows(server.port), (rows) => rows.length === 0), "the functions to be forgotten")
+    }))
+
+  it.scopedLive("a function with no jobs and no workers left is no longer listed; one with queued jobs or admin settings stays", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0 })
+      const gearman = yield* live([server.address])
+      for (const fn of ["ran", "limited", "waits"]) yield* gearman.submitBackground(fn, "x")
+      assert.strictEqual(yield* adminText(server.port, "maxqueue limited 5", false), "OK\r\n")
+      assert.strictEqual(yield* adminText(server.port, "create function made", false), "OK\r\n")
+      let ran = 0
+      const done = yield* Deferred.make<void>()
+      const worker = yield* Scope.make()
+      const handler = () => Effect.suspend(() => ++ran === 2 ? Deferred.succeed(done, undefined) : Effect.void).pipe(Effect.asVoid)
+      yield* gearman.serve({ ran: handler, limited: handler }).pipe(Scope.extend(worker))
+      yield* Deferred.await(done)
+      yield* Scope.close(worker, Exit.void)
+      const names = Effect.map(statusRows(server.port), (rows) => rows.map((r) => r[0]).sort().join(" "))
+      yield* eventually(Effect.map(names, (n) => n === "limited made waits"), "`ran` to be forgotten, the others kept")
+      assert.strictEqual(yield* adminText(server.port, "drop function made", false), "OK\r\n")
+      assert.strictEqual(yield* adminText(server.port, "maxqueue limited", false), "OK\r\n")
+      assert.strictEqual(yield* names, "waits")
+    }))
+
+  it.scopedLive("queues are bounded in bytes per function and in all: a submit past a bound gets QUEUE_ERROR, a coalescing one still gets in", () =>
+    Effect.gen(function*() {
+      // A job counts its payload, unique and function name: 599 + 0 + 1 = 600 bytes for `a`'s.
+      const server = yield* serve({ port: 0, maxQueueBytes: 1000, maxTotalBytes: 1500 })
+      const gearman = yield* live([server.address])
+      const payload = "x".repeat(599)
+      const code = (e: { readonly _tag: string; readonly code?: string }) => e._tag === "GearmanServerError" ? e.code : e._tag
+      const first = yield* gearman.submitBackground("a", payload)
+      assert.strictEqual(code(yield* Effect.flip(gearman.submitBackground("a", payload))), "QUEUE_ERROR")
+      const coalesced = yield* gearman.submitBackground("b", payload, { unique: "k" })
+      assert.strictEqual(code(yield* Effect.flip(gearman.submitBackground("c", payload))), "QUEUE_ERROR")
+      assert.deepStrictEqual(yield* gearman.submitBackground("b", payload, { unique: "k" }), coalesced)
+      assert.strictEqual(server.core.queuedBytes, 600 + 601)
+      // Once `a`'s job is done its bytes are free again.
+      const done = yield* Deferred.make<void>()
+      yield* gearman.serve({ a: () => Deferred.succeed(done, undefined).pipe(Effect.asVoid) })
+      yield* Deferred.await(done)
+      yield* eventually(Effect.sync(() => server.core.queuedBytes === 601), "a's bytes to be freed")
+      assert.notStrictEqual((yield* gearman.submitBackground("c", payload)).handle, first.handle)
+    }))
+
+  it.scopedLive("drop function drops its queued jobs: a waiting client gets WORK_FAIL, a later submit with the same unique runs", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0 })
+      const gearman = yield* live([server.address])
+      const old = yield* gearman.submitBackground("dropped", "old", { unique: "u1" })
+      const created = yield* Deferred.make<void>()
+      const waiting = yield* gearman.submit("dropped", "fg", { onCreated: () => Deferred.succeed(created, undefined) }).pipe(Effect.fork)
+      yield* Deferred.await(created)
+      assert.strictEqual(yield* adminText(server.port, "drop function dropped", false), "OK\r\n")
+      assert.strictEqual((yield* Effect.flip(Fiber.join(waiting)))._tag, "GearmanJobFailed")
+      assert.strictEqual(yield* adminText(server.port, "show jobs"), ".\n")
+      const again = yield* gearman.submitBackground("dropped", "new", { unique: "u1" })
+      assert.notStrictEqual(again.handle, old.handle)
+      const ran = yield* Deferred.make<string>()
+      yield* gearman.serve({ dropped: (job) => Deferred.succeed(ran, job.text()).pipe(Effect.asVoid) })
+      assert.strictEqual(yield* Deferred.await(ran), "new")
+    }))
+
+  it.scopedLive("names with control characters are refused and never forge admin lines; the connection stays", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0 })
+      const peer = yield* rawPeer(server.port)
+      const forged = "evil\t9\t9\t9\nforged"
+      peer.socket.write(request(PacketType.SET_CLIENT_ID, ["me\n1 127.0.0.1 forged :"]))
+      peer.socket.write(request(PacketType.CAN_DO, [forged]))
+      peer.socket.write(request(PacketType.CAN_DO, ["nul\0inside"]))
+      peer.socket.write(request(PacketType.CAN_DO_TIMEOUT, ["tab\there", "5000"]))
+      peer.socket.write(request(PacketType.CAN_DO, ["next\u0085line"]))
+      peer.socket.write(request(PacketType.CAN_DO, [Buffer.from([0x66, 0xff])])) // not UTF-8: would read as "f\ufffd"
+      peer.socket.write(request(PacketType.SUBMIT_JOB_BG, [forged, "", "x"]))
+      peer.socket.write(request(PacketType.CAN_DO, ["fine"]))
+      peer.socket.write(request(PacketType.SUBMIT_JOB_BG, ["fine", "u\nforged", "x"]))
+      peer.socket.write(request(PacketType.ECHO_REQ, ["after"]))
+      yield* eventually(Effect.sync(() => peer.received().includes("after")), "the echo")
+      const refused = "ERROR INVALID_FUNCTION_NAME Function name is not UTF-8 without control characters"
+      assert.deepStrictEqual(packetsOf(peer.received()).map((p) => p.replace(/H:\S+/, "H")), [
+        refused, refused, refused, refused, refused, refused, "JOB_CREATED H", "ECHO_RES after"
+      ])
+      assert.strictEqual(
+        yield* adminText(server.port, "create function a\tb", false),
+        "ERR INVALID_FUNCTION_NAME Function+name+is+not+UTF-8+without+control+characters\r\n"
+      )
+      assert.deepStrictEqual(yield* statusRows(server.port), [["fine", "1", "0", "1"]])
+      assert.strictEqual(yield* adminText(server.port, "show unique jobs"), "u?forged\n.\n")
+      const workers = (yield* adminText(server.port, "workers")).split("\n")
+      assert.isTrue(workers.some((l) => /^\d+ 127\.0\.0\.1 me\?1_127\.0\.0\.1_forged_: : fine$/.test(l)), workers.join("|"))
+      assert.strictEqual(workers.length, 2 + 2) // this peer, the admin connection, ".", ""
+      assert.isFalse(peer.closed())
+    }))
+
+  it.scopedLive("CAN_DO_TIMEOUT with job retries: a job its worker holds past the timeout on every attempt fails to its client", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0, jobRetries: 2 })
+      const gearman = yield* live([server.address])
+      let attempts = 0
+      yield* gearman.serve({ stuck: { timeout: "1 second", handler: () => Effect.sync(() => attempts++).pipe(Effect.zipRight(Effect.never)) } }, {
+        concurrency: 2,
+        shutdownTimeout: 0
+      })
+      const error = yield* Effect.flip(gearman.submit("stuck", "x"))
+      assert.strictEqual(error._tag, "GearmanJobFailed")
+      assert.strictEqual(attempts, 2)
+      assert.deepStrictEqual(yield* statusRows(server.port), [["stuck", "0", "0", "2"]])
     }))
 
   it("parses --listen as host:port or port", () => {
