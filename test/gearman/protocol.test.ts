@@ -24,7 +24,7 @@ const rng = (seed: number) => () => {
 
 describe("binary codec", () => {
   it("encodes SUBMIT_JOB exactly as the protocol text shows", () => {
-    const bytes = encode("REQ", PacketType.SUBMIT_JOB, ["reverse", "", "test"])
+    const bytes = Either.getOrThrow(encode("REQ", PacketType.SUBMIT_JOB, ["reverse", "", "test"]))
     assert.strictEqual(bytes.toString("hex"), "00524551" + "00000007" + "0000000d" + Buffer.from("reverse\0\0test", "latin1").toString("hex"))
   })
 
