@@ -4,7 +4,7 @@
  */
 import { Clock, Duration, Effect, Either, ParseResult, Schema } from "effect"
 import { InvalidJob, InvalidSchedule } from "./errors.js"
-import { DEFAULT_MAX_FRAME } from "./gearman/protocol.js"
+import { DEFAULT_MAX_FRAME, functionNameProblem } from "./gearman/protocol.js"
 
 /** `reschedule(job, "never")`: 2^31 − 1 (2038-01-19), as the original; the row stays for inspection. */
 export const NEVER = 2147483647
@@ -100,22 +100,15 @@ export const quoteBounded = (text: string, max: number = QUOTE_MAX_CHARS): strin
   text.length <= max ? JSON.stringify(text) : `${JSON.stringify(text.slice(0, max))}… (${text.length} UTF-16 units in all)`
 
 /**
- * What a function name must not hold: control characters (tab, newline, NUL: the admin protocol's
- * separators and the packet's), whitespace (admin commands split on it) and unpaired surrogates
- * (not UTF-8: the stored name and the Gearman name would differ).
+ * Why `name` cannot be a job's function, or undefined if it can: missing, too long, holding
+ * whitespace, control characters or unpaired surrogates (Gearman's rule: they forge admin lines
+ * or split packets), or reserved. Pure: also for rows already stored.
  */
-const BAD_FUNCNAME_CHAR = /[\p{Cc}\p{Z}\s\p{Cs}]/u
-
-const codePoint = (c: string): string => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`
-
-/** Why `name` cannot be a job's function, or undefined if it can. Pure: also for rows already stored. */
 export const funcnameProblem = (name: string): string | undefined => {
   if (typeof name !== "string" || name.length === 0) return "funcname is missing"
   if (charLength(name) > FUNCNAME_MAX_CHARS) return `funcname ${quoteBounded(name)} is longer than ${FUNCNAME_MAX_CHARS} characters`
-  const bad = BAD_FUNCNAME_CHAR.exec(name)
-  if (bad !== null) {
-    return `funcname ${quoteBounded(name)} holds ${codePoint(bad[0])} at index ${bad.index}: no whitespace or control characters`
-  }
+  const chars = functionNameProblem(name)
+  if (chars !== undefined) return `funcname: ${chars}`
   if (RESERVED_FUNCTIONS.has(name)) return `funcname ${JSON.stringify(name)} is reserved for Garivini's own roles`
   return undefined
 }

@@ -139,7 +139,7 @@ export const functionNameProblem = (name: string): string | undefined => {
   if (typeof name !== "string" || name.length === 0) return "function name is empty"
   const bad = /[\p{Cc}\p{Z}\s\p{Cs}]/u.exec(name)
   if (bad === null) return undefined
-  const quoted = name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}…`
+  const quoted = name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}… (${name.length} UTF-16 units in all)`
   return `function name ${quoted} holds U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")} at index ${bad.index}: no whitespace or control characters`
 }
 
