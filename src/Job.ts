@@ -119,12 +119,16 @@ export const funcnameProblem = (name: string): string | undefined => {
  */
 export const uniqkeyProblem = (key: string): string | undefined => {
   if (typeof key !== "string") return "uniqkey is not text"
-  if (charLength(key) > UNIQKEY_MAX_CHARS) return `uniqkey ${quoteBounded(key)} is longer than ${UNIQKEY_MAX_CHARS} characters`
-  const nul = key.indexOf("\u0000")
-  if (nul >= 0) return `uniqkey ${quoteBounded(key)} holds NUL at index ${nul}`
-  const lone = /\p{Cs}/u.exec(key)
-  if (lone !== null) return `uniqkey ${quoteBounded(key)} holds an unpaired surrogate at index ${lone.index}`
-  return undefined
+  // One pass (this runs for every unique job inserted): code points, NUL, unpaired surrogates.
+  let chars = 0
+  for (let i = 0; i < key.length; i++, chars++) {
+    const c = key.charCodeAt(i)
+    if (c === 0) return `uniqkey ${quoteBounded(key)} holds NUL at index ${i}`
+    if ((c & 0xf800) !== 0xd800) continue
+    if (c <= 0xdbff && (key.charCodeAt(i + 1) & 0xfc00) === 0xdc00) i++
+    else return `uniqkey ${quoteBounded(key)} holds an unpaired surrogate at index ${i}`
+  }
+  return chars > UNIQKEY_MAX_CHARS ? `uniqkey ${quoteBounded(key)} is longer than ${UNIQKEY_MAX_CHARS} characters` : undefined
 }
 
 /** UTF-8 bytes of `s` as a JSON string literal (quotes included), as JSON.stringify writes it. */

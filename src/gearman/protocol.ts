@@ -137,6 +137,10 @@ const write = (magic: Magic, type: PacketType, parts: ReadonlyArray<Buffer>): Bu
  */
 export const functionNameProblem = (name: string): string | undefined => {
   if (typeof name !== "string" || name.length === 0) return "function name is empty"
+  // Fast path for the usual names (printable ASCII): this runs for every submit.
+  let i = 0
+  while (i < name.length && name.charCodeAt(i) > 0x20 && name.charCodeAt(i) < 0x7f) i++
+  if (i === name.length) return undefined
   const bad = /[\p{Cc}\p{Z}\s\p{Cs}]/u.exec(name)
   if (bad === null) return undefined
   const quoted = name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}… (${name.length} UTF-16 units in all)`
