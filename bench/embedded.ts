@@ -77,7 +77,7 @@ export const embedded = (o: BenchOptions, store: Effect.Effect<EmbeddedStore, Be
             if (job.text !== "pre") latencies.push(nowMs() - Number(job.text))
             counter.hit()
           })
-      }, { concurrency: o.concurrency })
+      }, { concurrency: o.concurrency }).pipe(Effect.orDie)
 
       // 1. Throughput: N jobs stored at once, run by the QueueRunner of `garivini up`.
       const n = o.embeddedJobs

@@ -54,7 +54,7 @@ export const baseline = (o: BenchOptions, server: string): Effect.Effect<Readonl
     const gearman = yield* Gearman.Gearman
     const counter = makeCounter()
     for (let w = 0; w < o.workers; w++) {
-      yield* gearman.serve({ bench_baseline: () => Effect.sync(counter.hit) }, { concurrency: o.concurrency })
+      yield* gearman.serve({ bench_baseline: () => Effect.sync(counter.hit) }, { concurrency: o.concurrency }).pipe(Effect.orDie)
     }
     const submit = (i: number) =>
       gearman.submitBackground("bench_baseline", sampleWorkerJson(i, "bench_baseline")).pipe(
@@ -143,7 +143,7 @@ export const throughput = (
         .pipe(Effect.mapError(fail("pre-inserting")))
 
       // 2. Workers, then one QueueRunner; time until every job ran, and until every row is gone.
-      for (let w = 0; w < o.workers; w++) yield* Worker.serve({ bench_tp: handler }, { concurrency: o.concurrency })
+      for (let w = 0; w < o.workers; w++) yield* Worker.serve({ bench_tp: handler }, { concurrency: o.concurrency }).pipe(Effect.orDie)
       const runnerOptions: QueueRunner.QueueRunnerOptions = {
         ...(o.batchRunSleep === undefined ? {} : { batchRunSleep: Duration.millis(o.batchRunSleep) }),
         ...(o.batchMaxSize === undefined ? {} : { batchMaxSize: o.batchMaxSize }),
@@ -210,7 +210,7 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
             latencies.push(nowMs() - Number(job.text))
             counter.hit()
           })
-      }, { concurrency: o.concurrency })
+      }, { concurrency: o.concurrency }).pipe(Effect.orDie)
       const gearman = yield* Gearman.Gearman
       const inject = (client: Gearman.GearmanService) =>
         Effect.suspend(() => client.submit(Injector.INJECT_FUNCTION, injectRequest(String(nowMs())))).pipe(

@@ -4,6 +4,7 @@
  */
 import { Clock, Duration, Effect, Either, ParseResult, Schema } from "effect"
 import { InvalidJob, InvalidSchedule } from "./errors.js"
+import { DEFAULT_MAX_FRAME, functionNameProblem } from "./gearman/protocol.js"
 
 /** `reschedule(job, "never")`: 2^31 − 1 (2038-01-19), as the original; the row stays for inspection. */
 export const NEVER = 2147483647
@@ -16,6 +17,24 @@ export const COALESCE_MAX_CHARS = 255
 export const ARG_MAX_BYTES = 16 * 1024 * 1024 - 1
 /** `failcount` is TINYINT UNSIGNED. */
 export const FAILCOUNT_MAX = 255
+
+/**
+ * The Gearman functions of Garivini's own roles (the Controller's and the Injector's). A job
+ * under one of these names would make the Controller call itself: every slot would wait on a
+ * nested call and the low-latency path would jam.
+ */
+export const RESERVED_FUNCTIONS: ReadonlySet<string> = new Set(["run_queued_job", "inject_jobs"])
+
+/**
+ * The largest worker JSON a stored job may need. A job is delivered in one Gearman packet (the
+ * worker JSON plus a handle, the function name and a unique, at most a few hundred bytes), and
+ * frames over DEFAULT_MAX_FRAME (64 MiB) are refused by our decoder: a job over this could be
+ * dispatched again every lease and never run.
+ */
+export const WORKER_JSON_MAX_BYTES = DEFAULT_MAX_FRAME - 64 * 1024
+
+/** How many characters of a bad input are quoted back in an error or a log line. */
+export const QUOTE_MAX_CHARS = 64
 
 export type JobFlag = "shim" | "controller"
 
@@ -76,17 +95,99 @@ const utf8 = (s: string): Uint8Array => Buffer.from(s, "utf8")
 /** A Buffer over the same memory as `bytes` (no copy): for Buffer-only APIs (toString, drivers). */
 export const bytesView = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 
+/** `text` as a JSON string, cut to its first `max` characters (the rest counted, not copied). */
+export const quoteBounded = (text: string, max: number = QUOTE_MAX_CHARS): string =>
+  text.length <= max ? JSON.stringify(text) : `${JSON.stringify(text.slice(0, max))}… (${text.length} UTF-16 units in all)`
+
+/**
+ * Why `name` cannot be a job's function, or undefined if it can: missing, too long, holding
+ * whitespace, control characters or unpaired surrogates (Gearman's rule: they forge admin lines
+ * or split packets), or reserved. Pure: also for rows already stored.
+ */
+export const funcnameProblem = (name: string): string | undefined => {
+  if (typeof name !== "string" || name.length === 0) return "funcname is missing"
+  if (charLength(name) > FUNCNAME_MAX_CHARS) return `funcname ${quoteBounded(name)} is longer than ${FUNCNAME_MAX_CHARS} characters`
+  const chars = functionNameProblem(name)
+  if (chars !== undefined) return `funcname: ${chars}`
+  if (RESERVED_FUNCTIONS.has(name)) return `funcname ${JSON.stringify(name)} is reserved for Garivini's own roles`
+  return undefined
+}
+
+/**
+ * Why `key` cannot be a job's uniqkey, or undefined if it can: NUL ends a Gearman argument (the
+ * job would never be submitted whole), and unpaired surrogates are not UTF-8.
+ */
+export const uniqkeyProblem = (key: string): string | undefined => {
+  if (typeof key !== "string") return "uniqkey is not text"
+  // One pass (this runs for every unique job inserted): code points, NUL, unpaired surrogates.
+  let chars = 0
+  for (let i = 0; i < key.length; i++, chars++) {
+    const c = key.charCodeAt(i)
+    if (c === 0) return `uniqkey ${quoteBounded(key)} holds NUL at index ${i}`
+    if ((c & 0xf800) !== 0xd800) continue
+    if (c <= 0xdbff && (key.charCodeAt(i + 1) & 0xfc00) === 0xdc00) i++
+    else return `uniqkey ${quoteBounded(key)} holds an unpaired surrogate at index ${i}`
+  }
+  return chars > UNIQKEY_MAX_CHARS ? `uniqkey ${quoteBounded(key)} is longer than ${UNIQKEY_MAX_CHARS} characters` : undefined
+}
+
+/** UTF-8 bytes of `s` as a JSON string literal (quotes included), as JSON.stringify writes it. */
+const jsonStringBytes = (s: string): number => {
+  let n = 2
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x20) n += c === 8 || c === 9 || c === 10 || c === 12 || c === 13 ? 2 : 6
+    else if (c === 0x22 || c === 0x5c) n += 2
+    else if (c < 0x80) n += 1
+    else if (c < 0x800) n += 2
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4
+      i++
+    } else if (c >= 0xd800 && c <= 0xdfff) n += 6 // unpaired: written as \uDXXX
+    else n += 3
+  }
+  return n
+}
+
+/** Bytes each blob byte takes in the worker JSON (`arg` is a string of code points 0–255). */
+const ARG_BYTE_JSON: Uint8Array = Uint8Array.from({ length: 256 }, (_, b) => jsonStringBytes(String.fromCharCode(b)) - 2)
+/** The most one blob byte can take (a control byte: `\u00XX`). */
+const ARG_BYTE_JSON_MAX = 6
+
+const argJsonBytes = (arg: Uint8Array): number => {
+  let n = 2
+  for (let i = 0; i < arg.length; i++) n += ARG_BYTE_JSON[arg[i]!]!
+  return n
+}
+
+const nullableJsonBytes = (s: string | null): number => s === null ? 4 : jsonStringBytes(s)
+
+/** The worker JSON's bytes but for its values: keys, quotes of `flag`, commas and braces. */
+const WORKER_JSON_FRAME_BYTES = Buffer.byteLength(
+  JSON.stringify({ jobid: 0, dbid: 0, funcname: "", arg: "", uniqkey: "", coalesce: "", run_after: 0, flag: "", failcount: 0 })
+) - 4 - 5 * 2
+
+/**
+ * The size in bytes of `encodeWorkerJson(job)`, computed without building it (a linear scan of
+ * `arg`): what the packet that delivers the job carries.
+ */
+export const workerJsonBytes = (job: Job): number =>
+  WORKER_JSON_FRAME_BYTES + String(job.jobid).length + String(job.dbid).length + jsonStringBytes(job.funcname) +
+  argJsonBytes(job.arg) + nullableJsonBytes(job.uniqkey) + nullableJsonBytes(job.coalesce) +
+  String(job.runAfter).length + jsonStringBytes(job.flag) + String(job.failcount).length
+
+/** A stored job's worker JSON at its largest: ids of any size, the highest failcount. */
+const largestWorkerJsonBytes = (job: ValidNewJob): number =>
+  workerJsonBytes({ ...job, dbid: Number.MAX_SAFE_INTEGER, jobid: Number.MAX_SAFE_INTEGER, failcount: FAILCOUNT_MAX })
+
 /** Checks a job against the schema's limits; text `arg` is stored as UTF-8. */
 export const validateNewJob = (job: NewJob, index?: number): Either.Either<ValidNewJob, InvalidJob> => {
   const bad = (reason: string) => Either.left(new InvalidJob(index === undefined ? { reason } : { reason, index }))
-  if (typeof job.funcname !== "string" || job.funcname.length === 0) return bad("funcname is missing")
-  if (charLength(job.funcname) > FUNCNAME_MAX_CHARS) {
-    return bad(`funcname is longer than ${FUNCNAME_MAX_CHARS} characters`)
-  }
+  const funcnameBad = funcnameProblem(job.funcname)
+  if (funcnameBad !== undefined) return bad(funcnameBad)
   const uniqkey = job.uniqkey === undefined || job.uniqkey === null || job.uniqkey === "" ? null : job.uniqkey
-  if (uniqkey !== null && charLength(uniqkey) > UNIQKEY_MAX_CHARS) {
-    return bad(`uniqkey is longer than ${UNIQKEY_MAX_CHARS} characters`)
-  }
+  const uniqkeyBad = uniqkey === null ? undefined : uniqkeyProblem(uniqkey)
+  if (uniqkeyBad !== undefined) return bad(uniqkeyBad)
   const coalesce = job.coalesce === undefined || job.coalesce === null || job.coalesce === "" ? null : job.coalesce
   if (coalesce !== null && charLength(coalesce) > COALESCE_MAX_CHARS) {
     return bad(`coalesce is longer than ${COALESCE_MAX_CHARS} characters`)
@@ -98,7 +199,17 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
   }
   const flag = job.flag ?? "shim"
   if (flag !== "shim" && flag !== "controller") return bad(`flag ${JSON.stringify(flag)} is neither shim nor controller`)
-  return Either.right({ funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag })
+  const valid: ValidNewJob = { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
+  // Only an arg big enough to need it is scanned: every byte takes at most 6 in the JSON.
+  if (arg.length * ARG_BYTE_JSON_MAX + 64 * 1024 > WORKER_JSON_MAX_BYTES) {
+    const size = largestWorkerJsonBytes(valid)
+    if (size > WORKER_JSON_MAX_BYTES) {
+      return bad(
+        `arg of ${arg.length} bytes makes a worker JSON of up to ${size} bytes, over the ${WORKER_JSON_MAX_BYTES} a Gearman packet can deliver (control bytes take 6 bytes each, bytes over 127 take 2)`
+      )
+    }
+  }
+  return Either.right(valid)
 }
 
 /** A handle's dbid and jobid must be positive safe integers (the Perl client treats 0 as missing). */

@@ -8,11 +8,17 @@ import {
   encodeWorkerJson,
   failureBackoffSeconds,
   fastJobRow,
+  funcnameProblem,
   MAX_RUN_AFTER,
   NEVER,
   parseHandle,
-  resolveRunAt
+  resolveRunAt,
+  uniqkeyProblem,
+  validateNewJob,
+  WORKER_JSON_MAX_BYTES,
+  workerJsonBytes
 } from "../src/Job.js"
+import type { Job } from "../src/Job.js"
 import { jobsFromRows, jobsFromRowsWithSchema } from "../src/storage/sql.js"
 
 const NOW = 1_700_000_000
@@ -177,6 +183,83 @@ describe("worker JSON", () => {
         assert.include(err.message, "malformed worker JSON")
       }
     }))
+})
+
+describe("job validity", () => {
+  const reasonOf = (job: Parameters<typeof validateNewJob>[0]) => {
+    const v = validateNewJob(job)
+    return Either.isLeft(v) ? v.left.message : undefined
+  }
+
+  it("the Controller's and the Injector's function names are reserved", () => {
+    for (const name of ["run_queued_job", "inject_jobs"]) {
+      assert.include(funcnameProblem(name), "reserved")
+      assert.include(reasonOf({ funcname: name, runAfter: 0 }), "reserved")
+    }
+    assert.isUndefined(funcnameProblem("run_queued_job2"))
+  })
+
+  it("function names: no control characters, whitespace or unpaired surrogates, anywhere", () => {
+    // The forged `status` line of the issue, and every other separator the admin protocol or a packet knows.
+    const bad = ["evil\t99999\t0\t1\nvictim", "a b", "a\u0000b", "a\r", "a\u007f", "a\u0085", "a\u00a0", "a\u2028", "a\ufeff", "\ud800x", " a", "a "]
+    for (const name of bad) {
+      assert.isString(funcnameProblem(name), JSON.stringify(name))
+      assert.strictEqual(validateNewJob({ funcname: name, runAfter: 0 }).pipe(Either.getLeft, (o) => o._tag), "Some")
+    }
+    assert.include(funcnameProblem("evil\t99999"), "U+0009 at index 4")
+    for (const name of ["resize", "Image::Resize", "a.b-c/d@e", "café☃", "x\ud83d\ude00"]) assert.isUndefined(funcnameProblem(name), name)
+    assert.strictEqual(funcnameProblem(""), "funcname is missing")
+  })
+
+  it("unique keys: NUL and unpaired surrogates are refused, other text is fine", () => {
+    assert.include(uniqkeyProblem("a\u0000b"), "NUL at index 1")
+    assert.include(uniqkeyProblem("\udc00"), "unpaired surrogate")
+    for (const key of ["k", "a b\tc\n", "café ☃"]) assert.isUndefined(uniqkeyProblem(key), key)
+    assert.include(reasonOf({ funcname: "f", uniqkey: "a\u0000", runAfter: 0 }), "NUL")
+    assert.isUndefined(reasonOf({ funcname: "f", uniqkey: "", runAfter: 0 }), "an empty key is no key")
+  })
+
+  it("a rejection quotes a bounded prefix of the bad value", () => {
+    const huge = `a\t${"x".repeat(1_000_000)}`
+    for (const message of [funcnameProblem(huge)!, uniqkeyProblem(`\u0000${"y".repeat(1_000_000)}`)!]) {
+      assert.isBelow(message.length, 250, message.slice(0, 300))
+      assert.match(message, /… \(100000[12] UTF-16 units in all\)/)
+    }
+  })
+
+  it("workerJsonBytes is the byte length of the worker JSON, without building it", () => {
+    const base: Job = {
+      dbid: 3,
+      jobid: 123456,
+      funcname: "resize",
+      arg: new Uint8Array(0),
+      uniqkey: null,
+      coalesce: null,
+      runAfter: 1_700_000_000,
+      flag: "shim",
+      failcount: 0
+    }
+    const every = Uint8Array.from({ length: 512 }, (_, i) => i % 256)
+    const jobs: ReadonlyArray<Job> = [
+      base,
+      { ...base, arg: every, flag: "controller", failcount: 255 },
+      { ...base, funcname: "café☃\ud83d\ude00", uniqkey: "q\"\\\u0001\t\u2028", coalesce: "c\ud800" },
+      { ...base, dbid: Number.MAX_SAFE_INTEGER, jobid: Number.MAX_SAFE_INTEGER, uniqkey: "", coalesce: "" },
+      { ...base, arg: Buffer.from("\u0000".repeat(1000) + "plain ascii \"quoted\" \\ and \u00ff", "latin1") }
+    ]
+    for (const job of jobs) assert.strictEqual(workerJsonBytes(job), Buffer.byteLength(encodeWorkerJson(job)), JSON.stringify(job.funcname))
+  })
+
+  it("a job whose worker JSON could not be delivered in one Gearman packet is refused; one that fits is stored", () => {
+    // 12 MiB of zero bytes fits the MEDIUMBLOB, but each byte is six in the JSON: about 72 MiB.
+    const zeros = new Uint8Array(12 * 1024 * 1024)
+    const reason = reasonOf({ funcname: "f", arg: zeros, runAfter: 0 })
+    assert.include(reason, "worker JSON")
+    assert.include(reason, String(WORKER_JSON_MAX_BYTES))
+    // The same size of plain text is 12 MiB of JSON; 10 MiB of zeros is 60 MiB: both fit.
+    assert.isUndefined(reasonOf({ funcname: "f", arg: new Uint8Array(12 * 1024 * 1024).fill(97), runAfter: 0 }))
+    assert.isUndefined(reasonOf({ funcname: "f", arg: new Uint8Array(10 * 1024 * 1024), runAfter: 0 }))
+  })
 })
 
 describe("handles and shards", () => {

@@ -69,6 +69,23 @@ describe("garivini CLI on SQLite", () => {
       yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "every remaining job to run", 60_000)
     }), 120_000)
 
+  it.scopedLive("inject and consume refuse reserved and malformed function names; nothing is stored", () =>
+    Effect.gen(function*() {
+      const file = join(yield* tempDir("garivini-cli-names-"), "garivini.db")
+      const db = `sqlite:${file}`
+      const gearmand = yield* scopedGearmand
+      assert.strictEqual((yield* garivini("migrate", "--db", db)).code, 0)
+      for (const [name, pure] of [["run_queued_job", []], ["evil\t99999\t0\t1\nvictim", []], ["a b", ["--pure"]]] as const) {
+        const result = yield* garivini("inject", "--db", db, "--gearmand", gearmand, "--function", name, ...pure)
+        assert.strictEqual(result.code, 2, `${JSON.stringify(name)}: ${result.stderr}`)
+        assert.include(result.stderr, "invalid option --function")
+      }
+      const consume = yield* garivini("consume", "--db", db, "--gearmand", gearmand, "--function", "a\tb")
+      assert.strictEqual(consume.code, 1, consume.stderr)
+      assert.include(consume.stderr, "U+0009")
+      assert.deepStrictEqual(yield* listJobs(db), [])
+    }), 60_000)
+
   it.effect("a sqlite: target mixed with MySQL shards, or naming no file, is a configuration error (exit 2); schema --sqlite", () =>
     Effect.gen(function*() {
       const mixed = yield* garivini("jobs", "list", "--db", "sqlite:./x.db", "--db", "mysql://root@127.0.0.1/x")

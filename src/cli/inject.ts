@@ -5,7 +5,7 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Data, Effect, Option } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import { nowSeconds } from "../Job.js"
+import { funcnameProblem, nowSeconds } from "../Job.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { errorText } from "../roles/QueueRunner.js"
@@ -39,6 +39,8 @@ export const injectCommand = Command.make("inject", options, (o) =>
   withSettings(o, (settings) =>
     Effect.gen(function*() {
       if (o.count < 1) return yield* Effect.fail(new UsageError({ message: "invalid option --count: must be at least 1" }))
+      const badName = funcnameProblem(o.function)
+      if (badName !== undefined) return yield* Effect.fail(new UsageError({ message: `invalid option --function: ${badName}` }))
       const now = yield* nowSeconds
       const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
       if (o.pure) return yield* injectPure(o.count, o.function, arg).pipe(Effect.provide(servicesLayer(settings)))

@@ -106,7 +106,8 @@ const main = Effect.gen(function*() {
       const gearman = yield* Gearman
       const handlers: Record<string, GearmanWorker.Handler<never>> = {}
       for (const fn of job.functions) handlers[fn.registered] = wrap(module.definition, job, fn, spec.options, durableHandler(fn))
-      yield* gearman.serve(handlers, { concurrency: 1 })
+      // A name the worker refuses to register cannot be served: the child dies saying why.
+      yield* gearman.serve(handlers, { concurrency: 1 }).pipe(Effect.orDie)
       yield* send({ _tag: "ready" })
       yield* Deferred.await(stop)
     })

@@ -6,7 +6,7 @@ import * as Admin from "./admin.js"
 import type { FunctionStatus } from "./adminProtocol.js"
 import * as Client from "./client.js"
 import { netTransport, type Transport } from "./connection.js"
-import type { GearmanAdminError, GearmanConnectionError, GearmanNoServerAvailable, GearmanServerError, GearmanSubmitError } from "./errors.js"
+import type { GearmanAdminError, GearmanConnectionError, GearmanInvalidArgument, GearmanServerError, GearmanSubmitError } from "./errors.js"
 import { JobServer, type JobServerOptions } from "./JobServer.js"
 import { memoryTransport, type MemoryServers } from "./memoryTransport.js"
 import * as Worker from "./worker.js"
@@ -20,14 +20,17 @@ export interface GearmanService {
     fn: string,
     payload: Client.Payload,
     options?: Client.BackgroundOptions
-  ) => Effect.Effect<Client.JobHandle, GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError>
+  ) => Effect.Effect<Client.JobHandle, Client.BackgroundSubmitError>
   /** Queues many background jobs in one pipelined batch; per job its handle or its error. */
   readonly submitBackgroundAll: Client.Client["submitBackgroundAll"]
   readonly getStatus: (handle: Client.JobHandle) => Effect.Effect<Client.JobStatus, GearmanConnectionError | GearmanServerError>
   /** Per-function `status` summed over every server that answers. */
   readonly queueDepths: () => Effect.Effect<ReadonlyMap<string, FunctionStatus>, GearmanConnectionError | GearmanAdminError>
-  /** Serves the functions until the scope closes (graceful: in-flight jobs finish first). */
-  readonly serve: <R>(handlers: Worker.Handlers<R>, options?: Worker.ServeOptions) => Effect.Effect<void, never, Scope.Scope | R>
+  /**
+   * Serves the functions until the scope closes (graceful: in-flight jobs finish first). A
+   * function name with whitespace or control characters is refused before anything is registered.
+   */
+  readonly serve: <R>(handlers: Worker.Handlers<R>, options?: Worker.ServeOptions) => Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R>
   /** Per-server admin commands. */
   readonly admin: Admin.Admin
   /** Servers the client is connected to right now. */

@@ -7,6 +7,7 @@ import { Deferred, Duration, Effect, Either, Exit, Fiber, MetricLabel, Queue, Ru
 import { keepConnected, watchdog, type Connection, type ServerSlot, type Transport } from "./connection.js"
 import {
   GearmanConnectionError,
+  GearmanInvalidArgument,
   GearmanJobException,
   GearmanJobFailed,
   GearmanJobTimeout,
@@ -15,7 +16,7 @@ import {
   type GearmanSubmitError
 } from "./errors.js"
 import { jobsSubmitted } from "./metrics.js"
-import { PacketType, request, type Packet } from "./protocol.js"
+import { checkedRequest, functionNameProblem, PacketType, request, type Packet } from "./protocol.js"
 
 export type Priority = "high" | "normal" | "low"
 export type Payload = Uint8Array | string
@@ -88,7 +89,7 @@ export interface BackgroundSubmission {
   readonly options?: BackgroundOptions | undefined
 }
 
-export type BackgroundSubmitError = GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError
+export type BackgroundSubmitError = GearmanInvalidArgument | GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError
 
 export interface Client {
   readonly submit: (fn: string, payload: Payload, options?: SubmitOptions) => Effect.Effect<JobResult, GearmanSubmitError>
@@ -192,6 +193,15 @@ const submitType = {
 /** Perl Gearman::Client's server pick for a unique: `((crc32 >> 16) & 0x7fff) % n`. */
 export const serverIndexForUnique = (unique: string | Uint8Array, servers: number): number =>
   ((crc32(unique) >>> 16) & 0x7fff) % servers
+
+/**
+ * A submission's packet: refused (nothing sent) for a function name with whitespace or control
+ * characters, or a NUL in the unique.
+ */
+const submitPacket = (type: PacketType, fn: string, unique: string, payload: Payload): Either.Either<Buffer, GearmanInvalidArgument> => {
+  const problem = functionNameProblem(fn)
+  return problem !== undefined ? Either.left(new GearmanInvalidArgument({ message: problem })) : checkedRequest(type, [fn, unique, payload])
+}
 
 /** What picks the server: the unique, or the payload for "-" (coalesce by payload); none for "". */
 const routeKey = (unique: string, payload: Payload): string | Uint8Array | undefined =>
@@ -505,7 +515,9 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     // Hot paths are untraced: a span per call measured at half the submit throughput.
     const submit = (fn: string, payload: Payload, submitOptions: SubmitOptions = {}): Effect.Effect<JobResult, GearmanSubmitError> => {
       const unique = submitOptions.unique ?? ""
-      const bytes = request(submitType.fg[submitOptions.priority ?? "normal"], [fn, unique, payload])
+      const packet = submitPacket(submitType.fg[submitOptions.priority ?? "normal"], fn, unique, payload)
+      if (Either.isLeft(packet)) return Effect.fail(packet.left)
+      const bytes = packet.right
       const key = routeKey(unique, payload)
       const timeoutMs = submitOptions.timeout === undefined ? undefined : Duration.toMillis(Duration.decode(submitOptions.timeout))
       if (submitOptions.onCreated || submitOptions.onEvent) {
@@ -525,11 +537,12 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       payload: Payload,
       bgOptions: BackgroundOptions,
       ok: (handle: JobHandle) => void,
-      fail: (error: GearmanNoServerAvailable | GearmanServerError) => void
+      fail: (error: GearmanInvalidArgument | GearmanNoServerAvailable | GearmanServerError) => void
     ): void => {
       const unique = bgOptions.unique ?? ""
-      const bytes = request(submitType.bg[bgOptions.priority ?? "normal"], [fn, unique, payload])
-      create(fn, bytes, routeKey(unique, payload), undefined, ok, fail)
+      const packet = submitPacket(submitType.bg[bgOptions.priority ?? "normal"], fn, unique, payload)
+      if (Either.isLeft(packet)) return fail(packet.left)
+      create(fn, packet.right, routeKey(unique, payload), undefined, ok, fail)
     }
 
     const submitBackground = (fn: string, payload: Payload, bgOptions: BackgroundOptions = {}): Effect.Effect<JobHandle, BackgroundSubmitError> =>

@@ -8,6 +8,15 @@ export class GearmanProtocolError extends Data.TaggedError("GearmanProtocolError
   readonly message: string
 }> {}
 
+/**
+ * A request this side refused to send: a function name holding whitespace or control characters
+ * (they forge lines of the admin protocol), or a NUL in an argument other than a packet's last
+ * (it would shift every argument after it). Nothing was sent.
+ */
+export class GearmanInvalidArgument extends Data.TaggedError("GearmanInvalidArgument")<{
+  readonly message: string
+}> {}
+
 /** A job server could not be reached, or the connection to it was lost. */
 export class GearmanConnectionError extends Data.TaggedError("GearmanConnectionError")<{
   readonly server: string
@@ -71,6 +80,7 @@ export class WorkException extends Data.TaggedError("WorkException")<{
 
 /** Errors a submit can end in. */
 export type GearmanSubmitError =
+  | GearmanInvalidArgument
   | GearmanConnectionError
   | GearmanNoServerAvailable
   | GearmanServerError

@@ -1,7 +1,7 @@
 // The Gearman binary protocol: packet types, encoding, and a streaming decoder that takes
 // arbitrary chunking and fails (never throws) on bad magic, unknown types or oversized frames.
 import { Either } from "effect"
-import { GearmanProtocolError } from "./errors.js"
+import { GearmanInvalidArgument, GearmanProtocolError } from "./errors.js"
 
 export const PacketType = {
   CAN_DO: 1,
@@ -91,9 +91,32 @@ export type Arg = Uint8Array | string
 const toBuffer = (arg: Arg): Buffer =>
   typeof arg === "string" ? Buffer.from(arg, "utf8") : Buffer.isBuffer(arg) ? arg : Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)
 
-/** Encodes one packet: 12-byte header then the arguments joined by single NULs. */
-export const encode = (magic: Magic, type: PacketType, args: ReadonlyArray<Arg> = []): Buffer => {
+/**
+ * Encodes one packet: 12-byte header then the arguments joined by single NULs. A NUL inside an
+ * argument other than the last would shift the ones after it (another function, another unique,
+ * a corrupt packet): refused, nothing is encoded. Every argument a caller supplies goes through here.
+ */
+export const encode = (magic: Magic, type: PacketType, args: ReadonlyArray<Arg> = []): Either.Either<Buffer, GearmanInvalidArgument> => {
   const parts = args.map(toBuffer)
+  for (let i = 0; i < parts.length - 1; i++) {
+    if (parts[i]!.includes(0)) {
+      return Either.left(new GearmanInvalidArgument({ message: `${typeName(type)} argument ${i + 1} holds a NUL byte (only the last argument may)` }))
+    }
+  }
+  return Either.right(write(magic, type, parts))
+}
+
+/** `encode` for a request. */
+export const checkedRequest = (type: PacketType, args: ReadonlyArray<Arg> = []) => encode("REQ", type, args)
+
+/**
+ * Packets whose arguments hold no NUL before the last by construction (constants, numbers, and
+ * handles, names and uniques split from a received frame at its NULs), so nothing is checked.
+ */
+export const request = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer => write("REQ", type, args.map(toBuffer))
+export const response = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer => write("RES", type, args.map(toBuffer))
+
+const write = (magic: Magic, type: PacketType, parts: ReadonlyArray<Buffer>): Buffer => {
   const size = parts.reduce((n, p) => n + p.length, 0) + Math.max(0, parts.length - 1)
   const out = Buffer.allocUnsafe(HEADER_SIZE + size)
   ;(magic === "REQ" ? MAGIC_REQ : MAGIC_RES).copy(out, 0)
@@ -107,8 +130,22 @@ export const encode = (magic: Magic, type: PacketType, args: ReadonlyArray<Arg> 
   return out
 }
 
-export const request = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer => encode("REQ", type, args)
-export const response = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer => encode("RES", type, args)
+/**
+ * Why `name` cannot be a Gearman function name here, or undefined: empty, or holding whitespace
+ * or control characters (the admin protocol splits its lines on them: a name with a tab and a
+ * newline forges `status` lines for other functions), or an unpaired surrogate (not UTF-8).
+ */
+export const functionNameProblem = (name: string): string | undefined => {
+  if (typeof name !== "string" || name.length === 0) return "function name is empty"
+  // Fast path for the usual names (printable ASCII): this runs for every submit.
+  let i = 0
+  while (i < name.length && name.charCodeAt(i) > 0x20 && name.charCodeAt(i) < 0x7f) i++
+  if (i === name.length) return undefined
+  const bad = /[\p{Cc}\p{Z}\s\p{Cs}]/u.exec(name)
+  if (bad === null) return undefined
+  const quoted = name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}… (${name.length} UTF-16 units in all)`
+  return `function name ${quoted} holds U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")} at index ${bad.index}: no whitespace or control characters`
+}
 
 /**
  * Splits a frame's data into the type's arguments. Tolerant where gearmand is sloppy:

@@ -14,9 +14,9 @@
 // then closes the connections with their writes flushed.
 import { Cause, Deferred, Duration, Effect, Exit, FiberSet, MetricLabel, Option, Runtime, Schedule, Scope } from "effect"
 import { keepConnected, watchdog, type Connection, type Transport } from "./connection.js"
-import { WorkException, WorkFail } from "./errors.js"
+import { GearmanInvalidArgument, WorkException, WorkFail } from "./errors.js"
 import { jobsProcessed } from "./metrics.js"
-import { PacketType, request, type Packet } from "./protocol.js"
+import { functionNameProblem, PacketType, request, type Packet } from "./protocol.js"
 import type { Payload } from "./client.js"
 
 export interface Job {
@@ -85,9 +85,17 @@ interface Link {
   open: boolean
 }
 
-/** Runs the handlers until the scope closes. Returns once every server had a first connection attempt. */
-export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.Effect<void, never, Scope.Scope | R> =>
+/**
+ * Runs the handlers until the scope closes. Returns once every server had a first connection
+ * attempt. A function name with whitespace or control characters fails it before anything is
+ * registered (it would forge lines of the admin protocol, or split the CAN_DO packet).
+ */
+export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R> =>
   Effect.gen(function* () {
+    for (const name of Object.keys(handlers)) {
+      const problem = functionNameProblem(name)
+      if (problem !== undefined) return yield* Effect.fail(new GearmanInvalidArgument({ message: `cannot serve it: ${problem}` }))
+    }
     const runtime = yield* Effect.runtime<never>()
     const log = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
     const concurrency = Math.max(1, options.concurrency ?? 1)

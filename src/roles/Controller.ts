@@ -2,17 +2,22 @@
  * The Controller (low-latency mode): serves `run_queued_job`. For each job it calls the real
  * function in the foreground with the worker JSON it received (the same bytes), waits for the
  * outcome, and then owns the row: WORK_COMPLETE deletes it (batched, as in the worker helper);
- * WORK_FAIL, WORK_EXCEPTION, a timeout or a job server failure back it off with `failedJob`.
+ * a worker's retry request (`Worker.retryAt` / `retryNever`, a WORK_EXCEPTION holding a
+ * `RetryRequest`) reschedules it to that time; WORK_FAIL, any other WORK_EXCEPTION, a timeout
+ * or a job server failure back it off with `failedJob`. A row whose function can never be
+ * called (a reserved name such as `run_queued_job` itself, or one with whitespace or control
+ * characters, written by another client) is not called: it is parked (run_after "never").
  */
-import { Duration, Effect, Either } from "effect"
+import { Duration, Effect, Either, Option } from "effect"
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkFail } from "../gearman/errors.js"
-import { decodeWorkerJson, formatHandle } from "../Job.js"
+import { decodeWorkerJson, formatHandle, funcnameProblem, NEVER } from "../Job.js"
+import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
 import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
-import { makeCompleter } from "./Worker.js"
+import { decodeRetryRequest, makeCompleter } from "./Worker.js"
 
 export interface ControllerOptions {
   /** Jobs run at once by this Controller (default 64: they share one connection per job server). */
@@ -32,6 +37,13 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
     const timeout = Duration.decode(options.timeout ?? Duration.seconds(900))
     const complete = yield* makeCompleter(storage)
 
+    /** Moves the row to `runAfter`, keeping its failcount; a failure leaves it to its lease. */
+    const reschedule = (job: Job, runAfter: number) =>
+      storage.reschedule(job, runAfter, job.failcount).pipe(
+        Effect.asVoid,
+        Effect.catchAll((e) => Effect.logError(`job ${formatHandle(job)}: could not reschedule it (it runs again after its lease): ${e.message}`))
+      )
+
     const runQueuedJob = (payload: Uint8Array) =>
       Effect.gen(function*() {
         const decoded = yield* Effect.either(decodeWorkerJson(payload))
@@ -41,10 +53,23 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         }
         const job = decoded.right
         const id = formatHandle(job)
+        const problem = funcnameProblem(job.funcname)
+        if (problem !== undefined) {
+          // Calling it could call this very function (every slot waiting on a nested call) or
+          // send a name the job server misreads: parked for inspection instead.
+          yield* Effect.logError(`job ${id} not run, parked (run_after never): ${problem}`)
+          yield* reschedule(job, NEVER)
+          return yield* Effect.fail(new WorkFail({ reason: problem }))
+        }
         const outcome = yield* Effect.either(gearman.submit(job.funcname, payload, { timeout }))
         if (Either.isRight(outcome)) {
           yield* complete(job)
           return
+        }
+        const retry = outcome.left._tag === "GearmanJobException" ? decodeRetryRequest(outcome.left.data) : Option.none()
+        if (Option.isSome(retry)) {
+          yield* Effect.logInfo(`job ${id} (${job.funcname}) rescheduled by its worker to ${retry.value.run_after}`)
+          return yield* reschedule(job, retry.value.run_after)
         }
         const reason = errorText(outcome.left)
         yield* Effect.logWarning(`job ${id} (${job.funcname}) failed, backing off: ${reason}`)
@@ -58,5 +83,5 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
     yield* gearman.serve(
       { [CONTROLLER_FUNCTION]: (job) => runQueuedJob(job.payload) },
       { concurrency: options.concurrency ?? 64 }
-    )
+    ).pipe(Effect.orDie) // a constant, valid name
   }).pipe(Effect.annotateLogs({ role: "Controller" }))

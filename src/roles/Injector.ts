@@ -32,6 +32,21 @@ export interface InjectorOptions {
   readonly concurrency?: number | undefined
 }
 
+/**
+ * A rejection (logged and sent back) says at most this many characters: formatted decode errors
+ * quote the input, which may be megabytes. Each line is cut to REJECTION_LINE_MAX_CHARS first so
+ * one huge quoted value does not hide the lines after it.
+ */
+export const REJECTION_MAX_CHARS = 1000
+export const REJECTION_LINE_MAX_CHARS = 200
+
+const cut = (text: string, max: number): string =>
+  text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`
+
+/** A rejection message within the bounds above. */
+export const boundRejection = (message: string): string =>
+  cut(message.split("\n").map((line) => cut(line, REJECTION_LINE_MAX_CHARS)).join("\n"), REJECTION_MAX_CHARS)
+
 /** `run_after` values below this are offsets in seconds (the original's meaning), above it unix times. */
 export const RELATIVE_RUN_AFTER_LIMIT = 1_000_000_000
 
@@ -89,8 +104,10 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       return fresh
     })
 
-    const reject = (message: string) =>
-      Effect.zipRight(Effect.logWarning(`rejected: ${message}`), Effect.fail(new WorkException({ data: message })))
+    const reject = (message: string) => {
+      const bounded = boundRejection(message)
+      return Effect.zipRight(Effect.logWarning(`rejected: ${bounded}`), Effect.fail(new WorkException({ data: bounded })))
+    }
 
     return (payload: Uint8Array): Effect.Effect<string, WorkException> =>
       Effect.gen(function*() {
@@ -187,5 +204,7 @@ export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never,
   Effect.gen(function*() {
     const handle = yield* makeHandler(options)
     const gearman = yield* Gearman
-    yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, { concurrency: options.concurrency ?? 32 })
+    yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, { concurrency: options.concurrency ?? 32 }).pipe(
+      Effect.orDie // a constant, valid name
+    )
   }).pipe(Effect.annotateLogs({ role: "Injector" }))

@@ -12,7 +12,7 @@ import { Clock, Data, Duration, Effect, Either, Fiber, Ref } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { BackgroundSubmission } from "../gearman/client.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
-import { encodeWorkerJson, formatHandle, nowSeconds } from "../Job.js"
+import { encodeWorkerJson, formatHandle, nowSeconds, uniqueIdentity } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 
@@ -130,11 +130,21 @@ export const errorText = (e: { readonly _tag: string; readonly message: string }
 /** Where a job is submitted: its own function, or the Controller's. */
 export const targetFunction = (job: Job): string => job.flag === "controller" ? CONTROLLER_FUNCTION : job.funcname
 
+/**
+ * The Gearman unique of a `controller` job: all of them go to one function, `run_queued_job`,
+ * where gearmand merges equal uniques, so it names the function and the key together (equal
+ * keys of different functions are different jobs).
+ */
+export const controllerUnique = (funcname: string, uniqkey: string): string =>
+  `sha1:${createHash("sha1").update(uniqueIdentity(funcname, uniqkey), "utf8").digest("hex")}`
+
 /** A stored job as a background submission: its target, the worker JSON, its uniqkey as unique. */
 export const submission = (job: Job): BackgroundSubmission => ({
   fn: targetFunction(job),
   payload: encodeWorkerJson(job),
-  options: job.uniqkey === null ? undefined : { unique: gearmanUnique(job.uniqkey)! }
+  options: job.uniqkey === null
+    ? undefined
+    : { unique: job.flag === "controller" ? controllerUnique(job.funcname, job.uniqkey) : gearmanUnique(job.uniqkey)! }
 })
 
 /**

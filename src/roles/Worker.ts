@@ -4,18 +4,20 @@
  * It decodes the worker JSON (a malformed payload is logged and failed, never crashed on), runs
  * the handler, and for `shim` jobs owns the row: completes it on success, backs it off with
  * `failedJob` on a failure, reschedules it when the handler asks (`retryAt`, `retryNever`). For
- * `controller` jobs it only reports the outcome: the Controller owns the row.
+ * `controller` jobs it only reports the outcome: the Controller owns the row (a retry request
+ * travels to it as a WORK_EXCEPTION carrying the `RetryRequest` JSON).
  *
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Duration, Effect, Either, Fiber, Runtime } from "effect"
+import { Cause, Data, Duration, Effect, Either, Fiber, Runtime, Schema } from "effect"
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/client.js"
-import { WorkFail } from "../gearman/errors.js"
+import { WorkException, WorkFail } from "../gearman/errors.js"
+import type { GearmanInvalidArgument } from "../gearman/errors.js"
 import type * as GearmanWorker from "../gearman/worker.js"
-import { bytesView, decodeWorkerJson, formatHandle } from "../Job.js"
+import { bytesView, decodeWorkerJson, formatHandle, MAX_RUN_AFTER, nowSeconds, resolveRunAt } from "../Job.js"
 import type { Job, JobHandle, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
@@ -26,6 +28,19 @@ export class JobFailed extends Data.TaggedError("JobFailed")<{ readonly reason: 
 
 /** A handler's request to run the job again at `when` (`"never"` parks it for inspection). */
 export class RetryAt extends Data.TaggedError("RetryAt")<{ readonly when: RunAt }> {}
+
+/**
+ * A `controller` job's retry request, as its worker sends it to the Controller in a
+ * WORK_EXCEPTION: the absolute time to run it again (2147483647 for "never").
+ */
+export const RetryRequest = Schema.parseJson(Schema.Struct({
+  garivini: Schema.Literal("retry"),
+  run_after: Schema.Int.pipe(Schema.between(0, MAX_RUN_AFTER))
+}))
+const encodeRetryRequest = Schema.encodeSync(RetryRequest)
+/** The retry request in a WORK_EXCEPTION's data, if that is what it holds. */
+export const decodeRetryRequest = (data: Uint8Array) =>
+  Schema.decodeUnknownOption(RetryRequest)(bytesView(data).toString("utf8"))
 
 export const fail = (reason: string) => Effect.fail(new JobFailed({ reason }))
 export const retryAt = (when: RunAt) => Effect.fail(new RetryAt({ when }))
@@ -159,6 +174,11 @@ const settleFailure = (storage: StorageShape, job: Job, owned: boolean, cause: C
         Effect.provideService(Storage, storage),
         Effect.catchAll((e) => Effect.logError(`job ${id}: could not record the outcome (it runs again after its lease): ${e.message}`))
       )
+    } else if (failure._tag === "Some" && failure.value._tag === "RetryAt") {
+      // The Controller owns the row: tell it when, resolved here (a Duration has no JSON form).
+      const at = resolveRunAt(failure.value.when, yield* nowSeconds)
+      if (Either.isRight(at)) return yield* Effect.fail(new WorkException({ data: encodeRetryRequest({ garivini: "retry", run_after: at.right }) }))
+      yield* Effect.logError(`job ${id}: ${at.left.message}; reported as a failure`)
     }
     return yield* Effect.fail(new WorkFail({ reason }))
   })
@@ -167,7 +187,7 @@ const settleFailure = (storage: StorageShape, job: Job, owned: boolean, cause: C
 export const serve = <R>(
   handlers: Readonly<Record<string, JobHandler<R>>>,
   options: WorkerOptions = {}
-): Effect.Effect<void, never, Scope.Scope | R | Storage | Gearman> =>
+): Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R | Storage | Gearman> =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman

@@ -39,7 +39,7 @@ const serveIn = (handlers: Handlers, options?: ServeOptions): Effect.Effect<Scop
   Effect.gen(function* () {
     const gearman = yield* Gearman
     const scope = yield* Scope.make()
-    yield* gearman.serve(handlers, options).pipe(Scope.extend(scope))
+    yield* gearman.serve(handlers, options).pipe(Scope.extend(scope), Effect.orDie)
     return scope
   })
 

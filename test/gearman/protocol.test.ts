@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Either } from "effect"
 import * as Admin from "../../src/gearman/adminProtocol.js"
-import { Decoder, encode, PacketType, request, response, type Packet } from "../../src/gearman/protocol.js"
+import { Decoder, encode, functionNameProblem, PacketType, request, response, type Packet } from "../../src/gearman/protocol.js"
 
 const decodeAll = (bytes: Buffer, chunkSizes: (i: number) => number, maxFrame?: number) => {
   const decoder = new Decoder("RES", maxFrame)
@@ -24,8 +24,27 @@ const rng = (seed: number) => () => {
 
 describe("binary codec", () => {
   it("encodes SUBMIT_JOB exactly as the protocol text shows", () => {
-    const bytes = encode("REQ", PacketType.SUBMIT_JOB, ["reverse", "", "test"])
+    const bytes = Either.getOrThrow(encode("REQ", PacketType.SUBMIT_JOB, ["reverse", "", "test"]))
     assert.strictEqual(bytes.toString("hex"), "00524551" + "00000007" + "0000000d" + Buffer.from("reverse\0\0test", "latin1").toString("hex"))
+  })
+
+  it("refuses a NUL in any argument but the last (a typed error, no packet), and takes one in the last", () => {
+    for (const args of [["re\0verse", "", "x"], ["reverse", "u\0", "x"], ["f", Buffer.from([1, 0]), "x"]]) {
+      const encoded = encode("REQ", PacketType.SUBMIT_JOB, args)
+      assert.isTrue(Either.isLeft(encoded), JSON.stringify(args))
+      if (Either.isLeft(encoded)) {
+        assert.strictEqual(encoded.left._tag, "GearmanInvalidArgument")
+        assert.include(encoded.left.message, "SUBMIT_JOB argument")
+      }
+    }
+    const last = Either.getOrThrow(encode("REQ", PacketType.SUBMIT_JOB, ["f", "u", "a\0b"]))
+    assert.strictEqual(last.subarray(12).toString("latin1"), "f\0u\0a\0b")
+  })
+
+  it("function names: whitespace and control characters are named, other text passes", () => {
+    assert.include(functionNameProblem("evil\t99999\t0\t1\nvictim"), "U+0009 at index 4")
+    for (const bad of ["", "a b", "a\n", "a\u0000", "a\u00a0", "\udfff"]) assert.isString(functionNameProblem(bad), JSON.stringify(bad))
+    for (const good of ["reverse", "run_queued_job", "Image::Resize", "café☃"]) assert.isUndefined(functionNameProblem(good), good)
   })
 
   it("decodes every split of a stream of packets identically", () => {

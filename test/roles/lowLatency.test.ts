@@ -1,6 +1,6 @@
 // Low-latency mode on the memory layers: inject_jobs → Injector → run_queued_job → Controller → worker.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, Option, Schema, TestClock } from "effect"
+import { Deferred, Effect, Layer, Logger, Option, Schema, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
@@ -149,6 +149,26 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     }
     assert.strictEqual(yield* stored, 0)
   }))
+
+  it.scoped("a 1 MB malformed request is rejected with a bounded message, in the log and to the client", () => {
+    const logged: Array<string> = []
+    const capture = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => void logged.push(String(message))))
+    return Effect.gen(function*() {
+      yield* Injector.serve()
+      const huge = "x".repeat(1_000_000)
+      for (const body of [{ funcname: 5, arg: huge }, { funcname: "f", run_after: huge }, `{"funcname":"${huge}`, [{ funcname: `a b${huge}` }]]) {
+        const error = yield* Effect.flip(inject(body))
+        assert.strictEqual(error._tag, "GearmanJobException")
+        const text = error._tag === "GearmanJobException" ? Buffer.from(error.data).toString() : ""
+        assert.include(text, "inject_jobs")
+        assert.isAtMost(text.length, Injector.REJECTION_MAX_CHARS + 40, text.slice(0, 200))
+      }
+      const rejections = logged.filter((m) => m.includes("rejected"))
+      assert.strictEqual(rejections.length, 4)
+      for (const line of rejections) assert.isAtMost(line.length, Injector.REJECTION_MAX_CHARS + 60, line.slice(0, 200))
+      assert.strictEqual(yield* stored, 0)
+    }).pipe(Effect.provide(Layer.merge(layers(), capture)))
+  })
 
   it.scoped("a batch partly stored (one shard down): the caller is told which; the stored job is due for the QueueRunner", () =>
     Effect.zipRight(
