@@ -593,7 +593,7 @@ export const layer = (
   )
 
 export interface SqliteStorageOptions extends SqliteShard.SqliteShardOptions {
-  /** The database file (created with its directory's permissions if missing). Its jobs have dbid 1. */
+  /** The database file (created readable by its owner only, 0600, if missing). Its jobs have dbid 1. */
   readonly filename: string
   /** Merge concurrent inserts into one transaction (default on, as for MySQL). */
   readonly coalesceInserts?: boolean | undefined
