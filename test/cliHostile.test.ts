@@ -3,8 +3,9 @@
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
 import { isLoopback, urlHasPassword } from "../src/cli/exposure.js"
+import { layerSqlite, Storage } from "../src/storage/Storage.js"
 import { eventually } from "./gearman/gearmand.js"
 import { fixture, startDriver } from "./driver/support.js"
 import { background, garivini, gariviniWithEnv } from "./support/cli.js"
@@ -78,6 +79,39 @@ describe("garivini CLI: hostile input and exposure", () => {
     Effect.gen(function*() {
       const driver = yield* startDriver([fixture("Bare.mjs")], { console_host: "0.0.0.0" })
       yield* eventually(Effect.sync(() => warnings(driver.output(), "the Driver console listens on 0.0.0.0:").length === 1), "the warning", 20_000)
+    }), 60_000)
+
+  it.scopedLive("jobs retry and delete refuse a job that may be running (run_after within a lease of now) unless --force", () =>
+    Effect.gen(function*() {
+      const file = join(yield* tempDir("garivini-hostile-"), "jobs.db")
+      const db = `sqlite:${file}`
+      const now = Math.floor(Date.now() / 1000)
+      // As a QueueRunner leaves them: 1:1 and 1:2 claimed (leased 1000 s); 1:3 due; 1:4 scheduled far ahead.
+      yield* Effect.scoped(Effect.gen(function*() {
+        const storage = yield* Storage
+        yield* storage.insert([0, 0, 0, 5000].map((delay, i) => ({ funcname: "f", arg: `${i}`, runAfter: i < 2 ? now - 10 : now + delay })))
+        assert.lengthOf(yield* storage.claimDue(1, 2, "1000 seconds"), 2)
+      }).pipe(Effect.provide(Layer.orDie(layerSqlite({ filename: file })))))
+      const runAfter = (handle: string) =>
+        Effect.map(garivini("jobs", "show", "--db", db, "--json", handle), (r) => Number(JSON.parse(r.stdout).run_after))
+
+      const refused = yield* garivini("jobs", "retry", "--db", db, "1:1")
+      assert.strictEqual(refused.code, 1, refused.stderr)
+      assert.match(refused.stderr, /job 1:1 may be running right now: .*within a lease \(1000 s\).*could run it twice; --force/)
+      assert.isAbove(yield* runAfter("1:1"), now + 900, "the lease is untouched")
+      const forced = yield* garivini("jobs", "retry", "--db", db, "--force", "1:1")
+      assert.strictEqual(forced.code, 0, forced.stderr)
+      assert.isAtMost(yield* runAfter("1:1"), Math.floor(Date.now() / 1000))
+
+      const notRunning = yield* garivini("jobs", "delete", "--db", db, "1:2")
+      assert.strictEqual(notRunning.code, 1)
+      assert.include(notRunning.stderr, "deleting it would not stop it")
+      // A shorter lease configured: 1000 s ahead is beyond it, so the job cannot be running.
+      assert.include((yield* garivini("jobs", "delete", "--db", db, "--lease", "60", "1:2")).stdout, "job 1:2 deleted")
+
+      assert.include((yield* garivini("jobs", "retry", "--db", db, "1:3")).stdout, "job 1:3 is already due")
+      assert.include((yield* garivini("jobs", "retry", "--db", db, "1:4")).stdout, "job 1:4 is due")
+      assert.include((yield* garivini("jobs", "delete", "--db", db, "1:3")).stdout, "job 1:3 deleted")
     }), 60_000)
 
   it("loopback is 127.0.0.0/8, ::1 and localhost; a URL's password is seen without decoding it", () => {
