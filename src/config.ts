@@ -43,21 +43,37 @@ export const parseShardUrl = (url: string, defaultId: number, field = "db"): Eit
     return bad("not a URL of the form mysql://user:pass@host:port/db")
   }
   if (parsed.protocol !== "mysql:") return bad(`scheme ${parsed.protocol} is not mysql:`)
-  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ""))
+  const database = decodePart(parsed.pathname.replace(/^\//, ""))
+  const user = decodePart(parsed.username)
+  const password = decodePart(parsed.password)
+  // A malformed %-escape (`p%zz`): named by part, never shown (it may be in the password).
+  if (database === undefined) return bad("the database name has a malformed %-escape")
+  if (user === undefined) return bad("the user name has a malformed %-escape")
+  if (password === undefined) return bad("the password has a malformed %-escape (write % as %25)")
   if (database === "" || database.includes("/")) return bad("the URL names no database (mysql://host/db)")
   if (!/^[A-Za-z0-9_$]+$/.test(database)) return bad(`database name ${JSON.stringify(database)} has unsupported characters`)
   const idText = parsed.searchParams.get("id")
-  const id = idText === null ? defaultId : Number(idText)
-  if (!Number.isSafeInteger(id) || id <= 0) return bad(`shard id ${idText ?? defaultId} is not a positive integer`)
+  const id = idText === null ? defaultId : /^\d+$/.test(idText) ? Number(idText) : Number.NaN
+  if (!Number.isSafeInteger(id) || id <= 0) return bad(`shard id ${JSON.stringify(idText ?? String(defaultId))} is not a positive integer`)
   const port = parsed.port === "" ? 3306 : Number(parsed.port)
+  if (port === 0) return bad("port 0 is not a port (1-65535)")
   return Either.right({
     id,
     host: parsed.hostname === "" ? "127.0.0.1" : parsed.hostname,
     port,
     database,
-    user: parsed.username === "" ? "root" : decodeURIComponent(parsed.username),
-    password: Redacted.make(decodeURIComponent(parsed.password))
+    user: user === "" ? "root" : user,
+    password: Redacted.make(password)
   })
+}
+
+/** A %-encoded URL part, or undefined when an escape is malformed (decodeURIComponent throws). */
+const decodePart = (text: string): string | undefined => {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return undefined
+  }
 }
 
 /** The prefix of a SQLite target: `sqlite:./garivini.db`, `sqlite:/var/lib/garivini.db`. */
@@ -93,9 +109,27 @@ export const validateShards = (
 
 /** Shards from a list of URLs (position gives the default id). */
 export const shardsFromUrls = (
-  urls: ReadonlyArray<string>
+  urls: ReadonlyArray<string>,
+  field = "db"
 ): Either.Either<ReadonlyArray<ShardConfig>, ConfigInvalid> =>
-  Either.flatMap(Either.all(urls.map((u, i) => parseShardUrl(u, i + 1))), validateShards)
+  Either.flatMap(Either.all(urls.map((u, i) => parseShardUrl(u, i + 1, field))), validateShards)
+
+/** Where `GARIVINI_DB` (or another list of targets) puts the jobs. */
+export type DbTargets =
+  | { readonly _tag: "Sqlite"; readonly filename: string }
+  | { readonly _tag: "Mysql"; readonly shards: ReadonlyArray<ShardConfig> }
+
+/**
+ * One `sqlite:` file or MySQL URLs separated by commas or spaces (blank: the embedded default
+ * file), as `GARIVINI_DB` holds them. A bad value is `ConfigInvalid` naming `field`.
+ */
+export const parseDbTargets = (text: string, field = "GARIVINI_DB"): Either.Either<DbTargets, ConfigInvalid> => {
+  const targets = text.split(/[\s,]+/).filter((s) => s !== "")
+  if (targets.length === 0) targets.push(DEFAULT_SQLITE_TARGET)
+  if (!targets.some(isSqliteTarget)) return Either.map(shardsFromUrls(targets, field), (shards) => ({ _tag: "Mysql", shards }))
+  if (targets.length > 1) return Either.left(new ConfigInvalid({ field, reason: "a sqlite: database cannot be combined with other databases" }))
+  return Either.map(parseSqliteTarget(targets[0]!, field), (filename) => ({ _tag: "Sqlite", filename }))
+}
 
 /**
  * Shards from the environment: `GARIVINI_DB` holds one URL or several separated by commas or

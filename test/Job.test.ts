@@ -292,7 +292,17 @@ describe("handles and shards", () => {
   })
 
   it("bad shard configuration names the field and never echoes a password", () => {
-    for (const bad of ["mysql://u:topsecret@h:1/", "postgres://u:topsecret@h/db", "u:topsecret@h", "mysql://u:topsecret@h/db?id=0"]) {
+    for (const bad of [
+      "mysql://u:topsecret@h:1/",
+      "postgres://u:topsecret@h/db",
+      "u:topsecret@h",
+      "mysql://u:topsecret@h/db?id=0",
+      "mysql://u:topsecret@h/db?id=0x10",
+      "mysql://u:topsecret%zz@h/db",
+      "mysql://u%E0%A4:topsecret@h/db",
+      "mysql://u:topsecret@h/d%zz",
+      "mysql://u:topsecret@h:0/db"
+    ]) {
       const result = parseShardUrl(bad, 1)
       assert.isTrue(Either.isLeft(result), bad)
       if (Either.isLeft(result)) {

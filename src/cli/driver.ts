@@ -10,7 +10,9 @@ import { Command, Options } from "@effect/cli"
 import { Effect, Either, Layer, Logger, LogLevel, Option, Runtime, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import * as Driver from "../driver/Driver.js"
-import { checkServer, DEFAULT_GEARMAND, readConfigFile, type LogFormat } from "./config.js"
+import { parseDbTargets } from "../config.js"
+import { checkServer, DEFAULT_GEARMAND, env, readConfigFile, type LogFormat } from "./config.js"
+import { warnIfExposed } from "./exposure.js"
 import * as PidFile from "./pidFile.js"
 import { loggerLayer, reportFailure } from "./shared.js"
 
@@ -114,6 +116,9 @@ export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInv
     const levelName = (pick(f.loglevel, file.loglevel) ?? "INFO").toUpperCase()
     const level = LEVELS[levelName]
     if (level === undefined) return yield* Effect.fail(new ConfigInvalid({ field: "loglevel", reason: `${JSON.stringify(levelName)} is not a log level` }))
+    // The children read GARIVINI_DB for durable jobs: a bad value stops here, in one line.
+    const db = env("GARIVINI_DB")
+    if (db !== undefined) yield* parseDbTargets(db)
     const envFormat = process.env["GARIVINI_LOG_FORMAT"]
     const format: LogFormat = Option.getOrUndefined(f.logFormat) ??
       (envFormat === "json" || envFormat === "logfmt" || envFormat === "pretty" ? envFormat : process.stdout.isTTY ? "pretty" : "logfmt")
@@ -160,6 +165,10 @@ export const driverCommand = Command.make("driver", flags, (f) =>
         Effect.gen(function*() {
           if (settings.pidFile !== undefined) yield* PidFile.hold(settings.pidFile)
           const driver = yield* Driver.make(settings.options)
+          const consoleHost = settings.options.consoleHost ?? "127.0.0.1"
+          if (settings.options.consolePort !== 0) {
+            yield* warnIfExposed("the Driver console", consoleHost, `${consoleHost}:${settings.options.consolePort ?? "47300"}`)
+          }
           yield* reloadOnHangup(driver, settings.configPath)
           yield* driver.shutdownRequested
           yield* Effect.logInfo("shutdown requested on the console")

@@ -10,6 +10,7 @@ import { DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../gearman/Job
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { parseListen, serve } from "../gearman/tcpServer.js"
 import { connectionOptions, env, resolveLogFormat } from "./config.js"
+import { warnIfExposed } from "./exposure.js"
 import { loggerLayer, reportFailure } from "./shared.js"
 
 export const DEFAULT_LISTEN = "127.0.0.1:4730"
@@ -94,6 +95,7 @@ export const gearmandCommand = Command.make("gearmand", {
       const server = yield* embeddedServer(settings)
       yield* Console.log(`garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} jobs and ${settings.maxQueueBytes || "unlimited"} bytes per function, ${settings.maxTotalBytes || "unlimited"} bytes in all; max packet ${settings.maxFrame} bytes)`)
       yield* Effect.logInfo("job server up").pipe(Effect.annotateLogs({ role: "gearmand", address: server.address }))
+      yield* warnIfExposed("the job server", server.host, server.address).pipe(Effect.annotateLogs({ role: "gearmand" }))
       return yield* Effect.never
     })).pipe(Effect.provide(loggerLayer(format)))
   }))).pipe(Command.withDescription("An embedded Gearman job server (binary and admin protocols) for machines without gearmand"))

@@ -1,14 +1,33 @@
 /** `garivini jobs list | show | retry | delete`: inspect and repair stored jobs. */
 import { Args, Command, Options } from "@effect/cli"
-import { Console, Data, Effect, Option } from "effect"
+import { Console, Data, Duration, Effect, Option } from "effect"
 import { formatHandle, jobState as stateOf, nowSeconds, parseHandle } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions } from "./config.js"
+import { connectionOptions, queueRunnerOptions } from "./config.js"
 import { storageOnly, withSettings } from "./shared.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 class NotFound extends Data.TaggedError("NotFound")<{ readonly message: string }> {}
+/** A repair that could run a job twice, or not stop it, refused without --force. */
+class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> {}
+
+/** The dispatchers' lease when none is configured (QueueRunner and Injector). */
+const DEFAULT_LEASE_SECONDS = 1000
+
+/**
+ * Whether a job may be in a worker's hands right now. Without a schema change this is read from
+ * `run_after` alone: a dispatcher leases a job by moving it to now + lease, so a job due within a
+ * lease from now may be running. (A job backing off after a failure, or scheduled that soon, looks
+ * the same: those take --force.)
+ */
+export const mayBeDispatched = (job: { readonly runAfter: number }, now: number, leaseSeconds: number): boolean =>
+  job.runAfter > now && job.runAfter <= now + leaseSeconds
+
+const dispatchedReason = (job: Job, now: number, leaseSeconds: number, what: string) =>
+  `job ${formatHandle(job)} may be running right now: its run_after is in ${job.runAfter - now} s, within a lease ` +
+  `(${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
+  `${what}; --force to do it anyway`
 
 
 const preview = (bytes: Uint8Array) => {
@@ -90,10 +109,25 @@ const showCommand = Command.make("show", { ...connectionOptions, handle: handleA
       ])
     }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("Show one job"))
 
+const force = Options.boolean("force").pipe(Options.withDescription("Act even on a job that may be running right now (its run_after within a lease of now)"))
+const lease = queueRunnerOptions.lease
+
+/** The job behind a handle, with the lease and now the refusal rule needs. */
+const lookUp = (text: string, leaseSetting: Duration.DurationInput | undefined) =>
+  Effect.gen(function*() {
+    const handle = yield* parseHandleArg(text)
+    const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
+    if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+    const leaseSeconds = leaseSetting === undefined ? DEFAULT_LEASE_SECONDS : Math.ceil(Duration.toSeconds(Duration.decode(leaseSetting)))
+    return { handle, job: job.value, now: yield* nowSeconds, leaseSeconds }
+  })
+
 const retryCommand = Command.make("retry", {
   ...connectionOptions,
   handle: handleArg.pipe(Args.optional),
-  function: Options.text("function").pipe(Options.optional, Options.withDescription("Make every `never` job of this function due"))
+  function: Options.text("function").pipe(Options.optional, Options.withDescription("Make every `never` job of this function due")),
+  force,
+  lease
 }, (o) =>
   withSettings(o, (settings) =>
     Effect.gen(function*() {
@@ -102,23 +136,36 @@ const retryCommand = Command.make("retry", {
         return yield* Effect.fail(new UsageError({ message: "jobs retry takes a dbid:jobid or --function NAME (its `never` jobs), not both" }))
       }
       if (Option.isSome(o.function)) {
+        // `never` jobs only: no dispatcher holds one (a lease is never `never`), so none is running.
         const n = yield* storage.retryNever(o.function.value)
         return yield* Console.log(`made ${n} never job(s) of ${o.function.value} due`)
       }
-      const handle = yield* parseHandleArg(Option.getOrThrow(o.handle))
-      const n = yield* storage.defer([handle], yield* nowSeconds)
+      const { handle, job, leaseSeconds, now } = yield* lookUp(Option.getOrThrow(o.handle), settings.queueRunner.lease)
+      // Already due: writing run_after again could undo the lease of a dispatcher claiming it now.
+      if (job.runAfter <= now) return yield* Console.log(`job ${formatHandle(handle)} is already due`)
+      if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
+        return yield* Effect.fail(new Refused({ message: dispatchedReason(job, now, leaseSeconds, "retrying it now could run it twice") }))
+      }
+      const n = yield* storage.defer([handle], now)
       if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
       yield* Console.log(`job ${formatHandle(handle)} is due`)
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("Make a job due now, or every never job of a function"))
+    }).pipe(Effect.provide(storageOnly(settings))))).pipe(
+    Command.withDescription("Make a job due now (refused while it may be running, unless --force), or every never job of a function")
+  )
 
-const deleteCommand = Command.make("delete", { ...connectionOptions, handle: handleArg }, (o) =>
+const deleteCommand = Command.make("delete", { ...connectionOptions, handle: handleArg, force, lease }, (o) =>
   withSettings(o, (settings) =>
     Effect.gen(function*() {
-      const handle = yield* parseHandleArg(o.handle)
+      const { handle, job, leaseSeconds, now } = yield* lookUp(o.handle, settings.queueRunner.lease)
+      if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
+        return yield* Effect.fail(new Refused({ message: dispatchedReason(job, now, leaseSeconds, "deleting it would not stop it") }))
+      }
       const n = yield* Effect.flatMap(Storage, (s) => s.complete([handle]))
       if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
       yield* Console.log(`job ${formatHandle(handle)} deleted`)
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("Delete a job"))
+    }).pipe(Effect.provide(storageOnly(settings))))).pipe(
+    Command.withDescription("Delete a job (refused while it may be running, unless --force)")
+  )
 
 export const jobsCommand = Command.make("jobs").pipe(
   Command.withDescription("Inspect and repair stored jobs"),

@@ -7,6 +7,7 @@ import { Storage, layer as mysqlLayer, layerSqlite } from "../storage/Storage.js
 import { resolve } from "./config.js"
 import type { Settings } from "./config.js"
 
+import { warnPasswordFlag } from "./exposure.js"
 import { loggerLayer } from "./logging.js"
 
 export { loggerLayer }
@@ -63,4 +64,6 @@ export const withSettings = <E extends { readonly _tag: string; readonly message
   flags: Parameters<typeof resolve>[0],
   body: (settings: Settings) => Effect.Effect<void, E, R>
 ) =>
-  reportFailure(Effect.flatMap(resolve(flags), (settings) => body(settings).pipe(Effect.provide(loggerLayer(settings.logFormat))))) 
+  reportFailure(Effect.flatMap(resolve(flags), (settings) =>
+    Effect.zipRight(warnPasswordFlag(flags.db), body(settings)).pipe(Effect.provide(loggerLayer(settings.logFormat)))))
+

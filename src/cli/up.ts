@@ -13,6 +13,7 @@ import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
+import { warnIfExposed } from "./exposure.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
 import { applyRoleHeapPolicy } from "./heap.js"
 import { ROLES, rolesLayer } from "./roles.js"
@@ -83,6 +84,9 @@ export const upCommand = Command.make("up", {
     Effect.scoped(Effect.gen(function*() {
       const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
       const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS)) : Option.none<RunningServer>()
+      if (Option.isSome(server)) {
+        yield* warnIfExposed("the embedded job server", server.value.host, server.value.address).pipe(Effect.annotateLogs({ role: "up" }))
+      }
       const settings = withServer(configured, server)
       yield* migrateStorage(settings)
       yield* applyRoleHeapPolicy

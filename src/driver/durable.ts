@@ -5,7 +5,7 @@
  */
 import { Config, Effect, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
-import { DEFAULT_SQLITE_TARGET, isSqliteTarget, parseSqliteTarget, shardsConfig } from "../config.js"
+import { parseDbTargets } from "../config.js"
 import type * as GearmanWorker from "../gearman/worker.js"
 import { gearmanHandler, makeCompleter } from "../roles/Worker.js"
 import { Storage, layer as storageLayer, layerSqlite } from "../storage/Storage.js"
@@ -16,10 +16,11 @@ export const withDurable = <A, E, R>(
 ): Effect.Effect<A, E, Exclude<R, Storage>> =>
   Effect.gen(function*() {
     const target = yield* Effect.orDie(Config.option(Config.redacted("GARIVINI_DB")))
-    const text = Option.match(target, { onNone: () => DEFAULT_SQLITE_TARGET, onSome: Redacted.value }).trim() || DEFAULT_SQLITE_TARGET
-    const storage: Layer.Layer<Storage, unknown> = isSqliteTarget(text)
-      ? layerSqlite({ filename: yield* Effect.orDie(parseSqliteTarget(text)) })
-      : storageLayer({ shards: yield* Effect.orDie(shardsConfig) })
+    // `garivini driver` checked this value at start (one line, exit 2): a failure here is a defect.
+    const targets = yield* Effect.orDie(parseDbTargets(Option.match(target, { onNone: () => "", onSome: Redacted.value })))
+    const storage: Layer.Layer<Storage, unknown> = targets._tag === "Sqlite"
+      ? layerSqlite({ filename: targets.filename })
+      : storageLayer({ shards: targets.shards })
     return yield* Effect.scoped(
       Effect.gen(function*() {
         const storage = yield* Storage

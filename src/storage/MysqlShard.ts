@@ -16,7 +16,7 @@ import { Duration, Effect, ExecutionStrategy, Exit, Option, ParseResult, Schedul
 import type { ShardConfig } from "../config.js"
 import { bytesView, LenientInt, NEVER, uniqueIdentity } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
-import { ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
+import { afterCommit, ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
 import { badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
 
@@ -52,6 +52,8 @@ const INSERT_CHUNK_ROWS = 1000
 const INSERT_CHUNK_BYTES = 4 * 1024 * 1024
 /** Room left in a packet for the statement text and the other columns. */
 const PACKET_OVERHEAD = 64 * 1024
+/** Keys per duplicate lookup statement: far below the 65,535 placeholders of a prepared statement. */
+const LOOKUP_CHUNK_KEYS = 1024
 /** Prepared statements kept per connection (LRU; evicted ones are closed on the server). */
 const MAX_PREPARED = 256
 
@@ -117,8 +119,8 @@ const decodeReturned = (rows: unknown) =>
 const CapsRow = Schema.Struct({ version: Schema.String, max_packet: LenientInt })
 const decodeCaps = Schema.decodeUnknown(Schema.Array(CapsRow))
 
-/** Pads an id list to a power of two (repeating the last id) so few statement shapes are prepared. */
-const padIds = (ids: ReadonlyArray<number>): ReadonlyArray<number> => {
+/** Pads a list to a power of two (repeating the last item) so few statement shapes are prepared. */
+const padIds = <A>(ids: ReadonlyArray<A>): ReadonlyArray<A> => {
   let size = 1
   while (size < ids.length) size *= 2
   const padded = [...ids]
@@ -347,20 +349,35 @@ export const make = (
         )
       )
 
-    /** The existing jobs of rows dropped as duplicates. */
+    /**
+     * The existing jobs of rows dropped as duplicates: per function, a chunk of keys per statement
+     * (`uniqkey IN (...)` is one range scan of the unique index; an OR of pairs is not).
+     */
     const lookupExisting = (conn: Connection, dropped: ReadonlyArray<ValidNewJob>) =>
       Effect.gen(function*() {
-        const keyed = dropped.filter((r) => r.uniqkey !== null)
-        if (keyed.length === 0) return new Map<string, number>()
-        const found = yield* conn.execute(
-          `SELECT jobid, funcname, uniqkey FROM job WHERE ${keyed.map(() => "(funcname = ? AND uniqkey = ?)").join(" OR ")}`,
-          keyed.flatMap((r) => [r.funcname, r.uniqkey]),
-          undefined
-        ).pipe(
-          Effect.mapError(classify),
-          Effect.flatMap((r) => decodeReturned(r).pipe(Effect.mapError(badData("rows"))))
-        )
-        return new Map(found.map((f) => [uniqueIdentity(f.funcname, f.uniqkey ?? ""), f.jobid] as const))
+        const keysByFunction = new Map<string, Array<string>>()
+        for (const r of dropped) {
+          if (r.uniqkey === null) continue
+          const keys = keysByFunction.get(r.funcname)
+          if (keys === undefined) keysByFunction.set(r.funcname, [r.uniqkey])
+          else keys.push(r.uniqkey)
+        }
+        const existing = new Map<string, number>()
+        for (const [funcname, keys] of keysByFunction) {
+          for (let i = 0; i < keys.length; i += LOOKUP_CHUNK_KEYS) {
+            const chunk = padIds(keys.slice(i, i + LOOKUP_CHUNK_KEYS))
+            const found = yield* conn.execute(
+              `SELECT jobid, funcname, uniqkey FROM job WHERE funcname = ? AND uniqkey IN (${placeholders(chunk.length)})`,
+              [funcname, ...chunk],
+              undefined
+            ).pipe(
+              Effect.mapError(classify),
+              Effect.flatMap((r) => decodeReturned(r).pipe(Effect.mapError(badData("rows"))))
+            )
+            for (const f of found) existing.set(uniqueIdentity(f.funcname, f.uniqkey ?? ""), f.jobid)
+          }
+        }
+        return existing
       })
 
     const chunksOf = (input: ReadonlyArray<ValidNewJob>): ReadonlyArray<ReadonlyArray<ValidNewJob>> => {
@@ -396,7 +413,9 @@ export const make = (
         return Effect.gen(function*() {
           const results = yield* inserted
           const dropped = input.filter((_, i) => results[i] === null)
-          const existing = yield* lookupExisting(conn, dropped)
+          const existing = yield* lookupExisting(conn, dropped).pipe(
+            Effect.mapError(afterCommit(results.some((r) => r !== null), "looking up the duplicates' jobs"))
+          )
           return input.map((row, i): RowInsert =>
             results[i] ?? {
               _tag: "Duplicate",

@@ -6,7 +6,8 @@
  * - `ShardUnreached`: nothing reached the server (connect or acquire failed): safe to move an
  *   insert to another shard;
  * - `ShardRejected`: the server answered with an error: the statement was not applied;
- * - `ShardLost`: the connection broke after a statement was sent: the outcome is unknown.
+ * - `ShardLost`: the outcome is unknown: the connection broke after a statement was sent, or a
+ *   step after an insert committed (the duplicate lookup) failed.
  */
 import type { Effect, Option } from "effect"
 import { Data } from "effect"
@@ -16,6 +17,15 @@ export class ShardUnreached extends Data.TaggedError("ShardUnreached")<{ readonl
 export class ShardRejected extends Data.TaggedError("ShardRejected")<{ readonly reason: string; readonly code?: string }> {}
 export class ShardLost extends Data.TaggedError("ShardLost")<{ readonly reason: string }> {}
 export type ShardFailure = ShardUnreached | ShardRejected | ShardLost
+
+/**
+ * A failure after an insert stored rows (`committed`): whatever its kind, the caller must not
+ * read "not stored", so it is `ShardLost` (outcome unknown). Before any commit it stays as it is.
+ */
+export const afterCommit = (committed: boolean, step: string) => (failure: ShardFailure): ShardFailure =>
+  !committed || failure._tag === "ShardLost"
+    ? failure
+    : new ShardLost({ reason: `jobs were stored, then ${step} failed: ${failure.reason}` })
 
 /** Per row of an insert: the new jobid, or the existing job's id (null if it vanished meanwhile). */
 export type RowInsert =

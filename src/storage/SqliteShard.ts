@@ -17,6 +17,7 @@
  * - Claims are one `BEGIN IMMEDIATE` transaction (the write lock is taken first, so the
  *   transaction cannot fail halfway for a lock another process took meanwhile).
  */
+import { closeSync, openSync } from "node:fs"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -145,6 +146,7 @@ export const make = (
     const open = Effect.gen(function*() {
       const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
       const setUp = Effect.gen(function*() {
+        yield* createPrivately(filename)
         // better-sqlite3 throws from its constructor (missing directory, not a database): a defect
         // of the driver's `make`, caught here as "unreached".
         const client = yield* driver.make({ filename }).pipe(
@@ -297,6 +299,21 @@ export const make = (
         withConnection((conn) => rows(conn, `SELECT ${JOB_COLUMNS} FROM job WHERE jobid = ?`, [jobid])).pipe(
           Effect.map((found) => Option.fromNullable(found[0]))
         )
+    }
+  })
+
+/**
+ * A new database file is created readable by its owner only (0600: job args are private data);
+ * SQLite gives its -wal and -shm files the main file's mode. An existing file keeps the mode its
+ * owner set. Best effort: if this cannot create the file, the driver's open says why.
+ */
+const createPrivately = (filename: string) =>
+  Effect.sync(() => {
+    if (filename === "" || filename === ":memory:") return
+    try {
+      closeSync(openSync(filename, "wx", 0o600))
+    } catch {
+      // EEXIST (keep its mode), or an error the driver's open reports in its own words.
     }
   })
 

@@ -24,7 +24,7 @@ import * as SqliteShard from "./SqliteShard.js"
 import { hashBucket } from "../crc32.js"
 import { FAILCOUNT_MAX, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
 import type { InsertOutcome, Job, JobHandle, NewJob, ValidNewJob } from "../Job.js"
-import { ShardRejected } from "./ShardBackend.js"
+import { afterCommit, ShardRejected } from "./ShardBackend.js"
 import type {
   FunctionCounts,
   JobState,
@@ -251,6 +251,16 @@ export const make = (
           )
         }
         const results: Array<RowInsert> = [...(yield* backend.insert(rows))]
+        if (!results.some((r) => r._tag === "Duplicate" && r.existing === null)) return results
+        // The first insert may have stored rows: a failure settling the others must not say "not stored".
+        return yield* settleDuplicates(backend, rows, results).pipe(
+          Effect.mapError(afterCommit(results.some((r) => r._tag === "Inserted"), "inserting a duplicate whose job was deleted meanwhile"))
+        )
+      })
+
+    /** Inserts again the rows whose existing job vanished between their insert and its lookup. */
+    const settleDuplicates = (backend: ShardBackend, rows: ReadonlyArray<ValidNewJob>, results: Array<RowInsert>) =>
+      Effect.gen(function*() {
         for (let attempt = 1; attempt < DUPLICATE_SETTLE_ATTEMPTS; attempt++) {
           const unsettled = results.flatMap((r, i) => r._tag === "Duplicate" && r.existing === null ? [i] : [])
           if (unsettled.length === 0) break
@@ -593,7 +603,7 @@ export const layer = (
   )
 
 export interface SqliteStorageOptions extends SqliteShard.SqliteShardOptions {
-  /** The database file (created with its directory's permissions if missing). Its jobs have dbid 1. */
+  /** The database file (created readable by its owner only, 0600, if missing). Its jobs have dbid 1. */
   readonly filename: string
   /** Merge concurrent inserts into one transaction (default on, as for MySQL). */
   readonly coalesceInserts?: boolean | undefined

@@ -28,13 +28,13 @@ export const keyFor = (index: number, count: number, prefix = "k"): string => {
 
 export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv, never, Scope.Scope>) =>
   describe(`Storage contract: ${name}`, () => {
-    const test = (title: string, body: (env: ContractEnv) => Effect.Effect<void, unknown, Storage>) =>
+    const test = (title: string, body: (env: ContractEnv) => Effect.Effect<void, unknown, Storage>, timeout?: number) =>
       it.scoped(title, () =>
         Effect.gen(function*() {
           yield* TestClock.setTime(T0 * 1000)
           const env = yield* makeEnv
           yield* body(env).pipe(Effect.provideService(Storage, env.storage))
-        }))
+        }), timeout)
 
     const claimAll = (storage: StorageShape, dbid: number) => storage.claimDue(dbid, 1000, "1000 seconds")
 
@@ -117,6 +117,21 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.isFalse(reborn.duplicate)
         assert.notStrictEqual(reborn.handle.jobid, first.handle.jobid)
       }))
+
+    test("40,000 duplicates and one new job in one batch: each duplicate gets its job's handle, the new one is stored", ({ storage }) =>
+      Effect.gen(function*() {
+        // All on shard 1, more keys than one prepared statement has placeholders for (65,535 / 2).
+        const keys: Array<string> = []
+        for (let i = 0; keys.length < 40_001; i++) if (hashBucket(`dup-${i}`, 2) === 0) keys.push(`dup-${i}`)
+        const old = keys.slice(0, 40_000).map((uniqkey) => ({ funcname: "dup", uniqkey }))
+        const first = yield* Client.insertJobs(old)
+        const again = yield* Client.insertJobs([...old, { funcname: "dup", uniqkey: keys[40_000]! }])
+        assert.strictEqual(again.length, 40_001)
+        assert.isTrue(again.slice(0, 40_000).every((o, i) => o.duplicate && o.handle.jobid === first[i]!.handle.jobid && o.handle.dbid === 1))
+        const fresh = again[40_000]!
+        assert.isFalse(fresh.duplicate)
+        assert.isTrue(Option.isSome(yield* storage.get(fresh.handle)))
+      }), 120_000)
 
     test("claimDue leases due jobs oldest first; they come back after the lease", ({ storage }) =>
       Effect.gen(function*() {

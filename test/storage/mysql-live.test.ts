@@ -190,6 +190,30 @@ describe("MariaDB storage faults", () => {
       assert.fail("shard 1 was never picked in 40 inserts")
     }))
 
+  it.scopedLive("a duplicate lookup refused after the insert committed is InsertOutcomeUnknown, never StorageError", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      yield* (yield* storageOver([shard!])).insert([{ funcname: "f", uniqkey: "old", runAfter: 0 }])
+      // A user that may insert but not read: its INSERT IGNORE commits, then its lookup is refused.
+      const user = `garivini_insert_only_${process.pid}`
+      yield* Effect.acquireRelease(
+        Effect.zipRight(
+          adminQuery(`CREATE USER '${user}'@'%' IDENTIFIED BY 'pw'`),
+          adminQuery(`GRANT INSERT ON \`${shard!.database}\`.job TO '${user}'@'%'`)
+        ),
+        () => adminQuery(`DROP USER IF EXISTS '${user}'@'%'`)
+      )
+      const backend = yield* MysqlShard.make({ ...shard!, user, password: Redacted.make("pw") }, { insertMode: "statements" })
+      const limited = yield* make([backend])
+      const error = yield* Effect.flip(limited.insert([
+        { funcname: "f", uniqkey: "old", runAfter: 0 },
+        { funcname: "f", uniqkey: "new", runAfter: 0 }
+      ]))
+      assert.strictEqual(error._tag, "InsertOutcomeUnknown", error.message)
+      assert.include(error.message, "jobs were stored, then looking up the duplicates' jobs failed")
+      assert.strictEqual(yield* countRows(shard!.database), 2, "the new job was stored")
+    }))
+
   it.scopedLive("a shard down at start is reached once it comes up; a restart's dead connections heal", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)

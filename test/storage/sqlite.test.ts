@@ -1,6 +1,6 @@
 // The storage contract against SQLite files, and what only SQLite can show: the file kept across
 // reopening, another connection sharing it, WAL, and the missing-driver error.
-import { existsSync } from "node:fs"
+import { chmodSync, existsSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as Reactivity from "@effect/experimental/Reactivity"
@@ -43,6 +43,23 @@ const scalar = (rows: unknown) => Schema.decodeUnknownSync(Schema.Tuple(Schema.R
 const single = (rows: unknown) => Object.values(scalar(rows))[0]
 
 describe("SQLite storage", () => {
+  it.scopedLive("a new file and its -wal and -shm are created 0600; an existing file keeps the mode its owner set", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir("garivini-sqlite-")
+      const mode = (path: string) => (statSync(path).mode & 0o777).toString(8)
+      const filename = join(dir, "private.db")
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* Effect.provide(Client.insertJob({ funcname: "secret", arg: "private" }), yield* Layer.build(sqliteLayer(filename)))
+        // Open: the WAL and its index exist now, beside the file.
+        assert.deepStrictEqual([mode(filename), mode(`${filename}-wal`), mode(`${filename}-shm`)], ["600", "600", "600"])
+      }))
+      const shared = join(dir, "shared.db")
+      writeFileSync(shared, "")
+      chmodSync(shared, 0o640)
+      yield* Effect.scoped(Effect.provide(Client.insertJob({ funcname: "shared", arg: "x" }), yield* Layer.build(sqliteLayer(shared))))
+      assert.strictEqual(mode(shared), "640")
+    }))
+
   it.scopedLive("a file closed and reopened keeps its jobs, and ids are never reused", () =>
     Effect.gen(function*() {
       const filename = join(yield* tempDir("garivini-sqlite-"), "keep.db")

@@ -10,9 +10,12 @@ export interface Result {
 
 export const baseEnv = { ...process.env, GARIVINI_DB: "", GARIVINI_GEARMAND: "", GARIVINI_CONFIG: "", GARIVINI_LOG_FORMAT: "logfmt" }
 
-export const garivini = (...args: ReadonlyArray<string>) =>
+export const garivini = (...args: ReadonlyArray<string>) => gariviniWithEnv({}, ...args)
+
+/** The command run once with `env` over the base environment. */
+export const gariviniWithEnv = (env: Readonly<Record<string, string>>, ...args: ReadonlyArray<string>) =>
   Effect.async<Result>((resume) => {
-    execFile("node", ["bin/garivini.js", ...args], { env: baseEnv }, (error, stdout, stderr) => {
+    execFile("node", ["bin/garivini.js", ...args], { env: { ...baseEnv, ...env } }, (error, stdout, stderr) => {
       resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
     })
   })
