@@ -6,9 +6,9 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Either, Option } from "effect"
 import { ConfigInvalid } from "../errors.js"
-import { DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../gearman/JobServer.js"
+import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../gearman/JobServer.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
-import { parseListen, serve } from "../gearman/tcpServer.js"
+import { DEFAULT_MAX_CONNECTIONS, parseListen, serve } from "../gearman/tcpServer.js"
 import { connectionOptions, env, resolveLogFormat } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { loggerLayer, reportFailure } from "./shared.js"
@@ -41,6 +41,14 @@ export const embeddedServerOptions = {
   maxBacklog: Options.integer("max-backlog").pipe(
     Options.optional,
     Options.withDescription("Bytes waiting to be sent to one peer before it is cut off (env GARIVINI_MAX_BACKLOG; default twice --max-packet)")
+  ),
+  maxInputBytes: Options.integer("max-input-bytes").pipe(
+    Options.optional,
+    Options.withDescription(`Bytes of unfinished packets held for all peers together; past it the peer holding the most is cut off (env GARIVINI_MAX_INPUT_BYTES; default ${DEFAULT_MAX_INPUT_BYTES})`)
+  ),
+  maxConnections: Options.integer("max-connections").pipe(
+    Options.optional,
+    Options.withDescription(`Peers connected at once; more are refused on arrival (env GARIVINI_MAX_CONNECTIONS; default ${DEFAULT_MAX_CONNECTIONS})`)
   )
 }
 
@@ -52,6 +60,8 @@ export interface EmbeddedServerSettings {
   readonly maxTotalBytes: number
   readonly maxFrame: number
   readonly maxBacklog: number
+  readonly maxInputBytes: number
+  readonly maxConnections: number
 }
 
 type EmbeddedFlags = { readonly [K in keyof typeof embeddedServerOptions]: Option.Option<K extends "listen" ? string : number> }
@@ -77,7 +87,10 @@ export const resolveEmbedded = (flags: EmbeddedFlags): Effect.Effect<EmbeddedSer
     const maxTotalBytes = yield* count("max-total-bytes", flags.maxTotalBytes, "GARIVINI_MAX_TOTAL_BYTES", DEFAULT_MAX_TOTAL_BYTES, 0)
     const maxFrame = yield* count("max-packet", flags.maxPacket, "GARIVINI_MAX_PACKET", DEFAULT_MAX_FRAME, 1024)
     const maxBacklog = yield* count("max-backlog", flags.maxBacklog, "GARIVINI_MAX_BACKLOG", 2 * maxFrame, 1024)
-    return { ...listen, maxQueue, maxQueueBytes, maxTotalBytes, maxFrame, maxBacklog }
+    // At least one whole packet must fit, or no large job could ever arrive.
+    const maxInputBytes = yield* count("max-input-bytes", flags.maxInputBytes, "GARIVINI_MAX_INPUT_BYTES", Math.max(DEFAULT_MAX_INPUT_BYTES, maxFrame), maxFrame)
+    const maxConnections = yield* count("max-connections", flags.maxConnections, "GARIVINI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1)
+    return { ...listen, maxQueue, maxQueueBytes, maxTotalBytes, maxFrame, maxBacklog, maxInputBytes, maxConnections }
   })
 
 /** The embedded job server for the life of the scope; `uncounted` functions' ends are not counted. */
@@ -93,7 +106,7 @@ export const gearmandCommand = Command.make("gearmand", {
     const format = yield* resolveLogFormat(flags.logFormat)
     yield* Effect.scoped(Effect.gen(function*() {
       const server = yield* embeddedServer(settings)
-      yield* Console.log(`garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} jobs and ${settings.maxQueueBytes || "unlimited"} bytes per function, ${settings.maxTotalBytes || "unlimited"} bytes in all; max packet ${settings.maxFrame} bytes)`)
+      yield* Console.log(`garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} jobs and ${settings.maxQueueBytes || "unlimited"} bytes per function, ${settings.maxTotalBytes || "unlimited"} bytes in all; max packet ${settings.maxFrame} bytes; at most ${settings.maxConnections} peers)`)
       yield* Effect.logInfo("job server up").pipe(Effect.annotateLogs({ role: "gearmand", address: server.address }))
       yield* warnIfExposed("the job server", server.host, server.address).pipe(Effect.annotateLogs({ role: "gearmand" }))
       return yield* Effect.never

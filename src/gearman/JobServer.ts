@@ -36,12 +36,19 @@ export interface JobServerOptions {
    */
   readonly maxQueueBytes?: number
   readonly maxTotalBytes?: number
+  /**
+   * Bytes of partly received packets and lines held for all peers together (default
+   * `DEFAULT_MAX_INPUT_BYTES`, at least one packet). Past it the peer holding the most is cut off: each peer may hold
+   * up to a frame, and without this many peers each sending most of one would hold that many frames.
+   */
+  readonly maxInputBytes?: number
   /** Functions whose ended jobs `ended()` leaves out (Garivini's own). */
   readonly uncounted?: ReadonlyArray<string>
 }
 
 export const DEFAULT_MAX_QUEUE_BYTES = 256 * 1024 * 1024
 export const DEFAULT_MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+export const DEFAULT_MAX_INPUT_BYTES = 256 * 1024 * 1024
 /** Longest admin line; a peer sending a longer one is cut off. */
 export const MAX_ADMIN_LINE = 65536
 /** CAN_DO_TIMEOUT below this (but above 0) is raised to it, as gearmand does. */
@@ -113,8 +120,11 @@ export interface Session {
 
 interface SessionState extends Session {
   readonly write: (bytes: Buffer) => void
-  readonly close: () => void
+  /** cuts the peer off, saying why */
+  readonly close: (reason: string) => void
   readonly input: ByteQueue
+  /** bytes of `input` counted in the server's `inputBytes` */
+  counted: number
   /** bytes of `input` already searched for an admin line's end */
   scanned: number
   /**
@@ -145,6 +155,8 @@ export class JobServer {
   private nextHandle = 1
   private nextSession = 1
   private totalBytes = 0
+  /** partly received input of every peer (the sum of their `counted`) */
+  private inputBytes = 0
   private completed = 0
   private failed = 0
   private readonly prefix: string
@@ -153,6 +165,7 @@ export class JobServer {
   private readonly maxQueue: number
   private readonly maxQueueBytes: number
   private readonly maxTotalBytes: number
+  private readonly maxInputBytes: number
   private readonly uncounted: ReadonlySet<string>
 
   constructor(options: JobServerOptions = {}) {
@@ -162,6 +175,8 @@ export class JobServer {
     this.maxQueue = Math.max(0, options.maxQueue ?? 0)
     this.maxQueueBytes = Math.max(0, options.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES)
     this.maxTotalBytes = Math.max(0, options.maxTotalBytes ?? DEFAULT_MAX_TOTAL_BYTES)
+    // One whole packet must always fit, or a large job could never arrive.
+    this.maxInputBytes = Math.max(this.maxFrame + HEADER_SIZE, options.maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES)
     this.uncounted = new Set(options.uncounted ?? [])
   }
 
@@ -170,13 +185,18 @@ export class JobServer {
     return { completed: this.completed, failed: this.failed }
   }
 
+  /** Bytes of partly received packets and lines held for all peers. */
+  get pendingInputBytes(): number {
+    return this.inputBytes
+  }
+
   /** Bytes held by queued and running jobs, all functions together. */
   get queuedBytes(): number {
     return this.totalBytes
   }
 
   /** Accepts a peer. `write` sends it bytes; `close` cuts it off (on a fatal framing error). */
-  connect(address: string, write: (bytes: Buffer) => void, close: () => void): Session {
+  connect(address: string, write: (bytes: Buffer) => void, close: (reason: string) => void): Session {
     const id = this.nextSession++
     const session: SessionState = {
       id,
@@ -184,6 +204,7 @@ export class JobServer {
       write,
       close,
       input: new ByteQueue(),
+      counted: 0,
       scanned: 0,
       functions: new Map(),
       grabOrder: undefined,
@@ -206,7 +227,7 @@ export class JobServer {
   shutdown(): void {
     for (const session of [...this.sessions.values()]) {
       this.disconnect(session)
-      session.close()
+      session.close("the server is shutting down")
     }
     for (const job of this.jobs.values()) job.cancelTimer?.()
     this.functions.clear()
@@ -220,13 +241,35 @@ export class JobServer {
 
   private receive(session: SessionState, bytes: Buffer): void {
     if (!session.alive) return
+    session.input.push(bytes)
+    this.frame(session)
+    this.count(session)
+    if (this.inputBytes > this.maxInputBytes) this.shedInput()
+  }
+
+  /** Brings the server's total of partly received input up to date with `session`'s. */
+  private count(session: SessionState): void {
+    this.inputBytes += session.input.length - session.counted
+    session.counted = session.input.length
+  }
+
+  /** Cuts off the peers holding the most partial input until the total is within its bound. */
+  private shedInput(): void {
+    while (this.inputBytes > this.maxInputBytes) {
+      let largest: SessionState | undefined
+      for (const s of this.sessions.values()) if (largest === undefined || s.counted > largest.counted) largest = s
+      if (largest === undefined || largest.counted === 0) return
+      this.kill(largest, `${largest.counted} bytes of unfinished input while all peers together hold over ${this.maxInputBytes}`)
+    }
+  }
+
+  private frame(session: SessionState): void {
     const input = session.input
-    input.push(bytes)
     while (session.alive && input.length > 0) {
       if (input.byteAt(0) === 0) {
         const header = readHeader(input, this.maxFrame)
         if (header === undefined) return
-        if (Either.isLeft(header)) return this.kill(session)
+        if (Either.isLeft(header)) return this.kill(session, header.left.message)
         const { magic, type, size } = header.right
         if (input.length < HEADER_SIZE + size) return
         const data = input.take(HEADER_SIZE + size).subarray(HEADER_SIZE)
@@ -244,7 +287,7 @@ export class JobServer {
         const nl = input.indexOf(10, session.scanned)
         if (nl < 0) {
           session.scanned = input.length
-          if (input.length > MAX_ADMIN_LINE) this.kill(session)
+          if (input.length > MAX_ADMIN_LINE) this.kill(session, `admin line longer than ${MAX_ADMIN_LINE} bytes`)
           return
         }
         session.scanned = 0
@@ -254,10 +297,9 @@ export class JobServer {
     }
   }
 
-  private kill(session: SessionState): void {
+  private kill(session: SessionState, reason: string): void {
     this.disconnect(session)
-    session.input.clear()
-    session.close()
+    session.close(reason)
   }
 
   private send(session: SessionState, type: PacketType, args: ReadonlyArray<Arg> = []): void {
@@ -603,6 +645,9 @@ export class JobServer {
     if (!session.alive) return
     session.alive = false
     this.sessions.delete(session.id)
+    session.input.clear()
+    session.scanned = 0
+    this.count(session)
     for (const job of session.attached) {
       const before = job.clients.length
       for (let i = job.clients.length - 1; i >= 0; i--) if (job.clients[i] === session) job.clients.splice(i, 1)

@@ -24,7 +24,7 @@ export const memoryTransport = (servers: MemoryServers): Transport => ({
         const session = core.connect(
           "127.0.0.1",
           (bytes) => queueMicrotask(() => open && handlers.onData(bytes)),
-          () => queueMicrotask(() => closeLink(`connection to ${server} closed by the server`))
+          (reason) => queueMicrotask(() => closeLink(`connection to ${server} closed by the server: ${reason}`))
         )
         return Effect.succeed({
           link: {

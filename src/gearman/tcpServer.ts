@@ -23,7 +23,14 @@ export interface TcpServerOptions extends JobServerOptions {
    * (`garivini gearmand --max-backlog`)
    */
   readonly maxBacklog?: number
+  /**
+   * Peers connected at once (default `DEFAULT_MAX_CONNECTIONS`); more are refused on arrival.
+   * (`garivini gearmand --max-connections`)
+   */
+  readonly maxConnections?: number
 }
+
+export const DEFAULT_MAX_CONNECTIONS = 4096
 
 export interface RunningServer {
   readonly host: string
@@ -72,9 +79,10 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
             socket.destroy()
           }
         },
-        () => {
-          // The core cuts a peer off on a framing error (bad magic, unknown type, oversized frame).
-          if (!closing) log("closing the connection: malformed or oversized packet", peer)
+        (reason) => {
+          // The core cuts a peer off on a framing error (bad magic, unknown type, oversized frame)
+          // or when the peers' unfinished input together passes its bound.
+          if (!closing) log(`closing the connection: ${reason}`, peer)
           socket.destroy()
         }
       )
@@ -86,6 +94,9 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
     const listener = yield* Effect.acquireRelease(
       Effect.async<Net.Server, GearmanListenError>((resume) => {
         const server = Net.createServer(onConnection)
+        // Node closes connections past this on arrival, before any byte is read.
+        server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+        server.on("drop", (data) => log(`refusing a connection: ${server.maxConnections} peers already connected`, `${data?.remoteAddress ?? "-"}:${data?.remotePort ?? 0}`))
         server.once("error", (e) =>
           resume(Effect.fail(new GearmanListenError({ address: wanted, message: `cannot listen on ${wanted}: ${e.message}` }))))
         server.listen(requestedPort, host, () => resume(Effect.succeed(server)))

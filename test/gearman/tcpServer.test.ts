@@ -275,6 +275,48 @@ describe("embedded job server over TCP", () => {
       assert.deepStrictEqual(yield* statusRows(server.port), [["stuck", "0", "0", "2"]])
     }))
 
+  it.scopedLive("peers past maxConnections are refused on arrival; a freed place is taken again", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0, maxConnections: 2 })
+      const first = yield* rawPeer(server.port)
+      yield* rawPeer(server.port)
+      const third = yield* rawPeer(server.port)
+      yield* eventually(Effect.sync(third.closed), "the third peer to be refused")
+      first.socket.destroy()
+      yield* eventually(Effect.sync(first.closed), "the first peer gone")
+      // The freed place serves a whole job.
+      const gearman = yield* Effect.scoped(Effect.gen(function*() {
+        const again = yield* rawPeer(server.port)
+        again.socket.write(request(PacketType.ECHO_REQ, ["still serving"]))
+        yield* eventually(Effect.sync(() => packetsOf(again.received()).length === 1), "the echo on the freed place")
+        return packetsOf(again.received())
+      }))
+      assert.deepStrictEqual(gearman, ["ECHO_RES still serving"])
+    }))
+
+  it.scopedLive("unfinished input is bounded for all peers together: the peer holding the most is cut off, the others go on", () =>
+    Effect.gen(function*() {
+      const server = yield* serve({ port: 0, maxFrame: 48 * 1024, maxInputBytes: 64 * 1024 })
+      const gearman = yield* live([server.address])
+      yield* gearman.serve({ echo: (job) => Effect.succeed(job.payload) })
+      // Two peers each start a 48 KiB packet and stop partway: 40 KiB + 30 KiB pass the 64 KiB bound.
+      const frame = request(PacketType.SUBMIT_JOB_BG, ["echo", "", Buffer.alloc(48 * 1024 - 64)])
+      const hoarder = yield* rawPeer(server.port)
+      hoarder.socket.write(frame.subarray(0, 40 * 1024))
+      yield* eventually(Effect.sync(() => server.core.pendingInputBytes === 40 * 1024), "the first partial packet held")
+      const smaller = yield* rawPeer(server.port)
+      smaller.socket.write(frame.subarray(0, 30 * 1024))
+      yield* eventually(Effect.sync(hoarder.closed), "the peer holding the most to be cut off")
+      yield* eventually(Effect.sync(() => server.core.pendingInputBytes === 30 * 1024), "only the smaller partial packet held")
+      assert.isFalse(smaller.closed())
+      // The smaller peer finishes its packet; a client and worker on their own connections go on.
+      smaller.socket.write(frame.subarray(30 * 1024))
+      yield* eventually(Effect.sync(() => server.core.pendingInputBytes === 0), "the finished packet taken")
+      const answer = yield* gearman.submit("echo", "after the cut")
+      assert.strictEqual(answer.data.toString(), "after the cut")
+      assert.isFalse(smaller.closed())
+    }))
+
   it("parses --listen as host:port or port", () => {
     assert.deepStrictEqual(parseListen("4730"), { host: "127.0.0.1", port: 4730 })
     assert.deepStrictEqual(parseListen("0.0.0.0:4731"), { host: "0.0.0.0", port: 4731 })
