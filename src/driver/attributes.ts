@@ -8,6 +8,7 @@ import { pathToFileURL } from "node:url"
 import { Effect } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import { isDefinition, type Attributes, type Definition, type JobSpec } from "./define.js"
+import { functionNameProblem } from "../gearman/protocol.js"
 
 export interface DriverFunction {
   /** The key in the definition's `jobs`. */
@@ -95,6 +96,9 @@ export const driverJobs = (
         if (entry[what] === undefined) entry[what] = value
         else if (entry[what] !== value) yield* Effect.logWarning(`${what} redefined in group ${group} at ${module.name}::${key}`)
       }
+      // Refused here, at the Driver's start, rather than by every child it would fork.
+      const nameProblem = functionNameProblem(prefix + key)
+      if (nameProblem !== undefined) return yield* Effect.fail(new ConfigInvalid({ field: `${module.name}.${key}`, reason: nameProblem }))
       entry.functions.push({ key, registered: prefix + key, spec, attributes })
       groups.set(group, entry)
     }

@@ -51,6 +51,9 @@ describe("Driver attributes", () => {
     Effect.gen(function*() {
       const bad = yield* Effect.either(driverJobs(module(define({ jobs: { a: job({ min: -1 }, ok) } }))))
       assert.isTrue(Either.isLeft(bad) && bad.left._tag === "ConfigInvalid")
+      // A function name a job server could not take is refused at the Driver's start, not by each child.
+      const badName = yield* Effect.either(driverJobs(module(define({ jobs: { "re size\tx": job({}, ok) } }))))
+      assert.isTrue(Either.isLeft(badName) && badName.left._tag === "ConfigInvalid" && badName.left.message.includes("no whitespace or control characters"))
       const none = yield* Effect.either(loadModule("test/driver/support.ts"))
       assert.isTrue(Either.isLeft(none) && none.left.message.includes("must export one Driver.define"))
       const missing = yield* Effect.either(loadModule("test/driver/fixtures/nope.mjs"))
