@@ -138,9 +138,17 @@ export const splitArgs = (type: PacketType, data: Buffer): Either.Either<Readonl
   return Either.right(args)
 }
 
+/** What one push decoded: the complete packets, then the error that broke the stream, if any. */
+export interface Decoded {
+  readonly packets: ReadonlyArray<Packet>
+  readonly error: GearmanProtocolError | undefined
+}
+
 /**
  * Streaming decoder for binary frames. Holds at most one header plus one frame of bytes
  * (bounded by `maxFrame`); after an error it stays failed, since the stream is desynchronised.
+ * Packets complete before an error are returned with it, so what a peer sees never depends on
+ * how TCP chunked the bytes (a JOB_CREATED followed by garbage in one segment still counts).
  */
 export class Decoder {
   private chunks: Array<Buffer> = []
@@ -156,9 +164,9 @@ export class Decoder {
     return this.buffered
   }
 
-  /** Feeds bytes; returns every complete packet, or the error that broke the stream. */
-  push(chunk: Uint8Array): Either.Either<ReadonlyArray<Packet>, GearmanProtocolError> {
-    if (this.failure) return Either.left(this.failure)
+  /** Feeds bytes; returns every complete packet, and the error that broke the stream after them. */
+  push(chunk: Uint8Array): Decoded {
+    if (this.failure) return { packets: [], error: this.failure }
     if (chunk.length > 0) {
       this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
       this.buffered += chunk.length
@@ -169,31 +177,31 @@ export class Decoder {
       const head = this.peek(Math.min(this.buffered, HEADER_SIZE))
       const magic = head[0] === 0 && head[1] === 0x52 && head[2] === 0x45 ? head[3] === 0x51 ? "REQ" : head[3] === 0x53 ? "RES" : undefined : undefined
       if (magic !== this.expect) {
-        return this.fail(new GearmanProtocolError({ reason: "BadMagic", message: `expected \\0${this.expect} magic, got ${head.subarray(0, 4).toString("hex")}` }))
+        return this.fail(out, new GearmanProtocolError({ reason: "BadMagic", message: `expected \\0${this.expect} magic, got ${head.subarray(0, 4).toString("hex")}` }))
       }
       if (head.length < HEADER_SIZE) break
       const type = head.readUInt32BE(4)
       if (!isKnownType(type)) {
-        return this.fail(new GearmanProtocolError({ reason: "UnknownType", message: `unknown packet type ${type}` }))
+        return this.fail(out, new GearmanProtocolError({ reason: "UnknownType", message: `unknown packet type ${type}` }))
       }
       const size = head.readUInt32BE(8)
       if (size > this.maxFrame) {
-        return this.fail(new GearmanProtocolError({ reason: "FrameTooLarge", message: `frame of ${size} bytes exceeds the limit of ${this.maxFrame}` }))
+        return this.fail(out, new GearmanProtocolError({ reason: "FrameTooLarge", message: `frame of ${size} bytes exceeds the limit of ${this.maxFrame}` }))
       }
       if (this.buffered < HEADER_SIZE + size) break
       const frame = this.take(HEADER_SIZE + size)
       const args = splitArgs(type, frame.subarray(HEADER_SIZE))
-      if (Either.isLeft(args)) return this.fail(args.left)
+      if (Either.isLeft(args)) return this.fail(out, args.left)
       out.push({ magic, type, args: args.right })
     }
-    return Either.right(out)
+    return { packets: out, error: undefined }
   }
 
-  private fail(error: GearmanProtocolError): Either.Either<never, GearmanProtocolError> {
+  private fail(packets: ReadonlyArray<Packet>, error: GearmanProtocolError): Decoded {
     this.failure = error
     this.chunks = []
     this.buffered = 0
-    return Either.left(error)
+    return { packets, error }
   }
 
   private peek(n: number): Buffer {
