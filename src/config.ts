@@ -43,7 +43,11 @@ export const parseShardUrl = (url: string, defaultId: number, field = "db"): Eit
     return bad("not a URL of the form mysql://user:pass@host:port/db")
   }
   if (parsed.protocol !== "mysql:") return bad(`scheme ${parsed.protocol} is not mysql:`)
-  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ""))
+  // decodeURIComponent throws on a stray `%`: a bad URL is a ConfigInvalid, never a defect.
+  const [database, user, password] = [parsed.pathname.replace(/^\//, ""), parsed.username, parsed.password].map(percentDecoded)
+  if (database === undefined || user === undefined || password === undefined) {
+    return bad("a stray % in the URL: encode a literal % as %25")
+  }
   if (database === "" || database.includes("/")) return bad("the URL names no database (mysql://host/db)")
   if (!/^[A-Za-z0-9_$]+$/.test(database)) return bad(`database name ${JSON.stringify(database)} has unsupported characters`)
   const idText = parsed.searchParams.get("id")
@@ -55,9 +59,17 @@ export const parseShardUrl = (url: string, defaultId: number, field = "db"): Eit
     host: parsed.hostname === "" ? "127.0.0.1" : parsed.hostname,
     port,
     database,
-    user: parsed.username === "" ? "root" : decodeURIComponent(parsed.username),
-    password: Redacted.make(decodeURIComponent(parsed.password))
+    user: user === "" ? "root" : user,
+    password: Redacted.make(password)
   })
+}
+
+const percentDecoded = (text: string): string | undefined => {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return undefined
+  }
 }
 
 /** The prefix of a SQLite target: `sqlite:./garivini.db`, `sqlite:/var/lib/garivini.db`. */
