@@ -172,6 +172,25 @@ describe("fuzz: client and worker against a hostile server", () => {
       const depths = yield* gearman.admin.status(good.server)
       assert.isUndefined(depths.find((row) => row.name === "once"))
     })))
+  it("a worker streaming WORK_DATA without end does not grow the client's result past its bound", () =>
+    runCase(Effect.gen(function*() {
+      const chunk = Buffer.alloc(1000, 7)
+      const hostile = yield* hostileServer([], (socket, type) => {
+        if (type === PacketType.OPTION_REQ) socket.write(response(PacketType.OPTION_RES, ["exceptions"]))
+        if (type !== PacketType.SUBMIT_JOB) return true
+        const stream = [response(PacketType.JOB_CREATED, ["H:x:1"])]
+        for (let i = 0; i < 1000; i++) stream.push(response(PacketType.WORK_DATA, ["H:x:1", chunk]), response(PacketType.WORK_WARNING, ["H:x:1", chunk]))
+        stream.push(response(PacketType.WORK_COMPLETE, ["H:x:1", "done"]))
+        socket.write(Buffer.concat(stream))
+        return true
+      })
+      const gearman = yield* live([hostile.server], fast)
+      const result = yield* guard("the streamed job", gearman.submit("fn", "payload"))
+      assert.strictEqual(result.data.toString(), "done")
+      const kept = [...result.chunks, ...result.warnings].reduce((n, b) => n + b.length, 0)
+      assert.isAtMost(kept, fast.maxFrame)
+      assert.isAbove(result.chunks.length, 0)
+    })))
 })
 
 describe("fuzz: admin commands against a hostile server", () => {
