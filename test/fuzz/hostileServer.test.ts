@@ -172,6 +172,26 @@ describe("fuzz: client and worker against a hostile server", () => {
       const depths = yield* gearman.admin.status(good.server)
       assert.isUndefined(depths.find((row) => row.name === "once"))
     })))
+  it("every assignment type gives the handler its own payload and unique", () =>
+    runCase(Effect.gen(function*() {
+      const assignments = [
+        response(PacketType.JOB_ASSIGN, ["H:x:1", "fn", "payload 1"]),
+        response(PacketType.JOB_ASSIGN_UNIQ, ["H:x:2", "fn", "u2", "payload 2"]),
+        // JOB_ASSIGN_ALL's payload was read from its unique field.
+        response(PacketType.JOB_ASSIGN_ALL, ["H:x:3", "fn", "u3", "reducer", "payload 3"])
+      ]
+      let next = 0
+      const hostile = yield* hostileServer([], (socket, type) => {
+        if (type === PacketType.GRAB_JOB_UNIQ) socket.write(next < assignments.length ? assignments[next++]! : response(PacketType.NO_JOB))
+        return true
+      })
+      const gearman = yield* live([hostile.server], fast)
+      const seen: Array<string> = []
+      yield* gearman.serve({ fn: (job) => Effect.sync(() => void seen.push(`${job.unique}:${job.text()}`)) }, { pollInterval: "20 millis" })
+      yield* eventually(Effect.sync(() => seen.length === 3), "three jobs", 20_000)
+      assert.deepStrictEqual(seen, [":payload 1", "u2:payload 2", "u3:payload 3"])
+    })))
+
   it("a worker streaming WORK_DATA without end does not grow the client's result past its bound", () =>
     runCase(Effect.gen(function*() {
       const chunk = Buffer.alloc(1000, 7)
