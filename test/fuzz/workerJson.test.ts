@@ -5,7 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Either, FastCheck as fc } from "effect"
 import { InvalidJob } from "../../src/errors.js"
-import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, type Job } from "../../src/Job.js"
+import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, MAX_REJECTION_QUOTE, type Job } from "../../src/Job.js"
 import { check } from "../support/fuzz.js"
 
 const isCount = (n: number) => Number.isSafeInteger(n) && n >= 0
@@ -71,6 +71,15 @@ describe("fuzz: the worker JSON", () => {
       const slow = comparable(decodeWorkerJsonWithSchema(text))
       assert.strictEqual(fast._tag, slow._tag, text)
       if (Either.isRight(fast) && Either.isRight(slow)) assert.deepStrictEqual(fast.right, slow.right, text)
+    })))
+
+  it("a rejection's reason stays short whatever the payload's size", () =>
+    check(100, fc.property(fc.constantFrom("jobid", "dbid", "funcname", "arg", "flag"), fc.integer({ min: 1, max: 5000 }), (key, n) => {
+      // A wrong-typed field of n elements was quoted whole in the reason (and in its log line).
+      const payload = JSON.stringify({ jobid: 1, dbid: 1, funcname: "f", arg: "", [key]: Array.from({ length: n }, (_, i) => i) })
+      const result = decodeWorkerJson(payload)
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isLeft(result)) assert.isAtMost(result.left.message.length, MAX_REJECTION_QUOTE + 200)
     })))
 
   it("a job survives encode and decode unchanged", () =>
