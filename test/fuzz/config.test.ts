@@ -5,13 +5,14 @@
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Exit, FastCheck as fc, Option, Redacted } from "effect"
+import { Duration, Effect, Either, Exit, FastCheck as fc, Option, Redacted } from "effect"
 import { stringify as toYaml } from "yaml"
 import { checkServer, FileConfig, readConfigFile, resolve } from "../../src/cli/config.js"
 import { DriverFile, parseServers } from "../../src/cli/driver.js"
 import { parseShardUrl, parseSqliteTarget } from "../../src/config.js"
 import { ConfigInvalid } from "../../src/errors.js"
 import { parseListen } from "../../src/gearman/tcpServer.js"
+import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import { tempDir } from "../support/files.js"
 import { check } from "../support/fuzz.js"
 import { garivini } from "../support/cli.js"
@@ -129,7 +130,12 @@ describe("fuzz: configuration input", () => {
           const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
           assert.isDefined(failure, `not a typed failure: ${String(exit.cause)}`)
           oneLine(failure)
+          return
         }
+        // Resolved settings are usable: no role refuses them later, no lease is under a second.
+        assert.isTrue(Either.isRight(QueueRunner.settings(exit.value.queueRunner)), JSON.stringify(n))
+        const lease = exit.value.injector.lease
+        assert.isTrue(lease === undefined || Duration.toMillis(Duration.decode(lease)) >= 1000)
       }
     )))
 })
@@ -142,6 +148,17 @@ describe("configuration regressions (shrunk by the fuzz suite)", () => {
       if (Either.isLeft(result)) oneLine(result.left)
     }
   })
+
+  it.scoped("a lease under a second is refused for every role, from a flag or the file's injector section", () =>
+    Effect.gen(function*() {
+      const none = { config: Option.none(), db: [], gearmand: [], logFormat: Option.none() }
+      const flag = yield* Effect.flip(resolve({ ...none, lease: Option.some(0) }))
+      assert.strictEqual(flag.field, "lease")
+      const dir = yield* tempDir("garivini-fuzz-lease-")
+      writeFileSync(join(dir, "c.yaml"), "injector:\n  lease: 0.2\n")
+      const file = yield* Effect.flip(resolve({ ...none, config: Option.some(join(dir, "c.yaml")) }))
+      assert.strictEqual(file.field, "injector.lease")
+    }))
 
   it.live("the CLI answers a bad URL and a bad config file with one line and exit code 2", () =>
     Effect.gen(function*() {
