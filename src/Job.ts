@@ -399,8 +399,14 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<Job, Inv
       flag: w.flag,
       failcount: w.failcount
     })),
-    Either.mapLeft((e) => new InvalidJob({ reason: `malformed worker JSON: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
+    Either.mapLeft((e) => new InvalidJob({ reason: `malformed worker JSON: ${clipped(ParseResult.TreeFormatter.formatErrorSync(e))}` }))
   )
+
+/** Longest quote of a rejected payload in its reason (the formatter quotes the bad value whole). */
+export const MAX_REJECTION_QUOTE = 1000
+
+const clipped = (text: string): string =>
+  text.length <= MAX_REJECTION_QUOTE ? text : `${text.slice(0, MAX_REJECTION_QUOTE)}… (${text.length - MAX_REJECTION_QUOTE} more characters)`
 
 /** The worker JSON of a job, keys in the original's column order. */
 export const encodeWorkerJson = (job: Job): string =>

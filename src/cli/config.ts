@@ -13,7 +13,7 @@ import type { ShardConfig } from "../config.js"
 import { ConfigInvalid } from "../errors.js"
 import type { ControllerOptions } from "../roles/Controller.js"
 import type { InjectorOptions } from "../roles/Injector.js"
-import type { QueueRunnerOptions } from "../roles/QueueRunner.js"
+import { settings as queueRunnerSettings, type QueueRunnerOptions } from "../roles/QueueRunner.js"
 
 export const DEFAULT_GEARMAND = "127.0.0.1:4730"
 
@@ -253,6 +253,12 @@ export const resolve = (
     const controller: ControllerOptions = {
       concurrency: yield* num(flags.controllerConcurrency, "GARIVINI_CONTROLLER_CONCURRENCY", ctl.concurrency),
       timeout: duration(yield* num(flags.controllerTimeout, "GARIVINI_CONTROLLER_TIMEOUT", ctl.timeout))
+    }
+    // Checked here, for every command: a bad value stops the start with exit 2. The Injector
+    // alone would take a lease under a second: its jobs stored due, run by a QueueRunner as well.
+    yield* Either.mapLeft(queueRunnerSettings(queueRunner), (e) => new ConfigInvalid({ field: e.field, reason: e.reason }))
+    if (injector.lease !== undefined && Duration.toMillis(Duration.decode(injector.lease)) < 1000) {
+      return yield* Effect.fail(new ConfigInvalid({ field: "injector.lease", reason: "must be at least 1 second" }))
     }
     const logFormat = yield* resolveLogFormat(flags.logFormat, file.log?.format)
     return { shards, sqlite, dbGiven: givenDbs !== undefined, gearmand, gearmandGiven: givenServers !== undefined, queueRunner, injector, controller, logFormat }

@@ -19,23 +19,18 @@ export const command = (
   Effect.scoped(
     Effect.gen(function* () {
       const answer = yield* Deferred.make<ReadonlyArray<string>, GearmanConnectionError | GearmanAdminError>()
-      const decoder = new P.LineDecoder()
-      const shape = P.answerShape(line)
-      const lines: Array<string> = []
+      const reader = new P.AnswerReader(line)
       const link = yield* transport.open(server, {
         onData: (chunk) => {
-          const result = decoder.push(chunk)
-          if (Either.isLeft(result)) {
-            return Deferred.unsafeDone(answer, Exit.fail(new GearmanAdminError({ server, command: line, message: result.left.message })))
-          }
-          for (const l of result.right) {
-            if (!P.plausibleLine(line, l, lines.length)) {
-              const message = `not a Gearman admin answer: ${JSON.stringify(l.slice(0, 80))}`
-              return Deferred.unsafeDone(answer, Exit.fail(new GearmanAdminError({ server, command: line, message })))
-            }
-            lines.push(l)
-          }
-          if (P.answerComplete(shape, lines)) Deferred.unsafeDone(answer, Exit.succeed(lines))
+          const result = reader.push(chunk)
+          if (result === undefined) return
+          Deferred.unsafeDone(
+            answer,
+            Either.match(result, {
+              onLeft: (e) => Exit.fail(new GearmanAdminError({ server, command: line, message: e.message })),
+              onRight: Exit.succeed
+            })
+          )
         },
         onClose: (reason) => Deferred.unsafeDone(answer, Exit.fail(reason))
       })

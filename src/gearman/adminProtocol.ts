@@ -69,9 +69,61 @@ export class LineDecoder {
   }
 }
 
-/** Collects lines of one answer; returns the complete answer once its end is seen. */
+/**
+ * An error answer: `ERR` then a space (or nothing). Never holds a tab, so a status row of a
+ * function named `ERRands` is not one (gearmand and Perl's server url-encode the text).
+ */
+export const isErrLine = (line: string): boolean => (line === "ERR" || line.startsWith("ERR ")) && !line.includes("\t")
+
+/** Whether the lines collected so far make up the whole answer. */
 export const answerComplete = (shape: AnswerShape, lines: ReadonlyArray<string>): boolean =>
-  lines.length > 0 && (shape === "line" || lines[lines.length - 1] === "." || (lines.length === 1 && lines[0]!.startsWith("ERR")))
+  lines.length > 0 && (shape === "line" || lines[lines.length - 1] === "." || (lines.length === 1 && isErrLine(lines[0]!)))
+
+/** Largest admin answer read (a `status` of 100,000 functions is a few MiB). */
+export const DEFAULT_MAX_ANSWER = 16 * 1024 * 1024
+
+/**
+ * Reads the answer to one command from a byte stream: lines, checked as they come, until the
+ * answer is complete. Anything after the answer's end is ignored (it answers nothing we
+ * asked); a line that cannot belong to the answer, or an answer past `maxAnswer` bytes, fails
+ * at once rather than waiting for an end that may never come.
+ */
+export class AnswerReader {
+  private readonly decoder: LineDecoder
+  private readonly shape: AnswerShape
+  private readonly lines: Array<string> = []
+  private bytes = 0
+  private result: Either.Either<ReadonlyArray<string>, GearmanProtocolError> | undefined
+
+  constructor(
+    readonly command: string,
+    readonly maxAnswer: number = DEFAULT_MAX_ANSWER
+  ) {
+    this.decoder = new LineDecoder(Math.min(maxAnswer, 1024 * 1024))
+    this.shape = answerShape(command)
+  }
+
+  /** Feeds bytes: the complete answer, its error, or undefined while more is needed. */
+  push(chunk: Uint8Array): Either.Either<ReadonlyArray<string>, GearmanProtocolError> | undefined {
+    if (this.result) return this.result
+    const decoded = this.decoder.push(chunk)
+    if (Either.isLeft(decoded)) return (this.result = decoded)
+    for (const line of decoded.right) {
+      if (!plausibleLine(this.command, line, this.lines.length)) {
+        const message = `not a Gearman admin answer: ${JSON.stringify(line.slice(0, 80))}`
+        return (this.result = Either.left(new GearmanProtocolError({ reason: "Malformed", message })))
+      }
+      this.lines.push(line)
+      this.bytes += line.length + 1
+      if (answerComplete(this.shape, this.lines)) return (this.result = Either.right(this.lines))
+      if (this.bytes > this.maxAnswer) {
+        const message = `admin answer longer than ${this.maxAnswer} bytes`
+        return (this.result = Either.left(new GearmanProtocolError({ reason: "LineTooLong", message })))
+      }
+    }
+    return undefined
+  }
+}
 
 /**
  * Whether a line can belong to the answer of `command`: tab-separated rows for status,
@@ -81,14 +133,16 @@ export const answerComplete = (shape: AnswerShape, lines: ReadonlyArray<string>)
 export const plausibleLine = (command: string, line: string, index: number): boolean => {
   const words = command.trim().toLowerCase().split(/ +/)
   const tabbed = words[0] === "status" || words[0] === "prioritystatus" || (words[0] === "show" && words[1] === "jobs")
-  return !tabbed || line === "." || line.includes("\t") || (index === 0 && line.startsWith("ERR"))
+  return !tabbed || line === "." || line.includes("\t") || (index === 0 && isErrLine(line))
 }
 
-const int = (s: string | undefined): number | undefined => (s !== undefined && /^-?\d+$/.test(s) ? Number(s) : undefined)
+/** A count: digits only, within the safe integers (a negative or huge count is no count). */
+const int = (s: string | undefined): number | undefined =>
+  s !== undefined && /^\d+$/.test(s) && Number.isSafeInteger(Number(s)) ? Number(s) : undefined
 
 /** `ERR code text` (text is url-encoded with `+` for spaces). */
 export const parseErr = (line: string): { readonly code: string; readonly text: string } | undefined => {
-  if (!line.startsWith("ERR")) return undefined
+  if (!isErrLine(line)) return undefined
   const [, code = "", ...rest] = line.split(" ")
   let text = rest.join(" ").replace(/\+/g, " ")
   try {

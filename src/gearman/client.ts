@@ -16,7 +16,7 @@ import {
   type GearmanSubmitError
 } from "./errors.js"
 import { jobsSubmitted } from "./metrics.js"
-import { checkedRequest, functionNameProblem, PacketType, request, type Packet } from "./protocol.js"
+import { checkedRequest, DEFAULT_MAX_FRAME, functionNameProblem, PacketType, request, type Packet } from "./protocol.js"
 
 export type Priority = "high" | "normal" | "low"
 export type Payload = Uint8Array | string
@@ -36,7 +36,10 @@ export interface JobResult {
   readonly handle: JobHandle
   /** WORK_COMPLETE's payload. */
   readonly data: Buffer
-  /** Every WORK_DATA payload, in order. */
+  /**
+   * Every WORK_DATA payload, in order, up to `maxFrame` bytes of WORK_DATA and WORK_WARNING
+   * together (a worker streaming without end must not exhaust the client; `onEvent` sees all).
+   */
   readonly chunks: ReadonlyArray<Buffer>
   readonly warnings: ReadonlyArray<Buffer>
   readonly status: { readonly numerator: string; readonly denominator: string } | undefined
@@ -77,6 +80,7 @@ export interface ClientOptions {
   /** Ask for WORK_EXCEPTION packets (else gearmand turns them into WORK_FAIL). Default true. */
   readonly exceptions?: boolean
   readonly clientId?: string
+  /** Largest frame accepted; also the WORK_DATA / WORK_WARNING bytes a result keeps. Default 64 MiB. */
   readonly maxFrame?: number
   /** A request unanswered this long with nothing received drops the connection. Default 30 s. */
   readonly heartbeat?: Duration.DurationInput
@@ -123,6 +127,8 @@ interface Waiter {
   readonly fn: string
   readonly chunks: Array<Buffer>
   readonly warnings: Array<Buffer>
+  /** Bytes of chunks and warnings kept; past the client's bound, more are dropped. */
+  kept: number
   status: JobResult["status"]
   /** Called once, with how the job ended. */
   readonly done: (terminal: Terminal) => void
@@ -134,13 +140,14 @@ interface Waiter {
   detached: boolean
 }
 
-const deliver = (waiter: Waiter, outcome: Outcome): void => {
+const deliver = (waiter: Waiter, outcome: Outcome, maxKept: number): void => {
   switch (outcome._tag) {
     case "Data":
-      waiter.chunks.push(outcome.data)
-      break
     case "Warning":
-      waiter.warnings.push(outcome.data)
+      if (waiter.kept + outcome.data.length <= maxKept) {
+        waiter.kept += outcome.data.length
+        ;(outcome._tag === "Data" ? waiter.chunks : waiter.warnings).push(outcome.data)
+      }
       break
     case "Status":
       waiter.status = { numerator: outcome.numerator, denominator: outcome.denominator }
@@ -246,6 +253,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     }
     yield* Effect.addFinalizer(() => (sweeper === undefined ? Effect.void : Fiber.interrupt(sweeper)))
     const servers = options.servers
+    const maxKept = options.maxFrame ?? DEFAULT_MAX_FRAME
     const states: Array<ConnState | undefined> = servers.map(() => undefined)
     let roundRobin = Math.floor(Math.random() * Math.max(1, servers.length))
 
@@ -309,7 +317,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
                       ? { _tag: "Exception", data: packet.args[1]! }
                       : { _tag: "Fail" }
           if (outcome._tag === "Complete" || outcome._tag === "Fail" || outcome._tag === "Exception") state.jobs.delete(handle)
-          for (const waiter of waiters) deliver(waiter, outcome)
+          for (const waiter of waiters) deliver(waiter, outcome, maxKept)
           return
         }
         default:
@@ -349,7 +357,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
             state.dead = error
             // Requests without an answer yet may be retried elsewhere; jobs already created fail.
             for (const reply of state.replies.splice(0)) failReply(reply, error)
-            for (const waiters of state.jobs.values()) for (const w of waiters) deliver(w, { _tag: "Lost", error })
+            for (const waiters of state.jobs.values()) for (const w of waiters) deliver(w, { _tag: "Lost", error }, maxKept)
             state.jobs.clear()
           })
         )
@@ -447,6 +455,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       fn,
       chunks: [],
       warnings: [],
+      kept: 0,
       status: undefined,
       done,
       events,

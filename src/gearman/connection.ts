@@ -2,7 +2,7 @@
 // job server); `connect` frames them into packets; `keepConnected` holds one connection to a
 // server open for as long as its scope lives, reconnecting on a Schedule while it is down.
 import * as Net from "node:net"
-import { Deferred, Duration, Effect, Either, Exit, MetricLabel, Schedule, Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, MetricLabel, Schedule, Scope } from "effect"
 import { GearmanConnectionError, GearmanProtocolError } from "./errors.js"
 import { connectionsLost, protocolErrors } from "./metrics.js"
 import { DEFAULT_MAX_FRAME, Decoder, type Packet } from "./protocol.js"
@@ -168,18 +168,18 @@ export const connect = (
       onData: (chunk) => {
         if (!open) return
         lastReceived = Date.now()
-        const result = decoder.push(chunk)
-        if (Either.isLeft(result)) {
-          protocolErrors.unsafeUpdate(1, [])
-          protocolError = result.left
-          const reason = new GearmanConnectionError({ server, message: `protocol error from ${server}: ${result.left.message}`, cause: result.left })
-          close(reason)
-          link?.destroy(reason)
-          return
-        }
-        for (const packet of result.right) {
+        const { packets, error } = decoder.push(chunk)
+        // Packets before a framing error count: what we act on must not depend on TCP's chunking.
+        for (const packet of packets) {
           if (handler) handler(packet)
           else held.push(packet)
+        }
+        if (error !== undefined && open) {
+          protocolErrors.unsafeUpdate(1, [])
+          protocolError = error
+          const reason = new GearmanConnectionError({ server, message: `protocol error from ${server}: ${error.message}`, cause: error })
+          close(reason)
+          link?.destroy(reason)
         }
       },
       onClose: (reason) => close(protocolError ? new GearmanConnectionError({ server, message: reason.message, cause: protocolError }) : reason)

@@ -175,6 +175,12 @@ export const splitArgs = (type: PacketType, data: Buffer): Either.Either<Readonl
   return Either.right(args)
 }
 
+/** What one push decoded: the complete packets, then the error that broke the stream, if any. */
+export interface Decoded {
+  readonly packets: ReadonlyArray<Packet>
+  readonly error: GearmanProtocolError | undefined
+}
+
 /**
  * Bytes received and not yet consumed, kept as the chunks they arrived in. A frame is joined
  * once, when it is taken whole (re-joining on every chunk made a large packet cost time
@@ -243,6 +249,8 @@ export class ByteQueue {
 /**
  * Streaming decoder for binary frames. Holds at most one header plus one frame of bytes
  * (bounded by `maxFrame`); after an error it stays failed, since the stream is desynchronised.
+ * Packets complete before an error are returned with it, so what a peer sees never depends on
+ * how TCP chunked the bytes (a JOB_CREATED followed by garbage in one segment still counts).
  */
 export class Decoder {
   private readonly input = new ByteQueue()
@@ -257,29 +265,29 @@ export class Decoder {
     return this.input.length
   }
 
-  /** Feeds bytes; returns every complete packet, or the error that broke the stream. */
-  push(chunk: Uint8Array): Either.Either<ReadonlyArray<Packet>, GearmanProtocolError> {
-    if (this.failure) return Either.left(this.failure)
+  /** Feeds bytes; returns every complete packet, and the error that broke the stream after them. */
+  push(chunk: Uint8Array): Decoded {
+    if (this.failure) return { packets: [], error: this.failure }
     this.input.push(chunk)
     const out: Array<Packet> = []
     for (;;) {
       const header = readHeader(this.input, this.maxFrame, this.expect)
       if (header === undefined) break
-      if (Either.isLeft(header)) return this.fail(header.left)
+      if (Either.isLeft(header)) return this.fail(out, header.left)
       const { magic, type, size } = header.right
       if (this.input.length < HEADER_SIZE + size) break
       const frame = this.input.take(HEADER_SIZE + size)
       const args = splitArgs(type, frame.subarray(HEADER_SIZE))
-      if (Either.isLeft(args)) return this.fail(args.left)
+      if (Either.isLeft(args)) return this.fail(out, args.left)
       out.push({ magic, type, args: args.right })
     }
-    return Either.right(out)
+    return { packets: out, error: undefined }
   }
 
-  private fail(error: GearmanProtocolError): Either.Either<never, GearmanProtocolError> {
+  private fail(packets: ReadonlyArray<Packet>, error: GearmanProtocolError): Decoded {
     this.failure = error
     this.input.clear()
-    return Either.left(error)
+    return { packets, error }
   }
 }
 

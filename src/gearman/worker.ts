@@ -119,11 +119,12 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
     const fork = yield* FiberSet.runtime(jobs)<R>()
 
     const runJob = (connection: Connection, packet: Packet): Effect.Effect<void, never, R> => {
-      const uniq = packet.type === PacketType.JOB_ASSIGN_UNIQ
+      // JOB_ASSIGN: handle, function, payload; _UNIQ adds the unique; _ALL the unique and a reducer.
+      const uniq = packet.type !== PacketType.JOB_ASSIGN
       const handle = str(packet.args[0])
       const functionName = str(packet.args[1])
       const unique = uniq ? str(packet.args[2]) : ""
-      const payload = packet.args[uniq ? 3 : 2] ?? Buffer.alloc(0)
+      const payload = packet.args[packet.args.length - 1] ?? Buffer.alloc(0)
       const send = (type: PacketType, args: ReadonlyArray<Payload>) => Effect.sync(() => void connection.send(request(type, [handle, ...args])))
       const finish = (type: PacketType, args: ReadonlyArray<Payload>, tag: (typeof counted)[keyof typeof counted]) =>
         Effect.sync(() => {

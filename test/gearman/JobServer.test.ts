@@ -1,6 +1,5 @@
 // The in-process job server's gearmand semantics, byte for byte, without any client code.
 import { assert, describe, it } from "@effect/vitest"
-import { Either } from "effect"
 import { JobServer } from "../../src/gearman/JobServer.js"
 import { Decoder, PacketType as T, request, typeName, type Arg } from "../../src/gearman/protocol.js"
 
@@ -11,7 +10,7 @@ const peer = (core: JobServer) => {
   let closed = false
   const session = core.connect("127.0.0.1", (bytes) => {
     if (bytes[0] !== 0) return void (text += bytes.toString())
-    for (const p of Either.getOrThrow(decoder.push(bytes))) got.push([typeName(p.type), ...p.args.map((a) => a.toString("latin1"))].join(" "))
+    for (const p of decoder.push(bytes).packets) got.push([typeName(p.type), ...p.args.map((a) => a.toString("latin1"))].join(" "))
   }, () => (closed = true))
   return {
     send: (type: Parameters<typeof request>[0], ...args: ReadonlyArray<Arg>) => session.receive(request(type, args)),

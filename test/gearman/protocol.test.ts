@@ -9,17 +9,11 @@ const decodeAll = (bytes: Buffer, chunkSizes: (i: number) => number, maxFrame?: 
   for (let at = 0, i = 0; at < bytes.length; i++) {
     const n = Math.max(1, chunkSizes(i))
     const result = decoder.push(bytes.subarray(at, at + n))
-    if (Either.isLeft(result)) return result
-    packets.push(...result.right)
+    packets.push(...result.packets)
+    if (result.error) return Either.left(result.error)
     at += n
   }
   return Either.right(packets)
-}
-
-// Deterministic PRNG so a failing fuzz case can be replayed.
-const rng = (seed: number) => () => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff
-  return seed / 0x7fffffff
 }
 
 describe("binary codec", () => {
@@ -92,43 +86,16 @@ describe("binary codec", () => {
     assert.strictEqual(reason(header, 1 << 20), "FrameTooLarge")
     // bad magic is noticed from the first four bytes
     const d = new Decoder("RES")
-    assert.isTrue(Either.isLeft(d.push(Buffer.from("\0REX"))))
+    assert.strictEqual(d.push(Buffer.from("\0REX")).error?.reason, "BadMagic")
   })
 
-  it("fuzz: random and truncated bytes never throw, hang or buffer more than a frame", () => {
-    const random = rng(42)
-    const valid = Buffer.concat(
-      Array.from({ length: 50 }, (_, i) => response(PacketType.WORK_DATA, [`H:x:${i}`, Buffer.alloc(Math.floor(random() * 300), i)]))
-    )
-    const maxFrame = 4096
-    for (let round = 0; round < 2000; round++) {
-      let bytes: Buffer
-      const mode = round % 4
-      if (mode === 0) bytes = Buffer.from(Array.from({ length: Math.floor(random() * 200) }, () => Math.floor(random() * 256)))
-      else if (mode === 1) bytes = valid.subarray(0, Math.floor(random() * valid.length))
-      else if (mode === 2) {
-        bytes = Buffer.from(valid)
-        for (let k = 0; k < 3; k++) bytes[Math.floor(random() * bytes.length)] = Math.floor(random() * 256)
-      } else {
-        // valid header with a random (possibly huge) size and random body
-        bytes = Buffer.concat([response(PacketType.ECHO_RES), Buffer.alloc(Math.floor(random() * 100), 7)])
-        bytes.writeUInt32BE(Math.floor(random() * 0xffffffff), 8)
-      }
-      const decoder = new Decoder("RES", maxFrame)
-      let at = 0
-      while (at < bytes.length) {
-        const n = 1 + Math.floor(random() * 64)
-        const r = decoder.push(bytes.subarray(at, at + n))
-        at += n
-        assert.isAtMost(decoder.bufferedBytes, maxFrame + 12 + 64)
-        if (Either.isLeft(r)) {
-          assert.include(["BadMagic", "UnknownType", "FrameTooLarge", "Malformed"], r.left.reason)
-          // stays failed: the stream is desynchronised
-          assert.isTrue(Either.isLeft(decoder.push(response(PacketType.NOOP))))
-          break
-        }
-      }
-    }
+  it("returns the packets before a framing error in the same chunk with the error", () => {
+    // Shrunk by test/fuzz/binaryDecoder.test.ts: these packets were dropped when garbage followed
+    // them in one chunk, but seen when TCP split the bytes (a JOB_CREATED could go unseen).
+    const valid = response(PacketType.SUBMIT_REDUCE_JOB_BACKGROUND, ["", "\x01", "\x01\x01\x01\x01\x01\x01", "", ""])
+    const result = new Decoder("RES").push(Buffer.concat([valid, Buffer.from("\x01RES\0\0\0\x01\0\0\0\0", "latin1")]))
+    assert.deepStrictEqual(result.packets.map((p) => p.type), [PacketType.SUBMIT_REDUCE_JOB_BACKGROUND])
+    assert.strictEqual(result.error?.reason, "BadMagic")
   })
 })
 

@@ -2,7 +2,7 @@
 // peers. The conformance suite and the C tools' interop run against it elsewhere.
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Exit, Fiber, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { vi } from "vitest"
 import { Decoder, PacketType, request, typeName } from "../../src/gearman/protocol.js"
 import { parseListen, serve } from "../../src/gearman/tcpServer.js"
@@ -24,8 +24,11 @@ const rawPeer = (port: number) =>
   )
 
 /** The binary packets a raw peer received, as "TYPE arg arg" strings. */
-const packetsOf = (bytes: Buffer): ReadonlyArray<string> =>
-  Either.getOrThrow(new Decoder("RES").push(bytes)).map((p) => [typeName(p.type), ...p.args.map((a) => a.toString("latin1"))].join(" "))
+const packetsOf = (bytes: Buffer): ReadonlyArray<string> => {
+  const { error, packets } = new Decoder("RES").push(bytes)
+  if (error !== undefined) throw error
+  return packets.map((p) => [typeName(p.type), ...p.args.map((a) => a.toString("latin1"))].join(" "))
+}
 
 /** One admin command on its own connection; the whole answer as text (a list ends with ".\n"). */
 const adminText = (port: number, line: string, list = true) =>
