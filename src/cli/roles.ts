@@ -4,7 +4,7 @@
  * SIGINT/SIGTERM, then stops taking work, lets in-flight jobs finish and closes its connections.
  */
 import { Command, Options } from "@effect/cli"
-import { Effect, Either, Layer } from "effect"
+import { Duration, Effect, Either, Layer } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import type { Gearman } from "../gearman/Gearman.js"
 import type { Storage } from "../storage/Storage.js"
@@ -18,6 +18,30 @@ import { describeStorage, servicesLayer, withSettings } from "./shared.js"
 
 export type Role = "queue-runner" | "injector" | "controller"
 export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controller"]
+
+/**
+ * Settings the roles cannot run with, refused before anything starts: a QueueRunner option out of
+ * range (e.g. a batchMaxSize no claim may take), or a Controller that waits for a job as long as
+ * the lease or longer (the job would be dispatched again while it still runs, and again).
+ */
+export const checkRoleSettings = (roles: ReadonlyArray<Role>, settings: Settings): Either.Either<void, ConfigInvalid> => {
+  const runner = QueueRunner.settings(settings.queueRunner)
+  if (Either.isLeft(runner)) return Either.left(new ConfigInvalid({ field: `queueRunner.${runner.left.field}`, reason: runner.left.reason }))
+  if (roles.includes("controller")) {
+    const timeout = Duration.decode(settings.controller.timeout ?? Controller.DEFAULT_TIMEOUT)
+    const lease = Duration.min(
+      Duration.decode(settings.queueRunner.lease ?? QueueRunner.DEFAULT_LEASE),
+      Duration.decode(settings.injector.lease ?? QueueRunner.DEFAULT_LEASE)
+    )
+    if (Duration.greaterThanOrEqualTo(timeout, lease)) {
+      return Either.left(new ConfigInvalid({
+        field: "controller timeout",
+        reason: `${Duration.format(timeout)} is not under the lease (${Duration.format(lease)}): a job still running when its lease ends is dispatched again; lower --controller-timeout or raise --lease`
+      }))
+    }
+  }
+  return Either.right(undefined)
+}
 
 /** One role as a Layer that runs for the life of the scope. */
 const roleLayer = (role: Role, settings: Settings) => {
@@ -46,6 +70,7 @@ export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Laye
 /** Runs the roles until interrupted (with the roles' heap policy, see heap.ts). */
 export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
   Effect.gen(function*() {
+    yield* checkRoleSettings(roles, settings)
     yield* applyRoleHeapPolicy
     yield* Effect.logInfo(
       `running ${roles.join(", ")} on ${describeStorage(settings)} and job server(s) ${settings.gearmand.join(", ")}`

@@ -15,7 +15,7 @@ import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptio
 import type { Settings } from "./config.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
 import { applyRoleHeapPolicy } from "./heap.js"
-import { ROLES, rolesLayer } from "./roles.js"
+import { checkRoleSettings, ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */
@@ -84,6 +84,7 @@ export const upCommand = Command.make("up", {
 }, (flags) =>
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {
+      yield* checkRoleSettings(ROLES, configured)
       const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
       const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value)) : Option.none<RunningServer>()
       const settings = withServer(configured, server)

@@ -24,12 +24,15 @@ export interface ControllerOptions {
   readonly timeout?: Duration.DurationInput | undefined
 }
 
+/** How long the Controller waits for a job unless configured: under the default lease. */
+export const DEFAULT_TIMEOUT = Duration.seconds(900)
+
 /** Serves `run_queued_job` until the scope closes (in-flight jobs finish first). */
 export const serve = (options: ControllerOptions = {}): Effect.Effect<void, never, Scope.Scope | Storage | Gearman> =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman
-    const timeout = Duration.decode(options.timeout ?? Duration.seconds(900))
+    const timeout = Duration.decode(options.timeout ?? DEFAULT_TIMEOUT)
     const complete = yield* makeCompleter(storage)
 
     const runQueuedJob = (payload: Uint8Array) =>

@@ -17,7 +17,7 @@ import { WorkException } from "../gearman/errors.js"
 import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, Job, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { errorText, queueTotals, submission } from "./QueueRunner.js"
+import { DEFAULT_LEASE, errorText, queueTotals, submission } from "./QueueRunner.js"
 
 export const INJECT_FUNCTION = "inject_jobs"
 
@@ -67,7 +67,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman
-    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? Duration.seconds(1000))) / 1000)
+    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? DEFAULT_LEASE)) / 1000)
     const watermark = options.queueWatermarkDepth ?? 4000
     const checkEvery = Duration.toMillis(Duration.decode(options.queueCheckInterval ?? Duration.seconds(2)))
     const depthCache = yield* Ref.make<{ readonly at: number; readonly depths: ReadonlyMap<string, number> }>({

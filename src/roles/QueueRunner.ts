@@ -14,7 +14,7 @@ import type { BackgroundSubmission } from "../gearman/client.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { encodeWorkerJson, formatHandle, nowSeconds } from "../Job.js"
 import type { Job } from "../Job.js"
-import { Storage } from "../storage/Storage.js"
+import { MAX_CLAIM, Storage } from "../storage/Storage.js"
 
 /** The Gearman function that the Controller serves. */
 export const CONTROLLER_FUNCTION = "run_queued_job"
@@ -23,11 +23,13 @@ export const MIN_BATCH_SIZE = 50
 const BUSY_ROUND_MS = 50
 /** Functions over the watermark left out of one claim, at most (each is a statement parameter). */
 const MAX_EXCLUDED = 1000
+/** How long a dispatched job is leased unless configured (the Injector's default too). */
+export const DEFAULT_LEASE = Duration.seconds(1000)
 /** gearmand refuses unique ids over 64 bytes. */
 const MAX_GEARMAN_UNIQUE = 64
 
 export interface QueueRunnerOptions {
-  /** Largest batch claimed per shard and round (default 1000, at least 50). */
+  /** Largest batch claimed per shard and round (default 1000, 50 to 100,000). */
   readonly batchMaxSize?: number | undefined
   /** A round starts at most this often (default 1 s); a round that found a full batch loops at once. */
   readonly batchRunSleep?: Duration.DurationInput | undefined
@@ -87,14 +89,15 @@ const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Durat
 export const settings = (options: QueueRunnerOptions): Either.Either<Settings, InvalidQueueRunnerOptions> => {
   const bad = (field: string, reason: string) => Either.left(new InvalidQueueRunnerOptions({ field, reason }))
   const batchMaxSize = options.batchMaxSize ?? 1000
-  if (!Number.isSafeInteger(batchMaxSize) || batchMaxSize < MIN_BATCH_SIZE) {
-    return bad("batchMaxSize", `${batchMaxSize} is not an integer of at least ${MIN_BATCH_SIZE}`)
+  // Above what one claim may take, every claim would fail and the batch never shrink.
+  if (!Number.isSafeInteger(batchMaxSize) || batchMaxSize < MIN_BATCH_SIZE || batchMaxSize > MAX_CLAIM) {
+    return bad("batchMaxSize", `${batchMaxSize} is not an integer in [${MIN_BATCH_SIZE}, ${MAX_CLAIM}]`)
   }
   const queueWatermarkDepth = options.queueWatermarkDepth ?? 4000
   if (!Number.isSafeInteger(queueWatermarkDepth) || queueWatermarkDepth < 0) {
     return bad("queueWatermarkDepth", `${queueWatermarkDepth} is not a non-negative integer`)
   }
-  const leaseSeconds = seconds(options.lease ?? Duration.seconds(1000))
+  const leaseSeconds = seconds(options.lease ?? DEFAULT_LEASE)
   if (leaseSeconds < 1) return bad("lease", "must be at least 1 second")
   const deferSeconds = seconds(options.deferFor ?? Duration.zero)
   if (!(deferSeconds >= 0) || !Number.isFinite(deferSeconds)) return bad("deferFor", "must be a non-negative, finite duration")

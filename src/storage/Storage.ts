@@ -112,7 +112,8 @@ export interface StorageOptions {
 /** Calls merged into one coalesced batch, at most. */
 const COALESCE_MAX_CALLS = 512
 
-const MAX_CLAIM = 100_000
+/** Most jobs one claim may take (QueueRunner's batchMaxSize is checked against it at start). */
+export const MAX_CLAIM = 100_000
 const MAX_PAGE = 10_000
 /** Attempts to settle a duplicate whose existing row was deleted between insert and lookup. */
 const DUPLICATE_SETTLE_ATTEMPTS = 3
