@@ -6,6 +6,7 @@
 import { Command, Options } from "@effect/cli"
 import { Duration, Effect, Either, Layer } from "effect"
 import { ConfigInvalid } from "../errors.js"
+import { layer as gearmanLayer } from "../gearman/Gearman.js"
 import type { Gearman } from "../gearman/Gearman.js"
 import type { Storage } from "../storage/Storage.js"
 import * as Controller from "../roles/Controller.js"
@@ -14,7 +15,7 @@ import * as QueueRunner from "../roles/QueueRunner.js"
 import { applyRoleHeapPolicy } from "./heap.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
-import { describeStorage, servicesLayer, withSettings } from "./shared.js"
+import { describeStorage, storageLayerFor, withSettings } from "./shared.js"
 
 export type Role = "queue-runner" | "injector" | "controller"
 export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controller"]
@@ -43,29 +44,31 @@ export const checkRoleSettings = (roles: ReadonlyArray<Role>, settings: Settings
   return Either.right(undefined)
 }
 
-/** One role as a Layer that runs for the life of the scope. */
-const roleLayer = (role: Role, settings: Settings) => {
-  switch (role) {
-    case "queue-runner":
-      return Layer.scopedDiscard(
-        Effect.gen(function*() {
-          const runner = yield* QueueRunner.make(settings.queueRunner)
-          yield* Effect.forkScoped(runner.run)
-        }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message })))
-      )
-    case "injector":
-      return Layer.scopedDiscard(Injector.serve(settings.injector))
-    case "controller":
-      return Layer.scopedDiscard(Controller.serve(settings.controller))
+/** One role as a Layer that runs for the life of the scope, over Gearman connections of its own. */
+const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage> => {
+  const body = (): Layer.Layer<never, ConfigInvalid, Storage | Gearman> => {
+    switch (role) {
+      case "queue-runner":
+        return Layer.scopedDiscard(
+          Effect.gen(function*() {
+            const runner = yield* QueueRunner.make(settings.queueRunner)
+            yield* Effect.forkScoped(runner.run)
+          }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message })))
+        )
+      case "injector":
+        return Layer.scopedDiscard(Injector.serve(settings.injector))
+      case "controller":
+        return Layer.scopedDiscard(Controller.serve(settings.controller))
+    }
   }
+  // Each role's own client connections: a connection cut because of one role's packet (or
+  // failure) does not fail another role's submits, e.g. the Controller's jobs in flight.
+  return body().pipe(Layer.provide(gearmanLayer({ servers: settings.gearmand })))
 }
 
-/** The roles as one Layer over Storage and Gearman. */
-export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage | Gearman> =>
-  roles.map((r): Layer.Layer<never, ConfigInvalid, Storage | Gearman> => roleLayer(r, settings)).reduce(
-    (a, b) => Layer.merge(a, b),
-    Layer.empty
-  )
+/** The roles as one Layer over Storage, each with its own Gearman connections. */
+export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage> =>
+  roles.map((r) => roleLayer(r, settings)).reduce((a, b) => Layer.merge(a, b), Layer.empty)
 
 /** Runs the roles until interrupted (with the roles' heap policy, see heap.ts). */
 export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
@@ -75,7 +78,7 @@ export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
     yield* Effect.logInfo(
       `running ${roles.join(", ")} on ${describeStorage(settings)} and job server(s) ${settings.gearmand.join(", ")}`
     )
-    return yield* Layer.launch(rolesLayer(roles, settings).pipe(Layer.provide(servicesLayer(settings))))
+    return yield* Layer.launch(rolesLayer(roles, settings).pipe(Layer.provide(storageLayerFor(settings))))
   })
 
 const allOptions = { ...connectionOptions, ...queueRunnerOptions, ...controllerOptions, ...injectorOptions }

@@ -7,6 +7,7 @@
 import { Command } from "@effect/cli"
 import { Console, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import type { RunningServer } from "../gearman/tcpServer.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
@@ -87,7 +88,14 @@ export const upCommand = Command.make("up", {
       yield* checkRoleSettings(ROLES, configured)
       const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
       const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value)) : Option.none<RunningServer>()
-      const settings = withServer(configured, server)
+      const served = withServer(configured, server)
+      // Jobs the embedded server would refuse (the connection cut) are parked, not sent.
+      const maxPacket = Option.isSome(embedded) ? Math.min(embedded.value.maxFrame, DEFAULT_MAX_FRAME) : undefined
+      const settings: Settings = {
+        ...served,
+        queueRunner: { ...served.queueRunner, maxPacket },
+        injector: { ...served.injector, maxPacket }
+      }
       yield* migrateStorage(settings)
       yield* applyRoleHeapPolicy
       const context = yield* Layer.build(rolesLayer(ROLES, settings).pipe(Layer.provideMerge(servicesLayer(settings))))

@@ -2,7 +2,8 @@
  * The Controller (low-latency mode): serves `run_queued_job`. For each job it calls the real
  * function in the foreground with the worker JSON it received (the same bytes), waits for the
  * outcome, and then owns the row: WORK_COMPLETE deletes it (batched, as in the worker helper);
- * WORK_FAIL, WORK_EXCEPTION, a timeout or a job server failure back it off with `failedJob`.
+ * WORK_FAIL, WORK_EXCEPTION, a timeout or a job server's error back it off with `failedJob`. A
+ * connection lost while the job ran leaves the row leased (its worker may still finish it).
  */
 import { Duration, Effect, Either } from "effect"
 import type { Scope } from "effect"
@@ -50,6 +51,13 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
           return
         }
         const reason = errorText(outcome.left)
+        if (outcome.left._tag === "GearmanConnectionError") {
+          // The job may already be with a worker, which may still finish it: recording a failure
+          // now would run it again at once. The row stays leased; it runs again only if nobody
+          // completes it before the lease ends.
+          yield* Effect.logWarning(`job ${id} (${job.funcname}): connection lost while it ran; it stays leased: ${reason}`)
+          return yield* Effect.fail(new WorkFail({ reason }))
+        }
         yield* Effect.logWarning(`job ${id} (${job.funcname}) failed, backing off: ${reason}`)
         yield* Client.failedJob(job).pipe(
           Effect.provideService(Storage, storage),

@@ -17,6 +17,8 @@ import { WorkException } from "../gearman/errors.js"
 import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, Job, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
+import { park, splitDeliverable } from "./park.js"
 import { DEFAULT_LEASE, errorText, queueTotals, submission } from "./QueueRunner.js"
 
 export const INJECT_FUNCTION = "inject_jobs"
@@ -30,6 +32,8 @@ export interface InjectorOptions {
   readonly queueCheckInterval?: Duration.DurationInput | undefined
   /** Injects handled at once (default 32, over one connection per job server: their rows share commits). */
   readonly concurrency?: number | undefined
+  /** The largest packet the job servers and workers accept (default 64 MiB): larger jobs are parked, not sent. */
+  readonly maxPacket?: number | undefined
 }
 
 /** `run_after` values below this are offsets in seconds (the original's meaning), above it unix times. */
@@ -69,6 +73,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
     const gearman = yield* Gearman
     const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? DEFAULT_LEASE)) / 1000)
     const watermark = options.queueWatermarkDepth ?? 4000
+    const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
     const checkEvery = Duration.toMillis(Duration.decode(options.queueCheckInterval ?? Duration.seconds(2)))
     const depthCache = yield* Ref.make<{ readonly at: number; readonly depths: ReadonlyMap<string, number> }>({
       at: Number.NEGATIVE_INFINITY,
@@ -150,9 +155,13 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       })
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
-    function dispatch(jobs: ReadonlyArray<Job>, now: number) {
-      // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it.
-      return gearman.submitBackgroundAll(jobs.map(submission)).pipe(
+    function dispatch(all: ReadonlyArray<Job>, now: number) {
+      // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it. One
+      // that can never be delivered is parked (as the QueueRunner does), not sent.
+      const { parked, send: jobs, submissions } = splitDeliverable(all, submission, maxPacket)
+      return park(parked).pipe(
+        Effect.provideService(Storage, storage),
+        Effect.zipRight(gearman.submitBackgroundAll(submissions)),
         Effect.flatMap((results) =>
           Effect.forEach(results, (result, i) => {
             if (Either.isRight(result)) return Effect.void

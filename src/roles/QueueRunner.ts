@@ -14,7 +14,9 @@ import type { BackgroundSubmission } from "../gearman/client.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { encodeWorkerJson, formatHandle, nowSeconds } from "../Job.js"
 import type { Job } from "../Job.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { MAX_CLAIM, Storage } from "../storage/Storage.js"
+import { park, splitDeliverable } from "./park.js"
 
 /** The Gearman function that the Controller serves. */
 export const CONTROLLER_FUNCTION = "run_queued_job"
@@ -46,6 +48,11 @@ export interface QueueRunnerOptions {
    * The original deferred every such job 60 s, which left workers idle once the queue drained.
    */
   readonly deferFor?: Duration.DurationInput | undefined
+  /**
+   * The largest packet the job servers and workers accept (default 64 MiB, the embedded server's
+   * and this library's worker limit): a job whose packet would be larger is parked, not sent.
+   */
+  readonly maxPacket?: number | undefined
 }
 
 export class InvalidQueueRunnerOptions extends Data.TaggedError("InvalidQueueRunnerOptions")<{
@@ -66,6 +73,8 @@ export interface ShardRound {
   readonly deferred: number
   /** Submits that failed: those jobs stay leased and come back after the lease. */
   readonly failed: number
+  /** Jobs that can never be delivered, parked (run_after = never) instead of sent. */
+  readonly parked: number
   /** Why the shard was skipped or failed this round, if it was. */
   readonly error?: string
 }
@@ -82,6 +91,7 @@ interface Settings {
   readonly queueWatermarkDepth: number
   readonly leaseSeconds: number
   readonly deferSeconds: number
+  readonly maxPacket: number
 }
 
 const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Duration.decode(d)) / 1000)
@@ -103,7 +113,9 @@ export const settings = (options: QueueRunnerOptions): Either.Either<Settings, I
   if (!(deferSeconds >= 0) || !Number.isFinite(deferSeconds)) return bad("deferFor", "must be a non-negative, finite duration")
   const batchRunSleepMs = Duration.toMillis(Duration.decode(options.batchRunSleep ?? Duration.seconds(1)))
   if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs)) return bad("batchRunSleep", "must be a positive, finite duration")
-  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds })
+  const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
+  if (!Number.isSafeInteger(maxPacket) || maxPacket < 1024) return bad("maxPacket", `${maxPacket} is not an integer of at least 1024`)
+  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds, maxPacket })
 }
 
 /**
@@ -184,7 +196,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
           : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
         const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude))
         if (Either.isLeft(claim)) {
-          return Either.left({ dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, error: claim.left.message })
+          return Either.left({ dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, parked: 0, error: claim.left.message })
         }
         const jobs = claim.right
         // What this round sends counts too (controller jobs end up in their function's queue as
@@ -221,9 +233,13 @@ export const make = (options: QueueRunnerOptions = {}) =>
 
     const submitPhase = (batch: Claimed): Effect.Effect<ShardRound> =>
       Effect.gen(function*() {
-        const { dbid, limit, send } = batch
+        const { dbid, limit } = batch
+        // A job that can never be delivered is parked, not sent: sent, it would fail every lease
+        // (and a packet over the limit cuts the connection other submits share).
+        const { parked, send, submissions } = splitDeliverable(batch.send, submission, s.maxPacket)
+        yield* park(parked).pipe(Effect.provideService(Storage, storage))
         // The whole batch is pipelined on the connection: one Effect, no fiber per job.
-        const results = yield* gearman.submitBackgroundAll(send.map(submission))
+        const results = yield* gearman.submitBackgroundAll(submissions)
         let failed = 0
         for (const [i, r] of results.entries()) {
           if (Either.isLeft(r)) {
@@ -236,8 +252,9 @@ export const make = (options: QueueRunnerOptions = {}) =>
           }
         }
         const dispatched = send.length - failed
-        yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched, s.batchMaxSize)))
-        return { dbid, limit, claimed: batch.claimed, dispatched, deferred: batch.deferred, failed }
+        // Parked jobs count as handled for the batch size: a big job must not shrink the batch.
+        yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched + parked.length, s.batchMaxSize)))
+        return { dbid, limit, claimed: batch.claimed, dispatched, deferred: batch.deferred, failed, parked: parked.length }
       })
 
     const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
