@@ -1,0 +1,97 @@
+// Dispatch against real job servers (the embedded server over TCP, gearmand): jobs that can never
+// be delivered are parked, not re-sent; a Controller's lost connection leaves its job leased.
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Layer, Logger, Metric, Option } from "effect"
+import type { Scope } from "effect"
+import * as Gearman from "../../src/gearman/Gearman.js"
+import { encodeWorkerJson, NEVER } from "../../src/Job.js"
+import * as Client from "../../src/roles/Client.js"
+import * as Controller from "../../src/roles/Controller.js"
+import { jobsParked } from "../../src/roles/metrics.js"
+import * as QueueRunner from "../../src/roles/QueueRunner.js"
+import * as Worker from "../../src/roles/Worker.js"
+import { Storage } from "../../src/storage/Storage.js"
+import * as StorageLayers from "../../src/storage/Storage.js"
+import { embeddedJobServer } from "../gearman/embedded.js"
+import { eventually, gearmand } from "../gearman/gearmand.js"
+import { recorder } from "../support/e2e.js"
+import { makeProxy } from "../support/proxy.js"
+
+const servers: ReadonlyArray<readonly [string, Effect.Effect<{ readonly server: string }, never, Scope.Scope>]> = [
+  ["the embedded server over TCP", embeddedJobServer()],
+  ["gearmand", gearmand]
+]
+
+const parkedCount = Effect.map(Metric.value(Metric.tagged(jobsParked, "reason", "packet-too-large")), (s) => s.count)
+
+describe("dispatch", () => {
+  for (const [name, start] of servers) {
+    it.scopedLive(`${name}: a job whose packet is over the limit is parked (never sent); the others run once`, () =>
+      Effect.gen(function*() {
+        const { server } = yield* start
+        yield* Effect.scoped(Effect.gen(function*() {
+          const storage = yield* Storage
+          const { record, runs } = yield* recorder
+          // 12 MiB of zero bytes fits the column, but each byte is `\u0000` in the worker JSON: ~72 MiB.
+          const [big] = yield* Client.insertJobs([{ funcname: "echo", arg: new Uint8Array(12 * 1024 * 1024) }])
+          yield* Client.insertJobs(Array.from({ length: 20 }, (_, i) => ({ funcname: "echo", arg: `small ${i}` })))
+          yield* Worker.serve({ echo: record }, { concurrency: 4 })
+          const before = yield* parkedCount
+          const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+          const round = (yield* runner.round).shards[0]!
+          assert.deepStrictEqual({ claimed: round.claimed, dispatched: round.dispatched, failed: round.failed, parked: round.parked }, {
+            claimed: 21,
+            dispatched: 20,
+            failed: 0,
+            parked: 1
+          })
+          yield* eventually(Effect.map(runs, (r) => r.size === 20), "the 20 small jobs to run")
+          const row = Option.getOrThrow(yield* storage.get(big!.handle))
+          assert.strictEqual(row.runAfter, NEVER, "parked: run_after = never")
+          assert.strictEqual(yield* parkedCount, before + 1)
+          // Never re-sent: nothing is due any more.
+          assert.strictEqual((yield* runner.round).shards[0]!.claimed, 0)
+          assert.isTrue([...(yield* runs).values()].every((n) => n === 1), "no job ran twice")
+          assert.isFalse((yield* runs).has(`${big!.handle.dbid}:${big!.handle.jobid}`))
+        })).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server] }))))
+      }), 120_000)
+  }
+
+  it.scopedLive("a Controller whose connection drops while its job runs leaves the row leased (no failure recorded)", () =>
+    Effect.gen(function*() {
+      const { port } = yield* embeddedJobServer()
+      const proxy = yield* makeProxy({ host: "127.0.0.1", port })
+      const lines: Array<string> = []
+      const capture = Logger.add(Logger.make(({ message }) => {
+        lines.push(Array.isArray(message) ? message.join(" ") : String(message))
+      }))
+      const storageLayer = StorageLayers.layerMemory({ shards: [1] })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const storage = yield* Storage
+        const started = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        yield* Worker.serve({ slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release)) })
+        // Only the Controller goes through the proxy.
+        const controllerGearman = yield* Layer.build(Gearman.layer({ servers: [`127.0.0.1:${proxy.port}`] }))
+        yield* Controller.serve().pipe(Effect.provide(controllerGearman))
+        // Stored as the Injector stores it: leased to the Controller.
+        const [stored] = yield* Client.insertJobs([{ funcname: "slow", arg: "x", flag: "controller", runAt: "+1000" }])
+        const leased = Option.getOrThrow(yield* storage.get(stored!.handle))
+        const gearman = yield* Gearman.Gearman
+        yield* gearman.submitBackground(QueueRunner.CONTROLLER_FUNCTION, encodeWorkerJson(leased))
+        yield* Deferred.await(started)
+        yield* proxy.cutAll
+        // Either the Controller says it leaves the job leased, or (the defect) it records a failure.
+        const id = `${leased.dbid}:${leased.jobid}`
+        yield* eventually(
+          Effect.map(storage.get(stored!.handle), (row) =>
+            lines.some((l) => l.includes(id) && l.includes("stays leased")) || Option.getOrThrow(row).failcount > 0),
+          "the Controller to handle the lost connection"
+        )
+        yield* Deferred.succeed(release, undefined)
+        const row = Option.getOrThrow(yield* storage.get(stored!.handle))
+        assert.strictEqual(row.failcount, 0, "no failure recorded")
+        assert.strictEqual(row.runAfter, leased.runAfter, "still leased")
+      })).pipe(Effect.provide(Layer.mergeAll(storageLayer, Gearman.layer({ servers: [`127.0.0.1:${port}`] }))), Effect.provide(capture))
+    }), 60_000)
+})
