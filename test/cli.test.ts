@@ -192,6 +192,30 @@ describe("garivini CLI", () => {
       yield* consume.stop("SIGTERM")
     }), 120_000)
 
+  it.scopedLive("a busy queue-runner sent SIGTERM gives back what it claimed and did not submit: leased rows are exactly gearmand's queue", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
+      const gearmand = yield* scopedGearmand
+      const connect = ["--db", db, "--gearmand", gearmand]
+      assert.strictEqual((yield* garivini("inject", ...connect, "--count", "30000", "--function", "stranded")).code, 0)
+      const queued = Effect.map(garivini("status", ...connect, "--json"), (r) =>
+        (JSON.parse(r.stdout) as { functions: ReadonlyArray<{ function: string; gearmand_queued?: number }> })
+          .functions.find((f) => f.function === "stranded")?.gearmand_queued ?? 0)
+      // No worker: whatever gearmand accepted stays queued there. The default lease (1000 s) would
+      // strand anything claimed and not submitted.
+      const run = yield* background("queue-runner", ...connect, "--queue-watermark-depth", "0", "--batch-max-size", "2000")
+      yield* eventually(Effect.map(queued, (n) => n >= 3000), "the runner to be busy", 60_000)
+      const exit = yield* run.stop("SIGTERM")
+      assert.strictEqual(exit.code, 0, exit.stderr)
+      const status = JSON.parse((yield* garivini("status", ...connect, "--json")).stdout) as {
+        functions: ReadonlyArray<{ function: string; scheduled: number; gearmand_queued?: number }>
+      }
+      const row = status.functions.find((f) => f.function === "stranded")!
+      assert.isBelow(row.gearmand_queued ?? 0, 30000, "stopped mid-run")
+      assert.strictEqual(row.scheduled, row.gearmand_queued, "every leased row was handed to gearmand")
+    }), 120_000)
+
   it.scopedLive("SIGTERM during a run: exit 0, no job lost, no row leased beyond what was in flight", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)

@@ -260,6 +260,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
       claimPhase(dbid, depth).pipe(
         Effect.flatMap(Either.match({ onLeft: Effect.succeed, onRight: submitPhase })),
+        // Interrupted between claim and submit, a batch would wait out its whole lease.
+        Effect.uninterruptible,
         Effect.annotateLogs({ shard: dbid })
       )
 
@@ -298,14 +300,36 @@ export const make = (options: QueueRunnerOptions = {}) =>
         /** When this shard last dispatched a job (jobs still flowing if within batchRunSleep). */
         let lastDispatch = Number.NEGATIVE_INFINITY
         let inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly batch: Claimed } | undefined
-        /** Waits for the batch in flight; true when all of its submits went out. */
+        /** Waits for the batch in flight (its submit is uninterruptible); true when all of its submits went out. */
         const settleInFlight = Effect.suspend(() => {
           if (inFlight === undefined) return Effect.succeed(true)
-          const { fiber } = inFlight
-          inFlight = undefined
-          return Effect.map(Fiber.join(fiber), (report) => report.failed === 0)
+          // Cleared only once joined: interrupted while waiting, the finalizer waits again.
+          return Effect.map(Fiber.join(inFlight.fiber), (report) => {
+            inFlight = undefined
+            return report.failed === 0
+          })
         })
-        yield* Effect.addFinalizer(() => Effect.ignore(settleInFlight))
+        /**
+         * Jobs claimed and not yet handed to a submit. Stopped (SIGTERM) in between, they are given
+         * back due now, instead of waiting out their whole lease.
+         */
+        let pending: ReadonlyArray<Job> = []
+        const giveBack = Effect.suspend(() => {
+          const jobs = pending
+          pending = []
+          if (jobs.length === 0) return Effect.void
+          return Effect.flatMap(nowSeconds, (now) => storage.defer(jobs, now)).pipe(
+            Effect.zipRight(Effect.logInfo(`stopping: ${jobs.length} claimed job(s) given back, due now`)),
+            Effect.catchAll((e) => Effect.logWarning(`giving back ${jobs.length} claimed job(s) failed; they run after their lease: ${e.message}`))
+          )
+        })
+        yield* Effect.addFinalizer(() => Effect.zipRight(Effect.ignore(settleInFlight), giveBack))
+        /** Hands the pending batch to `submit` in one step that cannot be interrupted halfway. */
+        const handOver = <A>(submit: Effect.Effect<A>) =>
+          Effect.uninterruptible(Effect.suspend(() => {
+            pending = []
+            return submit
+          }))
         for (;;) {
           const started = yield* Clock.currentTimeMillis
           let wait = s.batchRunSleepMs
@@ -313,7 +337,11 @@ export const make = (options: QueueRunnerOptions = {}) =>
             // The batch in flight may not be in gearmand's counts yet: count it for the watermark.
             const depth = new Map(yield* depths)
             if (inFlight !== undefined) for (const [fn, n] of inFlight.batch.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
-            const claimed = yield* claimPhase(dbid, depth)
+            // The claim and noting what it took are one step (the transaction is uninterruptible).
+            const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth), (c) =>
+              Effect.sync(() => {
+                if (Either.isRight(c)) pending = c.right.send
+              })))
             const previousOk = yield* settleInFlight
             if (Either.isLeft(claimed)) {
               const report = claimed.left
@@ -327,15 +355,16 @@ export const make = (options: QueueRunnerOptions = {}) =>
               if (!previousOk && batch.send.length > 0) {
                 // The job server refused the previous batch: don't strand this one under a lease.
                 const now = yield* nowSeconds
-                yield* storage.defer(batch.send, now).pipe(
+                yield* handOver(storage.defer(batch.send, now).pipe(
                   Effect.catchAll((e) => Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`))
-                )
+                ))
               } else if (batch.send.length >= batch.limit) {
                 lastDispatch = started
-                inFlight = { fiber: yield* Effect.fork(submitPhase(batch)), batch }
+                // Forked in the uninterruptible step: the submit inherits it and always completes.
+                inFlight = { fiber: yield* handOver(Effect.fork(submitPhase(batch))), batch }
                 continue
               } else {
-                const report = yield* submitPhase(batch)
+                const report = yield* handOver(submitPhase(batch))
                 if (report.dispatched > 0) lastDispatch = started
                 if (report.dispatched >= report.limit) continue
                 // Jobs are flowing (some went out within the last interval: a round right after a
