@@ -60,7 +60,9 @@ export const FileConfig = Schema.Struct({
   injector: Schema.optional(Schema.Struct({
     lease: Schema.optional(Seconds),
     queueWatermarkDepth: Schema.optional(Schema.Int),
-    concurrency: Schema.optional(PositiveInt)
+    concurrency: Schema.optional(PositiveInt),
+    maxRequestJobs: Schema.optional(PositiveInt),
+    maxRequestBytes: Schema.optional(PositiveInt)
   })),
   controller: Schema.optional(Schema.Struct({
     concurrency: Schema.optional(PositiveInt),
@@ -138,7 +140,9 @@ export const controllerOptions = {
 }
 
 export const injectorOptions = {
-  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)")
+  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)"),
+  injectorMaxRequestJobs: integer("injector-max-request-jobs", "Jobs one inject_jobs request may carry; more are rejected (default 10000)"),
+  injectorMaxRequestBytes: integer("injector-max-request-bytes", "Bytes one inject_jobs request may have; more are rejected (default 33554432)")
 }
 
 type ConnectionFlags = {
@@ -247,7 +251,9 @@ export const resolve = (
       // The Injector's lease must match the QueueRunner's: it keeps the runner off injected jobs.
       lease: queueRunner.lease ?? duration(inj.lease),
       queueWatermarkDepth: queueRunner.queueWatermarkDepth ?? inj.queueWatermarkDepth,
-      concurrency: yield* num(flags.injectorConcurrency, "GARIVINI_INJECTOR_CONCURRENCY", inj.concurrency)
+      concurrency: yield* num(flags.injectorConcurrency, "GARIVINI_INJECTOR_CONCURRENCY", inj.concurrency),
+      maxRequestJobs: yield* num(flags.injectorMaxRequestJobs, "GARIVINI_INJECTOR_MAX_REQUEST_JOBS", inj.maxRequestJobs),
+      maxRequestBytes: yield* num(flags.injectorMaxRequestBytes, "GARIVINI_INJECTOR_MAX_REQUEST_BYTES", inj.maxRequestBytes)
     }
     const ctl = file.controller ?? {}
     const controller: ControllerOptions = {

@@ -28,6 +28,11 @@ export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controll
 export const checkRoleSettings = (roles: ReadonlyArray<Role>, settings: Settings): Either.Either<void, ConfigInvalid> => {
   const runner = QueueRunner.settings(settings.queueRunner)
   if (Either.isLeft(runner)) return Either.left(new ConfigInvalid({ field: `queueRunner.${runner.left.field}`, reason: runner.left.reason }))
+  for (const [field, value] of [["injector max request jobs", settings.injector.maxRequestJobs], ["injector max request bytes", settings.injector.maxRequestBytes]] as const) {
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
+      return Either.left(new ConfigInvalid({ field, reason: `${value} is not a positive integer` }))
+    }
+  }
   if (roles.includes("controller")) {
     const timeout = Duration.decode(settings.controller.timeout ?? Controller.DEFAULT_TIMEOUT)
     const lease = Duration.min(

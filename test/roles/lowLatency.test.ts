@@ -128,6 +128,23 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     assert.deepStrictEqual(runs, ["hang", "fine"])
   }))
 
+  test("requests over the count or byte bound are rejected whole with a clear message; one at the bound is stored", Effect.gen(function*() {
+    yield* Injector.serve({ maxRequestJobs: 3000, maxRequestBytes: 200_000 })
+    const jobs = (n: number) => Array.from({ length: n }, (_, i) => ({ funcname: "bounded", arg: `${i}`, run_after: 60 }))
+    const tooMany = yield* Effect.flip(inject(jobs(3001)))
+    assert.strictEqual(tooMany._tag, "GearmanJobException")
+    if (tooMany._tag === "GearmanJobException") {
+      assert.strictEqual(Buffer.from(tooMany.data).toString(), "inject_jobs: 3001 jobs in one request is over the limit of 3000; send fewer jobs per request")
+    }
+    const tooBig = yield* Effect.flip(inject({ funcname: "bounded", arg: "x".repeat(200_001) }))
+    assert.strictEqual(tooBig._tag, "GearmanJobException")
+    if (tooBig._tag === "GearmanJobException") assert.match(Buffer.from(tooBig.data).toString(), /^inject_jobs: request of \d+ bytes is over the limit of 200000;/)
+    assert.strictEqual(yield* stored, 0)
+    const replies = decodeReplies((yield* inject(jobs(3000))).data.toString())
+    assert.strictEqual(replies.length, 3000)
+    assert.strictEqual(yield* stored, 3000)
+  }))
+
   test("malformed input of each kind: a clear error to the client and no row", Effect.gen(function*() {
     yield* system("f")
     const cases: ReadonlyArray<readonly [unknown, string]> = [
