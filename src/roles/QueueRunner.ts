@@ -15,7 +15,7 @@ import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { encodeWorkerJson, formatHandle, nowSeconds } from "../Job.js"
 import type { Job } from "../Job.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
-import { MAX_CLAIM, Storage } from "../storage/Storage.js"
+import { DEFAULT_CLAIM_BYTES, MAX_CLAIM, Storage } from "../storage/Storage.js"
 import { park, splitDeliverable } from "./park.js"
 
 /** The Gearman function that the Controller serves. */
@@ -53,6 +53,11 @@ export interface QueueRunnerOptions {
    * and this library's worker limit): a job whose packet would be larger is parked, not sent.
    */
   readonly maxPacket?: number | undefined
+  /**
+   * Bytes of args one claim takes, at most (default 64 MiB; a job larger than that still goes,
+   * alone). In `run`, the batch whose submits are in flight counts against it too.
+   */
+  readonly batchMaxBytes?: number | undefined
 }
 
 export class InvalidQueueRunnerOptions extends Data.TaggedError("InvalidQueueRunnerOptions")<{
@@ -92,6 +97,7 @@ interface Settings {
   readonly leaseSeconds: number
   readonly deferSeconds: number
   readonly maxPacket: number
+  readonly batchMaxBytes: number
 }
 
 const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Duration.decode(d)) / 1000)
@@ -115,7 +121,9 @@ export const settings = (options: QueueRunnerOptions): Either.Either<Settings, I
   if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs)) return bad("batchRunSleep", "must be a positive, finite duration")
   const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
   if (!Number.isSafeInteger(maxPacket) || maxPacket < 1024) return bad("maxPacket", `${maxPacket} is not an integer of at least 1024`)
-  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds, maxPacket })
+  const batchMaxBytes = options.batchMaxBytes ?? DEFAULT_CLAIM_BYTES
+  if (!Number.isSafeInteger(batchMaxBytes) || batchMaxBytes < 1) return bad("batchMaxBytes", `${batchMaxBytes} is not a positive integer`)
+  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds, maxPacket, batchMaxBytes })
 }
 
 /**
@@ -187,14 +195,18 @@ export const make = (options: QueueRunnerOptions = {}) =>
       readonly perFunction: ReadonlyMap<string, number>
     }
 
-    const claimPhase = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
+    const claimPhase = (
+      dbid: number,
+      depth: ReadonlyMap<string, number>,
+      maxBytes: number = s.batchMaxBytes
+    ): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
       Effect.gen(function*() {
         const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
         // Functions already over the watermark are not claimed at all (their jobs stay due).
         const exclude = s.queueWatermarkDepth === 0
           ? []
           : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
-        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude))
+        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes))
         if (Either.isLeft(claim)) {
           return Either.left({ dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, parked: 0, error: claim.left.message })
         }
@@ -338,7 +350,10 @@ export const make = (options: QueueRunnerOptions = {}) =>
             const depth = new Map(yield* depths)
             if (inFlight !== undefined) for (const [fn, n] of inFlight.batch.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
             // The claim and noting what it took are one step (the transaction is uninterruptible).
-            const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth), (c) =>
+            // The batch in flight holds its args until its submits are done: it counts against the budget.
+            const inFlightBytes = inFlight === undefined ? 0 : inFlight.batch.send.reduce((n, j) => n + j.arg.byteLength, 0)
+            const budget = Math.max(0, s.batchMaxBytes - inFlightBytes)
+            const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth, budget), (c) =>
               Effect.sync(() => {
                 if (Either.isRight(c)) pending = c.right.send
               })))
