@@ -52,6 +52,7 @@ export const FileConfig = Schema.Struct({
   gearmand: Schema.optional(Schema.Array(Schema.String)),
   queueRunner: Schema.optional(Schema.Struct({
     batchMaxSize: Schema.optional(Schema.Int),
+    batchMaxBytes: Schema.optional(Schema.Int),
     batchRunSleep: Schema.optional(Seconds),
     queueWatermarkDepth: Schema.optional(Schema.Int),
     lease: Schema.optional(Seconds),
@@ -128,6 +129,7 @@ export const connectionOptions = {
 
 export const queueRunnerOptions = {
   batchMaxSize: integer("batch-max-size", "Largest batch claimed per shard and round (default 1000, at least 50)"),
+  batchMaxBytes: integer("batch-max-bytes", "Bytes of args claimed per shard and round, at most; a larger job goes alone (default 67108864)"),
   batchRunSleep: seconds("batch-run-sleep", "Seconds between rounds, at most (default 1)"),
   queueWatermarkDepth: integer("queue-watermark-depth", "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"),
   lease: seconds("lease", "Seconds a dispatched job is leased before it is dispatched again (default 1000)"),
@@ -241,6 +243,7 @@ export const resolve = (
     const qr = file.queueRunner ?? {}
     const queueRunner: QueueRunnerOptions = {
       batchMaxSize: yield* num(flags.batchMaxSize, "GARIVINI_BATCH_MAX_SIZE", qr.batchMaxSize),
+      batchMaxBytes: yield* num(flags.batchMaxBytes, "GARIVINI_BATCH_MAX_BYTES", qr.batchMaxBytes),
       batchRunSleep: duration(yield* num(flags.batchRunSleep, "GARIVINI_BATCH_RUN_SLEEP", qr.batchRunSleep)),
       queueWatermarkDepth: yield* num(flags.queueWatermarkDepth, "GARIVINI_QUEUE_WATERMARK_DEPTH", qr.queueWatermarkDepth),
       lease: duration(yield* num(flags.lease, "GARIVINI_LEASE", qr.lease)),
