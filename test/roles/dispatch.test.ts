@@ -16,6 +16,8 @@ import { embeddedJobServer } from "../gearman/embedded.js"
 import { eventually, gearmand } from "../gearman/gearmand.js"
 import { recorder } from "../support/e2e.js"
 import { makeProxy } from "../support/proxy.js"
+import { rolesLayer } from "../../src/cli/roles.js"
+import type { Settings } from "../../src/cli/config.js"
 
 const servers: ReadonlyArray<readonly [string, Effect.Effect<{ readonly server: string }, never, Scope.Scope>]> = [
   ["the embedded server over TCP", embeddedJobServer()],
@@ -93,5 +95,45 @@ describe("dispatch", () => {
         assert.strictEqual(row.failcount, 0, "no failure recorded")
         assert.strictEqual(row.runAfter, leased.runAfter, "still leased")
       })).pipe(Effect.provide(Layer.mergeAll(storageLayer, Gearman.layer({ servers: [`127.0.0.1:${port}`] }))), Effect.provide(capture))
+    }), 60_000)
+
+  it.scopedLive("in `garivini run` / `up` each role has its own connection: the QueueRunner's cut does not fail the Controller's job", () =>
+    Effect.gen(function*() {
+      // The server takes packets up to 1 MiB, the runner believes 64 MiB: its 2 MiB submit cuts
+      // its connection (a stand-in for any failure of one role's connection).
+      const { server } = yield* embeddedJobServer({ maxFrame: 1024 * 1024 })
+      const lines: Array<string> = []
+      const capture = Logger.add(Logger.make(({ message }) => {
+        lines.push(Array.isArray(message) ? message.join(" ") : String(message))
+      }))
+      const settings: Settings = {
+        shards: [],
+        sqlite: Option.none(),
+        dbGiven: true,
+        gearmand: [server],
+        gearmandGiven: true,
+        queueRunner: { batchRunSleep: "50 millis", queueWatermarkDepth: 0 },
+        injector: {},
+        controller: {},
+        logFormat: "logfmt"
+      }
+      yield* Effect.scoped(Effect.gen(function*() {
+        const storage = yield* Storage
+        const started = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        yield* Worker.serve({ slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release)), big: () => Effect.void })
+        yield* Layer.build(rolesLayer(["queue-runner", "controller"], settings))
+        const [injected] = yield* Client.insertJobs([{ funcname: "slow", arg: "x", flag: "controller" }])
+        yield* Deferred.await(started)
+        yield* Client.insertJobs([{ funcname: "big", arg: new Uint8Array(2 * 1024 * 1024) }])
+        yield* eventually(Effect.sync(() => lines.some((l) => l.includes("submit failed"))), "the runner's connection to be cut")
+        yield* Deferred.succeed(release, undefined)
+        // Done and deleted (not failed, not left for the lease).
+        yield* eventually(
+          Effect.map(storage.get(injected!.handle), (row) => Option.isNone(row) || Option.getOrThrow(row).failcount > 0 || lines.some((l) => l.includes("connection lost while it ran"))),
+          "the Controller's job to end"
+        )
+        assert.isTrue(Option.isNone(yield* storage.get(injected!.handle)), `the Controller's job completed; logs: ${lines.join(" / ")}`)
+      })).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server] }))), Effect.provide(capture))
     }), 60_000)
 })
