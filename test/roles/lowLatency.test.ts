@@ -6,6 +6,7 @@ import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
+import { NEVER } from "../../src/Job.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { until } from "../support/until.js"
@@ -143,6 +144,20 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     const replies = decodeReplies((yield* inject(jobs(3000))).data.toString())
     assert.strictEqual(replies.length, 3000)
     assert.strictEqual(yield* stored, 3000)
+  }))
+
+  test("a stored job whose run_queued_job packet would be over the limit is parked, not dispatched", Effect.gen(function*() {
+    const runs: Array<string> = []
+    yield* Injector.serve({ maxPacket: 4096 })
+    yield* Controller.serve()
+    yield* Worker.serve({ roomy: (job) => Effect.sync(() => void runs.push(job.text)) })
+    const storage = yield* Storage
+    // 1,000 control bytes are 6,000 bytes of worker JSON (`\u0001` each).
+    const big = decodeReply((yield* inject({ funcname: "roomy", arg: "\u0001".repeat(1000) })).data.toString())
+    assert.strictEqual(Option.getOrThrow(yield* storage.get(big)).runAfter, NEVER)
+    yield* inject({ funcname: "roomy", arg: "small" })
+    yield* until(Effect.sync(() => runs.length === 1), "the small job to run")
+    assert.deepStrictEqual(runs, ["small"])
   }))
 
   test("malformed input of each kind: a clear error to the client and no row", Effect.gen(function*() {
