@@ -64,6 +64,28 @@ describe("garivini CLI", () => {
       assert.notInclude(dead.stdout + dead.stderr, "hunter2")
     }), 60_000)
 
+  it.scopedLive("settings the roles cannot run with are refused at start: exit 2, one line, nothing started", () =>
+    Effect.gen(function*() {
+      const db = `sqlite:${yield* tempDir("garivini-bad-roles-")}/jobs.db`
+      // Nothing listens on port 1: a command that did start would run until the test times out.
+      const common = ["--db", db, "--gearmand", "127.0.0.1:1"]
+      const cases: ReadonlyArray<readonly [ReadonlyArray<string>, RegExp]> = [
+        // A Controller waiting as long as the lease or longer runs a slow job several times.
+        [["controller", "--lease", "5"], /^garivini: invalid configuration controller timeout: 15m is not under the lease \(5s\)/],
+        [["run", "--controller-timeout", "1000"], /controller timeout: 16m 40s is not under the lease \(16m 40s\)/],
+        [["up", "--lease", "5"], /controller timeout: 15m is not under the lease \(5s\)/],
+        // Above what one claim may take, every claim fails and the runner jams.
+        [["queue-runner", "--batch-max-size", "100001"], /queueRunner\.batchMaxSize: 100001 is not an integer in \[50, 100000\]/],
+        [["up", "--batch-max-size", "100001"], /queueRunner\.batchMaxSize/]
+      ]
+      for (const [args, expected] of cases) {
+        const r = yield* garivini(...args, ...(args[0] === "up" ? ["--db", db, "--listen", "127.0.0.1:0"] : common))
+        assert.strictEqual(r.code, 2, `${args.join(" ")}: ${r.stderr}`)
+        assert.strictEqual(r.stderr.trim().split("\n").length, 1, r.stderr)
+        assert.match(r.stderr, expected)
+      }
+    }), 60_000)
+
   it.scopedLive("migrate, schema, inject (direct and --pure), run, consume, status, jobs list/show/delete", () =>
     Effect.gen(function*() {
       const database = `garivini_test_cli_${process.pid}`
@@ -168,6 +190,29 @@ describe("garivini CLI", () => {
       assert.strictEqual((yield* garivini("jobs", "retry", "--db", db)).code, 2)
       yield* run.stop("SIGTERM")
       yield* consume.stop("SIGTERM")
+    }), 120_000)
+
+  it.scopedLive("a busy queue-runner sent SIGTERM gives back what it claimed and did not submit: leased rows are exactly gearmand's queue", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
+      const gearmand = yield* scopedGearmand
+      const connect = ["--db", db, "--gearmand", gearmand]
+      assert.strictEqual((yield* garivini("inject", ...connect, "--count", "30000", "--function", "stranded")).code, 0)
+      const queued = Effect.map(garivini("status", ...connect, "--json"), (r) =>
+        (JSON.parse(r.stdout) as { functions: ReadonlyArray<{ function: string; gearmand_queued?: number }> })
+          .functions.find((f) => f.function === "stranded")?.gearmand_queued ?? 0)
+      // No worker: whatever gearmand accepted stays queued there. The default lease (1000 s) would
+      // strand anything claimed and not submitted.
+      const run = yield* background("queue-runner", ...connect, "--queue-watermark-depth", "0", "--batch-max-size", "2000")
+      yield* eventually(Effect.map(queued, (n) => n >= 1), "the runner to be busy", 60_000)
+      const exit = yield* run.stop("SIGTERM")
+      assert.strictEqual(exit.code, 0, exit.stderr)
+      const status = JSON.parse((yield* garivini("status", ...connect, "--json")).stdout) as {
+        functions: ReadonlyArray<{ function: string; scheduled: number; gearmand_queued?: number }>
+      }
+      const row = status.functions.find((f) => f.function === "stranded")!
+      assert.strictEqual(row.scheduled, row.gearmand_queued, "every leased row was handed to gearmand")
     }), 120_000)
 
   it.scopedLive("SIGTERM during a run: exit 0, no job lost, no row leased beyond what was in flight", () =>

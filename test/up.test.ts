@@ -47,7 +47,7 @@ const FUNCTION = "up_test"
 
 const startUp = (db: string, port: number) =>
   Effect.gen(function*() {
-    const up = yield* background("up", "--db", db, "--listen", `127.0.0.1:${port}`, "--lease", "3", "--batch-run-sleep", "0.1")
+    const up = yield* background("up", "--db", db, "--listen", `127.0.0.1:${port}`, "--lease", "20", "--controller-timeout", "15", "--batch-run-sleep", "0.1")
     yield* eventually(Effect.map(up.output, (o) => o.includes("clients and workers connect to")), "garivini up to be ready")
     return up
   })

@@ -52,6 +52,7 @@ export const FileConfig = Schema.Struct({
   gearmand: Schema.optional(Schema.Array(Schema.String)),
   queueRunner: Schema.optional(Schema.Struct({
     batchMaxSize: Schema.optional(Schema.Int),
+    batchMaxBytes: Schema.optional(Schema.Int),
     batchRunSleep: Schema.optional(Seconds),
     queueWatermarkDepth: Schema.optional(Schema.Int),
     lease: Schema.optional(Seconds),
@@ -60,7 +61,9 @@ export const FileConfig = Schema.Struct({
   injector: Schema.optional(Schema.Struct({
     lease: Schema.optional(Seconds),
     queueWatermarkDepth: Schema.optional(Schema.Int),
-    concurrency: Schema.optional(PositiveInt)
+    concurrency: Schema.optional(PositiveInt),
+    maxRequestJobs: Schema.optional(PositiveInt),
+    maxRequestBytes: Schema.optional(PositiveInt)
   })),
   controller: Schema.optional(Schema.Struct({
     concurrency: Schema.optional(PositiveInt),
@@ -126,6 +129,7 @@ export const connectionOptions = {
 
 export const queueRunnerOptions = {
   batchMaxSize: integer("batch-max-size", "Largest batch claimed per shard and round (default 1000, at least 50)"),
+  batchMaxBytes: integer("batch-max-bytes", "Bytes of args claimed per shard and round, at most; a larger job goes alone (default 67108864)"),
   batchRunSleep: seconds("batch-run-sleep", "Seconds between rounds, at most (default 1)"),
   queueWatermarkDepth: integer("queue-watermark-depth", "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"),
   lease: seconds("lease", "Seconds a dispatched job is leased before it is dispatched again (default 1000)"),
@@ -138,7 +142,9 @@ export const controllerOptions = {
 }
 
 export const injectorOptions = {
-  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)")
+  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)"),
+  injectorMaxRequestJobs: integer("injector-max-request-jobs", "Jobs one inject_jobs request may carry; more are rejected (default 10000)"),
+  injectorMaxRequestBytes: integer("injector-max-request-bytes", "Bytes one inject_jobs request may have; more are rejected (default 33554432)")
 }
 
 type ConnectionFlags = {
@@ -237,6 +243,7 @@ export const resolve = (
     const qr = file.queueRunner ?? {}
     const queueRunner: QueueRunnerOptions = {
       batchMaxSize: yield* num(flags.batchMaxSize, "GARIVINI_BATCH_MAX_SIZE", qr.batchMaxSize),
+      batchMaxBytes: yield* num(flags.batchMaxBytes, "GARIVINI_BATCH_MAX_BYTES", qr.batchMaxBytes),
       batchRunSleep: duration(yield* num(flags.batchRunSleep, "GARIVINI_BATCH_RUN_SLEEP", qr.batchRunSleep)),
       queueWatermarkDepth: yield* num(flags.queueWatermarkDepth, "GARIVINI_QUEUE_WATERMARK_DEPTH", qr.queueWatermarkDepth),
       lease: duration(yield* num(flags.lease, "GARIVINI_LEASE", qr.lease)),
@@ -247,7 +254,9 @@ export const resolve = (
       // The Injector's lease must match the QueueRunner's: it keeps the runner off injected jobs.
       lease: queueRunner.lease ?? duration(inj.lease),
       queueWatermarkDepth: queueRunner.queueWatermarkDepth ?? inj.queueWatermarkDepth,
-      concurrency: yield* num(flags.injectorConcurrency, "GARIVINI_INJECTOR_CONCURRENCY", inj.concurrency)
+      concurrency: yield* num(flags.injectorConcurrency, "GARIVINI_INJECTOR_CONCURRENCY", inj.concurrency),
+      maxRequestJobs: yield* num(flags.injectorMaxRequestJobs, "GARIVINI_INJECTOR_MAX_REQUEST_JOBS", inj.maxRequestJobs),
+      maxRequestBytes: yield* num(flags.injectorMaxRequestBytes, "GARIVINI_INJECTOR_MAX_REQUEST_BYTES", inj.maxRequestBytes)
     }
     const ctl = file.controller ?? {}
     const controller: ControllerOptions = {

@@ -4,8 +4,9 @@
  * SIGINT/SIGTERM, then stops taking work, lets in-flight jobs finish and closes its connections.
  */
 import { Command, Options } from "@effect/cli"
-import { Effect, Either, Layer } from "effect"
+import { Duration, Effect, Either, Layer } from "effect"
 import { ConfigInvalid } from "../errors.js"
+import { layer as gearmanLayer } from "../gearman/Gearman.js"
 import type { Gearman } from "../gearman/Gearman.js"
 import type { Storage } from "../storage/Storage.js"
 import * as Controller from "../roles/Controller.js"
@@ -14,43 +15,75 @@ import * as QueueRunner from "../roles/QueueRunner.js"
 import { applyRoleHeapPolicy } from "./heap.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
-import { describeStorage, servicesLayer, withSettings } from "./shared.js"
+import { describeStorage, storageLayerFor, withSettings } from "./shared.js"
 
 export type Role = "queue-runner" | "injector" | "controller"
 export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controller"]
 
-/** One role as a Layer that runs for the life of the scope. */
-const roleLayer = (role: Role, settings: Settings) => {
-  switch (role) {
-    case "queue-runner":
-      return Layer.scopedDiscard(
-        Effect.gen(function*() {
-          const runner = yield* QueueRunner.make(settings.queueRunner)
-          yield* Effect.forkScoped(runner.run)
-        }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message })))
-      )
-    case "injector":
-      return Layer.scopedDiscard(Injector.serve(settings.injector))
-    case "controller":
-      return Layer.scopedDiscard(Controller.serve(settings.controller))
+/**
+ * Settings the roles cannot run with, refused before anything starts: a QueueRunner option out of
+ * range (e.g. a batchMaxSize no claim may take), or a Controller that waits for a job as long as
+ * the lease or longer (the job would be dispatched again while it still runs, and again).
+ */
+export const checkRoleSettings = (roles: ReadonlyArray<Role>, settings: Settings): Either.Either<void, ConfigInvalid> => {
+  const runner = QueueRunner.settings(settings.queueRunner)
+  if (Either.isLeft(runner)) return Either.left(new ConfigInvalid({ field: `queueRunner.${runner.left.field}`, reason: runner.left.reason }))
+  for (const [field, value] of [["injector max request jobs", settings.injector.maxRequestJobs], ["injector max request bytes", settings.injector.maxRequestBytes]] as const) {
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
+      return Either.left(new ConfigInvalid({ field, reason: `${value} is not a positive integer` }))
+    }
   }
+  if (roles.includes("controller")) {
+    const timeout = Duration.decode(settings.controller.timeout ?? Controller.DEFAULT_TIMEOUT)
+    const lease = Duration.min(
+      Duration.decode(settings.queueRunner.lease ?? QueueRunner.DEFAULT_LEASE),
+      Duration.decode(settings.injector.lease ?? QueueRunner.DEFAULT_LEASE)
+    )
+    if (Duration.greaterThanOrEqualTo(timeout, lease)) {
+      return Either.left(new ConfigInvalid({
+        field: "controller timeout",
+        reason: `${Duration.format(timeout)} is not under the lease (${Duration.format(lease)}): a job still running when its lease ends is dispatched again; lower --controller-timeout or raise --lease`
+      }))
+    }
+  }
+  return Either.right(undefined)
 }
 
-/** The roles as one Layer over Storage and Gearman. */
-export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage | Gearman> =>
-  roles.map((r): Layer.Layer<never, ConfigInvalid, Storage | Gearman> => roleLayer(r, settings)).reduce(
-    (a, b) => Layer.merge(a, b),
-    Layer.empty
-  )
+/** One role as a Layer that runs for the life of the scope, over Gearman connections of its own. */
+const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage> => {
+  const body = (): Layer.Layer<never, ConfigInvalid, Storage | Gearman> => {
+    switch (role) {
+      case "queue-runner":
+        return Layer.scopedDiscard(
+          Effect.gen(function*() {
+            const runner = yield* QueueRunner.make(settings.queueRunner)
+            yield* Effect.forkScoped(runner.run)
+          }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message })))
+        )
+      case "injector":
+        return Layer.scopedDiscard(Injector.serve(settings.injector))
+      case "controller":
+        return Layer.scopedDiscard(Controller.serve(settings.controller))
+    }
+  }
+  // Each role's own client connections: a connection cut because of one role's packet (or
+  // failure) does not fail another role's submits, e.g. the Controller's jobs in flight.
+  return body().pipe(Layer.provide(gearmanLayer({ servers: settings.gearmand })))
+}
+
+/** The roles as one Layer over Storage, each with its own Gearman connections. */
+export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage> =>
+  roles.map((r) => roleLayer(r, settings)).reduce((a, b) => Layer.merge(a, b), Layer.empty)
 
 /** Runs the roles until interrupted (with the roles' heap policy, see heap.ts). */
 export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
   Effect.gen(function*() {
+    yield* checkRoleSettings(roles, settings)
     yield* applyRoleHeapPolicy
     yield* Effect.logInfo(
       `running ${roles.join(", ")} on ${describeStorage(settings)} and job server(s) ${settings.gearmand.join(", ")}`
     )
-    return yield* Layer.launch(rolesLayer(roles, settings).pipe(Layer.provide(servicesLayer(settings))))
+    return yield* Layer.launch(rolesLayer(roles, settings).pipe(Layer.provide(storageLayerFor(settings))))
   })
 
 const allOptions = { ...connectionOptions, ...queueRunnerOptions, ...controllerOptions, ...injectorOptions }

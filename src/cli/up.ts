@@ -7,6 +7,7 @@
 import { Command } from "@effect/cli"
 import { Console, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import type { RunningServer } from "../gearman/tcpServer.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
@@ -16,7 +17,7 @@ import type { Settings } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
 import { applyRoleHeapPolicy } from "./heap.js"
-import { ROLES, rolesLayer } from "./roles.js"
+import { checkRoleSettings, ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */
@@ -82,12 +83,20 @@ export const upCommand = Command.make("up", {
 }, (flags) =>
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {
+      yield* checkRoleSettings(ROLES, configured)
       const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
       const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS)) : Option.none<RunningServer>()
       if (Option.isSome(server)) {
         yield* warnIfExposed("the embedded job server", server.value.host, server.value.address).pipe(Effect.annotateLogs({ role: "up" }))
       }
-      const settings = withServer(configured, server)
+      const served = withServer(configured, server)
+      // Jobs the embedded server would refuse (the connection cut) are parked, not sent.
+      const maxPacket = Option.isSome(embedded) ? Math.min(embedded.value.maxFrame, DEFAULT_MAX_FRAME) : undefined
+      const settings: Settings = {
+        ...served,
+        queueRunner: { ...served.queueRunner, maxPacket },
+        injector: { ...served.injector, maxPacket }
+      }
       yield* migrateStorage(settings)
       yield* applyRoleHeapPolicy
       const context = yield* Layer.build(rolesLayer(ROLES, settings).pipe(Layer.provideMerge(servicesLayer(settings))))

@@ -4,7 +4,8 @@
  * outcome, and then owns the row: WORK_COMPLETE deletes it (batched, as in the worker helper);
  * a worker's retry request (`Worker.retryAt` / `retryNever`, a WORK_EXCEPTION holding a
  * `RetryRequest`) reschedules it to that time; WORK_FAIL, any other WORK_EXCEPTION, a timeout
- * or a job server failure back it off with `failedJob`. A row whose function can never be
+ * or a job server's error back it off with `failedJob`. A connection lost while the job ran
+ * leaves the row leased (its worker may still finish it). A row whose function can never be
  * called (a reserved name such as `run_queued_job` itself, or one with whitespace or control
  * characters, written by another client) is not called: it is parked (run_after "never").
  */
@@ -12,10 +13,11 @@ import { Duration, Effect, Either, Option } from "effect"
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkFail } from "../gearman/errors.js"
-import { decodeWorkerJson, formatHandle, funcnameProblem, NEVER } from "../Job.js"
+import { decodeWorkerJson, formatHandle, funcnameProblem } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
+import { park } from "./park.js"
 import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
 import { decodeRetryRequest, makeCompleter } from "./Worker.js"
 
@@ -29,12 +31,15 @@ export interface ControllerOptions {
   readonly timeout?: Duration.DurationInput | undefined
 }
 
+/** How long the Controller waits for a job unless configured: under the default lease. */
+export const DEFAULT_TIMEOUT = Duration.seconds(900)
+
 /** Serves `run_queued_job` until the scope closes (in-flight jobs finish first). */
 export const serve = (options: ControllerOptions = {}): Effect.Effect<void, never, Scope.Scope | Storage | Gearman> =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman
-    const timeout = Duration.decode(options.timeout ?? Duration.seconds(900))
+    const timeout = Duration.decode(options.timeout ?? DEFAULT_TIMEOUT)
     const complete = yield* makeCompleter(storage)
 
     /** Moves the row to `runAfter`, keeping its failcount; a failure leaves it to its lease. */
@@ -57,8 +62,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         if (problem !== undefined) {
           // Calling it could call this very function (every slot waiting on a nested call) or
           // send a name the job server misreads: parked for inspection instead.
-          yield* Effect.logError(`job ${id} not run, parked (run_after never): ${problem}`)
-          yield* reschedule(job, NEVER)
+          yield* park([{ job, why: { reason: "unusable-funcname", detail: problem } }]).pipe(Effect.provideService(Storage, storage))
           return yield* Effect.fail(new WorkFail({ reason: problem }))
         }
         const outcome = yield* Effect.either(gearman.submit(job.funcname, payload, { timeout }))
@@ -72,6 +76,13 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
           return yield* reschedule(job, retry.value.run_after)
         }
         const reason = errorText(outcome.left)
+        if (outcome.left._tag === "GearmanConnectionError") {
+          // The job may already be with a worker, which may still finish it: recording a failure
+          // now would run it again at once. The row stays leased; it runs again only if nobody
+          // completes it before the lease ends.
+          yield* Effect.logWarning(`job ${id} (${job.funcname}): connection lost while it ran; it stays leased: ${reason}`)
+          return yield* Effect.fail(new WorkFail({ reason }))
+        }
         yield* Effect.logWarning(`job ${id} (${job.funcname}) failed, backing off: ${reason}`)
         yield* Client.failedJob(job).pipe(
           Effect.provideService(Storage, storage),

@@ -17,7 +17,9 @@ import { WorkException } from "../gearman/errors.js"
 import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, Job, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { errorText, queueTotals, submission } from "./QueueRunner.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
+import { park, splitDeliverable } from "./park.js"
+import { DEFAULT_LEASE, errorText, queueTotals, submission } from "./QueueRunner.js"
 
 export const INJECT_FUNCTION = "inject_jobs"
 
@@ -30,6 +32,12 @@ export interface InjectorOptions {
   readonly queueCheckInterval?: Duration.DurationInput | undefined
   /** Injects handled at once (default 32, over one connection per job server: their rows share commits). */
   readonly concurrency?: number | undefined
+  /** The largest packet the job servers and workers accept (default 64 MiB): larger jobs are parked, not sent. */
+  readonly maxPacket?: number | undefined
+  /** Jobs one inject_jobs request may carry (default 10,000); a larger request is rejected whole. */
+  readonly maxRequestJobs?: number | undefined
+  /** Bytes one inject_jobs request may have (default 32 MiB, under the 64 MiB packet limit); a larger request is rejected unread. */
+  readonly maxRequestBytes?: number | undefined
 }
 
 /**
@@ -46,6 +54,11 @@ const cut = (text: string, max: number): string =>
 /** A rejection message within the bounds above. */
 export const boundRejection = (message: string): string =>
   cut(message.split("\n").map((line) => cut(line, REJECTION_LINE_MAX_CHARS)).join("\n"), REJECTION_MAX_CHARS)
+
+export const DEFAULT_MAX_REQUEST_JOBS = 10_000
+export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+/** Jobs planned between yields to the event loop, so a large request does not hold it. */
+const PLAN_SLICE = 1000
 
 /** `run_after` values below this are offsets in seconds (the original's meaning), above it unix times. */
 export const RELATIVE_RUN_AFTER_LIMIT = 1_000_000_000
@@ -82,8 +95,11 @@ export const makeHandler = (options: InjectorOptions = {}) =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman
-    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? Duration.seconds(1000))) / 1000)
+    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? DEFAULT_LEASE)) / 1000)
     const watermark = options.queueWatermarkDepth ?? 4000
+    const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
+    const maxRequestJobs = options.maxRequestJobs ?? DEFAULT_MAX_REQUEST_JOBS
+    const maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES
     const checkEvery = Duration.toMillis(Duration.decode(options.queueCheckInterval ?? Duration.seconds(2)))
     const depthCache = yield* Ref.make<{ readonly at: number; readonly depths: ReadonlyMap<string, number> }>({
       at: Number.NEGATIVE_INFINITY,
@@ -111,6 +127,9 @@ export const makeHandler = (options: InjectorOptions = {}) =>
 
     return (payload: Uint8Array): Effect.Effect<string, WorkException> =>
       Effect.gen(function*() {
+        if (payload.byteLength > maxRequestBytes) {
+          return yield* reject(`inject_jobs: request of ${payload.byteLength} bytes is over the limit of ${maxRequestBytes}; send fewer jobs per request`)
+        }
         const decoded = decodeRequest(Buffer.from(payload).toString("utf8"))
         if (Either.isLeft(decoded)) {
           return yield* reject(`inject_jobs: malformed request: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
@@ -118,10 +137,14 @@ export const makeHandler = (options: InjectorOptions = {}) =>
         const many = Array.isArray(decoded.right)
         const specs: ReadonlyArray<InjectSpec> = Array.isArray(decoded.right) ? decoded.right : [decoded.right]
         if (specs.length === 0) return yield* reject("inject_jobs: empty array")
+        if (specs.length > maxRequestJobs) {
+          return yield* reject(`inject_jobs: ${specs.length} jobs in one request is over the limit of ${maxRequestJobs}; send fewer jobs per request`)
+        }
         const now = yield* nowSeconds
         const queued = new Map(yield* depths)
         const plans: Array<{ readonly job: NewJob; readonly dispatch: boolean }> = []
         for (const [i, spec] of specs.entries()) {
+          if (i > 0 && i % PLAN_SLICE === 0) yield* Effect.yieldNow()
           const at = runAfterOf(spec, now)
           if (Either.isLeft(at)) return yield* reject(`inject_jobs: job #${i}: run_after: ${at.left}`)
           const depth = queued.get(spec.funcname) ?? 0
@@ -167,9 +190,13 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       })
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
-    function dispatch(jobs: ReadonlyArray<Job>, now: number) {
-      // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it.
-      return gearman.submitBackgroundAll(jobs.map(submission)).pipe(
+    function dispatch(all: ReadonlyArray<Job>, now: number) {
+      // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it. One
+      // that can never be delivered is parked (as the QueueRunner does), not sent.
+      const { parked, send: jobs, submissions } = splitDeliverable(all, submission, maxPacket)
+      return park(parked).pipe(
+        Effect.provideService(Storage, storage),
+        Effect.zipRight(gearman.submitBackgroundAll(submissions)),
         Effect.flatMap((results) =>
           Effect.forEach(results, (result, i) => {
             if (Either.isRight(result)) return Effect.void

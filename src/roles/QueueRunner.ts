@@ -14,7 +14,9 @@ import type { BackgroundSubmission } from "../gearman/client.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { encodeWorkerJson, formatHandle, nowSeconds, uniqueIdentity } from "../Job.js"
 import type { Job } from "../Job.js"
-import { Storage } from "../storage/Storage.js"
+import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
+import { DEFAULT_CLAIM_BYTES, MAX_CLAIM, Storage } from "../storage/Storage.js"
+import { park, splitDeliverable } from "./park.js"
 
 /** The Gearman function that the Controller serves. */
 export const CONTROLLER_FUNCTION = "run_queued_job"
@@ -23,11 +25,13 @@ export const MIN_BATCH_SIZE = 50
 const BUSY_ROUND_MS = 50
 /** Functions over the watermark left out of one claim, at most (each is a statement parameter). */
 const MAX_EXCLUDED = 1000
+/** How long a dispatched job is leased unless configured (the Injector's default too). */
+export const DEFAULT_LEASE = Duration.seconds(1000)
 /** gearmand refuses unique ids over 64 bytes. */
 const MAX_GEARMAN_UNIQUE = 64
 
 export interface QueueRunnerOptions {
-  /** Largest batch claimed per shard and round (default 1000, at least 50). */
+  /** Largest batch claimed per shard and round (default 1000, 50 to 100,000). */
   readonly batchMaxSize?: number | undefined
   /** A round starts at most this often (default 1 s); a round that found a full batch loops at once. */
   readonly batchRunSleep?: Duration.DurationInput | undefined
@@ -44,6 +48,16 @@ export interface QueueRunnerOptions {
    * The original deferred every such job 60 s, which left workers idle once the queue drained.
    */
   readonly deferFor?: Duration.DurationInput | undefined
+  /**
+   * The largest packet the job servers and workers accept (default 64 MiB, the embedded server's
+   * and this library's worker limit): a job whose packet would be larger is parked, not sent.
+   */
+  readonly maxPacket?: number | undefined
+  /**
+   * Bytes of args one claim takes, at most (default 64 MiB; a job larger than that still goes,
+   * alone). In `run`, the batch whose submits are in flight counts against it too.
+   */
+  readonly batchMaxBytes?: number | undefined
 }
 
 export class InvalidQueueRunnerOptions extends Data.TaggedError("InvalidQueueRunnerOptions")<{
@@ -64,6 +78,8 @@ export interface ShardRound {
   readonly deferred: number
   /** Submits that failed: those jobs stay leased and come back after the lease. */
   readonly failed: number
+  /** Jobs that can never be delivered, parked (run_after = never) instead of sent. */
+  readonly parked: number
   /** Why the shard was skipped or failed this round, if it was. */
   readonly error?: string
 }
@@ -80,6 +96,8 @@ interface Settings {
   readonly queueWatermarkDepth: number
   readonly leaseSeconds: number
   readonly deferSeconds: number
+  readonly maxPacket: number
+  readonly batchMaxBytes: number
 }
 
 const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Duration.decode(d)) / 1000)
@@ -87,20 +105,25 @@ const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Durat
 export const settings = (options: QueueRunnerOptions): Either.Either<Settings, InvalidQueueRunnerOptions> => {
   const bad = (field: string, reason: string) => Either.left(new InvalidQueueRunnerOptions({ field, reason }))
   const batchMaxSize = options.batchMaxSize ?? 1000
-  if (!Number.isSafeInteger(batchMaxSize) || batchMaxSize < MIN_BATCH_SIZE) {
-    return bad("batchMaxSize", `${batchMaxSize} is not an integer of at least ${MIN_BATCH_SIZE}`)
+  // Above what one claim may take, every claim would fail and the batch never shrink.
+  if (!Number.isSafeInteger(batchMaxSize) || batchMaxSize < MIN_BATCH_SIZE || batchMaxSize > MAX_CLAIM) {
+    return bad("batchMaxSize", `${batchMaxSize} is not an integer in [${MIN_BATCH_SIZE}, ${MAX_CLAIM}]`)
   }
   const queueWatermarkDepth = options.queueWatermarkDepth ?? 4000
   if (!Number.isSafeInteger(queueWatermarkDepth) || queueWatermarkDepth < 0) {
     return bad("queueWatermarkDepth", `${queueWatermarkDepth} is not a non-negative integer`)
   }
-  const leaseSeconds = seconds(options.lease ?? Duration.seconds(1000))
+  const leaseSeconds = seconds(options.lease ?? DEFAULT_LEASE)
   if (leaseSeconds < 1) return bad("lease", "must be at least 1 second")
   const deferSeconds = seconds(options.deferFor ?? Duration.zero)
   if (!(deferSeconds >= 0) || !Number.isFinite(deferSeconds)) return bad("deferFor", "must be a non-negative, finite duration")
   const batchRunSleepMs = Duration.toMillis(Duration.decode(options.batchRunSleep ?? Duration.seconds(1)))
   if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs)) return bad("batchRunSleep", "must be a positive, finite duration")
-  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds })
+  const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
+  if (!Number.isSafeInteger(maxPacket) || maxPacket < 1024) return bad("maxPacket", `${maxPacket} is not an integer of at least 1024`)
+  const batchMaxBytes = options.batchMaxBytes ?? DEFAULT_CLAIM_BYTES
+  if (!Number.isSafeInteger(batchMaxBytes) || batchMaxBytes < 1) return bad("batchMaxBytes", `${batchMaxBytes} is not a positive integer`)
+  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds, maxPacket, batchMaxBytes })
 }
 
 /**
@@ -182,16 +205,20 @@ export const make = (options: QueueRunnerOptions = {}) =>
       readonly perFunction: ReadonlyMap<string, number>
     }
 
-    const claimPhase = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
+    const claimPhase = (
+      dbid: number,
+      depth: ReadonlyMap<string, number>,
+      maxBytes: number = s.batchMaxBytes
+    ): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
       Effect.gen(function*() {
         const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
         // Functions already over the watermark are not claimed at all (their jobs stay due).
         const exclude = s.queueWatermarkDepth === 0
           ? []
           : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
-        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude))
+        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes))
         if (Either.isLeft(claim)) {
-          return Either.left({ dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, error: claim.left.message })
+          return Either.left({ dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, parked: 0, error: claim.left.message })
         }
         const jobs = claim.right
         // What this round sends counts too (controller jobs end up in their function's queue as
@@ -228,9 +255,13 @@ export const make = (options: QueueRunnerOptions = {}) =>
 
     const submitPhase = (batch: Claimed): Effect.Effect<ShardRound> =>
       Effect.gen(function*() {
-        const { dbid, limit, send } = batch
+        const { dbid, limit } = batch
+        // A job that can never be delivered is parked, not sent: sent, it would fail every lease
+        // (and a packet over the limit cuts the connection other submits share).
+        const { parked, send, submissions } = splitDeliverable(batch.send, submission, s.maxPacket)
+        yield* park(parked).pipe(Effect.provideService(Storage, storage))
         // The whole batch is pipelined on the connection: one Effect, no fiber per job.
-        const results = yield* gearman.submitBackgroundAll(send.map(submission))
+        const results = yield* gearman.submitBackgroundAll(submissions)
         let failed = 0
         for (const [i, r] of results.entries()) {
           if (Either.isLeft(r)) {
@@ -243,13 +274,16 @@ export const make = (options: QueueRunnerOptions = {}) =>
           }
         }
         const dispatched = send.length - failed
-        yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched, s.batchMaxSize)))
-        return { dbid, limit, claimed: batch.claimed, dispatched, deferred: batch.deferred, failed }
+        // Parked jobs count as handled for the batch size: a big job must not shrink the batch.
+        yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched + parked.length, s.batchMaxSize)))
+        return { dbid, limit, claimed: batch.claimed, dispatched, deferred: batch.deferred, failed, parked: parked.length }
       })
 
     const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
       claimPhase(dbid, depth).pipe(
         Effect.flatMap(Either.match({ onLeft: Effect.succeed, onRight: submitPhase })),
+        // Interrupted between claim and submit, a batch would wait out its whole lease.
+        Effect.uninterruptible,
         Effect.annotateLogs({ shard: dbid })
       )
 
@@ -288,14 +322,36 @@ export const make = (options: QueueRunnerOptions = {}) =>
         /** When this shard last dispatched a job (jobs still flowing if within batchRunSleep). */
         let lastDispatch = Number.NEGATIVE_INFINITY
         let inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly batch: Claimed } | undefined
-        /** Waits for the batch in flight; true when all of its submits went out. */
+        /** Waits for the batch in flight (its submit is uninterruptible); true when all of its submits went out. */
         const settleInFlight = Effect.suspend(() => {
           if (inFlight === undefined) return Effect.succeed(true)
-          const { fiber } = inFlight
-          inFlight = undefined
-          return Effect.map(Fiber.join(fiber), (report) => report.failed === 0)
+          // Cleared only once joined: interrupted while waiting, the finalizer waits again.
+          return Effect.map(Fiber.join(inFlight.fiber), (report) => {
+            inFlight = undefined
+            return report.failed === 0
+          })
         })
-        yield* Effect.addFinalizer(() => Effect.ignore(settleInFlight))
+        /**
+         * Jobs claimed and not yet handed to a submit. Stopped (SIGTERM) in between, they are given
+         * back due now, instead of waiting out their whole lease.
+         */
+        let pending: ReadonlyArray<Job> = []
+        const giveBack = Effect.suspend(() => {
+          const jobs = pending
+          pending = []
+          if (jobs.length === 0) return Effect.void
+          return Effect.flatMap(nowSeconds, (now) => storage.defer(jobs, now)).pipe(
+            Effect.zipRight(Effect.logInfo(`stopping: ${jobs.length} claimed job(s) given back, due now`)),
+            Effect.catchAll((e) => Effect.logWarning(`giving back ${jobs.length} claimed job(s) failed; they run after their lease: ${e.message}`))
+          )
+        })
+        yield* Effect.addFinalizer(() => Effect.zipRight(Effect.ignore(settleInFlight), giveBack))
+        /** Hands the pending batch to `submit` in one step that cannot be interrupted halfway. */
+        const handOver = <A>(submit: Effect.Effect<A>) =>
+          Effect.uninterruptible(Effect.suspend(() => {
+            pending = []
+            return submit
+          }))
         for (;;) {
           const started = yield* Clock.currentTimeMillis
           let wait = s.batchRunSleepMs
@@ -303,7 +359,14 @@ export const make = (options: QueueRunnerOptions = {}) =>
             // The batch in flight may not be in gearmand's counts yet: count it for the watermark.
             const depth = new Map(yield* depths)
             if (inFlight !== undefined) for (const [fn, n] of inFlight.batch.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
-            const claimed = yield* claimPhase(dbid, depth)
+            // The claim and noting what it took are one step (the transaction is uninterruptible).
+            // The batch in flight holds its args until its submits are done: it counts against the budget.
+            const inFlightBytes = inFlight === undefined ? 0 : inFlight.batch.send.reduce((n, j) => n + j.arg.byteLength, 0)
+            const budget = Math.max(0, s.batchMaxBytes - inFlightBytes)
+            const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth, budget), (c) =>
+              Effect.sync(() => {
+                if (Either.isRight(c)) pending = c.right.send
+              })))
             const previousOk = yield* settleInFlight
             if (Either.isLeft(claimed)) {
               const report = claimed.left
@@ -317,15 +380,16 @@ export const make = (options: QueueRunnerOptions = {}) =>
               if (!previousOk && batch.send.length > 0) {
                 // The job server refused the previous batch: don't strand this one under a lease.
                 const now = yield* nowSeconds
-                yield* storage.defer(batch.send, now).pipe(
+                yield* handOver(storage.defer(batch.send, now).pipe(
                   Effect.catchAll((e) => Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`))
-                )
+                ))
               } else if (batch.send.length >= batch.limit) {
                 lastDispatch = started
-                inFlight = { fiber: yield* Effect.fork(submitPhase(batch)), batch }
+                // Forked in the uninterruptible step: the submit inherits it and always completes.
+                inFlight = { fiber: yield* handOver(Effect.fork(submitPhase(batch))), batch }
                 continue
               } else {
-                const report = yield* submitPhase(batch)
+                const report = yield* handOver(submitPhase(batch))
                 if (report.dispatched > 0) lastDispatch = started
                 if (report.dispatched >= report.limit) continue
                 // Jobs are flowing (some went out within the last interval: a round right after a

@@ -78,13 +78,21 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         return [n, t]
       }))
 
-    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>) =>
+    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>, maxBytes: number) =>
       guard(Ref.modify(table, (t): [ReadonlyArray<Job>, Table] => {
         const excluded = new Set(exclude)
-        const due = [...t.rows.values()]
+        const candidates = [...t.rows.values()]
           .filter((j) => j.runAfter <= now && !excluded.has(j.funcname))
           .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
           .slice(0, limit)
+        // As the SQL backends: while the args fit the budget, and always the first.
+        const due: Array<Job> = []
+        let total = 0
+        for (const job of candidates) {
+          if (due.length > 0 && total + job.arg.byteLength > maxBytes) break
+          total += job.arg.byteLength
+          due.push(job)
+        }
         for (const job of due) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil })
         return [due, t]
       }))

@@ -18,7 +18,18 @@ import { bytesView, LenientInt, NEVER, uniqueIdentity } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
 import { afterCommit, ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
-import { badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
+import {
+  badData,
+  claimColumns,
+  countsFromRows,
+  countsStatement,
+  inlineLimit,
+  JOB_COLUMNS,
+  jobsFromRows,
+  listStatement,
+  withArgs,
+  withinBudget
+} from "./sql.js"
 
 /** How inserts learn the ids of their rows. */
 export type InsertMode = "auto" | "returning" | "statements"
@@ -425,19 +436,30 @@ export const make = (
         })
       })
 
-    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>) =>
+    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>, maxBytes: number) =>
       withConnection((conn, caps) =>
         inTransaction(
           conn,
           Effect.gen(function*() {
-            const due = yield* rows(
-              conn,
+            const inlineMax = inlineLimit(limit, maxBytes)
+            const raw = yield* conn.execute(
               // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
-              `SELECT ${JOB_COLUMNS} FROM job WHERE run_after <= ?${
+              `SELECT ${claimColumns(inlineMax)} FROM job WHERE run_after <= ?${
                 exclude.length === 0 ? "" : ` AND funcname NOT IN (${placeholders(exclude.length)})`
               } ORDER BY run_after, jobid LIMIT ${limit} FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
-              [now, ...exclude]
-            )
+              [now, ...exclude],
+              undefined
+            ).pipe(Effect.mapError(classify))
+            // Rows past the byte budget stay as they were (locked only until COMMIT).
+            const { fetch, take } = withinBudget(raw, yield* jobsFromRows(dbid, raw), maxBytes, inlineMax)
+            let due = take
+            if (fetch.length > 0) {
+              const ids = padIds(fetch)
+              const args = yield* conn.execute(`SELECT jobid, arg FROM job WHERE jobid IN (${placeholders(ids.length)})`, ids, undefined).pipe(
+                Effect.mapError(classify)
+              )
+              due = yield* withArgs(take, args)
+            }
             if (due.length > 0) {
               const ids = padIds(due.map((j) => j.jobid))
               yield* affected(conn, `UPDATE job SET run_after = ? WHERE jobid IN (${placeholders(ids.length)})`, [

@@ -61,14 +61,16 @@ export interface ShardBackend {
   /** Stores rows (INSERT IGNORE semantics); one result per row, in order. */
   readonly insert: (rows: ReadonlyArray<ValidNewJob>) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure>
   /**
-   * Atomically: due jobs (run_after <= now) of functions not in `exclude`, oldest first, moved to
+   * Atomically: due jobs (run_after <= now) of functions not in `exclude`, oldest first, at most
+   * `limit` and while their args total at most `maxBytes` (always at least one), moved to
    * `leaseUntil`; returned as before the move.
    */
   readonly claimDue: (
     now: number,
     limit: number,
     leaseUntil: number,
-    exclude: ReadonlyArray<string>
+    exclude: ReadonlyArray<string>,
+    maxBytes: number
   ) => Effect.Effect<ReadonlyArray<Job>, ShardFailure>
   readonly setRunAfter: (jobids: ReadonlyArray<number>, runAfter: number) => Effect.Effect<number, ShardFailure>
   readonly remove: (jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>

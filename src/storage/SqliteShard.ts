@@ -28,7 +28,18 @@ import { ARG_MAX_BYTES, bytesView, LenientInt, NEVER } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
-import { badData, countsFromRows, countsStatement, JOB_COLUMNS, jobsFromRows, listStatement } from "./sql.js"
+import {
+  badData,
+  claimColumns,
+  countsFromRows,
+  countsStatement,
+  inlineLimit,
+  JOB_COLUMNS,
+  jobsFromRows,
+  listStatement,
+  withArgs,
+  withinBudget
+} from "./sql.js"
 
 /**
  * What is used of the driver module. Declared here rather than taken from its types so that
@@ -247,22 +258,32 @@ export const make = (
         return input.length === 1 ? all : inTransaction(conn, all)
       })
 
-    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>) =>
+    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>, maxBytes: number) =>
       withConnection((conn) => {
         const where = `run_after <= ?${exclude.length === 0 ? "" : " AND funcname NOT IN (SELECT value FROM json_each(?))"}`
         const params = exclude.length === 0 ? [now] : [now, JSON.stringify(exclude)]
+        const inlineMax = inlineLimit(limit, maxBytes)
         return inTransaction(
           conn,
           Effect.gen(function*() {
-            const due = yield* rows(conn, `SELECT ${JOB_COLUMNS} FROM job WHERE ${where} ORDER BY run_after, jobid LIMIT ${limit}`, params)
-            // The same rows again (the write lock is ours): no id list, whatever the limit.
-            if (due.length > 0) {
-              yield* changes(
-                conn,
-                `UPDATE job SET run_after = ? WHERE jobid IN (SELECT jobid FROM job WHERE ${where} ORDER BY run_after, jobid LIMIT ${limit})`,
-                [leaseUntil, ...params]
+            const raw = yield* conn.execute(
+              `SELECT ${claimColumns(inlineMax)} FROM job WHERE ${where} ORDER BY run_after, jobid LIMIT ${limit}`,
+              params,
+              undefined
+            ).pipe(Effect.mapError(classify))
+            const { fetch, take } = withinBudget(raw, yield* jobsFromRows(dbid, raw), maxBytes, inlineMax)
+            if (take.length === 0) return take
+            const due = fetch.length === 0 ? take : yield* withArgs(
+              take,
+              yield* conn.execute("SELECT jobid, arg FROM job WHERE jobid IN (SELECT value FROM json_each(?))", [idsJson(fetch)], undefined).pipe(
+                Effect.mapError(classify)
               )
-            }
+            )
+            // One JSON parameter: one statement shape whatever the count (the write lock is ours).
+            yield* changes(conn, "UPDATE job SET run_after = ? WHERE jobid IN (SELECT value FROM json_each(?))", [
+              leaseUntil,
+              idsJson(due.map((j) => j.jobid))
+            ])
             return due
           })
         )

@@ -65,13 +65,15 @@ export interface StorageShape {
   /**
    * Claims up to `limit` due jobs of one shard, oldest first, leasing them until now + `lease`
    * (their `run_after` moves there). Concurrent claimers get disjoint jobs without waiting.
-   * Jobs of the functions in `exclude` are left alone (the QueueRunner's watermark).
+   * Jobs of the functions in `exclude` are left alone (the QueueRunner's watermark). The jobs'
+   * args total at most `maxBytes` (default 64 MiB), except that one job is always taken.
    */
   readonly claimDue: (
     dbid: number,
     limit: number,
     lease: Duration.DurationInput,
-    exclude?: ReadonlyArray<string>
+    exclude?: ReadonlyArray<string>,
+    maxBytes?: number
   ) => Effect.Effect<ReadonlyArray<Job>, ShardOperationError>
   /** Moves jobs' `run_after` to `until` (unix seconds). Returns how many rows changed. */
   readonly defer: (handles: ReadonlyArray<JobHandle>, until: number) => Effect.Effect<number, ShardOperationError>
@@ -112,7 +114,10 @@ export interface StorageOptions {
 /** Calls merged into one coalesced batch, at most. */
 const COALESCE_MAX_CALLS = 512
 
-const MAX_CLAIM = 100_000
+/** Most jobs one claim may take (QueueRunner's batchMaxSize is checked against it at start). */
+export const MAX_CLAIM = 100_000
+/** Bytes of args one claim takes unless told otherwise (at least one job is always taken). */
+export const DEFAULT_CLAIM_BYTES = 64 * 1024 * 1024
 const MAX_PAGE = 10_000
 /** Attempts to settle a duplicate whose existing row was deleted between insert and lookup. */
 const DUPLICATE_SETTLE_ATTEMPTS = 3
@@ -513,14 +518,23 @@ export const make = (
 
     // -- the rest --------------------------------------------------------------------------
 
-    const claimDue = (dbid: number, limit: number, lease: Duration.DurationInput, exclude: ReadonlyArray<string> = []) =>
+    const claimDue = (
+      dbid: number,
+      limit: number,
+      lease: Duration.DurationInput,
+      exclude: ReadonlyArray<string> = [],
+      maxBytes: number = DEFAULT_CLAIM_BYTES
+    ) =>
       Effect.gen(function*() {
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CLAIM) {
           return yield* Effect.fail(new InvalidJob({ reason: `claim limit ${limit} is not an integer in [1, ${MAX_CLAIM}]` }))
         }
+        if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
+          return yield* Effect.fail(new InvalidJob({ reason: `claim byte budget ${maxBytes} is not a non-negative integer` }))
+        }
         const now = yield* nowSeconds
         const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
-        return yield* shardOp(dbid, "claimDue", (b) => b.claimDue(now, limit, now + leaseSeconds, exclude))
+        return yield* shardOp(dbid, "claimDue", (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes))
       }).pipe(Effect.withSpan("Storage.claimDue", { attributes: { dbid, limit } }))
 
     const defer = (handles: ReadonlyArray<JobHandle>, until: number) =>

@@ -100,3 +100,61 @@ export const listStatement = (q: ShardListQuery): Statement => {
   }
   return { sql: `SELECT ${JOB_COLUMNS} FROM job WHERE ${where.join(" AND ")} ORDER BY jobid LIMIT ${q.limit}`, params }
 }
+
+// -- the byte-bounded claim ----------------------------------------------------------------------
+
+/**
+ * The claim's columns. An arg over `inlineMax` bytes is not loaded (NULL) but its size is: the
+ * claim takes rows while their args fit the budget and loads the large args it took afterwards,
+ * so ordinary small jobs cost no extra round trip and memory is bounded in bytes, not rows.
+ */
+export const claimColumns = (inlineMax: number) =>
+  `jobid, funcname, CASE WHEN LENGTH(arg) <= ${inlineMax} THEN arg END AS arg, uniqkey, \`coalesce\`, run_after, flag, failcount, LENGTH(arg) AS arg_bytes`
+
+/** Bytes of arg a claim loads per row in its first statement: the budget shared by the rows. */
+export const inlineLimit = (limit: number, maxBytes: number): number => Math.floor(maxBytes / limit)
+
+const argBytesOf = (row: unknown): number => {
+  if (typeof row !== "object" || row === null || !("arg_bytes" in row)) return 0
+  const v = row.arg_bytes
+  const n = typeof v === "number" ? v : typeof v === "string" || typeof v === "bigint" ? Number(v) : 0
+  return Number.isFinite(n) ? n : 0
+}
+
+/**
+ * Of the due rows (oldest first), those a claim takes: while their args fit `maxBytes`, and
+ * always the first (a job larger than the budget still runs, alone); and the ids of the taken
+ * rows whose arg was too large to load with them.
+ */
+export const withinBudget = (
+  raw: unknown,
+  jobs: ReadonlyArray<Job>,
+  maxBytes: number,
+  inlineMax: number
+): { readonly take: ReadonlyArray<Job>; readonly fetch: ReadonlyArray<number> } => {
+  const rawRows: ReadonlyArray<unknown> = Array.isArray(raw) ? raw : []
+  const take: Array<Job> = []
+  const fetch: Array<number> = []
+  let total = 0
+  for (let i = 0; i < jobs.length; i++) {
+    const bytes = argBytesOf(rawRows[i])
+    if (i > 0 && total + bytes > maxBytes) break
+    total += bytes
+    take.push(jobs[i]!)
+    if (bytes > inlineMax) fetch.push(jobs[i]!.jobid)
+  }
+  return { take, fetch }
+}
+
+const ArgRow = Schema.Struct({ jobid: LenientInt, arg: Schema.NullOr(Schema.Uint8ArrayFromSelf) })
+const decodeArgRows = Schema.decodeUnknown(Schema.Array(ArgRow))
+
+/** The taken jobs with the args loaded afterwards (`SELECT jobid, arg` rows) put in. */
+export const withArgs = (take: ReadonlyArray<Job>, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> =>
+  Effect.map(Effect.mapError(decodeArgRows(rows), badData("arg rows")), (decoded) => {
+    const args = new Map(decoded.map((r) => [r.jobid, r.arg ?? new Uint8Array(0)] as const))
+    return take.map((job) => {
+      const arg = args.get(job.jobid)
+      return arg === undefined ? job : { ...job, arg }
+    })
+  })

@@ -10,6 +10,7 @@ import type { Job } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
+import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import { CONTROLLER_FUNCTION } from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
 import { Storage } from "../../src/storage/Storage.js"
@@ -70,6 +71,37 @@ describe("job validity on MariaDB and gearmand", () => {
         assert.strictEqual(yield* Deferred.await(ran), "after", "a later job still runs")
         const parked = yield* stored(row)
         assert.deepStrictEqual([parked.funcname, parked.failcount], [CONTROLLER_FUNCTION, 0])
+      })).pipe(Effect.provide(env(shards, [gd.server])))
+    }), 90_000)
+
+  it.scopedLive("rows another client stored with a reserved or malformed name or a NUL in the unique are parked by the QueueRunner; the rest run once", () =>
+    Effect.gen(function*() {
+      const shards = yield* testShards(1)
+      const gd = yield* gearmand
+      yield* Effect.scoped(Effect.gen(function*() {
+        const db = shards[0]!.database
+        const raw = (funcname: string, uniqkey: string | null) =>
+          Effect.map(
+            adminQuery(`INSERT INTO \`${db}\`.job (funcname, arg, uniqkey, run_after, flag) VALUES (?, 'raw', ?, 0, 'shim')`, [funcname, uniqkey]),
+            ([result]) => (result as { readonly insertId: number }).insertId
+          )
+        const bad = [
+          yield* raw("inject_jobs", null),
+          yield* raw("tab\there", null),
+          yield* raw("ordinary", "nul\u0000key")
+        ]
+        const good = yield* Client.insertJobs(Array.from({ length: 5 }, (_, i) => ({ funcname: "ordinary", arg: `good ${i}` })))
+        const runs: Array<string> = []
+        yield* Worker.serve({ ordinary: (job) => Effect.sync(() => void runs.push(job.text)) })
+        const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+        const round = (yield* runner.round).shards[0]!
+        assert.deepStrictEqual([round.claimed, round.dispatched, round.parked, round.failed], [8, 5, 3, 0])
+        yield* eventually(Effect.sync(() => runs.length === 5), "the five good jobs to run")
+        for (const jobid of bad) assert.strictEqual((yield* stored({ dbid: 1, jobid })).runAfter, NEVER, `row ${jobid} parked`)
+        // Nothing is due any more: the parked rows are never sent again.
+        assert.strictEqual((yield* runner.round).shards[0]!.claimed, 0)
+        assert.strictEqual(good.length, 5)
+        assert.deepStrictEqual([...runs].sort(), ["good 0", "good 1", "good 2", "good 3", "good 4"])
       })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 90_000)
 

@@ -6,6 +6,7 @@ import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
+import { NEVER } from "../../src/Job.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { until } from "../support/until.js"
@@ -126,6 +127,37 @@ describe("low-latency mode (memory layers, TestClock)", () => {
     const next = decodeReply((yield* inject({ funcname: "slow", arg: "fine" })).data.toString())
     yield* until(Effect.map(storage.get(next), Option.isNone), "the next job to run and its row to go")
     assert.deepStrictEqual(runs, ["hang", "fine"])
+  }))
+
+  test("requests over the count or byte bound are rejected whole with a clear message; one at the bound is stored", Effect.gen(function*() {
+    yield* Injector.serve({ maxRequestJobs: 3000, maxRequestBytes: 200_000 })
+    const jobs = (n: number) => Array.from({ length: n }, (_, i) => ({ funcname: "bounded", arg: `${i}`, run_after: 60 }))
+    const tooMany = yield* Effect.flip(inject(jobs(3001)))
+    assert.strictEqual(tooMany._tag, "GearmanJobException")
+    if (tooMany._tag === "GearmanJobException") {
+      assert.strictEqual(Buffer.from(tooMany.data).toString(), "inject_jobs: 3001 jobs in one request is over the limit of 3000; send fewer jobs per request")
+    }
+    const tooBig = yield* Effect.flip(inject({ funcname: "bounded", arg: "x".repeat(200_001) }))
+    assert.strictEqual(tooBig._tag, "GearmanJobException")
+    if (tooBig._tag === "GearmanJobException") assert.match(Buffer.from(tooBig.data).toString(), /^inject_jobs: request of \d+ bytes is over the limit of 200000;/)
+    assert.strictEqual(yield* stored, 0)
+    const replies = decodeReplies((yield* inject(jobs(3000))).data.toString())
+    assert.strictEqual(replies.length, 3000)
+    assert.strictEqual(yield* stored, 3000)
+  }))
+
+  test("a stored job whose run_queued_job packet would be over the limit is parked, not dispatched", Effect.gen(function*() {
+    const runs: Array<string> = []
+    yield* Injector.serve({ maxPacket: 4096 })
+    yield* Controller.serve()
+    yield* Worker.serve({ roomy: (job) => Effect.sync(() => void runs.push(job.text)) })
+    const storage = yield* Storage
+    // 1,000 control bytes are 6,000 bytes of worker JSON (`\u0001` each).
+    const big = decodeReply((yield* inject({ funcname: "roomy", arg: "\u0001".repeat(1000) })).data.toString())
+    assert.strictEqual(Option.getOrThrow(yield* storage.get(big)).runAfter, NEVER)
+    yield* inject({ funcname: "roomy", arg: "small" })
+    yield* until(Effect.sync(() => runs.length === 1), "the small job to run")
+    assert.deepStrictEqual(runs, ["small"])
   }))
 
   test("malformed input of each kind: a clear error to the client and no row", Effect.gen(function*() {

@@ -34,6 +34,15 @@ describe("QueueRunner", () => {
     assert.deepStrictEqual(rounds.map((r) => r.dispatched), [50, 70, 90, 110, 130, 150, 170, 190, 40, 0, 0])
   }))
 
+  test("a round claims within batchMaxBytes (memory bounded in bytes, not rows); a job over it goes alone", Effect.gen(function*() {
+    yield* Client.insertJobs(Array.from({ length: 7 }, (_, i) => ({ funcname: "bytes", arg: new Uint8Array(300_000), runAt: T0 - 10 + i })))
+    yield* Client.insertJob({ funcname: "bytes", arg: new Uint8Array(2_000_000), runAt: T0 })
+    const runner = yield* QueueRunner.make({ batchMaxBytes: 1_000_000, queueWatermarkDepth: 0 })
+    const claimed = []
+    for (let i = 0; i < 5; i++) claimed.push((yield* runner.round).shards[0]!.claimed)
+    assert.deepStrictEqual(claimed, [3, 3, 1, 1, 0])
+  }))
+
   test("functions over the queue watermark are not claimed; a round's overflow is deferred (deferFor 60 s, as the original)", Effect.gen(function*() {
     yield* Client.insertJobs(Array.from({ length: 500 }, (_, i) => ({ funcname: "wm", arg: `${i}` })))
     const runner = yield* QueueRunner.make({ batchMaxSize: 200, queueWatermarkDepth: 300, deferFor: "60 seconds" })

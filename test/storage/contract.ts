@@ -157,6 +157,31 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.isTrue(back.every((j) => j.runAfter === T0 + 1000))
       }))
 
+    test("claimDue stops at its byte budget (always taking one job); large args come whole; the rest stay due", ({ storage }) =>
+      Effect.gen(function*() {
+        const bytes = (n: number, fill: number) => new Uint8Array(n).fill(fill)
+        const outcomes = yield* Client.insertJobs([
+          { funcname: "b", arg: bytes(100, 1), runAt: T0 - 40 },
+          { funcname: "b", arg: bytes(300 * 1024, 2), runAt: T0 - 30 },
+          { funcname: "b", arg: bytes(100, 3), runAt: T0 - 20 },
+          { funcname: "b", arg: bytes(2 * 1024 * 1024, 4), runAt: T0 - 10 }
+        ])
+        const dbid = outcomes[0]!.handle.dbid
+        // 400 KiB for up to 10 rows: the 300 KiB arg is over what a row loads at first, and
+        // is loaded whole once taken; the 2 MiB one is past the budget and stays due.
+        const first = yield* storage.claimDue(dbid, 10, "1000 seconds", [], 400 * 1024)
+        assert.deepStrictEqual(first.map((j) => [j.arg.byteLength, j.arg[0]]), [[100, 1], [300 * 1024, 2], [100, 3]])
+        assert.isTrue(first[1]!.arg.every((b) => b === 2))
+        const due = yield* storage.list({ state: "due", limit: 10 })
+        assert.deepStrictEqual(due.map((j) => j.jobid), [outcomes[3]!.handle.jobid])
+        // Larger than any budget, it still goes, alone.
+        const alone = yield* storage.claimDue(dbid, 10, "1000 seconds", [], 1000)
+        assert.strictEqual(alone.length, 1)
+        assert.strictEqual(alone[0]!.arg.byteLength, 2 * 1024 * 1024)
+        assert.isTrue(alone[0]!.arg.every((b) => b === 4))
+        assert.deepStrictEqual(yield* storage.list({ state: "due", limit: 10 }), [])
+      }))
+
     test("claimDue leaves the excluded functions' jobs due and unleased", ({ storage }) =>
       Effect.gen(function*() {
         yield* Client.insertJobs([
