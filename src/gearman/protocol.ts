@@ -78,7 +78,17 @@ export interface Packet {
   readonly magic: Magic
   readonly type: PacketType
   readonly args: ReadonlyArray<Buffer>
+  /**
+   * Set on a job assignment (JOB_ASSIGN*) over the frame limit: its bytes were skipped, `args`
+   * holds only the handle and the function. The worker fails that one job; cutting the
+   * connection instead would hand the job to the next worker, and the next, forever.
+   */
+  readonly oversized?: number
 }
+
+const ASSIGNMENTS: ReadonlySet<number> = new Set([PacketType.JOB_ASSIGN, PacketType.JOB_ASSIGN_UNIQ, PacketType.JOB_ASSIGN_ALL])
+/** Bytes kept of a skipped assignment: its handle and function name lie within them. */
+const OVERSIZED_PREFIX = 1024
 
 const MAGIC_REQ = Buffer.from([0, 0x52, 0x45, 0x51])
 const MAGIC_RES = Buffer.from([0, 0x52, 0x45, 0x53])
@@ -219,6 +229,21 @@ export class ByteQueue {
     return joined
   }
 
+  /** Discards the first `n` bytes (n ≤ length) without joining anything. */
+  drop(n: number): void {
+    this.size -= n
+    while (n > 0) {
+      const first = this.chunks[0]!
+      if (first.length <= n) {
+        n -= first.length
+        this.chunks.shift()
+      } else {
+        this.chunks[0] = first.subarray(n)
+        n = 0
+      }
+    }
+  }
+
   take(n: number): Buffer {
     const first = this.peek(n)
     if (first.length === n) this.chunks.shift()
@@ -265,15 +290,30 @@ export class Decoder {
     return this.input.length
   }
 
+  /** Bytes of an oversized assignment still to be skipped. */
+  private skip = 0
+
   /** Feeds bytes; returns every complete packet, and the error that broke the stream after them. */
   push(chunk: Uint8Array): Decoded {
     if (this.failure) return { packets: [], error: this.failure }
     this.input.push(chunk)
     const out: Array<Packet> = []
     for (;;) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, this.input.length)
+        this.input.drop(n)
+        this.skip -= n
+        if (this.skip > 0) break
+      }
       const header = readHeader(this.input, this.maxFrame, this.expect)
       if (header === undefined) break
-      if (Either.isLeft(header)) return this.fail(out, header.left)
+      if (Either.isLeft(header)) {
+        const oversized = this.oversizedAssignment()
+        if (oversized === "wait") break
+        if (oversized === undefined) return this.fail(out, header.left)
+        out.push(oversized)
+        continue
+      }
       const { magic, type, size } = header.right
       if (this.input.length < HEADER_SIZE + size) break
       const frame = this.input.take(HEADER_SIZE + size)
@@ -282,6 +322,33 @@ export class Decoder {
       out.push({ magic, type, args: args.right })
     }
     return { packets: out, error: undefined }
+  }
+
+  /**
+   * At a header over the frame limit: if it is a job assignment (to a worker), takes its first
+   * bytes as a packet marked `oversized` and skips the rest ("wait" until those first bytes are
+   * here); anything else is left to break the stream.
+   */
+  private oversizedAssignment(): Packet | "wait" | undefined {
+    if (this.expect !== "RES" || this.input.length < HEADER_SIZE) return undefined
+    const head = this.input.peek(HEADER_SIZE)
+    const type = head.readUInt32BE(4)
+    const size = head.readUInt32BE(8)
+    if (!ASSIGNMENTS.has(type) || size <= this.maxFrame) return undefined
+    const kept = Math.min(size, OVERSIZED_PREFIX)
+    if (this.input.length < HEADER_SIZE + kept) return "wait"
+    const prefix = this.input.take(HEADER_SIZE + kept).subarray(HEADER_SIZE)
+    this.skip = size - kept
+    const handleEnd = prefix.indexOf(0)
+    const fnEnd = handleEnd < 0 ? -1 : prefix.indexOf(0, handleEnd + 1)
+    // Without the two NULs in the kept bytes the handle is unknown: nothing can be answered.
+    if (fnEnd < 0) return undefined
+    return {
+      magic: "RES",
+      type: type as PacketType,
+      args: [Buffer.from(prefix.subarray(0, handleEnd)), Buffer.from(prefix.subarray(handleEnd + 1, fnEnd))],
+      oversized: size
+    }
   }
 
   private fail(packets: ReadonlyArray<Packet>, error: GearmanProtocolError): Decoded {

@@ -246,6 +246,16 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
             case PacketType.JOB_ASSIGN_ALL:
               if (link.grabs === 0) return log("gearman assignment without a grab", packet.type)
               link.grabs--
+              if (packet.oversized !== undefined) {
+                // Its bytes were skipped: failing it ends the job; dropping the connection would
+                // only hand it to the next worker, and the next, forever.
+                const handle = str(packet.args[0])
+                log(`gearman job ${handle} (${str(packet.args[1])}) is ${packet.oversized} bytes, over this worker's packet limit: failed without running`)
+                jobsProcessed.unsafeUpdate(1, counted.fail)
+                connection.send(request(PacketType.WORK_FAIL, [handle]))
+                release()
+                return pump(link)
+              }
               // The permit the grab held is now the job's. Untimed, the PRE_SLEEP behind the
               // grabs brings a NOOP if more jobs wait.
               started(link, packet)

@@ -1,16 +1,39 @@
 // Faults: servers dying and coming back, connections lost mid-job, peers speaking garbage.
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Fiber, Layer, Schedule } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Metric, Schedule } from "effect"
 import { serverIndexForUnique } from "../../src/gearman/client.js"
 import { Gearman, layerMemory, makeMemoryServers } from "../../src/gearman/Gearman.js"
 import { JobServer } from "../../src/gearman/JobServer.js"
+import { connectionsLost } from "../../src/gearman/metrics.js"
+import { embeddedJobServer } from "./embedded.js"
 import { eventually, gearmand, live } from "./gearmand.js"
 
 // Reconnect quickly in tests; the default schedule is the same shape, just slower.
 const fast = { reconnect: Schedule.exponential("20 millis").pipe(Schedule.jittered, Schedule.union(Schedule.spaced("200 millis"))) }
 
 describe("faults", () => {
+  for (const [name, start] of [["gearmand", gearmand], ["the embedded server over TCP", embeddedJobServer()]] as const) {
+    it.scopedLive(`${name}: a job over the worker's packet limit fails once to its client; the worker keeps its connection and runs the next job`, () =>
+      Effect.gen(function* () {
+        const { server } = yield* start
+        const client = yield* live([server])
+        // The worker takes packets up to 64 KiB; the job servers take more.
+        const worker = yield* live([server], { maxFrame: 64 * 1024 })
+        let ran = 0
+        yield* worker.serve({ limited: (job) => Effect.sync(() => void ran++).pipe(Effect.as(job.payload)) })
+        const lostBefore = (yield* Metric.value(connectionsLost)).count
+        // Before: the worker dropped its connection, the job server handed the job to it again
+        // on reconnect, and so on forever; the client never heard back.
+        const big = yield* Effect.flip(client.submit("limited", Buffer.alloc(200 * 1024, 0x61), { timeout: "20 seconds" }))
+        assert.strictEqual(big._tag, "GearmanJobFailed")
+        assert.strictEqual(ran, 0, "the oversized job never reached the handler")
+        const small = yield* client.submit("limited", "small")
+        assert.strictEqual(small.data.toString(), "small")
+        assert.strictEqual((yield* Metric.value(connectionsLost)).count, lostBefore, "no connection was lost")
+      }))
+  }
+
   it.scopedLive("two servers, one killed mid-stream: no job submitted after the kill is noticed is lost; it is picked up again after a restart", () =>
     Effect.gen(function* () {
       const a = yield* gearmand

@@ -41,6 +41,31 @@ describe("binary codec", () => {
     for (const good of ["reverse", "run_queued_job", "Image::Resize", "café☃"]) assert.isUndefined(functionNameProblem(good), good)
   })
 
+  it("an assignment over the frame limit comes out as its handle and function, marked oversized, whatever the chunking; its bytes are skipped and the stream goes on", () => {
+    const big = response(PacketType.JOB_ASSIGN_UNIQ, ["H:x:1", "fn", "u", Buffer.alloc(50_000, 0x61)])
+    const next = response(PacketType.NOOP)
+    const stream = Buffer.concat([big, next])
+    for (const step of [1, 7, 1000, 4096, stream.length]) {
+      const decoder = new Decoder("RES", 10_000)
+      const packets: Array<Packet> = []
+      let most = 0
+      for (let i = 0; i < stream.length; i += step) {
+        const { error, packets: out } = decoder.push(stream.subarray(i, i + step))
+        assert.isUndefined(error)
+        packets.push(...out)
+        most = Math.max(most, decoder.bufferedBytes)
+      }
+      assert.deepStrictEqual(packets.map((p) => [p.type, p.args.map((a) => a.toString()), p.oversized]), [
+        [PacketType.JOB_ASSIGN_UNIQ, ["H:x:1", "fn"], big.length - 12],
+        [PacketType.NOOP, [], undefined]
+      ], `step ${step}`)
+      assert.isAtMost(most, 1024 + 12 + step, "skipped bytes are not held")
+    }
+    // Anything else over the limit still breaks the stream.
+    const { error } = new Decoder("RES", 10_000).push(response(PacketType.WORK_COMPLETE, ["H:x:1", Buffer.alloc(20_000)]))
+    assert.strictEqual(error?.reason, "FrameTooLarge")
+  })
+
   it("decodes every split of a stream of packets identically", () => {
     const stream = Buffer.concat([
       response(PacketType.JOB_CREATED, ["H:vm:1"]),
