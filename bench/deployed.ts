@@ -79,8 +79,11 @@ const registered = (procs: ReadonlyArray<Proc>, functions: ReadonlyArray<string>
       `${functions.join(", ")}: fewer than ${n} worker(s) registered with gearmand`
     ))
 
-/** `count` bench worker processes serving `fn` over `db`, registered with gearmand. */
-const spawnWorkers = (script: string, count: number, fn: string, db: string, server: string, concurrency: number) =>
+/**
+ * Starts `count` bench worker processes serving `fn` over `db`; `ready` waits until each said so
+ * and gearmand lists them (started early, they load while something else happens).
+ */
+const startWorkers = (script: string, count: number, fn: string, db: string, server: string, concurrency: number) =>
   Effect.gen(function*() {
     const ran: Array<number> = range(count).map(() => 0)
     let latencies: Array<number> = []
@@ -94,8 +97,10 @@ const spawnWorkers = (script: string, count: number, fn: string, db: string, ser
           for (const l of decoded.value.lat) latencies.push(l)
         }
       }))
-    yield* Effect.forEach(procs, (p) => p.waitFor(`"event":"ready"`, "60 seconds"), { discard: true })
-    yield* registered(procs, [fn], count, server)
+    const ready = Effect.zipRight(
+      Effect.forEach(procs, (p) => p.waitFor(`"event":"ready"`, "60 seconds"), { discard: true }),
+      registered(procs, [fn], count, server)
+    )
     const workers: Workers = {
       procs,
       ran: () => ran.reduce((a, b) => a + b, 0),
@@ -106,8 +111,11 @@ const spawnWorkers = (script: string, count: number, fn: string, db: string, ser
       },
       peakRss: () => Math.max(0, ...procs.map((p) => p.peakRss() ?? 0))
     }
-    return workers
+    return { workers, ready }
   })
+
+const spawnWorkers = (script: string, count: number, fn: string, db: string, server: string, concurrency: number) =>
+  Effect.flatMap(startWorkers(script, count, fn, db, server, concurrency), ({ ready, workers }) => Effect.as(ready, workers))
 
 /** Waits until the workers ran `n` jobs in all. */
 const ranAtLeast = (workers: Workers, n: number, timeout: Duration.DurationInput, what: string) =>
@@ -172,11 +180,11 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
       // 1. N jobs stored by `garivini inject` (one insertJobs call), before anything runs.
       const injectStart = performance.now()
       const inject = yield* garivini("garivini inject", ["inject", "--db", db, "--count", String(n), "--function", fn, "--log-format", "logfmt"])
+      // 2. Worker processes (loading meanwhile), then one `garivini queue-runner`: from its start to every row gone.
+      const { ready, workers } = yield* startWorkers(script, o.deployedWorkers, fn, db, server, o.concurrency)
       yield* inject.done(Duration.seconds(60 + n / 1000))
       const injectMs = performance.now() - injectStart
-
-      // 2. Worker processes, then one `garivini queue-runner`: from its start to every row gone.
-      const workers = yield* spawnWorkers(script, o.deployedWorkers, fn, db, server, o.concurrency)
+      yield* ready
       const spawned = performance.now()
       const runner = yield* garivini("garivini queue-runner", ["queue-runner", ...roleArgs(db, server), ...queueRunnerArgs(o)])
       yield* runner.waitFor("running queue-runner", "60 seconds")
@@ -223,17 +231,19 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       const controller = yield* garivini("garivini controller", ["controller", ...roleArgs(db, server), "--controller-concurrency", String(o.controllerConcurrency)])
       const runner = yield* garivini("garivini queue-runner", ["queue-runner", ...roleArgs(db, server), ...queueRunnerArgs(o)])
       const roles = [injector, controller, runner]
+      const { ready, workers } = yield* startWorkers(script, 1, fn, db, server, o.concurrency)
       yield* runner.waitFor("running queue-runner", "60 seconds")
       yield* registered(roles, [Injector.INJECT_FUNCTION, CONTROLLER_FUNCTION], 1, server)
-      const workers = yield* spawnWorkers(script, 1, fn, db, server, o.concurrency)
+      yield* ready
       const procs = [...roles, ...workers.procs]
       const gearman = yield* Gearman.Gearman
       const inject = (client: Gearman.GearmanService, funcname: string) =>
         Effect.suspend(() => client.submit(Injector.INJECT_FUNCTION, injectBody(funcname))).pipe(Effect.asVoid, Effect.mapError(failWith("inject_jobs")))
 
       // Warm-up.
-      yield* Effect.forEach(range(200), () => inject(gearman, fn), { concurrency: 4, discard: true })
-      yield* ranAtLeast(workers, 200, "30 seconds", "deployed low-latency warm-up")
+      const warm = o.quick ? 100 : 500
+      yield* Effect.forEach(range(warm), () => inject(gearman, fn), { concurrency: 4, discard: true })
+      yield* ranAtLeast(workers, warm, "30 seconds", "deployed low-latency warm-up")
       workers.take()
 
       // 1. One synchronous client, a call every `deployedLlInterval` ms: submit → worker start.
@@ -298,6 +308,7 @@ const perlScenario = (o: BenchOptions, server: string, roles: ReadonlyArray<Proc
     yield* registered([...roles, worker], [fn], 1, server)
     const run = (count: number) =>
       Effect.gen(function*() {
+        const before = latencies.length
         const printed: { done: RegExpExecArray | null } = { done: null }
         const client = yield* spawnProcess("Perl client", "perl", [`${root}/bench/perl/client.pl`, server, fn, String(count), String(o.deployedLlInterval)], {
           onLine: (line) => void (printed.done = PerlDone.exec(line) ?? printed.done)
@@ -307,11 +318,11 @@ const perlScenario = (o: BenchOptions, server: string, roles: ReadonlyArray<Proc
         if (result === null) return yield* new BenchError({ message: "the Perl client printed no result line" })
         const [, ok, failed, rts] = result
         if (Number(failed) > 0) return yield* new BenchError({ message: `the Perl client's inject_jobs failed ${failed} time(s) of ${count}` })
-        const want = latencies.length + Number(ok)
+        const want = before + Number(ok)
         return { ok: Number(ok), want, rt: percentiles((rts ?? "").split(",").filter((s) => s !== "").map(Number)) }
       }).pipe(Effect.scoped)
     // Warm-up (the roles are warm already; this warms the Perl side and its connections).
-    const warm = yield* run(100)
+    const warm = yield* run(o.quick ? 50 : 200)
     yield* untilAlive([...roles, worker], Effect.sync(() => latencies.length >= warm.want), "20 millis", "30 seconds", "Perl warm-up: the Perl worker did not run every job")
     latencies.length = 0
     const n = Math.max(1, Math.round((o.deployedLlSeconds * 1000) / o.deployedLlInterval))
