@@ -115,13 +115,13 @@ export const spawnProcess = (
         catch: (e) => new BenchError({ message: `starting ${name}: ${String(e)}` })
       }),
       (c) =>
-        Effect.gen(function*() {
-          if (c.exitCode !== null || c.signalCode !== null) return
+        Effect.suspend(() => {
+          if (c.exitCode !== null || c.signalCode !== null) return Effect.void
           c.kill("SIGTERM")
-          yield* exited(c).pipe(
-            Effect.timeout(options.grace ?? Duration.seconds(5)),
-            Effect.catchAll(() => Effect.zipRight(Effect.sync(() => c.kill("SIGKILL")), exited(c)))
-          )
+          // A plain timer, not Effect.timeout: a finalizer is uninterruptible, and a timeout there
+          // would wait for the exit it gave up on (a role lets in-flight jobs finish for up to 30 s).
+          const kill = setTimeout(() => c.kill("SIGKILL"), Duration.toMillis(Duration.decode(options.grace ?? Duration.seconds(5))))
+          return Effect.ensuring(exited(c), Effect.sync(() => clearTimeout(kill)))
         })
     )
     let stderr = ""
