@@ -30,7 +30,7 @@ import {
   storedJobs
 } from "./harness.js"
 import type { Proc } from "./processes.js"
-import { bundle, garivini, perlGearman, root, spawnProcess, untilAlive } from "./processes.js"
+import { bundle, garivini, perlGearman, processCpuMeter, root, spawnProcess, untilAlive } from "./processes.js"
 
 const MB = 1024 * 1024
 
@@ -188,9 +188,11 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
       const spawned = performance.now()
       const runner = yield* garivini("garivini queue-runner", ["queue-runner", ...roleArgs(db, server), ...queueRunnerArgs(o)])
       yield* runner.waitFor("running queue-runner", "60 seconds")
+      const cpu = processCpuMeter([["queue-runner", [runner]], [`${o.deployedWorkers} worker processes`, workers.procs]], server)
       const start = performance.now()
       yield* rolesDrained([runner, ...workers.procs], Duration.seconds(60 + n / 100), "deployed stored → run")
       const ms = performance.now() - start
+      const cpuPerJob = cpu.perJob(n)
       const rate = perSecond(n, ms)
       workers.take()
 
@@ -206,7 +208,7 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
       const setting = `garivini queue-runner (${queueRunnerArgs(o).join(" ") || "defaults"}) and ${o.deployedWorkers} worker processes ×${o.concurrency}`
       return [
         ...ratioFigures(`stored → run, ${n.toLocaleString("en-US")} jobs`, rate, baseline, targets.storedToRun,
-          `${setting}; from the runner's first log line to every row gone (${(ms / 1000).toFixed(2)} s; runner start ${((start - spawned) / 1000).toFixed(1)} s more); stored by garivini inject in ${(injectMs / 1000).toFixed(1)} s; the Perl original: ${PERL_ORIGINAL.storedToRun} jobs/s`),
+          `${setting}; from the runner's first log line to every row gone (${(ms / 1000).toFixed(2)} s; runner start ${((start - spawned) / 1000).toFixed(1)} s more); stored by garivini inject in ${(injectMs / 1000).toFixed(1)} s; ${cpuPerJob}; the Perl original: ${PERL_ORIGINAL.storedToRun} jobs/s`),
         figure("deployed", `insert → worker start at ${o.rate} jobs/s through the queue-runner, p50`, lat.p50, "ms", {
           note: `${lat.n} insertJob calls from the bench process over ${o.deployedSteadySeconds} s (offered ${Math.round(offered)}/s); the in-process target: p50 ≤ 100 ms`
         }),
@@ -270,6 +272,7 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       const clients = yield* Effect.forEach(range(o.llClients), () => Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman)))
       const startCount = workers.ran()
       let accepted = 0
+      const cpu = processCpuMeter([["injector", [injector]], ["controller", [controller]], ["worker process", workers.procs]], server)
       const start = performance.now()
       const deadline = start + o.deployedSustainSeconds * 1000
       yield* Effect.forEach(clients, (client) =>
@@ -277,10 +280,11 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       const injectMs = performance.now() - start
       yield* ranAtLeast(workers, startCount + accepted, "60 seconds", "deployed sustained injects")
       const executedMs = performance.now() - start
+      const cpuPerJob = cpu.perJob(accepted)
       yield* rolesDrained(procs, "30 seconds", "deployed low latency")
       figures.push(
         ...ratioFigures(`low latency, sustained, ${o.llClients} synchronous clients`, perSecond(accepted, executedMs), baseline, targets.sustained,
-          `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s, all run after ${(executedMs / 1000).toFixed(1)} s; ${setting}; one worker process ×${o.concurrency}`),
+          `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s, all run after ${(executedMs / 1000).toFixed(1)} s; ${setting}; one worker process ×${o.concurrency}; ${cpuPerJob} (the clients: the bench process)`),
         rssFigure("garivini injector", injector, "over the low-latency runs"),
         rssFigure("garivini controller", controller, "over the low-latency runs"),
         rssFigure("garivini queue-runner (low-latency set)", runner, "idle but for its rounds")
@@ -355,15 +359,17 @@ const upDeployed = (o: BenchOptions, script: string, baseline: number | undefine
       const fn = "bench_dep_up"
       const workers = yield* spawnWorkers(script, o.deployedWorkers, fn, db, server, o.concurrency)
       const n = o.deployedUpJobs
+      const cpu = processCpuMeter([["garivini up", [up]], [`${o.deployedWorkers} worker processes`, workers.procs]], undefined)
       const start = performance.now()
       yield* Effect.forEach(range(Math.ceil(n / 10_000)), (c) =>
         Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: fn, arg: "pre" }))), { discard: true })
         .pipe(Effect.mapError(failWith("inserting")))
       yield* rolesDrained([up, ...workers.procs], Duration.seconds(60 + n / 100), "deployed garivini up")
       const ms = performance.now() - start
+      const cpuPerJob = cpu.perJob(n)
       return [
         ...ratioFigures(`garivini up (SQLite), stored → run, ${n.toLocaleString("en-US")} jobs`, perSecond(n, ms), baseline, targets.up,
-          `garivini up over a SQLite file (embedded job server, queue-runner, injector, controller in one process), ${o.deployedWorkers} worker processes ×${o.concurrency} on the same file; from the insert (insertJobs from the bench process) to every row gone, ${(ms / 1000).toFixed(2)} s`),
+          `garivini up over a SQLite file (embedded job server, queue-runner, injector, controller in one process), ${o.deployedWorkers} worker processes ×${o.concurrency} on the same file; from the insert (insertJobs from the bench process) to every row gone, ${(ms / 1000).toFixed(2)} s; ${cpuPerJob}`),
         rssFigure("garivini up", up, "during stored → run")
       ]
     }).pipe(Effect.provide(Layer.mergeAll(

@@ -121,7 +121,7 @@ export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<re
 export const perSecond = (n: number, ms: number): number => (ms > 0 ? (n * 1000) / ms : 0)
 
 /** CPU milliseconds (user + system) a process has used, from /proc (Linux); undefined if unreadable. */
-const procCpuMs = (pid: number): number | undefined => {
+export const procCpuMs = (pid: number): number | undefined => {
   try {
     // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8")

@@ -11,7 +11,7 @@ import * as esbuild from "esbuild"
 import { Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import { exited } from "../src/gearmandProcess.js"
-import { BenchError, until } from "./harness.js"
+import { BenchError, procCpuMs, serverCpuMeter, until } from "./harness.js"
 
 export const root = fileURLToPath(new URL("..", import.meta.url))
 
@@ -71,6 +71,8 @@ export interface Proc {
   readonly alive: Effect.Effect<void, BenchError>
   /** Waits for a stderr or stdout line containing `text`. */
   readonly waitFor: (text: string, timeout: Duration.DurationInput) => Effect.Effect<void, BenchError>
+  /** CPU time (user + system) it used so far, ms; undefined once it exited or off Linux. */
+  readonly cpuMs: () => number | undefined
   /** Peak resident set (VmHWM) so far, in bytes; undefined once it exited or off Linux. */
   readonly peakRss: () => number | undefined
   /** Waits for the process to exit by itself (a client that ends), failing on a non-zero code. */
@@ -181,6 +183,7 @@ export const spawnProcess = (
       stderrTail: () => stderr,
       alive,
       waitFor,
+      cpuMs: () => (child.exitCode === null && child.pid !== undefined ? procCpuMs(child.pid) : undefined),
       peakRss: () => (child.exitCode === null && child.pid !== undefined ? vmHwm(child.pid) : undefined),
       done
     }
@@ -189,6 +192,24 @@ export const spawnProcess = (
 /** `node bin/garivini.js <args>` (the built CLI, as users start it). */
 export const garivini = (name: string, args: ReadonlyArray<string>, options: SpawnOptions = {}) =>
   spawnProcess(name, process.execPath, [join(root, "bin", "garivini.js"), ...args], options)
+
+/**
+ * CPU the given processes use from now on, per job, with the job server's and the database's
+ * when `server` names the bench's gearmand (`serverCpuMeter`; the database figure is the whole
+ * mariadbd, so on a shared machine it counts the neighbours' queries too).
+ */
+export const processCpuMeter = (groups: ReadonlyArray<readonly [string, ReadonlyArray<Proc>]>, server: string | undefined) => {
+  const total = (procs: ReadonlyArray<Proc>) => procs.reduce((sum, p) => sum + (p.cpuMs() ?? 0), 0)
+  const start = groups.map(([, procs]) => total(procs))
+  const servers = server === undefined ? undefined : serverCpuMeter(server)
+  return {
+    perJob: (jobs: number): string => {
+      const per = (ms: number) => `${jobs > 0 ? Math.round((ms * 1000) / jobs) : 0} µs`
+      const own = groups.map(([name, procs], i) => `${name} ${per(total(procs) - start[i]!)}`).join(", ")
+      return `CPU per job: ${own}${servers === undefined ? "" : `; ${servers.perJob(jobs)}`}`
+    }
+  }
+}
 
 /** Polls until every process is alive and `check` holds. */
 export const untilAlive = <E, R>(
