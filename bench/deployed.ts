@@ -64,6 +64,12 @@ interface Workers {
   readonly peakRss: () => number
 }
 
+/** A progress line inside a scenario (the steps take tens of seconds). */
+const phase = (what: string) => Effect.sync(() => console.log(`  · ${what}`))
+
+/** Printed when a scenario's figures are in and its processes are being stopped (so slow stops show). */
+const stopping = phase("measured; stopping its processes")
+
 const failWith = (what: string) => (e: { readonly _tag: string; readonly message: string }) =>
   new BenchError({ message: `${what}: ${e._tag} ${e.message}` })
 
@@ -152,12 +158,16 @@ const ratioFigures = (
   })
 ]
 
-/** One synchronous caller, a call every `intervalMs` (or at the previous answer when later): latencies of the round trips. */
-const steadyCaller = <E, R>(n: number, intervalMs: number, call: Effect.Effect<void, E, R>) =>
+/**
+ * One synchronous caller for `seconds`, a call every `intervalMs` (or at the previous answer when
+ * that came later): the round trips' latencies.
+ */
+const steadyCaller = <E, R>(seconds: number, intervalMs: number, call: Effect.Effect<void, E, R>) =>
   Effect.gen(function*() {
     const roundTrips: Array<number> = []
     let next = performance.now()
-    for (let i = 0; i < n; i++) {
+    const deadline = next + seconds * 1000
+    while (performance.now() < deadline) {
       const wait = next - performance.now()
       if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
       const start = performance.now()
@@ -206,6 +216,7 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
       yield* rolesDrained([runner, ...workers.procs], "30 seconds", "deployed steady load")
 
       const setting = `garivini queue-runner (${queueRunnerArgs(o).join(" ") || "defaults"}) and ${o.deployedWorkers} worker processes ×${o.concurrency}`
+      yield* stopping
       return [
         ...ratioFigures(`stored → run, ${n.toLocaleString("en-US")} jobs`, rate, baseline, targets.storedToRun,
           `${setting}; from the runner's first log line to every row gone (${(ms / 1000).toFixed(2)} s; runner start ${((start - spawned) / 1000).toFixed(1)} s more); stored by garivini inject in ${(injectMs / 1000).toFixed(1)} s; ${cpuPerJob}; the Perl original: ${PERL_ORIGINAL.storedToRun} jobs/s`),
@@ -242,17 +253,17 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       const inject = (client: Gearman.GearmanService, funcname: string) =>
         Effect.suspend(() => client.submit(Injector.INJECT_FUNCTION, injectBody(funcname))).pipe(Effect.asVoid, Effect.mapError(failWith("inject_jobs")))
 
-      // Warm-up.
+      yield* phase("roles and worker up; warm-up")
       const warm = o.quick ? 100 : 500
       yield* Effect.forEach(range(warm), () => inject(gearman, fn), { concurrency: 4, discard: true })
       yield* ranAtLeast(workers, warm, "30 seconds", "deployed low-latency warm-up")
       workers.take()
 
       // 1. One synchronous client, a call every `deployedLlInterval` ms: submit → worker start.
-      const n = Math.max(1, Math.round((o.deployedLlSeconds * 1000) / o.deployedLlInterval))
+      yield* phase("one synchronous client")
       const before = workers.ran()
-      const rt = percentiles(yield* steadyCaller(n, o.deployedLlInterval, inject(gearman, fn)))
-      yield* ranAtLeast(workers, before + n, "30 seconds", "deployed low-latency injects")
+      const rt = percentiles(yield* steadyCaller(o.deployedLlSeconds, o.deployedLlInterval, inject(gearman, fn)))
+      yield* ranAtLeast(workers, before + rt.n, "30 seconds", "deployed low-latency injects")
       const lat = percentiles(workers.take())
       const setting = `garivini injector (×${o.injectorConcurrency}), controller (×${o.controllerConcurrency}) and queue-runner as three processes`
       const figures: Array<Figure> = [
@@ -269,6 +280,7 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       figures.push(...(yield* perlScenario(o, server, procs)))
 
       // 3. Sustained: `llClients` synchronous clients (a connection each), back to back.
+      yield* phase(`${o.llClients} clients back to back`)
       const clients = yield* Effect.forEach(range(o.llClients), () => Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman)))
       const startCount = workers.ran()
       let accepted = 0
@@ -289,6 +301,7 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
         rssFigure("garivini controller", controller, "over the low-latency runs"),
         rssFigure("garivini queue-runner (low-latency set)", runner, "idle but for its rounds")
       )
+      yield* stopping
       return figures
     }).pipe(Effect.provide(Layer.mergeAll(storageLayer(shard), Gearman.layer({ servers: [server] }))))
   }))
@@ -310,27 +323,28 @@ const perlScenario = (o: BenchOptions, server: string, roles: ReadonlyArray<Proc
       }
     })
     yield* registered([...roles, worker], [fn], 1, server)
-    const run = (count: number) =>
+    const run = (seconds: number) =>
       Effect.gen(function*() {
         const before = latencies.length
         const printed: { done: RegExpExecArray | null } = { done: null }
-        const client = yield* spawnProcess("Perl client", "perl", [`${root}/bench/perl/client.pl`, server, fn, String(count), String(o.deployedLlInterval)], {
+        const client = yield* spawnProcess("Perl client", "perl", [`${root}/bench/perl/client.pl`, server, fn, String(seconds), String(o.deployedLlInterval)], {
           onLine: (line) => void (printed.done = PerlDone.exec(line) ?? printed.done)
         })
-        yield* client.done(Duration.seconds(30 + (count * o.deployedLlInterval) / 1000))
+        yield* client.done(Duration.seconds(30 + seconds))
         const result = printed.done
         if (result === null) return yield* new BenchError({ message: "the Perl client printed no result line" })
         const [, ok, failed, rts] = result
-        if (Number(failed) > 0) return yield* new BenchError({ message: `the Perl client's inject_jobs failed ${failed} time(s) of ${count}` })
+        if (Number(failed) > 0) return yield* new BenchError({ message: `the Perl client's inject_jobs failed ${failed} time(s) of ${Number(ok) + Number(failed)}` })
         const want = before + Number(ok)
         return { ok: Number(ok), want, rt: percentiles((rts ?? "").split(",").filter((s) => s !== "").map(Number)) }
       }).pipe(Effect.scoped)
     // Warm-up (the roles are warm already; this warms the Perl side and its connections).
-    const warm = yield* run(o.quick ? 50 : 200)
+    yield* phase("Perl worker up; Perl warm-up")
+    const warm = yield* run(o.quick ? 0.2 : 0.5)
     yield* untilAlive([...roles, worker], Effect.sync(() => latencies.length >= warm.want), "20 millis", "30 seconds", "Perl warm-up: the Perl worker did not run every job")
     latencies.length = 0
-    const n = Math.max(1, Math.round((o.deployedLlSeconds * 1000) / o.deployedLlInterval))
-    const result = yield* run(n)
+    yield* phase("Perl client")
+    const result = yield* run(o.deployedLlSeconds)
     yield* untilAlive([...roles, worker], Effect.sync(() => latencies.length >= result.ok), "20 millis", "30 seconds", "Perl: the Perl worker did not run every job")
     const lat = percentiles(latencies)
     return [
@@ -367,6 +381,7 @@ const upDeployed = (o: BenchOptions, script: string, baseline: number | undefine
       yield* rolesDrained([up, ...workers.procs], Duration.seconds(60 + n / 100), "deployed garivini up")
       const ms = performance.now() - start
       const cpuPerJob = cpu.perJob(n)
+      yield* stopping
       return [
         ...ratioFigures(`garivini up (SQLite), stored → run, ${n.toLocaleString("en-US")} jobs`, perSecond(n, ms), baseline, targets.up,
           `garivini up over a SQLite file (embedded job server, queue-runner, injector, controller in one process), ${o.deployedWorkers} worker processes ×${o.concurrency} on the same file; from the insert (insertJobs from the bench process) to every row gone, ${(ms / 1000).toFixed(2)} s; ${cpuPerJob}`),

@@ -59,7 +59,7 @@ const numberFlags = {
   "deployed-ll-seconds": [10, 2],
   "deployed-ll-interval": [2, 2],
   "deployed-sustain-seconds": [10, 2],
-  "deployed-up-jobs": [20_000, 2_000]
+  "deployed-up-jobs": [10_000, 2_000]
 } as const satisfies Record<string, readonly [number, number]>
 type NumberFlag = keyof typeof numberFlags
 

@@ -1,25 +1,26 @@
 #!/usr/bin/perl
 # The Perl original's low-latency workload (bench/deployed.ts, scenario "perl"): one Perl
-# Gearman::Client calling inject_jobs synchronously, one call every INTERVAL ms (the next starts
-# INTERVAL ms after the previous one started, or at its answer when that came later). The request
+# Gearman::Client calling inject_jobs synchronously for SECONDS, one call every INTERVAL ms (the
+# next starts INTERVAL ms after the previous one started, or at its answer when that came later). The request
 # is the original's JSON ({"funcname","arg"}); the arg is a wall-clock stamp in ms, read by
 # bench/perl/worker.pl. Prints one line at the end: "done <ok> <failed> <round trips in ms, comma-separated>".
-#   perl bench/perl/client.pl HOST:PORT FUNCNAME COUNT INTERVAL_MS
+#   perl bench/perl/client.pl HOST:PORT FUNCNAME SECONDS INTERVAL_MS
 use strict;
 use warnings;
 use Gearman::Client;
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 
-my ($server, $funcname, $count, $interval) = @ARGV;
-die "usage: client.pl HOST:PORT FUNCNAME COUNT INTERVAL_MS\n" unless defined $interval;
+my ($server, $funcname, $seconds, $interval) = @ARGV;
+die "usage: client.pl HOST:PORT FUNCNAME SECONDS INTERVAL_MS\n" unless defined $interval;
 $| = 1;
 my $json = JSON::PP->new->canonical;
 my $client = Gearman::Client->new(job_servers => [$server]);
 my ($ok, $failed) = (0, 0);
 my @rt;
 my $next = time();
-for my $i (1 .. $count) {
+my $deadline = $next + $seconds;
+while (time() < $deadline) {
     my $now = time();
     sleep($next - $now) if $next > $now;
     my $start = time();
