@@ -223,7 +223,7 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
         figure("deployed", `insert → worker start at ${o.rate} jobs/s through the queue-runner, p50`, lat.p50, "ms", {
           note: `${lat.n} insertJob calls from the bench process over ${o.deployedSteadySeconds} s (offered ${Math.round(offered)}/s); the in-process target: p50 ≤ 100 ms`
         }),
-        figure("deployed", `insert → worker start at ${o.rate} jobs/s through the queue-runner, p99 / max`, lat.p99, "ms", { note: `max ${lat.max.toFixed(1)} ms` }),
+        figure("deployed", `insert → worker start at ${o.rate} jobs/s through the queue-runner, p99`, lat.p99, "ms", { note: `max ${lat.max.toFixed(1)} ms` }),
         rssFigure("garivini queue-runner", runner, `during stored → run and the steady load`),
         figure("deployed", "worker process (largest of them), peak RSS", workers.peakRss() / MB, "MB", { note: "the worker helper under node's defaults (a user's process)" })
       ]
