@@ -46,6 +46,19 @@ export interface BenchOptions {
   readonly memoryCheckpoint: number
   /** Jobs stored for the `embedded` scenario (`garivini up`). */
   readonly embeddedJobs: number
+  /** As deployed: jobs stored by `garivini inject` before `garivini queue-runner` starts. */
+  readonly deployedJobs: number
+  /** As deployed: worker processes for stored → run (each `concurrency` slots). */
+  readonly deployedWorkers: number
+  /** As deployed: seconds of steady insertJob calls (at `rate`) through the queue-runner. */
+  readonly deployedSteadySeconds: number
+  /** As deployed, low latency: seconds of one synchronous client, and ms between its calls. */
+  readonly deployedLlSeconds: number
+  readonly deployedLlInterval: number
+  /** As deployed, low latency: seconds of `llClients` clients back to back. */
+  readonly deployedSustainSeconds: number
+  /** As deployed: jobs stored for `garivini up` (SQLite) with worker processes. */
+  readonly deployedUpJobs: number
 }
 
 // -- figures and targets ------------------------------------------------------------------------
@@ -64,6 +77,8 @@ export interface Figure {
   readonly unit: string
   readonly target?: Target
   readonly note?: string
+  /** The same run's gearmand-only baseline (jobs/s), for a throughput figure or a ratio to it. */
+  readonly baseline?: number
 }
 
 export const figure = (
@@ -71,7 +86,7 @@ export const figure = (
   metric: string,
   value: number | null,
   unit: string,
-  extra: { readonly target?: Target; readonly note?: string } = {}
+  extra: { readonly target?: Target; readonly note?: string; readonly baseline?: number } = {}
 ): Figure => ({ scenario, metric, value, unit, ...extra })
 
 export const atLeast = (value: number, text: string): Target => ({ op: ">=", value, text })
@@ -106,7 +121,7 @@ export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<re
 export const perSecond = (n: number, ms: number): number => (ms > 0 ? (n * 1000) / ms : 0)
 
 /** CPU milliseconds (user + system) a process has used, from /proc (Linux); undefined if unreadable. */
-const procCpuMs = (pid: number): number | undefined => {
+export const procCpuMs = (pid: number): number | undefined => {
   try {
     // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8")

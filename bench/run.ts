@@ -2,11 +2,15 @@
 // here and scratch databases on the local MariaDB (dropped at the end). Prints one table, with
 // issue 9's targets beside the figures (never asserted), and writes the results as JSON.
 //
-//   vite-node bench/run.ts [--quick] [--only baseline,insert,throughput,lowlatency,memory,embedded] [--out FILE]
+//   vite-node bench/run.ts [--quick] [--only deployed,baseline,insert,throughput,lowlatency,memory,embedded] [--out FILE]
 //   scenario flags: --concurrency --workers --baseline-jobs --insert-single --insert-concurrent-jobs
 //     --insert-callers --insert-batches --batch-size --jobs --rate --steady-seconds --batch-run-sleep
 //     --batch-max-size --watermark (QueueRunner queueWatermarkDepth, 0 disables) --ll-rate --ll-seconds --ll-clients --ll-sustain-seconds --injector-concurrency
 //     --controller-concurrency --memory-runner-jobs --memory-jobs --memory-checkpoint --embedded-jobs
+//     --deployed-jobs --deployed-workers --deployed-steady-seconds --deployed-ll-seconds --deployed-ll-interval (ms)
+//     --deployed-sustain-seconds --deployed-up-jobs
+// `deployed` (the headline table, bench/deployed.ts) runs the `garivini` command's roles as processes
+// from dist/ (built first when older than src/) and needs the baseline, which it runs when not selected.
 // MariaDB: GARIVINI_BENCH_MYSQL (default mysql://root@127.0.0.1:3306); gearmand from the PATH.
 import { execFileSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
@@ -19,11 +23,13 @@ import { scopedGearmand } from "../src/gearmandProcess.js"
 import type { BenchOptions, Figure } from "./harness.js"
 import { BenchError, formatNumber, mariadbVersion, verdict } from "./harness.js"
 import { embedded, mysqlStore, sqliteStore } from "./embedded.js"
+import { deployed } from "./deployed.js"
 import { memory } from "./memory.js"
+import { ensureBuilt } from "./processes.js"
 import { baseline, insert, lowLatency, throughput } from "./scenarios.js"
 import { scratchShard } from "./support.js"
 
-const SCENARIOS = ["baseline", "insert", "throughput", "lowlatency", "memory", "embedded"] as const
+const SCENARIOS = ["deployed", "baseline", "insert", "throughput", "lowlatency", "memory", "embedded"] as const
 
 const numberFlags = {
   concurrency: [8, 8],
@@ -46,7 +52,14 @@ const numberFlags = {
   "memory-runner-jobs": [100_000, 3_000],
   "memory-jobs": [1_000_000, 20_000],
   "memory-checkpoint": [100_000, 2_000],
-  "embedded-jobs": [20_000, 2_000]
+  "embedded-jobs": [20_000, 2_000],
+  "deployed-jobs": [20_000, 2_000],
+  "deployed-workers": [4, 4],
+  "deployed-steady-seconds": [10, 2],
+  "deployed-ll-seconds": [10, 2],
+  "deployed-ll-interval": [2, 2],
+  "deployed-sustain-seconds": [10, 2],
+  "deployed-up-jobs": [10_000, 2_000]
 } as const satisfies Record<string, readonly [number, number]>
 type NumberFlag = keyof typeof numberFlags
 
@@ -117,7 +130,14 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
           memoryRunnerJobs: yield* int("memory-runner-jobs"),
           memoryJobs: yield* int("memory-jobs"),
           memoryCheckpoint: yield* int("memory-checkpoint"),
-          embeddedJobs: yield* int("embedded-jobs")
+          embeddedJobs: yield* int("embedded-jobs"),
+          deployedJobs: yield* int("deployed-jobs"),
+          deployedWorkers: yield* int("deployed-workers"),
+          deployedSteadySeconds: yield* num("deployed-steady-seconds"),
+          deployedLlSeconds: yield* num("deployed-ll-seconds"),
+          deployedLlInterval: yield* num("deployed-ll-interval"),
+          deployedSustainSeconds: yield* num("deployed-sustain-seconds"),
+          deployedUpJobs: yield* int("deployed-up-jobs")
         } satisfies BenchOptions
       })
     )
@@ -146,17 +166,27 @@ const machine = (server: string) =>
     }
   }).pipe(Effect.scoped)
 
-const printTable = (figures: ReadonlyArray<Figure>) => {
+/** "0.08× of 15,951 jobs/s" for a throughput figure, "of 15,951 jobs/s" for a ratio. */
+const versusBaseline = (f: Figure): string => {
+  if (f.baseline === undefined) return ""
+  const of = `of ${formatNumber(f.baseline)} jobs/s`
+  if (f.unit === "×") return of
+  return f.value === null ? of : `${formatNumber(f.value / f.baseline)}× ${of}`
+}
+
+const printTable = (title: string, figures: ReadonlyArray<Figure>, targetHeader: string) => {
   const rows = figures.map((f) => [
     f.scenario,
     f.metric,
     f.value === null ? "n/a" : `${formatNumber(f.value)} ${f.unit}`,
+    versusBaseline(f),
     f.target?.text ?? "",
     verdict(f)
   ])
-  const header = ["scenario", "figure", "value", "target (issue 9)", "verdict"]
+  const header = ["scenario", "figure", "value", "vs baseline (same run)", targetHeader, "verdict"]
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => (i === 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ")
+  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => (i === 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd()
+  console.log(`\n${title}\n`)
   console.log(line(header))
   console.log(widths.map((w) => "-".repeat(w)).join("  "))
   for (const r of rows) console.log(line(r))
@@ -187,10 +217,12 @@ const program = Effect.gen(function*() {
     })
 
   let baselineRate: number | undefined
-  if (selected("baseline")) {
-    yield* step("baseline", baseline(options, server))
+  if (selected("baseline") || selected("deployed")) {
+    yield* step(selected("baseline") ? "baseline" : "baseline (for the ratios of the deployed scenarios)", baseline(options, server))
     baselineRate = figures.find((f) => f.scenario === "baseline")?.value ?? undefined
   }
+  if (selected("deployed") || selected("embedded")) yield* ensureBuilt
+  if (selected("deployed")) yield* deployed(options, server, baselineRate, step)
   if (selected("insert")) yield* step("insert", insert(options))
   if (selected("throughput")) yield* step("throughput", throughput(options, server, baselineRate))
   if (selected("lowlatency")) yield* step("lowlatency", lowLatency(options, server))
@@ -201,8 +233,14 @@ const program = Effect.gen(function*() {
   }
 
   const seconds = (performance.now() - started) / 1000
-  console.log("")
-  printTable(figures)
+  // Every throughput figure beside the same run's baseline (and, in the table, the ratio to it).
+  const all = figures.map((f): Figure =>
+    f.baseline === undefined && baselineRate !== undefined && f.unit === "jobs/s" && f.scenario !== "baseline" ? { ...f, baseline: baselineRate } : f)
+  const headline = all.filter((f) => f.scenario === "deployed")
+  if (headline.length > 0) {
+    printTable("As deployed (the garivini command's roles, workers and clients as separate processes):", headline, "target (issue 16)")
+  }
+  printTable(headline.length > 0 ? "In process (diagnostic view):" : "Figures:", all.filter((f) => f.scenario !== "deployed"), "target (issue 9)")
   console.log(`\ntotal ${seconds.toFixed(1)} s`)
   const { out, ...flags } = options
   writeFileSync(out, JSON.stringify({
@@ -210,7 +248,7 @@ const program = Effect.gen(function*() {
     seconds: Number(seconds.toFixed(1)),
     machine: env,
     options: flags,
-    figures: figures.map((f) => ({ ...f, verdict: verdict(f) || undefined }))
+    figures: all.map((f) => ({ ...f, verdict: verdict(f) || undefined }))
   }, null, 2) + "\n")
   console.log(`results written to ${out}`)
 })
