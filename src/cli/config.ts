@@ -93,7 +93,7 @@ export const readConfigFile = <A, I>(path: string, schema: Schema.Schema<A, I>):
   }
   let raw: unknown
   try {
-    raw = path.endsWith(".json") ? JSON.parse(text) : parseYaml(text)
+    raw = path.endsWith(".json") ? JSON.parse(text) : parseYaml(text, { logLevel: "error" })
   } catch (e) {
     return Either.left(new ConfigInvalid({ field: "config", reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}` }))
   }
@@ -265,7 +265,7 @@ export const resolve = (
     }
     // Checked here, for every command: a bad value stops the start with exit 2. The Injector
     // alone would take a lease under a second: its jobs stored due, run by a QueueRunner as well.
-    yield* Either.mapLeft(queueRunnerSettings(queueRunner), (e) => new ConfigInvalid({ field: e.field, reason: e.reason }))
+    yield* Either.mapLeft(queueRunnerSettings(queueRunner), (e) => new ConfigInvalid({ field: `queueRunner.${e.field}`, reason: e.reason }))
     if (injector.lease !== undefined && Duration.toMillis(Duration.decode(injector.lease)) < 1000) {
       return yield* Effect.fail(new ConfigInvalid({ field: "injector.lease", reason: "must be at least 1 second" }))
     }

@@ -21,13 +21,12 @@ export type Role = "queue-runner" | "injector" | "controller"
 export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controller"]
 
 /**
- * Settings the roles cannot run with, refused before anything starts: a QueueRunner option out of
- * range (e.g. a batchMaxSize no claim may take), or a Controller that waits for a job as long as
- * the lease or longer (the job would be dispatched again while it still runs, and again).
+ * Settings these roles cannot run with together, refused before anything starts: an Injector
+ * request bound out of range, or a Controller that waits for a job as long as the lease or
+ * longer (the job would be dispatched again while it still runs, and again).
  */
 export const checkRoleSettings = (roles: ReadonlyArray<Role>, settings: Settings): Either.Either<void, ConfigInvalid> => {
-  const runner = QueueRunner.settings(settings.queueRunner)
-  if (Either.isLeft(runner)) return Either.left(new ConfigInvalid({ field: `queueRunner.${runner.left.field}`, reason: runner.left.reason }))
+  // The QueueRunner's own settings are checked for every command, where they are read (config.ts).
   for (const [field, value] of [["injector max request jobs", settings.injector.maxRequestJobs], ["injector max request bytes", settings.injector.maxRequestBytes]] as const) {
     if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
       return Either.left(new ConfigInvalid({ field, reason: `${value} is not a positive integer` }))

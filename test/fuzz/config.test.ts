@@ -153,7 +153,7 @@ describe("configuration regressions (shrunk by the fuzz suite)", () => {
     Effect.gen(function*() {
       const none = { config: Option.none(), db: [], gearmand: [], logFormat: Option.none() }
       const flag = yield* Effect.flip(resolve({ ...none, lease: Option.some(0) }))
-      assert.strictEqual(flag.field, "lease")
+      assert.strictEqual(flag.field, "queueRunner.lease")
       const dir = yield* tempDir("garivini-fuzz-lease-")
       writeFileSync(join(dir, "c.yaml"), "injector:\n  lease: 0.2\n")
       const file = yield* Effect.flip(resolve({ ...none, config: Option.some(join(dir, "c.yaml")) }))
