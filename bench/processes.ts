@@ -4,37 +4,24 @@
 // and the scope waits for the exit, so nothing outlives a run or a Ctrl-C.
 import { execFileSync, spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
+import { readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as esbuild from "esbuild"
 import { Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import { exited } from "../src/gearmandProcess.js"
+import { buildIfStale } from "../test/support/build.js"
 import { BenchError, procCpuMs, serverCpuMeter, until } from "./harness.js"
 
 export const root = fileURLToPath(new URL("..", import.meta.url))
-
-const newestMtime = (dir: string, suffix: string): number => {
-  let newest = 0
-  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile() || !entry.name.endsWith(suffix)) continue
-    newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs)
-  }
-  return newest
-}
 
 /**
  * The `garivini` command runs dist/: build it when any source is newer (as the tests' global
  * set-up does), so a bench after an edit never measures stale code.
  */
 export const ensureBuilt: Effect.Effect<void, BenchError> = Effect.try({
-  try: () => {
-    const dist = join(root, "dist")
-    if (existsSync(dist) && newestMtime(dist, ".js") >= newestMtime(join(root, "src"), ".ts")) return
-    console.log("  dist/ is older than src/: building (tsc -p tsconfig.build.json)")
-    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: root, stdio: "inherit" })
-  },
+  try: () => buildIfStale(root, (line) => console.log(`  ${line}`)),
   catch: (e) => new BenchError({ message: `building dist/ for the garivini command: ${String(e)}` })
 })
 

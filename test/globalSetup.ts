@@ -1,9 +1,8 @@
 // Runs once before every suite: the real servers the integration tests need must be there.
 // A missing server fails the run with a message saying how to start it — never a skip.
 import { execFileSync } from "node:child_process"
-import { existsSync, readdirSync, statSync } from "node:fs"
-import { join } from "node:path"
 import * as Mysql from "mysql2/promise"
+import { buildIfStale } from "./support/build.js"
 
 const mysqlHost = process.env["GARIVINI_TEST_MYSQL_HOST"] ?? "127.0.0.1"
 const mysqlPort = Number(process.env["GARIVINI_TEST_MYSQL_PORT"] ?? "3306")
@@ -32,27 +31,8 @@ const checkGearmand = (): void => {
   }
 }
 
-const newestMtime = (dir: string, suffix: string): number => {
-  let newest = 0
-  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile() || !entry.name.endsWith(suffix)) continue
-    newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs)
-  }
-  return newest
-}
-
-/**
- * The CLI and Driver tests spawn `dist/`: a `vitest run` after an edit without a build would test
- * stale code, so build when any source is newer than the build.
- */
-const ensureBuilt = (): void => {
-  if (existsSync("dist") && newestMtime("dist", ".js") >= newestMtime("src", ".ts")) return
-  console.log("dist/ is older than src/: building (tsc -p tsconfig.build.json)")
-  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" })
-}
-
 export default async function setup(): Promise<void> {
   await checkMariaDb()
   checkGearmand()
-  ensureBuilt()
+  buildIfStale(process.cwd())
 }
