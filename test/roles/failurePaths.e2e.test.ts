@@ -1,14 +1,18 @@
 // Failure paths of the roles on MariaDB and a real gearmand: the worker helper stopping with
-// completions queued, a handler that dies.
+// completions queued, a handler that dies, the QueueRunner with no job server or a refused batch.
 import { assert, describe, it } from "@effect/vitest"
 import * as Mysql from "mysql2/promise"
-import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
-import { Gearman } from "../../src/gearman/Gearman.js"
+import { Deferred, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
+import type { ShardConfig } from "../../src/config.js"
+import { GearmanConnectionError } from "../../src/gearman/errors.js"
+import * as GearmanLayers from "../../src/gearman/Gearman.js"
+import { Gearman, type GearmanService } from "../../src/gearman/Gearman.js"
 import { encodeWorkerJson } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
-import { Storage } from "../../src/storage/Storage.js"
+import * as StorageLayers from "../../src/storage/Storage.js"
+import { Storage, type StorageShape } from "../../src/storage/Storage.js"
 import { eventually, gearmand } from "../gearman/gearmand.js"
 import { env, recorder, remaining } from "../support/e2e.js"
 import { adminQuery, mysqlHost, mysqlPort, testShards } from "../support/mysql.js"
@@ -82,4 +86,99 @@ describe("role failure paths on MariaDB and gearmand", () => {
         assert.isAtMost(run_after, after + 120, "backed off by 2^1 * 60 s, not leased for an hour")
       })).pipe(Effect.provide(env([shard!], [gd.server])))
     }), 60_000)
+
+  it.scopedLive("the QueueRunner claims nothing while no job server is up: the rows stay due, none leased", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const gd = yield* gearmand
+      let rounds = 0
+      // The runner asks which servers are up once a round: counting the calls counts its rounds.
+      const layers = wrapped([shard!], [gd.server], (g) => ({ ...g, upServers: () => (rounds++, g.upServers()) }), (s) => s)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const gearman = yield* Gearman
+        const storage = yield* Storage
+        yield* eventually(Effect.sync(() => gearman.upServers().length === 1), "the connection to gearmand")
+        yield* gd.kill
+        yield* eventually(Effect.sync(() => gearman.upServers().length === 0), "gearmand to be seen down")
+        yield* Client.insertJobs(Array.from({ length: 100 }, (_, i) => ({ funcname: "nowhere", arg: `job ${i}` })))
+        const from = rounds
+        const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis", lease: "1 hour" }))
+        // Three rounds decided with the rows due (a round's claim ends before the next round asks).
+        yield* eventually(Effect.sync(() => rounds >= from + 3), "three rounds of the runner")
+        yield* Fiber.interrupt(runner)
+        const counts = yield* storage.counts()
+        assert.deepStrictEqual(counts.map((c) => [c.funcname, c.due, c.scheduled]), [["nowhere", 100, 0]])
+      })).pipe(Effect.provide(layers))
+    }), 60_000)
+
+  it.scopedLive("a full batch whose submits fail while the next is claimed: that next batch goes back due, not leased for the lease (1 hour)", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const gd = yield* gearmand
+      // The job server refuses the first batch, once the runner has started claiming the next
+      // one, and is then seen down (no more claims) until the test brings it back.
+      let claims = 0
+      let submitCalls = 0
+      let down = false
+      const secondClaim = yield* Deferred.make<void>()
+      /** The second batch's fate is decided: given back (the fix) or submitted into the refusal. */
+      const decided = yield* Deferred.make<void>()
+      const refused = new Set<string>()
+      const key = (payload: string | Uint8Array) => {
+        const job = JSON.parse(typeof payload === "string" ? payload : Buffer.from(payload).toString("latin1")) as { dbid: number; jobid: number }
+        return `${job.dbid}:${job.jobid}`
+      }
+      const layers = wrapped([shard!], [gd.server], (g) => ({
+        ...g,
+        upServers: () => (down ? [] : g.upServers()),
+        submitBackgroundAll: (submissions) =>
+          Effect.gen(function*() {
+            const call = ++submitCalls
+            if (call > 1 && !down) return yield* g.submitBackgroundAll(submissions)
+            if (call === 1) {
+              yield* Deferred.await(secondClaim)
+              down = true
+            } else yield* Deferred.succeed(decided, undefined)
+            for (const sub of submissions) refused.add(key(sub.payload))
+            return submissions.map(() => Either.left(new GearmanConnectionError({ server: gd.server, message: "refused by the test" })))
+          })
+      }), (s) => ({
+        ...s,
+        claimDue: (...args) => Effect.zipRight(Effect.sync(() => ++claims).pipe(Effect.tap((n) => n === 2 ? Deferred.succeed(secondClaim, undefined) : Effect.void)), s.claimDue(...args)),
+        defer: (handles, until) => Effect.zipRight(refused.size > 0 ? Deferred.succeed(decided, undefined) : Effect.void, s.defer(handles, until))
+      }))
+      yield* Effect.scoped(Effect.gen(function*() {
+        const storage = yield* Storage
+        yield* Client.insertJobs(Array.from({ length: 500 }, (_, i) => ({ funcname: "refused", arg: `job ${i}` })))
+        const { record, runs } = yield* recorder
+        yield* Worker.serve({ refused: record }, { concurrency: 4 })
+        // Batches of 50: the first is full, so its submits go out while the next batch is claimed.
+        const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis", batchMaxSize: 50, lease: "1 hour", queueWatermarkDepth: 0 }))
+        yield* Deferred.await(decided)
+        down = false
+        // Only the refused batch stays leased; everything else runs.
+        yield* eventually(Effect.map(remaining, (n) => n === refused.size), "every job but the refused batch to run", 60_000)
+        yield* Fiber.interrupt(runner)
+        assert.strictEqual(refused.size, 50)
+        const left = yield* storage.list()
+        assert.deepStrictEqual(new Set(left.map((j) => `${j.dbid}:${j.jobid}`)), refused)
+        const now = Math.floor(Date.now() / 1000)
+        assert.isTrue(left.every((j) => j.runAfter > now + 3000), "the refused batch is leased for its hour")
+        const ran = yield* runs
+        assert.strictEqual(ran.size, 450)
+        assert.isTrue([...ran.keys()].every((k) => !refused.has(k)))
+      })).pipe(Effect.provide(layers))
+    }), 120_000)
 })
+
+/** The live layers with the Gearman and Storage services seen through `gearman` and `storage`. */
+const wrapped = (
+  shards: ReadonlyArray<ShardConfig>,
+  servers: ReadonlyArray<string>,
+  gearman: (g: GearmanService) => GearmanService,
+  storage: (s: StorageShape) => StorageShape
+) =>
+  Layer.merge(
+    Layer.provide(Layer.effect(Storage, Effect.map(Storage, storage)), StorageLayers.layer({ shards })),
+    Layer.provide(Layer.effect(Gearman, Effect.map(Gearman, gearman)), GearmanLayers.layer({ servers }))
+  )
