@@ -9,6 +9,7 @@ import * as GearmanLayers from "../../src/gearman/Gearman.js"
 import { Gearman, type GearmanService } from "../../src/gearman/Gearman.js"
 import { encodeWorkerJson } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
+import * as Injector from "../../src/roles/Injector.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
@@ -169,6 +170,56 @@ describe("role failure paths on MariaDB and gearmand", () => {
         assert.isTrue([...ran.keys()].every((k) => !refused.has(k)))
       })).pipe(Effect.provide(layers))
     }), 120_000)
+})
+
+describe("the Injector's failure paths on MariaDB and gearmand (no Controller: what it dispatches stays in gearmand)", () => {
+  /** The one stored row, and gearmand's run_queued_job queue once the Injector has answered. */
+  const injectOne = (funcname: string, options: Injector.InjectorOptions) =>
+    Effect.gen(function*() {
+      const gearman = yield* Gearman
+      const storage = yield* Storage
+      yield* Injector.serve(options)
+      const before = Math.floor(Date.now() / 1000)
+      // The Injector answers after its submits of run_queued_job are settled.
+      const reply = yield* gearman.submit(Injector.INJECT_FUNCTION, JSON.stringify({ funcname, arg: "x" }))
+      const after = Math.floor(Date.now() / 1000)
+      const { jobid } = JSON.parse(reply.data.toString()) as { jobid: number }
+      const rows = yield* storage.list()
+      assert.deepStrictEqual(rows.map((r) => [r.jobid, r.funcname, r.flag]), [[jobid, funcname, "controller"]])
+      const queued = (yield* gearman.queueDepths()).get(QueueRunner.CONTROLLER_FUNCTION)?.total ?? 0
+      return { runAfter: rows[0]!.runAfter, before, after, queued }
+    })
+
+  it.scopedLive("a function over the watermark: the job is stored due and not dispatched", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const gd = yield* gearmand
+      yield* Effect.scoped(Effect.gen(function*() {
+        const gearman = yield* Gearman
+        // Three jobs queued for `busy` and nobody serving it: over a watermark of 2.
+        yield* Effect.forEach([1, 2, 3], (i) => gearman.submitBackground("busy", `queued ${i}`), { discard: true })
+        const r = yield* injectOne("busy", { queueWatermarkDepth: 2, lease: "1 hour" })
+        assert.strictEqual(r.queued, 0, "nothing was sent to run_queued_job")
+        assert.isAtLeast(r.runAfter, r.before)
+        assert.isAtMost(r.runAfter, r.after, "stored due for the QueueRunner, not leased")
+      })).pipe(Effect.provide(env([shard!], [gd.server])))
+    }), 60_000)
+
+  it.scopedLive("gearmand refuses the run_queued_job submit (QUEUE_ERROR): the job is made due at once, not left for its 1-hour lease", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const gd = yield* gearmand
+      yield* Effect.scoped(Effect.gen(function*() {
+        const gearman = yield* Gearman
+        // run_queued_job's queue full: one job in it and a maximum of one.
+        yield* gearman.submitBackground(QueueRunner.CONTROLLER_FUNCTION, "filler")
+        yield* gearman.admin.maxQueue(gd.server, QueueRunner.CONTROLLER_FUNCTION, 1)
+        const r = yield* injectOne("refused", { lease: "1 hour" })
+        assert.strictEqual(r.queued, 1, "only the filler is queued")
+        assert.isAtLeast(r.runAfter, r.before)
+        assert.isAtMost(r.runAfter, r.after, "due again at once, not after the lease")
+      })).pipe(Effect.provide(env([shard!], [gd.server])))
+    }), 60_000)
 })
 
 /** The live layers with the Gearman and Storage services seen through `gearman` and `storage`. */
