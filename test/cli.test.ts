@@ -1,5 +1,5 @@
 // The built `garivini` command, run as an operator would, against MariaDB and a gearmand.
-import { writeFileSync } from "node:fs"
+import { existsSync, writeFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { scopedGearmand } from "../src/gearmandProcess.js"
@@ -56,8 +56,13 @@ describe("garivini CLI", () => {
       const badServer = yield* garivini("status", "--gearmand", "nohost")
       assert.strictEqual(badServer.code, 2)
       assert.include(badServer.stderr, "invalid configuration gearmand")
-      const badHandle = yield* garivini("jobs", "show", "not-a-handle")
-      assert.strictEqual(badHandle.code, 2)
+      // A bad argument touches no database: the file named is never created.
+      const untouched = `${yield* tempDir("garivini-bad-handle-")}/never.db`
+      for (const args of [["show", "not-a-handle"], ["retry", "1:x"], ["delete", "abc:2"]]) {
+        const badHandle = yield* garivini("jobs", ...args, "--db", `sqlite:${untouched}`)
+        assert.strictEqual(badHandle.code, 2, `jobs ${args.join(" ")}: ${badHandle.stderr}`)
+        assert.isFalse(existsSync(untouched), `jobs ${args.join(" ")} opened the database`)
+      }
       const dead = yield* garivini("inject", "--db", "mysql://u:hunter2@127.0.0.1:1/db")
       assert.strictEqual(dead.code, 1)
       assert.include(dead.stderr, "garivini: storage unavailable: no shard could be reached")

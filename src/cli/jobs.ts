@@ -1,7 +1,7 @@
 /** `garivini jobs list | show | retry | delete`: inspect and repair stored jobs. */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Data, Duration, Effect, Option } from "effect"
-import { formatHandle, jobState as stateOf, nowSeconds, parseHandle } from "../Job.js"
+import { formatHandle, jobState as stateOf, nowSeconds, parseHandle, type JobHandle } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions, queueRunnerOptions } from "./config.js"
@@ -88,9 +88,9 @@ const listCommand = Command.make("list", {
     }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("List stored jobs, filtered and paged"))
 
 const showCommand = Command.make("show", { ...connectionOptions, handle: handleArg, json }, (o) =>
-  withSettings(o, (settings) =>
+  // The handle is checked before the store is opened: a bad argument touches no database.
+  withSettings(o, (settings) => Effect.flatMap(parseHandleArg(o.handle), (handle) =>
     Effect.gen(function*() {
-      const handle = yield* parseHandleArg(o.handle)
       const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
       if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
       const now = yield* nowSeconds
@@ -107,15 +107,14 @@ const showCommand = Command.make("show", { ...connectionOptions, handle: handleA
         ["coalesce", j.coalesce ?? "(none)"],
         ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`]
       ])
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("Show one job"))
+    }).pipe(Effect.provide(storageOnly(settings)))))).pipe(Command.withDescription("Show one job"))
 
 const force = Options.boolean("force").pipe(Options.withDescription("Act even on a job that may be running right now (its run_after within a lease of now)"))
 const lease = queueRunnerOptions.lease
 
 /** The job behind a handle, with the lease and now the refusal rule needs. */
-const lookUp = (text: string, leaseSetting: Duration.DurationInput | undefined) =>
+const lookUp = (handle: JobHandle, leaseSetting: Duration.DurationInput | undefined) =>
   Effect.gen(function*() {
-    const handle = yield* parseHandleArg(text)
     const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
     if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
     const leaseSeconds = leaseSetting === undefined ? DEFAULT_LEASE_SECONDS : Math.ceil(Duration.toSeconds(Duration.decode(leaseSetting)))
@@ -131,16 +130,18 @@ const retryCommand = Command.make("retry", {
 }, (o) =>
   withSettings(o, (settings) =>
     Effect.gen(function*() {
-      const storage = yield* Storage
       if (Option.isSome(o.handle) === Option.isSome(o.function)) {
         return yield* Effect.fail(new UsageError({ message: "jobs retry takes a dbid:jobid or --function NAME (its `never` jobs), not both" }))
       }
-      if (Option.isSome(o.function)) {
+      return Option.isSome(o.handle) ? Option.some(yield* parseHandleArg(o.handle.value)) : Option.none<JobHandle>()
+    }).pipe(Effect.flatMap((parsed) => Effect.gen(function*() {
+      const storage = yield* Storage
+      if (Option.isNone(parsed) && Option.isSome(o.function)) {
         // `never` jobs only: no dispatcher holds one (a lease is never `never`), so none is running.
         const n = yield* storage.retryNever(o.function.value)
         return yield* Console.log(`made ${n} never job(s) of ${o.function.value} due`)
       }
-      const { handle, job, leaseSeconds, now } = yield* lookUp(Option.getOrThrow(o.handle), settings.queueRunner.lease)
+      const { handle, job, leaseSeconds, now } = yield* lookUp(Option.getOrThrow(parsed), settings.queueRunner.lease)
       // Already due: writing run_after again could undo the lease of a dispatcher claiming it now.
       if (job.runAfter <= now) return yield* Console.log(`job ${formatHandle(handle)} is already due`)
       if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
@@ -149,21 +150,21 @@ const retryCommand = Command.make("retry", {
       const n = yield* storage.defer([handle], now)
       if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
       yield* Console.log(`job ${formatHandle(handle)} is due`)
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(
+    }).pipe(Effect.provide(storageOnly(settings))))))).pipe(
     Command.withDescription("Make a job due now (refused while it may be running, unless --force), or every never job of a function")
   )
 
 const deleteCommand = Command.make("delete", { ...connectionOptions, handle: handleArg, force, lease }, (o) =>
-  withSettings(o, (settings) =>
+  withSettings(o, (settings) => Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
     Effect.gen(function*() {
-      const { handle, job, leaseSeconds, now } = yield* lookUp(o.handle, settings.queueRunner.lease)
+      const { handle, job, leaseSeconds, now } = yield* lookUp(parsed, settings.queueRunner.lease)
       if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
         return yield* Effect.fail(new Refused({ message: dispatchedReason(job, now, leaseSeconds, "deleting it would not stop it") }))
       }
       const n = yield* Effect.flatMap(Storage, (s) => s.complete([handle]))
       if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
       yield* Console.log(`job ${formatHandle(handle)} deleted`)
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(
+    }).pipe(Effect.provide(storageOnly(settings)))))).pipe(
     Command.withDescription("Delete a job (refused while it may be running, unless --force)")
   )
 

@@ -9,6 +9,7 @@ import { Deferred, Effect } from "effect"
 import { stringify } from "yaml"
 import { freePort } from "../../src/gearmandProcess.js"
 import { eventually, gearmand, live } from "../gearman/gearmand.js"
+import { childEnv } from "../support/env.js"
 
 export interface Exited {
   readonly code: number | null
@@ -87,7 +88,7 @@ export const startDriver = (
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn("node", ["bin/garivini.js", "driver", ...modules.flatMap((m) => ["--module", m]), "--config", configPath, "--log-format", "logfmt"], {
-          env: { ...process.env, GARIVINI_CONFIG: "", ...options.env },
+          env: childEnv(options.env),
           stdio: ["ignore", "pipe", "pipe"]
         })
       ),

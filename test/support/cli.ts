@@ -1,6 +1,7 @@
 // The built `garivini` command as a test runs it: once to completion, or in the background.
 import { execFile, spawn } from "node:child_process"
 import { Deferred, Effect, Schema } from "effect"
+import { childEnv } from "./env.js"
 
 export interface Result {
   readonly code: number
@@ -8,7 +9,7 @@ export interface Result {
   readonly stderr: string
 }
 
-export const baseEnv = { ...process.env, GARIVINI_DB: "", GARIVINI_GEARMAND: "", GARIVINI_CONFIG: "", GARIVINI_LOG_FORMAT: "logfmt" }
+export const baseEnv = childEnv({ GARIVINI_LOG_FORMAT: "logfmt" })
 
 export const garivini = (...args: ReadonlyArray<string>) => gariviniWithEnv({}, ...args)
 

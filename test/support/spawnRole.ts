@@ -3,6 +3,7 @@
 import { spawn } from "node:child_process"
 import { Deferred, Effect } from "effect"
 import type { ShardConfig } from "../../src/config.js"
+import { childEnv } from "./env.js"
 
 /**
  * The role of `workerProcess.ts` ("worker" serving `fn`, or "controller") over one shard and one
@@ -19,13 +20,12 @@ export const spawnRole = (
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn("node_modules/.bin/vite-node", ["test/support/workerProcess.ts"], {
-          env: {
-            ...process.env,
+          env: childEnv({
             GARIVINI_DB: `mysql://${shard.user}@${shard.host}:${shard.port}/${shard.database}`,
             GARIVINI_TEST_GEARMAN: server,
             GARIVINI_TEST_ROLE: role.role,
             GARIVINI_TEST_FUNCTION: role.role === "worker" ? role.fn : ""
-          },
+          }),
           stdio: ["ignore", "pipe", "inherit"]
         })
       ),
