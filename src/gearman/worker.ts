@@ -329,8 +329,11 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         stopping = true
+        const grace = options.shutdownTimeout ?? "30 seconds"
+        const running = yield* FiberSet.size(jobs)
+        if (running > 0) yield* Effect.logInfo(`gearman worker stopping: waiting up to ${Duration.format(Duration.decode(grace))} for ${running} running job(s)`)
         // Finalizers run uninterruptibly: the wait must be made interruptible for the timeout to cut it.
-        const drained = yield* Effect.interruptible(FiberSet.awaitEmpty(jobs)).pipe(Effect.timeoutOption(options.shutdownTimeout ?? "30 seconds"))
+        const drained = yield* Effect.interruptible(FiberSet.awaitEmpty(jobs)).pipe(Effect.timeoutOption(grace))
         if (Option.isNone(drained)) yield* Effect.logWarning("gearman worker stop: interrupting jobs still running")
         yield* Scope.close(jobScope, Exit.void)
       })

@@ -37,6 +37,12 @@ export const background = (...args: ReadonlyArray<string>) =>
     return {
       output: Effect.sync(() => stdout),
       errors: Effect.sync(() => stderr),
+      /** Sends a signal without waiting for the exit. */
+      signal: (signal: NodeJS.Signals) => Effect.sync(() => void child.kill(signal)),
+      /** Whether the process has exited yet. */
+      exited: Effect.map(Deferred.poll(exit), (o) => o._tag === "Some"),
+      /** Waits for the exit. */
+      exit: Deferred.await(exit),
       stop: (signal: NodeJS.Signals) => Effect.zipRight(Effect.sync(() => child.kill(signal)), Deferred.await(exit))
     }
   })
