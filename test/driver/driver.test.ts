@@ -190,16 +190,48 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       assert.include(yield* driver.pids("Demo::options"), before[0]!)
     }))
 
+  it.effect("SIGHUP with a bad file logs why and changes nothing", () =>
+    Effect.gen(function*() {
+      const driver = yield* DriverUnderTest
+      const before = yield* driver.ask("status")
+      const pids = yield* driver.pids("Demo::options")
+      // An unknown key and a negative min: refused whole, nothing of it applied.
+      yield* driver.writeConfig({ ...config, bogus_key: 1, job_runtime_attributes: { "Demo::options": { min_processes: 3, max_processes: -1 } } })
+      yield* driver.signal("SIGHUP")
+      yield* eventually(Effect.sync(() => driver.output().includes("SIGHUP: configuration not reloaded")), "the refused reload logged")
+      assert.deepStrictEqual(limits(yield* driver.ask("status")), limits(before))
+      assert.deepStrictEqual(yield* driver.pids("Demo::options"), pids)
+      yield* driver.writeConfig(config)
+    }))
+
+  it.effect("console kill of a busy process: its job finishes before it exits; a new one takes its place", () =>
+    Effect.gen(function*() {
+      const driver = yield* DriverUnderTest
+      assert.deepStrictEqual(yield* driver.ask("set_processes Demo::slow 1 1"), ["OK", "."])
+      yield* eventually(Effect.map(driver.processes("Demo::slow"), (n) => n === 1), "one slow process")
+      const [busy] = yield* driver.pids("Demo::slow")
+      const begun = () => driver.output().split("\n").filter((l) => l.includes("begin Demo::slow")).length
+      const before = begun()
+      const job = yield* Effect.fork(Effect.map(driver.gearman.submit("Demo::slow", "1500"), text))
+      yield* eventually(Effect.sync(() => begun() === before + 1), "the slow job running")
+      assert.deepStrictEqual(yield* driver.ask(`kill ${busy}`), ["OK", "."])
+      // Drained, not killed: the job completes in the process that had it.
+      assert.strictEqual(yield* Fiber.join(job), String(busy))
+      yield* eventually(Effect.map(driver.pids("Demo::slow"), (p) => p.length === 1 && p[0] !== busy), "a new slow process")
+      assert.deepStrictEqual(yield* driver.ask("set_processes Demo::slow 0 4"), ["OK", "."])
+    }))
+
   it.effect("SIGTERM with jobs in flight: they complete, then the Driver exits 0", () =>
     Effect.gen(function*() {
       const driver = yield* DriverUnderTest
       assert.deepStrictEqual(yield* driver.ask("set_processes Demo::slow 3 4"), ["OK", "."])
       yield* eventually(Effect.map(driver.processes("Demo::slow"), (n) => n === 3), "three slow processes")
+      const begun = () => driver.output().split("\n").filter((l) => l.includes(`begin Demo::slow`)).length
+      const before = begun()
       const jobs = yield* Effect.fork(
         Effect.forEach([1, 2, 3], () => Effect.map(driver.gearman.submit("Demo::slow", "1500"), text), { concurrency: "unbounded" })
       )
-      const begun = () => driver.output().split("\n").filter((l) => l.includes(`begin Demo::slow`)).length
-      yield* eventually(Effect.sync(() => begun() === 3), "three slow jobs running")
+      yield* eventually(Effect.sync(() => begun() === before + 3), "three slow jobs running")
       yield* driver.signal("SIGTERM")
       const slow = yield* Fiber.join(jobs)
       assert.strictEqual(slow.length, 3)
