@@ -31,8 +31,37 @@ const checkGearmand = (): void => {
   }
 }
 
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+/**
+ * Scratch databases left by a killed run: each is named garivini_test_<pid>_… after the test
+ * process that made it; those whose process is gone are dropped (a run going on beside this one
+ * keeps its own).
+ */
+const sweepLeftovers = async (): Promise<void> => {
+  const conn = await Mysql.createConnection({ host: mysqlHost, port: mysqlPort, user: "root", password: "" })
+  try {
+    const [rows] = await conn.query("SHOW DATABASES LIKE 'garivini\\_test\\_%'")
+    for (const row of rows as ReadonlyArray<Record<string, string>>) {
+      const name = Object.values(row)[0]!
+      const pid = Number(/^garivini_test_(\d+)_/.exec(name)?.[1])
+      if (Number.isInteger(pid) && pid > 0 && !alive(pid)) await conn.query(`DROP DATABASE IF EXISTS \`${name}\``)
+    }
+  } finally {
+    await conn.end()
+  }
+}
+
 export default async function setup(): Promise<void> {
   await checkMariaDb()
+  await sweepLeftovers()
   checkGearmand()
   buildIfStale(process.cwd())
 }
