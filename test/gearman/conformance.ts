@@ -346,7 +346,8 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
         yield* gearman.serve({
           [fn]: (job) => job.text() === "stuck" ? Deferred.succeed(started, undefined).pipe(Effect.zipRight(Effect.never)) : Effect.succeed(`ok ${job.text()}`)
         }, { concurrency: 2, shutdownTimeout: 0 })
-        assert.strictEqual((yield* gearman.submit(fn, "quick", { timeout: "1 second" })).data.toString(), "ok quick")
+        // Generous where the answer is expected: a loaded machine must not turn it into a timeout.
+        assert.strictEqual((yield* gearman.submit(fn, "quick", { timeout: "20 seconds" })).data.toString(), "ok quick")
         const submitted = Date.now()
         const stuck = yield* gearman.submit(fn, "stuck", { timeout: "300 millis" }).pipe(Effect.fork)
         yield* Deferred.await(started)
@@ -356,7 +357,7 @@ export const conformance = (name: string, gearmanLayer: Layer.Layer<Gearman>) =>
         // Never before the deadline (it may come a little after: the check runs every tenth of it).
         assert.isAtLeast(Date.now() - submitted, 300)
         // The connection is still good for the next job.
-        assert.strictEqual((yield* gearman.submit(fn, "after", { timeout: "1 second" })).data.toString(), "ok after")
+        assert.strictEqual((yield* gearman.submit(fn, "after", { timeout: "20 seconds" })).data.toString(), "ok after")
       })
     )
 
