@@ -1,6 +1,6 @@
 // What only the MariaDB layer can show: locks, the original's rows, the pool, and faults.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Option, Redacted, Schema } from "effect"
+import { Cause, Deferred, Effect, Fiber, Logger, LogLevel, Option, Redacted, Schema } from "effect"
 import * as Mysql from "mysql2/promise"
 import type { ShardConfig } from "../../src/config.js"
 import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
@@ -236,13 +236,40 @@ describe("MariaDB storage faults", () => {
   it.scopedLive("no password reaches an error or a log line", () =>
     Effect.gen(function*() {
       const secret = "pw-Zq81!"
-      const bad: ShardConfig = { ...shardConfig(1, "garivini_nowhere"), user: "nobody", password: Redacted.make(secret) }
-      const logs: Array<string> = []
-      const storage = yield* storageOver([bad])
-      const err = yield* Effect.flip(storage.insert([{ funcname: "f", runAfter: 0 }]))
-      logs.push(err.message, JSON.stringify(err), String(bad.password), JSON.stringify(bad))
-      for (const line of logs) assert.notInclude(line, secret)
-      assert.strictEqual(err._tag, "StorageUnavailable")
+      const [shard] = yield* testShards(1)
+      // A user that has this password: its shard connects (and logs so), the same user with a
+      // wrong database fails (and logs that).
+      const user = `garivini_secret_${process.pid}`
+      yield* Effect.acquireRelease(
+        Effect.zipRight(
+          adminQuery(`CREATE USER '${user}'@'%' IDENTIFIED BY '${secret}'`),
+          adminQuery(`GRANT ALL ON \`${shard!.database}\`.* TO '${user}'@'%'`)
+        ),
+        () => adminQuery(`DROP USER IF EXISTS '${user}'@'%'`)
+      )
+      const lines: Array<string> = []
+      const collecting = Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
+      const errors = yield* Effect.gen(function*() {
+        const good = yield* storageOver([{ ...shard!, user, password: Redacted.make(secret) }])
+        yield* good.insert([{ funcname: "f", runAfter: 0 }])
+        yield* good.claimDue(1, 10, "1000 seconds")
+        const bad = yield* storageOver([{ ...shardConfig(1, "garivini_nowhere"), user, password: Redacted.make(secret) }])
+        const refused = yield* Effect.flip(bad.insert([{ funcname: "f", runAfter: 0 }]))
+        const unknownUser = yield* storageOver([{ ...shardConfig(1, shard!.database), user: "nobody", password: Redacted.make(secret) }])
+        const denied = yield* Effect.flip(unknownUser.claimDue(1, 10, "1000 seconds"))
+        return [refused, denied]
+      }).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, collecting)),
+        Logger.withMinimumLogLevel(LogLevel.Debug)
+      )
+      // The logger did see both paths: the connection and the failures.
+      assert.isTrue(lines.some((l) => l.includes("connected: ")), lines.join("\n"))
+      assert.isTrue(lines.some((l) => l.includes("shard avoided")), lines.join("\n"))
+      assert.deepStrictEqual(errors.map((e) => e._tag), ["StorageUnavailable", "ShardUnavailable"])
+      for (const line of lines) assert.notInclude(line, secret)
+      for (const e of errors) {
+        for (const text of [e.message, JSON.stringify(e), String(e), Cause.pretty(Cause.fail(e))]) assert.notInclude(text, secret)
+      }
     }))
 
   it.scopedLive("interrupting a claim leaves no transaction open on a pooled connection", () =>
