@@ -1,6 +1,6 @@
 // What only the MariaDB layer can show: locks, the original's rows, the pool, and faults.
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Fiber, Logger, LogLevel, Option, Redacted, Schema } from "effect"
+import { Cause, Effect, Exit, Fiber, Logger, LogLevel, Option, Redacted, Schema } from "effect"
 import * as Mysql from "mysql2/promise"
 import type { ShardConfig } from "../../src/config.js"
 import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
@@ -272,20 +272,27 @@ describe("MariaDB storage faults", () => {
       }
     }))
 
-  it.scopedLive("interrupting a claim leaves no transaction open on a pooled connection", () =>
+  it.scopedLive("a claim interrupted mid-transaction finishes it: its leases commit and its connection is clean", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
-      const storage = yield* storageOver([{ ...shard!, maxConnections: 1 }])
+      const proxy = yield* makeProxy({ host: mysqlHost, port: mysqlPort })
+      const storage = yield* storageOver([{ ...shard!, port: proxy.port, maxConnections: 1 }])
       yield* storage.insert(Array.from({ length: 20 }, () => ({ funcname: "i", runAfter: 0 })))
-      const started = yield* Deferred.make<void>()
-      const fiber = yield* Effect.fork(Effect.zipRight(Deferred.succeed(started, undefined), storage.claimDue(1, 5, "1000 seconds")))
-      yield* Deferred.await(started)
-      yield* Fiber.interrupt(fiber)
-      // The only connection is reused: if it were left mid-transaction, its leases would never commit.
+      // The claim's SELECT ... FOR UPDATE is held at the proxy: its transaction has begun.
+      const hold = yield* proxy.holdRequest("FOR UPDATE")
+      const fiber = yield* Effect.fork(storage.claimDue(1, 5, "1000 seconds"))
+      yield* hold.held
+      // Interrupted there (the signal is delivered now; the fiber acts on it when it may).
+      yield* fiber.interruptAsFork(yield* Effect.fiberId)
+      yield* hold.release
+      const exit = yield* Fiber.await(fiber)
+      assert.isTrue(Exit.isInterrupted(exit), String(exit))
+      // The transaction ran to its COMMIT: those 5 stay leased, and the only connection, reused,
+      // is not mid-transaction (else the next claim's leases would never commit).
       const next = yield* storage.claimDue(1, 100, "1000 seconds")
+      assert.strictEqual(next.length, 15)
       const other = yield* connect(shard!.database)
       const [rows] = yield* Effect.promise(() => other.query("SELECT COUNT(*) AS n FROM job WHERE run_after > 1000"))
       assert.strictEqual(Number(JSON.parse(JSON.stringify(rows))[0].n), 20)
-      assert.isTrue(next.length === 15 || next.length === 20)
     }))
 })
