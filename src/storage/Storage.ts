@@ -493,6 +493,7 @@ export const make = (
       Effect.async<ReadonlyArray<InsertOutcome>, InsertError>((resume) => {
         const call: PendingInsert = { jobs, resume }
         waiting.push(call)
+        options.onInsertQueued?.(waiting.length)
         if (wake !== undefined) wake()
         return Effect.sync(() => {
           const i = waiting.indexOf(call)
