@@ -43,6 +43,8 @@ export interface MysqlShardOptions {
   readonly insertMode?: InsertMode | undefined
   /** Force SKIP LOCKED on or off (default: detected). */
   readonly skipLocked?: boolean | undefined
+  /** Take the server's `max_allowed_packet` to be this many bytes (default: detected; for tests). */
+  readonly maxAllowedPacket?: number | undefined
 }
 
 interface Capabilities {
@@ -160,12 +162,13 @@ export const detectCapabilities = (version: string, maxPacket: number, options: 
   const skipLocked = options.skipLocked ?? (mariadb ? atLeast(parts, [10, 6]) : atLeast(parts, [8, 0, 1]))
   const returningAvailable = mariadb && atLeast(parts, [10, 5])
   const mode = options.insertMode ?? "auto"
+  const packet = options.maxAllowedPacket ?? maxPacket
   return {
     version,
     skipLocked,
     returning: mode === "returning" || (mode === "auto" && returningAvailable),
     // The text protocol of `statements` mode sends blobs as hex: twice their size.
-    maxArgBytes: Math.floor((maxPacket - PACKET_OVERHEAD) / (mode === "statements" || !returningAvailable ? 2 : 1))
+    maxArgBytes: Math.floor((packet - PACKET_OVERHEAD) / (mode === "statements" || !returningAvailable ? 2 : 1))
   }
 }
 

@@ -109,6 +109,8 @@ export interface StorageOptions {
    * interrupted before its batch starts is withdrawn.
    */
   readonly coalesceInserts?: boolean | undefined
+  /** A test hook: called with the number of waiting calls each time a call joins them. */
+  readonly onInsertQueued?: ((waiting: number) => void) | undefined
 }
 
 /** Calls merged into one coalesced batch, at most. */
@@ -491,6 +493,7 @@ export const make = (
       Effect.async<ReadonlyArray<InsertOutcome>, InsertError>((resume) => {
         const call: PendingInsert = { jobs, resume }
         waiting.push(call)
+        options.onInsertQueued?.(waiting.length)
         if (wake !== undefined) wake()
         return Effect.sync(() => {
           const i = waiting.indexOf(call)

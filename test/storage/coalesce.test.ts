@@ -101,11 +101,17 @@ describe("coalesced inserts", () => {
             return Effect.zipRight(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(release)), shard.insert(rows))
           })
       }
-      const storage = yield* make([held], { coalesceInserts: true })
+      // Each call that joins the waiting ones (the first is taken by the batching fiber at once).
+      const queued = yield* Deferred.make<void>()
+      const storage = yield* make([held], {
+        coalesceInserts: true,
+        onInsertQueued: (n) => void (n === 1 && first === false ? Deferred.unsafeDone(queued, Exit.void) : undefined)
+      })
       const inFlight = yield* Effect.fork(storage.insert([{ funcname: "f", arg: "in flight", runAfter: 0 }]))
       yield* Deferred.await(entered)
       const waiting = yield* Effect.fork(storage.insert([{ funcname: "f", arg: "withdrawn", runAfter: 0 }]))
-      yield* Effect.yieldNow()
+      // Interrupted only once it waits in the queue, so the withdrawal is what keeps it out.
+      yield* Deferred.await(queued)
       yield* Fiber.interrupt(waiting)
       yield* Deferred.succeed(release, undefined)
       const stored = yield* Fiber.join(inFlight)

@@ -1,14 +1,15 @@
 // What only the MariaDB layer can show: locks, the original's rows, the pool, and faults.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Option, Redacted, Schema } from "effect"
+import { Cause, Effect, Exit, Fiber, Logger, LogLevel, Option, Redacted, Schema } from "effect"
 import * as Mysql from "mysql2/promise"
 import type { ShardConfig } from "../../src/config.js"
-import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
+import { decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
 import * as MysqlShard from "../../src/storage/MysqlShard.js"
 import { clientConfig, openClient } from "../../src/storage/MysqlShard.js"
 import { migrate } from "../../src/storage/migrate.js"
 import { make } from "../../src/storage/Storage.js"
 import { adminQuery, mysqlHost, mysqlPort, shardConfig, testShards } from "../support/mysql.js"
+import { eventually } from "../gearman/gearmand.js"
 import { makeProxy } from "../support/proxy.js"
 
 const storageOver = (configs: ReadonlyArray<ShardConfig>) =>
@@ -126,22 +127,72 @@ describe("MariaDB storage", () => {
       }
     }))
 
-  it.scopedLive("an arg the server cannot take in one packet is refused up front", () =>
+  it.scopedLive("an arg the server cannot take in one packet is refused up front (max_allowed_packet taken as 1 MiB)", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
-      const storage = yield* storageOver([shard!])
-      const [rows] = yield* adminQuery("SELECT @@max_allowed_packet AS p")
-      const maxPacket = Number(JSON.parse(JSON.stringify(rows))[0].p)
-      const size = Math.min(ARG_MAX_BYTES, maxPacket)
+      // Whatever the server's own limit, the shard takes it to be 1 MiB: 1 MiB - 64 KiB of arg fits.
+      const limit = 1024 * 1024 - 64 * 1024
+      const storage = yield* make([yield* MysqlShard.make(shard!, { insertMode: "returning", maxAllowedPacket: 1024 * 1024 })])
       // Printable bytes: zero bytes this many would be refused first, for their worker JSON's size.
-      const result = yield* Effect.either(storage.insert([{ funcname: "big", arg: new Uint8Array(size).fill(97), runAfter: 0 }]))
-      if (maxPacket - 64 * 1024 < size) {
-        assert.isTrue(result._tag === "Left" && result.left._tag === "InvalidJob")
-        if (result._tag === "Left") assert.include(result.left.message, "max_allowed_packet")
-        assert.strictEqual(yield* countRows(shard!.database), 0)
-      } else {
-        assert.isTrue(result._tag === "Right")
-      }
+      const refused = yield* Effect.flip(storage.insert([{ funcname: "big", arg: new Uint8Array(limit + 1).fill(97), runAfter: 0 }]))
+      assert.strictEqual(refused._tag, "InvalidJob")
+      assert.include(refused.message, "max_allowed_packet")
+      assert.strictEqual(yield* countRows(shard!.database), 0)
+      const [stored] = yield* storage.insert([{ funcname: "big", arg: new Uint8Array(limit).fill(97), runAfter: 0 }])
+      assert.strictEqual(Option.getOrThrow(yield* storage.get(stored!.handle)).arg.length, limit)
+      // Statements mode sends args as hex: half as much fits.
+      const halved = yield* make([yield* MysqlShard.make(shard!, { insertMode: "statements", maxAllowedPacket: 1024 * 1024 })])
+      const hex = yield* Effect.flip(halved.insert([{ funcname: "big", arg: new Uint8Array(limit / 2 + 1).fill(97), runAfter: 0 }]))
+      assert.strictEqual(hex._tag, "InvalidJob")
+      assert.strictEqual((yield* halved.insert([{ funcname: "big", arg: new Uint8Array(limit / 2).fill(97), runAfter: 0 }])).length, 1)
+    }))
+
+  it.scopedLive("this server's capabilities are detected: SKIP LOCKED, RETURNING, its max_allowed_packet", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const [rows] = yield* adminQuery("SELECT VERSION() AS v, @@max_allowed_packet AS p")
+      const server = JSON.parse(JSON.stringify(rows))[0] as { v: string; p: number | string }
+      // The test server is MariaDB >= 10.6 (the CI's and this machine's): both features are there.
+      const [major, minor] = server.v.split(/[.-]/).map(Number)
+      assert.isTrue(server.v.includes("MariaDB") && (major! > 10 || major === 10 && minor! >= 6), server.v)
+      const lines: Array<string> = []
+      const backend = yield* MysqlShard.make(shard!)
+      // The pool opens on first use, and logs what it detected.
+      const maxArg = yield* backend.maxArgBytes.pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, Logger.map(Logger.logfmtLogger, (l) => void lines.push(l))))
+      )
+      assert.strictEqual(maxArg, Number(server.p) - 64 * 1024)
+      assert.isTrue(lines.some((l) => l.includes("SKIP LOCKED on, inserts via RETURNING")), lines.join("\n"))
+    }))
+
+  it.scopedLive("without SKIP LOCKED a claimer waits for another's locks, then takes only the rest: each job once", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const lines: Array<string> = []
+      const storage = yield* make([yield* MysqlShard.make(shard!, { skipLocked: false })])
+      yield* storage.insert(Array.from({ length: 40 }, (_, i) => ({ funcname: "race", arg: `${i}`, runAfter: 1000 + i }))).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, Logger.map(Logger.logfmtLogger, (l) => void lines.push(l))))
+      )
+      assert.isTrue(lines.some((l) => l.includes("SKIP LOCKED off")), lines.join("\n"))
+      // Another claimer, mid-transaction, has locked the 25 oldest rows.
+      const other = yield* connect(shard!.database)
+      yield* Effect.promise(() => other.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+      yield* Effect.promise(() => other.query("BEGIN"))
+      yield* Effect.promise(() => other.query("SELECT jobid FROM job ORDER BY run_after, jobid LIMIT 25 FOR UPDATE"))
+      const ours = yield* Effect.fork(storage.claimDue(1, 25, "1000 seconds"))
+      // Ours waits on those locks (with SKIP LOCKED it would pass them by; without FOR UPDATE, read them).
+      yield* eventually(
+        adminQuery(
+          "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ? AND INFO LIKE 'SELECT %FOR UPDATE'",
+          [shard!.database]
+        ).pipe(Effect.map(([r]) => Number(JSON.parse(JSON.stringify(r))[0].n) > 0)),
+        "our claim's SELECT ... FOR UPDATE to be waiting at the server"
+      )
+      // The other leases its 25 and commits: ours then takes the 15 left, none of the other's.
+      yield* Effect.promise(() => other.query("UPDATE job SET run_after = 4000000000 WHERE run_after < 1025"))
+      yield* Effect.promise(() => other.query("COMMIT"))
+      const claimed = yield* Fiber.join(ours)
+      assert.deepStrictEqual(claimed.map((j) => Buffer.from(j.arg).toString()), Array.from({ length: 15 }, (_, i) => `${25 + i}`))
     }))
 
   it.scopedLive("the pool keeps idle connections (maxIdle set) instead of reopening them every second", () =>
@@ -236,29 +287,63 @@ describe("MariaDB storage faults", () => {
   it.scopedLive("no password reaches an error or a log line", () =>
     Effect.gen(function*() {
       const secret = "pw-Zq81!"
-      const bad: ShardConfig = { ...shardConfig(1, "garivini_nowhere"), user: "nobody", password: Redacted.make(secret) }
-      const logs: Array<string> = []
-      const storage = yield* storageOver([bad])
-      const err = yield* Effect.flip(storage.insert([{ funcname: "f", runAfter: 0 }]))
-      logs.push(err.message, JSON.stringify(err), String(bad.password), JSON.stringify(bad))
-      for (const line of logs) assert.notInclude(line, secret)
-      assert.strictEqual(err._tag, "StorageUnavailable")
+      const [shard] = yield* testShards(1)
+      // A user that has this password: its shard connects (and logs so), the same user with a
+      // wrong database fails (and logs that).
+      const user = `garivini_secret_${process.pid}`
+      yield* Effect.acquireRelease(
+        Effect.zipRight(
+          adminQuery(`CREATE USER '${user}'@'%' IDENTIFIED BY '${secret}'`),
+          adminQuery(`GRANT ALL ON \`${shard!.database}\`.* TO '${user}'@'%'`)
+        ),
+        () => adminQuery(`DROP USER IF EXISTS '${user}'@'%'`)
+      )
+      const lines: Array<string> = []
+      const collecting = Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
+      const errors = yield* Effect.gen(function*() {
+        const good = yield* storageOver([{ ...shard!, user, password: Redacted.make(secret) }])
+        yield* good.insert([{ funcname: "f", runAfter: 0 }])
+        yield* good.claimDue(1, 10, "1000 seconds")
+        const bad = yield* storageOver([{ ...shardConfig(1, "garivini_nowhere"), user, password: Redacted.make(secret) }])
+        const refused = yield* Effect.flip(bad.insert([{ funcname: "f", runAfter: 0 }]))
+        const unknownUser = yield* storageOver([{ ...shardConfig(1, shard!.database), user: "nobody", password: Redacted.make(secret) }])
+        const denied = yield* Effect.flip(unknownUser.claimDue(1, 10, "1000 seconds"))
+        return [refused, denied]
+      }).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, collecting)),
+        Logger.withMinimumLogLevel(LogLevel.Debug)
+      )
+      // The logger did see both paths: the connection and the failures.
+      assert.isTrue(lines.some((l) => l.includes("connected: ")), lines.join("\n"))
+      assert.isTrue(lines.some((l) => l.includes("shard avoided")), lines.join("\n"))
+      assert.deepStrictEqual(errors.map((e) => e._tag), ["StorageUnavailable", "ShardUnavailable"])
+      for (const line of lines) assert.notInclude(line, secret)
+      for (const e of errors) {
+        for (const text of [e.message, JSON.stringify(e), String(e), Cause.pretty(Cause.fail(e))]) assert.notInclude(text, secret)
+      }
     }))
 
-  it.scopedLive("interrupting a claim leaves no transaction open on a pooled connection", () =>
+  it.scopedLive("a claim interrupted mid-transaction finishes it: its leases commit and its connection is clean", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
-      const storage = yield* storageOver([{ ...shard!, maxConnections: 1 }])
+      const proxy = yield* makeProxy({ host: mysqlHost, port: mysqlPort })
+      const storage = yield* storageOver([{ ...shard!, port: proxy.port, maxConnections: 1 }])
       yield* storage.insert(Array.from({ length: 20 }, () => ({ funcname: "i", runAfter: 0 })))
-      const started = yield* Deferred.make<void>()
-      const fiber = yield* Effect.fork(Effect.zipRight(Deferred.succeed(started, undefined), storage.claimDue(1, 5, "1000 seconds")))
-      yield* Deferred.await(started)
-      yield* Fiber.interrupt(fiber)
-      // The only connection is reused: if it were left mid-transaction, its leases would never commit.
+      // The claim's SELECT ... FOR UPDATE is held at the proxy: its transaction has begun.
+      const hold = yield* proxy.holdRequest("FOR UPDATE")
+      const fiber = yield* Effect.fork(storage.claimDue(1, 5, "1000 seconds"))
+      yield* hold.held
+      // Interrupted there (the signal is delivered now; the fiber acts on it when it may).
+      yield* fiber.interruptAsFork(yield* Effect.fiberId)
+      yield* hold.release
+      const exit = yield* Fiber.await(fiber)
+      assert.isTrue(Exit.isInterrupted(exit), String(exit))
+      // The transaction ran to its COMMIT: those 5 stay leased, and the only connection, reused,
+      // is not mid-transaction (else the next claim's leases would never commit).
       const next = yield* storage.claimDue(1, 100, "1000 seconds")
+      assert.strictEqual(next.length, 15)
       const other = yield* connect(shard!.database)
       const [rows] = yield* Effect.promise(() => other.query("SELECT COUNT(*) AS n FROM job WHERE run_after > 1000"))
       assert.strictEqual(Number(JSON.parse(JSON.stringify(rows))[0].n), 20)
-      assert.isTrue(next.length === 15 || next.length === 20)
     }))
 })

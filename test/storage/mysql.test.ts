@@ -21,6 +21,7 @@ export const mysqlEnv = (options: MysqlShardOptions = {}, storageOptions: Storag
     }
   })
 
-storageContract("MariaDB (INSERT ... RETURNING)", mysqlEnv())
+storageContract("MariaDB (INSERT ... RETURNING)", mysqlEnv({ insertMode: "returning" }))
 storageContract("MariaDB (single-row statements, as on MySQL)", mysqlEnv({ insertMode: "statements" }))
 storageContract("MariaDB (concurrent inserts coalesced, as the layer does)", mysqlEnv({}, { coalesceInserts: true }))
+storageContract("MariaDB (without SKIP LOCKED, as on MariaDB < 10.6 and MySQL < 8.0.1)", mysqlEnv({ skipLocked: false }))

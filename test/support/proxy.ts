@@ -1,8 +1,14 @@
 // A TCP proxy in front of a real server, for fault tests: it can stop listening, cut every
 // connection, or cut one at the moment a matching request has been answered (so the client
-// cannot know whether it was applied).
+// cannot know whether it was applied), or hold a request until the test releases it.
 import * as net from "node:net"
-import { Effect } from "effect"
+import { Deferred, Effect, Exit } from "effect"
+
+/** A request held at the proxy: `held` completes once it arrived; `release` sends it (and what followed) on. */
+export interface Hold {
+  readonly held: Effect.Effect<void>
+  readonly release: Effect.Effect<void>
+}
 
 export interface Proxy {
   readonly port: number
@@ -14,6 +20,8 @@ export interface Proxy {
   readonly cutAll: Effect.Effect<void>
   /** Once: after the server answers a request whose bytes contain `marker`, drop the answer and cut. */
   readonly cutAfterAnswer: (marker: string) => Effect.Effect<void>
+  /** Once: hold the request whose bytes contain `marker`, and whatever follows it on its connection. */
+  readonly holdRequest: (marker: string) => Effect.Effect<Hold>
 }
 
 export const makeProxy = (target: { readonly host: string; readonly port: number }) =>
@@ -21,16 +29,30 @@ export const makeProxy = (target: { readonly host: string; readonly port: number
     Effect.async<{ proxy: Proxy; close: () => Promise<void> }>((resume) => {
       const sockets = new Set<net.Socket>()
       let trap: string | null = null
+      let holdTrap: { readonly marker: string; readonly arrived: () => void; readonly onRelease: (go: () => void) => void } | null = null
       const onConnection = (client: net.Socket) => {
         const upstream = net.connect(target.port, target.host)
         sockets.add(client).add(upstream)
         let cutOnAnswer = false
+        let held: Array<Buffer> | null = null
         client.on("data", (chunk) => {
           if (trap !== null && chunk.includes(trap)) {
             trap = null
             cutOnAnswer = true
           }
-          upstream.write(chunk)
+          if (held === null && holdTrap !== null && chunk.includes(holdTrap.marker)) {
+            const hold = holdTrap
+            holdTrap = null
+            const queue: Array<Buffer> = []
+            held = queue
+            hold.onRelease(() => {
+              held = null
+              for (const c of queue) upstream.write(c)
+            })
+            hold.arrived()
+          }
+          if (held !== null) held.push(chunk)
+          else upstream.write(chunk)
         })
         upstream.on("data", (chunk) => {
           if (cutOnAnswer) {
@@ -71,7 +93,28 @@ export const makeProxy = (target: { readonly host: string; readonly port: number
             start,
             stop,
             cutAll,
-            cutAfterAnswer: (marker) => Effect.sync(() => (trap = marker))
+            cutAfterAnswer: (marker) => Effect.sync(() => (trap = marker)),
+            holdRequest: (marker) =>
+              Effect.gen(function*() {
+                const arrived = yield* Deferred.make<void>()
+                let released = false
+                let go: (() => void) | undefined
+                holdTrap = {
+                  marker,
+                  arrived: () => Deferred.unsafeDone(arrived, Exit.void),
+                  onRelease: (f) => {
+                    if (released) f()
+                    else go = f
+                  }
+                }
+                return {
+                  held: Deferred.await(arrived),
+                  release: Effect.sync(() => {
+                    released = true
+                    go?.()
+                  })
+                }
+              })
           },
           close: () =>
             new Promise<void>((done) => {
