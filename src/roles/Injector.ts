@@ -194,9 +194,9 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it. One
       // that can never be delivered is parked (as the QueueRunner does), not sent.
       const { parked, send: jobs, submissions } = splitDeliverable(all, submission, maxPacket)
-      return park(parked).pipe(
-        Effect.provideService(Storage, storage),
-        Effect.zipRight(gearman.submitBackgroundAll(submissions)),
+      // Nothing to park (the usual case): no extra Effect steps on this per-inject path.
+      const submitted = gearman.submitBackgroundAll(submissions)
+      return (parked.length === 0 ? submitted : park(parked).pipe(Effect.provideService(Storage, storage), Effect.zipRight(submitted))).pipe(
         Effect.flatMap((results) =>
           Effect.forEach(results, (result, i) => {
             if (Either.isRight(result)) return Effect.void

@@ -259,7 +259,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
         // A job that can never be delivered is parked, not sent: sent, it would fail every lease
         // (and a packet over the limit cuts the connection other submits share).
         const { parked, send, submissions } = splitDeliverable(batch.send, submission, s.maxPacket)
-        yield* park(parked).pipe(Effect.provideService(Storage, storage))
+        if (parked.length > 0) yield* park(parked).pipe(Effect.provideService(Storage, storage))
         // The whole batch is pipelined on the connection: one Effect, no fiber per job.
         const results = yield* gearman.submitBackgroundAll(submissions)
         let failed = 0
