@@ -5,6 +5,9 @@
 import { Clock, Duration, Effect, Either, ParseResult, Schema } from "effect"
 import { InvalidJob, InvalidSchedule } from "./errors.js"
 import { DEFAULT_MAX_FRAME, functionNameProblem } from "./gearman/protocol.js"
+import { clip, quoteBounded } from "./text.js"
+
+export { QUOTE_MAX_CHARS, quoteBounded } from "./text.js"
 
 /** `reschedule(job, "never")`: 2^31 − 1 (2038-01-19), as the original; the row stays for inspection. */
 export const NEVER = 2147483647
@@ -33,8 +36,6 @@ export const RESERVED_FUNCTIONS: ReadonlySet<string> = new Set(["run_queued_job"
  */
 export const WORKER_JSON_MAX_BYTES = DEFAULT_MAX_FRAME - 64 * 1024
 
-/** How many characters of a bad input are quoted back in an error or a log line. */
-export const QUOTE_MAX_CHARS = 64
 
 export type JobFlag = "shim" | "controller"
 
@@ -94,10 +95,6 @@ const utf8 = (s: string): Uint8Array => Buffer.from(s, "utf8")
 
 /** A Buffer over the same memory as `bytes` (no copy): for Buffer-only APIs (toString, drivers). */
 export const bytesView = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-
-/** `text` as a JSON string, cut to its first `max` characters (the rest counted, not copied). */
-export const quoteBounded = (text: string, max: number = QUOTE_MAX_CHARS): string =>
-  text.length <= max ? JSON.stringify(text) : `${JSON.stringify(text.slice(0, max))}… (${text.length} UTF-16 units in all)`
 
 /**
  * Why `name` cannot be a job's function, or undefined if it can: missing, too long, holding
@@ -399,14 +396,12 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<Job, Inv
       flag: w.flag,
       failcount: w.failcount
     })),
-    Either.mapLeft((e) => new InvalidJob({ reason: `malformed worker JSON: ${clipped(ParseResult.TreeFormatter.formatErrorSync(e))}` }))
+    Either.mapLeft((e) => new InvalidJob({ reason: `malformed worker JSON: ${clip(ParseResult.TreeFormatter.formatErrorSync(e), MAX_REJECTION_QUOTE)}` }))
   )
 
 /** Longest quote of a rejected payload in its reason (the formatter quotes the bad value whole). */
 export const MAX_REJECTION_QUOTE = 1000
 
-const clipped = (text: string): string =>
-  text.length <= MAX_REJECTION_QUOTE ? text : `${text.slice(0, MAX_REJECTION_QUOTE)}… (${text.length - MAX_REJECTION_QUOTE} more characters)`
 
 /** The worker JSON of a job, keys in the original's column order. */
 export const encodeWorkerJson = (job: Job): string =>

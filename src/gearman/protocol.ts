@@ -1,6 +1,7 @@
 // The Gearman binary protocol: packet types, encoding, and a streaming decoder that takes
 // arbitrary chunking and fails (never throws) on bad magic, unknown types or oversized frames.
 import { Either } from "effect"
+import { quoteBounded } from "../text.js"
 import { GearmanInvalidArgument, GearmanProtocolError } from "./errors.js"
 
 export const PacketType = {
@@ -153,8 +154,7 @@ export const functionNameProblem = (name: string): string | undefined => {
   if (i === name.length) return undefined
   const bad = /[\p{Cc}\p{Z}\s\p{Cs}]/u.exec(name)
   if (bad === null) return undefined
-  const quoted = name.length <= 64 ? JSON.stringify(name) : `${JSON.stringify(name.slice(0, 64))}… (${name.length} UTF-16 units in all)`
-  return `function name ${quoted} holds U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")} at index ${bad.index}: no whitespace or control characters`
+  return `function name ${quoteBounded(name)} holds U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")} at index ${bad.index}: no whitespace or control characters`
 }
 
 /**

@@ -20,6 +20,7 @@ import { Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { park, splitDeliverable } from "./park.js"
 import { DEFAULT_LEASE, errorText, queueTotals, submission } from "./QueueRunner.js"
+import { clip } from "../text.js"
 
 export const INJECT_FUNCTION = "inject_jobs"
 
@@ -48,12 +49,9 @@ export interface InjectorOptions {
 export const REJECTION_MAX_CHARS = 1000
 export const REJECTION_LINE_MAX_CHARS = 200
 
-const cut = (text: string, max: number): string =>
-  text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`
-
 /** A rejection message within the bounds above. */
 export const boundRejection = (message: string): string =>
-  cut(message.split("\n").map((line) => cut(line, REJECTION_LINE_MAX_CHARS)).join("\n"), REJECTION_MAX_CHARS)
+  clip(message.split("\n").map((line) => clip(line, REJECTION_LINE_MAX_CHARS)).join("\n"), REJECTION_MAX_CHARS)
 
 export const DEFAULT_MAX_REQUEST_JOBS = 10_000
 export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
