@@ -6,14 +6,12 @@ import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions, queueRunnerOptions } from "./config.js"
 import { storageOnly, withSettings } from "./shared.js"
+import { DEFAULT_LEASE } from "../roles/QueueRunner.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 class NotFound extends Data.TaggedError("NotFound")<{ readonly message: string }> {}
 /** A repair that could run a job twice, or not stop it, refused without --force. */
 class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> {}
-
-/** The dispatchers' lease when none is configured (QueueRunner and Injector). */
-const DEFAULT_LEASE_SECONDS = 1000
 
 /**
  * Whether a job may be in a worker's hands right now. Without a schema change this is read from
@@ -117,7 +115,7 @@ const lookUp = (handle: JobHandle, leaseSetting: Duration.DurationInput | undefi
   Effect.gen(function*() {
     const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
     if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-    const leaseSeconds = leaseSetting === undefined ? DEFAULT_LEASE_SECONDS : Math.ceil(Duration.toSeconds(Duration.decode(leaseSetting)))
+    const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(leaseSetting ?? DEFAULT_LEASE)))
     return { handle, job: job.value, now: yield* nowSeconds, leaseSeconds }
   })
 
