@@ -13,11 +13,11 @@ import { Duration, Effect, Either, Option } from "effect"
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkFail } from "../gearman/errors.js"
-import { decodeWorkerJson, formatHandle, funcnameProblem } from "../Job.js"
+import { decodeWorkerJson, formatHandle } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
-import { park } from "./park.js"
+import { park, unusableFuncname } from "./park.js"
 import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
 import { decodeRetryRequest, makeCompleter } from "./Worker.js"
 
@@ -58,12 +58,12 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         }
         const job = decoded.right
         const id = formatHandle(job)
-        const problem = funcnameProblem(job.funcname)
-        if (problem !== undefined) {
+        const unusable = unusableFuncname(job)
+        if (unusable !== undefined) {
           // Calling it could call this very function (every slot waiting on a nested call) or
           // send a name the job server misreads: parked for inspection instead.
-          yield* park([{ job, why: { reason: "unusable-funcname", detail: problem } }]).pipe(Effect.provideService(Storage, storage))
-          return yield* Effect.fail(new WorkFail({ reason: problem }))
+          yield* park([{ job, why: unusable }]).pipe(Effect.provideService(Storage, storage))
+          return yield* Effect.fail(new WorkFail({ reason: unusable.detail }))
         }
         const outcome = yield* Effect.either(gearman.submit(job.funcname, payload, { timeout }))
         if (Either.isRight(outcome)) {

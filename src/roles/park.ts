@@ -33,16 +33,19 @@ export const packetBytes = (s: BackgroundSubmission): number => {
   return PACKET_OVERHEAD + Buffer.byteLength(s.fn, "utf8") + (unique === undefined ? 0 : Buffer.byteLength(unique, "utf8")) + byteLength(s.payload)
 }
 
+/** A reserved or malformed function name (the Controller checks this one before every call too). */
+export const unusableFuncname = (job: Job): Undeliverable | undefined => {
+  const problem = funcnameProblem(job.funcname)
+  return problem === undefined ? undefined : { reason: "unusable-funcname", detail: problem }
+}
+
 type Check = (job: Job, s: BackgroundSubmission, maxPacket: number) => Undeliverable | undefined
 
 const checks: ReadonlyArray<Check> = [
   // Rows written by other clients (Perl's checks nothing): a reserved name would make the
   // Controller call itself, whitespace or control characters forge admin lines, a NUL in the
   // unique splits the packet. Our own inserts refuse all of these.
-  (job) => {
-    const problem = funcnameProblem(job.funcname)
-    return problem === undefined ? undefined : { reason: "unusable-funcname", detail: problem }
-  },
+  (job) => unusableFuncname(job),
   (job) => {
     const problem = job.uniqkey === null ? undefined : uniqkeyProblem(job.uniqkey)
     return problem === undefined ? undefined : { reason: "unusable-uniqkey", detail: problem }
