@@ -19,7 +19,7 @@ import {
   workerJsonBytes
 } from "../src/Job.js"
 import type { Job } from "../src/Job.js"
-import { jobsFromRows, jobsFromRowsWithSchema } from "../src/storage/sql.js"
+import { jobsFromRows, jobsFromRowsWithSchema } from "../src/storage/sql/rows.js"
 
 const NOW = 1_700_000_000
 
