@@ -13,7 +13,7 @@
  *   in a batch can be withdrawn;
  * - a batch that fails or dies is logged and the next goes on (`run` tells its own callers);
  *   a batch is never interrupted (it may or may not have been applied);
- * - when the scope closes, the batch in flight finishes and whatever still waits is run.
+ * - when the scope closes, the batch in flight finishes and whatever still waits is run at once.
  */
 import { Cause, Duration, Effect, Fiber, Runtime } from "effect"
 import type { Scope } from "effect"
@@ -88,8 +88,8 @@ export const make = <A>(options: GroupCommitOptions<A>): Effect.Effect<GroupComm
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
-        // The running flusher empties the queue before it ends; run any leftovers here.
-        if (flusher !== undefined) yield* Fiber.await(flusher)
+        // Its batch in flight finishes (batches are uninterruptible); a window is cut short.
+        if (flusher !== undefined) yield* Fiber.interrupt(flusher)
         if (waiting.length === 0) return
         flushing = true
         yield* drain
