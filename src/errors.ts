@@ -15,6 +15,19 @@ export class InvalidJob extends Data.TaggedError("InvalidJob")<{
   }
 }
 
+/**
+ * An argument of a storage operation is out of range or names nothing (a page size, a claim
+ * limit or byte budget, a dbid that is not configured): the caller's mistake, not a bad job.
+ */
+export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{
+  readonly argument: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `invalid ${this.argument}: ${this.reason}`
+  }
+}
+
 /** A run-at value outside the language: `never`, `+N`, an absolute unix time or a Duration. */
 export class InvalidSchedule extends Data.TaggedError("InvalidSchedule")<{
   readonly input: string
@@ -32,6 +45,8 @@ export class InvalidSchedule extends Data.TaggedError("InvalidSchedule")<{
 export class ShardUnavailable extends Data.TaggedError("ShardUnavailable")<{
   readonly dbid: number
   readonly reason: string
+  /** The driver's error, when there was one. */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `shard ${this.dbid} is unavailable: ${this.reason}`
@@ -41,6 +56,7 @@ export class ShardUnavailable extends Data.TaggedError("ShardUnavailable")<{
 /** Every shard is down: there is nowhere to store the job. */
 export class StorageUnavailable extends Data.TaggedError("StorageUnavailable")<{
   readonly reason: string
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `storage unavailable: ${this.reason}`
@@ -52,7 +68,10 @@ export class StorageError extends Data.TaggedError("StorageError")<{
   readonly dbid: number
   readonly operation: string
   readonly reason: string
-  readonly code?: string
+  /** The server's error code (`ER_DUP_ENTRY`, `SQLITE_FULL`...), when it sent one. */
+  readonly code?: string | undefined
+  /** The driver's error. */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `shard ${this.dbid}: ${this.operation} failed: ${this.reason}`
@@ -67,6 +86,7 @@ export class InsertOutcomeUnknown extends Data.TaggedError("InsertOutcomeUnknown
   readonly dbid: number
   readonly count: number
   readonly reason: string
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `shard ${this.dbid}: ${this.count} job(s) may or may not have been stored: ${this.reason}`
@@ -101,7 +121,7 @@ export class PartialInsert extends Data.TaggedError("PartialInsert")<{
 export type InsertError = InvalidJob | ShardInsertError | PartialInsert
 
 /** Errors of operations on stored jobs (claim, complete, defer, reschedule, inspect). */
-export type ShardOperationError = InvalidJob | ShardUnavailable | StorageError
+export type ShardOperationError = InvalidJob | InvalidArgument | ShardUnavailable | StorageError
 
 /** Configuration that cannot be used; `field` names the bad setting. */
 export class ConfigInvalid extends Data.TaggedError("ConfigInvalid")<{

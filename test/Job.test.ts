@@ -7,7 +7,6 @@ import {
   decodeWorkerJsonWithSchema,
   encodeWorkerJson,
   failureBackoffSeconds,
-  fastJobRow,
   funcnameProblem,
   MAX_RUN_AFTER,
   NEVER,
@@ -19,7 +18,6 @@ import {
   workerJsonBytes
 } from "../src/Job.js"
 import type { Job } from "../src/Job.js"
-import { jobsFromRows, jobsFromRowsWithSchema } from "../src/storage/sql.js"
 
 const NOW = 1_700_000_000
 
@@ -129,41 +127,6 @@ describe("worker JSON", () => {
       checked++
     }
     assert.isAbove(checked, 40)
-  })
-
-  it("job rows: the fast decoder and the JobRow schema agree on every row", () => {
-    const values = {
-      jobid: [1, 0, 2 ** 53, -1, 1.5, "7", null],
-      funcname: ["f", "", 5],
-      arg: [Buffer.from("x"), new Uint8Array([0, 255]), null, "x", undefined],
-      uniqkey: ["k", "", null, undefined, 1],
-      coalesce: ["c", null, undefined],
-      run_after: [0, 123, "123", -5, undefined],
-      flag: ["shim", "controller", "", null, undefined, "weird"],
-      failcount: [0, 4, "4", undefined]
-    }
-    const keys = Object.keys(values) as Array<keyof typeof values>
-    const base = { jobid: 1, funcname: "f", arg: Buffer.from("x"), uniqkey: null, coalesce: null, run_after: 0, flag: "shim", failcount: 0 }
-    const variants: Array<Record<string, unknown>> = [base]
-    for (const k of keys) for (const v of values[k]) variants.push({ ...base, [k]: v })
-    for (const v of values.arg) for (const f of values.flag) variants.push({ ...base, arg: v, flag: f, extra: 1 })
-    let fastOnes = 0
-    for (const variant of variants) {
-      const what = JSON.stringify(variant)
-      const fast = fastJobRow(3, variant)
-      const slow = Effect.runSync(Effect.either(jobsFromRowsWithSchema(3, [variant])))
-      if (fast === undefined) continue
-      fastOnes++
-      assert.isTrue(Either.isRight(slow), what)
-      if (Either.isRight(slow)) assert.deepStrictEqual({ ...fast, arg: [...fast.arg] }, { ...slow.right[0]!, arg: [...slow.right[0]!.arg] }, what)
-    }
-    assert.isAbove(fastOnes, 10)
-    // A batch with one unusual row goes through the schema as a whole, and still decodes.
-    const mixed = Effect.runSync(jobsFromRows(3, [base, { ...base, jobid: "7", flag: null }]))
-    assert.deepStrictEqual(mixed.map((j) => [j.jobid, j.flag]), [[1, "shim"], [7, "shim"]])
-    for (const bad of [{ ...base, flag: "weird" }, { ...base, jobid: -1 }, { ...base, arg: "text" }, "not a row"]) {
-      assert.strictEqual(Effect.runSync(Effect.flip(jobsFromRows(3, [base, bad])))._tag, "ShardRejected", JSON.stringify(bad))
-    }
   })
 
   it.effect("malformed payloads are a typed InvalidJob saying what is wrong", () =>

@@ -2,7 +2,7 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Effect } from "effect"
 import { schemaSql } from "../storage/migrate.js"
-import { SQLITE_SCHEMA } from "../storage/SqliteShard.js"
+import { SQLITE_SCHEMA } from "../storage/sql/sqlite.js"
 
 export const schemaCommand = Command.make(
   "schema",

@@ -10,7 +10,7 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Duration, Effect, Either, Fiber, Runtime, Schema } from "effect"
+import { Cause, Data, Duration, Effect, Either, Schema } from "effect"
 import type { Scope } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/client.js"
@@ -19,6 +19,7 @@ import type { GearmanInvalidArgument } from "../gearman/errors.js"
 import type * as GearmanWorker from "../gearman/worker.js"
 import { bytesView, decodeWorkerJson, formatHandle, MAX_RUN_AFTER, nowSeconds, resolveRunAt } from "../Job.js"
 import type { Job, JobHandle, RunAt } from "../Job.js"
+import * as GroupCommit from "../storage/GroupCommit.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
 import * as Client from "./Client.js"
@@ -64,67 +65,27 @@ export interface WorkerOptions extends GearmanWorker.ServeOptions {
 const COMPLETION_QUEUE = 10_000
 
 /**
- * Deletes completed jobs in batches: while one DELETE runs, the next completions queue up and
- * go in the following statement (one per shard). A caller does not wait for its row to go:
- * for a background job that adds no safety (a DELETE that fails leaves the row, which runs
- * again after its lease), and it would cap a worker at (jobs in flight / DELETE latency).
- * When the scope closes, what is queued is deleted before it ends.
- * The queue is a plain array and the flushing fiber runs only while there is work: a
- * completion costs a push, not a Queue offer.
+ * Deletes completed jobs in batches (GroupCommit: while one DELETE runs, the next completions
+ * queue up and go in the following statement, one per shard). A caller does not wait for its
+ * row to go: for a background job that adds no safety (a DELETE that fails leaves the row,
+ * which runs again after its lease), and it would cap a worker at (jobs in flight / DELETE
+ * latency). When the scope closes, what is queued is deleted before it ends.
  */
 export const makeCompleter = (storage: StorageShape, window: Duration.DurationInput = 0) =>
-  Effect.gen(function*() {
-    const runtime = yield* Effect.runtime<never>()
-    const windowMs = Duration.toMillis(Duration.decode(window))
-    let pending: Array<JobHandle> = []
-    /** Callers held back while the queue is full, resumed as batches leave. */
-    const blocked: Array<() => void> = []
-    /** A flusher runs (set before it starts: it may finish before runFork returns). */
-    let flushing = false
-    let flusher: Fiber.RuntimeFiber<void> | undefined
-
-    const flush = (batch: ReadonlyArray<JobHandle>) =>
-      storage.complete(batch).pipe(
-        Effect.catchAll((e) =>
-          Effect.logError(`deleting ${batch.length} completed job(s) failed; they run again after their lease: ${e.message}`)
+  Effect.map(
+    GroupCommit.make<JobHandle>({
+      run: (batch) =>
+        storage.complete(batch).pipe(
+          Effect.catchAll((e) =>
+            Effect.logError(`deleting ${batch.length} completed job(s) failed; they run again after their lease: ${e.message}`)
+          )
         ),
-        // An interrupted DELETE may or may not have run: let it finish instead.
-        Effect.uninterruptible
-      )
-    const drain: Effect.Effect<void> = Effect.suspend(() => {
-      if (pending.length === 0) {
-        flushing = false
-        return Effect.void
-      }
-      const batch = pending
-      pending = []
-      if (blocked.length > 0) for (const resume of blocked.splice(0, COMPLETION_QUEUE)) resume()
-      return Effect.zipRight(flush(batch), drain)
-    })
-    const enqueue = (handle: JobHandle) => {
-      pending.push(handle)
-      if (flushing) return
-      flushing = true
-      flusher = Runtime.runFork(runtime)(windowMs > 0 ? Effect.delay(drain, Duration.millis(windowMs)) : drain)
-    }
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        // The running flusher empties the queue before it ends; start one for any leftovers.
-        if (flusher) yield* Fiber.await(flusher)
-        if (pending.length > 0) yield* drain
-      })
-    )
-    return (handle: JobHandle): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (pending.length < COMPLETION_QUEUE) return Effect.sync(() => enqueue(handle))
-        return Effect.async<void>((resume) => {
-          blocked.push(() => {
-            enqueue(handle)
-            resume(Effect.void)
-          })
-        })
-      })
-  })
+      maxBatch: COMPLETION_QUEUE,
+      maxWaiting: COMPLETION_QUEUE,
+      window
+    }),
+    (batcher) => (handle: JobHandle): Effect.Effect<void> => batcher.offer(handle)
+  )
 
 /**
  * A Gearman handler running a worker-helper handler: decodes the worker JSON and settles the row

@@ -1,6 +1,7 @@
 /**
- * One shard's primitive operations, implemented by the MySQL and the memory layer. Shard
- * routing, validation, cool-off and error mapping live once, in `Storage.make`, above this.
+ * One shard's primitive operations, implemented by the SQL shard (MySQL and SQLite dialects) and
+ * the memory shard. Routing, validation, cool-off and error mapping live once above this
+ * (`Storage.make`, `routing.ts`, `failures.ts`).
  *
  * A backend reports failures in three kinds, because they call for different actions:
  * - `ShardUnreached`: nothing reached the server (connect or acquire failed): safe to move an
@@ -13,9 +14,15 @@ import type { Effect, Option } from "effect"
 import { Data } from "effect"
 import type { Job, ValidNewJob } from "../Job.js"
 
-export class ShardUnreached extends Data.TaggedError("ShardUnreached")<{ readonly reason: string }> {}
-export class ShardRejected extends Data.TaggedError("ShardRejected")<{ readonly reason: string; readonly code?: string }> {}
-export class ShardLost extends Data.TaggedError("ShardLost")<{ readonly reason: string }> {}
+/** What every failure carries: a one-line reason, the server's error code if any, the driver's error. */
+interface FailureFields {
+  readonly reason: string
+  readonly code?: string | undefined
+  readonly cause?: unknown
+}
+export class ShardUnreached extends Data.TaggedError("ShardUnreached")<FailureFields> {}
+export class ShardRejected extends Data.TaggedError("ShardRejected")<FailureFields> {}
+export class ShardLost extends Data.TaggedError("ShardLost")<FailureFields> {}
 export type ShardFailure = ShardUnreached | ShardRejected | ShardLost
 
 /**
@@ -25,7 +32,7 @@ export type ShardFailure = ShardUnreached | ShardRejected | ShardLost
 export const afterCommit = (committed: boolean, step: string) => (failure: ShardFailure): ShardFailure =>
   !committed || failure._tag === "ShardLost"
     ? failure
-    : new ShardLost({ reason: `jobs were stored, then ${step} failed: ${failure.reason}` })
+    : new ShardLost({ reason: `jobs were stored, then ${step} failed: ${failure.reason}`, cause: failure })
 
 /** Per row of an insert: the new jobid, or the existing job's id (null if it vanished meanwhile). */
 export type RowInsert =

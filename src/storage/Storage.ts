@@ -1,41 +1,30 @@
 /**
- * The `Storage` service: jobs in one or more shards (MySQL databases). Routing (CRC32 of
- * `uniqkey` for unique jobs, a random live shard otherwise), validation, the cool-off of
- * failing shards and the mapping of failures to typed errors are written once here, over the
- * per-shard backends of the live (MySQL) and memory layers.
+ * The `Storage` service: jobs in one or more shards, and its layers (MySQL / MariaDB, SQLite,
+ * memory). Validation and the insert pipeline (grouping per shard, duplicates, partial
+ * batches) are written once here, over the per-shard backends; routing and cool-off are in
+ * routing.ts, the batching of concurrent inserts in GroupCommit.ts, the mapping of shard
+ * failures to public errors in failures.ts.
  */
-import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Option, Random, Ref } from "effect"
+import { Cause, Context, Duration, Effect, Either, Exit, Layer, Option } from "effect"
 import type { Scope } from "effect"
-import {
-  InsertOutcomeUnknown,
-  InvalidJob,
-  PartialInsert,
-  ShardUnavailable,
-  SqliteDriverMissing,
-  StorageError,
-  StorageUnavailable
-} from "../errors.js"
+import { InvalidArgument, InvalidJob, PartialInsert, ShardUnavailable, SqliteDriverMissing, StorageUnavailable } from "../errors.js"
 import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
 import { validateShards } from "../config.js"
 import type { StorageConfig } from "../config.js"
-import * as MemoryShard from "./MemoryShard.js"
-import * as MysqlShard from "./MysqlShard.js"
-import * as SqliteShard from "./SqliteShard.js"
-import { hashBucket } from "../crc32.js"
 import { FAILCOUNT_MAX, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
 import type { InsertOutcome, Job, JobHandle, NewJob, ValidNewJob } from "../Job.js"
+import { publicError } from "./failures.js"
+import * as GroupCommit from "./GroupCommit.js"
+import * as MemoryShard from "./MemoryShard.js"
+import { makeHealth, shardForKey } from "./routing.js"
+import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
-import type {
-  FunctionCounts,
-  JobState,
-  RowInsert,
-  ShardBackend,
-  ShardFailure,
-  ShardLost,
-  ShardUnreached
-} from "./ShardBackend.js"
+import type { FunctionCounts, JobState, RowInsert, ShardBackend, ShardFailure } from "./ShardBackend.js"
+import * as MysqlShard from "./sql/mysql.js"
+import * as SqliteShard from "./sql/sqlite.js"
 
 export type { FunctionCounts, JobState } from "./ShardBackend.js"
+export type { ShardHealth } from "./routing.js"
 
 export interface ListFilter {
   readonly funcname?: string | undefined
@@ -45,12 +34,6 @@ export interface ListFilter {
   readonly limit?: number | undefined
   /** Continue after this job (jobs are listed by dbid, then jobid). */
   readonly after?: JobHandle | undefined
-}
-
-export interface ShardHealth {
-  readonly dbid: number
-  /** Until when (unix ms) the shard is avoided for new jobs after a failure; null when healthy. */
-  readonly avoidedUntil: number | null
 }
 
 export interface StorageShape {
@@ -124,9 +107,6 @@ const MAX_PAGE = 10_000
 /** Attempts to settle a duplicate whose existing row was deleted between insert and lookup. */
 const DUPLICATE_SETTLE_ATTEMPTS = 3
 
-const isOutage = (e: { readonly _tag: string }): e is ShardUnreached | ShardLost =>
-  e._tag === "ShardUnreached" || e._tag === "ShardLost"
-
 const checkRunAfter = (t: number) =>
   Number.isSafeInteger(t) && t >= 0 && t <= MAX_RUN_AFTER
     ? Effect.void
@@ -135,7 +115,6 @@ const checkFailcount = (n: number) =>
   Number.isSafeInteger(n) && n >= 0 && n <= FAILCOUNT_MAX
     ? Effect.void
     : Effect.fail(new InvalidJob({ reason: `failcount ${n} is not an integer in [0, ${FAILCOUNT_MAX}]` }))
-
 
 /** Builds the service over per-shard backends (the live and memory layers both use this). */
 export const make = (
@@ -146,56 +125,21 @@ export const make = (
     const sorted = [...backends].sort((a, b) => a.dbid - b.dbid)
     const byId = new Map(sorted.map((b) => [b.dbid, b] as const))
     const shardIds = sorted.map((b) => b.dbid)
-    const coolOffMs = Duration.toMillis(options.coolOff ?? Duration.seconds(30))
-    const avoided = yield* Ref.make(new Map<number, number>())
+    const shardHealth = yield* makeHealth(shardIds, options.coolOff ?? Duration.seconds(30))
+    const onShard = <A, E extends { readonly _tag: string }>(backend: ShardBackend, run: (b: ShardBackend) => Effect.Effect<A, E>) =>
+      shardHealth.tracked(backend.dbid, run(backend))
 
-    const markDown = (dbid: number, failure: ShardFailure) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        yield* Ref.update(avoided, (m) => new Map(m).set(dbid, now + coolOffMs))
-        yield* Effect.logWarning(`shard avoided for ${coolOffMs / 1000}s: ${failure.reason}`).pipe(
-          Effect.annotateLogs({ shard: dbid, failure: failure._tag })
-        )
-      })
-    const markUp = (dbid: number) =>
-      Ref.update(avoided, (m) => {
-        if (!m.has(dbid)) return m
-        const next = new Map(m)
-        next.delete(dbid)
-        return next
-      })
-
-    /** Runs one operation on a shard, tracking its health: an outage avoids it, a success clears that. */
-    const onShard = <A, E extends { readonly _tag: string }>(
-      backend: ShardBackend,
-      run: (b: ShardBackend) => Effect.Effect<A, E>
-    ) =>
-      run(backend).pipe(
-        Effect.tap(() => markUp(backend.dbid)),
-        Effect.tapError((e) => isOutage(e) ? markDown(backend.dbid, e) : Effect.void)
-      )
-
-    const operationError = (dbid: number, operation: string) => (failure: ShardFailure): ShardOperationError =>
-      failure._tag === "ShardRejected"
-        ? new StorageError({
-          dbid,
-          operation,
-          reason: failure.reason,
-          ...(failure.code === undefined ? {} : { code: failure.code })
-        })
-        : new ShardUnavailable({ dbid, reason: failure.reason })
-
-    const backendFor = (dbid: number): Effect.Effect<ShardBackend, InvalidJob> => {
+    const backendFor = (dbid: number): Effect.Effect<ShardBackend, InvalidArgument> => {
       const backend = byId.get(dbid)
       return backend === undefined
-        ? Effect.fail(new InvalidJob({ reason: `unknown dbid ${dbid} (configured: ${shardIds.join(", ")})` }))
+        ? Effect.fail(new InvalidArgument({ argument: "dbid", reason: `${dbid} is not a configured shard (${shardIds.join(", ")})` }))
         : Effect.succeed(backend)
     }
 
     /** Runs `op` on one shard, mapping failures to the public errors. */
     const shardOp = <A>(dbid: number, operation: string, run: (b: ShardBackend) => Effect.Effect<A, ShardFailure>) =>
       Effect.flatMap(backendFor(dbid), (backend) =>
-        onShard(backend, run).pipe(Effect.mapError(operationError(dbid, operation))))
+        onShard(backend, run).pipe(Effect.mapError((failure) => publicError(dbid, operation, failure))))
 
     /** Groups handles per shard (validating them), runs `op` on each, sums the counts. */
     const perShardHandles = (
@@ -282,23 +226,8 @@ export const make = (
         return results
       })
 
-    const insertError = (dbid: number, count: number) => (failure: ShardFailure | InvalidJob): ShardInsertError | InvalidJob => {
-      switch (failure._tag) {
-        case "InvalidJob":
-          return failure
-        case "ShardRejected":
-          return new StorageError({
-            dbid,
-            operation: "insert",
-            reason: failure.reason,
-            ...(failure.code === undefined ? {} : { code: failure.code })
-          })
-        case "ShardLost":
-          return new InsertOutcomeUnknown({ dbid, count, reason: failure.reason })
-        case "ShardUnreached":
-          return new ShardUnavailable({ dbid, reason: failure.reason })
-      }
-    }
+    const insertError = (dbid: number, count: number) => (failure: ShardFailure | InvalidJob): ShardInsertError | InvalidJob =>
+      failure._tag === "InvalidJob" ? failure : publicError(dbid, "insert", failure, count)
 
     const toOutcomes = (dbid: number, results: ReadonlyArray<RowInsert>): ReadonlyArray<InsertOutcome> =>
       results.map((r) =>
@@ -320,13 +249,8 @@ export const make = (
      */
     const insertFloating = (rows: ReadonlyArray<ValidNewJob>) =>
       Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const avoid = yield* Ref.get(avoided)
-        const shuffled = (shards: ReadonlyArray<ShardBackend>) => shards.length < 2 ? Effect.succeed(shards) : Random.shuffle(shards)
-        const live = yield* shuffled(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) <= now))
-        const cooling = yield* shuffled(sorted.filter((b) => (avoid.get(b.dbid) ?? 0) > now))
         const reasons: Array<string> = []
-        for (const backend of [...live, ...cooling]) {
+        for (const backend of yield* shardHealth.insertOrder(sorted)) {
           const attempt = yield* Effect.either(onShard(backend, (b) => insertOnShard(b, rows)))
           if (Either.isRight(attempt)) return toOutcomes(backend.dbid, attempt.right)
           if (attempt.left._tag !== "ShardUnreached") {
@@ -345,7 +269,7 @@ export const make = (
         const floating: Array<number> = []
         valid.forEach((job, i) => {
           if (job.uniqkey === null) return floating.push(i)
-          const dbid = shardIds[hashBucket(job.uniqkey.replace(/ +$/, ""), shardIds.length)]!
+          const dbid = shardForKey(job.uniqkey, shardIds)
           const group = pinned.get(dbid) ?? []
           group.push(i)
           pinned.set(dbid, group)
@@ -397,37 +321,11 @@ export const make = (
         : new PartialInsert({ outcomes, failures }))
     }
 
-    /**
-     * A call waiting for a coalesced batch. The hand-off is a plain array and the caller's own
-     * `Effect.async` callback: no Queue, no Deferred, nothing allocated per call but this record.
-     */
+    /** A call waiting for a coalesced batch, resumed through its own `Effect.async` callback. */
     interface PendingInsert {
       readonly jobs: ReadonlyArray<ValidNewJob>
       readonly resume: (result: Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError>) => void
     }
-    let waiting: Array<PendingInsert> = []
-    /** Wakes the batching fiber when it sleeps on an empty `waiting`. */
-    let wake: (() => void) | undefined
-    /** Takes the oldest waiting calls, at most COALESCE_MAX_CALLS. */
-    const takeCalls = (): ReadonlyArray<PendingInsert> => {
-      if (waiting.length <= COALESCE_MAX_CALLS) {
-        const calls = waiting
-        waiting = []
-        return calls
-      }
-      return waiting.splice(0, COALESCE_MAX_CALLS)
-    }
-    const nextCalls: Effect.Effect<ReadonlyArray<PendingInsert>> = Effect.suspend(() =>
-      waiting.length > 0
-        ? Effect.succeed(takeCalls())
-        : Effect.async<ReadonlyArray<PendingInsert>>((resume) => {
-          wake = () => {
-            wake = undefined
-            resume(Effect.sync(takeCalls))
-          }
-          return Effect.sync(() => void (wake = undefined))
-        })
-    )
 
     /** Runs one batch and resumes each of its callers with its own outcome. */
     const runBatch = (calls: ReadonlyArray<PendingInsert>): Effect.Effect<void> =>
@@ -467,38 +365,19 @@ export const make = (
           }
           return Effect.void
         }
-      ).pipe(
-        // The layer is closing mid-batch: its callers are interrupted rather than left hanging.
-        Effect.onInterrupt(() => Effect.sync(() => {
-          for (const call of calls) call.resume(Effect.interrupt)
-        }))
       )
 
-    if (options.coalesceInserts === true) {
-      // Group commit: while one batch is in flight, the next calls gather and go together. (Several
-      // batches in flight, each a share of the waiting calls, cost more CPU per job for no gain
-      // here: see docs/performance.md.)
-      yield* Effect.flatMap(nextCalls, runBatch).pipe(
-        Effect.forever,
-        // The layer is closing: callers still waiting are interrupted rather than left hanging.
-        Effect.onInterrupt(() => Effect.sync(() => {
-          for (const call of takeCalls()) call.resume(Effect.interrupt)
-        })),
-        Effect.forkScoped
-      )
-    }
+    // Group commit: while one batch is in flight, the next calls gather and go together.
+    const batches = options.coalesceInserts === true
+      ? yield* GroupCommit.make({ run: runBatch, maxBatch: COALESCE_MAX_CALLS, onQueued: options.onInsertQueued })
+      : undefined
 
-    /** Hands validated jobs to the batching fiber; an interrupted caller still waiting is withdrawn. */
-    const coalesced = (jobs: ReadonlyArray<ValidNewJob>) =>
+    /** Hands validated jobs to the batcher; a caller interrupted before its batch starts is withdrawn. */
+    const coalesced = (batcher: GroupCommit.GroupCommit<PendingInsert>, jobs: ReadonlyArray<ValidNewJob>) =>
       Effect.async<ReadonlyArray<InsertOutcome>, InsertError>((resume) => {
         const call: PendingInsert = { jobs, resume }
-        waiting.push(call)
-        options.onInsertQueued?.(waiting.length)
-        if (wake !== undefined) wake()
-        return Effect.sync(() => {
-          const i = waiting.indexOf(call)
-          if (i >= 0) waiting.splice(i, 1)
-        })
+        batcher.unsafeOffer(call)
+        return Effect.sync(() => void batcher.withdraw(call))
       })
 
     /**
@@ -516,7 +395,7 @@ export const make = (
           if (Either.isLeft(v)) return Effect.fail(v.left)
           valid.push(v.right)
         }
-        return options.coalesceInserts === true ? coalesced(valid) : traced(valid, 1)
+        return batches !== undefined ? coalesced(batches, valid) : traced(valid, 1)
       })
 
     // -- the rest --------------------------------------------------------------------------
@@ -530,10 +409,10 @@ export const make = (
     ) =>
       Effect.gen(function*() {
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CLAIM) {
-          return yield* Effect.fail(new InvalidJob({ reason: `claim limit ${limit} is not an integer in [1, ${MAX_CLAIM}]` }))
+          return yield* Effect.fail(new InvalidArgument({ argument: "claim limit", reason: `${limit} is not an integer in [1, ${MAX_CLAIM}]` }))
         }
         if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
-          return yield* Effect.fail(new InvalidJob({ reason: `claim byte budget ${maxBytes} is not a non-negative integer` }))
+          return yield* Effect.fail(new InvalidArgument({ argument: "claim byte budget", reason: `${maxBytes} is not a non-negative integer` }))
         }
         const now = yield* nowSeconds
         const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
@@ -571,7 +450,7 @@ export const make = (
       Effect.gen(function*() {
         const limit = filter.limit ?? 100
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE) {
-          return yield* Effect.fail(new InvalidJob({ reason: `page size ${limit} is not an integer in [1, ${MAX_PAGE}]` }))
+          return yield* Effect.fail(new InvalidArgument({ argument: "page size", reason: `${limit} is not an integer in [1, ${MAX_PAGE}]` }))
         }
         const now = yield* nowSeconds
         const after = filter.after
@@ -592,16 +471,7 @@ export const make = (
     const get = (handle: JobHandle) =>
       Effect.flatMap(validateHandle(handle), (h) => shardOp(h.dbid, "get", (b) => b.get(h.jobid)))
 
-    const health = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      const avoid = yield* Ref.get(avoided)
-      return shardIds.map((dbid) => {
-        const until = avoid.get(dbid)
-        return { dbid, avoidedUntil: until !== undefined && until > now ? until : null }
-      })
-    })
-
-    return { shardIds, insert, claimDue, defer, complete, reschedule, retryNever, counts, list, get, health }
+    return { shardIds, insert, claimDue, defer, complete, reschedule, retryNever, counts, list, get, health: shardHealth.health }
   })
 
 // -- layers ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs"
 import { Effect, ExecutionStrategy, Layer, Scope } from "effect"
 import type { ShardConfig } from "../config.js"
 import { ShardUnavailable, StorageError } from "../errors.js"
-import { clientConfig, openClient } from "./MysqlShard.js"
+import { clientConfig, openClient } from "./sql/mysql.js"
 import { layerSqlite } from "./Storage.js"
 
 /** schema.sql, shipped at the package root (beside src/ and dist/). */

@@ -1,6 +1,6 @@
 // What a MySQL/MariaDB shard makes of the server it finds (and what the options force).
 import { assert, describe, it } from "@effect/vitest"
-import { detectCapabilities } from "../../src/storage/MysqlShard.js"
+import { detectCapabilities } from "../../src/storage/sql/mysql.js"
 
 const MiB = 1024 * 1024
 const caps = (version: string, options = {}) => {

@@ -333,12 +333,12 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         const batch = yield* Effect.flip(Client.insertJobs([{ funcname: "ok" }, { funcname: "" }, { funcname: "ok2" }]))
         assert.strictEqual(batch._tag, "InvalidJob")
         assert.include(batch.message, "#1")
-        // Handles: unknown dbid, malformed ids.
-        assert.strictEqual(yield* rejected(Client.completeJob({ dbid: 9, jobid: 1 })), "InvalidJob")
+        // Handles: unknown dbid (a bad argument, not a bad job), malformed ids.
+        assert.strictEqual(yield* rejected(Client.completeJob({ dbid: 9, jobid: 1 })), "InvalidArgument")
         assert.strictEqual(yield* rejected(Client.completeJob({ dbid: 0, jobid: 1 })), "InvalidJob")
         assert.strictEqual(yield* rejected(Client.rescheduleJob({ dbid: 1, jobid: 1 }, "+x")), "InvalidSchedule")
-        assert.strictEqual(yield* rejected(storage.claimDue(3, 10, "1 second")), "InvalidJob")
-        assert.strictEqual(yield* rejected(storage.claimDue(1, 0, "1 second")), "InvalidJob")
+        assert.strictEqual(yield* rejected(storage.claimDue(3, 10, "1 second")), "InvalidArgument")
+        assert.strictEqual(yield* rejected(storage.claimDue(1, 0, "1 second")), "InvalidArgument")
         assert.strictEqual(yield* rejected(storage.reschedule({ dbid: 1, jobid: 1 }, 0, 256)), "InvalidJob")
         assert.strictEqual(yield* rejected(storage.defer([{ dbid: 1, jobid: 1 }], -1)), "InvalidJob")
         assert.deepStrictEqual(yield* storage.counts(), [])

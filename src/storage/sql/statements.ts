@@ -1,45 +1,16 @@
 /**
- * The statements the SQL backends (MySQL and SQLite) share: both accept backtick-quoted
- * identifiers, `SUM(condition)` and an inlined `LIMIT`, so the read side is written once.
+ * The statements both SQL dialects run as they are: MySQL and SQLite accept backtick-quoted
+ * identifiers, `SUM(condition)` and an inlined `LIMIT`. What differs (id lists, row locks,
+ * inserts) is in the dialect records (mysql.ts, sqlite.ts).
  */
 import { Effect, Schema } from "effect"
-import { fastJobRow, jobFromRow, JobRow, LenientInt, NEVER } from "../Job.js"
-import type { Job } from "../Job.js"
-import { ShardRejected } from "./ShardBackend.js"
-import type { FunctionCounts, ShardListQuery } from "./ShardBackend.js"
+import { LenientInt, NEVER } from "../../Job.js"
+import type { Job } from "../../Job.js"
+import type { ShardRejected } from "../ShardBackend.js"
+import type { FunctionCounts, ShardListQuery } from "../ShardBackend.js"
+import { badData } from "./rows.js"
 
 export const JOB_COLUMNS = "jobid, funcname, arg, uniqkey, `coalesce`, run_after, flag, failcount"
-
-/** A row the server sent that does not match the schema: the table is not Garivini's. */
-export const badData = (what: string) => (e: unknown) =>
-  new ShardRejected({ reason: `unexpected ${what} from the server: ${String(e)}` })
-
-const decodeJobRows = Schema.decodeUnknown(Schema.Array(JobRow))
-
-/** Rows of JOB_COLUMNS as jobs when every row has the usual shape (fastJobRow), else undefined. */
-const fastJobRows = (dbid: number, rows: unknown): ReadonlyArray<Job> | undefined => {
-  if (!Array.isArray(rows)) return undefined
-  const jobs: Array<Job> = new Array(rows.length)
-  for (let i = 0; i < rows.length; i++) {
-    const job = fastJobRow(dbid, rows[i])
-    if (job === undefined) return undefined
-    jobs[i] = job
-  }
-  return jobs
-}
-
-/** Decodes rows of JOB_COLUMNS into jobs of shard `dbid` (the JobRow schema for unusual rows). */
-export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> => {
-  const fast = fastJobRows(dbid, rows)
-  return fast !== undefined ? Effect.succeed(fast) : jobsFromRowsWithSchema(dbid, rows)
-}
-
-/** The JobRow schema over every row (numeric strings, a NULL or empty flag, and errors). */
-export const jobsFromRowsWithSchema = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> =>
-  decodeJobRows(rows).pipe(
-    Effect.mapError(badData("job rows")),
-    Effect.map((decoded) => decoded.map((row) => jobFromRow(dbid, row)))
-  )
 
 export interface Statement {
   readonly sql: string

@@ -1,0 +1,210 @@
+/**
+ * One shard in a SQL database, over `@effect/sql`: the parts MySQL/MariaDB and SQLite share are
+ * written once here (opening on first use, a reserved connection per operation, transactions,
+ * the byte-bounded claim, updates by id, reschedule, retry, counts, list, get); what differs
+ * is a `Dialect` record (mysql.ts, sqlite.ts).
+ *
+ * Every operation runs on a reserved connection so that failures can be told apart: failing to
+ * get one means nothing reached the server; an error answer means the statement was refused; a
+ * broken connection after sending means the outcome is unknown.
+ */
+import type { Connection } from "@effect/sql/SqlConnection"
+import type { SqlClient } from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect, ExecutionStrategy, Exit, Option, Schedule, Scope, SynchronizedRef } from "effect"
+import { NEVER } from "../../Job.js"
+import type { ValidNewJob } from "../../Job.js"
+import { ShardLost, ShardUnreached } from "../ShardBackend.js"
+import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "../ShardBackend.js"
+import { jobsFromRows } from "./rows.js"
+import { claimColumns, countsFromRows, countsStatement, inlineLimit, JOB_COLUMNS, listStatement, withArgs, withinBudget } from "./statements.js"
+
+/** What every dialect learns when it opens: at least the largest arg one statement can carry. */
+export interface Capabilities {
+  readonly maxArgBytes: number
+}
+
+/** A list of values in a statement: the SQL after `IN` and its parameters. */
+export interface InList {
+  readonly sql: string
+  readonly params: ReadonlyArray<unknown>
+}
+
+/** What an insert strategy is given: the connection, the capabilities and the shared transaction. */
+export interface InsertContext<C extends Capabilities> {
+  readonly conn: Connection
+  readonly caps: C
+  readonly dbid: number
+  readonly classify: (error: SqlError) => ShardFailure
+  readonly inTransaction: <A>(body: Effect.Effect<A, ShardFailure>) => Effect.Effect<A, ShardFailure>
+}
+
+/** What differs between SQL databases. */
+export interface Dialect<C extends Capabilities> {
+  /** Opens the client in `scope` (closed by the caller on failure) and detects what the server can do. */
+  readonly open: (scope: Scope.Scope) => Effect.Effect<{ readonly client: SqlClient; readonly caps: C }, ShardUnreached>
+  /** A driver error as one of the three failure kinds (by error codes, never by message text). */
+  readonly classify: (error: SqlError) => ShardFailure
+  /** The statement(s) opening a transaction (isolation level, write lock). */
+  readonly begin: string
+  /** `IN (...)` for a list (ids, function names). */
+  readonly inList: (values: ReadonlyArray<number | string>) => InList
+  /** What the claim's SELECT adds to lock its rows (`FOR UPDATE SKIP LOCKED`; nothing in SQLite). */
+  readonly lockRows: (caps: C) => string
+  /** Rows matched by an UPDATE or DELETE, from the driver's raw result. */
+  readonly changes: (raw: unknown) => Effect.Effect<number, ShardFailure>
+  /** Inserts rows (INSERT IGNORE semantics, one result per row, in order). */
+  readonly insert: (ctx: InsertContext<C>, rows: ReadonlyArray<ValidNewJob>) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure>
+  /** Failures after which the whole operation is run again (nothing was applied), and how. */
+  readonly retry: { readonly while: (failure: ShardFailure) => boolean; readonly schedule: Schedule.Schedule<unknown, ShardFailure> }
+  /** At most this many operations at once (SQLite: one writer, so no statement interleaves a transaction). */
+  readonly permits?: number | undefined
+}
+
+export const make = <C extends Capabilities>(
+  dbid: number,
+  dialect: Dialect<C>
+): Effect.Effect<ShardBackend, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const layerScope = yield* Effect.scope
+    const opened = yield* SynchronizedRef.make(Option.none<{ readonly client: SqlClient; readonly caps: C }>())
+    const permit = dialect.permits === undefined ? undefined : yield* Effect.makeSemaphore(dialect.permits)
+    /** Once open, the client is read without going through the lock (the hot path of inserts). */
+    let ready: { readonly client: SqlClient; readonly caps: C } | undefined
+    /** Set when the layer closes: later calls fail as unreached instead of reaching a closed client. */
+    let closed = false
+    yield* Effect.addFinalizer(() => Effect.sync(() => (closed = true, ready = undefined)))
+
+    const open = Effect.gen(function*() {
+      const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
+      return yield* dialect.open(scope).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    })
+
+    /** The client, opened on first use (and tried again on later use if that failed). */
+    const connected = Effect.suspend(() =>
+      closed
+        ? Effect.fail(new ShardUnreached({ reason: "the storage layer is closed" }))
+        : ready !== undefined
+        ? Effect.succeed(ready)
+        : SynchronizedRef.modifyEffect(opened, (current) =>
+          Option.isSome(current)
+            ? Effect.succeed([current.value, current] as const)
+            : Effect.map(open, (o) => {
+              ready = o
+              return [o, Option.some(o)] as const
+            }))
+    )
+
+    /** Runs `f` on a reserved connection; failures that applied nothing run it again (dialect.retry). */
+    const withConnection = <A>(f: (conn: Connection, caps: C) => Effect.Effect<A, ShardFailure>): Effect.Effect<A, ShardFailure> => {
+      const once = Effect.scoped(Effect.gen(function*() {
+        const { caps, client } = yield* connected
+        const conn = yield* client.reserve.pipe(
+          Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
+        )
+        return yield* f(conn, caps)
+      }))
+      // The permit is released between attempts, so the process's other fibers go on meanwhile.
+      return (permit === undefined ? once : permit.withPermits(1)(once)).pipe(Effect.retry(dialect.retry))
+    }
+
+    /**
+     * `body` in a transaction, rolled back on failure. Uninterruptible: an interrupted body would
+     * leave the connection mid-transaction. Nothing is applied before COMMIT, so a failure there
+     * (the connection lost included: the server rolls back) is "unreached" unless refused.
+     */
+    const inTransaction = (conn: Connection) => <A>(body: Effect.Effect<A, ShardFailure>): Effect.Effect<A, ShardFailure> =>
+      Effect.uninterruptible(Effect.gen(function*() {
+        yield* conn.executeUnprepared(dialect.begin, [], undefined).pipe(Effect.mapError((e) => notApplied(dialect.classify(e))))
+        const exit = yield* Effect.exit(body)
+        if (Exit.isFailure(exit)) {
+          yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
+          return yield* Effect.failCause(exit.cause).pipe(Effect.mapError(notApplied))
+        }
+        yield* conn.executeUnprepared("COMMIT", [], undefined).pipe(
+          Effect.mapError((e) => {
+            const failure = dialect.classify(e)
+            return failure._tag === "ShardLost" ? new ShardLost({ reason: `COMMIT: ${failure.reason}`, cause: e }) : failure
+          }),
+          // A COMMIT that fails is rolled back: make sure the connection is out of the transaction.
+          Effect.tapError(() => conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore))
+        )
+        return exit.value
+      }))
+
+    const classified = <A>(effect: Effect.Effect<A, SqlError>) => Effect.mapError(effect, dialect.classify)
+    const rows = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
+      Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) => jobsFromRows(dbid, r))
+    const changes = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
+      Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
+
+    const insert = (input: ReadonlyArray<ValidNewJob>) =>
+      withConnection((conn, caps) => dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input))
+
+    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>, maxBytes: number) =>
+      withConnection((conn, caps) =>
+        inTransaction(conn)(Effect.gen(function*() {
+          const inlineMax = inlineLimit(limit, maxBytes)
+          const excluded = exclude.length === 0 ? undefined : dialect.inList(exclude)
+          const raw = yield* classified(conn.execute(
+            // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
+            `SELECT ${claimColumns(inlineMax)} FROM job WHERE run_after <= ?${
+              excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`
+            } ORDER BY run_after, jobid LIMIT ${limit}${dialect.lockRows(caps)}`,
+            excluded === undefined ? [now] : [now, ...excluded.params],
+            undefined
+          ))
+          // Rows past the byte budget stay as they were (locked only until COMMIT).
+          const { fetch, take } = withinBudget(raw, yield* jobsFromRows(dbid, raw), maxBytes, inlineMax)
+          if (take.length === 0) return take
+          let due = take
+          if (fetch.length > 0) {
+            const ids = dialect.inList(fetch)
+            due = yield* withArgs(take, yield* classified(conn.execute(`SELECT jobid, arg FROM job WHERE jobid IN ${ids.sql}`, ids.params, undefined)))
+          }
+          const ids = dialect.inList(due.map((j) => j.jobid))
+          yield* changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [leaseUntil, ...ids.params])
+          return due
+        }))
+      )
+
+    const byIds = (verb: string, jobids: ReadonlyArray<number>, head: ReadonlyArray<unknown>) => {
+      if (jobids.length === 0) return Effect.succeed(0)
+      const ids = dialect.inList(jobids)
+      return withConnection((conn) => changes(conn, `${verb} WHERE jobid IN ${ids.sql}`, [...head, ...ids.params]))
+    }
+
+    return {
+      dbid,
+      maxArgBytes: Effect.map(connected, (o) => o.caps.maxArgBytes),
+      insert,
+      claimDue,
+      setRunAfter: (jobids, runAfter) => byIds("UPDATE job SET run_after = ?", jobids, [runAfter]),
+      remove: (jobids) => byIds("DELETE FROM job", jobids, []),
+      reschedule: (jobid, runAfter, failcount) =>
+        withConnection((conn) => changes(conn, "UPDATE job SET run_after = ?, failcount = ? WHERE jobid = ?", [runAfter, failcount, jobid])).pipe(
+          Effect.map((n) => n > 0)
+        ),
+      retryNever: (funcname, now) =>
+        withConnection((conn) => changes(conn, `UPDATE job SET run_after = ? WHERE funcname = ? AND run_after >= ${NEVER}`, [now, funcname])),
+      counts: (now) =>
+        withConnection((conn) => {
+          const { params, sql } = countsStatement(now)
+          return Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) => countsFromRows(dbid, r))
+        }),
+      list: (q: ShardListQuery) => {
+        const { params, sql } = listStatement(q)
+        return withConnection((conn) => rows(conn, sql, params))
+      },
+      get: (jobid) =>
+        withConnection((conn) => rows(conn, `SELECT ${JOB_COLUMNS} FROM job WHERE jobid = ?`, [jobid])).pipe(
+          Effect.map((found) => Option.fromNullable(found[0]))
+        )
+    }
+  })
+
+/** Inside a transaction nothing is applied before COMMIT: a lost connection there applied nothing. */
+const notApplied = (failure: ShardFailure): ShardFailure =>
+  failure._tag === "ShardLost"
+    ? new ShardUnreached({ reason: `${failure.reason}; rolled back before commit`, cause: failure.cause })
+    : failure
