@@ -1,14 +1,48 @@
 import { defineConfig } from "vitest/config"
 
+// Tests that need MariaDB, a gearmand or the built dist/ (the CLI, the Driver's children, the
+// end-to-end suites). Everything else is a unit test and must pass with no server and no build:
+// .ci/unit-alone checks that, so a file missing from this list fails CI rather than going unnoticed.
+const integration = [
+  "test/cli{,Hostile,Paths,Signals,Sqlite,TwoRunners}.test.ts", // cliConfig.test.ts is a unit test
+  "test/up.test.ts",
+  "test/**/*.e2e.test.ts",
+  "test/driver/**/*.test.ts", // fixtures import dist/; children are forked from dist/
+  "test/fuzz/config.test.ts", // runs the CLI
+  "test/fuzz/injectJobs.test.ts",
+  "test/gearman/conformance.test.ts",
+  "test/gearman/faults.test.ts",
+  "test/gearman/interop.test.ts",
+  "test/roles/dispatch.test.ts",
+  "test/storage/mysql*.test.ts"
+]
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
-    globalSetup: ["test/globalSetup.ts"],
     reporters: ["default", "./test/summaryReporter.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Suites share two cores with MariaDB and gearmand: keep file parallelism modest.
     maxWorkers: 2,
-    minWorkers: 1
+    minWorkers: 1,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "unit",
+          include: ["test/**/*.test.ts"],
+          exclude: integration
+        }
+      },
+      {
+        extends: true,
+        test: {
+          name: "integration",
+          include: integration,
+          // Fails the run, saying how to start it, when a server is missing; builds dist/ if stale.
+          globalSetup: ["test/globalSetup.ts"]
+        }
+      }
+    ]
   }
 })

@@ -1,5 +1,6 @@
-// Runs once before every suite: the real servers the integration tests need must be there.
-// A missing server fails the run with a message saying how to start it — never a skip.
+// Runs once before the integration project (vitest.config.ts): the real servers its tests need
+// must be there. A missing server fails the run with a message saying how to start it — never a
+// skip. Every missing server is named at once, so one failed run says all there is to do.
 import { execFileSync } from "node:child_process"
 import * as Mysql from "mysql2/promise"
 import { buildIfStale } from "./support/build.js"
@@ -7,27 +8,35 @@ import { buildIfStale } from "./support/build.js"
 const mysqlHost = process.env["GARIVINI_TEST_MYSQL_HOST"] ?? "127.0.0.1"
 const mysqlPort = Number(process.env["GARIVINI_TEST_MYSQL_PORT"] ?? "3306")
 
-const checkMariaDb = async (): Promise<void> => {
+/** What is wrong with MariaDB and how to fix it, or undefined when it answers. */
+const mariaDbProblem = async (): Promise<string | undefined> => {
   try {
-    const conn = await Mysql.createConnection({ host: mysqlHost, port: mysqlPort, user: "root", password: "", connectTimeout: 5000 })
+    const conn = await Mysql.createConnection({
+      host: mysqlHost,
+      port: mysqlPort,
+      user: "root",
+      password: "",
+      connectTimeout: 5000
+    })
     await conn.query("SELECT 1")
     await conn.end()
+    return undefined
   } catch (cause) {
-    throw new Error(
-      `MariaDB is not reachable at ${mysqlHost}:${mysqlPort} as root with an empty password (${String(cause)}).\n` +
-        `Start it with: start-stop-daemon --start --oknodo --background --exec "$(command -v mariadbd)"`
-    )
+    return `MariaDB is not reachable at ${mysqlHost}:${mysqlPort} as root with an empty password (${
+      String(cause)
+    }).\n` +
+      `Start it with: start-stop-daemon --start --oknodo --background --exec "$(command -v mariadbd)"\n` +
+      "(or point GARIVINI_TEST_MYSQL_HOST / GARIVINI_TEST_MYSQL_PORT at one)"
   }
 }
 
-const checkGearmand = (): void => {
+const gearmandProblem = (): string | undefined => {
   try {
     execFileSync("gearmand", ["--version"], { stdio: "pipe" })
+    return undefined
   } catch {
-    throw new Error(
-      "gearmand is not installed; the Gearman suites start their own on free ports.\n" +
-        "Install it with: apt-get install -y gearman-job-server gearman-tools"
-    )
+    return "gearmand is not on the PATH; the Gearman suites start their own on free ports.\n" +
+      "Install it with: apt-get install -y gearman-job-server gearman-tools (it goes to /usr/sbin: add that to PATH)"
   }
 }
 
@@ -60,8 +69,12 @@ const sweepLeftovers = async (): Promise<void> => {
 }
 
 export default async function setup(): Promise<void> {
-  await checkMariaDb()
+  const problems = [await mariaDbProblem(), gearmandProblem()].filter((p) => p !== undefined)
+  if (problems.length > 0) {
+    throw new Error(
+      `${problems.join("\n\n")}\n\nThe unit tests need neither: npm run test:unit runs them alone.`
+    )
+  }
   await sweepLeftovers()
-  checkGearmand()
   buildIfStale(process.cwd())
 }
