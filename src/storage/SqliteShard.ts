@@ -22,10 +22,12 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { SqlClient } from "@effect/sql/SqlClient"
+import { SqlClient as SqlClientTag } from "@effect/sql/SqlClient"
 import { Cause, Duration, Effect, ExecutionStrategy, Exit, Option, Schedule, Schema, Scope, SynchronizedRef } from "effect"
 import { SqliteDriverMissing } from "../errors.js"
 import { ARG_MAX_BYTES, bytesView, LenientInt, NEVER } from "../Job.js"
 import type { ValidNewJob } from "../Job.js"
+import { applyOnSqliteOpen } from "./migrations/migrator.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "./ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
 import {
@@ -174,7 +176,7 @@ export const make = (
         yield* run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`)
         // 0: a locked database answers SQLITE_BUSY at once; `withConnection` waits without blocking.
         yield* run("PRAGMA busy_timeout = 0")
-        for (const statement of SQLITE_SCHEMA) yield* run(statement)
+        yield* applyOnSqliteOpen.pipe(Effect.provideService(SqlClientTag, client))
         yield* Effect.logInfo(`opened ${filename}: journal ${mode}, synchronous ${synchronous}`)
         return client
       })
