@@ -18,8 +18,8 @@ import { loadDriver } from "./SqliteShard.js"
 import { layerSqlite } from "./Storage.js"
 
 export { MIGRATIONS_TABLE, migrations } from "./migrations/index.js"
-export { apply, JobTableMismatch, known, label, MigrationFailed, MigrationsLocked, status } from "./migrations/migrator.js"
-export type { Applied, MigrationState, Status } from "./migrations/migrator.js"
+export { apply, applyOf, JobTableMismatch, known, label, MigrationFailed, MigrationsLocked, status, statusOf } from "./migrations/migrator.js"
+export type { Applied, MigrationList, MigrationState, Status } from "./migrations/migrator.js"
 
 /** schema.sql, shipped at the package root (beside src/ and dist/): migration 1, documented. */
 export const schemaSql = (): string => readFileSync(new URL("../../schema.sql", import.meta.url), "utf8")

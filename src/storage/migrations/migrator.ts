@@ -64,13 +64,20 @@ export type ApplyError = JobTableMismatch | MigrationFailed | MigrationsLocked |
 /** `0001_job_table`: a migration as its module is named. */
 export const label = (id: number, name: string): string => `${String(id).padStart(4, "0")}_${name}`
 
+/** Migrations by module name (`0001_job_table`); the number is the id. */
+export type MigrationList = Readonly<Record<string, Effect.Effect<void, unknown, SqlClient.SqlClient>>>
+
+/** The ids and names of a list, in order. */
+const idsOf = (list: MigrationList): ReadonlyArray<{ readonly id: number; readonly name: string }> =>
+  Object.keys(list)
+    .flatMap((key) => {
+      const m = /^(\d+)_(.+)$/.exec(key)
+      return m === null ? [] : [{ id: Number(m[1]), name: m[2]! }]
+    })
+    .sort((a, b) => a.id - b.id)
+
 /** The migrations this version knows, in order. */
-export const known: ReadonlyArray<{ readonly id: number; readonly name: string }> = Object.keys(migrations)
-  .flatMap((key) => {
-    const m = /^(\d+)_(.+)$/.exec(key)
-    return m === null ? [] : [{ id: Number(m[1]), name: m[2]! }]
-  })
-  .sort((a, b) => a.id - b.id)
+export const known = idsOf(migrations)
 
 export interface Applied {
   /** The migrations run now, as `0001_job_table`. */
@@ -117,7 +124,8 @@ const recorded = Effect.gen(function*() {
 })
 
 /** What is applied and what is pending, changing nothing. */
-export const status: Effect.Effect<Status, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+export const statusOf = (list: MigrationList): Effect.Effect<Status, SqlError, SqlClient.SqlClient> => Effect.gen(function*() {
+  const known = idsOf(list)
   const rows = yield* recorded
   const byId = new Map(rows.map((r) => [r.migration_id, r]))
   const ours = known.map(({ id, name }): MigrationState => ({
@@ -134,6 +142,8 @@ export const status: Effect.Effect<Status, SqlError, SqlClient.SqlClient> = Effe
     adoptsJobTable: rows.length === 0 && (yield* jobTableExists)
   }
 }).pipe(Effect.withSpan("Migrate.status"))
+
+export const status = statusOf(migrations)
 
 const runMigrator = Migrator.make({})
 
@@ -157,58 +167,62 @@ const serialized = <A, E, R>(body: Effect.Effect<A, E, R>) =>
   })
 
 /**
- * Applies the migrations not yet recorded; an unrecorded `job` table is adopted (or refused).
- * Returns what ran.
+ * Applies the migrations of `list` not yet recorded; an unrecorded `job` table is adopted (or
+ * refused). Returns what ran. (`list` is a parameter for tests; Garivini's is `migrations`.)
  */
-export const apply: Effect.Effect<Applied, ApplyError, SqlClient.SqlClient> = serialized(Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  const before = yield* recorded
-  const adopted = before.length === 0 && (yield* jobTableExists)
-  if (adopted) {
-    const problems = yield* jobTableProblems
-    if (problems.length > 0) return yield* new JobTableMismatch({ problems })
-  }
-  const latest = Math.max(0, ...before.map((r) => r.migration_id))
-  const running = yield* Ref.make(Option.none<string>())
-  const done = yield* Ref.make(new Set<number>())
-  const tracked = Record.map(migrations, (migration, key) =>
-    Effect.zipRight(Ref.set(running, Option.some(key)), migration).pipe(
-      Effect.zipLeft(Ref.update(done, (s) => new Set([...s, Number(/^\d+/.exec(key)?.[0])]))),
-      Effect.annotateLogs("migration", key)
-    ))
+export const applyOf = (list: MigrationList): Effect.Effect<Applied, ApplyError, SqlClient.SqlClient> =>
+  serialized(Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const known = idsOf(list)
+    const before = yield* recorded
+    const adopted = before.length === 0 && (yield* jobTableExists)
+    if (adopted) {
+      const problems = yield* jobTableProblems
+      if (problems.length > 0) return yield* new JobTableMismatch({ problems })
+    }
+    const latest = Math.max(0, ...before.map((r) => r.migration_id))
+    const running = yield* Ref.make(Option.none<string>())
+    const done = yield* Ref.make(new Set<number>())
+    const tracked = Record.map(list, (migration, key) =>
+      Effect.zipRight(Ref.set(running, Option.some(key)), migration).pipe(
+        Effect.zipLeft(Ref.update(done, (s) => new Set([...s, Number(/^\d+/.exec(key)?.[0])]))),
+        Effect.annotateLogs("migration", key)
+      ))
 
-  const failed = (cause: unknown) =>
-    Effect.gen(function*() {
-      // MySQL committed the records with the first DDL statement: remove those of migrations that
-      // did not complete (on SQLite the rollback already did).
-      const completed = yield* Ref.get(done)
-      const undone = known.filter((k) => k.id > latest && !completed.has(k.id)).map((k) => k.id)
-      if (undone.length > 0) {
-        yield* sql`DELETE FROM ${sql(MIGRATIONS_TABLE)} WHERE ${sql.in("migration_id", undone)}`.pipe(
-          Effect.tapError((e) => Effect.logError("could not remove the record of a failed migration", e)),
-          Effect.ignore
-        )
-      }
-      const migration = Option.getOrElse(yield* Ref.get(running), () => "(loading)")
-      return yield* new MigrationFailed({ migration, cause })
-    })
+    const failed = (cause: unknown) =>
+      Effect.gen(function*() {
+        // MySQL committed the records with the first DDL statement: remove those of migrations that
+        // did not complete (on SQLite the rollback already did).
+        const completed = yield* Ref.get(done)
+        const undone = known.filter((k) => k.id > latest && !completed.has(k.id)).map((k) => k.id)
+        if (undone.length > 0) {
+          yield* sql`DELETE FROM ${sql(MIGRATIONS_TABLE)} WHERE ${sql.in("migration_id", undone)}`.pipe(
+            Effect.tapError((e) => Effect.logError("could not remove the record of a failed migration", e)),
+            Effect.ignore
+          )
+        }
+        const migration = Option.getOrElse(yield* Ref.get(running), () => "(loading)")
+        return yield* new MigrationFailed({ migration, cause })
+      })
 
-  const ran = yield* runMigrator({ loader: Migrator.fromRecord(tracked), table: MIGRATIONS_TABLE }).pipe(
-    // The Migrator turns a failing migration into a defect (MigrationError with the cause).
-    Effect.catchAllDefect((defect) => failed(defect instanceof Migrator.MigrationError && defect.cause !== undefined ? defect.cause : defect)),
-    Effect.catchTag("MigrationError", (e) => failed(e))
-  )
-  // The Migrator reports "already running" (another process recorded them first) as nothing to do.
-  const after = yield* recorded
-  const missing = known.filter((k) => !after.some((r) => r.migration_id === k.id))
-  if (missing.length > 0) {
-    return yield* new MigrationsLocked({ reason: `${missing.map((k) => label(k.id, k.name)).join(", ")} not recorded yet` })
-  }
-  const applied = ran.map(([id, name]) => label(id, name))
-  if (adopted) yield* Effect.logInfo("adopted the existing job table as migration 1")
-  for (const m of applied) yield* Effect.logInfo(`applied migration ${m}`)
-  return { applied, adopted }
-})).pipe(Effect.withSpan("Migrate.apply"))
+    const ran = yield* runMigrator({ loader: Migrator.fromRecord(tracked), table: MIGRATIONS_TABLE }).pipe(
+      // The Migrator turns a failing migration into a defect (MigrationError with the cause).
+      Effect.catchAllDefect((defect) => failed(defect instanceof Migrator.MigrationError && defect.cause !== undefined ? defect.cause : defect)),
+      Effect.catchTag("MigrationError", (e) => failed(e))
+    )
+    // The Migrator reports "already running" (another process recorded them first) as nothing to do.
+    const after = yield* recorded
+    const missing = known.filter((k) => !after.some((r) => r.migration_id === k.id))
+    if (missing.length > 0) {
+      return yield* new MigrationsLocked({ reason: `${missing.map((k) => label(k.id, k.name)).join(", ")} not recorded yet` })
+    }
+    const applied = ran.map(([id, name]) => label(id, name))
+    if (adopted) yield* Effect.logInfo("adopted the existing job table as migration 1")
+    for (const m of applied) yield* Effect.logInfo(`applied migration ${m}`)
+    return { applied, adopted }
+  })).pipe(Effect.withSpan("Migrate.apply"))
+
+export const apply = applyOf(migrations)
 
 const SqliteCode = Schema.Struct({ code: Schema.String })
 const sqliteCode = (e: SqlError): string | undefined =>
