@@ -133,10 +133,13 @@ describe("migrations on MariaDB", () => {
         ...migrations,
         "0002_slow": Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.zipRight(sql.unsafe("SELECT SLEEP(0.5)"), sql.unsafe("ALTER TABLE job ADD COLUMN y INT NULL")))
       }
-      const results = yield* Effect.all([mysqlClient(shard.database, Migrate.applyOf(slow)), mysqlClient(shard.database, Migrate.applyOf(slow))], {
-        concurrency: 2
-      })
-      assert.deepStrictEqual(results.map((r) => r.applied.length).sort(), [0, 2])
+      // Each, once it returns, must find the migrations done, not merely recorded.
+      const columnY = adminQuery(`SELECT COUNT(*) AS n FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'job' AND COLUMN_NAME = 'y'`, [
+        shard.database
+      ]).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
+      const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
+      const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [2, 1]])
       assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_slow"])
     }))
 
