@@ -20,6 +20,7 @@
 import { closeSync, openSync } from "node:fs"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type { SqlClient } from "@effect/sql/SqlClient"
+import { SqlClient as SqlClientTag } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Cause, Duration, Effect, Option, Schedule, Schema, Scope } from "effect"
 import { SqliteDriverMissing } from "../../errors.js"
@@ -27,6 +28,7 @@ import { ARG_MAX_BYTES, bytesView, LenientInt } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "../ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure } from "../ShardBackend.js"
+import { applyOnSqliteOpen } from "../migrations/migrator.js"
 import { badData, decodeRunResult } from "./rows.js"
 import * as SqlShard from "./SqlShard.js"
 import type { Dialect, InsertContext } from "./SqlShard.js"
@@ -56,25 +58,6 @@ export const loadDriver = (
         fix: `install it beside garivini: npm install ${DRIVER_PACKAGE}`
       })
   })
-
-/** The `job` table in SQLite: schema.sql's columns and semantics. */
-export const SQLITE_SCHEMA: ReadonlyArray<string> = [
-  // AUTOINCREMENT: ids are never reused, even after the newest job is deleted (as InnoDB).
-  `CREATE TABLE IF NOT EXISTS job (
-    jobid INTEGER PRIMARY KEY AUTOINCREMENT,
-    funcname TEXT NOT NULL,
-    arg BLOB,
-    uniqkey TEXT NULL,
-    run_after INTEGER NOT NULL DEFAULT 0,
-    \`coalesce\` TEXT NULL,
-    flag TEXT DEFAULT 'shim' CHECK (flag IN ('controller', 'shim')),
-    failcount INTEGER NOT NULL DEFAULT 0
-  )`,
-  "CREATE INDEX IF NOT EXISTS job_run_after ON job (run_after)",
-  // On the keys without trailing spaces: utf8mb4_bin is PAD SPACE in MySQL, so 'a' and 'a '
-  // are one key there, and every layer agrees (uniqueIdentity). NULL keys never collide.
-  "CREATE UNIQUE INDEX IF NOT EXISTS job_unique ON job (rtrim(funcname, ' '), rtrim(uniqkey, ' '))"
-]
 
 export type Synchronous = "normal" | "full"
 
@@ -120,11 +103,7 @@ const inList = (values: ReadonlyArray<number | string>) => ({
   params: [JSON.stringify([...new Set(values)])]
 })
 
-/** Applies the schema to an open database (idempotent). */
-export const applySchema = (client: SqlClient) =>
-  Effect.forEach(SQLITE_SCHEMA, (statement) => client.unsafe(statement), { discard: true })
-
-/** Opens the file, sets the connection up and applies the schema. */
+/** Opens the file, sets the connection up and applies the migrations. */
 const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) => (scope: Scope.Scope) =>
   Effect.gen(function*() {
     yield* createPrivately(filename)
@@ -144,7 +123,7 @@ const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) 
     yield* run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`)
     // 0: a locked database answers SQLITE_BUSY at once; the dialect's retry waits without blocking.
     yield* run("PRAGMA busy_timeout = 0")
-    yield* applySchema(client).pipe(Effect.mapError((e) => openFailure(e.cause)))
+    yield* applyOnSqliteOpen.pipe(Effect.provideService(SqlClientTag, client))
     yield* Effect.logInfo(`opened ${filename}: journal ${mode}, synchronous ${synchronous}`)
     return { client, caps: { maxArgBytes: ARG_MAX_BYTES } }
   }).pipe(
