@@ -25,7 +25,12 @@ const ResultsJson = Schema.Struct({ figures: Schema.Array(FigureJson) })
 
 const run = (command: string, args: ReadonlyArray<string>, cwd: string, inherit = false) =>
   Effect.try({
-    try: () => execFileSync(command, [...args], { cwd, encoding: "utf8", stdio: inherit ? "inherit" : ["ignore", "pipe", "pipe"] }) ?? "",
+    try: () =>
+      execFileSync(command, [...args], {
+        cwd,
+        encoding: "utf8",
+        stdio: inherit ? "inherit" : ["ignore", "pipe", "pipe"]
+      }) ?? "",
     catch: (cause) => new CompareError({ message: `${command} ${args.join(" ")} failed in ${cwd}`, cause })
   })
 
@@ -40,7 +45,8 @@ const prepare = (rev: string) =>
       mkdirSync(join(root, ".scratch", "compare"), { recursive: true })
       yield* run("git", ["worktree", "add", "--detach", dir, sha], root)
     }
-    const sameLock = (yield* run("git", ["show", `${sha}:package-lock.json`], root)) === readFileSync(join(root, "package-lock.json"), "utf8")
+    const sameLock = (yield* run("git", ["show", `${sha}:package-lock.json`], root)) ===
+      readFileSync(join(root, "package-lock.json"), "utf8")
     if (!existsSync(join(dir, "node_modules"))) {
       // The same lock installs the same tree: hard links to ours cost nothing.
       if (sameLock) yield* run("cp", ["-al", join(root, "node_modules"), join(dir, "node_modules")], root)
@@ -70,7 +76,9 @@ const program = Effect.gen(function*() {
     else benchArgs.push(token)
   }
   if (positionals.length !== 2 || !Number.isInteger(rounds) || rounds < 1) {
-    return yield* new CompareError({ message: "usage: npm run bench:compare -- REV_A REV_B [--rounds N] [bench/run.ts flags]" })
+    return yield* new CompareError({
+      message: "usage: npm run bench:compare -- REV_A REV_B [--rounds N] [bench/run.ts flags]"
+    })
   }
   const revs = [yield* prepare(positionals[0]!), yield* prepare(positionals[1]!)]
   const results = new Map<string, { unit: string; values: [Array<number>, Array<number>] }>()
@@ -91,7 +99,11 @@ const program = Effect.gen(function*() {
       }
     }
   }
-  yield* Console.log(`\nA = ${revs[0]!.rev} (${revs[0]!.sha.slice(0, 9)}), B = ${revs[1]!.rev} (${revs[1]!.sha.slice(0, 9)}), ${rounds} round(s), alternating`)
+  yield* Console.log(
+    `\nA = ${revs[0]!.rev} (${revs[0]!.sha.slice(0, 9)}), B = ${revs[1]!.rev} (${
+      revs[1]!.sha.slice(0, 9)
+    }), ${rounds} round(s), alternating`
+  )
   const rows = [...results].map(([key, { unit, values: [a, b] }]) => [
     key,
     unit,

@@ -93,16 +93,19 @@ const startWorkers = (script: string, count: number, fn: string, db: string, ser
   Effect.gen(function*() {
     const ran: Array<number> = range(count).map(() => 0)
     let latencies: Array<number> = []
-    const procs = yield* Effect.forEach(range(count), (i) =>
-      spawnProcess(`worker process ${i + 1}`, process.execPath, [script], {
-        env: { BENCH_GEARMAN: server, BENCH_DB: db, BENCH_FUNCTION: fn, BENCH_CONCURRENCY: String(concurrency) },
-        onLine: (line) => {
-          const decoded = decodeWorkerLine(line)
-          if (decoded._tag === "None" || decoded.value.event !== "ran") return
-          ran[i] = decoded.value.n
-          for (const l of decoded.value.lat) latencies.push(l)
-        }
-      }))
+    const procs = yield* Effect.forEach(
+      range(count),
+      (i) =>
+        spawnProcess(`worker process ${i + 1}`, process.execPath, [script], {
+          env: { BENCH_GEARMAN: server, BENCH_DB: db, BENCH_FUNCTION: fn, BENCH_CONCURRENCY: String(concurrency) },
+          onLine: (line) => {
+            const decoded = decodeWorkerLine(line)
+            if (decoded._tag === "None" || decoded.value.event !== "ran") return
+            ran[i] = decoded.value.n
+            for (const l of decoded.value.lat) latencies.push(l)
+          }
+        })
+    )
     const ready = Effect.zipRight(
       Effect.forEach(procs, (p) => p.waitFor(`"event":"ready"`, "60 seconds"), { discard: true }),
       registered(procs, [fn], count, server)
@@ -121,11 +124,20 @@ const startWorkers = (script: string, count: number, fn: string, db: string, ser
   })
 
 const spawnWorkers = (script: string, count: number, fn: string, db: string, server: string, concurrency: number) =>
-  Effect.flatMap(startWorkers(script, count, fn, db, server, concurrency), ({ ready, workers }) => Effect.as(ready, workers))
+  Effect.flatMap(
+    startWorkers(script, count, fn, db, server, concurrency),
+    ({ ready, workers }) => Effect.as(ready, workers)
+  )
 
 /** Waits until the workers ran `n` jobs in all. */
 const ranAtLeast = (workers: Workers, n: number, timeout: Duration.DurationInput, what: string) =>
-  untilAlive(workers.procs, Effect.sync(() => workers.ran() >= n), "20 millis", timeout, `${what}: the worker processes ran fewer than ${n} jobs`)
+  untilAlive(
+    workers.procs,
+    Effect.sync(() => workers.ran() >= n),
+    "20 millis",
+    timeout,
+    `${what}: the worker processes ran fewer than ${n} jobs`
+  )
 
 const rolesDrained = (procs: ReadonlyArray<Proc>, timeout: Duration.DurationInput, what: string) =>
   untilAlive(procs, Effect.map(storedJobs, (n) => n === 0), "50 millis", timeout, `${what}: rows left`)
@@ -141,7 +153,10 @@ const queueRunnerArgs = (o: BenchOptions) => [
 
 const rssFigure = (what: string, proc: Proc, note: string) => {
   const peak = proc.peakRss()
-  return figure("deployed", `${what}, peak RSS`, peak === undefined ? null : peak / MB, "MB", { target: targets.rss, note })
+  return figure("deployed", `${what}, peak RSS`, peak === undefined ? null : peak / MB, "MB", {
+    target: targets.rss,
+    note
+  })
 }
 
 const ratioFigures = (
@@ -189,16 +204,33 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
       const n = o.deployedJobs
       // 1. N jobs stored by `garivini inject` (one insertJobs call), before anything runs.
       const injectStart = performance.now()
-      const inject = yield* garivini("garivini inject", ["inject", "--db", db, "--count", String(n), "--function", fn, "--log-format", "logfmt"])
+      const inject = yield* garivini("garivini inject", [
+        "inject",
+        "--db",
+        db,
+        "--count",
+        String(n),
+        "--function",
+        fn,
+        "--log-format",
+        "logfmt"
+      ])
       // 2. Worker processes (loading meanwhile), then one `garivini queue-runner`: from its start to every row gone.
       const { ready, workers } = yield* startWorkers(script, o.deployedWorkers, fn, db, server, o.concurrency)
       yield* inject.done(Duration.seconds(60 + n / 1000))
       const injectMs = performance.now() - injectStart
       yield* ready
       const spawned = performance.now()
-      const runner = yield* garivini("garivini queue-runner", ["queue-runner", ...roleArgs(db, server), ...queueRunnerArgs(o)])
+      const runner = yield* garivini("garivini queue-runner", [
+        "queue-runner",
+        ...roleArgs(db, server),
+        ...queueRunnerArgs(o)
+      ])
       yield* runner.waitFor("running queue-runner", "60 seconds")
-      const cpu = processCpuMeter([["queue-runner", [runner]], [`${o.deployedWorkers} worker processes`, workers.procs]], server)
+      const cpu = processCpuMeter([["queue-runner", [runner]], [
+        `${o.deployedWorkers} worker processes`,
+        workers.procs
+      ]], server)
       const start = performance.now()
       yield* rolesDrained([runner, ...workers.procs], Duration.seconds(60 + n / 100), "deployed stored → run")
       const ms = performance.now() - start
@@ -209,23 +241,47 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
       // 3. Steady insertJob calls from this process: latency insert → worker start.
       const steady = Math.round(o.rate * o.deployedSteadySeconds)
       const before = workers.ran()
-      const offered = yield* paced(steady, o.rate, () =>
-        Effect.suspend(() => Client.insertJob({ funcname: fn, arg: String(nowMs()) })).pipe(Effect.asVoid, Effect.mapError(failWith("steady insertJob"))))
+      const offered = yield* paced(
+        steady,
+        o.rate,
+        () =>
+          Effect.suspend(() => Client.insertJob({ funcname: fn, arg: String(nowMs()) })).pipe(
+            Effect.asVoid,
+            Effect.mapError(failWith("steady insertJob"))
+          )
+      )
       yield* ranAtLeast(workers, before + steady, "60 seconds", "deployed steady load")
       const lat = percentiles(workers.take())
       yield* rolesDrained([runner, ...workers.procs], "30 seconds", "deployed steady load")
 
-      const setting = `garivini queue-runner (${queueRunnerArgs(o).join(" ") || "defaults"}) and ${o.deployedWorkers} worker processes ×${o.concurrency}`
+      const setting = `garivini queue-runner (${
+        queueRunnerArgs(o).join(" ") || "defaults"
+      }) and ${o.deployedWorkers} worker processes ×${o.concurrency}`
       yield* stopping
       return [
-        ...ratioFigures(`stored → run, ${n.toLocaleString("en-US")} jobs`, rate, baseline, targets.storedToRun,
-          `${setting}; from the runner's first log line to every row gone (${(ms / 1000).toFixed(2)} s; runner start ${((start - spawned) / 1000).toFixed(1)} s more); stored by garivini inject in ${(injectMs / 1000).toFixed(1)} s; ${cpuPerJob}; the Perl original: ${PERL_ORIGINAL.storedToRun} jobs/s`),
+        ...ratioFigures(
+          `stored → run, ${n.toLocaleString("en-US")} jobs`,
+          rate,
+          baseline,
+          targets.storedToRun,
+          `${setting}; from the runner's first log line to every row gone (${(ms / 1000).toFixed(2)} s; runner start ${
+            ((start - spawned) / 1000).toFixed(1)
+          } s more); stored by garivini inject in ${
+            (injectMs / 1000).toFixed(1)
+          } s; ${cpuPerJob}; the Perl original: ${PERL_ORIGINAL.storedToRun} jobs/s`
+        ),
         figure("deployed", `insert → worker start at ${o.rate} jobs/s through the queue-runner, p50`, lat.p50, "ms", {
-          note: `${lat.n} insertJob calls from the bench process over ${o.deployedSteadySeconds} s (offered ${Math.round(offered)}/s); the in-process target: p50 ≤ 100 ms`
+          note: `${lat.n} insertJob calls from the bench process over ${o.deployedSteadySeconds} s (offered ${
+            Math.round(offered)
+          }/s); the in-process target: p50 ≤ 100 ms`
         }),
-        figure("deployed", `insert → worker start at ${o.rate} jobs/s through the queue-runner, p99`, lat.p99, "ms", { note: `max ${lat.max.toFixed(1)} ms` }),
+        figure("deployed", `insert → worker start at ${o.rate} jobs/s through the queue-runner, p99`, lat.p99, "ms", {
+          note: `max ${lat.max.toFixed(1)} ms`
+        }),
         rssFigure("garivini queue-runner", runner, `during stored → run and the steady load`),
-        figure("deployed", "worker process (largest of them), peak RSS", workers.peakRss() / MB, "MB", { note: "the worker helper under node's defaults (a user's process)" })
+        figure("deployed", "worker process (largest of them), peak RSS", workers.peakRss() / MB, "MB", {
+          note: "the worker helper under node's defaults (a user's process)"
+        })
       ]
     }).pipe(Effect.provide(Layer.mergeAll(storageLayer(shard), Gearman.layer({ servers: [server] }))))
   }))
@@ -240,9 +296,23 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
     const db = shardUrl(shard)
     return yield* Effect.gen(function*() {
       const fn = "bench_dep_ll"
-      const injector = yield* garivini("garivini injector", ["injector", ...roleArgs(db, server), "--injector-concurrency", String(o.injectorConcurrency)])
-      const controller = yield* garivini("garivini controller", ["controller", ...roleArgs(db, server), "--controller-concurrency", String(o.controllerConcurrency)])
-      const runner = yield* garivini("garivini queue-runner", ["queue-runner", ...roleArgs(db, server), ...queueRunnerArgs(o)])
+      const injector = yield* garivini("garivini injector", [
+        "injector",
+        ...roleArgs(db, server),
+        "--injector-concurrency",
+        String(o.injectorConcurrency)
+      ])
+      const controller = yield* garivini("garivini controller", [
+        "controller",
+        ...roleArgs(db, server),
+        "--controller-concurrency",
+        String(o.controllerConcurrency)
+      ])
+      const runner = yield* garivini("garivini queue-runner", [
+        "queue-runner",
+        ...roleArgs(db, server),
+        ...queueRunnerArgs(o)
+      ])
       const roles = [injector, controller, runner]
       const { ready, workers } = yield* startWorkers(script, 1, fn, db, server, o.concurrency)
       yield* runner.waitFor("running queue-runner", "60 seconds")
@@ -251,7 +321,10 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       const procs = [...roles, ...workers.procs]
       const gearman = yield* Gearman.Gearman
       const inject = (client: Gearman.GearmanService, funcname: string) =>
-        Effect.suspend(() => client.submit(Injector.INJECT_FUNCTION, injectBody(funcname))).pipe(Effect.asVoid, Effect.mapError(failWith("inject_jobs")))
+        Effect.suspend(() => client.submit(Injector.INJECT_FUNCTION, injectBody(funcname))).pipe(
+          Effect.asVoid,
+          Effect.mapError(failWith("inject_jobs"))
+        )
 
       yield* phase("roles and worker up; warm-up")
       const warm = o.quick ? 100 : 500
@@ -265,15 +338,37 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       const rt = percentiles(yield* steadyCaller(o.deployedLlSeconds, o.deployedLlInterval, inject(gearman, fn)))
       yield* ranAtLeast(workers, before + rt.n, "30 seconds", "deployed low-latency injects")
       const lat = percentiles(workers.take())
-      const setting = `garivini injector (×${o.injectorConcurrency}), controller (×${o.controllerConcurrency}) and queue-runner as three processes`
+      const setting =
+        `garivini injector (×${o.injectorConcurrency}), controller (×${o.controllerConcurrency}) and queue-runner as three processes`
       const figures: Array<Figure> = [
-        figure("deployed", `low latency, submit → worker start, one client ${o.deployedLlInterval} ms apart, p50`, lat.p50, "ms", {
-          target: targets.p50,
-          note: `${lat.n} synchronous inject_jobs calls over ${o.deployedLlSeconds} s from the bench process; ${setting}; one worker process ×${o.concurrency}`
-        }),
-        figure("deployed", `low latency, submit → worker start, one client ${o.deployedLlInterval} ms apart, p99`, lat.p99, "ms", { target: targets.p99 }),
-        figure("deployed", `low latency, submit → worker start, one client ${o.deployedLlInterval} ms apart, max`, lat.max, "ms", { target: targets.max }),
-        figure("deployed", "low latency, inject round trip (stored, answered), p50", rt.p50, "ms", { note: `p99 ${rt.p99.toFixed(2)} ms, max ${rt.max.toFixed(1)} ms` })
+        figure(
+          "deployed",
+          `low latency, submit → worker start, one client ${o.deployedLlInterval} ms apart, p50`,
+          lat.p50,
+          "ms",
+          {
+            target: targets.p50,
+            note:
+              `${lat.n} synchronous inject_jobs calls over ${o.deployedLlSeconds} s from the bench process; ${setting}; one worker process ×${o.concurrency}`
+          }
+        ),
+        figure(
+          "deployed",
+          `low latency, submit → worker start, one client ${o.deployedLlInterval} ms apart, p99`,
+          lat.p99,
+          "ms",
+          { target: targets.p99 }
+        ),
+        figure(
+          "deployed",
+          `low latency, submit → worker start, one client ${o.deployedLlInterval} ms apart, max`,
+          lat.max,
+          "ms",
+          { target: targets.max }
+        ),
+        figure("deployed", "low latency, inject round trip (stored, answered), p50", rt.p50, "ms", {
+          note: `p99 ${rt.p99.toFixed(2)} ms, max ${rt.max.toFixed(1)} ms`
+        })
       ]
 
       // 2. (e) The original's own workload: a Perl Gearman::Client and a Perl Gearman::Worker, our roles in between.
@@ -281,22 +376,43 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
 
       // 3. Sustained: `llClients` synchronous clients (a connection each), back to back.
       yield* phase(`${o.llClients} clients back to back`)
-      const clients = yield* Effect.forEach(range(o.llClients), () => Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman)))
+      const clients = yield* Effect.forEach(
+        range(o.llClients),
+        () => Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman))
+      )
       const startCount = workers.ran()
       let accepted = 0
-      const cpu = processCpuMeter([["injector", [injector]], ["controller", [controller]], ["worker process", workers.procs]], server)
+      const cpu = processCpuMeter([["injector", [injector]], ["controller", [controller]], [
+        "worker process",
+        workers.procs
+      ]], server)
       const start = performance.now()
       const deadline = start + o.deployedSustainSeconds * 1000
-      yield* Effect.forEach(clients, (client) =>
-        Effect.whileLoop({ while: () => performance.now() < deadline, body: () => inject(client, fn), step: () => void accepted++ }), { concurrency: "unbounded", discard: true })
+      yield* Effect.forEach(
+        clients,
+        (client) =>
+          Effect.whileLoop({
+            while: () => performance.now() < deadline,
+            body: () => inject(client, fn),
+            step: () => void accepted++
+          }),
+        { concurrency: "unbounded", discard: true }
+      )
       const injectMs = performance.now() - start
       yield* ranAtLeast(workers, startCount + accepted, "60 seconds", "deployed sustained injects")
       const executedMs = performance.now() - start
       const cpuPerJob = cpu.perJob(accepted)
       yield* rolesDrained(procs, "30 seconds", "deployed low latency")
       figures.push(
-        ...ratioFigures(`low latency, sustained, ${o.llClients} synchronous clients`, perSecond(accepted, executedMs), baseline, targets.sustained,
-          `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s, all run after ${(executedMs / 1000).toFixed(1)} s; ${setting}; one worker process ×${o.concurrency}; ${cpuPerJob} (the clients: the bench process)`),
+        ...ratioFigures(
+          `low latency, sustained, ${o.llClients} synchronous clients`,
+          perSecond(accepted, executedMs),
+          baseline,
+          targets.sustained,
+          `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s, all run after ${
+            (executedMs / 1000).toFixed(1)
+          } s; ${setting}; one worker process ×${o.concurrency}; ${cpuPerJob} (the clients: the bench process)`
+        ),
         rssFigure("garivini injector", injector, "over the low-latency runs"),
         rssFigure("garivini controller", controller, "over the low-latency runs"),
         rssFigure("garivini queue-runner (low-latency set)", runner, "idle but for its rounds")
@@ -308,12 +424,23 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
 
 const PerlDone = /^done (\d+) (\d+) ([\d.,]*)$/
 
-const perlScenario = (o: BenchOptions, server: string, roles: ReadonlyArray<Proc>): Effect.Effect<ReadonlyArray<Figure>, BenchError, Scope.Scope | Gearman.Gearman> =>
+const perlScenario = (
+  o: BenchOptions,
+  server: string,
+  roles: ReadonlyArray<Proc>
+): Effect.Effect<ReadonlyArray<Figure>, BenchError, Scope.Scope | Gearman.Gearman> =>
   Effect.gen(function*() {
-    const metric = (what: string) => `Perl client and worker, submit → worker start, ${o.deployedLlInterval} ms apart, ${what}`
+    const metric = (what: string) =>
+      `Perl client and worker, submit → worker start, ${o.deployedLlInterval} ms apart, ${what}`
     if (!perlGearman()) {
-      console.log("  note: Perl Gearman::Client is not installed (Debian: apt-get install -y libgearman-client-perl); the Perl scenario is skipped")
-      return [figure("deployed", metric("p50"), null, "ms", { note: "skipped: perl -MGearman::Client failed (apt-get install -y libgearman-client-perl)" })]
+      console.log(
+        "  note: Perl Gearman::Client is not installed (Debian: apt-get install -y libgearman-client-perl); the Perl scenario is skipped"
+      )
+      return [
+        figure("deployed", metric("p50"), null, "ms", {
+          note: "skipped: perl -MGearman::Client failed (apt-get install -y libgearman-client-perl)"
+        })
+      ]
     }
     const fn = "bench_dep_perl"
     const latencies: Array<number> = []
@@ -327,34 +454,58 @@ const perlScenario = (o: BenchOptions, server: string, roles: ReadonlyArray<Proc
       Effect.gen(function*() {
         const before = latencies.length
         const printed: { done: RegExpExecArray | null } = { done: null }
-        const client = yield* spawnProcess("Perl client", "perl", [`${root}/bench/perl/client.pl`, server, fn, String(seconds), String(o.deployedLlInterval)], {
+        const client = yield* spawnProcess("Perl client", "perl", [
+          `${root}/bench/perl/client.pl`,
+          server,
+          fn,
+          String(seconds),
+          String(o.deployedLlInterval)
+        ], {
           onLine: (line) => void (printed.done = PerlDone.exec(line) ?? printed.done)
         })
         yield* client.done(Duration.seconds(30 + seconds))
         const result = printed.done
         if (result === null) return yield* new BenchError({ message: "the Perl client printed no result line" })
         const [, ok, failed, rts] = result
-        if (Number(failed) > 0) return yield* new BenchError({ message: `the Perl client's inject_jobs failed ${failed} time(s) of ${Number(ok) + Number(failed)}` })
+        if (Number(failed) > 0)
+          return yield* new BenchError({
+            message: `the Perl client's inject_jobs failed ${failed} time(s) of ${Number(ok) + Number(failed)}`
+          })
         const want = before + Number(ok)
         return { ok: Number(ok), want, rt: percentiles((rts ?? "").split(",").filter((s) => s !== "").map(Number)) }
       }).pipe(Effect.scoped)
     // Warm-up (the roles are warm already; this warms the Perl side and its connections).
     yield* phase("Perl worker up; Perl warm-up")
     const warm = yield* run(o.quick ? 0.2 : 0.5)
-    yield* untilAlive([...roles, worker], Effect.sync(() => latencies.length >= warm.want), "20 millis", "30 seconds", "Perl warm-up: the Perl worker did not run every job")
+    yield* untilAlive(
+      [...roles, worker],
+      Effect.sync(() => latencies.length >= warm.want),
+      "20 millis",
+      "30 seconds",
+      "Perl warm-up: the Perl worker did not run every job"
+    )
     latencies.length = 0
     yield* phase("Perl client")
     const result = yield* run(o.deployedLlSeconds)
-    yield* untilAlive([...roles, worker], Effect.sync(() => latencies.length >= result.ok), "20 millis", "30 seconds", "Perl: the Perl worker did not run every job")
+    yield* untilAlive(
+      [...roles, worker],
+      Effect.sync(() => latencies.length >= result.ok),
+      "20 millis",
+      "30 seconds",
+      "Perl: the Perl worker did not run every job"
+    )
     const lat = percentiles(latencies)
     return [
       figure("deployed", metric("p50"), lat.p50, "ms", {
         target: targets.p50,
-        note: `${lat.n} synchronous do_task("inject_jobs") calls over ${o.deployedLlSeconds} s by a Perl Gearman::Client, a Perl Gearman::Worker; our injector, controller and queue-runner processes in between; the original on a quiet machine: p50 ${PERL_ORIGINAL.p50} / p99 ${PERL_ORIGINAL.p99} / max ${PERL_ORIGINAL.max} ms`
+        note:
+          `${lat.n} synchronous do_task("inject_jobs") calls over ${o.deployedLlSeconds} s by a Perl Gearman::Client, a Perl Gearman::Worker; our injector, controller and queue-runner processes in between; the original on a quiet machine: p50 ${PERL_ORIGINAL.p50} / p99 ${PERL_ORIGINAL.p99} / max ${PERL_ORIGINAL.max} ms`
       }),
       figure("deployed", metric("p99"), lat.p99, "ms", { target: targets.p99 }),
       figure("deployed", metric("max"), lat.max, "ms", { target: targets.max }),
-      figure("deployed", "Perl client, inject round trip, p50", result.rt.p50, "ms", { note: `p99 ${result.rt.p99.toFixed(2)} ms, max ${result.rt.max.toFixed(1)} ms` })
+      figure("deployed", "Perl client, inject round trip, p50", result.rt.p50, "ms", {
+        note: `p99 ${result.rt.p99.toFixed(2)} ms, max ${result.rt.max.toFixed(1)} ms`
+      })
     ]
   })
 
@@ -367,28 +518,52 @@ const upDeployed = (o: BenchOptions, script: string, baseline: number | undefine
     const db = `sqlite:${filename}`
     const port = yield* freePort
     const server = `127.0.0.1:${port}`
-    const up = yield* garivini("garivini up", ["up", "--db", db, "--listen", server, "--log-format", "logfmt", ...queueRunnerArgs(o)])
+    const up = yield* garivini("garivini up", [
+      "up",
+      "--db",
+      db,
+      "--listen",
+      server,
+      "--log-format",
+      "logfmt",
+      ...queueRunnerArgs(o)
+    ])
     yield* up.waitFor("clients and workers connect to", "60 seconds")
     return yield* Effect.gen(function*() {
       const fn = "bench_dep_up"
       const workers = yield* spawnWorkers(script, o.deployedWorkers, fn, db, server, o.concurrency)
       const n = o.deployedUpJobs
-      const cpu = processCpuMeter([["garivini up", [up]], [`${o.deployedWorkers} worker processes`, workers.procs]], undefined)
+      const cpu = processCpuMeter(
+        [["garivini up", [up]], [`${o.deployedWorkers} worker processes`, workers.procs]],
+        undefined
+      )
       const start = performance.now()
-      yield* Effect.forEach(range(Math.ceil(n / 10_000)), (c) =>
-        Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: fn, arg: "pre" }))), { discard: true })
+      yield* Effect.forEach(
+        range(Math.ceil(n / 10_000)),
+        (c) => Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: fn, arg: "pre" }))),
+        { discard: true }
+      )
         .pipe(Effect.mapError(failWith("inserting")))
       yield* rolesDrained([up, ...workers.procs], Duration.seconds(60 + n / 100), "deployed garivini up")
       const ms = performance.now() - start
       const cpuPerJob = cpu.perJob(n)
       yield* stopping
       return [
-        ...ratioFigures(`garivini up (SQLite), stored → run, ${n.toLocaleString("en-US")} jobs`, perSecond(n, ms), baseline, targets.up,
-          `garivini up over a SQLite file (embedded job server, queue-runner, injector, controller in one process), ${o.deployedWorkers} worker processes ×${o.concurrency} on the same file; from the insert (insertJobs from the bench process) to every row gone, ${(ms / 1000).toFixed(2)} s; ${cpuPerJob}`),
+        ...ratioFigures(
+          `garivini up (SQLite), stored → run, ${n.toLocaleString("en-US")} jobs`,
+          perSecond(n, ms),
+          baseline,
+          targets.up,
+          `garivini up over a SQLite file (embedded job server, queue-runner, injector, controller in one process), ${o.deployedWorkers} worker processes ×${o.concurrency} on the same file; from the insert (insertJobs from the bench process) to every row gone, ${
+            (ms / 1000).toFixed(2)
+          } s; ${cpuPerJob}`
+        ),
         rssFigure("garivini up", up, "during stored → run")
       ]
     }).pipe(Effect.provide(Layer.mergeAll(
-      StorageLayers.layerSqlite({ filename }).pipe(Layer.mapError((e) => new BenchError({ message: `SQLite: ${e.message}` }))),
+      StorageLayers.layerSqlite({ filename }).pipe(
+        Layer.mapError((e) => new BenchError({ message: `SQLite: ${e.message}` }))
+      ),
       Gearman.layer({ servers: [server] })
     )))
   }))
@@ -402,7 +577,13 @@ export const deployed = (
 ) =>
   Effect.scoped(Effect.gen(function*() {
     const script = yield* bundle("deployedWorker.ts")
-    yield* step("deployed: stored → run and steady latency through garivini queue-runner", throughputDeployed(o, server, script, baseline))
-    yield* step("deployed: low latency through garivini injector, controller, queue-runner", lowLatencyDeployed(o, server, script, baseline))
+    yield* step(
+      "deployed: stored → run and steady latency through garivini queue-runner",
+      throughputDeployed(o, server, script, baseline)
+    )
+    yield* step(
+      "deployed: low latency through garivini injector, controller, queue-runner",
+      lowLatencyDeployed(o, server, script, baseline)
+    )
     yield* step("deployed: garivini up (SQLite) with worker processes", upDeployed(o, script, baseline))
   }))

@@ -27,26 +27,28 @@ const program = Effect.gen(function*() {
   const concurrency = yield* Config.integer("BENCH_CONCURRENCY").pipe(Config.withDefault(8))
   let ran = 0
   let latencies: Array<number> = []
-  yield* Effect.scoped(Effect.gen(function*() {
-    yield* Worker.serve({
-      [fn]: (job) =>
-        Effect.sync(() => {
-          const now = performance.timeOrigin + performance.now()
-          const stamp = Number(job.text)
-          if (Number.isFinite(stamp) && stamp > 0) latencies.push(now - stamp)
-          ran++
-        })
-    }, { concurrency })
-    yield* Console.log(JSON.stringify({ event: "ready" }))
-    let reported = 0
-    return yield* Effect.suspend(() => {
-      if (ran === reported) return Effect.void
-      reported = ran
-      const lat = latencies
-      latencies = []
-      return Console.log(JSON.stringify({ event: "ran", n: ran, lat: lat.map((l) => Math.round(l * 1000) / 1000) }))
-    }).pipe(Effect.zipRight(Effect.sleep("50 millis")), Effect.forever)
-  }).pipe(Effect.provide(Layer.mergeAll(storage(db), Gearman.layer({ servers: [server] })))))
+  yield* Effect.scoped(
+    Effect.gen(function*() {
+      yield* Worker.serve({
+        [fn]: (job) =>
+          Effect.sync(() => {
+            const now = performance.timeOrigin + performance.now()
+            const stamp = Number(job.text)
+            if (Number.isFinite(stamp) && stamp > 0) latencies.push(now - stamp)
+            ran++
+          })
+      }, { concurrency })
+      yield* Console.log(JSON.stringify({ event: "ready" }))
+      let reported = 0
+      return yield* Effect.suspend(() => {
+        if (ran === reported) return Effect.void
+        reported = ran
+        const lat = latencies
+        latencies = []
+        return Console.log(JSON.stringify({ event: "ran", n: ran, lat: lat.map((l) => Math.round(l * 1000) / 1000) }))
+      }).pipe(Effect.zipRight(Effect.sleep("50 millis")), Effect.forever)
+    }).pipe(Effect.provide(Layer.mergeAll(storage(db), Gearman.layer({ servers: [server] }))))
+  )
 }).pipe(Logger.withMinimumLogLevel(LogLevel.Error))
 
 NodeRuntime.runMain(program)

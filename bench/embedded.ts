@@ -14,7 +14,21 @@ import type { Storage } from "../src/storage/Storage.js"
 import * as StorageLayers from "../src/storage/Storage.js"
 import { tempDir } from "../test/support/files.js"
 import type { BenchOptions } from "./harness.js"
-import { BenchError, figure, makeCounter, nowMs, paced, percentiles, perSecond, range, scratchDatabase, shardUrl, storageLayer, storedJobs, until } from "./harness.js"
+import {
+  BenchError,
+  figure,
+  makeCounter,
+  nowMs,
+  paced,
+  percentiles,
+  perSecond,
+  range,
+  scratchDatabase,
+  shardUrl,
+  storageLayer,
+  storedJobs,
+  until
+} from "./harness.js"
 
 /** Where `garivini up` keeps its jobs: the `--db` value and a Storage layer on the same store. */
 export interface EmbeddedStore {
@@ -29,7 +43,9 @@ export const sqliteStore = tempDir("garivini-bench-").pipe(Effect.map((dir): Emb
   return {
     name: "SQLite",
     db: `sqlite:${filename}`,
-    storage: StorageLayers.layerSqlite({ filename }).pipe(Layer.mapError((e) => new BenchError({ message: `SQLite: ${e.message}` })))
+    storage: StorageLayers.layerSqlite({ filename }).pipe(
+      Layer.mapError((e) => new BenchError({ message: `SQLite: ${e.message}` }))
+    )
   }
 }))
 
@@ -46,7 +62,12 @@ const up = (db: string, port: number, batchRunSleepMs: number | undefined) =>
     const args = ["bin/garivini.js", "up", "--db", db, "--listen", `127.0.0.1:${port}`, "--log-format", "logfmt"]
     if (batchRunSleepMs !== undefined) args.push("--batch-run-sleep", String(batchRunSleepMs / 1000))
     const child = yield* Effect.acquireRelease(
-      Effect.sync(() => spawn("node", args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, GARIVINI_DB: "", GARIVINI_GEARMAND: "", GARIVINI_CONFIG: "" } })),
+      Effect.sync(() =>
+        spawn("node", args, {
+          stdio: ["ignore", "pipe", "pipe"],
+          env: { ...process.env, GARIVINI_DB: "", GARIVINI_GEARMAND: "", GARIVINI_CONFIG: "" }
+        })
+      ),
       (c) => Effect.sync(() => c.kill("SIGTERM"))
     )
     let stderr = ""
@@ -55,20 +76,34 @@ const up = (db: string, port: number, batchRunSleepMs: number | undefined) =>
       if (d.toString().includes("clients and workers connect to")) Effect.runSync(Deferred.succeed(ready, undefined))
     })
     child.on("exit", (code) =>
-      Effect.runSync(Deferred.fail(ready, new BenchError({ message: `garivini up exited (${code}) before it was ready: ${stderr.trim()} (run npm run build first)` }))))
+      Effect.runSync(
+        Deferred.fail(
+          ready,
+          new BenchError({
+            message: `garivini up exited (${code}) before it was ready: ${stderr.trim()} (run npm run build first)`
+          })
+        )
+      ))
     yield* Deferred.await(ready).pipe(
-      Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new BenchError({ message: "garivini up was not ready within 30 s" }) })
+      Effect.timeoutFail({
+        duration: "30 seconds",
+        onTimeout: () => new BenchError({ message: "garivini up was not ready within 30 s" })
+      })
     )
   })
 
-export const embedded = (o: BenchOptions, store: Effect.Effect<EmbeddedStore, BenchError, import("effect").Scope.Scope>) =>
+export const embedded = (
+  o: BenchOptions,
+  store: Effect.Effect<EmbeddedStore, BenchError, import("effect").Scope.Scope>
+) =>
   Effect.scoped(Effect.gen(function*() {
     const s = yield* store
     const port = yield* freePort
     yield* up(s.db, port, o.batchRunSleep)
     const server = `127.0.0.1:${port}`
     return yield* Effect.gen(function*() {
-      const fail = (what: string) => (e: { readonly _tag: string; readonly message: string }) => new BenchError({ message: `${what}: ${e._tag} ${e.message}` })
+      const fail = (what: string) => (e: { readonly _tag: string; readonly message: string }) =>
+        new BenchError({ message: `${what}: ${e._tag} ${e.message}` })
       const counter = makeCounter()
       let latencies: Array<number> = []
       yield* Worker.serve({
@@ -83,16 +118,26 @@ export const embedded = (o: BenchOptions, store: Effect.Effect<EmbeddedStore, Be
       const n = o.embeddedJobs
       const start = performance.now()
       yield* Effect.forEach(range(Math.ceil(n / 10_000)), (c) =>
-        Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: "bench_up", arg: "pre" }))), { discard: true })
+        Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: "bench_up", arg: "pre" }))), {
+        discard: true
+      })
         .pipe(Effect.mapError(fail("inserting")))
       yield* counter.reach(n, Duration.seconds(30 + n / 200), "embedded throughput")
       const ranMs = performance.now() - start
-      yield* until(Effect.map(storedJobs, (left) => left === 0), "50 millis", "60 seconds", "embedded: rows left after every job ran")
+      yield* until(
+        Effect.map(storedJobs, (left) =>
+          left === 0),
+        "50 millis",
+        "60 seconds",
+        "embedded: rows left after every job ran"
+      )
 
       // 2. Low latency: synchronous injects at a steady rate.
       const gearman = yield* Gearman.Gearman
       const inject = () =>
-        Effect.suspend(() => gearman.submit(Injector.INJECT_FUNCTION, JSON.stringify({ funcname: "bench_up", arg: String(nowMs()) }))).pipe(
+        Effect.suspend(() =>
+          gearman.submit(Injector.INJECT_FUNCTION, JSON.stringify({ funcname: "bench_up", arg: String(nowMs()) }))
+        ).pipe(
           Effect.asVoid,
           Effect.mapError(fail("inject_jobs"))
         )
@@ -105,9 +150,15 @@ export const embedded = (o: BenchOptions, store: Effect.Effect<EmbeddedStore, Be
       const lat = percentiles(latencies)
       const setting = `garivini up over ${s.name} in its own process, one worker ×${o.concurrency} in this one`
       return [
-        figure(`embedded (${s.name})`, "stored → run, end to end", perSecond(n, ranMs), "jobs/s", { note: `${n} jobs (insert included); ${setting}` }),
-        figure(`embedded (${s.name})`, `inject → handler start at ${o.llRate} jobs/s, p50`, lat.p50, "ms", { note: `${lat.n} synchronous injects over ${o.llSeconds} s (offered ${Math.round(offered)} jobs/s)` }),
-        figure(`embedded (${s.name})`, `inject → handler start at ${o.llRate} jobs/s, p99`, lat.p99, "ms", { note: `max ${lat.max.toFixed(1)} ms` })
+        figure(`embedded (${s.name})`, "stored → run, end to end", perSecond(n, ranMs), "jobs/s", {
+          note: `${n} jobs (insert included); ${setting}`
+        }),
+        figure(`embedded (${s.name})`, `inject → handler start at ${o.llRate} jobs/s, p50`, lat.p50, "ms", {
+          note: `${lat.n} synchronous injects over ${o.llSeconds} s (offered ${Math.round(offered)} jobs/s)`
+        }),
+        figure(`embedded (${s.name})`, `inject → handler start at ${o.llRate} jobs/s, p99`, lat.p99, "ms", {
+          note: `max ${lat.max.toFixed(1)} ms`
+        })
       ]
     }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(s.storage, Gearman.layer({ servers: [server] }))))
   }))

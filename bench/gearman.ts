@@ -18,30 +18,41 @@ const workers = env("WORKERS", 4)
 const payload = Buffer.alloc(env("PAYLOAD", 100), 120)
 
 // The shared helper: a gearmand on a free port whose pid file goes away with it.
-const gearmand = Effect.gen(function* () {
+const gearmand = Effect.gen(function*() {
   const given = process.env["GEARMAN_SERVER"]
   if (given) return given
   return yield* scopedGearmand.pipe(Effect.mapError((e) => new Error(e.message)))
 })
 
 const rate = (label: string, n: number, ms: number) =>
-  Effect.log(`${label}: ${Math.round((n / ms) * 1000).toLocaleString("en-US")} jobs/s (${n} jobs in ${(ms / 1000).toFixed(2)} s)`)
+  Effect.log(
+    `${label}: ${Math.round((n / ms) * 1000).toLocaleString("en-US")} jobs/s (${n} jobs in ${(ms / 1000).toFixed(2)} s)`
+  )
 
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const start = performance.now()
     yield* effect
     return performance.now() - start
   })
 
-const program = Effect.gen(function* () {
+const program = Effect.gen(function*() {
   const server = yield* gearmand
   const gearman = yield* Effect.map(Layer.build(layer({ servers: [server] })), Context.get(Gearman))
   const ids = Array.from({ length: jobs }, (_, i) => i)
-  yield* Effect.log(`gearmand ${yield* gearman.admin.version(server)} at ${server}; ${jobs} jobs, ${inflight} in flight, ${workers} worker connections, ${payload.length} B payload`)
+  yield* Effect.log(
+    `gearmand ${yield* gearman.admin.version(
+      server
+    )} at ${server}; ${jobs} jobs, ${inflight} in flight, ${workers} worker connections, ${payload.length} B payload`
+  )
 
   // 1. Background submits into an idle function (no worker): client → JOB_CREATED.
-  const submitMs = yield* timed(Effect.forEach(ids, () => gearman.submitBackground("bench_bg_idle", payload), { concurrency: inflight, discard: true }))
+  const submitMs = yield* timed(
+    Effect.forEach(ids, () => gearman.submitBackground("bench_bg_idle", payload), {
+      concurrency: inflight,
+      discard: true
+    })
+  )
   yield* rate("background submit (JOB_CREATED)", jobs, submitMs)
 
   // 2. Our worker draining the queue filled in 1: grab → run → complete, worker side alone.
@@ -76,14 +87,17 @@ const program = Effect.gen(function* () {
     { concurrency: workers }
   )
   const bgMs = yield* timed(
-    Effect.forEach(ids, () => gearman.submitBackground("bench_bg", payload), { concurrency: inflight, discard: true }).pipe(
-      Effect.zipRight(Deferred.await(allDone))
-    )
+    Effect.forEach(ids, () => gearman.submitBackground("bench_bg", payload), { concurrency: inflight, discard: true })
+      .pipe(
+        Effect.zipRight(Deferred.await(allDone))
+      )
   )
   yield* rate("background submit → worker → complete", jobs, bgMs)
 
   // 4. Foreground round trips: submit → worker → WORK_COMPLETE back to the client.
-  const fgMs = yield* timed(Effect.forEach(ids, () => gearman.submit("bench_fg", payload), { concurrency: inflight, discard: true }))
+  const fgMs = yield* timed(
+    Effect.forEach(ids, () => gearman.submit("bench_fg", payload), { concurrency: inflight, discard: true })
+  )
   yield* rate("foreground submit → worker → result", jobs, fgMs)
 })
 

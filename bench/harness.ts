@@ -189,7 +189,11 @@ export const cpuMeter = () => {
  * Starts `fire(i)` for i in [0, n) at a steady `rate` per second (open loop: a slow call does not
  * delay the next ones; a late timer catches up), then waits for all of them. Returns the offered rate.
  */
-export const paced = <E, R>(n: number, rate: number, fire: (i: number) => Effect.Effect<void, E, R>): Effect.Effect<number, E, R> =>
+export const paced = <E, R>(
+  n: number,
+  rate: number,
+  fire: (i: number) => Effect.Effect<void, E, R>
+): Effect.Effect<number, E, R> =>
   Effect.gen(function*() {
     const interval = 1000 / rate
     const fibers: Array<Fiber.RuntimeFiber<void, E>> = []
@@ -217,8 +221,15 @@ export interface Percentiles {
 
 export const percentiles = (samples: ReadonlyArray<number>): Percentiles => {
   const sorted = Float64Array.from(samples).sort()
-  const at = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * p) - 1)]!)
-  return { n: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]! }
+  const at = (
+    p: number
+  ) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * p) - 1)]!)
+  return {
+    n: sorted.length,
+    p50: at(0.5),
+    p99: at(0.99),
+    max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]!
+  }
 }
 
 /** Counts handler runs (`hit` is synchronous, for the hot path); `reach(n)` waits until n ran. */
@@ -246,26 +257,47 @@ export const makeCounter = () => {
       ).pipe(
         Effect.timeoutFail({
           duration: timeout,
-          onTimeout: () => new BenchError({ message: `${what}: ${count} of ${target} jobs ran within ${Duration.format(Duration.decode(timeout))}` })
+          onTimeout: () =>
+            new BenchError({
+              message: `${what}: ${count} of ${target} jobs ran within ${Duration.format(Duration.decode(timeout))}`
+            })
         })
       )
   }
 }
 
 /** Polls `check` every `every` until it holds, failing with `what` after `timeout`. */
-export const until = <E, R>(check: Effect.Effect<boolean, E, R>, every: Duration.DurationInput, timeout: Duration.DurationInput, what: string) =>
+export const until = <E, R>(
+  check: Effect.Effect<boolean, E, R>,
+  every: Duration.DurationInput,
+  timeout: Duration.DurationInput,
+  what: string
+) =>
   Effect.gen(function*() {
     while (!(yield* check)) yield* Effect.sleep(every)
-  }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new BenchError({ message: `${what} (gave up after ${Duration.format(Duration.decode(timeout))})` }) }))
+  }).pipe(Effect.timeoutFail({
+    duration: timeout,
+    onTimeout: () => new BenchError({ message: `${what} (gave up after ${Duration.format(Duration.decode(timeout))})` })
+  }))
 
 // -- environment ----------------------------------------------------------------------------------
 
-const environmentHint = `start MariaDB on 127.0.0.1:3306 with root and no password (bash .ci/run does), or point GARIVINI_BENCH_MYSQL at one (now ${mysqlBase})`
+const environmentHint =
+  `start MariaDB on 127.0.0.1:3306 with root and no password (bash .ci/run does), or point GARIVINI_BENCH_MYSQL at one (now ${mysqlBase})`
 
 const adminConnection = (shard: ShardConfig) =>
   Effect.tryPromise({
-    try: () => Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user, password: Redacted.value(shard.password) }),
-    catch: (e) => new BenchError({ message: `MariaDB unreachable at ${shard.host}:${shard.port} (${String(e)}): ${environmentHint}` })
+    try: () =>
+      Mysql.createConnection({
+        host: shard.host,
+        port: shard.port,
+        user: shard.user,
+        password: Redacted.value(shard.password)
+      }),
+    catch: (e) =>
+      new BenchError({
+        message: `MariaDB unreachable at ${shard.host}:${shard.port} (${String(e)}): ${environmentHint}`
+      })
   })
 
 /** A freshly migrated scratch database for one scenario, dropped when the scope closes. */
@@ -275,11 +307,16 @@ export const scratchDatabase = (name: string): Effect.Effect<ShardConfig, BenchE
       const shard = scratchShard(name)
       yield* dropDatabase(shard)
       yield* migrate([shard]).pipe(
-        Effect.mapError((e) => new BenchError({ message: `cannot create the scratch database ${shard.database}: ${e.message}; ${environmentHint}` }))
+        Effect.mapError((e) =>
+          new BenchError({
+            message: `cannot create the scratch database ${shard.database}: ${e.message}; ${environmentHint}`
+          })
+        )
       )
       return shard
     }),
-    (shard) => Effect.catchAll(dropDatabase(shard), (e) => Effect.logWarning(`could not drop ${shard.database}: ${e.message}`))
+    (shard) =>
+      Effect.catchAll(dropDatabase(shard), (e) => Effect.logWarning(`could not drop ${shard.database}: ${e.message}`))
   )
 
 const dropDatabase = (shard: ShardConfig) =>
@@ -310,10 +347,13 @@ export const mariadbVersion = (shard: ShardConfig) =>
 
 /** Storage (MySQL) over one scratch shard. */
 export const storageLayer = (shard: ShardConfig) =>
-  StorageLayers.layer({ shards: [shard] }).pipe(Layer.mapError((e) => new BenchError({ message: `storage configuration: ${e.message}` })))
+  StorageLayers.layer({ shards: [shard] }).pipe(
+    Layer.mapError((e) => new BenchError({ message: `storage configuration: ${e.message}` }))
+  )
 
 /** Storage over one scratch shard and Gearman over one server: the roles' live layers. */
-export const liveLayers = (shard: ShardConfig, server: string) => Layer.mergeAll(storageLayer(shard), Gearman.layer({ servers: [server] }))
+export const liveLayers = (shard: ShardConfig, server: string) =>
+  Layer.mergeAll(storageLayer(shard), Gearman.layer({ servers: [server] }))
 
 /** How many jobs are stored, over every state. */
 export const storedJobs = Effect.flatMap(StorageLayers.Storage, (s) => s.counts()).pipe(

@@ -13,7 +13,17 @@ import * as Gearman from "../src/gearman/Gearman.js"
 import { exited } from "../src/gearmandProcess.js"
 import * as Client from "../src/roles/Client.js"
 import type { BenchOptions, Figure } from "./harness.js"
-import { atMost, BenchError, figure, range, scratchDatabase, shardUrl, storageLayer, storedJobs, until } from "./harness.js"
+import {
+  atMost,
+  BenchError,
+  figure,
+  range,
+  scratchDatabase,
+  shardUrl,
+  storageLayer,
+  storedJobs,
+  until
+} from "./harness.js"
 import { sampleWorkerJson } from "./scenarios.js"
 
 const MB = 1024 * 1024
@@ -21,7 +31,13 @@ const MB = 1024 * 1024
 const Event = Schema.parseJson(Schema.Union(
   Schema.Struct({ event: Schema.Literal("ready"), rss: Schema.Number }),
   Schema.Struct({ event: Schema.Literal("progress"), handled: Schema.Number }),
-  Schema.Struct({ event: Schema.Literal("checkpoint"), handled: Schema.Number, rss: Schema.Number, heapUsed: Schema.Number, external: Schema.Number })
+  Schema.Struct({
+    event: Schema.Literal("checkpoint"),
+    handled: Schema.Number,
+    rss: Schema.Number,
+    heapUsed: Schema.Number,
+    external: Schema.Number
+  })
 ))
 const decodeEvent = Schema.decodeUnknownEither(Event)
 
@@ -43,14 +59,26 @@ interface Role {
 
 const entry = fileURLToPath(new URL("./roleProcess.ts", import.meta.url))
 // Inside node_modules so that the bundle's bare imports (effect, mysql2, …) resolve from there.
-const bundleFile = fileURLToPath(new URL(`../node_modules/.cache/garivini-bench/roleProcess-${process.pid}.mjs`, import.meta.url))
+const bundleFile = fileURLToPath(
+  new URL(`../node_modules/.cache/garivini-bench/roleProcess-${process.pid}.mjs`, import.meta.url)
+)
 
 /** bench/roleProcess.ts and the sources it imports as one ES module (dependencies left external), removed with the scope. */
 const bundleRole: Effect.Effect<string, BenchError, Scope.Scope> = Effect.acquireRelease(
   Effect.tryPromise({
     try: () =>
-      esbuild.build({ entryPoints: [entry], outfile: bundleFile, bundle: true, packages: "external", platform: "node", format: "esm", target: "node20", logLevel: "error" }),
-    catch: (e) => new BenchError({ message: `bundling bench/roleProcess.ts with esbuild (installed with vite-node): ${String(e)}` })
+      esbuild.build({
+        entryPoints: [entry],
+        outfile: bundleFile,
+        bundle: true,
+        packages: "external",
+        platform: "node",
+        format: "esm",
+        target: "node20",
+        logLevel: "error"
+      }),
+    catch: (e) =>
+      new BenchError({ message: `bundling bench/roleProcess.ts with esbuild (installed with vite-node): ${String(e)}` })
   }).pipe(Effect.as(bundleFile)),
   (file) => Effect.sync(() => rmSync(file, { force: true }))
 )
@@ -59,7 +87,12 @@ const bundleRole: Effect.Effect<string, BenchError, Scope.Scope> = Effect.acquir
 const spawnRole = (script: string, env: Record<string, string>): Effect.Effect<Role, BenchError, Scope.Scope> =>
   Effect.gen(function*() {
     const child: ChildProcess = yield* Effect.acquireRelease(
-      Effect.sync(() => spawn(process.execPath, ["--expose-gc", script], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] })),
+      Effect.sync(() =>
+        spawn(process.execPath, ["--expose-gc", script], {
+          env: { ...process.env, ...env },
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+      ),
       (c) => Effect.zipRight(Effect.sync(() => c.kill("SIGKILL")), exited(c))
     )
     let readyRss: number | undefined
@@ -85,10 +118,27 @@ const spawnRole = (script: string, env: Record<string, string>): Effect.Effect<R
     const alive = Effect.suspend(() =>
       child.exitCode === null && child.signalCode === null
         ? Effect.void
-        : Effect.fail(new BenchError({ message: `the ${env["BENCH_ROLE"]} process exited (${child.exitCode ?? child.signalCode}); see its stderr above` }))
+        : Effect.fail(
+          new BenchError({
+            message: `the ${env["BENCH_ROLE"]} process exited (${
+              child.exitCode ?? child.signalCode
+            }); see its stderr above`
+          })
+        )
     )
-    yield* until(Effect.map(alive, () => readyRss !== undefined), "50 millis", "60 seconds", `the ${env["BENCH_ROLE"]} process did not start`)
-    return { pid: child.pid ?? 0, readyRss: () => readyRss, handled: () => handled, checkpoints: () => checkpoints, alive }
+    yield* until(
+      Effect.map(alive, () => readyRss !== undefined),
+      "50 millis",
+      "60 seconds",
+      `the ${env["BENCH_ROLE"]} process did not start`
+    )
+    return {
+      pid: child.pid ?? 0,
+      readyRss: () => readyRss,
+      handled: () => handled,
+      checkpoints: () => checkpoints,
+      alive
+    }
   })
 
 /** Peak resident set (VmHWM) of a live process, in bytes. */
@@ -110,8 +160,16 @@ export const memory = (o: BenchOptions, server: string): Effect.Effect<ReadonlyA
 
     // 1. A QueueRunner process and a worker process moving memoryRunnerJobs stored jobs.
     const phaseA = yield* Effect.scoped(Effect.gen(function*() {
-      yield* Effect.forEach(range(Math.ceil(o.memoryRunnerJobs / 10_000)), (c) =>
-        Client.insertJobs(range(Math.min(10_000, o.memoryRunnerJobs - c * 10_000)).map((i) => ({ funcname: "bench_mem", arg: `payload ${i} ${"x".repeat(48)}` }))), { discard: true }
+      yield* Effect.forEach(
+        range(Math.ceil(o.memoryRunnerJobs / 10_000)),
+        (c) =>
+          Client.insertJobs(
+            range(Math.min(10_000, o.memoryRunnerJobs - c * 10_000)).map((i) => ({
+              funcname: "bench_mem",
+              arg: `payload ${i} ${"x".repeat(48)}`
+            }))
+          ),
+        { discard: true }
       ).pipe(Effect.mapError((e) => new BenchError({ message: `pre-inserting: ${e._tag} ${e.message}` })))
       const worker = yield* spawnRole(script, { ...base, BENCH_ROLE: "worker", BENCH_FUNCTION: "bench_mem" })
       const runner = yield* spawnRole(script, {
@@ -151,29 +209,68 @@ export const memory = (o: BenchOptions, server: string): Effect.Effect<ReadonlyA
       for (let c = 0; c * chunk < o.memoryJobs; c++) {
         const from = c * chunk
         // Keep gearmand's queue short: wait while more than `window` jobs are outstanding.
-        yield* until(Effect.map(worker.alive, () => from - worker.handled() <= window), "20 millis", "120 seconds", "memory: the worker process stalled")
-        yield* Effect.forEach(range(Math.min(chunk, o.memoryJobs - from)), (i) =>
-          gearman.submitBackground("bench_mem_direct", sampleWorkerJson(from + i + 1, "bench_mem_direct")), { concurrency: 256, discard: true }
+        yield* until(
+          Effect.map(worker.alive, () => from - worker.handled() <= window),
+          "20 millis",
+          "120 seconds",
+          "memory: the worker process stalled"
+        )
+        yield* Effect.forEach(
+          range(Math.min(chunk, o.memoryJobs - from)),
+          (i) => gearman.submitBackground("bench_mem_direct", sampleWorkerJson(from + i + 1, "bench_mem_direct")),
+          { concurrency: 256, discard: true }
         ).pipe(Effect.mapError((e) => new BenchError({ message: `memory submit: ${e._tag} ${e.message}` })))
       }
-      yield* until(Effect.map(worker.alive, () => worker.checkpoints().length >= 2), "50 millis", "120 seconds", "memory: the worker process did not reach its last checkpoint")
+      yield* until(
+        Effect.map(worker.alive, () => worker.checkpoints().length >= 2),
+        "50 millis",
+        "120 seconds",
+        "memory: the worker process did not reach its last checkpoint"
+      )
       const [first, last] = worker.checkpoints()
-      return { first: first!, last: last!, seconds: (performance.now() - start) / 1000, peak: yield* peakRss(worker.pid) }
+      return {
+        first: first!,
+        last: last!,
+        seconds: (performance.now() - start) / 1000,
+        peak: yield* peakRss(worker.pid)
+      }
     })).pipe(Effect.provide(Gearman.layer({ servers: [server] })))
 
     const mb = (bytes: number) => bytes / MB
     return [
       figure("memory", "QueueRunner process, peak RSS", mb(phaseA.runnerPeak), "MB", {
         target: atMost(150, "≤ 150 MB"),
-        note: `${o.memoryRunnerJobs} jobs moved in ${phaseA.seconds.toFixed(1)} s (${Math.round(o.memoryRunnerJobs / phaseA.seconds)} jobs/s, runner and worker in separate processes); RSS once started ${mb(phaseA.runnerStart).toFixed(0)} MB`
+        note: `${o.memoryRunnerJobs} jobs moved in ${phaseA.seconds.toFixed(1)} s (${
+          Math.round(o.memoryRunnerJobs / phaseA.seconds)
+        } jobs/s, runner and worker in separate processes); RSS once started ${mb(phaseA.runnerStart).toFixed(0)} MB`
       }),
-      figure("memory", "worker process, peak RSS", mb(phaseA.workerPeak), "MB", { note: `same run, worker ×${o.concurrency}` }),
-      figure("memory", `worker RSS after ${phaseB.first.handled.toLocaleString("en-US")} jobs (after GC)`, mb(phaseB.first.rss), "MB", {
-        note: `heap used ${mb(phaseB.first.heapUsed).toFixed(1)} MB, external ${mb(phaseB.first.external).toFixed(1)} MB`
+      figure("memory", "worker process, peak RSS", mb(phaseA.workerPeak), "MB", {
+        note: `same run, worker ×${o.concurrency}`
       }),
-      figure("memory", `worker RSS after ${phaseB.last.handled.toLocaleString("en-US")} jobs (after GC)`, mb(phaseB.last.rss), "MB", {
-        note: `heap used ${mb(phaseB.last.heapUsed).toFixed(1)} MB, external ${mb(phaseB.last.external).toFixed(1)} MB; peak ${mb(phaseB.peak).toFixed(0)} MB; ${Math.round(phaseB.last.handled / phaseB.seconds)} jobs/s fed through gearmand directly`
-      }),
+      figure(
+        "memory",
+        `worker RSS after ${phaseB.first.handled.toLocaleString("en-US")} jobs (after GC)`,
+        mb(phaseB.first.rss),
+        "MB",
+        {
+          note: `heap used ${mb(phaseB.first.heapUsed).toFixed(1)} MB, external ${
+            mb(phaseB.first.external).toFixed(1)
+          } MB`
+        }
+      ),
+      figure(
+        "memory",
+        `worker RSS after ${phaseB.last.handled.toLocaleString("en-US")} jobs (after GC)`,
+        mb(phaseB.last.rss),
+        "MB",
+        {
+          note: `heap used ${mb(phaseB.last.heapUsed).toFixed(1)} MB, external ${
+            mb(phaseB.last.external).toFixed(1)
+          } MB; peak ${mb(phaseB.peak).toFixed(0)} MB; ${
+            Math.round(phaseB.last.handled / phaseB.seconds)
+          } jobs/s fed through gearmand directly`
+        }
+      ),
       figure("memory", "worker RSS growth between the two", mb(phaseB.last.rss - phaseB.first.rss), "MB", {
         target: atMost(5, "no growth (≤ 5 MB, our noise margin)"),
         note: `heap used ${(mb(phaseB.last.heapUsed - phaseB.first.heapUsed)).toFixed(1)} MB`

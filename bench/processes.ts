@@ -43,7 +43,8 @@ export const bundle = (entry: string): Effect.Effect<string, BenchError, Scope.S
           target: "node20",
           logLevel: "error"
         }),
-      catch: (e) => new BenchError({ message: `bundling bench/${entry} with esbuild (installed with vite-node): ${String(e)}` })
+      catch: (e) =>
+        new BenchError({ message: `bundling bench/${entry} with esbuild (installed with vite-node): ${String(e)}` })
     }).pipe(Effect.as(outfile)),
     (file) => Effect.sync(() => rmSync(file, { force: true }))
   )
@@ -100,7 +101,8 @@ export const spawnProcess = (
   Effect.gen(function*() {
     const child: ChildProcess = yield* Effect.acquireRelease(
       Effect.try({
-        try: () => spawn(command, [...args], { cwd: root, env: childEnv(options.env ?? {}), stdio: ["ignore", "pipe", "pipe"] }),
+        try: () =>
+          spawn(command, [...args], { cwd: root, env: childEnv(options.env ?? {}), stdio: ["ignore", "pipe", "pipe"] }),
         catch: (e) => new BenchError({ message: `starting ${name}: ${String(e)}` })
       }),
       (c) =>
@@ -109,7 +111,10 @@ export const spawnProcess = (
           c.kill("SIGTERM")
           // A plain timer, not Effect.timeout: a finalizer is uninterruptible, and a timeout there
           // would wait for the exit it gave up on (a role lets in-flight jobs finish for up to 30 s).
-          const kill = setTimeout(() => c.kill("SIGKILL"), Duration.toMillis(Duration.decode(options.grace ?? Duration.seconds(5))))
+          const kill = setTimeout(
+            () => c.kill("SIGKILL"),
+            Duration.toMillis(Duration.decode(options.grace ?? Duration.seconds(5)))
+          )
           return Effect.ensuring(exited(c), Effect.sync(() => clearTimeout(kill)))
         })
     )
@@ -134,15 +139,21 @@ export const spawnProcess = (
         for (const l of lines) onLine(l)
       }
     }
-    child.stdout?.on("data", reader((l) => {
-      line(l)
-      options.onLine?.(l)
-    }))
+    child.stdout?.on(
+      "data",
+      reader((l) => {
+        line(l)
+        options.onLine?.(l)
+      })
+    )
     child.stderr?.on("data", (chunk: Buffer) => void (stderr = (stderr + chunk.toString("utf8")).slice(-4000)))
     child.stderr?.on("data", reader(line))
-    const exitText = () => `${name} exited (${child.exitCode ?? child.signalCode}): ${stderr.trim().split("\n").slice(-5).join(" | ")}`
+    const exitText = () =>
+      `${name} exited (${child.exitCode ?? child.signalCode}): ${stderr.trim().split("\n").slice(-5).join(" | ")}`
     const alive = Effect.suspend(() =>
-      child.exitCode === null && child.signalCode === null ? Effect.void : Effect.fail(new BenchError({ message: exitText() }))
+      child.exitCode === null && child.signalCode === null
+        ? Effect.void
+        : Effect.fail(new BenchError({ message: exitText() }))
     )
     const waitFor = (text: string, timeout: Duration.DurationInput) =>
       Effect.raceFirst(
@@ -156,13 +167,26 @@ export const spawnProcess = (
       ).pipe(
         Effect.timeoutFail({
           duration: timeout,
-          onTimeout: () => new BenchError({ message: `${name}: no line with ${JSON.stringify(text)} within ${Duration.format(Duration.decode(timeout))}; stderr: ${stderr.trim().slice(-500)}` })
+          onTimeout: () =>
+            new BenchError({
+              message: `${name}: no line with ${JSON.stringify(text)} within ${
+                Duration.format(Duration.decode(timeout))
+              }; stderr: ${stderr.trim().slice(-500)}`
+            })
         })
       )
     const done = (timeout: Duration.DurationInput) =>
       exited(child).pipe(
-        Effect.timeoutFail({ duration: timeout, onTimeout: () => new BenchError({ message: `${name} did not finish within ${Duration.format(Duration.decode(timeout))}` }) }),
-        Effect.zipRight(Effect.suspend(() => child.exitCode === 0 ? Effect.void : Effect.fail(new BenchError({ message: exitText() }))))
+        Effect.timeoutFail({
+          duration: timeout,
+          onTimeout: () =>
+            new BenchError({ message: `${name} did not finish within ${Duration.format(Duration.decode(timeout))}` })
+        }),
+        Effect.zipRight(
+          Effect.suspend(() =>
+            child.exitCode === 0 ? Effect.void : Effect.fail(new BenchError({ message: exitText() }))
+          )
+        )
       )
     return {
       name,
@@ -185,7 +209,10 @@ export const garivini = (name: string, args: ReadonlyArray<string>, options: Spa
  * when `server` names the bench's gearmand (`serverCpuMeter`; the database figure is the whole
  * mariadbd, so on a shared machine it counts the neighbours' queries too).
  */
-export const processCpuMeter = (groups: ReadonlyArray<readonly [string, ReadonlyArray<Proc>]>, server: string | undefined) => {
+export const processCpuMeter = (
+  groups: ReadonlyArray<readonly [string, ReadonlyArray<Proc>]>,
+  server: string | undefined
+) => {
   const total = (procs: ReadonlyArray<Proc>) => procs.reduce((sum, p) => sum + (p.cpuMs() ?? 0), 0)
   const start = groups.map(([, procs]) => total(procs))
   const servers = server === undefined ? undefined : serverCpuMeter(server)
@@ -210,7 +237,9 @@ export const untilAlive = <E, R>(
 /** Whether `perl -MGearman::Client -MGearman::Worker -e1` works (Debian: libgearman-client-perl). */
 export const perlGearman = (): boolean => {
   try {
-    execFileSync("perl", ["-MGearman::Client", "-MGearman::Worker", "-MJSON::PP", "-MTime::HiRes", "-e1"], { stdio: "ignore" })
+    execFileSync("perl", ["-MGearman::Client", "-MGearman::Worker", "-MJSON::PP", "-MTime::HiRes", "-e1"], {
+      stdio: "ignore"
+    })
     return true
   } catch {
     return false

@@ -30,40 +30,42 @@ const program = Effect.gen(function*() {
   const watermark = yield* Config.option(Config.integer("BENCH_WATERMARK"))
   const batchRunSleep = yield* Config.option(Config.number("BENCH_BATCH_RUN_SLEEP"))
   const shards = yield* shardsConfig
-  yield* Effect.scoped(Effect.gen(function*() {
-    if (role === "runner") {
-      // The heap policy `garivini queue-runner` runs with (src/cli/heap.ts): this process stands for it.
-      yield* applyRoleHeapPolicy
-      yield* Effect.forkScoped(QueueRunner.run({
-        ...(Option.isSome(watermark) ? { queueWatermarkDepth: watermark.value } : {}),
-        ...(Option.isSome(batchRunSleep) ? { batchRunSleep: Duration.millis(batchRunSleep.value) } : {})
-      }))
+  yield* Effect.scoped(
+    Effect.gen(function*() {
+      if (role === "runner") {
+        // The heap policy `garivini queue-runner` runs with (src/cli/heap.ts): this process stands for it.
+        yield* applyRoleHeapPolicy
+        yield* Effect.forkScoped(QueueRunner.run({
+          ...(Option.isSome(watermark) ? { queueWatermarkDepth: watermark.value } : {}),
+          ...(Option.isSome(batchRunSleep) ? { batchRunSleep: Duration.millis(batchRunSleep.value) } : {})
+        }))
+        yield* emit({ event: "ready", rss: process.memoryUsage().rss })
+        return yield* Effect.never
+      }
+      let handled = 0
+      yield* Worker.serve({ [fn]: () => Effect.sync(() => void handled++) }, { concurrency })
       yield* emit({ event: "ready", rss: process.memoryUsage().rss })
-      return yield* Effect.never
-    }
-    let handled = 0
-    yield* Worker.serve({ [fn]: () => Effect.sync(() => void handled++) }, { concurrency })
-    yield* emit({ event: "ready", rss: process.memoryUsage().rss })
-    let reported = -1
-    const pending = [...checkpoints].sort((a, b) => a - b)
-    return yield* Effect.gen(function*() {
-      if (handled !== reported) {
-        reported = handled
-        yield* emit({ event: "progress", handled })
-      }
-      while (pending.length > 0 && handled >= pending[0]!) {
-        pending.shift()
-        // Let queued completions go out, then measure what stays.
-        yield* Effect.sleep("200 millis")
-        // Twice, a turn apart: Buffers' memory goes back only once their wrappers are swept.
-        gc?.()
-        yield* Effect.sleep("50 millis")
-        gc?.()
-        const m = process.memoryUsage()
-        yield* emit({ event: "checkpoint", handled, rss: m.rss, heapUsed: m.heapUsed, external: m.external })
-      }
-    }).pipe(Effect.zipRight(Effect.sleep(Duration.millis(100))), Effect.forever)
-  }).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layer({ shards }), Gearman.layer({ servers: [server] })))))
+      let reported = -1
+      const pending = [...checkpoints].sort((a, b) => a - b)
+      return yield* Effect.gen(function*() {
+        if (handled !== reported) {
+          reported = handled
+          yield* emit({ event: "progress", handled })
+        }
+        while (pending.length > 0 && handled >= pending[0]!) {
+          pending.shift()
+          // Let queued completions go out, then measure what stays.
+          yield* Effect.sleep("200 millis")
+          // Twice, a turn apart: Buffers' memory goes back only once their wrappers are swept.
+          gc?.()
+          yield* Effect.sleep("50 millis")
+          gc?.()
+          const m = process.memoryUsage()
+          yield* emit({ event: "checkpoint", handled, rss: m.rss, heapUsed: m.heapUsed, external: m.external })
+        }
+      }).pipe(Effect.zipRight(Effect.sleep(Duration.millis(100))), Effect.forever)
+    }).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layer({ shards }), Gearman.layer({ servers: [server] }))))
+  )
 }).pipe(Logger.withMinimumLogLevel(LogLevel.Error))
 
 NodeRuntime.runMain(program)

@@ -75,10 +75,15 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
           quick: { type: "boolean", default: false },
           out: { type: "string", default: "bench-results.json" },
           only: { type: "string", default: SCENARIOS.join(",") },
-          ...Object.fromEntries([...Object.keys(numberFlags), ...optionalFlags].map((name) => [name, { type: "string" as const }]))
+          ...Object.fromEntries(
+            [...Object.keys(numberFlags), ...optionalFlags].map((name) => [name, { type: "string" as const }])
+          )
         }
       }).values,
-    catch: (e) => new BenchError({ message: `${e instanceof Error ? e.message : String(e)}; see the flags at the top of bench/run.ts` })
+    catch: (e) =>
+      new BenchError({
+        message: `${e instanceof Error ? e.message : String(e)}; see the flags at the top of bench/run.ts`
+      })
   }).pipe(
     Effect.flatMap((values: Readonly<Record<string, string | boolean | ReadonlyArray<string | boolean> | undefined>>) =>
       Effect.gen(function*() {
@@ -89,7 +94,9 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
         }
         const positive = (name: string, given: string) => {
           const n = Number(given)
-          return Number.isFinite(n) && n > 0 ? Effect.succeed(n) : Effect.fail(new BenchError({ message: `--${name} ${given}: not a positive number` }))
+          return Number.isFinite(n) && n > 0
+            ? Effect.succeed(n)
+            : Effect.fail(new BenchError({ message: `--${name} ${given}: not a positive number` }))
         }
         const num = (name: NumberFlag) => {
           const given = text(name)
@@ -101,7 +108,12 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
         }
         const only = (text("only") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "")
         const unknown = only.filter((s) => !(SCENARIOS as ReadonlyArray<string>).includes(s))
-        if (unknown.length > 0) return yield* Effect.fail(new BenchError({ message: `--only: unknown scenario(s) ${unknown.join(", ")}; known: ${SCENARIOS.join(", ")}` }))
+        if (unknown.length > 0)
+          return yield* Effect.fail(
+            new BenchError({
+              message: `--only: unknown scenario(s) ${unknown.join(", ")}; known: ${SCENARIOS.join(", ")}`
+            })
+          )
         const int = (name: NumberFlag) => Effect.map(num(name), Math.round)
         return {
           quick,
@@ -120,7 +132,9 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
           steadySeconds: yield* num("steady-seconds"),
           batchRunSleep: yield* opt("batch-run-sleep"),
           batchMaxSize: yield* Effect.map(opt("batch-max-size"), (n) => (n === undefined ? undefined : Math.round(n))),
-          watermark: values["watermark"] === "0" ? 0 : yield* Effect.map(opt("watermark"), (n) => (n === undefined ? undefined : Math.round(n))),
+          watermark: values["watermark"] === "0"
+            ? 0
+            : yield* Effect.map(opt("watermark"), (n) => (n === undefined ? undefined : Math.round(n))),
           llRate: yield* num("ll-rate"),
           llSeconds: yield* num("ll-seconds"),
           llClients: yield* int("ll-clients"),
@@ -145,7 +159,8 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
 
 const commandVersion = (command: string, args: ReadonlyArray<string>): string => {
   try {
-    return execFileSync(command, [...args], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).split("\n")[0]!.trim()
+    return execFileSync(command, [...args], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).split("\n")[0]!
+      .trim()
   } catch {
     return "unknown"
   }
@@ -154,7 +169,9 @@ const commandVersion = (command: string, args: ReadonlyArray<string>): string =>
 const machine = (server: string) =>
   Effect.gen(function*() {
     const gearman = yield* Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman))
-    const gearmandVersion = yield* gearman.admin.version(server).pipe(Effect.orElseSucceed(() => commandVersion("gearmand", ["--version"])))
+    const gearmandVersion = yield* gearman.admin.version(server).pipe(
+      Effect.orElseSucceed(() => commandVersion("gearmand", ["--version"]))
+    )
     return {
       cpus: Os.availableParallelism(),
       cpuModel: Os.cpus()[0]?.model ?? "unknown",
@@ -185,7 +202,8 @@ const printTable = (title: string, figures: ReadonlyArray<Figure>, targetHeader:
   ])
   const header = ["scenario", "figure", "value", "vs baseline (same run)", targetHeader, "verdict"]
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => (i === 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd()
+  const line = (cells: ReadonlyArray<string>) =>
+    cells.map((c, i) => (i === 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd()
   console.log(`\n${title}\n`)
   console.log(line(header))
   console.log(widths.map((w) => "-".repeat(w)).join("  "))
@@ -203,7 +221,11 @@ const program = Effect.gen(function*() {
   const started = performance.now()
   const server = yield* scopedGearmand.pipe(Effect.mapError((e) => new BenchError({ message: e.message })))
   const env = yield* machine(server)
-  console.log(`garivini bench${options.quick ? " --quick" : ""}: ${env.cpus} CPUs (${env.cpuModel}), ${env.memoryGiB} GiB, node ${env.node}, MariaDB ${env.mariadb}, gearmand ${env.gearmand} at ${server}`)
+  console.log(
+    `garivini bench${
+      options.quick ? " --quick" : ""
+    }: ${env.cpus} CPUs (${env.cpuModel}), ${env.memoryGiB} GiB, node ${env.node}, MariaDB ${env.mariadb}, gearmand ${env.gearmand} at ${server}`
+  )
 
   const figures: Array<Figure> = []
   const selected = (name: (typeof SCENARIOS)[number]) => options.only.includes(name)
@@ -218,7 +240,10 @@ const program = Effect.gen(function*() {
 
   let baselineRate: number | undefined
   if (selected("baseline") || selected("deployed")) {
-    yield* step(selected("baseline") ? "baseline" : "baseline (for the ratios of the deployed scenarios)", baseline(options, server))
+    yield* step(
+      selected("baseline") ? "baseline" : "baseline (for the ratios of the deployed scenarios)",
+      baseline(options, server)
+    )
     baselineRate = figures.find((f) => f.scenario === "baseline")?.value ?? undefined
   }
   if (selected("deployed") || selected("embedded")) yield* ensureBuilt
@@ -235,21 +260,39 @@ const program = Effect.gen(function*() {
   const seconds = (performance.now() - started) / 1000
   // Every throughput figure beside the same run's baseline (and, in the table, the ratio to it).
   const all = figures.map((f): Figure =>
-    f.baseline === undefined && baselineRate !== undefined && f.unit === "jobs/s" && f.scenario !== "baseline" ? { ...f, baseline: baselineRate } : f)
+    f.baseline === undefined && baselineRate !== undefined && f.unit === "jobs/s" && f.scenario !== "baseline"
+      ? { ...f, baseline: baselineRate }
+      : f
+  )
   const headline = all.filter((f) => f.scenario === "deployed")
   if (headline.length > 0) {
-    printTable("As deployed (the garivini command's roles, workers and clients as separate processes):", headline, "target (issue 16)")
+    printTable(
+      "As deployed (the garivini command's roles, workers and clients as separate processes):",
+      headline,
+      "target (issue 16)"
+    )
   }
-  printTable(headline.length > 0 ? "In process (diagnostic view):" : "Figures:", all.filter((f) => f.scenario !== "deployed"), "target (issue 9)")
+  printTable(
+    headline.length > 0 ? "In process (diagnostic view):" : "Figures:",
+    all.filter((f) => f.scenario !== "deployed"),
+    "target (issue 9)"
+  )
   console.log(`\ntotal ${seconds.toFixed(1)} s`)
   const { out, ...flags } = options
-  writeFileSync(out, JSON.stringify({
-    startedAt: startedAt.toISOString(),
-    seconds: Number(seconds.toFixed(1)),
-    machine: env,
-    options: flags,
-    figures: all.map((f) => ({ ...f, verdict: verdict(f) || undefined }))
-  }, null, 2) + "\n")
+  writeFileSync(
+    out,
+    JSON.stringify(
+      {
+        startedAt: startedAt.toISOString(),
+        seconds: Number(seconds.toFixed(1)),
+        machine: env,
+        options: flags,
+        figures: all.map((f) => ({ ...f, verdict: verdict(f) || undefined }))
+      },
+      null,
+      2
+    ) + "\n"
+  )
   console.log(`results written to ${out}`)
 })
 

@@ -54,7 +54,9 @@ export const baseline = (o: BenchOptions, server: string): Effect.Effect<Readonl
     const gearman = yield* Gearman.Gearman
     const counter = makeCounter()
     for (let w = 0; w < o.workers; w++) {
-      yield* gearman.serve({ bench_baseline: () => Effect.sync(counter.hit) }, { concurrency: o.concurrency }).pipe(Effect.orDie)
+      yield* gearman.serve({ bench_baseline: () => Effect.sync(counter.hit) }, { concurrency: o.concurrency }).pipe(
+        Effect.orDie
+      )
     }
     const submit = (i: number) =>
       gearman.submitBackground("bench_baseline", sampleWorkerJson(i, "bench_baseline")).pipe(
@@ -73,10 +75,18 @@ export const baseline = (o: BenchOptions, server: string): Effect.Effect<Readonl
     )
     const cpuPerJob = cpu.perJob(o.baselineJobs)
     return [
-      figure("baseline", "gearmand alone: submitBackground → worker → complete", perSecond(o.baselineJobs, ms), "jobs/s", {
-        note: `${o.baselineJobs} jobs, 256 submits in flight, ${o.workers}×${o.concurrency} worker slots, no database`
-      }),
-      figure("baseline", "CPU per job in this process (client and worker)", cpuPerJob, "µs", { note: servers.perJob(o.baselineJobs) })
+      figure(
+        "baseline",
+        "gearmand alone: submitBackground → worker → complete",
+        perSecond(o.baselineJobs, ms),
+        "jobs/s",
+        {
+          note: `${o.baselineJobs} jobs, 256 submits in flight, ${o.workers}×${o.concurrency} worker slots, no database`
+        }
+      ),
+      figure("baseline", "CPU per job in this process (client and worker)", cpuPerJob, "µs", {
+        note: servers.perJob(o.baselineJobs)
+      })
     ]
   })).pipe(Effect.provide(Gearman.layer({ servers: [server] })))
 
@@ -87,14 +97,22 @@ export const insert = (o: BenchOptions): Effect.Effect<ReadonlyArray<Figure>, Be
     const shard = yield* scratchDatabase("insert")
     return yield* Effect.gen(function*() {
       const spec = (i: number): Client.JobSpec => ({ funcname: "bench_insert", arg: `payload ${i} ${"x".repeat(48)}` })
-      const fail = (what: string) => (e: { readonly _tag: string; readonly message: string }) => new BenchError({ message: `${what}: ${e._tag} ${e.message}` })
+      const fail = (what: string) => (e: { readonly _tag: string; readonly message: string }) =>
+        new BenchError({ message: `${what}: ${e._tag} ${e.message}` })
       // Warm-up: the pool's connections and prepared statements.
-      yield* Effect.forEach(range(64), (i) => Client.insertJob(spec(i)), { concurrency: 16, discard: true }).pipe(Effect.mapError(fail("insert warm-up")))
+      yield* Effect.forEach(range(64), (i) => Client.insertJob(spec(i)), { concurrency: 16, discard: true }).pipe(
+        Effect.mapError(fail("insert warm-up"))
+      )
 
-      const [, singleMs] = yield* timed(Effect.forEach(range(o.insertSingle), (i) => Client.insertJob(spec(i)), { discard: true }))
+      const [, singleMs] = yield* timed(
+        Effect.forEach(range(o.insertSingle), (i) => Client.insertJob(spec(i)), { discard: true })
+      )
         .pipe(Effect.mapError(fail("insertJob one at a time")))
       const [, concurrentMs] = yield* timed(
-        Effect.forEach(range(o.insertConcurrentJobs), (i) => Client.insertJob(spec(i)), { concurrency: o.insertCallers, discard: true })
+        Effect.forEach(range(o.insertConcurrentJobs), (i) => Client.insertJob(spec(i)), {
+          concurrency: o.insertCallers,
+          discard: true
+        })
       ).pipe(Effect.mapError(fail("insertJob concurrent")))
       const batches = range(o.insertBatches).map((b) => range(o.batchSize).map((i) => spec(b * o.batchSize + i)))
       const [, batchMs] = yield* timed(Effect.forEach(batches, (batch) => Client.insertJobs(batch), { discard: true }))
@@ -103,14 +121,26 @@ export const insert = (o: BenchOptions): Effect.Effect<ReadonlyArray<Figure>, Be
         figure("insert", "insertJob, 1 caller", perSecond(o.insertSingle, singleMs), "jobs/s", {
           note: `${o.insertSingle} jobs; the Perl original: about 4,600 jobs/s`
         }),
-        figure("insert", `insertJob, ${o.insertCallers} concurrent callers`, perSecond(o.insertConcurrentJobs, concurrentMs), "jobs/s", {
-          target: atLeast(20_000, "≥ 20,000 jobs/s"),
-          note: `${o.insertConcurrentJobs} jobs`
-        }),
-        figure("insert", `insertJobs, batches of ${o.batchSize}`, perSecond(o.insertBatches * o.batchSize, batchMs), "jobs/s", {
-          target: atLeast(50_000, "≥ 50,000 jobs/s"),
-          note: `${o.insertBatches} batches, one after the other`
-        })
+        figure(
+          "insert",
+          `insertJob, ${o.insertCallers} concurrent callers`,
+          perSecond(o.insertConcurrentJobs, concurrentMs),
+          "jobs/s",
+          {
+            target: atLeast(20_000, "≥ 20,000 jobs/s"),
+            note: `${o.insertConcurrentJobs} jobs`
+          }
+        ),
+        figure(
+          "insert",
+          `insertJobs, batches of ${o.batchSize}`,
+          perSecond(o.insertBatches * o.batchSize, batchMs),
+          "jobs/s",
+          {
+            target: atLeast(50_000, "≥ 50,000 jobs/s"),
+            note: `${o.insertBatches} batches, one after the other`
+          }
+        )
       ]
     }).pipe(Effect.scoped, Effect.provide(storageLayer(shard)))
   }))
@@ -125,7 +155,8 @@ export const throughput = (
   Effect.scoped(Effect.gen(function*() {
     const shard = yield* scratchDatabase("throughput")
     return yield* Effect.gen(function*() {
-      const fail = (what: string) => (e: { readonly _tag: string; readonly message: string }) => new BenchError({ message: `${what}: ${e._tag} ${e.message}` })
+      const fail = (what: string) => (e: { readonly _tag: string; readonly message: string }) =>
+        new BenchError({ message: `${what}: ${e._tag} ${e.message}` })
       const counter = makeCounter()
       const latencies: Array<number> = []
       // Steady-load jobs carry their insert time; pre-inserted ones "pre".
@@ -138,12 +169,19 @@ export const throughput = (
 
       // 1. N jobs stored before anything runs.
       const chunk = 10_000
-      const [, preMs] = yield* timed(Effect.forEach(range(Math.ceil(o.jobs / chunk)), (c) =>
-        Client.insertJobs(range(Math.min(chunk, o.jobs - c * chunk)).map(() => ({ funcname: "bench_tp", arg: "pre" }))), { discard: true }))
+      const [, preMs] = yield* timed(Effect.forEach(
+        range(Math.ceil(o.jobs / chunk)),
+        (c) =>
+          Client.insertJobs(
+            range(Math.min(chunk, o.jobs - c * chunk)).map(() => ({ funcname: "bench_tp", arg: "pre" }))
+          ),
+        { discard: true }
+      ))
         .pipe(Effect.mapError(fail("pre-inserting")))
 
       // 2. Workers, then one QueueRunner; time until every job ran, and until every row is gone.
-      for (let w = 0; w < o.workers; w++) yield* Worker.serve({ bench_tp: handler }, { concurrency: o.concurrency }).pipe(Effect.orDie)
+      for (let w = 0; w < o.workers; w++)
+        yield* Worker.serve({ bench_tp: handler }, { concurrency: o.concurrency }).pipe(Effect.orDie)
       const runnerOptions: QueueRunner.QueueRunnerOptions = {
         ...(o.batchRunSleep === undefined ? {} : { batchRunSleep: Duration.millis(o.batchRunSleep) }),
         ...(o.batchMaxSize === undefined ? {} : { batchMaxSize: o.batchMaxSize }),
@@ -155,7 +193,12 @@ export const throughput = (
       yield* QueueRunner.run(runnerOptions).pipe(Effect.mapError(fail("QueueRunner")), Effect.forkScoped)
       yield* counter.reach(o.jobs, budget(o.jobs, 300), "throughput drain")
       const ranMs = performance.now() - start
-      yield* until(Effect.map(storedJobs, (n) => n === 0), "50 millis", "30 seconds", "throughput: rows left after every job ran")
+      yield* until(
+        Effect.map(storedJobs, (n) => n === 0),
+        "50 millis",
+        "30 seconds",
+        "throughput: rows left after every job ran"
+      )
       const emptyMs = performance.now() - start
       const cpuPerJob = cpu.perJob(o.jobs)
       const serversPerJob = servers.perJob(o.jobs)
@@ -165,29 +208,53 @@ export const throughput = (
       const steadyJobs = Math.round(o.rate * o.steadySeconds)
       const before = counter.count()
       const offered = yield* paced(steadyJobs, o.rate, () =>
-        Effect.suspend(() => Client.insertJob({ funcname: "bench_tp", arg: String(nowMs()) })).pipe(Effect.asVoid, Effect.mapError(fail("steady insertJob"))))
+        Effect.suspend(() =>
+          Client.insertJob({ funcname: "bench_tp", arg: String(nowMs()) })
+        ).pipe(Effect.asVoid, Effect.mapError(fail("steady insertJob"))))
       yield* counter.reach(before + steadyJobs, "60 seconds", "throughput steady load")
-      yield* until(Effect.map(storedJobs, (n) => n === 0), "50 millis", "30 seconds", "throughput: rows left after the steady load")
+      yield* until(
+        Effect.map(storedJobs, (n) =>
+          n === 0),
+        "50 millis",
+        "30 seconds",
+        "throughput: rows left after the steady load"
+      )
       const lat = percentiles(latencies)
-      const setting = `one QueueRunner (batchRunSleep ${o.batchRunSleep === undefined ? "default 1 s" : `${o.batchRunSleep} ms`}, watermark ${o.watermark ?? "default 4000"}), ${o.workers}×${o.concurrency} worker slots in this process`
+      const setting = `one QueueRunner (batchRunSleep ${
+        o.batchRunSleep === undefined ? "default 1 s" : `${o.batchRunSleep} ms`
+      }, watermark ${o.watermark ?? "default 4000"}), ${o.workers}×${o.concurrency} worker slots in this process`
       return [
-        figure("throughput", "pre-insert (insertJobs, 10,000 per call)", perSecond(o.jobs, preMs), "jobs/s", { note: `${o.jobs} jobs` }),
+        figure("throughput", "pre-insert (insertJobs, 10,000 per call)", perSecond(o.jobs, preMs), "jobs/s", {
+          note: `${o.jobs} jobs`
+        }),
         figure("throughput", "stored → run, end to end", rate, "jobs/s", {
           target: atLeast(10_000, "≥ 10,000 jobs/s"),
-          note: `${o.jobs} jobs, ${setting}; all rows deleted after ${(emptyMs / 1000).toFixed(2)} s; the Perl original: about 550 jobs/s`
+          note: `${o.jobs} jobs, ${setting}; all rows deleted after ${
+            (emptyMs / 1000).toFixed(2)
+          } s; the Perl original: about 550 jobs/s`
         }),
         figure("throughput", "CPU per job in this process (QueueRunner and worker)", cpuPerJob, "µs", {
           note: `until every handler ran; beside it ${serversPerJob}`
         }),
-        figure("throughput", "ratio to the gearmand-only baseline", baselineRate === undefined ? null : rate / baselineRate, "×", {
-          target: atLeast(0.5, "≥ 50 %"),
-          ...(baselineRate === undefined ? { note: "run the baseline scenario too" } : {})
-        }),
+        figure(
+          "throughput",
+          "ratio to the gearmand-only baseline",
+          baselineRate === undefined ? null : rate / baselineRate,
+          "×",
+          {
+            target: atLeast(0.5, "≥ 50 %"),
+            ...(baselineRate === undefined ? { note: "run the baseline scenario too" } : {})
+          }
+        ),
         figure("throughput", `latency insert → handler start at ${o.rate} jobs/s, p50`, lat.p50, "ms", {
           target: atMost(100, "p50 ≤ 100 ms"),
-          note: `${lat.n} jobs over ${o.steadySeconds} s (offered ${Math.round(offered)} jobs/s); the Perl original: about 1 s`
+          note: `${lat.n} jobs over ${o.steadySeconds} s (offered ${
+            Math.round(offered)
+          } jobs/s); the Perl original: about 1 s`
         }),
-        figure("throughput", `latency insert → handler start at ${o.rate} jobs/s, p99`, lat.p99, "ms", { note: `max ${lat.max.toFixed(1)} ms` })
+        figure("throughput", `latency insert → handler start at ${o.rate} jobs/s, p99`, lat.p99, "ms", {
+          note: `max ${lat.max.toFixed(1)} ms`
+        })
       ]
     }).pipe(Effect.scoped, Effect.provide(liveLayers(shard, server)))
   }))
@@ -236,8 +303,10 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
       const rt = percentiles(roundTrips)
 
       // 2. The highest sustained rate: `llClients` clients (a connection each), back to back.
-      const clients = yield* Effect.forEach(range(o.llClients), () =>
-        Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman)))
+      const clients = yield* Effect.forEach(
+        range(o.llClients),
+        () => Effect.map(Layer.build(Gearman.layer({ servers: [server] })), Context.get(Gearman.Gearman))
+      )
       const startCount = counter.count()
       let accepted = 0
       const cpu = cpuMeter()
@@ -256,24 +325,42 @@ export const lowLatency = (o: BenchOptions, server: string): Effect.Effect<Reado
       const cpuPerJob = cpu.perJob(accepted)
       const serversPerJob = servers.perJob(accepted)
       // Every row deleted by the Controllers before the roles stop.
-      yield* until(Effect.map(storedJobs, (n) => n === 0), "50 millis", "30 seconds", "low-latency: rows left after every job ran")
+      yield* until(
+        Effect.map(storedJobs, (n) => n === 0),
+        "50 millis",
+        "30 seconds",
+        "low-latency: rows left after every job ran"
+      )
 
-      const setting = `Injector ×${o.injectorConcurrency}, Controller ×${o.controllerConcurrency}, worker ×${o.concurrency}, all in this process`
+      const setting =
+        `Injector ×${o.injectorConcurrency}, Controller ×${o.controllerConcurrency}, worker ×${o.concurrency}, all in this process`
       return [
         figure("lowlatency", `submit → handler start at ${o.llRate} jobs/s, p50`, lat.p50, "ms", {
           target: atMost(2, "p50 ≤ 2 ms"),
-          note: `${lat.n} synchronous injects over ${o.llSeconds} s (offered ${Math.round(offered)} jobs/s); ${setting}; the Perl original: about 2.4 ms`
+          note: `${lat.n} synchronous injects over ${o.llSeconds} s (offered ${
+            Math.round(offered)
+          } jobs/s); ${setting}; the Perl original: about 2.4 ms`
         }),
         figure("lowlatency", `submit → handler start at ${o.llRate} jobs/s, p99`, lat.p99, "ms", {
           target: atMost(5, "p99 ≤ 5 ms"),
           note: "the Perl original: about 4 ms"
         }),
         figure("lowlatency", `submit → handler start at ${o.llRate} jobs/s, max`, lat.max, "ms"),
-        figure("lowlatency", "inject round trip (stored, answered), p50", rt.p50, "ms", { note: `p99 ${rt.p99.toFixed(2)} ms` }),
-        figure("lowlatency", `sustained, ${o.llClients} synchronous clients`, perSecond(accepted, executedMs), "jobs/s", {
-          target: atLeast(3000, "≥ 3,000 jobs/s"),
-          note: `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s (${Math.round(perSecond(accepted, injectMs))} answered/s), all run after ${(executedMs / 1000).toFixed(1)} s`
+        figure("lowlatency", "inject round trip (stored, answered), p50", rt.p50, "ms", {
+          note: `p99 ${rt.p99.toFixed(2)} ms`
         }),
+        figure(
+          "lowlatency",
+          `sustained, ${o.llClients} synchronous clients`,
+          perSecond(accepted, executedMs),
+          "jobs/s",
+          {
+            target: atLeast(3000, "≥ 3,000 jobs/s"),
+            note: `${accepted} jobs injected in ${(injectMs / 1000).toFixed(1)} s (${
+              Math.round(perSecond(accepted, injectMs))
+            } answered/s), all run after ${(executedMs / 1000).toFixed(1)} s`
+          }
+        ),
         figure("lowlatency", "CPU per job in this process (clients, Injector, Controller, worker)", cpuPerJob, "µs", {
           note: `while sustained; beside it ${serversPerJob}`
         })

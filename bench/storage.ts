@@ -21,38 +21,74 @@ const time = <A, E>(label: string, jobs: number, effect: Effect.Effect<A, E>) =>
     const start = performance.now()
     yield* effect
     const seconds = (performance.now() - start) / 1000
-    console.log(`${label.padEnd(58)} ${String(Math.round(jobs / seconds)).padStart(8)} jobs/s  (${jobs} in ${seconds.toFixed(2)} s)`)
+    console.log(
+      `${label.padEnd(58)} ${String(Math.round(jobs / seconds)).padStart(8)} jobs/s  (${jobs} in ${
+        seconds.toFixed(2)
+      } s)`
+    )
   })
 
 const jobs = (n: number, prefix: string): ReadonlyArray<NewJob> =>
-  Array.from({ length: n }, (_, i) => ({ funcname: "bench", arg: `${prefix} payload ${i} ${"x".repeat(64)}`, runAfter: 0 }))
+  Array.from(
+    { length: n },
+    (_, i) => ({ funcname: "bench", arg: `${prefix} payload ${i} ${"x".repeat(64)}`, runAfter: 0 })
+  )
 
 const truncate = Effect.promise(async () => {
-  const conn = await Mysql.createConnection({ host: shard.host, port: shard.port, user: shard.user, database: shard.database })
+  const conn = await Mysql.createConnection({
+    host: shard.host,
+    port: shard.port,
+    user: shard.user,
+    database: shard.database
+  })
   await conn.query("TRUNCATE job")
   await conn.end()
 })
 
 const scenarios = (storage: StorageShape, mode: string) =>
   Effect.gen(function*() {
-    yield* time(`[${mode}] insert, 1 job per call, sequential`, 2000, Effect.forEach(jobs(2000, "s"), (j) => storage.insert([j]), { discard: true }))
-    yield* time(`[${mode}] insert, 1 job per call, 16 concurrent`, 8000, Effect.forEach(jobs(8000, "c"), (j) => storage.insert([j]), { concurrency: 16, discard: true }))
-    yield* time(`[${mode}] insert, 1 job per call, 64 concurrent`, 8000, Effect.forEach(jobs(8000, "c64"), (j) => storage.insert([j]), { concurrency: 64, discard: true }))
+    yield* time(
+      `[${mode}] insert, 1 job per call, sequential`,
+      2000,
+      Effect.forEach(jobs(2000, "s"), (j) => storage.insert([j]), { discard: true })
+    )
+    yield* time(
+      `[${mode}] insert, 1 job per call, 16 concurrent`,
+      8000,
+      Effect.forEach(jobs(8000, "c"), (j) => storage.insert([j]), { concurrency: 16, discard: true })
+    )
+    yield* time(
+      `[${mode}] insert, 1 job per call, 64 concurrent`,
+      8000,
+      Effect.forEach(jobs(8000, "c64"), (j) => storage.insert([j]), { concurrency: 64, discard: true })
+    )
     const batches = Array.from({ length: 50 }, (_, b) => jobs(1000, `b${b}`))
-    yield* time(`[${mode}] insert, 1000 jobs per call`, 50_000, Effect.forEach(batches, (b) => storage.insert(b), { discard: true }))
-    yield* time(`[${mode}] insert with uniqkey, 1000 per call`, 20_000, Effect.forEach(
-      Array.from({ length: 20 }, (_, b) => jobs(1000, `u${b}`).map((j, i) => ({ ...j, uniqkey: `k-${b}-${i}` }))),
-      (b) => storage.insert(b),
-      { discard: true }
-    ))
+    yield* time(
+      `[${mode}] insert, 1000 jobs per call`,
+      50_000,
+      Effect.forEach(batches, (b) => storage.insert(b), { discard: true })
+    )
+    yield* time(
+      `[${mode}] insert with uniqkey, 1000 per call`,
+      20_000,
+      Effect.forEach(
+        Array.from({ length: 20 }, (_, b) => jobs(1000, `u${b}`).map((j, i) => ({ ...j, uniqkey: `k-${b}-${i}` }))),
+        (b) => storage.insert(b),
+        { discard: true }
+      )
+    )
     const total = 2000 + 8000 + 8000 + 50_000 + 20_000
-    yield* time(`[${mode}] claim 1000 + complete them, until empty`, total, Effect.gen(function*() {
-      for (;;) {
-        const claimed = yield* storage.claimDue(1, 1000, "1000 seconds")
-        if (claimed.length === 0) return
-        yield* storage.complete(claimed)
-      }
-    }))
+    yield* time(
+      `[${mode}] claim 1000 + complete them, until empty`,
+      total,
+      Effect.gen(function*() {
+        for (;;) {
+          const claimed = yield* storage.claimDue(1, 1000, "1000 seconds")
+          if (claimed.length === 0) return
+          yield* storage.complete(claimed)
+        }
+      })
+    )
   })
 
 const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : undefined

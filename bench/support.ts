@@ -22,7 +22,8 @@ const dropDatabase = (shard: ShardConfig) =>
 
 /** Runs a benchmark with warnings only, drops its scratch database, exits non-zero on failure. */
 export const runBench = <E>(shard: ShardConfig, program: Effect.Effect<void, E>) =>
-  Effect.runPromise(program.pipe(Effect.ensuring(dropDatabase(shard)), Logger.withMinimumLogLevel(LogLevel.Warning))).catch((e) => {
-    console.error(e)
-    process.exitCode = 1
-  })
+  Effect.runPromise(program.pipe(Effect.ensuring(dropDatabase(shard)), Logger.withMinimumLogLevel(LogLevel.Warning)))
+    .catch((e) => {
+      console.error(e)
+      process.exitCode = 1
+    })

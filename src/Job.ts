@@ -36,7 +36,6 @@ export const RESERVED_FUNCTIONS: ReadonlySet<string> = new Set(["run_queued_job"
  */
 export const WORKER_JSON_MAX_BYTES = DEFAULT_MAX_FRAME - 64 * 1024
 
-
 export type JobFlag = "shim" | "controller"
 
 /** Where a job lives: the shard (`dbid`) and its row id there (`jobid`). */
@@ -103,7 +102,8 @@ export const bytesView = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer
  */
 export const funcnameProblem = (name: string): string | undefined => {
   if (typeof name !== "string" || name.length === 0) return "funcname is missing"
-  if (charLength(name) > FUNCNAME_MAX_CHARS) return `funcname ${quoteBounded(name)} is longer than ${FUNCNAME_MAX_CHARS} characters`
+  if (charLength(name) > FUNCNAME_MAX_CHARS)
+    return `funcname ${quoteBounded(name)} is longer than ${FUNCNAME_MAX_CHARS} characters`
   const chars = functionNameProblem(name)
   if (chars !== undefined) return `funcname: ${chars}`
   if (RESERVED_FUNCTIONS.has(name)) return `funcname ${JSON.stringify(name)} is reserved for Garivini's own roles`
@@ -125,7 +125,9 @@ export const uniqkeyProblem = (key: string): string | undefined => {
     if (c <= 0xdbff && (key.charCodeAt(i + 1) & 0xfc00) === 0xdc00) i++
     else return `uniqkey ${quoteBounded(key)} holds an unpaired surrogate at index ${i}`
   }
-  return chars > UNIQKEY_MAX_CHARS ? `uniqkey ${quoteBounded(key)} is longer than ${UNIQKEY_MAX_CHARS} characters` : undefined
+  return chars > UNIQKEY_MAX_CHARS
+    ? `uniqkey ${quoteBounded(key)} is longer than ${UNIQKEY_MAX_CHARS} characters`
+    : undefined
 }
 
 /** UTF-8 bytes of `s` as a JSON string literal (quotes included), as JSON.stringify writes it. */
@@ -147,7 +149,10 @@ const jsonStringBytes = (s: string): number => {
 }
 
 /** Bytes each blob byte takes in the worker JSON (`arg` is a string of code points 0–255). */
-const ARG_BYTE_JSON: Uint8Array = Uint8Array.from({ length: 256 }, (_, b) => jsonStringBytes(String.fromCharCode(b)) - 2)
+const ARG_BYTE_JSON: Uint8Array = Uint8Array.from(
+  { length: 256 },
+  (_, b) => jsonStringBytes(String.fromCharCode(b)) - 2
+)
 /** The most one blob byte can take (a control byte: `\u00XX`). */
 const ARG_BYTE_JSON_MAX = 6
 
@@ -161,7 +166,17 @@ const nullableJsonBytes = (s: string | null): number => s === null ? 4 : jsonStr
 
 /** The worker JSON's bytes but for its values: keys, quotes of `flag`, commas and braces. */
 const WORKER_JSON_FRAME_BYTES = Buffer.byteLength(
-  JSON.stringify({ jobid: 0, dbid: 0, funcname: "", arg: "", uniqkey: "", coalesce: "", run_after: 0, flag: "", failcount: 0 })
+  JSON.stringify({
+    jobid: 0,
+    dbid: 0,
+    funcname: "",
+    arg: "",
+    uniqkey: "",
+    coalesce: "",
+    run_after: 0,
+    flag: "",
+    failcount: 0
+  })
 ) - 4 - 5 * 2
 
 /**
@@ -190,12 +205,14 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
     return bad(`coalesce is longer than ${COALESCE_MAX_CHARS} characters`)
   }
   const arg = job.arg === undefined ? new Uint8Array(0) : typeof job.arg === "string" ? utf8(job.arg) : job.arg
-  if (arg.length > ARG_MAX_BYTES) return bad(`arg is ${arg.length} bytes, over the MEDIUMBLOB limit of ${ARG_MAX_BYTES}`)
+  if (arg.length > ARG_MAX_BYTES)
+    return bad(`arg is ${arg.length} bytes, over the MEDIUMBLOB limit of ${ARG_MAX_BYTES}`)
   if (!Number.isSafeInteger(job.runAfter) || job.runAfter < 0 || job.runAfter > MAX_RUN_AFTER) {
     return bad(`run_after ${job.runAfter} is not a unix time in [0, ${MAX_RUN_AFTER}]`)
   }
   const flag = job.flag ?? "shim"
-  if (flag !== "shim" && flag !== "controller") return bad(`flag ${JSON.stringify(flag)} is neither shim nor controller`)
+  if (flag !== "shim" && flag !== "controller")
+    return bad(`flag ${JSON.stringify(flag)} is neither shim nor controller`)
   const valid: ValidNewJob = { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
   // Only an arg big enough to need it is scanned: every byte takes at most 6 in the JSON.
   if (arg.length * ARG_BYTE_JSON_MAX + 64 * 1024 > WORKER_JSON_MAX_BYTES) {
@@ -213,7 +230,9 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
 export const validateHandle = (handle: JobHandle): Either.Either<JobHandle, InvalidJob> =>
   Number.isSafeInteger(handle.dbid) && handle.dbid > 0 && Number.isSafeInteger(handle.jobid) && handle.jobid > 0
     ? Either.right(handle)
-    : Either.left(new InvalidJob({ reason: `malformed handle dbid=${String(handle.dbid)} jobid=${String(handle.jobid)}` }))
+    : Either.left(
+      new InvalidJob({ reason: `malformed handle dbid=${String(handle.dbid)} jobid=${String(handle.jobid)}` })
+    )
 
 /** `dbid:jobid`, the handle's text form (CLI, logs). */
 export const formatHandle = (handle: JobHandle): string => `${handle.dbid}:${handle.jobid}`
@@ -286,9 +305,20 @@ export const fastJobRow = (dbid: number, row: unknown): Job | undefined => {
   const { arg, coalesce, failcount, flag, funcname, jobid, run_after, uniqkey } = r
   if (!isCount(jobid) || !isCount(run_after) || !isCount(failcount) || typeof funcname !== "string") return undefined
   if (!(arg === null || arg instanceof Uint8Array)) return undefined
-  if (!(uniqkey === null || typeof uniqkey === "string") || !(coalesce === null || typeof coalesce === "string")) return undefined
+  if (!(uniqkey === null || typeof uniqkey === "string") || !(coalesce === null || typeof coalesce === "string"))
+    return undefined
   if (flag !== "shim" && flag !== "controller") return undefined
-  return { dbid, jobid, funcname, arg: arg ?? new Uint8Array(0), uniqkey, coalesce, runAfter: run_after, flag, failcount }
+  return {
+    dbid,
+    jobid,
+    funcname,
+    arg: arg ?? new Uint8Array(0),
+    uniqkey,
+    coalesce,
+    runAfter: run_after,
+    flag,
+    failcount
+  }
 }
 
 export const jobFromRow = (dbid: number, row: JobRow): Job => ({
@@ -338,7 +368,8 @@ export const WorkerJob = Schema.Struct({
 // Synchronous decoding: this runs once per job on every worker's hot path.
 const decodeWorkerJob = Schema.decodeUnknownEither(Schema.parseJson(WorkerJob))
 
-const isOptionalText = (v: unknown): v is string | null | undefined => v === undefined || v === null || typeof v === "string"
+const isOptionalText = (v: unknown): v is string | null | undefined =>
+  v === undefined || v === null || typeof v === "string"
 
 /**
  * The shape our QueueRunner and the Perl one send (numbers as numbers, a string arg, a known
@@ -360,7 +391,8 @@ const fastWorkerJob = (text: string): Job | undefined => {
   const { arg, coalesce, dbid, failcount, flag, funcname, jobid, run_after, uniqkey } = o
   if (!isCount(jobid) || !isCount(dbid) || typeof funcname !== "string" || typeof arg !== "string") return undefined
   if (!isOptionalText(uniqkey) || !isOptionalText(coalesce)) return undefined
-  if (!(run_after === undefined || isCount(run_after)) || !(failcount === undefined || isCount(failcount))) return undefined
+  if (!(run_after === undefined || isCount(run_after)) || !(failcount === undefined || isCount(failcount)))
+    return undefined
   if (!(flag === undefined || flag === "shim" || flag === "controller")) return undefined
   return {
     dbid,
@@ -396,12 +428,15 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<Job, Inv
       flag: w.flag,
       failcount: w.failcount
     })),
-    Either.mapLeft((e) => new InvalidJob({ reason: `malformed worker JSON: ${clip(ParseResult.TreeFormatter.formatErrorSync(e), MAX_REJECTION_QUOTE)}` }))
+    Either.mapLeft((e) =>
+      new InvalidJob({
+        reason: `malformed worker JSON: ${clip(ParseResult.TreeFormatter.formatErrorSync(e), MAX_REJECTION_QUOTE)}`
+      })
+    )
   )
 
 /** Longest quote of a rejected payload in its reason (the formatter quotes the bad value whole). */
 export const MAX_REJECTION_QUOTE = 1000
-
 
 /** The worker JSON of a job, keys in the original's column order. */
 export const encodeWorkerJson = (job: Job): string =>
@@ -429,7 +464,9 @@ export type RunAt = "never" | `+${number}` | number | string | Duration.Duration
 /** Resolves a run-at value against `nowSeconds` (unix seconds) to an absolute unix time. */
 export const resolveRunAt = (input: RunAt, nowSeconds: number): Either.Either<number, InvalidSchedule> => {
   const bad = (reason: string) =>
-    Either.left(new InvalidSchedule({ input: Duration.isDuration(input) ? Duration.format(input) : String(input), reason }))
+    Either.left(
+      new InvalidSchedule({ input: Duration.isDuration(input) ? Duration.format(input) : String(input), reason })
+    )
   const inRange = (t: number) =>
     Number.isSafeInteger(t) && t >= 0 && t <= MAX_RUN_AFTER
       ? Either.right(t)
@@ -457,5 +494,4 @@ export const jobState = (job: { readonly runAfter: number }, now: number): "due"
   job.runAfter <= now ? "due" : job.runAfter >= NEVER ? "never" : "scheduled"
 
 /** The backoff of `failedJob`: `min(2^failcount * 60, 86400)` seconds, for the raised failcount. */
-export const failureBackoffSeconds = (failcount: number): number =>
-  Math.min(2 ** Math.min(failcount, 31) * 60, 86400)
+export const failureBackoffSeconds = (failcount: number): number => Math.min(2 ** Math.min(failcount, 31) * 60, 86400)

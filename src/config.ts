@@ -33,7 +33,11 @@ export const DEFAULT_DB_URL = "mysql://root@127.0.0.1:3306/garivini"
  * Parses `mysql://user:pass@host:port/db[?id=N]`. Without `?id`, the shard takes `defaultId`
  * (its 1-based position in the list).
  */
-export const parseShardUrl = (url: string, defaultId: number, field = "db"): Either.Either<ShardConfig, ConfigInvalid> => {
+export const parseShardUrl = (
+  url: string,
+  defaultId: number,
+  field = "db"
+): Either.Either<ShardConfig, ConfigInvalid> => {
   const bad = (reason: string) => Either.left(new ConfigInvalid({ field, reason }))
   let parsed: URL
   try {
@@ -51,10 +55,12 @@ export const parseShardUrl = (url: string, defaultId: number, field = "db"): Eit
   if (user === undefined) return bad("the user name has a malformed %-escape")
   if (password === undefined) return bad("the password has a malformed %-escape (write % as %25)")
   if (database === "" || database.includes("/")) return bad("the URL names no database (mysql://host/db)")
-  if (!/^[A-Za-z0-9_$]+$/.test(database)) return bad(`database name ${JSON.stringify(database)} has unsupported characters`)
+  if (!/^[A-Za-z0-9_$]+$/.test(database))
+    return bad(`database name ${JSON.stringify(database)} has unsupported characters`)
   const idText = parsed.searchParams.get("id")
   const id = idText === null ? defaultId : /^\d+$/.test(idText) ? Number(idText) : Number.NaN
-  if (!Number.isSafeInteger(id) || id <= 0) return bad(`shard id ${JSON.stringify(idText ?? String(defaultId))} is not a positive integer`)
+  if (!Number.isSafeInteger(id) || id <= 0)
+    return bad(`shard id ${JSON.stringify(idText ?? String(defaultId))} is not a positive integer`)
   const port = parsed.port === "" ? 3306 : Number(parsed.port)
   if (port === 0) return bad("port 0 is not a port (1-65535)")
   return Either.right({
@@ -89,7 +95,12 @@ export const isSqliteTarget = (target: string): boolean => target.trim().startsW
 export const parseSqliteTarget = (target: string, field = "db"): Either.Either<string, ConfigInvalid> => {
   const path = target.trim().slice(SQLITE_PREFIX.length)
   if (path === "" || path.startsWith("//")) {
-    return Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(target)} names no file: use sqlite:./garivini.db or sqlite:/absolute/path.db` }))
+    return Either.left(
+      new ConfigInvalid({
+        field,
+        reason: `${JSON.stringify(target)} names no file: use sqlite:./garivini.db or sqlite:/absolute/path.db`
+      })
+    )
   }
   return Either.right(resolvePath(path))
 }
@@ -126,8 +137,12 @@ export type DbTargets =
 export const parseDbTargets = (text: string, field = "GARIVINI_DB"): Either.Either<DbTargets, ConfigInvalid> => {
   const targets = text.split(/[\s,]+/).filter((s) => s !== "")
   if (targets.length === 0) targets.push(DEFAULT_SQLITE_TARGET)
-  if (!targets.some(isSqliteTarget)) return Either.map(shardsFromUrls(targets, field), (shards) => ({ _tag: "Mysql", shards }))
-  if (targets.length > 1) return Either.left(new ConfigInvalid({ field, reason: "a sqlite: database cannot be combined with other databases" }))
+  if (!targets.some(isSqliteTarget))
+    return Either.map(shardsFromUrls(targets, field), (shards) => ({ _tag: "Mysql", shards }))
+  if (targets.length > 1)
+    return Either.left(
+      new ConfigInvalid({ field, reason: "a sqlite: database cannot be combined with other databases" })
+    )
   return Either.map(parseSqliteTarget(targets[0]!, field), (filename) => ({ _tag: "Sqlite", filename }))
 }
 

@@ -54,7 +54,13 @@ export const startGearmand = (port: number): Effect.Effect<ChildProcess, Gearman
     const dir = mkdtempSync(Path.join(tmpdir(), "garivini-gearmand-"))
     const child = spawn(
       "gearmand",
-      ["--listen=127.0.0.1", `--port=${port}`, "--log-file=none", "--threads=1", `--pid-file=${Path.join(dir, "gearmand.pid")}`],
+      [
+        "--listen=127.0.0.1",
+        `--port=${port}`,
+        "--log-file=none",
+        "--threads=1",
+        `--pid-file=${Path.join(dir, "gearmand.pid")}`
+      ],
       { stdio: ["ignore", "ignore", "pipe"] }
     )
     const removeDir = () => rmSync(dir, { recursive: true, force: true })
@@ -67,13 +73,17 @@ export const startGearmand = (port: number): Effect.Effect<ChildProcess, Gearman
     })
     if (spawnError !== undefined) {
       removeDir()
-      return yield* Effect.fail(new GearmandUnavailable({
-        message: `cannot start gearmand (${spawnError}); install it with: apt-get install -y gearman-job-server`
-      }))
+      return yield* Effect.fail(
+        new GearmandUnavailable({
+          message: `cannot start gearmand (${spawnError}); install it with: apt-get install -y gearman-job-server`
+        })
+      )
     }
     yield* canConnect(port).pipe(
       Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(500)))),
-      Effect.mapError((e) => new GearmandUnavailable({ message: `gearmand on port ${port} did not come up: ${e}; ${stderr.trim()}` })),
+      Effect.mapError((e) =>
+        new GearmandUnavailable({ message: `gearmand on port ${port} did not come up: ${e}; ${stderr.trim()}` })
+      ),
       Effect.tapError(() => Effect.sync(() => child.kill("SIGKILL")))
     )
     return child
@@ -82,7 +92,9 @@ export const startGearmand = (port: number): Effect.Effect<ChildProcess, Gearman
 /** A gearmand on a free port, killed when the scope closes. Returns its `host:port`. */
 export const scopedGearmand: Effect.Effect<string, GearmandUnavailable, Scope.Scope> = Effect.gen(function*() {
   const port = yield* freePort
-  yield* Effect.acquireRelease(startGearmand(port), (child) =>
-    Effect.zipRight(Effect.sync(() => child.kill("SIGKILL")), exited(child)))
+  yield* Effect.acquireRelease(
+    startGearmand(port),
+    (child) => Effect.zipRight(Effect.sync(() => child.kill("SIGKILL")), exited(child))
+  )
   return `127.0.0.1:${port}`
 })

@@ -48,7 +48,15 @@ describe("run-at language", () => {
   })
 
   it("failedJob's backoff: 2^failcount minutes, capped at a day", () => {
-    assert.deepStrictEqual([1, 2, 3, 10, 11, 12, 255].map(failureBackoffSeconds), [120, 240, 480, 61440, 86400, 86400, 86400])
+    assert.deepStrictEqual([1, 2, 3, 10, 11, 12, 255].map(failureBackoffSeconds), [
+      120,
+      240,
+      480,
+      61440,
+      86400,
+      86400,
+      86400
+    ])
   })
 })
 
@@ -94,7 +102,10 @@ describe("worker JSON", () => {
       assert.strictEqual(injected.flag, "controller")
       // A string with code points above 255 can only be text: taken as UTF-8.
       assert.strictEqual(Buffer.from(injected.arg).toString("utf8"), "café ☃")
-      assert.strictEqual((yield* decodeWorkerJson("{\"jobid\":1,\"dbid\":1,\"funcname\":\"f\",\"flag\":\"\"}")).flag, "shim")
+      assert.strictEqual(
+        (yield* decodeWorkerJson("{\"jobid\":1,\"dbid\":1,\"funcname\":\"f\",\"flag\":\"\"}")).flag,
+        "shim"
+      )
     }))
 
   it("the fast decoder and the Schema decoder agree on every payload", () => {
@@ -112,7 +123,17 @@ describe("worker JSON", () => {
     const keys = Object.keys(values) as Array<keyof typeof values>
     let checked = 0
     // Every value of each field against a base job (and a few pairs): both decoders, same answer.
-    const base = { jobid: 1, dbid: 1, funcname: "f", arg: "x", uniqkey: null, coalesce: null, run_after: 0, flag: "shim", failcount: 0 }
+    const base = {
+      jobid: 1,
+      dbid: 1,
+      funcname: "f",
+      arg: "x",
+      uniqkey: null,
+      coalesce: null,
+      run_after: 0,
+      flag: "shim",
+      failcount: 0
+    }
     const variants: Array<Record<string, unknown>> = [base]
     for (const k of keys) for (const v of values[k]) variants.push({ ...base, [k]: v })
     for (const v of values.arg) for (const f of values.flag) variants.push({ ...base, arg: v, flag: f, extra: [1] })
@@ -122,7 +143,11 @@ describe("worker JSON", () => {
       const slow = decodeWorkerJsonWithSchema(json)
       assert.strictEqual(fast._tag, slow._tag, json)
       if (Either.isRight(fast) && Either.isRight(slow)) {
-        assert.deepStrictEqual({ ...fast.right, arg: [...fast.right.arg] }, { ...slow.right, arg: [...slow.right.arg] }, json)
+        assert.deepStrictEqual(
+          { ...fast.right, arg: [...fast.right.arg] },
+          { ...slow.right, arg: [...slow.right.arg] },
+          json
+        )
       }
       checked++
     }
@@ -164,13 +189,27 @@ describe("job validity", () => {
 
   it("function names: no control characters, whitespace or unpaired surrogates, anywhere", () => {
     // The forged `status` line of the issue, and every other separator the admin protocol or a packet knows.
-    const bad = ["evil\t99999\t0\t1\nvictim", "a b", "a\u0000b", "a\r", "a\u007f", "a\u0085", "a\u00a0", "a\u2028", "a\ufeff", "\ud800x", " a", "a "]
+    const bad = [
+      "evil\t99999\t0\t1\nvictim",
+      "a b",
+      "a\u0000b",
+      "a\r",
+      "a\u007f",
+      "a\u0085",
+      "a\u00a0",
+      "a\u2028",
+      "a\ufeff",
+      "\ud800x",
+      " a",
+      "a "
+    ]
     for (const name of bad) {
       assert.isString(funcnameProblem(name), JSON.stringify(name))
       assert.strictEqual(validateNewJob({ funcname: name, runAfter: 0 }).pipe(Either.getLeft, (o) => o._tag), "Some")
     }
     assert.include(funcnameProblem("evil\t99999"), "U+0009 at index 4")
-    for (const name of ["resize", "Image::Resize", "a.b-c/d@e", "café☃", "x\ud83d\ude00"]) assert.isUndefined(funcnameProblem(name), name)
+    for (const name of ["resize", "Image::Resize", "a.b-c/d@e", "café☃", "x\ud83d\ude00"])
+      assert.isUndefined(funcnameProblem(name), name)
     assert.strictEqual(funcnameProblem(""), "funcname is missing")
   })
 
@@ -210,7 +249,8 @@ describe("job validity", () => {
       { ...base, dbid: Number.MAX_SAFE_INTEGER, jobid: Number.MAX_SAFE_INTEGER, uniqkey: "", coalesce: "" },
       { ...base, arg: Buffer.from("\u0000".repeat(1000) + "plain ascii \"quoted\" \\ and \u00ff", "latin1") }
     ]
-    for (const job of jobs) assert.strictEqual(workerJsonBytes(job), Buffer.byteLength(encodeWorkerJson(job)), JSON.stringify(job.funcname))
+    for (const job of jobs)
+      assert.strictEqual(workerJsonBytes(job), Buffer.byteLength(encodeWorkerJson(job)), JSON.stringify(job.funcname))
   })
 
   it("a job whose worker JSON could not be delivered in one Gearman packet is refused; one that fits is stored", () => {
@@ -255,17 +295,19 @@ describe("handles and shards", () => {
   })
 
   it("bad shard configuration names the field and never echoes a password", () => {
-    for (const bad of [
-      "mysql://u:topsecret@h:1/",
-      "postgres://u:topsecret@h/db",
-      "u:topsecret@h",
-      "mysql://u:topsecret@h/db?id=0",
-      "mysql://u:topsecret@h/db?id=0x10",
-      "mysql://u:topsecret%zz@h/db",
-      "mysql://u%E0%A4:topsecret@h/db",
-      "mysql://u:topsecret@h/d%zz",
-      "mysql://u:topsecret@h:0/db"
-    ]) {
+    for (
+      const bad of [
+        "mysql://u:topsecret@h:1/",
+        "postgres://u:topsecret@h/db",
+        "u:topsecret@h",
+        "mysql://u:topsecret@h/db?id=0",
+        "mysql://u:topsecret@h/db?id=0x10",
+        "mysql://u:topsecret%zz@h/db",
+        "mysql://u%E0%A4:topsecret@h/db",
+        "mysql://u:topsecret@h/d%zz",
+        "mysql://u:topsecret@h:0/db"
+      ]
+    ) {
       const result = parseShardUrl(bad, 1)
       assert.isTrue(Either.isLeft(result), bad)
       if (Either.isLeft(result)) {
@@ -276,6 +318,9 @@ describe("handles and shards", () => {
     const dup = shardsFromUrls(["mysql://h/a?id=1", "mysql://h/b?id=1"])
     assert.isTrue(Either.isLeft(dup) && dup.left.message.includes("used twice"))
     assert.isTrue(Either.isLeft(shardsFromUrls([])))
-    assert.deepStrictEqual(Either.map(shardsFromUrls(["mysql://h/a", "mysql://h/b"]), (s) => s.map((x) => x.id)), Either.right([1, 2]))
+    assert.deepStrictEqual(
+      Either.map(shardsFromUrls(["mysql://h/a", "mysql://h/b"]), (s) => s.map((x) => x.id)),
+      Either.right([1, 2])
+    )
   })
 })

@@ -15,31 +15,58 @@ const warnings = (stderr: string, text: string) =>
   stderr.split("\n").filter((l) => l.includes("level=WARN") && l.includes(text))
 
 describe("garivini CLI: hostile input and exposure", () => {
-  it.scoped("a malformed %-escape in a DB URL (flag, GARIVINI_DB, config file, a Driver's GARIVINI_DB) is one line and exit 2", () =>
-    Effect.gen(function*() {
-      const dir = yield* tempDir("garivini-hostile-")
-      const oneLine = (r: { code: number; stdout: string; stderr: string }, expected: string, what: string) => {
-        assert.strictEqual(r.code, 2, `${what}: ${r.stderr}`)
-        assert.strictEqual(r.stderr.trim(), expected, what)
-        assert.notInclude(r.stdout + r.stderr, "p%zz", what)
-      }
-      const password = "garivini: invalid configuration db: the password has a malformed %-escape (write % as %25)"
-      oneLine(yield* garivini("jobs", "list", "--db", "mysql://u:p%zz@h/db"), password, "--db")
-      oneLine(yield* garivini("jobs", "list", "--db", "mysql://u%zz:p@h/db"), "garivini: invalid configuration db: the user name has a malformed %-escape", "user")
-      oneLine(yield* garivini("jobs", "list", "--db", "mysql://u:p@h/d%zz"), "garivini: invalid configuration db: the database name has a malformed %-escape", "database")
-      oneLine(yield* gariviniWithEnv({ GARIVINI_DB: "mysql://u:p%zz@h/db" }, "status"), password, "GARIVINI_DB")
-      const file = join(dir, "bad.yaml")
-      writeFileSync(file, "db: ['mysql://u:p%zz@h/db']\n")
-      oneLine(yield* garivini("inject", "--config", file), password, "config file")
-      oneLine(yield* garivini("jobs", "list", "--db", "mysql://u:p@h:0/db"), "garivini: invalid configuration db: port 0 is not a port (1-65535)", "port 0")
-      oneLine(yield* garivini("jobs", "list", "--db", "mysql://u:p@h/db?id=1e3"), "garivini: invalid configuration db: shard id \"1e3\" is not a positive integer", "id")
-      // Driver children read GARIVINI_DB for durable jobs: the Driver refuses a bad one at start.
-      oneLine(
-        yield* gariviniWithEnv({ GARIVINI_DB: "mysql://u:p%zz@h/db" }, "driver", "--module", fixture("Bare.mjs"), "--console-port", "0"),
-        "garivini: invalid configuration GARIVINI_DB: the password has a malformed %-escape (write % as %25)",
-        "driver"
-      )
-    }), 60_000)
+  it.scoped(
+    "a malformed %-escape in a DB URL (flag, GARIVINI_DB, config file, a Driver's GARIVINI_DB) is one line and exit 2",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* tempDir("garivini-hostile-")
+        const oneLine = (r: { code: number; stdout: string; stderr: string }, expected: string, what: string) => {
+          assert.strictEqual(r.code, 2, `${what}: ${r.stderr}`)
+          assert.strictEqual(r.stderr.trim(), expected, what)
+          assert.notInclude(r.stdout + r.stderr, "p%zz", what)
+        }
+        const password = "garivini: invalid configuration db: the password has a malformed %-escape (write % as %25)"
+        oneLine(yield* garivini("jobs", "list", "--db", "mysql://u:p%zz@h/db"), password, "--db")
+        oneLine(
+          yield* garivini("jobs", "list", "--db", "mysql://u%zz:p@h/db"),
+          "garivini: invalid configuration db: the user name has a malformed %-escape",
+          "user"
+        )
+        oneLine(
+          yield* garivini("jobs", "list", "--db", "mysql://u:p@h/d%zz"),
+          "garivini: invalid configuration db: the database name has a malformed %-escape",
+          "database"
+        )
+        oneLine(yield* gariviniWithEnv({ GARIVINI_DB: "mysql://u:p%zz@h/db" }, "status"), password, "GARIVINI_DB")
+        const file = join(dir, "bad.yaml")
+        writeFileSync(file, "db: ['mysql://u:p%zz@h/db']\n")
+        oneLine(yield* garivini("inject", "--config", file), password, "config file")
+        oneLine(
+          yield* garivini("jobs", "list", "--db", "mysql://u:p@h:0/db"),
+          "garivini: invalid configuration db: port 0 is not a port (1-65535)",
+          "port 0"
+        )
+        oneLine(
+          yield* garivini("jobs", "list", "--db", "mysql://u:p@h/db?id=1e3"),
+          "garivini: invalid configuration db: shard id \"1e3\" is not a positive integer",
+          "id"
+        )
+        // Driver children read GARIVINI_DB for durable jobs: the Driver refuses a bad one at start.
+        oneLine(
+          yield* gariviniWithEnv(
+            { GARIVINI_DB: "mysql://u:p%zz@h/db" },
+            "driver",
+            "--module",
+            fixture("Bare.mjs"),
+            "--console-port",
+            "0"
+          ),
+          "garivini: invalid configuration GARIVINI_DB: the password has a malformed %-escape (write % as %25)",
+          "driver"
+        )
+      }),
+    60_000
+  )
 
   it.effect("a password given with --db is warned about once; in GARIVINI_DB it is not", () =>
     Effect.gen(function*() {
@@ -55,68 +82,105 @@ describe("garivini CLI: hostile input and exposure", () => {
       assert.lengthOf(warnings(noPassword.stderr, "password"), 0, noPassword.stderr)
     }), 60_000)
 
-  it.scopedLive("gearmand and up warn once when they listen beyond loopback; not on 127.0.0.1", () =>
-    Effect.gen(function*() {
-      const wide = yield* background("gearmand", "--listen", "0.0.0.0:0")
-      yield* eventually(Effect.map(wide.errors, (e) => warnings(e, "no authentication").length > 0), "the warning", 20_000)
-      assert.lengthOf(warnings(yield* wide.errors, "beyond loopback"), 1)
-      assert.strictEqual((yield* wide.stop("SIGTERM")).code, 0)
+  it.scopedLive(
+    "gearmand and up warn once when they listen beyond loopback; not on 127.0.0.1",
+    () =>
+      Effect.gen(function*() {
+        const wide = yield* background("gearmand", "--listen", "0.0.0.0:0")
+        yield* eventually(
+          Effect.map(wide.errors, (e) => warnings(e, "no authentication").length > 0),
+          "the warning",
+          20_000
+        )
+        assert.lengthOf(warnings(yield* wide.errors, "beyond loopback"), 1)
+        assert.strictEqual((yield* wide.stop("SIGTERM")).code, 0)
 
-      const local = yield* background("gearmand", "--listen", "127.0.0.1:0")
-      yield* eventually(Effect.map(local.errors, (e) => e.includes("job server up")), "the job server", 20_000)
-      assert.lengthOf(warnings(yield* local.errors, "beyond loopback"), 0)
-      yield* local.stop("SIGTERM")
+        const local = yield* background("gearmand", "--listen", "127.0.0.1:0")
+        yield* eventually(Effect.map(local.errors, (e) => e.includes("job server up")), "the job server", 20_000)
+        assert.lengthOf(warnings(yield* local.errors, "beyond loopback"), 0)
+        yield* local.stop("SIGTERM")
 
-      const db = `sqlite:${join(yield* tempDir("garivini-hostile-"), "up.db")}`
-      const up = yield* background("up", "--listen", "0.0.0.0:0", "--db", db)
-      yield* eventually(Effect.map(up.output, (o) => o.includes("garivini up:")), "up to start", 30_000)
-      yield* eventually(Effect.map(up.errors, (e) => warnings(e, "beyond loopback").length === 1), "the warning", 20_000)
-      assert.include((yield* up.errors), "the embedded job server listens on 0.0.0.0:")
-      assert.strictEqual((yield* up.stop("SIGTERM")).code, 0)
-    }), 90_000)
+        const db = `sqlite:${join(yield* tempDir("garivini-hostile-"), "up.db")}`
+        const up = yield* background("up", "--listen", "0.0.0.0:0", "--db", db)
+        yield* eventually(Effect.map(up.output, (o) => o.includes("garivini up:")), "up to start", 30_000)
+        yield* eventually(
+          Effect.map(up.errors, (e) => warnings(e, "beyond loopback").length === 1),
+          "the warning",
+          20_000
+        )
+        assert.include(yield* up.errors, "the embedded job server listens on 0.0.0.0:")
+        assert.strictEqual((yield* up.stop("SIGTERM")).code, 0)
+      }),
+    90_000
+  )
 
   it.scopedLive("the Driver console warns when it binds beyond loopback", () =>
     Effect.gen(function*() {
       const driver = yield* startDriver([fixture("Bare.mjs")], { console_host: "0.0.0.0" })
-      yield* eventually(Effect.sync(() => warnings(driver.output(), "the Driver console listens on 0.0.0.0:").length === 1), "the warning", 20_000)
+      yield* eventually(
+        Effect.sync(() => warnings(driver.output(), "the Driver console listens on 0.0.0.0:").length === 1),
+        "the warning",
+        20_000
+      )
     }), 60_000)
 
-  it.scopedLive("jobs retry and delete refuse a job that may be running (run_after within a lease of now) unless --force", () =>
-    Effect.gen(function*() {
-      const file = join(yield* tempDir("garivini-hostile-"), "jobs.db")
-      const db = `sqlite:${file}`
-      const now = Math.floor(Date.now() / 1000)
-      // As a QueueRunner leaves them: 1:1 and 1:2 claimed (leased 1000 s); 1:3 due; 1:4 scheduled far ahead.
-      yield* Effect.scoped(Effect.gen(function*() {
-        const storage = yield* Storage
-        yield* storage.insert([0, 0, 0, 5000].map((delay, i) => ({ funcname: "f", arg: `${i}`, runAfter: i < 2 ? now - 10 : now + delay })))
-        assert.lengthOf(yield* storage.claimDue(1, 2, "1000 seconds"), 2)
-      }).pipe(Effect.provide(Layer.orDie(layerSqlite({ filename: file })))))
-      const runAfter = (handle: string) =>
-        Effect.map(garivini("jobs", "show", "--db", db, "--json", handle), (r) => Number(JSON.parse(r.stdout).run_after))
+  it.scopedLive(
+    "jobs retry and delete refuse a job that may be running (run_after within a lease of now) unless --force",
+    () =>
+      Effect.gen(function*() {
+        const file = join(yield* tempDir("garivini-hostile-"), "jobs.db")
+        const db = `sqlite:${file}`
+        const now = Math.floor(Date.now() / 1000)
+        // As a QueueRunner leaves them: 1:1 and 1:2 claimed (leased 1000 s); 1:3 due; 1:4 scheduled far ahead.
+        yield* Effect.scoped(
+          Effect.gen(function*() {
+            const storage = yield* Storage
+            yield* storage.insert(
+              [0, 0, 0, 5000].map((delay, i) => ({
+                funcname: "f",
+                arg: `${i}`,
+                runAfter: i < 2 ? now - 10 : now + delay
+              }))
+            )
+            assert.lengthOf(yield* storage.claimDue(1, 2, "1000 seconds"), 2)
+          }).pipe(Effect.provide(Layer.orDie(layerSqlite({ filename: file }))))
+        )
+        const runAfter = (handle: string) =>
+          Effect.map(garivini("jobs", "show", "--db", db, "--json", handle), (r) =>
+            Number(JSON.parse(r.stdout).run_after))
 
-      const refused = yield* garivini("jobs", "retry", "--db", db, "1:1")
-      assert.strictEqual(refused.code, 1, refused.stderr)
-      assert.match(refused.stderr, /job 1:1 may be running right now: .*within a lease \(1000 s\).*could run it twice; --force/)
-      assert.isAbove(yield* runAfter("1:1"), now + 900, "the lease is untouched")
-      const forced = yield* garivini("jobs", "retry", "--db", db, "--force", "1:1")
-      assert.strictEqual(forced.code, 0, forced.stderr)
-      assert.isAtMost(yield* runAfter("1:1"), Math.floor(Date.now() / 1000))
+        const refused = yield* garivini("jobs", "retry", "--db", db, "1:1")
+        assert.strictEqual(refused.code, 1, refused.stderr)
+        assert.match(
+          refused.stderr,
+          /job 1:1 may be running right now: .*within a lease \(1000 s\).*could run it twice; --force/
+        )
+        assert.isAbove(yield* runAfter("1:1"), now + 900, "the lease is untouched")
+        const forced = yield* garivini("jobs", "retry", "--db", db, "--force", "1:1")
+        assert.strictEqual(forced.code, 0, forced.stderr)
+        assert.isAtMost(yield* runAfter("1:1"), Math.floor(Date.now() / 1000))
 
-      const notRunning = yield* garivini("jobs", "delete", "--db", db, "1:2")
-      assert.strictEqual(notRunning.code, 1)
-      assert.include(notRunning.stderr, "deleting it would not stop it")
-      // A shorter lease configured: 1000 s ahead is beyond it, so the job cannot be running.
-      assert.include((yield* garivini("jobs", "delete", "--db", db, "--lease", "60", "1:2")).stdout, "job 1:2 deleted")
+        const notRunning = yield* garivini("jobs", "delete", "--db", db, "1:2")
+        assert.strictEqual(notRunning.code, 1)
+        assert.include(notRunning.stderr, "deleting it would not stop it")
+        // A shorter lease configured: 1000 s ahead is beyond it, so the job cannot be running.
+        assert.include(
+          (yield* garivini("jobs", "delete", "--db", db, "--lease", "60", "1:2")).stdout,
+          "job 1:2 deleted"
+        )
 
-      assert.include((yield* garivini("jobs", "retry", "--db", db, "1:3")).stdout, "job 1:3 is already due")
-      assert.include((yield* garivini("jobs", "retry", "--db", db, "1:4")).stdout, "job 1:4 is due")
-      assert.include((yield* garivini("jobs", "delete", "--db", db, "1:3")).stdout, "job 1:3 deleted")
-    }), 60_000)
+        assert.include((yield* garivini("jobs", "retry", "--db", db, "1:3")).stdout, "job 1:3 is already due")
+        assert.include((yield* garivini("jobs", "retry", "--db", db, "1:4")).stdout, "job 1:4 is due")
+        assert.include((yield* garivini("jobs", "delete", "--db", db, "1:3")).stdout, "job 1:3 deleted")
+      }),
+    60_000
+  )
 
   it("loopback is 127.0.0.0/8, ::1 and localhost; a URL's password is seen without decoding it", () => {
-    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "0:0:0:0:0:0:0:1", "localhost", "::ffff:127.0.0.1"]) assert.isTrue(isLoopback(host), host)
-    for (const host of ["0.0.0.0", "::", "10.0.0.1", "192.168.1.2", "db.example.com", "::2", "::ffff:10.0.0.1"]) assert.isFalse(isLoopback(host), host)
+    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "0:0:0:0:0:0:0:1", "localhost", "::ffff:127.0.0.1"])
+      assert.isTrue(isLoopback(host), host)
+    for (const host of ["0.0.0.0", "::", "10.0.0.1", "192.168.1.2", "db.example.com", "::2", "::ffff:10.0.0.1"])
+      assert.isFalse(isLoopback(host), host)
     assert.isTrue(urlHasPassword("mysql://u:p%zz@h/db"))
     assert.isFalse(urlHasPassword("mysql://u@h/db"))
     assert.isFalse(urlHasPassword("sqlite:./garivini.db"))

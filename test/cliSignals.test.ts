@@ -26,37 +26,52 @@ const dispatchControllerJob = Effect.gen(function*() {
 
 describe("stopping a garivini controller", () => {
   for (const signals of [1, 2] as const) {
-    it.scopedLive(signals === 1
-      ? "SIGTERM while a job runs: the job finishes (grace period), its row is completed, exit 0"
-      : "a second SIGTERM while the first waits on a job: exit at once, the row left leased", () =>
-      Effect.gen(function*() {
-        const [shard] = yield* testShards(1)
-        const server = yield* scopedGearmand
-        yield* Effect.gen(function*() {
-          const started = yield* Deferred.make<void>()
-          const release = yield* Deferred.make<void>()
-          yield* Worker.serve({ slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release)) })
-          const controller = yield* background("controller", "--db", `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`, "--gearmand", server)
-          const job = yield* dispatchControllerJob
-          yield* Deferred.await(started)
-          yield* controller.signal("SIGTERM")
-          yield* eventually(Effect.map(controller.errors, (e) => e.includes("running job(s)")), "the controller to wait for its running job")
-          assert.isFalse(yield* controller.exited, "the first signal does not end a running job")
-          const storage = yield* Storage
-          if (signals === 2) {
+    it.scopedLive(
+      signals === 1
+        ? "SIGTERM while a job runs: the job finishes (grace period), its row is completed, exit 0"
+        : "a second SIGTERM while the first waits on a job: exit at once, the row left leased",
+      () =>
+        Effect.gen(function*() {
+          const [shard] = yield* testShards(1)
+          const server = yield* scopedGearmand
+          yield* Effect.gen(function*() {
+            const started = yield* Deferred.make<void>()
+            const release = yield* Deferred.make<void>()
+            yield* Worker.serve({
+              slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release))
+            })
+            const controller = yield* background(
+              "controller",
+              "--db",
+              `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`,
+              "--gearmand",
+              server
+            )
+            const job = yield* dispatchControllerJob
+            yield* Deferred.await(started)
             yield* controller.signal("SIGTERM")
-            const exit = yield* controller.exit
-            assert.strictEqual(exit.code, 130)
-            // The job never finished: the row stays as leased, for the lease to bring it back.
-            assert.strictEqual(Option.getOrThrow(yield* storage.get(job)).runAfter, job.runAfter)
+            yield* eventually(
+              Effect.map(controller.errors, (e) => e.includes("running job(s)")),
+              "the controller to wait for its running job"
+            )
+            assert.isFalse(yield* controller.exited, "the first signal does not end a running job")
+            const storage = yield* Storage
+            if (signals === 2) {
+              yield* controller.signal("SIGTERM")
+              const exit = yield* controller.exit
+              assert.strictEqual(exit.code, 130)
+              // The job never finished: the row stays as leased, for the lease to bring it back.
+              assert.strictEqual(Option.getOrThrow(yield* storage.get(job)).runAfter, job.runAfter)
+              yield* Deferred.succeed(release, undefined)
+              return
+            }
             yield* Deferred.succeed(release, undefined)
-            return
-          }
-          yield* Deferred.succeed(release, undefined)
-          const exit = yield* controller.exit
-          assert.strictEqual(exit.code, 0, exit.stderr)
-          assert.isTrue(Option.isNone(yield* storage.get(job)), "the controller completed the row before it exited")
-        }).pipe(Effect.scoped, Effect.provide(env([shard!], [server])))
-      }), 60_000)
+            const exit = yield* controller.exit
+            assert.strictEqual(exit.code, 0, exit.stderr)
+            assert.isTrue(Option.isNone(yield* storage.get(job)), "the controller completed the row before it exited")
+          }).pipe(Effect.scoped, Effect.provide(env([shard!], [server])))
+        }),
+      60_000
+    )
   }
 })

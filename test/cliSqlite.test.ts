@@ -9,91 +9,153 @@ import { background, garivini, listJobs } from "./support/cli.js"
 import { tempDir } from "./support/files.js"
 
 describe("garivini CLI on SQLite", () => {
-  it.scopedLive("migrate, inject (direct and --pure), run, consume, status, jobs on one file shared by every process", () =>
-    Effect.gen(function*() {
-      const file = join(yield* tempDir("garivini-cli-sqlite-"), "garivini.db")
-      const db = `sqlite:${file}`
-      const gearmand = yield* scopedGearmand
-      const connect = ["--db", db, "--gearmand", gearmand]
-      const migrated = yield* garivini("migrate", "--db", db)
-      assert.strictEqual(migrated.code, 0, migrated.stderr)
-      assert.include(migrated.stdout, `schema applied to SQLite file ${file}`)
-      assert.strictEqual((yield* garivini("migrate", "--db", db)).code, 0, "migrate is idempotent")
+  it.scopedLive(
+    "migrate, inject (direct and --pure), run, consume, status, jobs on one file shared by every process",
+    () =>
+      Effect.gen(function*() {
+        const file = join(yield* tempDir("garivini-cli-sqlite-"), "garivini.db")
+        const db = `sqlite:${file}`
+        const gearmand = yield* scopedGearmand
+        const connect = ["--db", db, "--gearmand", gearmand]
+        const migrated = yield* garivini("migrate", "--db", db)
+        assert.strictEqual(migrated.code, 0, migrated.stderr)
+        assert.include(migrated.stdout, `schema applied to SQLite file ${file}`)
+        assert.strictEqual((yield* garivini("migrate", "--db", db)).code, 0, "migrate is idempotent")
 
-      assert.include((yield* garivini("inject", ...connect, "--count", "3", "--function", "parked", "--arg", "p")).stdout, "stored 3 job(s)")
-      const parked = yield* listJobs(db, "--function", "parked")
-      assert.deepStrictEqual(parked.map((j) => j.handle), ["1:1", "1:2", "1:3"])
-      assert.include((yield* garivini("jobs", "show", "--db", db, "1:1")).stdout, "1 bytes: p")
-      assert.include((yield* garivini("jobs", "delete", "--db", db, "1:1")).stdout, "deleted")
+        assert.include(
+          (yield* garivini("inject", ...connect, "--count", "3", "--function", "parked", "--arg", "p")).stdout,
+          "stored 3 job(s)"
+        )
+        const parked = yield* listJobs(db, "--function", "parked")
+        assert.deepStrictEqual(parked.map((j) => j.handle), ["1:1", "1:2", "1:3"])
+        assert.include((yield* garivini("jobs", "show", "--db", db, "1:1")).stdout, "1 bytes: p")
+        assert.include((yield* garivini("jobs", "delete", "--db", db, "1:1")).stdout, "deleted")
 
-      const run = yield* background("run", ...connect, "--batch-run-sleep", "0.1")
-      const consume = yield* background("consume", ...connect, "--function", "work")
-      yield* eventually(Effect.map(run.errors, (e) => e.includes("running queue-runner")), "the roles to start", 30_000)
-      assert.include((yield* garivini("inject", ...connect, "--count", "20", "--function", "work", "--arg", "direct")).stdout, "stored 20")
-      const pure = yield* garivini("inject", ...connect, "--count", "5", "--function", "work", "--arg", "pure", "--pure")
-      assert.strictEqual(pure.code, 0, pure.stderr)
-      yield* eventually(Effect.map(listJobs(db, "--function", "work"), (jobs) => jobs.length === 0), "the work jobs to complete", 60_000)
-      const printed = (yield* consume.output).split("\n").filter((l) => l.startsWith("Hay it's a job"))
-      assert.strictEqual(printed.filter((l) => l.endsWith(" direct")).length, 20)
-      assert.strictEqual(printed.filter((l) => l.endsWith(" pure")).length, 5)
-      const status = JSON.parse((yield* garivini("status", ...connect, "--json")).stdout)
-      const parkedStatus = status.functions.find((f: { function: string }) => f.function === "parked")
-      assert.deepStrictEqual([parkedStatus.shard, parkedStatus.due + parkedStatus.scheduled], [1, 2])
-      assert.deepStrictEqual(status.unavailable_shards, [])
-      assert.strictEqual((yield* consume.stop("SIGTERM")).code, 0)
-      assert.strictEqual((yield* run.stop("SIGTERM")).code, 0)
-    }), 120_000)
+        const run = yield* background("run", ...connect, "--batch-run-sleep", "0.1")
+        const consume = yield* background("consume", ...connect, "--function", "work")
+        yield* eventually(
+          Effect.map(run.errors, (e) => e.includes("running queue-runner")),
+          "the roles to start",
+          30_000
+        )
+        assert.include(
+          (yield* garivini("inject", ...connect, "--count", "20", "--function", "work", "--arg", "direct")).stdout,
+          "stored 20"
+        )
+        const pure = yield* garivini(
+          "inject",
+          ...connect,
+          "--count",
+          "5",
+          "--function",
+          "work",
+          "--arg",
+          "pure",
+          "--pure"
+        )
+        assert.strictEqual(pure.code, 0, pure.stderr)
+        yield* eventually(
+          Effect.map(listJobs(db, "--function", "work"), (jobs) => jobs.length === 0),
+          "the work jobs to complete",
+          60_000
+        )
+        const printed = (yield* consume.output).split("\n").filter((l) => l.startsWith("Hay it's a job"))
+        assert.strictEqual(printed.filter((l) => l.endsWith(" direct")).length, 20)
+        assert.strictEqual(printed.filter((l) => l.endsWith(" pure")).length, 5)
+        const status = JSON.parse((yield* garivini("status", ...connect, "--json")).stdout)
+        const parkedStatus = status.functions.find((f: { function: string }) => f.function === "parked")
+        assert.deepStrictEqual([parkedStatus.shard, parkedStatus.due + parkedStatus.scheduled], [1, 2])
+        assert.deepStrictEqual(status.unavailable_shards, [])
+        assert.strictEqual((yield* consume.stop("SIGTERM")).code, 0)
+        assert.strictEqual((yield* run.stop("SIGTERM")).code, 0)
+      }),
+    120_000
+  )
 
-  it.scopedLive("a queue-runner killed with SIGKILL loses no job: restarted, every job runs", () =>
-    Effect.gen(function*() {
-      const db = `sqlite:${join(yield* tempDir("garivini-cli-sqlite-"), "killed.db")}`
-      const gearmand = yield* scopedGearmand
-      const connect = ["--db", db, "--gearmand", gearmand]
-      assert.include((yield* garivini("inject", ...connect, "--count", "500", "--function", "kill")).stdout, "stored 500")
-      // Jobs nobody serves yet: the runner claims (leases) them and they wait in gearmand.
-      assert.include((yield* garivini("inject", ...connect, "--count", "100", "--function", "parked")).stdout, "stored 100")
-      const runner = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "2", "--batch-max-size", "50")
-      const consume = yield* background("consume", ...connect, "--function", "kill", "--concurrency", "2")
-      yield* eventually(
-        Effect.map(listJobs(db, "--function", "parked", "--state", "scheduled"), (jobs) => jobs.length === 100),
-        "the parked jobs to be leased",
-        60_000
-      )
-      // Killed mid-run: what it claimed is leased in the file, and comes back when the lease ends.
-      assert.strictEqual((yield* runner.stop("SIGKILL")).code, 128)
-      yield* consume.stop("SIGKILL")
-      assert.strictEqual((yield* listJobs(db, "--function", "parked")).length, 100)
-      yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "2")
-      yield* background("consume", ...connect, "--function", "kill", "--concurrency", "4")
-      yield* background("consume", ...connect, "--function", "parked", "--concurrency", "4")
-      yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "every remaining job to run", 60_000)
-    }), 120_000)
+  it.scopedLive(
+    "a queue-runner killed with SIGKILL loses no job: restarted, every job runs",
+    () =>
+      Effect.gen(function*() {
+        const db = `sqlite:${join(yield* tempDir("garivini-cli-sqlite-"), "killed.db")}`
+        const gearmand = yield* scopedGearmand
+        const connect = ["--db", db, "--gearmand", gearmand]
+        assert.include(
+          (yield* garivini("inject", ...connect, "--count", "500", "--function", "kill")).stdout,
+          "stored 500"
+        )
+        // Jobs nobody serves yet: the runner claims (leases) them and they wait in gearmand.
+        assert.include(
+          (yield* garivini("inject", ...connect, "--count", "100", "--function", "parked")).stdout,
+          "stored 100"
+        )
+        const runner = yield* background(
+          "queue-runner",
+          ...connect,
+          "--batch-run-sleep",
+          "0.1",
+          "--lease",
+          "2",
+          "--batch-max-size",
+          "50"
+        )
+        const consume = yield* background("consume", ...connect, "--function", "kill", "--concurrency", "2")
+        yield* eventually(
+          Effect.map(listJobs(db, "--function", "parked", "--state", "scheduled"), (jobs) => jobs.length === 100),
+          "the parked jobs to be leased",
+          60_000
+        )
+        // Killed mid-run: what it claimed is leased in the file, and comes back when the lease ends.
+        assert.strictEqual((yield* runner.stop("SIGKILL")).code, 128)
+        yield* consume.stop("SIGKILL")
+        assert.strictEqual((yield* listJobs(db, "--function", "parked")).length, 100)
+        yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "2")
+        yield* background("consume", ...connect, "--function", "kill", "--concurrency", "4")
+        yield* background("consume", ...connect, "--function", "parked", "--concurrency", "4")
+        yield* eventually(Effect.map(listJobs(db), (jobs) => jobs.length === 0), "every remaining job to run", 60_000)
+      }),
+    120_000
+  )
 
-  it.scopedLive("inject and consume refuse reserved and malformed function names; nothing is stored", () =>
-    Effect.gen(function*() {
-      const file = join(yield* tempDir("garivini-cli-names-"), "garivini.db")
-      const db = `sqlite:${file}`
-      const gearmand = yield* scopedGearmand
-      assert.strictEqual((yield* garivini("migrate", "--db", db)).code, 0)
-      for (const [name, pure] of [["run_queued_job", []], ["evil\t99999\t0\t1\nvictim", []], ["a b", ["--pure"]]] as const) {
-        const result = yield* garivini("inject", "--db", db, "--gearmand", gearmand, "--function", name, ...pure)
-        assert.strictEqual(result.code, 2, `${JSON.stringify(name)}: ${result.stderr}`)
-        assert.include(result.stderr, "invalid option --function")
-      }
-      const consume = yield* garivini("consume", "--db", db, "--gearmand", gearmand, "--function", "a\tb")
-      assert.strictEqual(consume.code, 1, consume.stderr)
-      assert.include(consume.stderr, "U+0009")
-      assert.deepStrictEqual(yield* listJobs(db), [])
-    }), 60_000)
+  it.scopedLive(
+    "inject and consume refuse reserved and malformed function names; nothing is stored",
+    () =>
+      Effect.gen(function*() {
+        const file = join(yield* tempDir("garivini-cli-names-"), "garivini.db")
+        const db = `sqlite:${file}`
+        const gearmand = yield* scopedGearmand
+        assert.strictEqual((yield* garivini("migrate", "--db", db)).code, 0)
+        for (
+          const [name, pure] of [["run_queued_job", []], ["evil\t99999\t0\t1\nvictim", []], ["a b", [
+            "--pure"
+          ]]] as const
+        ) {
+          const result = yield* garivini("inject", "--db", db, "--gearmand", gearmand, "--function", name, ...pure)
+          assert.strictEqual(result.code, 2, `${JSON.stringify(name)}: ${result.stderr}`)
+          assert.include(result.stderr, "invalid option --function")
+        }
+        const consume = yield* garivini("consume", "--db", db, "--gearmand", gearmand, "--function", "a\tb")
+        assert.strictEqual(consume.code, 1, consume.stderr)
+        assert.include(consume.stderr, "U+0009")
+        assert.deepStrictEqual(yield* listJobs(db), [])
+      }),
+    60_000
+  )
 
-  it.effect("a sqlite: target mixed with MySQL shards, or naming no file, is a configuration error (exit 2); schema --sqlite", () =>
-    Effect.gen(function*() {
-      const mixed = yield* garivini("jobs", "list", "--db", "sqlite:./x.db", "--db", "mysql://root@127.0.0.1/x")
-      assert.strictEqual(mixed.code, 2)
-      assert.include(mixed.stderr, "cannot be combined with other databases")
-      const empty = yield* garivini("status", "--db", "sqlite:")
-      assert.strictEqual(empty.code, 2)
-      assert.include(empty.stderr, "names no file")
-      assert.include((yield* garivini("schema", "--sqlite")).stdout, "ON job (rtrim(funcname, ' '), rtrim(uniqkey, ' '))")
-    }), 60_000)
+  it.effect(
+    "a sqlite: target mixed with MySQL shards, or naming no file, is a configuration error (exit 2); schema --sqlite",
+    () =>
+      Effect.gen(function*() {
+        const mixed = yield* garivini("jobs", "list", "--db", "sqlite:./x.db", "--db", "mysql://root@127.0.0.1/x")
+        assert.strictEqual(mixed.code, 2)
+        assert.include(mixed.stderr, "cannot be combined with other databases")
+        const empty = yield* garivini("status", "--db", "sqlite:")
+        assert.strictEqual(empty.code, 2)
+        assert.include(empty.stderr, "names no file")
+        assert.include(
+          (yield* garivini("schema", "--sqlite")).stdout,
+          "ON job (rtrim(funcname, ' '), rtrim(uniqkey, ' '))"
+        )
+      }),
+    60_000
+  )
 })

@@ -24,7 +24,16 @@ describe("two queue-runner processes", () => {
         const db = yield* store
         const server = yield* scopedGearmand
         const connect = ["--db", db, "--gearmand", server]
-        const stored = yield* garivini("inject", ...connect, "--count", String(JOBS), "--function", "twice", "--arg", "x")
+        const stored = yield* garivini(
+          "inject",
+          ...connect,
+          "--count",
+          String(JOBS),
+          "--function",
+          "twice",
+          "--arg",
+          "x"
+        )
         assert.strictEqual(stored.code, 0, stored.stderr)
         // Small batches, so both runners claim many times over the same rows.
         const runners = [
@@ -32,10 +41,16 @@ describe("two queue-runner processes", () => {
           yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.05", "--batch-max-size", "50")
         ]
         const consume = yield* background("consume", ...connect, "--function", "twice", "--concurrency", "8")
-        yield* eventually(Effect.map(listJobs(db, "--function", "twice"), (jobs) => jobs.length === 0), "every job to complete", 90_000)
+        yield* eventually(
+          Effect.map(listJobs(db, "--function", "twice"), (jobs) => jobs.length === 0),
+          "every job to complete",
+          90_000
+        )
         // Stopped first, so every line it printed is in.
         assert.strictEqual((yield* consume.stop("SIGTERM")).code, 0)
-        const handles = (yield* consume.output).split("\n").filter((l) => l.startsWith("Hay it's a job: ")).map((l) => l.split(" ")[4]!)
+        const handles = (yield* consume.output).split("\n").filter((l) => l.startsWith("Hay it's a job: ")).map((l) =>
+          l.split(" ")[4]!
+        )
         const runs = new Map<string, number>()
         for (const h of handles) runs.set(h, (runs.get(h) ?? 0) + 1)
         assert.strictEqual(runs.size, JOBS, "every job ran")

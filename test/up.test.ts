@@ -23,7 +23,11 @@ import { testShards } from "./support/mysql.js"
 interface Target {
   readonly name: string
   /** The `--db` value and a Storage layer on the same database, for the test's own worker. */
-  readonly make: Effect.Effect<{ readonly db: string; readonly storage: Layer.Layer<Storage> }, never, import("effect").Scope.Scope>
+  readonly make: Effect.Effect<
+    { readonly db: string; readonly storage: Layer.Layer<Storage> },
+    never,
+    import("effect").Scope.Scope
+  >
 }
 
 const mysqlTarget: Target = {
@@ -47,52 +51,87 @@ const FUNCTION = "up_test"
 
 const startUp = (db: string, port: number) =>
   Effect.gen(function*() {
-    const up = yield* background("up", "--db", db, "--listen", `127.0.0.1:${port}`, "--lease", "20", "--controller-timeout", "15", "--batch-run-sleep", "0.1")
-    yield* eventually(Effect.map(up.output, (o) => o.includes("clients and workers connect to")), "garivini up to be ready")
+    const up = yield* background(
+      "up",
+      "--db",
+      db,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--lease",
+      "20",
+      "--controller-timeout",
+      "15",
+      "--batch-run-sleep",
+      "0.1"
+    )
+    yield* eventually(
+      Effect.map(up.output, (o) => o.includes("clients and workers connect to")),
+      "garivini up to be ready"
+    )
     return up
   })
 
 for (const target of [sqliteTarget, mysqlTarget]) {
   describe(`garivini up over ${target.name}`, () => {
-    it.scopedLive(`${JOBS} jobs stored and injected all run; SIGKILL halfway and a restart lose none`, () =>
-      Effect.gen(function*() {
-        const { db, storage } = yield* target.make
-        const port = yield* freePort
-        const first = yield* startUp(db, port)
-        assert.include(yield* first.output, `job server 127.0.0.1:${port} (embedded)`)
+    it.scopedLive(
+      `${JOBS} jobs stored and injected all run; SIGKILL halfway and a restart lose none`,
+      () =>
+        Effect.gen(function*() {
+          const { db, storage } = yield* target.make
+          const port = yield* freePort
+          const first = yield* startUp(db, port)
+          assert.include(yield* first.output, `job server 127.0.0.1:${port} (embedded)`)
 
-        const runs = new Map<string, number>()
-        const services = Layer.mergeAll(storage, Gearman.layer({ servers: [`127.0.0.1:${port}`] }))
-        yield* Effect.gen(function*() {
-          // Half through the database, half through inject_jobs (answered once stored).
-          yield* Client.insertJobs(Array.from({ length: JOBS / 2 }, (_, i) => ({ funcname: FUNCTION, arg: `direct ${i}` })))
-          const gearman = yield* Gearman.Gearman
-          yield* Effect.forEach(Array.from({ length: JOBS / 2 }), (_, i) =>
-            gearman.submit(INJECT_FUNCTION, JSON.stringify({ funcname: FUNCTION, arg: `injected ${i}` })), { concurrency: 16, discard: true })
+          const runs = new Map<string, number>()
+          const services = Layer.mergeAll(storage, Gearman.layer({ servers: [`127.0.0.1:${port}`] }))
+          yield* Effect.gen(function*() {
+            // Half through the database, half through inject_jobs (answered once stored).
+            yield* Client.insertJobs(
+              Array.from({ length: JOBS / 2 }, (_, i) => ({ funcname: FUNCTION, arg: `direct ${i}` }))
+            )
+            const gearman = yield* Gearman.Gearman
+            yield* Effect.forEach(
+              Array.from({ length: JOBS / 2 }),
+              (_, i) => gearman.submit(INJECT_FUNCTION, JSON.stringify({ funcname: FUNCTION, arg: `injected ${i}` })),
+              { concurrency: 16, discard: true }
+            )
 
-          yield* Worker.serve({
-            [FUNCTION]: (job) => Effect.sync(() => void runs.set(job.text, (runs.get(job.text) ?? 0) + 1))
-          }, { concurrency: 8 })
-          yield* eventually(Effect.sync(() => runs.size >= JOBS / 2), "half the jobs to run", 120_000)
-          yield* first.stop("SIGKILL")
-          // What had run, and which jobs' rows were leased (run_after in the future), at the kill.
-          const runsAtKill = new Map(runs)
-          const leased = yield* Effect.flatMap(StorageLayers.Storage, (s) => s.list({ state: "scheduled", limit: JOBS }))
-          const leasedAtKill = new Set(leased.map((j) => Buffer.from(j.arg).toString()))
-          assert.isAbove(yield* remaining, 0, "killed with jobs left")
+            yield* Worker.serve({
+              [FUNCTION]: (job) => Effect.sync(() => void runs.set(job.text, (runs.get(job.text) ?? 0) + 1))
+            }, { concurrency: 8 })
+            yield* eventually(Effect.sync(() => runs.size >= JOBS / 2), "half the jobs to run", 120_000)
+            yield* first.stop("SIGKILL")
+            // What had run, and which jobs' rows were leased (run_after in the future), at the kill.
+            const runsAtKill = new Map(runs)
+            const leased = yield* Effect.flatMap(
+              StorageLayers.Storage,
+              (s) => s.list({ state: "scheduled", limit: JOBS })
+            )
+            const leasedAtKill = new Set(leased.map((j) => Buffer.from(j.arg).toString()))
+            assert.isAbove(yield* remaining, 0, "killed with jobs left")
 
-          const second = yield* startUp(db, port)
-          yield* eventually(Effect.map(remaining, (n) => n === 0 && runs.size === JOBS), "every job to run after the restart", 120_000)
-          // At least once: a job that had run may run again after the restart only if its row
-          // was leased (in flight, its completion not yet stored) when the process was killed.
-          const ranAgain = [...runsAtKill].filter(([text, n]) => runs.get(text)! > n).map(([text]) => text)
-          assert.deepStrictEqual(ranAgain.filter((text) => !leasedAtKill.has(text)), [], "ran again though not leased at the kill")
-          const stopped = yield* second.stop("SIGTERM")
-          assert.strictEqual(stopped.code, 0, stopped.stderr)
-        }).pipe(Effect.scoped, Effect.provide(services))
-        assert.strictEqual(runs.size, JOBS)
-        assert.isTrue([...runs.keys()].every((k) => k.startsWith("direct ") || k.startsWith("injected ")))
-      }), { timeout: 300_000 })
+            const second = yield* startUp(db, port)
+            yield* eventually(
+              Effect.map(remaining, (n) => n === 0 && runs.size === JOBS),
+              "every job to run after the restart",
+              120_000
+            )
+            // At least once: a job that had run may run again after the restart only if its row
+            // was leased (in flight, its completion not yet stored) when the process was killed.
+            const ranAgain = [...runsAtKill].filter(([text, n]) => runs.get(text)! > n).map(([text]) => text)
+            assert.deepStrictEqual(
+              ranAgain.filter((text) => !leasedAtKill.has(text)),
+              [],
+              "ran again though not leased at the kill"
+            )
+            const stopped = yield* second.stop("SIGTERM")
+            assert.strictEqual(stopped.code, 0, stopped.stderr)
+          }).pipe(Effect.scoped, Effect.provide(services))
+          assert.strictEqual(runs.size, JOBS)
+          assert.isTrue([...runs.keys()].every((k) => k.startsWith("direct ") || k.startsWith("injected ")))
+        }),
+      { timeout: 300_000 }
+    )
 
     it.scopedLive("prints where to connect and refuses a taken port with one line and exit 1", () =>
       Effect.gen(function*() {
@@ -114,7 +153,11 @@ for (const target of [sqliteTarget, mysqlTarget]) {
 const tool = (file: string, args: ReadonlyArray<string>, both = false) =>
   Effect.async<string, Error>((resume) => {
     execFile(file, [...args], { timeout: 30_000 }, (error, stdout, stderr) =>
-      resume(error ? Effect.fail(new Error(`${file} ${args.join(" ")}: ${error.message} ${stderr}`)) : Effect.succeed(both ? stdout + stderr : stdout)))
+      resume(
+        error
+          ? Effect.fail(new Error(`${file} ${args.join(" ")}: ${error.message} ${stderr}`))
+          : Effect.succeed(both ? stdout + stderr : stdout)
+      ))
   })
 
 describe("garivini up with job servers given", () => {
@@ -123,7 +166,10 @@ describe("garivini up with job servers given", () => {
       const gd = yield* gearmand
       const filename = path.join(yield* tempDir("garivini-up-ext-"), "garivini.db")
       const up = yield* background("up", "--db", `sqlite:${filename}`, "--gearmand", gd.server)
-      yield* eventually(Effect.map(up.output, (o) => o.includes("clients and workers connect to")), "garivini up to be ready")
+      yield* eventually(
+        Effect.map(up.output, (o) => o.includes("clients and workers connect to")),
+        "garivini up to be ready"
+      )
       assert.include(yield* up.output, `job servers ${gd.server}`)
       assert.notInclude(yield* up.output, "(embedded)")
       const ran: Array<string> = []
@@ -132,7 +178,12 @@ describe("garivini up with job servers given", () => {
         const gearman = yield* Gearman.Gearman
         yield* gearman.submit(INJECT_FUNCTION, JSON.stringify({ funcname: FUNCTION, arg: "through gearmand" }))
         yield* eventually(Effect.sync(() => ran.length === 1), "the injected job to run")
-      }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Layer.orDie(StorageLayers.layerSqlite({ filename })), Gearman.layer({ servers: [gd.server] }))))
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          Layer.mergeAll(Layer.orDie(StorageLayers.layerSqlite({ filename })), Gearman.layer({ servers: [gd.server] }))
+        )
+      )
       assert.deepStrictEqual(ran, ["through gearmand"])
       assert.strictEqual((yield* up.stop("SIGTERM")).code, 0)
     }))
@@ -142,25 +193,63 @@ describe("garivini gearmand", () => {
   it.scopedLive("serves the C gearman CLI (a worker and a client) and gearadmin, and stops on SIGTERM with exit 0", () =>
     Effect.gen(function*() {
       const port = yield* freePort
-      const server = yield* background("gearmand", "--listen", String(port), "--max-queue", "10", "--max-queue-bytes", "2000")
-      yield* eventually(Effect.map(server.output, (o) => o.includes(`listening on 127.0.0.1:${port}`)), "garivini gearmand to listen")
+      const server = yield* background(
+        "gearmand",
+        "--listen",
+        String(port),
+        "--max-queue",
+        "10",
+        "--max-queue-bytes",
+        "2000"
+      )
+      yield* eventually(
+        Effect.map(server.output, (o) => o.includes(`listening on 127.0.0.1:${port}`)),
+        "garivini gearmand to listen"
+      )
       // `gearman -w` as the worker (it runs `rev` per job), `gearman` as the client.
       const worker = yield* Effect.acquireRelease(
-        Effect.sync(() => execFile("gearman", ["-h", "127.0.0.1", "-p", String(port), "-w", "-f", "reverse", "--", "rev"])),
+        Effect.sync(() =>
+          execFile("gearman", ["-h", "127.0.0.1", "-p", String(port), "-w", "-f", "reverse", "--", "rev"])
+        ),
         (child) => Effect.sync(() => child.kill("SIGKILL"))
       )
       assert.isDefined(worker.pid)
-      yield* eventually(Effect.map(tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"]), (o) => /^reverse\t0\t0\t1$/m.test(o)), "the CLI worker to register")
+      yield* eventually(
+        Effect.map(
+          tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"]),
+          (o) => /^reverse\t0\t0\t1$/m.test(o)
+        ),
+        "the CLI worker to register"
+      )
       const reversed = yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-f", "reverse", "embedded"])
       assert.strictEqual(reversed.trim(), "deddebme")
-      for (let i = 0; i < 10; i++) yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "queued_only", `job ${i}`])
+      for (let i = 0; i < 10; i++)
+        yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "queued_only", `job ${i}`])
       // The CLI reports the refusal on stderr (and exits 0).
-      const refused = yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "queued_only", "one too many"], true)
+      const refused = yield* tool("gearman", [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-b",
+        "-f",
+        "queued_only",
+        "one too many"
+      ], true)
       assert.include(refused, "QUEUE_ERROR:Job queue is full")
       const status = yield* tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"])
       assert.match(status, /^queued_only\t10\t0\t0$/m)
       // --max-queue-bytes: a job bigger than a function may hold is refused the same way.
-      const tooBig = yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "big_only", "x".repeat(3000)], true)
+      const tooBig = yield* tool("gearman", [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-b",
+        "-f",
+        "big_only",
+        "x".repeat(3000)
+      ], true)
       assert.include(tooBig, "QUEUE_ERROR:Job queue is full")
       const stopped = yield* server.stop("SIGTERM")
       assert.strictEqual(stopped.code, 0, stopped.stderr)
@@ -171,11 +260,18 @@ describe("up's live counts", () => {
   it.scopedLive("due and scheduled from the store, running from the job server, done and failed as the embedded server saw them", () =>
     Effect.gen(function*() {
       const server = yield* serve({ port: 0, uncounted: INTERNAL_FUNCTIONS })
-      const services = Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server.address] }))
+      const services = Layer.mergeAll(
+        StorageLayers.layerMemory({ shards: [1] }),
+        Gearman.layer({ servers: [server.address] })
+      )
       yield* Effect.gen(function*() {
         yield* Client.insertJobs([{ funcname: "later", runAt: "+600" }, { funcname: "now" }, { funcname: "now" }])
         const gearman = yield* Gearman.Gearman
-        yield* gearman.serve({ ok: () => Effect.succeed("ok"), bad: () => Effect.die("boom"), [INJECT_FUNCTION]: () => Effect.succeed("{}") })
+        yield* gearman.serve({
+          ok: () => Effect.succeed("ok"),
+          bad: () => Effect.die("boom"),
+          [INJECT_FUNCTION]: () => Effect.succeed("{}")
+        })
         yield* gearman.submit("ok", "1")
         yield* Effect.flip(gearman.submit("bad", "2"))
         yield* gearman.submit(INJECT_FUNCTION, "{}")

@@ -95,31 +95,49 @@ export const readConfigFile = <A, I>(path: string, schema: Schema.Schema<A, I>):
   try {
     raw = path.endsWith(".json") ? JSON.parse(text) : parseYaml(text, { logLevel: "error" })
   } catch (e) {
-    return Either.left(new ConfigInvalid({ field: "config", reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}` }))
+    return Either.left(
+      new ConfigInvalid({
+        field: "config",
+        reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}`
+      })
+    )
   }
-  return Either.mapLeft(Schema.decodeUnknownEither(schema, { onExcessProperty: "error" })(raw ?? {}), (e) => firstIssue(path, e))
+  return Either.mapLeft(
+    Schema.decodeUnknownEither(schema, { onExcessProperty: "error" })(raw ?? {}),
+    (e) => firstIssue(path, e)
+  )
 }
 
 export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid> => readConfigFile(path, FileConfig)
 
 // -- flags ------------------------------------------------------------------------------------
 
-const text = (name: string, description: string) => Options.text(name).pipe(Options.optional, Options.withDescription(description))
-const integer = (name: string, description: string) => Options.integer(name).pipe(Options.optional, Options.withDescription(description))
-const seconds = (name: string, description: string) => Options.float(name).pipe(Options.optional, Options.withDescription(description))
+const text = (name: string, description: string) =>
+  Options.text(name).pipe(Options.optional, Options.withDescription(description))
+const integer = (name: string, description: string) =>
+  Options.integer(name).pipe(Options.optional, Options.withDescription(description))
+const seconds = (name: string, description: string) =>
+  Options.float(name).pipe(Options.optional, Options.withDescription(description))
 
 /** Where the jobs are: shards and job servers (every command that talks to them). */
 export const connectionOptions = {
-  config: text("config", "A YAML or JSON file with settings flags express badly (several shards, job servers, per-role options); env GARIVINI_CONFIG"),
+  config: text(
+    "config",
+    "A YAML or JSON file with settings flags express badly (several shards, job servers, per-role options); env GARIVINI_CONFIG"
+  ),
   db: Options.text("db").pipe(
     Options.repeated,
     // Wrapped at once (Options.redacted rejects repeated values in @effect/cli 0.77).
     Options.map((urls) => urls.map((url) => Redacted.make(url))),
-    Options.withDescription("A shard as mysql://user:pass@host:port/db[?id=N], repeated for several, or one SQLite file as sqlite:<path> (env GARIVINI_DB, comma-separated; default sqlite:./garivini.db)")
+    Options.withDescription(
+      "A shard as mysql://user:pass@host:port/db[?id=N], repeated for several, or one SQLite file as sqlite:<path> (env GARIVINI_DB, comma-separated; default sqlite:./garivini.db)"
+    )
   ),
   gearmand: Options.text("gearmand").pipe(
     Options.repeated,
-    Options.withDescription(`A job server as host:port; repeat for several (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`)
+    Options.withDescription(
+      `A job server as host:port; repeat for several (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`
+    )
   ),
   logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
     Options.optional,
@@ -129,11 +147,20 @@ export const connectionOptions = {
 
 export const queueRunnerOptions = {
   batchMaxSize: integer("batch-max-size", "Largest batch claimed per shard and round (default 1000, at least 50)"),
-  batchMaxBytes: integer("batch-max-bytes", "Bytes of args claimed per shard and round, at most; a larger job goes alone (default 67108864)"),
+  batchMaxBytes: integer(
+    "batch-max-bytes",
+    "Bytes of args claimed per shard and round, at most; a larger job goes alone (default 67108864)"
+  ),
   batchRunSleep: seconds("batch-run-sleep", "Seconds between rounds, at most (default 1)"),
-  queueWatermarkDepth: integer("queue-watermark-depth", "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"),
+  queueWatermarkDepth: integer(
+    "queue-watermark-depth",
+    "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"
+  ),
   lease: seconds("lease", "Seconds a dispatched job is leased before it is dispatched again (default 1000)"),
-  deferFor: seconds("defer-for", "Seconds the overflow of a round that crossed the watermark waits (default 0; the original waited 60)")
+  deferFor: seconds(
+    "defer-for",
+    "Seconds the overflow of a round that crossed the watermark waits (default 0; the original waited 60)"
+  )
 }
 
 export const controllerOptions = {
@@ -143,8 +170,14 @@ export const controllerOptions = {
 
 export const injectorOptions = {
   injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)"),
-  injectorMaxRequestJobs: integer("injector-max-request-jobs", "Jobs one inject_jobs request may carry; more are rejected (default 10000)"),
-  injectorMaxRequestBytes: integer("injector-max-request-bytes", "Bytes one inject_jobs request may have; more are rejected (default 33554432)")
+  injectorMaxRequestJobs: integer(
+    "injector-max-request-jobs",
+    "Jobs one inject_jobs request may carry; more are rejected (default 10000)"
+  ),
+  injectorMaxRequestBytes: integer(
+    "injector-max-request-bytes",
+    "Bytes one inject_jobs request may have; more are rejected (default 33554432)"
+  )
 }
 
 type ConnectionFlags = {
@@ -166,13 +199,16 @@ export const env = (name: string): string | undefined => {
 }
 const list = (value: string): ReadonlyArray<string> => value.split(/[\s,]+/).filter((s) => s !== "")
 
-const firstOf = <A>(...candidates: ReadonlyArray<A | undefined>): A | undefined => candidates.find((c) => c !== undefined)
+const firstOf = <A>(...candidates: ReadonlyArray<A | undefined>): A | undefined =>
+  candidates.find((c) => c !== undefined)
 
 const envNumber = (name: string): Either.Either<number | undefined, ConfigInvalid> => {
   const value = env(name)
   if (value === undefined) return Either.right(undefined)
   const n = Number(value)
-  return Number.isFinite(n) ? Either.right(n) : Either.left(new ConfigInvalid({ field: name, reason: `${JSON.stringify(value)} is not a number` }))
+  return Number.isFinite(n)
+    ? Either.right(n)
+    : Either.left(new ConfigInvalid({ field: name, reason: `${JSON.stringify(value)} is not a number` }))
 }
 
 const duration = (s: number | undefined) => s === undefined ? undefined : Duration.millis(Math.round(s * 1000))
@@ -189,7 +225,10 @@ export const checkServer = (server: string, field = "gearmand"): Either.Either<s
  */
 const resolveDatabases = (
   dbs: ReadonlyArray<{ readonly url: string; readonly id: number | undefined }>
-): Effect.Effect<{ readonly shards: ReadonlyArray<ShardConfig>; readonly sqlite: Option.Option<string> }, ConfigInvalid> =>
+): Effect.Effect<
+  { readonly shards: ReadonlyArray<ShardConfig>; readonly sqlite: Option.Option<string> },
+  ConfigInvalid
+> =>
   Effect.gen(function*() {
     const sqlite = dbs.filter((d) => isSqliteTarget(d.url))
     if (sqlite.length === 0) {
@@ -198,22 +237,39 @@ const resolveDatabases = (
       return { shards: yield* validateShards(parsed), sqlite: Option.none() }
     }
     if (dbs.length > 1) {
-      return yield* Effect.fail(new ConfigInvalid({ field: "db", reason: "a sqlite: database is the only one: it cannot be combined with other databases" }))
+      return yield* Effect.fail(
+        new ConfigInvalid({
+          field: "db",
+          reason: "a sqlite: database is the only one: it cannot be combined with other databases"
+        })
+      )
     }
     const only = sqlite[0]!
     if (only.id !== undefined && only.id !== 1) {
-      return yield* Effect.fail(new ConfigInvalid({ field: "db", reason: `a sqlite: database is shard 1 (id ${only.id} given)` }))
+      return yield* Effect.fail(
+        new ConfigInvalid({ field: "db", reason: `a sqlite: database is shard 1 (id ${only.id} given)` })
+      )
     }
     return { shards: [], sqlite: Option.some(yield* parseSqliteTarget(only.url)) }
   })
 
 /** --log-format, else GARIVINI_LOG_FORMAT, else the file's, else pretty on a terminal and logfmt otherwise. */
-export const resolveLogFormat = (flag: Option.Option<LogFormat>, fromFile?: LogFormat): Either.Either<LogFormat, ConfigInvalid> => {
+export const resolveLogFormat = (
+  flag: Option.Option<LogFormat>,
+  fromFile?: LogFormat
+): Either.Either<LogFormat, ConfigInvalid> => {
   const envFormat = env("GARIVINI_LOG_FORMAT")
   if (envFormat !== undefined && !isLogFormat(envFormat)) {
-    return Either.left(new ConfigInvalid({ field: "GARIVINI_LOG_FORMAT", reason: `${JSON.stringify(envFormat)} is not pretty, json or logfmt` }))
+    return Either.left(
+      new ConfigInvalid({
+        field: "GARIVINI_LOG_FORMAT",
+        reason: `${JSON.stringify(envFormat)} is not pretty, json or logfmt`
+      })
+    )
   }
-  return Either.right(firstOf<LogFormat>(Option.getOrUndefined(flag), envFormat, fromFile) ?? (process.stdout.isTTY ? "pretty" : "logfmt"))
+  return Either.right(
+    firstOf<LogFormat>(Option.getOrUndefined(flag), envFormat, fromFile) ?? (process.stdout.isTTY ? "pretty" : "logfmt")
+  )
 }
 
 /** Resolves every setting from flags, environment and file, in that order. */
@@ -227,7 +283,9 @@ export const resolve = (
     // Shards: --db, else GARIVINI_DB, else the file, else ./garivini.db (SQLite): the embedded
     // default, the same for `up`, `inject` and `consume` run from one directory.
     const flagDbs = flags.db.map((u) => ({ url: Redacted.value(u), id: undefined as number | undefined }))
-    const envDbs = Option.fromNullable(env("GARIVINI_DB")).pipe(Option.map((v) => list(v).map((url) => ({ url, id: undefined as number | undefined }))))
+    const envDbs = Option.fromNullable(env("GARIVINI_DB")).pipe(
+      Option.map((v) => list(v).map((url) => ({ url, id: undefined as number | undefined })))
+    )
     const fileDbs = file.db?.map((d) => typeof d === "string" ? { url: d, id: undefined } : { url: d.url, id: d.id })
     const givenDbs = flagDbs.length > 0 ? flagDbs : Option.getOrUndefined(envDbs) ?? fileDbs
     const dbs = givenDbs ?? [{ url: DEFAULT_SQLITE_TARGET, id: undefined }]
@@ -238,14 +296,19 @@ export const resolve = (
     const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], (s) => checkServer(s))
 
     const num = (flag: Option.Option<number> | undefined, envName: string, fromFile: number | undefined) =>
-      Effect.map(envNumber(envName), (fromEnv) => firstOf(flag === undefined ? undefined : Option.getOrUndefined(flag), fromEnv, fromFile))
+      Effect.map(envNumber(envName), (fromEnv) =>
+        firstOf(flag === undefined ? undefined : Option.getOrUndefined(flag), fromEnv, fromFile))
 
     const qr = file.queueRunner ?? {}
     const queueRunner: QueueRunnerOptions = {
       batchMaxSize: yield* num(flags.batchMaxSize, "GARIVINI_BATCH_MAX_SIZE", qr.batchMaxSize),
       batchMaxBytes: yield* num(flags.batchMaxBytes, "GARIVINI_BATCH_MAX_BYTES", qr.batchMaxBytes),
       batchRunSleep: duration(yield* num(flags.batchRunSleep, "GARIVINI_BATCH_RUN_SLEEP", qr.batchRunSleep)),
-      queueWatermarkDepth: yield* num(flags.queueWatermarkDepth, "GARIVINI_QUEUE_WATERMARK_DEPTH", qr.queueWatermarkDepth),
+      queueWatermarkDepth: yield* num(
+        flags.queueWatermarkDepth,
+        "GARIVINI_QUEUE_WATERMARK_DEPTH",
+        qr.queueWatermarkDepth
+      ),
       lease: duration(yield* num(flags.lease, "GARIVINI_LEASE", qr.lease)),
       deferFor: duration(yield* num(flags.deferFor, "GARIVINI_DEFER_FOR", qr.deferFor))
     }
@@ -255,8 +318,16 @@ export const resolve = (
       lease: queueRunner.lease ?? duration(inj.lease),
       queueWatermarkDepth: queueRunner.queueWatermarkDepth ?? inj.queueWatermarkDepth,
       concurrency: yield* num(flags.injectorConcurrency, "GARIVINI_INJECTOR_CONCURRENCY", inj.concurrency),
-      maxRequestJobs: yield* num(flags.injectorMaxRequestJobs, "GARIVINI_INJECTOR_MAX_REQUEST_JOBS", inj.maxRequestJobs),
-      maxRequestBytes: yield* num(flags.injectorMaxRequestBytes, "GARIVINI_INJECTOR_MAX_REQUEST_BYTES", inj.maxRequestBytes)
+      maxRequestJobs: yield* num(
+        flags.injectorMaxRequestJobs,
+        "GARIVINI_INJECTOR_MAX_REQUEST_JOBS",
+        inj.maxRequestJobs
+      ),
+      maxRequestBytes: yield* num(
+        flags.injectorMaxRequestBytes,
+        "GARIVINI_INJECTOR_MAX_REQUEST_BYTES",
+        inj.maxRequestBytes
+      )
     }
     const ctl = file.controller ?? {}
     const controller: ControllerOptions = {
@@ -265,10 +336,24 @@ export const resolve = (
     }
     // Checked here, for every command: a bad value stops the start with exit 2. The Injector
     // alone would take a lease under a second: its jobs stored due, run by a QueueRunner as well.
-    yield* Either.mapLeft(queueRunnerSettings(queueRunner), (e) => new ConfigInvalid({ field: `queueRunner.${e.field}`, reason: e.reason }))
+    yield* Either.mapLeft(
+      queueRunnerSettings(queueRunner),
+      (e) =>
+        new ConfigInvalid({ field: `queueRunner.${e.field}`, reason: e.reason })
+    )
     if (injector.lease !== undefined && Duration.toMillis(Duration.decode(injector.lease)) < 1000) {
       return yield* Effect.fail(new ConfigInvalid({ field: "injector.lease", reason: "must be at least 1 second" }))
     }
     const logFormat = yield* resolveLogFormat(flags.logFormat, file.log?.format)
-    return { shards, sqlite, dbGiven: givenDbs !== undefined, gearmand, gearmandGiven: givenServers !== undefined, queueRunner, injector, controller, logFormat }
+    return {
+      shards,
+      sqlite,
+      dbGiven: givenDbs !== undefined,
+      gearmand,
+      gearmandGiven: givenServers !== undefined,
+      queueRunner,
+      injector,
+      controller,
+      logFormat
+    }
   })

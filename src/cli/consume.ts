@@ -11,7 +11,10 @@ import { servicesLayer, withSettings } from "./shared.js"
 
 const options = {
   ...connectionOptions,
-  function: Options.text("function").pipe(Options.withDefault("foo"), Options.withDescription("The Gearman function to serve")),
+  function: Options.text("function").pipe(
+    Options.withDefault("foo"),
+    Options.withDescription("The Gearman function to serve")
+  ),
   concurrency: Options.integer("concurrency").pipe(Options.withDefault(4), Options.withDescription("Jobs at once"))
 }
 
@@ -19,6 +22,8 @@ export const consumeCommand = Command.make("consume", options, (o) =>
   withSettings(o, (settings) =>
     Layer.launch(
       Layer.scopedDiscard(
-        Worker.serve({ [o.function]: (job) => Console.log(`Hay it's a job: ${formatHandle(job)} ${job.text}`) }, { concurrency: o.concurrency })
+        Worker.serve({ [o.function]: (job) => Console.log(`Hay it's a job: ${formatHandle(job)} ${job.text}`) }, {
+          concurrency: o.concurrency
+        })
       ).pipe(Layer.provide(servicesLayer(settings)))
     ))).pipe(Command.withDescription("An example worker: prints each job of a function and completes it"))

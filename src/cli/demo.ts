@@ -22,7 +22,10 @@ const FUNCTION = "garivini_demo"
 
 export const demoCommand = Command.make("demo", {
   ...connectionOptions,
-  count: Options.integer("count").pipe(Options.withDefault(1000), Options.withDescription("How many jobs (half each way)"))
+  count: Options.integer("count").pipe(
+    Options.withDefault(1000),
+    Options.withDescription("How many jobs (half each way)")
+  )
 }, (o) =>
   withSettings(o, (configured) =>
     Effect.scoped(Effect.gen(function*() {
@@ -30,23 +33,35 @@ export const demoCommand = Command.make("demo", {
       const gearmand = configured.gearmandGiven
         ? configured.gearmand
         : [(yield* serve({ port: 0 })).address]
-      const settings = { ...configured, gearmand, queueRunner: { batchRunSleep: Duration.millis(200), ...configured.queueRunner } }
-      yield* Console.log(`job servers: ${gearmand.join(", ")}${configured.gearmandGiven ? "" : " (embedded, started for this demo)"}`)
+      const settings = {
+        ...configured,
+        gearmand,
+        queueRunner: { batchRunSleep: Duration.millis(200), ...configured.queueRunner }
+      }
+      yield* Console.log(
+        `job servers: ${gearmand.join(", ")}${configured.gearmandGiven ? "" : " (embedded, started for this demo)"}`
+      )
       yield* migrateStorage(settings)
       yield* Console.log(`${describeStorage(settings)} (schema applied)`)
 
       let ran = 0
       const tag = `run ${started}`
       const worker = Layer.scopedDiscard(
-        Worker.serve({ [FUNCTION]: (job) => Effect.sync(() => void (job.text.startsWith(tag) && ran++)) }, { concurrency: 8 })
+        Worker.serve({ [FUNCTION]: (job) => Effect.sync(() => void (job.text.startsWith(tag) && ran++)) }, {
+          concurrency: 8
+        })
       )
       const services = servicesLayer(settings)
-      const context = yield* Layer.build(Layer.mergeAll(rolesLayer(ROLES, settings), worker).pipe(Layer.provideMerge(services)))
+      const context = yield* Layer.build(
+        Layer.mergeAll(rolesLayer(ROLES, settings), worker).pipe(Layer.provideMerge(services))
+      )
       yield* Effect.gen(function*() {
         yield* Console.log(`roles: ${ROLES.join(", ")} and a worker for ${FUNCTION}`)
         const direct = Math.ceil(o.count / 2)
         const injected = o.count - direct
-        yield* Client.insertJobs(Array.from({ length: direct }, (_, i) => ({ funcname: FUNCTION, arg: `${tag} direct ${i}` })))
+        yield* Client.insertJobs(
+          Array.from({ length: direct }, (_, i) => ({ funcname: FUNCTION, arg: `${tag} direct ${i}` }))
+        )
         const gearman = yield* Gearman
         yield* Effect.forEach(Array.from({ length: injected }), (_, i) =>
           gearman.submit(INJECT_FUNCTION, JSON.stringify({ funcname: FUNCTION, arg: `${tag} injected ${i}` })).pipe(
@@ -54,15 +69,28 @@ export const demoCommand = Command.make("demo", {
           ), { concurrency: 8, discard: true })
         yield* Console.log(`stored ${direct} job(s) with Client.insertJobs and ${injected} through ${INJECT_FUNCTION}`)
         const storage = yield* Storage
-        const left = Effect.map(storage.counts(), (c) => c.filter((x) => x.funcname === FUNCTION).reduce((n, x) => n + x.due + x.scheduled, 0))
+        const left = Effect.map(storage.counts(), (c) =>
+          c.filter((x) =>
+            x.funcname === FUNCTION
+          ).reduce((n, x) =>
+            n + x.due + x.scheduled, 0))
         for (let tick = 0;; tick++) {
           const remaining = yield* left
-          if (ran >= o.count && remaining === 0) break
-          if (tick % 5 === 0) yield* Console.log(`  ${ran}/${o.count} ran, ${remaining} row(s) left`)
-          if (tick > 600) return yield* Effect.fail(new DemoFailed({ message: `gave up after 2 minutes: ${ran}/${o.count} ran, ${remaining} row(s) left` }))
+          if (ran >= o.count && remaining === 0)
+            break
+          if (tick % 5 === 0)
+            yield* Console.log(`  ${ran}/${o.count} ran, ${remaining} row(s) left`)
+          if (tick > 600)
+            return yield* Effect.fail(
+              new DemoFailed({ message: `gave up after 2 minutes: ${ran}/${o.count} ran, ${remaining} row(s) left` })
+            )
           yield* Effect.sleep("200 millis")
         }
         const seconds = ((yield* Clock.currentTimeMillis) - started) / 1000
         yield* Console.log(`done: ${ran}/${o.count} jobs ran, none left in the database, in ${seconds.toFixed(1)} s`)
       }).pipe(Effect.provide(context))
-    })))).pipe(Command.withDescription("The whole system on this machine: migrate, run every role, inject jobs, watch them complete"))
+    })))).pipe(
+    Command.withDescription(
+      "The whole system on this machine: migrate, run every role, inject jobs, watch them complete"
+    )
+  )

@@ -27,7 +27,11 @@ const LEVELS: Readonly<Record<string, LogLevel.LogLevel>> = {
   ERROR: LogLevel.Error,
   FATAL: LogLevel.Fatal
 }
-const Level = Schema.String.pipe(Schema.filter((s) => s.toUpperCase() in LEVELS, { message: () => `expected one of ${Object.keys(LEVELS).join(", ")}` }))
+const Level = Schema.String.pipe(
+  Schema.filter((s) => s.toUpperCase() in LEVELS, {
+    message: () => `expected one of ${Object.keys(LEVELS).join(", ")}`
+  })
+)
 
 /** The Driver's config file: the original's keys, plus ours (unknown keys are errors). */
 export const DriverFile = Schema.Struct({
@@ -47,10 +51,15 @@ export const DriverFile = Schema.Struct({
   job_runtime_attributes: Schema.optional(
     Schema.Record({
       key: Schema.String,
-      value: Schema.Struct({ min_processes: Schema.optional(NonNegativeInt), max_processes: Schema.optional(NonNegativeInt) })
+      value: Schema.Struct({
+        min_processes: Schema.optional(NonNegativeInt),
+        max_processes: Schema.optional(NonNegativeInt)
+      })
     })
   ),
-  worker_options: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Record({ key: Schema.String, value: Schema.Unknown }) }))
+  worker_options: Schema.optional(
+    Schema.Record({ key: Schema.String, value: Schema.Record({ key: Schema.String, value: Schema.Unknown }) })
+  )
 })
 export type DriverFile = typeof DriverFile.Type
 
@@ -62,17 +71,52 @@ export const parseServers = (text: string): Either.Either<ReadonlyArray<string>,
 }
 
 const flags = {
-  module: Options.text("module").pipe(Options.repeated, Options.withDescription("A worker module (a .js/.mjs file exporting Driver.define(...)); repeat for several")),
-  config: Options.text("config").pipe(Options.optional, Options.withDescription("A YAML or JSON file with the original's keys (server, console_port, interval, max_idle_time, loglevel, job_runtime_attributes, worker_options)")),
-  server: Options.text("server").pipe(Options.optional, Options.withDescription(`Job servers as host[:port][,host[:port]] (default ${DEFAULT_GEARMAND})`)),
-  consolePort: Options.integer("console-port").pipe(Options.optional, Options.withDescription("Port of the management console (default 47300; 0 disables)")),
-  consoleHost: Options.text("console-host").pipe(Options.optional, Options.withDescription("Address the console binds to (default 127.0.0.1)")),
-  consoleSocket: Options.text("console-socket").pipe(Options.optional, Options.withDescription("Also serve the console on this Unix socket (mode 0600: only this user)")),
-  interval: Options.float("interval").pipe(Options.optional, Options.withDescription("Seconds between reads of gearmand's status (default 5; 0 disables scaling)")),
-  maxIdleTime: Options.float("max-idle-time").pipe(Options.optional, Options.withDescription("Seconds a process above min may be idle before it drains (default 0)")),
-  loglevel: Options.text("loglevel").pipe(Options.optional, Options.withDescription("TRACE, DEBUG, INFO (default), WARN or ERROR")),
-  pidFile: Options.text("pid-file").pipe(Options.optional, Options.withDescription("Write the Driver's pid to this file (removed at exit)")),
-  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(Options.optional, Options.withDescription("Log lines as pretty text, JSON or logfmt"))
+  module: Options.text("module").pipe(
+    Options.repeated,
+    Options.withDescription("A worker module (a .js/.mjs file exporting Driver.define(...)); repeat for several")
+  ),
+  config: Options.text("config").pipe(
+    Options.optional,
+    Options.withDescription(
+      "A YAML or JSON file with the original's keys (server, console_port, interval, max_idle_time, loglevel, job_runtime_attributes, worker_options)"
+    )
+  ),
+  server: Options.text("server").pipe(
+    Options.optional,
+    Options.withDescription(`Job servers as host[:port][,host[:port]] (default ${DEFAULT_GEARMAND})`)
+  ),
+  consolePort: Options.integer("console-port").pipe(
+    Options.optional,
+    Options.withDescription("Port of the management console (default 47300; 0 disables)")
+  ),
+  consoleHost: Options.text("console-host").pipe(
+    Options.optional,
+    Options.withDescription("Address the console binds to (default 127.0.0.1)")
+  ),
+  consoleSocket: Options.text("console-socket").pipe(
+    Options.optional,
+    Options.withDescription("Also serve the console on this Unix socket (mode 0600: only this user)")
+  ),
+  interval: Options.float("interval").pipe(
+    Options.optional,
+    Options.withDescription("Seconds between reads of gearmand's status (default 5; 0 disables scaling)")
+  ),
+  maxIdleTime: Options.float("max-idle-time").pipe(
+    Options.optional,
+    Options.withDescription("Seconds a process above min may be idle before it drains (default 0)")
+  ),
+  loglevel: Options.text("loglevel").pipe(
+    Options.optional,
+    Options.withDescription("TRACE, DEBUG, INFO (default), WARN or ERROR")
+  ),
+  pidFile: Options.text("pid-file").pipe(
+    Options.optional,
+    Options.withDescription("Write the Driver's pid to this file (removed at exit)")
+  ),
+  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
+    Options.optional,
+    Options.withDescription("Log lines as pretty text, JSON or logfmt")
+  )
 }
 
 type Flags = {
@@ -104,24 +148,39 @@ export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInv
     const file: DriverFile = configPath === undefined ? {} : yield* readConfigFile(configPath, DriverFile)
     const pick = <A>(flag: Option.Option<A>, fromFile: A | undefined) => Option.getOrUndefined(flag) ?? fromFile
     const modules = f.module.length > 0 ? f.module : file.modules ?? []
-    if (modules.length === 0) return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: "give at least one --module" }))
+    if (modules.length === 0)
+      return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: "give at least one --module" }))
     const servers = yield* parseServers(pick(f.server, file.server) ?? DEFAULT_GEARMAND)
     const consolePort = pick(f.consolePort, file.console_port)
     if (consolePort !== undefined && (!Number.isInteger(consolePort) || consolePort < 0 || consolePort > 65535)) {
       return yield* Effect.fail(new ConfigInvalid({ field: "console-port", reason: `${consolePort} is not a port` }))
     }
-    for (const [field, value] of [["interval", Option.getOrUndefined(f.interval)], ["max-idle-time", Option.getOrUndefined(f.maxIdleTime)]] as const) {
-      if (value !== undefined && !(value >= 0)) return yield* Effect.fail(new ConfigInvalid({ field, reason: `${value} is not a number of seconds >= 0` }))
+    for (
+      const [field, value] of [["interval", Option.getOrUndefined(f.interval)], [
+        "max-idle-time",
+        Option.getOrUndefined(f.maxIdleTime)
+      ]] as const
+    ) {
+      if (value !== undefined && !(value >= 0))
+        return yield* Effect.fail(new ConfigInvalid({ field, reason: `${value} is not a number of seconds >= 0` }))
     }
     const levelName = (pick(f.loglevel, file.loglevel) ?? "INFO").toUpperCase()
     const level = LEVELS[levelName]
-    if (level === undefined) return yield* Effect.fail(new ConfigInvalid({ field: "loglevel", reason: `${JSON.stringify(levelName)} is not a log level` }))
+    if (level === undefined)
+      return yield* Effect.fail(
+        new ConfigInvalid({ field: "loglevel", reason: `${JSON.stringify(levelName)} is not a log level` })
+      )
     // The children read GARIVINI_DB for durable jobs: a bad value stops here, in one line.
     const db = env("GARIVINI_DB")
-    if (db !== undefined) yield* parseDbTargets(db)
+    if (db !== undefined)
+      yield* parseDbTargets(db)
     const envFormat = process.env["GARIVINI_LOG_FORMAT"]
     const format: LogFormat = Option.getOrUndefined(f.logFormat) ??
-      (envFormat === "json" || envFormat === "logfmt" || envFormat === "pretty" ? envFormat : process.stdout.isTTY ? "pretty" : "logfmt")
+      (envFormat === "json" || envFormat === "logfmt" || envFormat === "pretty"
+        ? envFormat
+        : process.stdout.isTTY
+        ? "pretty"
+        : "logfmt")
     return {
       options: {
         modules,
@@ -155,7 +214,8 @@ const reloadOnHangup = (driver: Driver.DriverHandle, configPath: string | undefi
       yield* driver.reload(file.job_runtime_attributes ?? {})
     }).pipe(Effect.catchAll((e) => Effect.logError(`SIGHUP: configuration not reloaded: ${e.message}`)))
     const onHangup = () => Runtime.runFork(runtime)(reload)
-    yield* Effect.acquireRelease(Effect.sync(() => process.on("SIGHUP", onHangup)), () => Effect.sync(() => process.off("SIGHUP", onHangup)))
+    yield* Effect.acquireRelease(Effect.sync(() => process.on("SIGHUP", onHangup)), () =>
+      Effect.sync(() => process.off("SIGHUP", onHangup)))
   })
 
 export const driverCommand = Command.make("driver", flags, (f) =>
@@ -167,13 +227,19 @@ export const driverCommand = Command.make("driver", flags, (f) =>
           const driver = yield* Driver.make(settings.options)
           const consoleHost = settings.options.consoleHost ?? "127.0.0.1"
           if (settings.options.consolePort !== 0) {
-            yield* warnIfExposed("the Driver console", consoleHost, `${consoleHost}:${settings.options.consolePort ?? "47300"}`)
+            yield* warnIfExposed(
+              "the Driver console",
+              consoleHost,
+              `${consoleHost}:${settings.options.consolePort ?? "47300"}`
+            )
           }
           yield* reloadOnHangup(driver, settings.configPath)
           yield* driver.shutdownRequested
           yield* Effect.logInfo("shutdown requested on the console")
         })
-      ).pipe(Effect.provide(Layer.merge(loggerLayer(settings.format), Logger.minimumLogLevel(settings.level))))
+      ).pipe(Effect.provide(Layer.merge(loggerLayer(settings.format), Logger.minimumLogLevel(settings.level)))))
+  )).pipe(
+    Command.withDescription(
+      "Run worker modules in child processes, scaled from gearmand's queue, with a management console (Gearman::Driver)"
     )
   )
-).pipe(Command.withDescription("Run worker modules in child processes, scaled from gearmand's queue, with a management console (Gearman::Driver)"))

@@ -37,7 +37,11 @@ export const ROLE_V8_FLAGS: ReadonlyArray<{ readonly name: string; readonly flag
 ]
 
 /** Whether node was started with its own value for the V8 setting `name` (a flag or NODE_OPTIONS; `-`/`_`, `--no-`). */
-export const v8FlagGiven = (name: string, execArgv: ReadonlyArray<string>, nodeOptions: string | undefined): boolean => {
+export const v8FlagGiven = (
+  name: string,
+  execArgv: ReadonlyArray<string>,
+  nodeOptions: string | undefined
+): boolean => {
   const given = new RegExp(`^--(no-?)?${name.split("-").join("[-_]")}(=|$)`)
   return [...execArgv, ...(nodeOptions ?? "").split(/\s+/)].some((arg) => given.test(arg))
 }

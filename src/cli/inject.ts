@@ -20,7 +20,9 @@ const options = {
   count: Options.integer("count").pipe(Options.withDefault(1), Options.withDescription("How many jobs")),
   function: Options.text("function").pipe(Options.withDefault("foo"), Options.withDescription("The Gearman function")),
   arg: Options.text("arg").pipe(Options.optional, Options.withDescription("The payload (default: hello: <unix time>)")),
-  pure: Options.boolean("pure").pipe(Options.withDescription("Submit through inject_jobs (low-latency mode) instead of the database"))
+  pure: Options.boolean("pure").pipe(
+    Options.withDescription("Submit through inject_jobs (low-latency mode) instead of the database")
+  )
 }
 
 /** Synchronous submits: each answer says the job is durable (or why not). */
@@ -30,22 +32,37 @@ const injectPure = (count: number, funcname: string, arg: string) =>
     const body = JSON.stringify({ funcname, arg })
     yield* Effect.forEach(Array.from({ length: count }), () =>
       gearman.submit(INJECT_FUNCTION, body).pipe(
-        Effect.mapError((e) => new InjectFailed({ message: `inject_jobs failed: ${e._tag === "GearmanJobException" ? Buffer.from(e.data).toString() : errorText(e)}` }))
+        Effect.mapError((e) =>
+          new InjectFailed({
+            message: `inject_jobs failed: ${
+              e._tag === "GearmanJobException" ? Buffer.from(e.data).toString() : errorText(e)
+            }`
+          })
+        )
       ), { concurrency: 16, discard: true })
     yield* Console.log(`injected ${count} job(s) for ${funcname} through ${INJECT_FUNCTION}`)
   })
 
-export const injectCommand = Command.make("inject", options, (o) =>
-  withSettings(o, (settings) =>
-    Effect.gen(function*() {
-      if (o.count < 1) return yield* Effect.fail(new UsageError({ message: "invalid option --count: must be at least 1" }))
-      const badName = funcnameProblem(o.function)
-      if (badName !== undefined) return yield* Effect.fail(new UsageError({ message: `invalid option --function: ${badName}` }))
-      const now = yield* nowSeconds
-      const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
-      if (o.pure) return yield* injectPure(o.count, o.function, arg).pipe(Effect.provide(servicesLayer(settings)))
-      const outcomes = yield* Client.insertJobs(Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))).pipe(
-        Effect.provide(storageOnly(settings))
-      )
-      yield* Console.log(`stored ${outcomes.length} job(s) for ${o.function}`)
-    }))).pipe(Command.withDescription("Store test jobs (directly, or through inject_jobs with --pure)"))
+export const injectCommand = Command.make(
+  "inject",
+  options,
+  (o) =>
+    withSettings(o, (settings) =>
+      Effect.gen(function*() {
+        if (o.count < 1)
+          return yield* Effect.fail(new UsageError({ message: "invalid option --count: must be at least 1" }))
+        const badName = funcnameProblem(o.function)
+        if (badName !== undefined)
+          return yield* Effect.fail(new UsageError({ message: `invalid option --function: ${badName}` }))
+        const now = yield* nowSeconds
+        const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
+        if (o.pure)
+          return yield* injectPure(o.count, o.function, arg).pipe(Effect.provide(servicesLayer(settings)))
+        const outcomes = yield* Client.insertJobs(
+          Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))
+        ).pipe(
+          Effect.provide(storageOnly(settings))
+        )
+        yield* Console.log(`stored ${outcomes.length} job(s) for ${o.function}`)
+      }))
+).pipe(Command.withDescription("Store test jobs (directly, or through inject_jobs with --pure)"))

@@ -27,7 +27,6 @@ const dispatchedReason = (job: Job, now: number, leaseSeconds: number, what: str
   `(${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
   `${what}; --force to do it anyway`
 
-
 const preview = (bytes: Uint8Array) => {
   const clean = Buffer.from(bytes).toString("utf8").replace(/[^\x20-\x7e]/g, ".")
   return clean.length > 40 ? `${clean.slice(0, 37)}...` : clean
@@ -48,18 +47,26 @@ const asJson = (job: Job, now: number) => ({
 /** Prints rows as aligned columns. */
 export const printTable = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>) => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  return Effect.forEach([header, ...rows], (row) => Console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()), { discard: true })
+  return Effect.forEach(
+    [header, ...rows],
+    (row) => Console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()),
+    { discard: true }
+  )
 }
 
 const handleArg = Args.text({ name: "dbid:jobid" })
 /** A handle typed on the command line: a malformed one is bad usage (exit 2). */
-const parseHandleArg = (text: string) => Effect.mapError(parseHandle(text), (e) => new UsageError({ message: e.reason }))
+const parseHandleArg = (text: string) =>
+  Effect.mapError(parseHandle(text), (e) => new UsageError({ message: e.reason }))
 const json = Options.boolean("json").pipe(Options.withDescription("Output JSON"))
 
 const listCommand = Command.make("list", {
   ...connectionOptions,
   function: Options.text("function").pipe(Options.optional, Options.withDescription("Only this function")),
-  state: Options.choice("state", ["due", "scheduled", "never"]).pipe(Options.optional, Options.withDescription("due; scheduled (a future run_after, incl. leased jobs); never")),
+  state: Options.choice("state", ["due", "scheduled", "never"]).pipe(
+    Options.optional,
+    Options.withDescription("due; scheduled (a future run_after, incl. leased jobs); never")
+  ),
   shard: Options.integer("shard").pipe(Options.optional, Options.withDescription("Only this shard (dbid)")),
   limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size")),
   after: Options.text("after").pipe(Options.optional, Options.withDescription("Continue after this dbid:jobid")),
@@ -77,37 +84,58 @@ const listCommand = Command.make("list", {
         after
       })
       const now = yield* nowSeconds
-      if (o.json) return yield* Effect.forEach(jobs, (job) => Console.log(JSON.stringify(asJson(job, now))), { discard: true })
+      if (o.json)
+        return yield* Effect.forEach(jobs, (job) => Console.log(JSON.stringify(asJson(job, now))), { discard: true })
       yield* printTable(
         ["HANDLE", "FUNCTION", "STATE", "RUN AFTER", "FAILS", "FLAG", "UNIQKEY", "ARG"],
-        jobs.map((j) => [formatHandle(j), j.funcname, stateOf(j, now), new Date(j.runAfter * 1000).toISOString(), String(j.failcount), j.flag, j.uniqkey ?? "", preview(j.arg)])
+        jobs.map((
+          j
+        ) => [
+          formatHandle(j),
+          j.funcname,
+          stateOf(j, now),
+          new Date(j.runAfter * 1000).toISOString(),
+          String(j.failcount),
+          j.flag,
+          j.uniqkey ?? "",
+          preview(j.arg)
+        ])
       )
-      yield* Console.log(`${jobs.length} job(s)${jobs.length === o.limit ? ` (more: --after ${formatHandle(jobs[jobs.length - 1]!)})` : ""}`)
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(Command.withDescription("List stored jobs, filtered and paged"))
+      yield* Console.log(
+        `${jobs.length} job(s)${
+          jobs.length === o.limit ? ` (more: --after ${formatHandle(jobs[jobs.length - 1]!)})` : ""
+        }`
+      )
+    }).pipe(Effect.provide(storageOnly(settings))))).pipe(
+    Command.withDescription("List stored jobs, filtered and paged")
+  )
 
 const showCommand = Command.make("show", { ...connectionOptions, handle: handleArg, json }, (o) =>
   // The handle is checked before the store is opened: a bad argument touches no database.
-  withSettings(o, (settings) => Effect.flatMap(parseHandleArg(o.handle), (handle) =>
-    Effect.gen(function*() {
-      const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
-      if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-      const now = yield* nowSeconds
-      if (o.json) return yield* Console.log(JSON.stringify(asJson(job.value, now)))
-      const j = job.value
-      yield* printTable(["FIELD", "VALUE"], [
-        ["handle", formatHandle(j)],
-        ["funcname", j.funcname],
-        ["state", stateOf(j, now)],
-        ["run_after", `${j.runAfter} (${new Date(j.runAfter * 1000).toISOString()})`],
-        ["failcount", String(j.failcount)],
-        ["flag", j.flag],
-        ["uniqkey", j.uniqkey ?? "(none)"],
-        ["coalesce", j.coalesce ?? "(none)"],
-        ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`]
-      ])
-    }).pipe(Effect.provide(storageOnly(settings)))))).pipe(Command.withDescription("Show one job"))
+  withSettings(o, (settings) =>
+    Effect.flatMap(parseHandleArg(o.handle), (handle) =>
+      Effect.gen(function*() {
+        const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
+        if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+        const now = yield* nowSeconds
+        if (o.json) return yield* Console.log(JSON.stringify(asJson(job.value, now)))
+        const j = job.value
+        yield* printTable(["FIELD", "VALUE"], [
+          ["handle", formatHandle(j)],
+          ["funcname", j.funcname],
+          ["state", stateOf(j, now)],
+          ["run_after", `${j.runAfter} (${new Date(j.runAfter * 1000).toISOString()})`],
+          ["failcount", String(j.failcount)],
+          ["flag", j.flag],
+          ["uniqkey", j.uniqkey ?? "(none)"],
+          ["coalesce", j.coalesce ?? "(none)"],
+          ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`]
+        ])
+      }).pipe(Effect.provide(storageOnly(settings)))))).pipe(Command.withDescription("Show one job"))
 
-const force = Options.boolean("force").pipe(Options.withDescription("Act even on a job that may be running right now (its run_after within a lease of now)"))
+const force = Options.boolean("force").pipe(
+  Options.withDescription("Act even on a job that may be running right now (its run_after within a lease of now)")
+)
 const lease = queueRunnerOptions.lease
 
 /** The job behind a handle, with the lease and now the refusal rule needs. */
@@ -122,49 +150,67 @@ const lookUp = (handle: JobHandle, leaseSetting: Duration.DurationInput | undefi
 const retryCommand = Command.make("retry", {
   ...connectionOptions,
   handle: handleArg.pipe(Args.optional),
-  function: Options.text("function").pipe(Options.optional, Options.withDescription("Make every `never` job of this function due")),
+  function: Options.text("function").pipe(
+    Options.optional,
+    Options.withDescription("Make every `never` job of this function due")
+  ),
   force,
   lease
 }, (o) =>
   withSettings(o, (settings) =>
     Effect.gen(function*() {
       if (Option.isSome(o.handle) === Option.isSome(o.function)) {
-        return yield* Effect.fail(new UsageError({ message: "jobs retry takes a dbid:jobid or --function NAME (its `never` jobs), not both" }))
+        return yield* Effect.fail(
+          new UsageError({ message: "jobs retry takes a dbid:jobid or --function NAME (its `never` jobs), not both" })
+        )
       }
       return Option.isSome(o.handle) ? Option.some(yield* parseHandleArg(o.handle.value)) : Option.none<JobHandle>()
-    }).pipe(Effect.flatMap((parsed) => Effect.gen(function*() {
-      const storage = yield* Storage
-      if (Option.isNone(parsed) && Option.isSome(o.function)) {
-        // `never` jobs only: no dispatcher holds one (a lease is never `never`), so none is running.
-        const n = yield* storage.retryNever(o.function.value)
-        return yield* Console.log(`made ${n} never job(s) of ${o.function.value} due`)
-      }
-      const { handle, job, leaseSeconds, now } = yield* lookUp(Option.getOrThrow(parsed), settings.queueRunner.lease)
-      // Already due: writing run_after again could undo the lease of a dispatcher claiming it now.
-      if (job.runAfter <= now) return yield* Console.log(`job ${formatHandle(handle)} is already due`)
-      if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
-        return yield* Effect.fail(new Refused({ message: dispatchedReason(job, now, leaseSeconds, "retrying it now could run it twice") }))
-      }
-      const n = yield* storage.defer([handle], now)
-      if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-      yield* Console.log(`job ${formatHandle(handle)} is due`)
-    }).pipe(Effect.provide(storageOnly(settings))))))).pipe(
-    Command.withDescription("Make a job due now (refused while it may be running, unless --force), or every never job of a function")
+    }).pipe(Effect.flatMap((parsed) =>
+      Effect.gen(function*() {
+        const storage = yield* Storage
+        if (Option.isNone(parsed) && Option.isSome(o.function)) {
+          // `never` jobs only: no dispatcher holds one (a lease is never `never`), so none is running.
+          const n = yield* storage.retryNever(o.function.value)
+          return yield* Console.log(`made ${n} never job(s) of ${o.function.value} due`)
+        }
+        const { handle, job, leaseSeconds, now } = yield* lookUp(Option.getOrThrow(parsed), settings.queueRunner.lease)
+        // Already due: writing run_after again could undo the lease of a dispatcher claiming it now.
+        if (job.runAfter <= now) return yield* Console.log(`job ${formatHandle(handle)} is already due`)
+        if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
+          return yield* Effect.fail(
+            new Refused({ message: dispatchedReason(job, now, leaseSeconds, "retrying it now could run it twice") })
+          )
+        }
+        const n = yield* storage.defer([handle], now)
+        if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+        yield* Console.log(`job ${formatHandle(handle)} is due`)
+      }).pipe(Effect.provide(storageOnly(settings)))
+    )))).pipe(
+    Command.withDescription(
+      "Make a job due now (refused while it may be running, unless --force), or every never job of a function"
+    )
   )
 
-const deleteCommand = Command.make("delete", { ...connectionOptions, handle: handleArg, force, lease }, (o) =>
-  withSettings(o, (settings) => Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
-    Effect.gen(function*() {
-      const { handle, job, leaseSeconds, now } = yield* lookUp(parsed, settings.queueRunner.lease)
-      if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
-        return yield* Effect.fail(new Refused({ message: dispatchedReason(job, now, leaseSeconds, "deleting it would not stop it") }))
-      }
-      const n = yield* Effect.flatMap(Storage, (s) => s.complete([handle]))
-      if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-      yield* Console.log(`job ${formatHandle(handle)} deleted`)
-    }).pipe(Effect.provide(storageOnly(settings)))))).pipe(
-    Command.withDescription("Delete a job (refused while it may be running, unless --force)")
-  )
+const deleteCommand = Command.make(
+  "delete",
+  { ...connectionOptions, handle: handleArg, force, lease },
+  (o) =>
+    withSettings(o, (settings) =>
+      Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
+        Effect.gen(function*() {
+          const { handle, job, leaseSeconds, now } = yield* lookUp(parsed, settings.queueRunner.lease)
+          if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
+            return yield* Effect.fail(
+              new Refused({ message: dispatchedReason(job, now, leaseSeconds, "deleting it would not stop it") })
+            )
+          }
+          const n = yield* Effect.flatMap(Storage, (s) => s.complete([handle]))
+          if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+          yield* Console.log(`job ${formatHandle(handle)} deleted`)
+        }).pipe(Effect.provide(storageOnly(settings)))))
+).pipe(
+  Command.withDescription("Delete a job (refused while it may be running, unless --force)")
+)
 
 export const jobsCommand = Command.make("jobs").pipe(
   Command.withDescription("Inspect and repair stored jobs"),

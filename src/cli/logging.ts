@@ -1,5 +1,6 @@
 /** The log output every command (and a Driver child) installs; its own module so children load little. */
-import { Layer, Logger } from "effect"
+import type { Layer } from "effect"
+import { Logger } from "effect"
 import type { LogFormat } from "./config.js"
 
 /** Logs go to stderr (stdout is the commands' output), in the chosen format. */

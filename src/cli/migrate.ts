@@ -33,7 +33,9 @@ export const migrateCommand = Command.make(
   "migrate",
   {
     ...connectionOptions,
-    status: Options.boolean("status").pipe(Options.withDescription("List each migration per shard, applied (when) or pending; change nothing"))
+    status: Options.boolean("status").pipe(
+      Options.withDescription("List each migration per shard, applied (when) or pending; change nothing")
+    )
   },
   ({ status, ...flags }) =>
     withSettings(flags, (settings) =>

@@ -35,10 +35,16 @@ const running = (pid: number) => {
 }
 
 const cannotWrite = (path: string, e: unknown) =>
-  new ConfigInvalid({ field: "pid-file", reason: `cannot write ${path}: ${e instanceof Error ? e.message : String(e)}` })
+  new ConfigInvalid({
+    field: "pid-file",
+    reason: `cannot write ${path}: ${e instanceof Error ? e.message : String(e)}`
+  })
 
 const create = (path: string) =>
-  Effect.try({ try: () => writeFileSync(path, `${process.pid}\n`, { flag: "wx" }), catch: (e) => e as NodeJS.ErrnoException })
+  Effect.try({
+    try: () => writeFileSync(path, `${process.pid}\n`, { flag: "wx" }),
+    catch: (e) => e as NodeJS.ErrnoException
+  })
 
 const claim = (path: string): Effect.Effect<void, ConfigInvalid | PidFileInUse> =>
   create(path).pipe(
@@ -48,10 +54,14 @@ const claim = (path: string): Effect.Effect<void, ConfigInvalid | PidFileInUse> 
       if (pid !== undefined && pid !== process.pid && running(pid)) return Effect.fail(new PidFileInUse({ path, pid }))
       // Stale (its process is gone) or unreadable: replace it, once; a racing Driver that got in
       // first makes the second create fail.
-      return Effect.logWarning(`replacing stale pid file ${path}${pid === undefined ? "" : ` (process ${pid} is gone)`}`).pipe(
+      return Effect.logWarning(
+        `replacing stale pid file ${path}${pid === undefined ? "" : ` (process ${pid} is gone)`}`
+      ).pipe(
         Effect.zipRight(Effect.sync(() => rmSync(path, { force: true }))),
         Effect.zipRight(create(path)),
-        Effect.mapError((again) => (again.code === "EEXIST" ? new PidFileInUse({ path, pid: owner(path) ?? 0 }) : cannotWrite(path, again)))
+        Effect.mapError((
+          again
+        ) => (again.code === "EEXIST" ? new PidFileInUse({ path, pid: owner(path) ?? 0 }) : cannotWrite(path, again)))
       )
     })
   )

@@ -25,9 +25,17 @@ export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controll
  * request bound out of range, or a Controller that waits for a job as long as the lease or
  * longer (the job would be dispatched again while it still runs, and again).
  */
-export const checkRoleSettings = (roles: ReadonlyArray<Role>, settings: Settings): Either.Either<void, ConfigInvalid> => {
+export const checkRoleSettings = (
+  roles: ReadonlyArray<Role>,
+  settings: Settings
+): Either.Either<void, ConfigInvalid> => {
   // The QueueRunner's own settings are checked for every command, where they are read (config.ts).
-  for (const [field, value] of [["injector max request jobs", settings.injector.maxRequestJobs], ["injector max request bytes", settings.injector.maxRequestBytes]] as const) {
+  for (
+    const [field, value] of [["injector max request jobs", settings.injector.maxRequestJobs], [
+      "injector max request bytes",
+      settings.injector.maxRequestBytes
+    ]] as const
+  ) {
     if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
       return Either.left(new ConfigInvalid({ field, reason: `${value} is not a positive integer` }))
     }
@@ -39,10 +47,14 @@ export const checkRoleSettings = (roles: ReadonlyArray<Role>, settings: Settings
       Duration.decode(settings.injector.lease ?? QueueRunner.DEFAULT_LEASE)
     )
     if (Duration.greaterThanOrEqualTo(timeout, lease)) {
-      return Either.left(new ConfigInvalid({
-        field: "controller timeout",
-        reason: `${Duration.format(timeout)} is not under the lease (${Duration.format(lease)}): a job still running when its lease ends is dispatched again; lower --controller-timeout or raise --lease`
-      }))
+      return Either.left(
+        new ConfigInvalid({
+          field: "controller timeout",
+          reason: `${Duration.format(timeout)} is not under the lease (${
+            Duration.format(lease)
+          }): a job still running when its lease ends is dispatched again; lower --controller-timeout or raise --lease`
+        })
+      )
     }
   }
   return Either.right(undefined)
@@ -71,7 +83,10 @@ const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInv
 }
 
 /** The roles as one Layer over Storage, each with its own Gearman connections. */
-export const rolesLayer = (roles: ReadonlyArray<Role>, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage> =>
+export const rolesLayer = (
+  roles: ReadonlyArray<Role>,
+  settings: Settings
+): Layer.Layer<never, ConfigInvalid, Storage> =>
   roles.map((r) => roleLayer(r, settings)).reduce((a, b) => Layer.merge(a, b), Layer.empty)
 
 /** Runs the roles until interrupted (with the roles' heap policy, see heap.ts). */
@@ -92,16 +107,30 @@ const roleCommand = (role: Role, description: string) =>
     Command.withDescription(description)
   )
 
-export const queueRunnerCommand = roleCommand("queue-runner", "Move due jobs from the database into gearmand in batches (throughput mode)")
-export const injectorCommand = roleCommand("injector", "Serve inject_jobs: store jobs sent by any Gearman client and dispatch them at once")
-export const controllerCommand = roleCommand("controller", "Serve run_queued_job: run injected jobs and complete or back off their rows")
+export const queueRunnerCommand = roleCommand(
+  "queue-runner",
+  "Move due jobs from the database into gearmand in batches (throughput mode)"
+)
+export const injectorCommand = roleCommand(
+  "injector",
+  "Serve inject_jobs: store jobs sent by any Gearman client and dispatch them at once"
+)
+export const controllerCommand = roleCommand(
+  "controller",
+  "Serve run_queued_job: run injected jobs and complete or back off their rows"
+)
 
 /** `--roles queue-runner,injector,controller` */
 export const parseRoles = (text: string): Either.Either<ReadonlyArray<Role>, ConfigInvalid> => {
   const names = text.split(",").map((s) => s.trim()).filter((s) => s !== "")
   const unknown = names.filter((n) => !ROLES.includes(n as Role))
   if (names.length === 0 || unknown.length > 0) {
-    return Either.left(new ConfigInvalid({ field: "roles", reason: `${JSON.stringify(text)}: expected a comma list of ${ROLES.join(", ")}` }))
+    return Either.left(
+      new ConfigInvalid({
+        field: "roles",
+        reason: `${JSON.stringify(text)}: expected a comma list of ${ROLES.join(", ")}`
+      })
+    )
   }
   return Either.right([...new Set(names)].filter((n): n is Role => ROLES.includes(n as Role)))
 }
@@ -115,5 +144,6 @@ export const runCommand = Command.make(
       Options.withDescription(`Comma list of roles to run in this process (default: ${ROLES.join(",")})`)
     )
   },
-  (flags) => withSettings(flags, (settings) => Effect.flatMap(parseRoles(flags.roles), (roles) => runRoles(roles, settings)))
+  (flags) =>
+    withSettings(flags, (settings) => Effect.flatMap(parseRoles(flags.roles), (roles) => runRoles(roles, settings)))
 ).pipe(Command.withDescription("Run several roles in one process"))

@@ -1,9 +1,11 @@
 /** What the subcommands share: settings with logging set up, the service layers, one-line failures. */
 import { Console, Effect, Layer, Option } from "effect"
 import type { ConfigInvalid, ShardUnavailable, SqliteDriverMissing } from "../errors.js"
-import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
+import type { Gearman } from "../gearman/Gearman.js"
+import { layer as gearmanLayer } from "../gearman/Gearman.js"
 import { migrate, migrateSqlite } from "../storage/migrate.js"
-import { Storage, layer as mysqlLayer, layerSqlite } from "../storage/Storage.js"
+import type { Storage } from "../storage/Storage.js"
+import { layer as mysqlLayer, layerSqlite } from "../storage/Storage.js"
 import { resolve } from "./config.js"
 import type { Settings } from "./config.js"
 
@@ -28,7 +30,8 @@ export const storageLayerFor = (settings: Settings): Layer.Layer<Storage, Storag
 /** Where the jobs are, for log and console lines. */
 export const describeStorage = (settings: Settings): string =>
   Option.match(settings.sqlite, {
-    onNone: () => `${settings.shards.length} shard(s): ${settings.shards.map((s) => `${s.id}=${s.database}`).join(", ")}`,
+    onNone: () =>
+      `${settings.shards.length} shard(s): ${settings.shards.map((s) => `${s.id}=${s.database}`).join(", ")}`,
     onSome: (filename) => `SQLite file ${filename}`
   })
 
@@ -50,7 +53,9 @@ export const storageOnly = (settings: Settings): Layer.Layer<Storage, StorageLay
  * Ends the command with one clear line (no stack trace): exit 2 for bad configuration or usage,
  * 1 for a failure at run time.
  */
-export const reportFailure = <A, E extends { readonly _tag: string; readonly message: string }, R>(effect: Effect.Effect<A, E, R>) =>
+export const reportFailure = <A, E extends { readonly _tag: string; readonly message: string }, R>(
+  effect: Effect.Effect<A, E, R>
+) =>
   Effect.catchAll(effect, (e) =>
     Effect.zipRight(
       Console.error(`garivini: ${e.message}`),
@@ -64,6 +69,7 @@ export const withSettings = <E extends { readonly _tag: string; readonly message
   flags: Parameters<typeof resolve>[0],
   body: (settings: Settings) => Effect.Effect<void, E, R>
 ) =>
-  reportFailure(Effect.flatMap(resolve(flags), (settings) =>
-    Effect.zipRight(warnPasswordFlag(flags.db), body(settings)).pipe(Effect.provide(loggerLayer(settings.logFormat)))))
-
+  reportFailure(
+    Effect.flatMap(resolve(flags), (settings) =>
+      Effect.zipRight(warnPasswordFlag(flags.db), body(settings)).pipe(Effect.provide(loggerLayer(settings.logFormat))))
+  )

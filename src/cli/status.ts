@@ -22,7 +22,9 @@ export const statusCommand = Command.make("status", {
       const gearman = yield* Gearman
       const now = yield* nowSeconds
       // One shard down must not hide the others: each is reported on its own.
-      const perShard = yield* Effect.forEach(storage.shardIds, (dbid) => Effect.either(storage.counts(dbid)), { concurrency: "unbounded" })
+      const perShard = yield* Effect.forEach(storage.shardIds, (dbid) => Effect.either(storage.counts(dbid)), {
+        concurrency: "unbounded"
+      })
       const depths = yield* Effect.either(gearman.queueDepths())
       const queue = Either.isRight(depths) ? depths.right : new Map()
       const rows = perShard.flatMap((r) => Either.isRight(r) ? r.right : []).map((c) => ({
@@ -32,18 +34,39 @@ export const statusCommand = Command.make("status", {
         scheduled: c.scheduled,
         never: c.never,
         oldest_due_age: c.oldestDue === null ? null : Math.max(0, now - c.oldestDue),
-        gearmand_queued: queue.get(c.funcname) === undefined ? null : queue.get(c.funcname)!.total - queue.get(c.funcname)!.running,
+        gearmand_queued: queue.get(c.funcname) === undefined
+          ? null
+          : queue.get(c.funcname)!.total - queue.get(c.funcname)!.running,
         gearmand_running: queue.get(c.funcname)?.running ?? null,
         gearmand_workers: queue.get(c.funcname)?.workers ?? null
       }))
-      const unavailable = perShard.flatMap((r, i) => Either.isLeft(r) ? [{ shard: storage.shardIds[i]!, error: r.left.message }] : [])
+      const unavailable = perShard.flatMap((r, i) =>
+        Either.isLeft(r) ? [{ shard: storage.shardIds[i]!, error: r.left.message }] : []
+      )
       const gearmandError = Either.isLeft(depths) ? errorText(depths.left) : null
-      if (o.json) return yield* Console.log(JSON.stringify({ functions: rows, unavailable_shards: unavailable, gearmand_error: gearmandError }))
+      if (o.json)
+        return yield* Console.log(
+          JSON.stringify({ functions: rows, unavailable_shards: unavailable, gearmand_error: gearmandError })
+        )
       const cell = (v: number | null) => (v === null ? "-" : String(v))
       yield* printTable(
         ["SHARD", "FUNCTION", "DUE", "SCHEDULED", "NEVER", "OLDEST DUE", "QUEUED", "RUNNING", "WORKERS"],
-        rows.map((r) => [String(r.shard), r.function, String(r.due), String(r.scheduled), String(r.never), r.oldest_due_age === null ? "-" : `${r.oldest_due_age}s`, cell(r.gearmand_queued), cell(r.gearmand_running), cell(r.gearmand_workers)])
+        rows.map((
+          r
+        ) => [
+          String(r.shard),
+          r.function,
+          String(r.due),
+          String(r.scheduled),
+          String(r.never),
+          r.oldest_due_age === null ? "-" : `${r.oldest_due_age}s`,
+          cell(r.gearmand_queued),
+          cell(r.gearmand_running),
+          cell(r.gearmand_workers)
+        ])
       )
       for (const u of unavailable) yield* Console.log(`shard ${u.shard} unavailable: ${u.error}`)
       if (gearmandError !== null) yield* Console.log(`gearmand unavailable: ${gearmandError}`)
-    }).pipe(Effect.provide(servicesLayer(settings))))).pipe(Command.withDescription("Jobs per shard and function, with gearmand's queue figures"))
+    }).pipe(Effect.provide(servicesLayer(settings))))).pipe(
+    Command.withDescription("Jobs per shard and function, with gearmand's queue figures")
+  )

@@ -51,7 +51,7 @@ export const upCounts = (server: Option.Option<RunningServer>) =>
       failed = ended.failed
     }
     let running = 0
-    if (Either.isRight(depths)) for (const [name, s] of depths.right) if (!internal.has(name)) running += s.running
+    if (Either.isRight(depths)) { for (const [name, s] of depths.right) if (!internal.has(name)) running += s.running }
     const result: UpCounts = {
       due: rows.reduce((n, r) => n + r.due, 0),
       scheduled: rows.reduce((n, r) => n + r.scheduled + r.never, 0),
@@ -71,7 +71,10 @@ const withServer = (settings: Settings, server: Option.Option<RunningServer>): S
   Option.match(server, {
     onNone: () => settings,
     // 0.0.0.0 / :: accept on every interface; this process connects over loopback.
-    onSome: (s) => ({ ...settings, gearmand: [`${s.host === "0.0.0.0" || s.host === "::" ? "127.0.0.1" : s.host}:${s.port}`] })
+    onSome: (s) => ({
+      ...settings,
+      gearmand: [`${s.host === "0.0.0.0" || s.host === "::" ? "127.0.0.1" : s.host}:${s.port}`]
+    })
   })
 
 export const upCommand = Command.make("up", {
@@ -85,9 +88,13 @@ export const upCommand = Command.make("up", {
     Effect.scoped(Effect.gen(function*() {
       yield* checkRoleSettings(ROLES, configured)
       const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
-      const server = Option.isSome(embedded) ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS)) : Option.none<RunningServer>()
+      const server = Option.isSome(embedded)
+        ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS))
+        : Option.none<RunningServer>()
       if (Option.isSome(server)) {
-        yield* warnIfExposed("the embedded job server", server.value.host, server.value.address).pipe(Effect.annotateLogs({ role: "up" }))
+        yield* warnIfExposed("the embedded job server", server.value.host, server.value.address).pipe(
+          Effect.annotateLogs({ role: "up" })
+        )
       }
       const served = withServer(configured, server)
       // Jobs the embedded server would refuse (the connection cut) are parked, not sent.
@@ -122,4 +129,8 @@ export const upCommand = Command.make("up", {
         Effect.provide(context),
         Effect.zipRight(Effect.never)
       )
-    })))).pipe(Command.withDescription("The whole system in one process: an embedded job server, a QueueRunner, an Injector and a Controller"))
+    })))).pipe(
+    Command.withDescription(
+      "The whole system in one process: an embedded job server, a QueueRunner, an Injector and a Controller"
+    )
+  )

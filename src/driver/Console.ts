@@ -12,7 +12,9 @@ import * as Net from "node:net"
 import { Data, Effect, Either, Option, Runtime, Schema } from "effect"
 import { limitsViolation, type JobState, type Supervisor } from "./Supervisor.js"
 
-export class ConsoleUnavailable extends Data.TaggedError("ConsoleUnavailable")<{ readonly address: string; readonly reason: string; readonly cause?: unknown }> {
+export class ConsoleUnavailable extends Data.TaggedError("ConsoleUnavailable")<
+  { readonly address: string; readonly reason: string; readonly cause?: unknown }
+> {
   override get message(): string {
     return `cannot listen on ${this.address} for the console: ${this.reason}`
   }
@@ -20,19 +22,29 @@ export class ConsoleUnavailable extends Data.TaggedError("ConsoleUnavailable")<{
 
 /** A count argument: digits only (the original's `^\d+$`). */
 const Count = Schema.compose(Schema.String.pipe(Schema.pattern(/^\d+$/)), Schema.NumberFromString)
-const count = (arg: string | undefined): Option.Option<number> => Either.getRight(Schema.decodeUnknownEither(Count)(arg))
+const count = (arg: string | undefined): Option.Option<number> =>
+  Either.getRight(Schema.decodeUnknownEither(Count)(arg))
 
 const iso = (epoch: number) => new Date(epoch * 1000).toISOString().slice(0, 19)
 
 const fields = (s: JobState, processes: number) =>
-  [s.job.name, String(s.min), String(s.max), String(processes), iso(s.lastrun), iso(s.lasterror), s.lasterrorMsg ? `ERROR: ${s.lasterrorMsg}` : ""] as const
+  [
+    s.job.name,
+    String(s.min),
+    String(s.max),
+    String(processes),
+    iso(s.lastrun),
+    iso(s.lasterror),
+    s.lasterrorMsg ? `ERROR: ${s.lasterrorMsg}` : ""
+  ] as const
 
 /** `status`: one line a job, columns padded to the widest value, two spaces apart. */
 export const statusLines = (states: ReadonlyArray<JobState>): ReadonlyArray<string> => {
   const rows = states.map((s) => fields(s, s.processes.size))
   const width = (i: number) => Math.max(1, ...rows.map((r) => r[i]!.length))
   return rows.map((r) =>
-    [r[0].padEnd(width(0)), r[1].padStart(width(1)), r[2].padStart(width(2)), r[3].padStart(width(3)), r[4], r[5], r[6]].join("  ")
+    [r[0].padEnd(width(0)), r[1].padStart(width(1)), r[2].padStart(width(2)), r[3].padStart(width(3)), r[4], r[5], r[6]]
+      .join("  ")
   )
 }
 
@@ -49,7 +61,9 @@ export const HELP: ReadonlyArray<string> = [
   "help"
 ]
 
-type Answer = { readonly _tag: "Lines"; readonly lines: ReadonlyArray<string> } | { readonly _tag: "Quit" } | { readonly _tag: "Shutdown" }
+type Answer = { readonly _tag: "Lines"; readonly lines: ReadonlyArray<string> } | { readonly _tag: "Quit" } | {
+  readonly _tag: "Shutdown"
+}
 const lines = (...l: ReadonlyArray<string>): Answer => ({ _tag: "Lines", lines: [...l, "."] })
 const err = (code: string, detail: string) => lines(`ERR ${code}: ${detail}`)
 
@@ -67,7 +81,10 @@ export const execute = (supervisor: Supervisor, line: string): Effect.Effect<Ans
       case "show": {
         const state = job(args[0])
         if (Option.isNone(state)) return err("invalid_job_name", args[0] ?? "")
-        return lines(fields(state.value, state.value.processes.size).join("  "), ...[...state.value.processes.keys()].map(String))
+        return lines(
+          fields(state.value, state.value.processes.size).join("  "),
+          ...[...state.value.processes.keys()].map(String)
+        )
       }
       case "set_min_processes":
       case "set_max_processes":
@@ -86,8 +103,16 @@ export const execute = (supervisor: Supervisor, line: string): Effect.Effect<Ans
             : err("invalid_value", "max_processes must be greater than min_processes")
         }
         // The hard limits: no command may ask for more processes than the machine was sized for.
-        const others = supervisor.states().filter((o) => o !== s).map((o) => ({ name: o.job.name, min: o.min, max: o.max }))
-        const refused = limitsViolation(supervisor.limits, [...others, { name: s.job.name, min: min.value, max: max.value }])
+        const others = supervisor.states().filter((o) => o !== s).map((o) => ({
+          name: o.job.name,
+          min: o.min,
+          max: o.max
+        }))
+        const refused = limitsViolation(supervisor.limits, [...others, {
+          name: s.job.name,
+          min: min.value,
+          max: max.value
+        }])
         if (Option.isSome(refused)) return err("invalid_value", refused.value)
         s.min = min.value
         s.max = max.value
@@ -231,7 +256,9 @@ const listenOn = async (server: Net.Server, listen: Listen) => {
   try {
     await listenOnce(server, listen)
   } catch (e) {
-    if (listen._tag !== "Unix" || (e as NodeJS.ErrnoException).code !== "EADDRINUSE" || !(await staleSocket(listen.path))) throw e
+    if (
+      listen._tag !== "Unix" || (e as NodeJS.ErrnoException).code !== "EADDRINUSE" || !(await staleSocket(listen.path))
+    ) throw e
     unlinkSync(listen.path)
     await listenOnce(server, listen)
   }
@@ -247,19 +274,24 @@ export const serve = (
     const runtime = yield* Effect.runtime<never>()
     const run = Runtime.runPromise(runtime)
     const where = describe(options.listen)
-    const log = (message: string) => void Runtime.runFork(runtime)(Effect.logWarning(message).pipe(Effect.annotateLogs({ console: where })))
+    const log = (message: string) =>
+      void Runtime.runFork(runtime)(Effect.logWarning(message).pipe(Effect.annotateLogs({ console: where })))
     const sockets = new Set<Net.Socket>()
     const server = Net.createServer((socket) => {
       sockets.add(socket)
       socket.on("close", () => sockets.delete(socket))
       socket.on("error", () => socket.destroy())
-      connection(socket, (line) => run(execute(supervisor, line)), { onShutdown: () => void run(options.onShutdown), log })
+      connection(socket, (line) => run(execute(supervisor, line)), {
+        onShutdown: () => void run(options.onShutdown),
+        log
+      })
     })
     server.maxConnections = MAX_CONNECTIONS
     yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: () => listenOn(server, options.listen),
-        catch: (e) => new ConsoleUnavailable({ address: where, reason: e instanceof Error ? e.message : String(e), cause: e })
+        catch: (e) =>
+          new ConsoleUnavailable({ address: where, reason: e instanceof Error ? e.message : String(e), cause: e })
       }),
       () =>
         Effect.async<void>((resume) => {

@@ -51,7 +51,9 @@ export interface DriverOptions {
 export interface DriverHandle {
   readonly supervisor: Supervisor.Supervisor
   /** Applies new `job_runtime_attributes` (min/max) without stopping anything. */
-  readonly reload: (runtimeAttributes: Readonly<Record<string, RuntimeAttributes>>) => Effect.Effect<void, ConfigInvalid>
+  readonly reload: (
+    runtimeAttributes: Readonly<Record<string, RuntimeAttributes>>
+  ) => Effect.Effect<void, ConfigInvalid>
   /** Completes when the console asked for a shutdown. */
   readonly shutdownRequested: Effect.Effect<void>
 }
@@ -63,7 +65,8 @@ const loadJobs = (modules: ReadonlyArray<string>, runtime: Readonly<Record<strin
     const jobs = (yield* Effect.forEach(loaded, (m) => driverJobs(m, runtime))).flat()
     const names = new Set<string>()
     for (const fn of jobs.flatMap((j) => [j.name, ...j.functions.map((f) => `function ${f.registered}`)])) {
-      if (names.has(fn)) return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: `${fn} is declared twice` }))
+      if (names.has(fn))
+        return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: `${fn} is declared twice` }))
       names.add(fn)
     }
     return { loaded, jobs }
@@ -76,18 +79,30 @@ const withinLimits = (limits: Supervisor.ProcessLimits, jobs: ReadonlyArray<Driv
     onSome: (reason) => Effect.fail(new ConfigInvalid({ field: "processes", reason }))
   })
 
-export const make = (options: DriverOptions): Effect.Effect<DriverHandle, ConfigInvalid | Console.ConsoleUnavailable, Scope.Scope> =>
+export const make = (
+  options: DriverOptions
+): Effect.Effect<DriverHandle, ConfigInvalid | Console.ConsoleUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const { loaded, jobs } = yield* loadJobs(options.modules, options.runtimeAttributes ?? {})
-    if (jobs.length === 0) return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: "no jobs declared in the given modules" }))
-    const workerOptions = (job: DriverJob) => ({ ...options.workerOptions?.["GLOBAL"], ...options.workerOptions?.[job.moduleName] })
+    if (jobs.length === 0)
+      return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: "no jobs declared in the given modules" }))
+    const workerOptions = (job: DriverJob) => ({
+      ...options.workerOptions?.["GLOBAL"],
+      ...options.workerOptions?.[job.moduleName]
+    })
     const limits: Supervisor.ProcessLimits = {
       startPerTick: options.maxStartPerTick ?? Supervisor.DEFAULT_LIMITS.startPerTick,
       perJob: options.maxProcessesPerJob ?? Supervisor.DEFAULT_LIMITS.perJob,
       total: options.maxProcesses ?? Supervisor.DEFAULT_LIMITS.total
     }
-    for (const [field, value] of [["max_start_per_tick", limits.startPerTick], ["max_processes_per_job", limits.perJob], ["max_processes", limits.total]] as const) {
-      if (!Number.isInteger(value) || value < 1) return yield* Effect.fail(new ConfigInvalid({ field, reason: `${value} is not an integer >= 1` }))
+    for (
+      const [field, value] of [["max_start_per_tick", limits.startPerTick], ["max_processes_per_job", limits.perJob], [
+        "max_processes",
+        limits.total
+      ]] as const
+    ) {
+      if (!Number.isInteger(value) || value < 1)
+        return yield* Effect.fail(new ConfigInvalid({ field, reason: `${value} is not an integer >= 1` }))
     }
     yield* withinLimits(limits, jobs)
     const supervisor = yield* Supervisor.make(jobs, {
@@ -97,7 +112,8 @@ export const make = (options: DriverOptions): Effect.Effect<DriverHandle, Config
       shutdownTimeout: Duration.seconds(options.shutdownTimeout ?? 30),
       ...(options.childEntry !== undefined ? { childEntry: options.childEntry } : {})
     })
-    for (const job of jobs) yield* Effect.logDebug(`Added new job: ${job.name} (processes: ${job.min})`)
+    for (const job of jobs)
+      yield* Effect.logDebug(`Added new job: ${job.name} (processes: ${job.min})`)
     const shutdown = yield* Deferred.make<void>()
 
     // Min processes, and the surplus over max drained, whether or not the observer runs; each
@@ -118,13 +134,18 @@ export const make = (options: DriverOptions): Effect.Effect<DriverHandle, Config
     const onShutdown = Deferred.succeed(shutdown, undefined)
     const consolePort = options.consolePort ?? 47300
     if (consolePort > 0) {
-      yield* Console.serve(supervisor, { listen: { _tag: "Tcp", host: options.consoleHost ?? "127.0.0.1", port: consolePort }, onShutdown })
+      yield* Console.serve(supervisor, {
+        listen: { _tag: "Tcp", host: options.consoleHost ?? "127.0.0.1", port: consolePort },
+        onShutdown
+      })
     }
     if (options.consoleSocket !== undefined) {
       yield* Console.serve(supervisor, { listen: { _tag: "Unix", path: options.consoleSocket }, onShutdown })
     }
     yield* Effect.logInfo(
-      `driver running ${jobs.length} job(s) from ${loaded.map((m) => m.name).join(", ")} on ${options.servers.join(", ")}`
+      `driver running ${jobs.length} job(s) from ${loaded.map((m) => m.name).join(", ")} on ${
+        options.servers.join(", ")
+      }`
     )
 
     return {

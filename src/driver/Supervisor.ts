@@ -14,7 +14,8 @@
 import { fork, type ChildProcess } from "node:child_process"
 import * as Readline from "node:readline"
 import { fileURLToPath } from "node:url"
-import { Deferred, Duration, Effect, Either, FiberId, Option, Runtime } from "effect"
+import type { Duration } from "effect"
+import { Deferred, Effect, Either, FiberId, Option, Runtime } from "effect"
 import type { DriverJob } from "./attributes.js"
 import { CHILD_SPEC_ENV, decodeChildMessage, encodeChildSpec, type ParentMessage } from "./ipc.js"
 
@@ -96,7 +97,18 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
     const states = new Map<string, JobState>(
       jobs.map((job) => [
         job.name,
-        { job, min: job.min, max: job.max, lastrun: 0, lasterror: 0, lasterrorMsg: "", processes: new Map(), crashes: 0, holdUntil: 0, startBudget: limits.startPerTick }
+        {
+          job,
+          min: job.min,
+          max: job.max,
+          lastrun: 0,
+          lasterror: 0,
+          lasterrorMsg: "",
+          processes: new Map(),
+          crashes: 0,
+          holdUntil: 0,
+          startBudget: limits.startPerTick
+        }
       ])
     )
     const live = () => {
@@ -113,7 +125,12 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
         const child = fork(entry, [], {
           env: {
             ...process.env,
-            [CHILD_SPEC_ENV]: encodeChildSpec({ modulePath: job.modulePath, group: job.group, servers: options.servers, options: options.workerOptions(job) })
+            [CHILD_SPEC_ENV]: encodeChildSpec({
+              modulePath: job.modulePath,
+              group: job.group,
+              servers: options.servers,
+              options: options.workerOptions(job)
+            })
           },
           stdio: ["ignore", "pipe", "pipe", "ipc"],
           execArgv: [],
@@ -129,7 +146,14 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
           state.holdUntil = Date.now() + crashBackoff(state.crashes)
           return Effect.logError(`[${job.name}] could not start a process`)
         }
-        const proc: Process = { pid, child, state: "starting", idleSince: Date.now(), stopping: false, exited: Deferred.unsafeMake<void>(FiberId.none) }
+        const proc: Process = {
+          pid,
+          child,
+          state: "starting",
+          idleSince: Date.now(),
+          stopping: false,
+          exited: Deferred.unsafeMake<void>(FiberId.none)
+        }
         // Listeners go on before anything can yield, so no event of the child is missed.
         watch(state, proc)
         return Effect.logInfo(`${tag(pid, state)} Process started`)
@@ -139,7 +163,11 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
       state.processes.set(proc.pid, proc)
       const { child } = proc
       for (const [stream, label] of [[child.stdout, "STDOUT"], [child.stderr, "STDERR"]] as const) {
-        if (stream) Readline.createInterface({ input: stream }).on("line", (line) => runLog(Effect.logInfo(`${tag(proc.pid, state)} ${label}: ${line}`)))
+        if (stream)
+          Readline.createInterface({ input: stream }).on(
+            "line",
+            (line) => runLog(Effect.logInfo(`${tag(proc.pid, state)} ${label}: ${line}`))
+          )
       }
       child.on("message", (raw) => {
         const decoded = decodeChildMessage(raw)
@@ -180,8 +208,14 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
         const delay = crashBackoff(state.crashes)
         state.holdUntil = Date.now() + delay
         state.lasterror = nowSeconds()
-        state.lasterrorMsg = `process exited with ${status}` + (state.crashes >= CRASH_LOOP ? ` (${state.crashes} crashes in a row, held back ${delay / 1000} s)` : "")
-        if (state.crashes >= CRASH_LOOP) runLog(Effect.logError(`[${state.job.name}] crash loop: ${state.crashes} crashes in a row; next start in ${delay / 1000} s`))
+        state.lasterrorMsg = `process exited with ${status}` +
+          (state.crashes >= CRASH_LOOP ? ` (${state.crashes} crashes in a row, held back ${delay / 1000} s)` : "")
+        if (state.crashes >= CRASH_LOOP)
+          runLog(
+            Effect.logError(
+              `[${state.job.name}] crash loop: ${state.crashes} crashes in a row; next start in ${delay / 1000} s`
+            )
+          )
       })
     }
 
@@ -224,8 +258,11 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
         const running = alive(state)
         if (running.length < state.min) return start(state, state.min - running.length, "min")
         if (running.length > state.max) {
-          const surplus = [...running].sort((a, b) => (a.state === "busy" ? 1 : 0) - (b.state === "busy" ? 1 : 0)).slice(0, running.length - state.max)
-          return Effect.logDebug(`Stopping ${surplus.length} process(es) of type ${state.job.name} (over max ${state.max})`).pipe(
+          const surplus = [...running].sort((a, b) => (a.state === "busy" ? 1 : 0) - (b.state === "busy" ? 1 : 0))
+            .slice(0, running.length - state.max)
+          return Effect.logDebug(
+            `Stopping ${surplus.length} process(es) of type ${state.job.name} (over max ${state.max})`
+          ).pipe(
             Effect.zipRight(Effect.forEach(surplus, drain, { discard: true }))
           )
         }
@@ -234,7 +271,8 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
     )
 
     const supervisor = {
-      states: (): ReadonlyArray<JobState> => [...states.values()].sort((a, b) => (a.job.name < b.job.name ? -1 : a.job.name > b.job.name ? 1 : 0)),
+      states: (): ReadonlyArray<JobState> =>
+        [...states.values()].sort((a, b) => (a.job.name < b.job.name ? -1 : a.job.name > b.job.name ? 1 : 0)),
       get: (name: string): Option.Option<JobState> => Option.fromNullable(states.get(name)),
       alive,
       start,

@@ -49,15 +49,22 @@ export const loadModule = (path: string): Effect.Effect<LoadedModule, ConfigInva
     const absolute = Path.resolve(path)
     const exports = yield* Effect.tryPromise({
       try: (): Promise<Record<string, unknown>> => import(pathToFileURL(absolute).href),
-      catch: (e) => new ConfigInvalid({ field: "module", reason: `cannot load ${path}: ${e instanceof Error ? e.message : String(e)}` })
+      catch: (e) =>
+        new ConfigInvalid({
+          field: "module",
+          reason: `cannot load ${path}: ${e instanceof Error ? e.message : String(e)}`
+        })
     })
-    const candidates = isDefinition(exports["default"]) ? [exports["default"]] : Object.values(exports).filter(isDefinition)
+    const candidates = isDefinition(exports["default"])
+      ? [exports["default"]]
+      : Object.values(exports).filter(isDefinition)
     const definition = candidates[0]
     if (definition === undefined || candidates.length > 1) {
       return yield* Effect.fail(
         new ConfigInvalid({
           field: "module",
-          reason: `${path} must export one Driver.define(...) definition (as default export), found ${candidates.length}`
+          reason:
+            `${path} must export one Driver.define(...) definition (as default export), found ${candidates.length}`
         })
       )
     }
@@ -84,7 +91,9 @@ export const driverJobs = (
       const attributes = merged(definition, spec)
       for (const [what, value] of [["min", attributes.min], ["max", attributes.max]] as const) {
         if (value !== undefined && (!Number.isInteger(value) || value < 0)) {
-          return yield* Effect.fail(new ConfigInvalid({ field: `${module.name}.${key}.${what}`, reason: `${value} is not an integer >= 0` }))
+          return yield* Effect.fail(
+            new ConfigInvalid({ field: `${module.name}.${key}.${what}`, reason: `${value} is not an integer >= 0` })
+          )
         }
       }
       const group = attributes.group ?? key
@@ -94,11 +103,13 @@ export const driverJobs = (
         const value = attributes[what]
         if (value === undefined) continue
         if (entry[what] === undefined) entry[what] = value
-        else if (entry[what] !== value) yield* Effect.logWarning(`${what} redefined in group ${group} at ${module.name}::${key}`)
+        else if (entry[what] !== value)
+          yield* Effect.logWarning(`${what} redefined in group ${group} at ${module.name}::${key}`)
       }
       // Refused here, at the Driver's start, rather than by every child it would fork.
       const nameProblem = functionNameProblem(prefix + key)
-      if (nameProblem !== undefined) return yield* Effect.fail(new ConfigInvalid({ field: `${module.name}.${key}`, reason: nameProblem }))
+      if (nameProblem !== undefined)
+        return yield* Effect.fail(new ConfigInvalid({ field: `${module.name}.${key}`, reason: nameProblem }))
       entry.functions.push({ key, registered: prefix + key, spec, attributes })
       groups.set(group, entry)
     }
@@ -109,7 +120,16 @@ export const driverJobs = (
       const override = runtime[name] ?? runtime[runtimeKey] ?? {}
       const min = override.min_processes ?? entry.min ?? 1
       const max = Math.max(override.max_processes ?? entry.max ?? 1, min)
-      jobs.push({ name, runtimeKey, modulePath: module.path, moduleName: module.name, group, functions: entry.functions, min, max })
+      jobs.push({
+        name,
+        runtimeKey,
+        modulePath: module.path,
+        moduleName: module.name,
+        group,
+        functions: entry.functions,
+        min,
+        max
+      })
     }
     return jobs
   })

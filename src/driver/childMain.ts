@@ -25,7 +25,8 @@ const now = () => Math.floor(Date.now() / 1000)
 const describe = (cause: Cause.Cause<unknown>): string => {
   const failure = Cause.failureOption(cause)
   const value: unknown = Option.isSome(failure) ? failure.value : Cause.squash(cause)
-  const text = typeof value === "object" && value !== null && "message" in value && typeof value.message === "string" && value.message !== ""
+  const text = typeof value === "object" && value !== null && "message" in value && typeof value.message === "string" &&
+      value.message !== ""
     ? value.message
     : typeof value === "object" && value !== null && "reason" in value && typeof value.reason === "string"
     ? value.reason
@@ -34,7 +35,11 @@ const describe = (cause: Cause.Cause<unknown>): string => {
 }
 
 const toPayload = (value: unknown): Payload =>
-  value === undefined || value === null ? "" : typeof value === "string" || value instanceof Uint8Array ? value : JSON.stringify(value)
+  value === undefined || value === null
+    ? ""
+    : typeof value === "string" || value instanceof Uint8Array
+    ? value
+    : JSON.stringify(value)
 
 /**
  * One function's handler with the Driver's wrapper around it: decode → begin → handler → end
@@ -51,13 +56,20 @@ const wrap = <R>(
   Effect.gen(function*() {
     yield* send({ _tag: "busy", function: fn.registered })
     const context: JobContext = { function: fn.registered, driverJob: job.name, gearman: gjob, options }
-    const failed = (what: string) => (e: unknown) => new Error(`${what} failed: ${e instanceof Error ? e.message : String(e)}`)
+    const failed = (what: string) => (e: unknown) =>
+      new Error(`${what} failed: ${e instanceof Error ? e.message : String(e)}`)
     const decode = fn.spec._tag === "Plain" ? fn.attributes.decode : undefined
     const encode = fn.spec._tag === "Plain" ? fn.attributes.encode : undefined
     const run = Effect.gen(function*() {
-      const workload: unknown = decode ? yield* Effect.try({ try: () => decode(gjob.payload), catch: failed("decode") }) : gjob.text()
+      const workload: unknown = decode
+        ? yield* Effect.try({ try: () => decode(gjob.payload), catch: failed("decode") })
+        : gjob.text()
       if (definition.begin) yield* definition.begin(context, workload)
-      const body = Option.isSome(durable) ? durable.value(gjob) : fn.spec._tag === "Plain" ? fn.spec.handler(workload, context) : Effect.void
+      const body = Option.isSome(durable)
+        ? durable.value(gjob)
+        : fn.spec._tag === "Plain"
+        ? fn.spec.handler(workload, context)
+        : Effect.void
       const exit = yield* Effect.exit(body)
       if (definition.end) {
         const ended = yield* Effect.exit(definition.end(context, workload))
@@ -101,11 +113,14 @@ const main = Effect.gen(function*() {
   const title = module.definition.processName?.(process.title, job.name)
   if (title !== undefined) process.title = title
 
-  const serveGroup = (durableHandler: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>): Effect.Effect<void, never, Scope.Scope | Gearman> =>
+  const serveGroup = (
+    durableHandler: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>
+  ): Effect.Effect<void, never, Scope.Scope | Gearman> =>
     Effect.gen(function*() {
       const gearman = yield* Gearman
       const handlers: Record<string, GearmanWorker.Handler<never>> = {}
-      for (const fn of job.functions) handlers[fn.registered] = wrap(module.definition, job, fn, spec.options, durableHandler(fn))
+      for (const fn of job.functions)
+        handlers[fn.registered] = wrap(module.definition, job, fn, spec.options, durableHandler(fn))
       // A name the worker refuses to register cannot be served: the child dies saying why.
       yield* gearman.serve(handlers, { concurrency: 1 }).pipe(Effect.orDie)
       yield* send({ _tag: "ready" })
@@ -113,7 +128,8 @@ const main = Effect.gen(function*() {
     })
 
   const gearman = gearmanLayer({ servers: spec.servers })
-  if (!job.functions.some((f) => f.spec._tag === "Durable")) return yield* Effect.scoped(serveGroup(() => Option.none())).pipe(Effect.provide(gearman))
+  if (!job.functions.some((f) => f.spec._tag === "Durable"))
+    return yield* Effect.scoped(serveGroup(() => Option.none())).pipe(Effect.provide(gearman))
   const { withDurable } = yield* Effect.promise(() => import("./durable.js"))
   return yield* withDurable(serveGroup).pipe(Effect.provide(gearman))
 })

@@ -86,7 +86,8 @@ export interface Definition extends DefinitionInput {
 export const define = (input: DefinitionInput): Definition => ({ ...input, [DefinitionTypeId]: DefinitionTypeId })
 
 export const isDefinition = (u: unknown): u is Definition =>
-  typeof u === "object" && u !== null && DefinitionTypeId in u && "jobs" in u && typeof u.jobs === "object" && u.jobs !== null
+  typeof u === "object" && u !== null && DefinitionTypeId in u && "jobs" in u && typeof u.jobs === "object" &&
+  u.jobs !== null
 
 /** A job whose handler gets the decoded workload (text by default) and returns the result to encode. */
 export const job = <I = string, O = Payload | void>(

@@ -12,12 +12,16 @@ import { Storage, layer as storageLayer, layerSqlite } from "../storage/Storage.
 import type { DriverFunction } from "./attributes.js"
 
 export const withDurable = <A, E, R>(
-  body: (durable: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>) => Effect.Effect<A, E, R | Scope.Scope>
+  body: (
+    durable: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>
+  ) => Effect.Effect<A, E, R | Scope.Scope>
 ): Effect.Effect<A, E, Exclude<R, Storage>> =>
   Effect.gen(function*() {
     const target = yield* Effect.orDie(Config.option(Config.redacted("GARIVINI_DB")))
     // `garivini driver` checked this value at start (one line, exit 2): a failure here is a defect.
-    const targets = yield* Effect.orDie(parseDbTargets(Option.match(target, { onNone: () => "", onSome: Redacted.value })))
+    const targets = yield* Effect.orDie(
+      parseDbTargets(Option.match(target, { onNone: () => "", onSome: Redacted.value }))
+    )
     const storage: Layer.Layer<Storage, unknown> = targets._tag === "Sqlite"
       ? layerSqlite({ filename: targets.filename })
       : storageLayer({ shards: targets.shards })
@@ -26,7 +30,9 @@ export const withDurable = <A, E, R>(
         const storage = yield* Storage
         const complete = yield* makeCompleter(storage)
         return yield* body((fn) =>
-          fn.spec._tag === "Durable" ? Option.some(gearmanHandler(storage, complete, fn.registered, fn.spec.handler)) : Option.none()
+          fn.spec._tag === "Durable"
+            ? Option.some(gearmanHandler(storage, complete, fn.registered, fn.spec.handler))
+            : Option.none()
         )
       })
     ).pipe(Effect.provide(Layer.orDie(storage)))

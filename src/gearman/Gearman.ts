@@ -1,12 +1,19 @@
 // The `Gearman` service every role uses: submit jobs, read queue depths, serve functions.
 // `layer` talks to real job servers over TCP; `layerMemory` to in-process job servers with
 // gearmand's semantics, through the very same client and worker code.
-import { Context, Duration, Effect, Layer, Schedule, Scope } from "effect"
+import type { Schedule, Scope } from "effect"
+import { Context, Duration, Effect, Layer } from "effect"
 import * as Admin from "./admin.js"
 import type { FunctionStatus } from "./adminProtocol.js"
 import * as Client from "./client.js"
 import { netTransport, type Transport } from "./connection.js"
-import type { GearmanAdminError, GearmanConnectionError, GearmanInvalidArgument, GearmanServerError, GearmanSubmitError } from "./errors.js"
+import type {
+  GearmanAdminError,
+  GearmanConnectionError,
+  GearmanInvalidArgument,
+  GearmanServerError,
+  GearmanSubmitError
+} from "./errors.js"
 import { JobServer, type JobServerOptions } from "./JobServer.js"
 import { memoryTransport, type MemoryServers } from "./memoryTransport.js"
 import * as Worker from "./worker.js"
@@ -14,7 +21,11 @@ import * as Worker from "./worker.js"
 export interface GearmanService {
   readonly servers: ReadonlyArray<string>
   /** Runs a foreground job and waits for its result. */
-  readonly submit: (fn: string, payload: Client.Payload, options?: Client.SubmitOptions) => Effect.Effect<Client.JobResult, GearmanSubmitError>
+  readonly submit: (
+    fn: string,
+    payload: Client.Payload,
+    options?: Client.SubmitOptions
+  ) => Effect.Effect<Client.JobResult, GearmanSubmitError>
   /** Queues a background job; succeeds once a server has accepted it (JOB_CREATED). */
   readonly submitBackground: (
     fn: string,
@@ -23,14 +34,22 @@ export interface GearmanService {
   ) => Effect.Effect<Client.JobHandle, Client.BackgroundSubmitError>
   /** Queues many background jobs in one pipelined batch; per job its handle or its error. */
   readonly submitBackgroundAll: Client.Client["submitBackgroundAll"]
-  readonly getStatus: (handle: Client.JobHandle) => Effect.Effect<Client.JobStatus, GearmanConnectionError | GearmanServerError>
+  readonly getStatus: (
+    handle: Client.JobHandle
+  ) => Effect.Effect<Client.JobStatus, GearmanConnectionError | GearmanServerError>
   /** Per-function `status` summed over every server that answers. */
-  readonly queueDepths: () => Effect.Effect<ReadonlyMap<string, FunctionStatus>, GearmanConnectionError | GearmanAdminError>
+  readonly queueDepths: () => Effect.Effect<
+    ReadonlyMap<string, FunctionStatus>,
+    GearmanConnectionError | GearmanAdminError
+  >
   /**
    * Serves the functions until the scope closes (graceful: in-flight jobs finish first). A
    * function name with whitespace or control characters is refused before anything is registered.
    */
-  readonly serve: <R>(handlers: Worker.Handlers<R>, options?: Worker.ServeOptions) => Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R>
+  readonly serve: <R>(
+    handlers: Worker.Handlers<R>,
+    options?: Worker.ServeOptions
+  ) => Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R>
   /** Per-server admin commands. */
   readonly admin: Admin.Admin
   /** Servers the client is connected to right now. */
@@ -54,8 +73,10 @@ export interface GearmanOptions {
   readonly heartbeat?: Duration.DurationInput
 }
 
-export const make = (options: GearmanOptions & { readonly transport: Transport }): Effect.Effect<GearmanService, never, Scope.Scope> =>
-  Effect.gen(function* () {
+export const make = (
+  options: GearmanOptions & { readonly transport: Transport }
+): Effect.Effect<GearmanService, never, Scope.Scope> =>
+  Effect.gen(function*() {
     const shared = {
       servers: options.servers,
       transport: options.transport,
@@ -64,7 +85,10 @@ export const make = (options: GearmanOptions & { readonly transport: Transport }
       ...(options.maxFrame !== undefined ? { maxFrame: options.maxFrame } : {}),
       ...(options.heartbeat !== undefined ? { heartbeat: options.heartbeat } : {})
     }
-    const client = yield* Client.make({ ...shared, ...(options.exceptions !== undefined ? { exceptions: options.exceptions } : {}) })
+    const client = yield* Client.make({
+      ...shared,
+      ...(options.exceptions !== undefined ? { exceptions: options.exceptions } : {})
+    })
     const admin = Admin.make({ servers: options.servers, transport: options.transport })
     return {
       servers: options.servers,
@@ -93,8 +117,10 @@ export const layer = (options: GearmanOptions): Layer.Layer<Gearman> =>
   )
 
 /** In-process job servers, by name; hand the same map to several layers to share servers. */
-export const makeMemoryServers = (names: ReadonlyArray<string> = ["memory"], options: JobServerOptions = {}): MemoryServers =>
-  new Map(names.map((name) => [name, new JobServer({ handlePrefix: `H:${name}`, ...options })]))
+export const makeMemoryServers = (
+  names: ReadonlyArray<string> = ["memory"],
+  options: JobServerOptions = {}
+): MemoryServers => new Map(names.map((name) => [name, new JobServer({ handlePrefix: `H:${name}`, ...options })]))
 
 /** In-memory layer: a fresh in-process job server (or the given ones), same client and worker code. */
 export const layerMemory = (
@@ -106,6 +132,11 @@ export const layerMemory = (
       const servers = options.servers ?? makeMemoryServers()
       // No heartbeat by default: in-process servers cannot half-close, and a periodic timer would
       // replay for every simulated interval when a test's TestClock jumps.
-      return make({ heartbeat: Duration.infinity, ...options, servers: [...servers.keys()], transport: memoryTransport(servers) })
+      return make({
+        heartbeat: Duration.infinity,
+        ...options,
+        servers: [...servers.keys()],
+        transport: memoryTransport(servers)
+      })
     })
   )

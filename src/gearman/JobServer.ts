@@ -16,7 +16,16 @@
 // CAN_DO_TIMEOUT timer is per job, not per connection, and PRE_SLEEP does not cancel it.
 import { isUtf8 } from "node:buffer"
 import { Either } from "effect"
-import { ByteQueue, DEFAULT_MAX_FRAME, HEADER_SIZE, PacketType, readHeader, response, splitArgs, type Arg } from "./protocol.js"
+import {
+  ByteQueue,
+  DEFAULT_MAX_FRAME,
+  HEADER_SIZE,
+  PacketType,
+  readHeader,
+  response,
+  splitArgs,
+  type Arg
+} from "./protocol.js"
 
 export interface JobServerOptions {
   readonly handlePrefix?: string
@@ -259,7 +268,10 @@ export class JobServer {
       let largest: SessionState | undefined
       for (const s of this.sessions.values()) if (largest === undefined || s.counted > largest.counted) largest = s
       if (largest === undefined || largest.counted === 0) return
-      this.kill(largest, `${largest.counted} bytes of unfinished input while all peers together hold over ${this.maxInputBytes}`)
+      this.kill(
+        largest,
+        `${largest.counted} bytes of unfinished input while all peers together hold over ${this.maxInputBytes}`
+      )
     }
   }
 
@@ -400,13 +412,25 @@ export class JobServer {
   }
 
   private badName(session: SessionState): void {
-    this.send(session, PacketType.ERROR, ["INVALID_FUNCTION_NAME", "Function name is not UTF-8 without control characters"])
+    this.send(session, PacketType.ERROR, [
+      "INVALID_FUNCTION_NAME",
+      "Function name is not UTF-8 without control characters"
+    ])
   }
 
   private fn(name: string): FunctionState {
     let state = this.functions.get(name)
     if (!state) {
-      state = { name, queues: [[], [], []], registrations: 0, running: 0, bytes: 0, maxQueue: undefined, created: false, sleepers: new Set() }
+      state = {
+        name,
+        queues: [[], [], []],
+        registrations: 0,
+        running: 0,
+        bytes: 0,
+        maxQueue: undefined,
+        created: false,
+        sleepers: new Set()
+      }
       this.functions.set(name, state)
     }
     return state
@@ -456,10 +480,14 @@ export class JobServer {
     if (!printableName(args[0]!)) return this.badName(session)
     const fnName = args[0]!.toString("utf8")
     const unique = args[1]!.toString("utf8")
-    if (args[1]!.length > 64) return this.send(session, PacketType.ERROR, ["ARGUMENT_TOO_LARGE", "Unique value too large"])
+    if (args[1]!.length > 64)
+      return this.send(session, PacketType.ERROR, ["ARGUMENT_TOO_LARGE", "Unique value too large"])
     const payload = args[2]!
-    const uniqueKey =
-      unique === "" ? undefined : unique === "-" ? (payload.length === 0 ? undefined : `${fnName}\0-\0${payload.toString("latin1")}`) : `${fnName}\0${unique}`
+    const uniqueKey = unique === ""
+      ? undefined
+      : unique === "-"
+      ? (payload.length === 0 ? undefined : `${fnName}\0-\0${payload.toString("latin1")}`)
+      : `${fnName}\0${unique}`
     const existing = uniqueKey !== undefined ? this.uniques.get(uniqueKey) : undefined
     if (existing) {
       if (!background) this.attach(existing, session)
@@ -569,12 +597,11 @@ export class JobServer {
     const handle = args[0]!.toString("utf8")
     const job = this.jobs.get(handle)
     if (!job || job.worker !== session) {
-      const text =
-        type === T.WORK_DATA || type === T.WORK_WARNING
-          ? "Job does not exist on server"
-          : type === T.WORK_EXCEPTION
-            ? "An exception was received for a job that does not exist"
-            : "Job given in work result not found"
+      const text = type === T.WORK_DATA || type === T.WORK_WARNING
+        ? "Job does not exist on server"
+        : type === T.WORK_EXCEPTION
+        ? "An exception was received for a job that does not exist"
+        : "Job given in work result not found"
       return this.send(session, T.ERROR, ["JOB_NOT_FOUND", text])
     }
     if (type === T.WORK_STATUS) {
@@ -586,7 +613,8 @@ export class JobServer {
     let downgraded: Buffer | undefined
     for (const client of job.clients) {
       if (!client.alive) continue
-      if (type === T.WORK_EXCEPTION && !client.exceptions) client.write(downgraded ??= response(T.WORK_FAIL, [handle + "\0"]))
+      if (type === T.WORK_EXCEPTION && !client.exceptions)
+        client.write(downgraded ??= response(T.WORK_FAIL, [handle + "\0"]))
       else client.write(packet ??= response(type, args))
     }
     if (type === T.WORK_COMPLETE || type === T.WORK_FAIL || type === T.WORK_EXCEPTION) {
@@ -686,16 +714,21 @@ export class JobServer {
     const badNameAnswer = "ERR INVALID_FUNCTION_NAME Function+name+is+not+UTF-8+without+control+characters\r\n"
     switch (cmd) {
       case "status":
-        return list([...this.functions.values()].map((f) => `${f.name}\t${this.totalOf(f)}\t${f.running}\t${f.registrations}`))
+        return list(
+          [...this.functions.values()].map((f) => `${f.name}\t${this.totalOf(f)}\t${f.running}\t${f.registrations}`)
+        )
       case "prioritystatus":
         return list(
-          [...this.functions.values()].map((s) => `${s.name}\t${s.queues[0].length}\t${s.queues[1].length}\t${s.queues[2].length}\t${s.registrations}`)
+          [...this.functions.values()].map((s) =>
+            `${s.name}\t${s.queues[0].length}\t${s.queues[1].length}\t${s.queues[2].length}\t${s.registrations}`
+          )
         )
       case "workers":
         return list(
           [...this.sessions.values()].map((s) => {
             let fns = ""
-            for (const name of s.grabOrder ??= [...s.functions.keys()].reverse()) fns += ` ${name}`.repeat(s.functions.get(name)!)
+            for (const name of s.grabOrder ??= [...s.functions.keys()].reverse())
+              fns += ` ${name}`.repeat(s.functions.get(name)!)
             return `${s.id} ${s.address} ${s.clientId} :${fns}`
           })
         )
@@ -714,7 +747,11 @@ export class JobServer {
         const values = words.slice(2).map((w) => Math.max(0, Number.parseInt(w, 10) || 0))
         if (state) {
           const one = values[0]
-          state.maxQueue = values.length >= 3 ? [values[0]!, values[1]!, values[2]!] : one === undefined ? undefined : [one, one, one]
+          state.maxQueue = values.length >= 3
+            ? [values[0]!, values[1]!, values[2]!]
+            : one === undefined
+            ? undefined
+            : [one, one, one]
           this.release(state)
         }
         return "OK\r\n"
@@ -722,7 +759,11 @@ export class JobServer {
       case "show": {
         const what = words.slice(1).map((w) => w.toLowerCase()).join(" ")
         if (what === "jobs") {
-          return list([...this.jobs.values()].map((j) => `${j.handle}\t${j.retries}\t${j.ignore ? 1 : 0}\t${j.background ? 1 : 0}`))
+          return list(
+            [...this.jobs.values()].map((j) =>
+              `${j.handle}\t${j.retries}\t${j.ignore ? 1 : 0}\t${j.background ? 1 : 0}`
+            )
+          )
         }
         // A unique is any bytes but NUL: one with a line break must not forge rows.
         if (what === "unique jobs") return list([...this.jobs.values()].map((j) => j.unique.replace(controlChars, "?")))
@@ -747,7 +788,8 @@ export class JobServer {
         if (words[1]?.toLowerCase() !== "function" || words[2] === undefined) break
         const state = this.functions.get(words[2])
         if (!state) return "ERR function not found\r\n"
-        if (state.registrations > 0 || state.running > 0) return "ERR there are still connected workers or executing clients\r\n"
+        if (state.registrations > 0 || state.running > 0)
+          return "ERR there are still connected workers or executing clients\r\n"
         // Its queued jobs go with it (their waiting clients get WORK_FAIL, as on `cancel job`):
         // left behind, they would hold their uniques and swallow later submits.
         this.functions.delete(state.name)

@@ -17,7 +17,7 @@ export const command = (
   line: string
 ): Effect.Effect<ReadonlyArray<string>, GearmanConnectionError | GearmanAdminError> =>
   Effect.scoped(
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const answer = yield* Deferred.make<ReadonlyArray<string>, GearmanConnectionError | GearmanAdminError>()
       const reader = new P.AnswerReader(line)
       const link = yield* transport.open(server, {
@@ -38,7 +38,8 @@ export const command = (
       return yield* Deferred.await(answer).pipe(
         Effect.timeoutFail({
           duration: "30 seconds",
-          onTimeout: () => new GearmanConnectionError({ server, message: `no answer from ${server} to ${JSON.stringify(line)}` })
+          onTimeout: () =>
+            new GearmanConnectionError({ server, message: `no answer from ${server} to ${JSON.stringify(line)}` })
         })
       )
     })
@@ -51,33 +52,58 @@ const parsed = <A>(
   parse: (lines: ReadonlyArray<string>) => Either.Either<A, string>
 ): Effect.Effect<A, GearmanConnectionError | GearmanAdminError> =>
   command(transport, server, line).pipe(
-    Effect.flatMap((lines) => Either.match(parse(lines), { onLeft: (message) => Effect.fail(new GearmanAdminError({ server, command: line, message })), onRight: Effect.succeed }))
+    Effect.flatMap((lines) =>
+      Either.match(parse(lines), {
+        onLeft: (message) => Effect.fail(new GearmanAdminError({ server, command: line, message })),
+        onRight: Effect.succeed
+      })
+    )
   )
 
 const safeArg = (server: string, line: string, arg: string): Effect.Effect<void, GearmanAdminError> =>
   /[\s]/.test(arg) || arg.length === 0
-    ? Effect.fail(new GearmanAdminError({ server, command: line, message: `argument ${JSON.stringify(arg)} cannot be sent over the text protocol` }))
+    ? Effect.fail(
+      new GearmanAdminError({
+        server,
+        command: line,
+        message: `argument ${JSON.stringify(arg)} cannot be sent over the text protocol`
+      })
+    )
     : Effect.void
 
 export interface Admin {
-  readonly status: (server: string) => Effect.Effect<ReadonlyArray<P.FunctionStatus>, GearmanConnectionError | GearmanAdminError>
-  readonly priorityStatus: (server: string) => Effect.Effect<ReadonlyArray<P.PriorityStatus>, GearmanConnectionError | GearmanAdminError>
-  readonly workers: (server: string) => Effect.Effect<ReadonlyArray<P.WorkerInfo>, GearmanConnectionError | GearmanAdminError>
+  readonly status: (
+    server: string
+  ) => Effect.Effect<ReadonlyArray<P.FunctionStatus>, GearmanConnectionError | GearmanAdminError>
+  readonly priorityStatus: (
+    server: string
+  ) => Effect.Effect<ReadonlyArray<P.PriorityStatus>, GearmanConnectionError | GearmanAdminError>
+  readonly workers: (
+    server: string
+  ) => Effect.Effect<ReadonlyArray<P.WorkerInfo>, GearmanConnectionError | GearmanAdminError>
   readonly version: (server: string) => Effect.Effect<string, GearmanConnectionError | GearmanAdminError>
   readonly getPid: (server: string) => Effect.Effect<number, GearmanConnectionError | GearmanAdminError>
-  readonly showJobs: (server: string) => Effect.Effect<ReadonlyArray<P.JobInfo>, GearmanConnectionError | GearmanAdminError>
+  readonly showJobs: (
+    server: string
+  ) => Effect.Effect<ReadonlyArray<P.JobInfo>, GearmanConnectionError | GearmanAdminError>
   /** `maxqueue FUNC [N | HIGH NORMAL LOW]`; no size resets to unlimited. */
   readonly maxQueue: (
     server: string,
     fn: string,
     size?: number | readonly [number, number, number]
   ) => Effect.Effect<void, GearmanConnectionError | GearmanAdminError>
-  readonly cancelJob: (server: string, handle: string) => Effect.Effect<void, GearmanConnectionError | GearmanAdminError>
+  readonly cancelJob: (
+    server: string,
+    handle: string
+  ) => Effect.Effect<void, GearmanConnectionError | GearmanAdminError>
   /**
    * Per-function status summed over every server that answers. Servers that are down are
    * skipped (logged); fails only when none answers.
    */
-  readonly queueDepths: () => Effect.Effect<ReadonlyMap<string, P.FunctionStatus>, GearmanConnectionError | GearmanAdminError>
+  readonly queueDepths: () => Effect.Effect<
+    ReadonlyMap<string, P.FunctionStatus>,
+    GearmanConnectionError | GearmanAdminError
+  >
 }
 
 export const make = (options: AdminOptions): Admin => {
@@ -99,15 +125,19 @@ export const make = (options: AdminOptions): Admin => {
       const line = `cancel job ${handle}`
       return safeArg(server, line, handle).pipe(Effect.zipRight(parsed(transport, server, line, P.parseOk)))
     },
-    queueDepths: Effect.fn("Gearman.queueDepths")(function* () {
-      const results = yield* Effect.forEach(options.servers, (server) => Effect.either(status(server)), { concurrency: "unbounded" })
+    queueDepths: Effect.fn("Gearman.queueDepths")(function*() {
+      const results = yield* Effect.forEach(options.servers, (server) => Effect.either(status(server)), {
+        concurrency: "unbounded"
+      })
       const totals = new Map<string, P.FunctionStatus>()
       let answered = 0
       let lastError: GearmanConnectionError | GearmanAdminError | undefined
       for (const [i, result] of results.entries()) {
         if (Either.isLeft(result)) {
           lastError = result.left
-          yield* Effect.logWarning("gearman status unavailable", result.left.message).pipe(Effect.annotateLogs({ server: options.servers[i] }))
+          yield* Effect.logWarning("gearman status unavailable", result.left.message).pipe(
+            Effect.annotateLogs({ server: options.servers[i] })
+          )
           continue
         }
         answered++
@@ -115,7 +145,14 @@ export const make = (options: AdminOptions): Admin => {
           const sum = totals.get(row.name)
           totals.set(
             row.name,
-            sum ? { name: row.name, total: sum.total + row.total, running: sum.running + row.running, workers: sum.workers + row.workers } : row
+            sum
+              ? {
+                name: row.name,
+                total: sum.total + row.total,
+                running: sum.running + row.running,
+                workers: sum.workers + row.workers
+              }
+              : row
           )
         }
       }

@@ -39,7 +39,8 @@ export type AnswerShape = "list" | "line"
 
 export const answerShape = (command: string): AnswerShape => {
   const word = command.trim().split(/ +/)[0]?.toLowerCase() ?? ""
-  return word === "status" || word === "prioritystatus" || word === "workers" || word === "show" || word === "jobs" || word === "clients"
+  return word === "status" || word === "prioritystatus" || word === "workers" || word === "show" || word === "jobs" ||
+      word === "clients"
     ? "list"
     : "line"
 }
@@ -61,7 +62,10 @@ export class LineDecoder {
       lines.push(Buffer.from(raw.endsWith("\r") ? raw.slice(0, -1) : raw, "latin1").toString("utf8"))
     }
     if (this.pending.length > this.maxLine) {
-      this.failure = new GearmanProtocolError({ reason: "LineTooLong", message: `admin line longer than ${this.maxLine} bytes` })
+      this.failure = new GearmanProtocolError({
+        reason: "LineTooLong",
+        message: `admin line longer than ${this.maxLine} bytes`
+      })
       this.pending = ""
       return Either.left(this.failure)
     }
@@ -77,7 +81,8 @@ export const isErrLine = (line: string): boolean => (line === "ERR" || line.star
 
 /** Whether the lines collected so far make up the whole answer. */
 export const answerComplete = (shape: AnswerShape, lines: ReadonlyArray<string>): boolean =>
-  lines.length > 0 && (shape === "line" || lines[lines.length - 1] === "." || (lines.length === 1 && isErrLine(lines[0]!)))
+  lines.length > 0 &&
+  (shape === "line" || lines[lines.length - 1] === "." || (lines.length === 1 && isErrLine(lines[0]!)))
 
 /** Largest admin answer read (a `status` of 100,000 functions is a few MiB). */
 export const DEFAULT_MAX_ANSWER = 16 * 1024 * 1024
@@ -169,13 +174,16 @@ export const parseStatus = (lines: ReadonlyArray<string>): Either.Either<Readonl
       const cols = line.split("\t")
       if (cols.length < 4) return Either.left(`bad status line: ${JSON.stringify(line)}`)
       const [total, running, workers] = cols.slice(-3).map(int)
-      if (total === undefined || running === undefined || workers === undefined) return Either.left(`bad status line: ${JSON.stringify(line)}`)
+      if (total === undefined || running === undefined || workers === undefined)
+        return Either.left(`bad status line: ${JSON.stringify(line)}`)
       out.push({ name: cols.slice(0, -3).join("\t"), total, running, workers })
     }
     return Either.right(out)
   })
 
-export const parsePriorityStatus = (lines: ReadonlyArray<string>): Either.Either<ReadonlyArray<PriorityStatus>, string> =>
+export const parsePriorityStatus = (
+  lines: ReadonlyArray<string>
+): Either.Either<ReadonlyArray<PriorityStatus>, string> =>
   Either.flatMap(listBody(lines), (body) => {
     const out: Array<PriorityStatus> = []
     for (const line of body) {

@@ -3,7 +3,8 @@
 // farm, as Perl's Gearman::Client does); other jobs are spread round-robin; a server that is
 // down, or dies before JOB_CREATED, is skipped for the next one.
 import { crc32 } from "../crc32.js"
-import { Deferred, Duration, Effect, Either, Exit, Fiber, MetricLabel, Queue, Runtime, Schedule, Scope } from "effect"
+import type { Schedule, Scope } from "effect"
+import { Deferred, Duration, Effect, Either, Exit, Fiber, MetricLabel, Queue, Runtime } from "effect"
 import { keepConnected, watchdog, type Connection, type ServerSlot, type Transport } from "./connection.js"
 import {
   GearmanConnectionError,
@@ -93,10 +94,18 @@ export interface BackgroundSubmission {
   readonly options?: BackgroundOptions | undefined
 }
 
-export type BackgroundSubmitError = GearmanInvalidArgument | GearmanConnectionError | GearmanNoServerAvailable | GearmanServerError
+export type BackgroundSubmitError =
+  | GearmanInvalidArgument
+  | GearmanConnectionError
+  | GearmanNoServerAvailable
+  | GearmanServerError
 
 export interface Client {
-  readonly submit: (fn: string, payload: Payload, options?: SubmitOptions) => Effect.Effect<JobResult, GearmanSubmitError>
+  readonly submit: (
+    fn: string,
+    payload: Payload,
+    options?: SubmitOptions
+  ) => Effect.Effect<JobResult, GearmanSubmitError>
   readonly submitBackground: (
     fn: string,
     payload: Payload,
@@ -163,7 +172,12 @@ type ReplyError = GearmanServerError | GearmanConnectionError
 // Replies settle plain callbacks, not Deferreds: a submission is one Effect.async, resumed from
 // the packet handler (a Deferred and an Effect per reply measured as a large part of a job's CPU).
 type Reply =
-  | { readonly kind: "created"; readonly waiter: Waiter | undefined; readonly ok: (handle: string) => void; readonly fail: (e: ReplyError) => void }
+  | {
+    readonly kind: "created"
+    readonly waiter: Waiter | undefined
+    readonly ok: (handle: string) => void
+    readonly fail: (e: ReplyError) => void
+  }
   | { readonly kind: "status"; readonly ok: (status: JobStatus) => void; readonly fail: (e: ReplyError) => void }
   | { readonly kind: "option"; readonly ok: (value: void) => void; readonly fail: (e: ReplyError) => void }
   | { readonly kind: "echo" }
@@ -172,10 +186,20 @@ const failReply = (reply: Reply, error: ReplyError): void => {
   if (reply.kind !== "echo") reply.fail(error)
 }
 
-const terminalExit = (handle: JobHandle, terminal: Terminal, waiter: Waiter): Exit.Exit<JobResult, GearmanSubmitError> => {
+const terminalExit = (
+  handle: JobHandle,
+  terminal: Terminal,
+  waiter: Waiter
+): Exit.Exit<JobResult, GearmanSubmitError> => {
   switch (terminal._tag) {
     case "Complete":
-      return Exit.succeed({ handle, data: terminal.data, chunks: waiter.chunks, warnings: waiter.warnings, status: waiter.status })
+      return Exit.succeed({
+        handle,
+        data: terminal.data,
+        chunks: waiter.chunks,
+        warnings: waiter.warnings,
+        status: waiter.status
+      })
     case "Fail":
       return Exit.fail(new GearmanJobFailed({ handle: handle.handle, functionName: waiter.fn }))
     case "Exception":
@@ -205,9 +229,16 @@ export const serverIndexForUnique = (unique: string | Uint8Array, servers: numbe
  * A submission's packet: refused (nothing sent) for a function name with whitespace or control
  * characters, or a NUL in the unique.
  */
-const submitPacket = (type: PacketType, fn: string, unique: string, payload: Payload): Either.Either<Buffer, GearmanInvalidArgument> => {
+const submitPacket = (
+  type: PacketType,
+  fn: string,
+  unique: string,
+  payload: Payload
+): Either.Either<Buffer, GearmanInvalidArgument> => {
   const problem = functionNameProblem(fn)
-  return problem !== undefined ? Either.left(new GearmanInvalidArgument({ message: problem })) : checkedRequest(type, [fn, unique, payload])
+  return problem !== undefined
+    ? Either.left(new GearmanInvalidArgument({ message: problem }))
+    : checkedRequest(type, [fn, unique, payload])
 }
 
 /** What picks the server: the unique, or the payload for "-" (coalesce by payload); none for "". */
@@ -219,10 +250,12 @@ const foregroundTag = [MetricLabel.make("mode", "foreground")]
 const backgroundTag = [MetricLabel.make("mode", "background")]
 
 export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope.Scope> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const runtime = yield* Effect.runtime<never>()
-    const log = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
-    const debug = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logDebug(message, ...rest))
+    const log = (message: string, ...rest: ReadonlyArray<unknown>) =>
+      Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
+    const debug = (message: string, ...rest: ReadonlyArray<unknown>) =>
+      Runtime.runFork(runtime)(Effect.logDebug(message, ...rest))
 
     // Submit timeouts: one sweeping fiber on the Clock while any is pending (a fiber and a
     // timer per submit, as Effect.timeout makes them, cost a tenth of a Controller's job).
@@ -230,7 +263,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     const deadlines = new Set<{ readonly at: number; readonly fire: () => void }>()
     let sweepMs = 1000
     let sweeper: Fiber.RuntimeFiber<void> | undefined
-    const sweep: Effect.Effect<void> = Effect.gen(function* () {
+    const sweep: Effect.Effect<void> = Effect.gen(function*() {
       while (deadlines.size > 0) {
         yield* Effect.sleep(Duration.millis(sweepMs))
         const now = clock.unsafeCurrentTimeMillis()
@@ -268,7 +301,11 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
           const reply = state.replies.shift()
           if (!reply) return log("gearman reply without a request", packet.type)
           if (packet.type === T.ERROR) {
-            const error = new GearmanServerError({ server: state.connection.server, code: str(packet.args[0]), text: str(packet.args[1]) })
+            const error = new GearmanServerError({
+              server: state.connection.server,
+              code: str(packet.args[0]),
+              text: str(packet.args[1])
+            })
             return failReply(reply, error)
           }
           if (reply.kind === "created" && packet.type === T.JOB_CREATED) {
@@ -286,13 +323,22 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
           }
           if (reply.kind === "status" && packet.type === T.STATUS_RES) {
             const [, known, running, numerator, denominator] = packet.args.map(str)
-            return reply.ok({ known: known === "1", running: running === "1", numerator: numerator ?? "0", denominator: denominator ?? "0" })
+            return reply.ok({
+              known: known === "1",
+              running: running === "1",
+              numerator: numerator ?? "0",
+              denominator: denominator ?? "0"
+            })
           }
           if (reply.kind === "option" && packet.type === T.OPTION_RES) return reply.ok(undefined)
           if (reply.kind === "echo" && packet.type === T.ECHO_RES) return
           // Replies out of step with requests: the stream cannot be trusted any more.
           log("gearman reply does not match its request", packet.type, reply.kind)
-          const error = new GearmanServerError({ server: state.connection.server, code: "PROTOCOL", text: `unexpected packet ${packet.type}` })
+          const error = new GearmanServerError({
+            server: state.connection.server,
+            code: "PROTOCOL",
+            text: `unexpected packet ${packet.type}`
+          })
           return failReply(reply, error)
         }
         case T.WORK_DATA:
@@ -304,20 +350,21 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
           const handle = str(packet.args[0])
           const waiters = state.jobs.get(handle)
           if (!waiters) return
-          const outcome: Outcome =
-            packet.type === T.WORK_DATA
-              ? { _tag: "Data", data: packet.args[1]! }
-              : packet.type === T.WORK_WARNING
-                ? { _tag: "Warning", data: packet.args[1]! }
-                : packet.type === T.WORK_STATUS
-                  ? { _tag: "Status", numerator: str(packet.args[1]), denominator: str(packet.args[2]) }
-                  : packet.type === T.WORK_COMPLETE
-                    ? { _tag: "Complete", data: packet.args[1]! }
-                    : packet.type === T.WORK_EXCEPTION
-                      ? { _tag: "Exception", data: packet.args[1]! }
-                      : { _tag: "Fail" }
-          if (outcome._tag === "Complete" || outcome._tag === "Fail" || outcome._tag === "Exception") state.jobs.delete(handle)
-          for (const waiter of waiters) deliver(waiter, outcome, maxKept)
+          const outcome: Outcome = packet.type === T.WORK_DATA
+            ? { _tag: "Data", data: packet.args[1]! }
+            : packet.type === T.WORK_WARNING
+            ? { _tag: "Warning", data: packet.args[1]! }
+            : packet.type === T.WORK_STATUS
+            ? { _tag: "Status", numerator: str(packet.args[1]), denominator: str(packet.args[2]) }
+            : packet.type === T.WORK_COMPLETE
+            ? { _tag: "Complete", data: packet.args[1]! }
+            : packet.type === T.WORK_EXCEPTION
+            ? { _tag: "Exception", data: packet.args[1]! }
+            : { _tag: "Fail" }
+          if (outcome._tag === "Complete" || outcome._tag === "Fail" || outcome._tag === "Exception")
+            state.jobs.delete(handle)
+          for (const waiter of waiters)
+            deliver(waiter, outcome, maxKept)
           return
         }
         default:
@@ -326,7 +373,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     }
 
     const onConnect = (index: number) => (connection: Connection) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const state: ConnState = { connection, replies: [], jobs: new Map(), dead: undefined }
         connection.setHandler(onPacket(state))
         if (options.clientId !== undefined) connection.send(request(PacketType.SET_CLIENT_ID, [options.clientId]))
@@ -335,7 +382,8 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
           state.replies.push({
             kind: "option",
             ok: () => {},
-            fail: (e) => void (e._tag === "GearmanServerError" && log("gearman server refused OPTION_REQ exceptions", e.message))
+            fail: (e) =>
+              void (e._tag === "GearmanServerError" && log("gearman server refused OPTION_REQ exceptions", e.message))
           })
           connection.send(request(PacketType.OPTION_REQ, ["exceptions"]))
         }
@@ -349,15 +397,23 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
           }
         })
         yield* Effect.addFinalizer(() =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             if (states[index] === state) states[index] = undefined
             const error = yield* Deferred.poll(connection.closed).pipe(
-              Effect.flatMap((closed) => closed._tag === "Some" ? closed.value : Effect.succeed(new GearmanConnectionError({ server: connection.server, message: "connection closed" })))
+              Effect.flatMap((closed) =>
+                closed._tag === "Some"
+                  ? closed.value
+                  : Effect.succeed(
+                    new GearmanConnectionError({ server: connection.server, message: "connection closed" })
+                  )
+              )
             )
             state.dead = error
             // Requests without an answer yet may be retried elsewhere; jobs already created fail.
             for (const reply of state.replies.splice(0)) failReply(reply, error)
-            for (const waiters of state.jobs.values()) for (const w of waiters) deliver(w, { _tag: "Lost", error }, maxKept)
+            for (const waiters of state.jobs.values())
+              for (const w of waiters)
+                deliver(w, { _tag: "Lost", error }, maxKept)
             state.jobs.clear()
           })
         )
@@ -370,8 +426,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
         ...(options.reconnect ? { reconnect: options.reconnect } : {}),
         ...(options.maxFrame ? { maxFrame: options.maxFrame } : {}),
         onConnect: onConnect(index)
-      }).pipe(Effect.annotateLogs({ role: "gearman-client" }))
-    )
+      }).pipe(Effect.annotateLogs({ role: "gearman-client" })))
     // Callers can submit at once: every server has had its first chance to connect.
     yield* Effect.forEach(slots, (slot) => Deferred.await(slot.firstAttempt), { discard: true })
 
@@ -381,7 +436,10 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       if (state.connection.send(bytes)) return undefined
       const at = state.replies.indexOf(reply)
       if (at >= 0) state.replies.splice(at, 1)
-      return new GearmanConnectionError({ server: state.connection.server, message: `connection to ${state.connection.server} is closed` })
+      return new GearmanConnectionError({
+        server: state.connection.server,
+        message: `connection to ${state.connection.server} is closed`
+      })
     }
 
     /** Sends a request on one connection and waits for its reply. */
@@ -451,7 +509,11 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       else waiter.state.jobs.set(waiter.handle, rest)
     }
 
-    const newWaiter = (fn: string, done: (terminal: Terminal) => void, events: Queue.Queue<Outcome> | undefined): Waiter => ({
+    const newWaiter = (
+      fn: string,
+      done: (terminal: Terminal) => void,
+      events: Queue.Queue<Outcome> | undefined
+    ): Waiter => ({
       fn,
       chunks: [],
       warnings: [],
@@ -498,13 +560,18 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       })
 
     /** With `onCreated` / `onEvent`: the caller's effects run in its own fiber, in order. */
-    const submitObserved = (fn: string, bytes: Buffer, key: string | Uint8Array | undefined, submitOptions: SubmitOptions) =>
-      Effect.gen(function* () {
+    const submitObserved = (
+      fn: string,
+      bytes: Buffer,
+      key: string | Uint8Array | undefined,
+      submitOptions: SubmitOptions
+    ) =>
+      Effect.gen(function*() {
         const onEvent = submitOptions.onEvent
         const done = yield* Deferred.make<Terminal>()
         const events = onEvent ? yield* Queue.unbounded<Outcome>() : undefined
         const waiter = newWaiter(fn, (terminal) => Deferred.unsafeDone(done, Exit.succeed(terminal)), events)
-        return yield* Effect.gen(function* () {
+        return yield* Effect.gen(function*() {
           const handle = yield* Effect.async<JobHandle, GearmanNoServerAvailable | GearmanServerError>((resume) =>
             create(fn, bytes, key, waiter, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e)))
           )
@@ -513,7 +580,8 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
           if (onEvent && events) {
             while (terminal === undefined) {
               const outcome = yield* Queue.take(events)
-              if (outcome._tag === "Data" || outcome._tag === "Warning" || outcome._tag === "Status") yield* onEvent(outcome)
+              if (outcome._tag === "Data" || outcome._tag === "Warning" || outcome._tag === "Status")
+                yield* onEvent(outcome)
               else terminal = outcome
             }
           } else terminal = yield* Deferred.await(done)
@@ -522,13 +590,19 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       })
 
     // Hot paths are untraced: a span per call measured at half the submit throughput.
-    const submit = (fn: string, payload: Payload, submitOptions: SubmitOptions = {}): Effect.Effect<JobResult, GearmanSubmitError> => {
+    const submit = (
+      fn: string,
+      payload: Payload,
+      submitOptions: SubmitOptions = {}
+    ): Effect.Effect<JobResult, GearmanSubmitError> => {
       const unique = submitOptions.unique ?? ""
       const packet = submitPacket(submitType.fg[submitOptions.priority ?? "normal"], fn, unique, payload)
       if (Either.isLeft(packet)) return Effect.fail(packet.left)
       const bytes = packet.right
       const key = routeKey(unique, payload)
-      const timeoutMs = submitOptions.timeout === undefined ? undefined : Duration.toMillis(Duration.decode(submitOptions.timeout))
+      const timeoutMs = submitOptions.timeout === undefined
+        ? undefined
+        : Duration.toMillis(Duration.decode(submitOptions.timeout))
       if (submitOptions.onCreated || submitOptions.onEvent) {
         const observed = submitObserved(fn, bytes, key, submitOptions)
         return timeoutMs === undefined || !Number.isFinite(timeoutMs)
@@ -554,8 +628,14 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       create(fn, packet.right, routeKey(unique, payload), undefined, ok, fail)
     }
 
-    const submitBackground = (fn: string, payload: Payload, bgOptions: BackgroundOptions = {}): Effect.Effect<JobHandle, BackgroundSubmitError> =>
-      Effect.async((resume) => createBackground(fn, payload, bgOptions, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e))))
+    const submitBackground = (
+      fn: string,
+      payload: Payload,
+      bgOptions: BackgroundOptions = {}
+    ): Effect.Effect<JobHandle, BackgroundSubmitError> =>
+      Effect.async((resume) =>
+        createBackground(fn, payload, bgOptions, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e)))
+      )
 
     // One Effect for the whole batch: no fiber per job (the QueueRunner sends up to a thousand).
     const submitBackgroundAll = (
@@ -571,15 +651,28 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
             if (--pending === 0) resume(Exit.succeed(results))
           }
           submissions.forEach((sub, i) =>
-            createBackground(sub.fn, sub.payload, sub.options ?? {}, (h) => settle(i, Either.right(h)), (e) => settle(i, Either.left(e)))
+            createBackground(
+              sub.fn,
+              sub.payload,
+              sub.options ?? {},
+              (h) => settle(i, Either.right(h)),
+              (e) => settle(i, Either.left(e))
+            )
           )
         })
 
-    const getStatus = Effect.fn("Gearman.getStatus")(function* (handle: JobHandle) {
+    const getStatus = Effect.fn("Gearman.getStatus")(function*(handle: JobHandle) {
       const index = servers.indexOf(handle.server)
       const state = index >= 0 ? states[index] : undefined
-      if (!state) return yield* Effect.fail(new GearmanConnectionError({ server: handle.server, message: `not connected to ${handle.server}` }))
-      return yield* ask<JobStatus>(state, request(PacketType.GET_STATUS, [handle.handle]), (ok, fail) => ({ kind: "status", ok, fail }))
+      if (!state)
+        return yield* Effect.fail(
+          new GearmanConnectionError({ server: handle.server, message: `not connected to ${handle.server}` })
+        )
+      return yield* ask<JobStatus>(
+        state,
+        request(PacketType.GET_STATUS, [handle.handle]),
+        (ok, fail) => ({ kind: "status", ok, fail })
+      )
     })
 
     return {

@@ -2,7 +2,8 @@
 // job server); `connect` frames them into packets; `keepConnected` holds one connection to a
 // server open for as long as its scope lives, reconnecting on a Schedule while it is down.
 import * as Net from "node:net"
-import { Deferred, Duration, Effect, Exit, MetricLabel, Schedule, Scope } from "effect"
+import type { Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, MetricLabel, Schedule } from "effect"
 import { GearmanConnectionError, GearmanProtocolError } from "./errors.js"
 import { connectionsLost, protocolErrors } from "./metrics.js"
 import { DEFAULT_MAX_FRAME, Decoder, type Packet } from "./protocol.js"
@@ -71,11 +72,12 @@ export const netTransport = (options: NetOptions = {}): Transport => ({
             handlers.onClose(
               new GearmanConnectionError({
                 server,
-                message: lastError ? `connection to ${server} lost: ${lastError.message}` : `connection to ${server} closed`,
+                message: lastError
+                  ? `connection to ${server} lost: ${lastError.message}`
+                  : `connection to ${server} closed`,
                 cause: lastError
               })
-            )
-          )
+            ))
           resume(Effect.succeed(socket))
         })
         return Effect.sync(() => socket.destroy())
@@ -150,7 +152,7 @@ export const connect = (
   server: string,
   options: ConnectOptions = {}
 ): Effect.Effect<Connection, GearmanConnectionError, Scope.Scope> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const closed = yield* Deferred.make<GearmanConnectionError>()
     const decoder = new Decoder("RES", options.maxFrame ?? DEFAULT_MAX_FRAME)
     let handler: ((packet: Packet) => void) | undefined
@@ -177,15 +179,26 @@ export const connect = (
         if (error !== undefined && open) {
           protocolErrors.unsafeUpdate(1, [])
           protocolError = error
-          const reason = new GearmanConnectionError({ server, message: `protocol error from ${server}: ${error.message}`, cause: error })
+          const reason = new GearmanConnectionError({
+            server,
+            message: `protocol error from ${server}: ${error.message}`,
+            cause: error
+          })
           close(reason)
           link?.destroy(reason)
         }
       },
-      onClose: (reason) => close(protocolError ? new GearmanConnectionError({ server, message: reason.message, cause: protocolError }) : reason)
+      onClose: (reason) =>
+        close(
+          protocolError ? new GearmanConnectionError({ server, message: reason.message, cause: protocolError }) : reason
+        )
     })
     // Whatever closes the scope, pending waiters learn the connection is gone.
-    yield* Effect.addFinalizer(() => Effect.sync(() => close(new GearmanConnectionError({ server, message: `connection to ${server} closed locally` }))))
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() =>
+        close(new GearmanConnectionError({ server, message: `connection to ${server} closed locally` }))
+      )
+    )
     const raw = link
     return {
       server,
@@ -234,17 +247,21 @@ export interface KeepConnectedOptions<R = never> extends ConnectOptions {
  * connection is marked down at once and retried in the background on the schedule (reset
  * after each success), so callers route around it meanwhile.
  */
-export const keepConnected = <R = never>(options: KeepConnectedOptions<R>): Effect.Effect<ServerSlot, never, Scope.Scope | R> =>
-  Effect.gen(function* () {
+export const keepConnected = <R = never>(
+  options: KeepConnectedOptions<R>
+): Effect.Effect<ServerSlot, never, Scope.Scope | R> =>
+  Effect.gen(function*() {
     const slot: ServerSlot = { server: options.server, current: undefined, firstAttempt: yield* Deferred.make<void>() }
     const session = Effect.scoped(
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const connection = yield* connect(options.transport, options.server, options).pipe(
           Effect.ensuring(Deferred.succeed(slot.firstAttempt, undefined))
         )
         slot.current = connection
         yield* Effect.logDebug("gearman server up")
-        yield* Effect.addFinalizer(() => Effect.sync(() => void (slot.current === connection && (slot.current = undefined))))
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => void (slot.current === connection && (slot.current = undefined)))
+        )
         yield* options.onConnect(connection)
         const openedAt = Date.now()
         const reason = yield* Deferred.await(connection.closed)
@@ -253,14 +270,18 @@ export const keepConnected = <R = never>(options: KeepConnectedOptions<R>): Effe
         yield* Effect.logWarning("gearman server down", reason.message)
         // A server that accepts and then drops us at once, or speaks garbage, is not healthy:
         // keep backing off instead of starting the schedule over.
-        if (Date.now() - openedAt < 1000 || reason.cause instanceof GearmanProtocolError) return yield* Effect.fail(reason)
+        if (Date.now() - openedAt < 1000 || reason.cause instanceof GearmanProtocolError)
+          return yield* Effect.fail(reason)
       })
     )
     let failures = 0
     const attempt = session.pipe(
       Effect.tap(() => Effect.sync(() => (failures = 0))),
       Effect.tapError((e) =>
-        Effect.suspend(() => (failures++ === 0 ? Effect.logWarning("gearman server unreachable", e.message) : Effect.logDebug("gearman reconnect failed", e.message)))
+        Effect.suspend(() => (failures++ === 0
+          ? Effect.logWarning("gearman server unreachable", e.message)
+          : Effect.logDebug("gearman reconnect failed", e.message))
+        )
       ),
       Effect.retry(options.reconnect ?? defaultReconnectSchedule)
     )

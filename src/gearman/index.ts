@@ -1,7 +1,24 @@
 // The Gearman layer's public surface.
 export * from "./errors.js"
-export { Gearman, layer, layerMemory, make, makeMemoryServers, type GearmanOptions, type GearmanService } from "./Gearman.js"
-export type { BackgroundOptions, JobEvent, JobHandle, JobResult, JobStatus, Payload, Priority, SubmitOptions } from "./client.js"
+export {
+  Gearman,
+  layer,
+  layerMemory,
+  make,
+  makeMemoryServers,
+  type GearmanOptions,
+  type GearmanService
+} from "./Gearman.js"
+export type {
+  BackgroundOptions,
+  JobEvent,
+  JobHandle,
+  JobResult,
+  JobStatus,
+  Payload,
+  Priority,
+  SubmitOptions
+} from "./client.js"
 export type { FunctionSpec, Handler, Handlers, Job, ServeOptions } from "./worker.js"
 export type { FunctionStatus, JobInfo, PriorityStatus, WorkerInfo } from "./adminProtocol.js"
 export type { Admin } from "./admin.js"

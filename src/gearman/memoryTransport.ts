@@ -13,7 +13,10 @@ export const memoryTransport = (servers: MemoryServers): Transport => ({
     Effect.acquireRelease(
       Effect.suspend(() => {
         const core = servers.get(server)
-        if (!core) return Effect.fail(new GearmanConnectionError({ server, message: `cannot connect to ${server}: no such memory server` }))
+        if (!core)
+          return Effect.fail(
+            new GearmanConnectionError({ server, message: `cannot connect to ${server}: no such memory server` })
+          )
         let open = true
         const closeLink = (message: string) => {
           if (!open) return

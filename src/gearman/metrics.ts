@@ -3,13 +3,25 @@
 import { Metric } from "effect"
 
 /** Jobs accepted by a server (JOB_CREATED), tagged `mode` = foreground | background. */
-export const jobsSubmitted = Metric.counter("gearman_jobs_submitted_total", { description: "jobs accepted by a job server", incremental: true })
+export const jobsSubmitted = Metric.counter("gearman_jobs_submitted_total", {
+  description: "jobs accepted by a job server",
+  incremental: true
+})
 
 /** Jobs a worker finished, tagged `outcome` = complete | fail | exception | defect. */
-export const jobsProcessed = Metric.counter("gearman_jobs_processed_total", { description: "jobs a worker finished", incremental: true })
+export const jobsProcessed = Metric.counter("gearman_jobs_processed_total", {
+  description: "jobs a worker finished",
+  incremental: true
+})
 
 /** Established connections that were lost, tagged `server`. */
-export const connectionsLost = Metric.counter("gearman_connections_lost_total", { description: "job server connections lost", incremental: true })
+export const connectionsLost = Metric.counter("gearman_connections_lost_total", {
+  description: "job server connections lost",
+  incremental: true
+})
 
 /** Frames rejected by the decoder (bad magic, unknown type, oversized, malformed). */
-export const protocolErrors = Metric.counter("gearman_protocol_errors_total", { description: "frames rejected by the decoder", incremental: true })
+export const protocolErrors = Metric.counter("gearman_protocol_errors_total", {
+  description: "frames rejected by the decoder",
+  incremental: true
+})

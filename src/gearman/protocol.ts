@@ -87,7 +87,11 @@ export interface Packet {
   readonly oversized?: number
 }
 
-const ASSIGNMENTS: ReadonlySet<number> = new Set([PacketType.JOB_ASSIGN, PacketType.JOB_ASSIGN_UNIQ, PacketType.JOB_ASSIGN_ALL])
+const ASSIGNMENTS: ReadonlySet<number> = new Set([
+  PacketType.JOB_ASSIGN,
+  PacketType.JOB_ASSIGN_UNIQ,
+  PacketType.JOB_ASSIGN_ALL
+])
 /** Bytes kept of a skipped assignment: its handle and function name lie within them. */
 const OVERSIZED_PREFIX = 1024
 
@@ -100,18 +104,30 @@ export const DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 export type Arg = Uint8Array | string
 
 const toBuffer = (arg: Arg): Buffer =>
-  typeof arg === "string" ? Buffer.from(arg, "utf8") : Buffer.isBuffer(arg) ? arg : Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)
+  typeof arg === "string"
+    ? Buffer.from(arg, "utf8")
+    : Buffer.isBuffer(arg)
+    ? arg
+    : Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength)
 
 /**
  * Encodes one packet: 12-byte header then the arguments joined by single NULs. A NUL inside an
  * argument other than the last would shift the ones after it (another function, another unique,
  * a corrupt packet): refused, nothing is encoded. Every argument a caller supplies goes through here.
  */
-export const encode = (magic: Magic, type: PacketType, args: ReadonlyArray<Arg> = []): Either.Either<Buffer, GearmanInvalidArgument> => {
+export const encode = (
+  magic: Magic,
+  type: PacketType,
+  args: ReadonlyArray<Arg> = []
+): Either.Either<Buffer, GearmanInvalidArgument> => {
   const parts = args.map(toBuffer)
   for (let i = 0; i < parts.length - 1; i++) {
     if (parts[i]!.includes(0)) {
-      return Either.left(new GearmanInvalidArgument({ message: `${typeName(type)} argument ${i + 1} holds a NUL byte (only the last argument may)` }))
+      return Either.left(
+        new GearmanInvalidArgument({
+          message: `${typeName(type)} argument ${i + 1} holds a NUL byte (only the last argument may)`
+        })
+      )
     }
   }
   return Either.right(write(magic, type, parts))
@@ -124,8 +140,10 @@ export const checkedRequest = (type: PacketType, args: ReadonlyArray<Arg> = []) 
  * Packets whose arguments hold no NUL before the last by construction (constants, numbers, and
  * handles, names and uniques split from a received frame at its NULs), so nothing is checked.
  */
-export const request = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer => write("REQ", type, args.map(toBuffer))
-export const response = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer => write("RES", type, args.map(toBuffer))
+export const request = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer =>
+  write("REQ", type, args.map(toBuffer))
+export const response = (type: PacketType, args: ReadonlyArray<Arg> = []): Buffer =>
+  write("RES", type, args.map(toBuffer))
 
 const write = (magic: Magic, type: PacketType, parts: ReadonlyArray<Buffer>): Buffer => {
   const size = parts.reduce((n, p) => n + p.length, 0) + Math.max(0, parts.length - 1)
@@ -154,7 +172,9 @@ export const functionNameProblem = (name: string): string | undefined => {
   if (i === name.length) return undefined
   const bad = /[\p{Cc}\p{Z}\s\p{Cs}]/u.exec(name)
   if (bad === null) return undefined
-  return `function name ${quoteBounded(name)} holds U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")} at index ${bad.index}: no whitespace or control characters`
+  return `function name ${quoteBounded(name)} holds U+${
+    bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")
+  } at index ${bad.index}: no whitespace or control characters`
 }
 
 /**
@@ -162,7 +182,10 @@ export const functionNameProblem = (name: string): string | undefined => {
  * a WORK_FAIL handle may carry a trailing NUL (an EXCEPTION downgraded for a client without
  * the `exceptions` option); a packet with no arguments ignores stray data.
  */
-export const splitArgs = (type: PacketType, data: Buffer): Either.Either<ReadonlyArray<Buffer>, GearmanProtocolError> => {
+export const splitArgs = (
+  type: PacketType,
+  data: Buffer
+): Either.Either<ReadonlyArray<Buffer>, GearmanProtocolError> => {
   const count = argCounts[type] ?? 0
   if (count === 0) return Either.right([])
   if (type === PacketType.WORK_FAIL) {
@@ -175,7 +198,10 @@ export const splitArgs = (type: PacketType, data: Buffer): Either.Either<Readonl
     const nul = data.indexOf(0, start)
     if (nul < 0) {
       return Either.left(
-        new GearmanProtocolError({ reason: "Malformed", message: `${typeName(type)} needs ${count} arguments, got ${i + 1}` })
+        new GearmanProtocolError({
+          reason: "Malformed",
+          message: `${typeName(type)} needs ${count} arguments, got ${i + 1}`
+        })
       )
     }
     args.push(data.subarray(start, nul))
@@ -376,17 +402,30 @@ export const readHeader = (
 ): Either.Either<FrameHeader, GearmanProtocolError> | undefined => {
   if (input.length < 4) return undefined
   const head = input.peek(Math.min(input.length, HEADER_SIZE))
-  const magic = head[0] === 0 && head[1] === 0x52 && head[2] === 0x45 ? head[3] === 0x51 ? "REQ" : head[3] === 0x53 ? "RES" : undefined : undefined
+  const magic = head[0] === 0 && head[1] === 0x52 && head[2] === 0x45
+    ? head[3] === 0x51 ? "REQ" : head[3] === 0x53 ? "RES" : undefined
+    : undefined
   if (magic === undefined || (expect !== undefined && magic !== expect)) {
     const wanted = expect === undefined ? "\\0REQ or \\0RES" : `\\0${expect}`
-    return Either.left(new GearmanProtocolError({ reason: "BadMagic", message: `expected ${wanted} magic, got ${head.subarray(0, 4).toString("hex")}` }))
+    return Either.left(
+      new GearmanProtocolError({
+        reason: "BadMagic",
+        message: `expected ${wanted} magic, got ${head.subarray(0, 4).toString("hex")}`
+      })
+    )
   }
   if (input.length < HEADER_SIZE) return undefined
   const type = head.readUInt32BE(4)
-  if (!isKnownType(type)) return Either.left(new GearmanProtocolError({ reason: "UnknownType", message: `unknown packet type ${type}` }))
+  if (!isKnownType(type))
+    return Either.left(new GearmanProtocolError({ reason: "UnknownType", message: `unknown packet type ${type}` }))
   const size = head.readUInt32BE(8)
   if (size > maxFrame) {
-    return Either.left(new GearmanProtocolError({ reason: "FrameTooLarge", message: `frame of ${size} bytes exceeds the limit of ${maxFrame}` }))
+    return Either.left(
+      new GearmanProtocolError({
+        reason: "FrameTooLarge",
+        message: `frame of ${size} bytes exceeds the limit of ${maxFrame}`
+      })
+    )
   }
   return Either.right({ magic, type, size })
 }

@@ -41,7 +41,10 @@ export interface RunningServer {
 }
 
 /** Parses `host:port` or `port` (`--listen`). */
-export const parseListen = (text: string, defaultHost = "127.0.0.1"): { readonly host: string; readonly port: number } | undefined => {
+export const parseListen = (
+  text: string,
+  defaultHost = "127.0.0.1"
+): { readonly host: string; readonly port: number } | undefined => {
   const match = /^(?:(.*):)?(\d{1,5})$/.exec(text.trim())
   if (!match) return undefined
   const port = Number(match[2])
@@ -96,9 +99,23 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
         const server = Net.createServer(onConnection)
         // Node closes connections past this on arrival, before any byte is read.
         server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS
-        server.on("drop", (data) => log(`refusing a connection: ${server.maxConnections} peers already connected`, `${data?.remoteAddress ?? "-"}:${data?.remotePort ?? 0}`))
-        server.once("error", (e) =>
-          resume(Effect.fail(new GearmanListenError({ address: wanted, message: `cannot listen on ${wanted}: ${e.message}` }))))
+        server.on(
+          "drop",
+          (data) =>
+            log(
+              `refusing a connection: ${server.maxConnections} peers already connected`,
+              `${data?.remoteAddress ?? "-"}:${data?.remotePort ?? 0}`
+            )
+        )
+        server.once(
+          "error",
+          (e) =>
+            resume(
+              Effect.fail(
+                new GearmanListenError({ address: wanted, message: `cannot listen on ${wanted}: ${e.message}` })
+              )
+            )
+        )
         server.listen(requestedPort, host, () => resume(Effect.succeed(server)))
       }),
       (server) =>

@@ -12,9 +12,22 @@
 // The grab/sleep state machine runs in the packet callbacks, without a fiber or Deferred per
 // grab; only the job itself is a fiber. Stopping stops grabbing, lets in-flight jobs finish,
 // then closes the connections with their writes flushed.
-import { Cause, Deferred, Duration, Effect, Exit, FiberSet, MetricLabel, Option, Runtime, Schedule, Scope } from "effect"
+import {
+  Cause,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  FiberSet,
+  MetricLabel,
+  Option,
+  Runtime,
+  Schedule,
+  Scope
+} from "effect"
 import { keepConnected, watchdog, type Connection, type Transport } from "./connection.js"
-import { GearmanInvalidArgument, WorkException, WorkFail } from "./errors.js"
+import type { WorkException, WorkFail } from "./errors.js"
+import { GearmanInvalidArgument } from "./errors.js"
 import { jobsProcessed } from "./metrics.js"
 import { functionNameProblem, PacketType, request, type Packet } from "./protocol.js"
 import type { Payload } from "./client.js"
@@ -38,7 +51,10 @@ export interface Job {
  */
 export type Handler<R = never> = (job: Job) => Effect.Effect<Payload | void, WorkFail | WorkException, R>
 
-export type FunctionSpec<R = never> = Handler<R> | { readonly handler: Handler<R>; readonly timeout?: Duration.DurationInput }
+export type FunctionSpec<R = never> = Handler<R> | {
+  readonly handler: Handler<R>
+  readonly timeout?: Duration.DurationInput
+}
 
 export type Handlers<R = never> = Readonly<Record<string, FunctionSpec<R>>>
 
@@ -68,7 +84,12 @@ export interface WorkerOptions extends ServeOptions {
 
 const str = (b: Buffer | undefined) => (b === undefined ? "" : b.toString("utf8"))
 const outcome = (name: string) => [MetricLabel.make("outcome", name)]
-const counted = { complete: outcome("complete"), fail: outcome("fail"), exception: outcome("exception"), defect: outcome("defect") }
+const counted = {
+  complete: outcome("complete"),
+  fail: outcome("fail"),
+  exception: outcome("exception"),
+  defect: outcome("defect")
+}
 
 /** One connection's grab state; mutated only from packet callbacks and job completions. */
 interface Link {
@@ -90,18 +111,25 @@ interface Link {
  * attempt. A function name with whitespace or control characters fails it before anything is
  * registered (it would forge lines of the admin protocol, or split the CAN_DO packet).
  */
-export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R> =>
-  Effect.gen(function* () {
+export const serve = <R>(
+  handlers: Handlers<R>,
+  options: WorkerOptions
+): Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R> =>
+  Effect.gen(function*() {
     for (const name of Object.keys(handlers)) {
       const problem = functionNameProblem(name)
-      if (problem !== undefined) return yield* Effect.fail(new GearmanInvalidArgument({ message: `cannot serve it: ${problem}` }))
+      if (problem !== undefined)
+        return yield* Effect.fail(new GearmanInvalidArgument({ message: `cannot serve it: ${problem}` }))
     }
     const runtime = yield* Effect.runtime<never>()
-    const log = (message: string, ...rest: ReadonlyArray<unknown>) => Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
+    const log = (message: string, ...rest: ReadonlyArray<unknown>) =>
+      Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
     const concurrency = Math.max(1, options.concurrency ?? 1)
     const pollInterval = options.pollInterval ?? "10 seconds"
     const functions = Object.entries(handlers).map(([name, spec]) =>
-      typeof spec === "function" ? { name, handler: spec, timeout: undefined } : { name, handler: spec.handler, timeout: spec.timeout }
+      typeof spec === "function"
+        ? { name, handler: spec, timeout: undefined }
+        : { name, handler: spec.handler, timeout: spec.timeout }
     )
     const timed = functions.some((f) => f.timeout !== undefined)
     const perServer = Math.max(1, options.connectionsPerServer ?? (timed ? concurrency : 1))
@@ -125,7 +153,8 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
       const functionName = str(packet.args[1])
       const unique = uniq ? str(packet.args[2]) : ""
       const payload = packet.args[packet.args.length - 1] ?? Buffer.alloc(0)
-      const send = (type: PacketType, args: ReadonlyArray<Payload>) => Effect.sync(() => void connection.send(request(type, [handle, ...args])))
+      const send = (type: PacketType, args: ReadonlyArray<Payload>) =>
+        Effect.sync(() => void connection.send(request(type, [handle, ...args])))
       const finish = (type: PacketType, args: ReadonlyArray<Payload>, tag: (typeof counted)[keyof typeof counted]) =>
         Effect.sync(() => {
           jobsProcessed.unsafeUpdate(1, tag)
@@ -145,7 +174,10 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
       const annotate = Effect.annotateLogs({ function: functionName, handle })
       const handler = byName.get(functionName)
       if (!handler) {
-        return Effect.logError("gearman job for a function this worker does not serve").pipe(annotate, Effect.zipRight(send(PacketType.WORK_FAIL, [])))
+        return Effect.logError("gearman job for a function this worker does not serve").pipe(
+          annotate,
+          Effect.zipRight(send(PacketType.WORK_FAIL, []))
+        )
       }
       return Effect.suspend(() => handler(job)).pipe(
         Effect.matchCauseEffect({
@@ -155,11 +187,17 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
             if (Option.isSome(failure)) {
               return failure.value._tag === "WorkException"
                 ? finish(PacketType.WORK_EXCEPTION, [failure.value.data], counted.exception)
-                : Effect.logInfo("gearman job failed", failure.value.reason ?? "").pipe(annotate, Effect.zipRight(finish(PacketType.WORK_FAIL, [], counted.fail)))
+                : Effect.logInfo("gearman job failed", failure.value.reason ?? "").pipe(
+                  annotate,
+                  Effect.zipRight(finish(PacketType.WORK_FAIL, [], counted.fail))
+                )
             }
             // Interrupted by a forced stop: say nothing, the server requeues it when we leave.
             if (Cause.isInterruptedOnly(cause)) return Effect.void
-            return Effect.logError("gearman job died", cause).pipe(annotate, Effect.zipRight(finish(PacketType.WORK_FAIL, [], counted.defect)))
+            return Effect.logError("gearman job died", cause).pipe(
+              annotate,
+              Effect.zipRight(finish(PacketType.WORK_FAIL, [], counted.defect))
+            )
           }
         })
       )
@@ -221,8 +259,16 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
     }
 
     const onConnect = (connection: Connection) =>
-      Effect.gen(function* () {
-        const link: Link = { connection, inFlight: 0, grabs: 0, awake: true, waiting: false, echoPending: false, open: true }
+      Effect.gen(function*() {
+        const link: Link = {
+          connection,
+          inFlight: 0,
+          grabs: 0,
+          awake: true,
+          waiting: false,
+          echoPending: false,
+          open: true
+        }
         connection.setHandler((packet) => {
           switch (packet.type) {
             case PacketType.ECHO_RES:
@@ -250,7 +296,11 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
                 // Its bytes were skipped: failing it ends the job; dropping the connection would
                 // only hand it to the next worker, and the next, forever.
                 const handle = str(packet.args[0])
-                log(`gearman job ${handle} (${str(packet.args[1])}) is ${packet.oversized} bytes, over this worker's packet limit: failed without running`)
+                log(
+                  `gearman job ${handle} (${
+                    str(packet.args[1])
+                  }) is ${packet.oversized} bytes, over this worker's packet limit: failed without running`
+                )
                 jobsProcessed.unsafeUpdate(1, counted.fail)
                 connection.send(request(PacketType.WORK_FAIL, [handle]))
                 release()
@@ -284,7 +334,10 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
           connection.send(
             f.timeout === undefined
               ? request(PacketType.CAN_DO, [f.name])
-              : request(PacketType.CAN_DO_TIMEOUT, [f.name, String(Math.max(1, Math.round(Duration.toMillis(f.timeout))))])
+              : request(PacketType.CAN_DO_TIMEOUT, [
+                f.name,
+                String(Math.max(1, Math.round(Duration.toMillis(f.timeout))))
+              ])
           )
         }
         yield* watchdog(connection, {
@@ -327,11 +380,16 @@ export const serve = <R>(handlers: Handlers<R>, options: WorkerOptions): Effect.
 
     // Runs before the connections close (finalizers run in reverse order).
     yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         stopping = true
         const grace = options.shutdownTimeout ?? "30 seconds"
         const running = yield* FiberSet.size(jobs)
-        if (running > 0) yield* Effect.logInfo(`gearman worker stopping: waiting up to ${Duration.format(Duration.decode(grace))} for ${running} running job(s)`)
+        if (running > 0)
+          yield* Effect.logInfo(
+            `gearman worker stopping: waiting up to ${
+              Duration.format(Duration.decode(grace))
+            } for ${running} running job(s)`
+          )
         // Finalizers run uninterruptibly: the wait must be made interruptible for the timeout to cut it.
         const drained = yield* Effect.interruptible(FiberSet.awaitEmpty(jobs)).pipe(Effect.timeoutOption(grace))
         if (Option.isNone(drained)) yield* Effect.logWarning("gearman worker stop: interrupting jobs still running")

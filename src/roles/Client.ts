@@ -38,7 +38,10 @@ const toNewJob = (spec: JobSpec, now: number): Either.Either<NewJob, InvalidSche
   }))
 
 /** The specs as jobs to store, run-at resolved against `now`; the first bad run-at fails. */
-const toNewJobs = (specs: ReadonlyArray<JobSpec>, now: number): Either.Either<ReadonlyArray<NewJob>, InvalidSchedule> => {
+const toNewJobs = (
+  specs: ReadonlyArray<JobSpec>,
+  now: number
+): Either.Either<ReadonlyArray<NewJob>, InvalidSchedule> => {
   const jobs: Array<NewJob> = []
   for (const spec of specs) {
     const job = toNewJob(spec, now)
@@ -57,19 +60,27 @@ const toNewJobs = (specs: ReadonlyArray<JobSpec>, now: number): Either.Either<Re
 export const insertJobs = (
   specs: ReadonlyArray<JobSpec>
 ): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError | InvalidSchedule, Storage> =>
-  Effect.flatMap(Storage, (storage) =>
-    Effect.flatMap(nowSeconds, (now): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError | InvalidSchedule> => {
-      const jobs = toNewJobs(specs, now)
-      return Either.isLeft(jobs) ? Effect.fail(jobs.left) : storage.insert(jobs.right)
-    }))
+  Effect.flatMap(
+    Storage,
+    (storage) =>
+      Effect.flatMap(nowSeconds, (now): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError | InvalidSchedule> => {
+        const jobs = toNewJobs(specs, now)
+        return Either.isLeft(jobs) ? Effect.fail(jobs.left) : storage.insert(jobs.right)
+      })
+  )
 
 /** Stores one job. */
 export const insertJob = (spec: JobSpec): Effect.Effect<InsertOutcome, InsertError | InvalidSchedule, Storage> =>
-  Effect.flatMap(Storage, (storage) =>
-    Effect.flatMap(nowSeconds, (now): Effect.Effect<InsertOutcome, InsertError | InvalidSchedule> => {
-      const job = toNewJob(spec, now)
-      return Either.isLeft(job) ? Effect.fail(job.left) : Effect.map(storage.insert([job.right]), (outcomes) => outcomes[0]!)
-    }))
+  Effect.flatMap(
+    Storage,
+    (storage) =>
+      Effect.flatMap(nowSeconds, (now): Effect.Effect<InsertOutcome, InsertError | InvalidSchedule> => {
+        const job = toNewJob(spec, now)
+        return Either.isLeft(job)
+          ? Effect.fail(job.left)
+          : Effect.map(storage.insert([job.right]), (outcomes) => outcomes[0]!)
+      })
+  )
 
 /** Deletes finished jobs. Completing a job twice is harmless. Returns how many were deleted. */
 export const completeJob = (
@@ -99,7 +110,11 @@ export const rescheduleJob = (
  */
 export const failedJob = (
   job: HeldJob
-): Effect.Effect<{ readonly failcount: number; readonly runAfter: number; readonly found: boolean }, ShardOperationError, Storage> =>
+): Effect.Effect<
+  { readonly failcount: number; readonly runAfter: number; readonly found: boolean },
+  ShardOperationError,
+  Storage
+> =>
   Effect.gen(function*() {
     const failcount = Math.min((job.failcount ?? 0) + 1, FAILCOUNT_MAX)
     const runAfter = (yield* nowSeconds) + failureBackoffSeconds(failcount)

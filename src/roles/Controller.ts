@@ -46,7 +46,11 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
     const reschedule = (job: Job, runAfter: number) =>
       storage.reschedule(job, runAfter, job.failcount).pipe(
         Effect.asVoid,
-        Effect.catchAll((e) => Effect.logError(`job ${formatHandle(job)}: could not reschedule it (it runs again after its lease): ${e.message}`))
+        Effect.catchAll((e) =>
+          Effect.logError(
+            `job ${formatHandle(job)}: could not reschedule it (it runs again after its lease): ${e.message}`
+          )
+        )
       )
 
     const runQueuedJob = (payload: Uint8Array) =>
@@ -70,7 +74,9 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
           yield* complete(job)
           return
         }
-        const retry = outcome.left._tag === "GearmanJobException" ? decodeRetryRequest(outcome.left.data) : Option.none()
+        const retry = outcome.left._tag === "GearmanJobException"
+          ? decodeRetryRequest(outcome.left.data)
+          : Option.none()
         if (Option.isSome(retry)) {
           yield* Effect.logInfo(`job ${id} (${job.funcname}) rescheduled by its worker to ${retry.value.run_after}`)
           return yield* reschedule(job, retry.value.run_after)
@@ -80,13 +86,17 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
           // The job may already be with a worker, which may still finish it: recording a failure
           // now would run it again at once. The row stays leased; it runs again only if nobody
           // completes it before the lease ends.
-          yield* Effect.logWarning(`job ${id} (${job.funcname}): connection lost while it ran; it stays leased: ${reason}`)
+          yield* Effect.logWarning(
+            `job ${id} (${job.funcname}): connection lost while it ran; it stays leased: ${reason}`
+          )
           return yield* Effect.fail(new WorkFail({ reason }))
         }
         yield* Effect.logWarning(`job ${id} (${job.funcname}) failed, backing off: ${reason}`)
         yield* Client.failedJob(job).pipe(
           Effect.provideService(Storage, storage),
-          Effect.catchAll((e) => Effect.logError(`job ${id}: could not record the failure (it runs again after its lease): ${e.message}`))
+          Effect.catchAll((e) =>
+            Effect.logError(`job ${id}: could not record the failure (it runs again after its lease): ${e.message}`)
+          )
         )
         return yield* Effect.fail(new WorkFail({ reason }))
       })

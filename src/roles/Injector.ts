@@ -120,23 +120,32 @@ export const makeHandler = (options: InjectorOptions = {}) =>
 
     const reject = (message: string) => {
       const bounded = boundRejection(message)
-      return Effect.zipRight(Effect.logWarning(`rejected: ${bounded}`), Effect.fail(new WorkException({ data: bounded })))
+      return Effect.zipRight(
+        Effect.logWarning(`rejected: ${bounded}`),
+        Effect.fail(new WorkException({ data: bounded }))
+      )
     }
 
     return (payload: Uint8Array): Effect.Effect<string, WorkException> =>
       Effect.gen(function*() {
         if (payload.byteLength > maxRequestBytes) {
-          return yield* reject(`inject_jobs: request of ${payload.byteLength} bytes is over the limit of ${maxRequestBytes}; send fewer jobs per request`)
+          return yield* reject(
+            `inject_jobs: request of ${payload.byteLength} bytes is over the limit of ${maxRequestBytes}; send fewer jobs per request`
+          )
         }
         const decoded = decodeRequest(Buffer.from(payload).toString("utf8"))
         if (Either.isLeft(decoded)) {
-          return yield* reject(`inject_jobs: malformed request: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`)
+          return yield* reject(
+            `inject_jobs: malformed request: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
+          )
         }
         const many = Array.isArray(decoded.right)
         const specs: ReadonlyArray<InjectSpec> = Array.isArray(decoded.right) ? decoded.right : [decoded.right]
         if (specs.length === 0) return yield* reject("inject_jobs: empty array")
         if (specs.length > maxRequestJobs) {
-          return yield* reject(`inject_jobs: ${specs.length} jobs in one request is over the limit of ${maxRequestJobs}; send fewer jobs per request`)
+          return yield* reject(
+            `inject_jobs: ${specs.length} jobs in one request is over the limit of ${maxRequestJobs}; send fewer jobs per request`
+          )
         }
         const now = yield* nowSeconds
         const queued = new Map(yield* depths)
@@ -169,10 +178,14 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             if (e._tag !== "PartialInsert") return reject(`inject_jobs: not stored: ${e.message}`)
             // Part of a batch over several shards was stored: no Controller will get those jobs,
             // so they are made due for the QueueRunner; the caller learns which ones are stored.
-            const leased = e.outcomes.flatMap((o, i) => o !== undefined && !o.duplicate && plans[i]!.dispatch ? [o.handle] : [])
+            const leased = e.outcomes.flatMap((o, i) =>
+              o !== undefined && !o.duplicate && plans[i]!.dispatch ? [o.handle] : []
+            )
             const stored = e.outcomes.flatMap((o, i) => o === undefined ? [] : [`#${i}=${formatHandle(o.handle)}`])
             return storage.defer(leased, now).pipe(
-              Effect.catchAll((d) => Effect.logWarning(`${leased.length} stored job(s) run after their lease: ${d.message}`)),
+              Effect.catchAll((d) =>
+                Effect.logWarning(`${leased.length} stored job(s) run after their lease: ${d.message}`)
+              ),
               Effect.zipRight(reject(`inject_jobs: partly stored (${stored.join(", ")}): ${e.message}`))
             )
           })
@@ -183,7 +196,11 @@ export const makeHandler = (options: InjectorOptions = {}) =>
           if (!outcome.duplicate && plan.dispatch) toDispatch.push(storedJob(outcome, plan.job))
         })
         if (toDispatch.length > 0) yield* dispatch(toDispatch, now)
-        const replies = outcomes.map((o) => ({ dbid: o.handle.dbid, jobid: o.handle.jobid, ...(o.duplicate ? { duplicate: true } : {}) }))
+        const replies = outcomes.map((o) => ({
+          dbid: o.handle.dbid,
+          jobid: o.handle.jobid,
+          ...(o.duplicate ? { duplicate: true } : {})
+        }))
         return JSON.stringify(many ? replies : replies[0])
       })
 
@@ -194,20 +211,28 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       const { parked, send: jobs, submissions } = splitDeliverable(all, submission, maxPacket)
       // Nothing to park (the usual case): no extra Effect steps on this per-inject path.
       const submitted = gearman.submitBackgroundAll(submissions)
-      return (parked.length === 0 ? submitted : park(parked).pipe(Effect.provideService(Storage, storage), Effect.zipRight(submitted))).pipe(
-        Effect.flatMap((results) =>
-          Effect.forEach(results, (result, i) => {
-            if (Either.isRight(result)) return Effect.void
-            const job = jobs[i]!
-            return Effect.zipRight(
-              Effect.logWarning(`job ${formatHandle(job)} stored but not dispatched; the QueueRunner will run it: ${errorText(result.left)}`),
-              storage.defer([job], now).pipe(
-                Effect.catchAll((d) => Effect.logWarning(`job ${formatHandle(job)} runs after its lease: ${d.message}`))
+      return (parked.length === 0
+        ? submitted
+        : park(parked).pipe(Effect.provideService(Storage, storage), Effect.zipRight(submitted))).pipe(
+          Effect.flatMap((results) =>
+            Effect.forEach(results, (result, i) => {
+              if (Either.isRight(result)) return Effect.void
+              const job = jobs[i]!
+              return Effect.zipRight(
+                Effect.logWarning(
+                  `job ${formatHandle(job)} stored but not dispatched; the QueueRunner will run it: ${
+                    errorText(result.left)
+                  }`
+                ),
+                storage.defer([job], now).pipe(
+                  Effect.catchAll((d) =>
+                    Effect.logWarning(`job ${formatHandle(job)} runs after its lease: ${d.message}`)
+                  )
+                )
               )
-            )
-          }, { discard: true })
+            }, { discard: true })
+          )
         )
-      )
     }
   })
 
@@ -229,7 +254,9 @@ export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never,
   Effect.gen(function*() {
     const handle = yield* makeHandler(options)
     const gearman = yield* Gearman
-    yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, { concurrency: options.concurrency ?? 32 }).pipe(
+    yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, {
+      concurrency: options.concurrency ?? 32
+    }).pipe(
       Effect.orDie // a constant, valid name
     )
   }).pipe(Effect.annotateLogs({ role: "Injector" }))

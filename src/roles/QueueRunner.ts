@@ -116,14 +116,26 @@ export const settings = (options: QueueRunnerOptions): Either.Either<Settings, I
   const leaseSeconds = seconds(options.lease ?? DEFAULT_LEASE)
   if (leaseSeconds < 1) return bad("lease", "must be at least 1 second")
   const deferSeconds = seconds(options.deferFor ?? Duration.zero)
-  if (!(deferSeconds >= 0) || !Number.isFinite(deferSeconds)) return bad("deferFor", "must be a non-negative, finite duration")
+  if (!(deferSeconds >= 0) || !Number.isFinite(deferSeconds))
+    return bad("deferFor", "must be a non-negative, finite duration")
   const batchRunSleepMs = Duration.toMillis(Duration.decode(options.batchRunSleep ?? Duration.seconds(1)))
-  if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs)) return bad("batchRunSleep", "must be a positive, finite duration")
+  if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs))
+    return bad("batchRunSleep", "must be a positive, finite duration")
   const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
-  if (!Number.isSafeInteger(maxPacket) || maxPacket < 1024) return bad("maxPacket", `${maxPacket} is not an integer of at least 1024`)
+  if (!Number.isSafeInteger(maxPacket) || maxPacket < 1024)
+    return bad("maxPacket", `${maxPacket} is not an integer of at least 1024`)
   const batchMaxBytes = options.batchMaxBytes ?? DEFAULT_CLAIM_BYTES
-  if (!Number.isSafeInteger(batchMaxBytes) || batchMaxBytes < 1) return bad("batchMaxBytes", `${batchMaxBytes} is not a positive integer`)
-  return Either.right({ batchMaxSize, batchRunSleepMs, queueWatermarkDepth, leaseSeconds, deferSeconds, maxPacket, batchMaxBytes })
+  if (!Number.isSafeInteger(batchMaxBytes) || batchMaxBytes < 1)
+    return bad("batchMaxBytes", `${batchMaxBytes} is not a positive integer`)
+  return Either.right({
+    batchMaxSize,
+    batchRunSleepMs,
+    queueWatermarkDepth,
+    leaseSeconds,
+    deferSeconds,
+    maxPacket,
+    batchMaxBytes
+  })
 }
 
 /**
@@ -132,7 +144,13 @@ export const settings = (options: QueueRunnerOptions): Either.Either<Settings, I
  * its fractional LIMIT stalled the runner).
  */
 export const nextLimit = (limit: number, dispatched: number, max: number): number =>
-  Math.min(max, Math.max(MIN_BATCH_SIZE, dispatched >= limit ? limit + Math.max(1, Math.floor(max / 10)) : limit - Math.max(1, Math.floor(max / 20))))
+  Math.min(
+    max,
+    Math.max(
+      MIN_BATCH_SIZE,
+      dispatched >= limit ? limit + Math.max(1, Math.floor(max / 10)) : limit - Math.max(1, Math.floor(max / 20))
+    )
+  )
 
 /** The Gearman unique id of a job: its uniqkey, hashed when longer than gearmand accepts. */
 export const gearmanUnique = (uniqkey: string | null): string | undefined => {
@@ -187,10 +205,12 @@ export const make = (options: QueueRunnerOptions = {}) =>
       : gearman.queueDepths().pipe(
         Effect.map(queueTotals),
         Effect.catchAll((e) =>
-          Effect.as(Effect.logWarning(`queue depths unavailable, watermark not applied this round: ${errorText(e)}`), new Map<string, number>())
+          Effect.as(
+            Effect.logWarning(`queue depths unavailable, watermark not applied this round: ${errorText(e)}`),
+            new Map<string, number>()
+          )
         )
       )
-
 
     /** A claimed batch, split by the watermark; the overflow is already deferred. */
     interface Claimed {
@@ -216,9 +236,20 @@ export const make = (options: QueueRunnerOptions = {}) =>
         const exclude = s.queueWatermarkDepth === 0
           ? []
           : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
-        const claim = yield* Effect.either(storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes))
+        const claim = yield* Effect.either(
+          storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes)
+        )
         if (Either.isLeft(claim)) {
-          return Either.left({ dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, parked: 0, error: claim.left.message })
+          return Either.left({
+            dbid,
+            limit,
+            claimed: 0,
+            dispatched: 0,
+            deferred: 0,
+            failed: 0,
+            parked: 0,
+            error: claim.left.message
+          })
         }
         const jobs = claim.right
         // What this round sends counts too (controller jobs end up in their function's queue as
@@ -267,16 +298,28 @@ export const make = (options: QueueRunnerOptions = {}) =>
           if (Either.isLeft(r)) {
             failed++
             if (failed <= 3) {
-              yield* Effect.logWarning(`submit failed, job stays leased until its lease ends: ${errorText(r.left)}`).pipe(
-                Effect.annotateLogs({ job: formatHandle(send[i]!), funcname: send[i]!.funcname })
-              )
+              yield* Effect.logWarning(`submit failed, job stays leased until its lease ends: ${errorText(r.left)}`)
+                .pipe(
+                  Effect.annotateLogs({ job: formatHandle(send[i]!), funcname: send[i]!.funcname })
+                )
             }
           }
         }
         const dispatched = send.length - failed
         // Parked jobs count as handled for the batch size: a big job must not shrink the batch.
-        yield* Ref.update(limits, (m) => new Map(m).set(dbid, nextLimit(limit, dispatched + parked.length, s.batchMaxSize)))
-        return { dbid, limit, claimed: batch.claimed, dispatched, deferred: batch.deferred, failed, parked: parked.length }
+        yield* Ref.update(
+          limits,
+          (m) => new Map(m).set(dbid, nextLimit(limit, dispatched + parked.length, s.batchMaxSize))
+        )
+        return {
+          dbid,
+          limit,
+          claimed: batch.claimed,
+          dispatched,
+          deferred: batch.deferred,
+          failed,
+          parked: parked.length
+        }
       })
 
     const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
@@ -293,7 +336,9 @@ export const make = (options: QueueRunnerOptions = {}) =>
       const down = gearman.upServers().length === 0
       // Logged when it changes, not every round of every shard.
       if (down !== (yield* Ref.getAndSet(serversDown, down))) {
-        yield* down ? Effect.logWarning("no job server is up; not claiming until one is") : Effect.logInfo("a job server is up again")
+        yield* down
+          ? Effect.logWarning("no job server is up; not claiming until one is")
+          : Effect.logInfo("a job server is up again")
       }
       return down
     })
@@ -301,7 +346,9 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const round: Effect.Effect<RoundReport> = Effect.gen(function*() {
       if (yield* noServer) return { shards: [], full: false }
       const depth = yield* depths
-      const shards = yield* Effect.forEach(storage.shardIds, (dbid) => shardRound(dbid, depth), { concurrency: "unbounded" })
+      const shards = yield* Effect.forEach(storage.shardIds, (dbid) => shardRound(dbid, depth), {
+        concurrency: "unbounded"
+      })
       // Full: a shard dispatched a whole batch, so more may be due. A batch that was mostly
       // deferred is not: looping at once would only claim and defer again.
       return { shards, full: shards.some((r) => r.dispatched >= r.limit) }
@@ -342,7 +389,11 @@ export const make = (options: QueueRunnerOptions = {}) =>
           if (jobs.length === 0) return Effect.void
           return Effect.flatMap(nowSeconds, (now) => storage.defer(jobs, now)).pipe(
             Effect.zipRight(Effect.logInfo(`stopping: ${jobs.length} claimed job(s) given back, due now`)),
-            Effect.catchAll((e) => Effect.logWarning(`giving back ${jobs.length} claimed job(s) failed; they run after their lease: ${e.message}`))
+            Effect.catchAll((e) =>
+              Effect.logWarning(
+                `giving back ${jobs.length} claimed job(s) failed; they run after their lease: ${e.message}`
+              )
+            )
           )
         })
         yield* Effect.addFinalizer(() => Effect.zipRight(Effect.ignore(settleInFlight), giveBack))
@@ -358,10 +409,15 @@ export const make = (options: QueueRunnerOptions = {}) =>
           if (!(yield* noServer)) {
             // The batch in flight may not be in gearmand's counts yet: count it for the watermark.
             const depth = new Map(yield* depths)
-            if (inFlight !== undefined) for (const [fn, n] of inFlight.batch.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
+            if (inFlight !== undefined) {
+              for (const [fn, n] of inFlight.batch.perFunction)
+                depth.set(fn, (depth.get(fn) ?? 0) + n)
+            }
             // The claim and noting what it took are one step (the transaction is uninterruptible).
             // The batch in flight holds its args until its submits are done: it counts against the budget.
-            const inFlightBytes = inFlight === undefined ? 0 : inFlight.batch.send.reduce((n, j) => n + j.arg.byteLength, 0)
+            const inFlightBytes = inFlight === undefined
+              ? 0
+              : inFlight.batch.send.reduce((n, j) => n + j.arg.byteLength, 0)
             const budget = Math.max(0, s.batchMaxBytes - inFlightBytes)
             const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth, budget), (c) =>
               Effect.sync(() => {
@@ -380,9 +436,13 @@ export const make = (options: QueueRunnerOptions = {}) =>
               if (!previousOk && batch.send.length > 0) {
                 // The job server refused the previous batch: don't strand this one under a lease.
                 const now = yield* nowSeconds
-                yield* handOver(storage.defer(batch.send, now).pipe(
-                  Effect.catchAll((e) => Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`))
-                ))
+                yield* handOver(
+                  storage.defer(batch.send, now).pipe(
+                    Effect.catchAll((e) =>
+                      Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`)
+                    )
+                  )
+                )
               } else if (batch.send.length >= batch.limit) {
                 lastDispatch = started
                 // Forked in the uninterruptible step: the submit inherits it and always completes.

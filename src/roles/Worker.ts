@@ -10,8 +10,8 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Duration, Effect, Either, Schema } from "effect"
-import type { Scope } from "effect"
+import { Cause, Data, Effect, Either, Schema } from "effect"
+import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/client.js"
 import { WorkException, WorkFail } from "../gearman/errors.js"
@@ -77,7 +77,9 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
       run: (batch) =>
         storage.complete(batch).pipe(
           Effect.catchAll((e) =>
-            Effect.logError(`deleting ${batch.length} completed job(s) failed; they run again after their lease: ${e.message}`)
+            Effect.logError(
+              `deleting ${batch.length} completed job(s) failed; they run again after their lease: ${e.message}`
+            )
           )
         ),
       maxBatch: COMPLETION_QUEUE,
@@ -97,7 +99,8 @@ export const gearmanHandler = <R>(
   complete: (handle: JobHandle) => Effect.Effect<void>,
   funcname: string,
   handler: JobHandler<R>
-): GearmanWorker.Handler<R> => (gjob) => {
+): GearmanWorker.Handler<R> =>
+(gjob) => {
   const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
   const decoded = decodeWorkerJson(gjob.payload)
   if (Either.isLeft(decoded)) {
@@ -133,12 +136,17 @@ const settleFailure = (storage: StorageShape, job: Job, owned: boolean, cause: C
         : Effect.asVoid(Client.failedJob(job))
       yield* settle.pipe(
         Effect.provideService(Storage, storage),
-        Effect.catchAll((e) => Effect.logError(`job ${id}: could not record the outcome (it runs again after its lease): ${e.message}`))
+        Effect.catchAll((e) =>
+          Effect.logError(`job ${id}: could not record the outcome (it runs again after its lease): ${e.message}`)
+        )
       )
     } else if (failure._tag === "Some" && failure.value._tag === "RetryAt") {
       // The Controller owns the row: tell it when, resolved here (a Duration has no JSON form).
       const at = resolveRunAt(failure.value.when, yield* nowSeconds)
-      if (Either.isRight(at)) return yield* Effect.fail(new WorkException({ data: encodeRetryRequest({ garivini: "retry", run_after: at.right }) }))
+      if (Either.isRight(at))
+        return yield* Effect.fail(
+          new WorkException({ data: encodeRetryRequest({ garivini: "retry", run_after: at.right }) })
+        )
       yield* Effect.logError(`job ${id}: ${at.left.message}; reported as a failure`)
     }
     return yield* Effect.fail(new WorkFail({ reason }))
@@ -156,6 +164,7 @@ export const serve = <R>(
     const complete = yield* makeCompleter(storage, options.completionWindow)
 
     const gearmanHandlers: Record<string, GearmanWorker.Handler<R>> = {}
-    for (const [funcname, handler] of Object.entries(handlers)) gearmanHandlers[funcname] = gearmanHandler(storage, complete, funcname, handler)
+    for (const [funcname, handler] of Object.entries(handlers))
+      gearmanHandlers[funcname] = gearmanHandler(storage, complete, funcname, handler)
     yield* gearman.serve(gearmanHandlers, options)
   })

@@ -25,12 +25,14 @@ export interface Undeliverable {
 /** Bytes of a packet besides its payload: header, NULs, and a job handle (64 at most in gearmand). */
 const PACKET_OVERHEAD = 12 + 3 + 64
 
-const byteLength = (payload: string | Uint8Array) => typeof payload === "string" ? Buffer.byteLength(payload, "utf8") : payload.byteLength
+const byteLength = (payload: string | Uint8Array) =>
+  typeof payload === "string" ? Buffer.byteLength(payload, "utf8") : payload.byteLength
 
 /** The bytes of the packet that carries a submission to a worker (JOB_ASSIGN_UNIQ, the largest). */
 export const packetBytes = (s: BackgroundSubmission): number => {
   const unique = s.options?.unique
-  return PACKET_OVERHEAD + Buffer.byteLength(s.fn, "utf8") + (unique === undefined ? 0 : Buffer.byteLength(unique, "utf8")) + byteLength(s.payload)
+  return PACKET_OVERHEAD + Buffer.byteLength(s.fn, "utf8") +
+    (unique === undefined ? 0 : Buffer.byteLength(unique, "utf8")) + byteLength(s.payload)
 }
 
 /** A reserved or malformed function name (the Controller checks this one before every call too). */
@@ -56,7 +58,8 @@ const checks: ReadonlyArray<Check> = [
     const bytes = packetBytes(s)
     return bytes <= maxPacket ? undefined : {
       reason: "packet-too-large",
-      detail: `its packet would be ${bytes} bytes, over the job server packet limit of ${maxPacket} (the connection would be cut)`
+      detail:
+        `its packet would be ${bytes} bytes, over the job server packet limit of ${maxPacket} (the connection would be cut)`
     }
   }
 ]
@@ -106,6 +109,8 @@ export const park = (parked: ReadonlyArray<{ readonly job: Job; readonly why: Un
       yield* Metric.increment(Metric.tagged(jobsParked, "reason", why.reason))
     }
     yield* storage.defer(parked.map((p) => p.job), NEVER).pipe(
-      Effect.catchAll((e) => Effect.logWarning(`parking ${parked.length} job(s) failed; they stay leased: ${e.message}`))
+      Effect.catchAll((e) =>
+        Effect.logWarning(`parking ${parked.length} job(s) failed; they stay leased: ${e.message}`)
+      )
     )
   })

@@ -59,7 +59,7 @@ export const make = <A>(options: GroupCommitOptions<A>): Effect.Effect<GroupComm
         waiting = []
       } else batch = waiting.splice(0, options.maxBatch)
       const room = maxWaiting - waiting.length
-      if (blocked.length > 0 && room > 0) for (const resume of blocked.splice(0, room)) resume()
+      if (blocked.length > 0 && room > 0) { for (const resume of blocked.splice(0, room)) resume() }
       return batch
     }
     const runOne = (batch: ReadonlyArray<A>) =>
@@ -83,7 +83,9 @@ export const make = <A>(options: GroupCommitOptions<A>): Effect.Effect<GroupComm
       if (flushing) return
       flushing = true
       // runFork runs the fiber at once: yield first, so the calls of this turn go in the first batch.
-      flusher = Runtime.runFork(runtime)(Effect.zipRight(windowMs > 0 ? Effect.sleep(Duration.millis(windowMs)) : Effect.yieldNow(), drain))
+      flusher = Runtime.runFork(runtime)(
+        Effect.zipRight(windowMs > 0 ? Effect.sleep(Duration.millis(windowMs)) : Effect.yieldNow(), drain)
+      )
     }
 
     yield* Effect.addFinalizer(() =>

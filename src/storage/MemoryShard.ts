@@ -32,8 +32,10 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
     const down = yield* Ref.make(options.down ?? false)
 
     const guard = <A>(effect: Effect.Effect<A>): Effect.Effect<A, ShardUnreached> =>
-      Effect.flatMap(Ref.get(down), (isDown) =>
-        isDown ? Effect.fail(new ShardUnreached({ reason: `memory shard ${dbid} is down` })) : effect)
+      Effect.flatMap(
+        Ref.get(down),
+        (isDown) => isDown ? Effect.fail(new ShardUnreached({ reason: `memory shard ${dbid} is down` })) : effect
+      )
 
     const update = (jobids: ReadonlyArray<number>, f: (job: Job) => Job) =>
       guard(Ref.modify(table, (t): [number, Table] => {
@@ -78,7 +80,13 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         return [n, t]
       }))
 
-    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>, maxBytes: number) =>
+    const claimDue = (
+      now: number,
+      limit: number,
+      leaseUntil: number,
+      exclude: ReadonlyArray<string>,
+      maxBytes: number
+    ) =>
       guard(Ref.modify(table, (t): [ReadonlyArray<Job>, Table] => {
         const excluded = new Set(exclude)
         const candidates = [...t.rows.values()]

@@ -7,7 +7,14 @@
  */
 import { Cause, Context, Duration, Effect, Either, Exit, Layer, Option } from "effect"
 import type { Scope } from "effect"
-import { InvalidArgument, InvalidJob, PartialInsert, ShardUnavailable, SqliteDriverMissing, StorageUnavailable } from "../errors.js"
+import {
+  InvalidArgument,
+  InvalidJob,
+  PartialInsert,
+  ShardUnavailable,
+  SqliteDriverMissing,
+  StorageUnavailable
+} from "../errors.js"
 import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
 import { validateShards } from "../config.js"
 import type { StorageConfig } from "../config.js"
@@ -126,20 +133,29 @@ export const make = (
     const byId = new Map(sorted.map((b) => [b.dbid, b] as const))
     const shardIds = sorted.map((b) => b.dbid)
     const shardHealth = yield* makeHealth(shardIds, options.coolOff ?? Duration.seconds(30))
-    const onShard = <A, E extends { readonly _tag: string }>(backend: ShardBackend, run: (b: ShardBackend) => Effect.Effect<A, E>) =>
-      shardHealth.tracked(backend.dbid, run(backend))
+    const onShard = <A, E extends { readonly _tag: string }>(
+      backend: ShardBackend,
+      run: (b: ShardBackend) => Effect.Effect<A, E>
+    ) => shardHealth.tracked(backend.dbid, run(backend))
 
     const backendFor = (dbid: number): Effect.Effect<ShardBackend, InvalidArgument> => {
       const backend = byId.get(dbid)
       return backend === undefined
-        ? Effect.fail(new InvalidArgument({ argument: "dbid", reason: `${dbid} is not a configured shard (${shardIds.join(", ")})` }))
+        ? Effect.fail(
+          new InvalidArgument({
+            argument: "dbid",
+            reason: `${dbid} is not a configured shard (${shardIds.join(", ")})`
+          })
+        )
         : Effect.succeed(backend)
     }
 
     /** Runs `op` on one shard, mapping failures to the public errors. */
     const shardOp = <A>(dbid: number, operation: string, run: (b: ShardBackend) => Effect.Effect<A, ShardFailure>) =>
-      Effect.flatMap(backendFor(dbid), (backend) =>
-        onShard(backend, run).pipe(Effect.mapError((failure) => publicError(dbid, operation, failure))))
+      Effect.flatMap(
+        backendFor(dbid),
+        (backend) => onShard(backend, run).pipe(Effect.mapError((failure) => publicError(dbid, operation, failure)))
+      )
 
     /** Groups handles per shard (validating them), runs `op` on each, sums the counts. */
     const perShardHandles = (
@@ -205,7 +221,12 @@ export const make = (
         if (!results.some((r) => r._tag === "Duplicate" && r.existing === null)) return results
         // The first insert may have stored rows: a failure settling the others must not say "not stored".
         return yield* settleDuplicates(backend, rows, results).pipe(
-          Effect.mapError(afterCommit(results.some((r) => r._tag === "Inserted"), "inserting a duplicate whose job was deleted meanwhile"))
+          Effect.mapError(
+            afterCommit(
+              results.some((r) => r._tag === "Inserted"),
+              "inserting a duplicate whose job was deleted meanwhile"
+            )
+          )
         )
       })
 
@@ -220,14 +241,17 @@ export const make = (
         }
         if (results.some((r) => r._tag === "Duplicate" && r.existing === null)) {
           return yield* Effect.fail(
-            new ShardRejected({ reason: "a unique key kept colliding with a job deleted at the same moment; not stored" })
+            new ShardRejected({
+              reason: "a unique key kept colliding with a job deleted at the same moment; not stored"
+            })
           )
         }
         return results
       })
 
-    const insertError = (dbid: number, count: number) => (failure: ShardFailure | InvalidJob): ShardInsertError | InvalidJob =>
-      failure._tag === "InvalidJob" ? failure : publicError(dbid, "insert", failure, count)
+    const insertError =
+      (dbid: number, count: number) => (failure: ShardFailure | InvalidJob): ShardInsertError | InvalidJob =>
+        failure._tag === "InvalidJob" ? failure : publicError(dbid, "insert", failure, count)
 
     const toOutcomes = (dbid: number, results: ReadonlyArray<RowInsert>): ReadonlyArray<InsertOutcome> =>
       results.map((r) =>
@@ -258,7 +282,9 @@ export const make = (
           }
           reasons.push(`shard ${backend.dbid}: ${attempt.left.reason}`)
         }
-        return yield* Effect.fail(new StorageUnavailable({ reason: `no shard could be reached (${reasons.join("; ")})` }))
+        return yield* Effect.fail(
+          new StorageUnavailable({ reason: `no shard could be reached (${reasons.join("; ")})` })
+        )
       })
 
     /** Stores validated jobs: grouped by shard, one round trip per shard. */
@@ -316,9 +342,11 @@ export const make = (
         return indices.length === 0 ? [] : [{ indices, error: f.error }]
       })
       if (failures.length === 0) return Either.right(outcomes.filter((o): o is InsertOutcome => o !== undefined))
-      return Either.left(count === 1 || failures.length === 1 && failures[0]!.indices.length === count
-        ? failures[0]!.error
-        : new PartialInsert({ outcomes, failures }))
+      return Either.left(
+        count === 1 || failures.length === 1 && failures[0]!.indices.length === count
+          ? failures[0]!.error
+          : new PartialInsert({ outcomes, failures })
+      )
     }
 
     /** A call waiting for a coalesced batch, resumed through its own `Effect.async` callback. */
@@ -409,10 +437,14 @@ export const make = (
     ) =>
       Effect.gen(function*() {
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CLAIM) {
-          return yield* Effect.fail(new InvalidArgument({ argument: "claim limit", reason: `${limit} is not an integer in [1, ${MAX_CLAIM}]` }))
+          return yield* Effect.fail(
+            new InvalidArgument({ argument: "claim limit", reason: `${limit} is not an integer in [1, ${MAX_CLAIM}]` })
+          )
         }
         if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
-          return yield* Effect.fail(new InvalidArgument({ argument: "claim byte budget", reason: `${maxBytes} is not a non-negative integer` }))
+          return yield* Effect.fail(
+            new InvalidArgument({ argument: "claim byte budget", reason: `${maxBytes} is not a non-negative integer` })
+          )
         }
         const now = yield* nowSeconds
         const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
@@ -422,7 +454,8 @@ export const make = (
     const defer = (handles: ReadonlyArray<JobHandle>, until: number) =>
       Effect.zipRight(checkRunAfter(until), perShardHandles(handles, "defer", (b, ids) => b.setRunAfter(ids, until)))
 
-    const complete = (handles: ReadonlyArray<JobHandle>) => perShardHandles(handles, "complete", (b, ids) => b.remove(ids))
+    const complete = (handles: ReadonlyArray<JobHandle>) =>
+      perShardHandles(handles, "complete", (b, ids) => b.remove(ids))
 
     const reschedule = (handle: JobHandle, runAfter: number, failcount: number) =>
       Effect.gen(function*() {
@@ -450,7 +483,9 @@ export const make = (
       Effect.gen(function*() {
         const limit = filter.limit ?? 100
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE) {
-          return yield* Effect.fail(new InvalidArgument({ argument: "page size", reason: `${limit} is not an integer in [1, ${MAX_PAGE}]` }))
+          return yield* Effect.fail(
+            new InvalidArgument({ argument: "page size", reason: `${limit} is not an integer in [1, ${MAX_PAGE}]` })
+          )
         }
         const now = yield* nowSeconds
         const after = filter.after
@@ -471,7 +506,19 @@ export const make = (
     const get = (handle: JobHandle) =>
       Effect.flatMap(validateHandle(handle), (h) => shardOp(h.dbid, "get", (b) => b.get(h.jobid)))
 
-    return { shardIds, insert, claimDue, defer, complete, reschedule, retryNever, counts, list, get, health: shardHealth.health }
+    return {
+      shardIds,
+      insert,
+      claimDue,
+      defer,
+      complete,
+      reschedule,
+      retryNever,
+      counts,
+      list,
+      get,
+      health: shardHealth.health
+    }
   })
 
 // -- layers ----------------------------------------------------------------------------------
@@ -514,7 +561,8 @@ export const layerSqlite = (
           SqliteShard.isNativeModuleMissing(failure)
             ? new SqliteDriverMissing({
               reason: `better-sqlite3's native module is not built (${failure.reason})`,
-              fix: "allow its install script and build it: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3"
+              fix:
+                "allow its install script and build it: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3"
             })
             : new ShardUnavailable({ dbid: backend.dbid, reason: failure.reason })
         )

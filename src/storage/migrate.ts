@@ -18,7 +18,17 @@ import { loadDriver } from "./sql/sqlite.js"
 import { layerSqlite } from "./Storage.js"
 
 export { MIGRATIONS_TABLE, migrations } from "./migrations/index.js"
-export { apply, applyOf, JobTableMismatch, known, label, MigrationFailed, MigrationsLocked, status, statusOf } from "./migrations/migrator.js"
+export {
+  apply,
+  applyOf,
+  JobTableMismatch,
+  known,
+  label,
+  MigrationFailed,
+  MigrationsLocked,
+  status,
+  statusOf
+} from "./migrations/migrator.js"
 export type { Applied, MigrationList, MigrationState, Status } from "./migrations/migrator.js"
 
 /** schema.sql, shipped at the package root (beside src/ and dist/): migration 1, documented. */
@@ -83,7 +93,10 @@ const onShard = <A, E>(
     const unreachable = (e: SqlError) => new ShardUnavailable({ dbid: shard.id, reason: causeText(e) })
     const database = `\`${shard.database.replace(/`/g, "``")}\``
     // Without a database first: it may not exist yet.
-    const server = yield* openClient(clientConfig(shard, undefined), yield* Scope.fork(scope, ExecutionStrategy.sequential)).pipe(
+    const server = yield* openClient(
+      clientConfig(shard, undefined),
+      yield* Scope.fork(scope, ExecutionStrategy.sequential)
+    ).pipe(
       Effect.mapError(unreachable)
     )
     if (create) {
@@ -91,9 +104,10 @@ const onShard = <A, E>(
         Effect.mapError(fail("create database"))
       )
     } else {
-      const rows = yield* server`SELECT 1 AS found FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${shard.database}`.pipe(
-        Effect.mapError(fail("look for the database"))
-      )
+      const rows =
+        yield* server`SELECT 1 AS found FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${shard.database}`.pipe(
+          Effect.mapError(fail("look for the database"))
+        )
       if (rows.length === 0) return Option.none()
     }
     const db = yield* openClient(clientConfig(shard, shard.database), scope).pipe(Effect.mapError(unreachable))
@@ -103,18 +117,26 @@ const onShard = <A, E>(
 /** Creates the shard's database if needed and applies the missing migrations. */
 export const migrateShard = (shard: ShardConfig): Effect.Effect<TargetMigrated, MigrateError> => {
   const target = describeShard(shard)
-  const body = located(target)(Migrations.apply).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(sqlFailure(shard.id, "migrate")(e))))
+  const body = located(target)(Migrations.apply).pipe(
+    Effect.catchTag("SqlError", (e) => Effect.fail(sqlFailure(shard.id, "migrate")(e)))
+  )
   return onShard(shard, true, body).pipe(
     Effect.map((applied) => ({ target, ...Option.getOrElse(applied, () => ({ applied: [], adopted: false })) }))
   )
 }
 
 /** Migrates every shard, one after the other; what each one needed. */
-export const migrate = (shards: ReadonlyArray<ShardConfig>): Effect.Effect<ReadonlyArray<TargetMigrated>, MigrateError> =>
-  Effect.forEach(shards, migrateShard)
+export const migrate = (
+  shards: ReadonlyArray<ShardConfig>
+): Effect.Effect<ReadonlyArray<TargetMigrated>, MigrateError> => Effect.forEach(shards, migrateShard)
 
 const nothingApplied: Status = {
-  migrations: Migrations.known.map((k) => ({ id: k.id, label: Migrations.label(k.id, k.name), appliedAt: Option.none(), unknown: false })),
+  migrations: Migrations.known.map((k) => ({
+    id: k.id,
+    label: Migrations.label(k.id, k.name),
+    appliedAt: Option.none(),
+    unknown: false
+  })),
   adoptsJobTable: false
 }
 
@@ -155,11 +177,16 @@ export const migrateSqlite = (
   Effect.gen(function*() {
     const target = describeSqlite(filename)
     const existed = existsSync(filename)
-    const apply = located(target)(Migrations.apply).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(sqlFailure(1, "migrate")(e))))
+    const apply = located(target)(Migrations.apply).pipe(
+      Effect.catchTag("SqlError", (e) => Effect.fail(sqlFailure(1, "migrate")(e)))
+    )
     const before = existed ? yield* onSqliteFile(filename, apply) : undefined
     yield* Effect.scoped(Layer.build(layerSqlite({ filename })))
     if (before !== undefined) return { target, ...before }
-    const after = yield* onSqliteFile(filename, Effect.mapError(Migrations.status, sqlFailure(1, "read the migrations")))
+    const after = yield* onSqliteFile(
+      filename,
+      Effect.mapError(Migrations.status, sqlFailure(1, "read the migrations"))
+    )
     return {
       target,
       applied: after.migrations.filter((m) => Option.isSome(m.appliedAt)).map((m) => m.label),
@@ -168,7 +195,9 @@ export const migrateSqlite = (
   }).pipe(Effect.annotateLogs({ sqlite: filename }))
 
 /** Each migration in the SQLite file, applied (when) or pending; a missing file is not created. */
-export const statusSqlite = (filename: string): Effect.Effect<TargetStatus, StorageError | ShardUnavailable | SqliteDriverMissing> => {
+export const statusSqlite = (
+  filename: string
+): Effect.Effect<TargetStatus, StorageError | ShardUnavailable | SqliteDriverMissing> => {
   const target = describeSqlite(filename)
   return existsSync(filename)
     ? Effect.map(

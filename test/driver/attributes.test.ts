@@ -13,9 +13,21 @@ import { crashBackoff, type JobState } from "../../src/driver/Supervisor.js"
 import { fixture } from "./support.js"
 
 const ok = () => Effect.succeed("ok")
-const module = (definition: ReturnType<typeof define>, name = "My::Workers"): LoadedModule => ({ path: "/x.mjs", name, definition })
-const summary = (jobs: ReadonlyArray<{ readonly name: string; readonly min: number; readonly max: number; readonly functions: ReadonlyArray<{ readonly registered: string }> }>) =>
-  jobs.map((j) => `${j.name} ${j.min} ${j.max} ${j.functions.map((f) => f.registered).join(",")}`)
+const module = (definition: ReturnType<typeof define>, name = "My::Workers"): LoadedModule => ({
+  path: "/x.mjs",
+  name,
+  definition
+})
+const summary = (
+  jobs: ReadonlyArray<
+    {
+      readonly name: string
+      readonly min: number
+      readonly max: number
+      readonly functions: ReadonlyArray<{ readonly registered: string }>
+    }
+  >
+) => jobs.map((j) => `${j.name} ${j.min} ${j.max} ${j.functions.map((f) => f.registered).join(",")}`)
 
 describe("Driver attributes", () => {
   it.effect("defaults min 1 max 1; override > job > default; the default prefix is the module's name", () =>
@@ -43,7 +55,10 @@ describe("Driver attributes", () => {
   it.effect("job_runtime_attributes by job name or by <module>::<group>; max never under min", () =>
     Effect.gen(function*() {
       const definition = define({ prefix: "", jobs: { a: job({}, ok), b: job({ max: 3 }, ok) } })
-      const jobs = yield* driverJobs(module(definition, "Mod"), { a: { min_processes: 2 }, "Mod::b": { max_processes: 6 } })
+      const jobs = yield* driverJobs(module(definition, "Mod"), {
+        a: { min_processes: 2 },
+        "Mod::b": { max_processes: 6 }
+      })
       assert.deepStrictEqual(summary(jobs), ["a 2 2 a", "b 1 6 b"])
     }))
 
@@ -53,7 +68,10 @@ describe("Driver attributes", () => {
       assert.isTrue(Either.isLeft(bad) && bad.left._tag === "ConfigInvalid")
       // A function name a job server could not take is refused at the Driver's start, not by each child.
       const badName = yield* Effect.either(driverJobs(module(define({ jobs: { "re size\tx": job({}, ok) } }))))
-      assert.isTrue(Either.isLeft(badName) && badName.left._tag === "ConfigInvalid" && badName.left.message.includes("no whitespace or control characters"))
+      assert.isTrue(
+        Either.isLeft(badName) && badName.left._tag === "ConfigInvalid" &&
+          badName.left.message.includes("no whitespace or control characters")
+      )
       const none = yield* Effect.either(loadModule("test/driver/support.ts"))
       assert.isTrue(Either.isLeft(none) && none.left.message.includes("must export one Driver.define"))
       const missing = yield* Effect.either(loadModule("test/driver/fixtures/nope.mjs"))
@@ -69,7 +87,14 @@ describe("Driver attributes", () => {
 })
 
 describe("Driver console layout and settings", () => {
-  const state = (name: string, min: number, max: number, processes: number, lastrun: number, lasterrorMsg = ""): JobState => ({
+  const state = (
+    name: string,
+    min: number,
+    max: number,
+    processes: number,
+    lastrun: number,
+    lasterrorMsg = ""
+  ): JobState => ({
     job: { name, runtimeKey: name, modulePath: "", moduleName: "", group: name, functions: [], min, max },
     min,
     max,
@@ -83,10 +108,13 @@ describe("Driver console layout and settings", () => {
   })
 
   it("status pads names right and numbers left to the widest, two spaces apart", () => {
-    assert.deepStrictEqual(statusLines([state("Long::job_name", 1, 10, 2, 0), state("x", 12, 100, 0, 1795000000, "boom")]), [
-      "Long::job_name   1   10  2  1970-01-01T00:00:00  1970-01-01T00:00:00  ",
-      "x               12  100  0  2026-11-18T11:06:40  2026-11-18T11:06:40  ERROR: boom"
-    ])
+    assert.deepStrictEqual(
+      statusLines([state("Long::job_name", 1, 10, 2, 0), state("x", 12, 100, 0, 1795000000, "boom")]),
+      [
+        "Long::job_name   1   10  2  1970-01-01T00:00:00  1970-01-01T00:00:00  ",
+        "x               12  100  0  2026-11-18T11:06:40  2026-11-18T11:06:40  ERROR: boom"
+      ]
+    )
   })
 
   it("server lists take the original's host[:port],host[:port] with port 4730 by default", () => {
@@ -120,8 +148,10 @@ describe("Driver console layout and settings", () => {
 
   it.effect("settings: the original's keys, flags over the file; unknown keys and no module are errors", () =>
     Effect.gen(function*() {
-      const path = file("server: gm1,gm2:4731\nconsole_port: 0\ninterval: 2\nmax_idle_time: 30\nloglevel: debug\nmodules: [a.mjs]\n" +
-        "job_runtime_attributes:\n  X::y: { min_processes: 2 }\nworker_options:\n  GLOBAL: { k: 1 }\n")
+      const path = file(
+        "server: gm1,gm2:4731\nconsole_port: 0\ninterval: 2\nmax_idle_time: 30\nloglevel: debug\nmodules: [a.mjs]\n" +
+          "job_runtime_attributes:\n  X::y: { min_processes: 2 }\nworker_options:\n  GLOBAL: { k: 1 }\n"
+      )
       const settings = yield* resolveDriver(flags(path))
       assert.deepStrictEqual(settings.options.servers, ["gm1:4730", "gm2:4731"])
       assert.strictEqual(settings.options.consolePort, 0)

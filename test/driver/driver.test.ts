@@ -40,7 +40,10 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
         "bare_echo 0 4 0",
         "bare_min 1 2 1"
       ]
-      yield* eventually(Effect.map(driver.ask("status"), (l) => limits(l).join("|") === expected.join("|")), "min processes of every job")
+      yield* eventually(
+        Effect.map(driver.ask("status"), (l) => limits(l).join("|") === expected.join("|")),
+        "min processes of every job"
+      )
       // Columns padded to the widest value, two spaces apart; a job with no error ends in two spaces.
       const status = yield* driver.ask("status")
       assert.strictEqual(status[0], "Demo::crash    0  1  0  1970-01-01T00:00:00  1970-01-01T00:00:00  ")
@@ -58,7 +61,10 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       // processName renamed the child
       assert.include(readFileSync(`/proc/${ping.split(" ")[2]}/cmdline`, "utf8"), "(Demo::ping)")
       // decode JSON in, encode JSON out
-      assert.strictEqual(text(yield* gearman.submit("Demo::add", JSON.stringify({ a: 2, b: 3 }))), JSON.stringify({ sum: 5 }))
+      assert.strictEqual(
+        text(yield* gearman.submit("Demo::add", JSON.stringify({ a: 2, b: 3 }))),
+        JSON.stringify({ sum: 5 })
+      )
       assert.strictEqual(text(yield* gearman.submit("Demo::mul", JSON.stringify({ a: 2, b: 3 }))), "6")
       // a workload decode refuses fails the job, and says why
       assert.isTrue(Either.isLeft(yield* Effect.either(gearman.submit("Demo::add", "not json"))))
@@ -66,7 +72,8 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       // add and mul share the group's processes: nothing else registers them
       const math = yield* pids("Demo::math")
       assert.strictEqual(math.length, 2)
-      const registered = (fn: string) => Effect.map(Effect.orDie(gearman.queueDepths()), (d) => d.get(fn)?.workers === 2)
+      const registered = (fn: string) =>
+        Effect.map(Effect.orDie(gearman.queueDepths()), (d) => d.get(fn)?.workers === 2)
       yield* eventually(registered("Demo::add"), "both math processes registered for add")
       yield* eventually(registered("Demo::mul"), "both math processes registered for mul")
     }))
@@ -80,7 +87,10 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       const out = driver.output()
       assert.isTrue(out.indexOf(`begin Demo::fail \\"x1\\"`) < out.indexOf(`end Demo::fail \\"x1\\"`))
       const [line] = yield* driver.ask("show Demo::fail")
-      assert.match(line!, /^Demo::fail {2}1 {2}1 {2}1 {2}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d {2}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d {2}ERROR: boom: x1$/)
+      assert.match(
+        line!,
+        /^Demo::fail {2}1 {2}1 {2}1 {2}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d {2}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d {2}ERROR: boom: x1$/
+      )
       assert.notInclude(line!, "1970")
     }))
 
@@ -153,13 +163,22 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       const driver = yield* DriverUnderTest
       const [ping] = yield* driver.pids("Demo::ping")
       assert.deepStrictEqual(yield* driver.ask(`kill ${ping}`), ["OK", "."])
-      yield* eventually(Effect.map(driver.pids("Demo::ping"), (p) => p.length === 1 && p[0] !== ping), "a new ping process")
+      yield* eventually(
+        Effect.map(driver.pids("Demo::ping"), (p) => p.length === 1 && p[0] !== ping),
+        "a new ping process"
+      )
       const math = yield* driver.pids("Demo::math")
       assert.deepStrictEqual(yield* driver.ask("killall Demo::math"), ["OK", "."])
-      yield* eventually(Effect.map(driver.pids("Demo::math"), (p) => p.length === 2 && !p.some((pid) => math.includes(pid))), "two new math processes")
+      yield* eventually(
+        Effect.map(driver.pids("Demo::math"), (p) => p.length === 2 && !p.some((pid) => math.includes(pid))),
+        "two new math processes"
+      )
       const [again] = yield* driver.pids("Demo::ping")
       process.kill(again!, "SIGKILL")
-      yield* eventually(Effect.map(driver.pids("Demo::ping"), (p) => p.length === 1 && p[0] !== again), "ping restarted after SIGKILL")
+      yield* eventually(
+        Effect.map(driver.pids("Demo::ping"), (p) => p.length === 1 && p[0] !== again),
+        "ping restarted after SIGKILL"
+      )
       assert.match(text(yield* driver.gearman.submit("Demo::ping", "again")), /^pong again \d+$/)
     }))
 
@@ -167,7 +186,8 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
     Effect.gen(function*() {
       const driver = yield* DriverUnderTest
       yield* driver.gearman.submitBackground("Demo::crash", "boom")
-      const crashes = () => driver.output().split("\n").filter((l) => l.includes("[Demo::crash] Exited with status code 3")).length
+      const crashes = () =>
+        driver.output().split("\n").filter((l) => l.includes("[Demo::crash] Exited with status code 3")).length
       yield* eventually(Effect.sync(() => crashes() >= 2), "the crashing process restarted and crashed again")
       assert.match((yield* driver.ask("show Demo::crash"))[0]!, /ERROR: process exited with code 3( \(.*\))?$/)
       assert.match(text(yield* driver.gearman.submit("Demo::ping", "still")), /^pong still \d+$/)
@@ -180,7 +200,10 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
     Effect.gen(function*() {
       const driver = yield* DriverUnderTest
       const before = yield* driver.pids("Demo::options")
-      yield* driver.writeConfig({ ...config, job_runtime_attributes: { "Demo::options": { min_processes: 2, max_processes: 3 } } })
+      yield* driver.writeConfig({
+        ...config,
+        job_runtime_attributes: { "Demo::options": { min_processes: 2, max_processes: 3 } }
+      })
       yield* driver.signal("SIGHUP")
       yield* eventually(
         Effect.map(driver.ask("show Demo::options"), (l) => l[0]!.startsWith("Demo::options  2  3  2  ")),
@@ -196,9 +219,16 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       const before = yield* driver.ask("status")
       const pids = yield* driver.pids("Demo::options")
       // An unknown key and a negative min: refused whole, nothing of it applied.
-      yield* driver.writeConfig({ ...config, bogus_key: 1, job_runtime_attributes: { "Demo::options": { min_processes: 3, max_processes: -1 } } })
+      yield* driver.writeConfig({
+        ...config,
+        bogus_key: 1,
+        job_runtime_attributes: { "Demo::options": { min_processes: 3, max_processes: -1 } }
+      })
       yield* driver.signal("SIGHUP")
-      yield* eventually(Effect.sync(() => driver.output().includes("SIGHUP: configuration not reloaded")), "the refused reload logged")
+      yield* eventually(
+        Effect.sync(() => driver.output().includes("SIGHUP: configuration not reloaded")),
+        "the refused reload logged"
+      )
       assert.deepStrictEqual(limits(yield* driver.ask("status")), limits(before))
       assert.deepStrictEqual(yield* driver.pids("Demo::options"), pids)
       yield* driver.writeConfig(config)
@@ -217,7 +247,10 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       assert.deepStrictEqual(yield* driver.ask(`kill ${busy}`), ["OK", "."])
       // Drained, not killed: the job completes in the process that had it.
       assert.strictEqual(yield* Fiber.join(job), String(busy))
-      yield* eventually(Effect.map(driver.pids("Demo::slow"), (p) => p.length === 1 && p[0] !== busy), "a new slow process")
+      yield* eventually(
+        Effect.map(driver.pids("Demo::slow"), (p) => p.length === 1 && p[0] !== busy),
+        "a new slow process"
+      )
       assert.deepStrictEqual(yield* driver.ask("set_processes Demo::slow 0 4"), ["OK", "."])
     }))
 
@@ -229,7 +262,9 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       const begun = () => driver.output().split("\n").filter((l) => l.includes(`begin Demo::slow`)).length
       const before = begun()
       const jobs = yield* Effect.fork(
-        Effect.forEach([1, 2, 3], () => Effect.map(driver.gearman.submit("Demo::slow", "1500"), text), { concurrency: "unbounded" })
+        Effect.forEach([1, 2, 3], () => Effect.map(driver.gearman.submit("Demo::slow", "1500"), text), {
+          concurrency: "unbounded"
+        })
       )
       yield* eventually(Effect.sync(() => begun() === before + 3), "three slow jobs running")
       yield* driver.signal("SIGTERM")

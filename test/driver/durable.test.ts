@@ -21,32 +21,56 @@ it.scopedLive("a durable job completes its row; a failing one is backed off", ()
       env: { GARIVINI_DB: `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}` }
     })
     yield* Effect.scoped(Effect.gen(function*() {
-      yield* Client.insertJobs([{ funcname: "Durable::resize", arg: "a" }, { funcname: "Durable::resize", arg: "b" }, { funcname: "Durable::resize", arg: "fail" }])
+      yield* Client.insertJobs([{ funcname: "Durable::resize", arg: "a" }, { funcname: "Durable::resize", arg: "b" }, {
+        funcname: "Durable::resize",
+        arg: "fail"
+      }])
       const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
       yield* eventually(Effect.map(remaining, (n) => n === 1), "the two good rows deleted")
       const storage = yield* Storage
       const list = Effect.orDie(storage.list({}))
-      yield* eventually(Effect.map(list, (jobs) => jobs.length === 1 && jobs[0]!.failcount === 1), "the failed row backed off")
+      yield* eventually(
+        Effect.map(list, (jobs) => jobs.length === 1 && jobs[0]!.failcount === 1),
+        "the failed row backed off"
+      )
       const [left] = yield* list
       assert.strictEqual(Buffer.from(left!.arg).toString(), "fail")
       yield* Fiber.interrupt(runner)
       // The child's stdout reaches the Driver through a pipe: it may arrive after the row is gone.
-      yield* eventually(Effect.sync(() => driver.output().includes("STDOUT: durable a") && driver.output().includes("STDOUT: durable b")), "the child's output relayed")
+      yield* eventually(
+        Effect.sync(() =>
+          driver.output().includes("STDOUT: durable a") && driver.output().includes("STDOUT: durable b")
+        ),
+        "the child's output relayed"
+      )
     })).pipe(Effect.provide(env([shard!], [driver.gearmand.server])))
   }), 60_000)
 
-it.scopedLive("a durable job over a SQLite file (GARIVINI_DB=sqlite:…) completes its row", () =>
-  Effect.gen(function*() {
-    const filename = join(yield* tempDir("garivini-driver-sqlite-"), "jobs.db")
-    const driver = yield* startDriver([fixture("Durable.mjs")], { interval: 0 }, { env: { GARIVINI_DB: `sqlite:${filename}` } })
-    yield* Effect.scoped(Effect.gen(function*() {
-      yield* Client.insertJobs([{ funcname: "Durable::resize", arg: "c" }])
-      const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
-      yield* eventually(Effect.map(remaining, (n) => n === 0), "the row deleted by the Driver's child")
-      yield* Fiber.interrupt(runner)
-      yield* eventually(Effect.sync(() => driver.output().includes("STDOUT: durable c")), "the child's output relayed")
-    })).pipe(Effect.provide(Layer.mergeAll(Layer.orDie(layerSqlite({ filename })), Gearman.layer({ servers: [driver.gearmand.server] }))))
-  }), 60_000)
+it.scopedLive(
+  "a durable job over a SQLite file (GARIVINI_DB=sqlite:…) completes its row",
+  () =>
+    Effect.gen(function*() {
+      const filename = join(yield* tempDir("garivini-driver-sqlite-"), "jobs.db")
+      const driver = yield* startDriver([fixture("Durable.mjs")], { interval: 0 }, {
+        env: { GARIVINI_DB: `sqlite:${filename}` }
+      })
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* Client.insertJobs([{ funcname: "Durable::resize", arg: "c" }])
+        const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
+        yield* eventually(Effect.map(remaining, (n) => n === 0), "the row deleted by the Driver's child")
+        yield* Fiber.interrupt(runner)
+        yield* eventually(
+          Effect.sync(() => driver.output().includes("STDOUT: durable c")),
+          "the child's output relayed"
+        )
+      })).pipe(
+        Effect.provide(
+          Layer.mergeAll(Layer.orDie(layerSqlite({ filename })), Gearman.layer({ servers: [driver.gearmand.server] }))
+        )
+      )
+    }),
+  60_000
+)
 
 it.scopedLive("children exit when the Driver dies", () =>
   Effect.gen(function*() {

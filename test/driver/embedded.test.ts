@@ -22,45 +22,76 @@ const bareDriver = (server: string, options: Partial<Driver.DriverOptions>) =>
     return { driver, children, close: Scope.close(scope, Exit.void) }
   })
 
-it.scopedLive("onUnknownJob sees functions nobody serves; closing the scope stops every child", () =>
-  Effect.gen(function*() {
-    const gd = yield* gearmand
-    const gearman = yield* live([gd.server])
-    const unknown = yield* Ref.make<ReadonlyArray<string>>([])
-    const { children, close } = yield* bareDriver(gd.server, {
-      interval: 0.2,
-      onUnknownJob: (row) => Ref.update(unknown, (seen) => [...seen, `${row.name}:${row.total}`])
-    })
-    yield* gearman.submitBackground("embedded_unknown", "x")
-    yield* eventually(Effect.map(Ref.get(unknown), (names) => names.includes("embedded_unknown:1")), "the hook called")
-    assert.strictEqual((yield* gearman.submit("bare_echo", "embedded")).data.toString(), "bare embedded")
-    const pids = children()
-    assert.isAbove(pids.length, 0)
-    yield* close
-    assert.isTrue(pids.every((pid) => !alive(pid)))
-  }), 60_000)
+it.scopedLive(
+  "onUnknownJob sees functions nobody serves; closing the scope stops every child",
+  () =>
+    Effect.gen(function*() {
+      const gd = yield* gearmand
+      const gearman = yield* live([gd.server])
+      const unknown = yield* Ref.make<ReadonlyArray<string>>([])
+      const { children, close } = yield* bareDriver(gd.server, {
+        interval: 0.2,
+        onUnknownJob: (row) => Ref.update(unknown, (seen) => [...seen, `${row.name}:${row.total}`])
+      })
+      yield* gearman.submitBackground("embedded_unknown", "x")
+      yield* eventually(
+        Effect.map(Ref.get(unknown), (names) => names.includes("embedded_unknown:1")),
+        "the hook called"
+      )
+      assert.strictEqual((yield* gearman.submit("bare_echo", "embedded")).data.toString(), "bare embedded")
+      const pids = children()
+      assert.isAbove(pids.length, 0)
+      yield* close
+      assert.isTrue(pids.every((pid) => !alive(pid)))
+    }),
+  60_000
+)
 
-it.scopedLive("a process crashing in a loop is restarted with backoff, then held back and reported", () =>
-  Effect.gen(function*() {
-    const job = { name: "crashy", runtimeKey: "crashy", modulePath: "", moduleName: "", group: "crashy", functions: [], min: 1, max: 1 }
-    const supervisor = yield* Supervisor.make([job], { servers: [], workerOptions: () => ({}), childEntry: fixture("exits-at-once.mjs") })
-    const state = supervisor.states()[0]!
-    yield* Effect.repeat(supervisor.tick, { schedule: Schedule.spaced("20 millis"), until: () => state.crashes >= Supervisor.CRASH_LOOP })
-    assert.strictEqual(state.crashes, Supervisor.CRASH_LOOP)
-    assert.strictEqual(state.lasterrorMsg, "process exited with code 1 (5 crashes in a row, held back 4 s)")
-    // held back (4 s after the 5th crash, as the message says): the next reconcile starts nothing
-    assert.isAbove(state.holdUntil, Date.now())
-    yield* supervisor.tick
-    assert.strictEqual(state.processes.size, 0)
-  }), 60_000)
+it.scopedLive(
+  "a process crashing in a loop is restarted with backoff, then held back and reported",
+  () =>
+    Effect.gen(function*() {
+      const job = {
+        name: "crashy",
+        runtimeKey: "crashy",
+        modulePath: "",
+        moduleName: "",
+        group: "crashy",
+        functions: [],
+        min: 1,
+        max: 1
+      }
+      const supervisor = yield* Supervisor.make([job], {
+        servers: [],
+        workerOptions: () => ({}),
+        childEntry: fixture("exits-at-once.mjs")
+      })
+      const state = supervisor.states()[0]!
+      yield* Effect.repeat(supervisor.tick, {
+        schedule: Schedule.spaced("20 millis"),
+        until: () => state.crashes >= Supervisor.CRASH_LOOP
+      })
+      assert.strictEqual(state.crashes, Supervisor.CRASH_LOOP)
+      assert.strictEqual(state.lasterrorMsg, "process exited with code 1 (5 crashes in a row, held back 4 s)")
+      // held back (4 s after the 5th crash, as the message says): the next reconcile starts nothing
+      assert.isAbove(state.holdUntil, Date.now())
+      yield* supervisor.tick
+      assert.strictEqual(state.processes.size, 0)
+    }),
+  60_000
+)
 
-it.scopedLive("a Driver stopped while its children still start stops them without waiting for the grace period", () =>
-  Effect.gen(function*() {
-    const gd = yield* gearmand
-    // a child missing its drain would hold the close for 120 s, past this test's limit
-    const { children, close } = yield* bareDriver(gd.server, { interval: 0, shutdownTimeout: 120 })
-    const pids = children()
-    assert.strictEqual(pids.length, 1)
-    yield* close
-    assert.isTrue(pids.every((pid) => !alive(pid)))
-  }), 30_000)
+it.scopedLive(
+  "a Driver stopped while its children still start stops them without waiting for the grace period",
+  () =>
+    Effect.gen(function*() {
+      const gd = yield* gearmand
+      // a child missing its drain would hold the close for 120 s, past this test's limit
+      const { children, close } = yield* bareDriver(gd.server, { interval: 0, shutdownTimeout: 120 })
+      const pids = children()
+      assert.strictEqual(pids.length, 1)
+      yield* close
+      assert.isTrue(pids.every((pid) => !alive(pid)))
+    }),
+  30_000
+)

@@ -10,7 +10,10 @@ it.live("a gearmand's pid file is private to it and removed when it is killed", 
   Effect.gen(function*() {
     const child = yield* startGearmand(yield* freePort)
     const path = child.spawnargs.find((a) => a.startsWith("--pid-file="))!.slice("--pid-file=".length)
-    yield* eventually(Effect.sync(() => existsSync(path) && readFileSync(path, "utf8").trim() === String(child.pid)), "gearmand's pid file")
+    yield* eventually(
+      Effect.sync(() => existsSync(path) && readFileSync(path, "utf8").trim() === String(child.pid)),
+      "gearmand's pid file"
+    )
     child.kill("SIGKILL")
     yield* exited(child)
     assert.isFalse(existsSync(path))

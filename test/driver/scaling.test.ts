@@ -17,7 +17,9 @@ const driverLayer = Layer.scoped(
   DriverUnderTest,
   Effect.flatMap(freePort, (deadPort) =>
     // A second job server that is down: the Driver starts and works anyway.
-    startDriver([fixture("Scale.mjs")], { interval: 0.2, max_idle_time: 1, loglevel: "DEBUG", pid_file: pidFile }, { extraServers: [`127.0.0.1:${deadPort}`] }))
+    startDriver([fixture("Scale.mjs")], { interval: 0.2, max_idle_time: 1, loglevel: "DEBUG", pid_file: pidFile }, {
+      extraServers: [`127.0.0.1:${deadPort}`]
+    }))
 )
 
 const runs = (output: string) => output.split("\n").flatMap((l) => l.match(/STDOUT: run (\d+)/)?.slice(1) ?? [])
@@ -51,7 +53,10 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
     Effect.gen(function*() {
       const driver = yield* DriverUnderTest
       yield* driver.gearman.submitBackground("nobody_serves_this", "x")
-      yield* eventually(Effect.sync(() => driver.output().includes("unknown job nobody_serves_this: 1 queued")), "the unknown job reported")
+      yield* eventually(
+        Effect.sync(() => driver.output().includes("unknown job nobody_serves_this: 1 queued")),
+        "the unknown job reported"
+      )
     }))
 
   it.effect("killall * replaces every process", () =>
@@ -60,7 +65,10 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
       assert.deepStrictEqual(yield* driver.ask("set_processes Scale::slow 1 1"), ["OK", "."])
       const before = yield* driver.pids("Scale::slow")
       assert.deepStrictEqual(yield* driver.ask("killall *"), ["OK", "."])
-      yield* eventually(Effect.map(driver.pids("Scale::slow"), (p) => p.length === 1 && !before.includes(p[0]!)), "a new process")
+      yield* eventually(
+        Effect.map(driver.pids("Scale::slow"), (p) => p.length === 1 && !before.includes(p[0]!)),
+        "a new process"
+      )
     }))
 
   it.effect("shutdown on the console: children drained, pid file removed, exit 0", () =>

@@ -6,18 +6,22 @@ import { Effect } from "effect"
 import { eventually } from "../gearman/gearmand.js"
 import { alive, fixture, startDriver } from "./support.js"
 
-it.scopedLive("SIGTERM with a job longer than shutdown_timeout: the Driver exits 0 after the grace period and no child outlives it", () =>
-  Effect.gen(function*() {
-    const driver = yield* startDriver([fixture("Demo.mjs")], { interval: 0.2, shutdown_timeout: 1 })
-    yield* driver.ask("set_processes Demo::slow 1 1")
-    yield* eventually(Effect.map(driver.processes("Demo::slow"), (n) => n === 1), "one slow process")
-    const [child] = yield* driver.pids("Demo::slow")
-    // A job of 10 minutes: only the SIGKILL can end it within this test's life.
-    yield* driver.gearman.submitBackground("Demo::slow", String(10 * 60 * 1000))
-    yield* eventually(Effect.sync(() => driver.output().includes("begin Demo::slow")), "the long job running")
-    yield* driver.signal("SIGTERM")
-    const exit = yield* driver.exited
-    assert.deepStrictEqual(exit, { code: 0, signal: null })
-    // Left alone it would run for ten minutes.
-    yield* eventually(Effect.sync(() => !alive(child!)), "the busy child killed")
-  }), 60_000)
+it.scopedLive(
+  "SIGTERM with a job longer than shutdown_timeout: the Driver exits 0 after the grace period and no child outlives it",
+  () =>
+    Effect.gen(function*() {
+      const driver = yield* startDriver([fixture("Demo.mjs")], { interval: 0.2, shutdown_timeout: 1 })
+      yield* driver.ask("set_processes Demo::slow 1 1")
+      yield* eventually(Effect.map(driver.processes("Demo::slow"), (n) => n === 1), "one slow process")
+      const [child] = yield* driver.pids("Demo::slow")
+      // A job of 10 minutes: only the SIGKILL can end it within this test's life.
+      yield* driver.gearman.submitBackground("Demo::slow", String(10 * 60 * 1000))
+      yield* eventually(Effect.sync(() => driver.output().includes("begin Demo::slow")), "the long job running")
+      yield* driver.signal("SIGTERM")
+      const exit = yield* driver.exited
+      assert.deepStrictEqual(exit, { code: 0, signal: null })
+      // Left alone it would run for ten minutes.
+      yield* eventually(Effect.sync(() => !alive(child!)), "the busy child killed")
+    }),
+  60_000
+)

@@ -81,13 +81,26 @@ export const startDriver = (
     const dir = mkdtempSync(Path.join(tmpdir(), "garivini-driver-"))
     const configPath = Path.join(dir, "driver.yml")
     const writeConfig = (c: Record<string, unknown>) =>
-      Effect.sync(() => writeFileSync(configPath, stringify({ server: [gd.server, ...(options.extraServers ?? [])].join(","), console_port: consolePort, ...c })))
+      Effect.sync(() =>
+        writeFileSync(
+          configPath,
+          stringify({ server: [gd.server, ...(options.extraServers ?? [])].join(","), console_port: consolePort, ...c })
+        )
+      )
     yield* writeConfig(config)
     const exit = yield* Deferred.make<Exited>()
     let output = ""
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn("node", ["bin/garivini.js", "driver", ...modules.flatMap((m) => ["--module", m]), "--config", configPath, "--log-format", "logfmt"], {
+        spawn("node", [
+          "bin/garivini.js",
+          "driver",
+          ...modules.flatMap((m) => ["--module", m]),
+          "--config",
+          configPath,
+          "--log-format",
+          "logfmt"
+        ], {
           env: childEnv(options.env),
           stdio: ["ignore", "pipe", "pipe"]
         })
@@ -113,12 +126,23 @@ export const startDriver = (
       /** Pids of a job (`show`). */
       pids: (job: string) => Effect.map(ask(consolePort, `show ${job}`), (lines) => lines.slice(1, -1).map(Number)),
       /** The processes column of a job's `status` line. */
-      processes: (job: string) => Effect.map(ask(consolePort, `show ${job}`), (lines) => Number(lines[0]?.split("  ")[3]))
+      processes: (job: string) =>
+        Effect.map(ask(consolePort, `show ${job}`), (lines) => Number(lines[0]?.split("  ")[3]))
     }
     // Up once the console answers and every job has its min processes registered with gearmand.
     // A Driver that exits instead (a bad config, say) fails the test at once, with its output.
-    const exitedEarly = Effect.flatMap(Deferred.await(exit), (e) => Effect.dieMessage(`the driver exited (${e.code ?? e.signal}): ${output}`))
-    yield* Effect.raceFirst(eventually(Effect.map(Effect.either(driver.ask("status")), (r) => r._tag === "Right"), "the driver's console", 20_000), exitedEarly)
+    const exitedEarly = Effect.flatMap(
+      Deferred.await(exit),
+      (e) => Effect.dieMessage(`the driver exited (${e.code ?? e.signal}): ${output}`)
+    )
+    yield* Effect.raceFirst(
+      eventually(
+        Effect.map(Effect.either(driver.ask("status")), (r) => r._tag === "Right"),
+        "the driver's console",
+        20_000
+      ),
+      exitedEarly
+    )
     return driver
   })
 

@@ -27,7 +27,11 @@ const packetArb = (magic: Magic): fc.Arbitrary<Packet> =>
     if (n === 0) return fc.constant<Packet>({ magic, type, args: [] })
     // WORK_FAIL's single argument loses one trailing NUL (gearmand's downgraded EXCEPTION).
     const last = type === PacketType.WORK_FAIL ? noNul(40) : bytes(200)
-    return fc.tuple(fc.array(noNul(40), { minLength: n - 1, maxLength: n - 1 }), last).map(([head, tail]) => ({ magic, type, args: [...head, tail] }))
+    return fc.tuple(fc.array(noNul(40), { minLength: n - 1, maxLength: n - 1 }), last).map(([head, tail]) => ({
+      magic,
+      type,
+      args: [...head, tail]
+    }))
   })
 
 const chunkSizes = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 8 })
@@ -87,7 +91,8 @@ const mutate = (stream: Buffer, edits: ReadonlyArray<readonly [number, number, n
         break
       default:
         // a plausible header's size field: small, around the limit, or huge
-        if (out.length >= at + 12) out.writeUInt32BE([value % 300, MAX_FRAME, MAX_FRAME + 1, 0xffffffff][kind % 4]!, at + 8)
+        if (out.length >= at + 12)
+          out.writeUInt32BE([value % 300, MAX_FRAME, MAX_FRAME + 1, 0xffffffff][kind % 4]!, at + 8)
     }
   }
   return out
@@ -97,45 +102,72 @@ const edits = fc.array(fc.tuple(fc.integer({ min: 0, max: 5 }), fc.nat(), fc.nat
 describe("fuzz: binary protocol decoder", () => {
   for (const magic of ["RES", "REQ"] as const) {
     it(`valid ${magic} streams decode to what was encoded, whatever the chunking`, () =>
-      check(300, fc.property(fc.array(packetArb(magic), { maxLength: 12 }), chunkSizes, (packets, sizes) => {
-        const stream = Buffer.concat(packets.map((p) => rawPacket(p.magic, p.type, p.args)))
-        const whole = feed(magic, [stream])
-        assert.isUndefined(whole.error)
-        assert.deepStrictEqual(whole.packets.map(show), packets.map(show))
-        same(feed(magic, chunked(stream, sizes)), whole)
-      })))
+      check(
+        300,
+        fc.property(fc.array(packetArb(magic), { maxLength: 12 }), chunkSizes, (packets, sizes) => {
+          const stream = Buffer.concat(packets.map((p) => rawPacket(p.magic, p.type, p.args)))
+          const whole = feed(magic, [stream])
+          assert.isUndefined(whole.error)
+          assert.deepStrictEqual(whole.packets.map(show), packets.map(show))
+          same(feed(magic, chunked(stream, sizes)), whole)
+        })
+      ))
 
     it(`mutated ${magic} streams fail typed or decode the same way in any chunking`, () =>
-      check(400, fc.property(fc.array(packetArb(magic), { minLength: 1, maxLength: 8 }), edits, chunkSizes, (packets, changes, sizes) => {
-        const stream = mutate(Buffer.concat(packets.map((p) => rawPacket(p.magic, p.type, p.args))), changes)
-        same(feed(magic, chunked(stream, sizes)), feed(magic, [stream]))
-      })))
+      check(
+        400,
+        fc.property(
+          fc.array(packetArb(magic), { minLength: 1, maxLength: 8 }),
+          edits,
+          chunkSizes,
+          (packets, changes, sizes) => {
+            const stream = mutate(Buffer.concat(packets.map((p) => rawPacket(p.magic, p.type, p.args))), changes)
+            same(feed(magic, chunked(stream, sizes)), feed(magic, [stream]))
+          }
+        )
+      ))
   }
 
   it("random bytes never throw and never buffer more than a frame", () =>
-    check(400, fc.property(bytes(600), chunkSizes, fc.constantFrom<Magic>("REQ", "RES"), fc.integer({ min: 0, max: 256 }), (data, sizes, magic, maxFrame) => {
-      same(feed(magic, chunked(data, sizes), maxFrame), feed(magic, [data], maxFrame))
-    })))
+    check(
+      400,
+      fc.property(
+        bytes(600),
+        chunkSizes,
+        fc.constantFrom<Magic>("REQ", "RES"),
+        fc.integer({ min: 0, max: 256 }),
+        (data, sizes, magic, maxFrame) => {
+          same(feed(magic, chunked(data, sizes), maxFrame), feed(magic, [data], maxFrame))
+        }
+      )
+    ))
 
   it("a header announcing more than the limit fails before its body arrives (a job assignment waits for its handle, then is skipped)", () =>
-    check(200, fc.property(fc.constantFrom(...types), fc.integer({ min: MAX_FRAME + 1, max: 0xffffffff }), (type, size) => {
-      const header = rawPacket("RES", type, [])
-      header.writeUInt32BE(size, 8)
-      const run = feed("RES", [header])
-      const assignment = type === PacketType.JOB_ASSIGN || type === PacketType.JOB_ASSIGN_UNIQ || type === PacketType.JOB_ASSIGN_ALL
-      if (!assignment) return assert.strictEqual(run.error?.reason, "FrameTooLarge")
-      assert.isUndefined(run.error)
-      assert.strictEqual(run.packets.length, 0)
-      // Its first bytes hold no handle and function: nothing could answer it, so it breaks the stream.
-      const prefix = Buffer.alloc(1024, 0x61)
-      const then = feed("RES", [header, prefix])
-      assert.strictEqual(then.error?.reason, "FrameTooLarge")
-    })))
+    check(
+      200,
+      fc.property(fc.constantFrom(...types), fc.integer({ min: MAX_FRAME + 1, max: 0xffffffff }), (type, size) => {
+        const header = rawPacket("RES", type, [])
+        header.writeUInt32BE(size, 8)
+        const run = feed("RES", [header])
+        const assignment = type === PacketType.JOB_ASSIGN || type === PacketType.JOB_ASSIGN_UNIQ ||
+          type === PacketType.JOB_ASSIGN_ALL
+        if (!assignment) return assert.strictEqual(run.error?.reason, "FrameTooLarge")
+        assert.isUndefined(run.error)
+        assert.strictEqual(run.packets.length, 0)
+        // Its first bytes hold no handle and function: nothing could answer it, so it breaks the stream.
+        const prefix = Buffer.alloc(1024, 0x61)
+        const then = feed("RES", [header, prefix])
+        assert.strictEqual(then.error?.reason, "FrameTooLarge")
+      })
+    ))
 
   it("the encoder's header states the body's length and type", () =>
-    check(300, fc.property(packetArb("REQ"), (p) => {
-      const out = rawPacket(p.magic, p.type, p.args)
-      assert.strictEqual(out.readUInt32BE(4), p.type)
-      assert.strictEqual(out.readUInt32BE(8), out.length - HEADER_SIZE)
-    })))
+    check(
+      300,
+      fc.property(packetArb("REQ"), (p) => {
+        const out = rawPacket(p.magic, p.type, p.args)
+        assert.strictEqual(out.readUInt32BE(4), p.type)
+        assert.strictEqual(out.readUInt32BE(8), out.length - HEADER_SIZE)
+      })
+    ))
 })

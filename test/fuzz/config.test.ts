@@ -26,15 +26,38 @@ const oneLine = (error: unknown) => {
 }
 
 const scalar = fc.oneof(
-  fc.constantFrom(0, -1, 1.5, 1e300, 65536, "", "x", "mysql://root@127.0.0.1/db", "sqlite:", "sqlite:./x.db", "127.0.0.1:4730", "pretty", null, true),
+  fc.constantFrom(
+    0,
+    -1,
+    1.5,
+    1e300,
+    65536,
+    "",
+    "x",
+    "mysql://root@127.0.0.1/db",
+    "sqlite:",
+    "sqlite:./x.db",
+    "127.0.0.1:4730",
+    "pretty",
+    null,
+    true
+  ),
   fc.integer(),
   fc.string({ maxLength: 12 })
 )
-const value = fc.oneof(scalar, fc.array(scalar, { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 8 }), scalar, { maxKeys: 3 }))
-const section = (keys: ReadonlyArray<string>) => fc.record(Object.fromEntries(keys.map((k) => [k, value])), { requiredKeys: [] })
+const value = fc.oneof(
+  scalar,
+  fc.array(scalar, { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 8 }), scalar, { maxKeys: 3 })
+)
+const section = (keys: ReadonlyArray<string>) =>
+  fc.record(Object.fromEntries(keys.map((k) => [k, value])), { requiredKeys: [] })
 /** Mostly the file's own keys with random values; sometimes anything. */
 const configShaped = fc.record({
-  db: fc.oneof(value, fc.array(fc.oneof(scalar, fc.record({ url: scalar, id: scalar }, { requiredKeys: [] })), { maxLength: 3 })),
+  db: fc.oneof(
+    value,
+    fc.array(fc.oneof(scalar, fc.record({ url: scalar, id: scalar }, { requiredKeys: [] })), { maxLength: 3 })
+  ),
   gearmand: value,
   queueRunner: section(["batchMaxSize", "batchRunSleep", "queueWatermarkDepth", "lease", "deferFor", "typo"]),
   injector: section(["lease", "queueWatermarkDepth", "concurrency"]),
@@ -42,13 +65,31 @@ const configShaped = fc.record({
   log: section(["format"]),
   server: scalar,
   console_port: scalar,
-  job_runtime_attributes: fc.dictionary(fc.string({ maxLength: 8 }), section(["min_processes", "max_processes"]), { maxKeys: 2 }),
+  job_runtime_attributes: fc.dictionary(fc.string({ maxLength: 8 }), section(["min_processes", "max_processes"]), {
+    maxKeys: 2
+  }),
   worker_options: value,
   unknown: value
 }, { requiredKeys: [] })
 const yamlSpecials = fc.constantFrom(
-  "a: &x [*x]", "db: *nowhere", "!!binary AAAA", "!custom x", "---\n---\n", "db: [", "{", "? [a]\n: b", "<<: *x", "db: !!js/function 'f'",
-  "db:\n  - a\n  - b\nb: 1\nb: 2", "~", "[]", "\"\\u\"", "\t- x", "x: y: z", "%YAML 1.1\n---\nx: 1", "a: " + "[".repeat(200) + "]".repeat(200),
+  "a: &x [*x]",
+  "db: *nowhere",
+  "!!binary AAAA",
+  "!custom x",
+  "---\n---\n",
+  "db: [",
+  "{",
+  "? [a]\n: b",
+  "<<: *x",
+  "db: !!js/function 'f'",
+  "db:\n  - a\n  - b\nb: 1\nb: 2",
+  "~",
+  "[]",
+  "\"\\u\"",
+  "\t- x",
+  "x: y: z",
+  "%YAML 1.1\n---\nx: 1",
+  "a: " + "[".repeat(200) + "]".repeat(200),
   "x: " + Array.from({ length: 120 }, (_, i) => `&a${i} [*a${i > 0 ? i - 1 : 0}]`).join(" ")
 )
 const document = fc.oneof(
@@ -64,80 +105,114 @@ const document = fc.oneof(
   })
 )
 
-const urlPart = fc.oneof(fc.constantFrom("%", "%zz", "%E0%A4%A", "%25", "@", ":", "/", "?", "#", "id=", "[", "]", " ", "\u0000", "é"), fc.string({ maxLength: 5 }))
-const urlArb = fc.tuple(fc.constantFrom("mysql://", "mysql:", "http://", "sqlite:", ""), fc.array(urlPart, { maxLength: 6 }), fc.constantFrom("", "@h", "@h:3306", "@[::1]:3306"), fc.array(urlPart, { maxLength: 4 }))
+const urlPart = fc.oneof(
+  fc.constantFrom("%", "%zz", "%E0%A4%A", "%25", "@", ":", "/", "?", "#", "id=", "[", "]", " ", "\u0000", "é"),
+  fc.string({ maxLength: 5 })
+)
+const urlArb = fc.tuple(
+  fc.constantFrom("mysql://", "mysql:", "http://", "sqlite:", ""),
+  fc.array(urlPart, { maxLength: 6 }),
+  fc.constantFrom("", "@h", "@h:3306", "@[::1]:3306"),
+  fc.array(urlPart, { maxLength: 4 })
+)
   .map(([scheme, auth, host, path]) => `${scheme}${auth.join("")}${host}/${path.join("")}`)
 
 describe("fuzz: configuration input", () => {
   it.scoped("random config files (YAML and JSON) give settings or a one-line ConfigInvalid", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir("garivini-fuzz-config-")
-      check(600, fc.property(document, fc.boolean(), (text, json) => {
-        const path = join(dir, json ? "c.json" : "c.yaml")
-        writeFileSync(path, text)
-        for (const schema of [FileConfig, DriverFile] as const) {
-          const result = readConfigFile(path, schema as typeof FileConfig)
-          if (Either.isLeft(result)) oneLine(result.left)
-        }
-      }))
+      check(
+        600,
+        fc.property(document, fc.boolean(), (text, json) => {
+          const path = join(dir, json ? "c.json" : "c.yaml")
+          writeFileSync(path, text)
+          for (const schema of [FileConfig, DriverFile] as const) {
+            const result = readConfigFile(path, schema as typeof FileConfig)
+            if (Either.isLeft(result)) oneLine(result.left)
+          }
+        })
+      )
     }))
 
   it("database URLs: a shard or a one-line ConfigInvalid that never shows the password", () =>
-    check(2000, fc.property(urlArb, fc.boolean(), (url, withSecret) => {
-      const input = withSecret ? url.replace(/^mysql:\/\//, "mysql://u:SeCrEt99@") : url
-      const result = parseShardUrl(input, 1)
-      if (Either.isLeft(result)) {
-        oneLine(result.left)
-        assert.notInclude(result.left.message, "SeCrEt99")
-      } else {
-        assert.isTrue(Number.isSafeInteger(result.right.id) && result.right.id > 0)
-        assert.isTrue(Number.isInteger(result.right.port) && result.right.port > 0 && result.right.port < 65536)
-      }
-      const sqlite = parseSqliteTarget(input)
-      if (Either.isLeft(sqlite)) oneLine(sqlite.left)
-    })))
+    check(
+      2000,
+      fc.property(urlArb, fc.boolean(), (url, withSecret) => {
+        const input = withSecret ? url.replace(/^mysql:\/\//, "mysql://u:SeCrEt99@") : url
+        const result = parseShardUrl(input, 1)
+        if (Either.isLeft(result)) {
+          oneLine(result.left)
+          assert.notInclude(result.left.message, "SeCrEt99")
+        } else {
+          assert.isTrue(Number.isSafeInteger(result.right.id) && result.right.id > 0)
+          assert.isTrue(Number.isInteger(result.right.port) && result.right.port > 0 && result.right.port < 65536)
+        }
+        const sqlite = parseSqliteTarget(input)
+        if (Either.isLeft(sqlite)) oneLine(sqlite.left)
+      })
+    ))
 
   it("job server addresses and --listen values: an address or a rejection, never a throw", () =>
-    check(2000, fc.property(fc.array(fc.oneof(urlPart, fc.constantFrom("127.0.0.1", ":", "4730", "65536", "99999", "[::1]", ",")), { maxLength: 6 }).map((p) => p.join("")), (text) => {
-      const server = checkServer(text)
-      if (Either.isLeft(server)) oneLine(server.left)
-      const servers = parseServers(text)
-      if (Either.isLeft(servers)) oneLine(servers.left)
-      const listen = parseListen(text)
-      if (listen !== undefined) assert.isTrue(Number.isInteger(listen.port) && listen.port >= 0 && listen.port <= 65535)
-    })))
+    check(
+      2000,
+      fc.property(
+        fc.array(fc.oneof(urlPart, fc.constantFrom("127.0.0.1", ":", "4730", "65536", "99999", "[::1]", ",")), {
+          maxLength: 6
+        }).map((p) => p.join("")),
+        (text) => {
+          const server = checkServer(text)
+          if (Either.isLeft(server)) oneLine(server.left)
+          const servers = parseServers(text)
+          if (Either.isLeft(servers)) oneLine(servers.left)
+          const listen = parseListen(text)
+          if (listen !== undefined)
+            assert.isTrue(Number.isInteger(listen.port) && listen.port >= 0 && listen.port <= 65535)
+        }
+      )
+    ))
 
   it("command-line values resolve to settings or a one-line ConfigInvalid", () =>
-    check(400, fc.property(
-      fc.array(fc.oneof(urlArb, fc.constantFrom("sqlite:./x.db", "mysql://root@127.0.0.1/a", "mysql://root@127.0.0.1/a?id=1")), { maxLength: 3 }),
-      fc.array(fc.oneof(fc.string({ maxLength: 10 }), fc.constantFrom("127.0.0.1:4730", "h:0", "h:65536")), { maxLength: 2 }),
-      fc.option(fc.oneof(fc.integer(), fc.double()), { nil: undefined }),
-      (dbs, servers, n) => {
-        const number = n === undefined ? Option.none() : Option.some(n)
-        const exit = Effect.runSyncExit(resolve({
-          config: Option.none(),
-          db: dbs.map((u) => Redacted.make(u)),
-          gearmand: servers,
-          logFormat: Option.none(),
-          batchMaxSize: number,
-          batchRunSleep: number,
-          lease: number,
-          controllerConcurrency: number,
-          controllerTimeout: number,
-          injectorConcurrency: number
-        }))
-        if (Exit.isFailure(exit)) {
-          const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
-          assert.isDefined(failure, `not a typed failure: ${String(exit.cause)}`)
-          oneLine(failure)
-          return
+    check(
+      400,
+      fc.property(
+        fc.array(
+          fc.oneof(
+            urlArb,
+            fc.constantFrom("sqlite:./x.db", "mysql://root@127.0.0.1/a", "mysql://root@127.0.0.1/a?id=1")
+          ),
+          { maxLength: 3 }
+        ),
+        fc.array(fc.oneof(fc.string({ maxLength: 10 }), fc.constantFrom("127.0.0.1:4730", "h:0", "h:65536")), {
+          maxLength: 2
+        }),
+        fc.option(fc.oneof(fc.integer(), fc.double()), { nil: undefined }),
+        (dbs, servers, n) => {
+          const number = n === undefined ? Option.none() : Option.some(n)
+          const exit = Effect.runSyncExit(resolve({
+            config: Option.none(),
+            db: dbs.map((u) => Redacted.make(u)),
+            gearmand: servers,
+            logFormat: Option.none(),
+            batchMaxSize: number,
+            batchRunSleep: number,
+            lease: number,
+            controllerConcurrency: number,
+            controllerTimeout: number,
+            injectorConcurrency: number
+          }))
+          if (Exit.isFailure(exit)) {
+            const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+            assert.isDefined(failure, `not a typed failure: ${String(exit.cause)}`)
+            oneLine(failure)
+            return
+          }
+          // Resolved settings are usable: no role refuses them later, no lease is under a second.
+          assert.isTrue(Either.isRight(QueueRunner.settings(exit.value.queueRunner)), JSON.stringify(n))
+          const lease = exit.value.injector.lease
+          assert.isTrue(lease === undefined || Duration.toMillis(Duration.decode(lease)) >= 1000)
         }
-        // Resolved settings are usable: no role refuses them later, no lease is under a second.
-        assert.isTrue(Either.isRight(QueueRunner.settings(exit.value.queueRunner)), JSON.stringify(n))
-        const lease = exit.value.injector.lease
-        assert.isTrue(lease === undefined || Duration.toMillis(Duration.decode(lease)) >= 1000)
-      }
-    )))
+      )
+    ))
 })
 
 describe("configuration regressions (shrunk by the fuzz suite)", () => {

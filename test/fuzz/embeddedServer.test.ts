@@ -18,8 +18,10 @@ const rawPeer = (port: number) =>
   new Promise<{ socket: Net.Socket; received: () => string; closed: () => boolean }>((resolve) => {
     const chunks: Array<Buffer> = []
     let closed = false
-    const socket = Net.connect({ host: "127.0.0.1", port }, () =>
-      resolve({ socket, received: () => Buffer.concat(chunks).toString("latin1"), closed: () => closed }))
+    const socket = Net.connect(
+      { host: "127.0.0.1", port },
+      () => resolve({ socket, received: () => Buffer.concat(chunks).toString("latin1"), closed: () => closed })
+    )
     socket.on("data", (d) => chunks.push(d))
     socket.on("close", () => (closed = true))
     socket.on("error", () => undefined)
@@ -36,19 +38,47 @@ const types = Object.values(PacketType)
 /** Requests naming other functions than the well-behaved one (a peer may legally take its jobs). */
 const requestArb = fc.record({
   type: fc.constantFrom(...types),
-  args: fc.array(fc.oneof(fc.constantFrom("other", "H:garivini:1", "exceptions", "", "-"), fc.string({ maxLength: 10 })), { maxLength: 9 })
+  args: fc.array(
+    fc.oneof(fc.constantFrom("other", "H:garivini:1", "exceptions", "", "-"), fc.string({ maxLength: 10 })),
+    { maxLength: 9 }
+  )
 }).map(({ type, args }) => rawPacket("REQ", type, args))
 const mutation = fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 }))
 const hostileBytes = fc.oneof(
   fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
-  fc.tuple(fc.array(requestArb, { minLength: 1, maxLength: 10 }), fc.array(mutation, { maxLength: 3 })).map(([packets, flips]) => {
-    const out = Buffer.concat(packets)
-    for (const [at, value] of flips) out[at % out.length] = value
-    return out
-  })
+  fc.tuple(fc.array(requestArb, { minLength: 1, maxLength: 10 }), fc.array(mutation, { maxLength: 3 })).map(
+    ([packets, flips]) => {
+      const out = Buffer.concat(packets)
+      for (const [at, value] of flips) out[at % out.length] = value
+      return out
+    }
+  )
 )
-const adminWords = fc.constantFrom("status", "workers", "prioritystatus", "show jobs", "show unique jobs", "version", "getpid", "verbose", "maxqueue", "maxqueue other 1", "cancel job H:x:1", "create function other", "drop function other", "cancel", "show", "drop function", "\t", "\r", "%00")
-const adminLines = fc.array(fc.oneof(adminWords, fc.string({ maxLength: 30 }).map((s) => s.replace(/\n/g, " "))), { minLength: 1, maxLength: 10 })
+const adminWords = fc.constantFrom(
+  "status",
+  "workers",
+  "prioritystatus",
+  "show jobs",
+  "show unique jobs",
+  "version",
+  "getpid",
+  "verbose",
+  "maxqueue",
+  "maxqueue other 1",
+  "cancel job H:x:1",
+  "create function other",
+  "drop function other",
+  "cancel",
+  "show",
+  "drop function",
+  "\t",
+  "\r",
+  "%00"
+)
+const adminLines = fc.array(fc.oneof(adminWords, fc.string({ maxLength: 30 }).map((s) => s.replace(/\n/g, " "))), {
+  minLength: 1,
+  maxLength: 10
+})
   .map((lines) => Buffer.from(lines.map((l) => (l.startsWith("\0") ? "x" + l : l) + "\n").join(""), "utf8"))
 const sizes = fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 6 })
 
@@ -63,26 +93,39 @@ describe("fuzz: the embedded job server under hostile connections", () => {
       let round = 0
 
       yield* Effect.promise(() =>
-        checkAsync(60, fc.asyncProperty(fc.oneof(hostileBytes, adminLines), sizes, async (bytes, split) => {
-          const peer = await rawPeer(server.port)
-          const tag = `r${round++}`
-          // Good jobs in flight while the hostile bytes arrive.
-          const good = run(Effect.forEach([1, 2, 3], (i) => gearman.submit(FN, `${tag}-${i}`), { concurrency: "unbounded" }))
-          await writeChunks(peer.socket, chunked(bytes, split))
-          const results = await good
-          assert.deepStrictEqual(results.map((r) => r.data.toString()), [`${tag}-1`, `${tag}-2`, `${tag}-3`])
-          if (bytes[0] !== 0 && !peer.closed()) {
-            // Admin lines: each gets an answer, and the connection still serves the next command.
-            // (after a line break: the bytes may have left a line unfinished)
-            peer.socket.write("\nversion\n")
-            await run(eventually(Effect.sync(() => peer.closed() || peer.received().includes("OK garivini-memory")), "the version answer"))
-          }
-          peer.socket.destroy()
-        }))
+        checkAsync(
+          60,
+          fc.asyncProperty(fc.oneof(hostileBytes, adminLines), sizes, async (bytes, split) => {
+            const peer = await rawPeer(server.port)
+            const tag = `r${round++}`
+            // Good jobs in flight while the hostile bytes arrive.
+            const good = run(
+              Effect.forEach([1, 2, 3], (i) => gearman.submit(FN, `${tag}-${i}`), { concurrency: "unbounded" })
+            )
+            await writeChunks(peer.socket, chunked(bytes, split))
+            const results = await good
+            assert.deepStrictEqual(results.map((r) => r.data.toString()), [`${tag}-1`, `${tag}-2`, `${tag}-3`])
+            if (bytes[0] !== 0 && !peer.closed()) {
+              // Admin lines: each gets an answer, and the connection still serves the next command.
+              // (after a line break: the bytes may have left a line unfinished)
+              peer.socket.write("\nversion\n")
+              await run(
+                eventually(
+                  Effect.sync(() => peer.closed() || peer.received().includes("OK garivini-memory")),
+                  "the version answer"
+                )
+              )
+            }
+            peer.socket.destroy()
+          })
+        )
       )
 
       // Every hostile peer is gone from the server; its own queue holds nothing of ours.
-      yield* eventually(Effect.map(gearman.admin.workers(server.address), (w) => w.length === baseline), "hostile sessions to be dropped")
+      yield* eventually(
+        Effect.map(gearman.admin.workers(server.address), (w) => w.length === baseline),
+        "hostile sessions to be dropped"
+      )
       const depths = yield* gearman.queueDepths()
       assert.strictEqual(depths.get(FN)?.total ?? 0, 0)
       const echoed = yield* gearman.submit(FN, "after the storm")

@@ -16,7 +16,32 @@ import { adminQuery, testShards } from "../support/mysql.js"
 const quiet = Logger.replace(Logger.defaultLogger, Logger.none)
 
 const field = fc.oneof(
-  fc.constantFrom("f", "g", "u1", "u2", "", " ", "never", "+5", "-1", "1e3", "5", "99999999999", "\u0000", "caf\u00e9", null, 0, -1, 1.5, 5, 1e9, 1e300, true, [], {}),
+  fc.constantFrom(
+    "f",
+    "g",
+    "u1",
+    "u2",
+    "",
+    " ",
+    "never",
+    "+5",
+    "-1",
+    "1e3",
+    "5",
+    "99999999999",
+    "\u0000",
+    "caf\u00e9",
+    null,
+    0,
+    -1,
+    1.5,
+    5,
+    1e9,
+    1e300,
+    true,
+    [],
+    {}
+  ),
   fc.string({ maxLength: 10 }),
   fc.integer(),
   fc.jsonValue({ maxDepth: 1 })
@@ -58,7 +83,9 @@ type Rows = ReadonlyMap<string, string>
 type Snapshot = Effect.Effect<Rows, unknown, Storage>
 
 const memorySnapshot: Snapshot = Effect.flatMap(Storage, (s) => s.list({ limit: 10_000 })).pipe(
-  Effect.map((jobs: ReadonlyArray<Job>) => new Map(jobs.map((j) => [formatHandle(j), JSON.stringify({ ...j, arg: [...j.arg] })])))
+  Effect.map((jobs: ReadonlyArray<Job>) =>
+    new Map(jobs.map((j) => [formatHandle(j), JSON.stringify({ ...j, arg: [...j.arg] })]))
+  )
 )
 
 /** Runs the property against the handler; `snapshot` reads every row of the table. */
@@ -76,25 +103,31 @@ const property = (runs: number, snapshot: Snapshot) =>
     const run = Runtime.runPromise(yield* Effect.runtime<Storage | Gearman.Gearman>())
     const seen = { accepted: 0, rejected: 0 }
     yield* Effect.promise(() =>
-      checkAsync(runs, fc.asyncProperty(requests, async (request) => {
-        const before = await run(snapshot)
-        const exit = await run(Effect.exit(handle(request)))
-        const after = await run(snapshot)
-        if (Exit.isFailure(exit)) {
-          assert.isFalse(Cause.isDie(exit.cause), Cause.pretty(exit.cause))
-          const failure = Cause.failureOption(exit.cause)
-          assert.isTrue(failure._tag === "Some" && failure.value instanceof WorkException, Cause.pretty(exit.cause))
-          assert.deepStrictEqual(after, before, "a rejected request changed the table")
-          seen.rejected++
-          return
-        }
-        const answer = Schema.decodeUnknownSync(Answer)(exit.value)
-        const named = new Set((Array.isArray(answer) ? answer : [answer]).map((h) => formatHandle(h)))
-        for (const [key, row] of before) assert.strictEqual(after.get(key), row, `row ${key} changed`)
-        for (const key of after.keys()) if (!before.has(key)) assert.isTrue(named.has(key), `row ${key} added but not answered`)
-        for (const key of named) assert.isTrue(after.has(key), `answered ${key} is not stored`)
-        seen.accepted++
-      }))
+      checkAsync(
+        runs,
+        fc.asyncProperty(requests, async (request) => {
+          const before = await run(snapshot)
+          const exit = await run(Effect.exit(handle(request)))
+          const after = await run(snapshot)
+          if (Exit.isFailure(exit)) {
+            assert.isFalse(Cause.isDie(exit.cause), Cause.pretty(exit.cause))
+            const failure = Cause.failureOption(exit.cause)
+            assert.isTrue(failure._tag === "Some" && failure.value instanceof WorkException, Cause.pretty(exit.cause))
+            assert.deepStrictEqual(after, before, "a rejected request changed the table")
+            seen.rejected++
+            return
+          }
+          const answer = Schema.decodeUnknownSync(Answer)(exit.value)
+          const named = new Set((Array.isArray(answer) ? answer : [answer]).map((h) => formatHandle(h)))
+          for (const [key, row] of before) assert.strictEqual(after.get(key), row, `row ${key} changed`)
+          for (const key of after.keys())
+            if (!before.has(key))
+              assert.isTrue(named.has(key), `row ${key} added but not answered`)
+          for (const key of named)
+            assert.isTrue(after.has(key), `answered ${key} is not stored`)
+          seen.accepted++
+        })
+      )
     )
     // The inputs reached both sides of the handler, and the table held the colliding rows.
     assert.isAbove(seen.accepted, 0)
@@ -116,7 +149,11 @@ describe("fuzz: inject_jobs requests", () => {
       const table = `\`${shards[0]!.database}\`.job`
       const snapshot: Snapshot = adminQuery(`SELECT * FROM ${table} ORDER BY jobid`).pipe(
         Effect.map(([rows]) =>
-          new Map((rows as ReadonlyArray<Record<string, unknown>>).map((r) => [`1:${String(r["jobid"])}`, JSON.stringify(r, (_, v) => v?.type === "Buffer" ? v.data : v)]))
+          new Map(
+            (rows as ReadonlyArray<Record<string, unknown>>).map((
+              r
+            ) => [`1:${String(r["jobid"])}`, JSON.stringify(r, (_, v) => v?.type === "Buffer" ? v.data : v)])
+          )
         )
       )
       yield* property(40, snapshot).pipe(

@@ -5,7 +5,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Either, FastCheck as fc } from "effect"
 import { InvalidJob } from "../../src/errors.js"
-import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, MAX_REJECTION_QUOTE, type Job } from "../../src/Job.js"
+import {
+  decodeWorkerJson,
+  decodeWorkerJsonWithSchema,
+  encodeWorkerJson,
+  MAX_REJECTION_QUOTE,
+  type Job
+} from "../../src/Job.js"
 import { check } from "../support/fuzz.js"
 
 const isCount = (n: number) => Number.isSafeInteger(n) && n >= 0
@@ -18,7 +24,18 @@ const anyValue = fc.oneof(
   fc.jsonValue({ maxDepth: 2 })
 )
 const workerShaped = fc.record(
-  { jobid: anyValue, dbid: anyValue, funcname: anyValue, arg: anyValue, uniqkey: anyValue, coalesce: anyValue, run_after: anyValue, flag: anyValue, failcount: anyValue, extra: anyValue },
+  {
+    jobid: anyValue,
+    dbid: anyValue,
+    funcname: anyValue,
+    arg: anyValue,
+    uniqkey: anyValue,
+    coalesce: anyValue,
+    run_after: anyValue,
+    flag: anyValue,
+    failcount: anyValue,
+    extra: anyValue
+  },
   { requiredKeys: [] }
 )
 const payloads = fc.oneof(
@@ -59,33 +76,55 @@ const jobArb: fc.Arbitrary<Job> = fc.record({
 
 describe("fuzz: the worker JSON", () => {
   it("random payloads decode to a sane Job or a typed InvalidJob, never a throw", () =>
-    check(3000, fc.property(payloads, (payload) => {
-      decode(payload)
-      decode(Buffer.from(payload))
-    })))
+    check(
+      3000,
+      fc.property(payloads, (payload) => {
+        decode(payload)
+        decode(Buffer.from(payload))
+      })
+    ))
 
   it("the fast path and the Schema decoder agree on every payload", () =>
-    check(3000, fc.property(payloads, (payload) => {
-      const text = typeof payload === "string" ? payload : payload.toString("utf8")
-      const fast = comparable(decodeWorkerJson(text))
-      const slow = comparable(decodeWorkerJsonWithSchema(text))
-      assert.strictEqual(fast._tag, slow._tag, text)
-      if (Either.isRight(fast) && Either.isRight(slow)) assert.deepStrictEqual(fast.right, slow.right, text)
-    })))
+    check(
+      3000,
+      fc.property(payloads, (payload) => {
+        const text = typeof payload === "string" ? payload : payload.toString("utf8")
+        const fast = comparable(decodeWorkerJson(text))
+        const slow = comparable(decodeWorkerJsonWithSchema(text))
+        assert.strictEqual(fast._tag, slow._tag, text)
+        if (Either.isRight(fast) && Either.isRight(slow)) assert.deepStrictEqual(fast.right, slow.right, text)
+      })
+    ))
 
   it("a rejection's reason stays short whatever the payload's size", () =>
-    check(100, fc.property(fc.constantFrom("jobid", "dbid", "funcname", "arg", "flag"), fc.integer({ min: 1, max: 5000 }), (key, n) => {
-      // A wrong-typed field of n elements was quoted whole in the reason (and in its log line).
-      const payload = JSON.stringify({ jobid: 1, dbid: 1, funcname: "f", arg: "", [key]: Array.from({ length: n }, (_, i) => i) })
-      const result = decodeWorkerJson(payload)
-      assert.isTrue(Either.isLeft(result))
-      if (Either.isLeft(result)) assert.isAtMost(result.left.message.length, MAX_REJECTION_QUOTE + 200)
-    })))
+    check(
+      100,
+      fc.property(
+        fc.constantFrom("jobid", "dbid", "funcname", "arg", "flag"),
+        fc.integer({ min: 1, max: 5000 }),
+        (key, n) => {
+          // A wrong-typed field of n elements was quoted whole in the reason (and in its log line).
+          const payload = JSON.stringify({
+            jobid: 1,
+            dbid: 1,
+            funcname: "f",
+            arg: "",
+            [key]: Array.from({ length: n }, (_, i) => i)
+          })
+          const result = decodeWorkerJson(payload)
+          assert.isTrue(Either.isLeft(result))
+          if (Either.isLeft(result)) assert.isAtMost(result.left.message.length, MAX_REJECTION_QUOTE + 200)
+        }
+      )
+    ))
 
   it("a job survives encode and decode unchanged", () =>
-    check(1000, fc.property(jobArb, (job) => {
-      // As the worker receives it: the JSON's UTF-8 bytes.
-      const back = Either.getOrThrow(decode(Buffer.from(encodeWorkerJson(job), "utf8")))
-      assert.deepStrictEqual({ ...back, arg: [...back.arg] }, { ...job, arg: [...job.arg] })
-    })))
+    check(
+      1000,
+      fc.property(jobArb, (job) => {
+        // As the worker receives it: the JSON's UTF-8 bytes.
+        const back = Either.getOrThrow(decode(Buffer.from(encodeWorkerJson(job), "utf8")))
+        assert.deepStrictEqual({ ...back, arg: [...back.arg] }, { ...job, arg: [...job.arg] })
+      })
+    ))
 })

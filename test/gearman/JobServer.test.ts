@@ -10,7 +10,8 @@ const peer = (core: JobServer) => {
   let closed = false
   const session = core.connect("127.0.0.1", (bytes) => {
     if (bytes[0] !== 0) return void (text += bytes.toString())
-    for (const p of decoder.push(bytes).packets) got.push([typeName(p.type), ...p.args.map((a) => a.toString("latin1"))].join(" "))
+    for (const p of decoder.push(bytes).packets)
+      got.push([typeName(p.type), ...p.args.map((a) => a.toString("latin1"))].join(" "))
   }, () => (closed = true))
   return {
     send: (type: Parameters<typeof request>[0], ...args: ReadonlyArray<Arg>) => session.receive(request(type, args)),
@@ -71,7 +72,12 @@ describe("JobServer", () => {
     c.send(T.SUBMIT_JOB_BG, "fc", "", "c-norm")
     for (const f of ["fa", "fb", "fc"]) w.send(T.CAN_DO, f)
     for (let i = 0; i < 4; i++) w.send(T.GRAB_JOB)
-    assert.deepStrictEqual(w.take(), ["JOB_ASSIGN H:t:3 fc c-norm", "JOB_ASSIGN H:t:2 fb b-high", "JOB_ASSIGN H:t:1 fa a-low", "NO_JOB"])
+    assert.deepStrictEqual(w.take(), [
+      "JOB_ASSIGN H:t:3 fc c-norm",
+      "JOB_ASSIGN H:t:2 fb b-high",
+      "JOB_ASSIGN H:t:1 fa a-low",
+      "NO_JOB"
+    ])
   })
 
   it("keeps counting an abandoned foreground job until a worker grabs it, then drops it", () => {
@@ -120,9 +126,17 @@ describe("JobServer", () => {
     w.send(T.WORK_DATA, "H:t:1", "d")
     w.send(T.WORK_EXCEPTION, "H:t:1", "oops")
     w.send(T.WORK_COMPLETE, "H:t:1", "late")
-    assert.deepStrictEqual(a.take(), ["OPTION_RES exceptions", "JOB_CREATED H:t:1", "WORK_DATA H:t:1 d", "WORK_EXCEPTION H:t:1 oops"])
+    assert.deepStrictEqual(a.take(), [
+      "OPTION_RES exceptions",
+      "JOB_CREATED H:t:1",
+      "WORK_DATA H:t:1 d",
+      "WORK_EXCEPTION H:t:1 oops"
+    ])
     assert.deepStrictEqual(b.take(), ["JOB_CREATED H:t:1", "WORK_DATA H:t:1 d", "WORK_FAIL H:t:1"])
-    assert.deepStrictEqual(w.take(), ["JOB_ASSIGN_UNIQ H:t:1 f k x", "ERROR JOB_NOT_FOUND Job given in work result not found"])
+    assert.deepStrictEqual(w.take(), [
+      "JOB_ASSIGN_UNIQ H:t:1 f k x",
+      "ERROR JOB_NOT_FOUND Job given in work result not found"
+    ])
   })
 
   it("GET_STATUS_UNIQUE finds a job by its unique across functions, oldest first, until it ends", () => {

@@ -10,12 +10,16 @@ import { embeddedJobServer } from "./embedded.js"
 import { eventually, gearmand, live } from "./gearmand.js"
 
 // Reconnect quickly in tests; the default schedule is the same shape, just slower.
-const fast = { reconnect: Schedule.exponential("20 millis").pipe(Schedule.jittered, Schedule.union(Schedule.spaced("200 millis"))) }
+const fast = {
+  reconnect: Schedule.exponential("20 millis").pipe(Schedule.jittered, Schedule.union(Schedule.spaced("200 millis")))
+}
 
 describe("faults", () => {
-  for (const [name, start] of [["gearmand", gearmand], ["the embedded server over TCP", embeddedJobServer()]] as const) {
+  for (
+    const [name, start] of [["gearmand", gearmand], ["the embedded server over TCP", embeddedJobServer()]] as const
+  ) {
     it.scopedLive(`${name}: a job over the worker's packet limit fails once to its client; the worker keeps its connection and runs the next job`, () =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const { server } = yield* start
         const client = yield* live([server])
         // The worker takes packets up to 64 KiB; the job servers take more.
@@ -25,7 +29,9 @@ describe("faults", () => {
         const lostBefore = (yield* Metric.value(connectionsLost)).count
         // Before: the worker dropped its connection, the job server handed the job to it again
         // on reconnect, and so on forever; the client never heard back.
-        const big = yield* Effect.flip(client.submit("limited", Buffer.alloc(200 * 1024, 0x61), { timeout: "20 seconds" }))
+        const big = yield* Effect.flip(
+          client.submit("limited", Buffer.alloc(200 * 1024, 0x61), { timeout: "20 seconds" })
+        )
         assert.strictEqual(big._tag, "GearmanJobFailed")
         assert.strictEqual(ran, 0, "the oversized job never reached the handler")
         const small = yield* client.submit("limited", "small")
@@ -35,7 +41,7 @@ describe("faults", () => {
   }
 
   it.scopedLive("two servers, one killed mid-stream: no job submitted after the kill is noticed is lost; it is picked up again after a restart", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const a = yield* gearmand
       const b = yield* gearmand
       const gearman = yield* live([a.server, b.server], fast)
@@ -51,7 +57,7 @@ describe("faults", () => {
       const submitted: Array<Submitted> = []
       let noticed = false
       let stop = false
-      const submitter = yield* Effect.gen(function* () {
+      const submitter = yield* Effect.gen(function*() {
         for (let i = 0; !stop; i++) {
           const afterNotice = noticed
           const payload = `job-${i}`
@@ -90,15 +96,16 @@ describe("faults", () => {
       while (serverIndexForUnique(`u${other}`, 2) !== 0) other++
       const fg = yield* gearman.submit(fn, "foreground on a", { unique: `u${other}` })
       assert.strictEqual(fg.handle.server, a.server)
-    })
-  )
+    }))
 
   it.scopedLive("a foreground job in flight when its server dies fails with a typed connection error", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const server = yield* gearmand
       const gearman = yield* live([server.server], fast)
       const started = yield* Deferred.make<void>()
-      yield* gearman.serve({ hang: () => Deferred.succeed(started, undefined).pipe(Effect.zipRight(Effect.never)) }, { shutdownTimeout: 0 })
+      yield* gearman.serve({ hang: () => Deferred.succeed(started, undefined).pipe(Effect.zipRight(Effect.never)) }, {
+        shutdownTimeout: 0
+      })
       const fiber = yield* gearman.submit("hang", "x").pipe(Effect.fork)
       yield* Deferred.await(started)
       yield* server.kill
@@ -108,11 +115,10 @@ describe("faults", () => {
       yield* eventually(Effect.sync(() => gearman.upServers().length === 0), "the server to be marked down")
       const none = yield* Effect.flip(gearman.submitBackground("hang", "y"))
       assert.strictEqual(none._tag, "GearmanNoServerAvailable")
-    })
-  )
+    }))
 
   it.scopedLive("a server speaking garbage loses only its own connection; jobs move to the healthy one", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const garbage = yield* Effect.acquireRelease(
         Effect.async<Net.Server>((resume) => {
           const srv = Net.createServer((socket) => {
@@ -127,16 +133,19 @@ describe("faults", () => {
       const garbageServer = `127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}`
       const good = yield* gearmand
       const gearman = yield* live([garbageServer, good.server], fast)
-      const handles = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => i), (i) => gearman.submitBackground("survive", `p${i}`), {
-        concurrency: 4
-      })
+      const handles = yield* Effect.forEach(
+        Array.from({ length: 50 }, (_, i) => i),
+        (i) => gearman.submitBackground("survive", `p${i}`),
+        {
+          concurrency: 4
+        }
+      )
       assert.isTrue(handles.every((h) => h.server === good.server))
       assert.strictEqual((yield* gearman.queueDepths()).get("survive")?.total, 50)
-    })
-  )
+    }))
 
   it.scopedLive("a server that accepts but never answers is dropped by the heartbeat; requests move on", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const blackHole = yield* Effect.acquireRelease(
         Effect.async<Net.Server>((resume) => {
           // Reads and drops everything, answers nothing.
@@ -150,14 +159,17 @@ describe("faults", () => {
       const good = yield* gearmand
       const gearman = yield* live([silent, good.server], { ...fast, heartbeat: "300 millis" })
       yield* gearman.serve({ echo: (job) => Effect.succeed(job.payload) }, { concurrency: 2 })
-      const results = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `m${i}`), (p) => gearman.submit("echo", p), { concurrency: 20 })
+      const results = yield* Effect.forEach(
+        Array.from({ length: 20 }, (_, i) => `m${i}`),
+        (p) => gearman.submit("echo", p),
+        { concurrency: 20 }
+      )
       assert.deepStrictEqual(results.map((r) => r.data.toString()), Array.from({ length: 20 }, (_, i) => `m${i}`))
       assert.isTrue(results.every((r) => r.handle.server === good.server))
-    })
-  )
+    }))
 
   it.scopedLive("a unique id picks the same server every time, so coalescing works across servers", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const a = yield* gearmand
       const b = yield* gearmand
       const gearman = yield* live([a.server, b.server])
@@ -173,13 +185,15 @@ describe("faults", () => {
         assert.deepStrictEqual(yield* gearman.submitBackground("coalesce", payload, { unique: "-" }), first)
       }
       // Jobs without a unique are spread over both servers.
-      const spread = yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => gearman.submitBackground("spread", `${i}`))
+      const spread = yield* Effect.forEach(
+        Array.from({ length: 10 }, (_, i) => i),
+        (i) => gearman.submitBackground("spread", `${i}`)
+      )
       assert.strictEqual(new Set(spread.map((h) => h.server)).size, 2)
-    })
-  )
+    }))
 
   it.scopedLive("in memory too: a job server shut down is routed around, and picked up again when it is back", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const servers = makeMemoryServers(["m1", "m2"])
       const gearman = Context.get(yield* Layer.build(layerMemory({ ...fast, servers })), Gearman)
       const processed = new Set<string>()
@@ -187,13 +201,21 @@ describe("faults", () => {
       servers.get("m1")!.shutdown()
       servers.delete("m1")
       yield* eventually(Effect.sync(() => !gearman.upServers().includes("m1")), "m1 to be marked down")
-      const handles = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `a${i}`), (p) => gearman.submitBackground("f", p))
+      const handles = yield* Effect.forEach(
+        Array.from({ length: 20 }, (_, i) => `a${i}`),
+        (p) => gearman.submitBackground("f", p)
+      )
       assert.isTrue(handles.every((h) => h.server === "m2"))
       servers.set("m1", new JobServer({ handlePrefix: "H:m1" }))
       yield* eventually(Effect.sync(() => gearman.upServers().includes("m1")), "m1 to be back")
-      const spread = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `b${i}`), (p) => gearman.submitBackground("f", p))
+      const spread = yield* Effect.forEach(
+        Array.from({ length: 20 }, (_, i) => `b${i}`),
+        (p) => gearman.submitBackground("f", p)
+      )
       assert.isTrue(spread.some((h) => h.server === "m1"))
-      yield* eventually(Effect.sync(() => processed.size === 40), "every job to run, m1's through the re-registered worker")
-    })
-  )
+      yield* eventually(
+        Effect.sync(() => processed.size === 40),
+        "every job to run, m1's through the re-registered worker"
+      )
+    }))
 })

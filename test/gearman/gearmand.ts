@@ -1,7 +1,8 @@
 // Spawns real gearmand processes on free loopback ports for the tests and kills them after.
 // A missing gearmand fails the test with how to install it (never a skip).
 import type { ChildProcess } from "node:child_process"
-import { Context, Effect, Layer, Schedule, Scope } from "effect"
+import type { Scope } from "effect"
+import { Context, Effect, Layer, Schedule } from "effect"
 import { Gearman, layer, type GearmanOptions } from "../../src/gearman/Gearman.js"
 import { exited, freePort, startGearmand } from "../../src/gearmandProcess.js"
 
@@ -17,7 +18,7 @@ export interface GearmandProcess {
 const start = (port: number) => startGearmand(port).pipe(Effect.orDieWith((e) => new Error(e.message)))
 
 /** A gearmand on a free port for the lifetime of the scope. */
-export const gearmand: Effect.Effect<GearmandProcess, never, Scope.Scope> = Effect.gen(function* () {
+export const gearmand: Effect.Effect<GearmandProcess, never, Scope.Scope> = Effect.gen(function*() {
   const port = yield* freePort
   let child: ChildProcess | undefined = yield* start(port)
   const kill = Effect.suspend(() => {
@@ -32,7 +33,7 @@ export const gearmand: Effect.Effect<GearmandProcess, never, Scope.Scope> = Effe
     server: `127.0.0.1:${port}`,
     port,
     kill,
-    restart: Effect.gen(function* () {
+    restart: Effect.gen(function*() {
       yield* kill
       child = yield* start(port)
     })

@@ -13,7 +13,9 @@ const run = (file: string, args: ReadonlyArray<string>, input?: string) =>
   Effect.async<string, Error>((resume) => {
     const child = execFile(file, [...args], { timeout: 30_000 }, (error, stdout, stderr) => {
       if (error) {
-        const hint = (error as NodeJS.ErrnoException).code === "ENOENT" ? " (install it with: apt-get install -y gearman-tools)" : ""
+        const hint = (error as NodeJS.ErrnoException).code === "ENOENT"
+          ? " (install it with: apt-get install -y gearman-tools)"
+          : ""
         resume(Effect.fail(new Error(`${file} ${args.join(" ")} failed${hint}: ${error.message} ${stderr}`)))
       } else resume(Effect.succeed(stdout))
     })
@@ -23,7 +25,7 @@ const run = (file: string, args: ReadonlyArray<string>, input?: string) =>
 
 describe("interop with the C tools", () => {
   it.scopedLive("the gearman CLI as a client of our worker (foreground and background)", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const server = yield* gearmand
       const gearman = yield* live([server.server])
       const seen: Array<string> = []
@@ -31,23 +33,44 @@ describe("interop with the C tools", () => {
         reverse: (job) => Effect.sync(() => seen.push(job.text())).pipe(Effect.as([...job.text()].reverse().join(""))),
         shout: (job) => job.sendData("chunk:").pipe(Effect.as(job.text().toUpperCase()))
       })
-      const out = yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-f", "reverse", "hello gearman"])
+      const out = yield* run("gearman", [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(server.port),
+        "-f",
+        "reverse",
+        "hello gearman"
+      ])
       assert.strictEqual(out, "namraeg olleh")
       const shout = yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-f", "shout", "quiet"])
       assert.strictEqual(shout, "chunk:QUIET")
       yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-b", "-f", "reverse", "in the background"])
-      yield* Effect.gen(function* () {
+      yield* Effect.gen(function*() {
         while (!seen.includes("in the background")) yield* Effect.sleep("20 millis")
       }).pipe(Effect.timeout("30 seconds"))
-    })
-  )
+    }))
 
   it.scopedLive("the gearman CLI as a worker for our client", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const server = yield* gearmand
       const gearman = yield* live([server.server])
       // `gearman -w` pipes each job's payload through the command; -c 2 exits after two jobs.
-      const worker = spawn("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-w", "-c", "2", "-f", "upper", "--", "tr", "a-z", "A-Z"], {
+      const worker = spawn("gearman", [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(server.port),
+        "-w",
+        "-c",
+        "2",
+        "-f",
+        "upper",
+        "--",
+        "tr",
+        "a-z",
+        "A-Z"
+      ], {
         stdio: "ignore"
       })
       yield* Effect.addFinalizer(() => Effect.sync(() => worker.kill("SIGKILL")))
@@ -55,18 +78,18 @@ describe("interop with the C tools", () => {
       assert.strictEqual(first.data.toString(), "HELLO FROM TYPESCRIPT")
       const second = yield* gearman.submit("upper", Buffer.from("bytes\n"), { priority: "high", unique: "u-1" })
       assert.strictEqual(second.data.toString(), "BYTES\n")
-    })
-  )
+    }))
 
   it.scopedLive("gearadmin --status agrees with our admin parser", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const server = yield* gearmand
       const gearman = yield* live([server.server])
       for (let i = 0; i < 5; i++) yield* gearman.submitBackground("queued_a", `a${i}`)
       yield* gearman.submitBackground("queued_b", "b", { priority: "low" })
       yield* gearman.serve({ registered_only: () => Effect.void }, { concurrency: 2, connectionsPerServer: 2 })
-      yield* Effect.gen(function* () {
-        while (((yield* gearman.queueDepths()).get("registered_only")?.workers ?? 0) < 2) yield* Effect.sleep("20 millis")
+      yield* Effect.gen(function*() {
+        while (((yield* gearman.queueDepths()).get("registered_only")?.workers ?? 0) < 2)
+          yield* Effect.sleep("20 millis")
       }).pipe(Effect.timeout("30 seconds"))
       const text = yield* run("gearadmin", ["-h", "127.0.0.1", "-p", String(server.port), "--status"])
       const parsed = parseStatus(text.split("\n").filter((l) => l.length > 0))
@@ -83,11 +106,10 @@ describe("interop with the C tools", () => {
           ["registered_only", 0, 0, 2]
         ]
       )
-    })
-  )
+    }))
 
   it.scopedLive("the gearman CLI and gearadmin against our in-process job server served over TCP", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const server = yield* embeddedJobServer()
       const gearman = yield* live([server.server])
       yield* gearman.serve({ reverse: (job) => Effect.succeed([...job.text()].reverse().join("")) })
@@ -96,10 +118,19 @@ describe("interop with the C tools", () => {
       yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-b", "-f", "nobody_serves", "x"])
       const status = yield* run("gearadmin", ["-h", "127.0.0.1", "-p", String(server.port), "--status"])
       const rows = Either.getOrThrow(parseStatus(status.split("\n").filter((l) => l.length > 0)))
-      assert.deepStrictEqual(rows.find((r) => r.name === "nobody_serves"), { name: "nobody_serves", total: 1, running: 0, workers: 0 })
-      assert.deepStrictEqual(rows.find((r) => r.name === "reverse"), { name: "reverse", total: 0, running: 0, workers: 1 })
-    })
-  )
+      assert.deepStrictEqual(rows.find((r) => r.name === "nobody_serves"), {
+        name: "nobody_serves",
+        total: 1,
+        running: 0,
+        workers: 0
+      })
+      assert.deepStrictEqual(rows.find((r) => r.name === "reverse"), {
+        name: "reverse",
+        total: 0,
+        running: 0,
+        workers: 1
+      })
+    }))
 })
 
 describe("options", () => {
@@ -109,17 +140,16 @@ describe("options", () => {
   ] as const
   for (const [name, service] of exceptionsOff) {
     it.scopedLive(`without the exceptions option a WORK_EXCEPTION reaches the client as WORK_FAIL (${name})`, () =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const gearman = yield* service
         yield* gearman.serve({ throws: () => Effect.fail(new WorkException({ data: "details" })) })
         const error = yield* Effect.flip(gearman.submit("throws", "x"))
         assert.strictEqual(error._tag, "GearmanJobFailed")
-      })
-    )
+      }))
   }
 
   it.scopedLive("memory servers can be shared between services: one submits, another serves", () =>
-    Effect.gen(function* () {
+    Effect.gen(function*() {
       const servers = makeMemoryServers(["m1", "m2"])
       const client = Context.get(yield* Layer.build(layerMemory({ servers })), Gearman)
       const worker = Context.get(yield* Layer.build(layerMemory({ servers })), Gearman)
@@ -127,6 +157,5 @@ describe("options", () => {
       const results = yield* Effect.forEach(["a", "b", "c", "d"], (p) => client.submit("twice", p))
       assert.deepStrictEqual(results.map((r) => r.data.toString()), ["aa", "bb", "cc", "dd"])
       assert.strictEqual(new Set(results.map((r) => r.handle.server)).size, 2)
-    })
-  )
+    }))
 })

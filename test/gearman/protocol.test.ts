@@ -1,7 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Either } from "effect"
 import * as Admin from "../../src/gearman/adminProtocol.js"
-import { Decoder, encode, functionNameProblem, PacketType, request, response, type Packet } from "../../src/gearman/protocol.js"
+import {
+  Decoder,
+  encode,
+  functionNameProblem,
+  PacketType,
+  request,
+  response,
+  type Packet
+} from "../../src/gearman/protocol.js"
 
 const decodeAll = (bytes: Buffer, chunkSizes: (i: number) => number, maxFrame?: number) => {
   const decoder = new Decoder("RES", maxFrame)
@@ -19,7 +27,10 @@ const decodeAll = (bytes: Buffer, chunkSizes: (i: number) => number, maxFrame?: 
 describe("binary codec", () => {
   it("encodes SUBMIT_JOB exactly as the protocol text shows", () => {
     const bytes = Either.getOrThrow(encode("REQ", PacketType.SUBMIT_JOB, ["reverse", "", "test"]))
-    assert.strictEqual(bytes.toString("hex"), "00524551" + "00000007" + "0000000d" + Buffer.from("reverse\0\0test", "latin1").toString("hex"))
+    assert.strictEqual(
+      bytes.toString("hex"),
+      "00524551" + "00000007" + "0000000d" + Buffer.from("reverse\0\0test", "latin1").toString("hex")
+    )
   })
 
   it("refuses a NUL in any argument but the last (a typed error, no packet), and takes one in the last", () => {
@@ -37,8 +48,10 @@ describe("binary codec", () => {
 
   it("function names: whitespace and control characters are named, other text passes", () => {
     assert.include(functionNameProblem("evil\t99999\t0\t1\nvictim"), "U+0009 at index 4")
-    for (const bad of ["", "a b", "a\n", "a\u0000", "a\u00a0", "\udfff"]) assert.isString(functionNameProblem(bad), JSON.stringify(bad))
-    for (const good of ["reverse", "run_queued_job", "Image::Resize", "café☃"]) assert.isUndefined(functionNameProblem(good), good)
+    for (const bad of ["", "a b", "a\n", "a\u0000", "a\u00a0", "\udfff"])
+      assert.isString(functionNameProblem(bad), JSON.stringify(bad))
+    for (const good of ["reverse", "run_queued_job", "Image::Resize", "café☃"])
+      assert.isUndefined(functionNameProblem(good), good)
   })
 
   it("an assignment over the frame limit comes out as its handle and function, marked oversized, whatever the chunking; its bytes are skipped and the stream goes on", () => {
@@ -62,7 +75,9 @@ describe("binary codec", () => {
       assert.isAtMost(most, 1024 + 12 + step, "skipped bytes are not held")
     }
     // Anything else over the limit still breaks the stream.
-    const { error } = new Decoder("RES", 10_000).push(response(PacketType.WORK_COMPLETE, ["H:x:1", Buffer.alloc(20_000)]))
+    const { error } = new Decoder("RES", 10_000).push(
+      response(PacketType.WORK_COMPLETE, ["H:x:1", Buffer.alloc(20_000)])
+    )
     assert.strictEqual(error?.reason, "FrameTooLarge")
   })
 
@@ -79,7 +94,12 @@ describe("binary codec", () => {
       assert.isTrue(Either.isRight(result))
       const packets = Either.getOrThrow(result)
       assert.deepStrictEqual(packets.map((p) => p.type), [8, 6, 31, 13, 20])
-      assert.deepStrictEqual(packets[2]!.args.map((a) => a.toString("latin1")), ["H:vm:1", "revx", "u1", "\x01\x00\x02\x00"])
+      assert.deepStrictEqual(packets[2]!.args.map((a) => a.toString("latin1")), [
+        "H:vm:1",
+        "revx",
+        "u1",
+        "\x01\x00\x02\x00"
+      ])
       assert.strictEqual(packets[3]!.args[1]!.toString(), "a\0b")
       assert.deepStrictEqual(packets[4]!.args.map(String), ["H:x:1", "1", "0", "3", "4"])
     }
@@ -145,10 +165,13 @@ describe("admin text protocol", () => {
     assert.deepStrictEqual(Either.getOrThrow(Admin.parsePriorityStatus(["prio\t2\t2\t2\t0", "."])), [
       { name: "prio", high: 2, normal: 2, low: 2, workers: 0 }
     ])
-    assert.deepStrictEqual(Either.getOrThrow(Admin.parseWorkers(["45 127.0.0.1 worker-1 : revx revy", "41 127.0.0.1 - :", "."])), [
-      { fd: "45", address: "127.0.0.1", clientId: "worker-1", functions: ["revx", "revy"] },
-      { fd: "41", address: "127.0.0.1", clientId: "-", functions: [] }
-    ])
+    assert.deepStrictEqual(
+      Either.getOrThrow(Admin.parseWorkers(["45 127.0.0.1 worker-1 : revx revy", "41 127.0.0.1 - :", "."])),
+      [
+        { fd: "45", address: "127.0.0.1", clientId: "worker-1", functions: ["revx", "revy"] },
+        { fd: "41", address: "127.0.0.1", clientId: "-", functions: [] }
+      ]
+    )
     assert.deepStrictEqual(Either.getOrThrow(Admin.parseShowJobs(["H:vm:10\t1\t0\t1", "."])), [
       { handle: "H:vm:10", retries: 1, ignored: false, queued: true }
     ])

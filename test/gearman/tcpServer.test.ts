@@ -16,7 +16,8 @@ const rawPeer = (port: number) =>
       let closed = false
       const socket = Net.connect({ host: "127.0.0.1", port }, () =>
         resume(Effect.succeed({ socket, received: () => Buffer.concat(chunks), closed: () => closed })))
-      socket.on("data", (d) => chunks.push(d))
+      socket.on("data", (d) =>
+        chunks.push(d))
       socket.on("close", () => (closed = true))
       socket.on("error", () => undefined)
     }),
@@ -35,16 +36,22 @@ const adminText = (port: number, line: string, list = true) =>
   Effect.scoped(Effect.gen(function*() {
     const peer = yield* rawPeer(port)
     peer.socket.write(line + "\n")
-    yield* eventually(Effect.sync(() => {
-      const text = peer.received().toString("latin1")
-      return list ? text === ".\n" || text.endsWith("\n.\n") : text.endsWith("\n")
-    }), `the answer to ${line}`)
+    yield* eventually(
+      Effect.sync(() => {
+        const text = peer.received().toString("latin1")
+        return list ? text === ".\n" || text.endsWith("\n.\n") : text.endsWith("\n")
+      }),
+      `the answer to ${line}`
+    )
     return peer.received().toString("latin1")
   }))
 
 /** The `status` rows, as [name, total, running, workers]. */
 const statusRows = (port: number) =>
-  Effect.map(adminText(port, "status"), (text) => text.split("\n").filter((l) => l !== "" && l !== ".").map((l) => l.split("\t")))
+  Effect.map(
+    adminText(port, "status"),
+    (text) => text.split("\n").filter((l) => l !== "" && l !== ".").map((l) => l.split("\t"))
+  )
 
 describe("embedded job server over TCP", () => {
   it.scopedLive("a function holds at most maxQueue jobs; admin maxqueue overrides it and `maxqueue FUNC` restores it", () =>
@@ -118,7 +125,11 @@ describe("embedded job server over TCP", () => {
     Effect.gen(function*() {
       const server = yield* serve({ port: 0, uncounted: ["internal"] })
       const gearman = yield* live([server.address])
-      yield* gearman.serve({ ok: () => Effect.succeed("done"), bad: () => Effect.die("boom"), internal: () => Effect.succeed("") })
+      yield* gearman.serve({
+        ok: () => Effect.succeed("done"),
+        bad: () => Effect.die("boom"),
+        internal: () => Effect.succeed("")
+      })
       yield* gearman.submit("ok", "1")
       yield* gearman.submit("ok", "2")
       yield* gearman.submit("internal", "3")
@@ -168,7 +179,10 @@ describe("embedded job server over TCP", () => {
       yield* eventually(Effect.sync(() => worker.received().includes("registered")), "the registrations")
       assert.strictEqual((yield* statusRows(server.port)).length, n)
       worker.socket.destroy()
-      yield* eventually(Effect.map(statusRows(server.port), (rows) => rows.length === 0), "the functions to be forgotten")
+      yield* eventually(
+        Effect.map(statusRows(server.port), (rows) => rows.length === 0),
+        "the functions to be forgotten"
+      )
     }))
 
   it.scopedLive("a function with no jobs and no workers left is no longer listed; one with queued jobs or admin settings stays", () =>
@@ -181,7 +195,8 @@ describe("embedded job server over TCP", () => {
       let ran = 0
       const done = yield* Deferred.make<void>()
       const worker = yield* Scope.make()
-      const handler = () => Effect.suspend(() => ++ran === 2 ? Deferred.succeed(done, undefined) : Effect.void).pipe(Effect.asVoid)
+      const handler = () =>
+        Effect.suspend(() => ++ran === 2 ? Deferred.succeed(done, undefined) : Effect.void).pipe(Effect.asVoid)
       yield* gearman.serve({ ran: handler, limited: handler }).pipe(Scope.extend(worker))
       yield* Deferred.await(done)
       yield* Scope.close(worker, Exit.void)
@@ -198,7 +213,8 @@ describe("embedded job server over TCP", () => {
       const server = yield* serve({ port: 0, maxQueueBytes: 1000, maxTotalBytes: 1500 })
       const gearman = yield* live([server.address])
       const payload = "x".repeat(599)
-      const code = (e: { readonly _tag: string; readonly code?: string }) => e._tag === "GearmanServerError" ? e.code : e._tag
+      const code = (e: { readonly _tag: string; readonly code?: string }) =>
+        e._tag === "GearmanServerError" ? e.code : e._tag
       const first = yield* gearman.submitBackground("a", payload)
       assert.strictEqual(code(yield* Effect.flip(gearman.submitBackground("a", payload))), "QUEUE_ERROR")
       const coalesced = yield* gearman.submitBackground("b", payload, { unique: "k" })
@@ -219,7 +235,8 @@ describe("embedded job server over TCP", () => {
       const gearman = yield* live([server.address])
       const old = yield* gearman.submitBackground("dropped", "old", { unique: "u1" })
       const created = yield* Deferred.make<void>()
-      const waiting = yield* gearman.submit("dropped", "fg", { onCreated: () => Deferred.succeed(created, undefined) }).pipe(Effect.fork)
+      const waiting = yield* gearman.submit("dropped", "fg", { onCreated: () => Deferred.succeed(created, undefined) })
+        .pipe(Effect.fork)
       yield* Deferred.await(created)
       assert.strictEqual(yield* adminText(server.port, "drop function dropped", false), "OK\r\n")
       assert.strictEqual((yield* Effect.flip(Fiber.join(waiting)))._tag, "GearmanJobFailed")
@@ -249,7 +266,14 @@ describe("embedded job server over TCP", () => {
       yield* eventually(Effect.sync(() => peer.received().includes("after")), "the echo")
       const refused = "ERROR INVALID_FUNCTION_NAME Function name is not UTF-8 without control characters"
       assert.deepStrictEqual(packetsOf(peer.received()).map((p) => p.replace(/H:\S+/, "H")), [
-        refused, refused, refused, refused, refused, refused, "JOB_CREATED H", "ECHO_RES after"
+        refused,
+        refused,
+        refused,
+        refused,
+        refused,
+        refused,
+        "JOB_CREATED H",
+        "ECHO_RES after"
       ])
       assert.strictEqual(
         yield* adminText(server.port, "create function a\tb", false),
@@ -258,7 +282,10 @@ describe("embedded job server over TCP", () => {
       assert.deepStrictEqual(yield* statusRows(server.port), [["fine", "1", "0", "1"]])
       assert.strictEqual(yield* adminText(server.port, "show unique jobs"), "u?forged\n.\n")
       const workers = (yield* adminText(server.port, "workers")).split("\n")
-      assert.isTrue(workers.some((l) => /^\d+ 127\.0\.0\.1 me\?1_127\.0\.0\.1_forged_: : fine$/.test(l)), workers.join("|"))
+      assert.isTrue(
+        workers.some((l) => /^\d+ 127\.0\.0\.1 me\?1_127\.0\.0\.1_forged_: : fine$/.test(l)),
+        workers.join("|")
+      )
       assert.strictEqual(workers.length, 2 + 2) // this peer, the admin connection, ".", ""
       assert.isFalse(peer.closed())
     }))
@@ -268,7 +295,9 @@ describe("embedded job server over TCP", () => {
       const server = yield* serve({ port: 0, jobRetries: 2 })
       const gearman = yield* live([server.address])
       let attempts = 0
-      yield* gearman.serve({ stuck: { timeout: "1 second", handler: () => Effect.sync(() => attempts++).pipe(Effect.zipRight(Effect.never)) } }, {
+      yield* gearman.serve({
+        stuck: { timeout: "1 second", handler: () => Effect.sync(() => attempts++).pipe(Effect.zipRight(Effect.never)) }
+      }, {
         concurrency: 2,
         shutdownTimeout: 0
       })
@@ -310,7 +339,10 @@ describe("embedded job server over TCP", () => {
       const smaller = yield* rawPeer(server.port)
       smaller.socket.write(frame.subarray(0, 30 * 1024))
       yield* eventually(Effect.sync(hoarder.closed), "the peer holding the most to be cut off")
-      yield* eventually(Effect.sync(() => server.core.pendingInputBytes === 30 * 1024), "only the smaller partial packet held")
+      yield* eventually(
+        Effect.sync(() => server.core.pendingInputBytes === 30 * 1024),
+        "only the smaller partial packet held"
+      )
       assert.isFalse(smaller.closed())
       // The smaller peer finishes its packet; a client and worker on their own connections go on.
       smaller.socket.write(frame.subarray(30 * 1024))

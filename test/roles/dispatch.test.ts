@@ -31,114 +31,164 @@ const parkedCount = Effect.map(Metric.value(Metric.tagged(jobsParked, "reason", 
 
 describe("dispatch", () => {
   for (const [name, start] of servers) {
-    it.scopedLive(`${name}: a job whose packet is over the limit is parked (never sent); the others run once`, () =>
-      Effect.gen(function*() {
-        const { server } = yield* start
-        yield* Effect.scoped(Effect.gen(function*() {
-          const storage = yield* Storage
-          const { record, runs } = yield* recorder
-          // Stored fine (inserts check against the 64 MiB default), but 200 KiB of zero bytes is
-          // `\u0000` each in the worker JSON: ~1.2 MiB, over the limit the runner is given. A row
-          // another client stored past the default limit takes the same path.
-          const [big] = yield* Client.insertJobs([{ funcname: "echo", arg: new Uint8Array(200 * 1024) }])
-          yield* Client.insertJobs(Array.from({ length: 20 }, (_, i) => ({ funcname: "echo", arg: `small ${i}` })))
-          yield* Worker.serve({ echo: record }, { concurrency: 4 })
-          const before = yield* parkedCount
-          const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0, maxPacket: MAX_PACKET })
-          const round = (yield* runner.round).shards[0]!
-          assert.deepStrictEqual({ claimed: round.claimed, dispatched: round.dispatched, failed: round.failed, parked: round.parked }, {
-            claimed: 21,
-            dispatched: 20,
-            failed: 0,
-            parked: 1
-          })
-          yield* eventually(Effect.map(runs, (r) => r.size === 20), "the 20 small jobs to run")
-          const row = Option.getOrThrow(yield* storage.get(big!.handle))
-          assert.strictEqual(row.runAfter, NEVER, "parked: run_after = never")
-          assert.strictEqual(yield* parkedCount, before + 1)
-          // Never re-sent: nothing is due any more.
-          assert.strictEqual((yield* runner.round).shards[0]!.claimed, 0)
-          assert.isTrue([...(yield* runs).values()].every((n) => n === 1), "no job ran twice")
-          assert.isFalse((yield* runs).has(`${big!.handle.dbid}:${big!.handle.jobid}`))
-        })).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server] }))))
-      }), 120_000)
+    it.scopedLive(
+      `${name}: a job whose packet is over the limit is parked (never sent); the others run once`,
+      () =>
+        Effect.gen(function*() {
+          const { server } = yield* start
+          yield* Effect.scoped(Effect.gen(function*() {
+            const storage = yield* Storage
+            const { record, runs } = yield* recorder
+            // Stored fine (inserts check against the 64 MiB default), but 200 KiB of zero bytes is
+            // `\u0000` each in the worker JSON: ~1.2 MiB, over the limit the runner is given. A row
+            // another client stored past the default limit takes the same path.
+            const [big] = yield* Client.insertJobs([{ funcname: "echo", arg: new Uint8Array(200 * 1024) }])
+            yield* Client.insertJobs(Array.from({ length: 20 }, (_, i) => ({ funcname: "echo", arg: `small ${i}` })))
+            yield* Worker.serve({ echo: record }, { concurrency: 4 })
+            const before = yield* parkedCount
+            const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0, maxPacket: MAX_PACKET })
+            const round = (yield* runner.round).shards[0]!
+            assert.deepStrictEqual({
+              claimed: round.claimed,
+              dispatched: round.dispatched,
+              failed: round.failed,
+              parked: round.parked
+            }, {
+              claimed: 21,
+              dispatched: 20,
+              failed: 0,
+              parked: 1
+            })
+            yield* eventually(Effect.map(runs, (r) => r.size === 20), "the 20 small jobs to run")
+            const row = Option.getOrThrow(yield* storage.get(big!.handle))
+            assert.strictEqual(row.runAfter, NEVER, "parked: run_after = never")
+            assert.strictEqual(yield* parkedCount, before + 1)
+            // Never re-sent: nothing is due any more.
+            assert.strictEqual((yield* runner.round).shards[0]!.claimed, 0)
+            assert.isTrue([...(yield* runs).values()].every((n) => n === 1), "no job ran twice")
+            assert.isFalse((yield* runs).has(`${big!.handle.dbid}:${big!.handle.jobid}`))
+          })).pipe(
+            Effect.provide(
+              Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server] }))
+            )
+          )
+        }),
+      120_000
+    )
   }
 
-  it.scopedLive("a Controller whose connection drops while its job runs leaves the row leased (no failure recorded)", () =>
-    Effect.gen(function*() {
-      const { port } = yield* embeddedJobServer()
-      const proxy = yield* makeProxy({ host: "127.0.0.1", port })
-      const lines: Array<string> = []
-      const capture = Logger.add(Logger.make(({ message }) => {
-        lines.push(Array.isArray(message) ? message.join(" ") : String(message))
-      }))
-      const storageLayer = StorageLayers.layerMemory({ shards: [1] })
-      yield* Effect.scoped(Effect.gen(function*() {
-        const storage = yield* Storage
-        const started = yield* Deferred.make<void>()
-        const release = yield* Deferred.make<void>()
-        yield* Worker.serve({ slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release)) })
-        // Only the Controller goes through the proxy.
-        const controllerGearman = yield* Layer.build(Gearman.layer({ servers: [`127.0.0.1:${proxy.port}`] }))
-        yield* Controller.serve().pipe(Effect.provide(controllerGearman))
-        // Stored as the Injector stores it: leased to the Controller.
-        const [stored] = yield* Client.insertJobs([{ funcname: "slow", arg: "x", flag: "controller", runAt: "+1000" }])
-        const leased = Option.getOrThrow(yield* storage.get(stored!.handle))
-        const gearman = yield* Gearman.Gearman
-        yield* gearman.submitBackground(QueueRunner.CONTROLLER_FUNCTION, encodeWorkerJson(leased))
-        yield* Deferred.await(started)
-        yield* proxy.cutAll
-        // Either the Controller says it leaves the job leased, or (the defect) it records a failure.
-        const id = `${leased.dbid}:${leased.jobid}`
-        yield* eventually(
-          Effect.map(storage.get(stored!.handle), (row) =>
-            lines.some((l) => l.includes(id) && l.includes("stays leased")) || Option.getOrThrow(row).failcount > 0),
-          "the Controller to handle the lost connection"
+  it.scopedLive(
+    "a Controller whose connection drops while its job runs leaves the row leased (no failure recorded)",
+    () =>
+      Effect.gen(function*() {
+        const { port } = yield* embeddedJobServer()
+        const proxy = yield* makeProxy({ host: "127.0.0.1", port })
+        const lines: Array<string> = []
+        const capture = Logger.add(Logger.make(({ message }) => {
+          lines.push(Array.isArray(message) ? message.join(" ") : String(message))
+        }))
+        const storageLayer = StorageLayers.layerMemory({ shards: [1] })
+        yield* Effect.scoped(Effect.gen(function*() {
+          const storage = yield* Storage
+          const started = yield* Deferred.make<void>()
+          const release = yield* Deferred.make<void>()
+          yield* Worker.serve({
+            slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release))
+          })
+          // Only the Controller goes through the proxy.
+          const controllerGearman = yield* Layer.build(Gearman.layer({ servers: [`127.0.0.1:${proxy.port}`] }))
+          yield* Controller.serve().pipe(Effect.provide(controllerGearman))
+          // Stored as the Injector stores it: leased to the Controller.
+          const [stored] = yield* Client.insertJobs([{
+            funcname: "slow",
+            arg: "x",
+            flag: "controller",
+            runAt: "+1000"
+          }])
+          const leased = Option.getOrThrow(yield* storage.get(stored!.handle))
+          const gearman = yield* Gearman.Gearman
+          yield* gearman.submitBackground(QueueRunner.CONTROLLER_FUNCTION, encodeWorkerJson(leased))
+          yield* Deferred.await(started)
+          yield* proxy.cutAll
+          // Either the Controller says it leaves the job leased, or (the defect) it records a failure.
+          const id = `${leased.dbid}:${leased.jobid}`
+          yield* eventually(
+            Effect.map(storage.get(stored!.handle), (row) =>
+              lines.some((l) =>
+                l.includes(id) && l.includes("stays leased")
+              ) || Option.getOrThrow(row).failcount > 0),
+            "the Controller to handle the lost connection"
+          )
+          yield* Deferred.succeed(release, undefined)
+          const row = Option.getOrThrow(yield* storage.get(stored!.handle))
+          assert.strictEqual(row.failcount, 0, "no failure recorded")
+          assert.strictEqual(row.runAfter, leased.runAfter, "still leased")
+        })).pipe(
+          Effect.provide(Layer.mergeAll(storageLayer, Gearman.layer({ servers: [`127.0.0.1:${port}`] }))),
+          Effect.provide(capture)
         )
-        yield* Deferred.succeed(release, undefined)
-        const row = Option.getOrThrow(yield* storage.get(stored!.handle))
-        assert.strictEqual(row.failcount, 0, "no failure recorded")
-        assert.strictEqual(row.runAfter, leased.runAfter, "still leased")
-      })).pipe(Effect.provide(Layer.mergeAll(storageLayer, Gearman.layer({ servers: [`127.0.0.1:${port}`] }))), Effect.provide(capture))
-    }), 60_000)
+      }),
+    60_000
+  )
 
-  it.scopedLive("in `garivini run` / `up` each role has its own connection: the QueueRunner's cut does not fail the Controller's job", () =>
-    Effect.gen(function*() {
-      // The server takes packets up to 1 MiB, the runner believes 64 MiB: its 2 MiB submit cuts
-      // its connection (a stand-in for any failure of one role's connection).
-      const { server } = yield* embeddedJobServer({ maxFrame: 1024 * 1024 })
-      const lines: Array<string> = []
-      const capture = Logger.add(Logger.make(({ message }) => {
-        lines.push(Array.isArray(message) ? message.join(" ") : String(message))
-      }))
-      const settings: Settings = {
-        shards: [],
-        sqlite: Option.none(),
-        dbGiven: true,
-        gearmand: [server],
-        gearmandGiven: true,
-        queueRunner: { batchRunSleep: "50 millis", queueWatermarkDepth: 0 },
-        injector: {},
-        controller: {},
-        logFormat: "logfmt"
-      }
-      yield* Effect.scoped(Effect.gen(function*() {
-        const storage = yield* Storage
-        const started = yield* Deferred.make<void>()
-        const release = yield* Deferred.make<void>()
-        yield* Worker.serve({ slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release)), big: () => Effect.void })
-        yield* Layer.build(rolesLayer(["queue-runner", "controller"], settings))
-        const [injected] = yield* Client.insertJobs([{ funcname: "slow", arg: "x", flag: "controller" }])
-        yield* Deferred.await(started)
-        yield* Client.insertJobs([{ funcname: "big", arg: new Uint8Array(2 * 1024 * 1024) }])
-        yield* eventually(Effect.sync(() => lines.some((l) => l.includes("submit failed"))), "the runner's connection to be cut")
-        yield* Deferred.succeed(release, undefined)
-        // Done and deleted (not failed, not left for the lease).
-        yield* eventually(
-          Effect.map(storage.get(injected!.handle), (row) => Option.isNone(row) || Option.getOrThrow(row).failcount > 0 || lines.some((l) => l.includes("connection lost while it ran"))),
-          "the Controller's job to end"
+  it.scopedLive(
+    "in `garivini run` / `up` each role has its own connection: the QueueRunner's cut does not fail the Controller's job",
+    () =>
+      Effect.gen(function*() {
+        // The server takes packets up to 1 MiB, the runner believes 64 MiB: its 2 MiB submit cuts
+        // its connection (a stand-in for any failure of one role's connection).
+        const { server } = yield* embeddedJobServer({ maxFrame: 1024 * 1024 })
+        const lines: Array<string> = []
+        const capture = Logger.add(Logger.make(({ message }) => {
+          lines.push(Array.isArray(message) ? message.join(" ") : String(message))
+        }))
+        const settings: Settings = {
+          shards: [],
+          sqlite: Option.none(),
+          dbGiven: true,
+          gearmand: [server],
+          gearmandGiven: true,
+          queueRunner: { batchRunSleep: "50 millis", queueWatermarkDepth: 0 },
+          injector: {},
+          controller: {},
+          logFormat: "logfmt"
+        }
+        yield* Effect.scoped(Effect.gen(function*() {
+          const storage = yield* Storage
+          const started = yield* Deferred.make<void>()
+          const release = yield* Deferred.make<void>()
+          yield* Worker.serve({
+            slow: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(release)),
+            big: () => Effect.void
+          })
+          yield* Layer.build(rolesLayer(["queue-runner", "controller"], settings))
+          const [injected] = yield* Client.insertJobs([{ funcname: "slow", arg: "x", flag: "controller" }])
+          yield* Deferred.await(started)
+          yield* Client.insertJobs([{ funcname: "big", arg: new Uint8Array(2 * 1024 * 1024) }])
+          yield* eventually(
+            Effect.sync(() => lines.some((l) => l.includes("submit failed"))),
+            "the runner's connection to be cut"
+          )
+          yield* Deferred.succeed(release, undefined)
+          // Done and deleted (not failed, not left for the lease).
+          yield* eventually(
+            Effect.map(storage.get(injected!.handle), (row) =>
+              Option.isNone(row) || Option.getOrThrow(row).failcount > 0 || lines.some((l) =>
+                l.includes("connection lost while it ran")
+              )),
+            "the Controller's job to end"
+          )
+          assert.isTrue(
+            Option.isNone(yield* storage.get(injected!.handle)),
+            `the Controller's job completed; logs: ${lines.join(" / ")}`
+          )
+        })).pipe(
+          Effect.provide(
+            Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server] }))
+          ),
+          Effect.provide(capture)
         )
-        assert.isTrue(Option.isNone(yield* storage.get(injected!.handle)), `the Controller's job completed; logs: ${lines.join(" / ")}`)
-      })).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), Gearman.layer({ servers: [server] }))), Effect.provide(capture))
-    }), 60_000)
+      }),
+    60_000
+  )
 })

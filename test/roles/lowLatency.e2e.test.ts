@@ -14,28 +14,35 @@ import { testShards } from "../support/mysql.js"
 import { spawnRole } from "../support/spawnRole.js"
 
 describe("low-latency mode on MariaDB and gearmand", () => {
-  it.scopedLive("2,000 jobs injected one by one while a QueueRunner polls: each runs exactly once, no row left", () =>
-    Effect.gen(function*() {
-      const shards = yield* testShards(2)
-      const gd = yield* gearmand
-      // Scoped inside the layers: workers stop (and flush) before the pools close.
-      yield* Effect.scoped(Effect.gen(function*() {
-        const { record, runs } = yield* recorder
-        yield* Injector.serve()
-        yield* Controller.serve()
-        yield* Worker.serve({ fast: record }, { concurrency: 8 })
-        const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
-        const gearman = yield* Gearman.Gearman
-        // A synchronous client: each inject waits for its answer before the next.
-        for (let i = 0; i < 2000; i++) {
-          const reply = yield* gearman.submit(Injector.INJECT_FUNCTION, JSON.stringify({ funcname: "fast", arg: `job ${i}` }))
-          assert.match(reply.data.toString(), /^\{"dbid":[12],"jobid":\d+\}$/)
-        }
-        yield* eventually(Effect.map(remaining, (n) => n === 0), "every row to be deleted", 120_000)
-        yield* Fiber.interrupt(runner)
-        assertEachRanOnce(yield* runs, 2000)
-      })).pipe(Effect.provide(env(shards, [gd.server])))
-    }), 180_000)
+  it.scopedLive(
+    "2,000 jobs injected one by one while a QueueRunner polls: each runs exactly once, no row left",
+    () =>
+      Effect.gen(function*() {
+        const shards = yield* testShards(2)
+        const gd = yield* gearmand
+        // Scoped inside the layers: workers stop (and flush) before the pools close.
+        yield* Effect.scoped(Effect.gen(function*() {
+          const { record, runs } = yield* recorder
+          yield* Injector.serve()
+          yield* Controller.serve()
+          yield* Worker.serve({ fast: record }, { concurrency: 8 })
+          const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
+          const gearman = yield* Gearman.Gearman
+          // A synchronous client: each inject waits for its answer before the next.
+          for (let i = 0; i < 2000; i++) {
+            const reply = yield* gearman.submit(
+              Injector.INJECT_FUNCTION,
+              JSON.stringify({ funcname: "fast", arg: `job ${i}` })
+            )
+            assert.match(reply.data.toString(), /^\{"dbid":[12],"jobid":\d+\}$/)
+          }
+          yield* eventually(Effect.map(remaining, (n) => n === 0), "every row to be deleted", 120_000)
+          yield* Fiber.interrupt(runner)
+          assertEachRanOnce(yield* runs, 2000)
+        })).pipe(Effect.provide(env(shards, [gd.server])))
+      }),
+    180_000
+  )
 
   it.scopedLive("a Controller killed mid-job: the job is dispatched again and completes", () =>
     Effect.gen(function*() {
@@ -72,24 +79,36 @@ describe("low-latency mode on MariaDB and gearmand", () => {
       })).pipe(Effect.provide(env(shards, [gd.server])))
     }), 120_000)
 
-  it.scopedLive("the C gearman CLI injects a job that a worker written with the helper runs", () =>
-    Effect.gen(function*() {
-      const shards = yield* testShards(1)
-      const gd = yield* gearmand
-      // Scoped inside the layers: workers stop (and flush) before the pools close.
-      yield* Effect.scoped(Effect.gen(function*() {
-        const texts: Array<string> = []
-        yield* Injector.serve()
-        yield* Controller.serve()
-        yield* Worker.serve({ hello: (job) => Effect.sync(() => void texts.push(job.text)) })
-        const out = yield* Effect.async<string, Error>((resume) => {
-          execFile("gearman", ["-h", "127.0.0.1", "-p", String(gd.port), "-f", "inject_jobs", "{\"funcname\":\"hello\",\"arg\":\"from C\"}"], (error, stdout) => {
-            resume(error === null ? Effect.succeed(stdout) : Effect.fail(error))
+  it.scopedLive(
+    "the C gearman CLI injects a job that a worker written with the helper runs",
+    () =>
+      Effect.gen(function*() {
+        const shards = yield* testShards(1)
+        const gd = yield* gearmand
+        // Scoped inside the layers: workers stop (and flush) before the pools close.
+        yield* Effect.scoped(Effect.gen(function*() {
+          const texts: Array<string> = []
+          yield* Injector.serve()
+          yield* Controller.serve()
+          yield* Worker.serve({ hello: (job) => Effect.sync(() => void texts.push(job.text)) })
+          const out = yield* Effect.async<string, Error>((resume) => {
+            execFile("gearman", [
+              "-h",
+              "127.0.0.1",
+              "-p",
+              String(gd.port),
+              "-f",
+              "inject_jobs",
+              "{\"funcname\":\"hello\",\"arg\":\"from C\"}"
+            ], (error, stdout) => {
+              resume(error === null ? Effect.succeed(stdout) : Effect.fail(error))
+            })
           })
-        })
-        assert.match(out.trim(), /^\{"dbid":1,"jobid":\d+\}$/)
-        yield* eventually(Effect.map(remaining, (n) => n === 0), "the job to complete", 30_000)
-        assert.deepStrictEqual(texts, ["from C"])
-      })).pipe(Effect.provide(env(shards, [gd.server])))
-    }), 60_000)
+          assert.match(out.trim(), /^\{"dbid":1,"jobid":\d+\}$/)
+          yield* eventually(Effect.map(remaining, (n) => n === 0), "the job to complete", 30_000)
+          assert.deepStrictEqual(texts, ["from C"])
+        })).pipe(Effect.provide(env(shards, [gd.server])))
+      }),
+    60_000
+  )
 })

@@ -22,8 +22,16 @@ describe("shard capabilities", () => {
   })
 
   it("the options force each one", () => {
-    assert.deepStrictEqual(caps("10.11.19-MariaDB", { skipLocked: false, insertMode: "statements" }), [false, false, 8 * MiB - 32 * 1024])
-    assert.deepStrictEqual(caps("10.4.34-MariaDB", { skipLocked: true, insertMode: "returning" }), [true, true, (16 * MiB - 64 * 1024) / 2])
+    assert.deepStrictEqual(caps("10.11.19-MariaDB", { skipLocked: false, insertMode: "statements" }), [
+      false,
+      false,
+      8 * MiB - 32 * 1024
+    ])
+    assert.deepStrictEqual(caps("10.4.34-MariaDB", { skipLocked: true, insertMode: "returning" }), [
+      true,
+      true,
+      (16 * MiB - 64 * 1024) / 2
+    ])
     assert.deepStrictEqual(caps("10.11.19-MariaDB", { maxAllowedPacket: MiB }), [true, true, MiB - 64 * 1024])
   })
 })

@@ -10,7 +10,11 @@ import { keyFor } from "./contract.js"
 const counting = (backend: ShardBackend) => {
   let statements = 0
   return {
-    backend: { ...backend, insert: (rows: Parameters<ShardBackend["insert"]>[0]) => Effect.suspend(() => (statements++, backend.insert(rows))) },
+    backend: {
+      ...backend,
+      insert: (rows: Parameters<ShardBackend["insert"]>[0]) =>
+        Effect.suspend(() => (statements++, backend.insert(rows)))
+    },
     statements: () => statements
   }
 }
@@ -31,11 +35,17 @@ describe("coalesced inserts", () => {
           // Pinned to the shard that is down.
           ? [{ funcname: "pinned", uniqkey: keyFor(1, 2, `d${i}-`), runAfter: 0 }]
           // A call with two jobs, one on each shard: part of it fails.
-          : [{ funcname: "mixed", uniqkey: keyFor(0, 2, `m${i}-`), runAfter: 0 }, { funcname: "mixed", uniqkey: keyFor(1, 2, `n${i}-`), runAfter: 0 }]
-      )
-      const results = yield* Effect.forEach(calls, (jobs) => Effect.either(storage.insert(jobs)), { concurrency: "unbounded" })
+          : [{ funcname: "mixed", uniqkey: keyFor(0, 2, `m${i}-`), runAfter: 0 }, {
+            funcname: "mixed",
+            uniqkey: keyFor(1, 2, `n${i}-`),
+            runAfter: 0
+          }])
+      const results = yield* Effect.forEach(calls, (jobs) => Effect.either(storage.insert(jobs)), {
+        concurrency: "unbounded"
+      })
       const ok = (i: number) => Either.getOrThrow(results[i]!)
-      for (let i = 0; i < 140; i++) assert.deepStrictEqual([ok(i).length, ok(i)[0]!.handle.dbid, ok(i)[0]!.duplicate], [1, 1, false])
+      for (let i = 0; i < 140; i++)
+        assert.deepStrictEqual([ok(i).length, ok(i)[0]!.handle.dbid, ok(i)[0]!.duplicate], [1, 1, false])
       for (let k = 0; k < 20; k++) {
         const [a, b] = [ok(140 + k)[0]!, ok(160 + k)[0]!]
         assert.deepStrictEqual(a.handle, b.handle, "both calls name the one stored job")
@@ -67,7 +77,12 @@ describe("coalesced inserts", () => {
         (arg) => Effect.either(storage.insert([{ funcname: "f", arg, runAfter: 0 }])),
         { concurrency: "unbounded" }
       )
-      assert.deepStrictEqual(results.map((r) => Either.isRight(r) ? "stored" : r.left._tag), ["stored", "InvalidJob", "stored", "stored"])
+      assert.deepStrictEqual(results.map((r) => Either.isRight(r) ? "stored" : r.left._tag), [
+        "stored",
+        "InvalidJob",
+        "stored",
+        "stored"
+      ])
     }))
 
   it.scoped("a defect in one batch reaches its callers, and later inserts still work", () =>
@@ -98,7 +113,10 @@ describe("coalesced inserts", () => {
           Effect.suspend(() => {
             if (!first) return shard.insert(rows)
             first = false
-            return Effect.zipRight(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(release)), shard.insert(rows))
+            return Effect.zipRight(
+              Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(release)),
+              shard.insert(rows)
+            )
           })
       }
       // Each call that joins the waiting ones (the first is taken by the batching fiber at once).

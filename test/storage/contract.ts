@@ -61,7 +61,9 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         // The worker JSON carries the same bytes.
         const decoded = yield* decodeWorkerJson(encodeWorkerJson(job))
         assert.deepStrictEqual([...decoded.arg], [...bytes])
-        assert.isTrue(Option.isNone(yield* storage.get({ dbid: outcome.handle.dbid, jobid: outcome.handle.jobid + 1000 })))
+        assert.isTrue(
+          Option.isNone(yield* storage.get({ dbid: outcome.handle.dbid, jobid: outcome.handle.jobid + 1000 }))
+        )
       }))
 
     test("text arg is stored as UTF-8; flag controller is kept", ({ storage }) =>
@@ -74,7 +76,9 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
 
     test("a batch is stored in one call, handles in order and distinct", ({ storage }) =>
       Effect.gen(function*() {
-        const outcomes = yield* Client.insertJobs(Array.from({ length: 50 }, (_, i) => ({ funcname: "batch", arg: `job ${i}` })))
+        const outcomes = yield* Client.insertJobs(
+          Array.from({ length: 50 }, (_, i) => ({ funcname: "batch", arg: `job ${i}` }))
+        )
         assert.strictEqual(outcomes.length, 50)
         assert.strictEqual(new Set(outcomes.map((o) => `${o.handle.dbid}:${o.handle.jobid}`)).size, 50)
         for (const [i, o] of outcomes.entries()) {
@@ -109,7 +113,9 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         const job = Option.getOrThrow(yield* storage.get(first.handle))
         assert.strictEqual(Buffer.from(job.arg).toString(), "one")
         // Unique keys spread over both shards.
-        const spread = yield* Client.insertJobs(Array.from({ length: 40 }, (_, i) => ({ funcname: "s", uniqkey: `spread-${i}` })))
+        const spread = yield* Client.insertJobs(
+          Array.from({ length: 40 }, (_, i) => ({ funcname: "s", uniqkey: `spread-${i}` }))
+        )
         assert.deepStrictEqual(new Set(spread.map((o) => o.handle.dbid)), new Set([1, 2]))
         // Once the job is completed, the key is free again.
         yield* Client.completeJob(first.handle)
@@ -118,20 +124,28 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.notStrictEqual(reborn.handle.jobid, first.handle.jobid)
       }))
 
-    test("40,000 duplicates and one new job in one batch: each duplicate gets its job's handle, the new one is stored", ({ storage }) =>
-      Effect.gen(function*() {
-        // All on shard 1, more keys than one prepared statement has placeholders for (65,535 / 2).
-        const keys: Array<string> = []
-        for (let i = 0; keys.length < 40_001; i++) if (hashBucket(`dup-${i}`, 2) === 0) keys.push(`dup-${i}`)
-        const old = keys.slice(0, 40_000).map((uniqkey) => ({ funcname: "dup", uniqkey }))
-        const first = yield* Client.insertJobs(old)
-        const again = yield* Client.insertJobs([...old, { funcname: "dup", uniqkey: keys[40_000]! }])
-        assert.strictEqual(again.length, 40_001)
-        assert.isTrue(again.slice(0, 40_000).every((o, i) => o.duplicate && o.handle.jobid === first[i]!.handle.jobid && o.handle.dbid === 1))
-        const fresh = again[40_000]!
-        assert.isFalse(fresh.duplicate)
-        assert.isTrue(Option.isSome(yield* storage.get(fresh.handle)))
-      }), 120_000)
+    test(
+      "40,000 duplicates and one new job in one batch: each duplicate gets its job's handle, the new one is stored",
+      ({ storage }) =>
+        Effect.gen(function*() {
+          // All on shard 1, more keys than one prepared statement has placeholders for (65,535 / 2).
+          const keys: Array<string> = []
+          for (let i = 0; keys.length < 40_001; i++) if (hashBucket(`dup-${i}`, 2) === 0) keys.push(`dup-${i}`)
+          const old = keys.slice(0, 40_000).map((uniqkey) => ({ funcname: "dup", uniqkey }))
+          const first = yield* Client.insertJobs(old)
+          const again = yield* Client.insertJobs([...old, { funcname: "dup", uniqkey: keys[40_000]! }])
+          assert.strictEqual(again.length, 40_001)
+          assert.isTrue(
+            again.slice(0, 40_000).every((o, i) =>
+              o.duplicate && o.handle.jobid === first[i]!.handle.jobid && o.handle.dbid === 1
+            )
+          )
+          const fresh = again[40_000]!
+          assert.isFalse(fresh.duplicate)
+          assert.isTrue(Option.isSome(yield* storage.get(fresh.handle)))
+        }),
+      120_000
+    )
 
     test("claimDue leases due jobs oldest first; they come back after the lease", ({ storage }) =>
       Effect.gen(function*() {
@@ -190,12 +204,24 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
           { funcname: "also_full", arg: "a1", runAt: T0 - 10 },
           { funcname: "open", arg: "o2", runAt: T0 }
         ])
-        const claimed = (yield* Effect.forEach(storage.shardIds, (dbid) => storage.claimDue(dbid, 10, "1000 seconds", ["full", "also_full"])))
+        const claimed = (yield* Effect.forEach(storage.shardIds, (dbid) =>
+          storage.claimDue(dbid, 10, "1000 seconds", ["full", "also_full"])))
           .flat()
-        assert.deepStrictEqual(claimed.map((j) => Buffer.from(j.arg).toString()).sort(), ["o1", "o2"])
+        assert.deepStrictEqual(
+          claimed.map((j) =>
+            Buffer.from(j.arg).toString()
+          ).sort(),
+          ["o1", "o2"]
+        )
         const left = yield* storage.list({ state: "due", limit: 10 })
-        assert.deepStrictEqual(left.map((j) => Buffer.from(j.arg).toString()).sort(), ["a1", "f1"])
-        const rest = (yield* Effect.forEach(storage.shardIds, (dbid) => storage.claimDue(dbid, 10, "1000 seconds", []))).flat()
+        assert.deepStrictEqual(
+          left.map((j) =>
+            Buffer.from(j.arg).toString()
+          ).sort(),
+          ["a1", "f1"]
+        )
+        const rest = (yield* Effect.forEach(storage.shardIds, (dbid) => storage.claimDue(dbid, 10, "1000 seconds", [])))
+          .flat()
         assert.deepStrictEqual(rest.map((j) => Buffer.from(j.arg).toString()).sort(), ["a1", "f1"])
       }))
 
@@ -220,7 +246,9 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
 
     test("two claimers racing on one shard get disjoint jobs, and neither waits for the other", ({ storage }) =>
       Effect.gen(function*() {
-        const outcomes = yield* Client.insertJobs(Array.from({ length: 40 }, (_, i) => ({ funcname: "race", arg: `${i}` })))
+        const outcomes = yield* Client.insertJobs(
+          Array.from({ length: 40 }, (_, i) => ({ funcname: "race", arg: `${i}` }))
+        )
         const dbid = outcomes[0]!.handle.dbid
         const [a, b] = yield* Effect.all(
           [storage.claimDue(dbid, 25, "1000 seconds"), storage.claimDue(dbid, 25, "1000 seconds")],
@@ -326,7 +354,10 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "" })), "InvalidJob")
         assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f".repeat(201) })), "InvalidJob")
         assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", uniqkey: "k".repeat(256) })), "InvalidJob")
-        assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", arg: new Uint8Array(ARG_MAX_BYTES + 1) })), "InvalidJob")
+        assert.strictEqual(
+          yield* rejected(Client.insertJob({ funcname: "f", arg: new Uint8Array(ARG_MAX_BYTES + 1) })),
+          "InvalidJob"
+        )
         assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", runAt: "tomorrow" })), "InvalidSchedule")
         assert.strictEqual(yield* rejected(Client.insertJob({ funcname: "f", runAt: "-5" })), "InvalidSchedule")
         // One bad job in a batch: none of the batch is stored.

@@ -14,15 +14,26 @@ describe("Perl Garivini on a fully migrated database", () => {
       const status = yield* Migrate.statusShard(shard!)
       assert.isTrue(status.migrations.every((m) => m.appliedAt._tag === "Some"), "every migration applied")
       const conn = yield* Effect.acquireRelease(
-        Effect.promise(() => Mysql.createConnection({ host: mysqlHost, port: mysqlPort, user: "root", password: "", database: shard!.database })),
+        Effect.promise(() =>
+          Mysql.createConnection({
+            host: mysqlHost,
+            port: mysqlPort,
+            user: "root",
+            password: "",
+            database: shard!.database
+          })
+        ),
         (c) => Effect.promise(() => c.end())
       )
-      const exec = (sql: string, params: ReadonlyArray<unknown> = []) => Effect.promise(() => conn.query<ResultSetHeader>(sql, [...params]))
-      const select = (sql: string, params: ReadonlyArray<unknown> = []) => Effect.promise(() => conn.query<Array<RowDataPacket>>(sql, [...params]))
+      const exec = (sql: string, params: ReadonlyArray<unknown> = []) =>
+        Effect.promise(() => conn.query<ResultSetHeader>(sql, [...params]))
+      const select = (sql: string, params: ReadonlyArray<unknown> = []) =>
+        Effect.promise(() => conn.query<Array<RowDataPacket>>(sql, [...params]))
 
       // Client::insert_job: every column named, flag bound as undef, run_after bound as the string
       // the Perl code builds (stored as 0 under INSERT IGNORE: the original's bug, kept).
-      const INSERT = "INSERT IGNORE INTO job (funcname, run_after, uniqkey, coalesce, arg, flag) VALUES (?, ?, ?, ?, ?, ?)"
+      const INSERT =
+        "INSERT IGNORE INTO job (funcname, run_after, uniqkey, coalesce, arg, flag) VALUES (?, ?, ?, ?, ?, ?)"
       const [inserted] = yield* exec(INSERT, ["perl_fn", "UNIX_TIMESTAMP() + 0", "u1", null, "hello", null])
       assert.strictEqual(inserted.affectedRows, 1)
       const jobid = inserted.insertId
@@ -36,7 +47,9 @@ describe("Perl Garivini on a fully migrated database", () => {
         "SELECT jobid, funcname, uniqkey, coalesce, run_after, arg, 1 AS dbid, flag, failcount FROM job WHERE run_after <= UNIX_TIMESTAMP() ORDER BY run_after LIMIT 10 FOR UPDATE"
       )
       assert.deepStrictEqual(
-        due.map((r) => [r["jobid"], r["funcname"], r["uniqkey"], r["run_after"], String(r["arg"]), r["flag"], r["failcount"]]),
+        due.map((
+          r
+        ) => [r["jobid"], r["funcname"], r["uniqkey"], r["run_after"], String(r["arg"]), r["flag"], r["failcount"]]),
         [[jobid, "perl_fn", "u1", 0, "hello", null, 0]]
       )
       const [leased] = yield* exec(`UPDATE job SET run_after = UNIX_TIMESTAMP() + 1000 WHERE jobid IN (${jobid})`)
@@ -44,9 +57,15 @@ describe("Perl Garivini on a fully migrated database", () => {
       yield* exec("COMMIT")
 
       // Client::reschedule_job, then Client::complete_job.
-      const [rescheduled] = yield* exec("UPDATE job SET run_after = UNIX_TIMESTAMP() + 30, failcount = ? WHERE jobid=?", [1, jobid])
+      const [rescheduled] = yield* exec(
+        "UPDATE job SET run_after = UNIX_TIMESTAMP() + 30, failcount = ? WHERE jobid=?",
+        [1, jobid]
+      )
       assert.strictEqual(rescheduled.affectedRows, 1)
-      const [[after]] = yield* select("SELECT failcount, run_after > UNIX_TIMESTAMP() AS later FROM job WHERE jobid=?", [jobid])
+      const [[after]] = yield* select(
+        "SELECT failcount, run_after > UNIX_TIMESTAMP() AS later FROM job WHERE jobid=?",
+        [jobid]
+      )
       assert.deepStrictEqual([after!["failcount"], after!["later"]], [1, 1])
       const [deleted] = yield* exec("DELETE FROM job WHERE jobid=?", [jobid])
       assert.strictEqual(deleted.affectedRows, 1)

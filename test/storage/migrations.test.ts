@@ -35,7 +35,9 @@ const showCreate = (database: string, table = "job") =>
   )
 const Names = Schema.Array(Schema.Struct({ name: Schema.String }))
 const tables = (database: string) =>
-  adminQuery("SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", [database]).pipe(
+  adminQuery("SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME", [
+    database
+  ]).pipe(
     Effect.flatMap(([rows]) => Schema.decodeUnknown(Names)(rows)),
     Effect.map((rows) => rows.map((r) => r.name))
   )
@@ -57,11 +59,18 @@ describe("migrations on MariaDB", () => {
       const shard = yield* emptyShard(false)
       const pending = yield* Migrate.statusShard(shard)
       assert.isFalse(pending.exists)
-      assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [["0001_job_table", false]])
+      assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [[
+        "0001_job_table",
+        false
+      ]])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
       const before = Date.now()
       const [first] = yield* Migrate.migrate([shard])
-      assert.deepStrictEqual(first, { target: `shard 1 (${shard.database}@127.0.0.1:3306)`, applied: ["0001_job_table"], adopted: false })
+      assert.deepStrictEqual(first, {
+        target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
+        applied: ["0001_job_table"],
+        adopted: false
+      })
       const [again] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(again!.applied, [])
       assert.deepStrictEqual(yield* tables(shard.database), ["garivini_migrations", "job"])
@@ -77,7 +86,8 @@ describe("migrations on MariaDB", () => {
   it.scopedLive("a Perl database (schema.sql applied by hand, rows in it) is adopted unchanged and recorded as migration 1", () =>
     Effect.gen(function*() {
       const shard = yield* emptyShard()
-      for (const statement of Migrate.schemaStatements()) yield* adminQuery(statement.replace("job", `\`${shard.database}\`.job`))
+      for (const statement of Migrate.schemaStatements())
+        yield* adminQuery(statement.replace("job", `\`${shard.database}\`.job`))
       yield* adminQuery(`INSERT INTO \`${shard.database}\`.job (funcname, arg) VALUES ('perl', 'x')`)
       const created = yield* showCreate(shard.database)
       const status = yield* Migrate.statusShard(shard)
@@ -96,8 +106,14 @@ describe("migrations on MariaDB", () => {
       for (
         const [edit, problem] of [
           [(s: string) => s.replace(/\n\s*failcount[^\n]*\n/, "\n"), "column failcount is missing"],
-          [(s: string) => s.replace("run_after INT UNSIGNED", "run_after VARCHAR(20)"), "column run_after is varchar(20)"],
-          [(s: string) => s.replace("UNIQUE (funcname, uniqkey)", "INDEX (funcname, uniqkey)"), "no UNIQUE (funcname, uniqkey)"]
+          [
+            (s: string) => s.replace("run_after INT UNSIGNED", "run_after VARCHAR(20)"),
+            "column run_after is varchar(20)"
+          ],
+          [
+            (s: string) => s.replace("UNIQUE (funcname, uniqkey)", "INDEX (funcname, uniqkey)"),
+            "no UNIQUE (funcname, uniqkey)"
+          ]
         ] as const
       ) {
         const shard = yield* emptyShard()
@@ -116,12 +132,25 @@ describe("migrations on MariaDB", () => {
     Effect.gen(function*() {
       const shard = yield* emptyShard()
       const onShard = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient>) => mysqlClient(shard.database, body)
-      const broken = { ...migrations, "0002_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x NO_SUCH_TYPE")) }
+      const broken = {
+        ...migrations,
+        "0002_broken": Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x NO_SUCH_TYPE")
+        )
+      }
       const failed = yield* Effect.flip(onShard(Migrate.applyOf(broken)))
       assert.strictEqual(failed._tag, "MigrationFailed")
       assert.include(failed.message, "0002_broken")
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table"], "migration 1 ran and stays; 2 is not recorded")
-      const fixed = { ...migrations, "0002_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL")) }
+      assert.deepStrictEqual(
+        yield* recorded(shard.database),
+        ["1_job_table"],
+        "migration 1 ran and stays; 2 is not recorded"
+      )
+      const fixed = {
+        ...migrations,
+        "0002_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
+      }
       assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0002_broken"])
       assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_broken"])
     }))
@@ -131,12 +160,18 @@ describe("migrations on MariaDB", () => {
       const shard = yield* emptyShard()
       const slow = {
         ...migrations,
-        "0002_slow": Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.zipRight(sql.unsafe("SELECT SLEEP(0.5)"), sql.unsafe("ALTER TABLE job ADD COLUMN y INT NULL")))
+        "0002_slow": Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => Effect.zipRight(sql.unsafe("SELECT SLEEP(0.5)"), sql.unsafe("ALTER TABLE job ADD COLUMN y INT NULL"))
+        )
       }
       // Each, once it returns, must find the migrations done, not merely recorded.
-      const columnY = adminQuery(`SELECT COUNT(*) AS n FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'job' AND COLUMN_NAME = 'y'`, [
-        shard.database
-      ]).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
+      const columnY = adminQuery(
+        `SELECT COUNT(*) AS n FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'job' AND COLUMN_NAME = 'y'`,
+        [
+          shard.database
+        ]
+      ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
       assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [2, 1]])
@@ -147,23 +182,33 @@ describe("migrations on MariaDB", () => {
     Effect.gen(function*() {
       const shard = yield* emptyShard()
       yield* Migrate.migrate([shard])
-      yield* adminQuery(`INSERT INTO \`${shard.database}\`.garivini_migrations (migration_id, name) VALUES (99, 'future')`)
+      yield* adminQuery(
+        `INSERT INTO \`${shard.database}\`.garivini_migrations (migration_id, name) VALUES (99, 'future')`
+      )
       const status = yield* Migrate.statusShard(shard)
-      assert.deepStrictEqual(status.migrations.map((m) => [m.label, m.unknown]), [["0001_job_table", false], ["0099_future", true]])
+      assert.deepStrictEqual(status.migrations.map((m) => [m.label, m.unknown]), [["0001_job_table", false], [
+        "0099_future",
+        true
+      ]])
       assert.deepStrictEqual((yield* Migrate.migrate([shard]))[0]!.applied, [])
     }))
 
   it.effect("schema.sql documents migration 1 (the same statements)", () =>
     Effect.sync(() => {
       assert.deepStrictEqual(Migrate.schemaStatements().map(normalized), MYSQL.map(normalized))
-      assert.include(readFileSync(new URL("../../schema.sql", import.meta.url), "utf8"), "CREATE TABLE IF NOT EXISTS job")
+      assert.include(
+        readFileSync(new URL("../../schema.sql", import.meta.url), "utf8"),
+        "CREATE TABLE IF NOT EXISTS job"
+      )
     }))
 })
 
 /** `body` on a pool of its own to `database` (closed after). */
 const mysqlClient = <A, E>(database: string, body: Effect.Effect<A, E, SqlClient.SqlClient>) =>
   Effect.scoped(Effect.gen(function*() {
-    const client = yield* openClient(clientConfig(shardConfig(1, database), database), yield* Effect.scope).pipe(Effect.orDie)
+    const client = yield* openClient(clientConfig(shardConfig(1, database), database), yield* Effect.scope).pipe(
+      Effect.orDie
+    )
     return yield* Effect.provideService(body, SqlClient.SqlClient, client)
   }))
 
@@ -177,7 +222,10 @@ describe("migrations on SQLite", () => {
       assert.isFalse(missing.exists)
       yield* Effect.scoped(Layer.build(Layer.orDie(layerSqlite({ filename: file }))))
       const status = yield* Migrate.statusSqlite(file)
-      assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [["0001_job_table", true]])
+      assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [[
+        "0001_job_table",
+        true
+      ]])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
 
@@ -190,8 +238,14 @@ describe("migrations on SQLite", () => {
       const schemaBefore = yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name")
       assert.isTrue((yield* Migrate.statusSqlite(file)).adoptsJobTable)
       yield* Effect.scoped(Layer.build(Layer.orDie(layerSqlite({ filename: file }))))
-      assert.deepStrictEqual(yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name"), schemaBefore)
-      assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [{ migration_id: 1, name: "job_table" }])
+      assert.deepStrictEqual(
+        yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name"),
+        schemaBefore
+      )
+      assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [{
+        migration_id: 1,
+        name: "job_table"
+      }])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname FROM job"), [{ funcname: "kept" }])
     }))
 

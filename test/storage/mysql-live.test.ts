@@ -17,7 +17,9 @@ const storageOver = (configs: ReadonlyArray<ShardConfig>) =>
 
 const connect = (database: string) =>
   Effect.acquireRelease(
-    Effect.promise(() => Mysql.createConnection({ host: mysqlHost, port: mysqlPort, user: "root", password: "", database })),
+    Effect.promise(() =>
+      Mysql.createConnection({ host: mysqlHost, port: mysqlPort, user: "root", password: "", database })
+    ),
     (conn) => Effect.promise(() => conn.end())
   )
 
@@ -33,7 +35,9 @@ describe("MariaDB storage", () => {
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
       const storage = yield* storageOver([shard!])
-      yield* storage.insert(Array.from({ length: 10 }, (_, i) => ({ funcname: "held", arg: `${i}`, runAfter: 1000 + i })))
+      yield* storage.insert(
+        Array.from({ length: 10 }, (_, i) => ({ funcname: "held", arg: `${i}`, runAfter: 1000 + i }))
+      )
       // Another session (a claimer mid-transaction) locks the 4 oldest rows and keeps them.
       const other = yield* connect(shard!.database)
       yield* Effect.promise(() => other.query("BEGIN"))
@@ -62,7 +66,17 @@ describe("MariaDB storage", () => {
       assert.strictEqual(job!.flag, "shim")
       assert.strictEqual(job!.failcount, 0)
       const json = JSON.parse(encodeWorkerJson(job!))
-      assert.deepStrictEqual(Object.keys(json), ["jobid", "dbid", "funcname", "arg", "uniqkey", "coalesce", "run_after", "flag", "failcount"])
+      assert.deepStrictEqual(Object.keys(json), [
+        "jobid",
+        "dbid",
+        "funcname",
+        "arg",
+        "uniqkey",
+        "coalesce",
+        "run_after",
+        "flag",
+        "failcount"
+      ])
       assert.strictEqual(json.arg, "hi\u00ff\u0000")
       assert.deepStrictEqual([...(yield* decodeWorkerJson(encodeWorkerJson(job!))).arg], [0x68, 0x69, 0xff, 0x00])
       // And what the Perl worker does to complete it works on our rows.
@@ -101,7 +115,9 @@ describe("MariaDB storage", () => {
         [shard!.database]
       )
       assert.deepStrictEqual(
-        JSON.parse(JSON.stringify(indexes)).map((r: { cols: string; NON_UNIQUE: number }) => [r.cols, Number(r.NON_UNIQUE)]),
+        JSON.parse(JSON.stringify(indexes)).map((
+          r: { cols: string; NON_UNIQUE: number }
+        ) => [r.cols, Number(r.NON_UNIQUE)]),
         [["funcname,uniqkey", 0], ["jobid", 0], ["run_after", 1]]
       )
     }))
@@ -132,19 +148,30 @@ describe("MariaDB storage", () => {
       const [shard] = yield* testShards(1)
       // Whatever the server's own limit, the shard takes it to be 1 MiB: 1 MiB - 64 KiB of arg fits.
       const limit = 1024 * 1024 - 64 * 1024
-      const storage = yield* make([yield* MysqlShard.make(shard!, { insertMode: "returning", maxAllowedPacket: 1024 * 1024 })])
+      const storage = yield* make([
+        yield* MysqlShard.make(shard!, { insertMode: "returning", maxAllowedPacket: 1024 * 1024 })
+      ])
       // Printable bytes: zero bytes this many would be refused first, for their worker JSON's size.
-      const refused = yield* Effect.flip(storage.insert([{ funcname: "big", arg: new Uint8Array(limit + 1).fill(97), runAfter: 0 }]))
+      const refused = yield* Effect.flip(
+        storage.insert([{ funcname: "big", arg: new Uint8Array(limit + 1).fill(97), runAfter: 0 }])
+      )
       assert.strictEqual(refused._tag, "InvalidJob")
       assert.include(refused.message, "max_allowed_packet")
       assert.strictEqual(yield* countRows(shard!.database), 0)
       const [stored] = yield* storage.insert([{ funcname: "big", arg: new Uint8Array(limit).fill(97), runAfter: 0 }])
       assert.strictEqual(Option.getOrThrow(yield* storage.get(stored!.handle)).arg.length, limit)
       // Statements mode sends args as hex: half as much fits.
-      const halved = yield* make([yield* MysqlShard.make(shard!, { insertMode: "statements", maxAllowedPacket: 1024 * 1024 })])
-      const hex = yield* Effect.flip(halved.insert([{ funcname: "big", arg: new Uint8Array(limit / 2 + 1).fill(97), runAfter: 0 }]))
+      const halved = yield* make([
+        yield* MysqlShard.make(shard!, { insertMode: "statements", maxAllowedPacket: 1024 * 1024 })
+      ])
+      const hex = yield* Effect.flip(
+        halved.insert([{ funcname: "big", arg: new Uint8Array(limit / 2 + 1).fill(97), runAfter: 0 }])
+      )
       assert.strictEqual(hex._tag, "InvalidJob")
-      assert.strictEqual((yield* halved.insert([{ funcname: "big", arg: new Uint8Array(limit / 2).fill(97), runAfter: 0 }])).length, 1)
+      assert.strictEqual(
+        (yield* halved.insert([{ funcname: "big", arg: new Uint8Array(limit / 2).fill(97), runAfter: 0 }])).length,
+        1
+      )
     }))
 
   it.scopedLive("this server's capabilities are detected: SKIP LOCKED, RETURNING, its max_allowed_packet", () =>
@@ -170,7 +197,9 @@ describe("MariaDB storage", () => {
       const [shard] = yield* testShards(1)
       const lines: Array<string> = []
       const storage = yield* make([yield* MysqlShard.make(shard!, { skipLocked: false })])
-      yield* storage.insert(Array.from({ length: 40 }, (_, i) => ({ funcname: "race", arg: `${i}`, runAfter: 1000 + i }))).pipe(
+      yield* storage.insert(
+        Array.from({ length: 40 }, (_, i) => ({ funcname: "race", arg: `${i}`, runAfter: 1000 + i }))
+      ).pipe(
         Effect.provide(Logger.replace(Logger.defaultLogger, Logger.map(Logger.logfmtLogger, (l) => void lines.push(l))))
       )
       assert.isTrue(lines.some((l) => l.includes("SKIP LOCKED off")), lines.join("\n"))
@@ -192,7 +221,10 @@ describe("MariaDB storage", () => {
       yield* Effect.promise(() => other.query("UPDATE job SET run_after = 4000000000 WHERE run_after < 1025"))
       yield* Effect.promise(() => other.query("COMMIT"))
       const claimed = yield* Fiber.join(ours)
-      assert.deepStrictEqual(claimed.map((j) => Buffer.from(j.arg).toString()), Array.from({ length: 15 }, (_, i) => `${25 + i}`))
+      assert.deepStrictEqual(
+        claimed.map((j) => Buffer.from(j.arg).toString()),
+        Array.from({ length: 15 }, (_, i) => `${25 + i}`)
+      )
     }))
 
   it.scopedLive("the pool keeps idle connections (maxIdle set) instead of reopening them every second", () =>
@@ -201,8 +233,14 @@ describe("MariaDB storage", () => {
       const client = yield* openClient(clientConfig(shard!, shard!.database), yield* Effect.scope)
       const IdRow = Schema.Array(Schema.Struct({ id: Schema.Number }))
       const connectionId = Effect.scoped(
-        Effect.flatMap(client.reserve, (conn) =>
-          Effect.flatMap(conn.executeUnprepared("SELECT CONNECTION_ID() AS id", [], undefined), Schema.decodeUnknown(IdRow)))
+        Effect.flatMap(
+          client.reserve,
+          (conn) =>
+            Effect.flatMap(
+              conn.executeUnprepared("SELECT CONNECTION_ID() AS id", [], undefined),
+              Schema.decodeUnknown(IdRow)
+            )
+        )
       ).pipe(Effect.map((rows) => rows[0]!.id))
       const before = yield* connectionId
       // mysql2 sweeps idle connections every second; without maxIdle it would close this one.
@@ -254,7 +292,9 @@ describe("MariaDB storage faults", () => {
         ),
         () => adminQuery(`DROP USER IF EXISTS '${user}'@'%'`)
       )
-      const backend = yield* MysqlShard.make({ ...shard!, user, password: Redacted.make("pw") }, { insertMode: "statements" })
+      const backend = yield* MysqlShard.make({ ...shard!, user, password: Redacted.make("pw") }, {
+        insertMode: "statements"
+      })
       const limited = yield* make([backend])
       const error = yield* Effect.flip(limited.insert([
         { funcname: "f", uniqkey: "old", runAfter: 0 },
@@ -304,9 +344,17 @@ describe("MariaDB storage faults", () => {
         const good = yield* storageOver([{ ...shard!, user, password: Redacted.make(secret) }])
         yield* good.insert([{ funcname: "f", runAfter: 0 }])
         yield* good.claimDue(1, 10, "1000 seconds")
-        const bad = yield* storageOver([{ ...shardConfig(1, "garivini_nowhere"), user, password: Redacted.make(secret) }])
+        const bad = yield* storageOver([{
+          ...shardConfig(1, "garivini_nowhere"),
+          user,
+          password: Redacted.make(secret)
+        }])
         const refused = yield* Effect.flip(bad.insert([{ funcname: "f", runAfter: 0 }]))
-        const unknownUser = yield* storageOver([{ ...shardConfig(1, shard!.database), user: "nobody", password: Redacted.make(secret) }])
+        const unknownUser = yield* storageOver([{
+          ...shardConfig(1, shard!.database),
+          user: "nobody",
+          password: Redacted.make(secret)
+        }])
         const denied = yield* Effect.flip(unknownUser.claimDue(1, 10, "1000 seconds"))
         return [refused, denied]
       }).pipe(
@@ -319,7 +367,8 @@ describe("MariaDB storage faults", () => {
       assert.deepStrictEqual(errors.map((e) => e._tag), ["StorageUnavailable", "ShardUnavailable"])
       for (const line of lines) assert.notInclude(line, secret)
       for (const e of errors) {
-        for (const text of [e.message, JSON.stringify(e), String(e), Cause.pretty(Cause.fail(e))]) assert.notInclude(text, secret)
+        for (const text of [e.message, JSON.stringify(e), String(e), Cause.pretty(Cause.fail(e))])
+          assert.notInclude(text, secret)
       }
     }))
 

@@ -13,7 +13,10 @@ export const mysqlEnv = (options: MysqlShardOptions = {}, storageOptions: Storag
     const shards = yield* testShards(2)
     const port = yield* closedPort
     const over = (configs: ReadonlyArray<ShardConfig>) =>
-      Effect.flatMap(Effect.forEach(configs, (c) => MysqlShard.make(c, options)), (backends) => make(backends, storageOptions))
+      Effect.flatMap(
+        Effect.forEach(configs, (c) => MysqlShard.make(c, options)),
+        (backends) => make(backends, storageOptions)
+      )
     return {
       storage: yield* over(shards),
       degraded: yield* over([...shards, shardConfig(3, "garivini_nowhere", port)]),
@@ -24,4 +27,7 @@ export const mysqlEnv = (options: MysqlShardOptions = {}, storageOptions: Storag
 storageContract("MariaDB (INSERT ... RETURNING)", mysqlEnv({ insertMode: "returning" }))
 storageContract("MariaDB (single-row statements, as on MySQL)", mysqlEnv({ insertMode: "statements" }))
 storageContract("MariaDB (concurrent inserts coalesced, as the layer does)", mysqlEnv({}, { coalesceInserts: true }))
-storageContract("MariaDB (without SKIP LOCKED, as on MariaDB < 10.6 and MySQL < 8.0.1)", mysqlEnv({ skipLocked: false }))
+storageContract(
+  "MariaDB (without SKIP LOCKED, as on MariaDB < 10.6 and MySQL < 8.0.1)",
+  mysqlEnv({ skipLocked: false })
+)

@@ -2,7 +2,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Schema } from "effect"
 import { fastJobRow } from "../../src/Job.js"
-import { decodeReturned, isReturnedRow, jobsFromRows, jobsFromRowsWithSchema, ReturnedRow } from "../../src/storage/sql/rows.js"
+import {
+  decodeReturned,
+  isReturnedRow,
+  jobsFromRows,
+  jobsFromRowsWithSchema,
+  ReturnedRow
+} from "../../src/storage/sql/rows.js"
 
 describe("SQL rows", () => {
   it("job rows: the fast decoder and the JobRow schema agree on every row", () => {
@@ -17,7 +23,16 @@ describe("SQL rows", () => {
       failcount: [0, 4, "4", undefined]
     }
     const keys = Object.keys(values) as Array<keyof typeof values>
-    const base = { jobid: 1, funcname: "f", arg: Buffer.from("x"), uniqkey: null, coalesce: null, run_after: 0, flag: "shim", failcount: 0 }
+    const base = {
+      jobid: 1,
+      funcname: "f",
+      arg: Buffer.from("x"),
+      uniqkey: null,
+      coalesce: null,
+      run_after: 0,
+      flag: "shim",
+      failcount: 0
+    }
     const variants: Array<Record<string, unknown>> = [base]
     for (const k of keys) for (const v of values[k]) variants.push({ ...base, [k]: v })
     for (const v of values.arg) for (const f of values.flag) variants.push({ ...base, arg: v, flag: f, extra: 1 })
@@ -29,14 +44,23 @@ describe("SQL rows", () => {
       if (fast === undefined) continue
       fastOnes++
       assert.isTrue(Either.isRight(slow), what)
-      if (Either.isRight(slow)) assert.deepStrictEqual({ ...fast, arg: [...fast.arg] }, { ...slow.right[0]!, arg: [...slow.right[0]!.arg] }, what)
+      if (Either.isRight(slow))
+        assert.deepStrictEqual(
+          { ...fast, arg: [...fast.arg] },
+          { ...slow.right[0]!, arg: [...slow.right[0]!.arg] },
+          what
+        )
     }
     assert.isAbove(fastOnes, 10)
     // A batch with one unusual row goes through the schema as a whole, and still decodes.
     const mixed = Effect.runSync(jobsFromRows(3, [base, { ...base, jobid: "7", flag: null }]))
     assert.deepStrictEqual(mixed.map((j) => [j.jobid, j.flag]), [[1, "shim"], [7, "shim"]])
     for (const bad of [{ ...base, flag: "weird" }, { ...base, jobid: -1 }, { ...base, arg: "text" }, "not a row"]) {
-      assert.strictEqual(Effect.runSync(Effect.flip(jobsFromRows(3, [base, bad])))._tag, "ShardRejected", JSON.stringify(bad))
+      assert.strictEqual(
+        Effect.runSync(Effect.flip(jobsFromRows(3, [base, bad])))._tag,
+        "ShardRejected",
+        JSON.stringify(bad)
+      )
     }
   })
 
@@ -48,7 +72,8 @@ describe("SQL rows", () => {
     }
     const base = { jobid: 1, funcname: "f", uniqkey: null }
     const variants: Array<unknown> = [base, "not a row", null, { ...base, extra: 1 }]
-    for (const k of Object.keys(values) as Array<keyof typeof values>) for (const v of values[k]) variants.push({ ...base, [k]: v })
+    for (const k of Object.keys(values) as Array<keyof typeof values>)
+      for (const v of values[k]) variants.push({ ...base, [k]: v })
     const decodeWithSchema = Schema.decodeUnknownEither(ReturnedRow)
     let guarded = 0
     for (const variant of variants) {
@@ -57,11 +82,19 @@ describe("SQL rows", () => {
       guarded++
       const slow = decodeWithSchema(variant)
       assert.isTrue(Either.isRight(slow), what)
-      if (Either.isRight(slow)) assert.deepStrictEqual(slow.right, { jobid: variant.jobid, funcname: variant.funcname, uniqkey: variant.uniqkey }, what)
+      if (Either.isRight(slow))
+        assert.deepStrictEqual(slow.right, {
+          jobid: variant.jobid,
+          funcname: variant.funcname,
+          uniqkey: variant.uniqkey
+        }, what)
     }
     assert.isAbove(guarded, 5)
     // A numeric-string jobid is not the guard's shape: the schema decodes it; a bad row is refused.
     assert.deepStrictEqual(Effect.runSync(decodeReturned([base, { ...base, jobid: "7" }])).map((r) => r.jobid), [1, 7])
-    assert.strictEqual(Effect.runSync(Effect.flip(decodeReturned([base, { ...base, jobid: -1 }])))._tag, "ShardRejected")
+    assert.strictEqual(
+      Effect.runSync(Effect.flip(decodeReturned([base, { ...base, jobid: -1 }])))._tag,
+      "ShardRejected"
+    )
   })
 })

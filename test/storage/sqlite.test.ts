@@ -39,7 +39,8 @@ const sqliteLayer = (filename: string) => Layer.orDie(layerSqlite({ filename }))
 const otherConnection = (filename: string) => SqliteClient.make({ filename }).pipe(Effect.provide(Reactivity.layer))
 
 /** The one value of a one-row, one-column query. */
-const scalar = (rows: unknown) => Schema.decodeUnknownSync(Schema.Tuple(Schema.Record({ key: Schema.String, value: Schema.Unknown })))(rows)[0]
+const scalar = (rows: unknown) =>
+  Schema.decodeUnknownSync(Schema.Tuple(Schema.Record({ key: Schema.String, value: Schema.Unknown })))(rows)[0]
 const single = (rows: unknown) => Object.values(scalar(rows))[0]
 
 describe("SQLite storage", () => {
@@ -49,30 +50,43 @@ describe("SQLite storage", () => {
       const mode = (path: string) => (statSync(path).mode & 0o777).toString(8)
       const filename = join(dir, "private.db")
       yield* Effect.scoped(Effect.gen(function*() {
-        yield* Effect.provide(Client.insertJob({ funcname: "secret", arg: "private" }), yield* Layer.build(sqliteLayer(filename)))
+        yield* Effect.provide(
+          Client.insertJob({ funcname: "secret", arg: "private" }),
+          yield* Layer.build(sqliteLayer(filename))
+        )
         // Open: the WAL and its index exist now, beside the file.
-        assert.deepStrictEqual([mode(filename), mode(`${filename}-wal`), mode(`${filename}-shm`)], ["600", "600", "600"])
+        assert.deepStrictEqual([mode(filename), mode(`${filename}-wal`), mode(`${filename}-shm`)], [
+          "600",
+          "600",
+          "600"
+        ])
       }))
       const shared = join(dir, "shared.db")
       writeFileSync(shared, "")
       chmodSync(shared, 0o640)
-      yield* Effect.scoped(Effect.provide(Client.insertJob({ funcname: "shared", arg: "x" }), yield* Layer.build(sqliteLayer(shared))))
+      yield* Effect.scoped(
+        Effect.provide(Client.insertJob({ funcname: "shared", arg: "x" }), yield* Layer.build(sqliteLayer(shared)))
+      )
       assert.strictEqual(mode(shared), "640")
     }))
 
   it.scopedLive("a file closed and reopened keeps its jobs, and ids are never reused", () =>
     Effect.gen(function*() {
       const filename = join(yield* tempDir("garivini-sqlite-"), "keep.db")
-      const stored = yield* Effect.scoped(Layer.build(sqliteLayer(filename)).pipe(
-        Effect.flatMap((ctx) =>
-          Effect.gen(function*() {
-            const outcomes = yield* Client.insertJobs(Array.from({ length: 5 }, (_, i) => ({ funcname: "keep", arg: `job ${i}`, uniqkey: `k${i}` })))
-            // The newest job is deleted: its id must not come back.
-            yield* Client.completeJob(outcomes[4]!.handle)
-            return outcomes
-          }).pipe(Effect.provide(ctx))
+      const stored = yield* Effect.scoped(
+        Layer.build(sqliteLayer(filename)).pipe(
+          Effect.flatMap((ctx) =>
+            Effect.gen(function*() {
+              const outcomes = yield* Client.insertJobs(
+                Array.from({ length: 5 }, (_, i) => ({ funcname: "keep", arg: `job ${i}`, uniqkey: `k${i}` }))
+              )
+              // The newest job is deleted: its id must not come back.
+              yield* Client.completeJob(outcomes[4]!.handle)
+              return outcomes
+            }).pipe(Effect.provide(ctx))
+          )
         )
-      ))
+      )
       // Closed with its layer: the last connection's close checkpoints the WAL into the file and removes it.
       assert.isFalse(existsSync(`${filename}-wal`))
       assert.isTrue(existsSync(filename))
@@ -95,7 +109,9 @@ describe("SQLite storage", () => {
         assert.strictEqual(single(yield* other.unsafe("PRAGMA journal_mode")), "wal")
         assert.strictEqual(single(yield* other.unsafe("SELECT COUNT(*) AS n FROM job WHERE funcname = 'seen'")), 2)
         // A write from the other side (a row as the Perl client writes it: flag NULL) is read by ours.
-        yield* other.unsafe("INSERT INTO job (funcname, arg, run_after, flag) VALUES ('perl', ?, 0, NULL)", [Buffer.from([0xff, 0])])
+        yield* other.unsafe("INSERT INTO job (funcname, arg, run_after, flag) VALUES ('perl', ?, 0, NULL)", [
+          Buffer.from([0xff, 0])
+        ])
         const [claimed] = yield* (yield* Storage).claimDue(1, 10, "1000 seconds").pipe(
           Effect.map((jobs) => jobs.filter((j) => j.funcname === "perl"))
         )
@@ -177,7 +193,14 @@ describe("SQLite storage", () => {
         Effect.scoped(Effect.gen(function*() {
           const driver = yield* SqliteShard.loadDriver()
           const backend = yield* SqliteShard.make(driver, 1, filename, options)
-          yield* backend.insert([{ funcname: "s", arg: new Uint8Array(0), uniqkey: null, coalesce: null, runAfter: 0, flag: "shim" }])
+          yield* backend.insert([{
+            funcname: "s",
+            arg: new Uint8Array(0),
+            uniqkey: null,
+            coalesce: null,
+            runAfter: 0,
+            flag: "shim"
+          }])
           return Option.getOrThrow(yield* backend.get(1))
         }))
       const filename = join(dir, "sync.db")

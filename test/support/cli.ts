@@ -17,7 +17,9 @@ export const garivini = (...args: ReadonlyArray<string>) => gariviniWithEnv({}, 
 export const gariviniWithEnv = (env: Readonly<Record<string, string>>, ...args: ReadonlyArray<string>) =>
   Effect.async<Result>((resume) => {
     execFile("node", ["bin/garivini.js", ...args], { env: { ...baseEnv, ...env } }, (error, stdout, stderr) => {
-      resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
+      resume(
+        Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr })
+      )
     })
   })
 
@@ -28,12 +30,18 @@ export const background = (...args: ReadonlyArray<string>) =>
     let stdout = ""
     let stderr = ""
     const child = yield* Effect.acquireRelease(
-      Effect.sync(() => spawn("node", ["bin/garivini.js", ...args], { env: baseEnv, stdio: ["ignore", "pipe", "pipe"] })),
+      Effect.sync(() =>
+        spawn("node", ["bin/garivini.js", ...args], { env: baseEnv, stdio: ["ignore", "pipe", "pipe"] })
+      ),
       (c) => Effect.sync(() => c.kill("SIGKILL"))
     )
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-    child.on("exit", (code, signal) => Effect.runSync(Deferred.succeed(exit, { code: code ?? (signal === null ? 1 : 128), stdout, stderr })))
+    child.on(
+      "exit",
+      (code, signal) =>
+        Effect.runSync(Deferred.succeed(exit, { code: code ?? (signal === null ? 1 : 128), stdout, stderr }))
+    )
     return {
       output: Effect.sync(() => stdout),
       errors: Effect.sync(() => stderr),
@@ -47,7 +55,11 @@ export const background = (...args: ReadonlyArray<string>) =>
     }
   })
 
-const JobLine = Schema.parseJson(Schema.Struct({ handle: Schema.String, funcname: Schema.String, state: Schema.String }))
+const JobLine = Schema.parseJson(
+  Schema.Struct({ handle: Schema.String, funcname: Schema.String, state: Schema.String })
+)
 export const listJobs = (db: string, ...filters: ReadonlyArray<string>) =>
-  Effect.map(garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters), (r) =>
-    r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l)))
+  Effect.map(
+    garivini("jobs", "list", "--db", db, "--json", "--limit", "10000", ...filters),
+    (r) => r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => Schema.decodeUnknownSync(JobLine)(l))
+  )

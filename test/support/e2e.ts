@@ -11,7 +11,10 @@ export const env = (shards: ReadonlyArray<ShardConfig>, servers: ReadonlyArray<s
   Layer.mergeAll(StorageLayers.layer({ shards }), Gearman.layer({ servers }))
 
 /** Jobs still stored, over every shard and state. */
-export const remaining = Effect.flatMap(Storage, (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0)))
+export const remaining = Effect.flatMap(
+  Storage,
+  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0))
+)
 
 /** Records each execution per handle, so "exactly once" can be checked. */
 export const recorder = Effect.sync(() => {

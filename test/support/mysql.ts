@@ -40,7 +40,8 @@ export const testShards = (count: number) =>
       yield* migrate(shards).pipe(Effect.orDie)
       return shards
     }),
-    (shards) => Effect.forEach(shards, (s) => adminQuery(`DROP DATABASE IF EXISTS \`${s.database}\``), { discard: true })
+    (shards) =>
+      Effect.forEach(shards, (s) => adminQuery(`DROP DATABASE IF EXISTS \`${s.database}\``), { discard: true })
   )
 
 /** A port on 127.0.0.1 where nothing listens: connections to it are refused. */

@@ -29,7 +29,11 @@ export const makeProxy = (target: { readonly host: string; readonly port: number
     Effect.async<{ proxy: Proxy; close: () => Promise<void> }>((resume) => {
       const sockets = new Set<net.Socket>()
       let trap: string | null = null
-      let holdTrap: { readonly marker: string; readonly arrived: () => void; readonly onRelease: (go: () => void) => void } | null = null
+      let holdTrap: {
+        readonly marker: string
+        readonly arrived: () => void
+        readonly onRelease: (go: () => void) => void
+      } | null = null
       const onConnection = (client: net.Socket) => {
         const upstream = net.connect(target.port, target.host)
         sockets.add(client).add(upstream)

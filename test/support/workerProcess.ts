@@ -16,12 +16,16 @@ const program = Effect.gen(function*() {
   const fn = yield* Config.string("GARIVINI_TEST_FUNCTION")
   const server = yield* Config.string("GARIVINI_TEST_GEARMAN")
   const shards = yield* shardsConfig
-  yield* Effect.scoped(Effect.gen(function*() {
-    if (role === "controller") yield* Controller.serve()
-    else yield* Worker.serve({ [fn]: (job) => Effect.zipRight(Console.log(`started ${formatHandle(job)}`), Effect.never) })
-    yield* Console.log("ready")
-    return yield* Effect.never
-  }).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layer({ shards }), Gearman.layer({ servers: [server] })))))
+  yield* Effect.scoped(
+    Effect.gen(function*() {
+      if (role === "controller") yield* Controller.serve()
+      else yield* Worker.serve({
+          [fn]: (job) => Effect.zipRight(Console.log(`started ${formatHandle(job)}`), Effect.never)
+        })
+      yield* Console.log("ready")
+      return yield* Effect.never
+    }).pipe(Effect.provide(Layer.mergeAll(StorageLayers.layer({ shards }), Gearman.layer({ servers: [server] }))))
+  )
 }).pipe(Logger.withMinimumLogLevel(LogLevel.Error))
 
 NodeRuntime.runMain(program)

@@ -7,7 +7,9 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Schema } from "effect"
 
 // COUNT(*) is a BIGINT: a string when the driver returns big numbers as strings.
-const decodeCount = Schema.decodeUnknown(Schema.Array(Schema.Struct({ n: Schema.Union(Schema.Number, Schema.NumberFromString) })))
+const decodeCount = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ n: Schema.Union(Schema.Number, Schema.NumberFromString) }))
+)
 
 /** Decoding rows of the catalog; a row that does not decode is the server's oddity, not ours to fix. */
 const rowsAs = <A, I>(schema: Schema.Schema<A, I>, rows: unknown) =>

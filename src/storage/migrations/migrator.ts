@@ -118,30 +118,37 @@ const decodeRecorded = Schema.decodeUnknown(Schema.Array(Recorded))
 const recorded = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   if (!(yield* tableExists(MIGRATIONS_TABLE))) return []
-  const rows = yield* sql`SELECT migration_id, name, created_at FROM ${sql(MIGRATIONS_TABLE)} ORDER BY migration_id`.withoutTransform
+  const rows = yield* sql`SELECT migration_id, name, created_at FROM ${sql(MIGRATIONS_TABLE)} ORDER BY migration_id`
+    .withoutTransform
   // A table of that name that does not decode is not ours: a defect no caller can repair.
   return yield* decodeRecorded(rows).pipe(Effect.orDie)
 })
 
 /** What is applied and what is pending, changing nothing. */
-export const statusOf = (list: MigrationList): Effect.Effect<Status, SqlError, SqlClient.SqlClient> => Effect.gen(function*() {
-  const known = idsOf(list)
-  const rows = yield* recorded
-  const byId = new Map(rows.map((r) => [r.migration_id, r]))
-  const ours = known.map(({ id, name }): MigrationState => ({
-    id,
-    label: label(id, name),
-    appliedAt: Option.map(Option.fromNullable(byId.get(id)), (r) => r.created_at),
-    unknown: false
-  }))
-  const newer = rows
-    .filter((r) => !known.some((k) => k.id === r.migration_id))
-    .map((r): MigrationState => ({ id: r.migration_id, label: label(r.migration_id, r.name), appliedAt: Option.some(r.created_at), unknown: true }))
-  return {
-    migrations: [...ours, ...newer].sort((a, b) => a.id - b.id),
-    adoptsJobTable: rows.length === 0 && (yield* jobTableExists)
-  }
-}).pipe(Effect.withSpan("Migrate.status"))
+export const statusOf = (list: MigrationList): Effect.Effect<Status, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const known = idsOf(list)
+    const rows = yield* recorded
+    const byId = new Map(rows.map((r) => [r.migration_id, r]))
+    const ours = known.map(({ id, name }): MigrationState => ({
+      id,
+      label: label(id, name),
+      appliedAt: Option.map(Option.fromNullable(byId.get(id)), (r) => r.created_at),
+      unknown: false
+    }))
+    const newer = rows
+      .filter((r) => !known.some((k) => k.id === r.migration_id))
+      .map((r): MigrationState => ({
+        id: r.migration_id,
+        label: label(r.migration_id, r.name),
+        appliedAt: Option.some(r.created_at),
+        unknown: true
+      }))
+    return {
+      migrations: [...ours, ...newer].sort((a, b) => a.id - b.id),
+      adoptsJobTable: rows.length === 0 && (yield* jobTableExists)
+    }
+  }).pipe(Effect.withSpan("Migrate.status"))
 
 export const status = statusOf(migrations)
 
@@ -158,8 +165,11 @@ const serialized = <A, E, R>(body: Effect.Effect<A, E, R>) =>
           const conn = yield* sql.reserve
           const name = "LEFT(CONCAT('garivini_migrate:', DATABASE()), 64)"
           const [row] = yield* conn.executeUnprepared(`SELECT GET_LOCK(${name}, 60) AS got`, [], undefined)
-          if (Number(row?.got) !== 1) return yield* new MigrationsLocked({ reason: "waited 60 s for another migrator's lock" })
-          yield* Effect.addFinalizer(() => Effect.ignore(conn.executeUnprepared(`SELECT RELEASE_LOCK(${name})`, [], undefined)))
+          if (Number(row?.got) !== 1)
+            return yield* new MigrationsLocked({ reason: "waited 60 s for another migrator's lock" })
+          yield* Effect.addFinalizer(() =>
+            Effect.ignore(conn.executeUnprepared(`SELECT RELEASE_LOCK(${name})`, [], undefined))
+          )
           return yield* body
         })),
       orElse: () => body
@@ -183,11 +193,14 @@ export const applyOf = (list: MigrationList): Effect.Effect<Applied, ApplyError,
     const latest = Math.max(0, ...before.map((r) => r.migration_id))
     const running = yield* Ref.make(Option.none<string>())
     const done = yield* Ref.make(new Set<number>())
-    const tracked = Record.map(list, (migration, key) =>
-      Effect.zipRight(Ref.set(running, Option.some(key)), migration).pipe(
-        Effect.zipLeft(Ref.update(done, (s) => new Set([...s, Number(/^\d+/.exec(key)?.[0])]))),
-        Effect.annotateLogs("migration", key)
-      ))
+    const tracked = Record.map(
+      list,
+      (migration, key) =>
+        Effect.zipRight(Ref.set(running, Option.some(key)), migration).pipe(
+          Effect.zipLeft(Ref.update(done, (s) => new Set([...s, Number(/^\d+/.exec(key)?.[0])]))),
+          Effect.annotateLogs("migration", key)
+        )
+    )
 
     const failed = (cause: unknown) =>
       Effect.gen(function*() {
@@ -207,14 +220,18 @@ export const applyOf = (list: MigrationList): Effect.Effect<Applied, ApplyError,
 
     const ran = yield* runMigrator({ loader: Migrator.fromRecord(tracked), table: MIGRATIONS_TABLE }).pipe(
       // The Migrator turns a failing migration into a defect (MigrationError with the cause).
-      Effect.catchAllDefect((defect) => failed(defect instanceof Migrator.MigrationError && defect.cause !== undefined ? defect.cause : defect)),
+      Effect.catchAllDefect((defect) =>
+        failed(defect instanceof Migrator.MigrationError && defect.cause !== undefined ? defect.cause : defect)
+      ),
       Effect.catchTag("MigrationError", (e) => failed(e))
     )
     // The Migrator reports "already running" (another process recorded them first) as nothing to do.
     const after = yield* recorded
     const missing = known.filter((k) => !after.some((r) => r.migration_id === k.id))
     if (missing.length > 0) {
-      return yield* new MigrationsLocked({ reason: `${missing.map((k) => label(k.id, k.name)).join(", ")} not recorded yet` })
+      return yield* new MigrationsLocked({
+        reason: `${missing.map((k) => label(k.id, k.name)).join(", ")} not recorded yet`
+      })
     }
     const applied = ran.map(([id, name]) => label(id, name))
     if (adopted) yield* Effect.logInfo("adopted the existing job table as migration 1")
@@ -237,8 +254,14 @@ export const applyOnSqliteOpen: Effect.Effect<void, ShardFailure, SqlClient.SqlC
   Effect.catchTags({
     SqlError: (e) => {
       const code = sqliteCode(e)
-      const reason = `migrations: ${e.cause instanceof Error ? e.cause.message : e.message}${code === undefined ? "" : ` (${code})`}`
-      return Effect.fail(code !== undefined && /^SQLITE_(BUSY|LOCKED)/.test(code) ? new ShardUnreached({ reason }) : new ShardRejected({ reason }))
+      const reason = `migrations: ${e.cause instanceof Error ? e.cause.message : e.message}${
+        code === undefined ? "" : ` (${code})`
+      }`
+      return Effect.fail(
+        code !== undefined && /^SQLITE_(BUSY|LOCKED)/.test(code)
+          ? new ShardUnreached({ reason })
+          : new ShardRejected({ reason })
+      )
     },
     MigrationsLocked: (e) => Effect.fail(new ShardUnreached({ reason: `${e.message} (SQLITE_BUSY)` })),
     JobTableMismatch: (e) => Effect.fail(new ShardRejected({ reason: e.message })),

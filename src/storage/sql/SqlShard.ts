@@ -11,13 +11,23 @@
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, ExecutionStrategy, Exit, Option, Schedule, Scope, SynchronizedRef } from "effect"
+import type { Schedule } from "effect"
+import { Effect, ExecutionStrategy, Exit, Option, Scope, SynchronizedRef } from "effect"
 import { NEVER } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "../ShardBackend.js"
 import { jobsFromRows } from "./rows.js"
-import { claimColumns, countsFromRows, countsStatement, inlineLimit, JOB_COLUMNS, listStatement, withArgs, withinBudget } from "./statements.js"
+import {
+  claimColumns,
+  countsFromRows,
+  countsStatement,
+  inlineLimit,
+  JOB_COLUMNS,
+  listStatement,
+  withArgs,
+  withinBudget
+} from "./statements.js"
 
 /** What every dialect learns when it opens: at least the largest arg one statement can carry. */
 export interface Capabilities {
@@ -54,9 +64,15 @@ export interface Dialect<C extends Capabilities> {
   /** Rows matched by an UPDATE or DELETE, from the driver's raw result. */
   readonly changes: (raw: unknown) => Effect.Effect<number, ShardFailure>
   /** Inserts rows (INSERT IGNORE semantics, one result per row, in order). */
-  readonly insert: (ctx: InsertContext<C>, rows: ReadonlyArray<ValidNewJob>) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure>
+  readonly insert: (
+    ctx: InsertContext<C>,
+    rows: ReadonlyArray<ValidNewJob>
+  ) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure>
   /** Failures after which the whole operation is run again (nothing was applied), and how. */
-  readonly retry: { readonly while: (failure: ShardFailure) => boolean; readonly schedule: Schedule.Schedule<unknown, ShardFailure> }
+  readonly retry: {
+    readonly while: (failure: ShardFailure) => boolean
+    readonly schedule: Schedule.Schedule<unknown, ShardFailure>
+  }
   /** At most this many operations at once (SQLite: one writer, so no statement interleaves a transaction). */
   readonly permits?: number | undefined
 }
@@ -96,7 +112,9 @@ export const make = <C extends Capabilities>(
     )
 
     /** Runs `f` on a reserved connection; failures that applied nothing run it again (dialect.retry). */
-    const withConnection = <A>(f: (conn: Connection, caps: C) => Effect.Effect<A, ShardFailure>): Effect.Effect<A, ShardFailure> => {
+    const withConnection = <A>(
+      f: (conn: Connection, caps: C) => Effect.Effect<A, ShardFailure>
+    ): Effect.Effect<A, ShardFailure> => {
       const once = Effect.scoped(Effect.gen(function*() {
         const { caps, client } = yield* connected
         const conn = yield* client.reserve.pipe(
@@ -113,24 +131,29 @@ export const make = <C extends Capabilities>(
      * leave the connection mid-transaction. Nothing is applied before COMMIT, so a failure there
      * (the connection lost included: the server rolls back) is "unreached" unless refused.
      */
-    const inTransaction = (conn: Connection) => <A>(body: Effect.Effect<A, ShardFailure>): Effect.Effect<A, ShardFailure> =>
-      Effect.uninterruptible(Effect.gen(function*() {
-        yield* conn.executeUnprepared(dialect.begin, [], undefined).pipe(Effect.mapError((e) => notApplied(dialect.classify(e))))
-        const exit = yield* Effect.exit(body)
-        if (Exit.isFailure(exit)) {
-          yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
-          return yield* Effect.failCause(exit.cause).pipe(Effect.mapError(notApplied))
-        }
-        yield* conn.executeUnprepared("COMMIT", [], undefined).pipe(
-          Effect.mapError((e) => {
-            const failure = dialect.classify(e)
-            return failure._tag === "ShardLost" ? new ShardLost({ reason: `COMMIT: ${failure.reason}`, cause: e }) : failure
-          }),
-          // A COMMIT that fails is rolled back: make sure the connection is out of the transaction.
-          Effect.tapError(() => conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore))
-        )
-        return exit.value
-      }))
+    const inTransaction =
+      (conn: Connection) => <A>(body: Effect.Effect<A, ShardFailure>): Effect.Effect<A, ShardFailure> =>
+        Effect.uninterruptible(Effect.gen(function*() {
+          yield* conn.executeUnprepared(dialect.begin, [], undefined).pipe(
+            Effect.mapError((e) => notApplied(dialect.classify(e)))
+          )
+          const exit = yield* Effect.exit(body)
+          if (Exit.isFailure(exit)) {
+            yield* conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore)
+            return yield* Effect.failCause(exit.cause).pipe(Effect.mapError(notApplied))
+          }
+          yield* conn.executeUnprepared("COMMIT", [], undefined).pipe(
+            Effect.mapError((e) => {
+              const failure = dialect.classify(e)
+              return failure._tag === "ShardLost"
+                ? new ShardLost({ reason: `COMMIT: ${failure.reason}`, cause: e })
+                : failure
+            }),
+            // A COMMIT that fails is rolled back: make sure the connection is out of the transaction.
+            Effect.tapError(() => conn.executeUnprepared("ROLLBACK", [], undefined).pipe(Effect.ignore))
+          )
+          return exit.value
+        }))
 
     const classified = <A>(effect: Effect.Effect<A, SqlError>) => Effect.mapError(effect, dialect.classify)
     const rows = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
@@ -139,9 +162,17 @@ export const make = <C extends Capabilities>(
       Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
 
     const insert = (input: ReadonlyArray<ValidNewJob>) =>
-      withConnection((conn, caps) => dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input))
+      withConnection((conn, caps) =>
+        dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input)
+      )
 
-    const claimDue = (now: number, limit: number, leaseUntil: number, exclude: ReadonlyArray<string>, maxBytes: number) =>
+    const claimDue = (
+      now: number,
+      limit: number,
+      leaseUntil: number,
+      exclude: ReadonlyArray<string>,
+      maxBytes: number
+    ) =>
       withConnection((conn, caps) =>
         inTransaction(conn)(Effect.gen(function*() {
           const inlineMax = inlineLimit(limit, maxBytes)
@@ -160,7 +191,12 @@ export const make = <C extends Capabilities>(
           let due = take
           if (fetch.length > 0) {
             const ids = dialect.inList(fetch)
-            due = yield* withArgs(take, yield* classified(conn.execute(`SELECT jobid, arg FROM job WHERE jobid IN ${ids.sql}`, ids.params, undefined)))
+            due = yield* withArgs(
+              take,
+              yield* classified(
+                conn.execute(`SELECT jobid, arg FROM job WHERE jobid IN ${ids.sql}`, ids.params, undefined)
+              )
+            )
           }
           const ids = dialect.inList(due.map((j) => j.jobid))
           yield* changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [leaseUntil, ...ids.params])
@@ -182,11 +218,15 @@ export const make = <C extends Capabilities>(
       setRunAfter: (jobids, runAfter) => byIds("UPDATE job SET run_after = ?", jobids, [runAfter]),
       remove: (jobids) => byIds("DELETE FROM job", jobids, []),
       reschedule: (jobid, runAfter, failcount) =>
-        withConnection((conn) => changes(conn, "UPDATE job SET run_after = ?, failcount = ? WHERE jobid = ?", [runAfter, failcount, jobid])).pipe(
+        withConnection((conn) =>
+          changes(conn, "UPDATE job SET run_after = ?, failcount = ? WHERE jobid = ?", [runAfter, failcount, jobid])
+        ).pipe(
           Effect.map((n) => n > 0)
         ),
       retryNever: (funcname, now) =>
-        withConnection((conn) => changes(conn, `UPDATE job SET run_after = ? WHERE funcname = ? AND run_after >= ${NEVER}`, [now, funcname])),
+        withConnection((conn) =>
+          changes(conn, `UPDATE job SET run_after = ? WHERE funcname = ? AND run_after >= ${NEVER}`, [now, funcname])
+        ),
       counts: (now) =>
         withConnection((conn) => {
           const { params, sql } = countsStatement(now)

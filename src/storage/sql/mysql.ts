@@ -62,7 +62,9 @@ const MysqlErrorInfo = Schema.Struct({
 })
 const decodeErrorInfo = Schema.decodeUnknownOption(MysqlErrorInfo)
 
-const describe = (error: SqlError): { readonly reason: string; readonly refused: boolean; readonly code: string | undefined } => {
+const describe = (
+  error: SqlError
+): { readonly reason: string; readonly refused: boolean; readonly code: string | undefined } => {
   const info = decodeErrorInfo(error.cause)
   if (Option.isNone(info)) return { reason: error.message, refused: false, code: undefined }
   const { code, fatal, message, sqlMessage, sqlState } = info.value
@@ -160,7 +162,9 @@ const isLockConflict = (f: ShardFailure) =>
 const open = (shard: ShardConfig, options: MysqlShardOptions) => (scope: Scope.Scope) =>
   Effect.gen(function*() {
     const client = yield* openClient(clientConfig(shard, shard.database), scope)
-    const row = yield* client.unsafe("SELECT VERSION() AS version, @@max_allowed_packet AS max_packet").pipe(Effect.flatMap(decodeCaps))
+    const row = yield* client.unsafe("SELECT VERSION() AS version, @@max_allowed_packet AS max_packet").pipe(
+      Effect.flatMap(decodeCaps)
+    )
     const caps = detectCapabilities(row[0]!.version, row[0]!.max_packet, options)
     yield* Effect.logInfo(
       `connected: ${caps.version}, SKIP LOCKED ${caps.skipLocked ? "on" : "off"}, inserts via ${
@@ -327,5 +331,7 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
 })
 
 /** A shard in MySQL / MariaDB; its pool closes with the scope. */
-export const make = (shard: ShardConfig, options: MysqlShardOptions = {}): Effect.Effect<ShardBackend, never, Scope.Scope> =>
-  SqlShard.make(shard.id, dialect(shard, options))
+export const make = (
+  shard: ShardConfig,
+  options: MysqlShardOptions = {}
+): Effect.Effect<ShardBackend, never, Scope.Scope> => SqlShard.make(shard.id, dialect(shard, options))

@@ -45,13 +45,18 @@ export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<Readonl
 
 // -- RETURNING jobid, funcname, uniqkey (and the duplicate lookup) ----------------------------------
 
-export const ReturnedRow = Schema.Struct({ jobid: LenientInt, funcname: Schema.String, uniqkey: Schema.NullOr(Schema.String) })
+export const ReturnedRow = Schema.Struct({
+  jobid: LenientInt,
+  funcname: Schema.String,
+  uniqkey: Schema.NullOr(Schema.String)
+})
 export type ReturnedRow = typeof ReturnedRow.Type
 const decodeReturnedWithSchema = Schema.decodeUnknown(Schema.Array(ReturnedRow))
 
 /** ReturnedRow's guard: the shape mysql2 sends (jobid a number), a few field tests instead of a decode. */
 export const isReturnedRow = (row: unknown): row is ReturnedRow => {
-  if (typeof row !== "object" || row === null || !("jobid" in row) || !("funcname" in row) || !("uniqkey" in row)) return false
+  if (typeof row !== "object" || row === null || !("jobid" in row) || !("funcname" in row) || !("uniqkey" in row))
+    return false
   const { funcname, jobid, uniqkey } = row
   return typeof jobid === "number" && Number.isSafeInteger(jobid) && jobid >= 0 && typeof funcname === "string" &&
     (uniqkey === null || typeof uniqkey === "string")

@@ -38,7 +38,9 @@ import type { Dialect, InsertContext } from "./SqlShard.js"
  * no public declaration of Garivini names the optional package.
  */
 export interface SqliteDriver {
-  readonly make: (options: { readonly filename: string }) => Effect.Effect<SqlClient, never, Scope.Scope | Reactivity.Reactivity>
+  readonly make: (
+    options: { readonly filename: string }
+  ) => Effect.Effect<SqlClient, never, Scope.Scope | Reactivity.Reactivity>
 }
 
 const DRIVER_PACKAGE = "@effect/sql-sqlite-node"
@@ -119,7 +121,8 @@ const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) 
       Effect.flatMap((rows) => decodeJournal(rows).pipe(Effect.mapError(badData("journal mode"))))
     )
     const mode = journal[0]?.journal_mode ?? "unknown"
-    if (mode !== "wal") yield* Effect.logWarning(`journal mode is ${mode}, not wal: other processes will wait for writes`)
+    if (mode !== "wal")
+      yield* Effect.logWarning(`journal mode is ${mode}, not wal: other processes will wait for writes`)
     yield* run(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`)
     // 0: a locked database answers SQLITE_BUSY at once; the dialect's retry waits without blocking.
     yield* run("PRAGMA busy_timeout = 0")
@@ -127,22 +130,36 @@ const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) 
     yield* Effect.logInfo(`opened ${filename}: journal ${mode}, synchronous ${synchronous}`)
     return { client, caps: { maxArgBytes: ARG_MAX_BYTES } }
   }).pipe(
-    Effect.mapError((e) => e._tag === "ShardUnreached" ? e : new ShardUnreached({ reason: `cannot open the SQLite file: ${e.reason}`, cause: e })),
+    Effect.mapError((e) =>
+      e._tag === "ShardUnreached"
+        ? e
+        : new ShardUnreached({ reason: `cannot open the SQLite file: ${e.reason}`, cause: e })
+    ),
     Effect.annotateLogs({ sqlite: filename })
   )
 
-const INSERT = "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES (?,?,?,?,?,?,0)"
-const EXISTING = "SELECT jobid FROM job WHERE rtrim(funcname, ' ') = rtrim(?, ' ') AND rtrim(uniqkey, ' ') = rtrim(?, ' ')"
+const INSERT =
+  "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES (?,?,?,?,?,?,0)"
+const EXISTING =
+  "SELECT jobid FROM job WHERE rtrim(funcname, ' ') = rtrim(?, ' ') AND rtrim(uniqkey, ' ') = rtrim(?, ' ')"
 
 /** One prepared single-row INSERT per job (microseconds each in process). */
 const insertRow = (ctx: InsertContext<SqlShard.Capabilities>, row: ValidNewJob) =>
   Effect.gen(function*() {
-    const result = yield* ctx.conn.executeRaw(INSERT, [row.funcname, row.uniqkey, row.coalesce, bytesView(row.arg), row.runAfter, row.flag]).pipe(
+    const result = yield* ctx.conn.executeRaw(INSERT, [
+      row.funcname,
+      row.uniqkey,
+      row.coalesce,
+      bytesView(row.arg),
+      row.runAfter,
+      row.flag
+    ]).pipe(
       Effect.mapError(classify),
       Effect.flatMap(decodeRunResult)
     )
     if (result.changes === 1) return { _tag: "Inserted", jobid: Number(result.lastInsertRowid) } satisfies RowInsert
-    if (row.uniqkey === null) return yield* Effect.fail(new ShardRejected({ reason: "a job without uniqkey was ignored" }))
+    if (row.uniqkey === null)
+      return yield* Effect.fail(new ShardRejected({ reason: "a job without uniqkey was ignored" }))
     // In a batch's transaction the row that collided is still there.
     const existing = yield* ctx.conn.execute(EXISTING, [row.funcname, row.uniqkey], undefined).pipe(
       Effect.mapError(classify),
@@ -159,7 +176,11 @@ const insert = (ctx: InsertContext<SqlShard.Capabilities>, input: ReadonlyArray<
 }
 
 /** The SQLite dialect for one file. */
-export const dialect = (driver: SqliteDriver, filename: string, options: SqliteShardOptions = {}): Dialect<SqlShard.Capabilities> => ({
+export const dialect = (
+  driver: SqliteDriver,
+  filename: string,
+  options: SqliteShardOptions = {}
+): Dialect<SqlShard.Capabilities> => ({
   open: open(driver, filename, options.synchronous ?? "normal"),
   classify,
   // The write lock first: a deferred transaction that reads and then writes can fail with
@@ -211,7 +232,11 @@ const openFailure = (cause: unknown): ShardUnreached => {
   const error = Cause.isCause(cause) ? Cause.squash(cause) : cause
   const message = error instanceof Error ? error.message : String(error)
   const code = errorCode(error)
-  return new ShardUnreached({ reason: `cannot open the SQLite file: ${message}${code === undefined ? "" : ` (${code})`}`, code, cause: error })
+  return new ShardUnreached({
+    reason: `cannot open the SQLite file: ${message}${code === undefined ? "" : ` (${code})`}`,
+    code,
+    cause: error
+  })
 }
 
 const BindingsFailure = Schema.Struct({ tries: Schema.Array(Schema.String) })

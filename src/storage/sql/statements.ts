@@ -37,7 +37,10 @@ const CountRow = Schema.Struct({
 })
 const decodeCounts = Schema.decodeUnknown(Schema.Array(CountRow))
 
-export const countsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<FunctionCounts>, ShardRejected> =>
+export const countsFromRows = (
+  dbid: number,
+  rows: unknown
+): Effect.Effect<ReadonlyArray<FunctionCounts>, ShardRejected> =>
   decodeCounts(rows).pipe(
     Effect.mapError(badData("counts")),
     Effect.map((decoded) =>
