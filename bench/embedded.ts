@@ -4,7 +4,7 @@
 // synchronous injects at a steady rate, submit → handler start.
 import { spawn } from "node:child_process"
 import * as path from "node:path"
-import { Deferred, Duration, Effect, Layer } from "effect"
+import { Deferred, Duration, Effect, Layer, type Scope } from "effect"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { freePort } from "../src/gearmandProcess.js"
 import * as Client from "../src/roles/Client.js"
@@ -94,7 +94,7 @@ const up = (db: string, port: number, batchRunSleepMs: number | undefined) =>
 
 export const embedded = (
   o: BenchOptions,
-  store: Effect.Effect<EmbeddedStore, BenchError, import("effect").Scope.Scope>
+  store: Effect.Effect<EmbeddedStore, BenchError, Scope.Scope>
 ) =>
   Effect.scoped(Effect.gen(function*() {
     const s = yield* store

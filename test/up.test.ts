@@ -4,7 +4,7 @@
 import { execFile } from "node:child_process"
 import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer, Option, type Scope } from "effect"
 import { INTERNAL_FUNCTIONS, upCounts } from "../src/cli/up.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { serve } from "../src/gearman/tcpServer.js"
@@ -26,7 +26,7 @@ interface Target {
   readonly make: Effect.Effect<
     { readonly db: string; readonly storage: Layer.Layer<Storage> },
     never,
-    import("effect").Scope.Scope
+    Scope.Scope
   >
 }
 

@@ -166,6 +166,8 @@ export const connect = (
       open = false
       Deferred.unsafeDone(closed, Exit.succeed(reason))
     }
+    // Declared before the callbacks that read it, assigned once they exist: it cannot be a const.
+    // eslint-disable-next-line prefer-const
     link = yield* transport.open(server, {
       onData: (chunk) => {
         if (!open) return

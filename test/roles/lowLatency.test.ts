@@ -1,6 +1,6 @@
 // Low-latency mode on the memory layers: inject_jobs → Injector → run_queued_job → Controller → worker.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, Logger, Option, Schema, TestClock } from "effect"
+import { Deferred, Effect, Layer, Logger, Option, Schema, type Scope, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
@@ -50,7 +50,7 @@ const system = (fn: string, handler: Worker.JobHandler = () => Effect.void) =>
 // Time is TestClock's, set before the layers start.
 const test = (
   title: string,
-  body: Effect.Effect<void, unknown, Storage | Gearman.Gearman | import("effect").Scope.Scope>
+  body: Effect.Effect<void, unknown, Storage | Gearman.Gearman | Scope.Scope>
 ) => it.scoped(title, () => Effect.zipRight(TestClock.setTime(T0 * 1000), body.pipe(Effect.provide(layers()))))
 
 describe("low-latency mode (memory layers, TestClock)", () => {

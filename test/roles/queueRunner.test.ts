@@ -1,6 +1,6 @@
 // QueueRunner and worker helper on the memory layers, time driven by TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Option, Ref, TestClock } from "effect"
+import { Effect, Fiber, Layer, Option, Ref, type Scope, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { decodeWorkerJson } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
@@ -24,7 +24,7 @@ const dueCount = Effect.flatMap(
 
 const test = (
   title: string,
-  body: Effect.Effect<void, unknown, Storage | Gearman.Gearman | import("effect").Scope.Scope>
+  body: Effect.Effect<void, unknown, Storage | Gearman.Gearman | Scope.Scope>
 ) =>
   // The clock is set before the layers start: their timers would otherwise replay every tick
   // between 1970 and T0.
