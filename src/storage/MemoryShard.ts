@@ -80,13 +80,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         return [n, t]
       }))
 
-    const claimDue = (
-      now: number,
-      limit: number,
-      leaseUntil: number,
-      exclude: ReadonlyArray<string>,
-      maxBytes: number
-    ) =>
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes) =>
       guard(Ref.modify(table, (t): [ReadonlyArray<Job>, Table] => {
         const excluded = new Set(exclude)
         const candidates = [...t.rows.values()]

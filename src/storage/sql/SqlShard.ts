@@ -166,13 +166,7 @@ export const make = <C extends Capabilities>(
         dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input)
       )
 
-    const claimDue = (
-      now: number,
-      limit: number,
-      leaseUntil: number,
-      exclude: ReadonlyArray<string>,
-      maxBytes: number
-    ) =>
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes) =>
       withConnection((conn, caps) =>
         inTransaction(conn)(Effect.gen(function*() {
           const inlineMax = inlineLimit(limit, maxBytes)
