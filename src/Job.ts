@@ -431,7 +431,8 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<Job, Inv
     })),
     Either.mapLeft((e) =>
       new InvalidJob({
-        reason: `malformed worker JSON: ${clip(ParseResult.TreeFormatter.formatErrorSync(e), MAX_REJECTION_QUOTE)}`
+        reason: `malformed worker JSON: ${clip(ParseResult.TreeFormatter.formatErrorSync(e), MAX_REJECTION_QUOTE)}`,
+        cause: e
       })
     )
   )
