@@ -88,7 +88,7 @@ const wrap = <R>(
     yield* send({ _tag: "idle", lastrun: at, error: { at, message } })
     const failure = Cause.failureOption(exit.cause)
     if (Option.isSome(failure) && failure.value instanceof WorkException) return yield* Effect.fail(failure.value)
-    return yield* Effect.fail(new WorkFail({ reason: message }))
+    return yield* Effect.fail(new WorkFail({ reason: message, cause: Cause.squash(exit.cause) }))
   }).pipe(Effect.annotateLogs({ driverJob: job.name, function: fn.registered }))
 
 const main = Effect.gen(function*() {

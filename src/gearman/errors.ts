@@ -95,6 +95,8 @@ export class GearmanAdminError extends Data.TaggedError("GearmanAdminError")<{
 /** Handler outcome: end the job with WORK_FAIL. */
 export class WorkFail extends Data.TaggedError("WorkFail")<{
   readonly reason?: string
+  /** What made the handler fail the job (a rejected payload, the job's own failure), when known. */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return this.reason !== undefined && this.reason !== "" ? this.reason : "the handler failed the job"

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Either, ParseResult, Schema } from "effect"
+import { InvalidJob } from "../../src/errors.js"
 import { ConsoleUnavailable } from "../../src/driver/Console.js"
 import { loadModule } from "../../src/driver/attributes.js"
 import { readConfigFile } from "../../src/cli/config.js"
@@ -35,7 +36,11 @@ import { memoryTransport } from "../../src/gearman/memoryTransport.js"
 import { PacketType } from "../../src/gearman/protocol.js"
 import { GearmanListenError, serve } from "../../src/gearman/tcpServer.js"
 import { freePort, GearmandUnavailable, startGearmand } from "../../src/gearmandProcess.js"
-import { decodeWorkerJson } from "../../src/Job.js"
+import { decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
+import type { Job } from "../../src/Job.js"
+import { gearmanHandler, JobFailed, RetryAt } from "../../src/roles/Worker.js"
+import type * as Worker from "../../src/roles/Worker.js"
+import { layerMemory, Storage } from "../../src/storage/Storage.js"
 
 /** The message says something, and so does the error as Effect prints a failure. */
 const saysWhat = (error: Error, ...facts: ReadonlyArray<string>) => {
@@ -208,6 +213,60 @@ describe("Gearman errors keep their cause", () => {
       assert.instanceOf(error, GearmandUnavailable)
       saysWhat(error, "cannot start gearmand", "apt-get install")
       assert.strictEqual(errnoCode(error.cause), "ENOENT")
+    }))
+})
+
+/** A job as the worker helper's Gearman handler receives it. */
+const gearmanJob = (payload: string | Buffer) => ({
+  server: "memory",
+  handle: "H:memory:1",
+  functionName: "resize",
+  unique: "",
+  payload: Buffer.from(payload),
+  text: () => Buffer.from(payload).toString("utf8"),
+  sendData: () => Effect.void,
+  sendWarning: () => Effect.void,
+  sendStatus: () => Effect.void
+})
+
+describe("the worker helper's outcomes say why and keep the cause", () => {
+  const runHandler = (payload: string, handler: Worker.JobHandler) =>
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      return yield* Effect.flip(gearmanHandler(storage, () => Effect.void, "resize", handler)(gearmanJob(payload)))
+    }).pipe(Effect.provide(layerMemory()))
+
+  it("JobFailed and RetryAt render what the handler asked", () => {
+    saysWhat(new JobFailed({ reason: "image too large" }), "image too large")
+    saysWhat(new RetryAt({ when: "+60" }), "+60")
+  })
+
+  it.effect("a malformed worker JSON: the WORK_FAIL keeps the InvalidJob", () =>
+    Effect.gen(function*() {
+      const error = yield* runHandler("{\"jobid\":", () => Effect.void)
+      assert.instanceOf(error, WorkFail)
+      saysWhat(error, "malformed worker JSON")
+      assert.instanceOf(error.cause, InvalidJob)
+    }))
+
+  it.effect("a handler's JobFailed: the WORK_FAIL keeps it", () =>
+    Effect.gen(function*() {
+      const job: Job = {
+        dbid: 1,
+        jobid: 7,
+        funcname: "resize",
+        arg: Buffer.from("x"),
+        uniqkey: null,
+        coalesce: null,
+        runAfter: 0,
+        flag: "shim",
+        failcount: 0
+      }
+      const failed = new JobFailed({ reason: "image too large" })
+      const error = yield* runHandler(encodeWorkerJson(job), () => Effect.fail(failed))
+      assert.instanceOf(error, WorkFail)
+      saysWhat(error, "image too large")
+      assert.strictEqual(error.cause, failed)
     }))
 })
 
