@@ -40,6 +40,7 @@ import { decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
 import type { Job } from "../../src/Job.js"
 import { gearmanHandler, JobFailed, RetryAt } from "../../src/roles/Worker.js"
 import type * as Worker from "../../src/roles/Worker.js"
+import { loadDriver } from "../../src/storage/sql/sqlite.js"
 import { layerMemory, Storage } from "../../src/storage/Storage.js"
 
 /** The message says something, and so does the error as Effect prints a failure. */
@@ -278,6 +279,14 @@ describe("Driver and CLI errors keep their cause", () => {
     saysWhat(result.left, "malformed worker JSON")
     assert.isTrue(ParseResult.isParseError(result.left.cause))
   })
+
+  it.effect("the SQLite driver cannot be imported: SqliteDriverMissing keeps the import's error", () =>
+    Effect.gen(function*() {
+      const missing = "@effect/sql-sqlite-node-missing/SqliteClient"
+      const error = yield* Effect.flip(loadDriver(() => import(/* @vite-ignore */ missing)))
+      saysWhat(error, "cannot be loaded", "npm install")
+      assert.strictEqual(errnoCode(error.cause), "ERR_MODULE_NOT_FOUND")
+    }))
 
   it.effect("a worker module that cannot load: ConfigInvalid keeps the import's error", () =>
     Effect.gen(function*() {
