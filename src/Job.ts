@@ -296,7 +296,7 @@ export type JobRow = typeof JobRow.Type
  * flag), checked field by field without Schema: the QueueRunner decodes every row it claims, and
  * Schema's decoder was a quarter of what that process allocated. Anything else (numeric strings,
  * an empty or NULL flag, bad data) returns undefined and goes through the JobRow schema, which
- * also words the errors. The two agree on every row this accepts (test/Job.test.ts).
+ * also words the errors. The two agree on every row this accepts (test/storage/rows.test.ts).
  */
 export const fastJobRow = (dbid: number, row: unknown): Job | undefined => {
   if (typeof row !== "object" || row === null) return undefined
@@ -373,12 +373,13 @@ const isOptionalText = (v: unknown): v is string | null | undefined =>
 
 /**
  * The shape our QueueRunner and the Perl one send (numbers as numbers, a string arg, a known
- * flag), checked field by field without Schema: this runs once per job on every worker, and
- * Schema's decoder cost a few percent of a worker's CPU. Anything else — numeric strings, a NULL
- * arg, an empty flag, a malformed payload — goes to the Schema decoder, which also words the
- * errors. The two agree on every payload this accepts (test/Job.test.ts).
+ * flag), checked field by field without Schema: WorkerJob is the definition, this is its guard
+ * for the usual payload (a few times faster, and it runs once per job on every worker:
+ * docs/performance.md, "Worker JSON decoding"). Anything else — numeric strings, a NULL arg, an
+ * empty flag, a malformed payload — returns undefined and goes to the Schema decoder, which also
+ * words the errors. test/fuzz/workerJson.test.ts checks that the two agree.
  */
-const fastWorkerJob = (text: string): Job | undefined => {
+export const fastWorkerJob = (text: string): Job | undefined => {
   let parsed: unknown
   try {
     parsed = JSON.parse(text)
@@ -430,7 +431,8 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<Job, Inv
     })),
     Either.mapLeft((e) =>
       new InvalidJob({
-        reason: `malformed worker JSON: ${clip(ParseResult.TreeFormatter.formatErrorSync(e), MAX_REJECTION_QUOTE)}`
+        reason: `malformed worker JSON: ${clip(ParseResult.TreeFormatter.formatErrorSync(e), MAX_REJECTION_QUOTE)}`,
+        cause: e
       })
     )
   )

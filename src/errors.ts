@@ -9,6 +9,8 @@ export class InvalidJob extends Data.TaggedError("InvalidJob")<{
   readonly reason: string
   /** Position of the offending job in the batch, when the input was a batch. */
   readonly index?: number
+  /** What rejected it, when it was a decoder (the Schema's ParseError for a worker JSON). */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return this.index === undefined ? `invalid job: ${this.reason}` : `invalid job #${this.index}: ${this.reason}`
@@ -127,6 +129,8 @@ export type ShardOperationError = InvalidJob | InvalidArgument | ShardUnavailabl
 export class ConfigInvalid extends Data.TaggedError("ConfigInvalid")<{
   readonly field: string
   readonly reason: string
+  /** The failure behind it (a file's read or parse error, a decoder's ParseError), when there was one. */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `invalid configuration ${this.field}: ${this.reason}`
@@ -140,6 +144,8 @@ export class ConfigInvalid extends Data.TaggedError("ConfigInvalid")<{
 export class SqliteDriverMissing extends Data.TaggedError("SqliteDriverMissing")<{
   readonly reason: string
   readonly fix: string
+  /** The import's or the open's failure. */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `SQLite storage is not available: ${this.reason}; ${this.fix}`

@@ -12,7 +12,11 @@ import * as Path from "node:path"
 import { Data, Effect, Schedule } from "effect"
 import type { Scope } from "effect"
 
-export class GearmandUnavailable extends Data.TaggedError("GearmandUnavailable")<{ readonly message: string }> {}
+/** gearmand could not be started, or did not come up; `cause` is the spawn or connect error. */
+export class GearmandUnavailable extends Data.TaggedError("GearmandUnavailable")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
 
 /** A port on 127.0.0.1 that was free a moment ago. */
 export const freePort = Effect.async<number>((resume) => {
@@ -25,14 +29,14 @@ export const freePort = Effect.async<number>((resume) => {
 })
 
 const canConnect = (port: number) =>
-  Effect.async<void, string>((resume) => {
+  Effect.async<void, Error>((resume) => {
     const socket = Net.connect({ host: "127.0.0.1", port }, () => {
       socket.destroy()
       resume(Effect.void)
     })
     socket.once("error", (e) => {
       socket.destroy()
-      resume(Effect.fail(e.message))
+      resume(Effect.fail(e))
     })
   })
 
@@ -67,22 +71,27 @@ export const startGearmand = (port: number): Effect.Effect<ChildProcess, Gearman
     child.once("exit", removeDir)
     let stderr = ""
     child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()))
-    const spawnError = yield* Effect.async<string | undefined>((resume) => {
-      child.once("error", (e) => resume(Effect.succeed(e.message)))
+    const spawnError = yield* Effect.async<Error | undefined>((resume) => {
+      child.once("error", (e) => resume(Effect.succeed(e)))
       child.once("spawn", () => resume(Effect.succeed(undefined)))
     })
     if (spawnError !== undefined) {
       removeDir()
       return yield* Effect.fail(
         new GearmandUnavailable({
-          message: `cannot start gearmand (${spawnError}); install it with: apt-get install -y gearman-job-server`
+          message:
+            `cannot start gearmand (${spawnError.message}); install it with: apt-get install -y gearman-job-server`,
+          cause: spawnError
         })
       )
     }
     yield* canConnect(port).pipe(
       Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(500)))),
       Effect.mapError((e) =>
-        new GearmandUnavailable({ message: `gearmand on port ${port} did not come up: ${e}; ${stderr.trim()}` })
+        new GearmandUnavailable({
+          message: `gearmand on port ${port} did not come up: ${e.message}; ${stderr.trim()}`,
+          cause: e
+        })
       ),
       Effect.tapError(() => Effect.sync(() => child.kill("SIGKILL")))
     )

@@ -79,7 +79,7 @@ export type FileConfig = typeof FileConfig.Type
 const firstIssue = (file: string, error: ParseResult.ParseError): ConfigInvalid => {
   const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
   const path = issue === undefined || issue.path.length === 0 ? "(top level)" : issue.path.map(String).join(".")
-  return new ConfigInvalid({ field: `${path} (in ${file})`, reason: issue?.message ?? "invalid" })
+  return new ConfigInvalid({ field: `${path} (in ${file})`, reason: issue?.message ?? "invalid", cause: error })
 }
 
 /** Reads a config file (`.json` as JSON, anything else as YAML, a superset of JSON) and decodes it with `schema` (unknown keys rejected). */
@@ -89,7 +89,7 @@ export const readConfigFile = <A, I>(path: string, schema: Schema.Schema<A, I>):
     text = readFileSync(path, "utf8")
   } catch (e) {
     const code = e instanceof Error && "code" in e ? String(e.code) : String(e)
-    return Either.left(new ConfigInvalid({ field: "config", reason: `cannot read ${path}: ${code}` }))
+    return Either.left(new ConfigInvalid({ field: "config", reason: `cannot read ${path}: ${code}`, cause: e }))
   }
   let raw: unknown
   try {
@@ -98,7 +98,8 @@ export const readConfigFile = <A, I>(path: string, schema: Schema.Schema<A, I>):
     return Either.left(
       new ConfigInvalid({
         field: "config",
-        reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}`
+        reason: `${path} is not valid ${path.endsWith(".json") ? "JSON" : "YAML"}: ${String(e).split("\n")[0]}`,
+        cause: e
       })
     )
   }
@@ -339,7 +340,7 @@ export const resolve = (
     yield* Either.mapLeft(
       queueRunnerSettings(queueRunner),
       (e) =>
-        new ConfigInvalid({ field: `queueRunner.${e.field}`, reason: e.reason })
+        new ConfigInvalid({ field: `queueRunner.${e.field}`, reason: e.reason, cause: e })
     )
     if (injector.lease !== undefined && Duration.toMillis(Duration.decode(injector.lease)) < 1000) {
       return yield* Effect.fail(new ConfigInvalid({ field: "injector.lease", reason: "must be at least 1 second" }))

@@ -16,7 +16,7 @@ import { connectionOptions } from "./config.js"
 import { ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
-class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string }> {}
+class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string; readonly cause?: unknown }> {}
 
 const FUNCTION = "garivini_demo"
 
@@ -65,7 +65,7 @@ export const demoCommand = Command.make("demo", {
         const gearman = yield* Gearman
         yield* Effect.forEach(Array.from({ length: injected }), (_, i) =>
           gearman.submit(INJECT_FUNCTION, JSON.stringify({ funcname: FUNCTION, arg: `${tag} injected ${i}` })).pipe(
-            Effect.mapError((e) => new DemoFailed({ message: `inject_jobs failed: ${e._tag}` }))
+            Effect.mapError((e) => new DemoFailed({ message: `inject_jobs failed: ${e.message}`, cause: e }))
           ), { concurrency: 8, discard: true })
         yield* Console.log(`stored ${direct} job(s) with Client.insertJobs and ${injected} through ${INJECT_FUNCTION}`)
         const storage = yield* Storage

@@ -13,7 +13,7 @@ import { connectionOptions } from "./config.js"
 import { servicesLayer, storageOnly, withSettings } from "./shared.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
-class InjectFailed extends Data.TaggedError("InjectFailed")<{ readonly message: string }> {}
+class InjectFailed extends Data.TaggedError("InjectFailed")<{ readonly message: string; readonly cause?: unknown }> {}
 
 const options = {
   ...connectionOptions,
@@ -36,7 +36,8 @@ const injectPure = (count: number, funcname: string, arg: string) =>
           new InjectFailed({
             message: `inject_jobs failed: ${
               e._tag === "GearmanJobException" ? Buffer.from(e.data).toString() : errorText(e)
-            }`
+            }`,
+            cause: e
           })
         )
       ), { concurrency: 16, discard: true })

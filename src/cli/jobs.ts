@@ -8,7 +8,7 @@ import { connectionOptions, queueRunnerOptions } from "./config.js"
 import { storageOnly, withSettings } from "./shared.js"
 import { DEFAULT_LEASE } from "../roles/QueueRunner.js"
 
-class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
+class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string; readonly cause?: unknown }> {}
 class NotFound extends Data.TaggedError("NotFound")<{ readonly message: string }> {}
 /** A repair that could run a job twice, or not stop it, refused without --force. */
 class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> {}
@@ -57,7 +57,7 @@ export const printTable = (header: ReadonlyArray<string>, rows: ReadonlyArray<Re
 const handleArg = Args.text({ name: "dbid:jobid" })
 /** A handle typed on the command line: a malformed one is bad usage (exit 2). */
 const parseHandleArg = (text: string) =>
-  Effect.mapError(parseHandle(text), (e) => new UsageError({ message: e.reason }))
+  Effect.mapError(parseHandle(text), (e) => new UsageError({ message: e.reason, cause: e }))
 const json = Options.boolean("json").pipe(Options.withDescription("Output JSON"))
 
 const listCommand = Command.make("list", {

@@ -37,7 +37,8 @@ const running = (pid: number) => {
 const cannotWrite = (path: string, e: unknown) =>
   new ConfigInvalid({
     field: "pid-file",
-    reason: `cannot write ${path}: ${e instanceof Error ? e.message : String(e)}`
+    reason: `cannot write ${path}: ${e instanceof Error ? e.message : String(e)}`,
+    cause: e
   })
 
 const create = (path: string) =>

@@ -69,7 +69,7 @@ const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInv
           Effect.gen(function*() {
             const runner = yield* QueueRunner.make(settings.queueRunner)
             yield* Effect.forkScoped(runner.run)
-          }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message })))
+          }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message, cause: e })))
         )
       case "injector":
         return Layer.scopedDiscard(Injector.serve(settings.injector))

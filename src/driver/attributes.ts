@@ -52,7 +52,8 @@ export const loadModule = (path: string): Effect.Effect<LoadedModule, ConfigInva
       catch: (e) =>
         new ConfigInvalid({
           field: "module",
-          reason: `cannot load ${path}: ${e instanceof Error ? e.message : String(e)}`
+          reason: `cannot load ${path}: ${e instanceof Error ? e.message : String(e)}`,
+          cause: e
         })
     })
     const candidates = isDefinition(exports["default"])

@@ -57,7 +57,7 @@ const wrap = <R>(
     yield* send({ _tag: "busy", function: fn.registered })
     const context: JobContext = { function: fn.registered, driverJob: job.name, gearman: gjob, options }
     const failed = (what: string) => (e: unknown) =>
-      new Error(`${what} failed: ${e instanceof Error ? e.message : String(e)}`)
+      new Error(`${what} failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e })
     const decode = fn.spec._tag === "Plain" ? fn.attributes.decode : undefined
     const encode = fn.spec._tag === "Plain" ? fn.attributes.encode : undefined
     const run = Effect.gen(function*() {
@@ -88,7 +88,7 @@ const wrap = <R>(
     yield* send({ _tag: "idle", lastrun: at, error: { at, message } })
     const failure = Cause.failureOption(exit.cause)
     if (Option.isSome(failure) && failure.value instanceof WorkException) return yield* Effect.fail(failure.value)
-    return yield* Effect.fail(new WorkFail({ reason: message }))
+    return yield* Effect.fail(new WorkFail({ reason: message, cause: Cause.squash(exit.cause) }))
   }).pipe(Effect.annotateLogs({ driverJob: job.name, function: fn.registered }))
 
 const main = Effect.gen(function*() {
@@ -104,7 +104,7 @@ const main = Effect.gen(function*() {
   if (!process.connected) stopNow()
 
   const spec = yield* decodeChildSpec(process.env[CHILD_SPEC_ENV] ?? "").pipe(
-    Effect.mapError((e) => new Error(`${CHILD_SPEC_ENV} is not a child spec: ${e.message}`)),
+    Effect.mapError((e) => new Error(`${CHILD_SPEC_ENV} is not a child spec: ${e.message}`, { cause: e })),
     Effect.orDie
   )
   const module = yield* loadModule(spec.modulePath).pipe(Effect.orDie)

@@ -27,7 +27,7 @@ export const command = (
           Deferred.unsafeDone(
             answer,
             Either.match(result, {
-              onLeft: (e) => Exit.fail(new GearmanAdminError({ server, command: line, message: e.message })),
+              onLeft: (e) => Exit.fail(new GearmanAdminError({ server, command: line, message: e.message, cause: e })),
               onRight: Exit.succeed
             })
           )

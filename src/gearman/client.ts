@@ -492,7 +492,8 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
         fail(
           new GearmanNoServerAvailable({
             servers,
-            message: `no Gearman server could take a ${fn} job${lastError ? `: ${lastError.message}` : ""}`
+            message: `no Gearman server could take a ${fn} job${lastError ? `: ${lastError.message}` : ""}`,
+            cause: lastError
           })
         )
       }

@@ -8,9 +8,12 @@ import type { Scope } from "effect"
 import { JobServer, type JobServerOptions } from "./JobServer.js"
 import { DEFAULT_MAX_FRAME } from "./protocol.js"
 
+/** The embedded job server could not listen on its address (in use, not permitted...). */
 export class GearmanListenError extends Data.TaggedError("GearmanListenError")<{
   readonly address: string
   readonly message: string
+  /** The listen error (`EADDRINUSE`, `EACCES`...). */
+  readonly cause?: unknown
 }> {}
 
 export interface TcpServerOptions extends JobServerOptions {
@@ -112,7 +115,11 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
           (e) =>
             resume(
               Effect.fail(
-                new GearmanListenError({ address: wanted, message: `cannot listen on ${wanted}: ${e.message}` })
+                new GearmanListenError({
+                  address: wanted,
+                  message: `cannot listen on ${wanted}: ${e.message}`,
+                  cause: e
+                })
               )
             )
         )

@@ -58,7 +58,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         const decoded = yield* Effect.either(decodeWorkerJson(payload))
         if (Either.isLeft(decoded)) {
           yield* Effect.logError(`rejected: ${decoded.left.message}`)
-          return yield* Effect.fail(new WorkFail({ reason: decoded.left.message }))
+          return yield* Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))
         }
         const job = decoded.right
         const id = formatHandle(job)
@@ -89,7 +89,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
           yield* Effect.logWarning(
             `job ${id} (${job.funcname}): connection lost while it ran; it stays leased: ${reason}`
           )
-          return yield* Effect.fail(new WorkFail({ reason }))
+          return yield* Effect.fail(new WorkFail({ reason, cause: outcome.left }))
         }
         yield* Effect.logWarning(`job ${id} (${job.funcname}) failed, backing off: ${reason}`)
         yield* Client.failedJob(job).pipe(
@@ -98,7 +98,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
             Effect.logError(`job ${id}: could not record the failure (it runs again after its lease): ${e.message}`)
           )
         )
-        return yield* Effect.fail(new WorkFail({ reason }))
+        return yield* Effect.fail(new WorkFail({ reason, cause: outcome.left }))
       })
 
     yield* gearman.serve(

@@ -25,10 +25,18 @@ import type { StorageShape } from "../storage/Storage.js"
 import * as Client from "./Client.js"
 
 /** A handler's failure: the job is backed off (`failedJob`: 2, 4, 8 … minutes, at most a day). */
-export class JobFailed extends Data.TaggedError("JobFailed")<{ readonly reason: string }> {}
+export class JobFailed extends Data.TaggedError("JobFailed")<{ readonly reason: string }> {
+  override get message(): string {
+    return `job failed: ${this.reason}`
+  }
+}
 
 /** A handler's request to run the job again at `when` (`"never"` parks it for inspection). */
-export class RetryAt extends Data.TaggedError("RetryAt")<{ readonly when: RunAt }> {}
+export class RetryAt extends Data.TaggedError("RetryAt")<{ readonly when: RunAt }> {
+  override get message(): string {
+    return `retry the job at ${String(this.when)}`
+  }
+}
 
 /**
  * A `controller` job's retry request, as its worker sends it to the Controller in a
@@ -105,7 +113,7 @@ export const gearmanHandler = <R>(
   const decoded = decodeWorkerJson(gjob.payload)
   if (Either.isLeft(decoded)) {
     return Effect.logError(`rejected: ${decoded.left.message}`).pipe(
-      Effect.zipRight(Effect.fail(new WorkFail({ reason: decoded.left.message }))),
+      Effect.zipRight(Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))),
       annotate
     )
   }
@@ -149,7 +157,7 @@ const settleFailure = (storage: StorageShape, job: Job, owned: boolean, cause: C
         )
       yield* Effect.logError(`job ${id}: ${at.left.message}; reported as a failure`)
     }
-    return yield* Effect.fail(new WorkFail({ reason }))
+    return yield* Effect.fail(new WorkFail({ reason, cause: Cause.squash(cause) }))
   })
 
 /** Serves Garivini jobs until the scope closes (in-flight jobs finish first). */

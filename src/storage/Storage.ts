@@ -562,9 +562,10 @@ export const layerSqlite = (
             ? new SqliteDriverMissing({
               reason: `better-sqlite3's native module is not built (${failure.reason})`,
               fix:
-                "allow its install script and build it: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3"
+                "allow its install script and build it: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3",
+              cause: failure
             })
-            : new ShardUnavailable({ dbid: backend.dbid, reason: failure.reason })
+            : new ShardUnavailable({ dbid: backend.dbid, reason: failure.reason, cause: failure })
         )
       )
       return yield* make([backend], { coalesceInserts: options.coalesceInserts ?? true })

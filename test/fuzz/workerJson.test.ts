@@ -1,7 +1,8 @@
 // Property suite for the worker JSON (`decodeWorkerJson` in src/Job.ts): random bytes, random
 // JSON values and worker-shaped objects with random field values give a Job or a typed
-// InvalidJob, never a throw; the fast path and the Schema decoder agree on everything; a Job
-// survives encode → decode unchanged.
+// InvalidJob, never a throw; the fast path and the Schema decoder agree on everything (the guard
+// `fastWorkerJob` alone, and `decodeWorkerJson` built on it); a Job survives encode → decode
+// unchanged.
 import { assert, describe, it } from "@effect/vitest"
 import { Either, FastCheck as fc } from "effect"
 import { InvalidJob } from "../../src/errors.js"
@@ -9,6 +10,7 @@ import {
   decodeWorkerJson,
   decodeWorkerJsonWithSchema,
   encodeWorkerJson,
+  fastWorkerJob,
   MAX_REJECTION_QUOTE,
   type Job
 } from "../../src/Job.js"
@@ -74,6 +76,27 @@ const jobArb: fc.Arbitrary<Job> = fc.record({
   failcount: fc.integer({ min: 0, max: 255 })
 })
 
+const WORKER_KEYS = ["jobid", "dbid", "funcname", "arg", "uniqkey", "coalesce", "run_after", "flag", "failcount"]
+
+/**
+ * A job's worker JSON with up to three fields replaced by any value or removed, and maybe an extra
+ * key: mostly the guard's usual shape, and every near miss of it (numeric strings, NULL arg, empty
+ * flag, wrong types), where the guard must hand over to the Schema.
+ */
+const nearWorkerJson = fc.tuple(
+  jobArb,
+  fc.array(fc.tuple(fc.constantFrom(...WORKER_KEYS, "extra"), fc.option(anyValue, { nil: undefined })), {
+    maxLength: 3
+  })
+).map(([job, edits]) => {
+  const fields: Record<string, unknown> = JSON.parse(encodeWorkerJson(job))
+  for (const [key, value] of edits) {
+    if (value === undefined) delete fields[key]
+    else fields[key] = value
+  }
+  return JSON.stringify(fields)
+})
+
 describe("fuzz: the worker JSON", () => {
   it("random payloads decode to a sane Job or a typed InvalidJob, never a throw", () =>
     check(
@@ -95,6 +118,29 @@ describe("fuzz: the worker JSON", () => {
         if (Either.isRight(fast) && Either.isRight(slow)) assert.deepStrictEqual(fast.right, slow.right, text)
       })
     ))
+
+  it("the guard accepts only what the Schema accepts, as the same Job; with the Schema after it, exactly the same", () => {
+    let guarded = 0
+    let handedOver = 0
+    check(
+      3000,
+      fc.property(fc.oneof(nearWorkerJson, payloads), (payload) => {
+        const text = typeof payload === "string" ? payload : payload.toString("utf8")
+        const schema = comparable(decodeWorkerJsonWithSchema(text))
+        const guard = fastWorkerJob(text)
+        if (guard === undefined) handedOver++
+        else {
+          guarded++
+          assert.deepStrictEqual(schema, Either.right({ ...guard, arg: [...guard.arg] }), text)
+        }
+        // What a worker runs: the guard, then the Schema for whatever the guard hands over.
+        assert.deepStrictEqual(comparable(decodeWorkerJson(text)), schema, text)
+      })
+    )
+    // Both paths were exercised (a property that never reached the guard would prove nothing).
+    assert.isAbove(guarded, 300)
+    assert.isAbove(handedOver, 300)
+  })
 
   it("a rejection's reason stays short whatever the payload's size", () =>
     check(

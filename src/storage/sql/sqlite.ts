@@ -57,7 +57,8 @@ export const loadDriver = (
     catch: (e) =>
       new SqliteDriverMissing({
         reason: `${DRIVER_PACKAGE} cannot be loaded (${errorCode(e) ?? String(e).split("\n")[0]})`,
-        fix: `install it beside garivini: npm install ${DRIVER_PACKAGE}`
+        fix: `install it beside garivini: npm install ${DRIVER_PACKAGE}`,
+        cause: e
       })
   })
 
