@@ -537,7 +537,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
         Effect.flatMap((shard) =>
           Effect.forever(Effect.flatMap(step(shard), (st) => st.sleep > 0 ? Effect.sleep(st.sleep) : Effect.void))
         ),
-        Effect.scoped
+        Effect.scoped,
+        Effect.annotateLogs({ shard: dbid })
       )
 
     /** Runs every shard's loop until interrupted. */
