@@ -10,6 +10,7 @@ import { Gearman } from "../gearman/Gearman.js"
 import { serve } from "../gearman/tcpServer.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
+import * as Supervise from "../roles/supervise.js"
 import * as Worker from "../roles/Worker.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions } from "./config.js"
@@ -46,14 +47,14 @@ export const demoCommand = Command.make("demo", {
 
       let ran = 0
       const tag = `run ${started}`
-      const worker = Layer.scopedDiscard(
-        Worker.serve({ [FUNCTION]: (job) => Effect.sync(() => void (job.text.startsWith(tag) && ran++)) }, {
-          concurrency: 8
-        })
+      const worker = Worker.layer(
+        { [FUNCTION]: (job) => Effect.sync(() => void (job.text.startsWith(tag) && ran++)) },
+        { concurrency: 8 }
       )
       const services = servicesLayer(settings)
+      // The worker reports to the roles' Supervision: one give-up ends the demo (exit 1).
       const context = yield* Layer.build(
-        Layer.mergeAll(rolesLayer(ROLES, settings), worker).pipe(Layer.provideMerge(services))
+        worker.pipe(Layer.provideMerge(rolesLayer(ROLES, settings)), Layer.provideMerge(services))
       )
       yield* Effect.gen(function*() {
         yield* Console.log(`roles: ${ROLES.join(", ")} and a worker for ${FUNCTION}`)
@@ -88,7 +89,7 @@ export const demoCommand = Command.make("demo", {
         }
         const seconds = ((yield* Clock.currentTimeMillis) - started) / 1000
         yield* Console.log(`done: ${ran}/${o.count} jobs ran, none left in the database, in ${seconds.toFixed(1)} s`)
-      }).pipe(Effect.provide(context))
+      }).pipe(Effect.raceFirst(Supervise.join), Effect.provide(context))
     })))).pipe(
     Command.withDescription(
       "The whole system on this machine: migrate, run every role, inject jobs, watch them complete"

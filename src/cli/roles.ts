@@ -12,6 +12,8 @@ import type { Storage } from "../storage/Storage.js"
 import * as Controller from "../roles/Controller.js"
 import * as Injector from "../roles/Injector.js"
 import * as QueueRunner from "../roles/QueueRunner.js"
+import * as Supervise from "../roles/supervise.js"
+import type { RoleFailed, Supervision } from "../roles/supervise.js"
 import { applyRoleHeapPolicy } from "./heap.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
@@ -60,21 +62,18 @@ export const checkRoleSettings = (
   return Either.right(undefined)
 }
 
-/** One role as a Layer that runs for the life of the scope, over Gearman connections of its own. */
-const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage> => {
-  const body = (): Layer.Layer<never, ConfigInvalid, Storage | Gearman> => {
+/** One role as a supervised Layer, over Gearman connections of its own. */
+const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage | Supervision> => {
+  const body = (): Layer.Layer<never, ConfigInvalid, Storage | Gearman | Supervision> => {
     switch (role) {
       case "queue-runner":
-        return Layer.scopedDiscard(
-          Effect.gen(function*() {
-            const runner = yield* QueueRunner.make(settings.queueRunner)
-            yield* Effect.forkScoped(runner.run)
-          }).pipe(Effect.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message, cause: e })))
+        return QueueRunner.layer(settings.queueRunner).pipe(
+          Layer.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message, cause: e }))
         )
       case "injector":
-        return Layer.scopedDiscard(Injector.serve(settings.injector))
+        return Injector.layer(settings.injector)
       case "controller":
-        return Layer.scopedDiscard(Controller.serve(settings.controller))
+        return Controller.layer(settings.controller)
     }
   }
   // Each role's own client connections: a connection cut because of one role's packet (or
@@ -82,12 +81,26 @@ const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInv
   return body().pipe(Layer.provide(gearmanLayer({ servers: settings.gearmand })))
 }
 
-/** The roles as one Layer over Storage, each with its own Gearman connections. */
+/**
+ * The roles as one Layer over Storage, each with its own Gearman connections, reporting to one
+ * Supervision (provided, and kept in the output so the command can `join` it).
+ */
 export const rolesLayer = (
   roles: ReadonlyArray<Role>,
   settings: Settings
-): Layer.Layer<never, ConfigInvalid, Storage> =>
-  roles.map((r) => roleLayer(r, settings)).reduce((a, b) => Layer.merge(a, b), Layer.empty)
+): Layer.Layer<Supervision, ConfigInvalid, Storage> =>
+  roles.map((r) => roleLayer(r, settings)).reduce((a, b) => Layer.merge(a, b), Layer.empty).pipe(
+    Layer.provideMerge(Supervise.layer)
+  )
+
+/**
+ * Runs role layers over Storage until interrupted (exit 0) or until one gives up: `RoleFailed`,
+ * which the command reports in one line with exit code 1.
+ */
+export const launchRoles = <E1, E2>(
+  roles: Layer.Layer<Supervision, E1, Storage>,
+  storage: Layer.Layer<Storage, E2>
+): Effect.Effect<never, E1 | E2 | RoleFailed> => Effect.provide(Supervise.join, roles.pipe(Layer.provide(storage)))
 
 /** Runs the roles until interrupted (with the roles' heap policy, see heap.ts). */
 export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
@@ -97,7 +110,7 @@ export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
     yield* Effect.logInfo(
       `running ${roles.join(", ")} on ${describeStorage(settings)} and job server(s) ${settings.gearmand.join(", ")}`
     )
-    return yield* Layer.launch(rolesLayer(roles, settings).pipe(Layer.provide(storageLayerFor(settings))))
+    return yield* launchRoles(rolesLayer(roles, settings), storageLayerFor(settings))
   })
 
 const allOptions = { ...connectionOptions, ...queueRunnerOptions, ...controllerOptions, ...injectorOptions }

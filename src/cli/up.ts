@@ -11,6 +11,7 @@ import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import type { RunningServer } from "../gearman/tcpServer.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
+import * as Supervise from "../roles/supervise.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
@@ -124,11 +125,13 @@ export const upCommand = Command.make("up", {
           ? Effect.sync(() => void process.stdout.write(`\r\x1b[2K${formatCounts(c)}`))
           : Effect.logInfo(formatCounts(c)).pipe(Effect.annotateLogs({ role: "up" })))
       yield* Effect.addFinalizer(() => tty ? Effect.sync(() => void process.stdout.write("\n")) : Effect.void)
-      return yield* report.pipe(
+      yield* report.pipe(
         Effect.repeat(Schedule.spaced(tty ? Duration.seconds(1) : Duration.minutes(1))),
         Effect.provide(context),
-        Effect.zipRight(Effect.never)
+        Effect.forkScoped
       )
+      // Until interrupted (exit 0), or until a role gives up (RoleFailed: exit 1).
+      return yield* Effect.provide(Supervise.join, context)
     })))).pipe(
     Command.withDescription(
       "The whole system in one process: an embedded job server, a QueueRunner, an Injector and a Controller"

@@ -10,7 +10,7 @@
  * characters, written by another client) is not called: it is parked (run_after "never").
  */
 import { Duration, Effect, Either, Option } from "effect"
-import type { Scope } from "effect"
+import type { Scope, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkFail } from "../gearman/errors.js"
 import { decodeWorkerJson, formatHandle } from "../Job.js"
@@ -19,6 +19,8 @@ import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
 import { park, unusableFuncname } from "./park.js"
 import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
+import { roleLayer, serving } from "./supervise.js"
+import type { Supervision } from "./supervise.js"
 import { decodeRetryRequest, makeCompleter } from "./Worker.js"
 
 export interface ControllerOptions {
@@ -106,3 +108,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
       { concurrency: options.concurrency ?? 64 }
     ).pipe(Effect.orDie) // a constant, valid name
   }).pipe(Effect.annotateLogs({ role: "Controller" }))
+
+/** A Controller as a Layer: served, supervised (supervise.ts), for the life of the layer. */
+export const layer = (options: ControllerOptions = {}): Layer.Layer<never, never, Storage | Gearman | Supervision> =>
+  roleLayer("Controller", serving(serve(options)))

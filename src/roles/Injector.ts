@@ -11,7 +11,7 @@
  * queue watermark, is stored with its time (or due) and left to the QueueRunner.
  */
 import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effect"
-import type { Scope } from "effect"
+import type { Scope, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
 import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
@@ -21,6 +21,8 @@ import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { park, splitDeliverable } from "./park.js"
 import { DEFAULT_LEASE, errorText, queueTotals, submission } from "./QueueRunner.js"
 import { clip } from "../text.js"
+import { roleLayer, serving } from "./supervise.js"
+import type { Supervision } from "./supervise.js"
 
 export const INJECT_FUNCTION = "inject_jobs"
 
@@ -260,3 +262,7 @@ export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never,
       Effect.orDie // a constant, valid name
     )
   }).pipe(Effect.annotateLogs({ role: "Injector" }))
+
+/** An Injector as a Layer: served, supervised (supervise.ts), for the life of the layer. */
+export const layer = (options: InjectorOptions = {}): Layer.Layer<never, never, Storage | Gearman | Supervision> =>
+  roleLayer("Injector", serving(serve(options)))

@@ -8,7 +8,7 @@
  * claimed again when the lease ends. Delivery is at least once; exactly once when nothing fails.
  */
 import { createHash } from "node:crypto"
-import { Clock, Data, Duration, Effect, Either, Fiber, Ref } from "effect"
+import { Clock, Data, Duration, Effect, Either, Fiber, Layer, Ref } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { BackgroundSubmission } from "../gearman/client.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
@@ -17,6 +17,8 @@ import type { Job } from "../Job.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { DEFAULT_CLAIM_BYTES, MAX_CLAIM, Storage } from "../storage/Storage.js"
 import { park, splitDeliverable } from "./park.js"
+import { roleLayer } from "./supervise.js"
+import type { Supervision } from "./supervise.js"
 
 /** The Gearman function that the Controller serves. */
 export const CONTROLLER_FUNCTION = "run_queued_job"
@@ -322,14 +324,6 @@ export const make = (options: QueueRunnerOptions = {}) =>
         }
       })
 
-    const shardRound = (dbid: number, depth: ReadonlyMap<string, number>): Effect.Effect<ShardRound> =>
-      claimPhase(dbid, depth).pipe(
-        Effect.flatMap(Either.match({ onLeft: Effect.succeed, onRight: submitPhase })),
-        // Interrupted between claim and submit, a batch would wait out its whole lease.
-        Effect.uninterruptible,
-        Effect.annotateLogs({ shard: dbid })
-      )
-
     /** With no job server up there is nowhere to submit: don't lease jobs only to strand them. */
     const serversDown = yield* Ref.make(false)
     const noServer = Effect.gen(function*() {
@@ -343,127 +337,209 @@ export const make = (options: QueueRunnerOptions = {}) =>
       return down
     })
 
-    const round: Effect.Effect<RoundReport> = Effect.gen(function*() {
-      if (yield* noServer) return { shards: [], full: false }
-      const depth = yield* depths
-      const shards = yield* Effect.forEach(storage.shardIds, (dbid) => shardRound(dbid, depth), {
-        concurrency: "unbounded"
-      })
-      // Full: a shard dispatched a whole batch, so more may be due. A batch that was mostly
-      // deferred is not: looping at once would only claim and defer again.
-      return { shards, full: shards.some((r) => r.dispatched >= r.limit) }
-    })
+    /** One shard's state from one step to the next (in a loop, or across `round`s). */
+    interface Shard {
+      readonly dbid: number
+      /** Steps in a row whose claim failed (the backoff). */
+      failures: number
+      /** When this shard last dispatched a job (jobs still flowing if within batchRunSleep). */
+      lastDispatch: number
+      /** A full batch whose submits go out while the next batch is claimed. */
+      inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly batch: Claimed } | undefined
+      /**
+       * Jobs claimed and not yet handed to a submit. Stopped (SIGTERM) in between, they are given
+       * back due now, instead of waiting out their whole lease.
+       */
+      pending: ReadonlyArray<Job>
+    }
+
+    /** What one step did, and when the next one starts. */
+    interface Step {
+      /** The step's report; for a full batch, once its submits (in flight) are done. */
+      readonly report: Effect.Effect<ShardRound>
+      /** The step sent a whole batch: more may be due, so the next step starts at once. */
+      readonly full: boolean
+      /** Milliseconds to wait before the next step. */
+      readonly sleep: number
+    }
 
     /**
-     * One shard's loop: rounds at most every batchRunSleep (at once after a full batch, 50 ms apart
-     * while jobs flow or the watermark holds them back). A full batch's submits go out while the next batch is
-     * claimed, so the database and the job server work at the same time (one batch in flight; if
-     * its submits failed, the batch claimed meanwhile goes back due instead of being sent). A shard
-     * that fails is retried with a doubling delay capped at 30 s, and is logged when it goes down
-     * and when it comes back, not every round. Each shard has its own loop, so a slow or dead
-     * shard never holds up the others.
+     * The one rule for a full batch: what is left to send after the watermark's overflow fills
+     * the batch size. A batch that was mostly deferred is not full: looping at once would only
+     * claim and defer again.
      */
-    const shardLoop = (dbid: number) =>
-      Effect.gen(function*() {
-        let failures = 0
-        /** When this shard last dispatched a job (jobs still flowing if within batchRunSleep). */
-        let lastDispatch = Number.NEGATIVE_INFINITY
-        let inFlight: { readonly fiber: Fiber.Fiber<ShardRound>; readonly batch: Claimed } | undefined
-        /** Waits for the batch in flight (its submit is uninterruptible); true when all of its submits went out. */
-        const settleInFlight = Effect.suspend(() => {
-          if (inFlight === undefined) return Effect.succeed(true)
-          // Cleared only once joined: interrupted while waiting, the finalizer waits again.
-          return Effect.map(Fiber.join(inFlight.fiber), (report) => {
-            inFlight = undefined
-            return report.failed === 0
-          })
+    const isFull = (batch: Claimed): boolean => batch.send.length >= batch.limit
+
+    const newShard = (dbid: number): Shard => ({
+      dbid,
+      failures: 0,
+      lastDispatch: Number.NEGATIVE_INFINITY,
+      inFlight: undefined,
+      pending: []
+    })
+
+    /** Waits for the batch in flight (its submit is uninterruptible); true when all of its submits went out. */
+    const settle = (shard: Shard): Effect.Effect<boolean> =>
+      Effect.suspend(() => {
+        const inFlight = shard.inFlight
+        if (inFlight === undefined) return Effect.succeed(true)
+        // Cleared only once joined: interrupted while waiting, the release waits again.
+        return Effect.map(Fiber.join(inFlight.fiber), (report) => {
+          shard.inFlight = undefined
+          return report.failed === 0
         })
-        /**
-         * Jobs claimed and not yet handed to a submit. Stopped (SIGTERM) in between, they are given
-         * back due now, instead of waiting out their whole lease.
-         */
-        let pending: ReadonlyArray<Job> = []
-        const giveBack = Effect.suspend(() => {
-          const jobs = pending
-          pending = []
-          if (jobs.length === 0) return Effect.void
-          return Effect.flatMap(nowSeconds, (now) => storage.defer(jobs, now)).pipe(
-            Effect.zipRight(Effect.logInfo(`stopping: ${jobs.length} claimed job(s) given back, due now`)),
-            Effect.catchAll((e) =>
-              Effect.logWarning(
-                `giving back ${jobs.length} claimed job(s) failed; they run after their lease: ${e.message}`
+      })
+
+    const giveBack = (shard: Shard) =>
+      Effect.suspend(() => {
+        const jobs = shard.pending
+        shard.pending = []
+        if (jobs.length === 0) return Effect.void
+        return Effect.flatMap(nowSeconds, (now) => storage.defer(jobs, now)).pipe(
+          Effect.zipRight(Effect.logInfo(`stopping: ${jobs.length} claimed job(s) given back, due now`)),
+          Effect.catchAll((e) =>
+            Effect.logWarning(
+              `giving back ${jobs.length} claimed job(s) failed; they run after their lease: ${e.message}`
+            )
+          )
+        )
+      })
+
+    /** When a shard's steps stop: the batch in flight is waited for, claimed jobs are given back. */
+    const release = (shard: Shard) => Effect.zipRight(Effect.ignore(settle(shard)), giveBack(shard))
+
+    /** Hands the pending batch to `submit` in one step that cannot be interrupted halfway. */
+    const handOver = <A>(shard: Shard, submit: Effect.Effect<A>) =>
+      Effect.uninterruptible(Effect.suspend(() => {
+        shard.pending = []
+        return submit
+      }))
+
+    /**
+     * One step of one shard: claim (counting the batch in flight against the watermark and the
+     * byte budget), wait for the batch in flight, then send this batch — a full one in the
+     * background (the next step claims while its submits go out), any other at once. The next
+     * step comes at once after a full batch; 50 ms later while jobs flow (some went out within
+     * the last batchRunSleep) or the watermark holds them back; else batchRunSleep after this
+     * one started. A shard that fails is retried with a doubling delay capped at 30 s, logged
+     * when it goes down and when it comes back. The loop and `round` both run it.
+     */
+    const step = (shard: Shard): Effect.Effect<Step> =>
+      Effect.gen(function*() {
+        const { dbid } = shard
+        const started = yield* Clock.currentTimeMillis
+        const done = (report: ShardRound, wait: number) =>
+          Effect.map(Clock.currentTimeMillis, (now): Step => ({
+            report: Effect.succeed(report),
+            full: false,
+            sleep: Math.max(0, wait - (now - started))
+          }))
+        if (yield* noServer) {
+          const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
+          const idle = { dbid, limit, claimed: 0, dispatched: 0, deferred: 0, failed: 0, parked: 0 }
+          return yield* done({ ...idle, error: "no job server is up" }, s.batchRunSleepMs)
+        }
+        // The batch in flight may not be in gearmand's counts yet: count it for the watermark.
+        const depth = new Map(yield* depths)
+        const inFlight = shard.inFlight
+        if (inFlight !== undefined) {
+          for (const [fn, n] of inFlight.batch.perFunction) depth.set(fn, (depth.get(fn) ?? 0) + n)
+        }
+        // The batch in flight holds its args until its submits are done: it counts against the budget.
+        const inFlightBytes = inFlight === undefined ? 0 : inFlight.batch.send.reduce((n, j) => n + j.arg.byteLength, 0)
+        const budget = Math.max(0, s.batchMaxBytes - inFlightBytes)
+        // The claim and noting what it took are one step (the transaction is uninterruptible).
+        const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth, budget), (c) =>
+          Effect.sync(() => {
+            if (Either.isRight(c)) shard.pending = c.right.send
+          })))
+        const previousOk = yield* settle(shard)
+        if (Either.isLeft(claimed)) {
+          shard.failures++
+          if (shard.failures === 1) {
+            yield* Effect.logWarning(`shard unavailable, retrying with backoff: ${claimed.left.error}`)
+          }
+          const backoff = Math.min(s.batchRunSleepMs * 2 ** shard.failures, Math.max(s.batchRunSleepMs, 30_000))
+          return yield* done(claimed.left, backoff)
+        }
+        const batch = claimed.right
+        if (shard.failures > 0) yield* Effect.logInfo(`shard back after ${shard.failures} failed round(s)`)
+        shard.failures = 0
+        if (!previousOk && batch.send.length > 0) {
+          // The job server refused the previous batch: don't strand this one under a lease.
+          const now = yield* nowSeconds
+          yield* handOver(
+            shard,
+            storage.defer(batch.send, now).pipe(
+              Effect.catchAll((e) =>
+                Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`)
               )
             )
           )
-        })
-        yield* Effect.addFinalizer(() => Effect.zipRight(Effect.ignore(settleInFlight), giveBack))
-        /** Hands the pending batch to `submit` in one step that cannot be interrupted halfway. */
-        const handOver = <A>(submit: Effect.Effect<A>) =>
-          Effect.uninterruptible(Effect.suspend(() => {
-            pending = []
-            return submit
-          }))
-        for (;;) {
-          const started = yield* Clock.currentTimeMillis
-          let wait = s.batchRunSleepMs
-          if (!(yield* noServer)) {
-            // The batch in flight may not be in gearmand's counts yet: count it for the watermark.
-            const depth = new Map(yield* depths)
-            if (inFlight !== undefined) {
-              for (const [fn, n] of inFlight.batch.perFunction)
-                depth.set(fn, (depth.get(fn) ?? 0) + n)
-            }
-            // The claim and noting what it took are one step (the transaction is uninterruptible).
-            // The batch in flight holds its args until its submits are done: it counts against the budget.
-            const inFlightBytes = inFlight === undefined
-              ? 0
-              : inFlight.batch.send.reduce((n, j) => n + j.arg.byteLength, 0)
-            const budget = Math.max(0, s.batchMaxBytes - inFlightBytes)
-            const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth, budget), (c) =>
-              Effect.sync(() => {
-                if (Either.isRight(c)) pending = c.right.send
-              })))
-            const previousOk = yield* settleInFlight
-            if (Either.isLeft(claimed)) {
-              const report = claimed.left
-              failures++
-              wait = Math.min(s.batchRunSleepMs * 2 ** failures, Math.max(s.batchRunSleepMs, 30_000))
-              if (failures === 1) yield* Effect.logWarning(`shard unavailable, retrying with backoff: ${report.error}`)
-            } else {
-              const batch = claimed.right
-              if (failures > 0) yield* Effect.logInfo(`shard back after ${failures} failed round(s)`)
-              failures = 0
-              if (!previousOk && batch.send.length > 0) {
-                // The job server refused the previous batch: don't strand this one under a lease.
-                const now = yield* nowSeconds
-                yield* handOver(
-                  storage.defer(batch.send, now).pipe(
-                    Effect.catchAll((e) =>
-                      Effect.logWarning(`returning ${batch.send.length} claimed job(s) failed: ${e.message}`)
-                    )
-                  )
-                )
-              } else if (batch.send.length >= batch.limit) {
-                lastDispatch = started
-                // Forked in the uninterruptible step: the submit inherits it and always completes.
-                inFlight = { fiber: yield* handOver(Effect.fork(submitPhase(batch))), batch }
-                continue
-              } else {
-                const report = yield* handOver(submitPhase(batch))
-                if (report.dispatched > 0) lastDispatch = started
-                if (report.dispatched >= report.limit) continue
-                // Jobs are flowing (some went out within the last interval: a round right after a
-                // full one often finds none yet), or are held back by the watermark while workers
-                // drain the queue: look again soon instead of a whole interval (the original's 1 s
-                // made its latency about a second, and let a queue held at the watermark run dry).
-                if (started - lastDispatch < s.batchRunSleepMs || batch.throttled) wait = Math.min(wait, BUSY_ROUND_MS)
-              }
-            }
-          }
-          const rest = wait - ((yield* Clock.currentTimeMillis) - started)
-          if (rest > 0) yield* Effect.sleep(Duration.millis(rest))
+          const { claimed: n, deferred, limit } = batch
+          return yield* done({
+            dbid,
+            limit,
+            claimed: n,
+            dispatched: 0,
+            deferred,
+            failed: 0,
+            parked: 0,
+            error: "the previous batch's submits failed: this one was given back due"
+          }, s.batchRunSleepMs)
         }
-      }).pipe(Effect.scoped, Effect.annotateLogs({ shard: dbid }))
+        if (isFull(batch)) {
+          shard.lastDispatch = started
+          // Forked in the uninterruptible step: the submit inherits it and always completes.
+          const fiber = yield* handOver(
+            shard,
+            Effect.tap(
+              Effect.fork(submitPhase(batch)),
+              (fiber) => Effect.sync(() => (shard.inFlight = { fiber, batch }))
+            )
+          )
+          return { report: Fiber.join(fiber), full: true, sleep: 0 }
+        }
+        const report = yield* handOver(shard, submitPhase(batch))
+        if (report.dispatched > 0) shard.lastDispatch = started
+        // Jobs are flowing (some went out within the last interval: a step right after a full one
+        // often finds none yet), or are held back by the watermark while workers drain the queue:
+        // look again soon instead of a whole interval (the original's 1 s made its latency about a
+        // second, and let a queue held at the watermark run dry).
+        const busy = started - shard.lastDispatch < s.batchRunSleepMs || batch.throttled
+        return yield* done(report, busy ? Math.min(s.batchRunSleepMs, BUSY_ROUND_MS) : s.batchRunSleepMs)
+      }).pipe(Effect.annotateLogs({ shard: shard.dbid }))
+
+    /**
+     * Tests and tools: one step of every shard, each waited for to the end (a full batch's submits
+     * included), so the report is complete. Shards keep their state from round to round.
+     */
+    const roundShards = new Map(storage.shardIds.map((dbid) => [dbid, newShard(dbid)] as const))
+    const round: Effect.Effect<RoundReport> = Effect.gen(function*() {
+      if (yield* noServer) return { shards: [], full: false }
+      const steps = yield* Effect.forEach(
+        [...roundShards.values()],
+        (shard) =>
+          Effect.flatMap(step(shard), (st) => Effect.map(st.report, (report) => ({ report, full: st.full }))).pipe(
+            Effect.ensuring(release(shard))
+          ),
+        { concurrency: "unbounded" }
+      )
+      return { shards: steps.map((st) => st.report), full: steps.some((st) => st.full) }
+    })
+
+    /**
+     * One shard's loop: `step` after step, each after the wait the previous one asked for. Each
+     * shard has its own loop, so a slow or dead shard never holds up the others.
+     */
+    const shardLoop = (dbid: number) =>
+      Effect.acquireRelease(Effect.sync(() => newShard(dbid)), release).pipe(
+        Effect.flatMap((shard) =>
+          Effect.forever(Effect.flatMap(step(shard), (st) => st.sleep > 0 ? Effect.sleep(st.sleep) : Effect.void))
+        ),
+        Effect.scoped,
+        Effect.annotateLogs({ shard: dbid })
+      )
 
     /** Runs every shard's loop until interrupted. */
     const run: Effect.Effect<never> = Effect.forEach(storage.shardIds, shardLoop, { concurrency: "unbounded" }).pipe(
@@ -476,3 +552,12 @@ export const make = (options: QueueRunnerOptions = {}) =>
 
 /** Runs a QueueRunner until interrupted. */
 export const run = (options: QueueRunnerOptions = {}) => Effect.flatMap(make(options), (runner) => runner.run)
+
+/**
+ * A QueueRunner as a Layer: its options are checked when the layer is built; its loop runs,
+ * supervised (supervise.ts), for the life of the layer.
+ */
+export const layer = (
+  options: QueueRunnerOptions = {}
+): Layer.Layer<never, InvalidQueueRunnerOptions, Storage | Gearman | Supervision> =>
+  Layer.unwrapEffect(Effect.map(make(options), (runner) => roleLayer("QueueRunner", runner.run)))

@@ -10,12 +10,12 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Effect, Either, Schema } from "effect"
+import { Cause, Data, Effect, Either, Layer, Schema } from "effect"
 import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/client.js"
-import { WorkException, WorkFail } from "../gearman/errors.js"
-import type { GearmanInvalidArgument } from "../gearman/errors.js"
+import { GearmanInvalidArgument, WorkException, WorkFail } from "../gearman/errors.js"
+import { functionNameProblem } from "../gearman/protocol.js"
 import type * as GearmanWorker from "../gearman/worker.js"
 import { bytesView, decodeWorkerJson, formatHandle, MAX_RUN_AFTER, nowSeconds, resolveRunAt } from "../Job.js"
 import type { Job, JobHandle, RunAt } from "../Job.js"
@@ -23,6 +23,8 @@ import * as GroupCommit from "../storage/GroupCommit.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
 import * as Client from "./Client.js"
+import { roleLayer, serving } from "./supervise.js"
+import type { Supervision } from "./supervise.js"
 
 /** A handler's failure: the job is backed off (`failedJob`: 2, 4, 8 … minutes, at most a day). */
 export class JobFailed extends Data.TaggedError("JobFailed")<{ readonly reason: string }> {
@@ -176,3 +178,21 @@ export const serve = <R>(
       gearmanHandlers[funcname] = gearmanHandler(storage, complete, funcname, handler)
     yield* gearman.serve(gearmanHandlers, options)
   })
+
+/**
+ * Workers as a Layer: function names are checked when the layer is built; the functions are
+ * served, supervised (supervise.ts), for the life of the layer.
+ */
+export const layer = <R>(
+  handlers: Readonly<Record<string, JobHandler<R>>>,
+  options: WorkerOptions = {}
+): Layer.Layer<never, GearmanInvalidArgument, R | Storage | Gearman | Supervision> =>
+  Layer.unwrapEffect(Effect.suspend(() => {
+    for (const name of Object.keys(handlers)) {
+      const problem = functionNameProblem(name)
+      if (problem !== undefined) {
+        return Effect.fail(new GearmanInvalidArgument({ message: `cannot serve it: ${problem}` }))
+      }
+    }
+    return Effect.succeed(roleLayer("Worker", serving(serve(handlers, options))))
+  }))

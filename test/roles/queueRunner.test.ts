@@ -124,6 +124,24 @@ describe("QueueRunner", () => {
   )
 
   test(
+    "a round is full when what it sends fills the batch; a batch cut short by the watermark's overflow is not",
+    Effect.gen(function*() {
+      yield* Client.insertJobs(Array.from({ length: 100 }, (_, i) => ({ funcname: "cut", arg: `${i}` })))
+      const runner = yield* QueueRunner.make({ queueWatermarkDepth: 60 })
+      const first = yield* runner.round
+      const second = yield* runner.round
+      assert.deepStrictEqual([first.full, second.full], [true, false])
+      // The second claimed the other 50 (its batch size is 150); 11 took the queue to 61.
+      assert.deepStrictEqual(
+        [second.shards[0]!.limit, second.shards[0]!.claimed, second.shards[0]!.dispatched, second.shards[0]!.deferred],
+        [150, 50, 11, 39]
+      )
+      // Nothing sent: not full, and the next round looks again later instead of at once.
+      assert.isFalse((yield* runner.round).full)
+    })
+  )
+
+  test(
     "a job whose worker never completes it comes back after the lease",
     Effect.gen(function*() {
       const { handle } = yield* Client.insertJob({ funcname: "lost", arg: "x" })
