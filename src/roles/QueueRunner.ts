@@ -166,7 +166,7 @@ export const gearmanUnique = (uniqkey: string | null): string | undefined => {
 export const queueTotals = (statuses: ReadonlyMap<string, FunctionStatus>): ReadonlyMap<string, number> =>
   new Map([...statuses].map(([name, status]) => [name, status.total] as const))
 
-/** A tagged error as one line (some Gearman errors carry fields, not a message). */
+/** A tagged error as one line; its fields when it renders no message (a guard: ours all do). */
 export const errorText = (e: { readonly _tag: string; readonly message: string }): string =>
   e.message !== "" ? e.message : `${e._tag} ${JSON.stringify(e)}`
 
