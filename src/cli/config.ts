@@ -11,11 +11,13 @@ import { parse as parseYaml } from "yaml"
 import { DEFAULT_SQLITE_TARGET, isSqliteTarget, parseShardUrl, parseSqliteTarget, validateShards } from "../config.js"
 import type { ShardConfig } from "../config.js"
 import { ConfigInvalid } from "../errors.js"
+import { parseHostPort } from "../hostPort.js"
 import type { ControllerOptions } from "../roles/Controller.js"
+import * as Defaults from "../roles/defaults.js"
 import type { InjectorOptions } from "../roles/Injector.js"
 import { settings as queueRunnerSettings, type QueueRunnerOptions } from "../roles/QueueRunner.js"
 
-export const DEFAULT_GEARMAND = "127.0.0.1:4730"
+export const DEFAULT_GEARMAND = Defaults.gearmand
 
 export type LogFormat = "pretty" | "json" | "logfmt"
 const isLogFormat = (s: string): s is LogFormat => s === "pretty" || s === "json" || s === "logfmt"
@@ -214,11 +216,9 @@ const envNumber = (name: string): Either.Either<number | undefined, ConfigInvali
 
 const duration = (s: number | undefined) => s === undefined ? undefined : Duration.millis(Math.round(s * 1000))
 
-/** A job server as host:port. */
+/** A job server as host:port (`[::1]:4730` for IPv6; port 0 refused), as given. */
 export const checkServer = (server: string, field = "gearmand"): Either.Either<string, ConfigInvalid> =>
-  /^[^\s:]+:\d{1,5}$/.test(server) && Number(server.split(":").pop()) <= 65535
-    ? Either.right(server)
-    : Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(server)} is not host:port` }))
+  Either.map(parseHostPort(server, { field }), () => server)
 
 /**
  * The databases: MySQL shards, or one SQLite file (a file is one shard: it cannot be combined

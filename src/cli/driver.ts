@@ -11,7 +11,8 @@ import { Effect, Either, Layer, Logger, LogLevel, Option, Runtime, Schema } from
 import { ConfigInvalid } from "../errors.js"
 import * as Driver from "../driver/Driver.js"
 import { parseDbTargets } from "../config.js"
-import { checkServer, DEFAULT_GEARMAND, env, readConfigFile, type LogFormat } from "./config.js"
+import { formatHostPort, parseHostPort } from "../hostPort.js"
+import { DEFAULT_GEARMAND, env, readConfigFile, type LogFormat } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import * as PidFile from "./pidFile.js"
 import { loggerLayer, reportFailure } from "./shared.js"
@@ -67,7 +68,9 @@ export type DriverFile = typeof DriverFile.Type
 export const parseServers = (text: string): Either.Either<ReadonlyArray<string>, ConfigInvalid> => {
   const entries = text.split(/[\s,]+/).filter((s) => s !== "")
   if (entries.length === 0) return Either.left(new ConfigInvalid({ field: "server", reason: "no job server given" }))
-  return Either.all(entries.map((entry) => checkServer(entry.includes(":") ? entry : `${entry}:4730`, "server")))
+  return Either.all(
+    entries.map((entry) => Either.map(parseHostPort(entry, { field: "server", defaultPort: 4730 }), formatHostPort))
+  )
 }
 
 const flags = {

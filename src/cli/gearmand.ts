@@ -6,9 +6,10 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Either, Option } from "effect"
 import { ConfigInvalid } from "../errors.js"
+import { parseHostPort } from "../hostPort.js"
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../gearman/JobServer.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
-import { DEFAULT_MAX_CONNECTIONS, parseListen, serve } from "../gearman/tcpServer.js"
+import { DEFAULT_MAX_CONNECTIONS, listenOptions, serve } from "../gearman/tcpServer.js"
 import { connectionOptions, env, resolveLogFormat } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { loggerLayer, reportFailure } from "./shared.js"
@@ -96,12 +97,7 @@ const count = (field: string, flag: Option.Option<number>, envName: string, fall
 export const resolveEmbedded = (flags: EmbeddedFlags): Effect.Effect<EmbeddedServerSettings, ConfigInvalid> =>
   Effect.gen(function*() {
     const listenText = Option.getOrUndefined(flags.listen) ?? env("GARIVINI_LISTEN") ?? DEFAULT_LISTEN
-    const listen = parseListen(listenText)
-    if (listen === undefined) {
-      return yield* Effect.fail(
-        new ConfigInvalid({ field: "listen", reason: `${JSON.stringify(listenText)} is not host:port or port` })
-      )
-    }
+    const listen = yield* parseHostPort(listenText.trim(), listenOptions())
     const maxQueue = yield* count("max-queue", flags.maxQueue, "GARIVINI_MAX_QUEUE", DEFAULT_MAX_QUEUE, 0)
     const maxQueueBytes = yield* count(
       "max-queue-bytes",

@@ -7,6 +7,7 @@
 import { Command } from "@effect/cli"
 import { Console, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
+import { formatHostPort } from "../hostPort.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import type { RunningServer } from "../gearman/tcpServer.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
@@ -74,7 +75,7 @@ const withServer = (settings: Settings, server: Option.Option<RunningServer>): S
     // 0.0.0.0 / :: accept on every interface; this process connects over loopback.
     onSome: (s) => ({
       ...settings,
-      gearmand: [`${s.host === "0.0.0.0" || s.host === "::" ? "127.0.0.1" : s.host}:${s.port}`]
+      gearmand: [formatHostPort({ host: s.host === "0.0.0.0" || s.host === "::" ? "127.0.0.1" : s.host, port: s.port })]
     })
   })
 
