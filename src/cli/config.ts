@@ -84,6 +84,17 @@ export const FileConfig = Schema.Struct({
   })),
   log: Schema.optional(Schema.Struct({
     format: Schema.optional(Schema.Literal("pretty", "json", "logfmt"))
+  })),
+  // The embedded job server of `garivini gearmand` and `garivini up` (their --listen, --max-*).
+  embedded: Schema.optional(Schema.Struct({
+    listen: Schema.optional(Schema.String),
+    maxQueue: Schema.optional(Schema.Int),
+    maxQueueBytes: Schema.optional(Schema.Int),
+    maxTotalBytes: Schema.optional(Schema.Int),
+    maxPacket: Schema.optional(Schema.Int),
+    maxBacklog: Schema.optional(Schema.Int),
+    maxInputBytes: Schema.optional(Schema.Int),
+    maxConnections: Schema.optional(Schema.Int)
   }))
 })
 export type FileConfig = typeof FileConfig.Type
@@ -312,11 +323,13 @@ const resolveDatabases = (
 /** --log-format, else GARIVINI_LOG_FORMAT, else the file's, else pretty on a terminal and logfmt otherwise. */
 export const resolveLogFormat = (
   flag: Option.Option<LogFormat>,
-  from: Sources = sources(undefined, {})
+  from?: Sources
 ): Effect.Effect<LogFormat, ConfigInvalid> =>
-  Effect.map(
-    read(from, keys.logFormat, flag),
-    Option.getOrElse((): LogFormat => (process.stdout.isTTY ? "pretty" : "logfmt"))
+  Effect.suspend(() =>
+    Effect.map(
+      read(from ?? sources(undefined, {}), keys.logFormat, flag),
+      Option.getOrElse((): LogFormat => (process.stdout.isTTY ? "pretty" : "logfmt"))
+    )
   )
 
 /** The sources of a command: the environment and the file of `--config` (else GARIVINI_CONFIG), decoded. */

@@ -14,7 +14,7 @@ import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
 import * as Supervise from "../roles/supervise.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
+import { connectionOptions, controllerOptions, injectorOptions, loadSources, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
@@ -89,7 +89,9 @@ export const upCommand = Command.make("up", {
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {
       yield* checkRoleSettings(ROLES, configured)
-      const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
+      const embedded = configured.gearmandGiven
+        ? Option.none()
+        : Option.some(yield* resolveEmbedded(flags, yield* loadSources(flags.config)))
       const server = Option.isSome(embedded)
         ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS))
         : Option.none<RunningServer>()

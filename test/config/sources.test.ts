@@ -5,8 +5,9 @@ import { join } from "node:path"
 import { inspect } from "node:util"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Option, Redacted, Schema } from "effect"
-import { keys, resolve } from "../../src/cli/config.js"
+import { keys, loadSources, resolve } from "../../src/cli/config.js"
 import { resolveDriver } from "../../src/cli/driver.js"
+import { resolveEmbedded } from "../../src/cli/gearmand.js"
 import { environment, key, listKey, NumberText, read, type Sources } from "../../src/cli/sources.js"
 import { tempDir } from "../support/files.js"
 
@@ -240,5 +241,57 @@ describe("garivini driver resolves like every other command", () => {
       assert.strictEqual(bad.field, "GARIVINI_DRIVER_MAX_PROCESSES")
       const badServer = yield* withEnv({ ...clean, GARIVINI_GEARMAND: "h:0" }, Effect.flip(resolveDriver(none)))
       assert.include(badServer.message, "port 0")
+    }))
+})
+
+describe("the embedded job server's flags", () => {
+  it.scoped("flag > GARIVINI_* > the file's embedded section > default; --listen takes [::1]:PORT", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir("garivini-sources-embedded-")
+      const path = join(dir, "c.yaml")
+      writeFileSync(path, "embedded: { listen: '[::1]:4740', maxQueue: 5, maxConnections: 7 }\n")
+      const none = {
+        listen: Option.none(),
+        maxQueue: Option.none(),
+        maxQueueBytes: Option.none(),
+        maxTotalBytes: Option.none(),
+        maxPacket: Option.none(),
+        maxBacklog: Option.none(),
+        maxInputBytes: Option.none(),
+        maxConnections: Option.none()
+      }
+      const fromFile = yield* withEnv(
+        { ...clean, GARIVINI_CONFIG: path },
+        Effect.flatMap(loadSources(Option.none()), (from) => resolveEmbedded(none, from))
+      )
+      assert.deepStrictEqual([fromFile.host, fromFile.port, fromFile.maxQueue, fromFile.maxConnections], [
+        "::1",
+        4740,
+        5,
+        7
+      ])
+      const fromEnv = yield* withEnv(
+        { ...clean, GARIVINI_CONFIG: path, GARIVINI_MAX_QUEUE: "6", GARIVINI_LISTEN: "4741" },
+        Effect.flatMap(loadSources(Option.none()), (from) => resolveEmbedded(none, from))
+      )
+      assert.deepStrictEqual([fromEnv.host, fromEnv.port, fromEnv.maxQueue, fromEnv.maxConnections], [
+        "127.0.0.1",
+        4741,
+        6,
+        7
+      ])
+      const fromFlags = yield* withEnv(
+        { ...clean, GARIVINI_CONFIG: path, GARIVINI_MAX_QUEUE: "6" },
+        Effect.flatMap(
+          loadSources(Option.none()),
+          (from) => resolveEmbedded({ ...none, maxQueue: Option.some(8), listen: Option.some("0") }, from)
+        )
+      )
+      assert.deepStrictEqual([fromFlags.port, fromFlags.maxQueue], [0, 8])
+      const defaults = yield* withEnv(clean, resolveEmbedded(none))
+      assert.deepStrictEqual([defaults.host, defaults.port, defaults.maxQueue], ["127.0.0.1", 4730, 1_000_000])
+      const bad = yield* withEnv({ ...clean, GARIVINI_LISTEN: "::1:4730" }, Effect.flip(resolveEmbedded(none)))
+      assert.strictEqual(bad.field, "listen")
+      assert.include(bad.message, "put it in brackets")
     }))
 })
