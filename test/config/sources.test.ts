@@ -1,13 +1,13 @@
 // Where a setting comes from (src/cli/sources.ts): flag > GARIVINI_* variable > config file
 // (YAML or JSON) > default, key by key; a bad value names its source; passwords stay redacted.
-import { writeFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { inspect } from "node:util"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Option, Redacted, Schema } from "effect"
 import { keys, loadSources, resolve } from "../../src/cli/config.js"
-import { resolveDriver } from "../../src/cli/driver.js"
-import { resolveEmbedded } from "../../src/cli/gearmand.js"
+import { driverKeys, resolveDriver } from "../../src/cli/driver.js"
+import { embeddedKeys, resolveEmbedded } from "../../src/cli/gearmand.js"
 import { environment, key, listKey, NumberText, read, type Sources } from "../../src/cli/sources.js"
 import { tempDir } from "../support/files.js"
 
@@ -294,4 +294,17 @@ describe("the embedded job server's flags", () => {
       assert.strictEqual(bad.field, "listen")
       assert.include(bad.message, "put it in brackets")
     }))
+})
+
+describe("docs/operations.md", () => {
+  it("names every GARIVINI_* variable a command reads", () => {
+    const doc = readFileSync("docs/operations.md", "utf8")
+    const names = [keys, embeddedKeys, driverKeys].flatMap((table) =>
+      Object.values(table).flatMap((k: { readonly env?: { readonly name: string } | undefined }) =>
+        k.env === undefined ? [] : [k.env.name]
+      )
+    )
+    assert.isAbove(names.length, 30)
+    for (const name of names) assert.include(doc, `\`${name}\``, name)
+  })
 })
