@@ -170,38 +170,55 @@ export const connectionOptions = {
   )
 }
 
+const { controller: C, injector: I, queueRunner: Q } = Defaults
+const secondsOf = (d: Duration.Duration) => Duration.toSeconds(d)
+
 export const queueRunnerOptions = {
-  batchMaxSize: integer("batch-max-size", "Largest batch claimed per shard and round (default 1000, at least 50)"),
+  batchMaxSize: integer(
+    "batch-max-size",
+    `Largest batch claimed per shard and round (default ${Q.batchMaxSize}, at least 50)`
+  ),
   batchMaxBytes: integer(
     "batch-max-bytes",
-    "Bytes of args claimed per shard and round, at most; a larger job goes alone (default 67108864)"
+    `Bytes of args claimed per shard and round, at most; a larger job goes alone (default ${Q.batchMaxBytes})`
   ),
-  batchRunSleep: seconds("batch-run-sleep", "Seconds between rounds, at most (default 1)"),
+  batchRunSleep: seconds(
+    "batch-run-sleep",
+    `Seconds between rounds, at most (default ${secondsOf(Q.batchRunSleep)})`
+  ),
   queueWatermarkDepth: integer(
     "queue-watermark-depth",
-    "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"
+    `Defer jobs of functions with more queued in gearmand (default ${Q.queueWatermarkDepth}; 0 disables)`
   ),
-  lease: seconds("lease", "Seconds a dispatched job is leased before it is dispatched again (default 1000)"),
+  lease: seconds(
+    "lease",
+    `Seconds a dispatched job is leased before it is dispatched again (default ${secondsOf(Q.lease)})`
+  ),
   deferFor: seconds(
     "defer-for",
-    "Seconds the overflow of a round that crossed the watermark waits (default 0; the original waited 60)"
+    `Seconds the overflow of a round that crossed the watermark waits (default ${
+      secondsOf(Q.deferFor)
+    }; the original waited 60)`
   )
 }
 
 export const controllerOptions = {
-  controllerConcurrency: integer("controller-concurrency", "Jobs a Controller runs at once (default 64)"),
-  controllerTimeout: seconds("controller-timeout", "Seconds a Controller waits for a job (default 900)")
+  controllerConcurrency: integer("controller-concurrency", `Jobs a Controller runs at once (default ${C.concurrency})`),
+  controllerTimeout: seconds(
+    "controller-timeout",
+    `Seconds a Controller waits for a job (default ${secondsOf(C.timeout)})`
+  )
 }
 
 export const injectorOptions = {
-  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)"),
+  injectorConcurrency: integer("injector-concurrency", `Injects handled at once (default ${I.concurrency})`),
   injectorMaxRequestJobs: integer(
     "injector-max-request-jobs",
-    "Jobs one inject_jobs request may carry; more are rejected (default 10000)"
+    `Jobs one inject_jobs request may carry; more are rejected (default ${I.maxRequestJobs})`
   ),
   injectorMaxRequestBytes: integer(
     "injector-max-request-bytes",
-    "Bytes one inject_jobs request may have; more are rejected (default 33554432)"
+    `Bytes one inject_jobs request may have; more are rejected (default ${I.maxRequestBytes})`
   )
 }
 
