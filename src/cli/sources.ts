@@ -98,7 +98,7 @@ const reasonOf = (error: ConfigError.ConfigError): string =>
 
 const readFrom = <A>(provider: ConfigProvider.ConfigProvider, config: Config.Config<A>, field: string) =>
   Effect.withConfigProvider(Config.option(config), provider).pipe(
-    Effect.mapError((e) => new ConfigInvalid({ field, reason: reasonOf(e) }))
+    Effect.mapError((e) => new ConfigInvalid({ field, reason: reasonOf(e), cause: e }))
   )
 
 /** The flag's value, else the variable's, else the file's: the first source that has the key. */

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { inspect } from "node:util"
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Option, Redacted, Schema } from "effect"
+import { ConfigError, ConfigProvider, Duration, Effect, Option, Redacted, Schema } from "effect"
 import { keys, loadSources, resolve } from "../../src/cli/config.js"
 import { driverKeys, resolveDriver } from "../../src/cli/driver.js"
 import { embeddedKeys, resolveEmbedded } from "../../src/cli/gearmand.js"
@@ -59,6 +59,7 @@ describe("read: one key from its sources", () => {
       assert.deepStrictEqual(yield* read(fromMaps({ GARIVINI_BATCH_MAX_SIZE: " " }, file), size), Option.some(300))
       const fromEnv = yield* Effect.flip(read(fromMaps({ GARIVINI_BATCH_MAX_SIZE: "lots" }, file), size))
       assert.strictEqual(fromEnv.message, "invalid configuration GARIVINI_BATCH_MAX_SIZE: \"lots\" is not a number")
+      assert.isTrue(ConfigError.isConfigError(fromEnv.cause), "the Config's error is kept as the cause")
       const fromFile = yield* Effect.flip(read(fromMaps({}, { queueRunner: { batchMaxSize: "x" } }), size))
       assert.strictEqual(fromFile.field, "queueRunner.batchMaxSize (in c.yaml)")
     }))
