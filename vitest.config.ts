@@ -5,6 +5,7 @@ import { defineConfig } from "vitest/config"
 // .ci/unit-alone checks that, so a file missing from this list fails CI rather than going unnoticed.
 const integration = [
   "test/cli{,Hostile,Migrate,Paths,Signals,Sqlite,TwoRunners}.test.ts", // cliConfig.test.ts is a unit test
+  "test/config/ipv6.test.ts", // a gearmand on ::1
   "test/up.test.ts",
   "test/**/*.e2e.test.ts",
   "test/driver/**/*.test.ts", // fixtures import dist/; children are forked from dist/

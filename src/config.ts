@@ -3,8 +3,10 @@
  * Passwords are `Redacted` from the moment they are read; nothing here logs them.
  */
 import { resolve as resolvePath } from "node:path"
-import { Config, ConfigError, Duration, Either, Redacted } from "effect"
+import type { Duration } from "effect"
+import { Config, ConfigError, Either, Redacted } from "effect"
 import { ConfigInvalid } from "./errors.js"
+import * as Defaults from "./roles/defaults.js"
 
 /** One MySQL database holding a `job` table. `id` is the job handles' `dbid`. */
 export interface ShardConfig {
@@ -26,7 +28,7 @@ export interface StorageConfig {
   readonly coolOff?: Duration.DurationInput
 }
 
-export const DEFAULT_COOL_OFF = Duration.seconds(30)
+export const DEFAULT_COOL_OFF = Defaults.storage.coolOff
 export const DEFAULT_DB_URL = "mysql://root@127.0.0.1:3306/garivini"
 
 /**

@@ -6,16 +6,29 @@
  */
 import { readFileSync } from "node:fs"
 import { Options } from "@effect/cli"
-import { Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
+import { Config, Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
 import { parse as parseYaml } from "yaml"
 import { DEFAULT_SQLITE_TARGET, isSqliteTarget, parseShardUrl, parseSqliteTarget, validateShards } from "../config.js"
 import type { ShardConfig } from "../config.js"
 import { ConfigInvalid } from "../errors.js"
+import { parseHostPort } from "../hostPort.js"
 import type { ControllerOptions } from "../roles/Controller.js"
+import * as Defaults from "../roles/defaults.js"
 import type { InjectorOptions } from "../roles/Injector.js"
 import { settings as queueRunnerSettings, type QueueRunnerOptions } from "../roles/QueueRunner.js"
+import {
+  key,
+  type Key,
+  listKey,
+  NumberText,
+  read,
+  readOrUndefined,
+  type Sources,
+  sources,
+  splitList
+} from "./sources.js"
 
-export const DEFAULT_GEARMAND = "127.0.0.1:4730"
+export const DEFAULT_GEARMAND = Defaults.gearmand
 
 export type LogFormat = "pretty" | "json" | "logfmt"
 const isLogFormat = (s: string): s is LogFormat => s === "pretty" || s === "json" || s === "logfmt"
@@ -71,6 +84,17 @@ export const FileConfig = Schema.Struct({
   })),
   log: Schema.optional(Schema.Struct({
     format: Schema.optional(Schema.Literal("pretty", "json", "logfmt"))
+  })),
+  // The embedded job server of `garivini gearmand` and `garivini up` (their --listen, --max-*).
+  embedded: Schema.optional(Schema.Struct({
+    listen: Schema.optional(Schema.String),
+    maxQueue: Schema.optional(Schema.Int),
+    maxQueueBytes: Schema.optional(Schema.Int),
+    maxTotalBytes: Schema.optional(Schema.Int),
+    maxPacket: Schema.optional(Schema.Int),
+    maxBacklog: Schema.optional(Schema.Int),
+    maxInputBytes: Schema.optional(Schema.Int),
+    maxConnections: Schema.optional(Schema.Int)
   }))
 })
 export type FileConfig = typeof FileConfig.Type
@@ -146,38 +170,55 @@ export const connectionOptions = {
   )
 }
 
+const { controller: C, injector: I, queueRunner: Q } = Defaults
+const secondsOf = (d: Duration.Duration) => Duration.toSeconds(d)
+
 export const queueRunnerOptions = {
-  batchMaxSize: integer("batch-max-size", "Largest batch claimed per shard and round (default 1000, at least 50)"),
+  batchMaxSize: integer(
+    "batch-max-size",
+    `Largest batch claimed per shard and round (default ${Q.batchMaxSize}, at least 50)`
+  ),
   batchMaxBytes: integer(
     "batch-max-bytes",
-    "Bytes of args claimed per shard and round, at most; a larger job goes alone (default 67108864)"
+    `Bytes of args claimed per shard and round, at most; a larger job goes alone (default ${Q.batchMaxBytes})`
   ),
-  batchRunSleep: seconds("batch-run-sleep", "Seconds between rounds, at most (default 1)"),
+  batchRunSleep: seconds(
+    "batch-run-sleep",
+    `Seconds between rounds, at most (default ${secondsOf(Q.batchRunSleep)})`
+  ),
   queueWatermarkDepth: integer(
     "queue-watermark-depth",
-    "Defer jobs of functions with more queued in gearmand (default 4000; 0 disables)"
+    `Defer jobs of functions with more queued in gearmand (default ${Q.queueWatermarkDepth}; 0 disables)`
   ),
-  lease: seconds("lease", "Seconds a dispatched job is leased before it is dispatched again (default 1000)"),
+  lease: seconds(
+    "lease",
+    `Seconds a dispatched job is leased before it is dispatched again (default ${secondsOf(Q.lease)})`
+  ),
   deferFor: seconds(
     "defer-for",
-    "Seconds the overflow of a round that crossed the watermark waits (default 0; the original waited 60)"
+    `Seconds the overflow of a round that crossed the watermark waits (default ${
+      secondsOf(Q.deferFor)
+    }; the original waited 60)`
   )
 }
 
 export const controllerOptions = {
-  controllerConcurrency: integer("controller-concurrency", "Jobs a Controller runs at once (default 64)"),
-  controllerTimeout: seconds("controller-timeout", "Seconds a Controller waits for a job (default 900)")
+  controllerConcurrency: integer("controller-concurrency", `Jobs a Controller runs at once (default ${C.concurrency})`),
+  controllerTimeout: seconds(
+    "controller-timeout",
+    `Seconds a Controller waits for a job (default ${secondsOf(C.timeout)})`
+  )
 }
 
 export const injectorOptions = {
-  injectorConcurrency: integer("injector-concurrency", "Injects handled at once (default 32)"),
+  injectorConcurrency: integer("injector-concurrency", `Injects handled at once (default ${I.concurrency})`),
   injectorMaxRequestJobs: integer(
     "injector-max-request-jobs",
-    "Jobs one inject_jobs request may carry; more are rejected (default 10000)"
+    `Jobs one inject_jobs request may carry; more are rejected (default ${I.maxRequestJobs})`
   ),
   injectorMaxRequestBytes: integer(
     "injector-max-request-bytes",
-    "Bytes one inject_jobs request may have; more are rejected (default 33554432)"
+    `Bytes one inject_jobs request may have; more are rejected (default ${I.maxRequestBytes})`
   )
 }
 
@@ -198,27 +239,69 @@ export const env = (name: string): string | undefined => {
   const value = process.env[name]
   return value === undefined || value.trim() === "" ? undefined : value
 }
-const list = (value: string): ReadonlyArray<string> => value.split(/[\s,]+/).filter((s) => s !== "")
 
-const firstOf = <A>(...candidates: ReadonlyArray<A | undefined>): A | undefined =>
-  candidates.find((c) => c !== undefined)
+const LogFormatText: Schema.Schema<LogFormat, string> = Schema.String.pipe(
+  Schema.filter(isLogFormat, { message: (issue) => `${JSON.stringify(issue.actual)} is not pretty, json or logfmt` })
+)
 
-const envNumber = (name: string): Either.Either<number | undefined, ConfigInvalid> => {
-  const value = env(name)
-  if (value === undefined) return Either.right(undefined)
-  const n = Number(value)
-  return Number.isFinite(n)
-    ? Either.right(n)
-    : Either.left(new ConfigInvalid({ field: name, reason: `${JSON.stringify(value)} is not a number` }))
+type DbGiven = ReadonlyArray<{ readonly url: Redacted.Redacted<string>; readonly id: number | undefined }>
+
+/** Databases: a comma/space list in GARIVINI_DB, `db: [URL or {url, id}]` in the file; redacted as read. */
+const dbKey: Key<DbGiven> = {
+  env: {
+    name: "GARIVINI_DB",
+    config: Config.map(
+      Config.redacted("GARIVINI_DB"),
+      (text) => splitList(Redacted.value(text)).map((url) => ({ url: Redacted.make(url), id: undefined }))
+    )
+  },
+  file: {
+    path: "db",
+    config: Config.array(
+      Config.redacted().pipe(
+        Config.map((url) => ({ url, id: undefined as number | undefined })),
+        Config.orElse(() =>
+          Config.map(
+            Config.all({ url: Config.redacted("url"), id: Config.option(Config.integer("id")) }),
+            ({ id, url }) => ({ url, id: Option.getOrUndefined(id) })
+          )
+        )
+      ),
+      "db"
+    )
+  }
 }
+
+/**
+ * Every key the roles' commands read, with its variable and its place in the file (docs/operations.md
+ * has the table). Numbers are checked for range where they are used (QueueRunner.settings, the roles).
+ */
+export const keys = {
+  config: key("GARIVINI_CONFIG", undefined, Schema.String),
+  db: dbKey,
+  gearmand: listKey("GARIVINI_GEARMAND", "gearmand", Schema.String),
+  logFormat: key("GARIVINI_LOG_FORMAT", "log.format", LogFormatText),
+  batchMaxSize: key("GARIVINI_BATCH_MAX_SIZE", "queueRunner.batchMaxSize", NumberText),
+  batchMaxBytes: key("GARIVINI_BATCH_MAX_BYTES", "queueRunner.batchMaxBytes", NumberText),
+  batchRunSleep: key("GARIVINI_BATCH_RUN_SLEEP", "queueRunner.batchRunSleep", NumberText),
+  queueWatermarkDepth: key("GARIVINI_QUEUE_WATERMARK_DEPTH", "queueRunner.queueWatermarkDepth", NumberText),
+  lease: key("GARIVINI_LEASE", "queueRunner.lease", NumberText),
+  deferFor: key("GARIVINI_DEFER_FOR", "queueRunner.deferFor", NumberText),
+  // The Injector's lease and watermark are the runner's: its own file keys count only without those.
+  injectorLease: key(undefined, "injector.lease", NumberText),
+  injectorWatermark: key(undefined, "injector.queueWatermarkDepth", NumberText),
+  injectorConcurrency: key("GARIVINI_INJECTOR_CONCURRENCY", "injector.concurrency", NumberText),
+  injectorMaxRequestJobs: key("GARIVINI_INJECTOR_MAX_REQUEST_JOBS", "injector.maxRequestJobs", NumberText),
+  injectorMaxRequestBytes: key("GARIVINI_INJECTOR_MAX_REQUEST_BYTES", "injector.maxRequestBytes", NumberText),
+  controllerConcurrency: key("GARIVINI_CONTROLLER_CONCURRENCY", "controller.concurrency", NumberText),
+  controllerTimeout: key("GARIVINI_CONTROLLER_TIMEOUT", "controller.timeout", NumberText)
+} as const
 
 const duration = (s: number | undefined) => s === undefined ? undefined : Duration.millis(Math.round(s * 1000))
 
-/** A job server as host:port. */
+/** A job server as host:port (`[::1]:4730` for IPv6; port 0 refused), as given. */
 export const checkServer = (server: string, field = "gearmand"): Either.Either<string, ConfigInvalid> =>
-  /^[^\s:]+:\d{1,5}$/.test(server) && Number(server.split(":").pop()) <= 65535
-    ? Either.right(server)
-    : Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(server)} is not host:port` }))
+  Either.map(parseHostPort(server, { field }), () => server)
 
 /**
  * The databases: MySQL shards, or one SQLite file (a file is one shard: it cannot be combined
@@ -257,95 +340,75 @@ const resolveDatabases = (
 /** --log-format, else GARIVINI_LOG_FORMAT, else the file's, else pretty on a terminal and logfmt otherwise. */
 export const resolveLogFormat = (
   flag: Option.Option<LogFormat>,
-  fromFile?: LogFormat
-): Either.Either<LogFormat, ConfigInvalid> => {
-  const envFormat = env("GARIVINI_LOG_FORMAT")
-  if (envFormat !== undefined && !isLogFormat(envFormat)) {
-    return Either.left(
-      new ConfigInvalid({
-        field: "GARIVINI_LOG_FORMAT",
-        reason: `${JSON.stringify(envFormat)} is not pretty, json or logfmt`
-      })
+  from?: Sources
+): Effect.Effect<LogFormat, ConfigInvalid> =>
+  Effect.suspend(() =>
+    Effect.map(
+      read(from ?? sources(undefined, {}), keys.logFormat, flag),
+      Option.getOrElse((): LogFormat => (process.stdout.isTTY ? "pretty" : "logfmt"))
     )
-  }
-  return Either.right(
-    firstOf<LogFormat>(Option.getOrUndefined(flag), envFormat, fromFile) ?? (process.stdout.isTTY ? "pretty" : "logfmt")
   )
-}
 
-/** Resolves every setting from flags, environment and file, in that order. */
+/** The sources of a command: the environment and the file of `--config` (else GARIVINI_CONFIG), decoded. */
+export const loadSources = (configFlag: Option.Option<string>): Effect.Effect<Sources, ConfigInvalid> =>
+  Effect.gen(function*() {
+    const path = yield* readOrUndefined(sources(undefined, {}), keys.config, configFlag)
+    return sources(path, path === undefined ? {} : yield* loadFile(path))
+  })
+
+/** Resolves every setting: flag, else environment, else file, else default (src/cli/sources.ts). */
 export const resolve = (
   flags: ConnectionFlags & Partial<RunnerFlags & ControllerFlags & InjectorFlags>
 ): Effect.Effect<Settings, ConfigInvalid> =>
   Effect.gen(function*() {
-    const path = Option.getOrUndefined(flags.config) ?? env("GARIVINI_CONFIG")
-    const file: FileConfig = path === undefined ? {} : yield* loadFile(path)
+    const from = yield* loadSources(flags.config)
+    const get = <A>(setting: Key<A>, flag?: Option.Option<A>) => readOrUndefined(from, setting, flag)
 
     // Shards: --db, else GARIVINI_DB, else the file, else ./garivini.db (SQLite): the embedded
     // default, the same for `up`, `inject` and `consume` run from one directory.
-    const flagDbs = flags.db.map((u) => ({ url: Redacted.value(u), id: undefined as number | undefined }))
-    const envDbs = Option.fromNullable(env("GARIVINI_DB")).pipe(
-      Option.map((v) => list(v).map((url) => ({ url, id: undefined as number | undefined })))
-    )
-    const fileDbs = file.db?.map((d) => typeof d === "string" ? { url: d, id: undefined } : { url: d.url, id: d.id })
-    const givenDbs = flagDbs.length > 0 ? flagDbs : Option.getOrUndefined(envDbs) ?? fileDbs
-    const dbs = givenDbs ?? [{ url: DEFAULT_SQLITE_TARGET, id: undefined }]
+    const flagDbs = flags.db.map((url) => ({ url, id: undefined }))
+    const givenDbs = yield* get(dbKey, flagDbs.length > 0 ? Option.some(flagDbs) : Option.none())
+    const dbs = (givenDbs ?? [{ url: Redacted.make(DEFAULT_SQLITE_TARGET), id: undefined }]).map((d) => ({
+      url: Redacted.value(d.url),
+      id: d.id
+    }))
     const { shards, sqlite } = yield* resolveDatabases(dbs)
-    const givenServers = flags.gearmand.length > 0
-      ? flags.gearmand
-      : firstOf(Option.getOrUndefined(Option.map(Option.fromNullable(env("GARIVINI_GEARMAND")), list)), file.gearmand)
+    const givenServers = yield* get(
+      keys.gearmand,
+      flags.gearmand.length > 0 ? Option.some(flags.gearmand) : Option.none()
+    )
     const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], (s) => checkServer(s))
 
-    const num = (flag: Option.Option<number> | undefined, envName: string, fromFile: number | undefined) =>
-      Effect.map(envNumber(envName), (fromEnv) =>
-        firstOf(flag === undefined ? undefined : Option.getOrUndefined(flag), fromEnv, fromFile))
-
-    const qr = file.queueRunner ?? {}
     const queueRunner: QueueRunnerOptions = {
-      batchMaxSize: yield* num(flags.batchMaxSize, "GARIVINI_BATCH_MAX_SIZE", qr.batchMaxSize),
-      batchMaxBytes: yield* num(flags.batchMaxBytes, "GARIVINI_BATCH_MAX_BYTES", qr.batchMaxBytes),
-      batchRunSleep: duration(yield* num(flags.batchRunSleep, "GARIVINI_BATCH_RUN_SLEEP", qr.batchRunSleep)),
-      queueWatermarkDepth: yield* num(
-        flags.queueWatermarkDepth,
-        "GARIVINI_QUEUE_WATERMARK_DEPTH",
-        qr.queueWatermarkDepth
-      ),
-      lease: duration(yield* num(flags.lease, "GARIVINI_LEASE", qr.lease)),
-      deferFor: duration(yield* num(flags.deferFor, "GARIVINI_DEFER_FOR", qr.deferFor))
+      batchMaxSize: yield* get(keys.batchMaxSize, flags.batchMaxSize),
+      batchMaxBytes: yield* get(keys.batchMaxBytes, flags.batchMaxBytes),
+      batchRunSleep: duration(yield* get(keys.batchRunSleep, flags.batchRunSleep)),
+      queueWatermarkDepth: yield* get(keys.queueWatermarkDepth, flags.queueWatermarkDepth),
+      lease: duration(yield* get(keys.lease, flags.lease)),
+      deferFor: duration(yield* get(keys.deferFor, flags.deferFor))
     }
-    const inj = file.injector ?? {}
     const injector: InjectorOptions = {
       // The Injector's lease must match the QueueRunner's: it keeps the runner off injected jobs.
-      lease: queueRunner.lease ?? duration(inj.lease),
-      queueWatermarkDepth: queueRunner.queueWatermarkDepth ?? inj.queueWatermarkDepth,
-      concurrency: yield* num(flags.injectorConcurrency, "GARIVINI_INJECTOR_CONCURRENCY", inj.concurrency),
-      maxRequestJobs: yield* num(
-        flags.injectorMaxRequestJobs,
-        "GARIVINI_INJECTOR_MAX_REQUEST_JOBS",
-        inj.maxRequestJobs
-      ),
-      maxRequestBytes: yield* num(
-        flags.injectorMaxRequestBytes,
-        "GARIVINI_INJECTOR_MAX_REQUEST_BYTES",
-        inj.maxRequestBytes
-      )
+      lease: queueRunner.lease ?? duration(yield* get(keys.injectorLease)),
+      queueWatermarkDepth: queueRunner.queueWatermarkDepth ?? (yield* get(keys.injectorWatermark)),
+      concurrency: yield* get(keys.injectorConcurrency, flags.injectorConcurrency),
+      maxRequestJobs: yield* get(keys.injectorMaxRequestJobs, flags.injectorMaxRequestJobs),
+      maxRequestBytes: yield* get(keys.injectorMaxRequestBytes, flags.injectorMaxRequestBytes)
     }
-    const ctl = file.controller ?? {}
     const controller: ControllerOptions = {
-      concurrency: yield* num(flags.controllerConcurrency, "GARIVINI_CONTROLLER_CONCURRENCY", ctl.concurrency),
-      timeout: duration(yield* num(flags.controllerTimeout, "GARIVINI_CONTROLLER_TIMEOUT", ctl.timeout))
+      concurrency: yield* get(keys.controllerConcurrency, flags.controllerConcurrency),
+      timeout: duration(yield* get(keys.controllerTimeout, flags.controllerTimeout))
     }
     // Checked here, for every command: a bad value stops the start with exit 2. The Injector
     // alone would take a lease under a second: its jobs stored due, run by a QueueRunner as well.
     yield* Either.mapLeft(
       queueRunnerSettings(queueRunner),
-      (e) =>
-        new ConfigInvalid({ field: `queueRunner.${e.field}`, reason: e.reason, cause: e })
+      (e) => new ConfigInvalid({ field: `queueRunner.${e.field}`, reason: e.reason, cause: e })
     )
     if (injector.lease !== undefined && Duration.toMillis(Duration.decode(injector.lease)) < 1000) {
       return yield* Effect.fail(new ConfigInvalid({ field: "injector.lease", reason: "must be at least 1 second" }))
     }
-    const logFormat = yield* resolveLogFormat(flags.logFormat, file.log?.format)
+    const logFormat = yield* resolveLogFormat(flags.logFormat, from)
     return {
       shards,
       sqlite,

@@ -1,7 +1,8 @@
 /**
  * `garivini driver --module <path>... [--config <file>]`: runs the Driver. The file takes the
  * original's keys (`server`, `console_port`, `interval`, `max_idle_time`, `loglevel`,
- * `job_runtime_attributes`, `worker_options`) and a few of ours; flags win over the file.
+ * `job_runtime_attributes`, `worker_options`) and a few of ours. Each key: flag, else its
+ * `GARIVINI_DRIVER_*` variable (`GARIVINI_GEARMAND` for the servers), else the file, else default.
  * SIGTERM/SIGINT drain every child (grace period `shutdown_timeout`) and exit 0; SIGHUP reads the
  * file again and applies its min/max; `--pid-file` is created exclusively at start (a Driver
  * already running keeps it) and removed at exit.
@@ -10,10 +11,13 @@ import { Command, Options } from "@effect/cli"
 import { Effect, Either, Layer, Logger, LogLevel, Option, Runtime, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import * as Driver from "../driver/Driver.js"
+import * as Defaults from "../roles/defaults.js"
 import { parseDbTargets } from "../config.js"
-import { checkServer, DEFAULT_GEARMAND, env, readConfigFile, type LogFormat } from "./config.js"
+import { formatHostPort, parseHost, parseHostPort } from "../hostPort.js"
+import { DEFAULT_GEARMAND, env, readConfigFile, resolveLogFormat, type LogFormat } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import * as PidFile from "./pidFile.js"
+import { key, type Key, listKey, NumberText, readOrUndefined, sources } from "./sources.js"
 import { loggerLayer, reportFailure } from "./shared.js"
 
 const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative())
@@ -67,55 +71,71 @@ export type DriverFile = typeof DriverFile.Type
 export const parseServers = (text: string): Either.Either<ReadonlyArray<string>, ConfigInvalid> => {
   const entries = text.split(/[\s,]+/).filter((s) => s !== "")
   if (entries.length === 0) return Either.left(new ConfigInvalid({ field: "server", reason: "no job server given" }))
-  return Either.all(entries.map((entry) => checkServer(entry.includes(":") ? entry : `${entry}:4730`, "server")))
+  return Either.all(
+    entries.map((entry) => Either.map(parseHostPort(entry, { field: "server", defaultPort: 4730 }), formatHostPort))
+  )
 }
 
 const flags = {
   module: Options.text("module").pipe(
     Options.repeated,
-    Options.withDescription("A worker module (a .js/.mjs file exporting Driver.define(...)); repeat for several")
+    Options.withDescription(
+      "A worker module (a .js/.mjs file exporting Driver.define(...)); repeat for several (env GARIVINI_DRIVER_MODULES)"
+    )
   ),
   config: Options.text("config").pipe(
     Options.optional,
     Options.withDescription(
-      "A YAML or JSON file with the original's keys (server, console_port, interval, max_idle_time, loglevel, job_runtime_attributes, worker_options)"
+      "A YAML or JSON file with the original's keys (server, console_port, interval, max_idle_time, loglevel, job_runtime_attributes, worker_options); env GARIVINI_DRIVER_CONFIG"
     )
   ),
   server: Options.text("server").pipe(
     Options.optional,
-    Options.withDescription(`Job servers as host[:port][,host[:port]] (default ${DEFAULT_GEARMAND})`)
+    Options.withDescription(
+      `Job servers as host[:port][,host[:port]], IPv6 as [::1]:4730 (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`
+    )
   ),
   consolePort: Options.integer("console-port").pipe(
     Options.optional,
-    Options.withDescription("Port of the management console (default 47300; 0 disables)")
+    Options.withDescription(
+      `Port of the management console (env GARIVINI_DRIVER_CONSOLE_PORT; default ${Defaults.driver.consolePort}; 0 disables)`
+    )
   ),
   consoleHost: Options.text("console-host").pipe(
     Options.optional,
-    Options.withDescription("Address the console binds to (default 127.0.0.1)")
+    Options.withDescription(
+      `Address the console binds to (env GARIVINI_DRIVER_CONSOLE_HOST; default ${Defaults.driver.consoleHost})`
+    )
   ),
   consoleSocket: Options.text("console-socket").pipe(
     Options.optional,
-    Options.withDescription("Also serve the console on this Unix socket (mode 0600: only this user)")
+    Options.withDescription(
+      "Also serve the console on this Unix socket (mode 0600: only this user; env GARIVINI_DRIVER_CONSOLE_SOCKET)"
+    )
   ),
   interval: Options.float("interval").pipe(
     Options.optional,
-    Options.withDescription("Seconds between reads of gearmand's status (default 5; 0 disables scaling)")
+    Options.withDescription(
+      `Seconds between reads of gearmand's status (env GARIVINI_DRIVER_INTERVAL; default ${Defaults.driver.interval}; 0 disables scaling)`
+    )
   ),
   maxIdleTime: Options.float("max-idle-time").pipe(
     Options.optional,
-    Options.withDescription("Seconds a process above min may be idle before it drains (default 0)")
+    Options.withDescription(
+      `Seconds a process above min may be idle before it drains (env GARIVINI_DRIVER_MAX_IDLE_TIME; default ${Defaults.driver.maxIdleTime})`
+    )
   ),
   loglevel: Options.text("loglevel").pipe(
     Options.optional,
-    Options.withDescription("TRACE, DEBUG, INFO (default), WARN or ERROR")
+    Options.withDescription("TRACE, DEBUG, INFO (default), WARN or ERROR (env GARIVINI_DRIVER_LOGLEVEL)")
   ),
   pidFile: Options.text("pid-file").pipe(
     Options.optional,
-    Options.withDescription("Write the Driver's pid to this file (removed at exit)")
+    Options.withDescription("Write the Driver's pid to this file (removed at exit; env GARIVINI_DRIVER_PID_FILE)")
   ),
   logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
     Options.optional,
-    Options.withDescription("Log lines as pretty text, JSON or logfmt")
+    Options.withDescription("Log lines as pretty text, JSON or logfmt (env GARIVINI_LOG_FORMAT)")
   )
 }
 
@@ -141,30 +161,55 @@ export interface DriverSettings {
   readonly configPath: string | undefined
 }
 
-/** Flags over the file over defaults. */
+const NonNegativeIntText = Schema.compose(NumberText, NonNegativeInt)
+const PositiveIntText = Schema.compose(NumberText, Schema.Int.pipe(Schema.positive()))
+const SecondsText = Schema.compose(NumberText, Seconds)
+
+/**
+ * The Driver's keys: its variable (`GARIVINI_DRIVER_*`; the job servers are `GARIVINI_GEARMAND`,
+ * as for every command) and its key in the Driver's file (the original's names).
+ */
+export const driverKeys = {
+  config: key("GARIVINI_DRIVER_CONFIG", undefined, Schema.String),
+  modules: listKey("GARIVINI_DRIVER_MODULES", "modules", Schema.String),
+  server: key("GARIVINI_GEARMAND", "server", Schema.String),
+  consolePort: key("GARIVINI_DRIVER_CONSOLE_PORT", "console_port", NonNegativeIntText),
+  consoleHost: key("GARIVINI_DRIVER_CONSOLE_HOST", "console_host", Schema.String),
+  consoleSocket: key("GARIVINI_DRIVER_CONSOLE_SOCKET", "console_socket", Schema.String),
+  interval: key("GARIVINI_DRIVER_INTERVAL", "interval", SecondsText),
+  maxIdleTime: key("GARIVINI_DRIVER_MAX_IDLE_TIME", "max_idle_time", SecondsText),
+  maxStartPerTick: key("GARIVINI_DRIVER_MAX_START_PER_TICK", "max_start_per_tick", PositiveIntText),
+  maxProcessesPerJob: key("GARIVINI_DRIVER_MAX_PROCESSES_PER_JOB", "max_processes_per_job", PositiveIntText),
+  maxProcesses: key("GARIVINI_DRIVER_MAX_PROCESSES", "max_processes", PositiveIntText),
+  shutdownTimeout: key("GARIVINI_DRIVER_SHUTDOWN_TIMEOUT", "shutdown_timeout", SecondsText),
+  loglevel: key("GARIVINI_DRIVER_LOGLEVEL", "loglevel", Level),
+  pidFile: key("GARIVINI_DRIVER_PID_FILE", "pid_file", Schema.String)
+} as const
+
+/** Flag, else environment, else the Driver's file, else defaults (src/cli/sources.ts), key by key. */
 export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInvalid> =>
   Effect.gen(function*() {
-    const configPath = Option.getOrUndefined(f.config)
+    const configPath = yield* readOrUndefined(sources(undefined, {}), driverKeys.config, f.config)
     const file: DriverFile = configPath === undefined ? {} : yield* readConfigFile(configPath, DriverFile)
-    const pick = <A>(flag: Option.Option<A>, fromFile: A | undefined) => Option.getOrUndefined(flag) ?? fromFile
-    const modules = f.module.length > 0 ? f.module : file.modules ?? []
+    const from = sources(configPath, file)
+    const get = <A>(setting: Key<A>, flag?: Option.Option<A>) => readOrUndefined(from, setting, flag)
+    const modules = (yield* get(driverKeys.modules, f.module.length > 0 ? Option.some(f.module) : Option.none())) ?? []
     if (modules.length === 0)
       return yield* Effect.fail(new ConfigInvalid({ field: "module", reason: "give at least one --module" }))
-    const servers = yield* parseServers(pick(f.server, file.server) ?? DEFAULT_GEARMAND)
-    const consolePort = pick(f.consolePort, file.console_port)
+    const servers = yield* parseServers((yield* get(driverKeys.server, f.server)) ?? DEFAULT_GEARMAND)
+    const consolePort = yield* get(driverKeys.consolePort, f.consolePort)
     if (consolePort !== undefined && (!Number.isInteger(consolePort) || consolePort < 0 || consolePort > 65535)) {
       return yield* Effect.fail(new ConfigInvalid({ field: "console-port", reason: `${consolePort} is not a port` }))
     }
-    for (
-      const [field, value] of [["interval", Option.getOrUndefined(f.interval)], [
-        "max-idle-time",
-        Option.getOrUndefined(f.maxIdleTime)
-      ]] as const
-    ) {
+    const consoleHostText = yield* get(driverKeys.consoleHost, f.consoleHost)
+    const consoleHost = consoleHostText === undefined ? undefined : yield* parseHost(consoleHostText, "console-host")
+    const interval = yield* get(driverKeys.interval, f.interval)
+    const maxIdleTime = yield* get(driverKeys.maxIdleTime, f.maxIdleTime)
+    for (const [field, value] of [["interval", interval], ["max-idle-time", maxIdleTime]] as const) {
       if (value !== undefined && !(value >= 0))
         return yield* Effect.fail(new ConfigInvalid({ field, reason: `${value} is not a number of seconds >= 0` }))
     }
-    const levelName = (pick(f.loglevel, file.loglevel) ?? "INFO").toUpperCase()
+    const levelName = ((yield* get(driverKeys.loglevel, f.loglevel)) ?? "INFO").toUpperCase()
     const level = LEVELS[levelName]
     if (level === undefined)
       return yield* Effect.fail(
@@ -174,32 +219,26 @@ export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInv
     const db = env("GARIVINI_DB")
     if (db !== undefined)
       yield* parseDbTargets(db)
-    const envFormat = process.env["GARIVINI_LOG_FORMAT"]
-    const format: LogFormat = Option.getOrUndefined(f.logFormat) ??
-      (envFormat === "json" || envFormat === "logfmt" || envFormat === "pretty"
-        ? envFormat
-        : process.stdout.isTTY
-        ? "pretty"
-        : "logfmt")
+    const format = yield* resolveLogFormat(f.logFormat)
     return {
       options: {
         modules,
         servers,
         consolePort,
-        consoleHost: pick(f.consoleHost, file.console_host),
-        consoleSocket: pick(f.consoleSocket, file.console_socket),
-        interval: pick(f.interval, file.interval),
-        maxIdleTime: pick(f.maxIdleTime, file.max_idle_time),
-        maxStartPerTick: file.max_start_per_tick,
-        maxProcessesPerJob: file.max_processes_per_job,
-        maxProcesses: file.max_processes,
-        shutdownTimeout: file.shutdown_timeout,
+        consoleHost,
+        consoleSocket: yield* get(driverKeys.consoleSocket, f.consoleSocket),
+        interval,
+        maxIdleTime,
+        maxStartPerTick: yield* get(driverKeys.maxStartPerTick),
+        maxProcessesPerJob: yield* get(driverKeys.maxProcessesPerJob),
+        maxProcesses: yield* get(driverKeys.maxProcesses),
+        shutdownTimeout: yield* get(driverKeys.shutdownTimeout),
         runtimeAttributes: file.job_runtime_attributes,
         workerOptions: file.worker_options
       },
       level,
       format,
-      pidFile: pick(f.pidFile, file.pid_file),
+      pidFile: yield* get(driverKeys.pidFile, f.pidFile),
       configPath
     }
   })
@@ -225,12 +264,12 @@ export const driverCommand = Command.make("driver", flags, (f) =>
         Effect.gen(function*() {
           if (settings.pidFile !== undefined) yield* PidFile.hold(settings.pidFile)
           const driver = yield* Driver.make(settings.options)
-          const consoleHost = settings.options.consoleHost ?? "127.0.0.1"
+          const consoleHost = settings.options.consoleHost ?? Defaults.driver.consoleHost
           if (settings.options.consolePort !== 0) {
             yield* warnIfExposed(
               "the Driver console",
               consoleHost,
-              `${consoleHost}:${settings.options.consolePort ?? "47300"}`
+              formatHostPort({ host: consoleHost, port: settings.options.consolePort ?? Defaults.driver.consolePort })
             )
           }
           yield* reloadOnHangup(driver, settings.configPath)

@@ -4,13 +4,16 @@
  * memory like gearmand: Garivini's database is what makes jobs durable.
  */
 import { Command, Options } from "@effect/cli"
-import { Console, Effect, Either, Option } from "effect"
+import type { Option } from "effect"
+import { Console, Effect, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
+import { parseHostPort } from "../hostPort.js"
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../gearman/JobServer.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
-import { DEFAULT_MAX_CONNECTIONS, parseListen, serve } from "../gearman/tcpServer.js"
-import { connectionOptions, env, resolveLogFormat } from "./config.js"
+import { DEFAULT_MAX_CONNECTIONS, listenOptions, serve } from "../gearman/tcpServer.js"
+import { connectionOptions, loadSources, resolveLogFormat } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
+import { key, type Key, NumberText, readOrUndefined, type Sources, sources } from "./sources.js"
 import { loggerLayer, reportFailure } from "./shared.js"
 
 export const DEFAULT_LISTEN = "127.0.0.1:4730"
@@ -21,7 +24,7 @@ export const embeddedServerOptions = {
   listen: Options.text("listen").pipe(
     Options.optional,
     Options.withDescription(
-      `Where the embedded job server listens, host:port or port (env GARIVINI_LISTEN; default ${DEFAULT_LISTEN})`
+      `Where the embedded job server listens, host:port, [v6]:port or port (env GARIVINI_LISTEN; file embedded.listen; default ${DEFAULT_LISTEN})`
     )
   ),
   maxQueue: Options.integer("max-queue").pipe(
@@ -84,53 +87,64 @@ type EmbeddedFlags = {
   readonly [K in keyof typeof embeddedServerOptions]: Option.Option<K extends "listen" ? string : number>
 }
 
-const count = (field: string, flag: Option.Option<number>, envName: string, fallback: number, min: number) => {
-  const text = Option.isSome(flag) ? String(flag.value) : env(envName) ?? String(fallback)
-  const n = Number(text)
-  return Number.isInteger(n) && n >= min
-    ? Either.right(n)
-    : Either.left(new ConfigInvalid({ field, reason: `${JSON.stringify(text)} is not an integer ≥ ${min}` }))
-}
+/** The embedded server's keys: flag, else variable, else the file's `embedded` section, else default. */
+export const embeddedKeys = {
+  listen: key("GARIVINI_LISTEN", "embedded.listen", Schema.String),
+  maxQueue: key("GARIVINI_MAX_QUEUE", "embedded.maxQueue", NumberText),
+  maxQueueBytes: key("GARIVINI_MAX_QUEUE_BYTES", "embedded.maxQueueBytes", NumberText),
+  maxTotalBytes: key("GARIVINI_MAX_TOTAL_BYTES", "embedded.maxTotalBytes", NumberText),
+  maxPacket: key("GARIVINI_MAX_PACKET", "embedded.maxPacket", NumberText),
+  maxBacklog: key("GARIVINI_MAX_BACKLOG", "embedded.maxBacklog", NumberText),
+  maxInputBytes: key("GARIVINI_MAX_INPUT_BYTES", "embedded.maxInputBytes", NumberText),
+  maxConnections: key("GARIVINI_MAX_CONNECTIONS", "embedded.maxConnections", NumberText)
+} as const
 
-/** Flags, then `GARIVINI_LISTEN` / `GARIVINI_MAX_*`, then defaults. */
-export const resolveEmbedded = (flags: EmbeddedFlags): Effect.Effect<EmbeddedServerSettings, ConfigInvalid> =>
+/** Flags, then `GARIVINI_LISTEN` / `GARIVINI_MAX_*`, then the file's `embedded` section, then defaults. */
+export const resolveEmbedded = (
+  flags: EmbeddedFlags,
+  given?: Sources
+): Effect.Effect<EmbeddedServerSettings, ConfigInvalid> =>
   Effect.gen(function*() {
-    const listenText = Option.getOrUndefined(flags.listen) ?? env("GARIVINI_LISTEN") ?? DEFAULT_LISTEN
-    const listen = parseListen(listenText)
-    if (listen === undefined) {
-      return yield* Effect.fail(
-        new ConfigInvalid({ field: "listen", reason: `${JSON.stringify(listenText)} is not host:port or port` })
-      )
-    }
-    const maxQueue = yield* count("max-queue", flags.maxQueue, "GARIVINI_MAX_QUEUE", DEFAULT_MAX_QUEUE, 0)
+    // Read when run, not when built: the environment is the one at start.
+    const from = given ?? sources(undefined, {})
+    const count = (field: string, setting: Key<number>, flag: Option.Option<number>, fallback: number, min: number) =>
+      Effect.flatMap(readOrUndefined(from, setting, flag), (given) => {
+        const n = given ?? fallback
+        return Number.isInteger(n) && n >= min
+          ? Effect.succeed(n)
+          : Effect.fail(new ConfigInvalid({ field, reason: `${JSON.stringify(String(n))} is not an integer ≥ ${min}` }))
+      })
+    const listenText = (yield* readOrUndefined(from, embeddedKeys.listen, flags.listen)) ?? DEFAULT_LISTEN
+    const listen = yield* parseHostPort(listenText.trim(), listenOptions())
+    const maxQueue = yield* count("max-queue", embeddedKeys.maxQueue, flags.maxQueue, DEFAULT_MAX_QUEUE, 0)
     const maxQueueBytes = yield* count(
       "max-queue-bytes",
+      embeddedKeys.maxQueueBytes,
       flags.maxQueueBytes,
-      "GARIVINI_MAX_QUEUE_BYTES",
       DEFAULT_MAX_QUEUE_BYTES,
       0
     )
     const maxTotalBytes = yield* count(
       "max-total-bytes",
+      embeddedKeys.maxTotalBytes,
       flags.maxTotalBytes,
-      "GARIVINI_MAX_TOTAL_BYTES",
       DEFAULT_MAX_TOTAL_BYTES,
       0
     )
-    const maxFrame = yield* count("max-packet", flags.maxPacket, "GARIVINI_MAX_PACKET", DEFAULT_MAX_FRAME, 1024)
-    const maxBacklog = yield* count("max-backlog", flags.maxBacklog, "GARIVINI_MAX_BACKLOG", 2 * maxFrame, 1024)
+    const maxFrame = yield* count("max-packet", embeddedKeys.maxPacket, flags.maxPacket, DEFAULT_MAX_FRAME, 1024)
+    const maxBacklog = yield* count("max-backlog", embeddedKeys.maxBacklog, flags.maxBacklog, 2 * maxFrame, 1024)
     // At least one whole packet must fit, or no large job could ever arrive.
     const maxInputBytes = yield* count(
       "max-input-bytes",
+      embeddedKeys.maxInputBytes,
       flags.maxInputBytes,
-      "GARIVINI_MAX_INPUT_BYTES",
       Math.max(DEFAULT_MAX_INPUT_BYTES, maxFrame),
       maxFrame
     )
     const maxConnections = yield* count(
       "max-connections",
+      embeddedKeys.maxConnections,
       flags.maxConnections,
-      "GARIVINI_MAX_CONNECTIONS",
       DEFAULT_MAX_CONNECTIONS,
       1
     )
@@ -143,11 +157,13 @@ export const embeddedServer = (settings: EmbeddedServerSettings, uncounted: Read
 
 export const gearmandCommand = Command.make("gearmand", {
   ...embeddedServerOptions,
+  config: connectionOptions.config,
   logFormat: connectionOptions.logFormat
 }, (flags) =>
   reportFailure(Effect.gen(function*() {
-    const settings = yield* resolveEmbedded(flags)
-    const format = yield* resolveLogFormat(flags.logFormat)
+    const from = yield* loadSources(flags.config)
+    const settings = yield* resolveEmbedded(flags, from)
+    const format = yield* resolveLogFormat(flags.logFormat, from)
     yield* Effect.scoped(Effect.gen(function*() {
       const server = yield* embeddedServer(settings)
       yield* Console.log(

@@ -7,13 +7,14 @@
 import { Command } from "@effect/cli"
 import { Console, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
+import { formatHostPort } from "../hostPort.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import type { RunningServer } from "../gearman/tcpServer.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
 import * as Supervise from "../roles/supervise.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
+import { connectionOptions, controllerOptions, injectorOptions, loadSources, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
@@ -74,7 +75,7 @@ const withServer = (settings: Settings, server: Option.Option<RunningServer>): S
     // 0.0.0.0 / :: accept on every interface; this process connects over loopback.
     onSome: (s) => ({
       ...settings,
-      gearmand: [`${s.host === "0.0.0.0" || s.host === "::" ? "127.0.0.1" : s.host}:${s.port}`]
+      gearmand: [formatHostPort({ host: s.host === "0.0.0.0" || s.host === "::" ? "127.0.0.1" : s.host, port: s.port })]
     })
   })
 
@@ -88,7 +89,9 @@ export const upCommand = Command.make("up", {
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {
       yield* checkRoleSettings(ROLES, configured)
-      const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags))
+      const embedded = configured.gearmandGiven
+        ? Option.none()
+        : Option.some(yield* resolveEmbedded(flags, yield* loadSources(flags.config)))
       const server = Option.isSome(embedded)
         ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS))
         : Option.none<RunningServer>()

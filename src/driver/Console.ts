@@ -10,6 +10,7 @@
 import { chmodSync, unlinkSync } from "node:fs"
 import * as Net from "node:net"
 import { Data, Effect, Either, Option, Runtime, Schema } from "effect"
+import { formatHostPort } from "../hostPort.js"
 import { limitsViolation, type JobState, type Supervisor } from "./Supervisor.js"
 
 export class ConsoleUnavailable extends Data.TaggedError("ConsoleUnavailable")<
@@ -151,7 +152,7 @@ export type Listen =
   | { readonly _tag: "Tcp"; readonly host: string; readonly port: number }
   | { readonly _tag: "Unix"; readonly path: string }
 
-const describe = (listen: Listen) => (listen._tag === "Tcp" ? `${listen.host}:${listen.port}` : listen.path)
+const describe = (listen: Listen) => (listen._tag === "Tcp" ? formatHostPort(listen) : listen.path)
 
 /** Longest command line, in bytes: a longer one is answered with an `ERR` and the connection closed. */
 export const MAX_LINE_BYTES = 16 * 1024

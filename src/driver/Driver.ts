@@ -10,6 +10,7 @@ import * as Admin from "../gearman/admin.js"
 import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { netTransport } from "../gearman/connection.js"
 import { ConfigInvalid } from "../errors.js"
+import * as Defaults from "../roles/defaults.js"
 import { driverJobs, loadModule, type DriverJob, type RuntimeAttributes } from "./attributes.js"
 import * as Console from "./Console.js"
 import { makeTick } from "./Observer.js"
@@ -109,7 +110,7 @@ export const make = (
       servers: options.servers,
       workerOptions,
       limits,
-      shutdownTimeout: Duration.seconds(options.shutdownTimeout ?? 30),
+      shutdownTimeout: Duration.seconds(options.shutdownTimeout ?? Defaults.driver.shutdownTimeout),
       ...(options.childEntry !== undefined ? { childEntry: options.childEntry } : {})
     })
     for (const job of jobs)
@@ -121,21 +122,21 @@ export const make = (
     yield* supervisor.tick
     yield* Effect.forkScoped(Effect.repeat(supervisor.tick, Schedule.spaced("250 millis")))
 
-    const interval = options.interval ?? 5
+    const interval = options.interval ?? Defaults.driver.interval
     if (interval > 0) {
       const admin = Admin.make({ servers: options.servers, transport: netTransport() })
       const tick = makeTick(supervisor, admin.queueDepths(), {
-        maxIdleTime: options.maxIdleTime ?? 0,
+        maxIdleTime: options.maxIdleTime ?? Defaults.driver.maxIdleTime,
         onUnknownJob: options.onUnknownJob
       })
       yield* Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(Duration.millis(Math.round(interval * 1000)))))
     }
 
     const onShutdown = Deferred.succeed(shutdown, undefined)
-    const consolePort = options.consolePort ?? 47300
+    const consolePort = options.consolePort ?? Defaults.driver.consolePort
     if (consolePort > 0) {
       yield* Console.serve(supervisor, {
-        listen: { _tag: "Tcp", host: options.consoleHost ?? "127.0.0.1", port: consolePort },
+        listen: { _tag: "Tcp", host: options.consoleHost ?? Defaults.driver.consoleHost, port: consolePort },
         onShutdown
       })
     }

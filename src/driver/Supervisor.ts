@@ -16,6 +16,7 @@ import * as Readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import type { Duration } from "effect"
 import { Deferred, Effect, Either, FiberId, Option, Runtime } from "effect"
+import * as Defaults from "../roles/defaults.js"
 import type { DriverJob } from "./attributes.js"
 import { CHILD_SPEC_ENV, decodeChildMessage, encodeChildSpec, type ParentMessage } from "./ipc.js"
 
@@ -57,7 +58,7 @@ export interface ProcessLimits {
   readonly total: number
 }
 
-export const DEFAULT_LIMITS: ProcessLimits = { startPerTick: 5, perJob: 100, total: 400 }
+export const DEFAULT_LIMITS: ProcessLimits = Defaults.driver.limits
 
 /** Why these min/max values break the limits, if they do (console, config and reload share it). */
 export const limitsViolation = (

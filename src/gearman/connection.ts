@@ -3,7 +3,8 @@
 // server open for as long as its scope lives, reconnecting on a Schedule while it is down.
 import * as Net from "node:net"
 import type { Scope } from "effect"
-import { Deferred, Duration, Effect, Exit, MetricLabel, Schedule } from "effect"
+import { Deferred, Duration, Effect, Either, Exit, MetricLabel, Schedule } from "effect"
+import { parseHostPort, type HostPort } from "../hostPort.js"
 import { GearmanConnectionError, GearmanProtocolError } from "./errors.js"
 import { connectionsLost, protocolErrors } from "./metrics.js"
 import { DEFAULT_MAX_FRAME, Decoder, type Packet } from "./protocol.js"
@@ -34,13 +35,9 @@ export interface NetOptions {
   readonly keepAliveDelay?: Duration.DurationInput
 }
 
-export const parseServer = (server: string): { readonly host: string; readonly port: number } => {
-  const at = server.lastIndexOf(":")
-  const port = at >= 0 ? Number(server.slice(at + 1)) : NaN
-  return at >= 0 && Number.isInteger(port) && port > 0 && port < 65536
-    ? { host: server.slice(0, at).replace(/^\[(.*)\]$/, "$1"), port }
-    : { host: server, port: 4730 }
-}
+/** Where to connect; a name the settings did not check (the API takes any string) goes to port 4730 as is. */
+export const parseServer = (server: string): HostPort =>
+  Either.getOrElse(parseHostPort(server, { field: "server", defaultPort: 4730 }), () => ({ host: server, port: 4730 }))
 
 /** TCP transport: no-delay, keepalive (idle links die silently otherwise), writes batched per tick. */
 export const netTransport = (options: NetOptions = {}): Transport => ({

@@ -3,8 +3,9 @@
 // share the port, as in gearmand. A peer that breaks the framing or stops reading its answers
 // loses its own connection; the server and every other peer go on.
 import * as Net from "node:net"
-import { Data, Effect, Runtime } from "effect"
+import { Data, Effect, Either, Runtime } from "effect"
 import type { Scope } from "effect"
+import { formatHostPort, type HostPort, type HostPortOptions, parseHostPort } from "../hostPort.js"
 import { JobServer, type JobServerOptions } from "./JobServer.js"
 import { DEFAULT_MAX_FRAME } from "./protocol.js"
 
@@ -43,18 +44,16 @@ export interface RunningServer {
   readonly core: JobServer
 }
 
-/** Parses `host:port` or `port` (`--listen`). */
-export const parseListen = (
-  text: string,
-  defaultHost = "127.0.0.1"
-): { readonly host: string; readonly port: number } | undefined => {
-  const match = /^(?:(.*):)?(\d{1,5})$/.exec(text.trim())
-  if (!match) return undefined
-  const port = Number(match[2])
-  if (port > 65535) return undefined
-  const host = match[1] === undefined || match[1] === "" ? defaultHost : match[1].replace(/^\[(.*)\]$/, "$1")
-  return { host, port }
-}
+/** `--listen`: `host:port`, `[v6]:port` or `port` (0: any free port), as `parseHostPort` reads it. */
+export const listenOptions = (defaultHost = "127.0.0.1"): HostPortOptions => ({
+  field: "listen",
+  defaultHost,
+  allowPortZero: true
+})
+
+/** Parses `--listen` (undefined when it is not an address; `parseHostPort` says why). */
+export const parseListen = (text: string, defaultHost = "127.0.0.1"): HostPort | undefined =>
+  Either.getOrUndefined(parseHostPort(text.trim(), listenOptions(defaultHost)))
 
 /** Listens until the scope closes; then every peer is disconnected and queued jobs are dropped. */
 export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServer, GearmanListenError, Scope.Scope> =>
@@ -64,7 +63,7 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
       Runtime.runFork(runtime)(Effect.logWarning(message).pipe(Effect.annotateLogs({ role: "gearmand", peer })))
     const host = options.host ?? "127.0.0.1"
     const requestedPort = options.port ?? 4730
-    const wanted = `${host}:${requestedPort}`
+    const wanted = formatHostPort({ host, port: requestedPort })
     const maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME
     const maxBacklog = options.maxBacklog ?? 2 * maxFrame
     const core = new JobServer({ handlePrefix: `H:garivini:${process.pid}`, ...options, maxFrame })
@@ -134,6 +133,5 @@ export const serve = (options: TcpServerOptions = {}): Effect.Effect<RunningServ
     )
     const address = listener.address()
     const port = typeof address === "object" && address !== null ? address.port : 0
-    const shown = host.includes(":") ? `[${host}]` : host
-    return { host, port, address: `${shown}:${port}`, core }
+    return { host, port, address: formatHostPort({ host, port }), core }
   })

@@ -17,6 +17,7 @@ import { decodeWorkerJson, formatHandle } from "../Job.js"
 import type { Job } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
+import * as Defaults from "./defaults.js"
 import { park, unusableFuncname } from "./park.js"
 import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
 import { roleLayer, serving } from "./supervise.js"
@@ -34,7 +35,7 @@ export interface ControllerOptions {
 }
 
 /** How long the Controller waits for a job unless configured: under the default lease. */
-export const DEFAULT_TIMEOUT = Duration.seconds(900)
+export const DEFAULT_TIMEOUT = Defaults.controller.timeout
 
 /** Serves `run_queued_job` until the scope closes (in-flight jobs finish first). */
 export const serve = (options: ControllerOptions = {}): Effect.Effect<void, never, Scope.Scope | Storage | Gearman> =>
@@ -105,7 +106,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
 
     yield* gearman.serve(
       { [CONTROLLER_FUNCTION]: (job) => runQueuedJob(job.payload) },
-      { concurrency: options.concurrency ?? 64 }
+      { concurrency: options.concurrency ?? Defaults.controller.concurrency }
     ).pipe(Effect.orDie) // a constant, valid name
   }).pipe(Effect.annotateLogs({ role: "Controller" }))
 

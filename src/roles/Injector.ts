@@ -19,7 +19,8 @@ import type { InsertOutcome, Job, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
 import { park, splitDeliverable } from "./park.js"
-import { DEFAULT_LEASE, errorText, queueTotals, submission } from "./QueueRunner.js"
+import * as Defaults from "./defaults.js"
+import { errorText, queueTotals, submission } from "./QueueRunner.js"
 import { clip } from "../text.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
@@ -55,8 +56,8 @@ export const REJECTION_LINE_MAX_CHARS = 200
 export const boundRejection = (message: string): string =>
   clip(message.split("\n").map((line) => clip(line, REJECTION_LINE_MAX_CHARS)).join("\n"), REJECTION_MAX_CHARS)
 
-export const DEFAULT_MAX_REQUEST_JOBS = 10_000
-export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+export const DEFAULT_MAX_REQUEST_JOBS = Defaults.injector.maxRequestJobs
+export const DEFAULT_MAX_REQUEST_BYTES = Defaults.injector.maxRequestBytes
 /** Jobs planned between yields to the event loop, so a large request does not hold it. */
 const PLAN_SLICE = 1000
 
@@ -95,12 +96,14 @@ export const makeHandler = (options: InjectorOptions = {}) =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman
-    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? DEFAULT_LEASE)) / 1000)
-    const watermark = options.queueWatermarkDepth ?? 4000
+    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? Defaults.injector.lease)) / 1000)
+    const watermark = options.queueWatermarkDepth ?? Defaults.injector.queueWatermarkDepth
     const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
     const maxRequestJobs = options.maxRequestJobs ?? DEFAULT_MAX_REQUEST_JOBS
     const maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES
-    const checkEvery = Duration.toMillis(Duration.decode(options.queueCheckInterval ?? Duration.seconds(2)))
+    const checkEvery = Duration.toMillis(
+      Duration.decode(options.queueCheckInterval ?? Defaults.injector.queueCheckInterval)
+    )
     const depthCache = yield* Ref.make<{ readonly at: number; readonly depths: ReadonlyMap<string, number> }>({
       at: Number.NEGATIVE_INFINITY,
       depths: new Map()
@@ -257,7 +260,7 @@ export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never,
     const handle = yield* makeHandler(options)
     const gearman = yield* Gearman
     yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, {
-      concurrency: options.concurrency ?? 32
+      concurrency: options.concurrency ?? Defaults.injector.concurrency
     }).pipe(
       Effect.orDie // a constant, valid name
     )

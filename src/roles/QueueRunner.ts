@@ -15,7 +15,8 @@ import type { FunctionStatus } from "../gearman/adminProtocol.js"
 import { encodeWorkerJson, formatHandle, nowSeconds, uniqueIdentity } from "../Job.js"
 import type { Job } from "../Job.js"
 import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
-import { DEFAULT_CLAIM_BYTES, MAX_CLAIM, Storage } from "../storage/Storage.js"
+import { MAX_CLAIM, Storage } from "../storage/Storage.js"
+import * as Defaults from "./defaults.js"
 import { park, splitDeliverable } from "./park.js"
 import { roleLayer } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
@@ -28,7 +29,7 @@ const BUSY_ROUND_MS = 50
 /** Functions over the watermark left out of one claim, at most (each is a statement parameter). */
 const MAX_EXCLUDED = 1000
 /** How long a dispatched job is leased unless configured (the Injector's default too). */
-export const DEFAULT_LEASE = Duration.seconds(1000)
+export const DEFAULT_LEASE = Defaults.queueRunner.lease
 /** gearmand refuses unique ids over 64 bytes. */
 const MAX_GEARMAN_UNIQUE = 64
 
@@ -106,27 +107,29 @@ const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Durat
 
 export const settings = (options: QueueRunnerOptions): Either.Either<Settings, InvalidQueueRunnerOptions> => {
   const bad = (field: string, reason: string) => Either.left(new InvalidQueueRunnerOptions({ field, reason }))
-  const batchMaxSize = options.batchMaxSize ?? 1000
+  const batchMaxSize = options.batchMaxSize ?? Defaults.queueRunner.batchMaxSize
   // Above what one claim may take, every claim would fail and the batch never shrink.
   if (!Number.isSafeInteger(batchMaxSize) || batchMaxSize < MIN_BATCH_SIZE || batchMaxSize > MAX_CLAIM) {
     return bad("batchMaxSize", `${batchMaxSize} is not an integer in [${MIN_BATCH_SIZE}, ${MAX_CLAIM}]`)
   }
-  const queueWatermarkDepth = options.queueWatermarkDepth ?? 4000
+  const queueWatermarkDepth = options.queueWatermarkDepth ?? Defaults.queueRunner.queueWatermarkDepth
   if (!Number.isSafeInteger(queueWatermarkDepth) || queueWatermarkDepth < 0) {
     return bad("queueWatermarkDepth", `${queueWatermarkDepth} is not a non-negative integer`)
   }
   const leaseSeconds = seconds(options.lease ?? DEFAULT_LEASE)
   if (leaseSeconds < 1) return bad("lease", "must be at least 1 second")
-  const deferSeconds = seconds(options.deferFor ?? Duration.zero)
+  const deferSeconds = seconds(options.deferFor ?? Defaults.queueRunner.deferFor)
   if (!(deferSeconds >= 0) || !Number.isFinite(deferSeconds))
     return bad("deferFor", "must be a non-negative, finite duration")
-  const batchRunSleepMs = Duration.toMillis(Duration.decode(options.batchRunSleep ?? Duration.seconds(1)))
+  const batchRunSleepMs = Duration.toMillis(
+    Duration.decode(options.batchRunSleep ?? Defaults.queueRunner.batchRunSleep)
+  )
   if (!(batchRunSleepMs > 0) || !Number.isFinite(batchRunSleepMs))
     return bad("batchRunSleep", "must be a positive, finite duration")
   const maxPacket = options.maxPacket ?? DEFAULT_MAX_FRAME
   if (!Number.isSafeInteger(maxPacket) || maxPacket < 1024)
     return bad("maxPacket", `${maxPacket} is not an integer of at least 1024`)
-  const batchMaxBytes = options.batchMaxBytes ?? DEFAULT_CLAIM_BYTES
+  const batchMaxBytes = options.batchMaxBytes ?? Defaults.queueRunner.batchMaxBytes
   if (!Number.isSafeInteger(batchMaxBytes) || batchMaxBytes < 1)
     return bad("batchMaxBytes", `${batchMaxBytes} is not a positive integer`)
   return Either.right({

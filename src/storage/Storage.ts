@@ -20,6 +20,7 @@ import { validateShards } from "../config.js"
 import type { StorageConfig } from "../config.js"
 import { FAILCOUNT_MAX, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
 import type { InsertOutcome, Job, JobHandle, NewJob, ValidNewJob } from "../Job.js"
+import * as Defaults from "../roles/defaults.js"
 import { publicError } from "./failures.js"
 import * as GroupCommit from "./GroupCommit.js"
 import * as MemoryShard from "./MemoryShard.js"
@@ -109,7 +110,7 @@ const COALESCE_MAX_CALLS = 512
 /** Most jobs one claim may take (QueueRunner's batchMaxSize is checked against it at start). */
 export const MAX_CLAIM = 100_000
 /** Bytes of args one claim takes unless told otherwise (at least one job is always taken). */
-export const DEFAULT_CLAIM_BYTES = 64 * 1024 * 1024
+export const DEFAULT_CLAIM_BYTES = Defaults.queueRunner.batchMaxBytes
 const MAX_PAGE = 10_000
 /** Attempts to settle a duplicate whose existing row was deleted between insert and lookup. */
 const DUPLICATE_SETTLE_ATTEMPTS = 3
@@ -132,7 +133,7 @@ export const make = (
     const sorted = [...backends].sort((a, b) => a.dbid - b.dbid)
     const byId = new Map(sorted.map((b) => [b.dbid, b] as const))
     const shardIds = sorted.map((b) => b.dbid)
-    const shardHealth = yield* makeHealth(shardIds, options.coolOff ?? Duration.seconds(30))
+    const shardHealth = yield* makeHealth(shardIds, options.coolOff ?? Defaults.storage.coolOff)
     const onShard = <A, E extends { readonly _tag: string }>(
       backend: ShardBackend,
       run: (b: ShardBackend) => Effect.Effect<A, E>

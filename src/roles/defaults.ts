@@ -1,0 +1,66 @@
+/**
+ * Every default of the roles and the storage under them, defined once: the roles, the CLI's
+ * help texts and checks, and the docs' tables read these. One table per role. Values that must
+ * agree (the Injector's lease is the QueueRunner's; the Controller's timeout is under it) are
+ * written as references, so they cannot drift apart.
+ */
+import { Duration } from "effect"
+
+/** How long a dispatched job is leased before it is dispatched again. */
+const lease = Duration.seconds(1000)
+/** Queued jobs of a function in gearmand above which more stay in the database (0 disables). */
+const queueWatermarkDepth = 4000
+
+export const queueRunner = {
+  /** Largest batch claimed per shard and round. */
+  batchMaxSize: 1000,
+  /** Bytes of args claimed per shard and round (a larger job still goes, alone). */
+  batchMaxBytes: 64 * 1024 * 1024,
+  /** A round starts at most this often. */
+  batchRunSleep: Duration.seconds(1),
+  queueWatermarkDepth,
+  lease,
+  /** How long the overflow of a round that crossed the watermark waits (the original: 60 s). */
+  deferFor: Duration.zero
+} as const
+
+export const injector = {
+  /** The QueueRunner's: it keeps the runner off injected jobs while their Controller runs them. */
+  lease,
+  queueWatermarkDepth,
+  /** How often gearmand's queue depths are read, at most. */
+  queueCheckInterval: Duration.seconds(2),
+  /** Injects handled at once (one connection per job server carries them). */
+  concurrency: 32,
+  maxRequestJobs: 10_000,
+  /** Under the 64 MiB packet limit. */
+  maxRequestBytes: 32 * 1024 * 1024
+} as const
+
+export const controller = {
+  /** Jobs run at once (one connection per job server carries them). */
+  concurrency: 64,
+  /** Under the lease, so a slow job is not dispatched again while the Controller waits for it. */
+  timeout: Duration.seconds(900)
+} as const
+
+export const storage = {
+  /** How long a shard that failed a connect or query is avoided for new jobs. */
+  coolOff: Duration.seconds(30)
+} as const
+
+export const driver = {
+  consolePort: 47300,
+  consoleHost: "127.0.0.1",
+  /** Seconds between reads of gearmand's status (0 disables scaling). */
+  interval: 5,
+  /** Seconds a process above min may be idle before it drains. */
+  maxIdleTime: 0,
+  /** Seconds children get to finish their job when the Driver stops. */
+  shutdownTimeout: 30,
+  /** Processes a job may start per 250 ms tick; live processes per job; live processes in all. */
+  limits: { startPerTick: 5, perJob: 100, total: 400 }
+} as const
+
+/** Where the roles, the Driver and the tools find a job server unless told. */
+export const gearmand = "127.0.0.1:4730"
