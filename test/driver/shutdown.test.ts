@@ -20,6 +20,8 @@ it.scopedLive(
       yield* driver.signal("SIGTERM")
       const exit = yield* driver.exited
       assert.deepStrictEqual(exit, { code: 0, signal: null })
+      // It says why the child did not finish: the grace period ran out and it was killed.
+      assert.match(driver.output(), /driver stop: killing processes still running after the grace period/)
       // Left alone it would run for ten minutes.
       yield* eventually(Effect.sync(() => !alive(child!)), "the busy child killed")
     }),
