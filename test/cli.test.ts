@@ -2,8 +2,7 @@
 import { existsSync, writeFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { scopedGearmand } from "../src/gearmandProcess.js"
-import { eventually } from "./gearman/gearmand.js"
+import { eventually, gearmandServer } from "./gearman/gearmand.js"
 import { background, garivini, listJobs } from "./support/cli.js"
 import { tempDir } from "./support/files.js"
 import { adminQuery, mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
@@ -119,7 +118,7 @@ describe("garivini CLI", () => {
         const database = `garivini_test_cli_${process.pid}`
         yield* Effect.acquireRelease(Effect.void, () => adminQuery(`DROP DATABASE IF EXISTS \`${database}\``))
         const db = `mysql://root@${mysqlHost}:${mysqlPort}/${database}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         const migrated = yield* garivini("migrate", "--db", db)
         assert.strictEqual(migrated.code, 0, migrated.stderr)
@@ -189,7 +188,7 @@ describe("garivini CLI", () => {
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
         const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         const injector = yield* background("injector", ...connect)
         const controller = yield* background("controller", ...connect, "--controller-concurrency", "4")
@@ -260,7 +259,7 @@ describe("garivini CLI", () => {
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
       const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-      const gearmand = yield* scopedGearmand
+      const gearmand = yield* gearmandServer
       const connect = ["--db", db, "--gearmand", gearmand]
       yield* garivini("inject", ...connect, "--count", "2", "--function", "revive")
       yield* adminQuery(`UPDATE \`${shard!.database}\`.job SET run_after = 2147483647`)
@@ -287,7 +286,7 @@ describe("garivini CLI", () => {
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
         const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         assert.strictEqual(
           (yield* garivini("inject", ...connect, "--count", "30000", "--function", "stranded")).code,
@@ -327,7 +326,7 @@ describe("garivini CLI", () => {
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
         const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         yield* garivini("inject", ...connect, "--count", "3000", "--function", "term")
         const run = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "3")

@@ -2,14 +2,13 @@
 // and exits 0; a second one exits at once, the job left leased for its lease.
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Option } from "effect"
-import { scopedGearmand } from "../src/gearmandProcess.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { encodeWorkerJson } from "../src/Job.js"
 import * as Client from "../src/roles/Client.js"
 import { CONTROLLER_FUNCTION } from "../src/roles/QueueRunner.js"
 import * as Worker from "../src/roles/Worker.js"
 import { Storage } from "../src/storage/Storage.js"
-import { eventually } from "./gearman/gearmand.js"
+import { eventually, gearmandServer } from "./gearman/gearmand.js"
 import { background } from "./support/cli.js"
 import { env } from "./support/e2e.js"
 import { mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
@@ -33,7 +32,7 @@ describe("stopping a garivini controller", () => {
       () =>
         Effect.gen(function*() {
           const [shard] = yield* testShards(1)
-          const server = yield* scopedGearmand
+          const server = yield* gearmandServer
           yield* Effect.gen(function*() {
             const started = yield* Deferred.make<void>()
             const release = yield* Deferred.make<void>()

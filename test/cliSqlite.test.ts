@@ -3,8 +3,7 @@
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { scopedGearmand } from "../src/gearmandProcess.js"
-import { eventually } from "./gearman/gearmand.js"
+import { eventually, gearmandServer } from "./gearman/gearmand.js"
 import { background, garivini, listJobs } from "./support/cli.js"
 import { tempDir } from "./support/files.js"
 
@@ -15,7 +14,7 @@ describe("garivini CLI on SQLite", () => {
       Effect.gen(function*() {
         const file = join(yield* tempDir("garivini-cli-sqlite-"), "garivini.db")
         const db = `sqlite:${file}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         const migrated = yield* garivini("migrate", "--db", db)
         assert.strictEqual(migrated.code, 0, migrated.stderr)
@@ -77,7 +76,7 @@ describe("garivini CLI on SQLite", () => {
     () =>
       Effect.gen(function*() {
         const db = `sqlite:${join(yield* tempDir("garivini-cli-sqlite-"), "killed.db")}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         assert.include(
           (yield* garivini("inject", ...connect, "--count", "500", "--function", "kill")).stdout,
@@ -122,7 +121,7 @@ describe("garivini CLI on SQLite", () => {
       Effect.gen(function*() {
         const file = join(yield* tempDir("garivini-cli-names-"), "garivini.db")
         const db = `sqlite:${file}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         assert.strictEqual((yield* garivini("migrate", "--db", db)).code, 0)
         for (
           const [name, pure] of [["run_queued_job", []], ["evil\t99999\t0\t1\nvictim", []], ["a b", [

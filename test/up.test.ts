@@ -8,7 +8,6 @@ import { Effect, Layer, Option, type Scope } from "effect"
 import { INTERNAL_FUNCTIONS, upCounts } from "../src/cli/up.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { serve } from "../src/gearman/tcpServer.js"
-import { freePort } from "../src/gearmandProcess.js"
 import * as Client from "../src/roles/Client.js"
 import { INJECT_FUNCTION } from "../src/roles/Injector.js"
 import * as Worker from "../src/roles/Worker.js"
@@ -19,6 +18,7 @@ import { background, garivini } from "./support/cli.js"
 import { remaining } from "./support/e2e.js"
 import { tempDir } from "./support/files.js"
 import { testShards } from "./support/mysql.js"
+import { freePort } from "./support/ports.js"
 
 interface Target {
   readonly name: string

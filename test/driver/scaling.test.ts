@@ -6,8 +6,8 @@ import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import { freePort } from "../../src/gearmandProcess.js"
 import { eventually } from "../gearman/gearmand.js"
+import { closedPort } from "../support/ports.js"
 import { alive, fixture, maxLive, startDriver, type Driver } from "./support.js"
 
 const pidFile = Path.join(mkdtempSync(Path.join(tmpdir(), "garivini-pid-")), "driver.pid")
@@ -15,7 +15,7 @@ class DriverUnderTest extends Context.Tag("test/ScalingDriver")<DriverUnderTest,
 
 const driverLayer = Layer.scoped(
   DriverUnderTest,
-  Effect.flatMap(freePort, (deadPort) =>
+  Effect.flatMap(closedPort, (deadPort) =>
     // A second job server that is down: the Driver starts and works anyway.
     startDriver([fixture("Scale.mjs")], { interval: 0.2, max_idle_time: 1, loglevel: "DEBUG", pid_file: pidFile }, {
       extraServers: [`127.0.0.1:${deadPort}`]

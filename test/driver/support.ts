@@ -7,9 +7,9 @@ import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { Deferred, Effect } from "effect"
 import { stringify } from "yaml"
-import { freePort } from "../../src/gearmandProcess.js"
 import { eventually, gearmand, live } from "../gearman/gearmand.js"
 import { childEnv } from "../support/env.js"
+import { freePort } from "../support/ports.js"
 
 export interface Exited {
   readonly code: number | null
