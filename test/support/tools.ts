@@ -16,13 +16,19 @@ export const tool = (
   options: { readonly input?: string; readonly both?: boolean } = {}
 ) =>
   Effect.async<string, Error>((resume) => {
-    const child = execFile(file, [...args], { timeout: 30_000, env: childEnv() }, (error, stdout, stderr) =>
-      resume(
-        error
-          ? Effect.fail(new Error(`${file} ${args.join(" ")} failed${hint(error)}: ${error.message} ${stderr}`))
-          : Effect.succeed(options.both ? stdout + stderr : stdout)
-      ))
+    const child = execFile(
+      file,
+      [...args],
+      { timeout: 30_000, killSignal: "SIGKILL", env: childEnv() },
+      (error, stdout, stderr) =>
+        resume(
+          error
+            ? Effect.fail(new Error(`${file} ${args.join(" ")} failed${hint(error)}: ${error.message} ${stderr}`))
+            : Effect.succeed(options.both ? stdout + stderr : stdout)
+        )
+    )
     child.stdin?.end(options.input)
+    return Effect.sync(() => void child.kill("SIGKILL"))
   })
 
 /** `gearadmin --status` against a job server on 127.0.0.1. */
