@@ -123,7 +123,15 @@ describe("garivini CLI", () => {
         const injector = yield* background("injector", ...connect)
         const controller = yield* background("controller", ...connect, "--controller-concurrency", "4")
         const consume = yield* background("consume", ...connect, "--function", "low")
-        yield* Effect.sleep("1 second")
+        yield* eventually(
+          Effect.zipWith(
+            injector.errors,
+            controller.errors,
+            (i, c) => i.includes("running injector") && c.includes("running controller")
+          ),
+          "the injector and the controller to start",
+          30_000
+        )
         const injected = yield* garivini(
           "inject",
           ...connect,
@@ -195,7 +203,14 @@ describe("garivini CLI", () => {
       yield* adminQuery(`UPDATE \`${shard!.database}\`.job SET run_after = 2147483647`)
       const consume = yield* background("consume", ...connect, "--function", "revive")
       const run = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1")
-      yield* Effect.sleep("1500 millis")
+      // A due job of the same function runs: the runner and the worker are at work...
+      yield* garivini("inject", ...connect, "--count", "1", "--function", "revive", "--arg", "sentinel")
+      yield* eventually(
+        Effect.map(consume.output, (o) => o.includes(" sentinel")),
+        "the due job beside the parked ones to run",
+        60_000
+      )
+      // ...and the parked ones stay.
       assert.deepStrictEqual((yield* listJobs(db, "--state", "never")).length, 2, "parked jobs do not run")
       const [first] = yield* listJobs(db)
       assert.include((yield* garivini("jobs", "retry", "--db", db, first!.handle)).stdout, "is due")
