@@ -1,16 +1,18 @@
 // Scaling from gearmand's queue, live: up to max under a queue, back to min once idle, every job
 // run exactly once; lowering max drains the surplus; unknown functions with a queue are reported;
 // a job server that is down does not stop the Driver.
-import { existsSync, mkdtempSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
-import { assert, layer } from "@effect/vitest"
+import { afterAll, assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { eventually } from "../gearman/gearmand.js"
 import { closedPort } from "../support/ports.js"
 import { alive, fixture, maxLive, startDriver, type Driver } from "./support.js"
 
-const pidFile = Path.join(mkdtempSync(Path.join(tmpdir(), "garivini-pid-")), "driver.pid")
+const pidDir = mkdtempSync(Path.join(tmpdir(), "garivini-pid-"))
+afterAll(() => rmSync(pidDir, { recursive: true, force: true }))
+const pidFile = Path.join(pidDir, "driver.pid")
 class DriverUnderTest extends Context.Tag("test/ScalingDriver")<DriverUnderTest, Driver>() {}
 
 const driverLayer = Layer.scoped(
