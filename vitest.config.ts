@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config"
 // end-to-end suites). Everything else is a unit test and must pass with no server and no build:
 // .ci/unit-alone checks that, so a file missing from this list fails CI rather than going unnoticed.
 const integration = [
-  "test/cli{,Backends,Hostile,Migrate,Paths,Signals,Sqlite,TwoRunners}.test.ts", // cliConfig.test.ts is a unit test
+  "test/cli{,Hostile,Migrate,Paths,Signals,Sqlite,TwoRunners}.test.ts", // cliConfig.test.ts is a unit test
   "test/up.test.ts",
   "test/**/*.e2e.test.ts",
   "test/driver/**/*.test.ts", // fixtures import dist/; children are forked from dist/
@@ -15,7 +15,8 @@ const integration = [
   "test/gearman/interop.test.ts",
   "test/roles/dispatch.test.ts",
   "test/storage/migrations*.test.ts",
-  "test/storage/mysql*.test.ts"
+  "test/storage/mysql*.test.ts",
+  "test/cliBackends.test.ts" // one CLI scenario over MariaDB and SQLite
 ]
 
 export default defineConfig({
