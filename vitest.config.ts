@@ -16,7 +16,8 @@ const integration = [
   "test/gearman/interop.test.ts",
   "test/roles/dispatch.test.ts",
   "test/storage/migrations*.test.ts",
-  "test/storage/mysql*.test.ts"
+  "test/storage/mysql*.test.ts",
+  "test/cliBackends.test.ts" // one CLI scenario over MariaDB and SQLite
 ]
 
 export default defineConfig({

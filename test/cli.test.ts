@@ -1,9 +1,9 @@
-// The built `garivini` command, run as an operator would, against MariaDB and a gearmand.
+// The built `garivini` command, run as an operator would, against MariaDB and a gearmand. (The
+// scenario shared with SQLite is in cliBackends.test.ts.)
 import { existsSync, writeFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { scopedGearmand } from "../src/gearmandProcess.js"
-import { eventually } from "./gearman/gearmand.js"
+import { eventually, gearmandServer } from "./gearman/gearmand.js"
 import { background, garivini, listJobs } from "./support/cli.js"
 import { tempDir } from "./support/files.js"
 import { adminQuery, mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
@@ -113,88 +113,25 @@ describe("garivini CLI", () => {
   )
 
   it.scopedLive(
-    "migrate, schema, inject (direct and --pure), run, consume, status, jobs list/show/delete",
-    () =>
-      Effect.gen(function*() {
-        const database = `garivini_test_cli_${process.pid}`
-        yield* Effect.acquireRelease(Effect.void, () => adminQuery(`DROP DATABASE IF EXISTS \`${database}\``))
-        const db = `mysql://root@${mysqlHost}:${mysqlPort}/${database}`
-        const gearmand = yield* scopedGearmand
-        const connect = ["--db", db, "--gearmand", gearmand]
-        const migrated = yield* garivini("migrate", "--db", db)
-        assert.strictEqual(migrated.code, 0, migrated.stderr)
-        assert.include(migrated.stdout, `schema applied to 1 shard(s): 1=${database}`)
-        assert.include((yield* garivini("schema")).stdout, "CREATE TABLE IF NOT EXISTS job")
-
-        // Jobs for a function nobody serves yet: inspect, then delete one.
-        assert.include(
-          (yield* garivini("inject", ...connect, "--count", "3", "--function", "parked", "--arg", "p")).stdout,
-          "stored 3 job(s)"
-        )
-        const parked = yield* listJobs(db, "--function", "parked")
-        assert.strictEqual(parked.length, 3)
-        const shown = yield* garivini("jobs", "show", "--db", db, parked[0]!.handle)
-        assert.include(shown.stdout, "parked")
-        assert.include(shown.stdout, "1 bytes: p")
-        assert.include((yield* garivini("jobs", "delete", "--db", db, parked[0]!.handle)).stdout, "deleted")
-        assert.strictEqual((yield* garivini("jobs", "show", "--db", db, parked[0]!.handle)).code, 1)
-        assert.strictEqual((yield* listJobs(db, "--function", "parked")).length, 2)
-
-        // Every role in one process, an example worker, jobs both ways.
-        const run = yield* background("run", ...connect, "--batch-run-sleep", "0.1")
-        const consume = yield* background("consume", ...connect, "--function", "work")
-        yield* Effect.sleep("1 second")
-        assert.include(
-          (yield* garivini("inject", ...connect, "--count", "5", "--function", "work", "--arg", "direct")).stdout,
-          "stored 5"
-        )
-        const pure = yield* garivini(
-          "inject",
-          ...connect,
-          "--count",
-          "5",
-          "--function",
-          "work",
-          "--arg",
-          "pure",
-          "--pure"
-        )
-        assert.strictEqual(pure.code, 0, pure.stderr)
-        assert.include(pure.stdout, "injected 5 job(s) for work through inject_jobs")
-        yield* eventually(
-          Effect.map(listJobs(db, "--function", "work"), (jobs) => jobs.length === 0),
-          "the work jobs to complete",
-          60_000
-        )
-        const printed = (yield* consume.output).split("\n").filter((l) => l.startsWith("Hay it's a job"))
-        assert.strictEqual(printed.filter((l) => l.endsWith(" direct")).length, 5)
-        assert.strictEqual(printed.filter((l) => l.endsWith(" pure")).length, 5)
-        const status = yield* garivini("status", ...connect, "--json")
-        const parsed = JSON.parse(status.stdout)
-        // The runner dispatched the unserved `parked` jobs: leased in the DB, queued in gearmand.
-        const parkedStatus = parsed.functions.find((f: { function: string }) => f.function === "parked")
-        assert.deepStrictEqual([parkedStatus.due, parkedStatus.scheduled, parkedStatus.gearmand_queued], [0, 2, 2])
-        assert.isNull(parsed.gearmand_error)
-        const table = yield* garivini("status", ...connect)
-        assert.match(table.stdout, /SHARD\s+FUNCTION\s+DUE/)
-        assert.strictEqual((yield* consume.stop("SIGTERM")).code, 0)
-        assert.strictEqual((yield* run.stop("SIGTERM")).code, 0)
-      }),
-    120_000
-  )
-
-  it.scopedLive(
     "injector and controller as separate processes serve inject_jobs end to end",
     () =>
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
         const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         const injector = yield* background("injector", ...connect)
         const controller = yield* background("controller", ...connect, "--controller-concurrency", "4")
         const consume = yield* background("consume", ...connect, "--function", "low")
-        yield* Effect.sleep("1 second")
+        yield* eventually(
+          Effect.zipWith(
+            injector.errors,
+            controller.errors,
+            (i, c) => i.includes("running injector") && c.includes("running controller")
+          ),
+          "the injector and the controller to start",
+          30_000
+        )
         const injected = yield* garivini(
           "inject",
           ...connect,
@@ -260,13 +197,20 @@ describe("garivini CLI", () => {
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
       const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-      const gearmand = yield* scopedGearmand
+      const gearmand = yield* gearmandServer
       const connect = ["--db", db, "--gearmand", gearmand]
       yield* garivini("inject", ...connect, "--count", "2", "--function", "revive")
       yield* adminQuery(`UPDATE \`${shard!.database}\`.job SET run_after = 2147483647`)
       const consume = yield* background("consume", ...connect, "--function", "revive")
       const run = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1")
-      yield* Effect.sleep("1500 millis")
+      // A due job of the same function runs: the runner and the worker are at work...
+      yield* garivini("inject", ...connect, "--count", "1", "--function", "revive", "--arg", "sentinel")
+      yield* eventually(
+        Effect.map(consume.output, (o) => o.includes(" sentinel")),
+        "the due job beside the parked ones to run",
+        60_000
+      )
+      // ...and the parked ones stay.
       assert.deepStrictEqual((yield* listJobs(db, "--state", "never")).length, 2, "parked jobs do not run")
       const [first] = yield* listJobs(db)
       assert.include((yield* garivini("jobs", "retry", "--db", db, first!.handle)).stdout, "is due")
@@ -287,7 +231,7 @@ describe("garivini CLI", () => {
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
         const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         assert.strictEqual(
           (yield* garivini("inject", ...connect, "--count", "30000", "--function", "stranded")).code,
@@ -327,7 +271,7 @@ describe("garivini CLI", () => {
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
         const db = `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}`
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", gearmand]
         yield* garivini("inject", ...connect, "--count", "3000", "--function", "term")
         const run = yield* background("queue-runner", ...connect, "--batch-run-sleep", "0.1", "--lease", "3")

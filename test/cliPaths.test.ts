@@ -4,10 +4,11 @@ import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { scopedGearmand } from "../src/gearmandProcess.js"
+import { gearmandServer } from "./gearman/gearmand.js"
 import { garivini } from "./support/cli.js"
 import { tempDir } from "./support/files.js"
-import { adminQuery, closedPort, mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
+import { adminQuery, mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
+import { closedPort } from "./support/ports.js"
 
 interface StatusJson {
   readonly functions: ReadonlyArray<{
@@ -65,7 +66,7 @@ describe("garivini status and settings, failure paths", () => {
     () =>
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
-        const gearmand = yield* scopedGearmand
+        const gearmand = yield* gearmandServer
         const dir = yield* tempDir("garivini-cli-json-")
         const config = join(dir, "garivini.json")
         // Nothing on the command line names the database or the job server: only the file does.

@@ -4,8 +4,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { scopedGearmand } from "../src/gearmandProcess.js"
-import { eventually } from "./gearman/gearmand.js"
+import { eventually, gearmandServer } from "./gearman/gearmand.js"
 import { background, garivini, listJobs } from "./support/cli.js"
 import { tempDir } from "./support/files.js"
 import { mysqlHost, mysqlPort, testShards } from "./support/mysql.js"
@@ -22,7 +21,7 @@ describe("two queue-runner processes", () => {
     it.scopedLive(`${name}: ${JOBS} jobs, each run exactly once`, () =>
       Effect.gen(function*() {
         const db = yield* store
-        const server = yield* scopedGearmand
+        const server = yield* gearmandServer
         const connect = ["--db", db, "--gearmand", server]
         const stored = yield* garivini(
           "inject",

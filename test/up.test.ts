@@ -1,14 +1,12 @@
 // `garivini up` as a user runs it: one process with the embedded job server and every role; a
 // worker elsewhere (here: this test process) connects to it. Killed with SIGKILL halfway and
 // restarted, every stored job still runs.
-import { execFile } from "node:child_process"
 import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Option, type Scope } from "effect"
 import { INTERNAL_FUNCTIONS, upCounts } from "../src/cli/up.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { serve } from "../src/gearman/tcpServer.js"
-import { freePort } from "../src/gearmandProcess.js"
 import * as Client from "../src/roles/Client.js"
 import { INJECT_FUNCTION } from "../src/roles/Injector.js"
 import * as Worker from "../src/roles/Worker.js"
@@ -19,6 +17,8 @@ import { background, garivini } from "./support/cli.js"
 import { remaining } from "./support/e2e.js"
 import { tempDir } from "./support/files.js"
 import { testShards } from "./support/mysql.js"
+import { freePort } from "./support/ports.js"
+import { gearadminStatus, gearmanClient, gearmanWorker } from "./support/tools.js"
 
 interface Target {
   readonly name: string
@@ -110,20 +110,28 @@ for (const target of [sqliteTarget, mysqlTarget]) {
             const leasedAtKill = new Set(leased.map((j) => Buffer.from(j.arg).toString()))
             assert.isAbove(yield* remaining, 0, "killed with jobs left")
 
+            // At least once: a job that had run may run again after the restart only if its row
+            // was leased (in flight, its completion not yet stored) when the process was killed.
+            // Checked at every poll, so a run of duplicates fails here, not as a timeout.
+            const ranAgainUnleased = () =>
+              [...runsAtKill].filter(([text, n]) => runs.get(text)! > n && !leasedAtKill.has(text)).map(([text]) =>
+                text
+              )
             const second = yield* startUp(db, port)
             yield* eventually(
-              Effect.map(remaining, (n) => n === 0 && runs.size === JOBS),
+              Effect.flatMap(remaining, (n) => {
+                const bad = ranAgainUnleased()
+                return bad.length > 0
+                  ? Effect.dieMessage(
+                    `${bad.length} job(s) ran again though not leased at the kill (of ${leasedAtKill.size} leased), ` +
+                      `e.g. ${bad.slice(0, 3).join(", ")}`
+                  )
+                  : Effect.succeed(n === 0 && runs.size === JOBS)
+              }),
               "every job to run after the restart",
               120_000
             )
-            // At least once: a job that had run may run again after the restart only if its row
-            // was leased (in flight, its completion not yet stored) when the process was killed.
-            const ranAgain = [...runsAtKill].filter(([text, n]) => runs.get(text)! > n).map(([text]) => text)
-            assert.deepStrictEqual(
-              ranAgain.filter((text) => !leasedAtKill.has(text)),
-              [],
-              "ran again though not leased at the kill"
-            )
+            assert.deepStrictEqual(ranAgainUnleased(), [], "ran again though not leased at the kill")
             const stopped = yield* second.stop("SIGTERM")
             assert.strictEqual(stopped.code, 0, stopped.stderr)
           }).pipe(Effect.scoped, Effect.provide(services))
@@ -148,17 +156,6 @@ for (const target of [sqliteTarget, mysqlTarget]) {
       }))
   })
 }
-
-/** Runs a C tool; its stdout, or its stdout and stderr together with `both`. */
-const tool = (file: string, args: ReadonlyArray<string>, both = false) =>
-  Effect.async<string, Error>((resume) => {
-    execFile(file, [...args], { timeout: 30_000 }, (error, stdout, stderr) =>
-      resume(
-        error
-          ? Effect.fail(new Error(`${file} ${args.join(" ")}: ${error.message} ${stderr}`))
-          : Effect.succeed(both ? stdout + stderr : stdout)
-      ))
-  })
 
 describe("garivini up with job servers given", () => {
   it.scopedLive("runs its roles over them and starts no embedded server", () =>
@@ -207,49 +204,25 @@ describe("garivini gearmand", () => {
         "garivini gearmand to listen"
       )
       // `gearman -w` as the worker (it runs `rev` per job), `gearman` as the client.
-      const worker = yield* Effect.acquireRelease(
-        Effect.sync(() =>
-          execFile("gearman", ["-h", "127.0.0.1", "-p", String(port), "-w", "-f", "reverse", "--", "rev"])
-        ),
-        (child) => Effect.sync(() => child.kill("SIGKILL"))
-      )
-      assert.isDefined(worker.pid)
+      yield* gearmanWorker(port, "reverse", ["rev"])
       yield* eventually(
         Effect.map(
-          tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"]),
+          gearadminStatus(port),
           (o) => /^reverse\t0\t0\t1$/m.test(o)
         ),
         "the CLI worker to register"
       )
-      const reversed = yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-f", "reverse", "embedded"])
+      const reversed = yield* gearmanClient(port, ["-f", "reverse", "embedded"])
       assert.strictEqual(reversed.trim(), "deddebme")
       for (let i = 0; i < 10; i++)
-        yield* tool("gearman", ["-h", "127.0.0.1", "-p", String(port), "-b", "-f", "queued_only", `job ${i}`])
+        yield* gearmanClient(port, ["-b", "-f", "queued_only", `job ${i}`])
       // The CLI reports the refusal on stderr (and exits 0).
-      const refused = yield* tool("gearman", [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "-b",
-        "-f",
-        "queued_only",
-        "one too many"
-      ], true)
+      const refused = yield* gearmanClient(port, ["-b", "-f", "queued_only", "one too many"], { both: true })
       assert.include(refused, "QUEUE_ERROR:Job queue is full")
-      const status = yield* tool("gearadmin", ["-h", "127.0.0.1", "-p", String(port), "--status"])
+      const status = yield* gearadminStatus(port)
       assert.match(status, /^queued_only\t10\t0\t0$/m)
       // --max-queue-bytes: a job bigger than a function may hold is refused the same way.
-      const tooBig = yield* tool("gearman", [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "-b",
-        "-f",
-        "big_only",
-        "x".repeat(3000)
-      ], true)
+      const tooBig = yield* gearmanClient(port, ["-b", "-f", "big_only", "x".repeat(3000)], { both: true })
       assert.include(tooBig, "QUEUE_ERROR:Job queue is full")
       const stopped = yield* server.stop("SIGTERM")
       assert.strictEqual(stopped.code, 0, stopped.stderr)

@@ -118,9 +118,10 @@ export const make = (
     const shutdown = yield* Deferred.make<void>()
 
     // Min processes, and the surplus over max drained, whether or not the observer runs; each
-    // tick refills the jobs' start budgets.
+    // tick refills the jobs' start budgets: the first one now, the next 250 ms later (a repeat
+    // would run a second one at once, doubling the first tick's budget).
     yield* supervisor.tick
-    yield* Effect.forkScoped(Effect.repeat(supervisor.tick, Schedule.spaced("250 millis")))
+    yield* Effect.forkScoped(Effect.schedule(supervisor.tick, Schedule.spaced("250 millis")))
 
     const interval = options.interval ?? Defaults.driver.interval
     if (interval > 0) {

@@ -1,9 +1,9 @@
 // Declaring workers without processes: attribute precedence, groups, prefixes, runtime
 // attributes, module loading, and the console's status layout.
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
-import { assert, describe, it } from "@effect/vitest"
+import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Option } from "effect"
 import { parseServers, resolveDriver } from "../../src/cli/driver.js"
 import { driverJobs, loadModule, type LoadedModule } from "../../src/driver/attributes.js"
@@ -140,8 +140,11 @@ describe("Driver console layout and settings", () => {
     pidFile: Option.none(),
     logFormat: Option.none()
   })
+  const confDir = mkdtempSync(Path.join(tmpdir(), "garivini-driver-conf-"))
+  afterAll(() => rmSync(confDir, { recursive: true, force: true }))
+  let files = 0
   const file = (text: string) => {
-    const path = Path.join(mkdtempSync(Path.join(tmpdir(), "garivini-driver-conf-")), "driver.yml")
+    const path = Path.join(confDir, `driver-${files++}.yml`)
     writeFileSync(path, text)
     return path
   }

@@ -3,19 +3,21 @@
 // that never reads its answers, a line without end and too many connections are cut off alone;
 // a second Driver leaves the first one's pid file and console socket alone.
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import type * as Net from "node:net"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
-import { assert, it, layer } from "@effect/vitest"
+import { afterAll, assert, it, layer } from "@effect/vitest"
 import { Context, Effect, Either, Layer } from "effect"
 import { stringify } from "yaml"
 import { MAX_CONNECTIONS, MAX_LINE_BYTES } from "../../src/driver/Console.js"
 import { eventually } from "../gearman/gearmand.js"
 import { background, garivini } from "../support/cli.js"
+import { tempDir } from "../support/files.js"
 import { ask, connectConsole, fixture, maxLive, startDriver, type Driver } from "./support.js"
 
 const dir = mkdtempSync(Path.join(tmpdir(), "garivini-console-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
 const socketPath = Path.join(dir, "console.sock")
 const pidFile = Path.join(dir, "driver.pid")
 const config = {
@@ -170,7 +172,7 @@ it.scopedLive(
   "a pid file left by a Driver that is gone is replaced, and removed at exit",
   () =>
     Effect.gen(function*() {
-      const path = Path.join(mkdtempSync(Path.join(tmpdir(), "garivini-stale-")), "driver.pid")
+      const path = Path.join(yield* tempDir("garivini-stale-"), "driver.pid")
       const dead = spawnSync("true").pid
       writeFileSync(path, `${dead}\n`)
       // no job server up: the Driver starts anyway

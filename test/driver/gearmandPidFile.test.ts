@@ -3,10 +3,11 @@
 import { existsSync, readFileSync } from "node:fs"
 import { assert, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { exited, freePort, startGearmand } from "../../src/gearmandProcess.js"
+import { exited, startGearmand } from "../../src/gearmandProcess.js"
 import { eventually } from "../gearman/gearmand.js"
+import { freePort } from "../support/ports.js"
 
-it.live("a gearmand's pid file is private to it and removed when it is killed", () =>
+it.scopedLive("a gearmand's pid file is private to it and removed when it is killed", () =>
   Effect.gen(function*() {
     const child = yield* startGearmand(yield* freePort)
     const path = child.spawnargs.find((a) => a.startsWith("--pid-file="))!.slice("--pid-file=".length)

@@ -1,21 +1,23 @@
 // Scaling from gearmand's queue, live: up to max under a queue, back to min once idle, every job
 // run exactly once; lowering max drains the surplus; unknown functions with a queue are reported;
 // a job server that is down does not stop the Driver.
-import { existsSync, mkdtempSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
-import { assert, layer } from "@effect/vitest"
+import { afterAll, assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import { freePort } from "../../src/gearmandProcess.js"
 import { eventually } from "../gearman/gearmand.js"
+import { closedPort } from "../support/ports.js"
 import { alive, fixture, maxLive, startDriver, type Driver } from "./support.js"
 
-const pidFile = Path.join(mkdtempSync(Path.join(tmpdir(), "garivini-pid-")), "driver.pid")
+const pidDir = mkdtempSync(Path.join(tmpdir(), "garivini-pid-"))
+afterAll(() => rmSync(pidDir, { recursive: true, force: true }))
+const pidFile = Path.join(pidDir, "driver.pid")
 class DriverUnderTest extends Context.Tag("test/ScalingDriver")<DriverUnderTest, Driver>() {}
 
 const driverLayer = Layer.scoped(
   DriverUnderTest,
-  Effect.flatMap(freePort, (deadPort) =>
+  Effect.flatMap(closedPort, (deadPort) =>
     // A second job server that is down: the Driver starts and works anyway.
     startDriver([fixture("Scale.mjs")], { interval: 0.2, max_idle_time: 1, loglevel: "DEBUG", pid_file: pidFile }, {
       extraServers: [`127.0.0.1:${deadPort}`]

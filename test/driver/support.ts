@@ -1,15 +1,16 @@
 // The built `garivini driver` run as an operator would (children run from dist), a gearmand of
 // its own, and a console client speaking the line protocol.
 import { spawn } from "node:child_process"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import * as Net from "node:net"
-import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { Deferred, Effect } from "effect"
 import { stringify } from "yaml"
-import { freePort } from "../../src/gearmandProcess.js"
 import { eventually, gearmand, live } from "../gearman/gearmand.js"
+import { CHILD_SPEC_ENV } from "../../src/driver/ipc.js"
 import { childEnv } from "../support/env.js"
+import { tempDir } from "../support/files.js"
+import { freePort } from "../support/ports.js"
 
 export interface Exited {
   readonly code: number | null
@@ -64,6 +65,26 @@ export const alive = (pid: number) => {
   }
 }
 
+/** Children the Driver's log says it started and has not seen exit. */
+export const runningChildren = (output: string): ReadonlyArray<number> => {
+  const running = new Set<number>()
+  for (const [, pid, event] of output.matchAll(/\((\d+)\) \[[^\]]+\] (Process started|Exited with status)/g)) {
+    if (event === "Process started") running.add(Number(pid))
+    else running.delete(Number(pid))
+  }
+  return [...running]
+}
+
+/** SIGKILL to a Driver child, if that pid still is one (a pid is reused once its process is gone). */
+const killChild = (pid: number) => {
+  try {
+    // Its spec in the environment (its command line is its process name, which a module may set).
+    if (readFileSync(`/proc/${pid}/environ`, "latin1").includes(`${CHILD_SPEC_ENV}=`)) process.kill(pid, "SIGKILL")
+  } catch {
+    // gone already
+  }
+}
+
 export const fixture = (name: string) => Path.join("test/driver/fixtures", name)
 
 /**
@@ -78,7 +99,7 @@ export const startDriver = (
   Effect.gen(function*() {
     const gd = yield* gearmand
     const consolePort = yield* freePort
-    const dir = mkdtempSync(Path.join(tmpdir(), "garivini-driver-"))
+    const dir = yield* tempDir("garivini-driver-")
     const configPath = Path.join(dir, "driver.yml")
     const writeConfig = (c: Record<string, unknown>) =>
       Effect.sync(() =>
@@ -105,7 +126,13 @@ export const startDriver = (
           stdio: ["ignore", "pipe", "pipe"]
         })
       ),
-      (c) => Effect.sync(() => c.kill("SIGKILL"))
+      // Its children too: they run in process groups of their own, and one whose Driver is gone
+      // still finishes its job first (a test's may be minutes long).
+      (c) =>
+        Effect.sync(() => {
+          c.kill("SIGKILL")
+          for (const pid of runningChildren(output)) killChild(pid)
+        })
     )
     child.stdout.on("data", (d: Buffer) => (output += d.toString()))
     child.stderr.on("data", (d: Buffer) => (output += d.toString()))

@@ -4,15 +4,15 @@
 // started: the Supervisor is made but never reconciled.
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FastCheck as fc, Logger, Runtime } from "effect"
+import { Effect, FastCheck as fc, Runtime } from "effect"
 import type { DriverJob } from "../../src/driver/attributes.js"
 import * as Console from "../../src/driver/Console.js"
 import * as Supervisor from "../../src/driver/Supervisor.js"
 import { eventually } from "../gearman/gearmand.js"
 import { check, checkAsync, chunked } from "../support/fuzz.js"
-import { closedPort } from "../support/mysql.js"
+import { freePort } from "../support/ports.js"
+import { quiet } from "../support/logs.js"
 
-const quiet = Logger.replace(Logger.defaultLogger, Logger.none)
 const job = (name: string, min: number, max: number): DriverJob => ({
   name,
   runtimeKey: `m::${name}`,
@@ -126,7 +126,7 @@ describe("fuzz: the Driver console", () => {
   it.scopedLive("over TCP, in any chunking: one answer a line, and the console keeps serving", () =>
     Effect.gen(function*() {
       const supervisor = yield* Supervisor.make(JOBS, { servers: ["127.0.0.1:1"], workerOptions: () => ({}) })
-      const port = yield* closedPort
+      const port = yield* freePort
       yield* Console.serve(supervisor, { listen: { _tag: "Tcp", host: "127.0.0.1", port }, onShutdown: Effect.void })
       const run = Runtime.runPromise(yield* Effect.runtime<never>())
       yield* Effect.promise(() =>

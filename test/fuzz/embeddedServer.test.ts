@@ -4,13 +4,13 @@
 // jobs complete, a bad peer loses only its own connection, and the server keeps serving.
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FastCheck as fc, Logger, Runtime } from "effect"
+import { Effect, FastCheck as fc, Runtime } from "effect"
 import { PacketType } from "../../src/gearman/protocol.js"
 import { serve } from "../../src/gearman/tcpServer.js"
 import { eventually, live } from "../gearman/gearmand.js"
 import { checkAsync, chunked, rawPacket } from "../support/fuzz.js"
+import { quiet } from "../support/logs.js"
 
-const quiet = Logger.replace(Logger.defaultLogger, Logger.none)
 const FN = "fuzz_echo_well_behaved"
 
 /** A raw peer: writes its chunks one event-loop turn apart, records what it got back. */

@@ -4,19 +4,19 @@
 // never a defect, never a hang; the worker reconnects; closing the scope ends it all.
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, FastCheck as fc, Logger, Schedule, Scope } from "effect"
+import { Cause, Effect, Exit, FastCheck as fc, Schedule, Scope } from "effect"
 import { serverIndexForUnique } from "../../src/gearman/client.js"
 import { Decoder, PacketType, response } from "../../src/gearman/protocol.js"
 import { embeddedJobServer } from "../gearman/embedded.js"
 import { eventually, live } from "../gearman/gearmand.js"
 import { checkAsync, rawPacket } from "../support/fuzz.js"
+import { quiet } from "../support/logs.js"
 
 const fast = {
   reconnect: Schedule.exponential("10 millis").pipe(Schedule.union(Schedule.spaced("50 millis"))),
   heartbeat: "300 millis",
   maxFrame: 4096
 } as const
-const quiet = Logger.replace(Logger.defaultLogger, Logger.none)
 /** A hang guard: a call that outlives it fails the test (it is no timing assertion). */
 const guard = <A, E, R>(what: string, self: Effect.Effect<A, E, R>) =>
   Effect.timeoutFail(self, { duration: "20 seconds", onTimeout: () => new Error(`hung: ${what}`) }).pipe(Effect.orDie)

@@ -3,7 +3,7 @@
 // WorkException, never a defect; a rejected request changes no stored row, an accepted one adds
 // only the rows its answer names, and no request changes a row it did not name.
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, FastCheck as fc, Layer, Logger, Runtime, Schema, TestClock } from "effect"
+import { Cause, Effect, Exit, FastCheck as fc, Layer, Runtime, Schema, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { WorkException } from "../../src/gearman/errors.js"
 import { formatHandle, nowSeconds, type Job } from "../../src/Job.js"
@@ -12,8 +12,7 @@ import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { checkAsync } from "../support/fuzz.js"
 import { adminQuery, testShards } from "../support/mysql.js"
-
-const quiet = Logger.replace(Logger.defaultLogger, Logger.none)
+import { quiet } from "../support/logs.js"
 
 const field = fc.oneof(
   fc.constantFrom(

@@ -1,10 +1,12 @@
-// Spawns real gearmand processes on free loopback ports for the tests and kills them after.
+// Spawns real gearmand processes on loopback ports held for the test (support/ports.ts) and kills
+// them after.
 // A missing gearmand fails the test with how to install it (never a skip).
 import type { ChildProcess } from "node:child_process"
 import type { Scope } from "effect"
 import { Context, Effect, Layer, Schedule } from "effect"
 import { Gearman, layer, type GearmanOptions } from "../../src/gearman/Gearman.js"
-import { exited, freePort, startGearmand } from "../../src/gearmandProcess.js"
+import { exited, startGearmand } from "../../src/gearmandProcess.js"
+import { freePort } from "../support/ports.js"
 
 export interface GearmandProcess {
   readonly server: string
@@ -17,7 +19,7 @@ export interface GearmandProcess {
 
 const start = (port: number) => startGearmand(port).pipe(Effect.orDieWith((e) => new Error(e.message)))
 
-/** A gearmand on a free port for the lifetime of the scope. */
+/** A gearmand on a port of this worker's own for the lifetime of the scope. */
 export const gearmand: Effect.Effect<GearmandProcess, never, Scope.Scope> = Effect.gen(function*() {
   const port = yield* freePort
   let child: ChildProcess | undefined = yield* start(port)
@@ -39,6 +41,9 @@ export const gearmand: Effect.Effect<GearmandProcess, never, Scope.Scope> = Effe
     })
   }
 })
+
+/** A gearmand for the lifetime of the scope: its `host:port`. */
+export const gearmandServer: Effect.Effect<string, never, Scope.Scope> = Effect.map(gearmand, (g) => g.server)
 
 /** Polls until `check` yields true; the timeout is a hang guard, not a timed assertion. */
 export const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, what: string, timeout: number = 30_000) =>

@@ -1,27 +1,13 @@
 // Interop with code nobody here wrote: the C `gearman` CLI as client of our worker and as
 // worker for our client, and `gearadmin --status` against our admin parser.
-import { execFile, spawn } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Either, Layer } from "effect"
 import { parseStatus } from "../../src/gearman/adminProtocol.js"
 import { WorkException } from "../../src/gearman/errors.js"
 import { makeMemoryServers, Gearman, layerMemory } from "../../src/gearman/Gearman.js"
 import { embeddedJobServer } from "./embedded.js"
+import { gearadminStatus, gearmanClient, gearmanWorker } from "../support/tools.js"
 import { gearmand, live } from "./gearmand.js"
-
-const run = (file: string, args: ReadonlyArray<string>, input?: string) =>
-  Effect.async<string, Error>((resume) => {
-    const child = execFile(file, [...args], { timeout: 30_000 }, (error, stdout, stderr) => {
-      if (error) {
-        const hint = (error as NodeJS.ErrnoException).code === "ENOENT"
-          ? " (install it with: apt-get install -y gearman-tools)"
-          : ""
-        resume(Effect.fail(new Error(`${file} ${args.join(" ")} failed${hint}: ${error.message} ${stderr}`)))
-      } else resume(Effect.succeed(stdout))
-    })
-    if (input !== undefined) child.stdin?.end(input)
-    else child.stdin?.end()
-  })
 
 describe("interop with the C tools", () => {
   it.scopedLive("the gearman CLI as a client of our worker (foreground and background)", () =>
@@ -33,19 +19,11 @@ describe("interop with the C tools", () => {
         reverse: (job) => Effect.sync(() => seen.push(job.text())).pipe(Effect.as([...job.text()].reverse().join(""))),
         shout: (job) => job.sendData("chunk:").pipe(Effect.as(job.text().toUpperCase()))
       })
-      const out = yield* run("gearman", [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(server.port),
-        "-f",
-        "reverse",
-        "hello gearman"
-      ])
+      const out = yield* gearmanClient(server.port, ["-f", "reverse", "hello gearman"])
       assert.strictEqual(out, "namraeg olleh")
-      const shout = yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-f", "shout", "quiet"])
+      const shout = yield* gearmanClient(server.port, ["-f", "shout", "quiet"])
       assert.strictEqual(shout, "chunk:QUIET")
-      yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-b", "-f", "reverse", "in the background"])
+      yield* gearmanClient(server.port, ["-b", "-f", "reverse", "in the background"])
       yield* Effect.gen(function*() {
         while (!seen.includes("in the background")) yield* Effect.sleep("20 millis")
       }).pipe(Effect.timeout("30 seconds"))
@@ -56,24 +34,7 @@ describe("interop with the C tools", () => {
       const server = yield* gearmand
       const gearman = yield* live([server.server])
       // `gearman -w` pipes each job's payload through the command; -c 2 exits after two jobs.
-      const worker = spawn("gearman", [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(server.port),
-        "-w",
-        "-c",
-        "2",
-        "-f",
-        "upper",
-        "--",
-        "tr",
-        "a-z",
-        "A-Z"
-      ], {
-        stdio: "ignore"
-      })
-      yield* Effect.addFinalizer(() => Effect.sync(() => worker.kill("SIGKILL")))
+      yield* gearmanWorker(server.port, "upper", ["tr", "a-z", "A-Z"], { count: 2 })
       const first = yield* gearman.submit("upper", "hello from typescript")
       assert.strictEqual(first.data.toString(), "HELLO FROM TYPESCRIPT")
       const second = yield* gearman.submit("upper", Buffer.from("bytes\n"), { priority: "high", unique: "u-1" })
@@ -91,7 +52,7 @@ describe("interop with the C tools", () => {
         while (((yield* gearman.queueDepths()).get("registered_only")?.workers ?? 0) < 2)
           yield* Effect.sleep("20 millis")
       }).pipe(Effect.timeout("30 seconds"))
-      const text = yield* run("gearadmin", ["-h", "127.0.0.1", "-p", String(server.port), "--status"])
+      const text = yield* gearadminStatus(server.port)
       const parsed = parseStatus(text.split("\n").filter((l) => l.length > 0))
       assert.isTrue(Either.isRight(parsed), text)
       const fromCli = Either.getOrThrow(parsed)
@@ -113,10 +74,10 @@ describe("interop with the C tools", () => {
       const server = yield* embeddedJobServer()
       const gearman = yield* live([server.server])
       yield* gearman.serve({ reverse: (job) => Effect.succeed([...job.text()].reverse().join("")) })
-      const out = yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-f", "reverse", "embedded"])
+      const out = yield* gearmanClient(server.port, ["-f", "reverse", "embedded"])
       assert.strictEqual(out, "deddebme")
-      yield* run("gearman", ["-h", "127.0.0.1", "-p", String(server.port), "-b", "-f", "nobody_serves", "x"])
-      const status = yield* run("gearadmin", ["-h", "127.0.0.1", "-p", String(server.port), "--status"])
+      yield* gearmanClient(server.port, ["-b", "-f", "nobody_serves", "x"])
+      const status = yield* gearadminStatus(server.port)
       const rows = Either.getOrThrow(parseStatus(status.split("\n").filter((l) => l.length > 0)))
       assert.deepStrictEqual(rows.find((r) => r.name === "nobody_serves"), {
         name: "nobody_serves",

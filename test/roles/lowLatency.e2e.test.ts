@@ -1,6 +1,5 @@
 // Low-latency mode end to end: MariaDB (two shards), a real gearmand, Injector, Controller,
 // QueueRunner and workers; and the C `gearman` CLI as a client nobody here wrote.
-import { execFile } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
@@ -12,6 +11,7 @@ import { eventually, gearmand } from "../gearman/gearmand.js"
 import { assertEachRanOnce, env, recorder, remaining } from "../support/e2e.js"
 import { testShards } from "../support/mysql.js"
 import { spawnRole } from "../support/spawnRole.js"
+import { gearmanClient } from "../support/tools.js"
 
 describe("low-latency mode on MariaDB and gearmand", () => {
   it.scopedLive(
@@ -91,19 +91,11 @@ describe("low-latency mode on MariaDB and gearmand", () => {
           yield* Injector.serve()
           yield* Controller.serve()
           yield* Worker.serve({ hello: (job) => Effect.sync(() => void texts.push(job.text)) })
-          const out = yield* Effect.async<string, Error>((resume) => {
-            execFile("gearman", [
-              "-h",
-              "127.0.0.1",
-              "-p",
-              String(gd.port),
-              "-f",
-              "inject_jobs",
-              "{\"funcname\":\"hello\",\"arg\":\"from C\"}"
-            ], (error, stdout) => {
-              resume(error === null ? Effect.succeed(stdout) : Effect.fail(error))
-            })
-          })
+          const out = yield* gearmanClient(gd.port, [
+            "-f",
+            "inject_jobs",
+            "{\"funcname\":\"hello\",\"arg\":\"from C\"}"
+          ])
           assert.match(out.trim(), /^\{"dbid":1,"jobid":\d+\}$/)
           yield* eventually(Effect.map(remaining, (n) => n === 0), "the job to complete", 30_000)
           assert.deepStrictEqual(texts, ["from C"])

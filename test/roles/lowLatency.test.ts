@@ -1,6 +1,6 @@
 // Low-latency mode on the memory layers: inject_jobs → Injector → run_queued_job → Controller → worker.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, Logger, Option, Schema, type Scope, TestClock } from "effect"
+import { Deferred, Effect, Layer, Logger, Option, Schema, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
@@ -9,6 +9,8 @@ import * as Worker from "../../src/roles/Worker.js"
 import { NEVER } from "../../src/Job.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
+import { scopedAtT0, T0 } from "../support/clock.js"
+import { remaining } from "../support/jobs.js"
 import { until } from "../support/until.js"
 import { keyFor } from "../storage/contract.js"
 
@@ -16,18 +18,11 @@ const Reply = Schema.Struct({ dbid: Schema.Number, jobid: Schema.Number, duplica
 const decodeReply = Schema.decodeUnknownSync(Schema.parseJson(Reply))
 const decodeReplies = Schema.decodeUnknownSync(Schema.parseJson(Schema.Array(Reply)))
 
-const T0 = 1_700_000_000
-
 const layers = () =>
   Layer.mergeAll(
     StorageLayers.layerMemory({ shards: [1, 2] }),
     Gearman.layerMemory({ servers: Gearman.makeMemoryServers() })
   )
-
-const stored = Effect.flatMap(
-  Storage,
-  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0))
-)
 
 const inject = (body: unknown) =>
   Effect.flatMap(
@@ -48,10 +43,7 @@ const system = (fn: string, handler: Worker.JobHandler = () => Effect.void) =>
   })
 
 // Time is TestClock's, set before the layers start.
-const test = (
-  title: string,
-  body: Effect.Effect<void, unknown, Storage | Gearman.Gearman | Scope.Scope>
-) => it.scoped(title, () => Effect.zipRight(TestClock.setTime(T0 * 1000), body.pipe(Effect.provide(layers()))))
+const test = scopedAtT0(layers)
 
 describe("low-latency mode (memory layers, TestClock)", () => {
   test(
@@ -67,7 +59,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
       yield* until(Effect.sync(() => runs.length === 1), "the job to run")
       assert.deepStrictEqual(runs, ["hi ☃"])
       yield* Deferred.succeed(gate, undefined)
-      yield* until(Effect.map(stored, (n) => n === 0), "its row to be deleted")
+      yield* until(Effect.map(remaining, (n) => n === 0), "its row to be deleted")
     })
   )
 
@@ -91,7 +83,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
       const again = decodeReply((yield* inject({ funcname: "batch", arg: "d", uniqkey: "same" })).data.toString())
       assert.isTrue(again.duplicate)
       yield* Deferred.succeed(gate, undefined)
-      yield* until(Effect.map(stored, (n) => n === 0), "every row to be deleted")
+      yield* until(Effect.map(remaining, (n) => n === 0), "every row to be deleted")
       assert.deepStrictEqual([...runs].sort(), ["a", "b"])
     })
   )
@@ -123,7 +115,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
       yield* until(Effect.sync(() => runs.length === 2), "the job due at +30")
       yield* TestClock.adjust("30 seconds")
       yield* runner.round
-      yield* until(Effect.map(stored, (n) => n === 0), "every job to complete")
+      yield* until(Effect.map(remaining, (n) => n === 0), "every job to complete")
       assert.deepStrictEqual(runs, ["now", "x", "y"])
     })
   )
@@ -202,10 +194,10 @@ describe("low-latency mode (memory layers, TestClock)", () => {
           Buffer.from(tooBig.data).toString(),
           /^inject_jobs: request of \d+ bytes is over the limit of 200000;/
         )
-      assert.strictEqual(yield* stored, 0)
+      assert.strictEqual(yield* remaining, 0)
       const replies = decodeReplies((yield* inject(jobs(3000))).data.toString())
       assert.strictEqual(replies.length, 3000)
-      assert.strictEqual(yield* stored, 3000)
+      assert.strictEqual(yield* remaining, 3000)
     })
   )
 
@@ -247,7 +239,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
         assert.strictEqual(error._tag, "GearmanJobException", JSON.stringify(body))
         if (error._tag === "GearmanJobException") assert.include(Buffer.from(error.data).toString(), expected)
       }
-      assert.strictEqual(yield* stored, 0)
+      assert.strictEqual(yield* remaining, 0)
     })
   )
 
@@ -274,7 +266,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
       const rejections = logged.filter((m) => m.includes("rejected"))
       assert.strictEqual(rejections.length, 4)
       for (const line of rejections) assert.isAtMost(line.length, Injector.REJECTION_MAX_CHARS + 60, line.slice(0, 200))
-      assert.strictEqual(yield* stored, 0)
+      assert.strictEqual(yield* remaining, 0)
     }).pipe(Effect.provide(Layer.merge(layers(), capture)))
   })
 

@@ -1,6 +1,6 @@
 // QueueRunner and worker helper on the memory layers, time driven by TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Option, Ref, type Scope, TestClock } from "effect"
+import { Effect, Fiber, Layer, Option, Ref, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { decodeWorkerJson } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
@@ -8,27 +8,17 @@ import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
+import { scopedAtT0, T0 } from "../support/clock.js"
+import { due, remaining } from "../support/jobs.js"
 import { until } from "../support/until.js"
 import { keyFor } from "../storage/contract.js"
-
-const T0 = 1_700_000_000
 
 const memoryGearman = () => Gearman.layerMemory({ servers: Gearman.makeMemoryServers() })
 
 const layers = () => Layer.mergeAll(StorageLayers.layerMemory({ shards: [1] }), memoryGearman())
 
-const dueCount = Effect.flatMap(
-  Storage,
-  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0))
-)
-
-const test = (
-  title: string,
-  body: Effect.Effect<void, unknown, Storage | Gearman.Gearman | Scope.Scope>
-) =>
-  // The clock is set before the layers start: their timers would otherwise replay every tick
-  // between 1970 and T0.
-  it.scoped(title, () => Effect.zipRight(TestClock.setTime(T0 * 1000), body.pipe(Effect.provide(layers()))))
+// The clock is set before the layers start.
+const test = scopedAtT0(layers)
 
 describe("QueueRunner", () => {
   test(
@@ -81,9 +71,9 @@ describe("QueueRunner", () => {
       yield* Worker.serve({
         wm: (job) => Ref.update(runs, (m) => new Map(m).set(job.jobid, (m.get(job.jobid) ?? 0) + 1))
       }, { concurrency: 4 })
-      yield* until(Effect.map(dueCount, (n) => n === 500 - 301), "the first 301 jobs to complete")
+      yield* until(Effect.map(remaining, (n) => n === 500 - 301), "the first 301 jobs to complete")
       yield* TestClock.adjust("60 seconds")
-      for (let i = 0; i < 20 && (yield* dueCount) > 0; i++) {
+      for (let i = 0; i < 20 && (yield* remaining) > 0; i++) {
         yield* runner.round
         yield* until(
           Effect.flatMap(Gearman.Gearman, (g) => Effect.map(g.queueDepths(), (d) => (d.get("wm")?.total ?? 0) === 0)),
@@ -91,7 +81,7 @@ describe("QueueRunner", () => {
         )
         yield* TestClock.adjust("60 seconds")
       }
-      yield* until(Effect.map(dueCount, (n) => n === 0), "every row to be deleted")
+      yield* until(Effect.map(remaining, (n) => n === 0), "every row to be deleted")
       const counts = yield* Ref.get(runs)
       assert.strictEqual(counts.size, 500)
       assert.isTrue([...counts.values()].every((n) => n === 1), "each job ran exactly once")
@@ -111,14 +101,14 @@ describe("QueueRunner", () => {
       yield* Worker.serve({ wm0: () => Ref.update(runs, (n) => n + 1) }, { concurrency: 4 })
       yield* until(Effect.map(Ref.get(runs), (n) => n === 301), "the queued jobs to run")
       // No clock movement: the next rounds dispatch the rest.
-      for (let i = 0; i < 20 && (yield* dueCount) > 0; i++) {
+      for (let i = 0; i < 20 && (yield* remaining) > 0; i++) {
         yield* runner.round
         yield* until(
           Effect.flatMap(Gearman.Gearman, (g) => Effect.map(g.queueDepths(), (d) => (d.get("wm0")?.total ?? 0) === 0)),
           "the queue to drain"
         )
       }
-      yield* until(Effect.map(dueCount, (n) => n === 0), "every row to be deleted")
+      yield* until(Effect.map(remaining, (n) => n === 0), "every row to be deleted")
       assert.strictEqual(yield* Ref.get(runs), 500)
     })
   )
@@ -296,8 +286,6 @@ describe("QueueRunner.run", () => {
       yield* Effect.fork(QueueRunner.run({ batchRunSleep: "10 seconds", queueWatermarkDepth: 2 }))
       yield* settle
       // No worker yet: three jobs queue in gearmand (up to the watermark), the rest stay stored.
-      const storage = yield* Storage
-      const due = Effect.map(storage.counts(), (c) => c.reduce((n, f) => n + f.due, 0))
       yield* until(Effect.map(due, (n) => n === 3), "three jobs held back")
       // A round while the function is over the watermark: it claims nothing.
       yield* TestClock.adjust("50 millis")
@@ -376,7 +364,7 @@ describe("worker helper", () => {
       yield* Client.insertJob({ funcname: "work", arg: "fine" })
       yield* (yield* QueueRunner.make()).round
       yield* until(Effect.map(Ref.get(ran), (n) => n === 1), "the good job")
-      yield* until(Effect.map(dueCount, (n) => n === 0), "its row to be deleted")
+      yield* until(Effect.map(remaining, (n) => n === 0), "its row to be deleted")
     })
   )
 

@@ -8,6 +8,7 @@ import type { JobHandle } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import { Storage } from "../../src/storage/Storage.js"
 import type { StorageShape } from "../../src/storage/Storage.js"
+import { atT0, T0 } from "../support/clock.js"
 
 export interface ContractEnv {
   /** Shards 1 and 2, both up. */
@@ -19,7 +20,7 @@ export interface ContractEnv {
 }
 
 /** A fixed, realistic "now" (unix seconds); TestClock starts there in every test. */
-export const T0 = 1_700_000_000
+export { T0 }
 
 /** A unique key that the CRC32 rule sends to the shard at `index` among `count`. */
 export const keyFor = (index: number, count: number, prefix = "k"): string => {
@@ -31,10 +32,9 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
     const test = (title: string, body: (env: ContractEnv) => Effect.Effect<void, unknown, Storage>, timeout?: number) =>
       it.scoped(title, () =>
         Effect.gen(function*() {
-          yield* TestClock.setTime(T0 * 1000)
           const env = yield* makeEnv
           yield* body(env).pipe(Effect.provideService(Storage, env.storage))
-        }), timeout)
+        }).pipe(atT0), timeout)
 
     const claimAll = (storage: StorageShape, dbid: number) => storage.claimDue(dbid, 1000, "1000 seconds")
 

@@ -2,6 +2,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import * as GroupCommit from "../../src/storage/GroupCommit.js"
+import { eventually } from "../gearman/gearmand.js"
 
 /** A batcher whose batches are recorded; each batch waits for `gate` when one is set. */
 const recording = (options: { readonly maxBatch: number; readonly maxWaiting?: number }) =>
@@ -35,7 +36,7 @@ describe("GroupCommit", () => {
     Effect.gen(function*() {
       const r = yield* recording({ maxBatch: 40 })
       yield* Effect.forEach(Array.from({ length: 100 }, (_, i) => i), r.batcher.offer, { discard: true })
-      yield* Effect.sleep("20 millis")
+      yield* eventually(Effect.sync(() => r.batches.flat().length === 100), "every item to run")
       assert.deepStrictEqual(r.batches.map((b) => b.length), [40, 40, 20])
       assert.deepStrictEqual(r.batches.flat(), Array.from({ length: 100 }, (_, i) => i))
       assert.strictEqual(r.mostInFlight(), 1)
@@ -56,7 +57,7 @@ describe("GroupCommit", () => {
       r.hold(undefined)
       yield* Deferred.succeed(gate, undefined)
       yield* Fiber.join(fourth)
-      yield* Effect.sleep("20 millis")
+      yield* eventually(Effect.sync(() => r.batches.flat().length === 5), "every item to run")
       assert.deepStrictEqual(r.batches, [[0], [1, 2, 3], [4]])
     }))
 
@@ -73,7 +74,7 @@ describe("GroupCommit", () => {
       assert.isFalse(batcher.withdraw(1))
       yield* Effect.sleep("5 millis")
       yield* batcher.offer(2)
-      yield* Effect.sleep("5 millis")
+      yield* eventually(Effect.sync(() => ran.length > 0), "the next batch to run")
       assert.deepStrictEqual(ran, [2])
     }))
 
@@ -90,7 +91,7 @@ describe("GroupCommit", () => {
       assert.deepStrictEqual(ran, [])
       // The window would hold them an hour: closing does not wait for it.
       yield* Effect.fork(Scope.close(scope, Exit.void))
-      yield* Effect.sleep("20 millis")
+      yield* eventually(Effect.sync(() => ran.length > 0), "the waiting items to run")
       assert.deepStrictEqual(ran, [[1, 2, 3]])
     }))
 })

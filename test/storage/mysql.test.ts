@@ -4,7 +4,8 @@ import type { MysqlShardOptions } from "../../src/storage/sql/mysql.js"
 import * as MysqlShard from "../../src/storage/sql/mysql.js"
 import { make } from "../../src/storage/Storage.js"
 import type { StorageOptions } from "../../src/storage/Storage.js"
-import { closedPort, shardConfig, testShards } from "../support/mysql.js"
+import { shardConfig, testShards } from "../support/mysql.js"
+import { closedPort } from "../support/ports.js"
 import { storageContract } from "./contract.js"
 
 /** Storage over MariaDB: two fresh databases, plus a third shard on a port nothing listens on. */

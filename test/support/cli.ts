@@ -13,14 +13,23 @@ export const baseEnv = childEnv({ GARIVINI_LOG_FORMAT: "logfmt" })
 
 export const garivini = (...args: ReadonlyArray<string>) => gariviniWithEnv({}, ...args)
 
-/** The command run once with `env` over the base environment. */
+/**
+ * The command run once with `env` over the base environment. A hang guard: SIGKILLed after two
+ * minutes (then it fails with code 1 and its output so far), and when the test is interrupted.
+ */
 export const gariviniWithEnv = (env: Readonly<Record<string, string>>, ...args: ReadonlyArray<string>) =>
   Effect.async<Result>((resume) => {
-    execFile("node", ["bin/garivini.js", ...args], { env: { ...baseEnv, ...env } }, (error, stdout, stderr) => {
-      resume(
-        Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr })
-      )
-    })
+    const child = execFile(
+      "node",
+      ["bin/garivini.js", ...args],
+      { env: { ...baseEnv, ...env }, timeout: 120_000, killSignal: "SIGKILL" },
+      (error, stdout, stderr) => {
+        resume(
+          Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr })
+        )
+      }
+    )
+    return Effect.sync(() => void child.kill("SIGKILL"))
   })
 
 /** A long-running `garivini` process; `stop` sends a signal and resolves with its exit. */

@@ -3,18 +3,13 @@ import { assert } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import type { ShardConfig } from "../../src/config.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
-import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
+
+export { remaining } from "./jobs.js"
 
 /** Storage over the given shards and Gearman over the given servers. */
 export const env = (shards: ReadonlyArray<ShardConfig>, servers: ReadonlyArray<string>) =>
   Layer.mergeAll(StorageLayers.layer({ shards }), Gearman.layer({ servers }))
-
-/** Jobs still stored, over every shard and state. */
-export const remaining = Effect.flatMap(
-  Storage,
-  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0))
-)
 
 /** Records each execution per handle, so "exactly once" can be checked. */
 export const recorder = Effect.sync(() => {

@@ -1,5 +1,4 @@
 // Real MariaDB for the tests: databases made per test and dropped afterwards.
-import * as net from "node:net"
 import { Effect, Redacted } from "effect"
 import * as Mysql from "mysql2/promise"
 import type { ShardConfig } from "../../src/config.js"
@@ -43,16 +42,3 @@ export const testShards = (count: number) =>
     (shards) =>
       Effect.forEach(shards, (s) => adminQuery(`DROP DATABASE IF EXISTS \`${s.database}\``), { discard: true })
   )
-
-/** A port on 127.0.0.1 where nothing listens: connections to it are refused. */
-export const closedPort = Effect.promise(() =>
-  new Promise<number>((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-)
