@@ -7,7 +7,7 @@
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Gearman from "../src/gearman/Gearman.js"
-import { freePort } from "../src/gearmandProcess.js"
+import { freePort } from "../src/testing/gearmandProcess.js"
 import * as Client from "../src/roles/Client.js"
 import * as Injector from "../src/roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../src/roles/QueueRunner.js"

@@ -9,7 +9,7 @@
 // BENCH_CONCURRENCY.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Effect, Either, Layer, Logger, LogLevel } from "effect"
-import { parseShardUrl, SQLITE_PREFIX } from "../src/config.js"
+import { parseShardUrl, SQLITE_PREFIX } from "../src/storage/targets.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import * as Worker from "../src/roles/Worker.js"
 import * as StorageLayers from "../src/storage/Storage.js"

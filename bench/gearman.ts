@@ -6,7 +6,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Context, Deferred, Effect, Layer, Logger, LogLevel } from "effect"
 import { Gearman, layer } from "../src/gearman/Gearman.js"
-import { scopedGearmand } from "../src/gearmandProcess.js"
+import { scopedGearmand } from "../src/testing/gearmandProcess.js"
 
 const env = (name: string, fallback: number) => {
   const value = Number(process.env[name] ?? "")

@@ -10,7 +10,7 @@ import * as esbuild from "esbuild"
 import { Duration, Effect, Either, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Gearman from "../src/gearman/Gearman.js"
-import { exited } from "../src/gearmandProcess.js"
+import { exited } from "../src/testing/gearmandProcess.js"
 import * as Client from "../src/roles/Client.js"
 import type { BenchOptions, Figure } from "./harness.js"
 import {

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url"
 import * as esbuild from "esbuild"
 import { Duration, Effect } from "effect"
 import type { Scope } from "effect"
-import { exited } from "../src/gearmandProcess.js"
+import { exited } from "../src/testing/gearmandProcess.js"
 import { buildIfStale } from "../test/support/build.js"
 import { BenchError, procCpuMs, serverCpuMeter, until } from "./harness.js"
 

@@ -11,7 +11,7 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Duration, Effect, Layer, Logger, LogLevel, Option } from "effect"
 import { applyRoleHeapPolicy } from "../src/cli/heap.js"
-import { shardsConfig } from "../src/config.js"
+import { shardsConfig } from "../src/storage/targets.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import * as QueueRunner from "../src/roles/QueueRunner.js"
 import * as Worker from "../src/roles/Worker.js"

@@ -1,8 +1,8 @@
 // What the benchmarks share: a scratch database on the local MariaDB, dropped at the end, and a runner.
 import { Effect, Logger, LogLevel } from "effect"
 import * as Mysql from "mysql2/promise"
-import type { ShardConfig } from "../src/config.js"
-import { parseShardUrl } from "../src/config.js"
+import type { ShardConfig } from "../src/storage/targets.js"
+import { parseShardUrl } from "../src/storage/targets.js"
 
 export const mysqlBase = process.env["GARIVINI_BENCH_MYSQL"] ?? "mysql://root@127.0.0.1:3306"
 

@@ -3,14 +3,14 @@
 // Schema for unusual payloads) against `decodeWorkerJsonWithSchema` alone — in alternating
 // rounds, so both see the same machine load. Figures go to docs/performance.md.
 import { Either } from "effect"
-import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, type Job } from "../src/Job.js"
+import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, type StoredJob } from "../src/Job.js"
 
 const rounds = Number(process.argv[2] ?? 5)
 const decodes = Number(process.argv[3] ?? 100_000)
 
 // 100 distinct jobs with an 80-byte arg (the size bench/run.ts sends), as UTF-8 bytes off the wire.
 const payloads: ReadonlyArray<Buffer> = Array.from({ length: 100 }, (_, i) => {
-  const job: Job = {
+  const job: StoredJob = {
     dbid: 1 + (i % 4),
     jobid: 1_000_000 + i,
     funcname: "bench_work",
@@ -24,7 +24,7 @@ const payloads: ReadonlyArray<Buffer> = Array.from({ length: 100 }, (_, i) => {
   return Buffer.from(encodeWorkerJson(job), "utf8")
 })
 
-const time = (label: string, decode: (payload: Buffer) => Either.Either<Job, unknown>): number => {
+const time = (label: string, decode: (payload: Buffer) => Either.Either<StoredJob, unknown>): number => {
   let ok = 0
   const t0 = performance.now()
   for (let i = 0; i < decodes; i++) if (Either.isRight(decode(payloads[i % payloads.length]!))) ok++

@@ -4,7 +4,7 @@
  */
 import { Clock, Duration, Effect, Either, ParseResult, Schema } from "effect"
 import { InvalidJob, InvalidSchedule } from "./errors.js"
-import { DEFAULT_MAX_FRAME, functionNameProblem } from "./gearman/protocol.js"
+import { DEFAULT_MAX_FRAME, functionNameProblem } from "./protocol/gearman.js"
 import { clip, quoteBounded } from "./text.js"
 
 export { QUOTE_MAX_CHARS, quoteBounded } from "./text.js"
@@ -39,7 +39,7 @@ export const WORKER_JSON_MAX_BYTES = DEFAULT_MAX_FRAME - 64 * 1024
 export type JobFlag = "shim" | "controller"
 
 /** Where a job lives: the shard (`dbid`) and its row id there (`jobid`). */
-export interface JobHandle {
+export interface StoredJobId {
   readonly dbid: number
   readonly jobid: number
 }
@@ -65,13 +65,13 @@ export interface ValidNewJob {
 }
 
 /** A stored job as the roles see it: where it is, its columns, and `arg` as the blob's bytes. */
-export interface Job extends JobHandle, ValidNewJob {
+export interface StoredJob extends StoredJobId, ValidNewJob {
   readonly failcount: number
 }
 
 /** What `insert` says of each job: where it is, and whether it was dropped as a duplicate. */
 export interface InsertOutcome {
-  readonly handle: JobHandle
+  readonly handle: StoredJobId
   /** True when `(funcname, uniqkey)` was already stored; `handle` is then the existing job's. */
   readonly duplicate: boolean
 }
@@ -183,7 +183,7 @@ const WORKER_JSON_FRAME_BYTES = Buffer.byteLength(
  * The size in bytes of `encodeWorkerJson(job)`, computed without building it (a linear scan of
  * `arg`): what the packet that delivers the job carries.
  */
-export const workerJsonBytes = (job: Job): number =>
+export const workerJsonBytes = (job: StoredJob): number =>
   WORKER_JSON_FRAME_BYTES + String(job.jobid).length + String(job.dbid).length + jsonStringBytes(job.funcname) +
   argJsonBytes(job.arg) + nullableJsonBytes(job.uniqkey) + nullableJsonBytes(job.coalesce) +
   String(job.runAfter).length + jsonStringBytes(job.flag) + String(job.failcount).length
@@ -227,7 +227,7 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
 }
 
 /** A handle's dbid and jobid must be positive safe integers (the Perl client treats 0 as missing). */
-export const validateHandle = (handle: JobHandle): Either.Either<JobHandle, InvalidJob> =>
+export const validateHandle = (handle: StoredJobId): Either.Either<StoredJobId, InvalidJob> =>
   Number.isSafeInteger(handle.dbid) && handle.dbid > 0 && Number.isSafeInteger(handle.jobid) && handle.jobid > 0
     ? Either.right(handle)
     : Either.left(
@@ -235,9 +235,9 @@ export const validateHandle = (handle: JobHandle): Either.Either<JobHandle, Inva
     )
 
 /** `dbid:jobid`, the handle's text form (CLI, logs). */
-export const formatHandle = (handle: JobHandle): string => `${handle.dbid}:${handle.jobid}`
+export const formatHandle = (handle: StoredJobId): string => `${handle.dbid}:${handle.jobid}`
 
-export const parseHandle = (text: string): Either.Either<JobHandle, InvalidJob> => {
+export const parseHandle = (text: string): Either.Either<StoredJobId, InvalidJob> => {
   const m = /^(\d+):(\d+)$/.exec(text.trim())
   return m === null
     ? Either.left(new InvalidJob({ reason: `handle ${JSON.stringify(text)} is not dbid:jobid` }))
@@ -298,7 +298,7 @@ export type JobRow = typeof JobRow.Type
  * an empty or NULL flag, bad data) returns undefined and goes through the JobRow schema, which
  * also words the errors. The two agree on every row this accepts (test/storage/rows.test.ts).
  */
-export const fastJobRow = (dbid: number, row: unknown): Job | undefined => {
+export const fastJobRow = (dbid: number, row: unknown): StoredJob | undefined => {
   if (typeof row !== "object" || row === null) return undefined
   // An object, checked above; each field is checked before use.
   const r = row as { readonly [key: string]: unknown }
@@ -321,7 +321,7 @@ export const fastJobRow = (dbid: number, row: unknown): Job | undefined => {
   }
 }
 
-export const jobFromRow = (dbid: number, row: JobRow): Job => ({
+export const jobFromRow = (dbid: number, row: JobRow): StoredJob => ({
   dbid,
   jobid: row.jobid,
   funcname: row.funcname,
@@ -379,7 +379,7 @@ const isOptionalText = (v: unknown): v is string | null | undefined =>
  * empty flag, a malformed payload — returns undefined and goes to the Schema decoder, which also
  * words the errors. test/fuzz/workerJson.test.ts checks that the two agree.
  */
-export const fastWorkerJob = (text: string): Job | undefined => {
+export const fastWorkerJob = (text: string): StoredJob | undefined => {
   let parsed: unknown
   try {
     parsed = JSON.parse(text)
@@ -409,16 +409,16 @@ export const fastWorkerJob = (text: string): Job | undefined => {
 }
 
 /** Decodes the worker JSON into a Job; a malformed payload is a typed InvalidJob. */
-export const decodeWorkerJson = (payload: string | Uint8Array): Either.Either<Job, InvalidJob> => {
+export const decodeWorkerJson = (payload: string | Uint8Array): Either.Either<StoredJob, InvalidJob> => {
   const text = typeof payload === "string" ? payload : bytesView(payload).toString("utf8")
   const fast = fastWorkerJob(text)
   return fast !== undefined ? Either.right(fast) : decodeWorkerJsonWithSchema(text)
 }
 
 /** The Schema decoder of the worker JSON (every shape the original's writers produce). */
-export const decodeWorkerJsonWithSchema = (text: string): Either.Either<Job, InvalidJob> =>
+export const decodeWorkerJsonWithSchema = (text: string): Either.Either<StoredJob, InvalidJob> =>
   decodeWorkerJob(text).pipe(
-    Either.map((w): Job => ({
+    Either.map((w): StoredJob => ({
       dbid: w.dbid,
       jobid: w.jobid,
       funcname: w.funcname,
@@ -441,7 +441,7 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<Job, Inv
 export const MAX_REJECTION_QUOTE = 1000
 
 /** The worker JSON of a job, keys in the original's column order. */
-export const encodeWorkerJson = (job: Job): string =>
+export const encodeWorkerJson = (job: StoredJob): string =>
   JSON.stringify({
     jobid: job.jobid,
     dbid: job.dbid,

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Either, Redacted } from "effect"
-import { parseShardUrl, shardsFromUrls } from "../src/config.js"
+import { parseShardUrl, shardsFromUrls } from "../src/storage/targets.js"
 import { crc32, hashBucket } from "../src/crc32.js"
 import {
   decodeWorkerJson,
@@ -17,7 +17,7 @@ import {
   WORKER_JSON_MAX_BYTES,
   workerJsonBytes
 } from "../src/Job.js"
-import type { Job } from "../src/Job.js"
+import type { StoredJob } from "../src/Job.js"
 
 const NOW = 1_700_000_000
 
@@ -230,7 +230,7 @@ describe("job validity", () => {
   })
 
   it("workerJsonBytes is the byte length of the worker JSON, without building it", () => {
-    const base: Job = {
+    const base: StoredJob = {
       dbid: 3,
       jobid: 123456,
       funcname: "resize",
@@ -242,7 +242,7 @@ describe("job validity", () => {
       failcount: 0
     }
     const every = Uint8Array.from({ length: 512 }, (_, i) => i % 256)
-    const jobs: ReadonlyArray<Job> = [
+    const jobs: ReadonlyArray<StoredJob> = [
       base,
       { ...base, arg: every, flag: "controller", failcount: 255 },
       { ...base, funcname: "café☃\ud83d\ude00", uniqkey: "q\"\\\u0001\t\u2028", coalesce: "c\ud800" },

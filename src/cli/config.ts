@@ -8,8 +8,14 @@ import { readFileSync } from "node:fs"
 import { Options } from "@effect/cli"
 import { Config, Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
 import { parse as parseYaml } from "yaml"
-import { DEFAULT_SQLITE_TARGET, isSqliteTarget, parseShardUrl, parseSqliteTarget, validateShards } from "../config.js"
-import type { ShardConfig } from "../config.js"
+import {
+  DEFAULT_SQLITE_TARGET,
+  isSqliteTarget,
+  parseShardUrl,
+  parseSqliteTarget,
+  validateShards
+} from "../storage/targets.js"
+import type { ShardConfig } from "../storage/targets.js"
 import { ConfigInvalid } from "../errors.js"
 import { parseHostPort } from "../hostPort.js"
 import type { ControllerOptions } from "../roles/Controller.js"

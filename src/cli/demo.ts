@@ -7,7 +7,7 @@
 import { Command, Options } from "@effect/cli"
 import { Clock, Console, Data, Duration, Effect, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import { serve } from "../gearman/tcpServer.js"
+import { serve } from "../jobserver/tcpServer.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import * as Supervise from "../roles/supervise.js"

@@ -12,7 +12,7 @@ import { Effect, Either, Layer, Logger, LogLevel, Option, Runtime, Schema } from
 import { ConfigInvalid } from "../errors.js"
 import * as Driver from "../driver/Driver.js"
 import * as Defaults from "../roles/defaults.js"
-import { parseDbTargets } from "../config.js"
+import { parseDbTargets } from "../storage/targets.js"
 import { formatHostPort, parseHost, parseHostPort } from "../hostPort.js"
 import { DEFAULT_GEARMAND, env, readConfigFile, resolveLogFormat, type LogFormat } from "./config.js"
 import { warnIfExposed } from "./exposure.js"

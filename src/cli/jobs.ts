@@ -1,8 +1,8 @@
 /** `garivini jobs list | show | retry | delete`: inspect and repair stored jobs. */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Data, Duration, Effect, Option } from "effect"
-import { formatHandle, jobState as stateOf, nowSeconds, parseHandle, type JobHandle } from "../Job.js"
-import type { Job } from "../Job.js"
+import { formatHandle, jobState as stateOf, nowSeconds, parseHandle, type StoredJobId } from "../Job.js"
+import type { StoredJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions, queueRunnerOptions } from "./config.js"
 import { storageOnly, withSettings } from "./shared.js"
@@ -22,7 +22,7 @@ class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> 
 export const mayBeDispatched = (job: { readonly runAfter: number }, now: number, leaseSeconds: number): boolean =>
   job.runAfter > now && job.runAfter <= now + leaseSeconds
 
-const dispatchedReason = (job: Job, now: number, leaseSeconds: number, what: string) =>
+const dispatchedReason = (job: StoredJob, now: number, leaseSeconds: number, what: string) =>
   `job ${formatHandle(job)} may be running right now: its run_after is in ${job.runAfter - now} s, within a lease ` +
   `(${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
   `${what}; --force to do it anyway`
@@ -32,7 +32,7 @@ const preview = (bytes: Uint8Array) => {
   return clean.length > 40 ? `${clean.slice(0, 37)}...` : clean
 }
 
-const asJson = (job: Job, now: number) => ({
+const asJson = (job: StoredJob, now: number) => ({
   handle: formatHandle(job),
   funcname: job.funcname,
   state: stateOf(job, now),
@@ -139,7 +139,7 @@ const force = Options.boolean("force").pipe(
 const lease = queueRunnerOptions.lease
 
 /** The job behind a handle, with the lease and now the refusal rule needs. */
-const lookUp = (handle: JobHandle, leaseSetting: Duration.DurationInput | undefined) =>
+const lookUp = (handle: StoredJobId, leaseSetting: Duration.DurationInput | undefined) =>
   Effect.gen(function*() {
     const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
     if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
@@ -164,7 +164,7 @@ const retryCommand = Command.make("retry", {
           new UsageError({ message: "jobs retry takes a dbid:jobid or --function NAME (its `never` jobs), not both" })
         )
       }
-      return Option.isSome(o.handle) ? Option.some(yield* parseHandleArg(o.handle.value)) : Option.none<JobHandle>()
+      return Option.isSome(o.handle) ? Option.some(yield* parseHandleArg(o.handle.value)) : Option.none<StoredJobId>()
     }).pipe(Effect.flatMap((parsed) =>
       Effect.gen(function*() {
         const storage = yield* Storage

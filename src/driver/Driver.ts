@@ -7,7 +7,7 @@
 import { Deferred, Duration, Effect, Option, Schedule } from "effect"
 import type { Scope } from "effect"
 import * as Admin from "../gearman/admin.js"
-import type { FunctionStatus } from "../gearman/adminProtocol.js"
+import type { FunctionStatus } from "../protocol/admin.js"
 import { netTransport } from "../gearman/connection.js"
 import { ConfigInvalid } from "../errors.js"
 import * as Defaults from "../roles/defaults.js"

@@ -8,7 +8,7 @@
  * Functions nobody here serves that have jobs queued go to `onUnknownJob` and the log.
  */
 import { Effect, Either } from "effect"
-import type { FunctionStatus } from "../gearman/adminProtocol.js"
+import type { FunctionStatus } from "../protocol/admin.js"
 import type { Supervisor } from "./Supervisor.js"
 
 export interface ObserverOptions {

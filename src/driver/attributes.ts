@@ -8,7 +8,7 @@ import { pathToFileURL } from "node:url"
 import { Effect } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import { isDefinition, type Attributes, type Definition, type JobSpec } from "./define.js"
-import { functionNameProblem } from "../gearman/protocol.js"
+import { functionNameProblem } from "../protocol/gearman.js"
 
 export interface DriverFunction {
   /** The key in the definition's `jobs`. */

@@ -9,13 +9,13 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Deferred, Effect, Either, Exit, Option } from "effect"
 import type { Scope } from "effect"
-import type { Payload } from "../gearman/client.js"
+import type { Payload } from "../gearman/GearmanClient.js"
 import { WorkException, WorkFail } from "../gearman/errors.js"
 import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
-import type * as GearmanWorker from "../gearman/worker.js"
+import type * as GearmanWorker from "../gearman/GearmanWorker.js"
 import { loggerLayer } from "../cli/logging.js"
 import { driverJobs, loadModule, type DriverFunction, type DriverJob } from "./attributes.js"
-import type { Definition, JobContext, WorkerOptions } from "./define.js"
+import type { Definition, JobContext, DriverWorkerOptions } from "./define.js"
 import { CHILD_SPEC_ENV, decodeChildSpec, decodeParentMessage, type ChildMessage } from "./ipc.js"
 
 const send = (message: ChildMessage) => Effect.sync(() => void (process.connected && process.send?.(message)))
@@ -49,8 +49,8 @@ const wrap = <R>(
   definition: Definition,
   job: DriverJob,
   fn: DriverFunction,
-  options: WorkerOptions,
-  durable: Option.Option<(gjob: GearmanWorker.Job) => Effect.Effect<Payload | void, WorkFail | WorkException, R>>
+  options: DriverWorkerOptions,
+  durable: Option.Option<(gjob: GearmanWorker.GearmanJob) => Effect.Effect<Payload | void, WorkFail | WorkException, R>>
 ): GearmanWorker.Handler<R> =>
 (gjob) =>
   Effect.gen(function*() {

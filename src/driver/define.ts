@@ -8,12 +8,12 @@
  * min = 1 and max = 1 unless said otherwise; attribute sets merge override > job > default.
  */
 import type { Effect } from "effect"
-import type { Payload } from "../gearman/client.js"
-import type * as GearmanWorker from "../gearman/worker.js"
+import type { Payload } from "../gearman/GearmanClient.js"
+import type * as GearmanWorker from "../gearman/GearmanWorker.js"
 import type { JobHandler } from "../roles/Worker.js"
 
 /** Options from the config file's `worker_options` (`GLOBAL` merged under the module's own). */
-export type WorkerOptions = Readonly<Record<string, unknown>>
+export type DriverWorkerOptions = Readonly<Record<string, unknown>>
 
 /** What a handler, `begin` and `end` receive besides the workload. */
 export interface JobContext {
@@ -21,8 +21,8 @@ export interface JobContext {
   readonly function: string
   /** The Driver job (prefix + group or name) whose process runs it. */
   readonly driverJob: string
-  readonly gearman: GearmanWorker.Job
-  readonly options: WorkerOptions
+  readonly gearman: GearmanWorker.GearmanJob
+  readonly options: DriverWorkerOptions
 }
 
 export interface Attributes {

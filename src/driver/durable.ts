@@ -5,8 +5,8 @@
  */
 import { Config, Effect, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
-import { parseDbTargets } from "../config.js"
-import type * as GearmanWorker from "../gearman/worker.js"
+import { parseDbTargets } from "../storage/targets.js"
+import type * as GearmanWorker from "../gearman/GearmanWorker.js"
 import { gearmanHandler, makeCompleter } from "../roles/Worker.js"
 import { Storage, layer as storageLayer, layerSqlite } from "../storage/Storage.js"
 import type { DriverFunction } from "./attributes.js"

@@ -8,7 +8,7 @@ export type {
   JobAttributes,
   JobContext,
   JobSpec,
-  WorkerOptions
+  DriverWorkerOptions
 } from "./define.js"
 export { make, run, type DriverHandle, type DriverOptions } from "./Driver.js"
 export { ConsoleUnavailable } from "./Console.js"

@@ -4,8 +4,8 @@
 import type { Schedule, Scope } from "effect"
 import { Context, Duration, Effect, Layer } from "effect"
 import * as Admin from "./admin.js"
-import type { FunctionStatus } from "./adminProtocol.js"
-import * as Client from "./client.js"
+import type { FunctionStatus } from "../protocol/admin.js"
+import * as Client from "./GearmanClient.js"
 import { netTransport, type Transport } from "./connection.js"
 import type {
   GearmanAdminError,
@@ -14,9 +14,9 @@ import type {
   GearmanServerError,
   GearmanSubmitError
 } from "./errors.js"
-import { JobServer, type JobServerOptions } from "./JobServer.js"
+import { JobServer, type JobServerOptions } from "../jobserver/JobServer.js"
 import { memoryTransport, type MemoryServers } from "./memoryTransport.js"
-import * as Worker from "./worker.js"
+import * as Worker from "./GearmanWorker.js"
 
 export interface GearmanService {
   readonly servers: ReadonlyArray<string>
@@ -31,11 +31,11 @@ export interface GearmanService {
     fn: string,
     payload: Client.Payload,
     options?: Client.BackgroundOptions
-  ) => Effect.Effect<Client.JobHandle, Client.BackgroundSubmitError>
+  ) => Effect.Effect<Client.GearmanJobHandle, Client.BackgroundSubmitError>
   /** Queues many background jobs in one pipelined batch; per job its handle or its error. */
   readonly submitBackgroundAll: Client.Client["submitBackgroundAll"]
   readonly getStatus: (
-    handle: Client.JobHandle
+    handle: Client.GearmanJobHandle
   ) => Effect.Effect<Client.JobStatus, GearmanConnectionError | GearmanServerError>
   /** Per-function `status` summed over every server that answers. */
   readonly queueDepths: () => Effect.Effect<

@@ -1,7 +1,7 @@
 // Admin commands over the text protocol, one short connection per command (gearmand answers
 // in order on any connection; a fresh one keeps a stuck answer from blocking the next).
 import { Deferred, Effect, Either, Exit } from "effect"
-import * as P from "./adminProtocol.js"
+import * as P from "../protocol/admin.js"
 import type { Transport } from "./connection.js"
 import { GearmanAdminError, GearmanConnectionError } from "./errors.js"
 

@@ -7,7 +7,7 @@ import { Deferred, Duration, Effect, Either, Exit, MetricLabel, Schedule } from 
 import { parseHostPort, type HostPort } from "../hostPort.js"
 import { GearmanConnectionError, GearmanProtocolError } from "./errors.js"
 import { connectionsLost, protocolErrors } from "./metrics.js"
-import { DEFAULT_MAX_FRAME, Decoder, type Packet } from "./protocol.js"
+import { DEFAULT_MAX_FRAME, Decoder, type Packet } from "../protocol/gearman.js"
 
 /** A raw byte stream to a job server. */
 export interface RawLink {

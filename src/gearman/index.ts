@@ -12,17 +12,17 @@ export {
 export type {
   BackgroundOptions,
   JobEvent,
-  JobHandle,
+  GearmanJobHandle,
   JobResult,
   JobStatus,
   Payload,
   Priority,
   SubmitOptions
-} from "./client.js"
-export type { FunctionSpec, Handler, Handlers, Job, ServeOptions } from "./worker.js"
-export type { FunctionStatus, JobInfo, PriorityStatus, WorkerInfo } from "./adminProtocol.js"
+} from "./GearmanClient.js"
+export type { FunctionSpec, Handler, Handlers, GearmanJob, ServeOptions } from "./GearmanWorker.js"
+export type { FunctionStatus, JobInfo, PriorityStatus, WorkerInfo } from "../protocol/admin.js"
 export type { Admin } from "./admin.js"
-export { JobServer, type JobServerOptions, type Session } from "./JobServer.js"
+export { JobServer, type JobServerOptions, type Session } from "../jobserver/JobServer.js"
 export { defaultReconnectSchedule, netTransport, type Transport } from "./connection.js"
 export { memoryTransport, type MemoryServers } from "./memoryTransport.js"
 export * as GearmanMetrics from "./metrics.js"

@@ -3,7 +3,7 @@
 import { Effect } from "effect"
 import { GearmanConnectionError } from "./errors.js"
 import type { Transport } from "./connection.js"
-import type { JobServer } from "./JobServer.js"
+import type { JobServer } from "../jobserver/JobServer.js"
 
 /** Which in-process servers are "listening". Removing one makes new connections fail. */
 export type MemoryServers = Map<string, JobServer>

@@ -5,7 +5,7 @@
 import { Effect, Either } from "effect"
 import type { InsertError, InvalidSchedule, ShardOperationError } from "../errors.js"
 import { failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
-import type { InsertOutcome, JobFlag, JobHandle, NewJob, RunAt } from "../Job.js"
+import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 
 /** A job to insert. */
@@ -23,7 +23,7 @@ export interface JobSpec {
 }
 
 /** A job as a worker holds it: its handle and (optionally) its current failcount. */
-export interface HeldJob extends JobHandle {
+export interface HeldJob extends StoredJobId {
   readonly failcount?: number | undefined
 }
 
@@ -84,11 +84,12 @@ export const insertJob = (spec: JobSpec): Effect.Effect<InsertOutcome, InsertErr
 
 /** Deletes finished jobs. Completing a job twice is harmless. Returns how many were deleted. */
 export const completeJob = (
-  jobs: JobHandle | ReadonlyArray<JobHandle>
+  jobs: StoredJobId | ReadonlyArray<StoredJobId>
 ): Effect.Effect<number, ShardOperationError, Storage> =>
   Effect.flatMap(Storage, (storage) => storage.complete(isMany(jobs) ? jobs : [jobs]))
 
-const isMany = (jobs: JobHandle | ReadonlyArray<JobHandle>): jobs is ReadonlyArray<JobHandle> => Array.isArray(jobs)
+const isMany = (jobs: StoredJobId | ReadonlyArray<StoredJobId>): jobs is ReadonlyArray<StoredJobId> =>
+  Array.isArray(jobs)
 
 /**
  * Moves a job to `when` (`"never"`, `"+N"`, an absolute unix time or a Duration), storing the

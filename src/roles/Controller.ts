@@ -14,7 +14,7 @@ import type { Scope, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkFail } from "../gearman/errors.js"
 import { decodeWorkerJson, formatHandle } from "../Job.js"
-import type { Job } from "../Job.js"
+import type { StoredJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
 import * as Defaults from "./defaults.js"
@@ -46,7 +46,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
     const complete = yield* makeCompleter(storage)
 
     /** Moves the row to `runAfter`, keeping its failcount; a failure leaves it to its lease. */
-    const reschedule = (job: Job, runAfter: number) =>
+    const reschedule = (job: StoredJob, runAfter: number) =>
       storage.reschedule(job, runAfter, job.failcount).pipe(
         Effect.asVoid,
         Effect.catchAll((e) =>

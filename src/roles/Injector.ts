@@ -15,9 +15,9 @@ import type { Scope, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
 import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
-import type { InsertOutcome, Job, NewJob } from "../Job.js"
+import type { InsertOutcome, StoredJob, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
+import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { park, splitDeliverable } from "./park.js"
 import * as Defaults from "./defaults.js"
 import { errorText, queueTotals, submission } from "./QueueRunner.js"
@@ -195,7 +195,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             )
           })
         )
-        const toDispatch: Array<Job> = []
+        const toDispatch: Array<StoredJob> = []
         outcomes.forEach((outcome, i) => {
           const plan = plans[i]!
           if (!outcome.duplicate && plan.dispatch) toDispatch.push(storedJob(outcome, plan.job))
@@ -210,7 +210,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       })
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
-    function dispatch(all: ReadonlyArray<Job>, now: number) {
+    function dispatch(all: ReadonlyArray<StoredJob>, now: number) {
       // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it. One
       // that can never be delivered is parked (as the QueueRunner does), not sent.
       const { parked, send: jobs, submissions } = splitDeliverable(all, submission, maxPacket)
@@ -242,7 +242,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
   })
 
 /** The stored row of a job just inserted, as the Controller receives it. */
-const storedJob = (outcome: InsertOutcome, job: NewJob): Job => ({
+const storedJob = (outcome: InsertOutcome, job: NewJob): StoredJob => ({
   dbid: outcome.handle.dbid,
   jobid: outcome.handle.jobid,
   funcname: job.funcname,

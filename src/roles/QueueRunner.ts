@@ -10,11 +10,11 @@
 import { createHash } from "node:crypto"
 import { Clock, Data, Duration, Effect, Either, Fiber, Layer, Ref } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import type { BackgroundSubmission } from "../gearman/client.js"
-import type { FunctionStatus } from "../gearman/adminProtocol.js"
+import type { BackgroundSubmission } from "../gearman/GearmanClient.js"
+import type { FunctionStatus } from "../protocol/admin.js"
 import { encodeWorkerJson, formatHandle, nowSeconds, uniqueIdentity } from "../Job.js"
-import type { Job } from "../Job.js"
-import { DEFAULT_MAX_FRAME } from "../gearman/protocol.js"
+import type { StoredJob } from "../Job.js"
+import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { MAX_CLAIM, Storage } from "../storage/Storage.js"
 import * as Defaults from "./defaults.js"
 import { park, splitDeliverable } from "./park.js"
@@ -174,7 +174,7 @@ export const errorText = (e: { readonly _tag: string; readonly message: string }
   e.message !== "" ? e.message : `${e._tag} ${JSON.stringify(e)}`
 
 /** Where a job is submitted: its own function, or the Controller's. */
-export const targetFunction = (job: Job): string => job.flag === "controller" ? CONTROLLER_FUNCTION : job.funcname
+export const targetFunction = (job: StoredJob): string => job.flag === "controller" ? CONTROLLER_FUNCTION : job.funcname
 
 /**
  * The Gearman unique of a `controller` job: all of them go to one function, `run_queued_job`,
@@ -185,7 +185,7 @@ export const controllerUnique = (funcname: string, uniqkey: string): string =>
   `sha1:${createHash("sha1").update(uniqueIdentity(funcname, uniqkey), "utf8").digest("hex")}`
 
 /** A stored job as a background submission: its target, the worker JSON, its uniqkey as unique. */
-export const submission = (job: Job): BackgroundSubmission => ({
+export const submission = (job: StoredJob): BackgroundSubmission => ({
   fn: targetFunction(job),
   payload: encodeWorkerJson(job),
   options: job.uniqkey === null
@@ -222,7 +222,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
       readonly dbid: number
       readonly limit: number
       readonly claimed: number
-      readonly send: ReadonlyArray<Job>
+      readonly send: ReadonlyArray<StoredJob>
       readonly deferred: number
       /** Some function was over the watermark: workers are busy, not idle. */
       readonly throttled: boolean
@@ -261,8 +261,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
         // well), so one big batch cannot overshoot the watermark by a whole batch: the overflow
         // goes back to the database.
         const perFunction = new Map<string, number>()
-        const over: Array<Job> = []
-        const send: Array<Job> = []
+        const over: Array<StoredJob> = []
+        const send: Array<StoredJob> = []
         for (const job of jobs) {
           const sent = perFunction.get(job.funcname) ?? 0
           if (s.queueWatermarkDepth > 0 && (depth.get(job.funcname) ?? 0) + sent > s.queueWatermarkDepth) over.push(job)
@@ -353,7 +353,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
        * Jobs claimed and not yet handed to a submit. Stopped (SIGTERM) in between, they are given
        * back due now, instead of waiting out their whole lease.
        */
-      pending: ReadonlyArray<Job>
+      pending: ReadonlyArray<StoredJob>
     }
 
     /** What one step did, and when the next one starts. */

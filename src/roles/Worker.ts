@@ -13,12 +13,12 @@
 import { Cause, Data, Effect, Either, Layer, Schema } from "effect"
 import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import type { Payload } from "../gearman/client.js"
+import type { Payload } from "../gearman/GearmanClient.js"
 import { GearmanInvalidArgument, WorkException, WorkFail } from "../gearman/errors.js"
-import { functionNameProblem } from "../gearman/protocol.js"
-import type * as GearmanWorker from "../gearman/worker.js"
+import { functionNameProblem } from "../protocol/gearman.js"
+import type * as GearmanWorker from "../gearman/GearmanWorker.js"
 import { bytesView, decodeWorkerJson, formatHandle, MAX_RUN_AFTER, nowSeconds, resolveRunAt } from "../Job.js"
-import type { Job, JobHandle, RunAt } from "../Job.js"
+import type { StoredJob, StoredJobId, RunAt } from "../Job.js"
 import * as GroupCommit from "../storage/GroupCommit.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
@@ -58,15 +58,15 @@ export const retryAt = (when: RunAt) => Effect.fail(new RetryAt({ when }))
 export const retryNever = retryAt("never")
 
 /** What a handler receives: the stored job, its arg as text, and the Gearman job (for data/status). */
-export interface WorkerJob extends Job {
+export interface WorkerJob extends StoredJob {
   /** `arg` read as UTF-8. */
   readonly text: string
-  readonly gearman: GearmanWorker.Job
+  readonly gearman: GearmanWorker.GearmanJob
 }
 
 export type JobHandler<R = never> = (job: WorkerJob) => Effect.Effect<Payload | void, JobFailed | RetryAt, R>
 
-export interface WorkerOptions extends GearmanWorker.ServeOptions {
+export interface DurableWorkerOptions extends GearmanWorker.ServeOptions {
   /** Wait this long to gather completions into one statement (default 0: whatever queued meanwhile). */
   readonly completionWindow?: Duration.DurationInput | undefined
 }
@@ -83,7 +83,7 @@ const COMPLETION_QUEUE = 10_000
  */
 export const makeCompleter = (storage: StorageShape, window: Duration.DurationInput = 0) =>
   Effect.map(
-    GroupCommit.make<JobHandle>({
+    GroupCommit.make<StoredJobId>({
       run: (batch) =>
         storage.complete(batch).pipe(
           Effect.catchAll((e) =>
@@ -96,7 +96,7 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
       maxWaiting: COMPLETION_QUEUE,
       window
     }),
-    (batcher) => (handle: JobHandle): Effect.Effect<void> => batcher.offer(handle)
+    (batcher) => (handle: StoredJobId): Effect.Effect<void> => batcher.offer(handle)
   )
 
 /**
@@ -106,7 +106,7 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
  */
 export const gearmanHandler = <R>(
   storage: StorageShape,
-  complete: (handle: JobHandle) => Effect.Effect<void>,
+  complete: (handle: StoredJobId) => Effect.Effect<void>,
   funcname: string,
   handler: JobHandler<R>
 ): GearmanWorker.Handler<R> =>
@@ -132,7 +132,12 @@ export const gearmanHandler = <R>(
 }
 
 /** A handler that failed or died: back the job off, or reschedule it as the handler asked. */
-const settleFailure = (storage: StorageShape, job: Job, owned: boolean, cause: Cause.Cause<JobFailed | RetryAt>) =>
+const settleFailure = (
+  storage: StorageShape,
+  job: StoredJob,
+  owned: boolean,
+  cause: Cause.Cause<JobFailed | RetryAt>
+) =>
   Effect.gen(function*() {
     const id = formatHandle(job)
     const failure = Cause.failureOption(cause)
@@ -165,7 +170,7 @@ const settleFailure = (storage: StorageShape, job: Job, owned: boolean, cause: C
 /** Serves Garivini jobs until the scope closes (in-flight jobs finish first). */
 export const serve = <R>(
   handlers: Readonly<Record<string, JobHandler<R>>>,
-  options: WorkerOptions = {}
+  options: DurableWorkerOptions = {}
 ): Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R | Storage | Gearman> =>
   Effect.gen(function*() {
     const storage = yield* Storage
@@ -185,7 +190,7 @@ export const serve = <R>(
  */
 export const layer = <R>(
   handlers: Readonly<Record<string, JobHandler<R>>>,
-  options: WorkerOptions = {}
+  options: DurableWorkerOptions = {}
 ): Layer.Layer<never, GearmanInvalidArgument, R | Storage | Gearman | Supervision> =>
   Layer.unwrapEffect(Effect.suspend(() => {
     for (const name of Object.keys(handlers)) {

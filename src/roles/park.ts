@@ -9,9 +9,9 @@
  * function it must never call).
  */
 import { Effect, Metric } from "effect"
-import type { BackgroundSubmission } from "../gearman/client.js"
+import type { BackgroundSubmission } from "../gearman/GearmanClient.js"
 import { formatHandle, funcnameProblem, NEVER, quoteBounded, uniqkeyProblem } from "../Job.js"
-import type { Job } from "../Job.js"
+import type { StoredJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { jobsParked } from "./metrics.js"
 
@@ -36,12 +36,12 @@ export const packetBytes = (s: BackgroundSubmission): number => {
 }
 
 /** A reserved or malformed function name (the Controller checks this one before every call too). */
-export const unusableFuncname = (job: Job): Undeliverable | undefined => {
+export const unusableFuncname = (job: StoredJob): Undeliverable | undefined => {
   const problem = funcnameProblem(job.funcname)
   return problem === undefined ? undefined : { reason: "unusable-funcname", detail: problem }
 }
 
-type Check = (job: Job, s: BackgroundSubmission, maxPacket: number) => Undeliverable | undefined
+type Check = (job: StoredJob, s: BackgroundSubmission, maxPacket: number) => Undeliverable | undefined
 
 const checks: ReadonlyArray<Check> = [
   // Rows written by other clients (Perl's checks nothing): a reserved name would make the
@@ -65,7 +65,11 @@ const checks: ReadonlyArray<Check> = [
 ]
 
 /** Why a job's submission can never be delivered, if it cannot. */
-export const undeliverable = (job: Job, s: BackgroundSubmission, maxPacket: number): Undeliverable | undefined => {
+export const undeliverable = (
+  job: StoredJob,
+  s: BackgroundSubmission,
+  maxPacket: number
+): Undeliverable | undefined => {
   for (const check of checks) {
     const found = check(job, s, maxPacket)
     if (found !== undefined) return found
@@ -78,13 +82,13 @@ export const undeliverable = (job: Job, s: BackgroundSubmission, maxPacket: numb
  * that can never be delivered.
  */
 export const splitDeliverable = (
-  jobs: ReadonlyArray<Job>,
-  toSubmission: (job: Job) => BackgroundSubmission,
+  jobs: ReadonlyArray<StoredJob>,
+  toSubmission: (job: StoredJob) => BackgroundSubmission,
   maxPacket: number
 ) => {
-  const send: Array<Job> = []
+  const send: Array<StoredJob> = []
   const submissions: Array<BackgroundSubmission> = []
-  const parked: Array<{ readonly job: Job; readonly why: Undeliverable }> = []
+  const parked: Array<{ readonly job: StoredJob; readonly why: Undeliverable }> = []
   for (const job of jobs) {
     const sub = toSubmission(job)
     const why = undeliverable(job, sub, maxPacket)
@@ -97,7 +101,7 @@ export const splitDeliverable = (
 }
 
 /** Parks jobs (one statement per shard); if that fails they stay leased and are checked again after the lease. */
-export const park = (parked: ReadonlyArray<{ readonly job: Job; readonly why: Undeliverable }>) =>
+export const park = (parked: ReadonlyArray<{ readonly job: StoredJob; readonly why: Undeliverable }>) =>
   Effect.gen(function*() {
     if (parked.length === 0) return
     const storage = yield* Storage

@@ -5,7 +5,7 @@
  */
 import { Effect, Option, Ref } from "effect"
 import { jobState as stateOf, NEVER, uniqueIdentity } from "../Job.js"
-import type { Job, ValidNewJob } from "../Job.js"
+import type { StoredJob, ValidNewJob } from "../Job.js"
 import { ShardUnreached } from "./ShardBackend.js"
 import type { FunctionCounts, RowInsert, ShardBackend, ShardListQuery } from "./ShardBackend.js"
 
@@ -16,7 +16,7 @@ import type { FunctionCounts, RowInsert, ShardBackend, ShardListQuery } from "./
 interface Table {
   nextId: number
   /** By jobid; insertion order is jobid order. */
-  readonly rows: Map<number, Job>
+  readonly rows: Map<number, StoredJob>
   /** uniqueIdentity(funcname, uniqkey) → jobid */
   readonly unique: Map<string, number>
 }
@@ -37,7 +37,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         (isDown) => isDown ? Effect.fail(new ShardUnreached({ reason: `memory shard ${dbid} is down` })) : effect
       )
 
-    const update = (jobids: ReadonlyArray<number>, f: (job: Job) => Job) =>
+    const update = (jobids: ReadonlyArray<number>, f: (job: StoredJob) => StoredJob) =>
       guard(Ref.modify(table, (t): [number, Table] => {
         let n = 0
         for (const id of new Set(jobids)) {
@@ -81,14 +81,14 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       }))
 
     const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes) =>
-      guard(Ref.modify(table, (t): [ReadonlyArray<Job>, Table] => {
+      guard(Ref.modify(table, (t): [ReadonlyArray<StoredJob>, Table] => {
         const excluded = new Set(exclude)
         const candidates = [...t.rows.values()]
           .filter((j) => j.runAfter <= now && !excluded.has(j.funcname))
           .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
           .slice(0, limit)
         // As the SQL backends: while the args fit the budget, and always the first.
-        const due: Array<Job> = []
+        const due: Array<StoredJob> = []
         let total = 0
         for (const job of candidates) {
           if (due.length > 0 && total + job.arg.byteLength > maxBytes) break

@@ -12,7 +12,7 @@
  */
 import type { Effect, Option } from "effect"
 import { Data } from "effect"
-import type { Job, ValidNewJob } from "../Job.js"
+import type { StoredJob, ValidNewJob } from "../Job.js"
 
 /** What every failure carries: a one-line reason, the server's error code if any, the driver's error. */
 interface FailureFields {
@@ -78,13 +78,13 @@ export interface ShardBackend {
     leaseUntil: number,
     exclude: ReadonlyArray<string>,
     maxBytes: number
-  ) => Effect.Effect<ReadonlyArray<Job>, ShardFailure>
+  ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardFailure>
   readonly setRunAfter: (jobids: ReadonlyArray<number>, runAfter: number) => Effect.Effect<number, ShardFailure>
   readonly remove: (jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
   readonly reschedule: (jobid: number, runAfter: number, failcount: number) => Effect.Effect<boolean, ShardFailure>
   /** Makes `never` jobs of a function due; returns how many. */
   readonly retryNever: (funcname: string, now: number) => Effect.Effect<number, ShardFailure>
   readonly counts: (now: number) => Effect.Effect<ReadonlyArray<FunctionCounts>, ShardFailure>
-  readonly list: (query: ShardListQuery) => Effect.Effect<ReadonlyArray<Job>, ShardFailure>
-  readonly get: (jobid: number) => Effect.Effect<Option.Option<Job>, ShardFailure>
+  readonly list: (query: ShardListQuery) => Effect.Effect<ReadonlyArray<StoredJob>, ShardFailure>
+  readonly get: (jobid: number) => Effect.Effect<Option.Option<StoredJob>, ShardFailure>
 }

@@ -16,10 +16,10 @@ import {
   StorageUnavailable
 } from "../errors.js"
 import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
-import { validateShards } from "../config.js"
-import type { StorageConfig } from "../config.js"
+import { validateShards } from "./targets.js"
+import type { StorageConfig } from "./targets.js"
 import { FAILCOUNT_MAX, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
-import type { InsertOutcome, Job, JobHandle, NewJob, ValidNewJob } from "../Job.js"
+import type { InsertOutcome, StoredJob, StoredJobId, NewJob, ValidNewJob } from "../Job.js"
 import * as Defaults from "../roles/defaults.js"
 import { publicError } from "./failures.js"
 import * as GroupCommit from "./GroupCommit.js"
@@ -41,7 +41,7 @@ export interface ListFilter {
   /** Page size (default 100, at most 10,000). */
   readonly limit?: number | undefined
   /** Continue after this job (jobs are listed by dbid, then jobid). */
-  readonly after?: JobHandle | undefined
+  readonly after?: StoredJobId | undefined
 }
 
 export interface StorageShape {
@@ -65,14 +65,14 @@ export interface StorageShape {
     lease: Duration.DurationInput,
     exclude?: ReadonlyArray<string>,
     maxBytes?: number
-  ) => Effect.Effect<ReadonlyArray<Job>, ShardOperationError>
+  ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardOperationError>
   /** Moves jobs' `run_after` to `until` (unix seconds). Returns how many rows changed. */
-  readonly defer: (handles: ReadonlyArray<JobHandle>, until: number) => Effect.Effect<number, ShardOperationError>
+  readonly defer: (handles: ReadonlyArray<StoredJobId>, until: number) => Effect.Effect<number, ShardOperationError>
   /** Deletes finished jobs (one statement per shard). Returns how many were deleted. */
-  readonly complete: (handles: ReadonlyArray<JobHandle>) => Effect.Effect<number, ShardOperationError>
+  readonly complete: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
   /** Sets one job's `run_after` and `failcount`. False when the job no longer exists. */
   readonly reschedule: (
-    handle: JobHandle,
+    handle: StoredJobId,
     runAfter: number,
     failcount: number
   ) => Effect.Effect<boolean, ShardOperationError>
@@ -81,8 +81,8 @@ export interface StorageShape {
   /** Counts per shard and function: due, scheduled (future, incl. leased), never. */
   readonly counts: (dbid?: number) => Effect.Effect<ReadonlyArray<FunctionCounts>, ShardOperationError>
   /** Lists jobs by dbid then jobid, filtered, one page at a time. */
-  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<Job>, ShardOperationError>
-  readonly get: (handle: JobHandle) => Effect.Effect<Option.Option<Job>, ShardOperationError>
+  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<StoredJob>, ShardOperationError>
+  readonly get: (handle: StoredJobId) => Effect.Effect<Option.Option<StoredJob>, ShardOperationError>
   /** Which shards are currently avoided after a failure. */
   readonly health: Effect.Effect<ReadonlyArray<ShardHealth>>
 }
@@ -160,7 +160,7 @@ export const make = (
 
     /** Groups handles per shard (validating them), runs `op` on each, sums the counts. */
     const perShardHandles = (
-      handles: ReadonlyArray<JobHandle>,
+      handles: ReadonlyArray<StoredJobId>,
       operation: string,
       run: (b: ShardBackend, jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
     ): Effect.Effect<number, ShardOperationError> =>
@@ -452,13 +452,13 @@ export const make = (
         return yield* shardOp(dbid, "claimDue", (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes))
       }).pipe(Effect.withSpan("Storage.claimDue", { attributes: { dbid, limit } }))
 
-    const defer = (handles: ReadonlyArray<JobHandle>, until: number) =>
+    const defer = (handles: ReadonlyArray<StoredJobId>, until: number) =>
       Effect.zipRight(checkRunAfter(until), perShardHandles(handles, "defer", (b, ids) => b.setRunAfter(ids, until)))
 
-    const complete = (handles: ReadonlyArray<JobHandle>) =>
+    const complete = (handles: ReadonlyArray<StoredJobId>) =>
       perShardHandles(handles, "complete", (b, ids) => b.remove(ids))
 
-    const reschedule = (handle: JobHandle, runAfter: number, failcount: number) =>
+    const reschedule = (handle: StoredJobId, runAfter: number, failcount: number) =>
       Effect.gen(function*() {
         const h = yield* validateHandle(handle)
         yield* checkRunAfter(runAfter)
@@ -504,7 +504,7 @@ export const make = (
         return pages.sort((a, b) => a.dbid - b.dbid || a.jobid - b.jobid).slice(0, limit)
       })
 
-    const get = (handle: JobHandle) =>
+    const get = (handle: StoredJobId) =>
       Effect.flatMap(validateHandle(handle), (h) => shardOp(h.dbid, "get", (b) => b.get(h.jobid)))
 
     return {

@@ -6,7 +6,7 @@ import { checkServer } from "../../src/cli/config.js"
 import { parseServers } from "../../src/cli/driver.js"
 import { ConfigInvalid } from "../../src/errors.js"
 import { parseServer } from "../../src/gearman/connection.js"
-import { parseListen } from "../../src/gearman/tcpServer.js"
+import { parseListen } from "../../src/jobserver/tcpServer.js"
 import { formatHostPort, parseHost, parseHostPort } from "../../src/hostPort.js"
 
 const server = { field: "gearmand" }

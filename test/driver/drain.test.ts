@@ -11,7 +11,7 @@ import { driverJobs, loadModule } from "../../src/driver/attributes.js"
 import * as Driver from "../../src/driver/Driver.js"
 import { makeTick } from "../../src/driver/Observer.js"
 import * as Supervisor from "../../src/driver/Supervisor.js"
-import type { FunctionStatus } from "../../src/gearman/adminProtocol.js"
+import type { FunctionStatus } from "../../src/protocol/admin.js"
 import { eventually, gearmand, live } from "../gearman/gearmand.js"
 import { alive, fixture, startDriver, type Driver as RunningDriver } from "./support.js"
 

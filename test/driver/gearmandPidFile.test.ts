@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from "node:fs"
 import { assert, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { exited, startGearmand } from "../../src/gearmandProcess.js"
+import { exited, startGearmand } from "../../src/testing/gearmandProcess.js"
 import { eventually } from "../gearman/gearmand.js"
 import { freePort } from "../support/ports.js"
 

@@ -1,9 +1,9 @@
-// Property suite for the admin text protocol's readers and parsers (src/gearman/adminProtocol.ts):
+// Property suite for the admin text protocol's readers and parsers (src/protocol/admin.ts):
 // random lines and random `status` output never throw, and an accepted answer holds exactly
 // the rows its lines say (a line that does not parse rejects the answer; nothing is half-read).
 import { assert, describe, it } from "@effect/vitest"
 import { Either, FastCheck as fc } from "effect"
-import * as Admin from "../../src/gearman/adminProtocol.js"
+import * as Admin from "../../src/protocol/admin.js"
 import { GearmanProtocolError } from "../../src/gearman/errors.js"
 import { check, chunked } from "../support/fuzz.js"
 

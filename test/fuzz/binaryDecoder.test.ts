@@ -1,11 +1,11 @@
-// Property suite for the binary protocol's streaming Decoder and encoder (src/gearman/protocol.ts):
+// Property suite for the binary protocol's streaming Decoder and encoder (src/protocol/gearman.ts):
 // random packets, random bytes and mutated streams in random chunkings. The Decoder must never
 // throw, never buffer more than a frame, fail only with its typed error (and stay failed), and
 // see the same packets whatever the chunking.
 import { assert, describe, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import { GearmanProtocolError } from "../../src/gearman/errors.js"
-import { Decoder, HEADER_SIZE, isKnownType, PacketType, type Magic, type Packet } from "../../src/gearman/protocol.js"
+import { Decoder, HEADER_SIZE, isKnownType, PacketType, type Magic, type Packet } from "../../src/protocol/gearman.js"
 import { check, chunked, rawPacket } from "../support/fuzz.js"
 
 const MAX_FRAME = 2048

@@ -1,4 +1,4 @@
-// Property suite for configuration input (src/cli/config.ts, src/config.ts, the Driver's file):
+// Property suite for configuration input (src/cli/config.ts, src/storage/targets.ts, the Driver's file):
 // random config files (YAML and JSON), database URLs, job server addresses and command-line
 // values give settings or a one-line ConfigInvalid, never a throw or a stack trace, and a
 // rejected URL never echoes its password.
@@ -9,9 +9,9 @@ import { Duration, Effect, Either, Exit, FastCheck as fc, Option, Redacted } fro
 import { stringify as toYaml } from "yaml"
 import { checkServer, FileConfig, readConfigFile, resolve } from "../../src/cli/config.js"
 import { DriverFile, parseServers } from "../../src/cli/driver.js"
-import { parseShardUrl, parseSqliteTarget } from "../../src/config.js"
+import { parseShardUrl, parseSqliteTarget } from "../../src/storage/targets.js"
 import { ConfigInvalid } from "../../src/errors.js"
-import { parseListen } from "../../src/gearman/tcpServer.js"
+import { parseListen } from "../../src/jobserver/tcpServer.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import { tempDir } from "../support/files.js"
 import { check } from "../support/fuzz.js"

@@ -1,12 +1,12 @@
-// Property suite: the embedded job server over TCP (src/gearman/tcpServer.ts + JobServer.ts) fed
+// Property suite: the embedded job server over TCP (src/jobserver/tcpServer.ts + JobServer.ts) fed
 // hostile bytes on one connection (random bytes, mutated valid requests, garbage admin lines) in
 // random chunkings, while a well-behaved client and worker use it on other connections: their
 // jobs complete, a bad peer loses only its own connection, and the server keeps serving.
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, FastCheck as fc, Runtime } from "effect"
-import { PacketType } from "../../src/gearman/protocol.js"
-import { serve } from "../../src/gearman/tcpServer.js"
+import { PacketType } from "../../src/protocol/gearman.js"
+import { serve } from "../../src/jobserver/tcpServer.js"
 import { eventually, live } from "../gearman/gearmand.js"
 import { checkAsync, chunked, rawPacket } from "../support/fuzz.js"
 import { quiet } from "../support/logs.js"

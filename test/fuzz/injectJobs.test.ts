@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, FastCheck as fc, Layer, Runtime, Schema, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { WorkException } from "../../src/gearman/errors.js"
-import { formatHandle, nowSeconds, type Job } from "../../src/Job.js"
+import { formatHandle, nowSeconds, type StoredJob } from "../../src/Job.js"
 import * as Injector from "../../src/roles/Injector.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
@@ -82,7 +82,7 @@ type Rows = ReadonlyMap<string, string>
 type Snapshot = Effect.Effect<Rows, unknown, Storage>
 
 const memorySnapshot: Snapshot = Effect.flatMap(Storage, (s) => s.list({ limit: 10_000 })).pipe(
-  Effect.map((jobs: ReadonlyArray<Job>) =>
+  Effect.map((jobs: ReadonlyArray<StoredJob>) =>
     new Map(jobs.map((j) => [formatHandle(j), JSON.stringify({ ...j, arg: [...j.arg] })]))
   )
 )

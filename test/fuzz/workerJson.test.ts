@@ -12,7 +12,7 @@ import {
   encodeWorkerJson,
   fastWorkerJob,
   MAX_REJECTION_QUOTE,
-  type Job
+  type StoredJob
 } from "../../src/Job.js"
 import { check } from "../support/fuzz.js"
 
@@ -48,7 +48,7 @@ const payloads = fc.oneof(
 )
 
 /** Checks a decode; returns it for comparison. */
-const decode = (payload: string | Uint8Array): Either.Either<Job, InvalidJob> => {
+const decode = (payload: string | Uint8Array): Either.Either<StoredJob, InvalidJob> => {
   const result = decodeWorkerJson(payload)
   if (Either.isLeft(result)) {
     assert.instanceOf(result.left, InvalidJob)
@@ -62,9 +62,9 @@ const decode = (payload: string | Uint8Array): Either.Either<Job, InvalidJob> =>
   assert.instanceOf(job.arg, Uint8Array)
   return result
 }
-const comparable = (r: Either.Either<Job, InvalidJob>) => Either.map(r, (job) => ({ ...job, arg: [...job.arg] }))
+const comparable = (r: Either.Either<StoredJob, InvalidJob>) => Either.map(r, (job) => ({ ...job, arg: [...job.arg] }))
 
-const jobArb: fc.Arbitrary<Job> = fc.record({
+const jobArb: fc.Arbitrary<StoredJob> = fc.record({
   dbid: fc.integer({ min: 1, max: 2 ** 31 }),
   jobid: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
   funcname: fc.string({ minLength: 1, maxLength: 20 }),

@@ -1,7 +1,7 @@
 // The in-process job server's gearmand semantics, byte for byte, without any client code.
 import { assert, describe, it } from "@effect/vitest"
-import { JobServer } from "../../src/gearman/JobServer.js"
-import { Decoder, PacketType as T, request, typeName, type Arg } from "../../src/gearman/protocol.js"
+import { JobServer } from "../../src/jobserver/JobServer.js"
+import { Decoder, PacketType as T, request, typeName, type Arg } from "../../src/protocol/gearman.js"
 
 const peer = (core: JobServer) => {
   const decoder = new Decoder("RES")

@@ -7,7 +7,7 @@ import { Deferred, Effect, Exit, Fiber, Metric, Ref, Scope } from "effect"
 import { WorkException, WorkFail } from "../../src/gearman/errors.js"
 import { Gearman } from "../../src/gearman/Gearman.js"
 import { jobsProcessed } from "../../src/gearman/metrics.js"
-import type { Handlers, ServeOptions } from "../../src/gearman/worker.js"
+import type { Handlers, ServeOptions } from "../../src/gearman/GearmanWorker.js"
 import { eventually } from "./gearmand.js"
 
 let counter = 0

@@ -1,7 +1,7 @@
 // The embedded job server (`garivini gearmand`) on a free loopback port for one test's scope.
 import type { Scope } from "effect"
 import { Effect } from "effect"
-import { serve, type TcpServerOptions } from "../../src/gearman/tcpServer.js"
+import { serve, type TcpServerOptions } from "../../src/jobserver/tcpServer.js"
 
 export const embeddedJobServer = (
   options: TcpServerOptions = {}

@@ -15,7 +15,7 @@ import { loadModule } from "../../src/driver/attributes.js"
 import { readConfigFile } from "../../src/cli/config.js"
 import { hold } from "../../src/cli/pidFile.js"
 import { command } from "../../src/gearman/admin.js"
-import * as Client from "../../src/gearman/client.js"
+import * as Client from "../../src/gearman/GearmanClient.js"
 import type { Transport } from "../../src/gearman/connection.js"
 import { netTransport } from "../../src/gearman/connection.js"
 import {
@@ -33,11 +33,11 @@ import {
 } from "../../src/gearman/errors.js"
 import { makeMemoryServers } from "../../src/gearman/Gearman.js"
 import { memoryTransport } from "../../src/gearman/memoryTransport.js"
-import { PacketType } from "../../src/gearman/protocol.js"
-import { GearmanListenError, serve } from "../../src/gearman/tcpServer.js"
-import { freePort, GearmandUnavailable, startGearmand } from "../../src/gearmandProcess.js"
+import { PacketType } from "../../src/protocol/gearman.js"
+import { GearmanListenError, serve } from "../../src/jobserver/tcpServer.js"
+import { freePort, GearmandUnavailable, startGearmand } from "../../src/testing/gearmandProcess.js"
 import { decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
-import type { Job } from "../../src/Job.js"
+import type { StoredJob } from "../../src/Job.js"
 import { gearmanHandler, JobFailed, RetryAt } from "../../src/roles/Worker.js"
 import type * as Worker from "../../src/roles/Worker.js"
 import { loadDriver } from "../../src/storage/sql/sqlite.js"
@@ -252,7 +252,7 @@ describe("the worker helper's outcomes say why and keep the cause", () => {
 
   it.effect("a handler's JobFailed: the WORK_FAIL keeps it", () =>
     Effect.gen(function*() {
-      const job: Job = {
+      const job: StoredJob = {
         dbid: 1,
         jobid: 7,
         funcname: "resize",

@@ -5,7 +5,7 @@ import type { ChildProcess } from "node:child_process"
 import type { Scope } from "effect"
 import { Context, Effect, Layer, Schedule } from "effect"
 import { Gearman, layer, type GearmanOptions } from "../../src/gearman/Gearman.js"
-import { exited, startGearmand } from "../../src/gearmandProcess.js"
+import { exited, startGearmand } from "../../src/testing/gearmandProcess.js"
 import { freePort } from "../support/ports.js"
 
 export interface GearmandProcess {

@@ -2,7 +2,7 @@
 // worker for our client, and `gearadmin --status` against our admin parser.
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Either, Layer } from "effect"
-import { parseStatus } from "../../src/gearman/adminProtocol.js"
+import { parseStatus } from "../../src/protocol/admin.js"
 import { WorkException } from "../../src/gearman/errors.js"
 import { makeMemoryServers, Gearman, layerMemory } from "../../src/gearman/Gearman.js"
 import { embeddedJobServer } from "./embedded.js"

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Either } from "effect"
-import * as Admin from "../../src/gearman/adminProtocol.js"
+import * as Admin from "../../src/protocol/admin.js"
 import {
   Decoder,
   encode,
@@ -9,7 +9,7 @@ import {
   request,
   response,
   type Packet
-} from "../../src/gearman/protocol.js"
+} from "../../src/protocol/gearman.js"
 
 const decodeAll = (bytes: Buffer, chunkSizes: (i: number) => number, maxFrame?: number) => {
   const decoder = new Decoder("RES", maxFrame)

@@ -4,8 +4,8 @@ import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { vi } from "vitest"
-import { Decoder, PacketType, request, typeName } from "../../src/gearman/protocol.js"
-import { parseListen, serve } from "../../src/gearman/tcpServer.js"
+import { Decoder, PacketType, request, typeName } from "../../src/protocol/gearman.js"
+import { parseListen, serve } from "../../src/jobserver/tcpServer.js"
 import { eventually, live } from "./gearmand.js"
 
 /** A raw socket with everything it received; `closed` turns true when the server hangs up. */

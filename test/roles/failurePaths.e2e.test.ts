@@ -3,7 +3,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Mysql from "mysql2/promise"
 import { Deferred, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
-import type { ShardConfig } from "../../src/config.js"
+import type { ShardConfig } from "../../src/storage/targets.js"
 import { GearmanConnectionError } from "../../src/gearman/errors.js"
 import * as GearmanLayers from "../../src/gearman/Gearman.js"
 import { Gearman, type GearmanService } from "../../src/gearman/Gearman.js"

@@ -3,10 +3,10 @@
 // undeliverable sizes, uniques of injected jobs, and a worker's retry requests through the Controller.
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Option } from "effect"
-import type { ShardConfig } from "../../src/config.js"
+import type { ShardConfig } from "../../src/storage/targets.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { encodeWorkerJson, NEVER, nowSeconds } from "../../src/Job.js"
-import type { Job } from "../../src/Job.js"
+import type { StoredJob } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
@@ -68,7 +68,7 @@ describe("job validity on MariaDB and gearmand", () => {
           // A row another client stored under the Controller's own name, dispatched as a QueueRunner would.
           const now = yield* nowSeconds
           const jobid = yield* insertRaw(shards[0]!, CONTROLLER_FUNCTION, now + 1000)
-          const row: Job = {
+          const row: StoredJob = {
             dbid: 1,
             jobid,
             funcname: CONTROLLER_FUNCTION,
@@ -269,7 +269,7 @@ describe("job validity on MariaDB and gearmand", () => {
           const later = parse(yield* inject({ funcname: "later", arg: "x" }))
           const never = parse(yield* inject({ funcname: "never", arg: "x" }))
           // Settled: moved past the lease (1000 s), or backed off as a failure (what it was before the fix).
-          const settled = (j: Job) => j.failcount > 0 || j.runAfter >= now + 3600
+          const settled = (j: StoredJob) => j.failcount > 0 || j.runAfter >= now + 3600
           yield* eventually(Effect.map(stored(later), settled), "the later job's outcome")
           yield* eventually(Effect.map(stored(never), settled), "the never job's outcome")
           const [l, n] = [yield* stored(later), yield* stored(never)]

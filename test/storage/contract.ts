@@ -4,7 +4,7 @@ import { Duration, Effect, Either, Option, TestClock } from "effect"
 import type { Scope } from "effect"
 import { hashBucket } from "../../src/crc32.js"
 import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson, NEVER } from "../../src/Job.js"
-import type { JobHandle } from "../../src/Job.js"
+import type { StoredJobId } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import { Storage } from "../../src/storage/Storage.js"
 import type { StorageShape } from "../../src/storage/Storage.js"
@@ -330,8 +330,8 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.strictEqual((yield* storage.list({ state: "never" })).length, 2)
         assert.strictEqual((yield* storage.list({ state: "scheduled" })).length, 1)
         // Paging: one at a time, in (dbid, jobid) order, until empty.
-        const seen: Array<JobHandle> = []
-        let after: JobHandle | undefined
+        const seen: Array<StoredJobId> = []
+        let after: StoredJobId | undefined
         for (;;) {
           const page = yield* storage.list({ limit: 2, after })
           if (page.length === 0) break

@@ -2,7 +2,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Logger, LogLevel, Option, Redacted, Schema } from "effect"
 import * as Mysql from "mysql2/promise"
-import type { ShardConfig } from "../../src/config.js"
+import type { ShardConfig } from "../../src/storage/targets.js"
 import { decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
 import * as MysqlShard from "../../src/storage/sql/mysql.js"
 import { clientConfig, openClient } from "../../src/storage/sql/mysql.js"

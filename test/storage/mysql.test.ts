@@ -1,5 +1,5 @@
 import { Effect } from "effect"
-import type { ShardConfig } from "../../src/config.js"
+import type { ShardConfig } from "../../src/storage/targets.js"
 import type { MysqlShardOptions } from "../../src/storage/sql/mysql.js"
 import * as MysqlShard from "../../src/storage/sql/mysql.js"
 import { make } from "../../src/storage/Storage.js"

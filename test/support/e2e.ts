@@ -1,7 +1,7 @@
 // Shared by the end-to-end suites: the live layers, what is left stored, and a run recorder.
 import { assert } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import type { ShardConfig } from "../../src/config.js"
+import type { ShardConfig } from "../../src/storage/targets.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 

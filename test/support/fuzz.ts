@@ -2,7 +2,7 @@
 // by default (reproducible and quick in CI); FUZZ_SEED / FUZZ_RUNS explore further. A failure
 // prints fast-check's seed and path: rerun with FUZZ_SEED=<seed> to replay it.
 import { FastCheck as fc } from "effect"
-import { request, response, type Arg, type Magic, type PacketType } from "../../src/gearman/protocol.js"
+import { request, response, type Arg, type Magic, type PacketType } from "../../src/protocol/gearman.js"
 
 const envInt = (name: string): number | undefined => {
   const value = process.env[name]

@@ -1,7 +1,7 @@
 // Real MariaDB for the tests: databases made per test and dropped afterwards.
 import { Effect, Redacted } from "effect"
 import * as Mysql from "mysql2/promise"
-import type { ShardConfig } from "../../src/config.js"
+import type { ShardConfig } from "../../src/storage/targets.js"
 import { migrate } from "../../src/storage/migrate.js"
 
 export const mysqlHost = process.env["GARIVINI_TEST_MYSQL_HOST"] ?? "127.0.0.1"

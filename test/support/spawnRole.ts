@@ -2,7 +2,7 @@
 // reports the lines it prints.
 import { spawn } from "node:child_process"
 import { Deferred, Effect } from "effect"
-import type { ShardConfig } from "../../src/config.js"
+import type { ShardConfig } from "../../src/storage/targets.js"
 import { childEnv } from "./env.js"
 
 /**

@@ -4,7 +4,7 @@
 // finishes it. Either prints "ready" once serving on GARIVINI_TEST_GEARMAN.
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Console, Effect, Layer, Logger, LogLevel } from "effect"
-import { shardsConfig } from "../../src/config.js"
+import { shardsConfig } from "../../src/storage/targets.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { formatHandle } from "../../src/Job.js"
 import * as Controller from "../../src/roles/Controller.js"

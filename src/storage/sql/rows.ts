@@ -7,7 +7,7 @@
  */
 import { Effect, Schema } from "effect"
 import { fastJobRow, jobFromRow, JobRow, LenientInt } from "../../Job.js"
-import type { Job } from "../../Job.js"
+import type { StoredJob } from "../../Job.js"
 import { ShardRejected } from "../ShardBackend.js"
 
 /** A row the server sent that does not match the schema: the table is not Garivini's. */
@@ -19,16 +19,19 @@ export const badData = (what: string) => (e: unknown) =>
 const decodeJobRows = Schema.decodeUnknown(Schema.Array(JobRow))
 
 /** The JobRow schema over every row (numeric strings, a NULL or empty flag, and errors). */
-export const jobsFromRowsWithSchema = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> =>
+export const jobsFromRowsWithSchema = (
+  dbid: number,
+  rows: unknown
+): Effect.Effect<ReadonlyArray<StoredJob>, ShardRejected> =>
   decodeJobRows(rows).pipe(
     Effect.mapError(badData("job rows")),
     Effect.map((decoded) => decoded.map((row) => jobFromRow(dbid, row)))
   )
 
 /** Rows as jobs when every row has the usual shape (`fastJobRow`), else undefined. */
-const fastJobRows = (dbid: number, rows: unknown): ReadonlyArray<Job> | undefined => {
+const fastJobRows = (dbid: number, rows: unknown): ReadonlyArray<StoredJob> | undefined => {
   if (!Array.isArray(rows)) return undefined
-  const jobs: Array<Job> = new Array(rows.length)
+  const jobs: Array<StoredJob> = new Array(rows.length)
   for (let i = 0; i < rows.length; i++) {
     const job = fastJobRow(dbid, rows[i])
     if (job === undefined) return undefined
@@ -38,7 +41,7 @@ const fastJobRows = (dbid: number, rows: unknown): ReadonlyArray<Job> | undefine
 }
 
 /** Decodes rows of JOB_COLUMNS into jobs of shard `dbid`: the guard first, the schema for unusual rows. */
-export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> => {
+export const jobsFromRows = (dbid: number, rows: unknown): Effect.Effect<ReadonlyArray<StoredJob>, ShardRejected> => {
   const fast = fastJobRows(dbid, rows)
   return fast !== undefined ? Effect.succeed(fast) : jobsFromRowsWithSchema(dbid, rows)
 }

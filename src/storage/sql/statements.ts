@@ -5,7 +5,7 @@
  */
 import { Effect, Schema } from "effect"
 import { LenientInt, NEVER } from "../../Job.js"
-import type { Job } from "../../Job.js"
+import type { StoredJob } from "../../Job.js"
 import type { ShardRejected } from "../ShardBackend.js"
 import type { FunctionCounts, ShardListQuery } from "../ShardBackend.js"
 import { badData } from "./rows.js"
@@ -102,12 +102,12 @@ const argBytesOf = (row: unknown): number => {
  */
 export const withinBudget = (
   raw: unknown,
-  jobs: ReadonlyArray<Job>,
+  jobs: ReadonlyArray<StoredJob>,
   maxBytes: number,
   inlineMax: number
-): { readonly take: ReadonlyArray<Job>; readonly fetch: ReadonlyArray<number> } => {
+): { readonly take: ReadonlyArray<StoredJob>; readonly fetch: ReadonlyArray<number> } => {
   const rawRows: ReadonlyArray<unknown> = Array.isArray(raw) ? raw : []
-  const take: Array<Job> = []
+  const take: Array<StoredJob> = []
   const fetch: Array<number> = []
   let total = 0
   for (let i = 0; i < jobs.length; i++) {
@@ -124,7 +124,10 @@ const ArgRow = Schema.Struct({ jobid: LenientInt, arg: Schema.NullOr(Schema.Uint
 const decodeArgRows = Schema.decodeUnknown(Schema.Array(ArgRow))
 
 /** The taken jobs with the args loaded afterwards (`SELECT jobid, arg` rows) put in. */
-export const withArgs = (take: ReadonlyArray<Job>, rows: unknown): Effect.Effect<ReadonlyArray<Job>, ShardRejected> =>
+export const withArgs = (
+  take: ReadonlyArray<StoredJob>,
+  rows: unknown
+): Effect.Effect<ReadonlyArray<StoredJob>, ShardRejected> =>
   Effect.map(Effect.mapError(decodeArgRows(rows), badData("arg rows")), (decoded) => {
     const args = new Map(decoded.map((r) => [r.jobid, r.arg ?? new Uint8Array(0)] as const))
     return take.map((job) => {

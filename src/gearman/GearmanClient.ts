@@ -17,13 +17,20 @@ import {
   type GearmanSubmitError
 } from "./errors.js"
 import { jobsSubmitted } from "./metrics.js"
-import { checkedRequest, DEFAULT_MAX_FRAME, functionNameProblem, PacketType, request, type Packet } from "./protocol.js"
+import {
+  checkedRequest,
+  DEFAULT_MAX_FRAME,
+  functionNameProblem,
+  PacketType,
+  request,
+  type Packet
+} from "../protocol/gearman.js"
 
 export type Priority = "high" | "normal" | "low"
 export type Payload = Uint8Array | string
 
 /** Where a job lives: handles are only meaningful on the server that issued them. */
-export interface JobHandle {
+export interface GearmanJobHandle {
   readonly server: string
   readonly handle: string
 }
@@ -34,7 +41,7 @@ export type JobEvent =
   | { readonly _tag: "Status"; readonly numerator: string; readonly denominator: string }
 
 export interface JobResult {
-  readonly handle: JobHandle
+  readonly handle: GearmanJobHandle
   /** WORK_COMPLETE's payload. */
   readonly data: Buffer
   /**
@@ -58,7 +65,7 @@ export interface SubmitOptions {
   readonly unique?: string
   readonly priority?: Priority
   /** Called once the server has accepted the job (JOB_CREATED), with its handle. */
-  readonly onCreated?: (handle: JobHandle) => Effect.Effect<void>
+  readonly onCreated?: (handle: GearmanJobHandle) => Effect.Effect<void>
   /** Called for each WORK_DATA / WORK_WARNING / WORK_STATUS as it arrives. */
   readonly onEvent?: (event: JobEvent) => Effect.Effect<void>
   /**
@@ -110,15 +117,17 @@ export interface Client {
     fn: string,
     payload: Payload,
     options?: BackgroundOptions
-  ) => Effect.Effect<JobHandle, BackgroundSubmitError>
+  ) => Effect.Effect<GearmanJobHandle, BackgroundSubmitError>
   /**
    * Queues many background jobs at once (pipelined, as one batch of writes) and waits for every
    * answer: per job, in order, its handle or why it was not queued. Never fails as a whole.
    */
   readonly submitBackgroundAll: (
     submissions: ReadonlyArray<BackgroundSubmission>
-  ) => Effect.Effect<ReadonlyArray<Either.Either<JobHandle, BackgroundSubmitError>>>
-  readonly getStatus: (handle: JobHandle) => Effect.Effect<JobStatus, GearmanConnectionError | GearmanServerError>
+  ) => Effect.Effect<ReadonlyArray<Either.Either<GearmanJobHandle, BackgroundSubmitError>>>
+  readonly getStatus: (
+    handle: GearmanJobHandle
+  ) => Effect.Effect<JobStatus, GearmanConnectionError | GearmanServerError>
   /** Servers currently connected. */
   readonly upServers: () => ReadonlyArray<string>
 }
@@ -187,7 +196,7 @@ const failReply = (reply: Reply, error: ReplyError): void => {
 }
 
 const terminalExit = (
-  handle: JobHandle,
+  handle: GearmanJobHandle,
   terminal: Terminal,
   waiter: Waiter
 ): Exit.Exit<JobResult, GearmanSubmitError> => {
@@ -463,7 +472,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       bytes: Buffer,
       key: string | Uint8Array | undefined,
       waiter: Waiter | undefined,
-      ok: (handle: JobHandle) => void,
+      ok: (handle: GearmanJobHandle) => void,
       fail: (error: GearmanNoServerAvailable | GearmanServerError) => void
     ): void => {
       const n = servers.length
@@ -535,7 +544,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       timeoutMs: number | undefined
     ): Effect.Effect<JobResult, GearmanSubmitError> =>
       Effect.async<JobResult, GearmanSubmitError>((resume) => {
-        let handle: JobHandle | undefined
+        let handle: GearmanJobHandle | undefined
         let settled = false
         let cancelTimeout: (() => void) | undefined
         const finish = (exit: Exit.Exit<JobResult, GearmanSubmitError>) => {
@@ -573,9 +582,9 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
         const events = onEvent ? yield* Queue.unbounded<Outcome>() : undefined
         const waiter = newWaiter(fn, (terminal) => Deferred.unsafeDone(done, Exit.succeed(terminal)), events)
         return yield* Effect.gen(function*() {
-          const handle = yield* Effect.async<JobHandle, GearmanNoServerAvailable | GearmanServerError>((resume) =>
-            create(fn, bytes, key, waiter, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e)))
-          )
+          const handle = yield* Effect.async<GearmanJobHandle, GearmanNoServerAvailable | GearmanServerError>((
+            resume
+          ) => create(fn, bytes, key, waiter, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e))))
           if (submitOptions.onCreated) yield* submitOptions.onCreated(handle)
           let terminal: Terminal | undefined
           if (onEvent && events) {
@@ -620,7 +629,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       fn: string,
       payload: Payload,
       bgOptions: BackgroundOptions,
-      ok: (handle: JobHandle) => void,
+      ok: (handle: GearmanJobHandle) => void,
       fail: (error: GearmanInvalidArgument | GearmanNoServerAvailable | GearmanServerError) => void
     ): void => {
       const unique = bgOptions.unique ?? ""
@@ -633,7 +642,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       fn: string,
       payload: Payload,
       bgOptions: BackgroundOptions = {}
-    ): Effect.Effect<JobHandle, BackgroundSubmitError> =>
+    ): Effect.Effect<GearmanJobHandle, BackgroundSubmitError> =>
       Effect.async((resume) =>
         createBackground(fn, payload, bgOptions, (h) => resume(Exit.succeed(h)), (e) => resume(Exit.fail(e)))
       )
@@ -641,13 +650,13 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     // One Effect for the whole batch: no fiber per job (the QueueRunner sends up to a thousand).
     const submitBackgroundAll = (
       submissions: ReadonlyArray<BackgroundSubmission>
-    ): Effect.Effect<ReadonlyArray<Either.Either<JobHandle, BackgroundSubmitError>>> =>
+    ): Effect.Effect<ReadonlyArray<Either.Either<GearmanJobHandle, BackgroundSubmitError>>> =>
       submissions.length === 0
         ? Effect.succeed([])
         : Effect.async((resume) => {
-          const results = new Array<Either.Either<JobHandle, BackgroundSubmitError>>(submissions.length)
+          const results = new Array<Either.Either<GearmanJobHandle, BackgroundSubmitError>>(submissions.length)
           let pending = submissions.length
-          const settle = (i: number, result: Either.Either<JobHandle, BackgroundSubmitError>) => {
+          const settle = (i: number, result: Either.Either<GearmanJobHandle, BackgroundSubmitError>) => {
             results[i] = result
             if (--pending === 0) resume(Exit.succeed(results))
           }
@@ -662,7 +671,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
           )
         })
 
-    const getStatus = Effect.fn("Gearman.getStatus")(function*(handle: JobHandle) {
+    const getStatus = Effect.fn("Gearman.getStatus")(function*(handle: GearmanJobHandle) {
       const index = servers.indexOf(handle.server)
       const state = index >= 0 ? states[index] : undefined
       if (!state)

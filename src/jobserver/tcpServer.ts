@@ -7,7 +7,7 @@ import { Data, Effect, Either, Runtime } from "effect"
 import type { Scope } from "effect"
 import { formatHostPort, type HostPort, type HostPortOptions, parseHostPort } from "../hostPort.js"
 import { JobServer, type JobServerOptions } from "./JobServer.js"
-import { DEFAULT_MAX_FRAME } from "./protocol.js"
+import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 
 /** The embedded job server could not listen on its address (in use, not permitted...). */
 export class GearmanListenError extends Data.TaggedError("GearmanListenError")<{

@@ -5,8 +5,8 @@
 import { resolve as resolvePath } from "node:path"
 import type { Duration } from "effect"
 import { Config, ConfigError, Either, Redacted } from "effect"
-import { ConfigInvalid } from "./errors.js"
-import * as Defaults from "./roles/defaults.js"
+import { ConfigInvalid } from "../errors.js"
+import * as Defaults from "../roles/defaults.js"
 
 /** One MySQL database holding a `job` table. `id` is the job handles' `dbid`. */
 export interface ShardConfig {

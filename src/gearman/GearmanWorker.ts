@@ -29,10 +29,10 @@ import { keepConnected, watchdog, type Connection, type Transport } from "./conn
 import type { WorkException, WorkFail } from "./errors.js"
 import { GearmanInvalidArgument } from "./errors.js"
 import { jobsProcessed } from "./metrics.js"
-import { functionNameProblem, PacketType, request, type Packet } from "./protocol.js"
-import type { Payload } from "./client.js"
+import { functionNameProblem, PacketType, request, type Packet } from "../protocol/gearman.js"
+import type { Payload } from "./GearmanClient.js"
 
-export interface Job {
+export interface GearmanJob {
   readonly server: string
   readonly handle: string
   readonly functionName: string
@@ -49,7 +49,7 @@ export interface Job {
  * A job handler. Success sends WORK_COMPLETE with the returned payload; `WorkFail` sends
  * WORK_FAIL; `WorkException` sends WORK_EXCEPTION; a defect is logged and sends WORK_FAIL.
  */
-export type Handler<R = never> = (job: Job) => Effect.Effect<Payload | void, WorkFail | WorkException, R>
+export type Handler<R = never> = (job: GearmanJob) => Effect.Effect<Payload | void, WorkFail | WorkException, R>
 
 export type FunctionSpec<R = never> = Handler<R> | {
   readonly handler: Handler<R>
@@ -73,7 +73,7 @@ export interface ServeOptions {
   readonly shutdownTimeout?: Duration.DurationInput
 }
 
-export interface WorkerOptions extends ServeOptions {
+export interface GearmanWorkerOptions extends ServeOptions {
   readonly servers: ReadonlyArray<string>
   readonly transport: Transport
   readonly reconnect?: Schedule.Schedule<unknown>
@@ -113,7 +113,7 @@ interface Link {
  */
 export const serve = <R>(
   handlers: Handlers<R>,
-  options: WorkerOptions
+  options: GearmanWorkerOptions
 ): Effect.Effect<void, GearmanInvalidArgument, Scope.Scope | R> =>
   Effect.gen(function*() {
     for (const name of Object.keys(handlers)) {
@@ -160,7 +160,7 @@ export const serve = <R>(
           jobsProcessed.unsafeUpdate(1, tag)
           connection.send(request(type, [handle, ...args]))
         })
-      const job: Job = {
+      const job: GearmanJob = {
         server: connection.server,
         handle,
         functionName,

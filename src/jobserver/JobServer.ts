@@ -25,7 +25,7 @@ import {
   response,
   splitArgs,
   type Arg
-} from "./protocol.js"
+} from "../protocol/gearman.js"
 
 export interface JobServerOptions {
   readonly handlePrefix?: string

@@ -1,7 +1,7 @@
 // The admin text protocol: line framing (`\n` or `\r\n`, gearmand mixes both) and parsers
 // for the answers of gearmand 1.1 and of Perl's Gearman::Server.
 import { Either } from "effect"
-import { GearmanProtocolError } from "./errors.js"
+import { GearmanProtocolError } from "../gearman/errors.js"
 
 export interface FunctionStatus {
   readonly name: string

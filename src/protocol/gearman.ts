@@ -2,7 +2,7 @@
 // arbitrary chunking and fails (never throws) on bad magic, unknown types or oversized frames.
 import { Either } from "effect"
 import { quoteBounded } from "../text.js"
-import { GearmanInvalidArgument, GearmanProtocolError } from "./errors.js"
+import { GearmanInvalidArgument, GearmanProtocolError } from "../gearman/errors.js"
 
 export const PacketType = {
   CAN_DO: 1,
