@@ -143,16 +143,17 @@ export const loadFile = (path: string): Either.Either<FileConfig, ConfigInvalid>
 
 // -- flags ------------------------------------------------------------------------------------
 
-const text = (name: string, description: string) =>
+/** A flag that may be absent (its fallbacks then decide), with its help text. */
+export const optionalText = (name: string, description: string) =>
   Options.text(name).pipe(Options.optional, Options.withDescription(description))
-const integer = (name: string, description: string) =>
+export const optionalInteger = (name: string, description: string) =>
   Options.integer(name).pipe(Options.optional, Options.withDescription(description))
-const seconds = (name: string, description: string) =>
+export const optionalFloat = (name: string, description: string) =>
   Options.float(name).pipe(Options.optional, Options.withDescription(description))
 
 /** Where the jobs are: shards and job servers (every command that talks to them). */
 export const connectionOptions = {
-  config: text(
+  config: optionalText(
     "config",
     "A YAML or JSON file with settings flags express badly (several shards, job servers, per-role options); env GARIVINI_CONFIG"
   ),
@@ -180,27 +181,27 @@ const { controller: C, injector: I, queueRunner: Q } = Defaults
 const secondsOf = (d: Duration.Duration) => Duration.toSeconds(d)
 
 export const queueRunnerOptions = {
-  batchMaxSize: integer(
+  batchMaxSize: optionalInteger(
     "batch-max-size",
     `Largest batch claimed per shard and round (default ${Q.batchMaxSize}, at least 50)`
   ),
-  batchMaxBytes: integer(
+  batchMaxBytes: optionalInteger(
     "batch-max-bytes",
     `Bytes of args claimed per shard and round, at most; a larger job goes alone (default ${Q.batchMaxBytes})`
   ),
-  batchRunSleep: seconds(
+  batchRunSleep: optionalFloat(
     "batch-run-sleep",
     `Seconds between rounds, at most (default ${secondsOf(Q.batchRunSleep)})`
   ),
-  queueWatermarkDepth: integer(
+  queueWatermarkDepth: optionalInteger(
     "queue-watermark-depth",
     `Defer jobs of functions with more queued in gearmand (default ${Q.queueWatermarkDepth}; 0 disables)`
   ),
-  lease: seconds(
+  lease: optionalFloat(
     "lease",
     `Seconds a dispatched job is leased before it is dispatched again (default ${secondsOf(Q.lease)})`
   ),
-  deferFor: seconds(
+  deferFor: optionalFloat(
     "defer-for",
     `Seconds the overflow of a round that crossed the watermark waits (default ${
       secondsOf(Q.deferFor)
@@ -209,20 +210,23 @@ export const queueRunnerOptions = {
 }
 
 export const controllerOptions = {
-  controllerConcurrency: integer("controller-concurrency", `Jobs a Controller runs at once (default ${C.concurrency})`),
-  controllerTimeout: seconds(
+  controllerConcurrency: optionalInteger(
+    "controller-concurrency",
+    `Jobs a Controller runs at once (default ${C.concurrency})`
+  ),
+  controllerTimeout: optionalFloat(
     "controller-timeout",
     `Seconds a Controller waits for a job (default ${secondsOf(C.timeout)})`
   )
 }
 
 export const injectorOptions = {
-  injectorConcurrency: integer("injector-concurrency", `Injects handled at once (default ${I.concurrency})`),
-  injectorMaxRequestJobs: integer(
+  injectorConcurrency: optionalInteger("injector-concurrency", `Injects handled at once (default ${I.concurrency})`),
+  injectorMaxRequestJobs: optionalInteger(
     "injector-max-request-jobs",
     `Jobs one inject_jobs request may carry; more are rejected (default ${I.maxRequestJobs})`
   ),
-  injectorMaxRequestBytes: integer(
+  injectorMaxRequestBytes: optionalInteger(
     "injector-max-request-bytes",
     `Bytes one inject_jobs request may have; more are rejected (default ${I.maxRequestBytes})`
   )

@@ -14,7 +14,16 @@ import * as Driver from "../driver/Driver.js"
 import * as Defaults from "../roles/defaults.js"
 import { parseDbTargets } from "../storage/targets.js"
 import { formatHostPort, parseHost, parseHostPort } from "../hostPort.js"
-import { DEFAULT_GEARMAND, env, readConfigFile, resolveLogFormat, type LogFormat } from "./config.js"
+import {
+  DEFAULT_GEARMAND,
+  env,
+  type LogFormat,
+  optionalFloat,
+  optionalInteger,
+  optionalText,
+  readConfigFile,
+  resolveLogFormat
+} from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import * as PidFile from "./pidFile.js"
 import { key, type Key, listKey, NumberText, readOrUndefined, sources } from "./sources.js"
@@ -83,55 +92,38 @@ const flags = {
       "A worker module (a .js/.mjs file exporting Driver.define(...)); repeat for several (env GARIVINI_DRIVER_MODULES)"
     )
   ),
-  config: Options.text("config").pipe(
-    Options.optional,
-    Options.withDescription(
-      "A YAML or JSON file with the original's keys (server, console_port, interval, max_idle_time, loglevel, job_runtime_attributes, worker_options); env GARIVINI_DRIVER_CONFIG"
-    )
+  config: optionalText(
+    "config",
+    "A YAML or JSON file with the original's keys (server, console_port, interval, max_idle_time, loglevel, job_runtime_attributes, worker_options); env GARIVINI_DRIVER_CONFIG"
   ),
-  server: Options.text("server").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Job servers as host[:port][,host[:port]], IPv6 as [::1]:4730 (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`
-    )
+  server: optionalText(
+    "server",
+    `Job servers as host[:port][,host[:port]], IPv6 as [::1]:4730 (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`
   ),
-  consolePort: Options.integer("console-port").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Port of the management console (env GARIVINI_DRIVER_CONSOLE_PORT; default ${Defaults.driver.consolePort}; 0 disables)`
-    )
+  consolePort: optionalInteger(
+    "console-port",
+    `Port of the management console (env GARIVINI_DRIVER_CONSOLE_PORT; default ${Defaults.driver.consolePort}; 0 disables)`
   ),
-  consoleHost: Options.text("console-host").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Address the console binds to (env GARIVINI_DRIVER_CONSOLE_HOST; default ${Defaults.driver.consoleHost})`
-    )
+  consoleHost: optionalText(
+    "console-host",
+    `Address the console binds to (env GARIVINI_DRIVER_CONSOLE_HOST; default ${Defaults.driver.consoleHost})`
   ),
-  consoleSocket: Options.text("console-socket").pipe(
-    Options.optional,
-    Options.withDescription(
-      "Also serve the console on this Unix socket (mode 0600: only this user; env GARIVINI_DRIVER_CONSOLE_SOCKET)"
-    )
+  consoleSocket: optionalText(
+    "console-socket",
+    "Also serve the console on this Unix socket (mode 0600: only this user; env GARIVINI_DRIVER_CONSOLE_SOCKET)"
   ),
-  interval: Options.float("interval").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Seconds between reads of gearmand's status (env GARIVINI_DRIVER_INTERVAL; default ${Defaults.driver.interval}; 0 disables scaling)`
-    )
+  interval: optionalFloat(
+    "interval",
+    `Seconds between reads of gearmand's status (env GARIVINI_DRIVER_INTERVAL; default ${Defaults.driver.interval}; 0 disables scaling)`
   ),
-  maxIdleTime: Options.float("max-idle-time").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Seconds a process above min may be idle before it drains (env GARIVINI_DRIVER_MAX_IDLE_TIME; default ${Defaults.driver.maxIdleTime})`
-    )
+  maxIdleTime: optionalFloat(
+    "max-idle-time",
+    `Seconds a process above min may be idle before it drains (env GARIVINI_DRIVER_MAX_IDLE_TIME; default ${Defaults.driver.maxIdleTime})`
   ),
-  loglevel: Options.text("loglevel").pipe(
-    Options.optional,
-    Options.withDescription("TRACE, DEBUG, INFO (default), WARN or ERROR (env GARIVINI_DRIVER_LOGLEVEL)")
-  ),
-  pidFile: Options.text("pid-file").pipe(
-    Options.optional,
-    Options.withDescription("Write the Driver's pid to this file (removed at exit; env GARIVINI_DRIVER_PID_FILE)")
+  loglevel: optionalText("loglevel", "TRACE, DEBUG, INFO (default), WARN or ERROR (env GARIVINI_DRIVER_LOGLEVEL)"),
+  pidFile: optionalText(
+    "pid-file",
+    "Write the Driver's pid to this file (removed at exit; env GARIVINI_DRIVER_PID_FILE)"
   ),
   logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
     Options.optional,

@@ -3,7 +3,7 @@
  * gearmand. Any Gearman client or worker (and gearadmin) can use it. It keeps queued jobs in
  * memory like gearmand: Garivini's database is what makes jobs durable.
  */
-import { Command, Options } from "@effect/cli"
+import { Command } from "@effect/cli"
 import type { Option } from "effect"
 import { Console, Effect, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
@@ -11,7 +11,7 @@ import { parseHostPort } from "../hostPort.js"
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../jobserver/JobServer.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { DEFAULT_MAX_CONNECTIONS, listenOptions, serve } from "../jobserver/tcpServer.js"
-import { connectionOptions, loadSources, resolveLogFormat } from "./config.js"
+import { connectionOptions, loadSources, optionalInteger, optionalText, resolveLogFormat } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { key, type Key, NumberText, readOrUndefined, type Sources, sources } from "./sources.js"
 import { loggerLayer, reportFailure } from "./shared.js"
@@ -21,53 +21,37 @@ export const DEFAULT_MAX_QUEUE = 1_000_000
 
 /** The embedded server's flags, shared with `garivini up`. */
 export const embeddedServerOptions = {
-  listen: Options.text("listen").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Where the embedded job server listens, host:port, [v6]:port or port (env GARIVINI_LISTEN; file embedded.listen; default ${DEFAULT_LISTEN})`
-    )
+  listen: optionalText(
+    "listen",
+    `Where the embedded job server listens, host:port, [v6]:port or port (env GARIVINI_LISTEN; file embedded.listen; default ${DEFAULT_LISTEN})`
   ),
-  maxQueue: Options.integer("max-queue").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Queued + running jobs a function may hold; more submits get QUEUE_ERROR (env GARIVINI_MAX_QUEUE; default ${DEFAULT_MAX_QUEUE}; 0 = unlimited)`
-    )
+  maxQueue: optionalInteger(
+    "max-queue",
+    `Queued + running jobs a function may hold; more submits get QUEUE_ERROR (env GARIVINI_MAX_QUEUE; default ${DEFAULT_MAX_QUEUE}; 0 = unlimited)`
   ),
-  maxQueueBytes: Options.integer("max-queue-bytes").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Bytes of queued + running jobs a function may hold; more submits get QUEUE_ERROR (env GARIVINI_MAX_QUEUE_BYTES; default ${DEFAULT_MAX_QUEUE_BYTES}; 0 = unlimited)`
-    )
+  maxQueueBytes: optionalInteger(
+    "max-queue-bytes",
+    `Bytes of queued + running jobs a function may hold; more submits get QUEUE_ERROR (env GARIVINI_MAX_QUEUE_BYTES; default ${DEFAULT_MAX_QUEUE_BYTES}; 0 = unlimited)`
   ),
-  maxTotalBytes: Options.integer("max-total-bytes").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Bytes of queued + running jobs of all functions together; more submits get QUEUE_ERROR (env GARIVINI_MAX_TOTAL_BYTES; default ${DEFAULT_MAX_TOTAL_BYTES}; 0 = unlimited)`
-    )
+  maxTotalBytes: optionalInteger(
+    "max-total-bytes",
+    `Bytes of queued + running jobs of all functions together; more submits get QUEUE_ERROR (env GARIVINI_MAX_TOTAL_BYTES; default ${DEFAULT_MAX_TOTAL_BYTES}; 0 = unlimited)`
   ),
-  maxPacket: Options.integer("max-packet").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Largest packet accepted, in bytes; a larger one closes that connection (env GARIVINI_MAX_PACKET; default ${DEFAULT_MAX_FRAME})`
-    )
+  maxPacket: optionalInteger(
+    "max-packet",
+    `Largest packet accepted, in bytes; a larger one closes that connection (env GARIVINI_MAX_PACKET; default ${DEFAULT_MAX_FRAME})`
   ),
-  maxBacklog: Options.integer("max-backlog").pipe(
-    Options.optional,
-    Options.withDescription(
-      "Bytes waiting to be sent to one peer before it is cut off (env GARIVINI_MAX_BACKLOG; default twice --max-packet)"
-    )
+  maxBacklog: optionalInteger(
+    "max-backlog",
+    "Bytes waiting to be sent to one peer before it is cut off (env GARIVINI_MAX_BACKLOG; default twice --max-packet)"
   ),
-  maxInputBytes: Options.integer("max-input-bytes").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Bytes of unfinished packets held for all peers together; past it the peer holding the most is cut off (env GARIVINI_MAX_INPUT_BYTES; default ${DEFAULT_MAX_INPUT_BYTES})`
-    )
+  maxInputBytes: optionalInteger(
+    "max-input-bytes",
+    `Bytes of unfinished packets held for all peers together; past it the peer holding the most is cut off (env GARIVINI_MAX_INPUT_BYTES; default ${DEFAULT_MAX_INPUT_BYTES})`
   ),
-  maxConnections: Options.integer("max-connections").pipe(
-    Options.optional,
-    Options.withDescription(
-      `Peers connected at once; more are refused on arrival (env GARIVINI_MAX_CONNECTIONS; default ${DEFAULT_MAX_CONNECTIONS})`
-    )
+  maxConnections: optionalInteger(
+    "max-connections",
+    `Peers connected at once; more are refused on arrival (env GARIVINI_MAX_CONNECTIONS; default ${DEFAULT_MAX_CONNECTIONS})`
   )
 }
 

@@ -9,7 +9,7 @@ import { funcnameProblem, nowSeconds } from "../Job.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { errorText } from "../roles/QueueRunner.js"
-import { connectionOptions } from "./config.js"
+import { connectionOptions, optionalText } from "./config.js"
 import { servicesLayer, storageOnly, withSettings } from "./shared.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -19,7 +19,7 @@ const options = {
   ...connectionOptions,
   count: Options.integer("count").pipe(Options.withDefault(1), Options.withDescription("How many jobs")),
   function: Options.text("function").pipe(Options.withDefault("foo"), Options.withDescription("The Gearman function")),
-  arg: Options.text("arg").pipe(Options.optional, Options.withDescription("The payload (default: hello: <unix time>)")),
+  arg: optionalText("arg", "The payload (default: hello: <unix time>)"),
   pure: Options.boolean("pure").pipe(
     Options.withDescription("Submit through inject_jobs (low-latency mode) instead of the database")
   )

@@ -4,7 +4,7 @@ import { Console, Data, Duration, Effect, Option } from "effect"
 import { formatHandle, jobState as stateOf, nowSeconds, parseHandle, type StoredJobId } from "../Job.js"
 import type { StoredJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions, queueRunnerOptions } from "./config.js"
+import { connectionOptions, optionalInteger, optionalText, queueRunnerOptions } from "./config.js"
 import { storageOnly, withSettings } from "./shared.js"
 import { DEFAULT_LEASE } from "../roles/QueueRunner.js"
 
@@ -62,14 +62,14 @@ const json = Options.boolean("json").pipe(Options.withDescription("Output JSON")
 
 const listCommand = Command.make("list", {
   ...connectionOptions,
-  function: Options.text("function").pipe(Options.optional, Options.withDescription("Only this function")),
+  function: optionalText("function", "Only this function"),
   state: Options.choice("state", ["due", "scheduled", "never"]).pipe(
     Options.optional,
     Options.withDescription("due; scheduled (a future run_after, incl. leased jobs); never")
   ),
-  shard: Options.integer("shard").pipe(Options.optional, Options.withDescription("Only this shard (dbid)")),
+  shard: optionalInteger("shard", "Only this shard (dbid)"),
   limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size")),
-  after: Options.text("after").pipe(Options.optional, Options.withDescription("Continue after this dbid:jobid")),
+  after: optionalText("after", "Continue after this dbid:jobid"),
   json
 }, (o) =>
   withSettings(o, (settings) =>
@@ -150,10 +150,7 @@ const lookUp = (handle: StoredJobId, leaseSetting: Duration.DurationInput | unde
 const retryCommand = Command.make("retry", {
   ...connectionOptions,
   handle: handleArg.pipe(Args.optional),
-  function: Options.text("function").pipe(
-    Options.optional,
-    Options.withDescription("Make every `never` job of this function due")
-  ),
+  function: optionalText("function", "Make every `never` job of this function due"),
   force,
   lease
 }, (o) =>
