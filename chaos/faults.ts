@@ -1,0 +1,147 @@
+// The chaos soak's faults: a seeded sequence of kills, freezes, cut or stalled connections and a
+// stopped shard server, one at a time with a pause between them, each recorded with the moment it
+// began and the moment everything it touched was healthy again.
+import { Effect } from "effect"
+import type { Member, NamedProxy } from "./topology.js"
+
+/** A seeded pseudo-random source (mulberry32): the same seed gives the same choices. */
+export const random = (seed: number) => {
+  let a = seed >>> 0
+  const next = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  return {
+    next,
+    /** An integer in [lo, hi]. */
+    int: (lo: number, hi: number): number => lo + Math.floor(next() * (hi - lo + 1)),
+    pick: <A>(xs: ReadonlyArray<A>): A => xs[Math.floor(next() * xs.length)]!
+  }
+}
+export type Random = ReturnType<typeof random>
+
+/** A fault as it happened: `kind` groups the table's rows ("kill queue-runner", "stall shard proxy"…). */
+export interface Fault {
+  readonly kind: string
+  readonly target: string
+  /** ms since the epoch. */
+  readonly start: number
+  readonly end: number
+}
+
+export interface Targets {
+  readonly members: ReadonlyArray<Member>
+  readonly shardProxies: ReadonlyArray<NamedProxy>
+  readonly gearmanProxies: ReadonlyArray<NamedProxy>
+  /** The MariaDB server the harness owns (it may be stopped); the system one is only reached through its proxy. */
+  readonly ownShard: Member
+}
+
+type Action = (rng: Random, t: Targets, scale: number) => Effect.Effect<Omit<Fault, "start" | "end">, unknown>
+
+const ms = (n: number) => Effect.sleep(n)
+
+const kill: Action = (rng, t) =>
+  Effect.gen(function*() {
+    const m = rng.pick(t.members)
+    yield* m.kill
+    yield* ms(rng.int(300, 3000))
+    yield* m.start
+    return { kind: `kill ${m.kind}`, target: m.name }
+  })
+
+const freeze: Action = (rng, t) =>
+  Effect.gen(function*() {
+    const m = rng.pick(t.members)
+    yield* m.freeze
+    yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(m.thaw))
+    return { kind: `freeze ${m.kind}`, target: m.name }
+  })
+
+const proxies = (t: Targets) => [
+  ...t.shardProxies.map((p) => ({ p, kind: "shard" })),
+  ...t.gearmanProxies.map((p) => ({ p, kind: "gearmand" }))
+]
+
+const cut: Action = (rng, t) =>
+  Effect.gen(function*() {
+    const { kind, p } = rng.pick(proxies(t))
+    yield* p.proxy.cutAll
+    return { kind: `cut ${kind} connections`, target: p.name }
+  })
+
+const stall: Action = (rng, t) =>
+  Effect.gen(function*() {
+    const { kind, p } = rng.pick(proxies(t))
+    yield* p.proxy.stall
+    yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(p.proxy.unstall))
+    return { kind: `stall ${kind} connections`, target: p.name }
+  })
+
+const partition: Action = (rng, t) =>
+  Effect.gen(function*() {
+    const { kind, p } = rng.pick(proxies(t))
+    yield* p.proxy.stop
+    yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(p.proxy.start))
+    return { kind: `refuse ${kind} connections`, target: p.name }
+  })
+
+const shardDown: Action = (rng, t, scale) =>
+  Effect.gen(function*() {
+    yield* t.ownShard.stop
+    yield* ms(Math.round(rng.int(5000, 15000) * scale))
+    yield* t.ownShard.start
+    return { kind: "stop shard server", target: t.ownShard.name }
+  })
+
+/** The actions and their weights. */
+const actions: ReadonlyArray<readonly [Action, number]> = [
+  [kill, 5],
+  [freeze, 2],
+  [cut, 2],
+  [stall, 2],
+  [partition, 2],
+  [shardDown, 1]
+]
+
+const pickAction = (rng: Random): Action => {
+  const total = actions.reduce((n, [, w]) => n + w, 0)
+  let x = rng.next() * total
+  for (const [a, w] of actions) {
+    x -= w
+    if (x < 0) return a
+  }
+  return actions[0]![0]
+}
+
+/**
+ * Injects faults until `until` (ms since the epoch), one at a time, 1–4 s apart, each recorded in
+ * `record` when it is over. `scale` stretches the stopped shard's downtime with the run's length.
+ */
+export const injectFaults = (
+  rng: Random,
+  targets: Targets,
+  until: number,
+  scale: number,
+  record: (fault: Fault) => void
+) =>
+  Effect.gen(function*() {
+    while (Date.now() < until) {
+      yield* ms(rng.int(1000, 4000))
+      if (Date.now() >= until) break
+      const action = pickAction(rng)
+      const start = Date.now()
+      const done = yield* Effect.either(action(rng, targets, scale))
+      const end = Date.now()
+      if (done._tag === "Right") {
+        record({ ...done.right, start, end })
+        yield* Effect.log(`fault: ${done.right.kind} (${done.right.target}) for ${end - start} ms`)
+      } else {
+        yield* Effect.logWarning(`a fault could not be completed: ${String(done.left)}`)
+        record({ kind: "fault that failed", target: String(done.left).slice(0, 200), start, end })
+      }
+    }
+  })
