@@ -34,6 +34,7 @@ import {
   gearmand,
   isAlive,
   member,
+  processesOfRun,
   procLaunch,
   proxy,
   rowsLeft,
@@ -103,10 +104,10 @@ const shardUrl = (shard: ShardConfig, port: number) =>
     Redacted.value(shard.password) === "" ? "" : ":***"
   }@127.0.0.1:${port}/${shard.database}?id=${shard.id}`
 
-const soak = (o: Options, startedAt: number) =>
+const soak = (o: Options, runId: string, startedAt: number) =>
   Effect.gen(function*() {
     yield* ensureBuilt.pipe(Effect.mapError((e) => new ChaosError({ message: e.message, cause: e })))
-    const runId = `${process.pid}_${Date.now().toString(36)}`
+    const marker = { CHAOS_RUN: runId }
     const ledgerDir = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "garivini-chaos-ledger-"))),
       (d) => Effect.sync(() => rmSync(d, { recursive: true, force: true }))
@@ -115,7 +116,7 @@ const soak = (o: Options, startedAt: number) =>
     // Servers: the second MariaDB, the scratch databases, two gearmand, a proxy before each.
     const port2 = yield* freePort
     yield* say(`starting a second MariaDB on port ${port2}`)
-    const mariadb2 = yield* secondMariadb(port2)
+    const mariadb2 = yield* secondMariadb(port2, marker)
     const shard1 = yield* scratchShard(1, 3306, `garivini_chaos_${runId}`, true)
     const shard2 = yield* scratchShard(2, port2, "garivini_chaos", false)
     const gearmands: Array<Member> = []
@@ -145,7 +146,11 @@ const soak = (o: Options, startedAt: number) =>
       "0.5"
     ]
     const role = (name: string, command: string) =>
-      member(name, command as Member["kind"], procLaunch(garivini(name, [command, ...roleArgs]), "running "))
+      member(
+        name,
+        command as Member["kind"],
+        procLaunch(garivini(name, [command, ...roleArgs], { env: marker }), "running ")
+      )
     yield* say(`starting the roles and ${o.workers} worker processes (lease ${o.lease} s)`)
     const roles = yield* Effect.all([
       role("queue-runner 1", "queue-runner"),
@@ -167,6 +172,7 @@ const soak = (o: Options, startedAt: number) =>
           procLaunch(
             spawnProcess(`worker ${i}`, process.execPath, [script], {
               env: {
+                ...marker,
                 CHAOS_GEARMAND: servers.join(","),
                 CHAOS_DB: dbUrls.join(","),
                 CHAOS_FUNCTION: FUNCTION,
@@ -179,6 +185,28 @@ const soak = (o: Options, startedAt: number) =>
           )
         ),
       { concurrency: "unbounded" }
+    )
+    // The Driver, with a durable job in 2–4 children (each with its own ledger file).
+    const driverModule = yield* bundle("../chaos/driverWorker.ts").pipe(
+      Effect.mapError((e) => new ChaosError({ message: e.message, cause: e }))
+    )
+    const driver = yield* member(
+      "driver",
+      "driver",
+      procLaunch(
+        garivini("garivini driver", [
+          "driver",
+          "--module",
+          driverModule,
+          "--server",
+          servers.join(","),
+          "--console-port",
+          "0",
+          "--interval",
+          "1"
+        ], { env: { ...marker, GARIVINI_DB: dbUrls.join(","), CHAOS_LEDGER_DIR: ledgerDir } }),
+        "driver running"
+      )
     )
     const perl = perlGearman()
     const perlWorkers = perl
@@ -193,14 +221,14 @@ const soak = (o: Options, startedAt: number) =>
               PERL_FUNCTION,
               join(ledgerDir, "perl.ledger"),
               "perl worker"
-            ]),
+            ], { env: marker }),
             "ready"
           )
         )
       ]
       : []
     if (!perl) yield* say("Perl's Gearman::Worker is not installed: no Perl worker")
-    const members = [mariadb2, ...gearmands, ...roles, ...workers, ...perlWorkers]
+    const members = [mariadb2, ...gearmands, ...roles, ...workers, driver, ...perlWorkers]
 
     // The harness's clients go through the proxies too: a fault can fail or delay their calls.
     const shards = shardsFromUrls(dbUrls)
@@ -279,6 +307,7 @@ const soak = (o: Options, startedAt: number) =>
         lease: o.lease,
         "batch-run-sleep": 0.5,
         workers: o.workers,
+        "driver children": "2–4",
         "worker concurrency": 8,
         perl,
         "drain bound": o.drainSeconds
@@ -290,11 +319,15 @@ const soak = (o: Options, startedAt: number) =>
 const program = Effect.gen(function*() {
   const o = yield* parseOptions(process.argv.slice(2))
   const startedAt = Date.now()
-  const result = yield* Effect.scoped(soak(o, startedAt))
+  const runId = `${process.pid}_${startedAt.toString(36)}`
+  const result = yield* Effect.scoped(soak(o, runId, startedAt))
   yield* say("stopped every process; checking")
-  // Every process the run started must be gone now that its scope is closed.
-  yield* Effect.sleep(Duration.millis(200))
-  const leakedPids = [...startedPids].filter(isAlive)
+  // Every process the run started (the Driver's children too) must be gone now that its scope is
+  // closed; a Driver child finishing its job gets a few seconds.
+  const leaked = () => [...new Set([...[...startedPids].filter(isAlive), ...processesOfRun(runId)])]
+  const deadline = Date.now() + 10_000
+  while (leaked().length > 0 && Date.now() < deadline) yield* Effect.sleep(Duration.millis(200))
+  const leakedPids = leaked()
   const report: Report = analyse({
     seed: o.seed,
     loadSeconds: o.seconds,

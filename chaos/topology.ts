@@ -4,7 +4,7 @@
 // freeze or stop and that comes back when told. Each member lives in a scope of its own forked
 // from the run's, so a restart closes only its old process, and the run's end closes them all.
 import { execFile } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Data, Duration, Effect, Exit, ExecutionStrategy, Redacted, Schedule, Scope } from "effect"
@@ -29,6 +29,7 @@ export type Kind =
   | "injector"
   | "controller"
   | "worker"
+  | "driver"
   | "perl-worker"
 
 /** A process of the deployment that faults act on. */
@@ -60,6 +61,29 @@ const signal = (pid: number | undefined, sig: NodeJS.Signals) =>
       // already gone
     }
   })
+
+/**
+ * Live processes whose environment holds `CHAOS_RUN=<run>` (every process the run spawns gets it,
+ * and the Driver's children inherit it): what a run leaves behind.
+ */
+export const processesOfRun = (run: string): ReadonlyArray<number> => {
+  const marker = `CHAOS_RUN=${run}\0`
+  const found: Array<number> = []
+  let pids: Array<string> = []
+  try {
+    pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d))
+  } catch {
+    return found
+  }
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/environ`, "latin1").includes(marker)) found.push(Number(pid))
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found
+}
 
 /** Whether `pid` is a live process. */
 export const isAlive = (pid: number): boolean => {
@@ -164,7 +188,7 @@ const run = (command: string, args: ReadonlyArray<string>) =>
  * A second MariaDB server on `port`, its data directory in a temporary directory made and removed
  * with the scope (the server is stopped first: members close before this finalizer runs).
  */
-export const secondMariadb = (port: number) =>
+export const secondMariadb = (port: number, env: Readonly<Record<string, string>>) =>
   Effect.gen(function*() {
     const dir = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "garivini-chaos-mariadb-"))),
@@ -202,7 +226,7 @@ export const secondMariadb = (port: number) =>
               "--innodb-log-file-size=16M",
               "--max-connections=500"
             ],
-            { grace: Duration.seconds(30) }
+            { grace: Duration.seconds(30), env }
           ),
           undefined
         )
