@@ -4,6 +4,7 @@
 import type { Fault } from "./faults.js"
 import type { LedgerEntry } from "./ledger.js"
 import type { Book, JobKind } from "./load.js"
+import type { LeftRow } from "./topology.js"
 
 export interface Duplicate {
   readonly id: string
@@ -37,6 +38,8 @@ export interface Report {
   readonly retriesAsked: number
   readonly lost: number
   readonly lostJobs: ReadonlyArray<{ readonly id: string; readonly kind: string; readonly acceptedAt: string }>
+  /** Accepted jobs that did not run but whose row is still stored (e.g. backed off): late, not lost. */
+  readonly notRunStored: ReadonlyArray<LeftRow & { readonly kind: string; readonly runAfterIso: string }>
   readonly duplicated: { readonly explained: number; readonly unexplained: number; readonly uniqueUnexplained: number }
   readonly duplicates: ReadonlyArray<Duplicate>
   readonly uniqueKeys: { readonly keys: number; readonly ranOnce: number; readonly storedTwice: number }
@@ -72,6 +75,7 @@ export interface AnalysisInput {
   readonly loadStart: number
   readonly loadEnd: number
   readonly rowsLeft: ReadonlyArray<{ readonly shard: number; readonly rows: number | string }>
+  readonly leftRows: ReadonlyArray<LeftRow>
   readonly leakedPids: ReadonlyArray<number>
   readonly drainMs: number
   readonly wallMs: number
@@ -101,7 +105,15 @@ export const analyse = (input: AnalysisInput): Report => {
   const acceptedByKind: Record<string, number> = {}
   for (const a of book.accepted.values()) acceptedByKind[a.kind] = (acceptedByKind[a.kind] ?? 0) + 1
 
-  const lostJobs = [...book.accepted.values()].filter((a) => !dones.has(a.id)).map((a) => ({
+  const stored = new Map(input.leftRows.map((r) => [r.id, r]))
+  const notRun = [...book.accepted.values()].filter((a) => !dones.has(a.id))
+  const notRunStored = notRun.flatMap((a) => {
+    const row = stored.get(a.id)
+    return row === undefined
+      ? []
+      : [{ ...row, kind: a.kind, runAfterIso: new Date(row.runAfter * 1000).toISOString() }]
+  })
+  const lostJobs = notRun.filter((a) => !stored.has(a.id)).map((a) => ({
     id: a.id,
     kind: a.kind,
     acceptedAt: new Date(a.acceptedAt).toISOString()
@@ -181,7 +193,10 @@ export const analyse = (input: AnalysisInput): Report => {
   const unacknowledgedRan = [...book.unacknowledged].filter((id) => dones.has(id)).length
   const rowsLeftTotal = input.rowsLeft.reduce((n, r) => n + (typeof r.rows === "number" ? r.rows : 1), 0)
   const failed = [
-    ...(lostJobs.length > 0 ? [`${lostJobs.length} accepted job(s) never ran`] : []),
+    ...(lostJobs.length > 0 ? [`${lostJobs.length} accepted job(s) never ran and have no row`] : []),
+    ...(notRunStored.length > 0
+      ? [`${notRunStored.length} accepted job(s) not run by the end of the drain (row still stored)`]
+      : []),
     ...(uniqueUnexplained.length > 0
       ? [`${uniqueUnexplained.length} unique job(s) ran twice with no fault to explain it`]
       : []),
@@ -203,6 +218,7 @@ export const analyse = (input: AnalysisInput): Report => {
     retriesAsked,
     lost: lostJobs.length,
     lostJobs: lostJobs.slice(0, 50),
+    notRunStored: notRunStored.slice(0, 50),
     duplicated: {
       explained: duplicates.length - unexplained.length,
       unexplained: unexplained.length,
@@ -238,7 +254,8 @@ export const formatReport = (r: Report): string => {
   row("duplicated: explained / unexplained", `${r.duplicated.explained} / ${r.duplicated.unexplained}`)
   row("unique jobs run twice with no fault", r.duplicated.uniqueUnexplained)
   row("unique keys: run once / keys", `${r.uniqueKeys.ranOnce} / ${r.uniqueKeys.keys}`)
-  row("LOST", r.lost)
+  row("LOST (never ran, no row left)", r.lost)
+  row("not run by the end, row still stored", r.notRunStored.length)
   row("rows left", r.rowsLeft.map((s) => `shard ${s.shard}: ${s.rows}`).join(", "))
   row("processes leaked", r.leakedPids.length)
   row(
@@ -267,6 +284,14 @@ export const formatReport = (r: Report): string => {
   if (r.lostJobs.length > 0)
     lines.push(
       `  lost: ${r.lostJobs.slice(0, 20).map((j) => `${j.id} (${j.kind}, accepted ${j.acceptedAt})`).join(", ")}`
+    )
+  if (r.notRunStored.length > 0)
+    lines.push(
+      `  not run, still stored: ${
+        r.notRunStored.slice(0, 10).map((j) =>
+          `${j.id} (${j.kind}, shard ${j.shard} job ${j.jobid}, ${j.flag}, failcount ${j.failcount}, run_after ${j.runAfterIso})`
+        ).join(", ")
+      }`
     )
   lines.push(r.failed.length === 0 ? "  verdict: PASS" : `  verdict: FAIL — ${r.failed.join("; ")}`)
   return lines.join("\n")

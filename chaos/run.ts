@@ -38,6 +38,7 @@ import {
   procLaunch,
   proxy,
   rowsLeft,
+  rowsOf,
   scratchShard,
   secondMariadb,
   startedPids
@@ -295,7 +296,9 @@ const soak = (o: Options, runId: string, startedAt: number) =>
     // Let the last completions land before reading the ledger for good.
     yield* Effect.sleep(Duration.millis(500))
     const ledger = readLedger(ledgerDir)
+    const leftRows = yield* Effect.forEach(allShards, (s) => Effect.orElseSucceed(rowsOf(s), () => []))
     return {
+      leftRows: leftRows.flat(),
       book,
       ledger,
       faults,
@@ -339,6 +342,7 @@ const program = Effect.gen(function*() {
     loadStart: result.loadStart,
     loadEnd: result.loadEnd,
     rowsLeft: result.rowsLeft,
+    leftRows: result.leftRows,
     leakedPids,
     drainMs: result.drainMs,
     wallMs: Date.now() - startedAt,

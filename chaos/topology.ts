@@ -13,6 +13,7 @@ import type { ShardConfig } from "../src/config.js"
 import { exited, startGearmand } from "../src/gearmandProcess.js"
 import { migrate } from "../src/storage/migrate.js"
 import { makeProxy } from "../test/support/proxy.js"
+import { decodeArg } from "./ledger.js"
 import type { Proxy } from "../test/support/proxy.js"
 import type { Proc } from "../bench/processes.js"
 import { spawnProcess } from "../bench/processes.js"
@@ -286,6 +287,49 @@ export const rowsLeft = (shard: ShardConfig) =>
       }
     },
     catch: (e) => new ChaosError({ message: `counting rows in shard ${shard.id}: ${String(e)}`, cause: e })
+  })
+
+/** A row left in a shard at the end: the soak's id (from the arg), when it would run and its failcount. */
+export interface LeftRow {
+  readonly shard: number
+  readonly jobid: number
+  readonly id: string
+  readonly flag: string
+  readonly runAfter: number
+  readonly failcount: number
+}
+
+/** The rows left in a shard's job table (read directly, not through a proxy). */
+export const rowsOf = (shard: ShardConfig) =>
+  Effect.tryPromise({
+    try: async (): Promise<ReadonlyArray<LeftRow>> => {
+      const conn = await Mysql.createConnection({
+        host: shard.host,
+        port: shard.port,
+        user: shard.user,
+        database: shard.database,
+        connectTimeout: 2000
+      })
+      try {
+        const [rows] = await conn.query<Array<Mysql.RowDataPacket>>(
+          "SELECT jobid, arg, flag, run_after, failcount FROM job ORDER BY jobid LIMIT 1000"
+        )
+        return rows.map((r) => {
+          const arg = decodeArg(Buffer.isBuffer(r["arg"]) ? r["arg"].toString("utf8") : String(r["arg"]))
+          return {
+            shard: shard.id,
+            jobid: Number(r["jobid"]),
+            id: arg._tag === "Right" ? arg.right.id : "?",
+            flag: String(r["flag"]),
+            runAfter: Number(r["run_after"]),
+            failcount: Number(r["failcount"])
+          }
+        })
+      } finally {
+        await conn.end()
+      }
+    },
+    catch: (e) => new ChaosError({ message: `reading the rows left in shard ${shard.id}: ${String(e)}`, cause: e })
   })
 
 /** A gearmand on `port` as a member (restarted on the same port). */
