@@ -105,8 +105,9 @@ const shardUrl = (shard: ShardConfig, port: number) =>
     Redacted.value(shard.password) === "" ? "" : ":***"
   }@127.0.0.1:${port}/${shard.database}?id=${shard.id}`
 
-const soak = (o: Options, runId: string, startedAt: number) =>
+const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
   Effect.gen(function*() {
+    const logTo = (name: string) => join(logDir, `${name.replace(/[^a-z0-9]+/gi, "-")}.log`)
     yield* ensureBuilt.pipe(Effect.mapError((e) => new ChaosError({ message: e.message, cause: e })))
     const marker = { CHAOS_RUN: runId }
     const ledgerDir = yield* Effect.acquireRelease(
@@ -117,7 +118,7 @@ const soak = (o: Options, runId: string, startedAt: number) =>
     // Servers: the second MariaDB, the scratch databases, two gearmand, a proxy before each.
     const port2 = yield* freePort
     yield* say(`starting a second MariaDB on port ${port2}`)
-    const mariadb2 = yield* secondMariadb(port2, marker)
+    const mariadb2 = yield* secondMariadb(port2, marker, logTo("mariadb 2"))
     const shard1 = yield* scratchShard(1, 3306, `garivini_chaos_${runId}`, true)
     const shard2 = yield* scratchShard(2, port2, "garivini_chaos", false)
     const gearmands: Array<Member> = []
@@ -144,13 +145,16 @@ const soak = (o: Options, runId: string, startedAt: number) =>
       "--lease",
       String(o.lease),
       "--batch-run-sleep",
-      "0.5"
+      "0.5",
+      // The Controller's wait for a worker must end before the lease does (it refuses to start otherwise).
+      "--controller-timeout",
+      String(Math.max(1, o.lease - 2))
     ]
     const role = (name: string, command: string) =>
       member(
         name,
         command as Member["kind"],
-        procLaunch(garivini(name, [command, ...roleArgs], { env: marker }), "running ")
+        procLaunch(garivini(name, [command, ...roleArgs], { env: marker, logTo: logTo(name) }), `running ${command} on`)
       )
     yield* say(`starting the roles and ${o.workers} worker processes (lease ${o.lease} s)`)
     const roles = yield* Effect.all([
@@ -172,6 +176,7 @@ const soak = (o: Options, runId: string, startedAt: number) =>
           "worker",
           procLaunch(
             spawnProcess(`worker ${i}`, process.execPath, [script], {
+              logTo: logTo(`worker ${i}`),
               env: {
                 ...marker,
                 CHAOS_GEARMAND: servers.join(","),
@@ -205,7 +210,10 @@ const soak = (o: Options, runId: string, startedAt: number) =>
           "0",
           "--interval",
           "1"
-        ], { env: { ...marker, GARIVINI_DB: dbUrls.join(","), CHAOS_LEDGER_DIR: ledgerDir } }),
+        ], {
+          env: { ...marker, GARIVINI_DB: dbUrls.join(","), CHAOS_LEDGER_DIR: ledgerDir },
+          logTo: logTo("driver")
+        }),
         "driver running"
       )
     )
@@ -222,7 +230,7 @@ const soak = (o: Options, runId: string, startedAt: number) =>
               PERL_FUNCTION,
               join(ledgerDir, "perl.ledger"),
               "perl worker"
-            ], { env: marker }),
+            ], { env: marker, logTo: logTo("perl worker") }),
             "ready"
           )
         )
@@ -308,6 +316,7 @@ const soak = (o: Options, runId: string, startedAt: number) =>
       rowsLeft: allShards.map((s, i) => ({ shard: s.id, rows: left[i] ?? "?" })),
       settings: {
         lease: o.lease,
+        "controller-timeout": Math.max(1, o.lease - 2),
         "batch-run-sleep": 0.5,
         workers: o.workers,
         "driver children": "2–4",
@@ -323,7 +332,11 @@ const program = Effect.gen(function*() {
   const o = yield* parseOptions(process.argv.slice(2))
   const startedAt = Date.now()
   const runId = `${process.pid}_${startedAt.toString(36)}`
-  const result = yield* Effect.scoped(soak(o, runId, startedAt))
+  // Every process's output goes to a file here: kept when the run fails, removed when it passes.
+  const logDir = mkdtempSync(join(tmpdir(), "garivini-chaos-logs-"))
+  const result = yield* Effect.scoped(soak(o, runId, logDir, startedAt)).pipe(
+    Effect.tapErrorCause(() => Console.error(`the processes' output is in ${logDir}`))
+  )
   yield* say("stopped every process; checking")
   // Every process the run started (the Driver's children too) must be gone now that its scope is
   // closed; a Driver child finishing its job gets a few seconds.
@@ -353,7 +366,11 @@ const program = Effect.gen(function*() {
     writeFileSync(o.json, JSON.stringify(report, null, 2) + "\n")
     yield* say(`written to ${o.json}`)
   }
-  if (report.failed.length > 0) yield* Effect.sync(() => (process.exitCode = 1))
+  writeFileSync(join(logDir, "faults.json"), JSON.stringify(report.faults, null, 2) + "\n")
+  if (report.failed.length > 0) {
+    yield* say(`the processes' output is in ${logDir}`)
+    yield* Effect.sync(() => (process.exitCode = 1))
+  } else yield* Effect.sync(() => rmSync(logDir, { recursive: true, force: true }))
 })
 
 NodeRuntime.runMain(

@@ -189,7 +189,7 @@ const run = (command: string, args: ReadonlyArray<string>) =>
  * A second MariaDB server on `port`, its data directory in a temporary directory made and removed
  * with the scope (the server is stopped first: members close before this finalizer runs).
  */
-export const secondMariadb = (port: number, env: Readonly<Record<string, string>>) =>
+export const secondMariadb = (port: number, env: Readonly<Record<string, string>>, logTo: string) =>
   Effect.gen(function*() {
     const dir = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "garivini-chaos-mariadb-"))),
@@ -227,7 +227,7 @@ export const secondMariadb = (port: number, env: Readonly<Record<string, string>
               "--innodb-log-file-size=16M",
               "--max-connections=500"
             ],
-            { grace: Duration.seconds(30), env }
+            { grace: Duration.seconds(30), env, logTo }
           ),
           undefined
         )
