@@ -262,7 +262,14 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
         { members, shardProxies, gearmanProxies, ownShard: mariadb2 },
         loadEnd,
         Math.min(4, Math.max(0.5, o.seconds / 120)),
-        (f) => faults.push(f)
+        (f) => {
+          faults.push(f)
+          console.log(
+            `  ${new Date(f.start).toISOString().slice(11, 23)} ${f.kind} (${f.target}), over after ${
+              f.end - f.start
+            } ms`
+          )
+        }
       )
     )
     yield* runLoad(random(o.seed ^ 0x5eed), book, loadEnd, perl).pipe(Effect.provide(clients))
@@ -379,7 +386,8 @@ NodeRuntime.runMain(
       const failure = Cause.failureOption(cause)
       return Console.error(`chaos failed: ${Option.isSome(failure) ? failure.value.message : Cause.pretty(cause)}`)
     }),
-    Logger.withMinimumLogLevel(LogLevel.Info)
+    // The library's own logs (a shard avoided, a migration applied) only when they are errors.
+    Logger.withMinimumLogLevel(LogLevel.Error)
   ),
   { disableErrorReporting: true }
 )
