@@ -124,11 +124,14 @@ export const analyse = (input: AnalysisInput): Report => {
     if (ds.length < 2) continue
     const firstStart = startOf(ds[0]!)
     const secondStart = startOf(ds[1]!)
-    const explainedBy = overlapping(faults, firstStart - input.explainSlackMs, secondStart).map((f) =>
-      `${f.kind} (${f.target}) ${new Date(f.start).toISOString().slice(11, 23)}–${
-        new Date(f.end).toISOString().slice(11, 23)
-      }`
-    )
+    // The faults during the first run (or between it and the second), else those up to a lease before it.
+    const near = overlapping(faults, firstStart - 1000, secondStart)
+    const explainedBy = (near.length > 0 ? near : overlapping(faults, firstStart - input.explainSlackMs, secondStart))
+      .map((f) =>
+        `${f.kind} (${f.target}) ${new Date(f.start).toISOString().slice(11, 23)}–${
+          new Date(f.end).toISOString().slice(11, 23)
+        }`
+      )
     duplicates.push({
       id,
       kind: book.accepted.get(id)?.kind ?? "unacknowledged",
@@ -242,6 +245,8 @@ export const analyse = (input: AnalysisInput): Report => {
   }
 }
 
+const clock = (t: number) => new Date(t).toISOString().slice(11, 23)
+
 /** The report as the table printed at the end. */
 export const formatReport = (r: Report): string => {
   const lines: Array<string> = []
@@ -276,7 +281,9 @@ export const formatReport = (r: Report): string => {
     lines.push("  duplicates:")
     for (const d of r.duplicates.slice(0, 20))
       lines.push(
-        `    ${d.id} (${d.kind}) ${d.runs} runs on ${d.workers.join(", ")}, handles ${d.handles.join(" ")}; ${
+        `    ${d.id} (${d.kind}) ${d.runs} runs, from ${clock(d.firstStart)} and ${clock(d.secondStart)}, on ${
+          d.workers.join(", ")
+        }, handles ${d.handles.join(" ")}; ${
           d.explainedBy.length > 0 ? `faults: ${d.explainedBy.join("; ")}` : "UNEXPLAINED"
         }`
       )
