@@ -49,6 +49,7 @@ export interface Report {
   readonly faults: ReadonlyArray<Fault & { readonly recoveryMs: number | null }>
   readonly recovery: Readonly<Record<string, Recovery>>
   readonly throughput: { readonly duringFaults: number; readonly outsideFaults: number; readonly faultSeconds: number }
+  readonly setupMs: number
   readonly drainMs: number
   readonly wallMs: number
   readonly failed: ReadonlyArray<string>
@@ -77,6 +78,7 @@ export interface AnalysisInput {
   readonly rowsLeft: ReadonlyArray<{ readonly shard: number; readonly rows: number | string }>
   readonly leftRows: ReadonlyArray<LeftRow>
   readonly leakedPids: ReadonlyArray<number>
+  readonly setupMs: number
   readonly drainMs: number
   readonly wallMs: number
   /** A duplicate counts as explained by a fault that ended up to this long before its first run (the lease). */
@@ -239,6 +241,7 @@ export const analyse = (input: AnalysisInput): Report => {
       outsideFaults: outsideMs > 0 ? Math.round((outside * 1000) / outsideMs) : 0,
       faultSeconds: Math.round(faultMs / 100) / 10
     },
+    setupMs: input.setupMs,
     drainMs: input.drainMs,
     wallMs: input.wallMs,
     failed
@@ -267,6 +270,7 @@ export const formatReport = (r: Report): string => {
     "throughput during / outside faults (runs/s)",
     `${r.throughput.duringFaults} / ${r.throughput.outsideFaults} (${r.throughput.faultSeconds} s in faults)`
   )
+  row("set-up (servers, roles, workers)", `${(r.setupMs / 1000).toFixed(1)} s`)
   row("drain after the load", `${(r.drainMs / 1000).toFixed(1)} s`)
   row("whole run", `${(r.wallMs / 1000).toFixed(1)} s`)
   lines.push("  recovery per fault kind (fault end → last pending job running):")

@@ -364,6 +364,7 @@ const program = Effect.gen(function*() {
     rowsLeft: result.rowsLeft,
     leftRows: result.leftRows,
     leakedPids,
+    setupMs: result.loadStart - startedAt,
     drainMs: result.drainMs,
     wallMs: Date.now() - startedAt,
     explainSlackMs: o.lease * 1000
