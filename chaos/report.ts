@@ -98,11 +98,20 @@ export const analyse = (input: AnalysisInput): Report => {
     if (list === undefined) into.set(e.id, [e])
     else list.push(e)
   }
-  /** The start of the attempt that ended in `done`: the latest start of that id in that process before it. */
-  const startOf = (done: LedgerEntry): number => {
-    const s = (starts.get(done.id) ?? []).filter((x) => x.p === done.p && x.t <= done.t)
-    return s.length === 0 ? done.t : s[s.length - 1]!.t
+  /**
+   * The start of the attempt that ended in `done`: the earliest start of that id in that process
+   * not yet paired with an earlier done (two runs of one job may overlap in one process).
+   */
+  const paired = new Set<LedgerEntry>()
+  const startOfDone = new Map<LedgerEntry, number>()
+  for (const ds of dones.values()) {
+    for (const done of ds) {
+      const s = (starts.get(done.id) ?? []).find((x) => x.p === done.p && x.t <= done.t && !paired.has(x))
+      if (s !== undefined) paired.add(s)
+      startOfDone.set(done, s?.t ?? done.t)
+    }
   }
+  const startOf = (done: LedgerEntry): number => startOfDone.get(done) ?? done.t
 
   const acceptedByKind: Record<string, number> = {}
   for (const a of book.accepted.values()) acceptedByKind[a.kind] = (acceptedByKind[a.kind] ?? 0) + 1
