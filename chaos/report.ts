@@ -99,16 +99,19 @@ export const analyse = (input: AnalysisInput): Report => {
     else list.push(e)
   }
   /**
-   * The start of the attempt that ended in `done`: the earliest start of that id in that process
-   * not yet paired with an earlier done (two runs of one job may overlap in one process).
+   * The start of the attempt that ended in `done`: attempts of a job in one process are paired in
+   * order (a `fail` or `done` ends the earliest open start), as two runs of one job may overlap.
    */
-  const paired = new Set<LedgerEntry>()
+  const open = new Map<string, Array<number>>()
   const startOfDone = new Map<LedgerEntry, number>()
-  for (const ds of dones.values()) {
-    for (const done of ds) {
-      const s = (starts.get(done.id) ?? []).find((x) => x.p === done.p && x.t <= done.t && !paired.has(x))
-      if (s !== undefined) paired.add(s)
-      startOfDone.set(done, s?.t ?? done.t)
+  for (const e of entries) {
+    const key = `${e.id}\u0000${e.p}`
+    const list = open.get(key) ?? []
+    open.set(key, list)
+    if (e.ev === "start") list.push(e.t)
+    else {
+      const t = list.shift()
+      if (e.ev === "done") startOfDone.set(e, t ?? e.t)
     }
   }
   const startOf = (done: LedgerEntry): number => startOfDone.get(done) ?? done.t
