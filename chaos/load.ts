@@ -33,16 +33,27 @@ export interface Book {
   readonly unacknowledged: Set<string>
   /** Per unique key: how many calls stored a new job (not a duplicate). */
   readonly uniqueCreated: Map<string, number>
-  /** Calls that failed, by kind of call, with a sample of the errors. */
+  /** Calls that failed, by kind of call, and the first few errors of each kind. */
   readonly callErrors: Map<string, number>
+  readonly callErrorSamples: Map<string, Array<string>>
 }
 
 export const makeBook = (): Book => ({
   accepted: new Map(),
   unacknowledged: new Set(),
   uniqueCreated: new Map(),
-  callErrors: new Map()
+  callErrors: new Map(),
+  callErrorSamples: new Map()
 })
+
+const errorText = (e: unknown): string => {
+  if (typeof e === "object" && e !== null) {
+    const tag = "_tag" in e ? String(e._tag) : "error"
+    const message = "message" in e ? String(e.message) : JSON.stringify(e)
+    return `${tag}: ${message}`.slice(0, 300)
+  }
+  return String(e).slice(0, 300)
+}
 
 const CALL_TIMEOUT = Duration.seconds(10)
 
@@ -71,31 +82,38 @@ export const runLoad = (rng: Random, book: Book, until: number, perl: boolean) =
     let seq = 0
     const nextId = (prefix: string) => `${prefix}${++seq}`
 
-    const settle =
-      (what: string, planned: ReadonlyArray<Planned>, t0: number) =>
-      (exit: { readonly ok: true; readonly duplicates?: ReadonlyArray<boolean> } | { readonly ok: false }) =>
-        Effect.sync(() => {
-          const now = Date.now()
-          if (!exit.ok) {
-            book.callErrors.set(what, (book.callErrors.get(what) ?? 0) + 1)
-            for (const p of planned) if (!book.accepted.has(p.id)) book.unacknowledged.add(p.id)
-            return
-          }
-          planned.forEach((p, i) => {
-            if (p.uniqkey !== undefined && exit.duplicates?.[i] === false)
-              book.uniqueCreated.set(p.uniqkey, (book.uniqueCreated.get(p.uniqkey) ?? 0) + 1)
-            const previous = book.accepted.get(p.id)
-            if (previous !== undefined) return
-            book.unacknowledged.delete(p.id)
-            book.accepted.set(p.id, {
-              id: p.id,
-              kind: p.kind,
-              acceptedAt: now,
-              dueAt: Math.max(t0 + p.delayS * 1000, t0 + p.failMs),
-              sleepMs: p.sleepMs
-            })
+    const settle = (what: string, planned: ReadonlyArray<Planned>, t0: number) =>
+    (
+      exit: { readonly ok: true; readonly duplicates?: ReadonlyArray<boolean> } | {
+        readonly ok: false
+        readonly error: unknown
+      }
+    ) =>
+      Effect.sync(() => {
+        const now = Date.now()
+        if (!exit.ok) {
+          book.callErrors.set(what, (book.callErrors.get(what) ?? 0) + 1)
+          const samples = book.callErrorSamples.get(what) ?? []
+          if (samples.length < 3) samples.push(`${new Date(now).toISOString().slice(11, 23)} ${errorText(exit.error)}`)
+          book.callErrorSamples.set(what, samples)
+          for (const p of planned) if (!book.accepted.has(p.id)) book.unacknowledged.add(p.id)
+          return
+        }
+        planned.forEach((p, i) => {
+          if (p.uniqkey !== undefined && exit.duplicates?.[i] === false)
+            book.uniqueCreated.set(p.uniqkey, (book.uniqueCreated.get(p.uniqkey) ?? 0) + 1)
+          const previous = book.accepted.get(p.id)
+          if (previous !== undefined) return
+          book.unacknowledged.delete(p.id)
+          book.accepted.set(p.id, {
+            id: p.id,
+            kind: p.kind,
+            acceptedAt: now,
+            dueAt: Math.max(t0 + p.delayS * 1000, t0 + p.failMs),
+            sleepMs: p.sleepMs
           })
         })
+      })
 
     const insert = (what: string, planned: ReadonlyArray<Planned>) =>
       Effect.suspend(() => {
@@ -109,7 +127,7 @@ export const runLoad = (rng: Random, book: Book, until: number, perl: boolean) =
         return Client.insertJobs(specs).pipe(
           Effect.timeout(CALL_TIMEOUT),
           Effect.matchEffect({
-            onFailure: () => settle(what, planned, t0)({ ok: false }),
+            onFailure: (error) => settle(what, planned, t0)({ ok: false, error }),
             onSuccess: (outcomes) =>
               settle(what, planned, t0)({ ok: true, duplicates: outcomes.map((o) => o.duplicate) })
           })
@@ -129,7 +147,7 @@ export const runLoad = (rng: Random, book: Book, until: number, perl: boolean) =
         return gearman.submit(INJECT_FUNCTION, body, { timeout: CALL_TIMEOUT }).pipe(
           Effect.timeout(Duration.sum(CALL_TIMEOUT, Duration.seconds(1))),
           Effect.matchEffect({
-            onFailure: () => settle(what, planned, t0)({ ok: false }),
+            onFailure: (error) => settle(what, planned, t0)({ ok: false, error }),
             onSuccess: (result) => {
               const answer = decodeInjectAnswer(result.data.toString("utf8"))
               const duplicates = answer._tag === "None"

@@ -33,6 +33,7 @@ export interface Report {
   readonly unacknowledged: number
   readonly unacknowledgedRan: number
   readonly callErrors: Readonly<Record<string, number>>
+  readonly callErrorSamples: Readonly<Record<string, ReadonlyArray<string>>>
   readonly ran: number
   readonly attempts: number
   readonly retriesAsked: number
@@ -230,6 +231,7 @@ export const analyse = (input: AnalysisInput): Report => {
     unacknowledged: book.unacknowledged.size,
     unacknowledgedRan,
     callErrors: Object.fromEntries(book.callErrors),
+    callErrorSamples: Object.fromEntries(book.callErrorSamples),
     ran: [...book.accepted.keys()].filter((id) => dones.has(id)).length,
     attempts: entries.filter((e) => e.ev === "start").length,
     retriesAsked,
@@ -270,6 +272,8 @@ export const formatReport = (r: Report): string => {
   lines.push(`  settings: ${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(", ")}`)
   row("jobs accepted", `${r.accepted} (${Object.entries(r.acceptedByKind).map(([k, n]) => `${k} ${n}`).join(", ")})`)
   row("calls failed or timed out (unacknowledged)", `${r.unacknowledged} jobs, ${r.unacknowledgedRan} of them ran`)
+  for (const [what, samples] of Object.entries(r.callErrorSamples))
+    lines.push(`    ${what} failed ${r.callErrors[what] ?? 0}×, e.g. ${samples.join(" | ")}`)
   row("accepted jobs run", `${r.ran} (${r.attempts} attempts, ${r.retriesAsked} retries asked by flaky jobs)`)
   row("duplicated: explained / unexplained", `${r.duplicated.explained} / ${r.duplicated.unexplained}`)
   row("unique jobs run twice with no fault", r.duplicated.uniqueUnexplained)
