@@ -20,17 +20,19 @@ import { ensureBuilt, bundle, garivini, perlGearman, root, spawnProcess } from "
 import { shardsFromUrls } from "../src/config.js"
 import type { ShardConfig } from "../src/config.js"
 import * as Gearman from "../src/gearman/Gearman.js"
+import * as Client from "../src/roles/Client.js"
 import { freePort } from "../src/gearmandProcess.js"
 import * as StorageLayers from "../src/storage/Storage.js"
 import type { Fault } from "./faults.js"
 import { injectFaults, random } from "./faults.js"
-import { readLedger } from "./ledger.js"
+import { encodeArg, readLedger } from "./ledger.js"
 import { FUNCTION, makeBook, PERL_FUNCTION, runLoad } from "./load.js"
 import { analyse, formatReport } from "./report.js"
 import type { Report } from "./report.js"
 import type { Member, NamedProxy } from "./topology.js"
 import {
   ChaosError,
+  deleteRow,
   gearmand,
   isAlive,
   member,
@@ -51,6 +53,8 @@ interface Options {
   readonly lease: number
   readonly workers: number
   readonly drainSeconds: number
+  /** Self-test: lose three accepted jobs on purpose (their rows deleted); the run must report them lost and fail. */
+  readonly sabotage: boolean
 }
 
 const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, ChaosError> => {
@@ -64,7 +68,8 @@ const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, Chaos
         json: { type: "string" },
         lease: { type: "string" },
         workers: { type: "string" },
-        drain: { type: "string" }
+        drain: { type: "string" },
+        sabotage: { type: "boolean" }
       },
       strict: true
     })
@@ -84,14 +89,15 @@ const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, Chaos
       json: values.json,
       lease,
       workers: Math.max(1, Math.floor(num("workers", values.workers, 3))),
-      drainSeconds: num("drain", values.drain, lease * 3 + 30)
+      drainSeconds: num("drain", values.drain, lease * 3 + 30),
+      sabotage: values.sabotage === true
     })
   } catch (e) {
     return Either.left(
       new ChaosError({
         message: `${
           e instanceof Error ? e.message : String(e)
-        }\nusage: npm run chaos -- [--minutes N | --seconds N] [--seed S] [--json FILE] [--lease S] [--workers N] [--drain S]`,
+        }\nusage: npm run chaos -- [--minutes N | --seconds N] [--seed S] [--json FILE] [--lease S] [--workers N] [--drain S] [--sabotage]`,
         cause: e
       })
     )
@@ -131,6 +137,8 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
     const shardProxies: Array<NamedProxy> = [yield* proxy("shard 1 proxy", 3306), yield* proxy("shard 2 proxy", port2)]
     const gearmanProxies: Array<NamedProxy> = yield* Effect.forEach(gearmandPorts, (p, i) =>
       proxy(`gearmand ${i + 1} proxy`, p))
+    const allShards = [shard1, shard2]
+    const allShardsById = new Map(allShards.map((s) => [s.id, s]))
     const dbUrls = [shardUrl(shard1, shardProxies[0]!.proxy.port), shardUrl(shard2, shardProxies[1]!.proxy.port)]
     const servers = gearmanProxies.map((p) =>
       p.address
@@ -273,6 +281,33 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
       )
     )
     yield* runLoad(random(o.seed ^ 0x5eed), book, loadEnd, perl).pipe(Effect.provide(clients))
+    if (o.sabotage) {
+      // Three jobs accepted like any other, due in a minute, whose rows are then deleted directly.
+      const outcomes = yield* Client.insertJobs(
+        ["x1", "x2", "x3"].map((id) => ({
+          funcname: FUNCTION,
+          arg: encodeArg({ id, kind: "single", sleepMs: 0, failUntil: 0 }),
+          runAt: "+60"
+        }))
+      ).pipe(
+        Effect.provide(clients),
+        Effect.mapError((e) => new ChaosError({ message: `self-test insert: ${e.message}`, cause: e }))
+      )
+      yield* Effect.forEach(outcomes, (outcome, i) =>
+        Effect.gen(function*() {
+          const shard = allShardsById.get(outcome.handle.dbid)
+          if (shard !== undefined) yield* deleteRow(shard, outcome.handle.jobid)
+          const now = Date.now()
+          book.accepted.set(`x${i + 1}`, {
+            id: `x${i + 1}`,
+            kind: "single",
+            acceptedAt: now,
+            dueAt: now,
+            sleepMs: 0
+          })
+        }))
+      yield* say("self-test: three accepted jobs deleted behind the roles' back; they must be reported lost")
+    }
     yield* say(`load over: ${book.accepted.size} jobs accepted; waiting for the last fault to end`)
     yield* Fiber.join(faultFiber)
 
@@ -283,7 +318,6 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
     // Drain (bounded): every accepted job run and no row left.
     const drainStart = Date.now()
     const drainDeadline = drainStart + o.drainSeconds * 1000
-    const allShards = [shard1, shard2]
     const count = Effect.forEach(allShards, (s) =>
       rowsLeft(s).pipe(
         Effect.map((rows): number | string => rows),

@@ -332,6 +332,25 @@ export const rowsOf = (shard: ShardConfig) =>
     catch: (e) => new ChaosError({ message: `reading the rows left in shard ${shard.id}: ${String(e)}`, cause: e })
   })
 
+/** Deletes a row behind the roles' back (the harness's self-test: a job lost on purpose). */
+export const deleteRow = (shard: ShardConfig, jobid: number) =>
+  Effect.tryPromise({
+    try: async () => {
+      const conn = await Mysql.createConnection({
+        host: shard.host,
+        port: shard.port,
+        user: shard.user,
+        database: shard.database
+      })
+      try {
+        await conn.query("DELETE FROM job WHERE jobid = ?", [jobid])
+      } finally {
+        await conn.end()
+      }
+    },
+    catch: (e) => new ChaosError({ message: `deleting job ${jobid} of shard ${shard.id}: ${String(e)}`, cause: e })
+  })
+
 /** A gearmand on `port` as a member (restarted on the same port). */
 export const gearmand = (name: string, port: number) =>
   member(
