@@ -376,7 +376,15 @@ const program = Effect.gen(function*() {
   // Every process's output goes to a file here: kept when the run fails, removed when it passes.
   const logDir = mkdtempSync(join(tmpdir(), "garivini-chaos-logs-"))
   const result = yield* Effect.scoped(soak(o, runId, logDir, startedAt)).pipe(
-    Effect.tapErrorCause(() => Console.error(`the processes' output is in ${logDir}`))
+    Effect.onInterrupt(() =>
+      Effect.zipRight(
+        Effect.sync(() => rmSync(logDir, { recursive: true, force: true })),
+        Console.error("interrupted: every process stopped, the scratch databases and temporary files removed")
+      )
+    ),
+    Effect.tapErrorCause((cause) =>
+      Cause.isInterruptedOnly(cause) ? Effect.void : Console.error(`the processes' output is in ${logDir}`)
+    )
   )
   yield* say("stopped every process; checking")
   // Every process the run started (the Driver's children too) must be gone now that its scope is
