@@ -40,62 +40,83 @@ export interface Targets {
   readonly ownShard: Member
 }
 
-type Action = (rng: Random, t: Targets, scale: number) => Effect.Effect<Omit<Fault, "start" | "end">, unknown>
+type Done = Omit<Fault, "start" | "end"> | undefined
+type Action = (rng: Random, t: Targets, scale: number, busy: Set<string>) => Effect.Effect<Done, unknown>
 
 const ms = (n: number) => Effect.sleep(n)
 
-const kill: Action = (rng, t) =>
-  Effect.gen(function*() {
-    const m = rng.pick(t.members)
-    yield* m.kill
-    yield* ms(rng.int(300, 3000))
-    yield* m.start
-    return { kind: `kill ${m.kind}`, target: m.name }
+/**
+ * Picks a target no other fault is acting on (several fault loops may run at once) and holds it
+ * while `use` runs; no fault when every target is taken.
+ */
+const withTarget = <A>(
+  rng: Random,
+  busy: Set<string>,
+  xs: ReadonlyArray<A>,
+  name: (a: A) => string,
+  use: (a: A) => Effect.Effect<Done, unknown>
+): Effect.Effect<Done, unknown> =>
+  Effect.suspend(() => {
+    const free = xs.filter((x) => !busy.has(name(x)))
+    if (free.length === 0) return Effect.succeed(undefined)
+    const x = rng.pick(free)
+    busy.add(name(x))
+    return use(x).pipe(Effect.ensuring(Effect.sync(() => busy.delete(name(x)))))
   })
 
-const freeze: Action = (rng, t) =>
-  Effect.gen(function*() {
-    const m = rng.pick(t.members)
-    yield* m.freeze
-    yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(m.thaw))
-    return { kind: `freeze ${m.kind}`, target: m.name }
-  })
+const kill: Action = (rng, t, _scale, busy) =>
+  withTarget(rng, busy, t.members, (m) => m.name, (m) =>
+    Effect.gen(function*() {
+      yield* m.kill
+      yield* ms(rng.int(300, 3000))
+      yield* m.start
+      return { kind: `kill ${m.kind}`, target: m.name }
+    }))
+
+const freeze: Action = (rng, t, _scale, busy) =>
+  withTarget(rng, busy, t.members, (m) => m.name, (m) =>
+    Effect.gen(function*() {
+      yield* m.freeze
+      yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(m.thaw))
+      return { kind: `freeze ${m.kind}`, target: m.name }
+    }))
 
 const proxies = (t: Targets) => [
   ...t.shardProxies.map((p) => ({ p, kind: "shard" })),
   ...t.gearmanProxies.map((p) => ({ p, kind: "gearmand" }))
 ]
 
-const cut: Action = (rng, t) =>
-  Effect.gen(function*() {
-    const { kind, p } = rng.pick(proxies(t))
-    yield* p.proxy.cutAll
-    return { kind: `cut ${kind} connections`, target: p.name }
-  })
+const cut: Action = (rng, t, _scale, busy) =>
+  withTarget(rng, busy, proxies(t), ({ p }) => p.name, ({ kind, p }) =>
+    Effect.gen(function*() {
+      yield* p.proxy.cutAll
+      return { kind: `cut ${kind} connections`, target: p.name }
+    }))
 
-const stall: Action = (rng, t) =>
-  Effect.gen(function*() {
-    const { kind, p } = rng.pick(proxies(t))
-    yield* p.proxy.stall
-    yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(p.proxy.unstall))
-    return { kind: `stall ${kind} connections`, target: p.name }
-  })
+const stall: Action = (rng, t, _scale, busy) =>
+  withTarget(rng, busy, proxies(t), ({ p }) => p.name, ({ kind, p }) =>
+    Effect.gen(function*() {
+      yield* p.proxy.stall
+      yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(p.proxy.unstall))
+      return { kind: `stall ${kind} connections`, target: p.name }
+    }))
 
-const partition: Action = (rng, t) =>
-  Effect.gen(function*() {
-    const { kind, p } = rng.pick(proxies(t))
-    yield* p.proxy.stop
-    yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(p.proxy.start))
-    return { kind: `refuse ${kind} connections`, target: p.name }
-  })
+const partition: Action = (rng, t, _scale, busy) =>
+  withTarget(rng, busy, proxies(t), ({ p }) => p.name, ({ kind, p }) =>
+    Effect.gen(function*() {
+      yield* p.proxy.stop
+      yield* ms(rng.int(1000, 8000)).pipe(Effect.ensuring(p.proxy.start))
+      return { kind: `refuse ${kind} connections`, target: p.name }
+    }))
 
-const shardDown: Action = (rng, t, scale) =>
-  Effect.gen(function*() {
-    yield* t.ownShard.stop
-    yield* ms(Math.round(rng.int(5000, 15000) * scale))
-    yield* t.ownShard.start
-    return { kind: "stop shard server", target: t.ownShard.name }
-  })
+const shardDown: Action = (rng, t, scale, busy) =>
+  withTarget(rng, busy, [t.ownShard], (m) => m.name, (m) =>
+    Effect.gen(function*() {
+      yield* m.stop
+      yield* ms(Math.round(rng.int(5000, 15000) * scale))
+      yield* m.start
+      return { kind: "stop shard server", target: m.name }
+    }))
 
 /** The actions and their weights. */
 const actions: ReadonlyArray<readonly [Action, number]> = [
@@ -118,28 +139,37 @@ const pickAction = (rng: Random): Action => {
 }
 
 /**
- * Injects faults until `until` (ms since the epoch), one at a time, 1–4 s apart, each recorded in
+ * Injects faults until `until` (ms since the epoch): `loops` loops (each seeded from `seed`), each
+ * one fault at a time, 1–4 s apart, never two on one target at once; each fault recorded in
  * `record` when it is over. `scale` stretches the stopped shard's downtime with the run's length.
  */
 export const injectFaults = (
-  rng: Random,
+  seed: number,
+  loops: number,
   targets: Targets,
   until: number,
   scale: number,
   record: (fault: Fault) => void
-) =>
-  Effect.gen(function*() {
-    while (Date.now() < until) {
-      yield* ms(rng.int(1000, 4000))
-      if (Date.now() >= until) break
-      const action = pickAction(rng)
-      const start = Date.now()
-      const done = yield* Effect.either(action(rng, targets, scale))
-      const end = Date.now()
-      record(
-        done._tag === "Right"
-          ? { ...done.right, start, end }
-          : { kind: "fault that failed", target: String(done.left).slice(0, 200), start, end }
-      )
-    }
-  })
+) => {
+  const busy = new Set<string>()
+  const loop = (rng: Random) =>
+    Effect.gen(function*() {
+      while (Date.now() < until) {
+        yield* ms(rng.int(1000, 4000))
+        if (Date.now() >= until) break
+        const action = pickAction(rng)
+        const start = Date.now()
+        const done = yield* Effect.either(action(rng, targets, scale, busy))
+        const end = Date.now()
+        if (done._tag === "Left")
+          record({ kind: "fault that failed", target: String(done.left).slice(0, 200), start, end })
+        else if (done.right !== undefined)
+          record({ ...done.right, start, end })
+      }
+    })
+  return Effect.forEach(
+    Array.from({ length: loops }, (_, i) => random(i === 0 ? seed : seed + 7919 * i)),
+    loop,
+    { concurrency: "unbounded", discard: true }
+  )
+}

@@ -55,6 +55,8 @@ interface Options {
   readonly drainSeconds: number
   /** Self-test: lose three accepted jobs on purpose (their rows deleted); the run must report them lost and fail. */
   readonly sabotage: boolean
+  /** Fault loops running at once (1: one fault at a time). */
+  readonly overlap: number
 }
 
 const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, ChaosError> => {
@@ -69,7 +71,8 @@ const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, Chaos
         lease: { type: "string" },
         workers: { type: "string" },
         drain: { type: "string" },
-        sabotage: { type: "boolean" }
+        sabotage: { type: "boolean" },
+        overlap: { type: "string" }
       },
       strict: true
     })
@@ -90,14 +93,15 @@ const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, Chaos
       lease,
       workers: Math.max(1, Math.floor(num("workers", values.workers, 3))),
       drainSeconds: num("drain", values.drain, lease * 3 + 30),
-      sabotage: values.sabotage === true
+      sabotage: values.sabotage === true,
+      overlap: Math.max(1, Math.floor(num("overlap", values.overlap, 1)))
     })
   } catch (e) {
     return Either.left(
       new ChaosError({
         message: `${
           e instanceof Error ? e.message : String(e)
-        }\nusage: npm run chaos -- [--minutes N | --seconds N] [--seed S] [--json FILE] [--lease S] [--workers N] [--drain S] [--sabotage]`,
+        }\nusage: npm run chaos -- [--minutes N | --seconds N] [--seed S] [--json FILE] [--lease S] [--workers N] [--drain S] [--overlap N] [--sabotage]`,
         cause: e
       })
     )
@@ -266,7 +270,8 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
     yield* say(`load and faults for ${o.seconds} s (seed ${o.seed})`)
     const faultFiber = yield* Effect.fork(
       injectFaults(
-        random(o.seed),
+        o.seed,
+        o.overlap,
         { members, shardProxies, gearmanProxies, ownShard: mariadb2 },
         loadEnd,
         Math.min(4, Math.max(0.5, o.seconds / 120)),
@@ -363,7 +368,8 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
         "driver children": "2–4",
         "worker concurrency": 8,
         perl,
-        "drain bound": o.drainSeconds
+        "drain bound": o.drainSeconds,
+        "fault loops": o.overlap
       },
       startedAt
     }
