@@ -139,8 +139,10 @@ export const analyse = (input: AnalysisInput): Report => {
     if (ds.length < 2) continue
     const firstStart = startOf(ds[0]!)
     const secondStart = startOf(ds[1]!)
-    // The faults during the first run (or between it and the second), else those up to a lease before it.
-    const near = overlapping(faults, firstStart - 1000, secondStart)
+    // The faults during the first run (or within a second of it: its completion is written after
+    // it), else those between it and the second run, else those up to a lease before it.
+    const during = overlapping(faults, firstStart - 1000, ds[0]!.t + 1000)
+    const near = during.length > 0 ? during : overlapping(faults, firstStart - 1000, secondStart)
     const explainedBy = (near.length > 0 ? near : overlapping(faults, firstStart - input.explainSlackMs, secondStart))
       .map((f) =>
         `${f.kind} (${f.target}) ${new Date(f.start).toISOString().slice(11, 23)}–${
@@ -202,10 +204,15 @@ export const analyse = (input: AnalysisInput): Report => {
       else outside++
     }
   }
-  const faultMs = faults.reduce(
-    (n, f) => n + Math.max(0, Math.min(f.end, input.loadEnd) - Math.max(f.start, input.loadStart)),
-    0
-  )
+  // Time under at least one fault (windows of overlapping fault loops merged).
+  let faultMs = 0
+  let reach = input.loadStart
+  for (const f of [...faults].sort((a, b) => a.start - b.start)) {
+    const from = Math.max(f.start, reach)
+    const to = Math.min(f.end, input.loadEnd)
+    if (to > from) faultMs += to - from
+    reach = Math.max(reach, Math.min(f.end, input.loadEnd))
+  }
   const outsideMs = input.loadEnd - input.loadStart - faultMs
 
   const unacknowledgedRan = [...book.unacknowledged].filter((id) => dones.has(id)).length
@@ -304,7 +311,9 @@ export const formatReport = (r: Report): string => {
         `    ${d.id} (${d.kind}) ${d.runs} runs, from ${clock(d.firstStart)} and ${clock(d.secondStart)}, on ${
           d.workers.join(", ")
         }, handles ${d.handles.join(" ")}; ${
-          d.explainedBy.length > 0 ? `faults: ${d.explainedBy.join("; ")}` : "UNEXPLAINED"
+          d.explainedBy.length > 0
+            ? `faults: ${d.explainedBy.slice(0, 3).join("; ")}${d.explainedBy.length > 3 ? " …" : ""}`
+            : "UNEXPLAINED"
         }`
       )
   }
