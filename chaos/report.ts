@@ -88,15 +88,13 @@ export interface AnalysisInput {
 
 export const analyse = (input: AnalysisInput): Report => {
   const { book, entries, faults } = input
-  const starts = new Map<string, Array<LedgerEntry>>()
   const dones = new Map<string, Array<LedgerEntry>>()
   let retriesAsked = 0
   for (const e of entries) {
     if (e.ev === "fail") retriesAsked++
-    const into = e.ev === "start" ? starts : e.ev === "done" ? dones : undefined
-    if (into === undefined) continue
-    const list = into.get(e.id)
-    if (list === undefined) into.set(e.id, [e])
+    if (e.ev !== "done") continue
+    const list = dones.get(e.id)
+    if (list === undefined) dones.set(e.id, [e])
     else list.push(e)
   }
   /**
