@@ -22,6 +22,8 @@ export interface Recovery {
   readonly count: number
   readonly p50Ms: number
   readonly maxMs: number
+  /** Jobs accepted per second while faults of this kind lasted (those of at least half a second), or null. */
+  readonly acceptedPerSecond: number | null
 }
 
 export interface Report {
@@ -49,7 +51,13 @@ export interface Report {
   readonly tornLedgerLines: number
   readonly faults: ReadonlyArray<Fault & { readonly recoveryMs: number | null }>
   readonly recovery: Readonly<Record<string, Recovery>>
-  readonly throughput: { readonly duringFaults: number; readonly outsideFaults: number; readonly faultSeconds: number }
+  readonly throughput: {
+    readonly duringFaults: number
+    readonly outsideFaults: number
+    readonly faultSeconds: number
+    /** Jobs accepted per second outside every fault window, during the load. */
+    readonly acceptedOutsideFaults: number
+  }
   readonly setupMs: number
   readonly drainMs: number
   readonly wallMs: number
@@ -189,8 +197,22 @@ export const analyse = (input: AnalysisInput): Report => {
     list.push(f.recoveryMs)
     byKind.set(f.kind, list)
   }
-  for (const [kind, xs] of [...byKind].sort(([a], [b]) => a.localeCompare(b)))
-    recovery[kind] = { count: xs.length, p50Ms: percentile(xs, 50), maxMs: Math.max(...xs) }
+  const acceptedTimes = [...book.accepted.values()].map((a) => a.acceptedAt)
+  const acceptedRate = (kind: string): number | null => {
+    const windows = faults.filter((f) => f.kind === kind && f.end - f.start >= 500)
+    const ms = windows.reduce((n, f) => n + f.end - f.start, 0)
+    if (ms === 0) return null
+    const n = acceptedTimes.filter((t) => windows.some((f) => t >= f.start && t <= f.end)).length
+    return Math.round((n * 1000) / ms)
+  }
+  for (const [kind, xs] of [...byKind].sort(([a], [b]) => a.localeCompare(b))) {
+    recovery[kind] = {
+      count: xs.length,
+      p50Ms: percentile(xs, 50),
+      maxMs: Math.max(...xs),
+      acceptedPerSecond: acceptedRate(kind)
+    }
+  }
 
   // Throughput: successful runs per second inside fault windows and outside them, during the load.
   let inside = 0
@@ -258,7 +280,14 @@ export const analyse = (input: AnalysisInput): Report => {
     throughput: {
       duringFaults: faultMs > 0 ? Math.round((inside * 1000) / faultMs) : 0,
       outsideFaults: outsideMs > 0 ? Math.round((outside * 1000) / outsideMs) : 0,
-      faultSeconds: Math.round(faultMs / 100) / 10
+      faultSeconds: Math.round(faultMs / 100) / 10,
+      acceptedOutsideFaults: outsideMs > 0
+        ? Math.round(
+          (acceptedTimes.filter((t) =>
+            t >= input.loadStart && t <= input.loadEnd && !faults.some((f) => t >= f.start && t <= f.end)
+          ).length * 1000) / outsideMs
+        )
+        : 0
     },
     setupMs: input.setupMs,
     drainMs: input.drainMs,
@@ -295,12 +324,16 @@ export const formatReport = (r: Report): string => {
   row("drain after the load", `${(r.drainMs / 1000).toFixed(1)} s`)
   row("whole run", `${(r.wallMs / 1000).toFixed(1)} s`)
   lines.push("  recovery per fault kind (fault end → last pending job running):")
-  lines.push(`    ${"fault".padEnd(34)} ${"n".padStart(3)} ${"p50 ms".padStart(8)} ${"max ms".padStart(8)}`)
+  lines.push(
+    `    ${"fault".padEnd(34)} ${"n".padStart(3)} ${"p50 ms".padStart(8)} ${"max ms".padStart(8)} ${
+      "accepted/s".padStart(11)
+    }  (outside faults: ${r.throughput.acceptedOutsideFaults}/s)`
+  )
   for (const [kind, rec] of Object.entries(r.recovery))
     lines.push(
       `    ${kind.padEnd(34)} ${String(rec.count).padStart(3)} ${String(rec.p50Ms).padStart(8)} ${
         String(rec.maxMs).padStart(8)
-      }`
+      } ${String(rec.acceptedPerSecond ?? "–").padStart(11)}`
     )
   if (r.duplicates.length > 0) {
     lines.push("  duplicates:")
