@@ -2,7 +2,7 @@
 // stopped shard server, one at a time with a pause between them, each recorded with the moment it
 // began and the moment everything it touched was healthy again.
 import { Effect } from "effect"
-import type { Member, NamedProxy } from "./topology.js"
+import type { Disk, Member, NamedProxy } from "./topology.js"
 
 /** A seeded pseudo-random source (mulberry32): the same seed gives the same choices. */
 export const random = (seed: number) => {
@@ -38,6 +38,8 @@ export interface Targets {
   readonly gearmanProxies: ReadonlyArray<NamedProxy>
   /** The MariaDB server the harness owns (it may be stopped); the system one is only reached through its proxy. */
   readonly ownShard: Member
+  /** Its disk, when a full disk can be simulated and `--disk-full` asked for it. */
+  readonly ownDisk: Disk | undefined
 }
 
 type Done = Omit<Fault, "start" | "end"> | undefined
@@ -118,8 +120,20 @@ const shardDown: Action = (rng, t, scale, busy) =>
       return { kind: "stop shard server", target: m.name }
     }))
 
-/** The actions and their weights. */
-const actions: ReadonlyArray<readonly [Action, number]> = [
+const diskFull: Action = (rng, t, _scale, busy) => {
+  const disk = t.ownDisk
+  return disk === undefined ?
+    Effect.succeed(undefined) :
+    withTarget(rng, busy, [t.ownShard], (m) => m.name, (m) =>
+      Effect.gen(function*() {
+        yield* disk.fill
+        yield* ms(rng.int(2000, 8000)).pipe(Effect.ensuring(disk.free))
+        return { kind: "fill shard disk", target: m.name }
+      }))
+}
+
+/** The actions and their weights (the full disk only when asked for: the other seeds' sequences stay as they were). */
+const baseActions: ReadonlyArray<readonly [Action, number]> = [
   [kill, 5],
   [freeze, 2],
   [cut, 2],
@@ -128,7 +142,7 @@ const actions: ReadonlyArray<readonly [Action, number]> = [
   [shardDown, 1]
 ]
 
-const pickAction = (rng: Random): Action => {
+const pickAction = (rng: Random, actions: ReadonlyArray<readonly [Action, number]>): Action => {
   const total = actions.reduce((n, [, w]) => n + w, 0)
   let x = rng.next() * total
   for (const [a, w] of actions) {
@@ -152,12 +166,13 @@ export const injectFaults = (
   record: (fault: Fault) => void
 ) => {
   const busy = new Set<string>()
+  const actions = targets.ownDisk === undefined ? baseActions : [...baseActions, [diskFull, 1] as const]
   const loop = (rng: Random) =>
     Effect.gen(function*() {
       while (Date.now() < until) {
         yield* ms(rng.int(1000, 4000))
         if (Date.now() >= until) break
-        const action = pickAction(rng)
+        const action = pickAction(rng, actions)
         const start = Date.now()
         const done = yield* Effect.either(action(rng, targets, scale, busy))
         const end = Date.now()

@@ -57,6 +57,8 @@ interface Options {
   readonly sabotage: boolean
   /** Fault loops running at once (1: one fault at a time). */
   readonly overlap: number
+  /** Add the full-disk fault (the second MariaDB's tmpfs filled for a while). */
+  readonly diskFull: boolean
 }
 
 const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, ChaosError> => {
@@ -72,7 +74,8 @@ const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, Chaos
         workers: { type: "string" },
         drain: { type: "string" },
         sabotage: { type: "boolean" },
-        overlap: { type: "string" }
+        overlap: { type: "string" },
+        "disk-full": { type: "boolean" }
       },
       strict: true
     })
@@ -94,14 +97,15 @@ const parseOptions = (argv: ReadonlyArray<string>): Either.Either<Options, Chaos
       workers: Math.max(1, Math.floor(num("workers", values.workers, 3))),
       drainSeconds: num("drain", values.drain, lease * 3 + 30),
       sabotage: values.sabotage === true,
-      overlap: Math.max(1, Math.floor(num("overlap", values.overlap, 1)))
+      overlap: Math.max(1, Math.floor(num("overlap", values.overlap, 1))),
+      diskFull: values["disk-full"] === true
     })
   } catch (e) {
     return Either.left(
       new ChaosError({
         message: `${
           e instanceof Error ? e.message : String(e)
-        }\nusage: npm run chaos -- [--minutes N | --seconds N] [--seed S] [--json FILE] [--lease S] [--workers N] [--drain S] [--overlap N] [--sabotage]`,
+        }\nusage: npm run chaos -- [--minutes N | --seconds N] [--seed S] [--json FILE] [--lease S] [--workers N] [--drain S] [--overlap N] [--disk-full] [--sabotage]`,
         cause: e
       })
     )
@@ -128,7 +132,8 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
     // Servers: the second MariaDB, the scratch databases, two gearmand, a proxy before each.
     const port2 = yield* freePort
     yield* say(`starting a second MariaDB on port ${port2}`)
-    const mariadb2 = yield* secondMariadb(port2, marker, logTo("mariadb 2"))
+    const { disk, server: mariadb2 } = yield* secondMariadb(port2, marker, logTo("mariadb 2"))
+    if (o.diskFull && disk === undefined) yield* say("cannot mount a tmpfs here: no full-disk fault")
     const shard1 = yield* scratchShard(1, 3306, `garivini_chaos_${runId}`, true)
     const shard2 = yield* scratchShard(2, port2, "garivini_chaos", false)
     const gearmands: Array<Member> = []
@@ -272,7 +277,7 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
       injectFaults(
         o.seed,
         o.overlap,
-        { members, shardProxies, gearmanProxies, ownShard: mariadb2 },
+        { members, shardProxies, gearmanProxies, ownShard: mariadb2, ownDisk: o.diskFull ? disk : undefined },
         loadEnd,
         Math.min(4, Math.max(0.5, o.seconds / 120)),
         (f) => {
@@ -369,7 +374,8 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
         "worker concurrency": 8,
         perl,
         "drain bound": o.drainSeconds,
-        "fault loops": o.overlap
+        "fault loops": o.overlap,
+        "disk full": o.diskFull
       },
       startedAt
     }

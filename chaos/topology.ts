@@ -3,8 +3,8 @@
 // front of each shard and each job server, and every process as a `Member` that a fault can kill,
 // freeze or stop and that comes back when told. Each member lives in a scope of its own forked
 // from the run's, so a restart closes only its old process, and the run's end closes them all.
-import { execFile } from "node:child_process"
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { execFile, execFileSync } from "node:child_process"
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Data, Duration, Effect, Exit, ExecutionStrategy, Redacted, Schedule, Scope } from "effect"
@@ -48,6 +48,12 @@ export interface Member {
   /** SIGSTOP / SIGCONT. */
   readonly freeze: Effect.Effect<void>
   readonly thaw: Effect.Effect<void>
+}
+
+/** The second MariaDB's disk (a tmpfs): `fill` leaves it no free byte, `free` gives the space back. */
+export interface Disk {
+  readonly fill: Effect.Effect<void, ChaosError>
+  readonly free: Effect.Effect<void>
 }
 
 /** Every pid the run started, to check at the end that none outlived it. */
@@ -195,7 +201,49 @@ export const secondMariadb = (port: number, env: Readonly<Record<string, string>
       Effect.sync(() => mkdtempSync(join(tmpdir(), "garivini-chaos-mariadb-"))),
       (d) => Effect.sync(() => rmSync(d, { recursive: true, force: true }))
     )
-    const datadir = join(dir, "data")
+    // A tmpfs of its own for the data directory when this process may mount one (root): then a
+    // full disk can be simulated by filling it. Unmounted after the server stopped (scopes close
+    // in reverse order).
+    const fsDir = join(dir, "fs")
+    const mounted = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        mkdirSync(fsDir)
+        try {
+          execFileSync("mount", ["-t", "tmpfs", "-o", "size=256m", "tmpfs", fsDir], { stdio: "ignore" })
+          return true
+        } catch {
+          return false
+        }
+      }),
+      (m) =>
+        Effect.sync(() => {
+          if (!m) return
+          try {
+            execFileSync("umount", [fsDir], { stdio: "ignore" })
+          } catch {
+            try {
+              execFileSync("umount", ["-l", fsDir], { stdio: "ignore" })
+            } catch {
+              // left mounted: reported by the leak check's caller through the directory removal
+            }
+          }
+        })
+    )
+    const datadir = join(fsDir, "data")
+    const filler = join(fsDir, "filler")
+    const disk: Disk | undefined = mounted
+      ? {
+        fill: Effect.try({
+          try: () => {
+            const stats = statfsSync(fsDir)
+            const free = stats.bavail * stats.bsize
+            if (free > 4096) execFileSync("fallocate", ["-l", String(free - 4096), filler], { stdio: "ignore" })
+          },
+          catch: (e) => new ChaosError({ message: `filling the shard's disk: ${String(e)}`, cause: e })
+        }),
+        free: Effect.sync(() => rmSync(filler, { force: true }))
+      }
+      : undefined
     const asRoot = process.getuid?.() === 0 ? ["--user=root"] : []
     yield* run("mariadb-install-db", [
       "--no-defaults",
@@ -204,7 +252,7 @@ export const secondMariadb = (port: number, env: Readonly<Record<string, string>
       "--auth-root-authentication-method=normal",
       "--skip-test-db"
     ])
-    return yield* member(
+    const server = yield* member(
       "mariadb 2",
       "mariadb",
       Effect.gen(function*() {
@@ -235,6 +283,7 @@ export const secondMariadb = (port: number, env: Readonly<Record<string, string>
         return proc
       })
     )
+    return { server, disk }
   })
 
 /** A shard over `database` on the server at `port`, created (migrated) now, dropped with the scope when `drop`. */
