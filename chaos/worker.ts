@@ -6,7 +6,7 @@
 // file), CHAOS_NAME, CHAOS_CONCURRENCY.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Effect, Either, Layer, Logger, LogLevel } from "effect"
-import { shardsFromUrls } from "../src/config.js"
+import { shardsFromUrls } from "../src/storage/targets.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import * as Worker from "../src/roles/Worker.js"
 import * as StorageLayers from "../src/storage/Storage.js"
