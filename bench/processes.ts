@@ -4,7 +4,7 @@
 // and the scope waits for the exit, so nothing outlives a run or a Ctrl-C.
 import { execFileSync, spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
-import { readFileSync, rmSync } from "node:fs"
+import { appendFileSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as esbuild from "esbuild"
@@ -72,6 +72,8 @@ export interface SpawnOptions {
   readonly onLine?: (line: string) => void
   /** SIGTERM, then SIGKILL after this long (default 5 s). */
   readonly grace?: Duration.DurationInput
+  /** Append every line of its stdout and stderr to this file. */
+  readonly logTo?: string
 }
 
 /** Peak resident set (VmHWM) of a live process, in bytes. */
@@ -121,7 +123,9 @@ export const spawnProcess = (
     let stderr = ""
     const seen: Array<string> = []
     const waiters = new Set<{ readonly text: string; readonly resolve: () => void }>()
+    const logTo = options.logTo
     const line = (l: string) => {
+      if (logTo !== undefined) appendFileSync(logTo, `${l}\n`)
       for (const w of waiters) {
         if (l.includes(w.text)) {
           waiters.delete(w)

@@ -22,12 +22,17 @@ export interface Proxy {
   readonly cutAfterAnswer: (marker: string) => Effect.Effect<void>
   /** Once: hold the request whose bytes contain `marker`, and whatever follows it on its connection. */
   readonly holdRequest: (marker: string) => Effect.Effect<Hold>
+  /** Stop forwarding bytes either way on every connection, new ones included (a frozen network). */
+  readonly stall: Effect.Effect<void>
+  /** Forward again what a stall held back. */
+  readonly unstall: Effect.Effect<void>
 }
 
 export const makeProxy = (target: { readonly host: string; readonly port: number }) =>
   Effect.acquireRelease(
     Effect.async<{ proxy: Proxy; close: () => Promise<void> }>((resume) => {
       const sockets = new Set<net.Socket>()
+      let stalled = false
       let trap: string | null = null
       let holdTrap: {
         readonly marker: string
@@ -37,6 +42,10 @@ export const makeProxy = (target: { readonly host: string; readonly port: number
       const onConnection = (client: net.Socket) => {
         const upstream = net.connect(target.port, target.host)
         sockets.add(client).add(upstream)
+        if (stalled) {
+          client.pause()
+          upstream.pause()
+        }
         let cutOnAnswer = false
         let held: Array<Buffer> | null = null
         client.on("data", (chunk) => {
@@ -97,6 +106,14 @@ export const makeProxy = (target: { readonly host: string; readonly port: number
             start,
             stop,
             cutAll,
+            stall: Effect.sync(() => {
+              stalled = true
+              for (const s of sockets) s.pause()
+            }),
+            unstall: Effect.sync(() => {
+              stalled = false
+              for (const s of sockets) s.resume()
+            }),
             cutAfterAnswer: (marker) => Effect.sync(() => (trap = marker)),
             holdRequest: (marker) =>
               Effect.gen(function*() {
