@@ -5,22 +5,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Option, Redacted } from "effect"
 import { resolve } from "../src/cli/config.js"
 import { v8FlagGiven } from "../src/cli/heap.js"
+import { withEnv } from "./support/env.js"
 
 const noFlags = { config: Option.none(), db: [], gearmand: [], logFormat: Option.none() }
-
-const withEnv = <A, E>(vars: Record<string, string | undefined>, effect: Effect.Effect<A, E>) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => {
-      const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]))
-      for (const [k, v] of Object.entries(vars)) v === undefined ? delete process.env[k] : (process.env[k] = v)
-      return saved
-    }),
-    () => effect,
-    (saved) =>
-      Effect.sync(() => {
-        for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v)
-      })
-  )
 
 describe("configuration", () => {
   const file = `/tmp/garivini-config-test-${process.pid}.yaml`

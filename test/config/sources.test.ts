@@ -10,23 +10,9 @@ import { driverKeys, resolveDriver } from "../../src/cli/driver.js"
 import { embeddedKeys, resolveEmbedded } from "../../src/cli/gearmand.js"
 import { environment, key, listKey, NumberText, read, type Sources } from "../../src/cli/sources.js"
 import { tempDir } from "../support/files.js"
+import { withEnv } from "../support/env.js"
 
 const noFlags = { config: Option.none(), db: [], gearmand: [], logFormat: Option.none() }
-
-/** Runs `effect` with these variables set (undefined: unset), restoring them after. */
-const withEnv = <A, E, R>(vars: Record<string, string | undefined>, effect: Effect.Effect<A, E, R>) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => {
-      const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]))
-      for (const [k, v] of Object.entries(vars)) v === undefined ? delete process.env[k] : (process.env[k] = v)
-      return saved
-    }),
-    () => effect,
-    (saved) =>
-      Effect.sync(() => {
-        for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v)
-      })
-  )
 
 /** Every variable these tests touch, unset: a developer's shell must not change what they see. */
 const clean = Object.fromEntries(
