@@ -317,8 +317,8 @@ export const scratchShard = (id: number, port: number, database: string, drop: b
     return shard
   })
 
-/** Rows left in a shard's job table (read directly, not through a proxy). */
-export const rowsLeft = (shard: ShardConfig) =>
+/** Runs `f` on a connection of its own to a shard (straight to the server, not through a proxy). */
+const onShard = <A>(shard: ShardConfig, what: string, f: (conn: Mysql.Connection) => Promise<A>) =>
   Effect.tryPromise({
     try: async () => {
       const conn = await Mysql.createConnection({
@@ -329,13 +329,19 @@ export const rowsLeft = (shard: ShardConfig) =>
         connectTimeout: 2000
       })
       try {
-        const [rows] = await conn.query<Array<Mysql.RowDataPacket>>("SELECT COUNT(*) AS n FROM job")
-        return Number(rows[0]?.["n"] ?? 0)
+        return await f(conn)
       } finally {
         await conn.end()
       }
     },
-    catch: (e) => new ChaosError({ message: `counting rows in shard ${shard.id}: ${String(e)}`, cause: e })
+    catch: (e) => new ChaosError({ message: `${what} shard ${shard.id}: ${String(e)}`, cause: e })
+  })
+
+/** Rows left in a shard's job table. */
+export const rowsLeft = (shard: ShardConfig) =>
+  onShard(shard, "counting rows in", async (conn) => {
+    const [rows] = await conn.query<Array<Mysql.RowDataPacket>>("SELECT COUNT(*) AS n FROM job")
+    return Number(rows[0]?.["n"] ?? 0)
   })
 
 /** A row left in a shard at the end: the soak's id (from the arg), when it would run and its failcount. */
@@ -348,56 +354,29 @@ export interface LeftRow {
   readonly failcount: number
 }
 
-/** The rows left in a shard's job table (read directly, not through a proxy). */
+/** The rows left in a shard's job table. */
 export const rowsOf = (shard: ShardConfig) =>
-  Effect.tryPromise({
-    try: async (): Promise<ReadonlyArray<LeftRow>> => {
-      const conn = await Mysql.createConnection({
-        host: shard.host,
-        port: shard.port,
-        user: shard.user,
-        database: shard.database,
-        connectTimeout: 2000
-      })
-      try {
-        const [rows] = await conn.query<Array<Mysql.RowDataPacket>>(
-          "SELECT jobid, arg, flag, run_after, failcount FROM job ORDER BY jobid LIMIT 1000"
-        )
-        return rows.map((r) => {
-          const arg = decodeArg(Buffer.isBuffer(r["arg"]) ? r["arg"].toString("utf8") : String(r["arg"]))
-          return {
-            shard: shard.id,
-            jobid: Number(r["jobid"]),
-            id: arg._tag === "Right" ? arg.right.id : "?",
-            flag: String(r["flag"]),
-            runAfter: Number(r["run_after"]),
-            failcount: Number(r["failcount"])
-          }
-        })
-      } finally {
-        await conn.end()
+  onShard(shard, "reading the rows left in", async (conn): Promise<ReadonlyArray<LeftRow>> => {
+    const [rows] = await conn.query<Array<Mysql.RowDataPacket>>(
+      "SELECT jobid, arg, flag, run_after, failcount FROM job ORDER BY jobid LIMIT 1000"
+    )
+    return rows.map((r) => {
+      const arg = decodeArg(Buffer.isBuffer(r["arg"]) ? r["arg"].toString("utf8") : String(r["arg"]))
+      return {
+        shard: shard.id,
+        jobid: Number(r["jobid"]),
+        id: arg._tag === "Right" ? arg.right.id : "?",
+        flag: String(r["flag"]),
+        runAfter: Number(r["run_after"]),
+        failcount: Number(r["failcount"])
       }
-    },
-    catch: (e) => new ChaosError({ message: `reading the rows left in shard ${shard.id}: ${String(e)}`, cause: e })
+    })
   })
 
 /** Deletes a row behind the roles' back (the harness's self-test: a job lost on purpose). */
 export const deleteRow = (shard: ShardConfig, jobid: number) =>
-  Effect.tryPromise({
-    try: async () => {
-      const conn = await Mysql.createConnection({
-        host: shard.host,
-        port: shard.port,
-        user: shard.user,
-        database: shard.database
-      })
-      try {
-        await conn.query("DELETE FROM job WHERE jobid = ?", [jobid])
-      } finally {
-        await conn.end()
-      }
-    },
-    catch: (e) => new ChaosError({ message: `deleting job ${jobid} of shard ${shard.id}: ${String(e)}`, cause: e })
+  onShard(shard, `deleting job ${jobid} of`, async (conn) => {
+    await conn.query("DELETE FROM job WHERE jobid = ?", [jobid])
   })
 
 /** A gearmand on `port` as a member (restarted on the same port). */
