@@ -16,6 +16,8 @@ import { makeProxy } from "../support/proxy.js"
 
 const BATCH_RUN_SLEEP_MS = 500
 const CAP_MS = 2000
+/** Timers and claims run late on a loaded machine (the suite shares two cores): bounds allow this much. */
+const SLACK_MS = 1000
 /** Long enough that the old backoff (batchRunSleep × 2^failures) had reached 8 s: 0, 1, 3, 7 s, then 15 s. */
 const OUTAGE_MS = 8000
 
@@ -95,24 +97,30 @@ describe("QueueRunner: a shard outage", () => {
           const broken = attempts.filter((a) => a.dbid === 2 && a.end <= repaired)
           assert.isTrue(broken.every((a) => !a.ok), "shard 2's claims failed while it refused connections")
           // The cap holds: between one failed claim's end and the next one's start, never more than
-          // the cap (plus scheduling slack), and never less than half the first delay (jitter's floor).
+          // the cap (plus slack), and never less than half the first delay (jitter's floor).
           const gaps = broken.slice(1).map((a, i) => a.start - broken[i]!.end)
           assert.isTrue(gaps.length >= 5, `claims of shard 2 while it was down: ${broken.length}`)
-          assert.isTrue(Math.max(...gaps) <= CAP_MS + 300, `gaps between failed claims (ms): ${gaps.join(", ")}`)
+          assert.isTrue(Math.max(...gaps) <= CAP_MS + SLACK_MS, `gaps between failed claims (ms): ${gaps.join(", ")}`)
           assert.isTrue(Math.min(...gaps) >= BATCH_RUN_SLEEP_MS / 2 - 50, `gaps (ms): ${gaps.join(", ")}`)
           // The healthy shard kept its idle pace (a claim every batchRunSleep or sooner) meanwhile.
           const healthy = attempts.filter((a) => a.dbid === 1 && a.start >= brokenSince && a.end <= repaired)
           assert.isTrue(healthy.every((a) => a.ok))
           assert.isTrue(
-            healthy.length >= (repaired - brokenSince) / (BATCH_RUN_SLEEP_MS + 300),
+            healthy.length >= (repaired - brokenSince) / (BATCH_RUN_SLEEP_MS + SLACK_MS / 2),
             `shard 1 claimed ${healthy.length} times in ${repaired - brokenSince} ms`
           )
           // Once back: the first claim within the cap, every job run within the cap + a few seconds
           // (the old backoff would have looked again 16 s after the repair).
           const back = attempts.find((a) => a.dbid === 2 && a.ok)!
-          assert.isTrue(back.start - repaired <= CAP_MS + 300, `first claim ${back.start - repaired} ms after repair`)
+          assert.isTrue(
+            back.start - repaired <= CAP_MS + SLACK_MS,
+            `first claim ${back.start - repaired} ms after repair`
+          )
           const lastRun = Math.max(...[...ran].filter(([k]) => k.startsWith("2:")).map(([, t]) => t))
-          assert.isTrue(lastRun - repaired <= CAP_MS + 3000, `shard 2's jobs ran ${lastRun - repaired} ms after repair`)
+          assert.isTrue(
+            lastRun - repaired <= CAP_MS + 3000,
+            `shard 2's jobs ran ${lastRun - repaired} ms after repair`
+          )
           // Said once per outage, not at every retry.
           const avoided = lines.filter((l) => l.includes("shard avoided") && l.includes("shard=2"))
           assert.strictEqual(avoided.length, 1, avoided.join("\n"))
