@@ -18,7 +18,7 @@ describe("configuration", () => {
       "  - mysql://file@db-file/jobs",
       "  - { url: 'mysql://file@db-file2/jobs', id: 7 }",
       "gearmand: [g-file:4730]",
-      "queueRunner: { batchMaxSize: 500, lease: 120 }",
+      "queueRunner: { batchMaxSize: 500, lease: 120, shardRetryMax: 0.5 }",
       "controller: { concurrency: 3 }",
       "log: { format: json }"
     ].join("\n")
@@ -44,6 +44,7 @@ describe("configuration", () => {
         assert.deepStrictEqual([s.gearmand, s.gearmandGiven, s.logFormat], [["g-file:4730"], true, "json"])
         assert.strictEqual(s.queueRunner.batchMaxSize, 500)
         assert.strictEqual(Duration.toSeconds(s.queueRunner.lease!), 120)
+        assert.strictEqual(Duration.toMillis(s.queueRunner.shardRetryMax!), 500)
         assert.strictEqual(Duration.toSeconds(s.injector.lease!), 120, "the Injector's lease follows the runner's")
         assert.strictEqual(s.controller.concurrency, 3)
       })

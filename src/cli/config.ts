@@ -75,7 +75,8 @@ export const FileConfig = Schema.Struct({
     batchRunSleep: Schema.optional(Seconds),
     queueWatermarkDepth: Schema.optional(Schema.Int),
     lease: Schema.optional(Seconds),
-    deferFor: Schema.optional(Seconds)
+    deferFor: Schema.optional(Seconds),
+    shardRetryMax: Schema.optional(Seconds)
   })),
   injector: Schema.optional(Schema.Struct({
     lease: Schema.optional(Seconds),
@@ -206,6 +207,12 @@ export const queueRunnerOptions = {
     `Seconds the overflow of a round that crossed the watermark waits (default ${
       secondsOf(Q.deferFor)
     }; the original waited 60)`
+  ),
+  shardRetryMax: optionalFloat(
+    "shard-retry-max",
+    `Seconds between claims of a shard that fails them, at most: once it is back its jobs go out within about this (default ${
+      secondsOf(Q.shardRetryMax)
+    })`
   )
 }
 
@@ -297,6 +304,7 @@ export const keys = {
   queueWatermarkDepth: key("GARIVINI_QUEUE_WATERMARK_DEPTH", "queueRunner.queueWatermarkDepth", NumberText),
   lease: key("GARIVINI_LEASE", "queueRunner.lease", NumberText),
   deferFor: key("GARIVINI_DEFER_FOR", "queueRunner.deferFor", NumberText),
+  shardRetryMax: key("GARIVINI_SHARD_RETRY_MAX", "queueRunner.shardRetryMax", NumberText),
   // The Injector's lease and watermark are the runner's: its own file keys count only without those.
   injectorLease: key(undefined, "injector.lease", NumberText),
   injectorWatermark: key(undefined, "injector.queueWatermarkDepth", NumberText),
@@ -395,7 +403,8 @@ export const resolve = (
       batchRunSleep: duration(yield* get(keys.batchRunSleep, flags.batchRunSleep)),
       queueWatermarkDepth: yield* get(keys.queueWatermarkDepth, flags.queueWatermarkDepth),
       lease: duration(yield* get(keys.lease, flags.lease)),
-      deferFor: duration(yield* get(keys.deferFor, flags.deferFor))
+      deferFor: duration(yield* get(keys.deferFor, flags.deferFor)),
+      shardRetryMax: duration(yield* get(keys.shardRetryMax, flags.shardRetryMax))
     }
     const injector: InjectorOptions = {
       // The Injector's lease must match the QueueRunner's: it keeps the runner off injected jobs.

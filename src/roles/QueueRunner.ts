@@ -8,12 +8,13 @@
  * claimed again when the lease ends. Delivery is at least once; exactly once when nothing fails.
  */
 import { createHash } from "node:crypto"
-import { Clock, Data, Duration, Effect, Either, Fiber, Layer, Ref } from "effect"
+import { Clock, Data, Duration, Effect, Either, Fiber, Layer, Ref, Schedule } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { BackgroundSubmission } from "../gearman/GearmanClient.js"
 import type { FunctionStatus } from "../protocol/admin.js"
 import { encodeWorkerJson, formatHandle, nowSeconds, uniqueIdentity } from "../Job.js"
 import type { StoredJob } from "../Job.js"
+import type { ShardOperationError } from "../errors.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { MAX_CLAIM, Storage } from "../storage/Storage.js"
 import * as Defaults from "./defaults.js"
@@ -61,6 +62,12 @@ export interface QueueRunnerOptions {
    * alone). In `run`, the batch whose submits are in flight counts against it too.
    */
   readonly batchMaxBytes?: number | undefined
+  /**
+   * A shard whose claims fail is tried again after a delay that doubles from `batchRunSleep`
+   * up to this (default 2 s; never less than `batchRunSleep`), jittered, so that once it is back
+   * its due jobs go out within about this long. Other shards keep their own pace meanwhile.
+   */
+  readonly shardRetryMax?: Duration.DurationInput | undefined
 }
 
 export class InvalidQueueRunnerOptions extends Data.TaggedError("InvalidQueueRunnerOptions")<{
@@ -101,6 +108,7 @@ interface Settings {
   readonly deferSeconds: number
   readonly maxPacket: number
   readonly batchMaxBytes: number
+  readonly shardRetryMaxMs: number
 }
 
 const seconds = (d: Duration.DurationInput) => Math.ceil(Duration.toMillis(Duration.decode(d)) / 1000)
@@ -132,6 +140,11 @@ export const settings = (options: QueueRunnerOptions): Either.Either<Settings, I
   const batchMaxBytes = options.batchMaxBytes ?? Defaults.queueRunner.batchMaxBytes
   if (!Number.isSafeInteger(batchMaxBytes) || batchMaxBytes < 1)
     return bad("batchMaxBytes", `${batchMaxBytes} is not a positive integer`)
+  const shardRetryMaxMs = Duration.toMillis(
+    Duration.decode(options.shardRetryMax ?? Defaults.queueRunner.shardRetryMax)
+  )
+  if (!(shardRetryMaxMs > 0) || !Number.isFinite(shardRetryMaxMs))
+    return bad("shardRetryMax", "must be a positive, finite duration")
   return Either.right({
     batchMaxSize,
     batchRunSleepMs,
@@ -139,9 +152,28 @@ export const settings = (options: QueueRunnerOptions): Either.Either<Settings, I
     leaseSeconds,
     deferSeconds,
     maxPacket,
-    batchMaxBytes
+    batchMaxBytes,
+    shardRetryMaxMs
   })
 }
+
+/**
+ * When a shard's claims fail, the next one comes after `batchRunSleep × 2^n`, capped at `max`
+ * (but not under `batchRunSleep`), each delay jittered down to half of it so that runners do
+ * not knock in step — and never over the cap, which bounds how long a shard that came back
+ * waits to be looked at.
+ */
+export const shardRetry = (batchRunSleep: Duration.DurationInput, max: Duration.DurationInput) =>
+  Schedule.exponential(batchRunSleep).pipe(
+    Schedule.union(Schedule.spaced(Duration.max(Duration.decode(max), Duration.decode(batchRunSleep)))),
+    Schedule.jitteredWith({ min: 0.5, max: 1 })
+  )
+
+/** A shard's claim failed: the loop retries its step on `shardRetry`. Internal to `run`. */
+class ClaimFailed extends Data.TaggedError("ClaimFailed")<{
+  readonly dbid: number
+  readonly cause: ShardOperationError
+}> {}
 
 /**
  * The adaptive batch: a round that dispatched a full batch grows it by 10 % of the maximum,
@@ -234,7 +266,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
       dbid: number,
       depth: ReadonlyMap<string, number>,
       maxBytes: number = s.batchMaxBytes
-    ): Effect.Effect<Either.Either<Claimed, ShardRound>> =>
+    ): Effect.Effect<Either.Either<Claimed, { readonly report: ShardRound; readonly cause: ShardOperationError }>> =>
       Effect.gen(function*() {
         const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
         // Functions already over the watermark are not claimed at all (their jobs stay due).
@@ -246,14 +278,17 @@ export const make = (options: QueueRunnerOptions = {}) =>
         )
         if (Either.isLeft(claim)) {
           return Either.left({
-            dbid,
-            limit,
-            claimed: 0,
-            dispatched: 0,
-            deferred: 0,
-            failed: 0,
-            parked: 0,
-            error: claim.left.message
+            report: {
+              dbid,
+              limit,
+              claimed: 0,
+              dispatched: 0,
+              deferred: 0,
+              failed: 0,
+              parked: 0,
+              error: claim.left.message
+            },
+            cause: claim.left
           })
         }
         const jobs = claim.right
@@ -343,7 +378,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
     /** One shard's state from one step to the next (in a loop, or across `round`s). */
     interface Shard {
       readonly dbid: number
-      /** Steps in a row whose claim failed (the backoff). */
+      /** Steps in a row whose claim failed (for the log line when it is back). */
       failures: number
       /** When this shard last dispatched a job (jobs still flowing if within batchRunSleep). */
       lastDispatch: number
@@ -364,6 +399,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
       readonly full: boolean
       /** Milliseconds to wait before the next step. */
       readonly sleep: number
+      /** The claim failed: the loop waits on `shardRetry` instead of `sleep`. */
+      readonly claimFailed?: ShardOperationError
     }
 
     /**
@@ -424,8 +461,9 @@ export const make = (options: QueueRunnerOptions = {}) =>
      * background (the next step claims while its submits go out), any other at once. The next
      * step comes at once after a full batch; 50 ms later while jobs flow (some went out within
      * the last batchRunSleep) or the watermark holds them back; else batchRunSleep after this
-     * one started. A shard that fails is retried with a doubling delay capped at 30 s, logged
-     * when it goes down and when it comes back. The loop and `round` both run it.
+     * one started. A step whose claim failed says so (`claimFailed`): the loop retries it on
+     * `shardRetry`; it is logged when the shard goes down and when it comes back. The loop and
+     * `round` both run it.
      */
     const step = (shard: Shard): Effect.Effect<Step> =>
       Effect.gen(function*() {
@@ -460,10 +498,13 @@ export const make = (options: QueueRunnerOptions = {}) =>
         if (Either.isLeft(claimed)) {
           shard.failures++
           if (shard.failures === 1) {
-            yield* Effect.logWarning(`shard unavailable, retrying with backoff: ${claimed.left.error}`)
+            yield* Effect.logWarning(
+              `shard unavailable, retrying at least every ${
+                Math.max(s.shardRetryMaxMs, s.batchRunSleepMs)
+              } ms: ${claimed.left.report.error}`
+            )
           }
-          const backoff = Math.min(s.batchRunSleepMs * 2 ** shard.failures, Math.max(s.batchRunSleepMs, 30_000))
-          return yield* done(claimed.left, backoff)
+          return { report: Effect.succeed(claimed.left.report), full: false, sleep: 0, claimFailed: claimed.left.cause }
         }
         const batch = claimed.right
         if (shard.failures > 0) yield* Effect.logInfo(`shard back after ${shard.failures} failed round(s)`)
@@ -531,15 +572,25 @@ export const make = (options: QueueRunnerOptions = {}) =>
       return { shards: steps.map((st) => st.report), full: steps.some((st) => st.full) }
     })
 
+    const backoff = shardRetry(Duration.millis(s.batchRunSleepMs), Duration.millis(s.shardRetryMaxMs))
+
     /**
-     * One shard's loop: `step` after step, each after the wait the previous one asked for. Each
-     * shard has its own loop, so a slow or dead shard never holds up the others.
+     * One shard's loop: `step` after step, each after the wait the previous one asked for; a
+     * step whose claim failed is retried on `shardRetry` (which starts afresh once one succeeds).
+     * Each shard has its own loop, so a slow or dead shard never holds up the others.
      */
     const shardLoop = (dbid: number) =>
       Effect.acquireRelease(Effect.sync(() => newShard(dbid)), release).pipe(
-        Effect.flatMap((shard) =>
-          Effect.forever(Effect.flatMap(step(shard), (st) => st.sleep > 0 ? Effect.sleep(st.sleep) : Effect.void))
-        ),
+        Effect.flatMap((shard) => {
+          const once = Effect.flatMap(step(shard), (st) =>
+            st.claimFailed !== undefined
+              ? Effect.fail(new ClaimFailed({ dbid, cause: st.claimFailed }))
+              : st.sleep > 0
+              ? Effect.sleep(st.sleep)
+              : Effect.void)
+          // The schedule never ends, so the retry never fails.
+          return Effect.forever(Effect.orDie(Effect.retry(once, backoff)))
+        }),
         Effect.scoped,
         Effect.annotateLogs({ shard: dbid })
       )

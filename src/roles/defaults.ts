@@ -21,7 +21,12 @@ export const queueRunner = {
   queueWatermarkDepth,
   lease,
   /** How long the overflow of a round that crossed the watermark waits (the original: 60 s). */
-  deferFor: Duration.zero
+  deferFor: Duration.zero,
+  /**
+   * The longest wait between claims of a shard that fails them (the backoff's cap): a failed
+   * connect to a dead server is cheap, and a shard that comes back should be seen within it.
+   */
+  shardRetryMax: Duration.seconds(2)
 } as const
 
 export const injector = {

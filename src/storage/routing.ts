@@ -31,10 +31,16 @@ export const makeHealth = (shardIds: ReadonlyArray<number>, coolOff: Duration.Du
     const markDown = (dbid: number, failure: ShardFailure) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        yield* Ref.update(avoided, (m) => new Map(m).set(dbid, now + coolOffMs))
-        yield* Effect.logWarning(`shard avoided for ${coolOffMs / 1000}s: ${failure.reason}`).pipe(
-          Effect.annotateLogs({ shard: dbid, failure: failure._tag })
+        const wasAvoided = yield* Ref.modify(
+          avoided,
+          (m) => [(m.get(dbid) ?? 0) > now, new Map(m).set(dbid, now + coolOffMs)]
         )
+        // Once per outage: while it lasts, every retry (the QueueRunner's, every couple of seconds) extends it quietly.
+        if (!wasAvoided) {
+          yield* Effect.logWarning(`shard avoided for ${coolOffMs / 1000}s: ${failure.reason}`).pipe(
+            Effect.annotateLogs({ shard: dbid, failure: failure._tag })
+          )
+        }
       })
     const markUp = (dbid: number) =>
       Ref.update(avoided, (m) => {

@@ -1,6 +1,6 @@
 // QueueRunner and worker helper on the memory layers, time driven by TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Option, Ref, TestClock } from "effect"
+import { Chunk, Duration, Effect, Fiber, Layer, Option, Ref, Schedule, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { decodeWorkerJson } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
@@ -188,15 +188,42 @@ describe("QueueRunner", () => {
     "options are checked",
     Effect.gen(function*() {
       for (
-        const bad of [{ batchMaxSize: 49 }, { batchMaxSize: 100.5 }, { queueWatermarkDepth: -1 }, {
-          lease: "0 seconds"
-        }, { batchRunSleep: "0 millis" }]
+        const bad of [
+          { batchMaxSize: 49 },
+          { batchMaxSize: 100.5 },
+          { queueWatermarkDepth: -1 },
+          {
+            lease: "0 seconds"
+          },
+          { batchRunSleep: "0 millis" },
+          { shardRetryMax: "0 millis" }
+        ]
       ) {
         const err = yield* Effect.flip(QueueRunner.make(bad as QueueRunner.QueueRunnerOptions))
         assert.strictEqual(err._tag, "InvalidQueueRunnerOptions")
       }
     })
   )
+})
+
+describe("QueueRunner.shardRetry", () => {
+  it.effect("doubles from batchRunSleep, jittered down to half, and never waits longer than the cap", () =>
+    Effect.gen(function*() {
+      const delays = (base: Duration.DurationInput, cap: Duration.DurationInput) =>
+        Effect.map(
+          Schedule.run(Schedule.delays(QueueRunner.shardRetry(base, cap)), 0, Array.from({ length: 40 })),
+          (c) => Chunk.toReadonlyArray(c).map(Duration.toMillis)
+        )
+      const d = yield* delays("500 millis", "2 seconds")
+      assert.strictEqual(d.length, 40, "it never gives up")
+      // The nominal delays are 500, 1000, 2000, 2000, …; each is jittered into [½, 1] of it.
+      const nominal = (i: number) => Math.min(500 * 2 ** i, 2000)
+      d.forEach((ms, i) => assert.isTrue(ms >= nominal(i) / 2 && ms <= nominal(i), `delay ${i}: ${ms} ms`))
+      assert.isTrue(new Set(d.slice(3)).size > 1, "jittered, not a fixed 2 s")
+      // A cap under batchRunSleep does not make a failing shard polled faster than a healthy one.
+      const slow = yield* delays("5 seconds", "2 seconds")
+      assert.isTrue(slow.every((ms) => ms >= 2500 && ms <= 5000), slow.join(", "))
+    }))
 })
 
 describe("QueueRunner.run", () => {
@@ -225,11 +252,12 @@ describe("QueueRunner.run", () => {
           yield* tick(1)
           yield* until(Effect.map(Ref.get(ran), (a) => a.length === 5), "shard 2's five jobs")
           assert.isTrue((yield* Ref.get(ran)).every((dbid) => dbid === 2))
-          // Down for a minute: shard 1 is retried with a growing delay meanwhile.
+          // Down for a minute: shard 1 is retried with a growing delay meanwhile, capped at 2 s.
           for (let i = 0; i < 60; i++) yield* tick(1)
           assert.strictEqual((yield* Ref.get(ran)).length, 5)
           yield* shards.get(1)!.setDown(false)
-          for (let i = 0; i < 31 && (yield* Ref.get(ran)).length < 10; i++) yield* tick(1)
+          // Back: looked at again within the cap (the old backoff had grown to 30 s by now).
+          for (let i = 0; i < 2 && (yield* Ref.get(ran)).length < 10; i++) yield* tick(1)
           yield* until(Effect.map(Ref.get(ran), (a) => a.length === 10), "shard 1's jobs after it came back")
           yield* Fiber.interrupt(runner)
         }).pipe(Effect.provideService(Storage, storage))
