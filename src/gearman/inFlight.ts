@@ -45,8 +45,9 @@ interface Undelivered {
 
 /** How long an undelivered outcome waits for its job to come back (reconnects back off to 5 s). */
 const KEEP_MS = 60_000
-/** At most this many undelivered outcomes are kept (the oldest go first). */
+/** At most this many undelivered outcomes, of at most this many bytes in all, are kept (the oldest go first). */
 const KEEP_MAX = 1024
+const KEEP_BYTES = 64 * 1024 * 1024
 
 const handleKey = (server: string, handle: string) => `${server}\n${handle}`
 const joinedTo = { running: [MetricLabel.make("to", "running")], finished: [MetricLabel.make("to", "finished")] }
@@ -55,7 +56,10 @@ const packet = (handle: string, outcome: Outcome) =>
   request(outcome.type, outcome.data === undefined ? [handle] : [handle, outcome.data])
 
 export interface InFlight {
-  /** The run this delivery is already part of: the same server and handle, or the same work. */
+  /**
+   * The run this delivery is already part of: the same server and handle (unless a connection
+   * that is still open holds it: a timeout took it back), or the same work.
+   */
   readonly running: (server: string, handle: string, work: string | undefined) => Run | undefined
   /** Registers a new run for its first delivery. */
   readonly start: (first: Assignment, job: Omit<Run, "assignments">) => Run
@@ -84,25 +88,44 @@ export const makeInFlight = (): InFlight => {
   const byWork = new Map<string, Run>()
   const kept = new Map<string, Undelivered>()
 
+  let keptBytes = 0
+  const size = (outcome: Outcome) => outcome.data === undefined ? 0 : Buffer.byteLength(outcome.data)
+  const forget = (key: string, entry: Undelivered) => {
+    kept.delete(key)
+    keptBytes -= size(entry.outcome)
+  }
+
   const keep = (assignment: Assignment, run: Run, outcome: Outcome) => {
     // Date.now, not Clock: this runs in socket and job-end callbacks, outside any fiber's time.
     const now = Date.now()
-    for (const [key, entry] of kept) {
-      if (kept.size < KEEP_MAX && now - entry.at < KEEP_MS) break
-      kept.delete(key)
-    }
-    kept.set(handleKey(assignment.connection.server, assignment.handle), {
+    const key = handleKey(assignment.connection.server, assignment.handle)
+    const previous = kept.get(key)
+    if (previous !== undefined) forget(key, previous)
+    kept.set(key, {
       functionName: run.functionName,
       unique: run.unique,
       checksum: crc32(run.payload),
       outcome,
       at: now
     })
+    keptBytes += size(outcome)
+    for (const [oldest, entry] of kept) {
+      if (kept.size <= KEEP_MAX && keptBytes <= KEEP_BYTES && now - entry.at < KEEP_MS) break
+      forget(oldest, entry)
+    }
   }
 
   return {
-    running: (server, handle, work) =>
-      byHandle.get(handleKey(server, handle)) ?? (work === undefined ? undefined : byWork.get(work)),
+    running: (server, handle, work) => {
+      const run = byHandle.get(handleKey(server, handle))
+      if (run === undefined) return work === undefined ? undefined : byWork.get(work)
+      // Still held on an open connection: the server took it back on purpose (its
+      // CAN_DO_TIMEOUT expired) and wants it run again, not waited for.
+      const held = run.assignments.some((a) =>
+        a.handle === handle && a.connection.server === server && a.connection.isOpen()
+      )
+      return held ? undefined : run
+    },
     start: (first, job) => {
       const run: Run = { ...job, assignments: [first] }
       byHandle.set(handleKey(first.connection.server, first.handle), run)
@@ -118,7 +141,7 @@ export const makeInFlight = (): InFlight => {
       const key = handleKey(server, handle)
       const entry = kept.get(key)
       if (entry === undefined) return undefined
-      kept.delete(key)
+      forget(key, entry)
       // A restarted gearmand numbers its handles from 1 again: only the same job takes the outcome.
       const same = Date.now() - entry.at < KEEP_MS && entry.functionName === job.functionName &&
         entry.unique === job.unique && entry.checksum === crc32(job.payload)
