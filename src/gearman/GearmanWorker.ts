@@ -279,10 +279,10 @@ export const serve = <R>(
           inFlight.join(running, assignment)
           logAt("Info", "gearman job already running here: joined that run", {
             ...annotations,
-            runningHandle: running.assignments[0]!.handle
+            runningHandle: running.assignments[0]?.handle ?? ""
           })
-        } else {
-          answer(assignment, kept!)
+        } else if (kept !== undefined) {
+          answer(assignment, kept)
           logAt(
             "Info",
             "gearman job already run here, its answer lost with its connection: answered again",

@@ -138,6 +138,7 @@ export const makeInFlight = (): InFlight => {
       byHandle.set(handleKey(assignment.connection.server, assignment.handle), run)
     },
     undelivered: (server, handle, job) => {
+      if (kept.size === 0) return undefined
       const key = handleKey(server, handle)
       const entry = kept.get(key)
       if (entry === undefined) return undefined
@@ -159,15 +160,19 @@ export const makeInFlight = (): InFlight => {
       }
       if (run.work !== undefined && byWork.get(run.work) === run) byWork.delete(run.work)
       if (outcome === undefined) return
-      const delivered = new Set<string>()
-      const lost: Array<Assignment> = []
+      let lost: Array<Assignment> | undefined
       for (const a of run.assignments) {
         // false: the connection is closed (the job server re-queues the job).
-        if (a.connection.send(packet(a.handle, outcome))) delivered.add(handleKey(a.connection.server, a.handle))
-        else lost.push(a)
+        if (!a.connection.send(packet(a.handle, outcome))) (lost ??= []).push(a)
       }
-      // A delivery that came back on another connection already has its answer.
-      for (const a of lost) if (!delivered.has(handleKey(a.connection.server, a.handle))) keep(a, run, outcome)
+      if (lost === undefined) return
+      for (const a of lost) {
+        // A delivery that came back on another connection already has its answer.
+        const answered = run.assignments.some((b) =>
+          !lost.includes(b) && b.handle === a.handle && b.connection.server === a.connection.server
+        )
+        if (!answered) keep(a, run, outcome)
+      }
     }
   }
 }
