@@ -13,6 +13,7 @@ const integration = [
   "test/fuzz/injectJobs.test.ts",
   "test/gearman/conformance.test.ts",
   "test/gearman/faults.test.ts",
+  "test/gearman/inflight.test.ts",
   "test/gearman/interop.test.ts",
   "test/roles/dispatch.test.ts",
   "test/storage/migrations*.test.ts",

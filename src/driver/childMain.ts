@@ -16,6 +16,7 @@ import type * as GearmanWorker from "../gearman/GearmanWorker.js"
 import { loggerLayer } from "../cli/logging.js"
 import { driverJobs, loadModule, type DriverFunction, type DriverJob } from "./attributes.js"
 import type { Definition, JobContext, DriverWorkerOptions } from "./define.js"
+import type { DurableFunction } from "./durable.js"
 import { CHILD_SPEC_ENV, decodeChildSpec, decodeParentMessage, type ChildMessage } from "./ipc.js"
 
 const send = (message: ChildMessage) => Effect.sync(() => void (process.connected && process.send?.(message)))
@@ -114,13 +115,16 @@ const main = Effect.gen(function*() {
   if (title !== undefined) process.title = title
 
   const serveGroup = (
-    durableHandler: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>
+    durableFunction: (fn: DriverFunction) => Option.Option<DurableFunction>
   ): Effect.Effect<void, never, Scope.Scope | Gearman> =>
     Effect.gen(function*() {
       const gearman = yield* Gearman
-      const handlers: Record<string, GearmanWorker.Handler<never>> = {}
-      for (const fn of job.functions)
-        handlers[fn.registered] = wrap(module.definition, job, fn, spec.options, durableHandler(fn))
+      const handlers: Record<string, GearmanWorker.FunctionSpec<never>> = {}
+      for (const fn of job.functions) {
+        const durable = durableFunction(fn)
+        const handler = wrap(module.definition, job, fn, spec.options, Option.map(durable, (d) => d.handler))
+        handlers[fn.registered] = Option.isSome(durable) ? { handler, workKey: durable.value.workKey } : handler
+      }
       // A name the worker refuses to register cannot be served: the child dies saying why.
       yield* gearman.serve(handlers, { concurrency: 1 }).pipe(Effect.orDie)
       yield* send({ _tag: "ready" })

@@ -7,13 +7,19 @@ import { Config, Effect, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
 import { parseDbTargets } from "../storage/targets.js"
 import type * as GearmanWorker from "../gearman/GearmanWorker.js"
-import { gearmanHandler, makeCompleter } from "../roles/Worker.js"
+import { gearmanHandler, makeCompleter, storedJobKey } from "../roles/Worker.js"
 import { Storage, layer as storageLayer, layerSqlite } from "../storage/Storage.js"
 import type { DriverFunction } from "./attributes.js"
 
+/** A durable function's handler, and its stored job's identity (joins a re-delivery to its run). */
+export interface DurableFunction {
+  readonly handler: GearmanWorker.Handler<never>
+  readonly workKey: (job: GearmanWorker.GearmanJob) => string | undefined
+}
+
 export const withDurable = <A, E, R>(
   body: (
-    durable: (fn: DriverFunction) => Option.Option<GearmanWorker.Handler<never>>
+    durable: (fn: DriverFunction) => Option.Option<DurableFunction>
   ) => Effect.Effect<A, E, R | Scope.Scope>
 ): Effect.Effect<A, E, Exclude<R, Storage>> =>
   Effect.gen(function*() {
@@ -31,7 +37,10 @@ export const withDurable = <A, E, R>(
         const complete = yield* makeCompleter(storage)
         return yield* body((fn) =>
           fn.spec._tag === "Durable"
-            ? Option.some(gearmanHandler(storage, complete, fn.registered, fn.spec.handler))
+            ? Option.some({
+              handler: gearmanHandler(storage, complete, fn.registered, fn.spec.handler),
+              workKey: storedJobKey
+            })
             : Option.none()
         )
       })

@@ -28,6 +28,7 @@ import {
 import { keepConnected, watchdog, type Connection, type Transport } from "./connection.js"
 import type { WorkException, WorkFail } from "./errors.js"
 import { GearmanInvalidArgument } from "./errors.js"
+import { answer, makeInFlight, type Assignment, type Outcome, type Run } from "./inFlight.js"
 import { jobsProcessed } from "./metrics.js"
 import { functionNameProblem, PacketType, request, type Packet } from "../protocol/gearman.js"
 import type { Payload } from "./GearmanClient.js"
@@ -54,6 +55,12 @@ export type Handler<R = never> = (job: GearmanJob) => Effect.Effect<Payload | vo
 export type FunctionSpec<R = never> = Handler<R> | {
   readonly handler: Handler<R>
   readonly timeout?: Duration.DurationInput
+  /**
+   * The work a job stands for when it can arrive as more than one Gearman job (a stored job's
+   * dbid:jobid): a job whose work is already running here joins that run instead of starting
+   * another. It gets the same `GearmanJob` the handler will.
+   */
+  readonly workKey?: (job: GearmanJob) => string | undefined
 }
 
 export type Handlers<R = never> = Readonly<Record<string, FunctionSpec<R>>>
@@ -124,17 +131,22 @@ export const serve = <R>(
     const runtime = yield* Effect.runtime<never>()
     const log = (message: string, ...rest: ReadonlyArray<unknown>) =>
       Runtime.runFork(runtime)(Effect.logWarning(message, ...rest))
+    const logAt = (level: "Error" | "Info", message: string, annotations: Record<string, string>) =>
+      Runtime.runFork(runtime)(
+        (level === "Error" ? Effect.logError(message) : Effect.logInfo(message)).pipe(Effect.annotateLogs(annotations))
+      )
     const concurrency = Math.max(1, options.concurrency ?? 1)
     const pollInterval = options.pollInterval ?? "10 seconds"
     const functions = Object.entries(handlers).map(([name, spec]) =>
       typeof spec === "function"
-        ? { name, handler: spec, timeout: undefined }
-        : { name, handler: spec.handler, timeout: spec.timeout }
+        ? { name, handler: spec, timeout: undefined, workKey: undefined }
+        : { name, handler: spec.handler, timeout: spec.timeout, workKey: spec.workKey }
     )
     const timed = functions.some((f) => f.timeout !== undefined)
     const perServer = Math.max(1, options.connectionsPerServer ?? (timed ? concurrency : 1))
     const perConnection = timed ? 1 : Math.max(1, Math.ceil(concurrency / perServer))
-    const byName = new Map(functions.map((f) => [f.name, f.handler]))
+    const byName = new Map(functions.map((f) => [f.name, f]))
+    const inFlight = makeInFlight()
     let stopping = false
     /** Jobs that may still start, over every connection (a sent GRAB holds one). */
     let free = concurrency
@@ -146,60 +158,37 @@ export const serve = <R>(
     const jobs = yield* FiberSet.make<void, never>().pipe(Scope.extend(jobScope))
     const fork = yield* FiberSet.runtime(jobs)<R>()
 
-    const runJob = (connection: Connection, packet: Packet): Effect.Effect<void, never, R> => {
-      // JOB_ASSIGN: handle, function, payload; _UNIQ adds the unique; _ALL the unique and a reducer.
-      const uniq = packet.type !== PacketType.JOB_ASSIGN
-      const handle = str(packet.args[0])
-      const functionName = str(packet.args[1])
-      const unique = uniq ? str(packet.args[2]) : ""
-      const payload = packet.args[packet.args.length - 1] ?? Buffer.alloc(0)
-      const send = (type: PacketType, args: ReadonlyArray<Payload>) =>
-        Effect.sync(() => void connection.send(request(type, [handle, ...args])))
-      const finish = (type: PacketType, args: ReadonlyArray<Payload>, tag: (typeof counted)[keyof typeof counted]) =>
+    /** Runs the handler; the outcome goes to every delivery of the run (inFlight.end). */
+    const runJob = (run: Run, job: GearmanJob, handler: Handler<R>): Effect.Effect<void, never, R> => {
+      let outcome: Outcome | undefined
+      const finish = (o: Outcome, tag: (typeof counted)[keyof typeof counted]) =>
         Effect.sync(() => {
           jobsProcessed.unsafeUpdate(1, tag)
-          connection.send(request(type, [handle, ...args]))
+          outcome = o
         })
-      const job: GearmanJob = {
-        server: connection.server,
-        handle,
-        functionName,
-        unique,
-        payload,
-        text: () => payload.toString("utf8"),
-        sendData: (data) => send(PacketType.WORK_DATA, [data]),
-        sendWarning: (data) => send(PacketType.WORK_WARNING, [data]),
-        sendStatus: (numerator, denominator) => send(PacketType.WORK_STATUS, [String(numerator), String(denominator)])
-      }
-      const annotate = Effect.annotateLogs({ function: functionName, handle })
-      const handler = byName.get(functionName)
-      if (!handler) {
-        return Effect.logError("gearman job for a function this worker does not serve").pipe(
-          annotate,
-          Effect.zipRight(send(PacketType.WORK_FAIL, []))
-        )
-      }
+      const annotate = Effect.annotateLogs({ function: job.functionName, handle: job.handle })
       return Effect.suspend(() => handler(job)).pipe(
         Effect.matchCauseEffect({
-          onSuccess: (out) => finish(PacketType.WORK_COMPLETE, [out ?? ""], counted.complete),
+          onSuccess: (out) => finish({ type: PacketType.WORK_COMPLETE, data: out ?? "" }, counted.complete),
           onFailure: (cause) => {
             const failure = Cause.failureOption(cause)
             if (Option.isSome(failure)) {
               return failure.value._tag === "WorkException"
-                ? finish(PacketType.WORK_EXCEPTION, [failure.value.data], counted.exception)
+                ? finish({ type: PacketType.WORK_EXCEPTION, data: failure.value.data }, counted.exception)
                 : Effect.logInfo("gearman job failed", failure.value.reason ?? "").pipe(
                   annotate,
-                  Effect.zipRight(finish(PacketType.WORK_FAIL, [], counted.fail))
+                  Effect.zipRight(finish({ type: PacketType.WORK_FAIL }, counted.fail))
                 )
             }
             // Interrupted by a forced stop: say nothing, the server requeues it when we leave.
             if (Cause.isInterruptedOnly(cause)) return Effect.void
             return Effect.logError("gearman job died", cause).pipe(
               annotate,
-              Effect.zipRight(finish(PacketType.WORK_FAIL, [], counted.defect))
+              Effect.zipRight(finish({ type: PacketType.WORK_FAIL }, counted.defect))
             )
           }
-        })
+        }),
+        Effect.ensuring(Effect.sync(() => inFlight.end(run, outcome)))
       )
     }
 
@@ -242,10 +231,71 @@ export const serve = <R>(
       }
     }
 
-    const started = (link: Link, packet: Packet): void => {
+    /** A job assigned on `link`: joins a run of the same job, or starts one. Its grab's permit is the job's. */
+    const assigned = (link: Link, packet: Packet): void => {
+      // JOB_ASSIGN: handle, function, payload; _UNIQ adds the unique; _ALL the unique and a reducer.
+      const connection = link.connection
+      const handle = str(packet.args[0])
+      const functionName = str(packet.args[1])
+      const unique = packet.type !== PacketType.JOB_ASSIGN ? str(packet.args[2]) : ""
+      const payload = packet.args[packet.args.length - 1] ?? Buffer.alloc(0)
+      const assignment: Assignment = { connection, handle }
+      const fn = byName.get(functionName)
+      if (!fn) {
+        logAt("Error", "gearman job for a function this worker does not serve", { function: functionName, handle })
+        answer(assignment, { type: PacketType.WORK_FAIL })
+        release()
+        return
+      }
+      // Data and status go to every delivery of the run: set before the handler can send any.
+      let run: Run | undefined
+      const send = (type: PacketType, args: ReadonlyArray<Payload>) =>
+        Effect.sync(() => {
+          if (run !== undefined) inFlight.send(run, type, args)
+        })
+      const job: GearmanJob = {
+        server: connection.server,
+        handle,
+        functionName,
+        unique,
+        payload,
+        text: () => payload.toString("utf8"),
+        sendData: (data) => send(PacketType.WORK_DATA, [data]),
+        sendWarning: (data) => send(PacketType.WORK_WARNING, [data]),
+        sendStatus: (numerator, denominator) => send(PacketType.WORK_STATUS, [String(numerator), String(denominator)])
+      }
+      const work = fn.workKey?.(job)
+      const running = inFlight.running(connection.server, handle, work)
+      const kept = running === undefined ? inFlight.undelivered(connection.server, handle, job) : undefined
+      if (running !== undefined || kept !== undefined) {
+        // Not run again: the permit goes back at once, a joined delivery only waits for an answer.
+        const annotations = {
+          function: functionName,
+          handle,
+          server: connection.server,
+          ...(work === undefined ? {} : { work })
+        }
+        if (running !== undefined) {
+          inFlight.join(running, assignment)
+          logAt("Info", "gearman job already running here: joined that run", {
+            ...annotations,
+            runningHandle: running.assignments[0]?.handle ?? ""
+          })
+        } else if (kept !== undefined) {
+          answer(assignment, kept)
+          logAt(
+            "Info",
+            "gearman job already run here, its answer lost with its connection: answered again",
+            annotations
+          )
+        }
+        release()
+        return
+      }
+      run = inFlight.start(assignment, { functionName, unique, payload, work })
       link.inFlight++
       fork(
-        runJob(link.connection, packet).pipe(
+        runJob(run, job, fn.handler).pipe(
           Effect.ensuring(
             Effect.sync(() => {
               // The outcome packet is already queued, so it leaves before the next GRAB.
@@ -306,9 +356,8 @@ export const serve = <R>(
                 release()
                 return pump(link)
               }
-              // The permit the grab held is now the job's. Untimed, the PRE_SLEEP behind the
-              // grabs brings a NOOP if more jobs wait.
-              started(link, packet)
+              // Untimed, the PRE_SLEEP behind the grabs brings a NOOP if more jobs wait.
+              assigned(link, packet)
               return pump(link)
             case PacketType.ERROR:
               return log("gearman server error", str(packet.args[0]), str(packet.args[1]))

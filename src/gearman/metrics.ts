@@ -25,3 +25,14 @@ export const protocolErrors = Metric.counter("gearman_protocol_errors_total", {
   description: "frames rejected by the decoder",
   incremental: true
 })
+
+/**
+ * Deliveries of a job this worker process was already running (its connection was cut and the
+ * server handed it back, or a stored job came again under another handle), answered without a
+ * second run; tagged `to` = running (joined the run in progress) | finished (took the outcome
+ * of a run that ended while its connection was gone).
+ */
+export const jobsJoined = Metric.counter("gearman_jobs_joined_total", {
+  description: "job deliveries answered from a run of the same job instead of running it again",
+  incremental: true
+})

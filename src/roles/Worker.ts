@@ -19,6 +19,7 @@ import { functionNameProblem } from "../protocol/gearman.js"
 import type * as GearmanWorker from "../gearman/GearmanWorker.js"
 import { bytesView, decodeWorkerJson, formatHandle, MAX_RUN_AFTER, nowSeconds, resolveRunAt } from "../Job.js"
 import type { StoredJob, StoredJobId, RunAt } from "../Job.js"
+import type { InvalidJob } from "../errors.js"
 import * as GroupCommit from "../storage/GroupCommit.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
@@ -99,6 +100,27 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
     (batcher) => (handle: StoredJobId): Effect.Effect<void> => batcher.offer(handle)
   )
 
+// The worker JSON of a Gearman job, decoded once: `storedJobKey` and the handler share it.
+const decodedJobs = new WeakMap<GearmanWorker.GearmanJob, Either.Either<StoredJob, InvalidJob>>()
+const decodeOnce = (gjob: GearmanWorker.GearmanJob) => {
+  let decoded = decodedJobs.get(gjob)
+  if (decoded === undefined) {
+    decoded = decodeWorkerJson(gjob.payload)
+    decodedJobs.set(gjob, decoded)
+  }
+  return decoded
+}
+
+/**
+ * A stored job's identity (dbid:jobid) as the Gearman worker's `workKey`: a stored job dispatched
+ * twice (two handles, or two servers) while it runs here joins the run in progress, so its row
+ * is settled once and its handler runs once in this process.
+ */
+export const storedJobKey = (gjob: GearmanWorker.GearmanJob): string | undefined => {
+  const decoded = decodeOnce(gjob)
+  return Either.isRight(decoded) ? formatHandle(decoded.right) : undefined
+}
+
 /**
  * A Gearman handler running a worker-helper handler: decodes the worker JSON and settles the row
  * (the Driver wraps it into its own process bookkeeping). The success path is a handful of
@@ -112,7 +134,7 @@ export const gearmanHandler = <R>(
 ): GearmanWorker.Handler<R> =>
 (gjob) => {
   const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
-  const decoded = decodeWorkerJson(gjob.payload)
+  const decoded = decodeOnce(gjob)
   if (Either.isLeft(decoded)) {
     return Effect.logError(`rejected: ${decoded.left.message}`).pipe(
       Effect.zipRight(Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))),
@@ -178,9 +200,12 @@ export const serve = <R>(
     // Made before `serve`, so it is closed after the worker has drained its in-flight jobs.
     const complete = yield* makeCompleter(storage, options.completionWindow)
 
-    const gearmanHandlers: Record<string, GearmanWorker.Handler<R>> = {}
+    const gearmanHandlers: Record<string, GearmanWorker.FunctionSpec<R>> = {}
     for (const [funcname, handler] of Object.entries(handlers))
-      gearmanHandlers[funcname] = gearmanHandler(storage, complete, funcname, handler)
+      gearmanHandlers[funcname] = {
+        handler: gearmanHandler(storage, complete, funcname, handler),
+        workKey: storedJobKey
+      }
     yield* gearman.serve(gearmanHandlers, options)
   })
 

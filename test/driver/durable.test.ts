@@ -3,14 +3,16 @@
 // do not outlive their Driver.
 import { assert, it } from "@effect/vitest"
 import { join } from "node:path"
-import { Effect, Fiber, Layer } from "effect"
+import { Effect, Fiber, Layer, Option } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
+import { encodeWorkerJson } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import { layerSqlite, Storage } from "../../src/storage/Storage.js"
-import { eventually } from "../gearman/gearmand.js"
+import { eventually, gearmand, live } from "../gearman/gearmand.js"
 import { env, remaining } from "../support/e2e.js"
 import { tempDir } from "../support/files.js"
+import { makeProxy } from "../support/proxy.js"
 import { mysqlHost, mysqlPort, testShards } from "../support/mysql.js"
 import { alive, fixture, startDriver } from "./support.js"
 
@@ -68,6 +70,46 @@ it.scopedLive(
           Layer.mergeAll(Layer.orDie(layerSqlite({ filename })), Gearman.layer({ servers: [driver.gearmand.server] }))
         )
       )
+    }),
+  60_000
+)
+
+it.scopedLive(
+  "a Driver child whose connection is cut while it runs a stored job answers the job handed back without running it again",
+  () =>
+    Effect.gen(function*() {
+      const filename = join(yield* tempDir("garivini-driver-cut-"), "jobs.db")
+      // The child serves two servers: its own gearmand, and a second one behind a proxy.
+      const second = yield* gearmand
+      const proxy = yield* makeProxy({ host: "127.0.0.1", port: second.port })
+      const driver = yield* startDriver([fixture("SlowDurable.mjs")], { interval: 0 }, {
+        env: { GARIVINI_DB: `sqlite:${filename}` },
+        extraServers: [`127.0.0.1:${proxy.port}`]
+      })
+      const fn = "SlowDurable::slow"
+      const direct = yield* live([second.server])
+      const status = Effect.map(
+        Effect.orDie(direct.admin.status(second.server)),
+        (rows) => rows.find((r) => r.name === fn) ?? { total: 0, running: 0, workers: 0 }
+      )
+      yield* eventually(Effect.map(status, (s) => s.workers === 1), "the child registered behind the proxy")
+      const starts = () => driver.output().split("STDOUT: start cut").length - 1
+      yield* Effect.scoped(Effect.gen(function*() {
+        const storage = yield* Storage
+        const [stored] = yield* Client.insertJobs([{ funcname: fn, arg: "cut" }])
+        const row = Option.getOrThrow(yield* storage.get(stored!.handle))
+        // Dispatched as the QueueRunner would, to the server behind the proxy.
+        yield* direct.submitBackground(fn, encodeWorkerJson(row))
+        yield* eventually(Effect.sync(() => starts() === 1), "the run to start")
+        yield* proxy.cutAll
+        // The child runs one job at a time: it grabs again once the run ended, gets the job back
+        // (its answer was lost with the connection) and answers it from the run.
+        yield* eventually(Effect.map(status, (s) => s.total === 0 && s.workers === 1), "the job answered")
+        yield* eventually(Effect.map(remaining, (n) => n === 0), "the row completed")
+        yield* Effect.sleep("1 second")
+        assert.strictEqual(starts(), 1, "the handler ran once")
+        assert.include(driver.output(), "answered again")
+      })).pipe(Effect.provide(Layer.orDie(layerSqlite({ filename }))))
     }),
   60_000
 )
