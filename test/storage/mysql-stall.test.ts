@@ -83,6 +83,33 @@ describe("a stalled shard", () => {
       })
   )
 
+  it.scopedLive("a claim and a delete on a stalled connection fail after the statement timeout; nothing is lost", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const proxy = yield* makeProxy({ host: mysqlHost, port: mysqlPort })
+      const backend = yield* MysqlShard.make({ ...shard!, port: proxy.port }, { statementTimeout: Duration.seconds(1) })
+      const storage = yield* make([backend])
+      const stored = yield* storage.insert(
+        Array.from({ length: 3 }, (_, i) => ({ funcname: "c", arg: `${i}`, runAfter: 0 }))
+      )
+      // Three connections open and idle in the pool, so the calls below reach the stall.
+      yield* Effect.all(stored.map((o) => storage.get(o.handle)), { concurrency: "unbounded" })
+
+      yield* proxy.stall
+      const claim = yield* Effect.flip(storage.claimDue(1, 10, "1000 seconds"))
+      assert.strictEqual(claim._tag, "ShardUnavailable", claim.message)
+      assert.include(claim.message, "statement timeout")
+      const removed = yield* Effect.flip(storage.complete([stored[0]!.handle]))
+      assert.strictEqual(removed._tag, "ShardUnavailable", removed.message)
+      assert.include(removed.message, "statement timeout")
+
+      yield* proxy.unstall
+      // The claim was cut before its COMMIT (its BEGIN had no answer): it leased nothing. The
+      // delete's outcome is unknown (the proxy may still pass it on), so job 0 may be gone.
+      const claimed = yield* storage.claimDue(1, 10, "1000 seconds")
+      assert.includeMembers(claimed.map((j) => Buffer.from(j.arg).toString()), ["1", "2"])
+    }))
+
   it.scopedLive("abortConnection closes the driver's socket under a reserved connection", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)

@@ -126,8 +126,9 @@ export const make = <C extends Capabilities>(
     /**
      * Runs `f` on a reserved connection; failures that applied nothing run it again
      * (dialect.retry). A `bounded` operation's connection is closed when it outlasts the
-     * dialect's statement timeout. Waiting for a connection is not bounded here: the pool's
-     * connections are each held at most that long, and a new one has its connect timeout.
+     * dialect's statement timeout. Waiting for a connection is not bounded here: a bounded
+     * operation holds its connection at most that long and a new one has its connect timeout
+     * (only the unbounded counts, list and retryNever could hold the whole pool).
      */
     const withConnection = <A>(
       f: (conn: Connection, caps: C) => Effect.Effect<A, ShardFailure>,
