@@ -52,6 +52,8 @@ export interface Settings {
   readonly queueRunner: QueueRunnerOptions
   readonly injector: InjectorOptions
   readonly controller: ControllerOptions
+  /** How long a short MySQL operation may wait for its server (undefined: the storage default). */
+  readonly statementTimeout?: Duration.Duration | undefined
   readonly logFormat: LogFormat
 }
 
@@ -91,6 +93,9 @@ export const FileConfig = Schema.Struct({
   })),
   log: Schema.optional(Schema.Struct({
     format: Schema.optional(Schema.Literal("pretty", "json", "logfmt"))
+  })),
+  storage: Schema.optional(Schema.Struct({
+    statementTimeout: Schema.optional(Seconds)
   })),
   // The embedded job server of `garivini gearmand` and `garivini up` (their --listen, --max-*).
   embedded: Schema.optional(Schema.Struct({
@@ -175,6 +180,12 @@ export const connectionOptions = {
   logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
     Options.optional,
     Options.withDescription("Log lines as pretty text (default on a terminal), JSON or logfmt; env GARIVINI_LOG_FORMAT")
+  ),
+  statementTimeout: optionalFloat(
+    "statement-timeout",
+    `Seconds a MySQL insert, claim, update or delete by id may wait for its server before its connection is closed and it fails (default ${
+      Duration.toSeconds(Defaults.storage.statementTimeout)
+    }); env GARIVINI_STATEMENT_TIMEOUT`
   )
 }
 
@@ -248,6 +259,7 @@ type ConnectionFlags = {
 type RunnerFlags = { readonly [K in keyof typeof queueRunnerOptions]: Option.Option<number> }
 type ControllerFlags = { readonly [K in keyof typeof controllerOptions]: Option.Option<number> }
 type InjectorFlags = { readonly [K in keyof typeof injectorOptions]: Option.Option<number> }
+type StorageFlags = { readonly statementTimeout: Option.Option<number> }
 
 // -- resolution -------------------------------------------------------------------------------
 
@@ -312,7 +324,8 @@ export const keys = {
   injectorMaxRequestJobs: key("GARIVINI_INJECTOR_MAX_REQUEST_JOBS", "injector.maxRequestJobs", NumberText),
   injectorMaxRequestBytes: key("GARIVINI_INJECTOR_MAX_REQUEST_BYTES", "injector.maxRequestBytes", NumberText),
   controllerConcurrency: key("GARIVINI_CONTROLLER_CONCURRENCY", "controller.concurrency", NumberText),
-  controllerTimeout: key("GARIVINI_CONTROLLER_TIMEOUT", "controller.timeout", NumberText)
+  controllerTimeout: key("GARIVINI_CONTROLLER_TIMEOUT", "controller.timeout", NumberText),
+  statementTimeout: key("GARIVINI_STATEMENT_TIMEOUT", "storage.statementTimeout", NumberText)
 } as const
 
 const duration = (s: number | undefined) => s === undefined ? undefined : Duration.millis(Math.round(s * 1000))
@@ -376,7 +389,7 @@ export const loadSources = (configFlag: Option.Option<string>): Effect.Effect<So
 
 /** Resolves every setting: flag, else environment, else file, else default (src/cli/sources.ts). */
 export const resolve = (
-  flags: ConnectionFlags & Partial<RunnerFlags & ControllerFlags & InjectorFlags>
+  flags: ConnectionFlags & Partial<RunnerFlags & ControllerFlags & InjectorFlags & StorageFlags>
 ): Effect.Effect<Settings, ConfigInvalid> =>
   Effect.gen(function*() {
     const from = yield* loadSources(flags.config)
@@ -427,6 +440,16 @@ export const resolve = (
     if (injector.lease !== undefined && Duration.toMillis(Duration.decode(injector.lease)) < 1000) {
       return yield* Effect.fail(new ConfigInvalid({ field: "injector.lease", reason: "must be at least 1 second" }))
     }
+    const statementTimeout = yield* get(keys.statementTimeout, flags.statementTimeout)
+    // Zero would close every connection at once; a NaN or a negative number is no duration.
+    if (statementTimeout !== undefined && !(statementTimeout > 0 && Number.isFinite(statementTimeout))) {
+      return yield* Effect.fail(
+        new ConfigInvalid({
+          field: "storage.statementTimeout",
+          reason: `${statementTimeout} is not a positive number of seconds`
+        })
+      )
+    }
     const logFormat = yield* resolveLogFormat(flags.logFormat, from)
     return {
       shards,
@@ -437,6 +460,7 @@ export const resolve = (
       queueRunner,
       injector,
       controller,
+      statementTimeout: duration(statementTimeout),
       logFormat
     }
   })

@@ -23,7 +23,7 @@ export type StorageLayerError = ConfigInvalid | SqliteDriverMissing | ShardUnava
  */
 export const storageLayerFor = (settings: Settings): Layer.Layer<Storage, StorageLayerError> =>
   Option.match(settings.sqlite, {
-    onNone: () => mysqlLayer({ shards: settings.shards }),
+    onNone: () => mysqlLayer({ shards: settings.shards, statementTimeout: settings.statementTimeout }),
     onSome: (filename) => layerSqlite({ filename })
   })
 

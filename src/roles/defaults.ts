@@ -51,7 +51,12 @@ export const controller = {
 
 export const storage = {
   /** How long a shard that failed a connect or query is avoided for new jobs. */
-  coolOff: Duration.seconds(30)
+  coolOff: Duration.seconds(30),
+  /**
+   * How long an insert, claim, update, delete or lookup by id may wait for a MySQL server's
+   * answer before its connection is closed (a stalled connection gives no error of its own).
+   */
+  statementTimeout: Duration.seconds(10)
 } as const
 
 export const driver = {

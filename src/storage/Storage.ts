@@ -93,11 +93,12 @@ export interface StorageOptions {
   /** How long a failing shard is avoided for new non-unique jobs (default 30 s). */
   readonly coolOff?: Duration.DurationInput | undefined
   /**
-   * Merge concurrent `insert` calls into one batch (one statement per shard) while a previous
-   * batch is in flight. Each call still gets its own outcomes and errors. Default off in `make`;
-   * the MySQL layer turns it on (it multiplies the rate of many concurrent single inserts).
-   * A call interrupted while its batch is in flight may still have its jobs stored; one
-   * interrupted before its batch starts is withdrawn.
+   * Merge concurrent `insert` calls into batches, one batcher per shard (one statement a batch)
+   * while that shard's previous batch is in flight. Each call still gets its own outcomes and
+   * errors, as soon as its own shards answered. Default off in `make`; the MySQL layer turns it
+   * on (it multiplies the rate of many concurrent single inserts). A call interrupted while its
+   * batch is in flight may still have its jobs stored; one interrupted before its batch starts
+   * is withdrawn.
    */
   readonly coalesceInserts?: boolean | undefined
   /** A test hook: called with the number of waiting calls each time a call joins them. */
@@ -250,6 +251,22 @@ export const make = (
         return results
       })
 
+    /** Stores rows on one shard as one statement group, tracking its health, in a span. */
+    const storeOnShard = (backend: ShardBackend, rows: ReadonlyArray<ValidNewJob>, calls: number) =>
+      onShard(backend, (b) => insertOnShard(b, rows)).pipe(
+        // No stack trace: capturing one per group is measurable on the hot path.
+        Effect.withSpan("Storage.insert", {
+          attributes: { dbid: backend.dbid, jobs: rows.length, calls },
+          captureStackTrace: false
+        })
+      )
+
+    /** How a group of rows reaches its shard: at once, or in that shard's next coalesced batch. */
+    type Send = (
+      backend: ShardBackend,
+      rows: ReadonlyArray<ValidNewJob>
+    ) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure | InvalidJob>
+
     const insertError =
       (dbid: number, count: number) => (failure: ShardFailure | InvalidJob): ShardInsertError | InvalidJob =>
         failure._tag === "InvalidJob" ? failure : publicError(dbid, "insert", failure, count)
@@ -262,8 +279,8 @@ export const make = (
       )
 
     /** A unique job's shard is fixed by its key: a failure there is final. */
-    const insertPinned = (backend: ShardBackend, rows: ReadonlyArray<ValidNewJob>) =>
-      onShard(backend, (b) => insertOnShard(b, rows)).pipe(
+    const insertPinned = (send: Send, backend: ShardBackend, rows: ReadonlyArray<ValidNewJob>) =>
+      send(backend, rows).pipe(
         Effect.map((results) => toOutcomes(backend.dbid, results)),
         Effect.mapError(insertError(backend.dbid, rows.length))
       )
@@ -272,11 +289,11 @@ export const make = (
      * Jobs without a unique key go to a random live shard; a shard that cannot be reached is
      * avoided and the next one tried. Anything that may have reached a server is not retried.
      */
-    const insertFloating = (rows: ReadonlyArray<ValidNewJob>) =>
+    const insertFloating = (send: Send, rows: ReadonlyArray<ValidNewJob>) =>
       Effect.gen(function*() {
         const reasons: Array<string> = []
         for (const backend of yield* shardHealth.insertOrder(sorted)) {
-          const attempt = yield* Effect.either(onShard(backend, (b) => insertOnShard(b, rows)))
+          const attempt = yield* Effect.either(send(backend, rows))
           if (Either.isRight(attempt)) return toOutcomes(backend.dbid, attempt.right)
           if (attempt.left._tag !== "ShardUnreached") {
             return yield* Effect.fail(insertError(backend.dbid, rows.length)(attempt.left))
@@ -288,8 +305,14 @@ export const make = (
         )
       })
 
-    /** Stores validated jobs: grouped by shard, one round trip per shard. */
-    const insertValid = (valid: ReadonlyArray<ValidNewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
+    /**
+     * Stores one call's validated jobs: grouped by shard, the groups sent at once. The call
+     * waits for its own groups only, never for another shard's statement.
+     */
+    const insertValid = (
+      send: Send,
+      valid: ReadonlyArray<ValidNewJob>
+    ): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
       Effect.gen(function*() {
         // Group by target: the key's shard for unique jobs, "floating" for the rest.
         const pinned = new Map<number, Array<number>>()
@@ -306,9 +329,11 @@ export const make = (
           readonly run: Effect.Effect<ReadonlyArray<InsertOutcome>, ShardInsertError | InvalidJob>
         }> = [...pinned].map(([dbid, indices]) => ({
           indices,
-          run: insertPinned(byId.get(dbid)!, indices.map((i) => valid[i]!))
+          run: insertPinned(send, byId.get(dbid)!, indices.map((i) => valid[i]!))
         }))
-        if (floating.length > 0) groups.push({ indices: floating, run: insertFloating(floating.map((i) => valid[i]!)) })
+        if (floating.length > 0) {
+          groups.push({ indices: floating, run: insertFloating(send, floating.map((i) => valid[i]!)) })
+        }
 
         // One group (the common case): no fibers to fork and join.
         if (groups.length === 1) return yield* groups[0]!.run
@@ -324,96 +349,79 @@ export const make = (
         return outcomes.filter((o): o is InsertOutcome => o !== undefined)
       })
 
-    /** `insertValid` in a span; no stack trace: capturing one per call is measurable. */
-    const traced = (valid: ReadonlyArray<ValidNewJob>, calls: number) =>
-      insertValid(valid).pipe(
-        Effect.withSpan("Storage.insert", { attributes: { jobs: valid.length, calls }, captureStackTrace: false })
-      )
+    /** Without coalescing: each call's groups go to their shards themselves. */
+    const direct: Send = (backend, rows) => storeOnShard(backend, rows, 1)
 
-    /** What one call of a coalesced batch gets: its slice of the outcomes, or its share of the failure. */
-    const forCall = (
-      error: InsertError,
-      offset: number,
-      count: number
-    ): Either.Either<ReadonlyArray<InsertOutcome>, InsertError> => {
-      if (error._tag !== "PartialInsert") return Either.left(error)
-      const outcomes = error.outcomes.slice(offset, offset + count)
-      const failures = error.failures.flatMap((f) => {
-        const indices = f.indices.filter((i) => i >= offset && i < offset + count).map((i) => i - offset)
-        return indices.length === 0 ? [] : [{ indices, error: f.error }]
-      })
-      if (failures.length === 0) return Either.right(outcomes.filter((o): o is InsertOutcome => o !== undefined))
-      return Either.left(
-        count === 1 || failures.length === 1 && failures[0]!.indices.length === count
-          ? failures[0]!.error
-          : new PartialInsert({ outcomes, failures })
-      )
+    /** One call's rows waiting for their shard's next batch, resumed through their own callback. */
+    interface PendingRows {
+      readonly rows: ReadonlyArray<ValidNewJob>
+      readonly resume: (result: Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure | InvalidJob>) => void
     }
 
-    /** A call waiting for a coalesced batch, resumed through its own `Effect.async` callback. */
-    interface PendingInsert {
-      readonly jobs: ReadonlyArray<ValidNewJob>
-      readonly resume: (result: Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError>) => void
-    }
-
-    /** Runs one batch and resumes each of its callers with its own outcome. */
-    const runBatch = (calls: ReadonlyArray<PendingInsert>): Effect.Effect<void> =>
+    /** Runs one shard's batch and resumes each of its callers with the results of its own rows. */
+    const runBatch = (backend: ShardBackend) => (calls: ReadonlyArray<PendingRows>): Effect.Effect<void> =>
       Effect.flatMap(
-        Effect.exit(traced(calls.length === 1 ? calls[0]!.jobs : calls.flatMap((c) => c.jobs), calls.length)),
+        Effect.exit(
+          storeOnShard(backend, calls.length === 1 ? calls[0]!.rows : calls.flatMap((c) => c.rows), calls.length)
+        ),
         (exit): Effect.Effect<void> => {
           if (Exit.isSuccess(exit)) {
             let offset = 0
             for (const call of calls) {
-              const n = call.jobs.length
+              const n = call.rows.length
               call.resume(Effect.succeed(calls.length === 1 ? exit.value : exit.value.slice(offset, offset + n)))
               offset += n
             }
             return Effect.void
           }
           const failure = Cause.failureOption(exit.cause)
-          if (Option.isNone(failure)) {
-            // A defect: every caller gets it (none may wait forever), and the batching goes on.
-            for (const call of calls) call.resume(Effect.failCause(exit.cause))
-            return Effect.void
-          }
-          const error = failure.value
-          if (error._tag === "InvalidJob" && calls.length > 1) {
-            // One call's arg does not fit its shard: try each call alone, so only that one fails.
+          if (Option.isSome(failure) && failure.value._tag === "InvalidJob" && calls.length > 1) {
+            // One call's arg does not fit the shard (refused before any statement): try each call
+            // alone, so only that one fails.
             return Effect.forEach(
               calls,
-              (c) => Effect.map(Effect.exit(traced(c.jobs, 1)), (exit) => c.resume(exit)),
+              (c) => Effect.map(Effect.exit(storeOnShard(backend, c.rows, 1)), (exit) => c.resume(exit)),
               { discard: true }
             )
           }
-          let offset = 0
-          for (const call of calls) {
-            const n = call.jobs.length
-            const mine = forCall(error, offset, n)
-            offset += n
-            call.resume(Either.isRight(mine) ? Effect.succeed(mine.right) : Effect.fail(mine.left))
-          }
+          // The shard's failure, or a defect: every caller of the batch gets it (none may wait forever).
+          for (const call of calls) call.resume(Effect.failCause(exit.cause))
           return Effect.void
         }
       )
 
-    // Group commit: while one batch is in flight, the next calls gather and go together.
-    const batches = options.coalesceInserts === true
-      ? yield* GroupCommit.make({ run: runBatch, maxBatch: COALESCE_MAX_CALLS, onQueued: options.onInsertQueued })
+    // Group commit, one batcher per shard: while a shard's batch is in flight, the next calls for
+    // that shard gather and go together, and a stalled shard holds up only its own callers.
+    const batchers = options.coalesceInserts === true
+      ? new Map(
+        yield* Effect.forEach(sorted, (backend) =>
+          Effect.map(
+            GroupCommit.make({
+              run: runBatch(backend),
+              maxBatch: COALESCE_MAX_CALLS,
+              onQueued: options.onInsertQueued
+            }),
+            (batcher) => [backend.dbid, batcher] as const
+          ))
+      )
       : undefined
 
-    /** Hands validated jobs to the batcher; a caller interrupted before its batch starts is withdrawn. */
-    const coalesced = (batcher: GroupCommit.GroupCommit<PendingInsert>, jobs: ReadonlyArray<ValidNewJob>) =>
-      Effect.async<ReadonlyArray<InsertOutcome>, InsertError>((resume) => {
-        const call: PendingInsert = { jobs, resume }
+    /** Hands rows to their shard's batcher; a caller interrupted before its batch starts is withdrawn. */
+    const coalesced = (batchers: ReadonlyMap<number, GroupCommit.GroupCommit<PendingRows>>): Send => (backend, rows) =>
+      Effect.async((resume) => {
+        const batcher = batchers.get(backend.dbid)!
+        const call: PendingRows = { rows, resume }
         batcher.unsafeOffer(call)
         return Effect.sync(() => void batcher.withdraw(call))
       })
 
+    const send = batchers === undefined ? direct : coalesced(batchers)
+
     /**
      * Validation is synchronous and a call is a handful of Effect steps: this is the hot path of
-     * many concurrent single inserts. The span is per statement group (`traced`): per call
-     * without coalescing, per batch with it (a span per call cost about 12 µs, a third of the
-     * CPU of a coalesced call).
+     * many concurrent single inserts. The `Storage.insert` span is per statement group: per
+     * shard and call without coalescing, per shard batch with it (a span per call cost about
+     * 12 µs, a third of the CPU of a coalesced call).
      */
     const insert = (jobs: ReadonlyArray<NewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
       Effect.suspend((): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> => {
@@ -424,7 +432,7 @@ export const make = (
           if (Either.isLeft(v)) return Effect.fail(v.left)
           valid.push(v.right)
         }
-        return batches !== undefined ? coalesced(batches, valid) : traced(valid, 1)
+        return insertValid(send, valid)
       })
 
     // -- the rest --------------------------------------------------------------------------

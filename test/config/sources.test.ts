@@ -136,6 +136,24 @@ describe("resolve: precedence per key, from YAML and JSON files", () => {
       }))
   }
 
+  it.scoped("the statement timeout: flag over variable over file, none by default, zero refused", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir("garivini-sources-")
+      const path = join(dir, "c.yaml")
+      writeFileSync(path, "storage:\n  statementTimeout: 4\n")
+      const config = Option.some(path)
+      const seconds = (s: { readonly statementTimeout?: Duration.Duration | undefined }) =>
+        s.statementTimeout === undefined ? undefined : Duration.toSeconds(s.statementTimeout)
+      assert.strictEqual(seconds(yield* withEnv(clean, resolve({ ...noFlags, config }))), 4)
+      const env = { ...clean, GARIVINI_STATEMENT_TIMEOUT: "2.5" }
+      assert.strictEqual(seconds(yield* withEnv(env, resolve({ ...noFlags, config }))), 2.5)
+      const flag = resolve({ ...noFlags, config, statementTimeout: Option.some(1) })
+      assert.strictEqual(seconds(yield* withEnv(env, flag)), 1)
+      assert.strictEqual(seconds(yield* withEnv(clean, resolve(noFlags))), undefined, "the storage's own default")
+      const zero = yield* Effect.flip(withEnv({ ...clean, GARIVINI_STATEMENT_TIMEOUT: "0" }, resolve(noFlags)))
+      assert.strictEqual(zero.field, "storage.statementTimeout")
+    }))
+
   it.effect("every key of the table has a variable or a file key, and variables are GARIVINI_*", () =>
     Effect.sync(() => {
       for (const [name, k] of Object.entries(keys)) {

@@ -1,6 +1,6 @@
 // Concurrent inserts merged into batches: fewer statements, the same outcome for every call.
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Either, Exit, Fiber } from "effect"
+import { Cause, Deferred, Effect, Either, Exit, Fiber, Option } from "effect"
 import * as MemoryShard from "../../src/storage/MemoryShard.js"
 import type { ShardBackend } from "../../src/storage/ShardBackend.js"
 import { make } from "../../src/storage/Storage.js"
@@ -138,5 +138,48 @@ describe("coalesced inserts", () => {
       const jobs = yield* storage.list()
       assert.deepStrictEqual(jobs.map((j) => Buffer.from(j.arg).toString()), ["in flight", "later"])
       assert.strictEqual(after[0]!.handle.jobid, jobs[1]!.jobid)
+    }))
+
+  it.scoped("a shard whose statement never answers holds up only its own callers, not the other shard's batches", () =>
+    Effect.gen(function*() {
+      const one = counting(yield* MemoryShard.make(1))
+      const shard = yield* MemoryShard.make(2)
+      const entered = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const stalled = {
+        ...shard,
+        insert: (rows: Parameters<ShardBackend["insert"]>[0]) =>
+          Effect.zipRight(
+            Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(release)),
+            shard.insert(rows)
+          )
+      }
+      const storage = yield* make([one.backend, stalled], { coalesceInserts: true })
+      const held = yield* Effect.fork(storage.insert([{ funcname: "f", uniqkey: keyFor(1, 2, "held-"), runAfter: 0 }]))
+      yield* Deferred.await(entered)
+      // Several rounds of batches on shard 1, and a call with a job on each shard, meanwhile.
+      const mixed = yield* Effect.fork(storage.insert([
+        { funcname: "f", uniqkey: keyFor(0, 2, "mixed-a-"), runAfter: 0 },
+        { funcname: "f", uniqkey: keyFor(1, 2, "mixed-b-"), runAfter: 0 }
+      ]))
+      for (let round = 0; round < 3; round++) {
+        const done = yield* Effect.forEach(
+          Array.from(
+            { length: 10 },
+            (_, i) => [{ funcname: "f", uniqkey: keyFor(0, 2, `r${round}-${i}-`), runAfter: 0 }]
+          ),
+          (jobs) => storage.insert(jobs),
+          { concurrency: "unbounded" }
+        )
+        assert.deepStrictEqual(done.map((o) => o[0]!.handle.dbid), Array.from({ length: 10 }, () => 1))
+      }
+      assert.isTrue(one.statements() >= 3, "at least one batch per round")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(held)), "shard 2's caller still waits")
+      // A call spanning both shards waits for both: its shard-1 job is stored, its shard-2 job waits.
+      assert.isTrue(Option.isNone(yield* Fiber.poll(mixed)))
+      yield* Deferred.succeed(release, undefined)
+      const [stored] = yield* Fiber.join(held)
+      assert.strictEqual(stored!.handle.dbid, 2)
+      assert.deepStrictEqual((yield* Fiber.join(mixed)).map((o) => o.handle.dbid), [1, 2])
     }))
 })

@@ -12,7 +12,7 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Schedule } from "effect"
-import { Effect, ExecutionStrategy, Exit, Option, Scope, SynchronizedRef } from "effect"
+import { Clock, Duration, Effect, ExecutionStrategy, Exit, Option, Scope, SynchronizedRef } from "effect"
 import { NEVER } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
@@ -75,6 +75,17 @@ export interface Dialect<C extends Capabilities> {
   }
   /** At most this many operations at once (SQLite: one writer, so no statement interleaves a transaction). */
   readonly permits?: number | undefined
+  /**
+   * A bound on the short operations (insert, claim, updates and deletes by id, get): after
+   * `after`, `abort` closes the connection under the operation, so its pending statement fails
+   * (the outcome unknown) and the connection never goes back to the pool. Absent: no bound
+   * (SQLite has no network to stall).
+   */
+  readonly statementTimeout?: {
+    readonly after: Duration.Duration
+    /** False when it could not reach the driver's connection. */
+    readonly abort: (conn: Connection) => boolean
+  } | undefined
 }
 
 export const make = <C extends Capabilities>(
@@ -111,16 +122,47 @@ export const make = <C extends Capabilities>(
             }))
     )
 
-    /** Runs `f` on a reserved connection; failures that applied nothing run it again (dialect.retry). */
+    const guard = dialect.statementTimeout
+    /**
+     * Runs `f` on a reserved connection; failures that applied nothing run it again
+     * (dialect.retry). A `bounded` operation's connection is closed when it outlasts the
+     * dialect's statement timeout. Waiting for a connection is not bounded here: a bounded
+     * operation holds its connection at most that long and a new one has its connect timeout
+     * (only the unbounded counts, list and retryNever could hold the whole pool).
+     */
     const withConnection = <A>(
-      f: (conn: Connection, caps: C) => Effect.Effect<A, ShardFailure>
+      f: (conn: Connection, caps: C) => Effect.Effect<A, ShardFailure>,
+      bounded = true
     ): Effect.Effect<A, ShardFailure> => {
       const once = Effect.scoped(Effect.gen(function*() {
         const { caps, client } = yield* connected
         const conn = yield* client.reserve.pipe(
           Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
         )
-        return yield* f(conn, caps)
+        if (!bounded || guard === undefined) return yield* f(conn, caps)
+        let expired = false
+        // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
+        // interrupted statement would return its connection to the pool with the statement
+        // still pending. Closing the connection makes that statement fail, so `f` ends.
+        yield* Effect.forkScoped(
+          Effect.sleep(guard.after).pipe(
+            Effect.zipRight(Effect.suspend(() => {
+              expired = true
+              const after = Duration.format(guard.after)
+              return (guard.abort(conn)
+                ? Effect.logWarning(`no answer within ${after} (statement timeout): connection closed`)
+                : Effect.logError(`statement timeout (${after}): the driver's connection could not be closed`))
+                .pipe(Effect.annotateLogs({ shard: dbid }))
+            })),
+            // A network timeout runs on the wall clock, even in tests that drive a TestClock.
+            Effect.withClock(wallClock),
+            // Interruptible even when forked from an uninterruptible batch, so the scope ends it.
+            Effect.interruptible
+          )
+        )
+        return yield* f(conn, caps).pipe(
+          Effect.mapError((failure) => expired ? timedOut(guard.after, failure) : failure)
+        )
       }))
       // The permit is released between attempts, so the process's other fibers go on meanwhile.
       return (permit === undefined ? once : permit.withPermits(1)(once)).pipe(Effect.retry(dialect.retry))
@@ -217,18 +259,21 @@ export const make = <C extends Capabilities>(
         ).pipe(
           Effect.map((n) => n > 0)
         ),
+      // Unbounded: these scan a function's or the whole table's rows, and an operator runs them.
       retryNever: (funcname, now) =>
-        withConnection((conn) =>
-          changes(conn, `UPDATE job SET run_after = ? WHERE funcname = ? AND run_after >= ${NEVER}`, [now, funcname])
+        withConnection(
+          (conn) =>
+            changes(conn, `UPDATE job SET run_after = ? WHERE funcname = ? AND run_after >= ${NEVER}`, [now, funcname]),
+          false
         ),
       counts: (now) =>
         withConnection((conn) => {
           const { params, sql } = countsStatement(now)
           return Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) => countsFromRows(dbid, r))
-        }),
+        }, false),
       list: (q: ShardListQuery) => {
         const { params, sql } = listStatement(q)
-        return withConnection((conn) => rows(conn, sql, params))
+        return withConnection((conn) => rows(conn, sql, params), false)
       },
       get: (jobid) =>
         withConnection((conn) => rows(conn, `SELECT ${JOB_COLUMNS} FROM job WHERE jobid = ?`, [jobid])).pipe(
@@ -236,6 +281,21 @@ export const make = <C extends Capabilities>(
         )
     }
   })
+
+const wallClock = Clock.make()
+
+/**
+ * A failure after the statement timeout closed the connection, named as such and of the same
+ * kind: a lost answer stays outcome-unknown, a transaction cut before COMMIT stays unreached,
+ * and an error the server sent meanwhile stays a refusal.
+ */
+const timedOut = (after: Duration.Duration, failure: ShardFailure): ShardFailure => {
+  if (failure._tag === "ShardRejected") return failure
+  const reason = `no answer within ${Duration.format(after)} (statement timeout); connection closed: ${failure.reason}`
+  return failure._tag === "ShardUnreached"
+    ? new ShardUnreached({ reason, cause: failure })
+    : new ShardLost({ reason, cause: failure })
+}
 
 /** Inside a transaction nothing is applied before COMMIT: a lost connection there applied nothing. */
 const notApplied = (failure: ShardFailure): ShardFailure =>

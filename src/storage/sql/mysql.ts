@@ -9,7 +9,8 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
-import { Duration, Effect, Option, Schedule, Schema, Scope } from "effect"
+import { Duration, Effect, Option, Predicate, Schedule, Schema, Scope } from "effect"
+import * as Defaults from "../../roles/defaults.js"
 import type { ShardConfig } from "../targets.js"
 import { bytesView, LenientInt, uniqueIdentity } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
@@ -33,6 +34,11 @@ export interface MysqlShardOptions {
   readonly skipLocked?: boolean | undefined
   /** Take the server's `max_allowed_packet` to be this many bytes (default: detected; for tests). */
   readonly maxAllowedPacket?: number | undefined
+  /**
+   * How long an insert, claim, update or delete by id, or get may wait for the server before its
+   * connection is closed and it fails (an insert as outcome-unknown). Default 10 s.
+   */
+  readonly statementTimeout?: Duration.DurationInput | undefined
 }
 
 export interface Capabilities extends SqlShard.Capabilities {
@@ -316,6 +322,21 @@ const insert = (ctx: InsertContext<Capabilities>, input: ReadonlyArray<ValidNewJ
   })
 }
 
+/**
+ * Closes the socket under a reserved connection at once (a stalled peer would hold a graceful
+ * end forever): mysql2 fails the pending statement (PROTOCOL_CONNECTION_LOST) and drops the
+ * connection from its pool. @effect/sql-mysql2 0.53 keeps the driver's connection in a private
+ * `conn` field; mysql-stall.test.ts checks that this still reaches it.
+ */
+export const abortConnection = (conn: Connection): boolean => {
+  const driver: unknown = Predicate.hasProperty(conn, "conn") ? conn.conn : undefined
+  if (!Predicate.hasProperty(driver, "stream") || !Predicate.hasProperty(driver.stream, "destroy")) return false
+  const destroy = driver.stream.destroy
+  if (!Predicate.isFunction(destroy)) return false
+  destroy.call(driver.stream)
+  return true
+}
+
 /** The MySQL / MariaDB dialect for one shard. */
 export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Dialect<Capabilities> => ({
   open: open(shard, options),
@@ -327,7 +348,11 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
   lockRows: (caps) => ` FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
   changes,
   insert,
-  retry: { while: isLockConflict, schedule: Schedule.recurs(4) }
+  retry: { while: isLockConflict, schedule: Schedule.recurs(4) },
+  statementTimeout: {
+    after: Duration.decode(options.statementTimeout ?? Defaults.storage.statementTimeout),
+    abort: abortConnection
+  }
 })
 
 /** A shard in MySQL / MariaDB; its pool closes with the scope. */
