@@ -12,7 +12,7 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Schedule } from "effect"
-import { Clock, Duration, Effect, ExecutionStrategy, Exit, Option, Scope, SynchronizedRef } from "effect"
+import { Duration, Effect, ExecutionStrategy, Exit, Option, Runtime, Scope, SynchronizedRef } from "effect"
 import { NEVER } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
@@ -123,6 +123,7 @@ export const make = <C extends Capabilities>(
     )
 
     const guard = dialect.statementTimeout
+    const runtime = yield* Effect.runtime<never>()
     /**
      * Runs `f` on a reserved connection; failures that applied nothing run it again
      * (dialect.retry). A `bounded` operation's connection is closed when it outlasts the
@@ -143,22 +144,23 @@ export const make = <C extends Capabilities>(
         let expired = false
         // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
         // interrupted statement would return its connection to the pool with the statement
-        // still pending. Closing the connection makes that statement fail, so `f` ends.
-        yield* Effect.forkScoped(
-          Effect.sleep(guard.after).pipe(
-            Effect.zipRight(Effect.suspend(() => {
+        // still pending. Closing the connection makes that statement fail, so `f` ends. A
+        // plain timer (wall clock, even under a TestClock), not a forked fiber: it is armed
+        // and cleared on every statement.
+        yield* Effect.acquireRelease(
+          Effect.sync(() =>
+            setTimeout(() => {
               expired = true
               const after = Duration.format(guard.after)
-              return (guard.abort(conn)
-                ? Effect.logWarning(`no answer within ${after} (statement timeout): connection closed`)
-                : Effect.logError(`statement timeout (${after}): the driver's connection could not be closed`))
-                .pipe(Effect.annotateLogs({ shard: dbid }))
-            })),
-            // A network timeout runs on the wall clock, even in tests that drive a TestClock.
-            Effect.withClock(wallClock),
-            // Interruptible even when forked from an uninterruptible batch, so the scope ends it.
-            Effect.interruptible
-          )
+              Runtime.runFork(runtime)(
+                (guard.abort(conn)
+                  ? Effect.logWarning(`no answer within ${after} (statement timeout): connection closed`)
+                  : Effect.logError(`statement timeout (${after}): the driver's connection could not be closed`))
+                  .pipe(Effect.annotateLogs({ shard: dbid }))
+              )
+            }, Duration.toMillis(guard.after))
+          ),
+          (timer) => Effect.sync(() => clearTimeout(timer))
         )
         return yield* f(conn, caps).pipe(
           Effect.mapError((failure) => expired ? timedOut(guard.after, failure) : failure)
@@ -281,8 +283,6 @@ export const make = <C extends Capabilities>(
         )
     }
   })
-
-const wallClock = Clock.make()
 
 /**
  * A failure after the statement timeout closed the connection, named as such and of the same
