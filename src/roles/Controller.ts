@@ -1,7 +1,7 @@
 /**
  * The Controller (low-latency mode): serves `run_queued_job`. For each job it calls the real
- * function in the foreground with the worker JSON it received (the same bytes), waits for the
- * outcome, and then owns the row: WORK_COMPLETE deletes it (batched, as in the worker helper);
+ * function in the foreground with the worker JSON it received (the same bytes) and the job's
+ * handle as Gearman unique (dispatch.ts), waits for the outcome, and then owns the row: WORK_COMPLETE deletes it (batched, as in the worker helper);
  * a worker's retry request (`Worker.retryAt` / `retryNever`, a WORK_EXCEPTION holding a
  * `RetryRequest`) reschedules it to that time; WORK_FAIL, any other WORK_EXCEPTION, a timeout
  * or a job server's error back it off with `failedJob`. A connection lost while the job ran
@@ -19,7 +19,8 @@ import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
 import * as Defaults from "./defaults.js"
 import { park, unusableFuncname } from "./park.js"
-import { CONTROLLER_FUNCTION, errorText } from "./QueueRunner.js"
+import { callUnique, CONTROLLER_FUNCTION } from "./dispatch.js"
+import { errorText } from "./QueueRunner.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
 import { decodeRetryRequest, makeCompleter } from "./Worker.js"
@@ -72,7 +73,13 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
           yield* park([{ job, why: unusable }]).pipe(Effect.provideService(Storage, storage))
           return yield* Effect.fail(new WorkFail({ reason: unusable.detail }))
         }
-        const outcome = yield* Effect.either(gearman.submit(job.funcname, payload, { timeout }))
+        // The handle as unique: two Controllers given the same job (gearmand re-queued the
+        // run_queued_job of one whose connection dropped, or a Perl dispatcher sent a copy
+        // without a unique) share one run of it, and each completes the row with its outcome.
+        const unique = callUnique(job)
+        const outcome = yield* Effect.either(
+          gearman.submit(job.funcname, payload, unique === undefined ? { timeout } : { timeout, unique })
+        )
         if (Either.isRight(outcome)) {
           yield* complete(job)
           return

@@ -20,7 +20,8 @@ import { Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { park, splitDeliverable } from "./park.js"
 import * as Defaults from "./defaults.js"
-import { errorText, queueTotals, submission } from "./QueueRunner.js"
+import { submission } from "./dispatch.js"
+import { errorText, queueTotals } from "./QueueRunner.js"
 import { clip } from "../text.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
@@ -211,8 +212,9 @@ export const makeHandler = (options: InjectorOptions = {}) =>
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
     function dispatch(all: ReadonlyArray<StoredJob>, now: number) {
-      // Flagged `controller`: each goes to run_queued_job, as the QueueRunner would send it. One
-      // that can never be delivered is parked (as the QueueRunner does), not sent.
+      // Flagged `controller`: each goes to run_queued_job with the unique the QueueRunner would
+      // give it, so its copy merges into ours if the lease runs out while gearmand still holds
+      // this one (no Controller up). One that can never be delivered is parked, not sent.
       const { parked, send: jobs, submissions } = splitDeliverable(all, submission, maxPacket)
       // Nothing to park (the usual case): no extra Effect steps on this per-inject path.
       const submitted = gearman.submitBackgroundAll(submissions)

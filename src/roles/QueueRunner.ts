@@ -2,28 +2,36 @@
  * The QueueRunner (throughput mode): each round, for every shard, claim a batch of due jobs
  * (leasing them), defer those whose function is over the queue watermark, and submit the rest
  * to gearmand as background jobs — `shim` jobs to their own function, `controller` jobs to
- * `run_queued_job` — with the job's `uniqkey` as Gearman unique id and the worker JSON as payload.
+ * `run_queued_job` — with the worker JSON as payload and a Gearman unique naming the job (its
+ * `uniqkey`, else its handle: dispatch.ts), so a job dispatched again while gearmand still holds
+ * it merges into the first copy.
  *
  * A job is never lost: a submit that fails leaves it leased in the database, and it is
  * claimed again when the lease ends. Delivery is at least once; exactly once when nothing fails.
  */
-import { createHash } from "node:crypto"
 import { Clock, Data, Duration, Effect, Either, Fiber, Layer, Ref, Schedule } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import type { BackgroundSubmission } from "../gearman/GearmanClient.js"
 import type { FunctionStatus } from "../protocol/admin.js"
-import { encodeWorkerJson, formatHandle, nowSeconds, uniqueIdentity } from "../Job.js"
+import { formatHandle, nowSeconds } from "../Job.js"
 import type { StoredJob } from "../Job.js"
 import type { ShardOperationError } from "../errors.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { MAX_CLAIM, Storage } from "../storage/Storage.js"
 import * as Defaults from "./defaults.js"
+import { submission } from "./dispatch.js"
 import { park, splitDeliverable } from "./park.js"
 import { roleLayer } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
 
-/** The Gearman function that the Controller serves. */
-export const CONTROLLER_FUNCTION = "run_queued_job"
+export {
+  CONTROLLER_FUNCTION,
+  controllerUnique,
+  dispatchUnique,
+  gearmanUnique,
+  handleUnique,
+  submission,
+  targetFunction
+} from "./dispatch.js"
 export const MIN_BATCH_SIZE = 50
 /** After a round that dispatched jobs (but not a full batch), the next round starts this soon. */
 const BUSY_ROUND_MS = 50
@@ -31,8 +39,6 @@ const BUSY_ROUND_MS = 50
 const MAX_EXCLUDED = 1000
 /** How long a dispatched job is leased unless configured (the Injector's default too). */
 export const DEFAULT_LEASE = Defaults.queueRunner.lease
-/** gearmand refuses unique ids over 64 bytes. */
-const MAX_GEARMAN_UNIQUE = 64
 
 export interface QueueRunnerOptions {
   /** Largest batch claimed per shard and round (default 1000, 50 to 100,000). */
@@ -189,14 +195,6 @@ export const nextLimit = (limit: number, dispatched: number, max: number): numbe
     )
   )
 
-/** The Gearman unique id of a job: its uniqkey, hashed when longer than gearmand accepts. */
-export const gearmanUnique = (uniqkey: string | null): string | undefined => {
-  if (uniqkey === null) return undefined
-  return Buffer.byteLength(uniqkey, "utf8") <= MAX_GEARMAN_UNIQUE
-    ? uniqkey
-    : `sha1:${createHash("sha1").update(uniqkey, "utf8").digest("hex")}`
-}
-
 /** Jobs per function in gearmand (TOTAL: queued + running), from `queueDepths`. */
 export const queueTotals = (statuses: ReadonlyMap<string, FunctionStatus>): ReadonlyMap<string, number> =>
   new Map([...statuses].map(([name, status]) => [name, status.total] as const))
@@ -204,26 +202,6 @@ export const queueTotals = (statuses: ReadonlyMap<string, FunctionStatus>): Read
 /** A tagged error as one line; its fields when it renders no message (a guard: ours all do). */
 export const errorText = (e: { readonly _tag: string; readonly message: string }): string =>
   e.message !== "" ? e.message : `${e._tag} ${JSON.stringify(e)}`
-
-/** Where a job is submitted: its own function, or the Controller's. */
-export const targetFunction = (job: StoredJob): string => job.flag === "controller" ? CONTROLLER_FUNCTION : job.funcname
-
-/**
- * The Gearman unique of a `controller` job: all of them go to one function, `run_queued_job`,
- * where gearmand merges equal uniques, so it names the function and the key together (equal
- * keys of different functions are different jobs).
- */
-export const controllerUnique = (funcname: string, uniqkey: string): string =>
-  `sha1:${createHash("sha1").update(uniqueIdentity(funcname, uniqkey), "utf8").digest("hex")}`
-
-/** A stored job as a background submission: its target, the worker JSON, its uniqkey as unique. */
-export const submission = (job: StoredJob): BackgroundSubmission => ({
-  fn: targetFunction(job),
-  payload: encodeWorkerJson(job),
-  options: job.uniqkey === null
-    ? undefined
-    : { unique: job.flag === "controller" ? controllerUnique(job.funcname, job.uniqkey) : gearmanUnique(job.uniqkey)! }
-})
 
 /**
  * Builds a runner: `round` runs one round over every shard (for tests and tools), `run` runs a
