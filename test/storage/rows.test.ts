@@ -3,10 +3,13 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Schema } from "effect"
 import { fastJobRow } from "../../src/Job.js"
 import {
+  decodeHeader,
   decodeReturned,
+  isResultHeader,
   isReturnedRow,
   jobsFromRows,
   jobsFromRowsWithSchema,
+  ResultHeader,
   ReturnedRow
 } from "../../src/storage/sql/rows.js"
 
@@ -96,5 +99,33 @@ describe("SQL rows", () => {
       Effect.runSync(Effect.flip(decodeReturned([base, { ...base, jobid: -1 }])))._tag,
       "ShardRejected"
     )
+  })
+
+  it("result headers: the guard and the ResultHeader schema agree on every header", () => {
+    const values = {
+      affectedRows: [0, 1, 1000, -1, 1.5, "3", null],
+      insertId: [0, 1, 2 ** 53, -1, 1.5, "7", null, undefined]
+    }
+    const base = { affectedRows: 1, insertId: 5 }
+    const variants: Array<unknown> = [base, "not a header", null, [base], { ...base, fieldCount: 0, info: "" }]
+    for (const k of Object.keys(values) as Array<keyof typeof values>)
+      for (const v of values[k]) variants.push({ ...base, [k]: v })
+    const decodeWithSchema = Schema.decodeUnknownEither(ResultHeader)
+    let guarded = 0
+    for (const variant of variants) {
+      const what = JSON.stringify(variant)
+      if (!isResultHeader(variant)) continue
+      guarded++
+      const slow = decodeWithSchema(variant)
+      assert.isTrue(Either.isRight(slow), what)
+      if (Either.isRight(slow)) {
+        assert.strictEqual(slow.right.affectedRows, variant.affectedRows, what)
+        assert.strictEqual(slow.right.insertId, variant.insertId, what)
+      }
+    }
+    assert.isAbove(guarded, 5)
+    // What the guard leaves goes to the schema: a numeric-string id decodes, a missing one is refused.
+    assert.strictEqual(Effect.runSync(decodeHeader({ affectedRows: 1, insertId: "7" })).insertId, 7)
+    assert.strictEqual(Effect.runSync(Effect.flip(decodeHeader({ affectedRows: 1 })))._tag, "ShardRejected")
   })
 })

@@ -28,6 +28,7 @@ import {
   withArgs,
   withinBudget
 } from "./statements.js"
+import * as Watchdog from "./watchdog.js"
 
 /** What every dialect learns when it opens: at least the largest arg one statement can carry. */
 export interface Capabilities {
@@ -124,6 +125,18 @@ export const make = <C extends Capabilities>(
 
     const guard = dialect.statementTimeout
     const runtime = yield* Effect.runtime<never>()
+    const watchdog = guard === undefined ? undefined : Watchdog.make<Connection>(
+      Duration.toMillis(guard.after),
+      (watch) => {
+        const after = Duration.format(guard.after)
+        Runtime.runFork(runtime)(
+          (guard.abort(watch.subject)
+            ? Effect.logWarning(`no answer within ${after} (statement timeout): connection closed`)
+            : Effect.logError(`statement timeout (${after}): the driver's connection could not be closed`))
+            .pipe(Effect.annotateLogs({ shard: dbid }))
+        )
+      }
+    )
     /**
      * Runs `f` on a reserved connection; failures that applied nothing run it again
      * (dialect.retry). A `bounded` operation's connection is closed when it outlasts the
@@ -140,34 +153,21 @@ export const make = <C extends Capabilities>(
         const conn = yield* client.reserve.pipe(
           Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
         )
-        if (!bounded || guard === undefined) return yield* f(conn, caps)
-        let expired = false
+        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps)
         // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
         // interrupted statement would return its connection to the pool with the statement
-        // still pending. Closing the connection makes that statement fail, so `f` ends. A
-        // plain timer (wall clock, even under a TestClock), not a forked fiber: it is armed
-        // and cleared on every statement.
-        yield* Effect.acquireRelease(
-          Effect.sync(() =>
-            setTimeout(() => {
-              expired = true
-              const after = Duration.format(guard.after)
-              Runtime.runFork(runtime)(
-                (guard.abort(conn)
-                  ? Effect.logWarning(`no answer within ${after} (statement timeout): connection closed`)
-                  : Effect.logError(`statement timeout (${after}): the driver's connection could not be closed`))
-                  .pipe(Effect.annotateLogs({ shard: dbid }))
-              )
-            }, Duration.toMillis(guard.after))
-          ),
-          (timer) => Effect.sync(() => clearTimeout(timer))
-        )
+        // still pending. Closing the connection makes that statement fail, so `f` ends.
+        const watch = watchdog.arm(conn)
         return yield* f(conn, caps).pipe(
-          Effect.mapError((failure) => expired ? timedOut(guard.after, failure) : failure)
+          Effect.mapError((failure) => watch.expired ? timedOut(guard.after, failure) : failure),
+          Effect.ensuring(Effect.sync(() => watchdog.disarm(watch)))
         )
       }))
       // The permit is released between attempts, so the process's other fibers go on meanwhile.
-      return (permit === undefined ? once : permit.withPermits(1)(once)).pipe(Effect.retry(dialect.retry))
+      const attempt = permit === undefined ? once : permit.withPermits(1)(once)
+      // The schedule starts only once an attempt failed in a way worth retrying: a retry
+      // wrapped around every operation cost more than the rest of its Effect steps.
+      return Effect.catchIf(attempt, dialect.retry.while, () => Effect.retry(attempt, dialect.retry))
     }
 
     /**

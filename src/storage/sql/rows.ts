@@ -73,11 +73,21 @@ export const decodeReturned = (rows: unknown): Effect.Effect<ReadonlyArray<Retur
 
 // -- MySQL's result header (every INSERT / UPDATE / DELETE) -----------------------------------------
 
-/** mysql2's ResultSetHeader. Schema only: a hand-written guard did not pay (docs/performance.md). */
+/** mysql2's ResultSetHeader: every INSERT / UPDATE / DELETE has one. */
 export const ResultHeader = Schema.Struct({ affectedRows: Schema.Number, insertId: LenientInt })
 const decodeHeaderWithSchema = Schema.decodeUnknown(ResultHeader)
+
+/** ResultHeader's guard: the shape mysql2 sends, two field tests instead of a decode. */
+export const isResultHeader = (raw: unknown): raw is typeof ResultHeader.Type => {
+  if (typeof raw !== "object" || raw === null || !("affectedRows" in raw) || !("insertId" in raw)) return false
+  const { affectedRows, insertId } = raw
+  return typeof affectedRows === "number" && typeof insertId === "number" && Number.isSafeInteger(insertId) &&
+    insertId >= 0
+}
+
+/** The guard for the usual header (docs/performance.md: measured per statement), else the schema. */
 export const decodeHeader = (raw: unknown): Effect.Effect<typeof ResultHeader.Type, ShardRejected> =>
-  Effect.mapError(decodeHeaderWithSchema(raw), badData("result"))
+  isResultHeader(raw) ? Effect.succeed(raw) : Effect.mapError(decodeHeaderWithSchema(raw), badData("result"))
 
 // -- SQLite's run result -------------------------------------------------------------------------
 
