@@ -314,6 +314,8 @@ export const make = (
       valid: ReadonlyArray<ValidNewJob>
     ): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
       Effect.gen(function*() {
+        // No unique key in the call (the common case): one floating group, nothing to regroup.
+        if (valid.every((job) => job.uniqkey === null)) return yield* insertFloating(send, valid)
         // Group by target: the key's shard for unique jobs, "floating" for the rest.
         const pinned = new Map<number, Array<number>>()
         const floating: Array<number> = []

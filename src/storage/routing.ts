@@ -59,7 +59,8 @@ export const makeHealth = (shardIds: ReadonlyArray<number>, coolOff: Duration.Du
 
     /** Shards in the order a non-unique insert tries them: live ones at random, then cooling ones at random. */
     const insertOrder = <S extends { readonly dbid: number }>(shards: ReadonlyArray<S>) =>
-      Effect.gen(function*() {
+      // One shard (the common deployment, and SQLite): nothing to order, no step per insert.
+      shards.length < 2 ? Effect.succeed(shards) : Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const avoid = yield* Ref.get(avoided)
         const shuffled = (some: ReadonlyArray<S>) => some.length < 2 ? Effect.succeed(some) : Random.shuffle(some)
