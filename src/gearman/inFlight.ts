@@ -84,7 +84,14 @@ export interface InFlight {
 }
 
 export const makeInFlight = (): InFlight => {
-  const byHandle = new Map<string, Run>()
+  // Per server, then per handle: no key string is built per job (the server string is the
+  // connection's own, its hash cached).
+  const byHandle = new Map<string, Map<string, Run>>()
+  const handlesOf = (server: string) => {
+    let handles = byHandle.get(server)
+    if (handles === undefined) byHandle.set(server, handles = new Map())
+    return handles
+  }
   const byWork = new Map<string, Run>()
   const kept = new Map<string, Undelivered>()
 
@@ -117,7 +124,7 @@ export const makeInFlight = (): InFlight => {
 
   return {
     running: (server, handle, work) => {
-      const run = byHandle.get(handleKey(server, handle))
+      const run = byHandle.get(server)?.get(handle)
       if (run === undefined) return work === undefined ? undefined : byWork.get(work)
       // Still held on an open connection: the server took it back on purpose (its
       // CAN_DO_TIMEOUT expired) and wants it run again, not waited for.
@@ -127,15 +134,21 @@ export const makeInFlight = (): InFlight => {
       return held ? undefined : run
     },
     start: (first, job) => {
-      const run: Run = { ...job, assignments: [first] }
-      byHandle.set(handleKey(first.connection.server, first.handle), run)
+      const run: Run = {
+        functionName: job.functionName,
+        unique: job.unique,
+        payload: job.payload,
+        work: job.work,
+        assignments: [first]
+      }
+      handlesOf(first.connection.server).set(first.handle, run)
       if (run.work !== undefined) byWork.set(run.work, run)
       return run
     },
     join: (run, assignment) => {
       jobsJoined.unsafeUpdate(1, joinedTo.running)
       run.assignments.push(assignment)
-      byHandle.set(handleKey(assignment.connection.server, assignment.handle), run)
+      handlesOf(assignment.connection.server).set(assignment.handle, run)
     },
     undelivered: (server, handle, job) => {
       if (kept.size === 0) return undefined
@@ -155,8 +168,8 @@ export const makeInFlight = (): InFlight => {
     },
     end: (run, outcome) => {
       for (const a of run.assignments) {
-        const key = handleKey(a.connection.server, a.handle)
-        if (byHandle.get(key) === run) byHandle.delete(key)
+        const handles = byHandle.get(a.connection.server)
+        if (handles?.get(a.handle) === run) handles.delete(a.handle)
       }
       if (run.work !== undefined && byWork.get(run.work) === run) byWork.delete(run.work)
       if (outcome === undefined) return
