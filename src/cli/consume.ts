@@ -6,7 +6,7 @@ import { Command, Options } from "@effect/cli"
 import { Console, Layer } from "effect"
 import { formatHandle } from "../Job.js"
 import * as Worker from "../roles/Worker.js"
-import { connectionOptions } from "./config.js"
+import { connectionOptions, outputOptions } from "./config.js"
 import { servicesLayer, withSettings } from "./shared.js"
 
 const options = {
@@ -15,7 +15,8 @@ const options = {
     Options.withDefault("foo"),
     Options.withDescription("The Gearman function to serve")
   ),
-  concurrency: Options.integer("concurrency").pipe(Options.withDefault(4), Options.withDescription("Jobs at once"))
+  concurrency: Options.integer("concurrency").pipe(Options.withDefault(4), Options.withDescription("Jobs at once")),
+  ...outputOptions
 }
 
 export const consumeCommand = Command.make("consume", options, (o) =>
