@@ -95,6 +95,10 @@ describe("command help", () => {
           assert.include(description, "This setting is optional", flag)
         }
         if (flag === "--log-format") assert.include(description, "[output]", flag)
+        // A flag with a default says it (@effect/cli's help does not).
+        if (["--count", "--concurrency", "--limit", "--roles", "--listen"].includes(flag)) {
+          assert.include(description, "default", flag)
+        }
       }
     })
   }

@@ -13,9 +13,12 @@ const options = {
   ...connectionOptions,
   function: Options.text("function").pipe(
     Options.withDefault("foo"),
-    Options.withDescription("The Gearman function to serve")
+    Options.withDescription("The Gearman function to serve (default foo)")
   ),
-  concurrency: Options.integer("concurrency").pipe(Options.withDefault(4), Options.withDescription("Jobs at once")),
+  concurrency: Options.integer("concurrency").pipe(
+    Options.withDefault(4),
+    Options.withDescription("Jobs at once (default 4)")
+  ),
   ...outputOptions
 }
 

@@ -25,7 +25,7 @@ export const demoCommand = Command.make("demo", {
   ...connectionOptions,
   count: Options.integer("count").pipe(
     Options.withDefault(1000),
-    Options.withDescription("How many jobs (half each way)")
+    Options.withDescription("How many jobs, half each way (default 1000)")
   ),
   ...outputOptions
 }, (o) =>

@@ -17,8 +17,11 @@ class InjectFailed extends Data.TaggedError("InjectFailed")<{ readonly message: 
 
 const options = {
   ...connectionOptions,
-  count: Options.integer("count").pipe(Options.withDefault(1), Options.withDescription("How many jobs")),
-  function: Options.text("function").pipe(Options.withDefault("foo"), Options.withDescription("The Gearman function")),
+  count: Options.integer("count").pipe(Options.withDefault(1), Options.withDescription("How many jobs (default 1)")),
+  function: Options.text("function").pipe(
+    Options.withDefault("foo"),
+    Options.withDescription("The Gearman function (default foo)")
+  ),
   arg: optionalText("arg", "The payload (default: hello: <unix time>)"),
   pure: Options.boolean("pure").pipe(
     Options.withDescription("Submit through inject_jobs (low-latency mode, to --gearmand) instead of the database")

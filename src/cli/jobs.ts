@@ -68,7 +68,7 @@ export const listCommand = Command.make("list", {
     Options.withDescription("due; scheduled (a future run_after, incl. leased jobs); never")
   ),
   shard: optionalInteger("shard", "Only this shard (dbid)"),
-  limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size")),
+  limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size (default 100)")),
   after: optionalText("after", "Continue after this dbid:jobid"),
   json,
   ...outputOptions
