@@ -7,7 +7,7 @@ import js from "@eslint/js"
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "bench/perl/**", ".scratch/**", "**/*.md"] },
+  { ignores: ["dist/**", "docs/api/**", "node_modules/**", "bench/perl/**", ".scratch/**", "**/*.md"] },
   js.configs.recommended,
   tseslint.configs.recommended,
   ...effectEslint.configs.dprint,

@@ -18,7 +18,10 @@ const integration = [
   "test/roles/dispatch.test.ts",
   "test/storage/migrations*.test.ts",
   "test/storage/mysql*.test.ts",
-  "test/cliBackends.test.ts" // one CLI scenario over MariaDB and SQLite
+  "test/cliBackends.test.ts", // one CLI scenario over MariaDB and SQLite
+  "test/cliOutput.test.ts",
+  "test/quickstart.test.ts", // packs the package and installs it from the registry
+  "test/pack.test.ts" // npm pack --dry-run
 ]
 
 export default defineConfig({

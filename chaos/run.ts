@@ -160,18 +160,23 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
       "--log-format",
       "logfmt",
       "--lease",
-      String(o.lease),
-      "--batch-run-sleep",
-      "0.5",
-      // The Controller's wait for a worker must end before the lease does (it refuses to start otherwise).
-      "--controller-timeout",
-      String(Math.max(1, o.lease - 2))
+      String(o.lease)
     ]
+    // Each role command takes only its own flags.
+    const ownArgs: Record<string, ReadonlyArray<string>> = {
+      "queue-runner": ["--batch-run-sleep", "0.5"],
+      injector: [],
+      // The Controller's wait for a worker must end before the lease does (it refuses to start otherwise).
+      controller: ["--controller-timeout", String(Math.max(1, o.lease - 2))]
+    }
     const role = (name: string, command: string) =>
       member(
         name,
         command as Member["kind"],
-        procLaunch(garivini(name, [command, ...roleArgs], { env: marker, logTo: logTo(name) }), `running ${command} on`)
+        procLaunch(
+          garivini(name, [command, ...roleArgs, ...(ownArgs[command] ?? [])], { env: marker, logTo: logTo(name) }),
+          `running ${command} on`
+        )
       )
     yield* say(`starting the roles and ${o.workers} worker processes (lease ${o.lease} s)`)
     const roles = yield* Effect.all([

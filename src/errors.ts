@@ -139,7 +139,7 @@ export class ConfigInvalid extends Data.TaggedError("ConfigInvalid")<{
 
 /**
  * SQLite storage was asked for but its driver cannot be loaded: `@effect/sql-sqlite-node` is an
- * optional dependency (MySQL users never build it), or better-sqlite3's native module was not built.
+ * optional dependency, left out by `--omit=optional` or when better-sqlite3's native module did not build.
  */
 export class SqliteDriverMissing extends Data.TaggedError("SqliteDriverMissing")<{
   readonly reason: string

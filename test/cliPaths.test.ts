@@ -62,7 +62,7 @@ describe("garivini status and settings, failure paths", () => {
   )
 
   it.scopedLive(
-    "a JSON config file is read; --log-format json gives one JSON object a stderr line; debug lines only at --log-level debug",
+    "a JSON config file is read; --log-format json gives one JSON object a stderr line; quiet at the default level, INFO at --log-level info, debug lines only at --log-level debug",
     () =>
       Effect.gen(function*() {
         const [shard] = yield* testShards(1)
@@ -112,13 +112,26 @@ describe("garivini status and settings, failure paths", () => {
           debug.stderr
         )
 
-        // The same run at the default level: the same answer, the INFO line, no DEBUG line.
-        const info = yield* garivini("status", "--json", "--config", config, "--log-format", "json")
-        assert.strictEqual(info.code, 0, info.stderr)
+        // The same run at the default level of a one-shot command (warning): the same answer,
+        // nothing on stderr; at --log-level info, the INFO line and no DEBUG line.
+        const quiet = yield* garivini("status", "--json", "--config", config, "--log-format", "json")
+        assert.strictEqual(quiet.code, 0, quiet.stderr)
         assert.deepStrictEqual(
-          (JSON.parse(info.stdout) as StatusJson).functions.map((f) => [f.shard, f.function, f.due]),
+          (JSON.parse(quiet.stdout) as StatusJson).functions.map((f) => [f.shard, f.function, f.due]),
           [[4, "from_json", 1]]
         )
+        assert.strictEqual(quiet.stderr, "")
+        const info = yield* garivini(
+          "status",
+          "--json",
+          "--config",
+          config,
+          "--log-format",
+          "json",
+          "--log-level",
+          "info"
+        )
+        assert.strictEqual(info.code, 0, info.stderr)
         const infoLines = lines(info.stderr)
         assert.isTrue(
           infoLines.some((l) => l["logLevel"] === "INFO" && String(l["message"]).startsWith("connected:")),

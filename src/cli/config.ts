@@ -6,6 +6,7 @@
  */
 import { readFileSync } from "node:fs"
 import { Options } from "@effect/cli"
+import type { LogLevel } from "effect"
 import { Config, Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
 import { parse as parseYaml } from "yaml"
 import {
@@ -18,6 +19,7 @@ import {
 import type { ShardConfig } from "../storage/targets.js"
 import { ConfigInvalid } from "../errors.js"
 import { parseHostPort } from "../hostPort.js"
+import { flagLevel, LOG_LEVELS, type LogLevelName, levelNamed, LogLevelText } from "./logging.js"
 import type { ControllerOptions } from "../roles/Controller.js"
 import * as Defaults from "../roles/defaults.js"
 import type { InjectorOptions } from "../roles/Injector.js"
@@ -55,6 +57,8 @@ export interface Settings {
   /** How long a short MySQL operation may wait for its server (undefined: the storage default). */
   readonly statementTimeout?: Duration.Duration | undefined
   readonly logFormat: LogFormat
+  /** `--log-level`, else GARIVINI_LOG_LEVEL, else the file's `log.level`; none: the command's default. */
+  readonly logLevel: Option.Option<LogLevel.LogLevel>
 }
 
 // -- the file ---------------------------------------------------------------------------------
@@ -92,7 +96,8 @@ export const FileConfig = Schema.Struct({
     timeout: Schema.optional(Seconds)
   })),
   log: Schema.optional(Schema.Struct({
-    format: Schema.optional(Schema.Literal("pretty", "json", "logfmt"))
+    format: Schema.optional(Schema.Literal("pretty", "json", "logfmt")),
+    level: Schema.optional(Schema.String)
   })),
   storage: Schema.optional(Schema.Struct({
     statementTimeout: Schema.optional(Seconds)
@@ -157,37 +162,75 @@ export const optionalInteger = (name: string, description: string) =>
 export const optionalFloat = (name: string, description: string) =>
   Options.float(name).pipe(Options.optional, Options.withDescription(description))
 
-/** Where the jobs are: shards and job servers (every command that talks to them). */
-export const connectionOptions = {
+// Help lists flags in groups, in this order: connection, role tuning, the command's own, output.
+// @effect/cli has no sections, so each description starts with its group.
+const CONNECTION = "[connection]"
+const TUNING = "[role tuning]"
+const OUTPUT = "[output]"
+
+/** The config file: every command that reads settings. */
+export const configOption = {
   config: optionalText(
     "config",
-    "A YAML or JSON file with settings flags express badly (several shards, job servers, per-role options); env GARIVINI_CONFIG"
-  ),
+    `${CONNECTION} A YAML or JSON file with settings flags express badly (several shards, job servers, per-role options); env GARIVINI_CONFIG`
+  )
+}
+
+/** Where the jobs are stored. */
+export const dbOption = {
   db: Options.text("db").pipe(
     Options.repeated,
-    // Wrapped at once (Options.redacted rejects repeated values in @effect/cli 0.77).
-    Options.map((urls) => urls.map((url) => Redacted.make(url))),
-    Options.withDescription(
-      "A shard as mysql://user:pass@host:port/db[?id=N], repeated for several, or one SQLite file as sqlite:<path> (env GARIVINI_DB, comma-separated; default sqlite:./garivini.db)"
-    )
-  ),
-  gearmand: Options.text("gearmand").pipe(
-    Options.repeated,
-    Options.withDescription(
-      `A job server as host:port; repeat for several (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`
-    )
-  ),
-  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
+    // Optional so the usage line shows it in brackets: it has a default (and env, file).
     Options.optional,
-    Options.withDescription("Log lines as pretty text (default on a terminal), JSON or logfmt; env GARIVINI_LOG_FORMAT")
+    // Wrapped at once (Options.redacted rejects repeated values in @effect/cli 0.77).
+    Options.map((urls) => Option.getOrElse(urls, () => []).map((url) => Redacted.make(url))),
+    Options.withDescription(
+      `${CONNECTION} A shard as mysql://user:pass@host:port/db[?id=N], repeated for several, or one SQLite file as sqlite:<path> (env GARIVINI_DB, comma-separated; default sqlite:./garivini.db)`
+    )
   ),
   statementTimeout: optionalFloat(
     "statement-timeout",
-    `Seconds a MySQL insert, claim, update or delete by id may wait for its server before its connection is closed and it fails (default ${
+    `${CONNECTION} Seconds a MySQL insert, claim, update or delete by id may wait for its server before its connection is closed and it fails (default ${
       Duration.toSeconds(Defaults.storage.statementTimeout)
     }); env GARIVINI_STATEMENT_TIMEOUT`
   )
 }
+
+/** The job servers. */
+export const gearmandOption = {
+  gearmand: Options.text("gearmand").pipe(
+    Options.repeated,
+    Options.optional,
+    Options.map(Option.getOrElse((): ReadonlyArray<string> => [])),
+    Options.withDescription(
+      `${CONNECTION} A job server as host:port; repeat for several (env GARIVINI_GEARMAND; default ${DEFAULT_GEARMAND})`
+    )
+  )
+}
+
+/** How log lines are written, and from which level. */
+export const outputOptions = {
+  logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
+    Options.optional,
+    Options.withDescription(
+      `${OUTPUT} Log lines (on stderr) as pretty text (default on a terminal), JSON or logfmt; env GARIVINI_LOG_FORMAT`
+    )
+  ),
+  // Also @effect/cli's built-in option, which sees it only before the command's own flags
+  // (logging.ts): declared here too so it works anywhere on the line.
+  logLevel: Options.choice("log-level", LOG_LEVELS).pipe(
+    Options.optional,
+    Options.withDescription(
+      `${OUTPUT} The least level logged (env GARIVINI_LOG_LEVEL; default warning for commands that answer and exit, info for those that keep running)`
+    )
+  )
+}
+
+/** The storage only (commands that never talk to gearmand). */
+export const storageOptions = { ...configOption, ...dbOption }
+
+/** Where the jobs are: shards and job servers (every command that talks to both). */
+export const connectionOptions = { ...configOption, ...dbOption, ...gearmandOption }
 
 const { controller: C, injector: I, queueRunner: Q } = Defaults
 const secondsOf = (d: Duration.Duration) => Duration.toSeconds(d)
@@ -195,27 +238,27 @@ const secondsOf = (d: Duration.Duration) => Duration.toSeconds(d)
 export const queueRunnerOptions = {
   batchMaxSize: optionalInteger(
     "batch-max-size",
-    `Largest batch claimed per shard and round (default ${Q.batchMaxSize}, at least 50)`
+    `${TUNING} Largest batch claimed per shard and round (default ${Q.batchMaxSize}, at least 50)`
   ),
   batchMaxBytes: optionalInteger(
     "batch-max-bytes",
-    `Bytes of args claimed per shard and round, at most; a larger job goes alone (default ${Q.batchMaxBytes})`
+    `${TUNING} Bytes of args claimed per shard and round, at most; a larger job goes alone (default ${Q.batchMaxBytes})`
   ),
   batchRunSleep: optionalFloat(
     "batch-run-sleep",
-    `Seconds between rounds, at most (default ${secondsOf(Q.batchRunSleep)})`
+    `${TUNING} Seconds between rounds, at most (default ${secondsOf(Q.batchRunSleep)})`
   ),
   queueWatermarkDepth: optionalInteger(
     "queue-watermark-depth",
-    `Defer jobs of functions with more queued in gearmand (default ${Q.queueWatermarkDepth}; 0 disables)`
+    `${TUNING} Defer jobs of functions with more queued in gearmand (default ${Q.queueWatermarkDepth}; 0 disables)`
   ),
   lease: optionalFloat(
     "lease",
-    `Seconds a dispatched job is leased before it is dispatched again (default ${secondsOf(Q.lease)})`
+    `${TUNING} Seconds a dispatched job is leased before it is dispatched again (default ${secondsOf(Q.lease)})`
   ),
   deferFor: optionalFloat(
     "defer-for",
-    `Seconds the overflow of a round that crossed the watermark waits (default ${
+    `${TUNING} Seconds the overflow of a round that crossed the watermark waits (default ${
       secondsOf(Q.deferFor)
     }; the original waited 60)`
   ),
@@ -230,31 +273,36 @@ export const queueRunnerOptions = {
 export const controllerOptions = {
   controllerConcurrency: optionalInteger(
     "controller-concurrency",
-    `Jobs a Controller runs at once (default ${C.concurrency})`
+    `${TUNING} Jobs a Controller runs at once (default ${C.concurrency})`
   ),
   controllerTimeout: optionalFloat(
     "controller-timeout",
-    `Seconds a Controller waits for a job (default ${secondsOf(C.timeout)})`
+    `${TUNING} Seconds a Controller waits for a job (default ${secondsOf(C.timeout)})`
   )
 }
 
 export const injectorOptions = {
-  injectorConcurrency: optionalInteger("injector-concurrency", `Injects handled at once (default ${I.concurrency})`),
+  injectorConcurrency: optionalInteger(
+    "injector-concurrency",
+    `${TUNING} Injects handled at once (default ${I.concurrency})`
+  ),
   injectorMaxRequestJobs: optionalInteger(
     "injector-max-request-jobs",
-    `Jobs one inject_jobs request may carry; more are rejected (default ${I.maxRequestJobs})`
+    `${TUNING} Jobs one inject_jobs request may carry; more are rejected (default ${I.maxRequestJobs})`
   ),
   injectorMaxRequestBytes: optionalInteger(
     "injector-max-request-bytes",
-    `Bytes one inject_jobs request may have; more are rejected (default ${I.maxRequestBytes})`
+    `${TUNING} Bytes one inject_jobs request may have; more are rejected (default ${I.maxRequestBytes})`
   )
 }
 
+/** The flags `resolve` reads; a command without one of them passes nothing (its sources still count). */
 type ConnectionFlags = {
   readonly config: Option.Option<string>
-  readonly db: ReadonlyArray<Redacted.Redacted<string>>
-  readonly gearmand: ReadonlyArray<string>
+  readonly db?: ReadonlyArray<Redacted.Redacted<string>>
+  readonly gearmand?: ReadonlyArray<string>
   readonly logFormat: Option.Option<LogFormat>
+  readonly logLevel?: Option.Option<LogLevelName>
 }
 type RunnerFlags = { readonly [K in keyof typeof queueRunnerOptions]: Option.Option<number> }
 type ControllerFlags = { readonly [K in keyof typeof controllerOptions]: Option.Option<number> }
@@ -310,6 +358,7 @@ export const keys = {
   db: dbKey,
   gearmand: listKey("GARIVINI_GEARMAND", "gearmand", Schema.String),
   logFormat: key("GARIVINI_LOG_FORMAT", "log.format", LogFormatText),
+  logLevel: key("GARIVINI_LOG_LEVEL", "log.level", LogLevelText),
   batchMaxSize: key("GARIVINI_BATCH_MAX_SIZE", "queueRunner.batchMaxSize", NumberText),
   batchMaxBytes: key("GARIVINI_BATCH_MAX_BYTES", "queueRunner.batchMaxBytes", NumberText),
   batchRunSleep: key("GARIVINI_BATCH_RUN_SLEEP", "queueRunner.batchRunSleep", NumberText),
@@ -380,6 +429,16 @@ export const resolveLogFormat = (
     )
   )
 
+/** --log-level, else GARIVINI_LOG_LEVEL, else the file's `log.level`; none: the command's default. */
+export const resolveLogLevel = (
+  flag: Option.Option<LogLevelName> | undefined,
+  from: Sources
+): Effect.Effect<Option.Option<LogLevel.LogLevel>, ConfigInvalid> =>
+  Effect.flatMap(
+    flagLevel,
+    (builtIn) => read(from, keys.logLevel, Option.orElse(Option.map(flag ?? Option.none(), levelNamed), () => builtIn))
+  )
+
 /** The sources of a command: the environment and the file of `--config` (else GARIVINI_CONFIG), decoded. */
 export const loadSources = (configFlag: Option.Option<string>): Effect.Effect<Sources, ConfigInvalid> =>
   Effect.gen(function*() {
@@ -397,7 +456,7 @@ export const resolve = (
 
     // Shards: --db, else GARIVINI_DB, else the file, else ./garivini.db (SQLite): the embedded
     // default, the same for `up`, `inject` and `consume` run from one directory.
-    const flagDbs = flags.db.map((url) => ({ url, id: undefined }))
+    const flagDbs = (flags.db ?? []).map((url) => ({ url, id: undefined }))
     const givenDbs = yield* get(dbKey, flagDbs.length > 0 ? Option.some(flagDbs) : Option.none())
     const dbs = (givenDbs ?? [{ url: Redacted.make(DEFAULT_SQLITE_TARGET), id: undefined }]).map((d) => ({
       url: Redacted.value(d.url),
@@ -406,7 +465,7 @@ export const resolve = (
     const { shards, sqlite } = yield* resolveDatabases(dbs)
     const givenServers = yield* get(
       keys.gearmand,
-      flags.gearmand.length > 0 ? Option.some(flags.gearmand) : Option.none()
+      flags.gearmand !== undefined && flags.gearmand.length > 0 ? Option.some(flags.gearmand) : Option.none()
     )
     const gearmand = yield* Effect.forEach(givenServers ?? [DEFAULT_GEARMAND], (s) => checkServer(s))
 
@@ -451,6 +510,7 @@ export const resolve = (
       )
     }
     const logFormat = yield* resolveLogFormat(flags.logFormat, from)
+    const logLevel = yield* resolveLogLevel(flags.logLevel, from)
     return {
       shards,
       sqlite,
@@ -461,6 +521,7 @@ export const resolve = (
       injector,
       controller,
       statementTimeout: duration(statementTimeout),
-      logFormat
+      logFormat,
+      logLevel
     }
   })

@@ -6,16 +6,20 @@ import { Command, Options } from "@effect/cli"
 import { Console, Layer } from "effect"
 import { formatHandle } from "../Job.js"
 import * as Worker from "../roles/Worker.js"
-import { connectionOptions } from "./config.js"
+import { connectionOptions, outputOptions } from "./config.js"
 import { servicesLayer, withSettings } from "./shared.js"
 
 const options = {
   ...connectionOptions,
   function: Options.text("function").pipe(
     Options.withDefault("foo"),
-    Options.withDescription("The Gearman function to serve")
+    Options.withDescription("The Gearman function to serve (default foo)")
   ),
-  concurrency: Options.integer("concurrency").pipe(Options.withDefault(4), Options.withDescription("Jobs at once"))
+  concurrency: Options.integer("concurrency").pipe(
+    Options.withDefault(4),
+    Options.withDescription("Jobs at once (default 4)")
+  ),
+  ...outputOptions
 }
 
 export const consumeCommand = Command.make("consume", options, (o) =>

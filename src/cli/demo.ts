@@ -13,7 +13,7 @@ import { INJECT_FUNCTION } from "../roles/Injector.js"
 import * as Supervise from "../roles/supervise.js"
 import * as Worker from "../roles/Worker.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions } from "./config.js"
+import { connectionOptions, outputOptions } from "./config.js"
 import { ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
@@ -25,8 +25,9 @@ export const demoCommand = Command.make("demo", {
   ...connectionOptions,
   count: Options.integer("count").pipe(
     Options.withDefault(1000),
-    Options.withDescription("How many jobs (half each way)")
-  )
+    Options.withDescription("How many jobs, half each way (default 1000)")
+  ),
+  ...outputOptions
 }, (o) =>
   withSettings(o, (configured) =>
     Effect.scoped(Effect.gen(function*() {

@@ -5,16 +5,24 @@
  */
 import { Command } from "@effect/cli"
 import type { Option } from "effect"
-import { Console, Effect, Schema } from "effect"
+import { Console, Effect, LogLevel, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import { parseHostPort } from "../hostPort.js"
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../jobserver/JobServer.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { DEFAULT_MAX_CONNECTIONS, listenOptions, serve } from "../jobserver/tcpServer.js"
-import { connectionOptions, loadSources, optionalInteger, optionalText, resolveLogFormat } from "./config.js"
+import {
+  configOption,
+  loadSources,
+  optionalInteger,
+  optionalText,
+  outputOptions,
+  resolveLogFormat,
+  resolveLogLevel
+} from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { key, type Key, NumberText, readOrUndefined, type Sources, sources } from "./sources.js"
-import { loggerLayer, reportFailure } from "./shared.js"
+import { logLayer, reportFailure } from "./shared.js"
 
 export const DEFAULT_LISTEN = "127.0.0.1:4730"
 export const DEFAULT_MAX_QUEUE = 1_000_000
@@ -140,14 +148,15 @@ export const embeddedServer = (settings: EmbeddedServerSettings, uncounted: Read
   serve({ ...settings, uncounted })
 
 export const gearmandCommand = Command.make("gearmand", {
+  ...configOption,
   ...embeddedServerOptions,
-  config: connectionOptions.config,
-  logFormat: connectionOptions.logFormat
+  ...outputOptions
 }, (flags) =>
   reportFailure(Effect.gen(function*() {
     const from = yield* loadSources(flags.config)
     const settings = yield* resolveEmbedded(flags, from)
     const format = yield* resolveLogFormat(flags.logFormat, from)
+    const level = yield* resolveLogLevel(flags.logLevel, from)
     yield* Effect.scoped(Effect.gen(function*() {
       const server = yield* embeddedServer(settings)
       yield* Console.log(
@@ -162,7 +171,7 @@ export const gearmandCommand = Command.make("gearmand", {
         Effect.annotateLogs({ role: "gearmand" })
       )
       return yield* Effect.never
-    })).pipe(Effect.provide(loggerLayer(format)))
+    })).pipe(Effect.provide(logLayer(format, level, LogLevel.Info)))
   }))).pipe(
     Command.withDescription("An embedded Gearman job server (binary and admin protocols) for machines without gearmand")
   )

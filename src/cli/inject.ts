@@ -9,20 +9,24 @@ import { funcnameProblem, nowSeconds } from "../Job.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { errorText } from "../roles/QueueRunner.js"
-import { connectionOptions, optionalText } from "./config.js"
-import { servicesLayer, storageOnly, withSettings } from "./shared.js"
+import { connectionOptions, optionalText, outputOptions } from "./config.js"
+import { servicesLayer, storageOnly, withSettingsOneShot } from "./shared.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 class InjectFailed extends Data.TaggedError("InjectFailed")<{ readonly message: string; readonly cause?: unknown }> {}
 
 const options = {
   ...connectionOptions,
-  count: Options.integer("count").pipe(Options.withDefault(1), Options.withDescription("How many jobs")),
-  function: Options.text("function").pipe(Options.withDefault("foo"), Options.withDescription("The Gearman function")),
+  count: Options.integer("count").pipe(Options.withDefault(1), Options.withDescription("How many jobs (default 1)")),
+  function: Options.text("function").pipe(
+    Options.withDefault("foo"),
+    Options.withDescription("The Gearman function (default foo)")
+  ),
   arg: optionalText("arg", "The payload (default: hello: <unix time>)"),
   pure: Options.boolean("pure").pipe(
-    Options.withDescription("Submit through inject_jobs (low-latency mode) instead of the database")
-  )
+    Options.withDescription("Submit through inject_jobs (low-latency mode, to --gearmand) instead of the database")
+  ),
+  ...outputOptions
 }
 
 /** Synchronous submits: each answer says the job is durable (or why not). */
@@ -48,7 +52,7 @@ export const injectCommand = Command.make(
   "inject",
   options,
   (o) =>
-    withSettings(o, (settings) =>
+    withSettingsOneShot(o, (settings) =>
       Effect.gen(function*() {
         if (o.count < 1)
           return yield* Effect.fail(new UsageError({ message: "invalid option --count: must be at least 1" }))

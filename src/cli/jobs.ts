@@ -4,8 +4,8 @@ import { Console, Data, Duration, Effect, Option } from "effect"
 import { formatHandle, jobState as stateOf, nowSeconds, parseHandle, type StoredJobId } from "../Job.js"
 import type { StoredJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions, optionalInteger, optionalText, queueRunnerOptions } from "./config.js"
-import { storageOnly, withSettings } from "./shared.js"
+import { optionalInteger, optionalText, outputOptions, queueRunnerOptions, storageOptions } from "./config.js"
+import { storageOnly, withSettingsOneShot } from "./shared.js"
 import { DEFAULT_LEASE } from "../roles/QueueRunner.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string; readonly cause?: unknown }> {}
@@ -58,21 +58,22 @@ const handleArg = Args.text({ name: "dbid:jobid" })
 /** A handle typed on the command line: a malformed one is bad usage (exit 2). */
 const parseHandleArg = (text: string) =>
   Effect.mapError(parseHandle(text), (e) => new UsageError({ message: e.reason, cause: e }))
-const json = Options.boolean("json").pipe(Options.withDescription("Output JSON"))
+const json = Options.boolean("json").pipe(Options.withDescription("[output] The answer as JSON"))
 
-const listCommand = Command.make("list", {
-  ...connectionOptions,
+export const listCommand = Command.make("list", {
+  ...storageOptions,
   function: optionalText("function", "Only this function"),
   state: Options.choice("state", ["due", "scheduled", "never"]).pipe(
     Options.optional,
     Options.withDescription("due; scheduled (a future run_after, incl. leased jobs); never")
   ),
   shard: optionalInteger("shard", "Only this shard (dbid)"),
-  limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size")),
+  limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size (default 100)")),
   after: optionalText("after", "Continue after this dbid:jobid"),
-  json
+  json,
+  ...outputOptions
 }, (o) =>
-  withSettings(o, (settings) =>
+  withSettingsOneShot(o, (settings) =>
     Effect.gen(function*() {
       const after = Option.isSome(o.after) ? yield* parseHandleArg(o.after.value) : undefined
       const storage = yield* Storage
@@ -110,28 +111,32 @@ const listCommand = Command.make("list", {
     Command.withDescription("List stored jobs, filtered and paged")
   )
 
-const showCommand = Command.make("show", { ...connectionOptions, handle: handleArg, json }, (o) =>
-  // The handle is checked before the store is opened: a bad argument touches no database.
-  withSettings(o, (settings) =>
-    Effect.flatMap(parseHandleArg(o.handle), (handle) =>
-      Effect.gen(function*() {
-        const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
-        if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-        const now = yield* nowSeconds
-        if (o.json) return yield* Console.log(JSON.stringify(asJson(job.value, now)))
-        const j = job.value
-        yield* printTable(["FIELD", "VALUE"], [
-          ["handle", formatHandle(j)],
-          ["funcname", j.funcname],
-          ["state", stateOf(j, now)],
-          ["run_after", `${j.runAfter} (${new Date(j.runAfter * 1000).toISOString()})`],
-          ["failcount", String(j.failcount)],
-          ["flag", j.flag],
-          ["uniqkey", j.uniqkey ?? "(none)"],
-          ["coalesce", j.coalesce ?? "(none)"],
-          ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`]
-        ])
-      }).pipe(Effect.provide(storageOnly(settings)))))).pipe(Command.withDescription("Show one job"))
+export const showCommand = Command.make(
+  "show",
+  { ...storageOptions, handle: handleArg, json, ...outputOptions },
+  (o) =>
+    // The handle is checked before the store is opened: a bad argument touches no database.
+    withSettingsOneShot(o, (settings) =>
+      Effect.flatMap(parseHandleArg(o.handle), (handle) =>
+        Effect.gen(function*() {
+          const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
+          if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
+          const now = yield* nowSeconds
+          if (o.json) return yield* Console.log(JSON.stringify(asJson(job.value, now)))
+          const j = job.value
+          yield* printTable(["FIELD", "VALUE"], [
+            ["handle", formatHandle(j)],
+            ["funcname", j.funcname],
+            ["state", stateOf(j, now)],
+            ["run_after", `${j.runAfter} (${new Date(j.runAfter * 1000).toISOString()})`],
+            ["failcount", String(j.failcount)],
+            ["flag", j.flag],
+            ["uniqkey", j.uniqkey ?? "(none)"],
+            ["coalesce", j.coalesce ?? "(none)"],
+            ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`]
+          ])
+        }).pipe(Effect.provide(storageOnly(settings)))))
+).pipe(Command.withDescription("Show one job"))
 
 const force = Options.boolean("force").pipe(
   Options.withDescription("Act even on a job that may be running right now (its run_after within a lease of now)")
@@ -147,14 +152,15 @@ const lookUp = (handle: StoredJobId, leaseSetting: Duration.DurationInput | unde
     return { handle, job: job.value, now: yield* nowSeconds, leaseSeconds }
   })
 
-const retryCommand = Command.make("retry", {
-  ...connectionOptions,
+export const retryCommand = Command.make("retry", {
+  ...storageOptions,
   handle: handleArg.pipe(Args.optional),
   function: optionalText("function", "Make every `never` job of this function due"),
   force,
-  lease
+  lease,
+  ...outputOptions
 }, (o) =>
-  withSettings(o, (settings) =>
+  withSettingsOneShot(o, (settings) =>
     Effect.gen(function*() {
       if (Option.isSome(o.handle) === Option.isSome(o.function)) {
         return yield* Effect.fail(
@@ -188,11 +194,11 @@ const retryCommand = Command.make("retry", {
     )
   )
 
-const deleteCommand = Command.make(
+export const deleteCommand = Command.make(
   "delete",
-  { ...connectionOptions, handle: handleArg, force, lease },
+  { ...storageOptions, handle: handleArg, force, lease, ...outputOptions },
   (o) =>
-    withSettings(o, (settings) =>
+    withSettingsOneShot(o, (settings) =>
       Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
         Effect.gen(function*() {
           const { handle, job, leaseSeconds, now } = yield* lookUp(parsed, settings.queueRunner.lease)

@@ -6,13 +6,14 @@
 import { Command, ValidationError } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Effect } from "effect"
+import { Effect, Logger } from "effect"
 import { consumeCommand } from "./consume.js"
 import { demoCommand } from "./demo.js"
 import { driverCommand } from "./driver.js"
 import { gearmandCommand } from "./gearmand.js"
 import { injectCommand } from "./inject.js"
 import { jobsCommand } from "./jobs.js"
+import { levelNotGiven } from "./logging.js"
 import { migrateCommand } from "./migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "./roles.js"
 import { schemaCommand } from "./schema.js"
@@ -20,7 +21,9 @@ import { statusCommand } from "./status.js"
 import { upCommand } from "./up.js"
 
 const garivini = Command.make("garivini").pipe(
-  Command.withDescription("A durable job layer for Gearman: jobs persisted in MySQL, executed through gearmand"),
+  Command.withDescription(
+    "A durable job layer for Gearman: jobs stored in SQLite (./garivini.db by default) or MySQL shards, executed through gearmand"
+  ),
   Command.withSubcommands([
     queueRunnerCommand,
     injectorCommand,
@@ -50,6 +53,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 cli(process.argv).pipe(
+  // Lets a command tell whether --log-level (@effect/cli's built-in) was given: see logging.ts.
+  Logger.withMinimumLogLevel(levelNotGiven),
   // @effect/cli has already printed what was wrong with the arguments.
   Effect.catchIf(ValidationError.isValidationError, () => Effect.sync(() => void (process.exitCode = 2))),
   Effect.provide(NodeContext.layer),

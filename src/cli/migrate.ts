@@ -7,8 +7,8 @@ import { Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
 import { migrate, migrateSqlite, statusShards, statusSqlite } from "../storage/migrate.js"
 import type { TargetMigrated, TargetStatus } from "../storage/migrate.js"
-import { connectionOptions } from "./config.js"
-import { describeStorage, withSettings } from "./shared.js"
+import { outputOptions, storageOptions } from "./config.js"
+import { describeStorage, withSettingsOneShot } from "./shared.js"
 
 /** `shard 1 (garivini@127.0.0.1:3306): applied 0001_job_table`, or `up to date`. */
 export const migratedLine = (r: TargetMigrated): string => {
@@ -32,13 +32,14 @@ export const statusLines = (s: TargetStatus): ReadonlyArray<string> => [
 export const migrateCommand = Command.make(
   "migrate",
   {
-    ...connectionOptions,
+    ...storageOptions,
     status: Options.boolean("status").pipe(
       Options.withDescription("List each migration per shard, applied (when) or pending; change nothing")
-    )
+    ),
+    ...outputOptions
   },
   ({ status, ...flags }) =>
-    withSettings(flags, (settings) =>
+    withSettingsOneShot(flags, (settings) =>
       status
         ? Effect.gen(function*() {
           const states = yield* Option.match(settings.sqlite, {

@@ -15,7 +15,7 @@ import * as QueueRunner from "../roles/QueueRunner.js"
 import * as Supervise from "../roles/supervise.js"
 import type { RoleFailed, Supervision } from "../roles/supervise.js"
 import { applyRoleHeapPolicy } from "./heap.js"
-import { connectionOptions, controllerOptions, injectorOptions, queueRunnerOptions } from "./config.js"
+import { connectionOptions, controllerOptions, injectorOptions, outputOptions, queueRunnerOptions } from "./config.js"
 import type { Settings } from "./config.js"
 import { describeStorage, storageLayerFor, withSettings } from "./shared.js"
 
@@ -113,12 +113,29 @@ export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
     return yield* launchRoles(rolesLayer(roles, settings), storageLayerFor(settings))
   })
 
+/**
+ * The tuning flags each role reads. The Injector leases and defers its jobs as the QueueRunner
+ * does (one --lease, one --queue-watermark-depth); the Controller's timeout is checked against
+ * the lease.
+ */
+export const roleOptions = {
+  "queue-runner": queueRunnerOptions,
+  injector: {
+    lease: queueRunnerOptions.lease,
+    queueWatermarkDepth: queueRunnerOptions.queueWatermarkDepth,
+    ...injectorOptions
+  },
+  controller: { lease: queueRunnerOptions.lease, ...controllerOptions }
+} as const
+
 const allOptions = { ...connectionOptions, ...queueRunnerOptions, ...controllerOptions, ...injectorOptions }
 
 const roleCommand = (role: Role, description: string) =>
-  Command.make(role, allOptions, (flags) => withSettings(flags, (settings) => runRoles([role], settings))).pipe(
-    Command.withDescription(description)
-  )
+  Command.make(
+    role,
+    { ...connectionOptions, ...roleOptions[role], ...outputOptions },
+    (flags) => withSettings(flags, (settings) => runRoles([role], settings))
+  ).pipe(Command.withDescription(description))
 
 export const queueRunnerCommand = roleCommand(
   "queue-runner",
@@ -155,7 +172,8 @@ export const runCommand = Command.make(
     roles: Options.text("roles").pipe(
       Options.withDefault(ROLES.join(",")),
       Options.withDescription(`Comma list of roles to run in this process (default: ${ROLES.join(",")})`)
-    )
+    ),
+    ...outputOptions
   },
   (flags) =>
     withSettings(flags, (settings) => Effect.flatMap(parseRoles(flags.roles), (roles) => runRoles(roles, settings)))

@@ -1,5 +1,5 @@
 /** What the subcommands share: settings with logging set up, the service layers, one-line failures. */
-import { Console, Effect, Layer, Option } from "effect"
+import { Console, Effect, Layer, Logger, LogLevel, Option } from "effect"
 import type { ConfigInvalid, ShardUnavailable, SqliteDriverMissing } from "../errors.js"
 import type { Gearman } from "../gearman/Gearman.js"
 import { layer as gearmanLayer } from "../gearman/Gearman.js"
@@ -64,12 +64,35 @@ export const reportFailure = <A, E extends { readonly _tag: string; readonly mes
       })
     ))
 
-/** Resolves the settings, sets up logging, runs `body`; failures end in one line and an exit code. */
+/** The log output of the settings: their format, and their level else `defaultLevel`. */
+export const logLayer = (
+  format: Settings["logFormat"],
+  level: Option.Option<LogLevel.LogLevel>,
+  defaultLevel: LogLevel.LogLevel
+): Layer.Layer<never> =>
+  Layer.merge(loggerLayer(format), Logger.minimumLogLevel(Option.getOrElse(level, () => defaultLevel)))
+
+/**
+ * Resolves the settings, sets up logging, runs `body`; failures end in one line and an exit code.
+ * Long-running commands log from INFO up by default.
+ */
 export const withSettings = <E extends { readonly _tag: string; readonly message: string }, R>(
   flags: Parameters<typeof resolve>[0],
-  body: (settings: Settings) => Effect.Effect<void, E, R>
+  body: (settings: Settings) => Effect.Effect<void, E, R>,
+  defaultLevel: LogLevel.LogLevel = LogLevel.Info
 ) =>
   reportFailure(
     Effect.flatMap(resolve(flags), (settings) =>
-      Effect.zipRight(warnPasswordFlag(flags.db), body(settings)).pipe(Effect.provide(loggerLayer(settings.logFormat))))
+      Effect.zipRight(warnPasswordFlag(flags.db ?? []), body(settings)).pipe(
+        Effect.provide(logLayer(settings.logFormat, settings.logLevel, defaultLevel))
+      ))
   )
+
+/**
+ * `withSettings` for a command that prints an answer and exits (inject, status, jobs, migrate):
+ * stdout holds only the answer, stderr only warnings and errors, unless a level is asked for.
+ */
+export const withSettingsOneShot = <E extends { readonly _tag: string; readonly message: string }, R>(
+  flags: Parameters<typeof resolve>[0],
+  body: (settings: Settings) => Effect.Effect<void, E, R>
+) => withSettings(flags, body, LogLevel.Warning)

@@ -8,15 +8,16 @@ import { Gearman } from "../gearman/Gearman.js"
 import { nowSeconds } from "../Job.js"
 import { errorText } from "../roles/QueueRunner.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions } from "./config.js"
+import { connectionOptions, outputOptions } from "./config.js"
 import { printTable } from "./jobs.js"
-import { servicesLayer, withSettings } from "./shared.js"
+import { servicesLayer, withSettingsOneShot } from "./shared.js"
 
 export const statusCommand = Command.make("status", {
   ...connectionOptions,
-  json: Options.boolean("json").pipe(Options.withDescription("Output JSON"))
+  json: Options.boolean("json").pipe(Options.withDescription("[output] The answer as JSON")),
+  ...outputOptions
 }, (o) =>
-  withSettings(o, (settings) =>
+  withSettingsOneShot(o, (settings) =>
     Effect.gen(function*() {
       const storage = yield* Storage
       const gearman = yield* Gearman

@@ -14,7 +14,14 @@ import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { CONTROLLER_FUNCTION } from "../roles/QueueRunner.js"
 import * as Supervise from "../roles/supervise.js"
 import { Storage } from "../storage/Storage.js"
-import { connectionOptions, controllerOptions, injectorOptions, loadSources, queueRunnerOptions } from "./config.js"
+import {
+  connectionOptions,
+  controllerOptions,
+  injectorOptions,
+  loadSources,
+  outputOptions,
+  queueRunnerOptions
+} from "./config.js"
 import type { Settings } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
@@ -84,7 +91,8 @@ export const upCommand = Command.make("up", {
   ...queueRunnerOptions,
   ...controllerOptions,
   ...injectorOptions,
-  ...embeddedServerOptions
+  ...embeddedServerOptions,
+  ...outputOptions
 }, (flags) =>
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {

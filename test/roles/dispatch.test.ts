@@ -151,7 +151,8 @@ describe("dispatch", () => {
           queueRunner: { batchRunSleep: "50 millis", queueWatermarkDepth: 0 },
           injector: {},
           controller: {},
-          logFormat: "logfmt"
+          logFormat: "logfmt",
+          logLevel: Option.none()
         }
         yield* Effect.scoped(Effect.gen(function*() {
           const storage = yield* Storage

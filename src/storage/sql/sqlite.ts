@@ -1,7 +1,8 @@
 /**
  * The SQLite dialect of the SQL shard: a shard in one file, through `@effect/sql-sqlite-node`
- * (better-sqlite3), the embedded storage of `garivini up`. The driver is an optional dependency, loaded with a dynamic
- * `import()` only when a `sqlite:` target is used.
+ * (better-sqlite3), the embedded storage of `garivini up`. The driver is an optional dependency
+ * (installed by default; skipped when its native module cannot be built, or with `--omit=optional`),
+ * loaded with a dynamic `import()` only when a `sqlite:` target is used.
  *
  * - Durable on disk: WAL journal with `synchronous=NORMAL`. A commit is in the WAL file (the
  *   OS's page cache) before it returns, so a killed process loses nothing it committed; only a
@@ -57,7 +58,8 @@ export const loadDriver = (
     catch: (e) =>
       new SqliteDriverMissing({
         reason: `${DRIVER_PACKAGE} cannot be loaded (${errorCode(e) ?? String(e).split("\n")[0]})`,
-        fix: `install it beside garivini: npm install ${DRIVER_PACKAGE}`,
+        fix:
+          `run npm install ${DRIVER_PACKAGE}: an optional dependency of garivini, left out when its native module (better-sqlite3) cannot be built; installing it by name shows why`,
         cause: e
       })
   })
