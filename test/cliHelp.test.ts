@@ -12,8 +12,8 @@ import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } fr
 import { statusCommand } from "../src/cli/status.js"
 import { upCommand } from "../src/cli/up.js"
 
-const connection = ["--config", "--db", "--gearmand"]
-const storage = ["--config", "--db"]
+const connection = ["--config", "--db", "--statement-timeout", "--gearmand"]
+const storage = ["--config", "--db", "--statement-timeout"]
 const output = ["--log-format", "--log-level"]
 // @effect/cli's own, on every command (--log-level: the level, see src/cli/logging.ts).
 const builtIn = ["--completions", "--log-level", "--wizard", "--version"]
@@ -23,7 +23,8 @@ const runner = [
   "--batch-run-sleep",
   "--queue-watermark-depth",
   "--lease",
-  "--defer-for"
+  "--defer-for",
+  "--shard-retry-max"
 ]
 const injector = ["--injector-concurrency", "--injector-max-request-jobs", "--injector-max-request-bytes"]
 const controller = ["--controller-concurrency", "--controller-timeout"]

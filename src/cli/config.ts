@@ -264,7 +264,7 @@ export const queueRunnerOptions = {
   ),
   shardRetryMax: optionalFloat(
     "shard-retry-max",
-    `Seconds between claims of a shard that fails them, at most: once it is back its jobs go out within about this (default ${
+    `${TUNING} Seconds between claims of a shard that fails them, at most: once it is back its jobs go out within about this (default ${
       secondsOf(Q.shardRetryMax)
     })`
   )
