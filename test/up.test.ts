@@ -105,7 +105,7 @@ for (const target of [sqliteTarget, mysqlTarget]) {
             const runsAtKill = new Map(runs)
             const leased = yield* Effect.flatMap(
               StorageLayers.Storage,
-              (s) => s.list({ state: "scheduled", limit: JOBS })
+              (s) => s.list({ state: "dispatched", limit: JOBS })
             )
             const leasedAtKill = new Set(leased.map((j) => Buffer.from(j.arg).toString()))
             assert.isAbove(yield* remaining, 0, "killed with jobs left")
