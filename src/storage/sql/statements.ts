@@ -28,7 +28,8 @@ export const LIFE_COLUMNS = "last_error, last_error_at, last_error_attempt, ende
 export const stateCondition = (state: JobState, life: boolean): { readonly sql: string; readonly params: number } => {
   const live = life ? "ended IS NULL AND " : ""
   const future = `${live}run_after > ? AND run_after < ${NEVER}`
-  // COALESCE: run_after is above now (>= 0) here, so a NULL lease never equals it.
+  // COALESCE: every condition is true or false, never NULL (SUM of NULLs is NULL); run_after is
+  // above now (>= 0) where a lease is compared, so a NULL lease never equals it.
   const notLeased = life ? " AND COALESCE(leased_until, 0) <> run_after" : ""
   switch (state) {
     case "due":
@@ -42,9 +43,9 @@ export const stateCondition = (state: JobState, life: boolean): { readonly sql: 
     case "dispatched":
       return life ? { sql: `${future} AND COALESCE(leased_until, 0) = run_after`, params: 1 } : NONE
     case "dead":
-      return life ? { sql: "ended = 'dead'", params: 0 } : NONE
+      return life ? { sql: "COALESCE(ended, '') = 'dead'", params: 0 } : NONE
     case "cancelled":
-      return life ? { sql: "ended = 'cancelled'", params: 0 } : NONE
+      return life ? { sql: "COALESCE(ended, '') = 'cancelled'", params: 0 } : NONE
   }
 }
 const NONE = { sql: "1 = 0", params: 0 }
