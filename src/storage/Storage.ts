@@ -132,6 +132,11 @@ export interface StorageShape {
   /** Lists jobs (with their life columns) by dbid then jobid, filtered, one page at a time. */
   readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<JobRecord>, ShardOperationError>
   readonly get: (handle: StoredJobId) => Effect.Effect<Option.Option<JobRecord>, ShardOperationError>
+  /**
+   * Whether a shard's `job` table has migration 2's columns (dead jobs, last errors, the
+   * dispatched state); a v1 table runs without them.
+   */
+  readonly jobLife: (dbid: number) => Effect.Effect<boolean, ShardOperationError>
   /** Which shards are currently avoided after a failure. */
   readonly health: Effect.Effect<ReadonlyArray<ShardHealth>>
 }
@@ -621,6 +626,7 @@ export const make = (
       counts,
       list,
       get,
+      jobLife: (dbid: number) => shardOp(dbid, "open", (b) => b.jobLife),
       health: shardHealth.health
     }
   })
