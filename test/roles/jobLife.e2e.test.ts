@@ -3,7 +3,10 @@
 // migrated) keeps running with one warning and failures that only back off.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Logger, Option, Ref } from "effect"
+import { Gearman } from "../../src/gearman/Gearman.js"
+import { WorkException } from "../../src/gearman/errors.js"
 import * as Client from "../../src/roles/Client.js"
+import * as Controller from "../../src/roles/Controller.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
 import * as Migrate from "../../src/storage/migrate.js"
@@ -95,6 +98,37 @@ describe("a job's life on MariaDB and gearmand", () => {
         assert.strictEqual(none.stdout, "")
       }).pipe(Effect.scoped, Effect.provide(env([shard!], [gd.server])))
     }), 90_000)
+
+  it.scopedLive("the Controller stores a WORK_EXCEPTION's data and a timeout as the last error; dead at its maxAttempts", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const gd = yield* gearmand
+      yield* Effect.gen(function*() {
+        const gearman = yield* Gearman
+        yield* gearman.serve({
+          explode: () => Effect.fail(new WorkException({ data: `kaboom: ${"detail ".repeat(20)}` })),
+          stall: () => Effect.never
+        }, { concurrency: 4 })
+        yield* Controller.serve({ maxAttempts: 1, timeout: "1 second" })
+        yield* Effect.forkScoped(QueueRunner.run({ batchRunSleep: "100 millis", lease: "1 hour" }))
+        const [exploded, stalled] = yield* Client.insertJobs([
+          { funcname: "explode", flag: "controller" },
+          { funcname: "stall", flag: "controller" }
+        ])
+        const storage = yield* Storage
+        const deadJob = (h: typeof exploded) =>
+          Effect.flatMap(storage.get(h!.handle), (j) =>
+            Option.isSome(j) && j.value.ended === "dead" ? Effect.succeed(j.value) : Effect.fail("not yet"))
+        yield* eventually(Effect.isSuccess(deadJob(exploded)), "the exploding job to die")
+        const e = yield* deadJob(exploded).pipe(Effect.orDie)
+        // The whole exception (not the log line's short quote of it), with its attempt.
+        assert.strictEqual(e.lastError, `WORK_EXCEPTION: kaboom: ${"detail ".repeat(20)}`)
+        assert.deepStrictEqual([e.lastErrorAttempt, e.failcount], [1, 1])
+        yield* eventually(Effect.isSuccess(deadJob(stalled)), "the stalled job to time out and die")
+        const t = yield* deadJob(stalled).pipe(Effect.orDie)
+        assert.include(t.lastError!, "no answer from stall within 1000 ms")
+      }).pipe(Effect.scoped, Effect.provide(env([shard!], [gd.server])))
+    }), 60_000)
 
   it.scopedLive("jobs retry --dead and jobs purge act only on what they name", () =>
     Effect.gen(function*() {
