@@ -6,14 +6,7 @@ import { consumeCommand } from "../src/cli/consume.js"
 import { demoCommand } from "../src/cli/demo.js"
 import { gearmandCommand } from "../src/cli/gearmand.js"
 import { injectCommand } from "../src/cli/inject.js"
-import {
-  deadCommand,
-  deleteCommand,
-  listCommand,
-  purgeCommand,
-  retryCommand,
-  showCommand
-} from "../src/cli/jobs.js"
+import { deadCommand, deleteCommand, listCommand, purgeCommand, retryCommand, showCommand } from "../src/cli/jobs.js"
 import { migrateCommand } from "../src/cli/migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "../src/cli/roles.js"
 import { statusCommand } from "../src/cli/status.js"

@@ -40,7 +40,9 @@ describe("garivini migrate", () => {
         assert.strictEqual(first.code, 0, first.stderr)
         assert.include(
           first.stdout,
-          `${where(1, a)}: applied 0001_job_table, 0002_job_life\n${where(2, b)}: applied 0001_job_table, 0002_job_life\n`
+          `${where(1, a)}: applied 0001_job_table, 0002_job_life\n${
+            where(2, b)
+          }: applied 0001_job_table, 0002_job_life\n`
         )
         const again = yield* garivini("migrate", ...db)
         assert.include(again.stdout, `${where(1, a)}: up to date\n${where(2, b)}: up to date\n`)

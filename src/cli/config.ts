@@ -497,7 +497,10 @@ export const resolve = (
       timeout: duration(yield* get(keys.controllerTimeout, flags.controllerTimeout)),
       maxAttempts: yield* get(keys.controllerMaxAttempts, flags.controllerMaxAttempts)
     }
-    if (controller.maxAttempts !== undefined && !(Number.isSafeInteger(controller.maxAttempts) && controller.maxAttempts >= 1)) {
+    if (
+      controller.maxAttempts !== undefined &&
+      !(Number.isSafeInteger(controller.maxAttempts) && controller.maxAttempts >= 1)
+    ) {
       return yield* Effect.fail(
         new ConfigInvalid({
           field: "controller.maxAttempts",

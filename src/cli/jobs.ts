@@ -194,8 +194,7 @@ export const retryCommand = Command.make("retry", {
       if (byHandle === (Option.isSome(o.function) || o.dead)) {
         return yield* Effect.fail(
           new UsageError({
-            message:
-              "jobs retry takes a dbid:jobid, or --function NAME (its `never` jobs), or --dead [--function NAME]"
+            message: "jobs retry takes a dbid:jobid, or --function NAME (its `never` jobs), or --dead [--function NAME]"
           })
         )
       }
@@ -302,7 +301,9 @@ export const purgeCommand = Command.make("purge", {
     Effect.gen(function*() {
       if (o.dead === o.cancelled) {
         return yield* Effect.fail(
-          new UsageError({ message: "jobs purge takes --dead or --cancelled (one of them): it deletes only ended jobs" })
+          new UsageError({
+            message: "jobs purge takes --dead or --cancelled (one of them): it deletes only ended jobs"
+          })
         )
       }
       const age = parseAge(o.olderThan)

@@ -195,7 +195,9 @@ const settleFailure = (
       const settle = failure._tag === "Some" && failure.value._tag === "RetryAt"
         ? Effect.asVoid(Client.rescheduleJob(job, failure.value.when))
         : Effect.flatMap(Client.failedJob(job, { error: reason, maxAttempts }), (r) =>
-          r.dead ? Effect.logWarning(`job ${id} is dead after ${r.failcount} attempt(s): ${clip(reason, 200)}`) : Effect.void)
+          r.dead
+            ? Effect.logWarning(`job ${id} is dead after ${r.failcount} attempt(s): ${clip(reason, 200)}`)
+            : Effect.void)
       yield* settle.pipe(
         Effect.provideService(Storage, storage),
         Effect.catchAll((e) =>
@@ -242,9 +244,7 @@ const recordRejection = (
   return Client.failedJob(job, { error: reason, maxAttempts }).pipe(
     Effect.provideService(Storage, storage),
     Effect.asVoid,
-    Effect.catchAll((e) =>
-      Effect.logError(`job ${formatHandle(job)}: could not record the rejection: ${e.message}`)
-    )
+    Effect.catchAll((e) => Effect.logError(`job ${formatHandle(job)}: could not record the rejection: ${e.message}`))
   )
 }
 

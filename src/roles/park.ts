@@ -116,10 +116,14 @@ export const park = (parked: ReadonlyArray<{ readonly job: StoredJob; readonly w
       yield* Metric.increment(Metric.tagged(jobsParked, "reason", why.reason))
     }
     // One statement per job (each has its own reason, stored as its last error): parking is rare.
-    yield* Effect.forEach(parked, ({ job, why }) =>
-      storage.defer([job], NEVER, `parked (${why.reason}): ${why.detail}`).pipe(
-        Effect.catchAll((e) =>
-          Effect.logWarning(`parking job ${formatHandle(job)} failed; it stays leased: ${e.message}`)
-        )
-      ), { discard: true })
+    yield* Effect.forEach(
+      parked,
+      ({ job, why }) =>
+        storage.defer([job], NEVER, `parked (${why.reason}): ${why.detail}`).pipe(
+          Effect.catchAll((e) =>
+            Effect.logWarning(`parking job ${formatHandle(job)} failed; it stays leased: ${e.message}`)
+          )
+        ),
+      { discard: true }
+    )
   })

@@ -27,14 +27,7 @@ import * as MemoryShard from "./MemoryShard.js"
 import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
-import type {
-  FailOutcome,
-  FunctionCounts,
-  JobState,
-  RowInsert,
-  ShardBackend,
-  ShardFailure
-} from "./ShardBackend.js"
+import type { FailOutcome, FunctionCounts, JobState, RowInsert, ShardBackend, ShardFailure } from "./ShardBackend.js"
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
@@ -545,8 +538,12 @@ export const make = (
         yield* checkFailcount(failure.failcount)
         const at = yield* nowSeconds
         const error = failure.error === undefined ? undefined : boundedError(failure.error)
-        return yield* shardOp(h.dbid, "fail", (b) =>
-          b.fail(h.jobid, { runAfter: failure.runAfter, failcount: failure.failcount, error, at, dead: failure.dead }))
+        return yield* shardOp(
+          h.dbid,
+          "fail",
+          (b) =>
+            b.fail(h.jobid, { runAfter: failure.runAfter, failcount: failure.failcount, error, at, dead: failure.dead })
+        )
       })
 
     const retryDead = (target: StoredJobId | Selection) =>

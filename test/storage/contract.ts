@@ -407,7 +407,8 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         for (const state of JOB_STATES) {
           const ids = expected[state].map((h) => h.jobid).sort((a, b) => a - b)
           // The one definition (Job.jobState) over each job's row...
-          for (const h of expected[state]) assert.strictEqual(jobState(Option.getOrThrow(yield* storage.get(h)), now), state)
+          for (const h of expected[state])
+            assert.strictEqual(jobState(Option.getOrThrow(yield* storage.get(h)), now), state)
           // ...the list filter, and the count, say the same.
           assert.deepStrictEqual((yield* storage.list({ state, funcname: "st" })).map((j) => j.jobid), ids, state)
           assert.strictEqual(counts[state], ids.length, state)
@@ -430,7 +431,10 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         const stored = () => Effect.map(storage.get(handle), Option.getOrThrow)
         let failcount = 0
         for (let attempt = 1; attempt <= 2; attempt++) {
-          const r = yield* Client.failedJob({ ...handle, failcount }, { error: `attempt ${attempt}\u0007\nline 2`, maxAttempts: 3 })
+          const r = yield* Client.failedJob({ ...handle, failcount }, {
+            error: `attempt ${attempt}\u0007\nline 2`,
+            maxAttempts: 3
+          })
           assert.deepStrictEqual([r.found, r.dead, r.failcount], [true, false, attempt])
           failcount = r.failcount
           const job = yield* stored()
@@ -453,7 +457,9 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.strictEqual([...dead.lastError!].length, 2000)
         assert.isTrue(dead.lastError!.endsWith("…"))
         assert.strictEqual(dead.lastError!, dead.lastError!.normalize())
-        assert.isFalse(/[\ud800-\udfff](?![\udc00-\udfff])/.test(dead.lastError!.replace(/[\ud800-\udbff][\udc00-\udfff]/g, "")))
+        assert.isFalse(
+          /[\ud800-\udfff](?![\udc00-\udfff])/.test(dead.lastError!.replace(/[\ud800-\udbff][\udc00-\udfff]/g, ""))
+        )
         assert.deepStrictEqual(yield* storage.claimDue(handle.dbid, 10, "1000 seconds"), [])
         assert.strictEqual(yield* storage.retryNever("boom"), 0, "retryNever leaves the dead alone")
         assert.deepStrictEqual((yield* storage.list({ state: "dead" })).map((j) => j.jobid), [handle.jobid])
@@ -475,8 +481,10 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
     test("purge deletes only the ended jobs it names, older than asked; retry --dead by function", ({ storage }) =>
       Effect.gen(function*() {
         const kill = (funcname: string) =>
-          Effect.flatMap(Client.insertJob({ funcname }), ({ handle }) =>
-            Effect.as(Client.failedJob(handle, { error: "no", maxAttempts: 1 }), handle))
+          Effect.flatMap(
+            Client.insertJob({ funcname }),
+            ({ handle }) => Effect.as(Client.failedJob(handle, { error: "no", maxAttempts: 1 }), handle)
+          )
         const oldA = yield* kill("pa")
         const oldB = yield* kill("pb")
         const alive = yield* Client.insertJob({ funcname: "pa", runAt: "never" })

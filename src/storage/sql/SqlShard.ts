@@ -111,7 +111,9 @@ export const make = <C extends Capabilities>(
     const open = Effect.gen(function*() {
       const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
       return yield* dialect.open(scope).pipe(
-        Effect.flatMap(({ caps, client }) => Effect.map(detectJobLife(dialect, client), (life) => ({ client, caps, life }))),
+        Effect.flatMap(({ caps, client }) =>
+          Effect.map(detectJobLife(dialect, client), (life) => ({ client, caps, life }))
+        ),
         Effect.onError(() => Scope.close(scope, Exit.void))
       )
     })
@@ -236,7 +238,8 @@ export const make = <C extends Capabilities>(
           ))
           // Rows past the byte budget stay as they were (locked only until COMMIT).
           const { fetch, take } = withinBudget(raw, yield* jobsFromRows(dbid, raw), maxBytes, inlineMax)
-          if (take.length === 0) return take
+          if (take.length === 0)
+            return take
           let due = take
           if (fetch.length > 0) {
             const ids = dialect.inList(fetch)
@@ -247,7 +250,9 @@ export const make = <C extends Capabilities>(
               )
             )
           }
-          const ids = dialect.inList(due.map((j) => j.jobid))
+          const ids = dialect.inList(due.map((j) =>
+            j.jobid
+          ))
           // The lease is recorded in the same UPDATE (a v2 table): the job shows as dispatched.
           yield* changes(
             conn,
@@ -337,9 +342,9 @@ export const make = <C extends Capabilities>(
             changes(
               conn,
               // The dead are `never` too, but not for this: `jobs retry --dead` makes them due.
-              `UPDATE job SET run_after = ?${life ? ", leased_until = NULL" : ""} WHERE funcname = ? AND run_after >= ${NEVER}${
-                life ? " AND ended IS NULL" : ""
-              }`,
+              `UPDATE job SET run_after = ?${
+                life ? ", leased_until = NULL" : ""
+              } WHERE funcname = ? AND run_after >= ${NEVER}${life ? " AND ended IS NULL" : ""}`,
               [now, funcname]
             ),
           false
@@ -386,7 +391,12 @@ export const make = <C extends Capabilities>(
         }, false),
       get: (jobid) =>
         withConnection((conn, _caps, life) =>
-          records(conn, `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job WHERE jobid = ?`, [jobid], life)
+          records(
+            conn,
+            `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job WHERE jobid = ?`,
+            [jobid],
+            life
+          )
         ).pipe(
           Effect.map((found) => Option.fromNullable(found[0]))
         )
@@ -421,7 +431,9 @@ const detectJobLife = <C extends Capabilities>(dialect: Dialect<C>, client: SqlC
     const missing = JOB_LIFE_COLUMNS.filter((c) => !names.has(c))
     if (missing.length === 0) return true
     yield* Effect.logWarning(
-      `the job table lacks migration 0002_job_life (${missing.join(", ")}): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
+      `the job table lacks migration 0002_job_life (${
+        missing.join(", ")
+      }): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
     )
     return false
   })
