@@ -2,7 +2,7 @@
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Data, Duration, Effect, Option } from "effect"
 import { formatHandle, JOB_STATES, jobState as stateOf, nowSeconds, parseHandle, type StoredJobId } from "../Job.js"
-import type { JobRecord, StoredJob } from "../Job.js"
+import type { JobRecord, JobState, StoredJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { optionalInteger, optionalText, outputOptions, queueRunnerOptions, storageOptions } from "./config.js"
 import { storageOnly, withSettingsOneShot } from "./shared.js"
@@ -75,56 +75,83 @@ const parseHandleArg = (text: string) =>
   Effect.mapError(parseHandle(text), (e) => new UsageError({ message: e.reason, cause: e }))
 const json = Options.boolean("json").pipe(Options.withDescription("[output] The answer as JSON"))
 
+const functionFilter = optionalText("function", "Only this function")
+const shardFilter = optionalInteger("shard", "Only this shard (dbid)")
+const limit = Options.integer("limit").pipe(
+  Options.withDefault(100),
+  Options.withDescription("Page size (default 100)")
+)
+const after = optionalText("after", "Continue after this dbid:jobid")
+
+interface PageFlags {
+  readonly function: Option.Option<string>
+  readonly shard: Option.Option<number>
+  readonly limit: number
+  readonly after: Option.Option<string>
+  readonly json: boolean
+}
+
+/** One page of jobs in `state`: JSON lines, or a table and a line saying how many (and how to go on). */
+const printPage = (
+  o: PageFlags,
+  state: JobState | undefined,
+  noun: string,
+  header: ReadonlyArray<string>,
+  row: (job: JobRecord, now: number) => ReadonlyArray<string>
+) =>
+  Effect.gen(function*() {
+    const from = Option.isSome(o.after) ? yield* parseHandleArg(o.after.value) : undefined
+    const storage = yield* Storage
+    const jobs = yield* storage.list({
+      funcname: Option.getOrUndefined(o.function),
+      state,
+      dbid: Option.getOrUndefined(o.shard),
+      limit: o.limit,
+      after: from
+    })
+    const now = yield* nowSeconds
+    if (o.json)
+      return yield* Effect.forEach(jobs, (job) => Console.log(JSON.stringify(asJson(job, now))), { discard: true })
+    yield* printTable(header, jobs.map((j) => row(j, now)))
+    yield* Console.log(
+      `${jobs.length} ${noun}(s)${
+        jobs.length === o.limit ? ` (more: --after ${formatHandle(jobs[jobs.length - 1]!)})` : ""
+      }`
+    )
+  })
+
 export const listCommand = Command.make("list", {
   ...storageOptions,
-  function: optionalText("function", "Only this function"),
+  function: functionFilter,
   state: Options.choice("state", JOB_STATES).pipe(
     Options.optional,
     Options.withDescription(
       "due; scheduled (later, never run); retrying (later, after a failure); dispatched (leased by our dispatcher); never; dead (attempts used up); cancelled"
     )
   ),
-  shard: optionalInteger("shard", "Only this shard (dbid)"),
-  limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size (default 100)")),
-  after: optionalText("after", "Continue after this dbid:jobid"),
+  shard: shardFilter,
+  limit,
+  after,
   json,
   ...outputOptions
 }, (o) =>
   withSettingsOneShot(o, (settings) =>
-    Effect.gen(function*() {
-      const after = Option.isSome(o.after) ? yield* parseHandleArg(o.after.value) : undefined
-      const storage = yield* Storage
-      const jobs = yield* storage.list({
-        funcname: Option.getOrUndefined(o.function),
-        state: Option.getOrUndefined(o.state),
-        dbid: Option.getOrUndefined(o.shard),
-        limit: o.limit,
-        after
-      })
-      const now = yield* nowSeconds
-      if (o.json)
-        return yield* Effect.forEach(jobs, (job) => Console.log(JSON.stringify(asJson(job, now))), { discard: true })
-      yield* printTable(
-        ["HANDLE", "FUNCTION", "STATE", "RUN AFTER", "FAILS", "FLAG", "UNIQKEY", "ARG"],
-        jobs.map((
-          j
-        ) => [
-          formatHandle(j),
-          j.funcname,
-          stateOf(j, now),
-          new Date(j.runAfter * 1000).toISOString(),
-          String(j.failcount),
-          j.flag,
-          j.uniqkey ?? "",
-          preview(j.arg)
-        ])
-      )
-      yield* Console.log(
-        `${jobs.length} job(s)${
-          jobs.length === o.limit ? ` (more: --after ${formatHandle(jobs[jobs.length - 1]!)})` : ""
-        }`
-      )
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(
+    printPage(
+      o,
+      Option.getOrUndefined(o.state),
+      "job",
+      ["HANDLE", "FUNCTION", "STATE", "RUN AFTER", "FAILS", "FLAG", "UNIQKEY", "ARG"],
+      (j, now) => [
+        formatHandle(j),
+        j.funcname,
+        stateOf(j, now),
+        new Date(j.runAfter * 1000).toISOString(),
+        String(j.failcount),
+        j.flag,
+        j.uniqkey ?? "",
+        preview(j.arg)
+      ]
+    ).pipe(Effect.provide(storageOnly(settings))))).pipe(
     Command.withDescription("List stored jobs, filtered and paged")
   )
 
@@ -239,43 +266,21 @@ export const retryCommand = Command.make("retry", {
 
 export const deadCommand = Command.make("dead", {
   ...storageOptions,
-  function: optionalText("function", "Only this function"),
-  shard: optionalInteger("shard", "Only this shard (dbid)"),
-  limit: Options.integer("limit").pipe(Options.withDefault(100), Options.withDescription("Page size (default 100)")),
-  after: optionalText("after", "Continue after this dbid:jobid"),
+  function: functionFilter,
+  shard: shardFilter,
+  limit,
+  after,
   json,
   ...outputOptions
 }, (o) =>
   withSettingsOneShot(o, (settings) =>
-    Effect.gen(function*() {
-      const after = Option.isSome(o.after) ? yield* parseHandleArg(o.after.value) : undefined
-      const storage = yield* Storage
-      const jobs = yield* storage.list({
-        funcname: Option.getOrUndefined(o.function),
-        state: "dead",
-        dbid: Option.getOrUndefined(o.shard),
-        limit: o.limit,
-        after
-      })
-      const now = yield* nowSeconds
-      if (o.json)
-        return yield* Effect.forEach(jobs, (job) => Console.log(JSON.stringify(asJson(job, now))), { discard: true })
-      yield* printTable(
-        ["HANDLE", "FUNCTION", "ATTEMPTS", "DIED", "LAST ERROR"],
-        jobs.map((j) => [
-          formatHandle(j),
-          j.funcname,
-          String(j.failcount),
-          isoTime(j.endedAt) ?? "-",
-          errorPreview(j.lastError)
-        ])
-      )
-      yield* Console.log(
-        `${jobs.length} dead job(s)${
-          jobs.length === o.limit ? ` (more: --after ${formatHandle(jobs[jobs.length - 1]!)})` : ""
-        }`
-      )
-    }).pipe(Effect.provide(storageOnly(settings))))).pipe(
+    printPage(
+      o,
+      "dead",
+      "dead job",
+      ["HANDLE", "FUNCTION", "ATTEMPTS", "DIED", "LAST ERROR"],
+      (j) => [formatHandle(j), j.funcname, String(j.failcount), isoTime(j.endedAt) ?? "-", errorPreview(j.lastError)]
+    ).pipe(Effect.provide(storageOnly(settings))))).pipe(
     Command.withDescription("List dead jobs (attempts used up) with their last error")
   )
 
