@@ -56,6 +56,10 @@ export interface FunctionCounts {
   readonly oldestDue: number | null
 }
 
+/** Every job a count covers, in any state. */
+export const countedJobs = (c: FunctionCounts): number =>
+  c.due + c.scheduled + c.retrying + c.dispatched + c.never + c.dead + c.cancelled
+
 /** A failure to record on one job (its row's last error, and dead when its attempts are used up). */
 export interface FailureRecord {
   /** When it runs again if it is not dead (the backoff). */

@@ -32,6 +32,7 @@ import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
 export type { FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
+export { countedJobs } from "./ShardBackend.js"
 export type { ShardHealth } from "./routing.js"
 
 export interface ListFilter {
