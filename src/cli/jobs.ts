@@ -174,7 +174,7 @@ export const showCommand = Command.make(
             ["funcname", j.funcname],
             ["state", stateOf(j, now)],
             ["run_after", time(j.runAfter)],
-            ["failcount", `${j.failcount} (attempts made)`],
+            ["failcount", `${j.failcount} (failures so far)`],
             ["flag", j.flag],
             ["uniqkey", j.uniqkey ?? "(none)"],
             ["coalesce", j.coalesce ?? "(none)"],
