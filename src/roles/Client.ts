@@ -7,6 +7,7 @@ import type { InsertError, InvalidSchedule, ShardOperationError } from "../error
 import { failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
+import { jobsFailed } from "./metrics.js"
 
 /** A job to insert. */
 export interface JobSpec {
@@ -121,5 +122,6 @@ export const failedJob = (
     const runAfter = (yield* nowSeconds) + failureBackoffSeconds(failcount)
     const storage = yield* Storage
     const found = yield* storage.reschedule(job, runAfter, failcount)
+    jobsFailed.unsafeUpdate(1, [])
     return { failcount, runAfter, found }
   })

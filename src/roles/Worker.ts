@@ -10,7 +10,7 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Effect, Either, Layer, Schema } from "effect"
+import { Cause, Data, Effect, Either, Layer, MetricLabel, Schema } from "effect"
 import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/GearmanClient.js"
@@ -24,6 +24,7 @@ import * as GroupCommit from "../storage/GroupCommit.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
 import * as Client from "./Client.js"
+import { inputsRejected, runTime, workerJsonTag } from "./metrics.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
 
@@ -131,26 +132,40 @@ export const gearmanHandler = <R>(
   complete: (handle: StoredJobId) => Effect.Effect<void>,
   funcname: string,
   handler: JobHandler<R>
-): GearmanWorker.Handler<R> =>
-(gjob) => {
-  const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
-  const decoded = decodeOnce(gjob)
-  if (Either.isLeft(decoded)) {
-    return Effect.logError(`rejected: ${decoded.left.message}`).pipe(
-      Effect.zipRight(Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))),
+): GearmanWorker.Handler<R> => {
+  const runTimeTags = [MetricLabel.make("funcname", funcname)]
+  return (gjob) => {
+    const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
+    const decoded = decodeOnce(gjob)
+    if (Either.isLeft(decoded)) {
+      inputsRejected.unsafeUpdate(1, workerJsonTag)
+      return Effect.logError(`rejected: ${decoded.left.message}`).pipe(
+        Effect.zipRight(Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))),
+        annotate
+      )
+    }
+    const job = decoded.right
+    const owned = job.flag === "shim"
+    let started = 0
+    const ran = () => runTime.unsafeUpdate((performance.now() - started) / 1000, runTimeTags)
+    const run = Effect.suspend(() => {
+      started = performance.now()
+      return handler({ ...job, text: bytesView(job.arg).toString("utf8"), gearman: gjob })
+    })
+    return run.pipe(
+      Effect.matchCauseEffect({
+        onSuccess: (value) => {
+          ran()
+          return owned ? Effect.as(complete(job), value) : Effect.succeed(value)
+        },
+        onFailure: (cause) => {
+          ran()
+          return settleFailure(storage, job, owned, cause)
+        }
+      }),
       annotate
     )
   }
-  const job = decoded.right
-  const owned = job.flag === "shim"
-  const run = Effect.suspend(() => handler({ ...job, text: bytesView(job.arg).toString("utf8"), gearman: gjob }))
-  return run.pipe(
-    Effect.matchCauseEffect({
-      onSuccess: (value) => owned ? Effect.as(complete(job), value) : Effect.succeed(value),
-      onFailure: (cause) => settleFailure(storage, job, owned, cause)
-    }),
-    annotate
-  )
 }
 
 /** A handler that failed or died: back the job off, or reschedule it as the handler asked. */
