@@ -61,6 +61,8 @@ export interface Settings {
   readonly logLevel: Option.Option<LogLevel.LogLevel>
   /** Where `/metrics` is served (`--metrics-listen`); none: metrics are off. */
   readonly metricsListen: Option.Option<HostPort>
+  /** How often the stored-job and job-server gauges are read (undefined: every 15 s). */
+  readonly metricsInterval?: Duration.Duration | undefined
 }
 
 // -- the file ---------------------------------------------------------------------------------
@@ -98,7 +100,8 @@ export const FileConfig = Schema.Struct({
     timeout: Schema.optional(Seconds)
   })),
   metrics: Schema.optional(Schema.Struct({
-    listen: Schema.optional(Schema.String)
+    listen: Schema.optional(Schema.String),
+    interval: Schema.optional(Seconds)
   })),
   log: Schema.optional(Schema.Struct({
     format: Schema.optional(Schema.Literal("pretty", "json", "logfmt")),
@@ -374,6 +377,7 @@ export const keys = {
   logFormat: key("GARIVINI_LOG_FORMAT", "log.format", LogFormatText),
   logLevel: key("GARIVINI_LOG_LEVEL", "log.level", LogLevelText),
   metricsListen: key("GARIVINI_METRICS_LISTEN", "metrics.listen", Schema.String),
+  metricsInterval: key("GARIVINI_METRICS_INTERVAL", "metrics.interval", NumberText),
   batchMaxSize: key("GARIVINI_BATCH_MAX_SIZE", "queueRunner.batchMaxSize", NumberText),
   batchMaxBytes: key("GARIVINI_BATCH_MAX_BYTES", "queueRunner.batchMaxBytes", NumberText),
   batchRunSleep: key("GARIVINI_BATCH_RUN_SLEEP", "queueRunner.batchRunSleep", NumberText),
@@ -540,6 +544,12 @@ export const resolve = (
     const logFormat = yield* resolveLogFormat(flags.logFormat, from)
     const logLevel = yield* resolveLogLevel(flags.logLevel, from)
     const metricsListen = yield* resolveMetricsListen(flags.metricsListen, from)
+    const metricsInterval = yield* get(keys.metricsInterval)
+    if (metricsInterval !== undefined && !(metricsInterval > 0 && Number.isFinite(metricsInterval))) {
+      return yield* Effect.fail(
+        new ConfigInvalid({ field: "metrics.interval", reason: `${metricsInterval} is not a positive number of seconds` })
+      )
+    }
     return {
       shards,
       sqlite,
@@ -552,6 +562,7 @@ export const resolve = (
       statementTimeout: duration(statementTimeout),
       logFormat,
       logLevel,
-      metricsListen
+      metricsListen,
+      metricsInterval: duration(metricsInterval)
     }
   })

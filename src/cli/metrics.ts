@@ -4,6 +4,7 @@
  * interval. Nothing at all when the flag is absent.
  */
 import { Layer, Option } from "effect"
+import type { Duration } from "effect"
 import type { Gearman } from "../gearman/Gearman.js"
 import type { HostPort } from "../hostPort.js"
 import * as Poll from "../metrics/poll.js"
@@ -17,9 +18,11 @@ export const exposition = (listen: Option.Option<HostPort>): Layer.Layer<never, 
 
 /** The endpoint and the stored-job and job-server gauges (queue-runner, injector, run, up). */
 export const withPollers = (
-  listen: Option.Option<HostPort>
+  listen: Option.Option<HostPort>,
+  interval?: Duration.DurationInput
 ): Layer.Layer<never, MetricsListenFailed, Storage | Gearman> =>
   Option.match(listen, {
     onNone: () => Layer.empty,
-    onSome: (address) => Layer.mergeAll(layerPrometheus(address), Poll.layerStorage(), Poll.layerJobServers())
+    onSome: (address) =>
+      Layer.mergeAll(layerPrometheus(address), Poll.layerStorage(interval), Poll.layerJobServers(interval))
   })

@@ -122,7 +122,7 @@ export const upCommand = Command.make("up", {
       yield* migrateStorage(settings)
       yield* applyRoleHeapPolicy
       const context = yield* Layer.build(
-        Layer.merge(rolesLayer(ROLES, settings), withPollers(settings.metricsListen)).pipe(
+        Layer.merge(rolesLayer(ROLES, settings), withPollers(settings.metricsListen, settings.metricsInterval)).pipe(
           Layer.provideMerge(servicesLayer(settings))
         )
       )

@@ -12,7 +12,11 @@ import * as OtelResource from "@effect/opentelemetry/Resource"
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus"
 import { Data, Effect, Layer } from "effect"
 import { formatHostPort, type HostPort } from "../hostPort.js"
+import { jobsFailed } from "../roles/metrics.js"
+import { jobsClaimed, jobsCompleted, jobsInserted, jobsRetried } from "../storage/metrics.js"
 import { processGauges } from "./process.js"
+
+const UNLABELLED_COUNTERS = [jobsInserted, jobsCompleted, jobsClaimed, jobsRetried, jobsFailed]
 
 /** The metrics address could not be listened on (in use, not local, no permission). */
 export class MetricsListenFailed extends Data.TaggedError("MetricsListenFailed")<{
@@ -64,6 +68,8 @@ export const serve = (options: PrometheusOptions) =>
       yield* Effect.scope
     )
     const refresh = yield* processGauges
+    // Counters without labels start at 0, so rate() and increase() see their first jobs.
+    for (const counter of UNLABELLED_COUNTERS) counter.unsafeUpdate(0, [])
     const server = createServer((request, response) => {
       if (request.method === "GET" && (request.url ?? "").split("?")[0] === PATH) {
         refresh()
