@@ -547,7 +547,10 @@ export const resolve = (
     const metricsInterval = yield* get(keys.metricsInterval)
     if (metricsInterval !== undefined && !(metricsInterval > 0 && Number.isFinite(metricsInterval))) {
       return yield* Effect.fail(
-        new ConfigInvalid({ field: "metrics.interval", reason: `${metricsInterval} is not a positive number of seconds` })
+        new ConfigInvalid({
+          field: "metrics.interval",
+          reason: `${metricsInterval} is not a positive number of seconds`
+        })
       )
     }
     return {

@@ -120,7 +120,9 @@ export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
     )
     // Only a process with a QueueRunner or an Injector reads the gauges (counts, job servers).
     const metrics = roles.includes("queue-runner") || roles.includes("injector")
-      ? withPollers(settings.metricsListen, settings.metricsInterval).pipe(Layer.provide(gearmanLayer({ servers: settings.gearmand })))
+      ? withPollers(settings.metricsListen, settings.metricsInterval).pipe(
+        Layer.provide(gearmanLayer({ servers: settings.gearmand }))
+      )
       : exposition(settings.metricsListen)
     return yield* launchRoles(Layer.merge(rolesLayer(roles, settings), metrics), storageLayerFor(settings))
   })
