@@ -1,7 +1,13 @@
 // Every metric of the Driver, in one place. Updated synchronously from the supervisor's tick
 // (every 250 ms, a few labels per Driver job) and its exit handler.
 import { Metric, MetricLabel } from "effect"
-import type { JobState } from "./Supervisor.js"
+import type { Process } from "./Supervisor.js"
+
+/** What the gauges read of a Driver job's state. */
+interface JobProcesses {
+  readonly job: { readonly name: string }
+  readonly processes: ReadonlyMap<number, Pick<Process, "state">>
+}
 
 /** Processes per Driver job and state (`starting`, `idle`, `busy`), tagged `job`, `state`. */
 export const processes = Metric.gauge("garivini_driver_processes", {
@@ -23,7 +29,7 @@ export const crashLoopHolds = Metric.counter("garivini_driver_crash_loop_holds_t
 const STATES = ["starting", "idle", "busy"] as const
 
 /** Sets the process gauges from the supervisor's jobs. */
-export const recordProcesses = (states: Iterable<JobState>): void => {
+export const recordProcesses = (states: Iterable<JobProcesses>): void => {
   for (const state of states) {
     const counts = { starting: 0, idle: 0, busy: 0 }
     for (const p of state.processes.values()) counts[p.state]++
@@ -32,4 +38,4 @@ export const recordProcesses = (states: Iterable<JobState>): void => {
   }
 }
 
-export const jobTag = (state: JobState) => [MetricLabel.make("job", state.job.name)]
+export const jobTag = (state: JobProcesses) => [MetricLabel.make("job", state.job.name)]

@@ -61,6 +61,19 @@ describe("metrics", () => {
       assert.strictEqual(yield* gauge(StorageMetrics.oldestDueAge, labels), 0)
     }))
 
+  it.effect("the Driver's process gauge counts each job's processes by state, zero included", () =>
+    Effect.gen(function*() {
+      const processes = new Map([[1, { state: "busy" as const }], [2, { state: "busy" as const }], [3, {
+        state: "idle" as const
+      }]])
+      DriverMetrics.recordProcesses([{ job: { name: "resize" }, processes }])
+      const of = (state: string) => gauge(DriverMetrics.processes, { job: "resize", state })
+      assert.deepStrictEqual([yield* of("busy"), yield* of("idle"), yield* of("starting")], [2, 1, 0])
+      processes.delete(1)
+      DriverMetrics.recordProcesses([{ job: { name: "resize" }, processes }])
+      assert.strictEqual(yield* of("busy"), 1)
+    }))
+
   it.scoped("/metrics serves the Prometheus text format; other paths are 404", () =>
     Effect.gen(function*() {
       yield* Effect.provide(Client.insertJob({ funcname: "exposed", arg: "x" }), layerMemory())
