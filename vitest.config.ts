@@ -7,6 +7,7 @@ const integration = [
   "test/cli{,Hostile,Migrate,Paths,Signals,Sqlite,TwoRunners}.test.ts", // cliConfig.test.ts is a unit test
   "test/config/ipv6.test.ts", // a gearmand on ::1
   "test/up.test.ts",
+  "test/metrics/{cli,prometheus}.test.ts", // garivini up and consume from dist/, a real Prometheus
   "test/**/*.e2e.test.ts",
   "test/driver/**/*.test.ts", // fixtures import dist/; children are forked from dist/
   "test/fuzz/config.test.ts", // runs the CLI

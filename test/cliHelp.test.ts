@@ -15,6 +15,8 @@ import { upCommand } from "../src/cli/up.js"
 const connection = ["--config", "--db", "--statement-timeout", "--gearmand"]
 const storage = ["--config", "--db", "--statement-timeout"]
 const output = ["--log-format", "--log-level"]
+// Long-running commands serve Prometheus metrics on request.
+const metrics = ["--metrics-listen"]
 // @effect/cli's own, on every command (--log-level: the level, see src/cli/logging.ts).
 const builtIn = ["--completions", "--log-level", "--wizard", "--version"]
 const runner = [
@@ -52,15 +54,22 @@ const helpOf = <Name extends string, R, E, A>(command: Command.Command<Name, R, 
 }
 
 const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, ReadonlyArray<string>]> = [
-  ["queue-runner", helpOf(queueRunnerCommand), [...connection, ...runner, ...output]],
+  ["queue-runner", helpOf(queueRunnerCommand), [...connection, ...runner, ...metrics, ...output]],
   // The Injector leases and defers as the runner does; the Controller's timeout is checked against the lease.
-  ["injector", helpOf(injectorCommand), [...connection, "--lease", "--queue-watermark-depth", ...injector, ...output]],
-  ["controller", helpOf(controllerCommand), [...connection, "--lease", ...controller, ...output]],
-  ["run", helpOf(runCommand), [...connection, ...runner, ...controller, ...injector, "--roles", ...output]],
-  ["up", helpOf(upCommand), [...connection, ...runner, ...controller, ...injector, ...embedded, ...output]],
-  ["gearmand", helpOf(gearmandCommand), ["--config", ...embedded, ...output]],
+  ["injector", helpOf(injectorCommand), [
+    ...connection,
+    "--lease",
+    "--queue-watermark-depth",
+    ...injector,
+    ...metrics,
+    ...output
+  ]],
+  ["controller", helpOf(controllerCommand), [...connection, "--lease", ...controller, ...metrics, ...output]],
+  ["run", helpOf(runCommand), [...connection, ...runner, ...controller, ...injector, "--roles", ...metrics, ...output]],
+  ["up", helpOf(upCommand), [...connection, ...runner, ...controller, ...injector, ...embedded, ...metrics, ...output]],
+  ["gearmand", helpOf(gearmandCommand), ["--config", ...embedded, ...metrics, ...output]],
   ["inject", helpOf(injectCommand), [...connection, "--count", "--function", "--arg", "--pure", ...output]],
-  ["consume", helpOf(consumeCommand), [...connection, "--function", "--concurrency", ...output]],
+  ["consume", helpOf(consumeCommand), [...connection, "--function", "--concurrency", ...metrics, ...output]],
   ["status", helpOf(statusCommand), [...connection, "--json", ...output]],
   ["demo", helpOf(demoCommand), [...connection, "--count", ...output]],
   ["migrate", helpOf(migrateCommand), [...storage, "--status", ...output]],
@@ -105,7 +114,8 @@ describe("command help", () => {
           assert.include(description, "default", flag)
           assert.include(description, "This setting is optional", flag)
         }
-        if (flag === "--log-format") assert.include(description, "[output]", flag)
+        if (flag === "--log-format" || flag === "--metrics-listen") assert.include(description, "[output]", flag)
+        if (flag === "--metrics-listen") assert.include(description, "GARIVINI_METRICS_LISTEN", flag)
         // A flag with a default says it (@effect/cli's help does not).
         if (["--count", "--concurrency", "--limit", "--roles", "--listen"].includes(flag)) {
           assert.include(description, "default", flag)

@@ -18,7 +18,7 @@ import {
 } from "../storage/targets.js"
 import type { ShardConfig } from "../storage/targets.js"
 import { ConfigInvalid } from "../errors.js"
-import { parseHostPort } from "../hostPort.js"
+import { type HostPort, parseHostPort } from "../hostPort.js"
 import { flagLevel, LOG_LEVELS, type LogLevelName, levelNamed, LogLevelText } from "./logging.js"
 import type { ControllerOptions } from "../roles/Controller.js"
 import * as Defaults from "../roles/defaults.js"
@@ -59,6 +59,10 @@ export interface Settings {
   readonly logFormat: LogFormat
   /** `--log-level`, else GARIVINI_LOG_LEVEL, else the file's `log.level`; none: the command's default. */
   readonly logLevel: Option.Option<LogLevel.LogLevel>
+  /** Where `/metrics` is served (`--metrics-listen`); none: metrics are off. */
+  readonly metricsListen: Option.Option<HostPort>
+  /** How often the stored-job and job-server gauges are read (undefined: every 15 s). */
+  readonly metricsInterval?: Duration.Duration | undefined
 }
 
 // -- the file ---------------------------------------------------------------------------------
@@ -95,6 +99,10 @@ export const FileConfig = Schema.Struct({
     concurrency: Schema.optional(PositiveInt),
     timeout: Schema.optional(Seconds),
     maxAttempts: Schema.optional(PositiveInt)
+  })),
+  metrics: Schema.optional(Schema.Struct({
+    listen: Schema.optional(Schema.String),
+    interval: Schema.optional(Seconds)
   })),
   log: Schema.optional(Schema.Struct({
     format: Schema.optional(Schema.Literal("pretty", "json", "logfmt")),
@@ -227,6 +235,14 @@ export const outputOptions = {
   )
 }
 
+/** Prometheus metrics: every long-running command. */
+export const metricsOptions = {
+  metricsListen: optionalText(
+    "metrics-listen",
+    `${OUTPUT} Serve Prometheus metrics at http://HOST:PORT/metrics (a port alone: on 127.0.0.1; default off); env GARIVINI_METRICS_LISTEN`
+  )
+}
+
 /** The storage only (commands that never talk to gearmand). */
 export const storageOptions = { ...configOption, ...dbOption }
 
@@ -308,6 +324,7 @@ type ConnectionFlags = {
   readonly gearmand?: ReadonlyArray<string>
   readonly logFormat: Option.Option<LogFormat>
   readonly logLevel?: Option.Option<LogLevelName>
+  readonly metricsListen?: Option.Option<string>
 }
 type RunnerFlags = { readonly [K in keyof typeof queueRunnerOptions]: Option.Option<number> }
 type ControllerFlags = { readonly [K in keyof typeof controllerOptions]: Option.Option<number> }
@@ -364,6 +381,8 @@ export const keys = {
   gearmand: listKey("GARIVINI_GEARMAND", "gearmand", Schema.String),
   logFormat: key("GARIVINI_LOG_FORMAT", "log.format", LogFormatText),
   logLevel: key("GARIVINI_LOG_LEVEL", "log.level", LogLevelText),
+  metricsListen: key("GARIVINI_METRICS_LISTEN", "metrics.listen", Schema.String),
+  metricsInterval: key("GARIVINI_METRICS_INTERVAL", "metrics.interval", NumberText),
   batchMaxSize: key("GARIVINI_BATCH_MAX_SIZE", "queueRunner.batchMaxSize", NumberText),
   batchMaxBytes: key("GARIVINI_BATCH_MAX_BYTES", "queueRunner.batchMaxBytes", NumberText),
   batchRunSleep: key("GARIVINI_BATCH_RUN_SLEEP", "queueRunner.batchRunSleep", NumberText),
@@ -444,6 +463,19 @@ export const resolveLogLevel = (
     flagLevel,
     (builtIn) => read(from, keys.logLevel, Option.orElse(Option.map(flag ?? Option.none(), levelNamed), () => builtIn))
   )
+
+/** --metrics-listen, else GARIVINI_METRICS_LISTEN, else the file's `metrics.listen`; none: off. */
+export const resolveMetricsListen = (
+  flag: Option.Option<string> | undefined,
+  from: Sources
+): Effect.Effect<Option.Option<HostPort>, ConfigInvalid> =>
+  Effect.flatMap(readOrUndefined(from, keys.metricsListen, flag ?? Option.none()), (text) =>
+    text === undefined
+      ? Effect.succeed(Option.none())
+      : Effect.map(
+        parseHostPort(text.trim(), { field: "metrics listen", defaultHost: "127.0.0.1", allowPortZero: true }),
+        Option.some
+      ))
 
 /** The sources of a command: the environment and the file of `--config` (else GARIVINI_CONFIG), decoded. */
 export const loadSources = (configFlag: Option.Option<string>): Effect.Effect<Sources, ConfigInvalid> =>
@@ -529,6 +561,16 @@ export const resolve = (
     }
     const logFormat = yield* resolveLogFormat(flags.logFormat, from)
     const logLevel = yield* resolveLogLevel(flags.logLevel, from)
+    const metricsListen = yield* resolveMetricsListen(flags.metricsListen, from)
+    const metricsInterval = yield* get(keys.metricsInterval)
+    if (metricsInterval !== undefined && !(metricsInterval > 0 && Number.isFinite(metricsInterval))) {
+      return yield* Effect.fail(
+        new ConfigInvalid({
+          field: "metrics.interval",
+          reason: `${metricsInterval} is not a positive number of seconds`
+        })
+      )
+    }
     return {
       shards,
       sqlite,
@@ -540,6 +582,8 @@ export const resolve = (
       controller,
       statementTimeout: duration(statementTimeout),
       logFormat,
-      logLevel
+      logLevel,
+      metricsListen,
+      metricsInterval: duration(metricsInterval)
     }
   })

@@ -6,7 +6,8 @@ import { Command, Options } from "@effect/cli"
 import { Console, Layer } from "effect"
 import { formatHandle } from "../Job.js"
 import * as Worker from "../roles/Worker.js"
-import { connectionOptions, outputOptions } from "./config.js"
+import { connectionOptions, metricsOptions, outputOptions } from "./config.js"
+import { exposition } from "./metrics.js"
 import { servicesLayer, withSettings } from "./shared.js"
 
 const options = {
@@ -19,6 +20,7 @@ const options = {
     Options.withDefault(4),
     Options.withDescription("Jobs at once (default 4)")
   ),
+  ...metricsOptions,
   ...outputOptions
 }
 
@@ -29,5 +31,5 @@ export const consumeCommand = Command.make("consume", options, (o) =>
         Worker.serve({ [o.function]: (job) => Console.log(`Hay it's a job: ${formatHandle(job)} ${job.text}`) }, {
           concurrency: o.concurrency
         })
-      ).pipe(Layer.provide(servicesLayer(settings)))
+      ).pipe(Layer.provide(servicesLayer(settings)), Layer.merge(exposition(settings.metricsListen)))
     ))).pipe(Command.withDescription("An example worker: prints each job of a function and completes it"))

@@ -13,7 +13,7 @@ import { ConfigInvalid } from "../errors.js"
 import * as Driver from "../driver/Driver.js"
 import * as Defaults from "../roles/defaults.js"
 import { parseDbTargets } from "../storage/targets.js"
-import { formatHostPort, parseHost, parseHostPort } from "../hostPort.js"
+import { formatHostPort, type HostPort, parseHost, parseHostPort } from "../hostPort.js"
 import {
   DEFAULT_GEARMAND,
   env,
@@ -22,9 +22,12 @@ import {
   optionalInteger,
   optionalText,
   readConfigFile,
-  resolveLogFormat
+  metricsOptions,
+  resolveLogFormat,
+  resolveMetricsListen
 } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
+import { exposition } from "./metrics.js"
 import * as PidFile from "./pidFile.js"
 import { key, type Key, listKey, NumberText, readOrUndefined, sources } from "./sources.js"
 import { loggerLayer, reportFailure } from "./shared.js"
@@ -125,6 +128,7 @@ const flags = {
     "pid-file",
     "Write the Driver's pid to this file (removed at exit; env GARIVINI_DRIVER_PID_FILE)"
   ),
+  metricsListen: metricsOptions.metricsListen,
   logFormat: Options.choice("log-format", ["pretty", "json", "logfmt"]).pipe(
     Options.optional,
     Options.withDescription("Log lines as pretty text, JSON or logfmt (env GARIVINI_LOG_FORMAT)")
@@ -142,6 +146,7 @@ type Flags = {
   readonly maxIdleTime: Option.Option<number>
   readonly loglevel: Option.Option<string>
   readonly pidFile: Option.Option<string>
+  readonly metricsListen: Option.Option<string>
   readonly logFormat: Option.Option<LogFormat>
 }
 
@@ -151,6 +156,7 @@ export interface DriverSettings {
   readonly format: LogFormat
   readonly pidFile: string | undefined
   readonly configPath: string | undefined
+  readonly metricsListen: Option.Option<HostPort>
 }
 
 const NonNegativeIntText = Schema.compose(NumberText, NonNegativeInt)
@@ -231,7 +237,9 @@ export const resolveDriver = (f: Flags): Effect.Effect<DriverSettings, ConfigInv
       level,
       format,
       pidFile: yield* get(driverKeys.pidFile, f.pidFile),
-      configPath
+      configPath,
+      // GARIVINI_METRICS_LISTEN, as for every command; the Driver's file has no such key.
+      metricsListen: yield* resolveMetricsListen(f.metricsListen, sources(undefined, {}))
     }
   })
 
@@ -255,6 +263,7 @@ export const driverCommand = Command.make("driver", flags, (f) =>
       Effect.scoped(
         Effect.gen(function*() {
           if (settings.pidFile !== undefined) yield* PidFile.hold(settings.pidFile)
+          yield* Layer.buildWithScope(exposition(settings.metricsListen), yield* Effect.scope)
           const driver = yield* Driver.make(settings.options)
           const consoleHost = settings.options.consoleHost ?? Defaults.driver.consoleHost
           if (settings.options.consolePort !== 0) {

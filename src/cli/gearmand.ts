@@ -5,7 +5,7 @@
  */
 import { Command } from "@effect/cli"
 import type { Option } from "effect"
-import { Console, Effect, LogLevel, Schema } from "effect"
+import { Console, Effect, Layer, LogLevel, Schema } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import { parseHostPort } from "../hostPort.js"
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_TOTAL_BYTES } from "../jobserver/JobServer.js"
@@ -16,11 +16,14 @@ import {
   loadSources,
   optionalInteger,
   optionalText,
+  metricsOptions,
   outputOptions,
   resolveLogFormat,
-  resolveLogLevel
+  resolveLogLevel,
+  resolveMetricsListen
 } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
+import { exposition } from "./metrics.js"
 import { key, type Key, NumberText, readOrUndefined, type Sources, sources } from "./sources.js"
 import { logLayer, reportFailure } from "./shared.js"
 
@@ -150,6 +153,7 @@ export const embeddedServer = (settings: EmbeddedServerSettings, uncounted: Read
 export const gearmandCommand = Command.make("gearmand", {
   ...configOption,
   ...embeddedServerOptions,
+  ...metricsOptions,
   ...outputOptions
 }, (flags) =>
   reportFailure(Effect.gen(function*() {
@@ -157,7 +161,9 @@ export const gearmandCommand = Command.make("gearmand", {
     const settings = yield* resolveEmbedded(flags, from)
     const format = yield* resolveLogFormat(flags.logFormat, from)
     const level = yield* resolveLogLevel(flags.logLevel, from)
+    const metricsListen = yield* resolveMetricsListen(flags.metricsListen, from)
     yield* Effect.scoped(Effect.gen(function*() {
+      yield* Layer.buildWithScope(exposition(metricsListen), yield* Effect.scope)
       const server = yield* embeddedServer(settings)
       yield* Console.log(
         `garivini gearmand listening on ${server.address} (max queue ${settings.maxQueue || "unlimited"} jobs and ${

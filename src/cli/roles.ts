@@ -15,7 +15,15 @@ import * as QueueRunner from "../roles/QueueRunner.js"
 import * as Supervise from "../roles/supervise.js"
 import type { RoleFailed, Supervision } from "../roles/supervise.js"
 import { applyRoleHeapPolicy } from "./heap.js"
-import { connectionOptions, controllerOptions, injectorOptions, outputOptions, queueRunnerOptions } from "./config.js"
+import {
+  connectionOptions,
+  controllerOptions,
+  injectorOptions,
+  metricsOptions,
+  outputOptions,
+  queueRunnerOptions
+} from "./config.js"
+import { exposition, withPollers } from "./metrics.js"
 import type { Settings } from "./config.js"
 import { describeStorage, storageLayerFor, withSettings } from "./shared.js"
 
@@ -110,7 +118,13 @@ export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
     yield* Effect.logInfo(
       `running ${roles.join(", ")} on ${describeStorage(settings)} and job server(s) ${settings.gearmand.join(", ")}`
     )
-    return yield* launchRoles(rolesLayer(roles, settings), storageLayerFor(settings))
+    // Only a process with a QueueRunner or an Injector reads the gauges (counts, job servers).
+    const metrics = roles.includes("queue-runner") || roles.includes("injector")
+      ? withPollers(settings.metricsListen, settings.metricsInterval).pipe(
+        Layer.provide(gearmanLayer({ servers: settings.gearmand }))
+      )
+      : exposition(settings.metricsListen)
+    return yield* launchRoles(Layer.merge(rolesLayer(roles, settings), metrics), storageLayerFor(settings))
   })
 
 /**
@@ -133,7 +147,7 @@ const allOptions = { ...connectionOptions, ...queueRunnerOptions, ...controllerO
 const roleCommand = (role: Role, description: string) =>
   Command.make(
     role,
-    { ...connectionOptions, ...roleOptions[role], ...outputOptions },
+    { ...connectionOptions, ...roleOptions[role], ...metricsOptions, ...outputOptions },
     (flags) => withSettings(flags, (settings) => runRoles([role], settings))
   ).pipe(Command.withDescription(description))
 
@@ -173,6 +187,7 @@ export const runCommand = Command.make(
       Options.withDefault(ROLES.join(",")),
       Options.withDescription(`Comma list of roles to run in this process (default: ${ROLES.join(",")})`)
     ),
+    ...metricsOptions,
     ...outputOptions
   },
   (flags) =>

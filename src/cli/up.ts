@@ -19,6 +19,7 @@ import {
   controllerOptions,
   injectorOptions,
   loadSources,
+  metricsOptions,
   outputOptions,
   queueRunnerOptions
 } from "./config.js"
@@ -26,6 +27,7 @@ import type { Settings } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
 import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearmand.js"
 import { applyRoleHeapPolicy } from "./heap.js"
+import { withPollers } from "./metrics.js"
 import { checkRoleSettings, ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 
@@ -92,6 +94,7 @@ export const upCommand = Command.make("up", {
   ...controllerOptions,
   ...injectorOptions,
   ...embeddedServerOptions,
+  ...metricsOptions,
   ...outputOptions
 }, (flags) =>
   withSettings(flags, (configured) =>
@@ -118,7 +121,11 @@ export const upCommand = Command.make("up", {
       }
       yield* migrateStorage(settings)
       yield* applyRoleHeapPolicy
-      const context = yield* Layer.build(rolesLayer(ROLES, settings).pipe(Layer.provideMerge(servicesLayer(settings))))
+      const context = yield* Layer.build(
+        Layer.merge(rolesLayer(ROLES, settings), withPollers(settings.metricsListen, settings.metricsInterval)).pipe(
+          Layer.provideMerge(servicesLayer(settings))
+        )
+      )
 
       const where = Option.match(server, {
         onNone: () => `job servers ${settings.gearmand.join(", ")}`,

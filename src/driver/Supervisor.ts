@@ -18,6 +18,7 @@ import type { Duration } from "effect"
 import { Deferred, Effect, Either, FiberId, Option, Runtime } from "effect"
 import * as Defaults from "../roles/defaults.js"
 import type { DriverJob } from "./attributes.js"
+import { crashLoopHolds, jobTag, recordProcesses, restarts } from "./metrics.js"
 import { CHILD_SPEC_ENV, decodeChildMessage, encodeChildSpec, type ParentMessage } from "./ipc.js"
 
 export interface Process {
@@ -206,6 +207,8 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
         if (proc.stopping || closing || code === 0) return
         // A crash: restart later, later still when it keeps happening.
         state.crashes++
+        restarts.unsafeUpdate(1, jobTag(state))
+        if (state.crashes >= CRASH_LOOP) crashLoopHolds.unsafeUpdate(1, jobTag(state))
         const delay = crashBackoff(state.crashes)
         state.holdUntil = Date.now() + delay
         state.lasterror = nowSeconds()
@@ -299,6 +302,7 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
       /** A new tick: every job's start budget refilled, then a reconcile. */
       tick: Effect.suspend(() => {
         for (const state of states.values()) state.startBudget = limits.startPerTick
+        recordProcesses(states.values())
         return reconcile
       })
     }

@@ -36,3 +36,23 @@ export const jobsJoined = Metric.counter("gearman_jobs_joined_total", {
   description: "job deliveries answered from a run of the same job instead of running it again",
   incremental: true
 })
+
+/** Jobs queued (waiting or running) per job server and function, from admin `status`. */
+export const serverQueued = Metric.gauge("garivini_gearmand_queued", {
+  description: "jobs queued (including running) per job server and function, from admin status"
+})
+
+/** Jobs running per job server and function, from admin `status`. */
+export const serverRunning = Metric.gauge("garivini_gearmand_running", {
+  description: "jobs running per job server and function, from admin status"
+})
+
+/** Workers registered (CAN_DO) per job server and function, from admin `status`. */
+export const serverWorkers = Metric.gauge("garivini_gearmand_workers", {
+  description: "workers registered per job server and function, from admin status"
+})
+
+/** 1 when the job server answered the last admin `status`, else 0; tagged `server`. */
+export const serverUp = Metric.gauge("garivini_gearmand_up", {
+  description: "whether the job server answered the last admin status (1) or not (0)"
+})

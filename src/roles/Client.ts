@@ -2,12 +2,12 @@
  * The Client (the original's Garivini::Client): store jobs, and — from a worker — complete,
  * reschedule or fail them. Every function needs only `Storage`; time comes from `Clock`.
  */
-import { Effect, Either, Metric } from "effect"
+import { Effect, Either } from "effect"
 import type { InsertError, InvalidSchedule, ShardOperationError } from "../errors.js"
 import { DEFAULT_MAX_ATTEMPTS, failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import { jobFailures } from "./metrics.js"
+import { jobsDead, jobsFailed } from "./metrics.js"
 
 /** A job to insert. */
 export interface JobSpec {
@@ -141,6 +141,7 @@ export const failedJob = (
       error: options.error,
       dead: failcount >= (options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS)
     })
-    if (outcome !== "missing") yield* Metric.increment(Metric.tagged(jobFailures, "outcome", outcome))
+    if (outcome !== "missing") jobsFailed.unsafeUpdate(1, [])
+    if (outcome === "dead") jobsDead.unsafeUpdate(1, [])
     return { failcount, runAfter, found: outcome !== "missing", dead: outcome === "dead" }
   })

@@ -19,6 +19,7 @@ import type { InsertOutcome, StoredJob, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { park, splitDeliverable } from "./park.js"
+import { injectorTag, injectRoundTrip, injectTag, inputsRejected, jobsDispatched, timed } from "./metrics.js"
 import * as Defaults from "./defaults.js"
 import { submission } from "./dispatch.js"
 import { errorText, queueTotals } from "./QueueRunner.js"
@@ -125,6 +126,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
     })
 
     const reject = (message: string) => {
+      inputsRejected.unsafeUpdate(1, injectTag)
       const bounded = boundRejection(message)
       return Effect.zipRight(
         Effect.logWarning(`rejected: ${bounded}`),
@@ -133,82 +135,85 @@ export const makeHandler = (options: InjectorOptions = {}) =>
     }
 
     return (payload: Uint8Array): Effect.Effect<string, WorkException> =>
-      Effect.gen(function*() {
-        if (payload.byteLength > maxRequestBytes) {
-          return yield* reject(
-            `inject_jobs: request of ${payload.byteLength} bytes is over the limit of ${maxRequestBytes}; send fewer jobs per request`
-          )
-        }
-        const decoded = decodeRequest(Buffer.from(payload).toString("utf8"))
-        if (Either.isLeft(decoded)) {
-          return yield* reject(
-            `inject_jobs: malformed request: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
-          )
-        }
-        const many = Array.isArray(decoded.right)
-        const specs: ReadonlyArray<InjectSpec> = Array.isArray(decoded.right) ? decoded.right : [decoded.right]
-        if (specs.length === 0) return yield* reject("inject_jobs: empty array")
-        if (specs.length > maxRequestJobs) {
-          return yield* reject(
-            `inject_jobs: ${specs.length} jobs in one request is over the limit of ${maxRequestJobs}; send fewer jobs per request`
-          )
-        }
-        const now = yield* nowSeconds
-        const queued = new Map(yield* depths)
-        const plans: Array<{ readonly job: NewJob; readonly dispatch: boolean }> = []
-        for (const [i, spec] of specs.entries()) {
-          if (i > 0 && i % PLAN_SLICE === 0) yield* Effect.yieldNow()
-          const at = runAfterOf(spec, now)
-          if (Either.isLeft(at)) return yield* reject(`inject_jobs: job #${i}: run_after: ${at.left}`)
-          const depth = queued.get(spec.funcname) ?? 0
-          const overWatermark = watermark > 0 && depth > watermark
-          const delayed = at.right !== undefined && at.right > now
-          const dispatch = !delayed && !overWatermark
-          if (dispatch) queued.set(spec.funcname, depth + 1)
-          plans.push({
-            dispatch,
-            job: {
-              funcname: spec.funcname,
-              arg: spec.arg,
-              uniqkey: spec.uniqkey ?? spec.unique,
-              coalesce: spec.coalesce,
-              // Dispatched now: leased to the Controller. Otherwise the QueueRunner's, when due.
-              runAfter: dispatch ? now + leaseSeconds : at.right ?? now,
-              flag: "controller"
-            }
-          })
-        }
-        const outcomes = yield* storage.insert(plans.map((p) => p.job)).pipe(
-          Effect.catchAll((e) => {
-            if (e._tag === "InvalidJob") return reject(`inject_jobs: ${e.message}`)
-            if (e._tag !== "PartialInsert") return reject(`inject_jobs: not stored: ${e.message}`)
-            // Part of a batch over several shards was stored: no Controller will get those jobs,
-            // so they are made due for the QueueRunner; the caller learns which ones are stored.
-            const leased = e.outcomes.flatMap((o, i) =>
-              o !== undefined && !o.duplicate && plans[i]!.dispatch ? [o.handle] : []
+      timed(
+        injectRoundTrip,
+        Effect.gen(function*() {
+          if (payload.byteLength > maxRequestBytes) {
+            return yield* reject(
+              `inject_jobs: request of ${payload.byteLength} bytes is over the limit of ${maxRequestBytes}; send fewer jobs per request`
             )
-            const stored = e.outcomes.flatMap((o, i) => o === undefined ? [] : [`#${i}=${formatHandle(o.handle)}`])
-            return storage.defer(leased, now).pipe(
-              Effect.catchAll((d) =>
-                Effect.logWarning(`${leased.length} stored job(s) run after their lease: ${d.message}`)
-              ),
-              Effect.zipRight(reject(`inject_jobs: partly stored (${stored.join(", ")}): ${e.message}`))
+          }
+          const decoded = decodeRequest(Buffer.from(payload).toString("utf8"))
+          if (Either.isLeft(decoded)) {
+            return yield* reject(
+              `inject_jobs: malformed request: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
             )
+          }
+          const many = Array.isArray(decoded.right)
+          const specs: ReadonlyArray<InjectSpec> = Array.isArray(decoded.right) ? decoded.right : [decoded.right]
+          if (specs.length === 0) return yield* reject("inject_jobs: empty array")
+          if (specs.length > maxRequestJobs) {
+            return yield* reject(
+              `inject_jobs: ${specs.length} jobs in one request is over the limit of ${maxRequestJobs}; send fewer jobs per request`
+            )
+          }
+          const now = yield* nowSeconds
+          const queued = new Map(yield* depths)
+          const plans: Array<{ readonly job: NewJob; readonly dispatch: boolean }> = []
+          for (const [i, spec] of specs.entries()) {
+            if (i > 0 && i % PLAN_SLICE === 0) yield* Effect.yieldNow()
+            const at = runAfterOf(spec, now)
+            if (Either.isLeft(at)) return yield* reject(`inject_jobs: job #${i}: run_after: ${at.left}`)
+            const depth = queued.get(spec.funcname) ?? 0
+            const overWatermark = watermark > 0 && depth > watermark
+            const delayed = at.right !== undefined && at.right > now
+            const dispatch = !delayed && !overWatermark
+            if (dispatch) queued.set(spec.funcname, depth + 1)
+            plans.push({
+              dispatch,
+              job: {
+                funcname: spec.funcname,
+                arg: spec.arg,
+                uniqkey: spec.uniqkey ?? spec.unique,
+                coalesce: spec.coalesce,
+                // Dispatched now: leased to the Controller. Otherwise the QueueRunner's, when due.
+                runAfter: dispatch ? now + leaseSeconds : at.right ?? now,
+                flag: "controller"
+              }
+            })
+          }
+          const outcomes = yield* storage.insert(plans.map((p) => p.job)).pipe(
+            Effect.catchAll((e) => {
+              if (e._tag === "InvalidJob") return reject(`inject_jobs: ${e.message}`)
+              if (e._tag !== "PartialInsert") return reject(`inject_jobs: not stored: ${e.message}`)
+              // Part of a batch over several shards was stored: no Controller will get those jobs,
+              // so they are made due for the QueueRunner; the caller learns which ones are stored.
+              const leased = e.outcomes.flatMap((o, i) =>
+                o !== undefined && !o.duplicate && plans[i]!.dispatch ? [o.handle] : []
+              )
+              const stored = e.outcomes.flatMap((o, i) => o === undefined ? [] : [`#${i}=${formatHandle(o.handle)}`])
+              return storage.defer(leased, now).pipe(
+                Effect.catchAll((d) =>
+                  Effect.logWarning(`${leased.length} stored job(s) run after their lease: ${d.message}`)
+                ),
+                Effect.zipRight(reject(`inject_jobs: partly stored (${stored.join(", ")}): ${e.message}`))
+              )
+            })
+          )
+          const toDispatch: Array<StoredJob> = []
+          outcomes.forEach((outcome, i) => {
+            const plan = plans[i]!
+            if (!outcome.duplicate && plan.dispatch) toDispatch.push(storedJob(outcome, plan.job))
           })
-        )
-        const toDispatch: Array<StoredJob> = []
-        outcomes.forEach((outcome, i) => {
-          const plan = plans[i]!
-          if (!outcome.duplicate && plan.dispatch) toDispatch.push(storedJob(outcome, plan.job))
+          if (toDispatch.length > 0) yield* dispatch(toDispatch, now)
+          const replies = outcomes.map((o) => ({
+            dbid: o.handle.dbid,
+            jobid: o.handle.jobid,
+            ...(o.duplicate ? { duplicate: true } : {})
+          }))
+          return JSON.stringify(many ? replies : replies[0])
         })
-        if (toDispatch.length > 0) yield* dispatch(toDispatch, now)
-        const replies = outcomes.map((o) => ({
-          dbid: o.handle.dbid,
-          jobid: o.handle.jobid,
-          ...(o.duplicate ? { duplicate: true } : {})
-        }))
-        return JSON.stringify(many ? replies : replies[0])
-      })
+      )
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
     function dispatch(all: ReadonlyArray<StoredJob>, now: number) {
@@ -221,8 +226,11 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       return (parked.length === 0
         ? submitted
         : park(parked).pipe(Effect.provideService(Storage, storage), Effect.zipRight(submitted))).pipe(
-          Effect.flatMap((results) =>
-            Effect.forEach(results, (result, i) => {
+          Effect.flatMap((results) => {
+            let sent = 0
+            for (const r of results) if (Either.isRight(r)) sent++
+            jobsDispatched.unsafeUpdate(sent, injectorTag)
+            return Effect.forEach(results, (result, i) => {
               if (Either.isRight(result)) return Effect.void
               const job = jobs[i]!
               return Effect.zipRight(
@@ -238,7 +246,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
                 )
               )
             }, { discard: true })
-          )
+          })
         )
     }
   })

@@ -18,6 +18,7 @@ import type { ShardOperationError } from "../errors.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { MAX_CLAIM, Storage } from "../storage/Storage.js"
 import * as Defaults from "./defaults.js"
+import { claimRoundTime, jobsDispatched, queueRunnerTag, timed } from "./metrics.js"
 import { submission } from "./dispatch.js"
 import { park, splitDeliverable } from "./park.js"
 import { roleLayer } from "./supervise.js"
@@ -245,62 +246,66 @@ export const make = (options: QueueRunnerOptions = {}) =>
       depth: ReadonlyMap<string, number>,
       maxBytes: number = s.batchMaxBytes
     ): Effect.Effect<Either.Either<Claimed, { readonly report: ShardRound; readonly cause: ShardOperationError }>> =>
-      Effect.gen(function*() {
-        const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
-        // Functions already over the watermark are not claimed at all (their jobs stay due).
-        const exclude = s.queueWatermarkDepth === 0
-          ? []
-          : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
-        const claim = yield* Effect.either(
-          storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes)
-        )
-        if (Either.isLeft(claim)) {
-          return Either.left({
-            report: {
-              dbid,
-              limit,
-              claimed: 0,
-              dispatched: 0,
-              deferred: 0,
-              failed: 0,
-              parked: 0,
-              error: claim.left.message
-            },
-            cause: claim.left
-          })
-        }
-        const jobs = claim.right
-        // What this round sends counts too (controller jobs end up in their function's queue as
-        // well), so one big batch cannot overshoot the watermark by a whole batch: the overflow
-        // goes back to the database.
-        const perFunction = new Map<string, number>()
-        const over: Array<StoredJob> = []
-        const send: Array<StoredJob> = []
-        for (const job of jobs) {
-          const sent = perFunction.get(job.funcname) ?? 0
-          if (s.queueWatermarkDepth > 0 && (depth.get(job.funcname) ?? 0) + sent > s.queueWatermarkDepth) over.push(job)
-          else {
-            send.push(job)
-            perFunction.set(job.funcname, sent + 1)
-          }
-        }
-        if (over.length > 0) {
-          const now = yield* nowSeconds
-          yield* storage.defer(over, now + s.deferSeconds).pipe(
-            // If even that fails they stay leased: they come back after the lease.
-            Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
+      timed(
+        claimRoundTime,
+        Effect.gen(function*() {
+          const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
+          // Functions already over the watermark are not claimed at all (their jobs stay due).
+          const exclude = s.queueWatermarkDepth === 0
+            ? []
+            : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
+          const claim = yield* Effect.either(
+            storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes)
           )
-        }
-        return Either.right({
-          dbid,
-          limit,
-          claimed: jobs.length,
-          send,
-          deferred: over.length,
-          throttled: exclude.length > 0 || over.length > 0,
-          perFunction
+          if (Either.isLeft(claim)) {
+            return Either.left({
+              report: {
+                dbid,
+                limit,
+                claimed: 0,
+                dispatched: 0,
+                deferred: 0,
+                failed: 0,
+                parked: 0,
+                error: claim.left.message
+              },
+              cause: claim.left
+            })
+          }
+          const jobs = claim.right
+          // What this round sends counts too (controller jobs end up in their function's queue as
+          // well), so one big batch cannot overshoot the watermark by a whole batch: the overflow
+          // goes back to the database.
+          const perFunction = new Map<string, number>()
+          const over: Array<StoredJob> = []
+          const send: Array<StoredJob> = []
+          for (const job of jobs) {
+            const sent = perFunction.get(job.funcname) ?? 0
+            if (s.queueWatermarkDepth > 0 && (depth.get(job.funcname) ?? 0) + sent > s.queueWatermarkDepth)
+              over.push(job)
+            else {
+              send.push(job)
+              perFunction.set(job.funcname, sent + 1)
+            }
+          }
+          if (over.length > 0) {
+            const now = yield* nowSeconds
+            yield* storage.defer(over, now + s.deferSeconds).pipe(
+              // If even that fails they stay leased: they come back after the lease.
+              Effect.catchAll((e) => Effect.logWarning(`deferring ${over.length} job(s) failed: ${e.message}`))
+            )
+          }
+          return Either.right({
+            dbid,
+            limit,
+            claimed: jobs.length,
+            send,
+            deferred: over.length,
+            throttled: exclude.length > 0 || over.length > 0,
+            perFunction
+          })
         })
-      })
+      )
 
     const submitPhase = (batch: Claimed): Effect.Effect<ShardRound> =>
       Effect.gen(function*() {
@@ -324,6 +329,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
           }
         }
         const dispatched = send.length - failed
+        jobsDispatched.unsafeUpdate(dispatched, queueRunnerTag)
         // Parked jobs count as handled for the batch size: a big job must not shrink the batch.
         yield* Ref.update(
           limits,
@@ -485,7 +491,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
           return { report: Effect.succeed(claimed.left.report), full: false, sleep: 0, claimFailed: claimed.left.cause }
         }
         const batch = claimed.right
-        if (shard.failures > 0) yield* Effect.logInfo(`shard back after ${shard.failures} failed round(s)`)
+        if (shard.failures > 0)
+          yield* Effect.logInfo(`shard back after ${shard.failures} failed round(s)`)
         shard.failures = 0
         if (!previousOk && batch.send.length > 0) {
           // The job server refused the previous batch: don't strand this one under a lease.

@@ -10,7 +10,7 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Effect, Either, Layer, Schema } from "effect"
+import { Cause, Data, Effect, Either, Layer, MetricLabel, Schema } from "effect"
 import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/GearmanClient.js"
@@ -33,6 +33,7 @@ import * as GroupCommit from "../storage/GroupCommit.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
 import * as Client from "./Client.js"
+import { inputsRejected, runTime, workerJsonTag } from "./metrics.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
 
@@ -152,28 +153,42 @@ export const gearmanHandler = <R>(
   funcname: string,
   handler: JobHandler<R>,
   maxAttempts?: number
-): GearmanWorker.Handler<R> =>
-(gjob) => {
-  const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
-  const decoded = decodeOnce(gjob)
-  if (Either.isLeft(decoded)) {
-    const rejected = decoded.left
-    return Effect.logError(`rejected: ${rejected.message}`).pipe(
-      Effect.zipRight(recordRejection(storage, gjob.payload, rejected.message, maxAttempts)),
-      Effect.zipRight(Effect.fail(new WorkFail({ reason: rejected.message, cause: rejected }))),
+): GearmanWorker.Handler<R> => {
+  const runTimeTags = [MetricLabel.make("funcname", funcname)]
+  return (gjob) => {
+    const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
+    const decoded = decodeOnce(gjob)
+    if (Either.isLeft(decoded)) {
+      const rejected = decoded.left
+      inputsRejected.unsafeUpdate(1, workerJsonTag)
+      return Effect.logError(`rejected: ${rejected.message}`).pipe(
+        Effect.zipRight(recordRejection(storage, gjob.payload, rejected.message, maxAttempts)),
+        Effect.zipRight(Effect.fail(new WorkFail({ reason: rejected.message, cause: rejected }))),
+        annotate
+      )
+    }
+    const job = decoded.right
+    const owned = job.flag === "shim"
+    let started = 0
+    const ran = () => runTime.unsafeUpdate((performance.now() - started) / 1000, runTimeTags)
+    const run = Effect.suspend(() => {
+      started = performance.now()
+      return handler({ ...job, text: bytesView(job.arg).toString("utf8"), gearman: gjob })
+    })
+    return run.pipe(
+      Effect.matchCauseEffect({
+        onSuccess: (value) => {
+          ran()
+          return owned ? Effect.as(complete(job), value) : Effect.succeed(value)
+        },
+        onFailure: (cause) => {
+          ran()
+          return settleFailure(storage, job, owned, cause, maxAttempts)
+        }
+      }),
       annotate
     )
   }
-  const job = decoded.right
-  const owned = job.flag === "shim"
-  const run = Effect.suspend(() => handler({ ...job, text: bytesView(job.arg).toString("utf8"), gearman: gjob }))
-  return run.pipe(
-    Effect.matchCauseEffect({
-      onSuccess: (value) => owned ? Effect.as(complete(job), value) : Effect.succeed(value),
-      onFailure: (cause) => settleFailure(storage, job, owned, cause, maxAttempts)
-    }),
-    annotate
-  )
 }
 
 /** A handler that failed or died: back the job off, or reschedule it as the handler asked. */

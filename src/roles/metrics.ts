@@ -1,5 +1,5 @@
 // Every metric of the roles, in one place.
-import { Metric } from "effect"
+import { Effect, Metric, MetricBoundaries, MetricLabel } from "effect"
 
 /** Jobs parked (run_after = never) because they can never be delivered, tagged `reason`. */
 export const jobsParked = Metric.counter("garivini_jobs_parked_total", {
@@ -7,8 +7,65 @@ export const jobsParked = Metric.counter("garivini_jobs_parked_total", {
   incremental: true
 })
 
-/** Failures recorded by our helpers (worker helper, Controller), tagged `outcome`: `retrying` or `dead`. */
-export const jobFailures = Metric.counter("garivini_job_failures_total", {
-  description: "job failures recorded, by outcome (retrying: backing off; dead: attempts used up)",
+/** Jobs dispatched to a job server (QueueRunner rounds, Injector requests), tagged `role`. */
+export const jobsDispatched = Metric.counter("garivini_jobs_dispatched_total", {
+  description: "jobs handed to a job server",
   incremental: true
 })
+
+/** Handler runs that failed (backed off with failedJob), by the worker helper and the Controller. */
+export const jobsFailed = Metric.counter("garivini_jobs_failed_total", {
+  description: "job runs that failed and were backed off",
+  incremental: true
+})
+
+/** Failures that used up a job's attempts: the job is dead (kept, not run again). */
+export const jobsDead = Metric.counter("garivini_jobs_dead_total", {
+  description: "jobs marked dead after their last attempt failed",
+  incremental: true
+})
+
+/** Inputs refused: a malformed inject_jobs request or worker JSON, tagged `input`. */
+export const inputsRejected = Metric.counter("garivini_inputs_rejected_total", {
+  description: "requests or payloads refused as malformed or over a limit",
+  incremental: true
+})
+
+const runBuckets = MetricBoundaries.exponential({ start: 0.001, factor: 4, count: 10 })
+
+/** Seconds a worker-helper handler ran, tagged `funcname`. */
+export const runTime = Metric.histogram(
+  "garivini_job_run_seconds",
+  runBuckets,
+  "seconds a job's handler ran in the worker helper"
+)
+
+/** Seconds one QueueRunner claim round took (claim of a shard through dispatch). */
+export const claimRoundTime = Metric.histogram(
+  "garivini_claim_round_seconds",
+  runBuckets,
+  "seconds one QueueRunner round took on a shard: claim, dispatch, defer"
+)
+
+/** Seconds an inject_jobs request took, from receipt to answer. */
+export const injectRoundTrip = Metric.histogram(
+  "garivini_inject_seconds",
+  runBuckets,
+  "seconds an inject_jobs request took from receipt to answer"
+)
+
+export const queueRunnerTag = [MetricLabel.make("role", "QueueRunner")]
+export const injectorTag = [MetricLabel.make("role", "Injector")]
+export const injectTag = [MetricLabel.make("input", "inject_jobs")]
+export const workerJsonTag = [MetricLabel.make("input", "worker_json")]
+
+/** Records how long `effect` took into `histogram`, whatever its outcome (one step, no fiber). */
+export const timed = <A, E, R>(
+  histogram: Metric.Metric.Histogram<number>,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    const started = performance.now()
+    return Effect.onExit(effect, () =>
+      Effect.sync(() => histogram.unsafeUpdate((performance.now() - started) / 1000, [])))
+  })

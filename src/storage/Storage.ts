@@ -24,6 +24,7 @@ import * as Defaults from "../roles/defaults.js"
 import { publicError } from "./failures.js"
 import * as GroupCommit from "./GroupCommit.js"
 import * as MemoryShard from "./MemoryShard.js"
+import { jobsClaimed, jobsCompleted, jobsInserted, jobsRetried } from "./metrics.js"
 import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
@@ -172,6 +173,14 @@ const checkFailcount = (n: number) =>
   Number.isSafeInteger(n) && n >= 0 && n <= FAILCOUNT_MAX
     ? Effect.void
     : Effect.fail(new InvalidJob({ reason: `failcount ${n} is not an integer in [0, ${FAILCOUNT_MAX}]` }))
+
+/** Counts the jobs an insert stored (duplicates dropped are not new jobs); once per call. */
+const countInserted = (outcomes: ReadonlyArray<InsertOutcome>): ReadonlyArray<InsertOutcome> => {
+  let stored = 0
+  for (const o of outcomes) if (!o.duplicate) stored++
+  jobsInserted.unsafeUpdate(stored, [])
+  return outcomes
+}
 
 /** Builds the service over per-shard backends (the live and memory layers both use this). */
 export const make = (
@@ -482,7 +491,7 @@ export const make = (
           if (Either.isLeft(v)) return Effect.fail(v.left)
           valid.push(v.right)
         }
-        return insertValid(send, valid)
+        return Effect.map(insertValid(send, valid), countInserted)
       })
 
     // -- the rest --------------------------------------------------------------------------
@@ -507,7 +516,13 @@ export const make = (
         }
         const now = yield* nowSeconds
         const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
-        return yield* shardOp(dbid, "claimDue", (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes))
+        const claimed = yield* shardOp(
+          dbid,
+          "claimDue",
+          (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes)
+        )
+        jobsClaimed.unsafeUpdate(claimed.length, [])
+        return claimed
       }).pipe(Effect.withSpan("Storage.claimDue", { attributes: { dbid, limit } }))
 
     const defer = (handles: ReadonlyArray<StoredJobId>, until: number, error?: string) =>
@@ -522,14 +537,19 @@ export const make = (
       )
 
     const complete = (handles: ReadonlyArray<StoredJobId>) =>
-      perShardHandles(handles, "complete", (b, ids) => b.remove(ids))
+      Effect.map(perShardHandles(handles, "complete", (b, ids) => b.remove(ids)), (deleted) => {
+        jobsCompleted.unsafeUpdate(deleted, [])
+        return deleted
+      })
 
     const reschedule = (handle: StoredJobId, runAfter: number, failcount: number) =>
       Effect.gen(function*() {
         const h = yield* validateHandle(handle)
         yield* checkRunAfter(runAfter)
         yield* checkFailcount(failcount)
-        return yield* shardOp(h.dbid, "reschedule", (b) => b.reschedule(h.jobid, runAfter, failcount))
+        const found = yield* shardOp(h.dbid, "reschedule", (b) => b.reschedule(h.jobid, runAfter, failcount))
+        if (found) jobsRetried.unsafeUpdate(1, [])
+        return found
       })
 
     const fail = (handle: StoredJobId, failure: Failure) =>

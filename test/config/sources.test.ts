@@ -214,7 +214,8 @@ describe("garivini driver resolves like every other command", () => {
         maxIdleTime: Option.none(),
         loglevel: Option.none(),
         pidFile: Option.none(),
-        logFormat: Option.none()
+        logFormat: Option.none(),
+        metricsListen: Option.none()
       }
       const file = yield* withEnv(clean, resolveDriver(none))
       assert.deepStrictEqual(file.options.servers, ["f1:4730", "[::1]:4731"])

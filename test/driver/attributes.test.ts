@@ -138,7 +138,8 @@ describe("Driver console layout and settings", () => {
     maxIdleTime: Option.none(),
     loglevel: Option.none(),
     pidFile: Option.none(),
-    logFormat: Option.none()
+    logFormat: Option.none(),
+    metricsListen: Option.none()
   })
   const confDir = mkdtempSync(Path.join(tmpdir(), "garivini-driver-conf-"))
   afterAll(() => rmSync(confDir, { recursive: true, force: true }))

@@ -39,7 +39,7 @@ import { freePort, GearmandUnavailable, startGearmand } from "../../src/testing/
 import { decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
 import type { StoredJob } from "../../src/Job.js"
 import * as JobClient from "../../src/roles/Client.js"
-import { jobFailures } from "../../src/roles/metrics.js"
+import { jobsDead } from "../../src/roles/metrics.js"
 import { gearmanHandler, JobFailed, RetryAt } from "../../src/roles/Worker.js"
 import type * as Worker from "../../src/roles/Worker.js"
 import { loadDriver } from "../../src/storage/sql/sqlite.js"
@@ -257,7 +257,7 @@ describe("the worker helper's outcomes say why and keep the cause", () => {
       const storage = yield* Storage
       const { handle } = yield* JobClient.insertJob({ funcname: "resize" })
       const payload = JSON.stringify({ jobid: handle.jobid, dbid: handle.dbid, funcname: "resize", arg: 5 })
-      const deadCount = Effect.map(Metric.value(Metric.tagged(jobFailures, "outcome", "dead")), (c) => c.count)
+      const deadCount = Effect.map(Metric.value(jobsDead), (c) => c.count)
       const before = yield* deadCount
       const error = yield* Effect.flip(
         gearmanHandler(storage, () => Effect.void, "resize", () => Effect.void, 1)(gearmanJob(payload))
@@ -266,7 +266,7 @@ describe("the worker helper's outcomes say why and keep the cause", () => {
       const row = Option.getOrThrow(yield* storage.get(handle))
       assert.deepStrictEqual([row.failcount, row.ended, row.lastErrorAttempt], [1, "dead", 1])
       assert.include(row.lastError!, "malformed worker JSON")
-      assert.strictEqual(yield* deadCount, before + 1, "counted in garivini_job_failures_total{outcome=dead}")
+      assert.strictEqual(yield* deadCount, before + 1, "counted in garivini_jobs_dead_total")
     }).pipe(Effect.provide(layerMemory())))
 
   it.effect("a handler's JobFailed: the WORK_FAIL keeps it", () =>

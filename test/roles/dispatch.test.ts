@@ -155,7 +155,8 @@ describe("dispatch", () => {
           injector: {},
           controller: {},
           logFormat: "logfmt",
-          logLevel: Option.none()
+          logLevel: Option.none(),
+          metricsListen: Option.none()
         }
         yield* Effect.scoped(Effect.gen(function*() {
           const storage = yield* Storage
