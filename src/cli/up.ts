@@ -19,8 +19,10 @@ import {
   controllerOptions,
   injectorOptions,
   loadSources,
+  optionalText,
   outputOptions,
-  queueRunnerOptions
+  queueRunnerOptions,
+  webConsoleOptions
 } from "./config.js"
 import type { Settings } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
@@ -28,6 +30,8 @@ import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearma
 import { applyRoleHeapPolicy } from "./heap.js"
 import { checkRoleSettings, ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
+import { DEFAULT_WEB_LISTEN } from "../web/WebConsole.js"
+import { resolveWeb, startWeb } from "./web.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */
 export const INTERNAL_FUNCTIONS: ReadonlyArray<string> = [INJECT_FUNCTION, CONTROLLER_FUNCTION]
@@ -92,14 +96,19 @@ export const upCommand = Command.make("up", {
   ...controllerOptions,
   ...injectorOptions,
   ...embeddedServerOptions,
+  webListen: optionalText(
+    "web-listen",
+    `Where the web console listens, host:port, or off (env GARIVINI_WEB_LISTEN; file web.listen; default ${DEFAULT_WEB_LISTEN})`
+  ),
+  ...webConsoleOptions,
   ...outputOptions
 }, (flags) =>
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {
       yield* checkRoleSettings(ROLES, configured)
-      const embedded = configured.gearmandGiven
-        ? Option.none()
-        : Option.some(yield* resolveEmbedded(flags, yield* loadSources(flags.config)))
+      const from = yield* loadSources(flags.config)
+      const web = yield* resolveWeb({ ...flags, listen: flags.webListen }, from)
+      const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags, from))
       const server = Option.isSome(embedded)
         ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS))
         : Option.none<RunningServer>()
@@ -120,6 +129,7 @@ export const upCommand = Command.make("up", {
       yield* applyRoleHeapPolicy
       const context = yield* Layer.build(rolesLayer(ROLES, settings).pipe(Layer.provideMerge(servicesLayer(settings))))
 
+      const console_ = yield* startWeb(web, settings).pipe(Effect.provide(context))
       const where = Option.match(server, {
         onNone: () => `job servers ${settings.gearmand.join(", ")}`,
         onSome: (s) => `job server ${s.address} (embedded)`
@@ -127,6 +137,7 @@ export const upCommand = Command.make("up", {
       yield* Console.log(`garivini up: ${ROLES.join(", ")}`)
       yield* Console.log(`  clients and workers connect to ${where}`)
       yield* Console.log(`  jobs are stored in ${describeStorage(settings)}`)
+      if (Option.isSome(console_)) yield* Console.log(`  web console at ${console_.value.url}`)
       yield* Console.log(`  try: garivini inject --count 1000 --function foo   and   garivini consume --function foo`)
       yield* Effect.logInfo("up").pipe(Effect.annotateLogs({ role: "up", gearmand: settings.gearmand.join(",") }))
 

@@ -4,7 +4,7 @@ import { Duration, Effect, Either, Option, TestClock } from "effect"
 import type { Scope } from "effect"
 import { hashBucket } from "../../src/crc32.js"
 import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson, NEVER } from "../../src/Job.js"
-import type { StoredJobId } from "../../src/Job.js"
+import type { StoredJob, StoredJobId } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import { Storage } from "../../src/storage/Storage.js"
 import type { StorageShape } from "../../src/storage/Storage.js"
@@ -374,8 +374,8 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.deepStrictEqual(yield* storage.list({ uniqkey: "nothing" }), [])
 
         // By run_after: one job a page, the cursor carrying its run_after, until empty.
-        const seen: Array<{ runAfter: number; dbid: number; jobid: number }> = []
-        let after: { dbid: number; jobid: number; runAfter: number } | undefined
+        const seen: Array<StoredJob> = []
+        let after: StoredJob | undefined
         for (;;) {
           const page = yield* storage.list({ funcname: "u", order: "runAfter", limit: 1, after })
           if (page.length === 0) break
