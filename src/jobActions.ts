@@ -91,7 +91,11 @@ export const retryJob = (handle: StoredJobId, options: ActionOptions = {}) =>
     const found = yield* storage.get(handle)
     // Already due: writing run_after again could undo the lease of a dispatcher claiming it now.
     if (Option.isSome(found) && found.value.runAfter <= (yield* nowSeconds)) {
-      const unchanged: ActionOutcome = { _tag: "Unchanged", handle, message: `job ${formatHandle(handle)} is already due` }
+      const unchanged: ActionOutcome = {
+        _tag: "Unchanged",
+        handle,
+        message: `job ${formatHandle(handle)} is already due`
+      }
       return unchanged
     }
     return yield* guarded(handle, options, "retrying it now could run it twice", (_job, now) =>
@@ -103,12 +107,15 @@ export const retryJob = (handle: StoredJobId, options: ActionOptions = {}) =>
 
 /** Deletes a job (deleting a running one would not stop it, hence the guard). */
 export const deleteJob = (handle: StoredJobId, options: ActionOptions = {}) =>
-  Effect.flatMap(Storage, (storage) =>
-    guarded(handle, options, "deleting it would not stop it", () =>
-      Effect.map(storage.complete([handle]), (n): ActionOutcome =>
-        n === 0
-          ? { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
-          : { _tag: "Done", handle, message: `job ${formatHandle(handle)} deleted` })))
+  Effect.flatMap(
+    Storage,
+    (storage) =>
+      guarded(handle, options, "deleting it would not stop it", () =>
+        Effect.map(storage.complete([handle]), (n): ActionOutcome =>
+          n === 0
+            ? { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
+            : { _tag: "Done", handle, message: `job ${formatHandle(handle)} deleted` }))
+  )
 
 /** Every action on stored jobs, in the order they are offered. */
 export const JOB_ACTIONS: ReadonlyArray<JobAction> = [

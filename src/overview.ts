@@ -23,7 +23,9 @@ export const storedCounts: Effect.Effect<StoredCounts, never, Storage> = Effect.
   })
   return {
     counts: perShard.flatMap((r) => Either.isRight(r) ? r.right : []),
-    unavailable: perShard.flatMap((r, i) => Either.isLeft(r) ? [{ shard: storage.shardIds[i]!, error: r.left.message }] : [])
+    unavailable: perShard.flatMap((r, i) =>
+      Either.isLeft(r) ? [{ shard: storage.shardIds[i]!, error: r.left.message }] : []
+    )
   }
 })
 

@@ -13,7 +13,14 @@ import type { HostPort } from "../hostPort.js"
 import { listenOptions } from "../jobserver/tcpServer.js"
 import { DEFAULT_WEB_LISTEN, serve } from "../web/WebConsole.js"
 import type { RunningConsole } from "../web/WebConsole.js"
-import { connectionOptions, loadSources, optionalText, outputOptions, queueRunnerOptions, webConsoleOptions } from "./config.js"
+import {
+  connectionOptions,
+  loadSources,
+  optionalText,
+  outputOptions,
+  queueRunnerOptions,
+  webConsoleOptions
+} from "./config.js"
 import type { Settings } from "./config.js"
 import { key, readOrUndefined } from "./sources.js"
 import type { Sources } from "./sources.js"

@@ -27,14 +27,7 @@ import * as MemoryShard from "./MemoryShard.js"
 import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
-import type {
-  FunctionCounts,
-  JobState,
-  RowInsert,
-  ShardBackend,
-  ShardFailure,
-  ShardListQuery
-} from "./ShardBackend.js"
+import type { FunctionCounts, JobState, RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "./ShardBackend.js"
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
@@ -523,7 +516,10 @@ export const make = (
         const after = filter.after
         if (byRunAfter && after !== undefined && after.runAfter === undefined) {
           return yield* Effect.fail(
-            new InvalidArgument({ argument: "after", reason: "a page by run_after continues from a job's runAfter too" })
+            new InvalidArgument({
+              argument: "after",
+              reason: "a page by run_after continues from a job's runAfter too"
+            })
           )
         }
         const now = yield* nowSeconds

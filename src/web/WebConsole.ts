@@ -9,8 +9,8 @@ import { createServer } from "node:http"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { HttpApp, HttpServerError } from "@effect/platform"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Data, Duration, Effect, Either, Option, Redacted, Schema } from "effect"
-import type { Scope } from "effect"
+import { Data, Duration, Effect, Either, Option, Schema } from "effect"
+import type { Scope, Redacted } from "effect"
 import type { Gearman } from "../gearman/Gearman.js"
 import { WebListenFailed } from "../errors.js"
 import { formatHostPort } from "../hostPort.js"
@@ -26,15 +26,7 @@ import { CSS, JS } from "./assets.js"
 import { authorized, csrfMatches, loginMatches, makeAuth, TOKEN_COOKIE } from "./auth.js"
 import { isState, STATES } from "./catalog.js"
 import type { Html } from "./html.js"
-import {
-  confirmPage,
-  jobPage,
-  jobsHref,
-  jobsPage,
-  messagePage,
-  overviewPage,
-  resultPage
-} from "./pages.js"
+import { confirmPage, jobPage, jobsHref, jobsPage, messagePage, overviewPage, resultPage } from "./pages.js"
 import type { ActionResult, FunctionRow, JobsQuery, OverviewData, PageContext } from "./pages.js"
 
 /** Where the console listens unless told otherwise. */
@@ -137,8 +129,7 @@ const ActionForm = Schema.Struct({
 })
 
 /** A return address inside the console only (no open redirect). */
-const safeBack = (back: string | undefined) =>
-  back !== undefined && /^\/(?![/\\])[^\s]*$/.test(back) ? back : "/jobs"
+const safeBack = (back: string | undefined) => back !== undefined && /^\/(?![/\\])[^\s]*$/.test(back) ? back : "/jobs"
 
 /** The overview's figures: counts (summed per function, or per shard), job servers, failures. */
 export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, never, Storage | Gearman> =>
@@ -147,7 +138,10 @@ export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, nev
       [storedCounts, jobServers, nowSeconds],
       { concurrency: "unbounded" }
     )
-    const rows = new Map<string, { shard: number | null; funcname: string; counts: Record<string, number>; oldest: number | null }>()
+    const rows = new Map<
+      string,
+      { shard: number | null; funcname: string; counts: Record<string, number>; oldest: number | null }
+    >()
     for (const c of stored.counts) {
       const key = perShard ? `${c.dbid}\u0000${c.funcname}` : c.funcname
       const row = rows.get(key) ?? { shard: perShard ? c.dbid : null, funcname: c.funcname, counts: {}, oldest: null }
@@ -187,7 +181,10 @@ export const router = (options: ConsoleOptions, ctx: PageContext) => {
   return HttpRouter.empty.pipe(
     HttpRouter.get(
       "/assets/console.css",
-      HttpServerResponse.text(CSS, { contentType: "text/css; charset=utf-8", headers: { "cache-control": "max-age=300" } })
+      HttpServerResponse.text(CSS, {
+        contentType: "text/css; charset=utf-8",
+        headers: { "cache-control": "max-age=300" }
+      })
     ),
     HttpRouter.get(
       "/assets/console.js",
@@ -263,7 +260,8 @@ export const router = (options: ConsoleOptions, ctx: PageContext) => {
           return yield* new BadRequest({ message: `at most ${MAX_ACTION_JOBS} jobs an action` })
         }
         const handles: Array<StoredJobId> = []
-        for (const t of texts) handles.push(yield* Either.mapLeft(parseHandle(t), (e) => new BadRequest({ message: e.reason })))
+        for (const t of texts)
+          handles.push(yield* Either.mapLeft(parseHandle(t), (e) => new BadRequest({ message: e.reason })))
         const back = safeBack(form.back)
         const formatted = handles.map(formatHandle)
         if (form.step !== "run") return page(confirmPage(action, formatted, back, ctx))
@@ -278,7 +276,9 @@ export const router = (options: ConsoleOptions, ctx: PageContext) => {
           ), { concurrency: 4 })
         yield* Effect.logInfo("web action").pipe(Effect.annotateLogs({
           action: action.name,
-          handles: formatted.length > 20 ? `${formatted.slice(0, 20).join(",")},… (${formatted.length})` : formatted.join(","),
+          handles: formatted.length > 20
+            ? `${formatted.slice(0, 20).join(",")},… (${formatted.length})`
+            : formatted.join(","),
           done: outcomes.filter((o) => o.outcome === "Done").length,
           force,
           remote: Option.getOrElse(request.remoteAddress, () => "unknown")

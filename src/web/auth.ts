@@ -36,7 +36,8 @@ export const authorized = (
       const expected = Redacted.value(token)
       const bearer = /^Bearer\s+(.+)$/i.exec(headers.authorization ?? "")?.[1]?.trim()
       const cookie = cookies[TOKEN_COOKIE]
-      return (bearer !== undefined && sameSecret(bearer, expected)) || (cookie !== undefined && sameSecret(cookie, expected))
+      return (bearer !== undefined && sameSecret(bearer, expected)) ||
+        (cookie !== undefined && sameSecret(cookie, expected))
     }
   })
 

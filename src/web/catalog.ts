@@ -48,7 +48,11 @@ export const age = (seconds: number): string => {
 
 /** When a job runs, relative to now ("in 5m", "3s ago", "never"). */
 export const whenText = (job: StoredJob, now: number): string =>
-  jobState(job, now) === "never" ? "never" : job.runAfter > now ? `in ${age(job.runAfter - now)}` : `${age(now - job.runAfter)} ago`
+  jobState(job, now) === "never"
+    ? "never"
+    : job.runAfter > now
+    ? `in ${age(job.runAfter - now)}`
+    : `${age(now - job.runAfter)} ago`
 
 export const jobHref = (job: { readonly dbid: number; readonly jobid: number }) => `/job/${formatHandle(job)}`
 

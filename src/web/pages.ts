@@ -90,7 +90,9 @@ ${num(f.queued)}${num(f.running)}${num(f.workers)}
 </tr>`
   )
   const servers = data.servers.map((s) =>
-    html`<tr><td>${s.server}</td><td class="${s.up ? "up" : "down"}" title="${s.error ?? ""}">${s.up ? "up" : "down"}</td>
+    html`<tr><td>${s.server}</td><td class="${s.up ? "up" : "down"}" title="${s.error ?? ""}">${
+      s.up ? "up" : "down"
+    }</td>
 ${num(s.up ? s.queued : null)}${num(s.up ? s.running : null)}${num(s.up ? s.workers : null)}</tr>`
   )
   const body = html`<div id="overview" data-src="/api/overview${data.perShard ? "?shards=1" : ""}" data-refresh="3000">
@@ -148,15 +150,17 @@ export const jobsHref = (q: JobsQuery, after?: ListCursor): string => {
 
 /** Buttons that post the selected jobs (or `handles`) to an action, through its confirmation. */
 const actionButtons = (ctx: PageContext, selection: boolean) =>
-  ctx.readOnly ? "" : html`<div class="actions">${
-    ctx.actions.map((a) =>
-      html`<button type="submit" formaction="/action/${a.name}" name="step" value="confirm" class="${
-        a.destructive ? "danger" : ""
-      }" data-action="${a.name}"${selection ? html` data-needs-selection` : ""}>${a.label}${
-        selection ? html` (<span data-selected-count>0</span>)` : ""
-      }</button>`
-    )
-  }</div>`
+  ctx.readOnly ?
+    "" :
+    html`<div class="actions">${
+      ctx.actions.map((a) =>
+        html`<button type="submit" formaction="/action/${a.name}" name="step" value="confirm" class="${
+          a.destructive ? "danger" : ""
+        }" data-action="${a.name}"${selection ? html` data-needs-selection` : ""}>${a.label}${
+          selection ? html` (<span data-selected-count>0</span>)` : ""
+        }</button>`
+      )
+    }</div>`
 
 export const jobsPage = (
   q: JobsQuery,
@@ -168,7 +172,10 @@ export const jobsPage = (
 ): Html => {
   const last = jobs[jobs.length - 1]
   const next = jobs.length === q.limit && last !== undefined
-    ? jobsHref(q, q.order === "runAfter" ? { ...last, runAfter: last.runAfter } : { dbid: last.dbid, jobid: last.jobid })
+    ? jobsHref(
+      q,
+      q.order === "runAfter" ? { ...last, runAfter: last.runAfter } : { dbid: last.dbid, jobid: last.jobid }
+    )
     : undefined
   const filters = html`<form class="filters card" method="get" action="/jobs">
 <label>Function<input name="function" value="${q.function ?? ""}" placeholder="any"></label>
@@ -225,9 +232,9 @@ export const jobPage = (job: StoredJob, now: number, leaseSeconds: number, ctx: 
     ["State", html`<span class="state state-${state}">${state}</span>`],
     [
       "Run after",
-      html`${job.runAfter} · ${
-        state === "never" ? "never" : new Date(job.runAfter * 1000).toISOString()
-      } (${whenText(job, now)})`
+      html`${job.runAfter} · ${state === "never" ? "never" : new Date(job.runAfter * 1000).toISOString()} (${
+        whenText(job, now)
+      })`
     ],
     [
       "Lease",
@@ -244,9 +251,7 @@ export const jobPage = (job: StoredJob, now: number, leaseSeconds: number, ctx: 
   const body = html`<div class="card"><dl class="fields">${
     fields.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)
   }</dl></div>
-<h2>Arg <span class="muted">(${arg.bytes} bytes, ${arg.kind}${
-    arg.truncated ? ", first part shown" : ""
-  })</span></h2>
+<h2>Arg <span class="muted">(${arg.bytes} bytes, ${arg.kind}${arg.truncated ? ", first part shown" : ""})</span></h2>
 <pre id="arg">${arg.text}</pre>
 ${
     ctx.readOnly ? "" : html`<form method="post" class="card">
@@ -276,7 +281,9 @@ export const confirmPage = (
     ctx,
     html`<form method="post" action="/action/${action.name}" class="card" id="confirm">
 <p id="confirm-text"><strong>${action.confirm(handles.length)}</strong></p>
-<p class="muted">${shown.join(", ")}${handles.length > shown.length ? ` and ${handles.length - shown.length} more` : ""}</p>
+<p class="muted">${shown.join(", ")}${
+      handles.length > shown.length ? ` and ${handles.length - shown.length} more` : ""
+    }</p>
 <input type="hidden" name="csrf" value="${ctx.csrf}">
 <input type="hidden" name="back" value="${back}">
 ${handles.map((h) => html`<input type="hidden" name="handle" value="${h}">`)}
@@ -319,4 +326,3 @@ export const resultPage = (
 
 export const messagePage = (title: string, message: string, ctx: PageContext): Html =>
   layout(title, "", ctx, html`<div class="notice error">${message}</div><p><a href="/">Overview</a></p>`)
-

@@ -71,7 +71,10 @@ describe("web console", () => {
         assert.deepStrictEqual(mail.counts, { due: 2, scheduled: 1, never: 0 })
         assert.isAtLeast(mail.oldestDueAge, 0)
         assert.deepStrictEqual(json.columns.map((c: { name: string }) => c.name), ["due", "scheduled", "never"])
-        assert.deepStrictEqual(json.servers.map((s: { server: string; up: boolean }) => [s.server, s.up]), [["memory", true]])
+        assert.deepStrictEqual(json.servers.map((s: { server: string; up: boolean }) => [s.server, s.up]), [[
+          "memory",
+          true
+        ]])
         const perShard = JSON.parse((yield* get(`${base}/api/overview?shards=1`)).text)
         assert.isTrue(perShard.perShard)
         assert.isTrue(perShard.functions.every((f: { shard: number | null }) => f.shard === 1 || f.shard === 2))
@@ -198,7 +201,10 @@ describe("web console", () => {
         assert.isTrue(Option.isNone(yield* storage.get({ dbid: dbid!, jobid: jobid! })))
         // An unknown action, a return address elsewhere.
         assert.strictEqual((yield* post(`${base}/action/explode`, [["handle", a!], ["csrf", csrf]])).status, 404)
-        const offsite = yield* post(`${base}/action/retry`, [["handle", a!], ["csrf", csrf], ["back", "//evil.example/"]])
+        const offsite = yield* post(`${base}/action/retry`, [["handle", a!], ["csrf", csrf], [
+          "back",
+          "//evil.example/"
+        ]])
         assert.notInclude(offsite.text, "evil.example")
       })))
 
@@ -210,7 +216,10 @@ describe("web console", () => {
         assert.notInclude(list, `name="handle"`)
         const handle = handlesOf(list)[0]!
         assert.notInclude((yield* get(`${base}/job/${handle}`)).text, "data-action=")
-        const refused = yield* post(`${base}/action/retry`, [["handle", handle], ["csrf", csrfOf(list)], ["step", "run"]])
+        const refused = yield* post(`${base}/action/retry`, [["handle", handle], ["csrf", csrfOf(list)], [
+          "step",
+          "run"
+        ]])
         assert.strictEqual(refused.status, 403)
         assert.include(refused.text, "read-only")
         const jobs = yield* storage.list({})
@@ -238,27 +247,31 @@ describe("web console", () => {
       })))
 
   it.live("hostile function names, keys and args are escaped on every page", () =>
-    withConsole({}, [{ funcname: HOSTILE_NAME, uniqkey: HOSTILE_KEY, arg: HOSTILE_ARG }], (base) =>
-      Effect.gen(function*() {
-        const list = (yield* get(`${base}/jobs`)).text
-        const handle = handlesOf(list)[0]!
-        const pages = [
-          (yield* get(`${base}/`)).text,
-          list,
-          (yield* get(`${base}/jobs?function=${encodeURIComponent(HOSTILE_NAME)}`)).text,
-          (yield* get(`${base}/jobs?uniqkey=${encodeURIComponent(HOSTILE_KEY)}`)).text,
-          (yield* get(`${base}/job/${handle}`)).text,
-          (yield* post(`${base}/action/delete`, [["handle", handle], ["csrf", csrfOf(list)]])).text
-        ]
-        for (const text of pages) {
-          assert.notInclude(text, "<script>alert")
-          assert.notInclude(text, "<img src=x")
-          assert.notInclude(text, "'\"><")
-        }
-        assert.include(pages[1]!, "&lt;script&gt;alert(1)&lt;/script&gt;")
-        assert.include(pages[4]!, "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;")
-        assert.include(pages[4]!, "k&#39;&quot;&gt;&lt;script&gt;alert(3)")
-        // The filter found it by its key text.
-        assert.deepStrictEqual(handlesOf(pages[3]!), [handle])
-      })))
+    withConsole(
+      {},
+      [{ funcname: HOSTILE_NAME, uniqkey: HOSTILE_KEY, arg: HOSTILE_ARG }],
+      (base) =>
+        Effect.gen(function*() {
+          const list = (yield* get(`${base}/jobs`)).text
+          const handle = handlesOf(list)[0]!
+          const pages = [
+            (yield* get(`${base}/`)).text,
+            list,
+            (yield* get(`${base}/jobs?function=${encodeURIComponent(HOSTILE_NAME)}`)).text,
+            (yield* get(`${base}/jobs?uniqkey=${encodeURIComponent(HOSTILE_KEY)}`)).text,
+            (yield* get(`${base}/job/${handle}`)).text,
+            (yield* post(`${base}/action/delete`, [["handle", handle], ["csrf", csrfOf(list)]])).text
+          ]
+          for (const text of pages) {
+            assert.notInclude(text, "<script>alert")
+            assert.notInclude(text, "<img src=x")
+            assert.notInclude(text, "'\"><")
+          }
+          assert.include(pages[1]!, "&lt;script&gt;alert(1)&lt;/script&gt;")
+          assert.include(pages[4]!, "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;")
+          assert.include(pages[4]!, "k&#39;&quot;&gt;&lt;script&gt;alert(3)")
+          // The filter found it by its key text.
+          assert.deepStrictEqual(handlesOf(pages[3]!), [handle])
+        })
+    ))
 })

@@ -93,7 +93,9 @@ export const listStatement = (q: ShardListQuery): Statement => {
   }
   const order = q.order === "runAfter" ? "run_after, jobid" : "jobid"
   return {
-    sql: `SELECT ${JOB_COLUMNS} FROM job${where.length > 0 ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY ${order} LIMIT ${q.limit}`,
+    sql: `SELECT ${JOB_COLUMNS} FROM job${
+      where.length > 0 ? ` WHERE ${where.join(" AND ")}` : ""
+    } ORDER BY ${order} LIMIT ${q.limit}`,
     params
   }
 }
