@@ -11,6 +11,7 @@ import { migrateCommand } from "../src/cli/migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "../src/cli/roles.js"
 import { statusCommand } from "../src/cli/status.js"
 import { upCommand } from "../src/cli/up.js"
+import { webCommand } from "../src/cli/web.js"
 
 const connection = ["--config", "--db", "--statement-timeout", "--gearmand"]
 const storage = ["--config", "--db", "--statement-timeout"]
@@ -26,6 +27,7 @@ const runner = [
   "--defer-for",
   "--shard-retry-max"
 ]
+const web = ["--web-token", "--read-only"]
 const injector = ["--injector-concurrency", "--injector-max-request-jobs", "--injector-max-request-bytes"]
 const controller = ["--controller-concurrency", "--controller-timeout"]
 const embedded = [
@@ -57,7 +59,18 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
   ["injector", helpOf(injectorCommand), [...connection, "--lease", "--queue-watermark-depth", ...injector, ...output]],
   ["controller", helpOf(controllerCommand), [...connection, "--lease", ...controller, ...output]],
   ["run", helpOf(runCommand), [...connection, ...runner, ...controller, ...injector, "--roles", ...output]],
-  ["up", helpOf(upCommand), [...connection, ...runner, ...controller, ...injector, ...embedded, ...output]],
+  ["up", helpOf(upCommand), [
+    ...connection,
+    ...runner,
+    ...controller,
+    ...injector,
+    ...embedded,
+    "--web-listen",
+    ...web,
+    ...output
+  ]],
+  // The console's actions refuse jobs within a lease of now: it reads the runners' lease.
+  ["web", helpOf(webCommand), [...connection, "--lease", "--listen", ...web, ...output]],
   ["gearmand", helpOf(gearmandCommand), ["--config", ...embedded, ...output]],
   ["inject", helpOf(injectCommand), [...connection, "--count", "--function", "--arg", "--pure", ...output]],
   ["consume", helpOf(consumeCommand), [...connection, "--function", "--concurrency", ...output]],
@@ -97,7 +110,7 @@ describe("command help", () => {
         }
         if (flag === "--log-format") assert.include(description, "[output]", flag)
         // A flag with a default says it (@effect/cli's help does not).
-        if (["--count", "--concurrency", "--limit", "--roles", "--listen"].includes(flag)) {
+        if (["--count", "--concurrency", "--limit", "--roles", "--listen", "--web-listen"].includes(flag)) {
           assert.include(description, "default", flag)
         }
       }

@@ -28,6 +28,11 @@ describe("npm pack", () => {
     }
     assert.include(paths, "dist/index.js")
     assert.include(paths, "dist/index.d.ts")
+    // The web console's stylesheet and script are modules: they ship with the build, and the
+    // console fetches nothing from the internet at run time.
+    for (const module of ["dist/web/assets.js", "dist/web/WebConsole.js", "dist/cli/web.js"]) {
+      assert.include(paths, module)
+    }
     const allowed =
       /^(package\.json|README\.md|CHANGELOG\.md|schema\.sql|bin\/garivini\.js|dist\/.+\.(js|d\.ts|js\.map))$/
     assert.deepStrictEqual(paths.filter((p) => !allowed.test(p)), [])

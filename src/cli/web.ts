@@ -7,7 +7,7 @@
  */
 import { Command } from "@effect/cli"
 import { Config, Console, Effect, Option, Redacted, Schema } from "effect"
-import type { ConfigInvalid } from "../errors.js"
+import { ConfigInvalid } from "../errors.js"
 import { parseHostPort } from "../hostPort.js"
 import type { HostPort } from "../hostPort.js"
 import { listenOptions } from "../jobserver/tcpServer.js"
@@ -33,6 +33,8 @@ export interface WebSettings {
   readonly listen: Option.Option<HostPort>
   readonly token: Option.Option<Redacted.Redacted<string>>
   readonly readOnly: boolean
+  /** Whether the address was given (flag, env, file) rather than defaulted. */
+  readonly given: boolean
 }
 
 export interface WebFlags {
@@ -44,7 +46,8 @@ export interface WebFlags {
 /** Where and how the console runs: flag, else environment, else file, else the default. */
 export const resolveWeb = (flags: WebFlags, from: Sources): Effect.Effect<WebSettings, ConfigInvalid> =>
   Effect.gen(function*() {
-    const text = ((yield* readOrUndefined(from, listenKey, flags.listen)) ?? DEFAULT_WEB_LISTEN).trim()
+    const given = yield* readOrUndefined(from, listenKey, flags.listen)
+    const text = (given ?? DEFAULT_WEB_LISTEN).trim()
     const listen = text === "off" ? Option.none() : Option.some(yield* parseHostPort(text, listenOptions()))
     const token = Option.isSome(flags.webToken)
       ? flags.webToken
@@ -53,23 +56,35 @@ export const resolveWeb = (flags: WebFlags, from: Sources): Effect.Effect<WebSet
         Effect.map(Option.filter((t) => Redacted.value(t).trim() !== "")),
         Effect.orElseSucceed(() => Option.none<Redacted.Redacted<string>>())
       )
-    return { listen, token, readOnly: flags.readOnly }
+    return { listen, token, readOnly: flags.readOnly, given: given !== undefined }
   })
 
-/** Serves the console in the current scope when it is on; none when it is off. */
+/**
+ * Serves the console in the current scope when it is on; none when it is off. At the default
+ * address only (`up` without --web-listen), a port already taken — another `up` on this machine —
+ * is a warning, not a failure: the job system matters more than its console.
+ */
 export const startWeb = (web: WebSettings, settings: Settings) =>
   Option.match(web.listen, {
     onNone: () => Effect.succeed(Option.none<RunningConsole>()),
     onSome: (listen) =>
-      Effect.map(
-        serve({
-          host: listen.host,
-          port: listen.port,
-          token: web.token,
-          readOnly: web.readOnly,
-          lease: settings.queueRunner.lease
-        }),
-        Option.some
+      serve({
+        host: listen.host,
+        port: listen.port,
+        token: web.token,
+        readOnly: web.readOnly,
+        lease: settings.queueRunner.lease
+      }).pipe(
+        Effect.map(Option.some),
+        Effect.catchTag("WebListenFailed", (e) =>
+          web.given
+            ? Effect.fail(e)
+            : Effect.as(
+              Effect.logWarning(
+                `${e.message}; the web console is off (--web-listen HOST:PORT to choose another address)`
+              ),
+              Option.none<RunningConsole>()
+            ))
       )
   })
 
@@ -86,7 +101,9 @@ export const webCommand = Command.make("web", {
   withSettings(flags, (settings) =>
     Effect.scoped(Effect.gen(function*() {
       const web = yield* resolveWeb(flags, yield* loadSources(flags.config))
-      if (Option.isNone(web.listen)) return
+      if (Option.isNone(web.listen)) {
+        return yield* new ConfigInvalid({ field: "listen", reason: "off leaves garivini web nothing to do" })
+      }
       const running = yield* startWeb(web, settings)
       if (Option.isSome(running)) yield* Console.log(`garivini web: ${running.value.url}`)
       return yield* Effect.never
