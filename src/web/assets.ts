@@ -21,15 +21,16 @@ a { color: var(--accent); }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .8rem; margin-bottom: 1rem; }
 .table-wrap { overflow-x: auto; background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
 table { border-collapse: collapse; width: 100%; }
-th, td { padding: .45rem .6rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+th, td { padding: .45rem .6rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
 th { font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); background: #fafbfc; white-space: nowrap; }
 tr:last-child td { border-bottom: none; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.zero { color: #b0b7c1; }
 .mono, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .85rem; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; max-width: 28rem; }
+td a[href^="/job/"], .state, time { white-space: nowrap; }
 pre { background: #f0f2f5; padding: .7rem; border-radius: 6px; overflow: auto; max-height: 28rem; white-space: pre-wrap; overflow-wrap: anywhere; }
-.state { display: inline-block; padding: 0 .45rem; border-radius: 999px; font-size: .8rem; background: #eef1f5; }
+.state { display: inline-block; white-space: nowrap; padding: 0 .45rem; border-radius: 999px; font-size: .8rem; background: #eef1f5; }
 .state-due { background: #e3ecff; color: #1b44a0; }
 .state-scheduled { background: #fff4d6; color: var(--warn); }
 .state-never { background: #fde7e6; color: var(--danger); }

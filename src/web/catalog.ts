@@ -83,7 +83,7 @@ export const JOB_COLUMNS: ReadonlyArray<JobColumn> = [
     label: "Run after",
     cell: (j, now) => html`<time title="${new Date(j.runAfter * 1000).toISOString()}">${whenText(j, now)}</time>`
   },
-  { label: "Fails", className: "num", cell: (j) => html`${j.failcount}` },
+  { label: "Fails", className: "num wide-only", cell: (j) => html`${j.failcount}` },
   { label: "Unique key", className: "wide-only", cell: (j) => html`${j.uniqkey ?? ""}` },
   { label: "Arg", className: "wide-only mono", cell: (j) => html`${argPreview(j.arg)}` }
 ]

@@ -232,9 +232,9 @@ export const jobPage = (job: StoredJob, now: number, leaseSeconds: number, ctx: 
     ["State", html`<span class="state state-${state}">${state}</span>`],
     [
       "Run after",
-      html`${job.runAfter} · ${state === "never" ? "never" : new Date(job.runAfter * 1000).toISOString()} (${
-        whenText(job, now)
-      })`
+      state === "never"
+        ? html`${job.runAfter} (never)`
+        : html`${job.runAfter} · ${new Date(job.runAfter * 1000).toISOString()} (${whenText(job, now)})`
     ],
     [
       "Lease",
