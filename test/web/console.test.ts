@@ -2,7 +2,7 @@
 // paging, actions through their confirmation, CSRF, the token, read-only mode, and escaping of
 // hostile function names, keys and args.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Effect, HashMap, Layer, Logger, Option, Redacted } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { NEVER } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
@@ -207,6 +207,26 @@ describe("web console", () => {
         ]])
         assert.notInclude(offsite.text, "evil.example")
       })))
+
+  it.live("an action is logged with the action, the handles and the client's address", () => {
+    const lines: Array<{ message: unknown; annotations: Record<string, unknown> }> = []
+    const capture = Logger.replace(
+      Logger.defaultLogger,
+      Logger.make(({ annotations, message }) =>
+        void lines.push({ message, annotations: Object.fromEntries(HashMap.toEntries(annotations)) })
+      )
+    )
+    return withConsole({}, [{ funcname: "logged", runAt: "never" }], (base) =>
+      Effect.gen(function*() {
+        const list = (yield* get(`${base}/jobs`)).text
+        const handle = handlesOf(list)[0]!
+        yield* post(`${base}/action/retry`, [["handle", handle], ["csrf", csrfOf(list)], ["step", "run"]])
+        const line = lines.find((l) => String(l.message).includes("web action"))
+        assert.isDefined(line)
+        assert.deepInclude(line!.annotations, { action: "retry", handles: handle, done: 1, force: false })
+        assert.match(String(line!.annotations["remote"]), /127\.0\.0\.1/)
+      })).pipe(Effect.provide(capture))
+  })
 
   it.live("read-only: no action offered, and every action refused", () =>
     withConsole({ readOnly: true }, [{ funcname: "r", runAt: "never" }], (base, storage) =>
