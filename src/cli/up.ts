@@ -30,7 +30,7 @@ import { embeddedServer, embeddedServerOptions, resolveEmbedded } from "./gearma
 import { applyRoleHeapPolicy } from "./heap.js"
 import { checkRoleSettings, ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
-import { DEFAULT_WEB_LISTEN } from "../web/WebConsole.js"
+import { DEFAULT_WEB_LISTEN } from "../web/defaults.js"
 import { resolveWeb, startWeb } from "./web.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */

@@ -11,7 +11,7 @@ import { ConfigInvalid } from "../errors.js"
 import { parseHostPort } from "../hostPort.js"
 import type { HostPort } from "../hostPort.js"
 import { listenOptions } from "../jobserver/tcpServer.js"
-import { DEFAULT_WEB_LISTEN, serve } from "../web/WebConsole.js"
+import { DEFAULT_WEB_LISTEN } from "../web/defaults.js"
 import type { RunningConsole } from "../web/WebConsole.js"
 import {
   connectionOptions,
@@ -68,13 +68,17 @@ export const startWeb = (web: WebSettings, settings: Settings) =>
   Option.match(web.listen, {
     onNone: () => Effect.succeed(Option.none<RunningConsole>()),
     onSome: (listen) =>
-      serve({
-        host: listen.host,
-        port: listen.port,
-        token: web.token,
-        readOnly: web.readOnly,
-        lease: settings.queueRunner.lease
-      }).pipe(
+      // Loaded when started: the HTTP server's modules would add seconds to every command's start.
+      Effect.promise(() => import("../web/WebConsole.js")).pipe(
+        Effect.flatMap(({ serve }) =>
+          serve({
+            host: listen.host,
+            port: listen.port,
+            token: web.token,
+            readOnly: web.readOnly,
+            lease: settings.queueRunner.lease
+          })
+        ),
         Effect.map(Option.some),
         Effect.catchTag("WebListenFailed", (e) =>
           web.given

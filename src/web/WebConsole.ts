@@ -29,8 +29,7 @@ import type { Html } from "./html.js"
 import { confirmPage, jobPage, jobsHref, jobsPage, messagePage, overviewPage, resultPage } from "./pages.js"
 import type { ActionResult, FunctionRow, JobsQuery, OverviewData, PageContext } from "./pages.js"
 
-/** Where the console listens unless told otherwise. */
-export const DEFAULT_WEB_LISTEN = "127.0.0.1:4780"
+export { DEFAULT_WEB_LISTEN } from "./defaults.js"
 /** Jobs one action request may name, at most. */
 export const MAX_ACTION_JOBS = 1000
 const PAGE_LIMIT_MAX = 500
