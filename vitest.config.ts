@@ -22,7 +22,8 @@ const integration = [
   "test/cliBackends.test.ts", // one CLI scenario over MariaDB and SQLite
   "test/cliOutput.test.ts",
   "test/quickstart.test.ts", // packs the package and installs it from the registry
-  "test/pack.test.ts" // npm pack --dry-run
+  "test/pack.test.ts", // npm pack --dry-run
+  "test/web/browser.test.ts" // Chromium over MariaDB and gearmand
 ]
 
 export default defineConfig({

@@ -151,3 +151,14 @@ export class SqliteDriverMissing extends Data.TaggedError("SqliteDriverMissing")
     return `SQLite storage is not available: ${this.reason}; ${this.fix}`
   }
 }
+
+/** The web console could not listen where it was told (the port in use, an address not on this machine). */
+export class WebListenFailed extends Data.TaggedError("WebListenFailed")<{
+  readonly address: string
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `the web console cannot listen on ${this.address}: ${this.reason}`
+  }
+}

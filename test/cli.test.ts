@@ -25,7 +25,8 @@ const COMMANDS: ReadonlyArray<ReadonlyArray<string>> = [
   ["migrate"],
   ["schema"],
   ["demo"],
-  ["driver"]
+  ["driver"],
+  ["web"]
 ]
 
 describe("garivini CLI", () => {

@@ -11,6 +11,7 @@ import { migrateCommand } from "../src/cli/migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "../src/cli/roles.js"
 import { statusCommand } from "../src/cli/status.js"
 import { upCommand } from "../src/cli/up.js"
+import { webCommand } from "../src/cli/web.js"
 
 const connection = ["--config", "--db", "--statement-timeout", "--gearmand"]
 const storage = ["--config", "--db", "--statement-timeout"]
@@ -28,6 +29,7 @@ const runner = [
   "--defer-for",
   "--shard-retry-max"
 ]
+const web = ["--web-token", "--read-only"]
 const injector = ["--injector-concurrency", "--injector-max-request-jobs", "--injector-max-request-bytes"]
 const controller = ["--controller-concurrency", "--controller-timeout", "--controller-max-attempts"]
 const embedded = [
@@ -66,8 +68,20 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
   ]],
   ["controller", helpOf(controllerCommand), [...connection, "--lease", ...controller, ...metrics, ...output]],
   ["run", helpOf(runCommand), [...connection, ...runner, ...controller, ...injector, "--roles", ...metrics, ...output]],
-  ["up", helpOf(upCommand), [...connection, ...runner, ...controller, ...injector, ...embedded, ...metrics, ...output]],
+  ["up", helpOf(upCommand), [
+    ...connection,
+    ...runner,
+    ...controller,
+    ...injector,
+    ...embedded,
+    ...metrics,
+    "--web-listen",
+    ...web,
+    ...output
+  ]],
   ["gearmand", helpOf(gearmandCommand), ["--config", ...embedded, ...metrics, ...output]],
+  // The console's actions refuse jobs within a lease of now: it reads the runners' lease.
+  ["web", helpOf(webCommand), [...connection, "--lease", "--listen", ...web, ...output]],
   ["inject", helpOf(injectCommand), [...connection, "--count", "--function", "--arg", "--pure", ...output]],
   ["consume", helpOf(consumeCommand), [...connection, "--function", "--concurrency", ...metrics, ...output]],
   ["status", helpOf(statusCommand), [...connection, "--json", ...output]],
@@ -117,7 +131,7 @@ describe("command help", () => {
         if (flag === "--log-format" || flag === "--metrics-listen") assert.include(description, "[output]", flag)
         if (flag === "--metrics-listen") assert.include(description, "GARIVINI_METRICS_LISTEN", flag)
         // A flag with a default says it (@effect/cli's help does not).
-        if (["--count", "--concurrency", "--limit", "--roles", "--listen"].includes(flag)) {
+        if (["--count", "--concurrency", "--limit", "--roles", "--listen", "--web-listen"].includes(flag)) {
           assert.include(description, "default", flag)
         }
       }

@@ -30,6 +30,11 @@ describe("npm pack", () => {
     assert.include(paths, "dist/index.d.ts")
     // The command's bundle (scripts/bundle-cli.mjs), which bin/garivini.js runs.
     assert.include(paths, "dist/cli/bundle.mjs")
+    // The web console's stylesheet and script are modules: they ship with the build, and the
+    // console fetches nothing from the internet at run time.
+    for (const module of ["dist/web/assets.js", "dist/web/WebConsole.js", "dist/cli/web.js"]) {
+      assert.include(paths, module)
+    }
     const allowed =
       /^(package\.json|README\.md|CHANGELOG\.md|schema\.sql|bin\/garivini\.js|dist\/cli\/bundle\.mjs|dist\/.+\.(js|d\.ts|js\.map))$/
     assert.deepStrictEqual(paths.filter((p) => !allowed.test(p)), [])

@@ -148,8 +148,15 @@ describe("docs/quickstart.md", () => {
         writeFileSync(join(root, "install.log"), install.stdout + install.stderr)
 
         const port = yield* freePort
-        const docPort = (lines: ReadonlyArray<string>) => lines.map((l) => l.replaceAll("4730", String(port)))
-        const upEnv = { ...env, GARIVINI_LISTEN: `127.0.0.1:${port}`, GARIVINI_LOG_FORMAT: "logfmt" }
+        const webPort = yield* freePort
+        const docPort = (lines: ReadonlyArray<string>) =>
+          lines.map((l) => l.replaceAll("4730", String(port)).replaceAll("4780", String(webPort)))
+        const upEnv = {
+          ...env,
+          GARIVINI_LISTEN: `127.0.0.1:${port}`,
+          GARIVINI_WEB_LISTEN: `127.0.0.1:${webPort}`,
+          GARIVINI_LOG_FORMAT: "logfmt"
+        }
         const clientEnv = { ...env, GARIVINI_GEARMAND: `127.0.0.1:${port}`, GARIVINI_LOG_FORMAT: "logfmt" }
 
         for (const step of steps) {

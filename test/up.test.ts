@@ -177,6 +177,18 @@ describe("garivini up with job servers given", () => {
       )
       assert.include(yield* up.output, `job servers ${gd.server}`)
       assert.notInclude(yield* up.output, "(embedded)")
+      // The web console, printed with the other addresses (on a free port: GARIVINI_WEB_LISTEN).
+      const consoleUrl = /web console at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(yield* up.output)?.[1]
+      assert.isDefined(consoleUrl)
+      const overview = yield* Effect.promise(() =>
+        fetch(`${consoleUrl}api/overview`).then((r) =>
+          r.json() as Promise<{ servers: ReadonlyArray<{ server: string; up: boolean }> }>
+        )
+      )
+      assert.deepStrictEqual(overview.servers.map((s) => [s.server, s.up]), [[
+        gd.server,
+        true
+      ]])
       const ran: Array<string> = []
       yield* Effect.gen(function*() {
         yield* Worker.serve({ [FUNCTION]: (job) => Effect.sync(() => void ran.push(job.text)) })

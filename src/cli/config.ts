@@ -111,6 +111,10 @@ export const FileConfig = Schema.Struct({
   storage: Schema.optional(Schema.Struct({
     statementTimeout: Schema.optional(Seconds)
   })),
+  // The web console of `garivini web` (its --listen) and `garivini up` (its --web-listen).
+  web: Schema.optional(Schema.Struct({
+    listen: Schema.optional(Schema.String)
+  })),
   // The embedded job server of `garivini gearmand` and `garivini up` (their --listen, --max-*).
   embedded: Schema.optional(Schema.Struct({
     listen: Schema.optional(Schema.String),
@@ -314,6 +318,19 @@ export const injectorOptions = {
   injectorMaxRequestBytes: optionalInteger(
     "injector-max-request-bytes",
     `${TUNING} Bytes one inject_jobs request may have; more are rejected (default ${I.maxRequestBytes})`
+  )
+}
+
+/** The web console's own flags (`garivini web`, `garivini up`). */
+export const webConsoleOptions = {
+  webToken: Options.redacted("web-token").pipe(
+    Options.optional,
+    Options.withDescription(
+      "A token every request to the web console must carry (Authorization: Bearer, or the cookie a /?token= link sets); env GARIVINI_WEB_TOKEN; default none"
+    )
+  ),
+  readOnly: Options.boolean("read-only").pipe(
+    Options.withDescription("The web console shows jobs but hides and refuses every action (retry, delete)")
   )
 }
 

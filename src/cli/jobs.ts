@@ -2,30 +2,17 @@
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Data, Duration, Effect, Option } from "effect"
 import { formatHandle, JOB_STATES, jobState as stateOf, nowSeconds, parseHandle, type StoredJobId } from "../Job.js"
-import type { JobRecord, JobState, StoredJob } from "../Job.js"
+import type { JobRecord, JobState } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { optionalInteger, optionalText, outputOptions, queueRunnerOptions, storageOptions } from "./config.js"
 import { storageOnly, withSettingsOneShot } from "./shared.js"
-import { DEFAULT_LEASE } from "../roles/QueueRunner.js"
+import { deleteJob, retryJob } from "../jobActions.js"
+import type { ActionOutcome } from "../jobActions.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string; readonly cause?: unknown }> {}
 class NotFound extends Data.TaggedError("NotFound")<{ readonly message: string }> {}
 /** A repair that could run a job twice, or not stop it, refused without --force. */
 class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> {}
-
-/**
- * Whether a job may be in a worker's hands right now. Without a schema change this is read from
- * `run_after` alone: a dispatcher leases a job by moving it to now + lease, so a job due within a
- * lease from now may be running. (A job backing off after a failure, or scheduled that soon, looks
- * the same: those take --force.)
- */
-export const mayBeDispatched = (job: { readonly runAfter: number }, now: number, leaseSeconds: number): boolean =>
-  job.runAfter > now && job.runAfter <= now + leaseSeconds
-
-const dispatchedReason = (job: StoredJob, now: number, leaseSeconds: number, what: string) =>
-  `job ${formatHandle(job)} may be running right now: its run_after is in ${job.runAfter - now} s, within a lease ` +
-  `(${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
-  `${what}; --force to do it anyway`
 
 const preview = (bytes: Uint8Array) => {
   const clean = Buffer.from(bytes).toString("utf8").replace(/[^\x20-\x7e]/g, ".")
@@ -195,14 +182,18 @@ const force = Options.boolean("force").pipe(
 )
 const lease = queueRunnerOptions.lease
 
-/** The job behind a handle, with the lease and now the refusal rule needs. */
-const lookUp = (handle: StoredJobId, leaseSetting: Duration.DurationInput | undefined) =>
-  Effect.gen(function*() {
-    const job = yield* Effect.flatMap(Storage, (s) => s.get(handle))
-    if (Option.isNone(job)) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-    const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(leaseSetting ?? DEFAULT_LEASE)))
-    return { handle, job: job.value, now: yield* nowSeconds, leaseSeconds }
-  })
+/** An action's outcome as the command's answer: a line on stdout, or a failure. */
+const answer = (outcome: ActionOutcome) => {
+  switch (outcome._tag) {
+    case "Done":
+    case "Unchanged":
+      return Console.log(outcome.message)
+    case "NotFound":
+      return Effect.fail(new NotFound({ message: outcome.message }))
+    case "Refused":
+      return Effect.fail(new Refused({ message: `${outcome.message}; --force to do it anyway` }))
+  }
+}
 
 export const retryCommand = Command.make("retry", {
   ...storageOptions,
@@ -240,23 +231,9 @@ export const retryCommand = Command.make("retry", {
           const n = yield* storage.retryNever(o.function.value)
           return yield* Console.log(`made ${n} never job(s) of ${o.function.value} due`)
         }
-        const { handle, job, leaseSeconds, now } = yield* lookUp(Option.getOrThrow(parsed), settings.queueRunner.lease)
-        if (job.ended === "dead") {
-          // Due now with failcount 0 (a fresh set of attempts); its last error stays for history.
-          const n = yield* storage.retryDead(handle)
-          if (n === 0) return yield* Effect.fail(new NotFound({ message: `no dead job ${formatHandle(handle)}` }))
-          return yield* Console.log(`job ${formatHandle(handle)} is due (was dead; failcount reset to 0)`)
-        }
-        // Already due: writing run_after again could undo the lease of a dispatcher claiming it now.
-        if (job.runAfter <= now) return yield* Console.log(`job ${formatHandle(handle)} is already due`)
-        if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
-          return yield* Effect.fail(
-            new Refused({ message: dispatchedReason(job, now, leaseSeconds, "retrying it now could run it twice") })
-          )
-        }
-        const n = yield* storage.defer([handle], now)
-        if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-        yield* Console.log(`job ${formatHandle(handle)} is due`)
+        yield* answer(
+          yield* retryJob(Option.getOrThrow(parsed), { lease: settings.queueRunner.lease, force: o.force })
+        )
       }).pipe(Effect.provide(storageOnly(settings)))
     )))).pipe(
     Command.withDescription(
@@ -339,15 +316,7 @@ export const deleteCommand = Command.make(
     withSettingsOneShot(o, (settings) =>
       Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
         Effect.gen(function*() {
-          const { handle, job, leaseSeconds, now } = yield* lookUp(parsed, settings.queueRunner.lease)
-          if (!o.force && mayBeDispatched(job, now, leaseSeconds)) {
-            return yield* Effect.fail(
-              new Refused({ message: dispatchedReason(job, now, leaseSeconds, "deleting it would not stop it") })
-            )
-          }
-          const n = yield* Effect.flatMap(Storage, (s) => s.complete([handle]))
-          if (n === 0) return yield* Effect.fail(new NotFound({ message: `no job ${formatHandle(handle)}` }))
-          yield* Console.log(`job ${formatHandle(handle)} deleted`)
+          yield* answer(yield* deleteJob(parsed, { lease: settings.queueRunner.lease, force: o.force }))
         }).pipe(Effect.provide(storageOnly(settings)))))
 ).pipe(
   Command.withDescription("Delete a job (refused while it may be running, unless --force)")

@@ -19,6 +19,7 @@ import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } fr
 import { schemaCommand } from "./schema.js"
 import { statusCommand } from "./status.js"
 import { upCommand } from "./up.js"
+import { webCommand } from "./web.js"
 
 const garivini = Command.make("garivini").pipe(
   Command.withDescription(
@@ -38,6 +39,7 @@ const garivini = Command.make("garivini").pipe(
     demoCommand,
     gearmandCommand,
     upCommand,
+    webCommand,
     driverCommand
   ])
 )

@@ -3,11 +3,9 @@
  * dispatched, never, dead, cancelled), the oldest due job's age, and gearmand's queued / running / workers for that function (summed over servers).
  */
 import { Command, Options } from "@effect/cli"
-import { Console, Effect, Either } from "effect"
-import { Gearman } from "../gearman/Gearman.js"
+import { Console, Effect } from "effect"
 import { nowSeconds } from "../Job.js"
-import { errorText } from "../roles/QueueRunner.js"
-import { Storage } from "../storage/Storage.js"
+import { queueFigures, storedCounts } from "../overview.js"
 import { connectionOptions, outputOptions } from "./config.js"
 import { printTable } from "./jobs.js"
 import { servicesLayer, withSettingsOneShot } from "./shared.js"
@@ -19,16 +17,10 @@ export const statusCommand = Command.make("status", {
 }, (o) =>
   withSettingsOneShot(o, (settings) =>
     Effect.gen(function*() {
-      const storage = yield* Storage
-      const gearman = yield* Gearman
+      const { counts, unavailable } = yield* storedCounts
+      const { byFunction: queue, error: gearmandError } = yield* queueFigures
       const now = yield* nowSeconds
-      // One shard down must not hide the others: each is reported on its own.
-      const perShard = yield* Effect.forEach(storage.shardIds, (dbid) => Effect.either(storage.counts(dbid)), {
-        concurrency: "unbounded"
-      })
-      const depths = yield* Effect.either(gearman.queueDepths())
-      const queue = Either.isRight(depths) ? depths.right : new Map()
-      const rows = perShard.flatMap((r) => Either.isRight(r) ? r.right : []).map((c) => ({
+      const rows = counts.map((c) => ({
         shard: c.dbid,
         function: c.funcname,
         due: c.due,
@@ -45,10 +37,6 @@ export const statusCommand = Command.make("status", {
         gearmand_running: queue.get(c.funcname)?.running ?? null,
         gearmand_workers: queue.get(c.funcname)?.workers ?? null
       }))
-      const unavailable = perShard.flatMap((r, i) =>
-        Either.isLeft(r) ? [{ shard: storage.shardIds[i]!, error: r.left.message }] : []
-      )
-      const gearmandError = Either.isLeft(depths) ? errorText(depths.left) : null
       if (o.json)
         return yield* Console.log(
           JSON.stringify({ functions: rows, unavailable_shards: unavailable, gearmand_error: gearmandError })

@@ -20,8 +20,10 @@ import {
   injectorOptions,
   loadSources,
   metricsOptions,
+  optionalText,
   outputOptions,
-  queueRunnerOptions
+  queueRunnerOptions,
+  webConsoleOptions
 } from "./config.js"
 import type { Settings } from "./config.js"
 import { warnIfExposed } from "./exposure.js"
@@ -30,6 +32,8 @@ import { applyRoleHeapPolicy } from "./heap.js"
 import { withPollers } from "./metrics.js"
 import { checkRoleSettings, ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
+import { DEFAULT_WEB_LISTEN } from "../web/defaults.js"
+import { resolveWeb, startWeb } from "./web.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */
 export const INTERNAL_FUNCTIONS: ReadonlyArray<string> = [INJECT_FUNCTION, CONTROLLER_FUNCTION]
@@ -95,14 +99,19 @@ export const upCommand = Command.make("up", {
   ...injectorOptions,
   ...embeddedServerOptions,
   ...metricsOptions,
+  webListen: optionalText(
+    "web-listen",
+    `Where the web console listens, host:port, or off (env GARIVINI_WEB_LISTEN; file web.listen; default ${DEFAULT_WEB_LISTEN})`
+  ),
+  ...webConsoleOptions,
   ...outputOptions
 }, (flags) =>
   withSettings(flags, (configured) =>
     Effect.scoped(Effect.gen(function*() {
       yield* checkRoleSettings(ROLES, configured)
-      const embedded = configured.gearmandGiven
-        ? Option.none()
-        : Option.some(yield* resolveEmbedded(flags, yield* loadSources(flags.config)))
+      const from = yield* loadSources(flags.config)
+      const web = yield* resolveWeb({ ...flags, listen: flags.webListen }, from)
+      const embedded = configured.gearmandGiven ? Option.none() : Option.some(yield* resolveEmbedded(flags, from))
       const server = Option.isSome(embedded)
         ? Option.some(yield* embeddedServer(embedded.value, INTERNAL_FUNCTIONS))
         : Option.none<RunningServer>()
@@ -127,6 +136,7 @@ export const upCommand = Command.make("up", {
         )
       )
 
+      const console_ = yield* startWeb(web, settings).pipe(Effect.provide(context))
       const where = Option.match(server, {
         onNone: () => `job servers ${settings.gearmand.join(", ")}`,
         onSome: (s) => `job server ${s.address} (embedded)`
@@ -134,6 +144,7 @@ export const upCommand = Command.make("up", {
       yield* Console.log(`garivini up: ${ROLES.join(", ")}`)
       yield* Console.log(`  clients and workers connect to ${where}`)
       yield* Console.log(`  jobs are stored in ${describeStorage(settings)}`)
+      if (Option.isSome(console_)) yield* Console.log(`  web console at ${console_.value.url}`)
       yield* Console.log(`  try: garivini inject --count 1000 --function foo   and   garivini consume --function foo`)
       yield* Effect.logInfo("up").pipe(Effect.annotateLogs({ role: "up", gearmand: settings.gearmand.join(",") }))
 

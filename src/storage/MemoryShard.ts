@@ -125,15 +125,23 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       }))
 
     const list = (q: ShardListQuery) =>
-      guard(Effect.map(Ref.get(table), (t) =>
-        [...t.rows.values()]
+      guard(Effect.map(Ref.get(table), (t) => {
+        const byRunAfter = q.order === "runAfter"
+        const afterCursor = (j: StoredJob) =>
+          byRunAfter
+            ? q.afterRunAfter === undefined || j.runAfter > q.afterRunAfter ||
+              (j.runAfter === q.afterRunAfter && j.jobid > (q.afterJobid ?? 0))
+            : q.afterJobid === undefined || j.jobid > q.afterJobid
+        return [...t.rows.values()]
           .filter((j) =>
-            (q.afterJobid === undefined || j.jobid > q.afterJobid) &&
+            afterCursor(j) &&
             (q.funcname === undefined || j.funcname === q.funcname) &&
+            (q.uniqkeyContains === undefined || (j.uniqkey !== null && j.uniqkey.includes(q.uniqkeyContains))) &&
             (q.state === undefined || stateOf(j, q.now) === q.state)
           )
-          .sort((a, b) => a.jobid - b.jobid)
-          .slice(0, q.limit)))
+          .sort((a, b) => (byRunAfter ? a.runAfter - b.runAfter : 0) || a.jobid - b.jobid)
+          .slice(0, q.limit)
+      }))
 
     return {
       dbid,

@@ -86,8 +86,16 @@ export interface DeadTarget {
 export interface ShardListQuery {
   readonly funcname?: string | undefined
   readonly state?: JobState | undefined
+  /** Only jobs whose unique key contains this text (exactly, case-sensitive as the column). */
+  readonly uniqkeyContains?: string | undefined
+  /**
+   * `jobid` (default): only jobs with a larger jobid than `afterJobid`. `runAfter`: by
+   * `(run_after, jobid)`, only jobs after `afterRunAfter` (and `afterJobid` among equal ones).
+   */
+  readonly order?: "jobid" | "runAfter" | undefined
   /** Only jobs with a larger jobid (paging cursor). */
   readonly afterJobid?: number | undefined
+  readonly afterRunAfter?: number | undefined
   readonly limit: number
   readonly now: number
 }

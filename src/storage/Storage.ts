@@ -28,7 +28,15 @@ import { jobsClaimed, jobsCompleted, jobsInserted, jobsRetried } from "./metrics
 import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
-import type { FailOutcome, FunctionCounts, JobState, RowInsert, ShardBackend, ShardFailure } from "./ShardBackend.js"
+import type {
+  FailOutcome,
+  FunctionCounts,
+  JobState,
+  RowInsert,
+  ShardBackend,
+  ShardFailure,
+  ShardListQuery
+} from "./ShardBackend.js"
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
@@ -40,10 +48,24 @@ export interface ListFilter {
   readonly funcname?: string | undefined
   readonly state?: JobState | undefined
   readonly dbid?: number | undefined
+  /** Only jobs whose unique key contains this text (case-sensitive). */
+  readonly uniqkey?: string | undefined
+  /**
+   * `id` (default): by dbid, then jobid. `runAfter`: by run_after, then dbid, then jobid (the
+   * cursor then needs the last job's `runAfter`). Both are keyset pages, never OFFSET scans.
+   */
+  readonly order?: ListOrder | undefined
   /** Page size (default 100, at most 10,000). */
   readonly limit?: number | undefined
-  /** Continue after this job (jobs are listed by dbid, then jobid). */
-  readonly after?: StoredJobId | undefined
+  /** Continue after this job (the last one of the previous page). */
+  readonly after?: ListCursor | undefined
+}
+
+export type ListOrder = "id" | "runAfter"
+
+/** Where a page ends: a job's handle, and its `runAfter` when listing by run_after. */
+export interface ListCursor extends StoredJobId {
+  readonly runAfter?: number | undefined
 }
 
 /** A failure to record (see `StorageShape.fail`). */
@@ -611,20 +633,36 @@ export const make = (
             new InvalidArgument({ argument: "page size", reason: `${limit} is not an integer in [1, ${MAX_PAGE}]` })
           )
         }
-        const now = yield* nowSeconds
+        const byRunAfter = filter.order === "runAfter"
         const after = filter.after
-        const shards = (yield* shardsOrOne(filter.dbid)).filter((b) => after === undefined || b.dbid >= after.dbid)
-        const pages = yield* collectAll(shards.map((b) =>
-          shardOp(b.dbid, "list", (s) =>
-            s.list({
-              funcname: filter.funcname,
-              state: filter.state,
-              afterJobid: after !== undefined && after.dbid === b.dbid ? after.jobid : undefined,
-              limit,
-              now
-            }))
-        ))
-        return pages.sort((a, b) => a.dbid - b.dbid || a.jobid - b.jobid).slice(0, limit)
+        if (byRunAfter && after !== undefined && after.runAfter === undefined) {
+          return yield* Effect.fail(
+            new InvalidArgument({
+              argument: "after",
+              reason: "a page by run_after continues from a job's runAfter too"
+            })
+          )
+        }
+        const now = yield* nowSeconds
+        const shards = yield* shardsOrOne(filter.dbid)
+        const base = { funcname: filter.funcname, state: filter.state, uniqkeyContains: filter.uniqkey, limit, now }
+        const query = (dbid: number): ShardListQuery | undefined => {
+          if (!byRunAfter) {
+            if (after !== undefined && dbid < after.dbid) return undefined
+            return { ...base, afterJobid: after !== undefined && after.dbid === dbid ? after.jobid : undefined }
+          }
+          if (after === undefined) return { ...base, order: "runAfter" }
+          // Ties on run_after go by dbid: a lower shard continues after the cursor's run_after,
+          // a higher one from it, the cursor's own shard after its jobid.
+          const afterJobid = dbid < after.dbid ? Number.MAX_SAFE_INTEGER : dbid === after.dbid ? after.jobid : 0
+          return { ...base, order: "runAfter", afterRunAfter: after.runAfter, afterJobid }
+        }
+        const pages = yield* collectAll(shards.flatMap((b) => {
+          const q = query(b.dbid)
+          return q === undefined ? [] : [shardOp(b.dbid, "list", (s) => s.list(q))]
+        }))
+        return pages.sort((a, b) => (byRunAfter ? a.runAfter - b.runAfter : 0) || a.dbid - b.dbid || a.jobid - b.jobid)
+          .slice(0, limit)
       })
 
     const get = (handle: StoredJobId) =>

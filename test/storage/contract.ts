@@ -12,7 +12,7 @@ import {
   NEVER,
   NO_LIFE
 } from "../../src/Job.js"
-import type { JobState, StoredJobId } from "../../src/Job.js"
+import type { JobRecord, JobState, StoredJobId } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import { Storage } from "../../src/storage/Storage.js"
 import type { StorageShape } from "../../src/storage/Storage.js"
@@ -517,6 +517,52 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
           [job.lastError, job.lastErrorAt, job.lastErrorAttempt, job.failcount, jobState(job, T0)],
           ["parked (packet-too-large): too big\\u0000", T0, 2, 1, "never"]
         )
+      }))
+
+    test("list: unique-key text filter, and keyset pages by run_after across shards", ({ storage }) =>
+      Effect.gen(function*() {
+        // Keys on both shards, run_after ties across them, and text a LIKE would misread.
+        const jobs = [
+          { key: keyFor(0, 2, "order-%_a"), runAt: T0 + 50 },
+          { key: keyFor(1, 2, "order-%_b"), runAt: T0 + 50 },
+          { key: keyFor(0, 2, "ORDER-c"), runAt: T0 - 5 },
+          { key: keyFor(1, 2, "order-d"), runAt: T0 + 10 },
+          { key: keyFor(0, 2, "invoice-e"), runAt: T0 + 50 },
+          { key: keyFor(1, 2, "order-f"), runAt: "never" as const }
+        ]
+        yield* Client.insertJobs(jobs.map((j) => ({ funcname: "u", uniqkey: j.key, runAt: j.runAt })))
+        yield* Client.insertJob({ funcname: "u", runAt: T0 + 1 }) // no key: never matches a text
+        const keys = (page: ReadonlyArray<{ readonly uniqkey: string | null }>) => page.map((j) => j.uniqkey)
+        assert.sameMembers(keys(yield* storage.list({ uniqkey: "order-" })), [
+          jobs[0]!.key,
+          jobs[1]!.key,
+          jobs[3]!.key,
+          jobs[5]!.key
+        ])
+        // Wildcards are text; case counts.
+        assert.sameMembers(keys(yield* storage.list({ uniqkey: "%_" })), [jobs[0]!.key, jobs[1]!.key])
+        assert.deepStrictEqual(keys(yield* storage.list({ uniqkey: "ORDER" })), [jobs[2]!.key])
+        assert.deepStrictEqual(keys(yield* storage.list({ uniqkey: "order-", state: "never" })), [jobs[5]!.key])
+        assert.deepStrictEqual(yield* storage.list({ uniqkey: "nothing" }), [])
+
+        // By run_after: one job a page, the cursor carrying its run_after, until empty.
+        const seen: Array<JobRecord> = []
+        let after: JobRecord | undefined
+        for (;;) {
+          const page = yield* storage.list({ funcname: "u", order: "runAfter", limit: 1, after })
+          if (page.length === 0) break
+          seen.push(...page)
+          after = page[page.length - 1]!
+        }
+        assert.strictEqual(seen.length, 7)
+        const sorted = [...seen].sort((a, b) => a.runAfter - b.runAfter || a.dbid - b.dbid || a.jobid - b.jobid)
+        assert.deepStrictEqual(seen, sorted)
+        assert.deepStrictEqual(seen.map((j) => j.runAfter).slice(0, 3), [T0 - 5, T0 + 1, T0 + 10])
+        // Larger pages give the same order.
+        assert.deepStrictEqual(yield* storage.list({ funcname: "u", order: "runAfter", limit: 100 }), seen)
+        // A page by run_after needs the cursor's run_after.
+        const refused = yield* Effect.flip(storage.list({ order: "runAfter", after: { dbid: 1, jobid: 1 } }))
+        assert.strictEqual(refused._tag, "InvalidArgument")
       }))
 
     test("every bad input is a typed error and stores nothing", ({ storage }) =>

@@ -9,7 +9,8 @@ export interface Result {
   readonly stderr: string
 }
 
-export const baseEnv = childEnv({ GARIVINI_LOG_FORMAT: "logfmt" })
+// The web console of `up` on a free port: concurrent suites' `up`s would share its default one.
+export const baseEnv = childEnv({ GARIVINI_LOG_FORMAT: "logfmt", GARIVINI_WEB_LISTEN: "127.0.0.1:0" })
 
 export const garivini = (...args: ReadonlyArray<string>) => gariviniWithEnv({}, ...args)
 

@@ -102,23 +102,43 @@ export const countsFromRows = (
     )
   )
 
-/** One page of jobs by jobid, filtered (LIMIT inlined: a validated integer). */
+/**
+ * One page of jobs, filtered, by jobid or by (run_after, jobid) after a cursor (keyset paging:
+ * the `run_after` index holds the primary key, so both orders are index scans). LIMIT inlined:
+ * a validated integer.
+ */
 export const listStatement = (q: ShardListQuery, life: boolean): Statement => {
-  const where: Array<string> = ["jobid > ?"]
-  const params: Array<unknown> = [q.afterJobid ?? 0]
+  const where: Array<string> = []
+  const params: Array<unknown> = []
+  if (q.order === "runAfter") {
+    if (q.afterRunAfter !== undefined) {
+      where.push("(run_after > ? OR (run_after = ? AND jobid > ?))")
+      params.push(q.afterRunAfter, q.afterRunAfter, q.afterJobid ?? 0)
+    }
+  } else {
+    where.push("jobid > ?")
+    params.push(q.afterJobid ?? 0)
+  }
   if (q.funcname !== undefined) {
     where.push("funcname = ?")
     params.push(q.funcname)
+  }
+  if (q.uniqkeyContains !== undefined) {
+    // INSTR, not LIKE: no wildcards to escape, and case-sensitive in both dialects (LIKE is not
+    // in SQLite), as utf8mb4_bin and the memory shard compare.
+    where.push("INSTR(uniqkey, ?) > 0")
+    params.push(q.uniqkeyContains)
   }
   if (q.state !== undefined) {
     const c = stateCondition(q.state, life)
     where.push(c.sql)
     for (let i = 0; i < c.params; i++) params.push(q.now)
   }
+  const order = q.order === "runAfter" ? "run_after, jobid" : "jobid"
   return {
-    sql: `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job WHERE ${
-      where.join(" AND ")
-    } ORDER BY jobid LIMIT ${q.limit}`,
+    sql: `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job${
+      where.length > 0 ? ` WHERE ${where.join(" AND ")}` : ""
+    } ORDER BY ${order} LIMIT ${q.limit}`,
     params
   }
 }

@@ -1,0 +1,147 @@
+/**
+ * Repairs an operator makes to one stored job — retry, delete — with the rule that refuses them
+ * while the job may be in a worker's hands. Shared by `garivini jobs retry|delete` and the web
+ * console; `JOB_ACTIONS` is the table both list: a new action (cancel, say) is one entry there.
+ */
+import { Duration, Effect, Option } from "effect"
+import { formatHandle, nowSeconds } from "./Job.js"
+import type { StoredJob, StoredJobId } from "./Job.js"
+import type { ShardOperationError } from "./errors.js"
+import { DEFAULT_LEASE } from "./roles/QueueRunner.js"
+import { Storage } from "./storage/Storage.js"
+
+/**
+ * Whether a job may be in a worker's hands right now. Without a schema change this is read from
+ * `run_after` alone: a dispatcher leases a job by moving it to now + lease, so a job due within a
+ * lease from now may be running. (A job backing off after a failure, or scheduled that soon, looks
+ * the same: those take `force`.)
+ */
+export const mayBeDispatched = (job: { readonly runAfter: number }, now: number, leaseSeconds: number): boolean =>
+  job.runAfter > now && job.runAfter <= now + leaseSeconds
+
+/** What an action did to one job. */
+export type ActionOutcome =
+  | { readonly _tag: "Done"; readonly handle: StoredJobId; readonly message: string }
+  /** Nothing to do (a retry of a job already due). */
+  | { readonly _tag: "Unchanged"; readonly handle: StoredJobId; readonly message: string }
+  | { readonly _tag: "NotFound"; readonly handle: StoredJobId; readonly message: string }
+  /** Refused: the job may be running right now (see `mayBeDispatched`); `force` overrides (the message says how). */
+  | { readonly _tag: "Refused"; readonly handle: StoredJobId; readonly message: string }
+
+export interface ActionOptions {
+  /** The runners' lease (default the QueueRunner's). */
+  readonly lease?: Duration.DurationInput | undefined
+  /** Act even on a job that may be running. */
+  readonly force?: boolean | undefined
+}
+
+export interface JobAction {
+  /** The name in URLs, forms, logs and commands. */
+  readonly name: string
+  /** The button's text. */
+  readonly label: string
+  /** Whether it destroys data (asked for with more care, styled as danger). */
+  readonly destructive: boolean
+  /** What the confirmation says, for `count` jobs. */
+  readonly confirm: (count: number) => string
+  readonly run: (handle: StoredJobId, options?: ActionOptions) => Effect.Effect<
+    ActionOutcome,
+    ShardOperationError,
+    Storage
+  >
+}
+
+const leaseSecondsOf = (lease: Duration.DurationInput | undefined) =>
+  Math.ceil(Duration.toSeconds(Duration.decode(lease ?? DEFAULT_LEASE)))
+
+const dispatchedReason = (job: StoredJob, now: number, leaseSeconds: number, what: string) =>
+  `job ${formatHandle(job)} may be running right now: its run_after is in ${job.runAfter - now} s, within a lease ` +
+  `(${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
+  what
+
+/** Runs `act` on the job behind `handle`, unless it is gone or (without force) may be running. */
+const guarded = (
+  handle: StoredJobId,
+  options: ActionOptions,
+  what: string,
+  act: (job: StoredJob, now: number) => Effect.Effect<ActionOutcome, ShardOperationError, Storage>
+) =>
+  Effect.gen(function*() {
+    const storage = yield* Storage
+    const found = yield* storage.get(handle)
+    const notFound: ActionOutcome = { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
+    if (Option.isNone(found)) return notFound
+    const now = yield* nowSeconds
+    const leaseSeconds = leaseSecondsOf(options.lease)
+    if (options.force !== true && mayBeDispatched(found.value, now, leaseSeconds)) {
+      const refused: ActionOutcome = {
+        _tag: "Refused",
+        handle,
+        message: dispatchedReason(found.value, now, leaseSeconds, what)
+      }
+      return refused
+    }
+    return yield* act(found.value, now)
+  })
+
+/** Makes a job due now. */
+export const retryJob = (handle: StoredJobId, options: ActionOptions = {}) =>
+  Effect.gen(function*() {
+    const storage = yield* Storage
+    const found = yield* storage.get(handle)
+    if (Option.isSome(found) && found.value.ended === "dead") {
+      // Due now with failcount 0 (a fresh set of attempts); its last error stays for history.
+      const n = yield* storage.retryDead(handle)
+      const outcome: ActionOutcome = n === 0
+        ? { _tag: "NotFound", handle, message: `no dead job ${formatHandle(handle)}` }
+        : { _tag: "Done", handle, message: `job ${formatHandle(handle)} is due (was dead; failcount reset to 0)` }
+      return outcome
+    }
+    // Already due: writing run_after again could undo the lease of a dispatcher claiming it now.
+    if (Option.isSome(found) && found.value.runAfter <= (yield* nowSeconds)) {
+      const unchanged: ActionOutcome = {
+        _tag: "Unchanged",
+        handle,
+        message: `job ${formatHandle(handle)} is already due`
+      }
+      return unchanged
+    }
+    return yield* guarded(handle, options, "retrying it now could run it twice", (_job, now) =>
+      Effect.map(storage.defer([handle], now), (n): ActionOutcome =>
+        n === 0
+          ? { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
+          : { _tag: "Done", handle, message: `job ${formatHandle(handle)} is due` }))
+  })
+
+/** Deletes a job (deleting a running one would not stop it, hence the guard). */
+export const deleteJob = (handle: StoredJobId, options: ActionOptions = {}) =>
+  Effect.flatMap(
+    Storage,
+    (storage) =>
+      guarded(handle, options, "deleting it would not stop it", () =>
+        Effect.map(storage.complete([handle]), (n): ActionOutcome =>
+          n === 0
+            ? { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
+            : { _tag: "Done", handle, message: `job ${formatHandle(handle)} deleted` }))
+  )
+
+/** Every action on stored jobs, in the order they are offered. */
+export const JOB_ACTIONS: ReadonlyArray<JobAction> = [
+  {
+    name: "retry",
+    label: "Retry",
+    destructive: false,
+    confirm: (n) => `Make ${n} job(s) due now?`,
+    run: retryJob
+  },
+  {
+    name: "delete",
+    label: "Delete",
+    destructive: true,
+    confirm: (n) => `Delete ${n} job(s)? This cannot be undone.`,
+    run: deleteJob
+  }
+]
+
+export const jobActionNamed = (name: string): Option.Option<JobAction> =>
+  Option.fromNullable(JOB_ACTIONS.find((a) => a.name === name))

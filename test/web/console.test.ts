@@ -1,0 +1,297 @@
+// The web console over HTTP, with the memory storage and job server: pages, filters, keyset
+// paging, actions through their confirmation, CSRF, the token, read-only mode, and escaping of
+// hostile function names, keys and args.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, HashMap, Layer, Logger, Option, Redacted } from "effect"
+import * as Gearman from "../../src/gearman/Gearman.js"
+import { NEVER } from "../../src/Job.js"
+import * as Client from "../../src/roles/Client.js"
+import type { JobSpec } from "../../src/roles/Client.js"
+import * as Storage from "../../src/storage/Storage.js"
+import { serve } from "../../src/web/WebConsole.js"
+import type { ConsoleOptions } from "../../src/web/WebConsole.js"
+
+const now = () => Math.floor(Date.now() / 1000)
+
+/** A console on a free port over fresh memory services (shards 1 and 2), with `jobs` stored. */
+const withConsole = <A>(
+  options: ConsoleOptions,
+  jobs: ReadonlyArray<JobSpec>,
+  body: (base: string, storage: Storage.StorageShape) => Effect.Effect<A, unknown>
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const storage = yield* Storage.Storage
+    if (jobs.length > 0) yield* Client.insertJobs(jobs)
+    const running = yield* serve({ host: "127.0.0.1", port: 0, ...options })
+    return yield* body(running.url.replace(/\/$/, ""), storage)
+  })).pipe(
+    Effect.provide(Layer.merge(Storage.layerMemory({ shards: [1, 2] }), Gearman.layerMemory()))
+  )
+
+const get = (url: string, init: RequestInit = {}) =>
+  Effect.promise(async () => {
+    const r = await fetch(url, { redirect: "manual", ...init })
+    return { status: r.status, headers: r.headers, text: await r.text() }
+  })
+
+const post = (url: string, form: ReadonlyArray<readonly [string, string]>, init: RequestInit = {}) =>
+  get(url, {
+    method: "POST",
+    body: new URLSearchParams(form.map(([k, v]): [string, string] => [k, v])).toString(),
+    ...init,
+    headers: { "content-type": "application/x-www-form-urlencoded", ...(init.headers ?? {}) }
+  })
+
+const csrfOf = (page: string) => /name="csrf" value="([^"]+)"/.exec(page)![1]!
+const handlesOf = (page: string) => [...page.matchAll(/<tr data-handle="([^"]+)"/g)].map((m) => m[1]!)
+
+const HOSTILE_NAME = "<script>alert(1)</script>"
+const HOSTILE_ARG = "\"><img src=x onerror=alert(2)>"
+const HOSTILE_KEY = "k'\"><script>alert(3)</script>"
+
+describe("web console", () => {
+  it.live("the overview shows counts per function and state, per shard on demand, and the job servers", () =>
+    withConsole({}, [
+      { funcname: "mail", runAt: "+3600" },
+      { funcname: "mail" },
+      { funcname: "mail", uniqkey: "a" },
+      { funcname: "resize", runAt: "never" }
+    ], (base) =>
+      Effect.gen(function*() {
+        const page = yield* get(`${base}/`)
+        assert.strictEqual(page.status, 200)
+        assert.include(page.text, `<tr data-function="mail">`)
+        assert.match(page.text, /data-state="due"><a href="\/jobs\?function=mail&amp;state=due">2<\/a>/)
+        assert.match(page.text, /data-state="never"><a [^>]+>1<\/a>/)
+        assert.include(page.text, "<td>memory</td><td class=\"up\"")
+        // Security headers on every answer.
+        assert.include(page.headers.get("content-security-policy") ?? "", "script-src 'self'")
+        const json = JSON.parse((yield* get(`${base}/api/overview`)).text)
+        const mail = json.functions.find((f: { funcname: string }) => f.funcname === "mail")
+        assert.deepStrictEqual(mail.counts, { due: 2, scheduled: 1, never: 0 })
+        assert.isAtLeast(mail.oldestDueAge, 0)
+        assert.deepStrictEqual(json.columns.map((c: { name: string }) => c.name), ["due", "scheduled", "never"])
+        assert.deepStrictEqual(json.servers.map((s: { server: string; up: boolean }) => [s.server, s.up]), [[
+          "memory",
+          true
+        ]])
+        const perShard = JSON.parse((yield* get(`${base}/api/overview?shards=1`)).text)
+        assert.isTrue(perShard.perShard)
+        assert.isTrue(perShard.functions.every((f: { shard: number | null }) => f.shard === 1 || f.shard === 2))
+        const sum = perShard.functions.filter((f: { funcname: string }) => f.funcname === "mail")
+          .reduce((n: number, f: { counts: { due: number } }) => n + f.counts.due, 0)
+        assert.strictEqual(sum, 2)
+        assert.strictEqual((yield* get(`${base}/assets/console.css`)).status, 200)
+        assert.include((yield* get(`${base}/assets/console.js`)).headers.get("content-type") ?? "", "javascript")
+      })))
+
+  it.live("jobs: filters by function, state, shard and unique-key text; keyset pages by id and by run_after", () =>
+    withConsole(
+      {},
+      [
+        ...Array.from({ length: 7 }, (_, i): JobSpec => ({ funcname: "a", uniqkey: `order-${i}`, runAt: now() - i })),
+        { funcname: "a", uniqkey: "invoice-1", runAt: "never" },
+        { funcname: "b", uniqkey: "order-x", runAt: "+600" }
+      ],
+      (base) =>
+        Effect.gen(function*() {
+          const all = handlesOf((yield* get(`${base}/jobs`)).text)
+          assert.strictEqual(all.length, 9)
+          assert.strictEqual(handlesOf((yield* get(`${base}/jobs?function=b`)).text).length, 1)
+          assert.strictEqual(handlesOf((yield* get(`${base}/jobs?state=never`)).text).length, 1)
+          assert.strictEqual(handlesOf((yield* get(`${base}/jobs?uniqkey=order-`)).text).length, 8)
+          assert.strictEqual(handlesOf((yield* get(`${base}/jobs?function=a&uniqkey=invoice`)).text).length, 1)
+          const shard2 = handlesOf((yield* get(`${base}/jobs?shard=2`)).text)
+          assert.isTrue(shard2.every((h) => h.startsWith("2:")))
+          // Blank fields mean "any".
+          assert.strictEqual(handlesOf((yield* get(`${base}/jobs?function=&state=&shard=&uniqkey=`)).text).length, 9)
+
+          // Following "Next page" visits every job once, in order.
+          const walk = (first: string) =>
+            Effect.gen(function*() {
+              const seen: Array<string> = []
+              let url: string | undefined = first
+              while (url !== undefined) {
+                const text: string = (yield* get(url)).text
+                seen.push(...handlesOf(text))
+                const next: RegExpExecArray | null = /<a href="([^"]+)" id="next-page">/.exec(text)
+                url = next === null ? undefined : `${base}${next[1]!.replace(/&amp;/g, "&")}`
+              }
+              return seen
+            })
+          const byId = yield* walk(`${base}/jobs?limit=2`)
+          assert.deepStrictEqual(byId, all)
+          const byRunAfter = yield* walk(`${base}/jobs?limit=2&order=runAfter&function=a`)
+          assert.strictEqual(byRunAfter.length, 8)
+          assert.strictEqual(new Set(byRunAfter).size, 8)
+          // The never job last: run_after order.
+          const never = handlesOf((yield* get(`${base}/jobs?state=never`)).text)[0]
+          assert.strictEqual(byRunAfter[7], never)
+
+          assert.strictEqual((yield* get(`${base}/jobs?state=bogus`)).status, 400)
+          assert.strictEqual((yield* get(`${base}/jobs?order=runAfter&after=1:1`)).status, 400)
+          assert.strictEqual((yield* get(`${base}/jobs?limit=100000`)).status, 400)
+        })
+    ))
+
+  it.live("the job page shows the row and the arg decoded: JSON pretty, text, hex for binary, bounded", () =>
+    withConsole({}, [
+      { funcname: "j", arg: "{\"user\":42,\"tags\":[\"a\"]}" },
+      { funcname: "t", arg: "plain text" },
+      { funcname: "bin", arg: Uint8Array.from([0, 1, 2, 255, 254]) },
+      { funcname: "big", arg: "x".repeat(100_000) }
+    ], (base) =>
+      Effect.gen(function*() {
+        const handles = handlesOf((yield* get(`${base}/jobs`)).text)
+        const pages = yield* Effect.forEach(handles, (h) => get(`${base}/job/${h}`))
+        const byFunc = (name: string) => pages.find((p) => p.text.includes(`<dd>${name}</dd>`))!.text
+        assert.include(byFunc("j"), "{\n  &quot;user&quot;: 42,")
+        assert.include(byFunc("j"), "json")
+        assert.include(byFunc("t"), `<pre id="arg">plain text</pre>`)
+        assert.include(byFunc("bin"), "00 01 02 ff fe")
+        assert.include(byFunc("big"), "first part shown")
+        assert.isBelow(byFunc("big").length, 20_000)
+        assert.include(byFunc("j"), "Last error")
+        assert.strictEqual((yield* get(`${base}/job/nope`)).status, 400)
+        assert.strictEqual((yield* get(`${base}/job/1:999`)).status, 404)
+        assert.strictEqual((yield* get(`${base}/nowhere`)).status, 404)
+      })))
+
+  it.live("actions: a count to confirm, then done; refused without the CSRF token; leased jobs need force", () =>
+    withConsole({}, [
+      { funcname: "p", runAt: "never" },
+      { funcname: "p", runAt: "never" },
+      { funcname: "p", runAt: "+60" } // within a lease of now: may be running
+    ], (base, storage) =>
+      Effect.gen(function*() {
+        const list = (yield* get(`${base}/jobs?state=never`)).text
+        const csrf = csrfOf(list)
+        const [a, b] = handlesOf(list)
+        const form = [["handle", a!], ["handle", b!], ["back", "/jobs?state=never"]] as const
+
+        // No token, or a wrong one: refused, nothing changed.
+        assert.strictEqual((yield* post(`${base}/action/retry`, [...form, ["step", "run"]])).status, 403)
+        assert.strictEqual(
+          (yield* post(`${base}/action/retry`, [...form, ["step", "run"], ["csrf", "forged"]])).status,
+          403
+        )
+        assert.strictEqual(handlesOf((yield* get(`${base}/jobs?state=never`)).text).length, 2)
+
+        // The confirmation shows the count and changes nothing.
+        const confirm = yield* post(`${base}/action/retry`, [...form, ["csrf", csrf], ["step", "confirm"]])
+        assert.strictEqual(confirm.status, 200)
+        assert.include(confirm.text, "Make 2 job(s) due now?")
+        assert.strictEqual(handlesOf((yield* get(`${base}/jobs?state=never`)).text).length, 2)
+        const done = yield* post(`${base}/action/retry`, [...form, ["csrf", csrf], ["step", "run"]])
+        assert.include(done.text, "2 of 2 done")
+        assert.deepStrictEqual(handlesOf((yield* get(`${base}/jobs?state=never`)).text), [])
+
+        // A job that may be running: refused, then done with force.
+        const leased = handlesOf((yield* get(`${base}/jobs?state=scheduled`)).text)[0]!
+        const refused = yield* post(`${base}/action/delete`, [["handle", leased], ["csrf", csrf], ["step", "run"]])
+        assert.include(refused.text, `data-outcome="Refused"`)
+        const forced = yield* post(`${base}/action/delete`, [
+          ["handle", leased],
+          ["csrf", csrf],
+          ["step", "run"],
+          ["force", "on"]
+        ])
+        assert.include(forced.text, `data-outcome="Done"`)
+        const [dbid, jobid] = leased.split(":").map(Number)
+        assert.isTrue(Option.isNone(yield* storage.get({ dbid: dbid!, jobid: jobid! })))
+        // An unknown action, a return address elsewhere.
+        assert.strictEqual((yield* post(`${base}/action/explode`, [["handle", a!], ["csrf", csrf]])).status, 404)
+        const offsite = yield* post(`${base}/action/retry`, [["handle", a!], ["csrf", csrf], [
+          "back",
+          "//evil.example/"
+        ]])
+        assert.notInclude(offsite.text, "evil.example")
+      })))
+
+  it.live("an action is logged with the action, the handles and the client's address", () => {
+    const lines: Array<{ message: unknown; annotations: Record<string, unknown> }> = []
+    const capture = Logger.replace(
+      Logger.defaultLogger,
+      Logger.make(({ annotations, message }) =>
+        void lines.push({ message, annotations: Object.fromEntries(HashMap.toEntries(annotations)) })
+      )
+    )
+    return withConsole({}, [{ funcname: "logged", runAt: "never" }], (base) =>
+      Effect.gen(function*() {
+        const list = (yield* get(`${base}/jobs`)).text
+        const handle = handlesOf(list)[0]!
+        yield* post(`${base}/action/retry`, [["handle", handle], ["csrf", csrfOf(list)], ["step", "run"]])
+        const line = lines.find((l) => String(l.message).includes("web action"))
+        assert.isDefined(line)
+        assert.deepInclude(line!.annotations, { action: "retry", handles: handle, done: 1, force: false })
+        assert.match(String(line!.annotations["remote"]), /127\.0\.0\.1/)
+      })).pipe(Effect.provide(capture))
+  })
+
+  it.live("read-only: no action offered, and every action refused", () =>
+    withConsole({ readOnly: true }, [{ funcname: "r", runAt: "never" }], (base, storage) =>
+      Effect.gen(function*() {
+        const list = (yield* get(`${base}/jobs`)).text
+        assert.notInclude(list, "data-action=")
+        assert.notInclude(list, `name="handle"`)
+        const handle = handlesOf(list)[0]!
+        assert.notInclude((yield* get(`${base}/job/${handle}`)).text, "data-action=")
+        const refused = yield* post(`${base}/action/retry`, [["handle", handle], ["csrf", csrfOf(list)], [
+          "step",
+          "run"
+        ]])
+        assert.strictEqual(refused.status, 403)
+        assert.include(refused.text, "read-only")
+        const jobs = yield* storage.list({})
+        assert.strictEqual(jobs[0]!.runAfter, NEVER)
+      })))
+
+  it.live("a token: required on every request, as a bearer header or the cookie a login link sets", () =>
+    withConsole({ token: Option.some(Redacted.make("s3cret")) }, [], (base) =>
+      Effect.gen(function*() {
+        for (const path of ["/", "/jobs", "/api/overview", "/assets/console.js", "/nowhere"]) {
+          assert.strictEqual((yield* get(`${base}${path}`)).status, 401, path)
+        }
+        assert.strictEqual((yield* get(`${base}/`, { headers: { authorization: "Bearer wrong" } })).status, 401)
+        assert.strictEqual((yield* get(`${base}/`, { headers: { authorization: "Bearer s3cret" } })).status, 200)
+        assert.strictEqual((yield* get(`${base}/jobs?token=wrong`)).status, 401)
+        const login = yield* get(`${base}/jobs?state=due&token=s3cret`)
+        assert.strictEqual(login.status, 303)
+        assert.strictEqual(login.headers.get("location"), "/jobs?state=due")
+        const cookie = login.headers.get("set-cookie") ?? ""
+        assert.include(cookie, "HttpOnly")
+        assert.include(cookie, "SameSite=Strict")
+        const pair = cookie.split(";")[0]!
+        assert.strictEqual((yield* get(`${base}/jobs`, { headers: { cookie: pair } })).status, 200)
+        assert.strictEqual((yield* get(`${base}/jobs`, { headers: { cookie: "garivini_web_token=nope" } })).status, 401)
+      })))
+
+  it.live("hostile function names, keys and args are escaped on every page", () =>
+    withConsole(
+      {},
+      [{ funcname: HOSTILE_NAME, uniqkey: HOSTILE_KEY, arg: HOSTILE_ARG }],
+      (base) =>
+        Effect.gen(function*() {
+          const list = (yield* get(`${base}/jobs`)).text
+          const handle = handlesOf(list)[0]!
+          const pages = [
+            (yield* get(`${base}/`)).text,
+            list,
+            (yield* get(`${base}/jobs?function=${encodeURIComponent(HOSTILE_NAME)}`)).text,
+            (yield* get(`${base}/jobs?uniqkey=${encodeURIComponent(HOSTILE_KEY)}`)).text,
+            (yield* get(`${base}/job/${handle}`)).text,
+            (yield* post(`${base}/action/delete`, [["handle", handle], ["csrf", csrfOf(list)]])).text
+          ]
+          for (const text of pages) {
+            assert.notInclude(text, "<script>alert")
+            assert.notInclude(text, "<img src=x")
+            assert.notInclude(text, "'\"><")
+          }
+          assert.include(pages[1]!, "&lt;script&gt;alert(1)&lt;/script&gt;")
+          assert.include(pages[4]!, "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;")
+          assert.include(pages[4]!, "k&#39;&quot;&gt;&lt;script&gt;alert(3)")
+          // The filter found it by its key text.
+          assert.deepStrictEqual(handlesOf(pages[3]!), [handle])
+        })
+    ))
+})
