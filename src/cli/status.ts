@@ -9,6 +9,8 @@ import { nowSeconds } from "../Job.js"
 import { errorText } from "../roles/QueueRunner.js"
 import { Storage } from "../storage/Storage.js"
 import { connectionOptions, outputOptions } from "./config.js"
+import { formatRate } from "../storage/flow.js"
+import { controlJson, scheduleJson } from "./flow.js"
 import { printTable } from "./jobs.js"
 import { servicesLayer, withSettingsOneShot } from "./shared.js"
 
@@ -27,6 +29,13 @@ export const statusCommand = Command.make("status", {
         concurrency: "unbounded"
       })
       const depths = yield* Effect.either(gearman.queueDepths())
+      // Flow control, as the home shard holds it (an older schema without its tables: none shown).
+      const controls = yield* Effect.either(storage.flow.controls(storage.flow.home))
+      const schedules = yield* Effect.either(storage.flow.schedules)
+      const flow = {
+        controls: Either.getOrElse(controls, () => []).map(controlJson),
+        schedules: Either.getOrElse(schedules, () => []).map(scheduleJson)
+      }
       const queue = Either.isRight(depths) ? depths.right : new Map()
       const rows = perShard.flatMap((r) => Either.isRight(r) ? r.right : []).map((c) => ({
         shard: c.dbid,
@@ -47,7 +56,13 @@ export const statusCommand = Command.make("status", {
       const gearmandError = Either.isLeft(depths) ? errorText(depths.left) : null
       if (o.json)
         return yield* Console.log(
-          JSON.stringify({ functions: rows, unavailable_shards: unavailable, gearmand_error: gearmandError })
+          JSON.stringify({
+            functions: rows,
+            unavailable_shards: unavailable,
+            gearmand_error: gearmandError,
+            flow_control: flow.controls,
+            schedules: flow.schedules
+          })
         )
       const cell = (v: number | null) => (v === null ? "-" : String(v))
       yield* printTable(
@@ -66,6 +81,19 @@ export const statusCommand = Command.make("status", {
           cell(r.gearmand_workers)
         ])
       )
+      for (const c of flow.controls) {
+        const rate = c.rate_limit === null
+          ? ""
+          : `rate limit ${
+            formatRate({ ...c.rate_limit, periodMs: c.rate_limit.period_ms })
+          } (burst ${c.rate_limit.burst})`
+        yield* Console.log(
+          `function ${c.function}: ${[c.paused ? "paused" : "", rate].filter((x) => x !== "").join(", ")}`
+        )
+      }
+      for (const r of flow.schedules) {
+        yield* Console.log(`schedule ${r.name}: ${r.cron} -> ${r.function}, next slot ${r.next_slot}`)
+      }
       for (const u of unavailable) yield* Console.log(`shard ${u.shard} unavailable: ${u.error}`)
       if (gearmandError !== null) yield* Console.log(`gearmand unavailable: ${gearmandError}`)
     }).pipe(Effect.provide(servicesLayer(settings))))).pipe(

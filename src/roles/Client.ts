@@ -7,6 +7,7 @@ import type { InsertError, InvalidSchedule, ShardOperationError } from "../error
 import { failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
+import type { FunctionControl, RateLimit } from "../storage/flow.js"
 
 /** A job to insert. */
 export interface JobSpec {
@@ -123,3 +124,31 @@ export const failedJob = (
     const found = yield* storage.reschedule(job, runAfter, failcount)
     return { failcount, runAfter, found }
   })
+
+// -- flow control (docs/flow-control.md) ---------------------------------------------------------
+
+/**
+ * Pauses a function: every dispatcher stops sending its jobs within about a second; its jobs stay
+ * stored and due. Written to every shard.
+ */
+export const pauseFunction = (
+  funcname: string
+): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { paused: true }))
+
+/** Resumes a paused function: its due jobs go out again, oldest first. */
+export const resumeFunction = (
+  funcname: string
+): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { paused: false }))
+
+/** Sets (or, with null, removes) a function's rate limit: at most `count` jobs started per period. */
+export const setRateLimit = (
+  funcname: string,
+  rate: RateLimit | null
+): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { rate }))
+
+/** Every function with a control set (paused, rate limit), as the home shard has them. */
+export const functionControls: Effect.Effect<ReadonlyArray<FunctionControl>, ShardOperationError, Storage> = Effect
+  .flatMap(Storage, (s) => s.flow.controls(s.flow.home))

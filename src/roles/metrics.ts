@@ -6,3 +6,13 @@ export const jobsParked = Metric.counter("garivini_jobs_parked_total", {
   description: "jobs parked as undeliverable",
   incremental: true
 })
+/** Jobs enqueued by recurring schedules, tagged `schedule`. */
+export const scheduledJobs = Metric.counter("garivini_scheduled_jobs_total", {
+  description: "jobs enqueued by recurring schedules",
+  incremental: true
+})
+/** Rate-limit tokens granted to dispatchers (jobs allowed to start), tagged `funcname`. */
+export const rateTokens = Metric.counter("garivini_rate_tokens_total", {
+  description: "jobs allowed to start by a rate limit",
+  incremental: true
+})

@@ -346,6 +346,8 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
   begin: "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN",
   inList,
   lockRows: (caps) => ` FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
+  forUpdate: " FOR UPDATE",
+  insertIgnore: "INSERT IGNORE",
   changes,
   insert,
   retry: { while: isLockConflict, schedule: Schedule.recurs(4) },

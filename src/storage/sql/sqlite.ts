@@ -191,6 +191,8 @@ export const dialect = (
   begin: "BEGIN IMMEDIATE",
   inList,
   lockRows: () => "",
+  forUpdate: "",
+  insertIgnore: "INSERT OR IGNORE",
   changes: (raw) => Effect.map(decodeRunResult(raw), (r) => r.changes),
   insert,
   // SQLITE_BUSY comes before anything is applied (a transaction takes the write lock with BEGIN
