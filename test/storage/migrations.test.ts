@@ -59,22 +59,28 @@ describe("migrations on MariaDB", () => {
       const shard = yield* emptyShard(false)
       const pending = yield* Migrate.statusShard(shard)
       assert.isFalse(pending.exists)
-      assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [[
-        "0001_job_table",
-        false
-      ]])
+      assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
+        ["0001_job_table", false],
+        ["0003_flow_control", false]
+      ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
       const before = Date.now()
       const [first] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(first, {
         target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
-        applied: ["0001_job_table"],
+        applied: ["0001_job_table", "0003_flow_control"],
         adopted: false
       })
       const [again] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(again!.applied, [])
-      assert.deepStrictEqual(yield* tables(shard.database), ["garivini_migrations", "job"])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table"])
+      assert.deepStrictEqual(yield* tables(shard.database), [
+        "garivini_function",
+        "garivini_migrations",
+        "garivini_rate_bucket",
+        "garivini_schedule",
+        "job"
+      ])
+      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control"])
       const status = yield* Migrate.statusShard(shard)
       assert.isTrue(status.exists)
       const [one] = status.migrations
@@ -94,9 +100,9 @@ describe("migrations on MariaDB", () => {
       assert.isTrue(status.adoptsJobTable)
       const [result] = yield* Migrate.migrate([shard])
       assert.isTrue(result!.adopted)
-      assert.deepStrictEqual(result!.applied, ["0001_job_table"])
+      assert.deepStrictEqual(result!.applied, ["0001_job_table", "0003_flow_control"])
       assert.strictEqual(yield* showCreate(shard.database), created)
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table"])
+      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control"])
       const [rows] = yield* adminQuery(`SELECT funcname FROM \`${shard.database}\`.job`)
       assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl" }])
     }))
@@ -134,25 +140,25 @@ describe("migrations on MariaDB", () => {
       const onShard = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient>) => mysqlClient(shard.database, body)
       const broken = {
         ...migrations,
-        "0002_broken": Effect.flatMap(
+        "0004_broken": Effect.flatMap(
           SqlClient.SqlClient,
           (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x NO_SUCH_TYPE")
         )
       }
       const failed = yield* Effect.flip(onShard(Migrate.applyOf(broken)))
       assert.strictEqual(failed._tag, "MigrationFailed")
-      assert.include(failed.message, "0002_broken")
+      assert.include(failed.message, "0004_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table"],
-        "migration 1 ran and stays; 2 is not recorded"
+        ["1_job_table", "3_flow_control"],
+        "migrations 1 and 3 ran and stay; 4 is not recorded"
       )
       const fixed = {
         ...migrations,
-        "0002_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
+        "0004_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
       }
-      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0002_broken"])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_broken"])
+      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0004_broken"])
+      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control", "4_broken"])
     }))
 
   it.scopedLive("two migrators at once: one applies, the other waits for it and finds nothing to do", () =>
@@ -160,7 +166,7 @@ describe("migrations on MariaDB", () => {
       const shard = yield* emptyShard()
       const slow = {
         ...migrations,
-        "0002_slow": Effect.flatMap(
+        "0004_slow": Effect.flatMap(
           SqlClient.SqlClient,
           (sql) => Effect.zipRight(sql.unsafe("SELECT SLEEP(0.5)"), sql.unsafe("ALTER TABLE job ADD COLUMN y INT NULL"))
         )
@@ -174,8 +180,8 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [2, 1]])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_slow"])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [3, 1]])
+      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control", "4_slow"])
     }))
 
   it.scopedLive("status lists a migration recorded by a newer garivini", () =>
@@ -186,10 +192,11 @@ describe("migrations on MariaDB", () => {
         `INSERT INTO \`${shard.database}\`.garivini_migrations (migration_id, name) VALUES (99, 'future')`
       )
       const status = yield* Migrate.statusShard(shard)
-      assert.deepStrictEqual(status.migrations.map((m) => [m.label, m.unknown]), [["0001_job_table", false], [
-        "0099_future",
-        true
-      ]])
+      assert.deepStrictEqual(status.migrations.map((m) => [m.label, m.unknown]), [
+        ["0001_job_table", false],
+        ["0003_flow_control", false],
+        ["0099_future", true]
+      ])
       assert.deepStrictEqual((yield* Migrate.migrate([shard]))[0]!.applied, [])
     }))
 
@@ -222,10 +229,10 @@ describe("migrations on SQLite", () => {
       assert.isFalse(missing.exists)
       yield* Effect.scoped(Layer.build(Layer.orDie(layerSqlite({ filename: file }))))
       const status = yield* Migrate.statusSqlite(file)
-      assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [[
-        "0001_job_table",
-        true
-      ]])
+      assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
+        ["0001_job_table", true],
+        ["0003_flow_control", true]
+      ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
 
@@ -242,10 +249,10 @@ describe("migrations on SQLite", () => {
         yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name"),
         schemaBefore
       )
-      assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [{
-        migration_id: 1,
-        name: "job_table"
-      }])
+      assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
+        { migration_id: 1, name: "job_table" },
+        { migration_id: 3, name: "flow_control" }
+      ])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname FROM job"), [{ funcname: "kept" }])
     }))
 
