@@ -4,6 +4,15 @@ import { CliConfig, Command, HelpDoc, Usage } from "@effect/cli"
 import { assert, describe, it } from "@effect/vitest"
 import { consumeCommand } from "../src/cli/consume.js"
 import { demoCommand } from "../src/cli/demo.js"
+import {
+  functionsListCommand,
+  limitCommand,
+  pauseCommand,
+  resumeCommand,
+  schedulesAddCommand,
+  schedulesListCommand,
+  schedulesRemoveCommand
+} from "../src/cli/flow.js"
 import { gearmandCommand } from "../src/cli/gearmand.js"
 import { injectCommand } from "../src/cli/inject.js"
 import { deleteCommand, listCommand, retryCommand, showCommand } from "../src/cli/jobs.js"
@@ -76,7 +85,22 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
   ]],
   ["jobs show", helpOf(showCommand), [...storage, "--json", ...output]],
   ["jobs retry", helpOf(retryCommand), [...storage, "--function", "--force", "--lease", ...output]],
-  ["jobs delete", helpOf(deleteCommand), [...storage, "--force", "--lease", ...output]]
+  ["jobs delete", helpOf(deleteCommand), [...storage, "--force", "--lease", ...output]],
+  ["functions list", helpOf(functionsListCommand), [...storage, "--json", ...output]],
+  ["functions pause", helpOf(pauseCommand), [...storage, ...output]],
+  ["functions resume", helpOf(resumeCommand), [...storage, ...output]],
+  ["functions limit", helpOf(limitCommand), [...storage, "--rate", "--burst", "--off", ...output]],
+  ["schedules list", helpOf(schedulesListCommand), [...storage, "--json", ...output]],
+  ["schedules add", helpOf(schedulesAddCommand), [
+    ...storage,
+    "--cron",
+    "--function",
+    "--arg",
+    "--tz",
+    "--missed",
+    ...output
+  ]],
+  ["schedules remove", helpOf(schedulesRemoveCommand), [...storage, ...output]]
 ]
 
 describe("command help", () => {
@@ -97,7 +121,9 @@ describe("command help", () => {
         }
         if (flag === "--log-format") assert.include(description, "[output]", flag)
         // A flag with a default says it (@effect/cli's help does not).
-        if (["--count", "--concurrency", "--limit", "--roles", "--listen"].includes(flag)) {
+        if (
+          ["--count", "--concurrency", "--limit", "--roles", "--listen", "--burst", "--missed", "--tz"].includes(flag)
+        ) {
           assert.include(description, "default", flag)
         }
       }

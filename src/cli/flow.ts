@@ -29,7 +29,7 @@ export const controlJson = (c: FunctionControl) => ({
 
 const rateText = (c: FunctionControl) => c.rate === null ? "-" : `${formatRate(c.rate)} (burst ${c.rate.burst})`
 
-const listFunctions = Command.make(
+export const functionsListCommand = Command.make(
   "list",
   { ...storageOptions, json, ...outputOptions },
   (o) =>
@@ -48,7 +48,7 @@ const listFunctions = Command.make(
   Command.withDescription("Functions with a control set: paused or not, rate limit")
 )
 
-const setPaused = (name: "pause" | "resume", paused: boolean) =>
+const pausing = (name: "pause" | "resume", paused: boolean) =>
   Command.make(
     name,
     { ...storageOptions, function: functionArg, ...outputOptions },
@@ -67,7 +67,10 @@ const setPaused = (name: "pause" | "resume", paused: boolean) =>
     )
   )
 
-const limitFunction = Command.make("limit", {
+export const pauseCommand = pausing("pause", true)
+export const resumeCommand = pausing("resume", false)
+
+export const limitCommand = Command.make("limit", {
   ...storageOptions,
   function: functionArg,
   rate: optionalText("rate", "At most this many jobs started: N/s, N/min, N/h, N/500ms"),
@@ -95,7 +98,7 @@ const limitFunction = Command.make("limit", {
 
 export const functionsCommand = Command.make("functions").pipe(
   Command.withDescription("Flow control per function: pause, resume, rate limits"),
-  Command.withSubcommands([listFunctions, setPaused("pause", true), setPaused("resume", false), limitFunction])
+  Command.withSubcommands([functionsListCommand, pauseCommand, resumeCommand, limitCommand])
 )
 
 /** A schedule as JSON. */
@@ -109,7 +112,7 @@ export const scheduleJson = (r: ScheduleRow) => ({
   next_slot: new Date(r.nextSlot * 1000).toISOString()
 })
 
-const listSchedules = Command.make(
+export const schedulesListCommand = Command.make(
   "list",
   { ...storageOptions, json, ...outputOptions },
   (o) =>
@@ -125,7 +128,7 @@ const listSchedules = Command.make(
       }).pipe(Effect.provide(storageOnly(settings))))
 ).pipe(Command.withDescription("Recurring schedules"))
 
-const addSchedule = Command.make("add", {
+export const schedulesAddCommand = Command.make("add", {
   ...storageOptions,
   name: Args.text({ name: "name" }),
   cron: Options.text("cron").pipe(
@@ -156,7 +159,7 @@ const addSchedule = Command.make("add", {
       Effect.provide(storageOnly(settings))
     ))).pipe(Command.withDescription("Create or replace a recurring schedule"))
 
-const removeSchedule = Command.make("remove", {
+export const schedulesRemoveCommand = Command.make("remove", {
   ...storageOptions,
   name: Args.text({ name: "name" }),
   ...outputOptions
@@ -170,5 +173,5 @@ const removeSchedule = Command.make("remove", {
 
 export const schedulesCommand = Command.make("schedules").pipe(
   Command.withDescription("Recurring schedules (cron), each slot enqueued once by the QueueRunners"),
-  Command.withSubcommands([listSchedules, addSchedule, removeSchedule])
+  Command.withSubcommands([schedulesListCommand, schedulesAddCommand, schedulesRemoveCommand])
 )
