@@ -152,7 +152,8 @@ describe("dispatch", () => {
           injector: {},
           controller: {},
           logFormat: "logfmt",
-          logLevel: Option.none()
+          logLevel: Option.none(),
+          flow: { functions: [], schedules: [] }
         }
         yield* Effect.scoped(Effect.gen(function*() {
           const storage = yield* Storage
