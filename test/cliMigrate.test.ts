@@ -30,15 +30,20 @@ describe("garivini migrate", () => {
         assert.strictEqual(pending.code, 0, pending.stderr)
         assert.strictEqual(
           pending.stdout,
-          `${where(1, a)}: (does not exist yet)\n  0001_job_table  pending\n${
+          `${where(1, a)}: (does not exist yet)\n  0001_job_table  pending\n  0003_flow_control  pending\n${
             where(2, b)
-          }: (does not exist yet)\n  0001_job_table  pending\n`
+          }: (does not exist yet)\n  0001_job_table  pending\n  0003_flow_control  pending\n`
         )
         assert.strictEqual(yield* schemata(a), 0, "--status creates no database")
 
         const first = yield* garivini("migrate", ...db)
         assert.strictEqual(first.code, 0, first.stderr)
-        assert.include(first.stdout, `${where(1, a)}: applied 0001_job_table\n${where(2, b)}: applied 0001_job_table\n`)
+        assert.include(
+          first.stdout,
+          `${where(1, a)}: applied 0001_job_table, 0003_flow_control\n${
+            where(2, b)
+          }: applied 0001_job_table, 0003_flow_control\n`
+        )
         const again = yield* garivini("migrate", ...db)
         assert.include(again.stdout, `${where(1, a)}: up to date\n${where(2, b)}: up to date\n`)
         const applied = yield* garivini("migrate", "--status", ...db)
@@ -78,10 +83,13 @@ describe("garivini migrate", () => {
         const db = `sqlite:${file}`
         const pending = yield* garivini("migrate", "--status", "--db", db)
         assert.strictEqual(pending.code, 0, pending.stderr)
-        assert.strictEqual(pending.stdout, `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n`)
+        assert.strictEqual(
+          pending.stdout,
+          `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n  0003_flow_control  pending\n`
+        )
         assert.isFalse(existsSync(file))
         const first = yield* garivini("migrate", "--db", db)
-        assert.include(first.stdout, `SQLite file ${file}: applied 0001_job_table\n`)
+        assert.include(first.stdout, `SQLite file ${file}: applied 0001_job_table, 0003_flow_control\n`)
         assert.include((yield* garivini("migrate", "--db", db)).stdout, `SQLite file ${file}: up to date\n`)
         assert.match(
           (yield* garivini("migrate", "--status", "--db", db)).stdout,
