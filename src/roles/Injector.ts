@@ -8,7 +8,8 @@
  *
  * An immediate job is stored leased (run_after = now + lease), so a QueueRunner does not run it
  * a second time while the Controller does. A delayed job, or one whose function is over the
- * queue watermark, is stored with its time (or due) and left to the QueueRunner.
+ * queue watermark, paused, or over its rate limit (docs/flow-control.md), is stored with its time
+ * (or due) and left to the QueueRunner.
  */
 import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effect"
 import type { Scope, Layer } from "effect"

@@ -6,6 +6,10 @@
  * `uniqkey`, else its handle: dispatch.ts), so a job dispatched again while gearmand still holds
  * it merges into the first copy.
  *
+ * Flow control (docs/flow-control.md): paused functions are left out of the claims, rate-limited
+ * ones claimed apart as far as their tokens go, and the recurring schedules' loop runs beside the
+ * shard loops.
+ *
  * A job is never lost: a submit that fails leaves it leased in the database, and it is
  * claimed again when the lease ends. Delivery is at least once; exactly once when nothing fails.
  */
