@@ -52,7 +52,7 @@ const prepare = (rev: string) =>
       if (sameLock) yield* run("cp", ["-al", join(root, "node_modules"), join(dir, "node_modules")], root)
       else yield* run("npm", ["ci", "--no-audit", "--no-fund"], dir, true)
     }
-    yield* run("npx", ["tsc", "-p", "tsconfig.build.json"], dir)
+    yield* run("npm", ["run", "build"], dir)
     return { rev, sha, dir }
   })
 

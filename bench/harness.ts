@@ -357,7 +357,7 @@ export const liveLayers = (shard: ShardConfig, server: string) =>
 
 /** How many jobs are stored, over every state. */
 export const storedJobs = Effect.flatMap(StorageLayers.Storage, (s) => s.counts()).pipe(
-  Effect.map((counts) => counts.reduce((n, c) => n + c.due + c.scheduled + c.never, 0)),
+  Effect.map((counts) => counts.reduce((n, c) => n + StorageLayers.countedJobs(c), 0)),
   Effect.mapError((e) => new BenchError({ message: `counting stored jobs: ${e.message}` }))
 )
 

@@ -491,9 +491,106 @@ export const resolveRunAt = (input: RunAt, nowSeconds: number): Either.Either<nu
 /** Now, in unix seconds, from Effect's Clock (so TestClock drives it). */
 export const nowSeconds: Effect.Effect<number> = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
 
-/** A stored job's state at `now`: due, scheduled (a future run_after, incl. leased) or never. */
-export const jobState = (job: { readonly runAfter: number }, now: number): "due" | "scheduled" | "never" =>
-  job.runAfter <= now ? "due" : job.runAfter >= NEVER ? "never" : "scheduled"
+// ---------------------------------------------------------------------------------------------
+// A job's life on record (migration 2, docs/job-life.md).
+
+/** How a job ended while kept: its attempts used up (`dead`), or cancelled. */
+export type JobEnd = "dead" | "cancelled"
+
+/** The columns of migration 2 (all null on a v1 database, or for a job that never failed). */
+export interface JobLife {
+  /** The last failure's text, at most LAST_ERROR_MAX_CHARS characters. */
+  readonly lastError: string | null
+  readonly lastErrorAt: number | null
+  /** The attempt that failure ended (1 = the first run). */
+  readonly lastErrorAttempt: number | null
+  readonly ended: JobEnd | null
+  readonly endedAt: number | null
+  /** The lease our claim wrote in run_after; equal to run_after while the job is dispatched. */
+  readonly leasedUntil: number | null
+}
+
+/** A stored job with its life columns: what inspection (get, list) returns. */
+export interface JobRecord extends StoredJob, JobLife {}
+
+/** The life columns of a job that has none (a new job; every job of a v1 database). */
+export const NO_LIFE: JobLife = {
+  lastError: null,
+  lastErrorAt: null,
+  lastErrorAttempt: null,
+  ended: null,
+  endedAt: null,
+  leasedUntil: null
+}
+
+/** What `jobs list --state`, `jobs show` and `status` tell apart (`running` comes with heartbeats). */
+export const JOB_STATES = ["due", "scheduled", "retrying", "dispatched", "never", "dead", "cancelled"] as const
+export type JobState = typeof JOB_STATES[number]
+
+/**
+ * A job's state at `now`, from its row (docs/job-life.md, "States"): the one definition; the SQL
+ * filters of `list` and `counts` (storage/sql/statements.ts) say the same, and the storage
+ * contract checks that they agree over rows of every state.
+ */
+export const jobState = (
+  job: {
+    readonly runAfter: number
+    readonly failcount: number
+    readonly ended?: JobEnd | null | undefined
+    readonly leasedUntil?: number | null | undefined
+  },
+  now: number
+): JobState =>
+  job.ended === "dead" || job.ended === "cancelled"
+    ? job.ended
+    : job.runAfter <= now
+    ? "due"
+    : job.runAfter >= NEVER
+    ? "never"
+    : job.leasedUntil === job.runAfter
+    ? "dispatched"
+    : job.failcount > 0
+    ? "retrying"
+    : "scheduled"
+
+/** Attempts a job gets unless its function says otherwise: with the one-day backoff cap, about 19 days. */
+export const DEFAULT_MAX_ATTEMPTS = 25
+
+/** The longest last error stored, in characters. */
+export const LAST_ERROR_MAX_CHARS = 2000
+
+/**
+ * A failure's text as stored: control characters (but tab and newline) shown as `\uXXXX`,
+ * unpaired surrogates replaced, cut to LAST_ERROR_MAX_CHARS code points (never inside a pair)
+ * with a mark saying so. Safe to print on a terminal and to store as UTF-8.
+ */
+export const boundedError = (text: string): string => {
+  const out: Array<string> = []
+  const widths: Array<number> = []
+  let chars = 0
+  // By code points: a surrogate pair is one, so it is never cut in half.
+  for (const ch of text) {
+    const c = ch.codePointAt(0)!
+    const shown = (c < 0x20 && c !== 0x09 && c !== 0x0a) || (c >= 0x7f && c < 0xa0)
+      ? `\\u${c.toString(16).padStart(4, "0")}`
+      : c >= 0xd800 && c <= 0xdfff
+      ? "\ufffd"
+      : ch
+    const width = shown === ch ? 1 : shown.length
+    if (chars + width > LAST_ERROR_MAX_CHARS) {
+      // Over the bound: what fits beside the mark, and the mark.
+      while (chars + 1 > LAST_ERROR_MAX_CHARS) {
+        chars -= widths.pop()!
+        out.pop()
+      }
+      return `${out.join("")}…`
+    }
+    chars += width
+    out.push(shown)
+    widths.push(width)
+  }
+  return out.join("")
+}
 
 /** The backoff of `failedJob`: `min(2^failcount * 60, 86400)` seconds, for the raised failcount. */
 export const failureBackoffSeconds = (failcount: number): number => Math.min(2 ** Math.min(failcount, 31) * 60, 86400)

@@ -3,11 +3,14 @@ import { Duration, Effect, Either, Redacted } from "effect"
 import { parseShardUrl, shardsFromUrls } from "../src/storage/targets.js"
 import { crc32, hashBucket } from "../src/crc32.js"
 import {
+  boundedError,
   decodeWorkerJson,
   decodeWorkerJsonWithSchema,
   encodeWorkerJson,
   failureBackoffSeconds,
   funcnameProblem,
+  jobState,
+  LAST_ERROR_MAX_CHARS,
   MAX_RUN_AFTER,
   NEVER,
   parseHandle,
@@ -322,5 +325,38 @@ describe("handles and shards", () => {
       Either.map(shardsFromUrls(["mysql://h/a", "mysql://h/b"]), (s) => s.map((x) => x.id)),
       Either.right([1, 2])
     )
+  })
+})
+
+describe("the last error as stored", () => {
+  it("control characters escaped, tab and newline kept, unpaired surrogates replaced", () => {
+    assert.strictEqual(boundedError("a\u0000b\u001bc\td\ne\u007f\ud800"), "a\\u0000b\\u001bc\td\ne\\u007f\ufffd")
+    assert.strictEqual(boundedError("short"), "short")
+  })
+
+  it("at most LAST_ERROR_MAX_CHARS characters, cut between characters, marked; exactly the bound is kept whole", () => {
+    const exact = "x".repeat(LAST_ERROR_MAX_CHARS)
+    assert.strictEqual(boundedError(exact), exact)
+    const cut = boundedError("😀".repeat(LAST_ERROR_MAX_CHARS + 1))
+    assert.strictEqual([...cut].length, LAST_ERROR_MAX_CHARS)
+    assert.strictEqual(cut, `${"😀".repeat(LAST_ERROR_MAX_CHARS - 1)}…`)
+    // An escape is never cut in half.
+    const escapes = boundedError("\u0001".repeat(LAST_ERROR_MAX_CHARS))
+    assert.isTrue(escapes.length <= LAST_ERROR_MAX_CHARS && /^(\\u0001)+…$/.test(escapes))
+  })
+})
+
+describe("job states", () => {
+  const at = (runAfter: number, extra: Partial<Parameters<typeof jobState>[0]> = {}) =>
+    jobState({ runAfter, failcount: 0, ...extra }, 1000)
+  it("ended first, then due, never, dispatched (the lease in run_after), retrying, scheduled", () => {
+    assert.strictEqual(at(NEVER, { ended: "dead" }), "dead")
+    assert.strictEqual(at(500, { ended: "cancelled" }), "cancelled")
+    assert.strictEqual(at(1000), "due")
+    assert.strictEqual(at(900, { leasedUntil: 900 }), "due", "a lease that ran out")
+    assert.strictEqual(at(NEVER), "never")
+    assert.strictEqual(at(2000, { leasedUntil: 2000, failcount: 3 }), "dispatched")
+    assert.strictEqual(at(2000, { leasedUntil: 1500, failcount: 3 }), "retrying")
+    assert.strictEqual(at(2000, { leasedUntil: null }), "scheduled")
   })
 })

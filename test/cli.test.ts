@@ -257,10 +257,10 @@ describe("garivini CLI", () => {
         const exit = yield* run.stop("SIGTERM")
         assert.strictEqual(exit.code, 0, exit.stderr)
         const status = JSON.parse((yield* garivini("status", ...connect, "--json")).stdout) as {
-          functions: ReadonlyArray<{ function: string; scheduled: number; gearmand_queued?: number }>
+          functions: ReadonlyArray<{ function: string; dispatched: number; gearmand_queued?: number }>
         }
         const row = status.functions.find((f) => f.function === "stranded")!
-        assert.strictEqual(row.scheduled, row.gearmand_queued, "every leased row was handed to gearmand")
+        assert.strictEqual(row.dispatched, row.gearmand_queued, "every leased row was handed to gearmand")
       }),
     120_000
   )
@@ -282,7 +282,7 @@ describe("garivini CLI", () => {
         const consumerExit = yield* consume.stop("SIGTERM")
         assert.strictEqual(consumerExit.code, 0, consumerExit.stderr)
         // What is still leased was handed to gearmand and not yet done: nothing more.
-        const leased = (yield* listJobs(db, "--state", "scheduled")).length
+        const leased = (yield* listJobs(db, "--state", "dispatched")).length
         const status = JSON.parse((yield* garivini("status", ...connect, "--json")).stdout)
         const queued = status.functions.find((f: { function: string }) => f.function === "term")?.gearmand_queued ?? 0
         assert.isTrue(leased <= queued, `${leased} leased rows, ${queued} jobs queued in gearmand`)

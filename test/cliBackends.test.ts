@@ -105,7 +105,7 @@ describe.each(backends)("garivini CLI over $name", (backend) => {
         // The runner dispatched the unserved `parked` jobs: leased in the DB, queued in gearmand.
         const parkedStatus = parsed.functions.find((f: { function: string }) => f.function === "parked")
         assert.deepStrictEqual(
-          [parkedStatus.shard, parkedStatus.due, parkedStatus.scheduled, parkedStatus.gearmand_queued],
+          [parkedStatus.shard, parkedStatus.due, parkedStatus.dispatched, parkedStatus.gearmand_queued],
           [1, 0, 2, 2]
         )
         assert.isNull(parsed.gearmand_error)

@@ -19,7 +19,7 @@ describe("configuration", () => {
       "  - { url: 'mysql://file@db-file2/jobs', id: 7 }",
       "gearmand: [g-file:4730]",
       "queueRunner: { batchMaxSize: 500, lease: 120, shardRetryMax: 0.5 }",
-      "controller: { concurrency: 3 }",
+      "controller: { concurrency: 3, maxAttempts: 9 }",
       "log: { format: json }"
     ].join("\n")
   )
@@ -47,6 +47,19 @@ describe("configuration", () => {
         assert.strictEqual(Duration.toMillis(s.queueRunner.shardRetryMax!), 500)
         assert.strictEqual(Duration.toSeconds(s.injector.lease!), 120, "the Injector's lease follows the runner's")
         assert.strictEqual(s.controller.concurrency, 3)
+        assert.strictEqual(s.controller.maxAttempts, 9)
+      })
+    ))
+
+  it.effect("the Controller's max attempts: flag over GARIVINI_CONTROLLER_MAX_ATTEMPTS over the file; below 1 refused", () =>
+    withEnv(
+      { ...clear, GARIVINI_CONTROLLER_MAX_ATTEMPTS: "4" },
+      Effect.gen(function*() {
+        assert.strictEqual((yield* resolve({ ...noFlags, config: Option.some(file) })).controller.maxAttempts, 4)
+        const flagged = yield* resolve({ ...noFlags, controllerMaxAttempts: Option.some(2) })
+        assert.strictEqual(flagged.controller.maxAttempts, 2)
+        const zero = yield* Effect.flip(resolve({ ...noFlags, controllerMaxAttempts: Option.some(0) }))
+        assert.include(zero.message, "controller.maxAttempts")
       })
     ))
 

@@ -15,7 +15,7 @@ import {
 } from "../src/cli/flow.js"
 import { gearmandCommand } from "../src/cli/gearmand.js"
 import { injectCommand } from "../src/cli/inject.js"
-import { deleteCommand, listCommand, retryCommand, showCommand } from "../src/cli/jobs.js"
+import { deadCommand, deleteCommand, listCommand, purgeCommand, retryCommand, showCommand } from "../src/cli/jobs.js"
 import { migrateCommand } from "../src/cli/migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "../src/cli/roles.js"
 import { statusCommand } from "../src/cli/status.js"
@@ -36,7 +36,7 @@ const runner = [
   "--shard-retry-max"
 ]
 const injector = ["--injector-concurrency", "--injector-max-request-jobs", "--injector-max-request-bytes"]
-const controller = ["--controller-concurrency", "--controller-timeout"]
+const controller = ["--controller-concurrency", "--controller-timeout", "--controller-max-attempts"]
 const embedded = [
   "--listen",
   "--max-queue",
@@ -84,8 +84,18 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
     ...output
   ]],
   ["jobs show", helpOf(showCommand), [...storage, "--json", ...output]],
-  ["jobs retry", helpOf(retryCommand), [...storage, "--function", "--force", "--lease", ...output]],
+  ["jobs dead", helpOf(deadCommand), [...storage, "--function", "--shard", "--limit", "--after", "--json", ...output]],
+  ["jobs retry", helpOf(retryCommand), [...storage, "--function", "--dead", "--force", "--lease", ...output]],
   ["jobs delete", helpOf(deleteCommand), [...storage, "--force", "--lease", ...output]],
+  ["jobs purge", helpOf(purgeCommand), [
+    ...storage,
+    "--dead",
+    "--cancelled",
+    "--older-than",
+    "--function",
+    "--shard",
+    ...output
+  ]],
   ["functions list", helpOf(functionsListCommand), [...storage, "--json", ...output]],
   ["functions pause", helpOf(pauseCommand), [...storage, ...output]],
   ["functions resume", helpOf(resumeCommand), [...storage, ...output]],

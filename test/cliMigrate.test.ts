@@ -30,9 +30,11 @@ describe("garivini migrate", () => {
         assert.strictEqual(pending.code, 0, pending.stderr)
         assert.strictEqual(
           pending.stdout,
-          `${where(1, a)}: (does not exist yet)\n  0001_job_table  pending\n  0003_flow_control  pending\n${
+          `${
+            where(1, a)
+          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n${
             where(2, b)
-          }: (does not exist yet)\n  0001_job_table  pending\n  0003_flow_control  pending\n`
+          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n`
         )
         assert.strictEqual(yield* schemata(a), 0, "--status creates no database")
 
@@ -40,16 +42,20 @@ describe("garivini migrate", () => {
         assert.strictEqual(first.code, 0, first.stderr)
         assert.include(
           first.stdout,
-          `${where(1, a)}: applied 0001_job_table, 0003_flow_control\n${
+          `${where(1, a)}: applied 0001_job_table, 0002_job_life, 0003_flow_control\n${
             where(2, b)
-          }: applied 0001_job_table, 0003_flow_control\n`
+          }: applied 0001_job_table, 0002_job_life, 0003_flow_control\n`
         )
         const again = yield* garivini("migrate", ...db)
         assert.include(again.stdout, `${where(1, a)}: up to date\n${where(2, b)}: up to date\n`)
         const applied = yield* garivini("migrate", "--status", ...db)
         assert.match(
           applied.stdout,
-          new RegExp(`^${where(1, a).replace(/[()]/g, "\\$&")}:\\n  0001_job_table  applied \\d{4}-\\d\\d-\\d\\dT`)
+          new RegExp(
+            `^${
+              where(1, a).replace(/[()]/g, "\\$&")
+            }:\\n  0001_job_table  applied \\d{4}-\\d\\d-\\d\\dT.*\\n  0002_job_life  applied \\d{4}-`
+          )
         )
 
         // A foreign job table on a third shard: one line, exit 1, the table left alone.
@@ -85,15 +91,15 @@ describe("garivini migrate", () => {
         assert.strictEqual(pending.code, 0, pending.stderr)
         assert.strictEqual(
           pending.stdout,
-          `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n  0003_flow_control  pending\n`
+          `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n`
         )
         assert.isFalse(existsSync(file))
         const first = yield* garivini("migrate", "--db", db)
-        assert.include(first.stdout, `SQLite file ${file}: applied 0001_job_table, 0003_flow_control\n`)
+        assert.include(first.stdout, `SQLite file ${file}: applied 0001_job_table, 0002_job_life, 0003_flow_control\n`)
         assert.include((yield* garivini("migrate", "--db", db)).stdout, `SQLite file ${file}: up to date\n`)
         assert.match(
           (yield* garivini("migrate", "--status", "--db", db)).stdout,
-          /\n {2}0001_job_table {2}applied \d{4}-/
+          /\n {2}0001_job_table {2}applied \d{4}-.*\n {2}0002_job_life {2}applied \d{4}-/
         )
       }),
     120_000

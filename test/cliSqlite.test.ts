@@ -36,7 +36,7 @@ describe("garivini CLI on SQLite", () => {
         )
         const consume = yield* background("consume", ...connect, "--function", "kill", "--concurrency", "2")
         yield* eventually(
-          Effect.map(listJobs(db, "--function", "parked", "--state", "scheduled"), (jobs) => jobs.length === 100),
+          Effect.map(listJobs(db, "--function", "parked", "--state", "dispatched"), (jobs) => jobs.length === 100),
           "the parked jobs to be leased",
           60_000
         )

@@ -4,6 +4,7 @@
 import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Option, type Scope } from "effect"
+import { jobState } from "../src/Job.js"
 import { INTERNAL_FUNCTIONS, upCounts } from "../src/cli/up.js"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { serve } from "../src/jobserver/tcpServer.js"
@@ -103,9 +104,16 @@ for (const target of [sqliteTarget, mysqlTarget]) {
             yield* first.stop("SIGKILL")
             // What had run, and which jobs' rows were leased (run_after in the future), at the kill.
             const runsAtKill = new Map(runs)
+            // Leased: claimed by the QueueRunner (dispatched) or stored leased by the Injector
+            // (scheduled); a later run_after after a failure (retrying) counts too, as it did.
+            const now = Math.floor(Date.now() / 1000)
             const leased = yield* Effect.flatMap(
               StorageLayers.Storage,
-              (s) => s.list({ state: "scheduled", limit: JOBS })
+              (s) =>
+                Effect.map(
+                  s.list({ limit: JOBS }),
+                  (jobs) => jobs.filter((j) => ["scheduled", "retrying", "dispatched"].includes(jobState(j, now)))
+                )
             )
             const leasedAtKill = new Set(leased.map((j) => Buffer.from(j.arg).toString()))
             assert.isAbove(yield* remaining, 0, "killed with jobs left")

@@ -102,7 +102,8 @@ export const FileConfig = Schema.Struct({
   })),
   controller: Schema.optional(Schema.Struct({
     concurrency: Schema.optional(PositiveInt),
-    timeout: Schema.optional(Seconds)
+    timeout: Schema.optional(Seconds),
+    maxAttempts: Schema.optional(PositiveInt)
   })),
   log: Schema.optional(Schema.Struct({
     format: Schema.optional(Schema.Literal("pretty", "json", "logfmt")),
@@ -308,6 +309,10 @@ export const controllerOptions = {
   controllerTimeout: optionalFloat(
     "controller-timeout",
     `${TUNING} Seconds a Controller waits for a job (default ${secondsOf(C.timeout)})`
+  ),
+  controllerMaxAttempts: optionalInteger(
+    "controller-max-attempts",
+    `${TUNING} Attempts a controller job gets before it is dead: kept, not run again (default ${C.maxAttempts})`
   )
 }
 
@@ -404,6 +409,7 @@ export const keys = {
   injectorMaxRequestBytes: key("GARIVINI_INJECTOR_MAX_REQUEST_BYTES", "injector.maxRequestBytes", NumberText),
   controllerConcurrency: key("GARIVINI_CONTROLLER_CONCURRENCY", "controller.concurrency", NumberText),
   controllerTimeout: key("GARIVINI_CONTROLLER_TIMEOUT", "controller.timeout", NumberText),
+  controllerMaxAttempts: key("GARIVINI_CONTROLLER_MAX_ATTEMPTS", "controller.maxAttempts", NumberText),
   statementTimeout: key("GARIVINI_STATEMENT_TIMEOUT", "storage.statementTimeout", NumberText)
 } as const
 
@@ -518,7 +524,19 @@ export const resolve = (
     }
     const controller: ControllerOptions = {
       concurrency: yield* get(keys.controllerConcurrency, flags.controllerConcurrency),
-      timeout: duration(yield* get(keys.controllerTimeout, flags.controllerTimeout))
+      timeout: duration(yield* get(keys.controllerTimeout, flags.controllerTimeout)),
+      maxAttempts: yield* get(keys.controllerMaxAttempts, flags.controllerMaxAttempts)
+    }
+    if (
+      controller.maxAttempts !== undefined &&
+      !(Number.isSafeInteger(controller.maxAttempts) && controller.maxAttempts >= 1)
+    ) {
+      return yield* Effect.fail(
+        new ConfigInvalid({
+          field: "controller.maxAttempts",
+          reason: `${controller.maxAttempts} is not an integer of at least 1`
+        })
+      )
     }
     // Checked here, for every command: a bad value stops the start with exit 2. The Injector
     // alone would take a lease under a second: its jobs stored due, run by a QueueRunner as well.

@@ -1,6 +1,6 @@
 /**
- * `garivini status`: per shard and function, the jobs due, scheduled and `never`, the oldest due
- * job's age, and gearmand's queued / running / workers for that function (summed over servers).
+ * `garivini status`: per shard and function, the jobs in each state (due, scheduled, retrying,
+ * dispatched, never, dead, cancelled), the oldest due job's age, and gearmand's queued / running / workers for that function (summed over servers).
  */
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Either } from "effect"
@@ -42,7 +42,11 @@ export const statusCommand = Command.make("status", {
         function: c.funcname,
         due: c.due,
         scheduled: c.scheduled,
+        retrying: c.retrying,
+        dispatched: c.dispatched,
         never: c.never,
+        dead: c.dead,
+        cancelled: c.cancelled,
         oldest_due_age: c.oldestDue === null ? null : Math.max(0, now - c.oldestDue),
         gearmand_queued: queue.get(c.funcname) === undefined
           ? null
@@ -66,7 +70,21 @@ export const statusCommand = Command.make("status", {
         )
       const cell = (v: number | null) => (v === null ? "-" : String(v))
       yield* printTable(
-        ["SHARD", "FUNCTION", "DUE", "SCHEDULED", "NEVER", "OLDEST DUE", "QUEUED", "RUNNING", "WORKERS"],
+        [
+          "SHARD",
+          "FUNCTION",
+          "DUE",
+          "SCHEDULED",
+          "RETRYING",
+          "DISPATCHED",
+          "NEVER",
+          "DEAD",
+          "CANCELLED",
+          "OLDEST DUE",
+          "QUEUED",
+          "RUNNING",
+          "WORKERS"
+        ],
         rows.map((
           r
         ) => [
@@ -74,7 +92,11 @@ export const statusCommand = Command.make("status", {
           r.function,
           String(r.due),
           String(r.scheduled),
+          String(r.retrying),
+          String(r.dispatched),
           String(r.never),
+          String(r.dead),
+          String(r.cancelled),
           r.oldest_due_age === null ? "-" : `${r.oldest_due_age}s`,
           cell(r.gearmand_queued),
           cell(r.gearmand_running),

@@ -77,7 +77,7 @@ export interface SupervisorOptions {
   readonly workerOptions: (job: DriverJob) => Readonly<Record<string, unknown>>
   /** How long a stop waits for children to finish their job (default 30 s). */
   readonly shutdownTimeout?: Duration.DurationInput
-  /** The compiled child entry (default: childMain.js beside this module). */
+  /** The compiled child entry (default: dist/driver/childMain.js, also from the CLI's bundle in dist/cli/). */
   readonly childEntry?: string
   readonly limits?: ProcessLimits
 }
@@ -93,7 +93,7 @@ export const make = (jobs: ReadonlyArray<DriverJob>, options: SupervisorOptions)
   Effect.gen(function*() {
     const runtime = yield* Effect.runtime<never>()
     const runLog = (effect: Effect.Effect<void>) => void Runtime.runFork(runtime)(effect)
-    const entry = options.childEntry ?? fileURLToPath(new URL("./childMain.js", import.meta.url))
+    const entry = options.childEntry ?? fileURLToPath(new URL("../driver/childMain.js", import.meta.url))
     const limits = options.limits ?? DEFAULT_LIMITS
     const states = new Map<string, JobState>(
       jobs.map((job) => [

@@ -58,6 +58,8 @@ export type JobSpec =
     readonly _tag: "Durable"
     readonly attributes: Omit<Attributes, "decode" | "encode">
     readonly handler: JobHandler
+    /** Attempts before the job is dead (default 25). */
+    readonly maxAttempts?: number | undefined
   }
 
 /** Marks a definition; a global symbol so copies of the library loaded twice still agree. */
@@ -101,8 +103,12 @@ export const job = <I = string, O = Payload | void>(
   handler: handler as (workload: unknown, context: JobContext) => Effect.Effect<unknown, unknown>
 })
 
-/** A durable job: a Garivini worker-helper handler (the row is completed or backed off in MySQL). */
+/**
+ * A durable job: a Garivini worker-helper handler (the row is completed or backed off in MySQL).
+ * `options.maxAttempts`: attempts before the job is dead (default 25; Worker.DurableWorkerOptions).
+ */
 export const durable = (
   attributes: Omit<JobAttributes<never, never>, "decode" | "encode">,
-  handler: JobHandler
-): JobSpec => ({ _tag: "Durable", attributes, handler })
+  handler: JobHandler,
+  options: { readonly maxAttempts?: number | undefined } = {}
+): JobSpec => ({ _tag: "Durable", attributes, handler, maxAttempts: options.maxAttempts })

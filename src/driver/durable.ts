@@ -38,7 +38,7 @@ export const withDurable = <A, E, R>(
         return yield* body((fn) =>
           fn.spec._tag === "Durable"
             ? Option.some({
-              handler: gearmanHandler(storage, complete, fn.registered, fn.spec.handler),
+              handler: gearmanHandler(storage, complete, fn.registered, fn.spec.handler, fn.spec.maxAttempts),
               workKey: storedJobKey
             })
             : Option.none()

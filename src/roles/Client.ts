@@ -2,11 +2,12 @@
  * The Client (the original's Garivini::Client): store jobs, and — from a worker — complete,
  * reschedule or fail them. Every function needs only `Storage`; time comes from `Clock`.
  */
-import { Effect, Either } from "effect"
+import { Effect, Either, Metric } from "effect"
 import type { InsertError, InvalidSchedule, ShardOperationError } from "../errors.js"
-import { failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
+import { DEFAULT_MAX_ATTEMPTS, failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
+import { jobFailures } from "./metrics.js"
 import type { FunctionControl, RateLimit } from "../storage/flow.js"
 
 /** A job to insert. */
@@ -106,14 +107,28 @@ export const rescheduleJob = (
     return yield* storage.reschedule(job, runAfter, job.failcount ?? 0)
   })
 
+/** What a failure records beside the count. */
+export interface FailureOptions {
+  /** What went wrong: stored as the job's last error (bounded), with its time and attempt. */
+  readonly error?: string | undefined
+  /**
+   * Attempts the job gets (default 25): when this failure is the last, the job is dead (kept,
+   * not run again; `garivini jobs dead`, `jobs retry`). On a database without migration 2 it
+   * only backs off.
+   */
+  readonly maxAttempts?: number | undefined
+}
+
 /**
- * Records a failure: failcount + 1 (stored, unlike the original), and the job runs again after
- * `min(2^failcount * 60, 86400)` s: 120 s, 240 s, … one day. The failcount saturates at 255.
+ * Records a failure: failcount + 1 (stored, unlike the original) and the last error, and the
+ * job runs again after `min(2^failcount * 60, 86400)` s: 120 s, 240 s, … one day; or, once the
+ * attempts made (the new failcount) reach `maxAttempts`, it is dead. The failcount saturates at 255.
  */
 export const failedJob = (
-  job: HeldJob
+  job: HeldJob,
+  options: FailureOptions = {}
 ): Effect.Effect<
-  { readonly failcount: number; readonly runAfter: number; readonly found: boolean },
+  { readonly failcount: number; readonly runAfter: number; readonly found: boolean; readonly dead: boolean },
   ShardOperationError,
   Storage
 > =>
@@ -121,8 +136,14 @@ export const failedJob = (
     const failcount = Math.min((job.failcount ?? 0) + 1, FAILCOUNT_MAX)
     const runAfter = (yield* nowSeconds) + failureBackoffSeconds(failcount)
     const storage = yield* Storage
-    const found = yield* storage.reschedule(job, runAfter, failcount)
-    return { failcount, runAfter, found }
+    const outcome = yield* storage.fail(job, {
+      failcount,
+      runAfter,
+      error: options.error,
+      dead: failcount >= (options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS)
+    })
+    if (outcome !== "missing") yield* Metric.increment(Metric.tagged(jobFailures, "outcome", outcome))
+    return { failcount, runAfter, found: outcome !== "missing", dead: outcome === "dead" }
   })
 
 // -- flow control (docs/flow-control.md) ---------------------------------------------------------

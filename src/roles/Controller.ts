@@ -4,7 +4,8 @@
  * handle as Gearman unique (dispatch.ts), waits for the outcome, and then owns the row: WORK_COMPLETE deletes it (batched, as in the worker helper);
  * a worker's retry request (`Worker.retryAt` / `retryNever`, a WORK_EXCEPTION holding a
  * `RetryRequest`) reschedules it to that time; WORK_FAIL, any other WORK_EXCEPTION, a timeout
- * or a job server's error back it off with `failedJob`. A connection lost while the job ran
+ * or a job server's error back it off with `failedJob`, storing the last error (dead once its
+ * `maxAttempts` are used up). A connection lost while the job ran
  * leaves the row leased (its worker may still finish it). A row whose function can never be
  * called (a reserved name such as `run_queued_job` itself, or one with whitespace or control
  * characters, written by another client) is not called: it is parked (run_after "never").
@@ -13,7 +14,7 @@ import { Duration, Effect, Either, Option } from "effect"
 import type { Scope, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkFail } from "../gearman/errors.js"
-import { decodeWorkerJson, formatHandle } from "../Job.js"
+import { bytesView, decodeWorkerJson, formatHandle } from "../Job.js"
 import type { StoredJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import * as Client from "./Client.js"
@@ -33,6 +34,11 @@ export interface ControllerOptions {
    * slow job is not dispatched again while the Controller still waits for it).
    */
   readonly timeout?: Duration.DurationInput | undefined
+  /**
+   * Attempts a `controller` job gets before it is dead (default 25); a failure, WORK_EXCEPTION or
+   * timeout is one attempt.
+   */
+  readonly maxAttempts?: number | undefined
 }
 
 /** How long the Controller waits for a job unless configured: under the default lease. */
@@ -101,12 +107,24 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
           )
           return yield* Effect.fail(new WorkFail({ reason, cause: outcome.left }))
         }
-        yield* Effect.logWarning(`job ${id} (${job.funcname}) failed, backing off: ${reason}`)
-        yield* Client.failedJob(job).pipe(
+        // The exception's own text is stored whole (bounded), not the message's short quote of it.
+        const error = outcome.left._tag === "GearmanJobException"
+          ? `WORK_EXCEPTION: ${bytesView(outcome.left.data).toString("utf8")}`
+          : reason
+        const dead = yield* Client.failedJob(job, { error, maxAttempts: options.maxAttempts }).pipe(
           Effect.provideService(Storage, storage),
+          Effect.map((r) => r.dead),
           Effect.catchAll((e) =>
-            Effect.logError(`job ${id}: could not record the failure (it runs again after its lease): ${e.message}`)
+            Effect.as(
+              Effect.logError(`job ${id}: could not record the failure (it runs again after its lease): ${e.message}`),
+              false
+            )
           )
+        )
+        yield* Effect.logWarning(
+          dead
+            ? `job ${id} (${job.funcname}) failed and is dead (attempts used up): ${reason}`
+            : `job ${id} (${job.funcname}) failed, backing off: ${reason}`
         )
         return yield* Effect.fail(new WorkFail({ reason, cause: outcome.left }))
       })

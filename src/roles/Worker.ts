@@ -17,7 +17,16 @@ import type { Payload } from "../gearman/GearmanClient.js"
 import { GearmanInvalidArgument, WorkException, WorkFail } from "../gearman/errors.js"
 import { functionNameProblem } from "../protocol/gearman.js"
 import type * as GearmanWorker from "../gearman/GearmanWorker.js"
-import { bytesView, decodeWorkerJson, formatHandle, MAX_RUN_AFTER, nowSeconds, resolveRunAt } from "../Job.js"
+import {
+  bytesView,
+  decodeWorkerJson,
+  formatHandle,
+  LenientInt,
+  MAX_RUN_AFTER,
+  nowSeconds,
+  resolveRunAt
+} from "../Job.js"
+import { clip } from "../text.js"
 import type { StoredJob, StoredJobId, RunAt } from "../Job.js"
 import type { InvalidJob } from "../errors.js"
 import * as GroupCommit from "../storage/GroupCommit.js"
@@ -70,7 +79,18 @@ export type JobHandler<R = never> = (job: WorkerJob) => Effect.Effect<Payload | 
 export interface DurableWorkerOptions extends GearmanWorker.ServeOptions {
   /** Wait this long to gather completions into one statement (default 0: whatever queued meanwhile). */
   readonly completionWindow?: Duration.DurationInput | undefined
+  /**
+   * Attempts a job gets before it is dead (kept, not run again: `garivini jobs dead`), for every
+   * function served here (default 25: about 19 days of backoff).
+   */
+  readonly maxAttempts?: number | undefined
+  /** Per function, overriding `maxAttempts`. */
+  readonly maxAttemptsByFunction?: Readonly<Record<string, number>> | undefined
 }
+
+/** A maxAttempts must be a whole number of attempts, at least one. */
+export const maxAttemptsProblem = (n: number): string | undefined =>
+  Number.isSafeInteger(n) && n >= 1 ? undefined : `maxAttempts ${n} is not an integer of at least 1`
 
 /** Completions that may wait for their DELETE at once; beyond this, completing waits (backpressure). */
 const COMPLETION_QUEUE = 10_000
@@ -130,14 +150,17 @@ export const gearmanHandler = <R>(
   storage: StorageShape,
   complete: (handle: StoredJobId) => Effect.Effect<void>,
   funcname: string,
-  handler: JobHandler<R>
+  handler: JobHandler<R>,
+  maxAttempts?: number
 ): GearmanWorker.Handler<R> =>
 (gjob) => {
   const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
   const decoded = decodeOnce(gjob)
   if (Either.isLeft(decoded)) {
-    return Effect.logError(`rejected: ${decoded.left.message}`).pipe(
-      Effect.zipRight(Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))),
+    const rejected = decoded.left
+    return Effect.logError(`rejected: ${rejected.message}`).pipe(
+      Effect.zipRight(recordRejection(storage, gjob.payload, rejected.message, maxAttempts)),
+      Effect.zipRight(Effect.fail(new WorkFail({ reason: rejected.message, cause: rejected }))),
       annotate
     )
   }
@@ -147,7 +170,7 @@ export const gearmanHandler = <R>(
   return run.pipe(
     Effect.matchCauseEffect({
       onSuccess: (value) => owned ? Effect.as(complete(job), value) : Effect.succeed(value),
-      onFailure: (cause) => settleFailure(storage, job, owned, cause)
+      onFailure: (cause) => settleFailure(storage, job, owned, cause, maxAttempts)
     }),
     annotate
   )
@@ -158,7 +181,8 @@ const settleFailure = (
   storage: StorageShape,
   job: StoredJob,
   owned: boolean,
-  cause: Cause.Cause<JobFailed | RetryAt>
+  cause: Cause.Cause<JobFailed | RetryAt>,
+  maxAttempts: number | undefined
 ) =>
   Effect.gen(function*() {
     const id = formatHandle(job)
@@ -170,7 +194,10 @@ const settleFailure = (
     if (owned) {
       const settle = failure._tag === "Some" && failure.value._tag === "RetryAt"
         ? Effect.asVoid(Client.rescheduleJob(job, failure.value.when))
-        : Effect.asVoid(Client.failedJob(job))
+        : Effect.flatMap(Client.failedJob(job, { error: reason, maxAttempts }), (r) =>
+          r.dead
+            ? Effect.logWarning(`job ${id} is dead after ${r.failcount} attempt(s): ${clip(reason, 200)}`)
+            : Effect.void)
       yield* settle.pipe(
         Effect.provideService(Storage, storage),
         Effect.catchAll((e) =>
@@ -189,6 +216,38 @@ const settleFailure = (
     return yield* Effect.fail(new WorkFail({ reason, cause: Cause.squash(cause) }))
   })
 
+/** The ids and failcount of a worker JSON that does not decode as a whole, if it has them. */
+const RejectedIds = Schema.parseJson(Schema.Struct({
+  jobid: LenientInt,
+  dbid: LenientInt,
+  failcount: Schema.optionalWith(LenientInt, { default: () => 0 }),
+  flag: Schema.optional(Schema.Unknown)
+}))
+const decodeRejectedIds = Schema.decodeUnknownOption(RejectedIds)
+
+/**
+ * A payload that names its row but does not decode (a bad arg, a bad key written by another
+ * client): the failure is recorded on that row with the decoder's reason, so it shows in `jobs
+ * show` and ends dead instead of being dispatched every lease forever. A `controller` job's
+ * row is the Controller's; a payload without ids names no row.
+ */
+const recordRejection = (
+  storage: StorageShape,
+  payload: Uint8Array,
+  reason: string,
+  maxAttempts: number | undefined
+): Effect.Effect<void> => {
+  const ids = decodeRejectedIds(bytesView(payload).toString("utf8"))
+  if (ids._tag === "None" || ids.value.flag === "controller" || ids.value.dbid < 1 || ids.value.jobid < 1)
+    return Effect.void
+  const job = ids.value
+  return Client.failedJob(job, { error: reason, maxAttempts }).pipe(
+    Effect.provideService(Storage, storage),
+    Effect.asVoid,
+    Effect.catchAll((e) => Effect.logError(`job ${formatHandle(job)}: could not record the rejection: ${e.message}`))
+  )
+}
+
 /** Serves Garivini jobs until the scope closes (in-flight jobs finish first). */
 export const serve = <R>(
   handlers: Readonly<Record<string, JobHandler<R>>>,
@@ -203,7 +262,13 @@ export const serve = <R>(
     const gearmanHandlers: Record<string, GearmanWorker.FunctionSpec<R>> = {}
     for (const [funcname, handler] of Object.entries(handlers))
       gearmanHandlers[funcname] = {
-        handler: gearmanHandler(storage, complete, funcname, handler),
+        handler: gearmanHandler(
+          storage,
+          complete,
+          funcname,
+          handler,
+          options.maxAttemptsByFunction?.[funcname] ?? options.maxAttempts
+        ),
         workKey: storedJobKey
       }
     yield* gearman.serve(gearmanHandlers, options)
@@ -223,6 +288,10 @@ export const layer = <R>(
       if (problem !== undefined) {
         return Effect.fail(new GearmanInvalidArgument({ message: `cannot serve it: ${problem}` }))
       }
+    }
+    for (const n of [options.maxAttempts, ...Object.values(options.maxAttemptsByFunction ?? {})]) {
+      const problem = n === undefined ? undefined : maxAttemptsProblem(n)
+      if (problem !== undefined) return Effect.fail(new GearmanInvalidArgument({ message: problem }))
     }
     return Effect.succeed(roleLayer("Worker", serving(serve(handlers, options))))
   }))

@@ -5,6 +5,7 @@
  * written as references, so they cannot drift apart.
  */
 import { Duration } from "effect"
+import { DEFAULT_MAX_ATTEMPTS } from "../Job.js"
 
 /** How long a dispatched job is leased before it is dispatched again. */
 const lease = Duration.seconds(1000)
@@ -46,7 +47,9 @@ export const controller = {
   /** Jobs run at once (one connection per job server carries them). */
   concurrency: 64,
   /** Under the lease, so a slow job is not dispatched again while the Controller waits for it. */
-  timeout: Duration.seconds(900)
+  timeout: Duration.seconds(900),
+  /** Attempts before a job is dead: with the one-day backoff cap, about 19 days of retrying. */
+  maxAttempts: DEFAULT_MAX_ATTEMPTS
 } as const
 
 export const storage = {

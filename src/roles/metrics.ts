@@ -6,6 +6,12 @@ export const jobsParked = Metric.counter("garivini_jobs_parked_total", {
   description: "jobs parked as undeliverable",
   incremental: true
 })
+
+/** Failures recorded by our helpers (worker helper, Controller), tagged `outcome`: `retrying` or `dead`. */
+export const jobFailures = Metric.counter("garivini_job_failures_total", {
+  description: "job failures recorded, by outcome (retrying: backing off; dead: attempts used up)",
+  incremental: true
+})
 /** Jobs enqueued by recurring schedules, tagged `schedule`. */
 export const scheduledJobs = Metric.counter("garivini_scheduled_jobs_total", {
   description: "jobs enqueued by recurring schedules",

@@ -100,7 +100,10 @@ export const splitDeliverable = (
   return { send, submissions, parked }
 }
 
-/** Parks jobs (one statement per shard); if that fails they stay leased and are checked again after the lease. */
+/**
+ * Parks jobs, their reason stored as their last error (`jobs show`); if that fails they stay
+ * leased and are checked again after the lease.
+ */
 export const park = (parked: ReadonlyArray<{ readonly job: StoredJob; readonly why: Undeliverable }>) =>
   Effect.gen(function*() {
     if (parked.length === 0) return
@@ -112,9 +115,15 @@ export const park = (parked: ReadonlyArray<{ readonly job: StoredJob; readonly w
       )
       yield* Metric.increment(Metric.tagged(jobsParked, "reason", why.reason))
     }
-    yield* storage.defer(parked.map((p) => p.job), NEVER).pipe(
-      Effect.catchAll((e) =>
-        Effect.logWarning(`parking ${parked.length} job(s) failed; they stay leased: ${e.message}`)
-      )
+    // One statement per job (each has its own reason, stored as its last error): parking is rare.
+    yield* Effect.forEach(
+      parked,
+      ({ job, why }) =>
+        storage.defer([job], NEVER, `parked (${why.reason}): ${why.detail}`).pipe(
+          Effect.catchAll((e) =>
+            Effect.logWarning(`parking job ${formatHandle(job)} failed; it stays leased: ${e.message}`)
+          )
+        ),
+      { discard: true }
     )
   })

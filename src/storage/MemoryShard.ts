@@ -1,15 +1,23 @@
 /**
  * A shard held in memory: the `job` table's semantics (auto-increment ids, the unique
- * `(funcname, uniqkey)` index with INSERT IGNORE, atomic claim) in a `Ref`. Every operation is
+ * `(funcname, uniqkey)` index with INSERT IGNORE, atomic claim) in a `Ref`, with migration 2's
+ * columns (a v1 table is the SQL shards' concern). Every operation is
  * one `Ref.modify`, so concurrent claimers see disjoint jobs, as with SKIP LOCKED.
  */
 import { Effect, Option, Ref } from "effect"
-import { jobState as stateOf, NEVER, uniqueIdentity } from "../Job.js"
-import type { StoredJob, ValidNewJob } from "../Job.js"
+import { FAILCOUNT_MAX, jobState as stateOf, NEVER, NO_LIFE, uniqueIdentity } from "../Job.js"
+import type { JobRecord, StoredJob, ValidNewJob } from "../Job.js"
 import { patched, takeTokens } from "./flow.js"
 import type { Bucket, FunctionControl, ScheduleRow } from "./flow.js"
 import { ShardUnreached } from "./ShardBackend.js"
-import type { FlowBackend, FunctionCounts, RowInsert, ShardBackend, ShardListQuery } from "./ShardBackend.js"
+import type {
+  FailOutcome,
+  FlowBackend,
+  FunctionCounts,
+  RowInsert,
+  ShardBackend,
+  ShardListQuery
+} from "./ShardBackend.js"
 
 /**
  * The table. It is mutated only inside `Ref.modify`, whose function runs synchronously and
@@ -18,7 +26,7 @@ import type { FlowBackend, FunctionCounts, RowInsert, ShardBackend, ShardListQue
 interface Table {
   nextId: number
   /** By jobid; insertion order is jobid order. */
-  readonly rows: Map<number, StoredJob>
+  readonly rows: Map<number, JobRecord>
   /** uniqueIdentity(funcname, uniqkey) → jobid */
   readonly unique: Map<string, number>
 }
@@ -39,7 +47,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         (isDown) => isDown ? Effect.fail(new ShardUnreached({ reason: `memory shard ${dbid} is down` })) : effect
       )
 
-    const update = (jobids: ReadonlyArray<number>, f: (job: StoredJob) => StoredJob) =>
+    const update = (jobids: ReadonlyArray<number>, f: (job: JobRecord) => JobRecord) =>
       guard(Ref.modify(table, (t): [number, Table] => {
         let n = 0
         for (const id of new Set(jobids)) {
@@ -63,7 +71,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
             if (existing !== undefined) return { _tag: "Duplicate", existing }
             t.unique.set(identity, jobid)
           }
-          t.rows.set(jobid, { dbid, jobid, ...job, failcount: 0 })
+          t.rows.set(jobid, { dbid, jobid, ...job, failcount: 0, ...NO_LIFE })
           return { _tag: "Inserted", jobid }
         })
         return [results, t]
@@ -90,32 +98,39 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
           .slice(0, limit)
         // As the SQL backends: while the args fit the budget, and always the first.
-        const due: Array<StoredJob> = []
+        const due: Array<JobRecord> = []
         let total = 0
         for (const job of candidates) {
           if (due.length > 0 && total + job.arg.byteLength > maxBytes) break
           total += job.arg.byteLength
           due.push(job)
         }
-        for (const job of due) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil })
+        for (const job of due) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil, leasedUntil: leaseUntil })
         return [due, t]
       }))
 
     const counts = (now: number) =>
       guard(Effect.map(Ref.get(table), (t) => {
-        const byFunc = new Map<string, { due: number; scheduled: number; never: number; oldestDue: number | null }>()
+        const byFunc = new Map<string, { -readonly [K in keyof FunctionCounts]: FunctionCounts[K] }>()
         for (const job of t.rows.values()) {
-          const c = byFunc.get(job.funcname) ?? { due: 0, scheduled: 0, never: 0, oldestDue: null }
+          const c = byFunc.get(job.funcname) ?? {
+            dbid,
+            funcname: job.funcname,
+            due: 0,
+            scheduled: 0,
+            retrying: 0,
+            dispatched: 0,
+            never: 0,
+            dead: 0,
+            cancelled: 0,
+            oldestDue: null
+          }
           const state = stateOf(job, now)
           c[state]++
           if (state === "due" && (c.oldestDue === null || job.runAfter < c.oldestDue)) c.oldestDue = job.runAfter
           byFunc.set(job.funcname, c)
         }
-        return [...byFunc].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([funcname, c]): FunctionCounts => ({
-          dbid,
-          funcname,
-          ...c
-        }))
+        return [...byFunc].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]): FunctionCounts => c)
       }))
 
     const list = (q: ShardListQuery) =>
@@ -170,24 +185,70 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       maxArgBytes: guard(Effect.succeed(Number.MAX_SAFE_INTEGER)),
       insert,
       claimDue,
-      setRunAfter: (jobids, runAfter) => update(jobids, (j) => ({ ...j, runAfter })),
+      setRunAfter: (jobids, runAfter, error) =>
+        update(jobids, (j) => ({
+          ...j,
+          runAfter,
+          leasedUntil: null,
+          ...(error === undefined ? {} : {
+            lastError: error.text,
+            lastErrorAt: error.at,
+            lastErrorAttempt: Math.min(j.failcount + 1, FAILCOUNT_MAX)
+          })
+        })),
       remove,
       reschedule: (jobid, runAfter, failcount) =>
-        guard(Ref.modify(table, (t): [boolean, Table] => {
+        Effect.map(update([jobid], (j) => ({ ...j, runAfter, failcount, leasedUntil: null })), (n) => n > 0),
+      fail: (jobid, r) =>
+        guard(Ref.modify(table, (t): [FailOutcome, Table] => {
           const job = t.rows.get(jobid)
-          if (job === undefined) return [false, t]
-          t.rows.set(jobid, { ...job, runAfter, failcount })
-          return [true, t]
+          if (job === undefined) return ["missing", t]
+          t.rows.set(jobid, {
+            ...job,
+            runAfter: r.dead ? NEVER : r.runAfter,
+            failcount: r.failcount,
+            leasedUntil: null,
+            ...(r.error === undefined
+              ? {}
+              : { lastError: r.error, lastErrorAt: r.at, lastErrorAttempt: r.failcount }),
+            ended: r.dead ? "dead" : null,
+            endedAt: r.dead ? r.at : null
+          })
+          return [r.dead ? "dead" : "retrying", t]
         })),
       retryNever: (funcname, now) =>
         Effect.flatMap(guard(Ref.get(table)), (t) =>
           update(
-            [...t.rows.values()].filter((j) => j.funcname === funcname && j.runAfter >= NEVER).map((j) => j.jobid),
-            (j) => ({ ...j, runAfter: now })
+            [...t.rows.values()]
+              .filter((j) => j.funcname === funcname && j.runAfter >= NEVER && j.ended === null)
+              .map((j) => j.jobid),
+            (j) => ({ ...j, runAfter: now, leasedUntil: null })
+          )),
+      retryDead: (target, now) =>
+        Effect.flatMap(guard(Ref.get(table)), (t) =>
+          update(
+            [...t.rows.values()]
+              .filter((j) =>
+                j.ended === "dead" && (target.jobid === undefined || j.jobid === target.jobid) &&
+                (target.funcname === undefined || j.funcname === target.funcname)
+              )
+              .map((j) => j.jobid),
+            (j) => ({ ...j, runAfter: now, failcount: 0, ended: null, endedAt: null, leasedUntil: null })
+          )),
+      purgeEnded: (ended, before, funcname) =>
+        Effect.flatMap(guard(Ref.get(table)), (t) =>
+          remove(
+            [...t.rows.values()]
+              .filter((j) =>
+                j.ended === ended && j.endedAt !== null && j.endedAt < before &&
+                (funcname === undefined || j.funcname === funcname)
+              )
+              .map((j) => j.jobid)
           )),
       counts,
       list,
       get: (jobid) => guard(Effect.map(Ref.get(table), (t) => Option.fromNullable(t.rows.get(jobid)))),
+      jobLife: guard(Effect.succeed(true)),
       setDown: (value) => Ref.set(down, value)
     }
   })

@@ -12,7 +12,7 @@
  */
 import type { Effect, Option } from "effect"
 import { Data } from "effect"
-import type { StoredJob, ValidNewJob } from "../Job.js"
+import type { JobEnd, JobRecord, JobState, StoredJob, ValidNewJob } from "../Job.js"
 import type { Bucket, ControlPatch, FunctionControl, RateLimit, ScheduleRow } from "./flow.js"
 
 /** What every failure carries: a one-line reason, the server's error code if any, the driver's error. */
@@ -40,17 +40,48 @@ export type RowInsert =
   | { readonly _tag: "Inserted"; readonly jobid: number }
   | { readonly _tag: "Duplicate"; readonly existing: number | null }
 
-export type JobState = "due" | "scheduled" | "never"
+export type { JobState } from "../Job.js"
 
-/** Per shard and function: how many jobs are due, scheduled (future, incl. leased) and `never`. */
+/** Per shard and function: how many jobs are in each state (Job.jobState), and the oldest due. */
 export interface FunctionCounts {
   readonly dbid: number
   readonly funcname: string
   readonly due: number
   readonly scheduled: number
+  readonly retrying: number
+  readonly dispatched: number
   readonly never: number
+  readonly dead: number
+  readonly cancelled: number
   /** `run_after` of the oldest due job, if any is due. */
   readonly oldestDue: number | null
+}
+
+/** Every job a count covers, in any state. */
+export const countedJobs = (c: FunctionCounts): number =>
+  c.due + c.scheduled + c.retrying + c.dispatched + c.never + c.dead + c.cancelled
+
+/** A failure to record on one job (its row's last error, and dead when its attempts are used up). */
+export interface FailureRecord {
+  /** When it runs again if it is not dead (the backoff). */
+  readonly runAfter: number
+  /** Failures so far, this one included: the attempts made. */
+  readonly failcount: number
+  /** The failure's text, bounded (Job.boundedError); absent: the last error is left as it is. */
+  readonly error: string | undefined
+  /** Now, in unix seconds: the error's time, and `ended_at` if it dies. */
+  readonly at: number
+  /** Its attempts are used up: `ended = 'dead'`, run_after never (ignored on a v1 table). */
+  readonly dead: boolean
+}
+
+/** What recording a failure did: the row was gone, it backs off, or it is dead now. */
+export type FailOutcome = "missing" | "retrying" | "dead"
+
+/** Which dead jobs to make due again: one, a function's, or all. */
+export interface DeadTarget {
+  readonly jobid?: number | undefined
+  readonly funcname?: string | undefined
 }
 
 export interface ShardListQuery {
@@ -72,7 +103,7 @@ export interface ShardBackend {
    * Atomically: due jobs (run_after <= now) of functions not in `exclude` (of function `only`
    * when given), oldest first, at most
    * `limit` and while their args total at most `maxBytes` (always at least one), moved to
-   * `leaseUntil`; returned as before the move.
+   * `leaseUntil` (and `leased_until` set to it, in the same statement); returned as before the move.
    */
   readonly claimDue: (
     now: number,
@@ -82,14 +113,38 @@ export interface ShardBackend {
     maxBytes: number,
     only?: string | undefined
   ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardFailure>
-  readonly setRunAfter: (jobids: ReadonlyArray<number>, runAfter: number) => Effect.Effect<number, ShardFailure>
+  /**
+   * Moves jobs (their lease, if any, is over: `leased_until` cleared); with `error`, that is
+   * stored as their last error (a parked job's reason), for the attempt they were on.
+   */
+  readonly setRunAfter: (
+    jobids: ReadonlyArray<number>,
+    runAfter: number,
+    error?: { readonly text: string; readonly at: number }
+  ) => Effect.Effect<number, ShardFailure>
   readonly remove: (jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
+  /** Moves a job and sets its failcount (its lease, if any, is over). False: no such job. */
   readonly reschedule: (jobid: number, runAfter: number, failcount: number) => Effect.Effect<boolean, ShardFailure>
-  /** Makes `never` jobs of a function due; returns how many. */
+  /** Records a failure: one UPDATE (backoff, failcount, last error, dead when `record.dead`). */
+  readonly fail: (jobid: number, record: FailureRecord) => Effect.Effect<FailOutcome, ShardFailure>
+  /** Makes `never` jobs of a function due (not the dead: they are `never` too); returns how many. */
   readonly retryNever: (funcname: string, now: number) => Effect.Effect<number, ShardFailure>
+  /** Makes dead jobs due now with failcount 0 and `ended` cleared (the last error is kept); returns how many. */
+  readonly retryDead: (target: DeadTarget, now: number) => Effect.Effect<number, ShardFailure>
+  /** Deletes jobs that ended so (`dead`, `cancelled`) before `before` (unix seconds); returns how many. */
+  readonly purgeEnded: (
+    ended: JobEnd,
+    before: number,
+    funcname: string | undefined
+  ) => Effect.Effect<number, ShardFailure>
   readonly counts: (now: number) => Effect.Effect<ReadonlyArray<FunctionCounts>, ShardFailure>
-  readonly list: (query: ShardListQuery) => Effect.Effect<ReadonlyArray<StoredJob>, ShardFailure>
-  readonly get: (jobid: number) => Effect.Effect<Option.Option<StoredJob>, ShardFailure>
+  readonly list: (query: ShardListQuery) => Effect.Effect<ReadonlyArray<JobRecord>, ShardFailure>
+  readonly get: (jobid: number) => Effect.Effect<Option.Option<JobRecord>, ShardFailure>
+  /**
+   * Whether the `job` table has migration 2's columns (detected once, when the shard opens): when
+   * not (a v1 database), failures only back off, and nothing is dead, dispatched or has a last error.
+   */
+  readonly jobLife: Effect.Effect<boolean, ShardFailure>
   /** Flow control's tables (migration 0003). */
   readonly flow: FlowBackend
 }

@@ -18,8 +18,16 @@ import {
 import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
 import { validateShards } from "./targets.js"
 import type { StorageConfig } from "./targets.js"
-import { FAILCOUNT_MAX, funcnameProblem, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
-import type { InsertOutcome, StoredJob, StoredJobId, NewJob, ValidNewJob } from "../Job.js"
+import {
+  boundedError,
+  FAILCOUNT_MAX,
+  funcnameProblem,
+  MAX_RUN_AFTER,
+  nowSeconds,
+  validateHandle,
+  validateNewJob
+} from "../Job.js"
+import type { InsertOutcome, JobEnd, JobRecord, StoredJob, StoredJobId, NewJob, ValidNewJob } from "../Job.js"
 import type { Bucket, ControlPatch, FunctionControl, RateLimit, ScheduleRow } from "./flow.js"
 import * as Defaults from "../roles/defaults.js"
 import { publicError } from "./failures.js"
@@ -28,11 +36,12 @@ import * as MemoryShard from "./MemoryShard.js"
 import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
-import type { FunctionCounts, JobState, RowInsert, ShardBackend, ShardFailure } from "./ShardBackend.js"
+import type { FailOutcome, FunctionCounts, JobState, RowInsert, ShardBackend, ShardFailure } from "./ShardBackend.js"
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
-export type { FunctionCounts, JobState } from "./ShardBackend.js"
+export type { FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
+export { countedJobs } from "./ShardBackend.js"
 export type { Bucket, ControlPatch, FunctionControl, MissedPolicy, RateLimit, ScheduleRow } from "./flow.js"
 export type { ShardHealth } from "./routing.js"
 
@@ -44,6 +53,24 @@ export interface ListFilter {
   readonly limit?: number | undefined
   /** Continue after this job (jobs are listed by dbid, then jobid). */
   readonly after?: StoredJobId | undefined
+}
+
+/** A failure to record (see `StorageShape.fail`). */
+export interface Failure {
+  /** Failures so far, this one included (the attempts made). */
+  readonly failcount: number
+  /** When the job runs again if its attempts are not used up. */
+  readonly runAfter: number
+  /** What went wrong (stored bounded, with its time and attempt); absent: the last error is kept. */
+  readonly error?: string | undefined
+  /** Its attempts are used up: the job becomes dead (on a v1 database it only backs off). */
+  readonly dead: boolean
+}
+
+/** Which jobs of which shards (absent: all). */
+export interface Selection {
+  readonly funcname?: string | undefined
+  readonly dbid?: number | undefined
 }
 
 export interface StorageShape {
@@ -70,8 +97,15 @@ export interface StorageShape {
     maxBytes?: number,
     only?: string
   ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardOperationError>
-  /** Moves jobs' `run_after` to `until` (unix seconds). Returns how many rows changed. */
-  readonly defer: (handles: ReadonlyArray<StoredJobId>, until: number) => Effect.Effect<number, ShardOperationError>
+  /**
+   * Moves jobs' `run_after` to `until` (unix seconds), ending their lease; with `error`, that is
+   * stored (bounded) as their last error (a parked job's reason). Returns how many rows changed.
+   */
+  readonly defer: (
+    handles: ReadonlyArray<StoredJobId>,
+    until: number,
+    error?: string
+  ) => Effect.Effect<number, ShardOperationError>
   /** Deletes finished jobs (one statement per shard). Returns how many were deleted. */
   readonly complete: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
   /** Sets one job's `run_after` and `failcount`. False when the job no longer exists. */
@@ -80,13 +114,35 @@ export interface StorageShape {
     runAfter: number,
     failcount: number
   ) => Effect.Effect<boolean, ShardOperationError>
-  /** Makes every `never` job of a function due now, on one shard or all. */
+  /**
+   * Records a failure of a job in one statement: its failcount, its backoff and (bounded to
+   * 2,000 characters) its last error with time and attempt; dead (`run_after` never) when
+   * `failure.dead`. Says whether the job was there, backs off or is dead now.
+   */
+  readonly fail: (handle: StoredJobId, failure: Failure) => Effect.Effect<FailOutcome, ShardOperationError>
+  /** Makes every `never` job of a function due now, on one shard or all (not the dead ones). */
   readonly retryNever: (funcname: string, dbid?: number) => Effect.Effect<number, ShardOperationError>
-  /** Counts per shard and function: due, scheduled (future, incl. leased), never. */
+  /**
+   * Makes dead jobs due now with failcount 0 (their last error kept): one job, or those of a
+   * function and shard (absent: all). Returns how many.
+   */
+  readonly retryDead: (target: StoredJobId | Selection) => Effect.Effect<number, ShardOperationError>
+  /** Deletes jobs that ended so (`dead`, `cancelled`) longer than `olderThan` ago. Returns how many. */
+  readonly purgeEnded: (
+    ended: JobEnd,
+    olderThan: Duration.DurationInput,
+    selection?: Selection
+  ) => Effect.Effect<number, ShardOperationError>
+  /** Counts per shard and function of the jobs in each state, and the oldest due. */
   readonly counts: (dbid?: number) => Effect.Effect<ReadonlyArray<FunctionCounts>, ShardOperationError>
-  /** Lists jobs by dbid then jobid, filtered, one page at a time. */
-  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<StoredJob>, ShardOperationError>
-  readonly get: (handle: StoredJobId) => Effect.Effect<Option.Option<StoredJob>, ShardOperationError>
+  /** Lists jobs (with their life columns) by dbid then jobid, filtered, one page at a time. */
+  readonly list: (filter?: ListFilter) => Effect.Effect<ReadonlyArray<JobRecord>, ShardOperationError>
+  readonly get: (handle: StoredJobId) => Effect.Effect<Option.Option<JobRecord>, ShardOperationError>
+  /**
+   * Whether a shard's `job` table has migration 2's columns (dead jobs, last errors, the
+   * dispatched state); a v1 table runs without them.
+   */
+  readonly jobLife: (dbid: number) => Effect.Effect<boolean, ShardOperationError>
   /** Which shards are currently avoided after a failure. */
   readonly health: Effect.Effect<ReadonlyArray<ShardHealth>>
   /** Flow control (docs/flow-control.md). */
@@ -503,16 +559,21 @@ export const make = (
           b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes, only))
       }).pipe(Effect.withSpan("Storage.claimDue", { attributes: { dbid, limit } }))
 
-    const defer = (handles: ReadonlyArray<StoredJobId>, until: number) =>
+    const defer = (handles: ReadonlyArray<StoredJobId>, until: number, error?: string) =>
       Effect.zipRight(
         checkRunAfter(until),
-        perShardHandles(handles, "defer", (b, ids) =>
-          b.setRunAfter(ids, until))
+        error === undefined
+          ? perShardHandles(handles, "defer", (b, ids) =>
+            b.setRunAfter(ids, until))
+          : Effect.flatMap(nowSeconds, (at) => {
+            const note = { text: boundedError(error), at }
+            return perShardHandles(handles, "defer", (b, ids) =>
+              b.setRunAfter(ids, until, note))
+          })
       )
 
     const complete = (handles: ReadonlyArray<StoredJobId>) =>
-      perShardHandles(handles, "complete", (b, ids) =>
-        b.remove(ids))
+      perShardHandles(handles, "complete", (b, ids) => b.remove(ids))
 
     const reschedule = (handle: StoredJobId, runAfter: number, failcount: number) =>
       Effect.gen(function*() {
@@ -520,6 +581,43 @@ export const make = (
         yield* checkRunAfter(runAfter)
         yield* checkFailcount(failcount)
         return yield* shardOp(h.dbid, "reschedule", (b) => b.reschedule(h.jobid, runAfter, failcount))
+      })
+
+    const fail = (handle: StoredJobId, failure: Failure) =>
+      Effect.gen(function*() {
+        const h = yield* validateHandle(handle)
+        yield* checkRunAfter(failure.runAfter)
+        yield* checkFailcount(failure.failcount)
+        const at = yield* nowSeconds
+        const error = failure.error === undefined ? undefined : boundedError(failure.error)
+        return yield* shardOp(
+          h.dbid,
+          "fail",
+          (b) =>
+            b.fail(h.jobid, { runAfter: failure.runAfter, failcount: failure.failcount, error, at, dead: failure.dead })
+        )
+      })
+
+    const retryDead = (target: StoredJobId | Selection) =>
+      Effect.gen(function*() {
+        const now = yield* nowSeconds
+        if ("jobid" in target) {
+          const h = yield* validateHandle(target)
+          return yield* shardOp(h.dbid, "retryDead", (b) => b.retryDead({ jobid: h.jobid }, now))
+        }
+        const shards = yield* shardsOrOne(target.dbid)
+        return yield* sumAll(
+          shards.map((b) => shardOp(b.dbid, "retryDead", (s) => s.retryDead({ funcname: target.funcname }, now)))
+        )
+      })
+
+    const purgeEnded = (ended: JobEnd, olderThan: Duration.DurationInput, selection: Selection = {}) =>
+      Effect.gen(function*() {
+        const before = (yield* nowSeconds) - Math.floor(Duration.toSeconds(Duration.decode(olderThan)))
+        const shards = yield* shardsOrOne(selection.dbid)
+        return yield* sumAll(
+          shards.map((b) => shardOp(b.dbid, "purge", (s) => s.purgeEnded(ended, before, selection.funcname)))
+        )
       })
 
     const retryNever = (funcname: string, dbid?: number) =>
@@ -613,10 +711,14 @@ export const make = (
       defer,
       complete,
       reschedule,
+      fail,
       retryNever,
+      retryDead,
+      purgeEnded,
       counts,
       list,
       get,
+      jobLife: (dbid: number) => shardOp(dbid, "open", (b) => b.jobLife),
       health: shardHealth.health
     }
   })

@@ -16,37 +16,50 @@ import { makeProxy } from "../support/proxy.js"
 import { mysqlHost, mysqlPort, testShards } from "../support/mysql.js"
 import { alive, fixture, startDriver } from "./support.js"
 
-it.scopedLive("a durable job completes its row; a failing one is backed off", () =>
-  Effect.gen(function*() {
-    const [shard] = yield* testShards(1)
-    const driver = yield* startDriver([fixture("Durable.mjs")], { interval: 0 }, {
-      env: { GARIVINI_DB: `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}` }
-    })
-    yield* Effect.scoped(Effect.gen(function*() {
-      yield* Client.insertJobs([{ funcname: "Durable::resize", arg: "a" }, { funcname: "Durable::resize", arg: "b" }, {
-        funcname: "Durable::resize",
-        arg: "fail"
-      }])
-      const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
-      yield* eventually(Effect.map(remaining, (n) => n === 1), "the two good rows deleted")
-      const storage = yield* Storage
-      const list = Effect.orDie(storage.list({}))
-      yield* eventually(
-        Effect.map(list, (jobs) => jobs.length === 1 && jobs[0]!.failcount === 1),
-        "the failed row backed off"
-      )
-      const [left] = yield* list
-      assert.strictEqual(Buffer.from(left!.arg).toString(), "fail")
-      yield* Fiber.interrupt(runner)
-      // The child's stdout reaches the Driver through a pipe: it may arrive after the row is gone.
-      yield* eventually(
-        Effect.sync(() =>
-          driver.output().includes("STDOUT: durable a") && driver.output().includes("STDOUT: durable b")
-        ),
-        "the child's output relayed"
-      )
-    })).pipe(Effect.provide(env([shard!], [driver.gearmand.server])))
-  }), 60_000)
+it.scopedLive(
+  "a durable job completes its row; a failing one is backed off; one of maxAttempts 1 is dead",
+  () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const driver = yield* startDriver([fixture("Durable.mjs")], { interval: 0 }, {
+        env: { GARIVINI_DB: `mysql://root@${mysqlHost}:${mysqlPort}/${shard!.database}` }
+      })
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* Client.insertJobs([
+          { funcname: "Durable::resize", arg: "a" },
+          { funcname: "Durable::resize", arg: "b" },
+          {
+            funcname: "Durable::resize",
+            arg: "fail"
+          },
+          { funcname: "Durable::once" }
+        ])
+        const runner = yield* Effect.fork(QueueRunner.run({ batchRunSleep: "50 millis" }))
+        yield* eventually(Effect.map(remaining, (n) => n === 2), "the two good rows deleted")
+        const storage = yield* Storage
+        const list = Effect.orDie(storage.list({ funcname: "Durable::resize" }))
+        yield* eventually(
+          Effect.map(list, (jobs) => jobs.length === 1 && jobs[0]!.failcount === 1),
+          "the failed row backed off"
+        )
+        const [left] = yield* list
+        assert.strictEqual(Buffer.from(left!.arg).toString(), "fail")
+        assert.deepStrictEqual([left!.ended, left!.lastError], [null, "cannot resize"])
+        const dead = Effect.orDie(storage.list({ funcname: "Durable::once", state: "dead" }))
+        yield* eventually(Effect.map(dead, (jobs) => jobs.length === 1), "the one-attempt row dead")
+        assert.strictEqual((yield* dead)[0]!.lastError, "no second chance")
+        yield* Fiber.interrupt(runner)
+        // The child's stdout reaches the Driver through a pipe: it may arrive after the row is gone.
+        yield* eventually(
+          Effect.sync(() =>
+            driver.output().includes("STDOUT: durable a") && driver.output().includes("STDOUT: durable b")
+          ),
+          "the child's output relayed"
+        )
+      })).pipe(Effect.provide(env([shard!], [driver.gearmand.server])))
+    }),
+  60_000
+)
 
 it.scopedLive(
   "a durable job over a SQLite file (GARIVINI_DB=sqlite:…) completes its row",

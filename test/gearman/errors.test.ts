@@ -8,7 +8,7 @@ import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Either, ParseResult, Schema } from "effect"
+import { Cause, Effect, Either, Metric, Option, ParseResult, Schema } from "effect"
 import { InvalidJob } from "../../src/errors.js"
 import { ConsoleUnavailable } from "../../src/driver/Console.js"
 import { loadModule } from "../../src/driver/attributes.js"
@@ -38,6 +38,8 @@ import { GearmanListenError, serve } from "../../src/jobserver/tcpServer.js"
 import { freePort, GearmandUnavailable, startGearmand } from "../../src/testing/gearmandProcess.js"
 import { decodeWorkerJson, encodeWorkerJson } from "../../src/Job.js"
 import type { StoredJob } from "../../src/Job.js"
+import * as JobClient from "../../src/roles/Client.js"
+import { jobFailures } from "../../src/roles/metrics.js"
 import { gearmanHandler, JobFailed, RetryAt } from "../../src/roles/Worker.js"
 import type * as Worker from "../../src/roles/Worker.js"
 import { loadDriver } from "../../src/storage/sql/sqlite.js"
@@ -249,6 +251,23 @@ describe("the worker helper's outcomes say why and keep the cause", () => {
       saysWhat(error, "malformed worker JSON")
       assert.instanceOf(error.cause, InvalidJob)
     }))
+
+  it.effect("a worker JSON that names its row but does not decode: the decoder's reason is the row's last error", () =>
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      const { handle } = yield* JobClient.insertJob({ funcname: "resize" })
+      const payload = JSON.stringify({ jobid: handle.jobid, dbid: handle.dbid, funcname: "resize", arg: 5 })
+      const deadCount = Effect.map(Metric.value(Metric.tagged(jobFailures, "outcome", "dead")), (c) => c.count)
+      const before = yield* deadCount
+      const error = yield* Effect.flip(
+        gearmanHandler(storage, () => Effect.void, "resize", () => Effect.void, 1)(gearmanJob(payload))
+      )
+      assert.instanceOf(error, WorkFail)
+      const row = Option.getOrThrow(yield* storage.get(handle))
+      assert.deepStrictEqual([row.failcount, row.ended, row.lastErrorAttempt], [1, "dead", 1])
+      assert.include(row.lastError!, "malformed worker JSON")
+      assert.strictEqual(yield* deadCount, before + 1, "counted in garivini_job_failures_total{outcome=dead}")
+    }).pipe(Effect.provide(layerMemory())))
 
   it.effect("a handler's JobFailed: the WORK_FAIL keeps it", () =>
     Effect.gen(function*() {

@@ -4,7 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer, Logger, Metric, Option } from "effect"
 import type { Scope } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
-import { encodeWorkerJson, NEVER } from "../../src/Job.js"
+import { encodeWorkerJson, jobState, NEVER } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import * as Controller from "../../src/roles/Controller.js"
 import { jobsParked } from "../../src/roles/metrics.js"
@@ -62,6 +62,9 @@ describe("dispatch", () => {
             yield* eventually(Effect.map(runs, (r) => r.size === 20), "the 20 small jobs to run")
             const row = Option.getOrThrow(yield* storage.get(big!.handle))
             assert.strictEqual(row.runAfter, NEVER, "parked: run_after = never")
+            // Its reason is its last error (jobs show prints it), for the attempt it was on.
+            assert.match(row.lastError ?? "", /^parked \(packet-too-large\): its packet would be \d+ bytes/)
+            assert.deepStrictEqual([row.lastErrorAttempt, jobState(row, Math.floor(Date.now() / 1000))], [1, "never"])
             assert.strictEqual(yield* parkedCount, before + 1)
             // Never re-sent: nothing is due any more.
             assert.strictEqual((yield* runner.round).shards[0]!.claimed, 0)

@@ -12,7 +12,7 @@ import * as Injector from "../../src/roles/Injector.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Supervise from "../../src/roles/supervise.js"
 import * as Worker from "../../src/roles/Worker.js"
-import { Storage } from "../../src/storage/Storage.js"
+import { countedJobs, Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { until } from "../support/until.js"
 
@@ -58,7 +58,7 @@ const settle = Effect.forEach(Array.from({ length: 200 }), () => Effect.yieldNow
 
 const dueCount = Effect.flatMap(
   Storage,
-  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0))
+  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + countedJobs(x), 0))
 )
 
 const test = (title: string, body: Effect.Effect<void, unknown, Scope.Scope>) =>

@@ -3,8 +3,16 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Either, Option, TestClock } from "effect"
 import type { Scope } from "effect"
 import { hashBucket } from "../../src/crc32.js"
-import { ARG_MAX_BYTES, decodeWorkerJson, encodeWorkerJson, NEVER } from "../../src/Job.js"
-import type { StoredJobId } from "../../src/Job.js"
+import {
+  ARG_MAX_BYTES,
+  decodeWorkerJson,
+  encodeWorkerJson,
+  JOB_STATES,
+  jobState,
+  NEVER,
+  NO_LIFE
+} from "../../src/Job.js"
+import type { JobState, StoredJobId } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import { Storage } from "../../src/storage/Storage.js"
 import type { StorageShape } from "../../src/storage/Storage.js"
@@ -55,7 +63,8 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
             coalesce: "c1",
             runAfter: T0,
             flag: "shim",
-            failcount: 0
+            failcount: 0,
+            ...NO_LIFE
           }
         )
         // The worker JSON carries the same bytes.
@@ -321,7 +330,18 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         ].map((j, i) => ({ ...j, uniqkey: keyFor(0, 2, `ins${i}-`) })))
         const counts = yield* storage.counts()
         assert.deepStrictEqual(counts.filter((c) => c.funcname === "a"), [
-          { dbid: 1, funcname: "a", due: 2, scheduled: 1, never: 1, oldestDue: T0 - 30 }
+          {
+            dbid: 1,
+            funcname: "a",
+            due: 2,
+            scheduled: 1,
+            retrying: 0,
+            dispatched: 0,
+            never: 1,
+            dead: 0,
+            cancelled: 0,
+            oldestDue: T0 - 30
+          }
         ])
         assert.deepStrictEqual(counts.filter((c) => c.funcname === "b").map((c) => [c.never, c.oldestDue]), [[1, null]])
         assert.deepStrictEqual(yield* storage.counts(2), [])
@@ -345,6 +365,158 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         const after2 = yield* storage.counts(1)
         assert.deepStrictEqual(after2.find((c) => c.funcname === "a")!.due, 3)
         assert.deepStrictEqual(after2.find((c) => c.funcname === "b")!.never, 1)
+      }))
+
+    test("states: jobState, list --state and counts agree over rows of every state", ({ storage }) =>
+      Effect.gen(function*() {
+        const on1 = (i: number) => keyFor(0, 2, `st${i}-`)
+        const [due, scheduled, retrying, dispatched, never, dead, expired] = yield* Client.insertJobs([
+          { funcname: "st", runAt: T0 - 10, uniqkey: on1(0) },
+          { funcname: "st", runAt: "+100", uniqkey: on1(1) },
+          { funcname: "st", runAt: T0 - 5, uniqkey: on1(2) },
+          { funcname: "st", runAt: T0 - 300, uniqkey: on1(3) },
+          { funcname: "st", runAt: "never", uniqkey: on1(4) },
+          { funcname: "st", runAt: "+50", uniqkey: on1(5) },
+          { funcname: "st", runAt: T0 - 400, uniqkey: on1(6) }
+        ])
+        // A lease that ran out: claimed at T0 - 400 for 100 s (its leased_until stays).
+        yield* TestClock.setTime((T0 - 400) * 1000)
+        assert.deepStrictEqual((yield* storage.claimDue(1, 1, "100 seconds")).map((j) => j.jobid), [
+          expired!.handle.jobid
+        ])
+        yield* TestClock.setTime(T0 * 1000)
+        // Claimed now: dispatched (its lease recorded in the same statement).
+        assert.deepStrictEqual((yield* storage.claimDue(1, 1, "1000 seconds")).map((j) => j.jobid), [
+          dispatched!.handle.jobid
+        ])
+        const leased = Option.getOrThrow(yield* storage.get(dispatched!.handle))
+        assert.deepStrictEqual([leased.runAfter, leased.leasedUntil], [T0 + 1000, T0 + 1000])
+        assert.isTrue((yield* Client.failedJob(retrying!.handle)).found)
+        assert.isTrue((yield* Client.failedJob(dead!.handle, { maxAttempts: 1 })).dead)
+        const expected: Record<JobState, ReadonlyArray<StoredJobId>> = {
+          due: [due!.handle, expired!.handle],
+          scheduled: [scheduled!.handle],
+          retrying: [retrying!.handle],
+          dispatched: [dispatched!.handle],
+          never: [never!.handle],
+          dead: [dead!.handle],
+          cancelled: []
+        }
+        const now = T0
+        const counts = (yield* storage.counts(1)).find((c) => c.funcname === "st")!
+        for (const state of JOB_STATES) {
+          const ids = expected[state].map((h) => h.jobid).sort((a, b) => a - b)
+          // The one definition (Job.jobState) over each job's row...
+          for (const h of expected[state])
+            assert.strictEqual(jobState(Option.getOrThrow(yield* storage.get(h)), now), state)
+          // ...the list filter, and the count, say the same.
+          assert.deepStrictEqual((yield* storage.list({ state, funcname: "st" })).map((j) => j.jobid), ids, state)
+          assert.strictEqual(counts[state], ids.length, state)
+        }
+        // The lease that ran out left the job at its end, T0 - 300.
+        assert.strictEqual(counts.oldestDue, T0 - 300)
+        // A reschedule or a deferral ends the lease: the job is no longer dispatched.
+        yield* storage.reschedule(dispatched!.handle, T0 + 500, 0)
+        const moved = Option.getOrThrow(yield* storage.get(dispatched!.handle))
+        assert.deepStrictEqual([moved.leasedUntil, jobState(moved, now)], [null, "scheduled"])
+        yield* storage.claimDue(1, 10, "1000 seconds")
+        yield* storage.defer([due!.handle], T0 + 60)
+        const deferred = Option.getOrThrow(yield* storage.get(due!.handle))
+        assert.deepStrictEqual([deferred.leasedUntil, jobState(deferred, now)], [null, "scheduled"])
+      }))
+
+    test("failures: the last error stored bounded, attempts used up make a job dead; retry and purge of the dead", ({ storage }) =>
+      Effect.gen(function*() {
+        const { handle } = yield* Client.insertJob({ funcname: "boom" })
+        const stored = () => Effect.map(storage.get(handle), Option.getOrThrow)
+        let failcount = 0
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          const r = yield* Client.failedJob({ ...handle, failcount }, {
+            error: `attempt ${attempt}\u0007\nline 2`,
+            maxAttempts: 3
+          })
+          assert.deepStrictEqual([r.found, r.dead, r.failcount], [true, false, attempt])
+          failcount = r.failcount
+          const job = yield* stored()
+          assert.deepStrictEqual(
+            [job.lastError, job.lastErrorAt, job.lastErrorAttempt, job.ended, jobState(job, T0)],
+            [`attempt ${attempt}\\u0007\nline 2`, T0 + attempt - 1, attempt, null, "retrying"]
+          )
+          yield* TestClock.adjust("1 second")
+        }
+        // The third of three: dead, kept, never claimed (run_after never, as Perl's parking).
+        const long = "é😀".repeat(1500)
+        const last = yield* Client.failedJob({ ...handle, failcount }, { error: long, maxAttempts: 3 })
+        assert.deepStrictEqual([last.found, last.dead, last.failcount], [true, true, 3])
+        const dead = yield* stored()
+        assert.deepStrictEqual(
+          [dead.ended, dead.endedAt, dead.runAfter, dead.failcount, dead.lastErrorAttempt, jobState(dead, T0 + 2)],
+          ["dead", T0 + 2, NEVER, 3, 3, "dead"]
+        )
+        // 2,000 characters at most, cut between characters (never inside a pair), marked.
+        assert.strictEqual([...dead.lastError!].length, 2000)
+        assert.isTrue(dead.lastError!.endsWith("…"))
+        assert.strictEqual(dead.lastError!, dead.lastError!.normalize())
+        assert.isFalse(
+          /[\ud800-\udfff](?![\udc00-\udfff])/.test(dead.lastError!.replace(/[\ud800-\udbff][\udc00-\udfff]/g, ""))
+        )
+        assert.deepStrictEqual(yield* storage.claimDue(handle.dbid, 10, "1000 seconds"), [])
+        assert.strictEqual(yield* storage.retryNever("boom"), 0, "retryNever leaves the dead alone")
+        assert.deepStrictEqual((yield* storage.list({ state: "dead" })).map((j) => j.jobid), [handle.jobid])
+        // A failure without text keeps the last error; a vanished job is reported.
+        assert.isFalse((yield* Client.failedJob({ dbid: handle.dbid, jobid: handle.jobid + 999 })).found)
+        // Retried: due now, a fresh set of attempts, its last error kept for history.
+        assert.strictEqual(yield* storage.retryDead(handle), 1)
+        const revived = yield* stored()
+        assert.deepStrictEqual(
+          [revived.ended, revived.endedAt, revived.failcount, revived.runAfter, jobState(revived, T0 + 2)],
+          [null, null, 0, T0 + 2, "due"]
+        )
+        assert.strictEqual(revived.lastError, dead.lastError)
+        assert.strictEqual(yield* storage.retryDead(handle), 0, "no longer dead")
+        assert.isFalse((yield* Client.failedJob(revived, { maxAttempts: 3 })).dead)
+        assert.strictEqual((yield* stored()).lastError, dead.lastError, "no text: the last error stays")
+      }))
+
+    test("purge deletes only the ended jobs it names, older than asked; retry --dead by function", ({ storage }) =>
+      Effect.gen(function*() {
+        const kill = (funcname: string) =>
+          Effect.flatMap(
+            Client.insertJob({ funcname }),
+            ({ handle }) => Effect.as(Client.failedJob(handle, { error: "no", maxAttempts: 1 }), handle)
+          )
+        const oldA = yield* kill("pa")
+        const oldB = yield* kill("pb")
+        const alive = yield* Client.insertJob({ funcname: "pa", runAt: "never" })
+        yield* TestClock.adjust(Duration.days(8))
+        const recent = yield* kill("pa")
+        assert.strictEqual(yield* storage.purgeEnded("cancelled", "7 days"), 0)
+        assert.strictEqual(yield* storage.purgeEnded("dead", "7 days", { funcname: "pa" }), 1)
+        assert.isTrue(Option.isNone(yield* storage.get(oldA)))
+        assert.isTrue(Option.isSome(yield* storage.get(oldB)), "another function")
+        assert.isTrue(Option.isSome(yield* storage.get(recent)), "died too recently")
+        assert.isTrue(Option.isSome(yield* storage.get(alive.handle)), "not ended")
+        assert.strictEqual(yield* storage.purgeEnded("dead", "7 days"), 1)
+        assert.isTrue(Option.isNone(yield* storage.get(oldB)))
+        // Every dead job of a function made due at once.
+        const other = yield* kill("pb")
+        assert.strictEqual(yield* storage.retryDead({ funcname: "pa" }), 1)
+        assert.strictEqual(jobState(Option.getOrThrow(yield* storage.get(recent)), T0 + 8 * 86400), "due")
+        assert.strictEqual(jobState(Option.getOrThrow(yield* storage.get(other)), T0 + 8 * 86400), "dead")
+        assert.strictEqual(yield* storage.retryDead({}), 1)
+        assert.strictEqual(yield* storage.purgeEnded("dead", 0), 0)
+      }))
+
+    test("a parked job's reason is its last error", ({ storage }) =>
+      Effect.gen(function*() {
+        const { handle } = yield* Client.insertJob({ funcname: "park" })
+        yield* Client.failedJob(handle)
+        assert.strictEqual(yield* storage.defer([handle], NEVER, "parked (packet-too-large): too big\u0000"), 1)
+        const job = Option.getOrThrow(yield* storage.get(handle))
+        assert.deepStrictEqual(
+          [job.lastError, job.lastErrorAt, job.lastErrorAttempt, job.failcount, jobState(job, T0)],
+          ["parked (packet-too-large): too big\\u0000", T0, 2, 1, "never"]
+        )
       }))
 
     test("every bad input is a typed error and stores nothing", ({ storage }) =>

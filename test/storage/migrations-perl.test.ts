@@ -13,6 +13,11 @@ describe("Perl Garivini on a fully migrated database", () => {
       const [shard] = yield* testShards(1)
       const status = yield* Migrate.statusShard(shard!)
       assert.isTrue(status.migrations.every((m) => m.appliedAt._tag === "Some"), "every migration applied")
+      assert.deepStrictEqual(status.migrations.map((m) => m.label), [
+        "0001_job_table",
+        "0002_job_life",
+        "0003_flow_control"
+      ])
       const conn = yield* Effect.acquireRelease(
         Effect.promise(() =>
           Mysql.createConnection({
@@ -67,6 +72,18 @@ describe("Perl Garivini on a fully migrated database", () => {
         [jobid]
       )
       assert.deepStrictEqual([after!["failcount"], after!["later"]], [1, 1])
+      // Our own writes on the same row (migration 2's columns) change nothing for Perl: a job we
+      // made dead keeps run_after never, so the Perl claim never picks it; its DELETE removes it.
+      const [[life]] = yield* select("SELECT ended, last_error, leased_until FROM job WHERE jobid=?", [jobid])
+      assert.deepStrictEqual([life!["ended"], life!["last_error"], life!["leased_until"]], [null, null, null])
+      yield* exec(
+        "UPDATE job SET run_after = 2147483647, ended = 'dead', ended_at = UNIX_TIMESTAMP(), last_error = 'x' WHERE jobid=?",
+        [jobid]
+      )
+      const [none] = yield* select(
+        "SELECT jobid FROM job WHERE run_after <= UNIX_TIMESTAMP() ORDER BY run_after LIMIT 10 FOR UPDATE"
+      )
+      assert.deepStrictEqual(none, [], "a dead job is never due for Perl's QueueRunner")
       const [deleted] = yield* exec("DELETE FROM job WHERE jobid=?", [jobid])
       assert.strictEqual(deleted.affectedRows, 1)
       const [[count]] = yield* select("SELECT COUNT(*) AS n FROM job")

@@ -54,13 +54,14 @@ const schemaWith = (edit: (sql: string) => string) => edit(Migrate.schemaStateme
 const normalized = (s: string) => s.replace(/\s+/g, " ").trim()
 
 describe("migrations on MariaDB", () => {
-  it.scopedLive("a fresh database gets migration 1 (schema.sql's table), once; status shows it applied", () =>
+  it.scopedLive("a fresh database gets migration 1 (schema.sql's table) and 2 (the job's life), once; status shows them applied", () =>
     Effect.gen(function*() {
       const shard = yield* emptyShard(false)
       const pending = yield* Migrate.statusShard(shard)
       assert.isFalse(pending.exists)
       assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", false],
+        ["0002_job_life", false],
         ["0003_flow_control", false]
       ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
@@ -68,7 +69,7 @@ describe("migrations on MariaDB", () => {
       const [first] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(first, {
         target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
-        applied: ["0001_job_table", "0003_flow_control"],
+        applied: ["0001_job_table", "0002_job_life", "0003_flow_control"],
         adopted: false
       })
       const [again] = yield* Migrate.migrate([shard])
@@ -80,7 +81,7 @@ describe("migrations on MariaDB", () => {
         "garivini_schedule",
         "job"
       ])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control"])
+      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
       const status = yield* Migrate.statusShard(shard)
       assert.isTrue(status.exists)
       const [one] = status.migrations
@@ -89,7 +90,7 @@ describe("migrations on MariaDB", () => {
       assert.isTrue(at >= before - 2000 && at <= Date.now() + 1000, `applied at ${at}`)
     }))
 
-  it.scopedLive("a Perl database (schema.sql applied by hand, rows in it) is adopted unchanged and recorded as migration 1", () =>
+  it.scopedLive("a Perl database (schema.sql applied by hand, rows in it) is adopted as migration 1; migration 2 only adds nullable columns", () =>
     Effect.gen(function*() {
       const shard = yield* emptyShard()
       for (const statement of Migrate.schemaStatements())
@@ -100,11 +101,22 @@ describe("migrations on MariaDB", () => {
       assert.isTrue(status.adoptsJobTable)
       const [result] = yield* Migrate.migrate([shard])
       assert.isTrue(result!.adopted)
-      assert.deepStrictEqual(result!.applied, ["0001_job_table", "0003_flow_control"])
-      assert.strictEqual(yield* showCreate(shard.database), created)
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control"])
-      const [rows] = yield* adminQuery(`SELECT funcname FROM \`${shard.database}\`.job`)
-      assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl" }])
+      assert.deepStrictEqual(result!.applied, ["0001_job_table", "0002_job_life", "0003_flow_control"])
+      // The Perl table's definition is there as it was, the new columns after it.
+      const after = yield* showCreate(shard.database)
+      const columnLines = (sql: string) => sql.split("\n").filter((l) => /^\s+`/.test(l))
+      assert.deepStrictEqual(columnLines(after).slice(0, columnLines(created).length), columnLines(created))
+      assert.deepStrictEqual(columnLines(after).slice(columnLines(created).length).map((l) => l.trim()), [
+        "`last_error` text DEFAULT NULL,",
+        "`last_error_at` int(10) unsigned DEFAULT NULL,",
+        "`last_error_attempt` tinyint(3) unsigned DEFAULT NULL,",
+        "`ended` enum('dead','cancelled') DEFAULT NULL,",
+        "`ended_at` int(10) unsigned DEFAULT NULL,",
+        "`leased_until` int(10) unsigned DEFAULT NULL,"
+      ])
+      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
+      const [rows] = yield* adminQuery(`SELECT funcname, ended, last_error FROM \`${shard.database}\`.job`)
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl", ended: null, last_error: null }])
     }))
 
   it.scopedLive("a job table that is not Perl's (a column missing, a column of another type) is refused and left alone", () =>
@@ -150,15 +162,20 @@ describe("migrations on MariaDB", () => {
       assert.include(failed.message, "0004_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table", "3_flow_control"],
-        "migrations 1 and 3 ran and stay; 4 is not recorded"
+        ["1_job_table", "2_job_life", "3_flow_control"],
+        "migrations 1 and 2 ran and stay; 3 is not recorded"
       )
       const fixed = {
         ...migrations,
         "0004_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
       }
       assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0004_broken"])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control", "4_broken"])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "4_broken"
+      ])
     }))
 
   it.scopedLive("two migrators at once: one applies, the other waits for it and finds nothing to do", () =>
@@ -180,8 +197,8 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [3, 1]])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "3_flow_control", "4_slow"])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [4, 1]])
+      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control", "4_slow"])
     }))
 
   it.scopedLive("status lists a migration recorded by a newer garivini", () =>
@@ -194,6 +211,7 @@ describe("migrations on MariaDB", () => {
       const status = yield* Migrate.statusShard(shard)
       assert.deepStrictEqual(status.migrations.map((m) => [m.label, m.unknown]), [
         ["0001_job_table", false],
+        ["0002_job_life", false],
         ["0003_flow_control", false],
         ["0099_future", true]
       ])
@@ -222,7 +240,7 @@ const mysqlClient = <A, E>(database: string, body: Effect.Effect<A, E, SqlClient
 const sqliteFile = (filename: string) => SqliteClient.make({ filename }).pipe(Effect.provide(Reactivity.layer))
 
 describe("migrations on SQLite", () => {
-  it.scopedLive("opening a new file applies migration 1; status and migrateSqlite then find it applied", () =>
+  it.scopedLive("opening a new file applies migrations 1 and 2; status and migrateSqlite then find them applied", () =>
     Effect.gen(function*() {
       const file = join(yield* tempDir("garivini-mig-"), "jobs.db")
       const missing = yield* Migrate.statusSqlite(file)
@@ -231,12 +249,13 @@ describe("migrations on SQLite", () => {
       const status = yield* Migrate.statusSqlite(file)
       assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", true],
+        ["0002_job_life", true],
         ["0003_flow_control", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
 
-  it.scopedLive("a file made before migrations (the job table, no record) is adopted as migration 1 when opened", () =>
+  it.scopedLive("a file made before migrations (the job table, no record) is adopted as migration 1 when opened, then gets migration 2", () =>
     Effect.gen(function*() {
       const file = join(yield* tempDir("garivini-mig-"), "old.db")
       const old = yield* sqliteFile(file)
@@ -245,15 +264,16 @@ describe("migrations on SQLite", () => {
       const schemaBefore = yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name")
       assert.isTrue((yield* Migrate.statusSqlite(file)).adoptsJobTable)
       yield* Effect.scoped(Layer.build(Layer.orDie(layerSqlite({ filename: file }))))
-      assert.deepStrictEqual(
-        yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name"),
-        schemaBefore
-      )
+      // The indexes as they were; the table with migration 2's columns added.
+      const schemaAfter = yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name")
+      assert.deepStrictEqual(schemaAfter.slice(1), schemaBefore.slice(1))
+      assert.include(JSON.stringify(schemaAfter[0]), "leased_until INTEGER NULL")
       assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
         { migration_id: 1, name: "job_table" },
+        { migration_id: 2, name: "job_life" },
         { migration_id: 3, name: "flow_control" }
       ])
-      assert.deepStrictEqual(yield* old.unsafe("SELECT funcname FROM job"), [{ funcname: "kept" }])
+      assert.deepStrictEqual(yield* old.unsafe("SELECT funcname, ended FROM job"), [{ funcname: "kept", ended: null }])
     }))
 
   it.scopedLive("a foreign job table in the file is refused (JobTableMismatch from migrate; the store does not open) and left alone", () =>

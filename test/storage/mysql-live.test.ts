@@ -85,7 +85,7 @@ describe("MariaDB storage", () => {
       assert.isTrue(Option.isNone(yield* storage.get(ours!.handle)))
     }))
 
-  it.scopedLive("schema.sql makes the original's job table, and migrate is idempotent", () =>
+  it.scopedLive("the migrations make the original's job table plus migration 2's nullable columns, and migrate is idempotent", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
       const storage = yield* storageOver([shard!])
@@ -107,7 +107,14 @@ describe("MariaDB storage", () => {
           { COLUMN_NAME: "run_after", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "NO" },
           { COLUMN_NAME: "coalesce", COLUMN_TYPE: "varchar(255)", IS_NULLABLE: "YES" },
           { COLUMN_NAME: "flag", COLUMN_TYPE: "enum('controller','shim')", IS_NULLABLE: "YES" },
-          { COLUMN_NAME: "failcount", COLUMN_TYPE: "tinyint(3) unsigned", IS_NULLABLE: "NO" }
+          { COLUMN_NAME: "failcount", COLUMN_TYPE: "tinyint(3) unsigned", IS_NULLABLE: "NO" },
+          // Migration 2: nullable only (Perl's statements never name them).
+          { COLUMN_NAME: "last_error", COLUMN_TYPE: "text", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "last_error_at", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "last_error_attempt", COLUMN_TYPE: "tinyint(3) unsigned", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "ended", COLUMN_TYPE: "enum('dead','cancelled')", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "ended_at", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "leased_until", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" }
         ]
       )
       const [indexes] = yield* adminQuery(

@@ -13,10 +13,12 @@ const newestMtime = (dir: string, suffix: string): number => {
   return newest
 }
 
-/** Builds `root`/dist when any `root`/src file is newer; says so on stdout. */
+/** Builds `root`/dist when any `root`/src file is newer, or the CLI's bundle is; says so on stdout. */
 export const buildIfStale = (root: string, say: (line: string) => void = console.log): void => {
   const dist = join(root, "dist")
-  if (existsSync(dist) && newestMtime(dist, ".js") >= newestMtime(join(root, "src"), ".ts")) return
-  say("dist/ is older than src/: building (tsc -p tsconfig.build.json)")
-  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: root, stdio: "inherit" })
+  const bundle = join(dist, "cli", "bundle.mjs")
+  const sources = newestMtime(join(root, "src"), ".ts")
+  if (existsSync(bundle) && newestMtime(dist, ".js") >= sources && statSync(bundle).mtimeMs >= sources) return
+  say("dist/ is older than src/: building (npm run build)")
+  execFileSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" })
 }

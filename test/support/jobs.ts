@@ -1,11 +1,11 @@
 // Counting what is stored, summed over every shard.
 import { Effect } from "effect"
-import { Storage } from "../../src/storage/Storage.js"
+import { countedJobs, Storage } from "../../src/storage/Storage.js"
 
 /** Jobs still stored, over every shard and state. */
 export const remaining = Effect.flatMap(
   Storage,
-  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + x.due + x.scheduled + x.never, 0))
+  (s) => Effect.map(s.counts(), (c) => c.reduce((n, x) => n + countedJobs(x), 0))
 )
 
 /** Jobs due now, over every shard. */

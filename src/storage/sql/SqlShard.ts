@@ -12,22 +12,25 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Schedule } from "effect"
-import { Duration, Effect, ExecutionStrategy, Exit, Option, Runtime, Scope, SynchronizedRef } from "effect"
-import { NEVER } from "../../Job.js"
+import { Duration, Effect, ExecutionStrategy, Exit, Option, Runtime, Schema, Scope, SynchronizedRef } from "effect"
+import { FAILCOUNT_MAX, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
+import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
-import type { RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "../ShardBackend.js"
+import type { FailOutcome, RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "../ShardBackend.js"
 import * as Flow from "./flow.js"
-import { jobsFromRows } from "./rows.js"
+import { badData, jobsFromRows } from "./rows.js"
 import {
   claimColumns,
   countsFromRows,
   countsStatement,
   inlineLimit,
   JOB_COLUMNS,
+  LIFE_COLUMNS,
   listStatement,
   withArgs,
-  withinBudget
+  withinBudget,
+  withLife
 } from "./statements.js"
 import * as Watchdog from "./watchdog.js"
 
@@ -61,6 +64,8 @@ export interface Dialect<C extends Capabilities> {
   readonly begin: string
   /** `IN (...)` for a list (ids, function names). */
   readonly inList: (values: ReadonlyArray<number | string>) => InList
+  /** A query listing the `job` table's column names (as `name`): migration 2's are looked for at open. */
+  readonly jobColumns: string
   /** What the claim's SELECT adds to lock its rows (`FOR UPDATE SKIP LOCKED`; nothing in SQLite). */
   readonly lockRows: (caps: C) => string
   /** What a SELECT adds to lock its row until COMMIT, waiting for it (` FOR UPDATE`; nothing in SQLite). */
@@ -100,17 +105,22 @@ export const make = <C extends Capabilities>(
 ): Effect.Effect<ShardBackend, never, Scope.Scope> =>
   Effect.gen(function*() {
     const layerScope = yield* Effect.scope
-    const opened = yield* SynchronizedRef.make(Option.none<{ readonly client: SqlClient; readonly caps: C }>())
+    const opened = yield* SynchronizedRef.make(Option.none<Opened<C>>())
     const permit = dialect.permits === undefined ? undefined : yield* Effect.makeSemaphore(dialect.permits)
     /** Once open, the client is read without going through the lock (the hot path of inserts). */
-    let ready: { readonly client: SqlClient; readonly caps: C } | undefined
+    let ready: Opened<C> | undefined
     /** Set when the layer closes: later calls fail as unreached instead of reaching a closed client. */
     let closed = false
     yield* Effect.addFinalizer(() => Effect.sync(() => (closed = true, ready = undefined)))
 
     const open = Effect.gen(function*() {
       const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
-      return yield* dialect.open(scope).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+      return yield* dialect.open(scope).pipe(
+        Effect.flatMap(({ caps, client }) =>
+          Effect.map(detectJobLife(dialect, client), (life) => ({ client, caps, life }))
+        ),
+        Effect.onError(() => Scope.close(scope, Exit.void))
+      )
     })
 
     /** The client, opened on first use (and tried again on later use if that failed). */
@@ -150,20 +160,20 @@ export const make = <C extends Capabilities>(
      * (only the unbounded counts, list and retryNever could hold the whole pool).
      */
     const withConnection = <A>(
-      f: (conn: Connection, caps: C) => Effect.Effect<A, ShardFailure>,
+      f: (conn: Connection, caps: C, life: boolean) => Effect.Effect<A, ShardFailure>,
       bounded = true
     ): Effect.Effect<A, ShardFailure> => {
       const once = Effect.scoped(Effect.gen(function*() {
-        const { caps, client } = yield* connected
+        const { caps, client, life } = yield* connected
         const conn = yield* client.reserve.pipe(
           Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
         )
-        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps)
+        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps, life)
         // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
         // interrupted statement would return its connection to the pool with the statement
         // still pending. Closing the connection makes that statement fail, so `f` ends.
         const watch = watchdog.arm(conn)
-        return yield* f(conn, caps).pipe(
+        return yield* f(conn, caps, life).pipe(
           Effect.mapError((failure) => watch.expired ? timedOut(guard.after, failure) : failure),
           Effect.ensuring(Effect.sync(() => watchdog.disarm(watch)))
         )
@@ -205,8 +215,11 @@ export const make = <C extends Capabilities>(
         }))
 
     const classified = <A>(effect: Effect.Effect<A, SqlError>) => Effect.mapError(effect, dialect.classify)
-    const rows = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
-      Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) => jobsFromRows(dbid, r))
+    /** Jobs with their life columns (those of a v1 table: none). */
+    const records = (conn: Connection, sql: string, params: ReadonlyArray<unknown>, life: boolean) =>
+      Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) =>
+        Effect.flatMap(jobsFromRows(dbid, r), (jobs) =>
+          life ? withLife(jobs, r) : Effect.succeed(jobs.map((job) => ({ ...job, ...NO_LIFE })))))
     const changes = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
       Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
 
@@ -216,13 +229,15 @@ export const make = <C extends Capabilities>(
       )
 
     const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
-      withConnection((conn, caps) =>
+      withConnection((conn, caps, life) =>
         inTransaction(conn)(Effect.gen(function*() {
           const inlineMax = inlineLimit(limit, maxBytes)
           const excluded = exclude.length === 0 ? undefined : dialect.inList(exclude)
           const params: Array<unknown> = [now]
-          if (excluded !== undefined) params.push(...excluded.params)
-          if (only !== undefined) params.push(only)
+          if (excluded !== undefined)
+            params.push(...excluded.params)
+          if (only !== undefined)
+            params.push(only)
           const raw = yield* classified(conn.execute(
             // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
             `SELECT ${claimColumns(inlineMax)} FROM job WHERE run_after <= ?${
@@ -235,7 +250,8 @@ export const make = <C extends Capabilities>(
           ))
           // Rows past the byte budget stay as they were (locked only until COMMIT).
           const { fetch, take } = withinBudget(raw, yield* jobsFromRows(dbid, raw), maxBytes, inlineMax)
-          if (take.length === 0) return take
+          if (take.length === 0)
+            return take
           let due = take
           if (fetch.length > 0) {
             const ids = dialect.inList(fetch)
@@ -246,17 +262,54 @@ export const make = <C extends Capabilities>(
               )
             )
           }
-          const ids = dialect.inList(due.map((j) => j.jobid))
-          yield* changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [leaseUntil, ...ids.params])
+          const ids = dialect.inList(due.map((j) =>
+            j.jobid
+          ))
+          // The lease is recorded in the same UPDATE (a v2 table): the job shows as dispatched.
+          yield* changes(
+            conn,
+            life
+              ? `UPDATE job SET run_after = ?, leased_until = ? WHERE jobid IN ${ids.sql}`
+              : `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`,
+            life ? [leaseUntil, leaseUntil, ...ids.params] : [leaseUntil, ...ids.params]
+          )
           return due
         }))
       )
 
-    const byIds = (verb: string, jobids: ReadonlyArray<number>, head: ReadonlyArray<unknown>) => {
+    const byIds = (verb: (life: boolean) => string, jobids: ReadonlyArray<number>, head: ReadonlyArray<unknown>) => {
       if (jobids.length === 0) return Effect.succeed(0)
       const ids = dialect.inList(jobids)
-      return withConnection((conn) => changes(conn, `${verb} WHERE jobid IN ${ids.sql}`, [...head, ...ids.params]))
+      return withConnection((conn, _caps, life) =>
+        changes(conn, `${verb(life)} WHERE jobid IN ${ids.sql}`, [...head, ...ids.params])
+      )
     }
+
+    /** One UPDATE recording a failure (and the end of the attempts when it is the last). */
+    const fail: ShardBackend["fail"] = (jobid, r) =>
+      withConnection((conn, _caps, life) => {
+        if (!life) {
+          // A v1 table: the failure backs the job off, as before migration 2.
+          return changes(conn, "UPDATE job SET run_after = ?, failcount = ? WHERE jobid = ?", [
+            r.runAfter,
+            r.failcount,
+            jobid
+          ]).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : "retrying"))
+        }
+        const error = r.error === undefined ? "" : ", last_error = ?, last_error_at = ?, last_error_attempt = ?"
+        return changes(
+          conn,
+          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ?`,
+          [
+            r.dead ? NEVER : r.runAfter,
+            r.failcount,
+            r.dead ? "dead" : null,
+            r.dead ? r.at : null,
+            ...(r.error === undefined ? [] : [r.error, r.at, r.failcount]),
+            jobid
+          ]
+        ).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : r.dead ? "dead" : "retrying"))
+      })
 
     const flow = Flow.make({
       withConnection: (f, bounded) => withConnection((conn) => f(conn), bounded),
@@ -271,37 +324,140 @@ export const make = <C extends Capabilities>(
       dbid,
       flow,
       maxArgBytes: Effect.map(connected, (o) => o.caps.maxArgBytes),
+      jobLife: Effect.map(connected, (o) => o.life),
       insert,
       claimDue,
-      setRunAfter: (jobids, runAfter) => byIds("UPDATE job SET run_after = ?", jobids, [runAfter]),
-      remove: (jobids) => byIds("DELETE FROM job", jobids, []),
+      setRunAfter: (jobids, runAfter, error) =>
+        error === undefined
+          ? byIds(
+            (life) => life ? "UPDATE job SET run_after = ?, leased_until = NULL" : "UPDATE job SET run_after = ?",
+            jobids,
+            [runAfter]
+          )
+          : withConnection((conn, _caps, life) => {
+            if (jobids.length === 0) return Effect.succeed(0)
+            const ids = dialect.inList(jobids)
+            return life
+              ? changes(
+                conn,
+                `UPDATE job SET run_after = ?, leased_until = NULL, last_error = ?, last_error_at = ?, last_error_attempt = CASE WHEN failcount < ${FAILCOUNT_MAX} THEN failcount + 1 ELSE ${FAILCOUNT_MAX} END WHERE jobid IN ${ids.sql}`,
+                [runAfter, error.text, error.at, ...ids.params]
+              )
+              : changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [runAfter, ...ids.params])
+          }),
+      remove: (jobids) => byIds(() => "DELETE FROM job", jobids, []),
       reschedule: (jobid, runAfter, failcount) =>
-        withConnection((conn) =>
-          changes(conn, "UPDATE job SET run_after = ?, failcount = ? WHERE jobid = ?", [runAfter, failcount, jobid])
+        withConnection((conn, _caps, life) =>
+          changes(
+            conn,
+            `UPDATE job SET run_after = ?, failcount = ?${life ? ", leased_until = NULL" : ""} WHERE jobid = ?`,
+            [runAfter, failcount, jobid]
+          )
         ).pipe(
           Effect.map((n) => n > 0)
         ),
+      fail,
       // Unbounded: these scan a function's or the whole table's rows, and an operator runs them.
       retryNever: (funcname, now) =>
         withConnection(
-          (conn) =>
-            changes(conn, `UPDATE job SET run_after = ? WHERE funcname = ? AND run_after >= ${NEVER}`, [now, funcname]),
+          (conn, _caps, life) =>
+            changes(
+              conn,
+              // The dead are `never` too, but not for this: `jobs retry --dead` makes them due.
+              `UPDATE job SET run_after = ?${
+                life ? ", leased_until = NULL" : ""
+              } WHERE funcname = ? AND run_after >= ${NEVER}${life ? " AND ended IS NULL" : ""}`,
+              [now, funcname]
+            ),
           false
         ),
+      retryDead: (target, now) =>
+        withConnection((conn, _caps, life) => {
+          if (!life) return Effect.succeed(0)
+          const where: Array<string> = ["ended = 'dead'"]
+          const params: Array<unknown> = [now]
+          if (target.jobid !== undefined) {
+            where.push("jobid = ?")
+            params.push(target.jobid)
+          }
+          if (target.funcname !== undefined) {
+            where.push("funcname = ?")
+            params.push(target.funcname)
+          }
+          return changes(
+            conn,
+            `UPDATE job SET run_after = ?, failcount = 0, ended = NULL, ended_at = NULL, leased_until = NULL WHERE ${
+              where.join(" AND ")
+            }`,
+            params
+          )
+        }, false),
+      purgeEnded: (ended, before, funcname) =>
+        withConnection((conn, _caps, life) =>
+          life
+            ? changes(
+              conn,
+              `DELETE FROM job WHERE ended = ? AND ended_at < ?${funcname === undefined ? "" : " AND funcname = ?"}`,
+              funcname === undefined ? [ended, before] : [ended, before, funcname]
+            )
+            : Effect.succeed(0), false),
       counts: (now) =>
-        withConnection((conn) => {
-          const { params, sql } = countsStatement(now)
+        withConnection((conn, _caps, life) => {
+          const { params, sql } = countsStatement(now, life)
           return Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) => countsFromRows(dbid, r))
         }, false),
-      list: (q: ShardListQuery) => {
-        const { params, sql } = listStatement(q)
-        return withConnection((conn) => rows(conn, sql, params), false)
-      },
+      list: (q: ShardListQuery) =>
+        withConnection((conn, _caps, life) => {
+          const { params, sql } = listStatement(q, life)
+          return records(conn, sql, params, life)
+        }, false),
       get: (jobid) =>
-        withConnection((conn) => rows(conn, `SELECT ${JOB_COLUMNS} FROM job WHERE jobid = ?`, [jobid])).pipe(
+        withConnection((conn, _caps, life) =>
+          records(
+            conn,
+            `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job WHERE jobid = ?`,
+            [jobid],
+            life
+          )
+        ).pipe(
           Effect.map((found) => Option.fromNullable(found[0]))
         )
     }
+  })
+
+/** What a shard holds once open: the client, the dialect's capabilities, and migration 2's columns. */
+interface Opened<C> {
+  readonly client: SqlClient
+  readonly caps: C
+  readonly life: boolean
+}
+
+const ColumnNames = Schema.Array(Schema.Struct({ name: Schema.String }))
+
+/**
+ * Whether the `job` table has migration 2's columns, asked once at open. A table without them (a
+ * Perl database not migrated) keeps working as before, with one warning saying what is off. No
+ * table yet: assumed migrated (its statements fail until `garivini migrate` makes it).
+ */
+const detectJobLife = <C extends Capabilities>(dialect: Dialect<C>, client: SqlClient) =>
+  Effect.gen(function*() {
+    const rows = yield* client.unsafe(dialect.jobColumns).pipe(
+      Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
+    )
+    const names = new Set(
+      (yield* Schema.decodeUnknown(ColumnNames)(rows).pipe(Effect.mapError(badData("job columns")))).map((r) =>
+        r.name.toLowerCase()
+      )
+    )
+    if (names.size === 0) return true
+    const missing = JOB_LIFE_COLUMNS.filter((c) => !names.has(c))
+    if (missing.length === 0) return true
+    yield* Effect.logWarning(
+      `the job table lacks migration 0002_job_life (${
+        missing.join(", ")
+      }): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
+    )
+    return false
   })
 
 /**

@@ -345,6 +345,8 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
   // run_after index and then moving rows within it deadlock each other.
   begin: "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN",
   inList,
+  jobColumns:
+    "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'job'",
   lockRows: (caps) => ` FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
   forUpdate: " FOR UPDATE",
   insertIgnore: "INSERT IGNORE",

@@ -190,6 +190,7 @@ export const dialect = (
   // SQLITE_BUSY halfway when another process wrote meanwhile.
   begin: "BEGIN IMMEDIATE",
   inList,
+  jobColumns: "SELECT name FROM pragma_table_info('job')",
   lockRows: () => "",
   forUpdate: "",
   insertIgnore: "INSERT OR IGNORE",

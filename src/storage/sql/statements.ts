@@ -4,8 +4,8 @@
  * inserts) is in the dialect records (mysql.ts, sqlite.ts).
  */
 import { Effect, Schema } from "effect"
-import { LenientInt, NEVER } from "../../Job.js"
-import type { StoredJob } from "../../Job.js"
+import { JOB_STATES, LenientInt, NEVER } from "../../Job.js"
+import type { JobLife, JobRecord, JobState, StoredJob } from "../../Job.js"
 import type { ShardRejected } from "../ShardBackend.js"
 import type { FunctionCounts, ShardListQuery } from "../ShardBackend.js"
 import { badData } from "./rows.js"
@@ -17,22 +17,65 @@ export interface Statement {
   readonly params: ReadonlyArray<unknown>
 }
 
-/** Per function: due, scheduled and never jobs, and the oldest due `run_after`. */
-export const countsStatement = (now: number): Statement => ({
-  sql: `SELECT funcname,
-     SUM(run_after <= ?) AS due,
-     SUM(run_after > ? AND run_after < ${NEVER}) AS scheduled,
-     SUM(run_after >= ${NEVER}) AS never_,
-     MIN(CASE WHEN run_after <= ? THEN run_after END) AS oldest_due
+/** Migration 2's columns, read by inspection (get, list) on a table that has them. */
+export const LIFE_COLUMNS = "last_error, last_error_at, last_error_attempt, ended, ended_at, leased_until"
+
+/**
+ * The rows in `state` at the time bound to each `?` (`params` is how many): Job.jobState in SQL,
+ * one definition for `list` and `counts`. On a v1 table (`life` false) nothing is dispatched,
+ * dead or cancelled, as jobState says of rows whose life columns are all NULL.
+ */
+export const stateCondition = (state: JobState, life: boolean): { readonly sql: string; readonly params: number } => {
+  const live = life ? "ended IS NULL AND " : ""
+  const future = `${live}run_after > ? AND run_after < ${NEVER}`
+  // COALESCE: every condition is true or false, never NULL (SUM of NULLs is NULL); run_after is
+  // above now (>= 0) where a lease is compared, so a NULL lease never equals it.
+  const notLeased = life ? " AND COALESCE(leased_until, 0) <> run_after" : ""
+  switch (state) {
+    case "due":
+      return { sql: `${live}run_after <= ?`, params: 1 }
+    case "never":
+      return { sql: `${live}run_after >= ${NEVER}`, params: 0 }
+    case "scheduled":
+      return { sql: `${future}${notLeased} AND failcount = 0`, params: 1 }
+    case "retrying":
+      return { sql: `${future}${notLeased} AND failcount > 0`, params: 1 }
+    case "dispatched":
+      return life ? { sql: `${future} AND COALESCE(leased_until, 0) = run_after`, params: 1 } : NONE
+    case "dead":
+      return life ? { sql: "COALESCE(ended, '') = 'dead'", params: 0 } : NONE
+    case "cancelled":
+      return life ? { sql: "COALESCE(ended, '') = 'cancelled'", params: 0 } : NONE
+  }
+}
+const NONE = { sql: "1 = 0", params: 0 }
+
+/** Per function: the jobs in each state (one SUM per state), and the oldest due `run_after`. */
+export const countsStatement = (now: number, life: boolean): Statement => {
+  const sums: Array<string> = []
+  const params: Array<unknown> = []
+  for (const state of JOB_STATES) {
+    const c = stateCondition(state, life)
+    sums.push(`SUM(${c.sql}) AS ${state}_n`)
+    for (let i = 0; i < c.params; i++) params.push(now)
+  }
+  const due = stateCondition("due", life)
+  return {
+    sql: `SELECT funcname, ${sums.join(", ")}, MIN(CASE WHEN ${due.sql} THEN run_after END) AS oldest_due
    FROM job GROUP BY funcname ORDER BY funcname`,
-  params: [now, now, now]
-})
+    params: [...params, now]
+  }
+}
 
 const CountRow = Schema.Struct({
   funcname: Schema.String,
-  due: LenientInt,
-  scheduled: LenientInt,
-  never_: LenientInt,
+  due_n: LenientInt,
+  scheduled_n: LenientInt,
+  retrying_n: LenientInt,
+  dispatched_n: LenientInt,
+  never_n: LenientInt,
+  dead_n: LenientInt,
+  cancelled_n: LenientInt,
   oldest_due: Schema.NullOr(LenientInt)
 })
 const decodeCounts = Schema.decodeUnknown(Schema.Array(CountRow))
@@ -47,33 +90,68 @@ export const countsFromRows = (
       decoded.map((c): FunctionCounts => ({
         dbid,
         funcname: c.funcname,
-        due: c.due,
-        scheduled: c.scheduled,
-        never: c.never_,
+        due: c.due_n,
+        scheduled: c.scheduled_n,
+        retrying: c.retrying_n,
+        dispatched: c.dispatched_n,
+        never: c.never_n,
+        dead: c.dead_n,
+        cancelled: c.cancelled_n,
         oldestDue: c.oldest_due
       }))
     )
   )
 
 /** One page of jobs by jobid, filtered (LIMIT inlined: a validated integer). */
-export const listStatement = (q: ShardListQuery): Statement => {
+export const listStatement = (q: ShardListQuery, life: boolean): Statement => {
   const where: Array<string> = ["jobid > ?"]
   const params: Array<unknown> = [q.afterJobid ?? 0]
   if (q.funcname !== undefined) {
     where.push("funcname = ?")
     params.push(q.funcname)
   }
-  if (q.state === "due") {
-    where.push("run_after <= ?")
-    params.push(q.now)
-  } else if (q.state === "scheduled") {
-    where.push(`run_after > ? AND run_after < ${NEVER}`)
-    params.push(q.now)
-  } else if (q.state === "never") {
-    where.push(`run_after >= ${NEVER}`)
+  if (q.state !== undefined) {
+    const c = stateCondition(q.state, life)
+    where.push(c.sql)
+    for (let i = 0; i < c.params; i++) params.push(q.now)
   }
-  return { sql: `SELECT ${JOB_COLUMNS} FROM job WHERE ${where.join(" AND ")} ORDER BY jobid LIMIT ${q.limit}`, params }
+  return {
+    sql: `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job WHERE ${
+      where.join(" AND ")
+    } ORDER BY jobid LIMIT ${q.limit}`,
+    params
+  }
 }
+
+/** Migration 2's columns of a row (LIFE_COLUMNS), as stored. */
+const LifeRow = Schema.Struct({
+  last_error: Schema.NullOr(Schema.String),
+  last_error_at: Schema.NullOr(LenientInt),
+  last_error_attempt: Schema.NullOr(LenientInt),
+  ended: Schema.NullOr(Schema.Literal("dead", "cancelled")),
+  ended_at: Schema.NullOr(LenientInt),
+  leased_until: Schema.NullOr(LenientInt)
+})
+const decodeLifeRows = Schema.decodeUnknown(Schema.Array(LifeRow))
+
+/** Jobs decoded from the same rows, with their life columns (inspection only: not a hot path). */
+export const withLife = (
+  jobs: ReadonlyArray<StoredJob>,
+  rows: unknown
+): Effect.Effect<ReadonlyArray<JobRecord>, ShardRejected> =>
+  Effect.map(Effect.mapError(decodeLifeRows(rows), badData("job rows")), (life) =>
+    jobs.map((job, i): JobRecord => {
+      const l = life[i]!
+      const fields: JobLife = {
+        lastError: l.last_error,
+        lastErrorAt: l.last_error_at,
+        lastErrorAttempt: l.last_error_attempt,
+        ended: l.ended,
+        endedAt: l.ended_at,
+        leasedUntil: l.leased_until
+      }
+      return { ...job, ...fields }
+    }))
 
 // -- the byte-bounded claim ----------------------------------------------------------------------
 
