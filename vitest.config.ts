@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config"
 // end-to-end suites). Everything else is a unit test and must pass with no server and no build:
 // .ci/unit-alone checks that, so a file missing from this list fails CI rather than going unnoticed.
 const integration = [
-  "test/cli{,Hostile,Migrate,Paths,Signals,Sqlite,TwoRunners}.test.ts", // cliConfig.test.ts is a unit test
+  "test/cli{,Hostile,Migrate,Paths,Signals,Sqlite,TwoRunners,Flow}.test.ts", // cliConfig.test.ts is a unit test
   "test/config/ipv6.test.ts", // a gearmand on ::1
   "test/up.test.ts",
   "test/metrics/{cli,prometheus}.test.ts", // garivini up and consume from dist/, a real Prometheus

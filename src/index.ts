@@ -1,6 +1,8 @@
 /** Garivini's public API. */
 export * as Client from "./roles/Client.js"
 export * as QueueRunner from "./roles/QueueRunner.js"
+export * as Scheduler from "./roles/Scheduler.js"
+export * as FlowControl from "./storage/flow.js"
 export * as Worker from "./roles/Worker.js"
 export * as Injector from "./roles/Injector.js"
 export * as Controller from "./roles/Controller.js"

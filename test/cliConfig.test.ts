@@ -63,6 +63,41 @@ describe("configuration", () => {
       })
     ))
 
+  it.effect("the file's functions and schedules are checked and kept for the QueueRunner to write", () =>
+    withEnv(
+      clear,
+      Effect.gen(function*() {
+        const flowFile = `/tmp/garivini-config-flow-${process.pid}.yaml`
+        const write = (lines: ReadonlyArray<string>) => writeFileSync(flowFile, lines.join("\n"))
+        write([
+          "functions:",
+          "  api: { rate: 50/s }",
+          "  reports: { paused: true, rate: 600/min, burst: 20 }",
+          "schedules:",
+          "  nightly: { cron: '0 0 3 * * *', function: reports, tz: Europe/Paris, missed: run-once }"
+        ])
+        const s = yield* resolve({ ...noFlags, config: Option.some(flowFile) })
+        assert.deepStrictEqual(s.flow.functions, [
+          { funcname: "api", patch: { paused: undefined, rate: { count: 50, periodMs: 1000, burst: 50 } } },
+          { funcname: "reports", patch: { paused: true, rate: { count: 600, periodMs: 60_000, burst: 20 } } }
+        ])
+        assert.deepStrictEqual(s.flow.schedules, [{
+          name: "nightly",
+          cron: "0 0 3 * * *",
+          funcname: "reports",
+          arg: undefined,
+          timezone: "Europe/Paris",
+          missed: "run-once"
+        }])
+        write(["functions:", "  api: { rate: lots }"])
+        const badRate = yield* Effect.flip(resolve({ ...noFlags, config: Option.some(flowFile) }))
+        assert.include(badRate.message, "functions.api.rate")
+        write(["schedules:", "  x: { cron: 'every day', function: f }"])
+        const badCron = yield* Effect.flip(resolve({ ...noFlags, config: Option.some(flowFile) }))
+        assert.include(badCron.message, "schedules.x")
+      })
+    ))
+
   it.effect("the environment overrides the file; flags override both", () =>
     withEnv(
       {

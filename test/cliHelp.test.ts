@@ -4,6 +4,15 @@ import { CliConfig, Command, HelpDoc, Usage } from "@effect/cli"
 import { assert, describe, it } from "@effect/vitest"
 import { consumeCommand } from "../src/cli/consume.js"
 import { demoCommand } from "../src/cli/demo.js"
+import {
+  functionsListCommand,
+  limitCommand,
+  pauseCommand,
+  resumeCommand,
+  schedulesAddCommand,
+  schedulesListCommand,
+  schedulesRemoveCommand
+} from "../src/cli/flow.js"
 import { gearmandCommand } from "../src/cli/gearmand.js"
 import { injectCommand } from "../src/cli/inject.js"
 import { deadCommand, deleteCommand, listCommand, purgeCommand, retryCommand, showCommand } from "../src/cli/jobs.js"
@@ -109,7 +118,22 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
     "--function",
     "--shard",
     ...output
-  ]]
+  ]],
+  ["functions list", helpOf(functionsListCommand), [...storage, "--json", ...output]],
+  ["functions pause", helpOf(pauseCommand), [...storage, ...output]],
+  ["functions resume", helpOf(resumeCommand), [...storage, ...output]],
+  ["functions limit", helpOf(limitCommand), [...storage, "--rate", "--burst", "--off", ...output]],
+  ["schedules list", helpOf(schedulesListCommand), [...storage, "--json", ...output]],
+  ["schedules add", helpOf(schedulesAddCommand), [
+    ...storage,
+    "--cron",
+    "--function",
+    "--arg",
+    "--tz",
+    "--missed",
+    ...output
+  ]],
+  ["schedules remove", helpOf(schedulesRemoveCommand), [...storage, ...output]]
 ]
 
 describe("command help", () => {
@@ -131,7 +155,10 @@ describe("command help", () => {
         if (flag === "--log-format" || flag === "--metrics-listen") assert.include(description, "[output]", flag)
         if (flag === "--metrics-listen") assert.include(description, "GARIVINI_METRICS_LISTEN", flag)
         // A flag with a default says it (@effect/cli's help does not).
-        if (["--count", "--concurrency", "--limit", "--roles", "--listen", "--web-listen"].includes(flag)) {
+        if (
+          ["--count", "--concurrency", "--limit", "--roles", "--listen", "--web-listen", "--burst", "--missed", "--tz"]
+            .includes(flag)
+        ) {
           assert.include(description, "default", flag)
         }
       }

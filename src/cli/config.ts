@@ -24,6 +24,8 @@ import type { ControllerOptions } from "../roles/Controller.js"
 import * as Defaults from "../roles/defaults.js"
 import type { InjectorOptions } from "../roles/Injector.js"
 import { settings as queueRunnerSettings, type QueueRunnerOptions } from "../roles/QueueRunner.js"
+import { rowOf, type ScheduleSpec } from "../roles/Scheduler.js"
+import { type ControlPatch, parseRate } from "../storage/flow.js"
 import {
   key,
   type Key,
@@ -63,6 +65,13 @@ export interface Settings {
   readonly metricsListen: Option.Option<HostPort>
   /** How often the stored-job and job-server gauges are read (undefined: every 15 s). */
   readonly metricsInterval?: Duration.Duration | undefined
+  /** The file's `functions` and `schedules` (checked), applied when a QueueRunner starts. */
+  readonly flow: FlowConfig
+}
+
+export interface FlowConfig {
+  readonly functions: ReadonlyArray<{ readonly funcname: string; readonly patch: ControlPatch }>
+  readonly schedules: ReadonlyArray<ScheduleSpec>
 }
 
 // -- the file ---------------------------------------------------------------------------------
@@ -116,6 +125,27 @@ export const FileConfig = Schema.Struct({
     listen: Schema.optional(Schema.String)
   })),
   // The embedded job server of `garivini gearmand` and `garivini up` (their --listen, --max-*).
+  /** Flow control per function, written to the database when a QueueRunner starts (docs/flow-control.md). */
+  functions: Schema.optional(Schema.Record({
+    key: Schema.String,
+    value: Schema.Struct({
+      paused: Schema.optional(Schema.Boolean),
+      /** `50/s`, `600/min`...; null removes the limit. */
+      rate: Schema.optional(Schema.NullOr(Schema.String)),
+      burst: Schema.optional(PositiveInt)
+    })
+  })),
+  /** Recurring schedules by name, created or updated when a QueueRunner starts. */
+  schedules: Schema.optional(Schema.Record({
+    key: Schema.String,
+    value: Schema.Struct({
+      cron: Schema.String,
+      function: Schema.String,
+      arg: Schema.optional(Schema.String),
+      tz: Schema.optional(Schema.String),
+      missed: Schema.optional(Schema.Literal("skip", "run-once"))
+    })
+  })),
   embedded: Schema.optional(Schema.Struct({
     listen: Schema.optional(Schema.String),
     maxQueue: Schema.optional(Schema.Int),
@@ -576,6 +606,7 @@ export const resolve = (
         })
       )
     }
+    const flow = from.path === undefined ? { functions: [], schedules: [] } : yield* flowConfig(from.path)
     const logFormat = yield* resolveLogFormat(flags.logFormat, from)
     const logLevel = yield* resolveLogLevel(flags.logLevel, from)
     const metricsListen = yield* resolveMetricsListen(flags.metricsListen, from)
@@ -601,6 +632,38 @@ export const resolve = (
       logFormat,
       logLevel,
       metricsListen,
-      metricsInterval: duration(metricsInterval)
+      metricsInterval: duration(metricsInterval),
+      flow
     }
+  })
+
+/** The file's flow-control sections, each entry checked (a bad rate or cron expression: exit 2). */
+const flowConfig = (path: string): Effect.Effect<FlowConfig, ConfigInvalid> =>
+  Effect.gen(function*() {
+    const file = yield* loadFile(path)
+    const functions: Array<{ readonly funcname: string; readonly patch: ControlPatch }> = []
+    for (const [funcname, entry] of Object.entries(file.functions ?? {})) {
+      const rate = entry.rate === undefined || entry.rate === null ? entry.rate : parseRate(entry.rate, entry.burst)
+      if (typeof rate === "string") {
+        return yield* new ConfigInvalid({ field: `functions.${funcname}.rate (in ${path})`, reason: rate })
+      }
+      functions.push({ funcname, patch: { paused: entry.paused, rate } })
+    }
+    const schedules: Array<ScheduleSpec> = []
+    for (const [name, entry] of Object.entries(file.schedules ?? {})) {
+      const spec: ScheduleSpec = {
+        name,
+        cron: entry.cron,
+        funcname: entry.function,
+        arg: entry.arg,
+        timezone: entry.tz,
+        missed: entry.missed
+      }
+      yield* Either.mapLeft(
+        rowOf(spec, 0),
+        (e) => new ConfigInvalid({ field: `schedules.${name} (in ${path})`, reason: e.reason, cause: e })
+      )
+      schedules.push(spec)
+    }
+    return { functions, schedules }
   })

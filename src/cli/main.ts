@@ -10,6 +10,7 @@ import { Effect, Logger } from "effect"
 import { consumeCommand } from "./consume.js"
 import { demoCommand } from "./demo.js"
 import { driverCommand } from "./driver.js"
+import { functionsCommand, schedulesCommand } from "./flow.js"
 import { gearmandCommand } from "./gearmand.js"
 import { injectCommand } from "./inject.js"
 import { jobsCommand } from "./jobs.js"
@@ -33,6 +34,8 @@ const garivini = Command.make("garivini").pipe(
     injectCommand,
     consumeCommand,
     jobsCommand,
+    functionsCommand,
+    schedulesCommand,
     statusCommand,
     migrateCommand,
     schemaCommand,

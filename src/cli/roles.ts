@@ -4,14 +4,15 @@
  * SIGINT/SIGTERM, then stops taking work, lets in-flight jobs finish and closes its connections.
  */
 import { Command, Options } from "@effect/cli"
-import { Duration, Effect, Either, Layer } from "effect"
+import { Duration, Effect, Either, Layer, Schedule } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import { layer as gearmanLayer } from "../gearman/Gearman.js"
 import type { Gearman } from "../gearman/Gearman.js"
-import type { Storage } from "../storage/Storage.js"
+import { Storage } from "../storage/Storage.js"
 import * as Controller from "../roles/Controller.js"
 import * as Injector from "../roles/Injector.js"
 import * as QueueRunner from "../roles/QueueRunner.js"
+import * as Scheduler from "../roles/Scheduler.js"
 import * as Supervise from "../roles/supervise.js"
 import type { RoleFailed, Supervision } from "../roles/supervise.js"
 import { applyRoleHeapPolicy } from "./heap.js"
@@ -24,7 +25,7 @@ import {
   queueRunnerOptions
 } from "./config.js"
 import { exposition, withPollers } from "./metrics.js"
-import type { Settings } from "./config.js"
+import type { FlowConfig, Settings } from "./config.js"
 import { describeStorage, storageLayerFor, withSettings } from "./shared.js"
 
 export type Role = "queue-runner" | "injector" | "controller"
@@ -70,13 +71,37 @@ export const checkRoleSettings = (
   return Either.right(undefined)
 }
 
+/**
+ * The config file's functions and schedules, written when a QueueRunner starts (in the background:
+ * a database down at start delays them, retried, and does not hold up the runner).
+ */
+const applyFlowConfig = (flow: FlowConfig): Layer.Layer<never, never, Storage> =>
+  flow.functions.length === 0 && flow.schedules.length === 0 ? Layer.empty : Layer.scopedDiscard(
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      for (const { funcname, patch } of flow.functions) yield* storage.flow.setControl(funcname, patch)
+      yield* Scheduler.define(flow.schedules)
+      yield* Effect.logInfo(
+        `flow control from the config file: ${flow.functions.length} function(s), ${flow.schedules.length} schedule(s)`
+      )
+    }).pipe(
+      Effect.tapError((e) =>
+        Effect.logWarning(`applying the config file's flow control failed, retrying: ${e.message}`)
+      ),
+      Effect.retry(Schedule.exponential("1 second").pipe(Schedule.union(Schedule.spaced("30 seconds")))),
+      Effect.orDie,
+      Effect.forkScoped
+    )
+  )
+
 /** One role as a supervised Layer, over Gearman connections of its own. */
 const roleLayer = (role: Role, settings: Settings): Layer.Layer<never, ConfigInvalid, Storage | Supervision> => {
   const body = (): Layer.Layer<never, ConfigInvalid, Storage | Gearman | Supervision> => {
     switch (role) {
       case "queue-runner":
         return QueueRunner.layer(settings.queueRunner).pipe(
-          Layer.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message, cause: e }))
+          Layer.mapError((e) => new ConfigInvalid({ field: "queueRunner", reason: e.message, cause: e })),
+          Layer.merge(applyFlowConfig(settings.flow))
         )
       case "injector":
         return Injector.layer(settings.injector)

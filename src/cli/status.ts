@@ -3,10 +3,13 @@
  * dispatched, never, dead, cancelled), the oldest due job's age, and gearmand's queued / running / workers for that function (summed over servers).
  */
 import { Command, Options } from "@effect/cli"
-import { Console, Effect } from "effect"
+import { Console, Effect, Either } from "effect"
 import { nowSeconds } from "../Job.js"
+import { Storage } from "../storage/Storage.js"
 import { queueFigures, storedCounts } from "../overview.js"
 import { connectionOptions, outputOptions } from "./config.js"
+import { formatRate } from "../storage/flow.js"
+import { controlJson, scheduleJson } from "./flow.js"
 import { printTable } from "./jobs.js"
 import { servicesLayer, withSettingsOneShot } from "./shared.js"
 
@@ -20,6 +23,14 @@ export const statusCommand = Command.make("status", {
       const { counts, unavailable } = yield* storedCounts
       const { byFunction: queue, error: gearmandError } = yield* queueFigures
       const now = yield* nowSeconds
+      // Flow control, as the home shard holds it (an older schema without its tables: none shown).
+      const storage = yield* Storage
+      const controls = yield* Effect.either(storage.flow.controls(storage.flow.home))
+      const schedules = yield* Effect.either(storage.flow.schedules)
+      const flow = {
+        controls: Either.getOrElse(controls, () => []).map(controlJson),
+        schedules: Either.getOrElse(schedules, () => []).map(scheduleJson)
+      }
       const rows = counts.map((c) => ({
         shard: c.dbid,
         function: c.funcname,
@@ -39,7 +50,13 @@ export const statusCommand = Command.make("status", {
       }))
       if (o.json)
         return yield* Console.log(
-          JSON.stringify({ functions: rows, unavailable_shards: unavailable, gearmand_error: gearmandError })
+          JSON.stringify({
+            functions: rows,
+            unavailable_shards: unavailable,
+            gearmand_error: gearmandError,
+            flow_control: flow.controls,
+            schedules: flow.schedules
+          })
         )
       const cell = (v: number | null) => (v === null ? "-" : String(v))
       yield* printTable(
@@ -76,6 +93,19 @@ export const statusCommand = Command.make("status", {
           cell(r.gearmand_workers)
         ])
       )
+      for (const c of flow.controls) {
+        const rate = c.rate_limit === null
+          ? ""
+          : `rate limit ${
+            formatRate({ ...c.rate_limit, periodMs: c.rate_limit.period_ms })
+          } (burst ${c.rate_limit.burst})`
+        yield* Console.log(
+          `function ${c.function}: ${[c.paused ? "paused" : "", rate].filter((x) => x !== "").join(", ")}`
+        )
+      }
+      for (const r of flow.schedules) {
+        yield* Console.log(`schedule ${r.name}: ${r.cron} -> ${r.function}, next slot ${r.next_slot}`)
+      }
       for (const u of unavailable) yield* Console.log(`shard ${u.shard} unavailable: ${u.error}`)
       if (gearmandError !== null) yield* Console.log(`gearmand unavailable: ${gearmandError}`)
     }).pipe(Effect.provide(servicesLayer(settings))))).pipe(

@@ -8,6 +8,7 @@ import { DEFAULT_MAX_ATTEMPTS, failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds,
 import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { jobsDead, jobsFailed } from "./metrics.js"
+import type { FunctionControl, RateLimit } from "../storage/flow.js"
 
 /** A job to insert. */
 export interface JobSpec {
@@ -145,3 +146,31 @@ export const failedJob = (
     if (outcome === "dead") jobsDead.unsafeUpdate(1, [])
     return { failcount, runAfter, found: outcome !== "missing", dead: outcome === "dead" }
   })
+
+// -- flow control (docs/flow-control.md) ---------------------------------------------------------
+
+/**
+ * Pauses a function: every dispatcher stops sending its jobs within about a second; its jobs stay
+ * stored and due. Written to every shard.
+ */
+export const pauseFunction = (
+  funcname: string
+): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { paused: true }))
+
+/** Resumes a paused function: its due jobs go out again, oldest first. */
+export const resumeFunction = (
+  funcname: string
+): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { paused: false }))
+
+/** Sets (or, with null, removes) a function's rate limit: at most `count` jobs started per period. */
+export const setRateLimit = (
+  funcname: string,
+  rate: RateLimit | null
+): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { rate }))
+
+/** Every function with a control set (paused, rate limit), as the home shard has them. */
+export const functionControls: Effect.Effect<ReadonlyArray<FunctionControl>, ShardOperationError, Storage> = Effect
+  .flatMap(Storage, (s) => s.flow.controls(s.flow.home))

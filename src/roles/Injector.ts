@@ -8,7 +8,8 @@
  *
  * An immediate job is stored leased (run_after = now + lease), so a QueueRunner does not run it
  * a second time while the Controller does. A delayed job, or one whose function is over the
- * queue watermark, is stored with its time (or due) and left to the QueueRunner.
+ * queue watermark, paused, or over its rate limit (docs/flow-control.md), is stored with its time
+ * (or due) and left to the QueueRunner.
  */
 import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effect"
 import type { Scope, Layer } from "effect"
@@ -18,6 +19,7 @@ import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, StoredJob, NewJob } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
+import * as FlowControl from "./flowControl.js"
 import { park, splitDeliverable } from "./park.js"
 import { injectorTag, injectRoundTrip, injectTag, inputsRejected, jobsDispatched, timed } from "./metrics.js"
 import * as Defaults from "./defaults.js"
@@ -106,6 +108,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
     const checkEvery = Duration.toMillis(
       Duration.decode(options.queueCheckInterval ?? Defaults.injector.queueCheckInterval)
     )
+    const controls = FlowControl.makeCache(storage)
     const depthCache = yield* Ref.make<{ readonly at: number; readonly depths: ReadonlyMap<string, number> }>({
       at: Number.NEGATIVE_INFINITY,
       depths: new Map()
@@ -159,7 +162,10 @@ export const makeHandler = (options: InjectorOptions = {}) =>
           }
           const now = yield* nowSeconds
           const queued = new Map(yield* depths)
-          const plans: Array<{ readonly job: NewJob; readonly dispatch: boolean }> = []
+          // Paused functions' jobs are stored due, not dispatched (the home shard's controls, read at
+          // most once a second); rate-limited ones are dispatched as far as their tokens go.
+          const view = yield* controls.forShard(storage.flow.home)
+          const plans: Array<{ job: NewJob; dispatch: boolean; readonly due: number }> = []
           for (const [i, spec] of specs.entries()) {
             if (i > 0 && i % PLAN_SLICE === 0) yield* Effect.yieldNow()
             const at = runAfterOf(spec, now)
@@ -167,10 +173,11 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             const depth = queued.get(spec.funcname) ?? 0
             const overWatermark = watermark > 0 && depth > watermark
             const delayed = at.right !== undefined && at.right > now
-            const dispatch = !delayed && !overWatermark
+            const dispatch = !delayed && !overWatermark && !view.paused.has(spec.funcname)
             if (dispatch) queued.set(spec.funcname, depth + 1)
             plans.push({
               dispatch,
+              due: at.right ?? now,
               job: {
                 funcname: spec.funcname,
                 arg: spec.arg,
@@ -182,6 +189,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
               }
             })
           }
+          if (view.limited.length > 0) yield* rateLimit(plans, view)
           const outcomes = yield* storage.insert(plans.map((p) => p.job)).pipe(
             Effect.catchAll((e) => {
               if (e._tag === "InvalidJob") return reject(`inject_jobs: ${e.message}`)
@@ -214,6 +222,23 @@ export const makeHandler = (options: InjectorOptions = {}) =>
           return JSON.stringify(many ? replies : replies[0])
         })
       )
+
+    /** Over a function's rate limit, the jobs beyond its tokens are stored due for the QueueRunner instead. */
+    function rateLimit(
+      plans: Array<{ job: NewJob; dispatch: boolean; readonly due: number }>,
+      view: FlowControl.ControlView
+    ) {
+      return Effect.forEach(view.limited, ({ funcname, rate }) =>
+        Effect.gen(function*() {
+          const mine = plans.filter((p) => p.dispatch && p.job.funcname === funcname)
+          if (mine.length === 0) return
+          const granted = yield* FlowControl.takeTokens(storage, funcname, rate, mine.length)
+          for (const plan of mine.slice(granted)) {
+            plan.dispatch = false
+            plan.job = { ...plan.job, runAfter: plan.due }
+          }
+        }), { discard: true })
+    }
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
     function dispatch(all: ReadonlyArray<StoredJob>, now: number) {

@@ -6,6 +6,10 @@
  * `uniqkey`, else its handle: dispatch.ts), so a job dispatched again while gearmand still holds
  * it merges into the first copy.
  *
+ * Flow control (docs/flow-control.md): paused functions are left out of the claims, rate-limited
+ * ones claimed apart as far as their tokens go, and the recurring schedules' loop runs beside the
+ * shard loops.
+ *
  * A job is never lost: a submit that fails leaves it leased in the database, and it is
  * claimed again when the lease ends. Delivery is at least once; exactly once when nothing fails.
  */
@@ -21,6 +25,8 @@ import * as Defaults from "./defaults.js"
 import { claimRoundTime, jobsDispatched, queueRunnerTag, timed } from "./metrics.js"
 import { submission } from "./dispatch.js"
 import { park, splitDeliverable } from "./park.js"
+import * as FlowControl from "./flowControl.js"
+import * as Scheduler from "./Scheduler.js"
 import { roleLayer } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
 
@@ -75,6 +81,8 @@ export interface QueueRunnerOptions {
    * its due jobs go out within about this long. Other shards keep their own pace meanwhile.
    */
   readonly shardRetryMax?: Duration.DurationInput | undefined
+  /** The recurring schedules' loop (Scheduler.ts), run beside the shard loops; false: not in this runner. */
+  readonly scheduler?: Scheduler.SchedulerOptions | false | undefined
 }
 
 export class InvalidQueueRunnerOptions extends Data.TaggedError("InvalidQueueRunnerOptions")<{
@@ -214,6 +222,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const storage = yield* Storage
     const gearman = yield* Gearman
     const limits = yield* Ref.make(new Map<number, number>())
+    const controls = FlowControl.makeCache(storage)
 
     /** Queue depth per function (TOTAL = queued + running, summed over servers). */
     const depths = s.queueWatermarkDepth === 0
@@ -251,11 +260,23 @@ export const make = (options: QueueRunnerOptions = {}) =>
         Effect.gen(function*() {
           const limit = (yield* Ref.get(limits)).get(dbid) ?? MIN_BATCH_SIZE
           // Functions already over the watermark are not claimed at all (their jobs stay due).
-          const exclude = s.queueWatermarkDepth === 0
+          const overWatermark = s.queueWatermarkDepth === 0
             ? []
             : [...depth].filter(([, d]) => d > s.queueWatermarkDepth).map(([fn]) => fn).slice(0, MAX_EXCLUDED)
+          // Paused and rate-limited functions are left out of the ordinary claim (read at most once a
+          // second per shard); with none configured, this claim is the same as before flow control.
+          const view = yield* controls.forShard(dbid)
+          const exclude = view.excluded.length === 0
+            ? overWatermark
+            : [...new Set([...overWatermark, ...view.excluded])].slice(0, MAX_EXCLUDED)
           const claim = yield* Effect.either(
-            storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes)
+            storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes).pipe(
+              Effect.flatMap((jobs) =>
+                view.limited.length === 0
+                  ? Effect.succeed(jobs)
+                  : claimLimited(dbid, jobs, view, overWatermark, limit, maxBytes)
+              )
+            )
           )
           if (Either.isLeft(claim)) {
             return Either.left({
@@ -301,11 +322,52 @@ export const make = (options: QueueRunnerOptions = {}) =>
             claimed: jobs.length,
             send,
             deferred: over.length,
-            throttled: exclude.length > 0 || over.length > 0,
+            throttled: overWatermark.length > 0 || over.length > 0,
             perFunction
           })
         })
       )
+
+    /**
+     * Each rate-limited function's claim after the ordinary one: tokens first (from its bucket on
+     * the home shard), then at most that many of its jobs; tokens left unused go back. A failure
+     * here costs that function this round only (its tokens are given back; its jobs stay due).
+     */
+    const claimLimited = (
+      dbid: number,
+      claimed: ReadonlyArray<StoredJob>,
+      view: FlowControl.ControlView,
+      overWatermark: ReadonlyArray<string>,
+      limit: number,
+      maxBytes: number
+    ) =>
+      Effect.gen(function*() {
+        const jobs = [...claimed]
+        let bytes = claimed.reduce((n, j) => n + j.arg.byteLength, 0)
+        for (const { funcname, rate } of view.limited) {
+          if (overWatermark.includes(funcname) || bytes >= maxBytes) continue
+          const granted = yield* FlowControl.takeTokens(storage, funcname, rate, Math.min(limit, MAX_CLAIM))
+          if (granted === 0) continue
+          const mine = yield* storage.claimDue(
+            dbid,
+            granted,
+            Duration.seconds(s.leaseSeconds),
+            [],
+            Math.max(0, maxBytes - bytes),
+            funcname
+          ).pipe(
+            Effect.catchAll((e) =>
+              Effect.as(Effect.logWarning(`claiming rate-limited ${funcname} failed: ${e.message}`), [])
+            )
+          )
+          yield* FlowControl.giveBack(storage, funcname, rate, granted - mine.length)
+          for (const job of mine) {
+            jobs.push(job)
+            bytes += job.arg.byteLength
+          }
+        }
+        return jobs
+      })
 
     const submitPhase = (batch: Claimed): Effect.Effect<ShardRound> =>
       Effect.gen(function*() {
@@ -581,7 +643,13 @@ export const make = (options: QueueRunnerOptions = {}) =>
       )
 
     /** Runs every shard's loop until interrupted. */
-    const run: Effect.Effect<never> = Effect.forEach(storage.shardIds, shardLoop, { concurrency: "unbounded" }).pipe(
+    const schedules = options.scheduler === false
+      ? []
+      : [Effect.provideService(Scheduler.run(options.scheduler), Storage, storage)]
+    const run: Effect.Effect<never> = Effect.all([...storage.shardIds.map(shardLoop), ...schedules], {
+      concurrency: "unbounded",
+      discard: true
+    }).pipe(
       Effect.zipRight(Effect.never),
       Effect.annotateLogs({ role: "QueueRunner" })
     )

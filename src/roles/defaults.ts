@@ -77,3 +77,12 @@ export const driver = {
 
 /** Where the roles, the Driver and the tools find a job server unless told. */
 export const gearmand = "127.0.0.1:4730"
+
+export const flow = {
+  /** A dispatcher reads a shard's function controls (pause, rate limit) at most this often. */
+  controlsRefresh: Duration.seconds(1),
+  /** The schedule loop looks for due slots this often. */
+  scheduleTick: Duration.seconds(1),
+  /** A slot found due more than this late counts as missed (its schedule's `missed` policy decides). */
+  scheduleGrace: Duration.seconds(2)
+} as const

@@ -69,3 +69,14 @@ export const timed = <A, E, R>(
     return Effect.onExit(effect, () =>
       Effect.sync(() => histogram.unsafeUpdate((performance.now() - started) / 1000, [])))
   })
+
+/** Jobs enqueued by recurring schedules, tagged `schedule`. */
+export const scheduledJobs = Metric.counter("garivini_scheduled_jobs_total", {
+  description: "jobs enqueued by recurring schedules",
+  incremental: true
+})
+/** Rate-limit tokens granted to dispatchers (jobs allowed to start), tagged `funcname`. */
+export const rateTokens = Metric.counter("garivini_rate_tokens_total", {
+  description: "jobs allowed to start by a rate limit",
+  incremental: true
+})

@@ -7,8 +7,17 @@
 import { Effect, Option, Ref } from "effect"
 import { FAILCOUNT_MAX, jobState as stateOf, NEVER, NO_LIFE, uniqueIdentity } from "../Job.js"
 import type { JobRecord, StoredJob, ValidNewJob } from "../Job.js"
+import { patched, takeTokens } from "./flow.js"
+import type { Bucket, FunctionControl, ScheduleRow } from "./flow.js"
 import { ShardUnreached } from "./ShardBackend.js"
-import type { FailOutcome, FunctionCounts, RowInsert, ShardBackend, ShardListQuery } from "./ShardBackend.js"
+import type {
+  FailOutcome,
+  FlowBackend,
+  FunctionCounts,
+  RowInsert,
+  ShardBackend,
+  ShardListQuery
+} from "./ShardBackend.js"
 
 /**
  * The table. It is mutated only inside `Ref.modify`, whose function runs synchronously and
@@ -81,11 +90,11 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         return [n, t]
       }))
 
-    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes) =>
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
       guard(Ref.modify(table, (t): [ReadonlyArray<StoredJob>, Table] => {
         const excluded = new Set(exclude)
         const candidates = [...t.rows.values()]
-          .filter((j) => j.runAfter <= now && !excluded.has(j.funcname))
+          .filter((j) => j.runAfter <= now && !excluded.has(j.funcname) && (only === undefined || j.funcname === only))
           .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
           .slice(0, limit)
         // As the SQL backends: while the args fit the budget, and always the first.
@@ -143,8 +152,44 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           .slice(0, q.limit)
       }))
 
+    // Flow control's tables: each operation one synchronous step, as atomic as the SQL transactions.
+    const controls = new Map<string, FunctionControl>()
+    const buckets = new Map<string, Bucket>()
+    const schedules = new Map<string, ScheduleRow>()
+    const flow: FlowBackend = {
+      controls: guard(Effect.sync(() => [...controls.values()])),
+      setControl: (funcname, patch) =>
+        guard(Effect.sync(() => {
+          const next = patched(funcname, controls.get(funcname), patch)
+          if (next === undefined) controls.delete(funcname)
+          else controls.set(funcname, next)
+          return next
+        })),
+      takeTokens: (funcname, rate, nowMs, want) =>
+        guard(Effect.sync(() => {
+          const { bucket, taken } = takeTokens(buckets.get(funcname), rate, nowMs, want)
+          buckets.set(funcname, bucket)
+          return taken
+        })),
+      bucket: (funcname) => guard(Effect.sync(() => Option.fromNullable(buckets.get(funcname)))),
+      schedules: guard(Effect.sync(() => [...schedules.values()].sort((a, b) => (a.name < b.name ? -1 : 1)))),
+      putSchedule: (row) => guard(Effect.sync(() => void schedules.set(row.name, row))),
+      removeSchedule: (name) => guard(Effect.sync(() => schedules.delete(name))),
+      advanceSchedule: (name, expected, next, jobs) =>
+        Effect.zipRight(
+          guard(Effect.void),
+          Effect.suspend((): Effect.Effect<boolean, ShardUnreached> => {
+            const row = schedules.get(name)
+            if (row === undefined || row.nextSlot !== expected) return Effect.succeed(false)
+            schedules.set(name, { ...row, nextSlot: next })
+            return Effect.as(insert(jobs), true)
+          })
+        )
+    }
+
     return {
       dbid,
+      flow,
       maxArgBytes: guard(Effect.succeed(Number.MAX_SAFE_INTEGER)),
       insert,
       claimDue,

@@ -13,6 +13,7 @@
 import type { Effect, Option } from "effect"
 import { Data } from "effect"
 import type { JobEnd, JobRecord, JobState, StoredJob, ValidNewJob } from "../Job.js"
+import type { Bucket, ControlPatch, FunctionControl, RateLimit, ScheduleRow } from "./flow.js"
 
 /** What every failure carries: a one-line reason, the server's error code if any, the driver's error. */
 interface FailureFields {
@@ -107,7 +108,8 @@ export interface ShardBackend {
   /** Stores rows (INSERT IGNORE semantics); one result per row, in order. */
   readonly insert: (rows: ReadonlyArray<ValidNewJob>) => Effect.Effect<ReadonlyArray<RowInsert>, ShardFailure>
   /**
-   * Atomically: due jobs (run_after <= now) of functions not in `exclude`, oldest first, at most
+   * Atomically: due jobs (run_after <= now) of functions not in `exclude` (of function `only`
+   * when given), oldest first, at most
    * `limit` and while their args total at most `maxBytes` (always at least one), moved to
    * `leaseUntil` (and `leased_until` set to it, in the same statement); returned as before the move.
    */
@@ -116,7 +118,8 @@ export interface ShardBackend {
     limit: number,
     leaseUntil: number,
     exclude: ReadonlyArray<string>,
-    maxBytes: number
+    maxBytes: number,
+    only?: string | undefined
   ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardFailure>
   /**
    * Moves jobs (their lease, if any, is over: `leased_until` cleared); with `error`, that is
@@ -150,4 +153,45 @@ export interface ShardBackend {
    * not (a v1 database), failures only back off, and nothing is dead, dispatched or has a last error.
    */
   readonly jobLife: Effect.Effect<boolean, ShardFailure>
+  /** Flow control's tables (migration 0003). */
+  readonly flow: FlowBackend
+}
+
+/** One shard's flow-control tables (flow.ts; docs/flow-control.md). */
+export interface FlowBackend {
+  /** Every function's controls (the table is tiny: only functions with something set). */
+  readonly controls: Effect.Effect<ReadonlyArray<FunctionControl>, ShardFailure>
+  /** Applies a patch to one function's controls; returns them as they now are (undefined: none). */
+  readonly setControl: (
+    funcname: string,
+    patch: ControlPatch
+  ) => Effect.Effect<FunctionControl | undefined, ShardFailure>
+  /**
+   * Atomically refills the function's bucket and takes up to `want` tokens (a negative `want`
+   * gives tokens back); returns how many were taken.
+   */
+  readonly takeTokens: (
+    funcname: string,
+    rate: RateLimit,
+    nowMs: number,
+    want: number
+  ) => Effect.Effect<number, ShardFailure>
+  /** The bucket as stored (for status), none when never used. */
+  readonly bucket: (funcname: string) => Effect.Effect<Option.Option<Bucket>, ShardFailure>
+  readonly schedules: Effect.Effect<ReadonlyArray<ScheduleRow>, ShardFailure>
+  /** Creates or replaces a schedule. */
+  readonly putSchedule: (row: ScheduleRow) => Effect.Effect<void, ShardFailure>
+  /** False when there was none of that name. */
+  readonly removeSchedule: (name: string) => Effect.Effect<boolean, ShardFailure>
+  /**
+   * In one transaction: moves the schedule's next slot from `expected` to `next` (compare and
+   * set) and, only if this call moved it, stores `jobs` (INSERT IGNORE: their slot keys are the
+   * second guard). False when another runner moved it first (nothing stored).
+   */
+  readonly advanceSchedule: (
+    name: string,
+    expected: number,
+    next: number,
+    jobs: ReadonlyArray<ValidNewJob>
+  ) => Effect.Effect<boolean, ShardFailure>
 }

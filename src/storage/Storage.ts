@@ -5,7 +5,7 @@
  * routing.ts, the batching of concurrent inserts in GroupCommit.ts, the mapping of shard
  * failures to public errors in failures.ts.
  */
-import { Cause, Context, Duration, Effect, Either, Exit, Layer, Option } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Option } from "effect"
 import type { Scope } from "effect"
 import {
   InvalidArgument,
@@ -18,8 +18,17 @@ import {
 import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
 import { validateShards } from "./targets.js"
 import type { StorageConfig } from "./targets.js"
-import { boundedError, FAILCOUNT_MAX, MAX_RUN_AFTER, nowSeconds, validateHandle, validateNewJob } from "../Job.js"
+import {
+  boundedError,
+  FAILCOUNT_MAX,
+  funcnameProblem,
+  MAX_RUN_AFTER,
+  nowSeconds,
+  validateHandle,
+  validateNewJob
+} from "../Job.js"
 import type { InsertOutcome, JobEnd, JobRecord, StoredJob, StoredJobId, NewJob, ValidNewJob } from "../Job.js"
+import type { Bucket, ControlPatch, FunctionControl, RateLimit, ScheduleRow } from "./flow.js"
 import * as Defaults from "../roles/defaults.js"
 import { publicError } from "./failures.js"
 import * as GroupCommit from "./GroupCommit.js"
@@ -42,6 +51,7 @@ import * as SqliteShard from "./sql/sqlite.js"
 
 export type { FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
 export { countedJobs } from "./ShardBackend.js"
+export type { Bucket, ControlPatch, FunctionControl, MissedPolicy, RateLimit, ScheduleRow } from "./flow.js"
 export type { ShardHealth } from "./routing.js"
 
 export interface ListFilter {
@@ -99,14 +109,16 @@ export interface StorageShape {
    * Claims up to `limit` due jobs of one shard, oldest first, leasing them until now + `lease`
    * (their `run_after` moves there). Concurrent claimers get disjoint jobs without waiting.
    * Jobs of the functions in `exclude` are left alone (the QueueRunner's watermark). The jobs'
-   * args total at most `maxBytes` (default 64 MiB), except that one job is always taken.
+   * args total at most `maxBytes` (default 64 MiB), except that one job is always taken. With
+   * `only`, jobs of that function alone (a rate-limited function's claim).
    */
   readonly claimDue: (
     dbid: number,
     limit: number,
     lease: Duration.DurationInput,
     exclude?: ReadonlyArray<string>,
-    maxBytes?: number
+    maxBytes?: number,
+    only?: string
   ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardOperationError>
   /**
    * Moves jobs' `run_after` to `until` (unix seconds), ending their lease; with `error`, that is
@@ -156,6 +168,41 @@ export interface StorageShape {
   readonly jobLife: (dbid: number) => Effect.Effect<boolean, ShardOperationError>
   /** Which shards are currently avoided after a failure. */
   readonly health: Effect.Effect<ReadonlyArray<ShardHealth>>
+  /** Flow control (docs/flow-control.md). */
+  readonly flow: FlowShape
+}
+
+/**
+ * Flow control's storage. Controls are written to every shard (each dispatcher reads them from
+ * the shard it claims from); rate-limit buckets and schedules live on the lowest shard (`home`),
+ * so one bucket per function holds for the whole deployment and a slot is advanced in one place.
+ */
+export interface FlowShape {
+  /** The shard holding buckets and schedules: the lowest dbid. */
+  readonly home: number
+  /** One shard's controls. */
+  readonly controls: (dbid: number) => Effect.Effect<ReadonlyArray<FunctionControl>, ShardOperationError>
+  /**
+   * Applies a patch on every shard (each tried, so one down does not keep the others unchanged);
+   * fails with the first shard's error, after the others were written. Returns the new controls.
+   */
+  readonly setControl: (
+    funcname: string,
+    patch: ControlPatch
+  ) => Effect.Effect<FunctionControl | undefined, ShardOperationError>
+  /** Takes up to `want` tokens of the function's bucket (negative: gives back); returns how many. */
+  readonly takeTokens: (funcname: string, rate: RateLimit, want: number) => Effect.Effect<number, ShardOperationError>
+  readonly bucket: (funcname: string) => Effect.Effect<Option.Option<Bucket>, ShardOperationError>
+  readonly schedules: Effect.Effect<ReadonlyArray<ScheduleRow>, ShardOperationError>
+  readonly putSchedule: (row: ScheduleRow) => Effect.Effect<void, ShardOperationError>
+  readonly removeSchedule: (name: string) => Effect.Effect<boolean, ShardOperationError>
+  /** Compare-and-set of the next slot, storing `jobs` (on the home shard) only if this call moved it. */
+  readonly advanceSchedule: (
+    name: string,
+    expected: number,
+    next: number,
+    jobs: ReadonlyArray<NewJob>
+  ) => Effect.Effect<boolean, ShardOperationError>
 }
 
 export class Storage extends Context.Tag("garivini/Storage")<Storage, StorageShape>() {}
@@ -523,7 +570,8 @@ export const make = (
       limit: number,
       lease: Duration.DurationInput,
       exclude: ReadonlyArray<string> = [],
-      maxBytes: number = DEFAULT_CLAIM_BYTES
+      maxBytes: number = DEFAULT_CLAIM_BYTES,
+      only?: string
     ) =>
       Effect.gen(function*() {
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CLAIM) {
@@ -541,7 +589,7 @@ export const make = (
         const claimed = yield* shardOp(
           dbid,
           "claimDue",
-          (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes)
+          (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes, only)
         )
         jobsClaimed.unsafeUpdate(claimed.length, [])
         return claimed
@@ -668,8 +716,51 @@ export const make = (
     const get = (handle: StoredJobId) =>
       Effect.flatMap(validateHandle(handle), (h) => shardOp(h.dbid, "get", (b) => b.get(h.jobid)))
 
+    // -- flow control ----------------------------------------------------------------------
+
+    const home = shardIds[0]!
+    const checkFuncname = (funcname: string) => {
+      const problem = funcnameProblem(funcname)
+      return problem === undefined
+        ? Effect.void
+        : Effect.fail(new InvalidArgument({ argument: "function", reason: problem }))
+    }
+    const flow: FlowShape = {
+      home,
+      controls: (dbid) => shardOp(dbid, "controls", (b) => b.flow.controls),
+      setControl: (funcname, patch) =>
+        Effect.zipRight(
+          checkFuncname(funcname),
+          Effect.all(
+            sorted.map((b) => shardOp(b.dbid, "setControl", (s) => s.flow.setControl(funcname, patch))),
+            { concurrency: "unbounded", mode: "either" }
+          ).pipe(Effect.flatMap((results) => {
+            const failed = results.find(Either.isLeft)
+            if (failed !== undefined) return Effect.fail(failed.left)
+            return Effect.succeed(Either.isRight(results[0]!) ? results[0].right : undefined)
+          }))
+        ),
+      takeTokens: (funcname, rate, want) =>
+        Effect.flatMap(
+          Clock.currentTimeMillis,
+          (nowMs) => shardOp(home, "takeTokens", (b) => b.flow.takeTokens(funcname, rate, nowMs, want))
+        ),
+      bucket: (funcname) => shardOp(home, "bucket", (b) => b.flow.bucket(funcname)),
+      schedules: shardOp(home, "schedules", (b) => b.flow.schedules),
+      putSchedule: (row) =>
+        Effect.zipRight(checkFuncname(row.funcname), shardOp(home, "putSchedule", (b) => b.flow.putSchedule(row))),
+      removeSchedule: (name) => shardOp(home, "removeSchedule", (b) => b.flow.removeSchedule(name)),
+      advanceSchedule: (name, expected, next, jobs) =>
+        Effect.gen(function*() {
+          const valid: Array<ValidNewJob> = []
+          for (const job of jobs) valid.push(yield* validateNewJob(job))
+          return yield* shardOp(home, "advanceSchedule", (b) => b.flow.advanceSchedule(name, expected, next, valid))
+        })
+    }
+
     return {
       shardIds,
+      flow,
       insert,
       claimDue,
       defer,

@@ -156,7 +156,8 @@ describe("dispatch", () => {
           controller: {},
           logFormat: "logfmt",
           logLevel: Option.none(),
-          metricsListen: Option.none()
+          metricsListen: Option.none(),
+          flow: { functions: [], schedules: [] }
         }
         yield* Effect.scoped(Effect.gen(function*() {
           const storage = yield* Storage

@@ -636,4 +636,98 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.strictEqual(stillDown._tag, "StorageUnavailable")
         assert.isTrue(Either.isLeft(yield* Effect.either(dead.counts())))
       }))
+
+    // -- flow control (migration 0003) ---------------------------------------------------------
+
+    test("controls are written to every shard; a patch keeps the other fields; nothing set deletes the row", ({ dead, storage }) =>
+      Effect.gen(function*() {
+        const rate = { count: 5, periodMs: 1000, burst: 5 }
+        assert.deepStrictEqual(yield* storage.flow.setControl("f", { paused: true }), {
+          funcname: "f",
+          paused: true,
+          rate: null
+        })
+        yield* storage.flow.setControl("f", { rate })
+        yield* storage.flow.setControl("g", { rate })
+        for (const dbid of [1, 2]) {
+          assert.deepStrictEqual(yield* storage.flow.controls(dbid), [
+            { funcname: "f", paused: true, rate },
+            { funcname: "g", paused: false, rate }
+          ])
+        }
+        assert.isUndefined(yield* storage.flow.setControl("g", { rate: null }))
+        yield* storage.flow.setControl("f", { paused: false })
+        assert.deepStrictEqual(yield* storage.flow.controls(2), [{ funcname: "f", paused: false, rate }])
+        const refused = yield* Effect.flip(storage.flow.setControl("bad name", { paused: true }))
+        assert.strictEqual(refused._tag, "InvalidArgument")
+        assert.isTrue(Either.isLeft(yield* Effect.either(dead.flow.setControl("f", { paused: true }))))
+      }))
+
+    test("the token bucket: starts full, refills with time up to the burst, takes what there is, takes back", ({ storage }) =>
+      Effect.gen(function*() {
+        const rate = { count: 10, periodMs: 1000, burst: 20 }
+        assert.strictEqual(yield* storage.flow.takeTokens("api", rate, 15), 15)
+        assert.strictEqual(yield* storage.flow.takeTokens("api", rate, 15), 5)
+        assert.strictEqual(yield* storage.flow.takeTokens("api", rate, 1), 0)
+        yield* TestClock.adjust(Duration.millis(500))
+        assert.strictEqual(yield* storage.flow.takeTokens("api", rate, 10), 5)
+        yield* storage.flow.takeTokens("api", rate, -3)
+        assert.strictEqual(yield* storage.flow.takeTokens("api", rate, 10), 3)
+        yield* TestClock.adjust(Duration.minutes(1))
+        assert.strictEqual(yield* storage.flow.takeTokens("api", rate, 100), 20)
+        const bucket = Option.getOrThrow(yield* storage.flow.bucket("api"))
+        assert.deepStrictEqual(bucket, { tokens: 0, refilledMs: T0 * 1000 + 60_500 })
+      }))
+
+    test("schedules: put, list, remove; the next slot moves by compare-and-set, its jobs stored with it", ({ storage }) =>
+      Effect.gen(function*() {
+        const row = {
+          name: "s",
+          cron: "*/1 * * * * *",
+          timezone: "Europe/Paris",
+          funcname: "tick",
+          arg: "été",
+          missed: "run-once" as const,
+          nextSlot: T0
+        }
+        yield* storage.flow.putSchedule(row)
+        yield* storage.flow.putSchedule({ ...row, name: "t", timezone: null, arg: null, missed: "skip" })
+        assert.deepStrictEqual(yield* storage.flow.schedules, [row, {
+          ...row,
+          name: "t",
+          timezone: null,
+          arg: null,
+          missed: "skip"
+        }])
+        const job = { funcname: "tick", arg: "été", uniqkey: `schedule:s:${T0}`, runAfter: T0 }
+        assert.isTrue(yield* storage.flow.advanceSchedule("s", T0, T0 + 1, [job]))
+        // A runner that read the old slot loses: nothing is stored.
+        assert.isFalse(yield* storage.flow.advanceSchedule("s", T0, T0 + 1, [{ ...job, uniqkey: "other" }]))
+        const jobs = yield* storage.list()
+        assert.deepStrictEqual(jobs.map((j) => [j.dbid, j.uniqkey, Buffer.from(j.arg).toString()]), [[
+          storage.flow.home,
+          `schedule:s:${T0}`,
+          "été"
+        ]])
+        // The slot key guards too: the same slot's job again (a row put back by hand) is not stored twice.
+        assert.isTrue(yield* storage.flow.advanceSchedule("s", T0 + 1, T0 + 2, [job]))
+        assert.strictEqual((yield* storage.list()).length, 1)
+        assert.strictEqual((yield* storage.flow.schedules)[0]!.nextSlot, T0 + 2)
+        assert.isTrue(yield* storage.flow.removeSchedule("s"))
+        assert.isFalse(yield* storage.flow.removeSchedule("s"))
+        assert.deepStrictEqual((yield* storage.flow.schedules).map((r) => r.name), ["t"])
+      }))
+
+    test("a claim of one function (`only`) takes that function's due jobs alone", ({ storage }) =>
+      Effect.gen(function*() {
+        yield* Client.insertJobs([
+          { funcname: "a", runAt: T0 - 2 },
+          { funcname: "b", runAt: T0 - 1 },
+          { funcname: "a", runAt: T0 }
+        ])
+        const dbid = (yield* storage.list())[0]!.dbid
+        const mine = yield* storage.claimDue(dbid, 10, "60 seconds", [], undefined, "a")
+        assert.deepStrictEqual(mine.map((j) => j.funcname), ["a", "a"])
+        assert.deepStrictEqual((yield* storage.claimDue(dbid, 10, "60 seconds")).map((j) => j.funcname), ["b"])
+      }))
   })

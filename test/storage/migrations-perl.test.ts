@@ -13,7 +13,11 @@ describe("Perl Garivini on a fully migrated database", () => {
       const [shard] = yield* testShards(1)
       const status = yield* Migrate.statusShard(shard!)
       assert.isTrue(status.migrations.every((m) => m.appliedAt._tag === "Some"), "every migration applied")
-      assert.deepStrictEqual(status.migrations.map((m) => m.label), ["0001_job_table", "0002_job_life"])
+      assert.deepStrictEqual(status.migrations.map((m) => m.label), [
+        "0001_job_table",
+        "0002_job_life",
+        "0003_flow_control"
+      ])
       const conn = yield* Effect.acquireRelease(
         Effect.promise(() =>
           Mysql.createConnection({

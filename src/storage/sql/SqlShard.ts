@@ -18,6 +18,7 @@ import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
 import type { FailOutcome, RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "../ShardBackend.js"
+import * as Flow from "./flow.js"
 import { badData, jobsFromRows } from "./rows.js"
 import {
   claimColumns,
@@ -67,6 +68,10 @@ export interface Dialect<C extends Capabilities> {
   readonly jobColumns: string
   /** What the claim's SELECT adds to lock its rows (`FOR UPDATE SKIP LOCKED`; nothing in SQLite). */
   readonly lockRows: (caps: C) => string
+  /** What a SELECT adds to lock its row until COMMIT, waiting for it (` FOR UPDATE`; nothing in SQLite). */
+  readonly forUpdate: string
+  /** `INSERT IGNORE` (MySQL) or `INSERT OR IGNORE` (SQLite). */
+  readonly insertIgnore: string
   /** Rows matched by an UPDATE or DELETE, from the driver's raw result. */
   readonly changes: (raw: unknown) => Effect.Effect<number, ShardFailure>
   /** Inserts rows (INSERT IGNORE semantics, one result per row, in order). */
@@ -223,17 +228,24 @@ export const make = <C extends Capabilities>(
         dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input)
       )
 
-    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes) =>
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
       withConnection((conn, caps, life) =>
         inTransaction(conn)(Effect.gen(function*() {
           const inlineMax = inlineLimit(limit, maxBytes)
           const excluded = exclude.length === 0 ? undefined : dialect.inList(exclude)
+          const params: Array<unknown> = [now]
+          if (excluded !== undefined)
+            params.push(...excluded.params)
+          if (only !== undefined)
+            params.push(only)
           const raw = yield* classified(conn.execute(
             // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
             `SELECT ${claimColumns(inlineMax)} FROM job WHERE run_after <= ?${
               excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`
-            } ORDER BY run_after, jobid LIMIT ${limit}${dialect.lockRows(caps)}`,
-            excluded === undefined ? [now] : [now, ...excluded.params],
+            }${only === undefined ? "" : " AND funcname = ?"} ORDER BY run_after, jobid LIMIT ${limit}${
+              dialect.lockRows(caps)
+            }`,
+            params,
             undefined
           ))
           // Rows past the byte budget stay as they were (locked only until COMMIT).
@@ -299,8 +311,18 @@ export const make = <C extends Capabilities>(
         ).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : r.dead ? "dead" : "retrying"))
       })
 
+    const flow = Flow.make({
+      withConnection: (f, bounded) => withConnection((conn) => f(conn), bounded),
+      inTransaction,
+      classify: dialect.classify,
+      changes: dialect.changes,
+      forUpdate: dialect.forUpdate,
+      insertIgnore: dialect.insertIgnore
+    })
+
     return {
       dbid,
+      flow,
       maxArgBytes: Effect.map(connected, (o) => o.caps.maxArgBytes),
       jobLife: Effect.map(connected, (o) => o.life),
       insert,

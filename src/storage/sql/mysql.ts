@@ -348,6 +348,8 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
   jobColumns:
     "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'job'",
   lockRows: (caps) => ` FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
+  forUpdate: " FOR UPDATE",
+  insertIgnore: "INSERT IGNORE",
   changes,
   insert,
   retry: { while: isLockConflict, schedule: Schedule.recurs(4) },

@@ -192,6 +192,8 @@ export const dialect = (
   inList,
   jobColumns: "SELECT name FROM pragma_table_info('job')",
   lockRows: () => "",
+  forUpdate: "",
+  insertIgnore: "INSERT OR IGNORE",
   changes: (raw) => Effect.map(decodeRunResult(raw), (r) => r.changes),
   insert,
   // SQLITE_BUSY comes before anything is applied (a transaction takes the write lock with BEGIN

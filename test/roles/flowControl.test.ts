@@ -1,0 +1,233 @@
+// Flow control on the memory layers, time driven by TestClock: pause / resume, the token bucket,
+// rate-limited claims and the schedules' slot advance (docs/flow-control.md).
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Layer, TestClock } from "effect"
+import * as Gearman from "../../src/gearman/Gearman.js"
+import * as Client from "../../src/roles/Client.js"
+import * as Injector from "../../src/roles/Injector.js"
+import * as QueueRunner from "../../src/roles/QueueRunner.js"
+import * as Scheduler from "../../src/roles/Scheduler.js"
+import { parseRate, takeTokens } from "../../src/storage/flow.js"
+import type { RateLimit } from "../../src/storage/flow.js"
+import { Storage } from "../../src/storage/Storage.js"
+import * as StorageLayers from "../../src/storage/Storage.js"
+import { scopedAtT0, T0 } from "../support/clock.js"
+
+const layers = (shards: ReadonlyArray<number> = [1]) => () =>
+  Layer.mergeAll(
+    StorageLayers.layerMemory({ shards }),
+    Gearman.layerMemory({ servers: Gearman.makeMemoryServers() })
+  )
+const test = scopedAtT0(layers())
+const testTwoShards = scopedAtT0(layers([1, 2]))
+
+const dueOf = (funcname: string) =>
+  Effect.flatMap(Storage, (s) => s.counts()).pipe(
+    Effect.map((counts) => counts.filter((c) => c.funcname === funcname).reduce((n, c) => n + c.due, 0))
+  )
+const queued = (funcname: string) =>
+  Effect.flatMap(Gearman.Gearman, (g) => g.queueDepths()).pipe(Effect.map((d) => d.get(funcname)?.total ?? 0))
+
+describe("pause / resume", () => {
+  testTwoShards(
+    "a paused function is left out of every shard's claims (its jobs stay due); resumed, they go out",
+    Effect.gen(function*() {
+      yield* Client.insertJobs(Array.from({ length: 40 }, (_, i) => ({ funcname: i % 2 ? "held" : "flows" })))
+      yield* Client.pauseFunction("held")
+      const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+      const first = yield* runner.round
+      assert.strictEqual(first.shards.reduce((n, s) => n + s.dispatched, 0), 20)
+      assert.strictEqual(yield* queued("flows"), 20)
+      assert.strictEqual(yield* queued("held"), 0)
+      assert.strictEqual(yield* dueOf("held"), 20)
+      assert.deepStrictEqual(
+        (yield* Client.functionControls).map((c) => [c.funcname, c.paused]),
+        [["held", true]]
+      )
+
+      yield* Client.resumeFunction("held")
+      // Within the controls' refresh (1 s) a runner may still see the pause: then it sees the resume.
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* runner.round
+      assert.strictEqual(yield* queued("held"), 20)
+      assert.strictEqual(yield* dueOf("held"), 0)
+      assert.deepStrictEqual(yield* Client.functionControls, [])
+    })
+  )
+
+  test(
+    "the Injector stores a paused function's jobs due instead of dispatching them",
+    Effect.gen(function*() {
+      yield* Client.pauseFunction("held")
+      const handle = yield* Injector.makeHandler({ queueWatermarkDepth: 0 })
+      const request = (funcname: string) => new TextEncoder().encode(JSON.stringify({ funcname, arg: "x" }))
+      yield* handle(request("held"))
+      yield* handle(request("flows"))
+      assert.strictEqual(yield* queued(QueueRunner.CONTROLLER_FUNCTION), 1)
+      assert.strictEqual(yield* dueOf("held"), 1)
+      assert.strictEqual(yield* dueOf("flows"), 0)
+    })
+  )
+})
+
+describe("token bucket", () => {
+  const rate: RateLimit = { count: 10, periodMs: 1000, burst: 10 }
+
+  it("starts full, refills by elapsed time up to the burst, takes whole tokens only, gives back", () => {
+    let b = takeTokens(undefined, rate, 0, 100)
+    assert.strictEqual(b.taken, 10)
+    b = takeTokens(b.bucket, rate, 0, 1)
+    assert.strictEqual(b.taken, 0)
+    b = takeTokens(b.bucket, rate, 250, 10)
+    assert.strictEqual(b.taken, 2) // 2.5 tokens: 2 whole ones, half a token kept
+    b = takeTokens(b.bucket, rate, 300, 10)
+    assert.strictEqual(b.taken, 1) // 0.5 + 0.5
+    b = takeTokens(b.bucket, rate, 60_000, 100)
+    assert.strictEqual(b.taken, 10) // a long quiet spell refills to the burst, no more
+    b = takeTokens(b.bucket, rate, 60_000, -3)
+    assert.strictEqual(takeTokens(b.bucket, rate, 60_000, 100).taken, 3)
+    // A clock that goes back refills nothing.
+    assert.strictEqual(takeTokens(b.bucket, rate, 50_000, 100).taken, 3)
+  })
+
+  it("parses rates: the burst defaults to the rate per second, at least 1", () => {
+    assert.deepStrictEqual(parseRate("50/s"), { count: 50, periodMs: 1000, burst: 50 })
+    assert.deepStrictEqual(parseRate("600/min"), { count: 600, periodMs: 60_000, burst: 10 })
+    assert.deepStrictEqual(parseRate("1/h"), { count: 1, periodMs: 3_600_000, burst: 1 })
+    assert.deepStrictEqual(parseRate("10/500ms", 3), { count: 10, periodMs: 500, burst: 3 })
+    assert.isString(parseRate("fast"))
+    assert.isString(parseRate("0/s"))
+  })
+
+  test(
+    "several takers share one bucket: together they get the rate, never more",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      let total = 0
+      for (let second = 0; second < 10; second++) {
+        const got = yield* Effect.all(
+          Array.from({ length: 3 }, () => storage.flow.takeTokens("api", rate, 7)),
+          { concurrency: "unbounded" }
+        )
+        total += got.reduce((a, b) => a + b, 0)
+        assert.isAtMost(got.reduce((a, b) => a + b, 0), 10)
+        yield* TestClock.adjust(Duration.seconds(1))
+      }
+      assert.strictEqual(total, 100)
+    })
+  )
+
+  testTwoShards(
+    "a rate-limited function is dispatched at its rate across runners and shards; others are not held back",
+    Effect.gen(function*() {
+      yield* Client.insertJobs(Array.from({ length: 300 }, () => ({ funcname: "api" })))
+      yield* Client.insertJobs(Array.from({ length: 100 }, () => ({ funcname: "free" })))
+      yield* Client.setRateLimit("api", { count: 20, periodMs: 1000, burst: 20 })
+      const runners = [
+        yield* QueueRunner.make({ queueWatermarkDepth: 0 }),
+        yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+      ]
+      const perSecond: Array<number> = []
+      let before = 0
+      for (let second = 0; second < 5; second++) {
+        // Several rounds a second, from both runners: the bucket, not the rounds, sets the pace.
+        for (let r = 0; r < 4; r++) {
+          yield* Effect.all(runners.map((runner) => runner.round), { concurrency: "unbounded" })
+          yield* TestClock.adjust(Duration.millis(250))
+        }
+        const now = yield* queued("api")
+        perSecond.push(now - before)
+        before = now
+      }
+      // The burst (20) at once plus the refill over the first second's last 750 ms, then 20 a second.
+      assert.deepStrictEqual(perSecond, [35, 20, 20, 20, 20])
+      assert.strictEqual(yield* queued("free"), 100)
+    })
+  )
+})
+
+describe("schedules", () => {
+  const everySecond = (name: string, missed: "skip" | "run-once" = "skip") => ({
+    name,
+    cron: "*/1 * * * * *",
+    funcname: "tick",
+    arg: name,
+    missed
+  })
+  const keys = Effect.flatMap(Storage, (s) => s.list({ limit: 10_000 })).pipe(
+    Effect.map((jobs) => jobs.map((j) => j.uniqkey!).sort())
+  )
+
+  test(
+    "three runners ticking at the same moments enqueue each slot once (the compare-and-set picks one)",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Scheduler.define([everySecond("s")])
+      let wins = 0
+      for (let i = 0; i < 10; i++) {
+        yield* TestClock.adjust(Duration.seconds(1))
+        const reports = yield* Effect.all(
+          Array.from({ length: 3 }, () => Scheduler.tick(storage, 2)),
+          { concurrency: "unbounded" }
+        )
+        wins += reports.reduce((n, r) => n + r.advanced.length, 0)
+      }
+      assert.strictEqual(wins, 10)
+      assert.deepStrictEqual(yield* keys, Array.from({ length: 10 }, (_, i) => `schedule:s:${T0 + 1 + i}`))
+    })
+  )
+
+  test(
+    "after a gap, skip enqueues only the slots within the grace; run-once adds one job for the missed ones",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Scheduler.define([everySecond("skip"), everySecond("once", "run-once")])
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* Scheduler.tick(storage, 2)
+      // Everything down for 10 s.
+      yield* TestClock.adjust(Duration.seconds(10))
+      const report = yield* Scheduler.tick(storage, 2)
+      assert.deepStrictEqual(report.advanced.map((a) => [a.name, a.jobs, a.missed]), [["once", 4, true], [
+        "skip",
+        3,
+        true
+      ]])
+      const all = yield* keys
+      const now = T0 + 11
+      // Slots T0+2 .. T0+8 were missed (more than 2 s late); T0+9 .. T0+11 are on time.
+      assert.deepStrictEqual(all.filter((k) => k.startsWith("schedule:skip:")), [
+        `schedule:skip:${T0 + 1}`,
+        ...[now - 2, now - 1, now].map((s) => `schedule:skip:${s}`)
+      ])
+      assert.deepStrictEqual(all.filter((k) => k.startsWith("schedule:once:")), [
+        `schedule:once:${T0 + 1}`,
+        `schedule:once:${T0 + 2}`,
+        ...[now - 2, now - 1, now].map((s) => `schedule:once:${s}`)
+      ])
+      // The schedules go on from the next slot.
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* Scheduler.tick(storage, 2)
+      assert.include(yield* keys, `schedule:skip:${now + 1}`)
+    })
+  )
+
+  test(
+    "a time zone is honoured; a bad expression or zone is refused at definition",
+    Effect.gen(function*() {
+      const rows = yield* Scheduler.define([{
+        name: "paris3am",
+        cron: "0 0 3 * * *",
+        funcname: "nightly",
+        timezone: "Europe/Paris"
+      }])
+      // T0 is 2023-11-14T22:13:20Z; 03:00 in Paris (UTC+1 in November) is 02:00Z the next day.
+      assert.strictEqual(new Date(rows[0]!.nextSlot * 1000).toISOString(), "2023-11-15T02:00:00.000Z")
+      const bad = yield* Effect.either(Scheduler.define([{ name: "bad", cron: "nope", funcname: "x" }]))
+      assert.isTrue(bad._tag === "Left")
+      const badTz = yield* Effect.either(
+        Scheduler.define([{ name: "badtz", cron: "* * * * *", funcname: "x", timezone: "Mars/Olympus" }])
+      )
+      assert.isTrue(badTz._tag === "Left")
+    })
+  )
+})
