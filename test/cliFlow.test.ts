@@ -141,11 +141,15 @@ describe("flow control across queue-runner processes", () => {
           yield* Effect.sleep("5 seconds")
           runners = [yield* runner(), yield* runner(), yield* runner()]
           yield* Effect.sleep("5 seconds")
-          for (const r of runners) assert.strictEqual((yield* r.stop("SIGTERM")).code, 0)
+          // No more slots; the runners still up send what the last ticks stored (a job stored just
+          // before a runner stops waits for the next runner, so none may stop before the table is empty).
+          yield* run("schedules", "remove", "skip")
+          yield* run("schedules", "remove", "once")
           yield* eventually(
             Effect.map(listJobs(db, "--function", "tick"), (jobs) => jobs.length === 0),
             "the jobs to run"
           )
+          for (const r of runners) assert.strictEqual((yield* r.stop("SIGTERM")).code, 0)
 
           const starts = yield* worker.starts("tick")
           const slotsOf = (name: string) =>
@@ -170,7 +174,8 @@ describe("flow control across queue-runner processes", () => {
           for (const s of skip)
             if (s >= firstOnce)
               assert.isTrue(once.has(s), `once ran slot ${s} as skip did: ${context}`)
-          const extra = [...once].filter((s) => !skip.includes(s))
+          // (Up to skip's last slot: once is removed a moment after skip and may run one more.)
+          const extra = [...once].filter((s) => s <= skip[skip.length - 1]! && !skip.includes(s))
           assert.deepStrictEqual(extra, [before + 1], context)
         }).pipe(Effect.scoped, Effect.provide(env([shard], [server])))
       }),

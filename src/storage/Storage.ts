@@ -629,12 +629,15 @@ export const make = (
         yield* checkFailcount(failure.failcount)
         const at = yield* nowSeconds
         const error = failure.error === undefined ? undefined : boundedError(failure.error)
-        return yield* shardOp(
+        const outcome = yield* shardOp(
           h.dbid,
           "fail",
           (b) =>
             b.fail(h.jobid, { runAfter: failure.runAfter, failcount: failure.failcount, error, at, dead: failure.dead })
         )
+        // A failure that backs the job off is a retry, as a reschedule is (a dead job is not).
+        if (outcome === "retrying") jobsRetried.unsafeUpdate(1, [])
+        return outcome
       })
 
     const retryDead = (target: StoredJobId | Selection) =>

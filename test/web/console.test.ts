@@ -68,9 +68,25 @@ describe("web console", () => {
         assert.include(page.headers.get("content-security-policy") ?? "", "script-src 'self'")
         const json = JSON.parse((yield* get(`${base}/api/overview`)).text)
         const mail = json.functions.find((f: { funcname: string }) => f.funcname === "mail")
-        assert.deepStrictEqual(mail.counts, { due: 2, scheduled: 1, never: 0 })
+        assert.deepStrictEqual(mail.counts, {
+          due: 2,
+          scheduled: 1,
+          retrying: 0,
+          dispatched: 0,
+          never: 0,
+          dead: 0,
+          cancelled: 0
+        })
         assert.isAtLeast(mail.oldestDueAge, 0)
-        assert.deepStrictEqual(json.columns.map((c: { name: string }) => c.name), ["due", "scheduled", "never"])
+        assert.deepStrictEqual(json.columns.map((c: { name: string }) => c.name), [
+          "due",
+          "scheduled",
+          "retrying",
+          "dispatched",
+          "never",
+          "dead",
+          "cancelled"
+        ])
         assert.deepStrictEqual(json.servers.map((s: { server: string; up: boolean }) => [s.server, s.up]), [[
           "memory",
           true
