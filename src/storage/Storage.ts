@@ -15,6 +15,7 @@ import {
   SqliteDriverMissing,
   StorageUnavailable
 } from "../errors.js"
+import { JobLifeMissing } from "../errors.js"
 import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
 import { validateShards } from "./targets.js"
 import type { StorageConfig } from "./targets.js"
@@ -38,6 +39,7 @@ import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
 import type {
+  CancelOutcome,
   FailOutcome,
   FunctionCounts,
   JobState,
@@ -49,7 +51,7 @@ import type {
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
-export type { FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
+export type { CancelOutcome, FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
 export { countedJobs } from "./ShardBackend.js"
 export type { Bucket, ControlPatch, FunctionControl, MissedPolicy, RateLimit, ScheduleRow } from "./flow.js"
 export type { ShardHealth } from "./routing.js"
@@ -143,6 +145,13 @@ export interface StorageShape {
    * `failure.dead`. Says whether the job was there, backs off or is dead now.
    */
   readonly fail: (handle: StoredJobId, failure: Failure) => Effect.Effect<FailOutcome, ShardOperationError>
+  /**
+   * Cancels a job that has not ended, in one statement: it ends as `cancelled` (kept for
+   * inspection, `jobs purge --cancelled` removes it) and no claimer takes it again. It does not
+   * stop a job already in a job server or a worker (see jobActions.ts). Fails with
+   * `JobLifeMissing` on a v1 table.
+   */
+  readonly cancel: (handle: StoredJobId) => Effect.Effect<CancelOutcome, ShardOperationError | JobLifeMissing>
   /** Makes every `never` job of a function due now, on one shard or all (not the dead ones). */
   readonly retryNever: (funcname: string, dbid?: number) => Effect.Effect<number, ShardOperationError>
   /**
@@ -640,6 +649,15 @@ export const make = (
         return outcome
       })
 
+    const cancel = (handle: StoredJobId) =>
+      Effect.gen(function*() {
+        const h = yield* validateHandle(handle)
+        const at = yield* nowSeconds
+        const outcome = yield* shardOp(h.dbid, "cancel", (b) => b.cancel(h.jobid, at))
+        if (outcome === "unsupported") return yield* new JobLifeMissing({ dbid: h.dbid, operation: "cancel" })
+        return outcome
+      })
+
     const retryDead = (target: StoredJobId | Selection) =>
       Effect.gen(function*() {
         const now = yield* nowSeconds
@@ -770,6 +788,7 @@ export const make = (
       complete,
       reschedule,
       fail,
+      cancel,
       retryNever,
       retryDead,
       purgeEnded,

@@ -17,7 +17,7 @@ import { FAILCOUNT_MAX, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
-import type { FailOutcome, RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "../ShardBackend.js"
+import type { FailOutcome, RowInsert, ShardBackend, ShardCancelOutcome, ShardFailure, ShardListQuery } from "../ShardBackend.js"
 import * as Flow from "./flow.js"
 import { badData, jobsFromRows } from "./rows.js"
 import {
@@ -285,7 +285,10 @@ export const make = <C extends Capabilities>(
       )
     }
 
-    /** One UPDATE recording a failure (and the end of the attempts when it is the last). */
+    /**
+     * One UPDATE recording a failure (and the end of the attempts when it is the last). Only on a
+     * live job: a late failure must not revive a cancelled (or dead) one.
+     */
     const fail: ShardBackend["fail"] = (jobid, r) =>
       withConnection((conn, _caps, life) => {
         if (!life) {
@@ -299,7 +302,7 @@ export const make = <C extends Capabilities>(
         const error = r.error === undefined ? "" : ", last_error = ?, last_error_at = ?, last_error_attempt = ?"
         return changes(
           conn,
-          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ?`,
+          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ? AND ended IS NULL`,
           [
             r.dead ? NEVER : r.runAfter,
             r.failcount,
@@ -309,6 +312,33 @@ export const make = <C extends Capabilities>(
             jobid
           ]
         ).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : r.dead ? "dead" : "retrying"))
+      })
+
+    /**
+     * One UPDATE cancels a live job; only when it matched nothing does a read say why (no row, or
+     * it had ended): that read changes nothing, so it needs no transaction.
+     */
+    const cancel: ShardBackend["cancel"] = (jobid, at) =>
+      withConnection((conn, _caps, life): Effect.Effect<ShardCancelOutcome, ShardFailure> => {
+        if (!life) return Effect.succeed("unsupported")
+        return Effect.flatMap(
+          changes(
+            conn,
+            `UPDATE job SET ended = 'cancelled', ended_at = ?, run_after = ${NEVER}, leased_until = NULL WHERE jobid = ? AND ended IS NULL`,
+            [at, jobid]
+          ),
+          (n) =>
+            n > 0
+              ? Effect.succeed("cancelled" as const)
+              : classified(conn.execute("SELECT ended FROM job WHERE jobid = ?", [jobid], undefined)).pipe(
+                Effect.flatMap((rows) => Effect.mapError(decodeEndedRows(rows), badData("ended"))),
+                Effect.map((rows): ShardCancelOutcome => {
+                  const row = rows[0]
+                  if (row === undefined) return "missing"
+                  return row.ended === "dead" ? "dead" : "already-cancelled"
+                })
+              )
+        )
       })
 
     const flow = Flow.make({
@@ -357,6 +387,7 @@ export const make = <C extends Capabilities>(
           Effect.map((n) => n > 0)
         ),
       fail,
+      cancel,
       // Unbounded: these scan a function's or the whole table's rows, and an operator runs them.
       retryNever: (funcname, now) =>
         withConnection(
@@ -424,6 +455,10 @@ export const make = <C extends Capabilities>(
         )
     }
   })
+
+const decodeEndedRows = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ ended: Schema.NullOr(Schema.Literal("dead", "cancelled")) }))
+)
 
 /** What a shard holds once open: the client, the dialect's capabilities, and migration 2's columns. */
 interface Opened<C> {
