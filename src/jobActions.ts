@@ -119,7 +119,7 @@ export const deleteJob = (handle: StoredJobId, options: ActionOptions = {}) =>
     Storage,
     (storage) =>
       guarded(handle, options, "deleting it would not stop it", () =>
-        Effect.map(storage.complete([handle]), (n): ActionOutcome =>
+        Effect.map(storage.remove([handle]), (n): ActionOutcome =>
           n === 0
             ? { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
             : { _tag: "Done", handle, message: `job ${formatHandle(handle)} deleted` }))

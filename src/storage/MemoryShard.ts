@@ -78,12 +78,12 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         return [results, t]
       }))
 
-    const remove = (jobids: ReadonlyArray<number>) =>
+    const remove = (jobids: ReadonlyArray<number>, liveOnly = false) =>
       guard(Ref.modify(table, (t): [number, Table] => {
         let n = 0
         for (const id of new Set(jobids)) {
           const job = t.rows.get(id)
-          if (job === undefined) continue
+          if (job === undefined || (liveOnly && job.ended === "cancelled")) continue
           t.rows.delete(id)
           if (job.uniqkey !== null) t.unique.delete(uniqueIdentity(job.funcname, job.uniqkey))
           n++
@@ -211,8 +211,8 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       fail: (jobid, r) =>
         guard(Ref.modify(table, (t): [FailOutcome, Table] => {
           const job = t.rows.get(jobid)
-          // Only a live job: a late failure must not revive a cancelled (or dead) one.
-          if (job === undefined || job.ended !== null) return ["missing", t]
+          // A late failure must not revive a cancelled job.
+          if (job === undefined || job.ended === "cancelled") return ["missing", t]
           t.rows.set(jobid, {
             ...job,
             runAfter: r.dead ? NEVER : r.runAfter,

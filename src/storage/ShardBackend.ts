@@ -137,12 +137,16 @@ export interface ShardBackend {
     runAfter: number,
     error?: { readonly text: string; readonly at: number }
   ) => Effect.Effect<number, ShardFailure>
-  readonly remove: (jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
+  /**
+   * Deletes jobs; `liveOnly`: not those cancelled (a completion must not delete a job cancelled
+   * meanwhile: it is kept for inspection). On a v1 table nothing is cancelled.
+   */
+  readonly remove: (jobids: ReadonlyArray<number>, liveOnly: boolean) => Effect.Effect<number, ShardFailure>
   /** Moves a job and sets its failcount (its lease, if any, is over). False: no such job. */
   readonly reschedule: (jobid: number, runAfter: number, failcount: number) => Effect.Effect<boolean, ShardFailure>
   /**
    * Records a failure: one UPDATE (backoff, failcount, last error, dead when `record.dead`), of a
-   * live job only (an ended one, cancelled or dead, is `missing` to it and left as it is).
+   * job not cancelled (a cancelled one is `missing` to it and left as it is).
    */
   readonly fail: (jobid: number, record: FailureRecord) => Effect.Effect<FailOutcome, ShardFailure>
   /**

@@ -131,8 +131,13 @@ export interface StorageShape {
     until: number,
     error?: string
   ) => Effect.Effect<number, ShardOperationError>
-  /** Deletes finished jobs (one statement per shard). Returns how many were deleted. */
+  /**
+   * Deletes finished jobs (one statement per shard), not those cancelled meanwhile (a job
+   * cancelled while it ran is kept as cancelled). Returns how many were deleted.
+   */
   readonly complete: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
+  /** Deletes jobs whatever their state (an operator's `jobs delete`). Returns how many. */
+  readonly remove: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
   /** Sets one job's `run_after` and `failcount`. False when the job no longer exists. */
   readonly reschedule: (
     handle: StoredJobId,
@@ -616,10 +621,13 @@ export const make = (
       )
 
     const complete = (handles: ReadonlyArray<StoredJobId>) =>
-      Effect.map(perShardHandles(handles, "complete", (b, ids) => b.remove(ids)), (deleted) => {
+      Effect.map(perShardHandles(handles, "complete", (b, ids) => b.remove(ids, true)), (deleted) => {
         jobsCompleted.unsafeUpdate(deleted, [])
         return deleted
       })
+
+    const remove = (handles: ReadonlyArray<StoredJobId>) =>
+      perShardHandles(handles, "delete", (b, ids) => b.remove(ids, false))
 
     const reschedule = (handle: StoredJobId, runAfter: number, failcount: number) =>
       Effect.gen(function*() {
@@ -786,6 +794,7 @@ export const make = (
       claimDue,
       defer,
       complete,
+      remove,
       reschedule,
       fail,
       cancel,

@@ -219,6 +219,10 @@ describe("a job's life on MariaDB and gearmand", () => {
           assert.deepStrictEqual(yield* storage.list({ state: "dead" }), [])
           assert.strictEqual(yield* storage.retryDead({}), 0)
           assert.strictEqual(yield* storage.purgeEnded("dead", 0), 0)
+          // Cancel needs the `ended` column: a typed error naming the command that adds it.
+          const refused = yield* Effect.flip(Client.cancelJob(handle))
+          assert.strictEqual(refused._tag, "JobLifeMissing")
+          assert.include(refused.message, "garivini migrate")
           const [counts] = yield* storage.counts()
           assert.deepStrictEqual([counts!.retrying, counts!.dead, counts!.dispatched], [1, 0, 0])
           // A job claimed on v1 shows as scheduled (no lease column), as a Perl QueueRunner's claim does.

@@ -34,6 +34,9 @@ import {
 } from "./statements.js"
 import * as Watchdog from "./watchdog.js"
 
+/** A row not cancelled (NULL-safe: a live row's `ended` is NULL). */
+const NOT_CANCELLED = "COALESCE(ended, '') <> 'cancelled'"
+
 /** What every dialect learns when it opens: at least the largest arg one statement can carry. */
 export interface Capabilities {
   readonly maxArgBytes: number
@@ -277,17 +280,22 @@ export const make = <C extends Capabilities>(
         }))
       )
 
-    const byIds = (verb: (life: boolean) => string, jobids: ReadonlyArray<number>, head: ReadonlyArray<unknown>) => {
+    const byIds = (
+      verb: (life: boolean) => string,
+      jobids: ReadonlyArray<number>,
+      head: ReadonlyArray<unknown>,
+      also: (life: boolean) => string = () => ""
+    ) => {
       if (jobids.length === 0) return Effect.succeed(0)
       const ids = dialect.inList(jobids)
       return withConnection((conn, _caps, life) =>
-        changes(conn, `${verb(life)} WHERE jobid IN ${ids.sql}`, [...head, ...ids.params])
+        changes(conn, `${verb(life)} WHERE jobid IN ${ids.sql}${also(life)}`, [...head, ...ids.params])
       )
     }
 
     /**
      * One UPDATE recording a failure (and the end of the attempts when it is the last). Only on a
-     * live job: a late failure must not revive a cancelled (or dead) one.
+     * job not cancelled: a late failure must not revive a cancelled one.
      */
     const fail: ShardBackend["fail"] = (jobid, r) =>
       withConnection((conn, _caps, life) => {
@@ -302,7 +310,7 @@ export const make = <C extends Capabilities>(
         const error = r.error === undefined ? "" : ", last_error = ?, last_error_at = ?, last_error_attempt = ?"
         return changes(
           conn,
-          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ? AND ended IS NULL`,
+          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ? AND ${NOT_CANCELLED}`,
           [
             r.dead ? NEVER : r.runAfter,
             r.failcount,
@@ -375,7 +383,9 @@ export const make = <C extends Capabilities>(
               )
               : changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [runAfter, ...ids.params])
           }),
-      remove: (jobids) => byIds(() => "DELETE FROM job", jobids, []),
+      // Still one statement; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
+      remove: (jobids, liveOnly) =>
+        byIds(() => "DELETE FROM job", jobids, [], (life) => life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""),
       reschedule: (jobid, runAfter, failcount) =>
         withConnection((conn, _caps, life) =>
           changes(
