@@ -1,4 +1,4 @@
-/** `garivini jobs list | show | dead | retry | delete | purge`: inspect and repair stored jobs. */
+/** `garivini jobs list | show | dead | retry | cancel | delete | purge`: inspect and repair stored jobs. */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Data, Duration, Effect, Option } from "effect"
 import { formatHandle, JOB_STATES, jobState as stateOf, nowSeconds, parseHandle, type StoredJobId } from "../Job.js"
@@ -6,7 +6,7 @@ import type { JobRecord, JobState } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { optionalInteger, optionalText, outputOptions, queueRunnerOptions, storageOptions } from "./config.js"
 import { storageOnly, withSettingsOneShot } from "./shared.js"
-import { deleteJob, retryJob } from "../jobActions.js"
+import { cancelJob, deleteJob, retryJob } from "../jobActions.js"
 import type { ActionOutcome } from "../jobActions.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string; readonly cause?: unknown }> {}
@@ -322,7 +322,30 @@ export const deleteCommand = Command.make(
   Command.withDescription("Delete a job (refused while it may be running, unless --force)")
 )
 
+export const cancelCommand = Command.make(
+  "cancel",
+  { ...storageOptions, handle: handleArg, force, lease, ...outputOptions },
+  (o) =>
+    withSettingsOneShot(o, (settings) =>
+      Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
+        Effect.gen(function*() {
+          yield* answer(yield* cancelJob(parsed, { lease: settings.queueRunner.lease, force: o.force }))
+        }).pipe(Effect.provide(storageOnly(settings)))))
+).pipe(
+  Command.withDescription(
+    "Cancel a job that is not running: kept as cancelled, never run (refused while it may be running, unless --force)"
+  )
+)
+
 export const jobsCommand = Command.make("jobs").pipe(
   Command.withDescription("Inspect and repair stored jobs"),
-  Command.withSubcommands([listCommand, showCommand, deadCommand, retryCommand, deleteCommand, purgeCommand])
+  Command.withSubcommands([
+    listCommand,
+    showCommand,
+    deadCommand,
+    retryCommand,
+    cancelCommand,
+    deleteCommand,
+    purgeCommand
+  ])
 )
