@@ -17,7 +17,14 @@ import { FAILCOUNT_MAX, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
-import type { FailOutcome, RowInsert, ShardBackend, ShardCancelOutcome, ShardFailure, ShardListQuery } from "../ShardBackend.js"
+import type {
+  FailOutcome,
+  RowInsert,
+  ShardBackend,
+  ShardCancelOutcome,
+  ShardFailure,
+  ShardListQuery
+} from "../ShardBackend.js"
 import * as Flow from "./flow.js"
 import { badData, jobsFromRows } from "./rows.js"
 import {
