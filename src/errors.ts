@@ -125,6 +125,19 @@ export type InsertError = InvalidJob | ShardInsertError | PartialInsert
 /** Errors of operations on stored jobs (claim, complete, defer, reschedule, inspect). */
 export type ShardOperationError = InvalidJob | InvalidArgument | ShardUnavailable | StorageError
 
+/**
+ * The operation needs migration 2's columns (`ended`, `ended_at`...) and this shard's `job`
+ * table is still v1: `garivini migrate` adds them (additively; Perl clients keep working).
+ */
+export class JobLifeMissing extends Data.TaggedError("JobLifeMissing")<{
+  readonly dbid: number
+  readonly operation: string
+}> {
+  override get message(): string {
+    return `shard ${this.dbid}: ${this.operation} needs migration 0002_job_life (the job table is v1); run \`garivini migrate\` to enable it`
+  }
+}
+
 /** Configuration that cannot be used; `field` names the bad setting. */
 export class ConfigInvalid extends Data.TaggedError("ConfigInvalid")<{
   readonly field: string

@@ -1,12 +1,12 @@
 /**
- * Repairs an operator makes to one stored job — retry, delete — with the rule that refuses them
+ * Repairs an operator makes to one stored job — retry, cancel, delete — with the rule that refuses them
  * while the job may be in a worker's hands. Shared by `garivini jobs retry|delete` and the web
  * console; `JOB_ACTIONS` is the table both list: a new action (cancel, say) is one entry there.
  */
 import { Duration, Effect, Option } from "effect"
 import { formatHandle, nowSeconds } from "./Job.js"
 import type { StoredJob, StoredJobId } from "./Job.js"
-import type { ShardOperationError } from "./errors.js"
+import type { JobLifeMissing, ShardOperationError } from "./errors.js"
 import { DEFAULT_LEASE } from "./roles/QueueRunner.js"
 import { Storage } from "./storage/Storage.js"
 
@@ -46,7 +46,7 @@ export interface JobAction {
   readonly confirm: (count: number) => string
   readonly run: (handle: StoredJobId, options?: ActionOptions) => Effect.Effect<
     ActionOutcome,
-    ShardOperationError,
+    ShardOperationError | JobLifeMissing,
     Storage
   >
 }
@@ -64,7 +64,7 @@ const guarded = (
   handle: StoredJobId,
   options: ActionOptions,
   what: string,
-  act: (job: StoredJob, now: number) => Effect.Effect<ActionOutcome, ShardOperationError, Storage>
+  act: (job: StoredJob, now: number) => Effect.Effect<ActionOutcome, ShardOperationError | JobLifeMissing, Storage>
 ) =>
   Effect.gen(function*() {
     const storage = yield* Storage
@@ -119,10 +119,40 @@ export const deleteJob = (handle: StoredJobId, options: ActionOptions = {}) =>
     Storage,
     (storage) =>
       guarded(handle, options, "deleting it would not stop it", () =>
-        Effect.map(storage.complete([handle]), (n): ActionOutcome =>
+        Effect.map(storage.remove([handle]), (n): ActionOutcome =>
           n === 0
             ? { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
             : { _tag: "Done", handle, message: `job ${formatHandle(handle)} deleted` }))
+  )
+
+/**
+ * Cancels a job that has not ended: kept as `cancelled`, never claimed again. Heartbeats do not
+ * exist yet, so a job already in a job server or a worker cannot be stopped: hence the guard.
+ */
+export const cancelJob = (handle: StoredJobId, options: ActionOptions = {}) =>
+  Effect.flatMap(
+    Storage,
+    (storage) =>
+      guarded(
+        handle,
+        options,
+        "cancelling it cannot stop it: it may still run once (it may already be in a job server or a worker), " +
+          "and its row will be kept as cancelled",
+        () =>
+          Effect.map(storage.cancel(handle), (outcome): ActionOutcome => {
+            const id = formatHandle(handle)
+            switch (outcome) {
+              case "cancelled":
+                return { _tag: "Done", handle, message: `job ${id} cancelled` }
+              case "missing":
+                return { _tag: "NotFound", handle, message: `no job ${id}` }
+              case "dead":
+                return { _tag: "Unchanged", handle, message: `job ${id} is dead already (not cancelled)` }
+              case "already-cancelled":
+                return { _tag: "Unchanged", handle, message: `job ${id} is cancelled already` }
+            }
+          })
+      )
   )
 
 /** Every action on stored jobs, in the order they are offered. */
@@ -133,6 +163,14 @@ export const JOB_ACTIONS: ReadonlyArray<JobAction> = [
     destructive: false,
     confirm: (n) => `Make ${n} job(s) due now?`,
     run: retryJob
+  },
+  {
+    name: "cancel",
+    label: "Cancel",
+    destructive: false,
+    confirm: (n) =>
+      `Cancel ${n} job(s)? They will not run (unless already in a worker) and stay listed as cancelled until purged.`,
+    run: cancelJob
   },
   {
     name: "delete",

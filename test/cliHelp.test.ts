@@ -15,7 +15,15 @@ import {
 } from "../src/cli/flow.js"
 import { gearmandCommand } from "../src/cli/gearmand.js"
 import { injectCommand } from "../src/cli/inject.js"
-import { deadCommand, deleteCommand, listCommand, purgeCommand, retryCommand, showCommand } from "../src/cli/jobs.js"
+import {
+  cancelCommand,
+  deadCommand,
+  deleteCommand,
+  listCommand,
+  purgeCommand,
+  retryCommand,
+  showCommand
+} from "../src/cli/jobs.js"
 import { migrateCommand } from "../src/cli/migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "../src/cli/roles.js"
 import { statusCommand } from "../src/cli/status.js"
@@ -109,6 +117,7 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
   ["jobs show", helpOf(showCommand), [...storage, "--json", ...output]],
   ["jobs dead", helpOf(deadCommand), [...storage, "--function", "--shard", "--limit", "--after", "--json", ...output]],
   ["jobs retry", helpOf(retryCommand), [...storage, "--function", "--dead", "--force", "--lease", ...output]],
+  ["jobs cancel", helpOf(cancelCommand), [...storage, "--force", "--lease", ...output]],
   ["jobs delete", helpOf(deleteCommand), [...storage, "--force", "--lease", ...output]],
   ["jobs purge", helpOf(purgeCommand), [
     ...storage,

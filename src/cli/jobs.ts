@@ -1,4 +1,4 @@
-/** `garivini jobs list | show | dead | retry | delete | purge`: inspect and repair stored jobs. */
+/** `garivini jobs list | show | dead | retry | cancel | delete | purge`: inspect and repair stored jobs. */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Data, Duration, Effect, Option } from "effect"
 import { formatHandle, JOB_STATES, jobState as stateOf, nowSeconds, parseHandle, type StoredJobId } from "../Job.js"
@@ -6,8 +6,8 @@ import type { JobRecord, JobState } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import { optionalInteger, optionalText, outputOptions, queueRunnerOptions, storageOptions } from "./config.js"
 import { storageOnly, withSettingsOneShot } from "./shared.js"
-import { deleteJob, retryJob } from "../jobActions.js"
-import type { ActionOutcome } from "../jobActions.js"
+import { cancelJob, deleteJob, retryJob } from "../jobActions.js"
+import type { ActionOutcome, JobAction } from "../jobActions.js"
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string; readonly cause?: unknown }> {}
 class NotFound extends Data.TaggedError("NotFound")<{ readonly message: string }> {}
@@ -309,20 +309,40 @@ export const purgeCommand = Command.make("purge", {
     Command.withDescription("Delete dead or cancelled jobs that ended longer ago than --older-than")
   )
 
-export const deleteCommand = Command.make(
+/** `jobs NAME D:J [--force]`: one job through a guarded action of jobActions.ts. */
+const guardedCommand = <Name extends string>(name: Name, run: JobAction["run"], description: string) =>
+  Command.make(
+    name,
+    { ...storageOptions, handle: handleArg, force, lease, ...outputOptions },
+    (o) =>
+      withSettingsOneShot(o, (settings) =>
+        Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
+          Effect.gen(function*() {
+            yield* answer(yield* run(parsed, { lease: settings.queueRunner.lease, force: o.force }))
+          }).pipe(Effect.provide(storageOnly(settings)))))
+  ).pipe(Command.withDescription(description))
+
+export const deleteCommand = guardedCommand(
   "delete",
-  { ...storageOptions, handle: handleArg, force, lease, ...outputOptions },
-  (o) =>
-    withSettingsOneShot(o, (settings) =>
-      Effect.flatMap(parseHandleArg(o.handle), (parsed) =>
-        Effect.gen(function*() {
-          yield* answer(yield* deleteJob(parsed, { lease: settings.queueRunner.lease, force: o.force }))
-        }).pipe(Effect.provide(storageOnly(settings)))))
-).pipe(
-  Command.withDescription("Delete a job (refused while it may be running, unless --force)")
+  deleteJob,
+  "Delete a job (refused while it may be running, unless --force)"
+)
+
+export const cancelCommand = guardedCommand(
+  "cancel",
+  cancelJob,
+  "Cancel a job that is not running: kept as cancelled, never run (refused while it may be running, unless --force)"
 )
 
 export const jobsCommand = Command.make("jobs").pipe(
   Command.withDescription("Inspect and repair stored jobs"),
-  Command.withSubcommands([listCommand, showCommand, deadCommand, retryCommand, deleteCommand, purgeCommand])
+  Command.withSubcommands([
+    listCommand,
+    showCommand,
+    deadCommand,
+    retryCommand,
+    cancelCommand,
+    deleteCommand,
+    purgeCommand
+  ])
 )

@@ -3,10 +3,11 @@
  * reschedule or fail them. Every function needs only `Storage`; time comes from `Clock`.
  */
 import { Effect, Either } from "effect"
-import type { InsertError, InvalidSchedule, ShardOperationError } from "../errors.js"
+import type { InsertError, InvalidSchedule, JobLifeMissing, ShardOperationError } from "../errors.js"
 import { DEFAULT_MAX_ATTEMPTS, failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
+import type { CancelOutcome } from "../storage/Storage.js"
 import { jobsDead, jobsFailed } from "./metrics.js"
 import type { FunctionControl, RateLimit } from "../storage/flow.js"
 
@@ -146,6 +147,17 @@ export const failedJob = (
     if (outcome === "dead") jobsDead.unsafeUpdate(1, [])
     return { failcount, runAfter, found: outcome !== "missing", dead: outcome === "dead" }
   })
+
+/**
+ * Cancels a job that has not ended: it will not be claimed again and stays stored as
+ * `cancelled` (for inspection; `jobs purge --cancelled` removes it). A job already in a job
+ * server or a worker is not stopped: it may still run once (`jobs cancel` refuses those unless
+ * forced). Fails with `JobLifeMissing` on a v1 database (`garivini migrate` enables it).
+ */
+export const cancelJob = (
+  handle: StoredJobId
+): Effect.Effect<CancelOutcome, ShardOperationError | JobLifeMissing, Storage> =>
+  Effect.flatMap(Storage, (s) => s.cancel(handle))
 
 // -- flow control (docs/flow-control.md) ---------------------------------------------------------
 

@@ -12,6 +12,7 @@ import type { Bucket, FunctionControl, ScheduleRow } from "./flow.js"
 import { ShardUnreached } from "./ShardBackend.js"
 import type {
   FailOutcome,
+  ShardCancelOutcome,
   FlowBackend,
   FunctionCounts,
   RowInsert,
@@ -77,12 +78,12 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         return [results, t]
       }))
 
-    const remove = (jobids: ReadonlyArray<number>) =>
+    const remove = (jobids: ReadonlyArray<number>, liveOnly = false) =>
       guard(Ref.modify(table, (t): [number, Table] => {
         let n = 0
         for (const id of new Set(jobids)) {
           const job = t.rows.get(id)
-          if (job === undefined) continue
+          if (job === undefined || (liveOnly && job.ended === "cancelled")) continue
           t.rows.delete(id)
           if (job.uniqkey !== null) t.unique.delete(uniqueIdentity(job.funcname, job.uniqkey))
           n++
@@ -210,7 +211,8 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       fail: (jobid, r) =>
         guard(Ref.modify(table, (t): [FailOutcome, Table] => {
           const job = t.rows.get(jobid)
-          if (job === undefined) return ["missing", t]
+          // A late failure must not revive a cancelled job.
+          if (job === undefined || job.ended === "cancelled") return ["missing", t]
           t.rows.set(jobid, {
             ...job,
             runAfter: r.dead ? NEVER : r.runAfter,
@@ -223,6 +225,14 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
             endedAt: r.dead ? r.at : null
           })
           return [r.dead ? "dead" : "retrying", t]
+        })),
+      cancel: (jobid, at) =>
+        guard(Ref.modify(table, (t): [ShardCancelOutcome, Table] => {
+          const job = t.rows.get(jobid)
+          if (job === undefined) return ["missing", t]
+          if (job.ended !== null) return [job.ended === "dead" ? "dead" : "already-cancelled", t]
+          t.rows.set(jobid, { ...job, ended: "cancelled", endedAt: at, runAfter: NEVER, leasedUntil: null })
+          return ["cancelled", t]
         })),
       retryNever: (funcname, now) =>
         Effect.flatMap(guard(Ref.get(table)), (t) =>

@@ -78,6 +78,13 @@ export interface FailureRecord {
 /** What recording a failure did: the row was gone, it backs off, or it is dead now. */
 export type FailOutcome = "missing" | "retrying" | "dead"
 
+/**
+ * What cancelling one job did: it is cancelled now, there was no such job, or it had already
+ * ended so (dead, cancelled: left as it was). `unsupported`: a v1 table (no `ended` column).
+ */
+export type CancelOutcome = "cancelled" | "missing" | "dead" | "already-cancelled"
+export type ShardCancelOutcome = CancelOutcome | "unsupported"
+
 /** Which dead jobs to make due again: one, a function's, or all. */
 export interface DeadTarget {
   readonly jobid?: number | undefined
@@ -130,11 +137,23 @@ export interface ShardBackend {
     runAfter: number,
     error?: { readonly text: string; readonly at: number }
   ) => Effect.Effect<number, ShardFailure>
-  readonly remove: (jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
+  /**
+   * Deletes jobs; `liveOnly`: not those cancelled (a completion must not delete a job cancelled
+   * meanwhile: it is kept for inspection). On a v1 table nothing is cancelled.
+   */
+  readonly remove: (jobids: ReadonlyArray<number>, liveOnly: boolean) => Effect.Effect<number, ShardFailure>
   /** Moves a job and sets its failcount (its lease, if any, is over). False: no such job. */
   readonly reschedule: (jobid: number, runAfter: number, failcount: number) => Effect.Effect<boolean, ShardFailure>
-  /** Records a failure: one UPDATE (backoff, failcount, last error, dead when `record.dead`). */
+  /**
+   * Records a failure: one UPDATE (backoff, failcount, last error, dead when `record.dead`), of a
+   * job not cancelled (a cancelled one is `missing` to it and left as it is).
+   */
   readonly fail: (jobid: number, record: FailureRecord) => Effect.Effect<FailOutcome, ShardFailure>
+  /**
+   * Cancels a live job (`ended IS NULL`) in one UPDATE: `ended = 'cancelled'`, `ended_at = at`,
+   * `run_after` never (no claimer, ours or Perl's, takes it) and its lease cleared.
+   */
+  readonly cancel: (jobid: number, at: number) => Effect.Effect<ShardCancelOutcome, ShardFailure>
   /** Makes `never` jobs of a function due (not the dead: they are `never` too); returns how many. */
   readonly retryNever: (funcname: string, now: number) => Effect.Effect<number, ShardFailure>
   /** Makes dead jobs due now with failcount 0 and `ended` cleared (the last error is kept); returns how many. */

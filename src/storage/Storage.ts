@@ -15,6 +15,7 @@ import {
   SqliteDriverMissing,
   StorageUnavailable
 } from "../errors.js"
+import { JobLifeMissing } from "../errors.js"
 import type { ConfigInvalid, InsertError, ShardInsertError, ShardOperationError } from "../errors.js"
 import { validateShards } from "./targets.js"
 import type { StorageConfig } from "./targets.js"
@@ -38,6 +39,7 @@ import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
 import type {
+  CancelOutcome,
   FailOutcome,
   FunctionCounts,
   JobState,
@@ -49,7 +51,7 @@ import type {
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
-export type { FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
+export type { CancelOutcome, FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
 export { countedJobs } from "./ShardBackend.js"
 export type { Bucket, ControlPatch, FunctionControl, MissedPolicy, RateLimit, ScheduleRow } from "./flow.js"
 export type { ShardHealth } from "./routing.js"
@@ -129,8 +131,13 @@ export interface StorageShape {
     until: number,
     error?: string
   ) => Effect.Effect<number, ShardOperationError>
-  /** Deletes finished jobs (one statement per shard). Returns how many were deleted. */
+  /**
+   * Deletes finished jobs (one statement per shard), not those cancelled meanwhile (a job
+   * cancelled while it ran is kept as cancelled). Returns how many were deleted.
+   */
   readonly complete: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
+  /** Deletes jobs whatever their state (an operator's `jobs delete`). Returns how many. */
+  readonly remove: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
   /** Sets one job's `run_after` and `failcount`. False when the job no longer exists. */
   readonly reschedule: (
     handle: StoredJobId,
@@ -143,6 +150,13 @@ export interface StorageShape {
    * `failure.dead`. Says whether the job was there, backs off or is dead now.
    */
   readonly fail: (handle: StoredJobId, failure: Failure) => Effect.Effect<FailOutcome, ShardOperationError>
+  /**
+   * Cancels a job that has not ended, in one statement: it ends as `cancelled` (kept for
+   * inspection, `jobs purge --cancelled` removes it) and no claimer takes it again. It does not
+   * stop a job already in a job server or a worker (see jobActions.ts). Fails with
+   * `JobLifeMissing` on a v1 table.
+   */
+  readonly cancel: (handle: StoredJobId) => Effect.Effect<CancelOutcome, ShardOperationError | JobLifeMissing>
   /** Makes every `never` job of a function due now, on one shard or all (not the dead ones). */
   readonly retryNever: (funcname: string, dbid?: number) => Effect.Effect<number, ShardOperationError>
   /**
@@ -607,10 +621,13 @@ export const make = (
       )
 
     const complete = (handles: ReadonlyArray<StoredJobId>) =>
-      Effect.map(perShardHandles(handles, "complete", (b, ids) => b.remove(ids)), (deleted) => {
+      Effect.map(perShardHandles(handles, "complete", (b, ids) => b.remove(ids, true)), (deleted) => {
         jobsCompleted.unsafeUpdate(deleted, [])
         return deleted
       })
+
+    const remove = (handles: ReadonlyArray<StoredJobId>) =>
+      perShardHandles(handles, "delete", (b, ids) => b.remove(ids, false))
 
     const reschedule = (handle: StoredJobId, runAfter: number, failcount: number) =>
       Effect.gen(function*() {
@@ -637,6 +654,15 @@ export const make = (
         )
         // A failure that backs the job off is a retry, as a reschedule is (a dead job is not).
         if (outcome === "retrying") jobsRetried.unsafeUpdate(1, [])
+        return outcome
+      })
+
+    const cancel = (handle: StoredJobId) =>
+      Effect.gen(function*() {
+        const h = yield* validateHandle(handle)
+        const at = yield* nowSeconds
+        const outcome = yield* shardOp(h.dbid, "cancel", (b) => b.cancel(h.jobid, at))
+        if (outcome === "unsupported") return yield* new JobLifeMissing({ dbid: h.dbid, operation: "cancel" })
         return outcome
       })
 
@@ -768,8 +794,10 @@ export const make = (
       claimDue,
       defer,
       complete,
+      remove,
       reschedule,
       fail,
+      cancel,
       retryNever,
       retryDead,
       purgeEnded,

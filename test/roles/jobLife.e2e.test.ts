@@ -188,6 +188,69 @@ describe("a job's life on MariaDB and gearmand", () => {
     }), 60_000)
 
   it.scopedLive(
+    "jobs cancel: a cancelled due job never runs, is listed as cancelled and purged; a dispatched one is refused without --force",
+    () =>
+      Effect.gen(function*() {
+        const [shard] = yield* testShards(1)
+        const gd = yield* gearmand
+        const db = urlOf(shard!.database)
+        const ran = yield* Ref.make<ReadonlyArray<string>>([])
+        yield* Effect.gen(function*() {
+          const idOf = (h: { readonly dbid: number; readonly jobid: number }) => `${h.dbid}:${h.jobid}`
+          // Stored due before anything runs; cancelled by the CLI.
+          const doomed = idOf((yield* Client.insertJob({ funcname: "cx", arg: "doomed" })).handle)
+          const cancelled = yield* garivini("jobs", "cancel", doomed, "--db", db)
+          assert.deepStrictEqual([cancelled.code, cancelled.stdout], [0, `job ${doomed} cancelled\n`], cancelled.stderr)
+          const again = yield* garivini("jobs", "cancel", doomed, "--db", db)
+          assert.deepStrictEqual([again.code, again.stdout], [0, `job ${doomed} is cancelled already\n`])
+          assert.strictEqual((yield* garivini("jobs", "cancel", "1:999999", "--db", db)).code, 1)
+
+          // A runner and a worker: the next job runs, the cancelled one never does.
+          yield* Worker.serve({
+            cx: (job) => Ref.update(ran, (l) => [...l, Buffer.from(job.arg).toString()])
+          })
+          yield* Effect.forkScoped(QueueRunner.run({ batchRunSleep: "100 millis", lease: "60 seconds" }))
+          yield* Client.insertJob({ funcname: "cx", arg: "fine" })
+          yield* eventually(Effect.map(Ref.get(ran), (l) => l.includes("fine")), "the live job to run")
+          yield* Effect.sleep("500 millis")
+          assert.deepStrictEqual(yield* Ref.get(ran), ["fine"])
+          const listed = yield* garivini("jobs", "list", "--db", db, "--state", "cancelled", "--json")
+          assert.deepStrictEqual(
+            listed.stdout.trim().split("\n").map((l) => {
+              const j = JSON.parse(l)
+              return [j.handle, j.state, j.ended]
+            }),
+            [[doomed, "cancelled", "cancelled"]]
+          )
+
+          // Claimed by the runner with no worker for it: in a job server's hands, so refused.
+          const held = (yield* Client.insertJob({ funcname: "unserved" })).handle
+          const storage = yield* Storage
+          yield* eventually(
+            Effect.map(storage.list({ funcname: "unserved", state: "dispatched" }), (l) => l.length === 1),
+            "the unserved job to be dispatched"
+          )
+          const refused = yield* garivini("jobs", "cancel", idOf(held), "--db", db, "--lease", "60")
+          assert.strictEqual(refused.code, 1)
+          assert.include(refused.stderr, "may still run once")
+          assert.include(refused.stderr, "kept as cancelled")
+          assert.include(refused.stderr, "--force")
+          assert.isNull(Option.getOrThrow(yield* storage.get(held)).ended)
+          const forced = yield* garivini("jobs", "cancel", idOf(held), "--db", db, "--lease", "60", "--force")
+          assert.strictEqual(forced.code, 0, forced.stderr)
+          assert.strictEqual(Option.getOrThrow(yield* storage.get(held)).ended, "cancelled")
+
+          // Purged once old enough (backdated a week).
+          yield* adminQuery(`UPDATE \`${shard!.database}\`.job SET ended_at = ended_at - 8 * 86400`)
+          const purged = yield* garivini("jobs", "purge", "--db", db, "--cancelled", "--older-than", "7d")
+          assert.strictEqual(purged.stdout, "deleted 2 cancelled job(s)\n", purged.stderr)
+          assert.strictEqual((yield* garivini("jobs", "show", doomed, "--db", db)).code, 1)
+        }).pipe(Effect.scoped, Effect.provide(env([shard!], [gd.server])))
+      }),
+    90_000
+  )
+
+  it.scopedLive(
     "a v1 database (Perl's table, no migration) runs as before, with one warning naming `garivini migrate`",
     () =>
       Effect.gen(function*() {
@@ -219,6 +282,10 @@ describe("a job's life on MariaDB and gearmand", () => {
           assert.deepStrictEqual(yield* storage.list({ state: "dead" }), [])
           assert.strictEqual(yield* storage.retryDead({}), 0)
           assert.strictEqual(yield* storage.purgeEnded("dead", 0), 0)
+          // Cancel needs the `ended` column: a typed error naming the command that adds it.
+          const refused = yield* Effect.flip(Client.cancelJob(handle))
+          assert.strictEqual(refused._tag, "JobLifeMissing")
+          assert.include(refused.message, "garivini migrate")
           const [counts] = yield* storage.counts()
           assert.deepStrictEqual([counts!.retrying, counts!.dead, counts!.dispatched], [1, 0, 0])
           // A job claimed on v1 shows as scheduled (no lease column), as a Perl QueueRunner's claim does.

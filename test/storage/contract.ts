@@ -507,6 +507,61 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.strictEqual(yield* storage.purgeEnded("dead", 0), 0)
       }))
 
+    test("cancel ends a live job of every state as cancelled; it is never claimed, and purgeable", ({ storage }) =>
+      Effect.gen(function*() {
+        const insert = (spec: Parameters<typeof Client.insertJob>[0]) =>
+          Effect.map(Client.insertJob(spec), (o) => o.handle)
+        const due = yield* insert({ funcname: "cx" })
+        const scheduled = yield* insert({ funcname: "cx", runAt: "+600" })
+        const never = yield* insert({ funcname: "cx", runAt: "never" })
+        const retrying = yield* insert({ funcname: "cx" })
+        yield* Client.failedJob(retrying, { error: "first" })
+        const dead = yield* insert({ funcname: "cx" })
+        yield* Client.failedJob(dead, { error: "last", maxAttempts: 1 })
+        const states = (handles: ReadonlyArray<StoredJobId>) =>
+          Effect.forEach(handles, (h) => Effect.map(storage.get(h), (j) => jobState(Option.getOrThrow(j), T0)))
+        assert.deepStrictEqual(
+          yield* states([due, scheduled, never, retrying, dead]),
+          ["due", "scheduled", "never", "retrying", "dead"]
+        )
+        const live = [due, scheduled, never, retrying]
+        assert.deepStrictEqual(yield* Effect.forEach(live, Client.cancelJob), live.map(() => "cancelled"))
+        assert.strictEqual(yield* Client.cancelJob(dead), "dead", "a dead job is left dead")
+        assert.strictEqual(yield* Client.cancelJob(due), "already-cancelled")
+        assert.strictEqual(yield* storage.cancel({ dbid: due.dbid, jobid: due.jobid + 999 }), "missing")
+        const job = Option.getOrThrow(yield* storage.get(retrying))
+        assert.deepStrictEqual(
+          [job.ended, job.endedAt, job.runAfter, job.leasedUntil, job.lastError, job.failcount],
+          ["cancelled", T0, NEVER, null, "first", 1]
+        )
+        assert.deepStrictEqual(yield* states(live), live.map(() => "cancelled"))
+        // Counts and list agree; no claimer takes them, even long after.
+        const counts = (yield* storage.counts()).filter((c) => c.funcname === "cx")
+        assert.deepStrictEqual(
+          [counts.reduce((n, c) => n + c.cancelled, 0), counts.reduce((n, c) => n + c.dead, 0)],
+          [4, 1]
+        )
+        assert.deepStrictEqual(
+          (yield* storage.list({ state: "cancelled" })).map((j) => j.jobid).sort((a, b) => a - b),
+          live.map((h) => h.jobid).sort((a, b) => a - b)
+        )
+        yield* TestClock.adjust(Duration.days(8))
+        for (const dbid of [1, 2]) assert.deepStrictEqual(yield* claimAll(storage, dbid), [])
+        // A late failure (a forced cancel of a dispatched job) does not revive it.
+        assert.isFalse((yield* Client.failedJob(retrying, { error: "late" })).found)
+        assert.strictEqual(Option.getOrThrow(yield* storage.get(retrying)).ended, "cancelled")
+        // Nor does a late completion delete it (our worker helper's DELETE is of live jobs only),
+        // while a live job beside it in the same batch goes; an operator's delete removes it.
+        const other = yield* insert({ funcname: "cx", uniqkey: keyFor(0, 2, "cx") })
+        assert.strictEqual(yield* storage.complete([retrying, other]), 1)
+        assert.isTrue(Option.isSome(yield* storage.get(retrying)))
+        assert.isTrue(Option.isNone(yield* storage.get(other)))
+        assert.strictEqual(yield* storage.remove([never]), 1)
+        assert.strictEqual(yield* storage.purgeEnded("cancelled", "7 days", { funcname: "cx" }), 3)
+        assert.isTrue(Option.isNone(yield* storage.get(due)))
+        assert.isTrue(Option.isSome(yield* storage.get(dead)), "purge --cancelled leaves the dead")
+      }))
+
     test("a parked job's reason is its last error", ({ storage }) =>
       Effect.gen(function*() {
         const { handle } = yield* Client.insertJob({ funcname: "park" })

@@ -224,6 +224,59 @@ describe("web console", () => {
         assert.notInclude(offsite.text, "evil.example")
       })))
 
+  it.live("cancel: offered per job and for a selection, confirmed, done; CSRF, may-be-running and read-only refused", () =>
+    withConsole({}, [
+      { funcname: "c", runAt: "never" },
+      { funcname: "c", runAt: "+3600" },
+      { funcname: "c", runAt: "+60" } // within a lease of now: may be running
+    ], (base, storage) =>
+      Effect.gen(function*() {
+        const list = (yield* get(`${base}/jobs?function=c`)).text
+        const csrf = csrfOf(list)
+        assert.include(list, `data-action="cancel"`)
+        // By run_after (the shards' order in the list may differ): +60, +3600, never.
+        const [leased, b, a] = (yield* storage.list({ funcname: "c" }))
+          .slice()
+          .sort((x, y) => x.runAfter - y.runAfter)
+          .map((j) => `${j.dbid}:${j.jobid}`)
+        assert.sameMembers(handlesOf(list), [a!, b!, leased!])
+        assert.include((yield* get(`${base}/job/${a}`)).text, `data-action="cancel"`)
+        const form = [["handle", a!], ["handle", b!]] as const
+        assert.strictEqual(
+          (yield* post(`${base}/action/cancel`, [...form, ["step", "run"], ["csrf", "x"]])).status,
+          403
+        )
+        const confirm = yield* post(`${base}/action/cancel`, [...form, ["csrf", csrf], ["step", "confirm"]])
+        assert.include(confirm.text, "Cancel 2 job(s)?")
+        assert.deepStrictEqual(yield* storage.list({ state: "cancelled" }), [])
+        const done = yield* post(`${base}/action/cancel`, [...form, ["csrf", csrf], ["step", "run"]])
+        assert.include(done.text, "2 of 2 done")
+        assert.deepStrictEqual(
+          (yield* storage.list({ state: "cancelled" })).map((j) => `${j.dbid}:${j.jobid}`).sort(),
+          [a!, b!].sort()
+        )
+        // Again: nothing to do. A job that may be running: refused (it could still run once).
+        const again = yield* post(`${base}/action/cancel`, [["handle", a!], ["csrf", csrf], ["step", "run"]])
+        assert.include(again.text, `data-outcome="Unchanged"`)
+        const refused = yield* post(`${base}/action/cancel`, [["handle", leased!], ["csrf", csrf], ["step", "run"]])
+        assert.include(refused.text, `data-outcome="Refused"`)
+        assert.include(refused.text, "may still run once")
+        const [dbid, jobid] = leased!.split(":").map(Number)
+        assert.isNull(Option.getOrThrow(yield* storage.get({ dbid: dbid!, jobid: jobid! })).ended)
+      })))
+
+  it.live("read-only: cancel refused", () =>
+    withConsole({ readOnly: true }, [{ funcname: "r", runAt: "never" }], (base, storage) =>
+      Effect.gen(function*() {
+        const list = (yield* get(`${base}/jobs`)).text
+        const refused = yield* post(`${base}/action/cancel`, [["handle", handlesOf(list)[0]!], ["csrf", csrfOf(list)], [
+          "step",
+          "run"
+        ]])
+        assert.strictEqual(refused.status, 403)
+        assert.deepStrictEqual(yield* storage.list({ state: "cancelled" }), [])
+      })))
+
   it.live("an action is logged with the action, the handles and the client's address", () => {
     const lines: Array<{ message: unknown; annotations: Record<string, unknown> }> = []
     const capture = Logger.replace(

@@ -17,7 +17,14 @@ import { FAILCOUNT_MAX, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
-import type { FailOutcome, RowInsert, ShardBackend, ShardFailure, ShardListQuery } from "../ShardBackend.js"
+import type {
+  FailOutcome,
+  RowInsert,
+  ShardBackend,
+  ShardCancelOutcome,
+  ShardFailure,
+  ShardListQuery
+} from "../ShardBackend.js"
 import * as Flow from "./flow.js"
 import { badData, jobsFromRows } from "./rows.js"
 import {
@@ -33,6 +40,9 @@ import {
   withLife
 } from "./statements.js"
 import * as Watchdog from "./watchdog.js"
+
+/** A row not cancelled (NULL-safe: a live row's `ended` is NULL). */
+const NOT_CANCELLED = "COALESCE(ended, '') <> 'cancelled'"
 
 /** What every dialect learns when it opens: at least the largest arg one statement can carry. */
 export interface Capabilities {
@@ -277,15 +287,23 @@ export const make = <C extends Capabilities>(
         }))
       )
 
-    const byIds = (verb: (life: boolean) => string, jobids: ReadonlyArray<number>, head: ReadonlyArray<unknown>) => {
+    const byIds = (
+      verb: (life: boolean) => string,
+      jobids: ReadonlyArray<number>,
+      head: ReadonlyArray<unknown>,
+      also: (life: boolean) => string = () => ""
+    ) => {
       if (jobids.length === 0) return Effect.succeed(0)
       const ids = dialect.inList(jobids)
       return withConnection((conn, _caps, life) =>
-        changes(conn, `${verb(life)} WHERE jobid IN ${ids.sql}`, [...head, ...ids.params])
+        changes(conn, `${verb(life)} WHERE jobid IN ${ids.sql}${also(life)}`, [...head, ...ids.params])
       )
     }
 
-    /** One UPDATE recording a failure (and the end of the attempts when it is the last). */
+    /**
+     * One UPDATE recording a failure (and the end of the attempts when it is the last). Only on a
+     * job not cancelled: a late failure must not revive a cancelled one.
+     */
     const fail: ShardBackend["fail"] = (jobid, r) =>
       withConnection((conn, _caps, life) => {
         if (!life) {
@@ -299,7 +317,7 @@ export const make = <C extends Capabilities>(
         const error = r.error === undefined ? "" : ", last_error = ?, last_error_at = ?, last_error_attempt = ?"
         return changes(
           conn,
-          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ?`,
+          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ? AND ${NOT_CANCELLED}`,
           [
             r.dead ? NEVER : r.runAfter,
             r.failcount,
@@ -309,6 +327,33 @@ export const make = <C extends Capabilities>(
             jobid
           ]
         ).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : r.dead ? "dead" : "retrying"))
+      })
+
+    /**
+     * One UPDATE cancels a live job; only when it matched nothing does a read say why (no row, or
+     * it had ended): that read changes nothing, so it needs no transaction.
+     */
+    const cancel: ShardBackend["cancel"] = (jobid, at) =>
+      withConnection((conn, _caps, life): Effect.Effect<ShardCancelOutcome, ShardFailure> => {
+        if (!life) return Effect.succeed("unsupported")
+        return Effect.flatMap(
+          changes(
+            conn,
+            `UPDATE job SET ended = 'cancelled', ended_at = ?, run_after = ${NEVER}, leased_until = NULL WHERE jobid = ? AND ended IS NULL`,
+            [at, jobid]
+          ),
+          (n) =>
+            n > 0
+              ? Effect.succeed("cancelled" as const)
+              : classified(conn.execute("SELECT ended FROM job WHERE jobid = ?", [jobid], undefined)).pipe(
+                Effect.flatMap((rows) => Effect.mapError(decodeEndedRows(rows), badData("ended"))),
+                Effect.map((rows): ShardCancelOutcome => {
+                  const row = rows[0]
+                  if (row === undefined) return "missing"
+                  return row.ended === "dead" ? "dead" : "already-cancelled"
+                })
+              )
+        )
       })
 
     const flow = Flow.make({
@@ -345,7 +390,9 @@ export const make = <C extends Capabilities>(
               )
               : changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [runAfter, ...ids.params])
           }),
-      remove: (jobids) => byIds(() => "DELETE FROM job", jobids, []),
+      // Still one statement; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
+      remove: (jobids, liveOnly) =>
+        byIds(() => "DELETE FROM job", jobids, [], (life) => life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""),
       reschedule: (jobid, runAfter, failcount) =>
         withConnection((conn, _caps, life) =>
           changes(
@@ -357,6 +404,7 @@ export const make = <C extends Capabilities>(
           Effect.map((n) => n > 0)
         ),
       fail,
+      cancel,
       // Unbounded: these scan a function's or the whole table's rows, and an operator runs them.
       retryNever: (funcname, now) =>
         withConnection(
@@ -424,6 +472,10 @@ export const make = <C extends Capabilities>(
         )
     }
   })
+
+const decodeEndedRows = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ ended: Schema.NullOr(Schema.Literal("dead", "cancelled")) }))
+)
 
 /** What a shard holds once open: the client, the dialect's capabilities, and migration 2's columns. */
 interface Opened<C> {
