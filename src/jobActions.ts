@@ -59,16 +59,24 @@ const dispatchedReason = (job: StoredJob, now: number, leaseSeconds: number, wha
   `(${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
   what
 
+type Act = (job: StoredJob, now: number) => Effect.Effect<ActionOutcome, ShardOperationError | JobLifeMissing, Storage>
+
 /** Runs `act` on the job behind `handle`, unless it is gone or (without force) may be running. */
-const guarded = (
+const guarded = (handle: StoredJobId, options: ActionOptions, what: string, act: Act) =>
+  Effect.flatMap(
+    Storage,
+    (storage) => Effect.flatMap(storage.get(handle), (found) => guardedRead(handle, found, options, what, act))
+  )
+
+/** `guarded`, over the job as the caller already read it. */
+const guardedRead = (
   handle: StoredJobId,
+  found: Option.Option<StoredJob>,
   options: ActionOptions,
   what: string,
-  act: (job: StoredJob, now: number) => Effect.Effect<ActionOutcome, ShardOperationError | JobLifeMissing, Storage>
+  act: Act
 ) =>
   Effect.gen(function*() {
-    const storage = yield* Storage
-    const found = yield* storage.get(handle)
     const notFound: ActionOutcome = { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
     if (Option.isNone(found)) return notFound
     const now = yield* nowSeconds
@@ -106,7 +114,8 @@ export const retryJob = (handle: StoredJobId, options: ActionOptions = {}) =>
       }
       return unchanged
     }
-    return yield* guarded(handle, options, "retrying it now could run it twice", (_job, now) =>
+    // The read above is the guard's: no second one.
+    return yield* guardedRead(handle, found, options, "retrying it now could run it twice", (_job, now) =>
       Effect.map(storage.defer([handle], now), (n): ActionOutcome =>
         n === 0
           ? { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
