@@ -16,6 +16,8 @@ import { WebListenFailed } from "../errors.js"
 import { formatHostPort } from "../hostPort.js"
 import { formatHandle, nowSeconds, parseHandle } from "../Job.js"
 import type { StoredJobId } from "../Job.js"
+import { parseAge } from "../cli/jobs.js"
+import { functionActionNamed } from "../functionActions.js"
 import { JOB_ACTIONS, jobActionNamed } from "../jobActions.js"
 import { jobServers, storedCounts } from "../overview.js"
 import { DEFAULT_LEASE } from "../roles/QueueRunner.js"
@@ -26,7 +28,18 @@ import { CSS, JS } from "./assets.js"
 import { authorized, csrfMatches, loginMatches, makeAuth, TOKEN_COOKIE } from "./auth.js"
 import { isState, STATES } from "./catalog.js"
 import type { Html } from "./html.js"
-import { confirmPage, jobPage, jobsHref, jobsPage, messagePage, overviewPage, resultPage } from "./pages.js"
+import {
+  confirmPage,
+  functionConfirmPage,
+  functionResultPage,
+  jobPage,
+  jobsHref,
+  jobsPage,
+  messagePage,
+  overviewPage,
+  purgeFormPage,
+  resultPage
+} from "./pages.js"
 import type { ActionResult, FunctionRow, JobsQuery, OverviewData, PageContext } from "./pages.js"
 
 export { DEFAULT_WEB_LISTEN } from "./defaults.js"
@@ -119,6 +132,13 @@ const decodeJobsQuery = (request: HttpServerRequest.HttpServerRequest) =>
     return q
   })
 
+const FunctionForm = Schema.Struct({
+  csrf: Schema.optional(Schema.String),
+  function: Schema.optional(Schema.String),
+  olderThan: Schema.optional(Schema.String),
+  step: Schema.optional(Schema.Literal("confirm", "run"))
+})
+
 const ActionForm = Schema.Struct({
   csrf: Schema.optional(Schema.String),
   handle: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String))),
@@ -133,9 +153,17 @@ const safeBack = (back: string | undefined) => back !== undefined && /^\/(?![/\\
 /** The overview's figures: counts (summed per function, or per shard), job servers, failures. */
 export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, never, Storage | Gearman> =>
   Effect.gen(function*() {
-    const [stored, { byFunction, servers }, now] = yield* Effect.all(
-      [storedCounts, jobServers, nowSeconds],
+    const [stored, { byFunction, servers }, now, controls] = yield* Effect.all(
+      [
+        storedCounts,
+        jobServers,
+        nowSeconds,
+        Effect.either(Effect.flatMap(Storage, (s) => s.flow.controls(s.flow.home)))
+      ],
       { concurrency: "unbounded" }
+    )
+    const paused = new Set(
+      Either.isRight(controls) ? controls.right.filter((c) => c.paused).map((c) => c.funcname) : []
     )
     const rows = new Map<
       string,
@@ -148,6 +176,17 @@ export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, nev
       if (c.oldestDue !== null && (row.oldest === null || c.oldestDue < row.oldest)) row.oldest = c.oldestDue
       rows.set(key, row)
     }
+    // A paused function with no stored job still has its row: it can be resumed from there.
+    for (const funcname of paused) {
+      if (![...rows.values()].some((r) => r.funcname === funcname)) {
+        rows.set(funcname, {
+          shard: null,
+          funcname,
+          counts: Object.fromEntries(STATES.map((s) => [s.name, 0])),
+          oldest: null
+        })
+      }
+    }
     const functions = [...rows.values()]
       .sort((a, b) => (a.funcname < b.funcname ? -1 : a.funcname > b.funcname ? 1 : (a.shard ?? 0) - (b.shard ?? 0)))
       .map((r): FunctionRow => {
@@ -159,7 +198,8 @@ export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, nev
           oldestDueAge: r.oldest === null ? null : Math.max(0, now - r.oldest),
           queued: q === undefined ? null : Math.max(0, q.total - q.running),
           running: q?.running ?? null,
-          workers: q?.workers ?? null
+          workers: q?.workers ?? null,
+          paused: paused.has(r.funcname)
         }
       })
     return {
@@ -169,7 +209,8 @@ export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, nev
       functions,
       servers,
       unavailable: stored.unavailable,
-      gearmandError: servers.length > 0 && servers.every((s) => !s.up) ? "no job server answers" : null
+      gearmandError: servers.length > 0 && servers.every((s) => !s.up) ? "no job server answers" : null,
+      flowError: Either.isLeft(controls) ? `paused states unknown: ${controls.left.message}` : null
     }
   })
 
@@ -283,6 +324,56 @@ export const router = (options: ConsoleOptions, ctx: PageContext) => {
           remote: Option.getOrElse(request.remoteAddress, () => "unknown")
         }))
         return page(resultPage(action, outcomes, back, ctx))
+      })
+    ),
+    HttpRouter.get(
+      "/function/purge-dead",
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        if (readOnly) return yield* new Forbidden({ message: "the console is read-only (--read-only)" })
+        const funcname = queryOf(request).function
+        if (funcname === undefined) return yield* new BadRequest({ message: "which function?" })
+        const counts = yield* Effect.flatMap(Storage, (s) => s.counts())
+        const dead = counts.filter((c) => c.funcname === funcname).reduce((n, c) => n + c.dead, 0)
+        return page(purgeFormPage(funcname, dead, ctx))
+      })
+    ),
+    HttpRouter.post(
+      "/function/:name",
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const { name } = yield* HttpRouter.params
+        const form = yield* HttpServerRequest.schemaBodyUrlParams(FunctionForm).pipe(
+          Effect.mapError((e) => new BadRequest({ message: `bad form: ${e.message}`, cause: e }))
+        )
+        if (!csrfMatches(ctx, form.csrf)) return yield* new Forbidden({ message: "missing or wrong CSRF token" })
+        if (readOnly) return yield* new Forbidden({ message: "the console is read-only (--read-only)" })
+        const action = yield* Option.match(functionActionNamed(name ?? ""), {
+          onNone: () => Effect.fail(new PageNotFound({ message: `no function action ${JSON.stringify(name)}` })),
+          onSome: Effect.succeed
+        })
+        const funcname = form.function ?? ""
+        if (funcname === "") return yield* new BadRequest({ message: "which function?" })
+        let olderThan: number | undefined
+        if (action.needsAge) {
+          const age = parseAge(form.olderThan ?? "")
+          if (Option.isNone(age)) {
+            return yield* new BadRequest({ message: "older than: 7d, 12h, 30m, 90s or seconds" })
+          }
+          olderThan = age.value
+        }
+        const input = { funcname, olderThan }
+        // Destructive actions ask first; pause and resume lose nothing and run at once.
+        if (action.destructive && form.step !== "run") return page(functionConfirmPage(action, input, ctx))
+        const message = yield* action.run(input)
+        yield* Effect.logInfo("web action").pipe(Effect.annotateLogs({
+          action: action.name,
+          function: funcname,
+          ...(olderThan === undefined ? {} : { olderThan }),
+          result: message,
+          remote: Option.getOrElse(request.remoteAddress, () => "unknown")
+        }))
+        return page(functionResultPage(action, message, ctx))
       })
     )
   )

@@ -34,6 +34,10 @@ pre { background: #f0f2f5; padding: .7rem; border-radius: 6px; overflow: auto; m
 .state-due { background: #e3ecff; color: #1b44a0; }
 .state-scheduled { background: #fff4d6; color: var(--warn); }
 .state-never { background: #fde7e6; color: var(--danger); }
+.state-paused { background: #fff4d6; color: var(--warn); font-weight: 600; }
+td.controls { white-space: nowrap; }
+td.controls form { display: inline; }
+td.controls button { min-height: 1.8rem; padding: .15rem .5rem; font-size: .8rem; }
 .up { color: var(--ok); font-weight: 600; }
 .down { color: var(--danger); font-weight: 600; }
 .muted { color: var(--muted); font-size: .85rem; }
@@ -80,6 +84,27 @@ export const JS = `"use strict";
     Object.keys(params).forEach(function (k) { if (params[k] !== null && params[k] !== undefined) q.set(k, String(params[k])); });
     return "/jobs?" + q.toString();
   }
+  // A function's flow state, and (unless read-only) its pause/resume form and purge link, as the page renders them.
+  function flowCell(tr, f) {
+    var td = document.createElement("td"); td.dataset.paused = f.paused ? "yes" : "no";
+    var span = document.createElement("span"); span.className = f.paused ? "state state-paused" : "muted";
+    span.textContent = f.paused ? "paused" : "running"; td.appendChild(span); tr.appendChild(td);
+  }
+  function hidden(form, name, value) {
+    var input = document.createElement("input"); input.type = "hidden"; input.name = name; input.value = value; form.appendChild(input);
+  }
+  function controls(tr, f, csrf) {
+    var td = document.createElement("td"); td.className = "controls";
+    var action = f.paused ? "resume" : "pause";
+    var form = document.createElement("form"); form.method = "post"; form.action = "/function/" + action;
+    hidden(form, "csrf", csrf); hidden(form, "function", f.funcname);
+    var button = document.createElement("button"); button.type = "submit"; button.name = "step"; button.value = "run";
+    button.className = "secondary"; button.dataset.functionAction = action; button.textContent = f.paused ? "Resume" : "Pause";
+    form.appendChild(button); td.appendChild(form); td.appendChild(document.createTextNode(" "));
+    var purge = document.createElement("a"); purge.href = "/function/purge-dead?function=" + encodeURIComponent(f.funcname);
+    purge.dataset.functionAction = "purge-dead"; purge.textContent = "Purge dead…"; td.appendChild(purge);
+    tr.appendChild(td);
+  }
   function render(data) {
     var body = document.querySelector("#functions tbody");
     body.replaceChildren();
@@ -87,6 +112,7 @@ export const JS = `"use strict";
       var tr = document.createElement("tr");
       tr.dataset.function = f.funcname;
       cell(tr, f.funcname, { href: jobsHref({ function: f.funcname, shard: f.shard }) });
+      flowCell(tr, f);
       if (data.perShard) cell(tr, f.shard, { num: true });
       data.columns.forEach(function (c) {
         var n = f.counts[c.name];
@@ -95,11 +121,12 @@ export const JS = `"use strict";
       });
       cell(tr, f.oldestDueAge, { num: true });
       cell(tr, f.queued, { num: true }); cell(tr, f.running, { num: true }); cell(tr, f.workers, { num: true });
+      if (overview.dataset.csrf) controls(tr, f, overview.dataset.csrf);
       body.appendChild(tr);
     });
     if (data.functions.length === 0) {
       var empty = document.createElement("tr"); var td = document.createElement("td");
-      td.colSpan = 5 + data.columns.length + (data.perShard ? 1 : 0); td.className = "muted"; td.textContent = "No stored jobs.";
+      td.colSpan = 6 + data.columns.length + (data.perShard ? 1 : 0) + (overview.dataset.csrf ? 1 : 0); td.className = "muted"; td.textContent = "No stored jobs.";
       empty.appendChild(td); body.appendChild(empty);
     }
     var servers = document.querySelector("#servers tbody");

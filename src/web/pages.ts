@@ -1,6 +1,7 @@
 /** The console's pages, rendered from data to `Html` (no effects here: the routes read the data). */
 import { formatHandle, jobState } from "../Job.js"
 import type { JobRecord, StoredJob } from "../Job.js"
+import type { FunctionAction, FunctionActionInput } from "../functionActions.js"
 import type { JobAction } from "../jobActions.js"
 import type { ServerFigures } from "../overview.js"
 import type { ListCursor } from "../storage/Storage.js"
@@ -51,6 +52,8 @@ export interface FunctionRow {
   readonly queued: number | null
   readonly running: number | null
   readonly workers: number | null
+  /** Paused by flow control (`garivini functions pause`): no dispatcher sends its jobs. */
+  readonly paused: boolean
 }
 
 export interface OverviewData {
@@ -61,6 +64,8 @@ export interface OverviewData {
   readonly servers: ReadonlyArray<ServerFigures>
   readonly unavailable: ReadonlyArray<{ readonly shard: number; readonly error: string }>
   readonly gearmandError: string | null
+  /** Why the paused states are not shown (a database without flow control), if so. */
+  readonly flowError: string | null
 }
 
 const num = (n: number | null) => html`<td class="${n === 0 ? "num zero" : "num"}">${n === null ? "-" : n}</td>`
@@ -71,11 +76,28 @@ const jobsLink = (params: Record<string, string | number | null>) => {
   return `/jobs?${q.toString()}`
 }
 
+/** A function's flow state: paused or running. */
+const flowCell = (f: FunctionRow) =>
+  html`<td data-paused="${f.paused ? "yes" : "no"}"><span class="${f.paused ? "state state-paused" : "muted"}">${
+    f.paused ? "paused" : "running"
+  }</span></td>`
+
+/** Pause or resume (one click: nothing is lost) and a link to purge its dead jobs (asked for first). */
+const functionControls = (f: FunctionRow, ctx: PageContext) =>
+  html`<td class="controls"><form method="post" action="/function/${f.paused ? "resume" : "pause"}">
+<input type="hidden" name="csrf" value="${ctx.csrf}"><input type="hidden" name="function" value="${f.funcname}">
+<button type="submit" name="step" value="run" class="secondary" data-function-action="${
+    f.paused ? "resume" : "pause"
+  }">${f.paused ? "Resume" : "Pause"}</button></form> <a href="/function/purge-dead?function=${
+    encodeURIComponent(f.funcname)
+  }" data-function-action="purge-dead">Purge dead…</a></td>`
+
 export const overviewPage = (data: OverviewData, ctx: PageContext): Html => {
-  const span = 5 + data.columns.length + (data.perShard ? 1 : 0)
+  const span = 6 + data.columns.length + (data.perShard ? 1 : 0) + (ctx.readOnly ? 0 : 1)
   const rows = data.functions.map((f) =>
     html`<tr data-function="${f.funcname}">
 <td><a href="${jobsLink({ function: f.funcname, shard: f.shard })}">${f.funcname}</a></td>
+${flowCell(f)}
 ${data.perShard ? num(f.shard) : ""}
 ${
       data.columns.map((c) => {
@@ -87,6 +109,7 @@ ${
     }
 <td class="num">${f.oldestDueAge === null ? "-" : f.oldestDueAge}</td>
 ${num(f.queued)}${num(f.running)}${num(f.workers)}
+${ctx.readOnly ? "" : functionControls(f, ctx)}
 </tr>`
   )
   const servers = data.servers.map((s) =>
@@ -95,10 +118,12 @@ ${num(f.queued)}${num(f.running)}${num(f.workers)}
     }</td>
 ${num(s.up ? s.queued : null)}${num(s.up ? s.running : null)}${num(s.up ? s.workers : null)}</tr>`
   )
-  const body = html`<div id="overview" data-src="/api/overview${data.perShard ? "?shards=1" : ""}" data-refresh="3000">
+  const body = html`<div id="overview" data-src="/api/overview${data.perShard ? "?shards=1" : ""}" data-refresh="3000"${
+    ctx.readOnly ? "" : html` data-csrf="${ctx.csrf}"`
+  }>
 <div id="problems">${
     data.unavailable.map((u) => html`<div class="notice error">Shard ${u.shard} unavailable: ${u.error}</div>`)
-  }</div>
+  }${data.flowError === null ? "" : html`<div class="notice">${data.flowError}</div>`}</div>
 <p class="muted"><span id="updated" data-generated-at="${data.generatedAt}">updated ${
     new Date(data.generatedAt * 1000).toISOString()
   }</span> · refreshes every 3 s · ${
@@ -106,9 +131,13 @@ ${num(s.up ? s.queued : null)}${num(s.up ? s.running : null)}${num(s.up ? s.work
   }</p>
 <h2>Functions</h2>
 <div class="table-wrap"><table id="functions">
-<thead><tr><th>Function</th>${data.perShard ? html`<th class="num">Shard</th>` : ""}${
+<thead><tr><th>Function</th><th title="Paused functions' jobs stay stored and due; no dispatcher sends them">Flow</th>${
+    data.perShard ? html`<th class="num">Shard</th>` : ""
+  }${
     data.columns.map((c) => html`<th class="num" title="${c.description}">${c.label}</th>`)
-  }<th class="num" title="Seconds the oldest due job has waited">Oldest due (s)</th><th class="num" title="Waiting in gearmand">Queued</th><th class="num">Running</th><th class="num">Workers</th></tr></thead>
+  }<th class="num" title="Seconds the oldest due job has waited">Oldest due (s)</th><th class="num" title="Waiting in gearmand">Queued</th><th class="num">Running</th><th class="num">Workers</th>${
+    ctx.readOnly ? "" : html`<th>Control</th>`
+  }</tr></thead>
 <tbody>${rows.length > 0 ? rows : html`<tr><td colspan="${span}" class="muted">No stored jobs.</td></tr>`}</tbody>
 </table></div>
 <h2>Job servers</h2>
@@ -339,3 +368,49 @@ export const resultPage = (
 
 export const messagePage = (title: string, message: string, ctx: PageContext): Html =>
   layout(title, "", ctx, html`<div class="notice error">${message}</div><p><a href="/">Overview</a></p>`)
+
+// -- actions on a function ---------------------------------------------------------------------
+
+/** Purge's first step: how old (the count of dead jobs shows on the overview). */
+export const purgeFormPage = (funcname: string, dead: number, ctx: PageContext): Html =>
+  layout(
+    `Purge dead jobs of ${funcname}`,
+    "overview",
+    ctx,
+    html`<form method="post" action="/function/purge-dead" class="card" id="purge">
+<p>${funcname} has ${dead} dead job(s) on every shard together. Delete those that died more than:</p>
+<input type="hidden" name="csrf" value="${ctx.csrf}">
+<input type="hidden" name="function" value="${funcname}">
+<label>Older than (7d, 12h, 30m, 90s or seconds)<input name="olderThan" value="7d" required></label>
+<div class="actions"><button type="submit" name="step" value="confirm" class="danger">Continue</button><a href="/">Cancel</a></div>
+</form>`
+  )
+
+/** A destructive function action's confirmation: the same form again with `step=run`. */
+export const functionConfirmPage = (
+  action: FunctionAction,
+  input: FunctionActionInput,
+  ctx: PageContext
+): Html =>
+  layout(
+    `${action.label} ${input.funcname}`,
+    "overview",
+    ctx,
+    html`<form method="post" action="/function/${action.name}" class="card" id="confirm">
+<p id="confirm-text"><strong>${action.confirm(input)}</strong></p>
+<input type="hidden" name="csrf" value="${ctx.csrf}">
+<input type="hidden" name="function" value="${input.funcname}">
+${input.olderThan === undefined ? "" : html`<input type="hidden" name="olderThan" value="${input.olderThan}">`}
+<div class="actions"><button type="submit" name="step" value="run" class="${
+      action.destructive ? "danger" : ""
+    }">${action.label}</button><a href="/">Cancel</a></div>
+</form>`
+  )
+
+export const functionResultPage = (action: FunctionAction, message: string, ctx: PageContext): Html =>
+  layout(
+    `${action.label}: done`,
+    "overview",
+    ctx,
+    html`<div class="card" id="function-result">${message}</div><p><a href="/" id="back">Back to the overview</a></p>`
+  )

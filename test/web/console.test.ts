@@ -265,6 +265,93 @@ describe("web console", () => {
         assert.isNull(Option.getOrThrow(yield* storage.get({ dbid: dbid!, jobid: jobid! })).ended)
       })))
 
+  it.live("functions: pause and resume from the overview, shown there; purge dead jobs older than N, confirmed first", () =>
+    withConsole(
+      {},
+      [{ funcname: "f" }, { funcname: "f" }, { funcname: "g" }],
+      (base, storage) =>
+        Effect.gen(function*() {
+          const overview = (yield* get(`${base}/`)).text
+          const csrf = csrfOf(overview)
+          assert.match(overview, /<tr data-function="f">[\s\S]*?data-paused="no"/)
+          assert.include(overview, `data-function-action="pause"`)
+          // Without the CSRF token: refused, nothing paused.
+          assert.strictEqual((yield* post(`${base}/function/pause`, [["function", "f"], ["step", "run"]])).status, 403)
+          assert.deepStrictEqual(yield* storage.flow.controls(1), [])
+          const paused = yield* post(`${base}/function/pause`, [["function", "f"], ["csrf", csrf], ["step", "run"]])
+          assert.strictEqual(paused.status, 200)
+          assert.include(paused.text, "f paused (every shard)")
+          for (const dbid of [1, 2]) {
+            assert.deepStrictEqual((yield* storage.flow.controls(dbid)).map((c) => [c.funcname, c.paused]), [[
+              "f",
+              true
+            ]])
+          }
+          const after = (yield* get(`${base}/`)).text
+          assert.match(after, /<tr data-function="f">[\s\S]*?data-paused="yes"/)
+          assert.match(after, /<tr data-function="g">[\s\S]*?data-paused="no"/)
+          assert.include(after, `data-function-action="resume"`)
+          const json = JSON.parse((yield* get(`${base}/api/overview`)).text)
+          assert.deepStrictEqual(
+            json.functions.map((f: { funcname: string; paused: boolean }) => [f.funcname, f.paused]),
+            [["f", true], ["g", false]]
+          )
+          // A paused function without stored jobs keeps its row, to be resumed from.
+          yield* storage.flow.setControl("idle", { paused: true })
+          assert.include((yield* get(`${base}/`)).text, `<tr data-function="idle">`)
+          yield* post(`${base}/function/resume`, [["function", "f"], ["csrf", csrf], ["step", "run"]])
+          assert.deepStrictEqual((yield* storage.flow.controls(1)).map((c) => c.funcname), ["idle"])
+
+          // Purge: two dead jobs of g/f; the form, then a confirmation that changes nothing, then done.
+          const [one, two] = yield* storage.list({ funcname: "f" })
+          const [other] = yield* storage.list({ funcname: "g" })
+          for (const j of [one!, two!, other!]) yield* storage.fail(j, { failcount: 3, runAfter: NEVER, dead: true })
+          yield* Effect.sleep("1100 millis") // ended_at strictly before now - 0 s
+          const form = yield* get(`${base}/function/purge-dead?function=f`)
+          assert.include(form.text, "f has 2 dead job(s)")
+          assert.strictEqual(
+            (yield* post(`${base}/function/purge-dead`, [["function", "f"], ["olderThan", "soon"], ["csrf", csrf]]))
+              .status,
+            400
+          )
+          const confirm = yield* post(`${base}/function/purge-dead`, [["function", "f"], ["olderThan", "0"], [
+            "csrf",
+            csrf
+          ], ["step", "confirm"]])
+          assert.include(confirm.text, "Delete every dead job of f that died more than 0s ago")
+          assert.strictEqual((yield* storage.list({ state: "dead" })).length, 3)
+          const done = yield* post(`${base}/function/purge-dead`, [["function", "f"], ["olderThan", "0"], [
+            "csrf",
+            csrf
+          ], ["step", "run"]])
+          assert.include(done.text, "deleted 2 dead job(s) of f older than 0s")
+          assert.deepStrictEqual((yield* storage.list({ state: "dead" })).map((j) => j.funcname), ["g"])
+          // Older than a day: none of g's goes.
+          yield* post(`${base}/function/purge-dead`, [["function", "g"], ["olderThan", "1d"], ["csrf", csrf], [
+            "step",
+            "run"
+          ]])
+          assert.strictEqual((yield* storage.list({ state: "dead" })).length, 1)
+          assert.strictEqual((yield* post(`${base}/function/explode`, [["function", "f"], ["csrf", csrf]])).status, 404)
+        })
+    ))
+
+  it.live("read-only: no function control offered, and pause refused", () =>
+    withConsole({ readOnly: true }, [{ funcname: "r" }], (base, storage) =>
+      Effect.gen(function*() {
+        const overview = (yield* get(`${base}/`)).text
+        assert.notInclude(overview, "data-function-action")
+        assert.notInclude(overview, "data-csrf")
+        const list = (yield* get(`${base}/jobs`)).text
+        const refused = yield* post(`${base}/function/pause`, [["function", "r"], ["csrf", csrfOf(list)], [
+          "step",
+          "run"
+        ]])
+        assert.strictEqual(refused.status, 403)
+        assert.deepStrictEqual(yield* storage.flow.controls(1), [])
+        assert.strictEqual((yield* get(`${base}/function/purge-dead?function=r`)).status, 403)
+      })))
+
   it.live("read-only: cancel refused", () =>
     withConsole({ readOnly: true }, [{ funcname: "r", runAt: "never" }], (base, storage) =>
       Effect.gen(function*() {
