@@ -28,8 +28,12 @@ import { CSS, JS } from "./assets.js"
 import { authorized, csrfMatches, loginMatches, makeAuth, TOKEN_COOKIE } from "./auth.js"
 import { isState, STATES } from "./catalog.js"
 import type { Html } from "./html.js"
+import { BULK_MAX, countMatching, runOnMatching } from "./bulk.js"
 import {
+  bulkConfirmPage,
+  bulkResultPage,
   confirmPage,
+  filterText,
   functionConfirmPage,
   functionResultPage,
   jobPage,
@@ -54,6 +58,8 @@ export interface ConsoleOptions {
   readonly readOnly?: boolean | undefined
   /** The runners' lease: a job due within it of now may be running (actions refuse it). */
   readonly lease?: Duration.DurationInput | undefined
+  /** Jobs one action on a filter touches, at most (default `BULK_MAX`; tests lower it). */
+  readonly bulkMax?: number | undefined
 }
 
 class BadRequest extends Data.TaggedError("BadRequest")<{ readonly message: string; readonly cause?: unknown }> {}
@@ -144,8 +150,28 @@ const ActionForm = Schema.Struct({
   handle: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String))),
   step: Schema.optional(Schema.Literal("confirm", "run")),
   force: Schema.optional(Schema.String),
-  back: Schema.optional(Schema.String)
+  back: Schema.optional(Schema.String),
+  /** `filter`: every job matching the filter fields below, not the `handle`s. */
+  scope: Schema.optional(Schema.Literal("filter")),
+  function: Schema.optional(Schema.String),
+  state: Schema.optional(Schema.String),
+  shard: Schema.optional(Schema.String),
+  uniqkey: Schema.optional(Schema.String)
 })
+
+const FilterParams = JobsParams.pipe(Schema.pick("function", "state", "shard", "uniqkey"))
+
+/** The list filter a bulk action's form carries (blank fields mean "any", as on the list). */
+const decodeFilter = (form: Record<string, string | ReadonlyArray<string> | undefined>) => {
+  const fields: Record<string, string> = {}
+  for (const k of ["function", "state", "shard", "uniqkey"] as const) {
+    const v = form[k]
+    if (typeof v === "string" && v.trim() !== "") fields[k] = v.trim()
+  }
+  return Schema.decodeUnknown(FilterParams)(fields).pipe(
+    Effect.mapError((e) => new BadRequest({ message: `bad filter: ${e.message}`, cause: e }))
+  )
+}
 
 /** A return address inside the console only (no open redirect). */
 const safeBack = (back: string | undefined) => back !== undefined && /^\/(?![/\\])[^\s]*$/.test(back) ? back : "/jobs"
@@ -294,6 +320,30 @@ export const router = (options: ConsoleOptions, ctx: PageContext) => {
           onNone: () => Effect.fail(new PageNotFound({ message: `no action ${JSON.stringify(name)}` })),
           onSome: Effect.succeed
         })
+        if (form.scope === "filter") {
+          const q = yield* decodeFilter(form)
+          const filter = {
+            funcname: q.function,
+            state: q.state !== undefined && isState(q.state) ? q.state : undefined,
+            dbid: q.shard,
+            uniqkey: q.uniqkey
+          }
+          const back = safeBack(form.back)
+          if (form.step !== "run")
+            return page(bulkConfirmPage(action, q, yield* countMatching(filter, ctx.bulkMax), back, ctx))
+          const force = form.force === "on"
+          const result = yield* runOnMatching(action, filter, { lease: options.lease, force }, ctx.bulkMax)
+          yield* Effect.logInfo("web action").pipe(Effect.annotateLogs({
+            action: action.name,
+            filter: filterText(q),
+            matched: result.total,
+            more: result.more,
+            done: result.outcomes["Done"] ?? 0,
+            force,
+            remote: Option.getOrElse(request.remoteAddress, () => "unknown")
+          }))
+          return page(bulkResultPage(action, q, result, back, ctx))
+        }
         const texts = form.handle === undefined ? [] : typeof form.handle === "string" ? [form.handle] : form.handle
         if (texts.length === 0) return yield* new BadRequest({ message: "no job selected" })
         if (texts.length > MAX_ACTION_JOBS) {
@@ -408,7 +458,12 @@ export const makeApp = (
 ): Effect.Effect<HttpApp.Default<never, Storage | Gearman>> =>
   Effect.gen(function*() {
     const auth = makeAuth(options.token ?? Option.none())
-    const ctx: PageContext = { csrf: auth.csrf, readOnly: options.readOnly === true, actions: JOB_ACTIONS }
+    const ctx: PageContext = {
+      csrf: auth.csrf,
+      readOnly: options.readOnly === true,
+      actions: JOB_ACTIONS,
+      bulkMax: options.bulkMax ?? BULK_MAX
+    }
     const app = yield* HttpRouter.toHttpApp(router(options, ctx))
     const unauthorized = HttpServerResponse.text("401 unauthorized: this console needs its token (--web-token)\n", {
       status: 401,

@@ -6,6 +6,7 @@ import type { JobAction } from "../jobActions.js"
 import type { ServerFigures } from "../overview.js"
 import type { ListCursor } from "../storage/Storage.js"
 import { viewArg } from "./argView.js"
+import type { BulkResult } from "./bulk.js"
 import { JOB_COLUMNS, jobHref, STATES, whenText } from "./catalog.js"
 import { html } from "./html.js"
 import type { Html } from "./html.js"
@@ -14,6 +15,8 @@ export interface PageContext {
   readonly csrf: string
   readonly readOnly: boolean
   readonly actions: ReadonlyArray<JobAction>
+  /** Jobs one action on a filter touches, at most (`BULK_MAX`). */
+  readonly bulkMax: number
 }
 
 export const layout = (title: string, current: "overview" | "jobs" | "", ctx: PageContext, body: Html): Html =>
@@ -246,7 +249,7 @@ ${actionButtons(ctx, true)}
 <div class="pager">${q.after !== undefined ? html`<a href="${jobsHref(q)}">First page</a>` : ""}${
     next !== undefined ? html`<a href="${next}" id="next-page">Next page</a>` : ""
   }<span class="muted">${jobs.length} job(s) on this page</span></div>`
-  return layout("Jobs", "jobs", ctx, html`${filters}${table}`)
+  return layout("Jobs", "jobs", ctx, html`${filters}${bulkForm(q, back, ctx)}${table}`)
 }
 
 // -- one job -----------------------------------------------------------------------------------
@@ -414,3 +417,106 @@ export const functionResultPage = (action: FunctionAction, message: string, ctx:
     ctx,
     html`<div class="card" id="function-result">${message}</div><p><a href="/" id="back">Back to the overview</a></p>`
   )
+
+// -- actions on every job of a filter ----------------------------------------------------------
+
+/** The filter's fields as hidden inputs (blank ones left out). */
+const filterInputs = (q: JobsFilter) =>
+  html`${q.function === undefined ? "" : html`<input type="hidden" name="function" value="${q.function}">`}${
+    q.state === undefined ? "" : html`<input type="hidden" name="state" value="${q.state}">`
+  }${q.shard === undefined ? "" : html`<input type="hidden" name="shard" value="${q.shard}">`}${
+    q.uniqkey === undefined ? "" : html`<input type="hidden" name="uniqkey" value="${q.uniqkey}">`
+  }`
+
+/** The filter in words: `function = mail, state = dead` (or "every job"). */
+export const filterText = (q: JobsFilter): string => {
+  const parts = [
+    q.function === undefined ? "" : `function = ${q.function}`,
+    q.state === undefined ? "" : `state = ${q.state}`,
+    q.shard === undefined ? "" : `shard = ${q.shard}`,
+    q.uniqkey === undefined ? "" : `unique key contains ${JSON.stringify(q.uniqkey)}`
+  ].filter((p) => p !== "")
+  return parts.length === 0 ? "every job" : parts.join(", ")
+}
+
+export type JobsFilter = Pick<JobsQuery, "function" | "state" | "shard" | "uniqkey">
+
+/** Buttons acting on every job the filter matches, each through a confirmation with the count. */
+const bulkForm = (q: JobsFilter, back: string, ctx: PageContext) =>
+  ctx.readOnly ? "" : html`<form method="post" class="card bulk" id="bulk-form">
+<input type="hidden" name="csrf" value="${ctx.csrf}">
+<input type="hidden" name="back" value="${back}">
+<input type="hidden" name="scope" value="filter">
+${filterInputs(q)}
+<div class="actions"><span class="muted">Every job matching ${filterText(q)} (up to ${
+    ctx.bulkMax.toLocaleString("en")
+  }):</span>${
+    ctx.actions.map((a) =>
+      html`<button type="submit" formaction="/action/${a.name}" name="step" value="confirm" class="secondary" data-bulk-action="${a.name}">${a.label} all…</button>`
+    )
+  }</div>
+</form>`
+
+export const bulkConfirmPage = (
+  action: JobAction,
+  q: JobsFilter,
+  count: { readonly count: number; readonly more: boolean },
+  back: string,
+  ctx: PageContext
+): Html =>
+  layout(
+    `${action.label} ${count.count} job(s)`,
+    "jobs",
+    ctx,
+    html`<form method="post" action="/action/${action.name}" class="card" id="confirm">
+<p id="bulk-count"><strong>${count.more ? "More than " : ""}${count.count} jobs</strong> match ${filterText(q)}.</p>
+${
+      count.more
+        ? html`<p class="notice" id="bulk-capped">At most ${ctx.bulkMax} jobs an action: this one acts on the first ${count.count} (by id); run it again for the rest.</p>`
+        : ""
+    }
+<p id="confirm-text"><strong>${action.confirm(count.count)}</strong></p>
+<p class="muted">Jobs that changed since this count are acted on as they are then; each job follows the same rules as one job (a job that may be running is refused unless forced).</p>
+<input type="hidden" name="csrf" value="${ctx.csrf}">
+<input type="hidden" name="back" value="${back}">
+<input type="hidden" name="scope" value="filter">
+${filterInputs(q)}
+<label class="inline"><input type="checkbox" name="force" value="on"> force: act even on jobs that may be running right now</label>
+<div class="actions"><button type="submit" name="step" value="run" class="${
+      action.destructive ? "danger" : ""
+    }">${action.label} ${count.count} job(s)</button><a href="${back}">Cancel</a></div>
+</form>`
+  )
+
+export const bulkResultPage = (
+  action: JobAction,
+  q: JobsFilter,
+  result: BulkResult,
+  back: string,
+  ctx: PageContext
+) => {
+  const done = result.outcomes["Done"] ?? 0
+  return layout(
+    `${action.label}: ${done} of ${result.total} done`,
+    "jobs",
+    ctx,
+    html`<div class="card" id="bulk-result"><p>${action.label} on ${filterText(q)}: ${
+      Object.entries(result.outcomes).map(([o, n]) => html`<span class="outcome" data-outcome="${o}">${o} ${n}</span> `)
+    }</p>${
+      result.more
+        ? html`<p class="notice">More jobs match than one action takes (${ctx.bulkMax}): run it again.</p>`
+        : ""
+    }</div>
+${
+      result.notable.length === 0 ?
+        "" :
+        html`<div class="table-wrap"><table id="results"><thead><tr><th>Job</th><th>Outcome</th><th>Message</th></tr></thead>
+<tbody>${
+          result.notable.map((r) =>
+            html`<tr data-outcome="${r.outcome}"><td>${r.handle}</td><td>${r.outcome}</td><td>${r.message}</td></tr>`
+          )
+        }</tbody></table></div>`
+    }
+<p><a href="${back}" id="back">Back</a></p>`
+  )
+}

@@ -352,6 +352,66 @@ describe("web console", () => {
         assert.strictEqual((yield* get(`${base}/function/purge-dead?function=r`)).status, 403)
       })))
 
+  it.live("an action on the filtered set: the count shown before confirming, capped, run through the job actions' rules", () =>
+    withConsole(
+      { bulkMax: 3 },
+      [
+        ...Array.from({ length: 5 }, (): JobSpec => ({ funcname: "bulk", runAt: "never", uniqkey: undefined })),
+        { funcname: "bulk", runAt: "+60" }, // within a lease of now: may be running
+        { funcname: "other", runAt: "never" }
+      ],
+      (base, storage) =>
+        Effect.gen(function*() {
+          const list = (yield* get(`${base}/jobs?function=bulk&state=never`)).text
+          const csrf = csrfOf(list)
+          assert.include(list, `data-bulk-action="retry"`)
+          assert.include(list, "Every job matching function = bulk, state = never (up to 3)")
+          const filter = [["scope", "filter"], ["function", "bulk"], ["state", "never"], ["shard", ""], [
+            "csrf",
+            csrf
+          ]] as const
+          // Without the CSRF token: refused.
+          assert.strictEqual(
+            (yield* post(`${base}/action/retry`, [["scope", "filter"], ["function", "bulk"], ["step", "run"]])).status,
+            403
+          )
+          // The confirmation counts (capped at 3 here), and changes nothing.
+          const confirm = yield* post(`${base}/action/retry`, [...filter, ["step", "confirm"]])
+          assert.include(confirm.text, "More than 3 jobs</strong> match function = bulk, state = never")
+          assert.include(confirm.text, `id="bulk-capped"`)
+          assert.strictEqual((yield* storage.list({ state: "never" })).length, 6)
+          const done = yield* post(`${base}/action/retry`, [...filter, ["step", "run"]])
+          assert.include(done.text, "Retry: 3 of 3 done")
+          assert.strictEqual((yield* storage.list({ funcname: "bulk", state: "never" })).length, 2)
+          // The rest, counted exactly now; the other function untouched.
+          const rest = yield* post(`${base}/action/retry`, [...filter, ["step", "confirm"]])
+          assert.include(rest.text, "<strong>2 jobs</strong> match")
+          assert.notInclude(rest.text, "bulk-capped")
+          yield* post(`${base}/action/retry`, [...filter, ["step", "run"]])
+          assert.deepStrictEqual((yield* storage.list({ state: "never" })).map((j) => j.funcname), ["other"])
+
+          // The same rules as one job: the one that may be running is refused, unless forced.
+          const scheduled = [["scope", "filter"], ["function", "bulk"], ["state", "scheduled"], ["csrf", csrf]] as const
+          assert.include((yield* post(`${base}/action/delete`, [...scheduled, ["step", "confirm"]])).text, "1 jobs")
+          const refused = yield* post(`${base}/action/delete`, [...scheduled, ["step", "run"]])
+          assert.include(refused.text, `data-outcome="Refused"`)
+          assert.strictEqual((yield* storage.list({ funcname: "bulk", state: "scheduled" })).length, 1)
+          const forced = yield* post(`${base}/action/delete`, [...scheduled, ["step", "run"], ["force", "on"]])
+          assert.include(forced.text, "Delete: 1 of 1 done")
+          assert.deepStrictEqual(yield* storage.list({ funcname: "bulk", state: "scheduled" }), [])
+          // Cancel on a unique-key text filter that matches nothing: zero, nothing touched.
+          const none = yield* post(`${base}/action/cancel`, [["scope", "filter"], ["uniqkey", "nope"], ["csrf", csrf], [
+            "step",
+            "confirm"
+          ]])
+          assert.include(none.text, "<strong>0 jobs</strong> match unique key contains &quot;nope&quot;")
+          assert.strictEqual(
+            (yield* post(`${base}/action/cancel`, [["scope", "filter"], ["state", "bogus"], ["csrf", csrf]])).status,
+            400
+          )
+        })
+    ))
+
   it.live("read-only: cancel refused", () =>
     withConsole({ readOnly: true }, [{ funcname: "r", runAt: "never" }], (base, storage) =>
       Effect.gen(function*() {
