@@ -35,12 +35,15 @@ export interface WebSettings {
   readonly readOnly: boolean
   /** Whether the address was given (flag, env, file) rather than defaulted. */
   readonly given: boolean
+  /** The Driver's management console, for the Driver page (`garivini web --driver-console`). */
+  readonly driverConsole: Option.Option<HostPort>
 }
 
 export interface WebFlags {
   readonly listen: Option.Option<string>
   readonly webToken: Option.Option<Redacted.Redacted<string>>
   readonly readOnly: boolean
+  readonly driverConsole?: Option.Option<string> | undefined
 }
 
 /** Where and how the console runs: flag, else environment, else file, else the default. */
@@ -56,7 +59,11 @@ export const resolveWeb = (flags: WebFlags, from: Sources): Effect.Effect<WebSet
         Effect.map(Option.filter((t) => Redacted.value(t).trim() !== "")),
         Effect.orElseSucceed(() => Option.none<Redacted.Redacted<string>>())
       )
-    return { listen, token, readOnly: flags.readOnly, given: given !== undefined }
+    const driverText = Option.getOrUndefined(flags.driverConsole ?? Option.none())
+    const driverConsole = driverText === undefined
+      ? Option.none<HostPort>()
+      : Option.some(yield* parseHostPort(driverText.trim(), { field: "driver-console" }))
+    return { listen, token, readOnly: flags.readOnly, given: given !== undefined, driverConsole }
   })
 
 /**
@@ -76,7 +83,8 @@ export const startWeb = (web: WebSettings, settings: Settings) =>
             port: listen.port,
             token: web.token,
             readOnly: web.readOnly,
-            lease: settings.queueRunner.lease
+            lease: settings.queueRunner.lease,
+            driverConsole: Option.getOrUndefined(web.driverConsole)
           })
         ),
         Effect.map(Option.some),
@@ -100,6 +108,10 @@ export const webCommand = Command.make("web", {
     `Where the web console listens, host:port, [v6]:port or port (env GARIVINI_WEB_LISTEN; file web.listen; default ${DEFAULT_WEB_LISTEN})`
   ),
   ...webConsoleOptions,
+  driverConsole: optionalText(
+    "driver-console",
+    "The Driver's management console, host:port (its console_port): adds a Driver page listing its jobs, with min/max to set"
+  ),
   ...outputOptions
 }, (flags) =>
   withSettings(flags, (settings) =>

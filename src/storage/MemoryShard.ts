@@ -41,6 +41,8 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
   Effect.gen(function*() {
     const table = yield* Ref.make<Table>({ nextId: 1, rows: new Map(), unique: new Map() })
     const down = yield* Ref.make(options.down ?? false)
+    /** minute → counts (the slots of the SQL table are one row here). */
+    const minutes = new Map<number, { completed: number; failed: number }>()
 
     const guard = <A>(effect: Effect.Effect<A>): Effect.Effect<A, ShardUnreached> =>
       Effect.flatMap(
@@ -206,6 +208,21 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           })
         })),
       remove,
+      recordThroughput: (minute, _slot, completed, failed) =>
+        guard(Effect.sync(() => {
+          const m = minutes.get(minute) ?? { completed: 0, failed: 0 }
+          minutes.set(minute, { completed: m.completed + completed, failed: m.failed + failed })
+        })),
+      throughput: (sinceMinute, pruneBefore) =>
+        guard(Effect.sync(() => {
+          if (pruneBefore !== undefined) { for (const m of [...minutes.keys()]) if (m < pruneBefore) minutes.delete(m) }
+          return Option.some(
+            [...minutes].filter(([m]) => m >= sinceMinute).sort(([a], [b]) => a - b).map(([minute, c]) => ({
+              minute,
+              ...c
+            }))
+          )
+        })),
       reschedule: (jobid, runAfter, failcount) =>
         Effect.map(update([jobid], (j) => ({ ...j, runAfter, failcount, leasedUntil: null })), (n) => n > 0),
       fail: (jobid, r) =>

@@ -174,6 +174,31 @@ export interface ShardBackend {
   readonly jobLife: Effect.Effect<boolean, ShardFailure>
   /** Flow control's tables (migration 0003). */
   readonly flow: FlowBackend
+  /**
+   * Adds to a minute's completed and failed counts (one upsert of one of its `slot` rows);
+   * nothing when the table is missing (a database without migration 0006).
+   */
+  readonly recordThroughput: (
+    minute: number,
+    slot: number,
+    completed: number,
+    failed: number
+  ) => Effect.Effect<void, ShardFailure>
+  /**
+   * Completed and failed per minute from `sinceMinute` on (minutes with none left out), ascending;
+   * none: the table is missing. Deletes the minutes before `pruneBefore` when given.
+   */
+  readonly throughput: (
+    sinceMinute: number,
+    pruneBefore?: number
+  ) => Effect.Effect<Option.Option<ReadonlyArray<MinuteCounts>>, ShardFailure>
+}
+
+/** Jobs completed and failed in one minute (`minute`: unix seconds / 60). */
+export interface MinuteCounts {
+  readonly minute: number
+  readonly completed: number
+  readonly failed: number
 }
 
 /** One shard's flow-control tables (flow.ts; docs/flow-control.md). */

@@ -43,6 +43,7 @@ import type {
   FailOutcome,
   FunctionCounts,
   JobState,
+  MinuteCounts,
   RowInsert,
   ShardBackend,
   ShardFailure,
@@ -51,7 +52,7 @@ import type {
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
-export type { CancelOutcome, FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
+export type { CancelOutcome, FailOutcome, FunctionCounts, JobState, MinuteCounts } from "./ShardBackend.js"
 export { countedJobs } from "./ShardBackend.js"
 export type { Bucket, ControlPatch, FunctionControl, MissedPolicy, RateLimit, ScheduleRow } from "./flow.js"
 export type { ShardHealth } from "./routing.js"
@@ -184,6 +185,22 @@ export interface StorageShape {
   readonly health: Effect.Effect<ReadonlyArray<ShardHealth>>
   /** Flow control (docs/flow-control.md). */
   readonly flow: FlowShape
+  /**
+   * Jobs completed and failed per minute over the last `minutes` minutes (the current one
+   * included), summed over every shard that answered, one entry per minute, oldest first: every
+   * process's `complete` and `fail` count there (migration 0006). Also drops minutes older than a
+   * day. Shards without the table, or down, are named.
+   */
+  readonly throughput: (minutes: number) => Effect.Effect<Throughput>
+}
+
+export interface Throughput {
+  /** One per minute, oldest first, the current (partial) minute last. */
+  readonly minutes: ReadonlyArray<MinuteCounts>
+  /** Shards without migration 0006's table. */
+  readonly missing: ReadonlyArray<number>
+  /** Shards that did not answer. */
+  readonly unavailable: ReadonlyArray<{ readonly shard: number; readonly error: string }>
 }
 
 /**
@@ -236,6 +253,11 @@ export interface StorageOptions {
   /** A test hook: called with the number of waiting calls each time a call joins them. */
   readonly onInsertQueued?: ((waiting: number) => void) | undefined
 }
+
+/** Rows per minute of `garivini_throughput` that concurrent writers spread over (migration 0006). */
+const THROUGHPUT_SLOTS = 16
+/** Minutes of `garivini_throughput` kept (older ones are dropped when it is read). */
+const THROUGHPUT_KEEP_MINUTES = 24 * 60
 
 /** Calls merged into one coalesced batch, at most. */
 const COALESCE_MAX_CALLS = 512
@@ -620,11 +642,33 @@ export const make = (
           })
       )
 
+    /**
+     * Counts completions or failures in the shard's minute (one upsert, after the write it counts:
+     * the chart's only cost on the hot path). Its failure is logged, never the caller's.
+     */
+    const countMinute = (b: ShardBackend, completed: number, failed: number) =>
+      Effect.flatMap(nowSeconds, (now) =>
+        b.recordThroughput(Math.floor(now / 60), Math.floor(Math.random() * THROUGHPUT_SLOTS), completed, failed)).pipe(
+          Effect.catchAll((e) =>
+            Effect.logDebug("jobs per minute not counted").pipe(
+              Effect.annotateLogs({ shard: b.dbid, error: e.reason })
+            )
+          )
+        )
+
     const complete = (handles: ReadonlyArray<StoredJobId>) =>
-      Effect.map(perShardHandles(handles, "complete", (b, ids) => b.remove(ids, true)), (deleted) => {
-        jobsCompleted.unsafeUpdate(deleted, [])
-        return deleted
-      })
+      Effect.map(
+        perShardHandles(
+          handles,
+          "complete",
+          (b, ids) =>
+            Effect.tap(b.remove(ids, true), (n) => n > 0 ? countMinute(b, n, 0) : Effect.void)
+        ),
+        (deleted) => {
+          jobsCompleted.unsafeUpdate(deleted, [])
+          return deleted
+        }
+      )
 
     const remove = (handles: ReadonlyArray<StoredJobId>) =>
       perShardHandles(handles, "delete", (b, ids) => b.remove(ids, false))
@@ -650,7 +694,16 @@ export const make = (
           h.dbid,
           "fail",
           (b) =>
-            b.fail(h.jobid, { runAfter: failure.runAfter, failcount: failure.failcount, error, at, dead: failure.dead })
+            Effect.tap(
+              b.fail(h.jobid, {
+                runAfter: failure.runAfter,
+                failcount: failure.failcount,
+                error,
+                at,
+                dead: failure.dead
+              }),
+              (o) => o === "missing" ? Effect.void : countMinute(b, 0, 1)
+            )
         )
         // A failure that backs the job off is a retry, as a reschedule is (a dead job is not).
         if (outcome === "retrying") jobsRetried.unsafeUpdate(1, [])
@@ -787,9 +840,45 @@ export const make = (
         })
     }
 
+    const throughput = (minutes: number) =>
+      Effect.gen(function*() {
+        const current = Math.floor((yield* nowSeconds) / 60)
+        const since = current - minutes + 1
+        const results = yield* Effect.forEach(
+          sorted,
+          (b) =>
+            Effect.either(
+              shardOp(b.dbid, "throughput", (s) => s.throughput(since, current - THROUGHPUT_KEEP_MINUTES))
+            ),
+          { concurrency: "unbounded" }
+        )
+        const sums = new Map<number, { completed: number; failed: number }>()
+        const missing: Array<number> = []
+        const unavailable: Array<{ shard: number; error: string }> = []
+        results.forEach((r, i) => {
+          const shard = sorted[i]!.dbid
+          if (Either.isLeft(r)) return unavailable.push({ shard, error: r.left.message })
+          if (Option.isNone(r.right)) return missing.push(shard)
+          for (const m of r.right.value) {
+            const sum = sums.get(m.minute) ?? { completed: 0, failed: 0 }
+            sums.set(m.minute, { completed: sum.completed + m.completed, failed: sum.failed + m.failed })
+          }
+        })
+        const out: Throughput = {
+          minutes: Array.from({ length: minutes }, (_, k) => {
+            const minute = since + k
+            return { minute, ...(sums.get(minute) ?? { completed: 0, failed: 0 }) }
+          }),
+          missing,
+          unavailable
+        }
+        return out
+      })
+
     return {
       shardIds,
       flow,
+      throughput,
       insert,
       claimDue,
       defer,

@@ -14,6 +14,7 @@ import type { Scope, Redacted } from "effect"
 import type { Gearman } from "../gearman/Gearman.js"
 import { WebListenFailed } from "../errors.js"
 import { formatHostPort } from "../hostPort.js"
+import type { HostPort } from "../hostPort.js"
 import { formatHandle, nowSeconds, parseHandle } from "../Job.js"
 import type { StoredJobId } from "../Job.js"
 import { parseAge } from "../cli/jobs.js"
@@ -29,10 +30,14 @@ import { authorized, csrfMatches, loginMatches, makeAuth, TOKEN_COOKIE } from ".
 import { isState, STATES } from "./catalog.js"
 import type { Html } from "./html.js"
 import { BULK_MAX, countMatching, runOnMatching } from "./bulk.js"
+import { throughputSvg } from "./chart.js"
+import { driverStatus, isDriverJobName, setProcesses } from "./driverConsole.js"
+import type { ThroughputView } from "./chart.js"
 import {
   bulkConfirmPage,
   bulkResultPage,
   confirmPage,
+  driverPage,
   filterText,
   functionConfirmPage,
   functionResultPage,
@@ -60,6 +65,8 @@ export interface ConsoleOptions {
   readonly lease?: Duration.DurationInput | undefined
   /** Jobs one action on a filter touches, at most (default `BULK_MAX`; tests lower it). */
   readonly bulkMax?: number | undefined
+  /** The Driver's management console: the Driver page is on when given. */
+  readonly driverConsole?: HostPort | undefined
 }
 
 class BadRequest extends Data.TaggedError("BadRequest")<{ readonly message: string; readonly cause?: unknown }> {}
@@ -145,6 +152,14 @@ const FunctionForm = Schema.Struct({
   step: Schema.optional(Schema.Literal("confirm", "run"))
 })
 
+const ProcessesForm = Schema.Struct({
+  csrf: Schema.optional(Schema.String),
+  job: Schema.optional(Schema.String),
+  min: Schema.optional(Schema.String),
+  max: Schema.optional(Schema.String)
+})
+const Count = Schema.NumberFromString.pipe(Schema.int(), Schema.nonNegative())
+
 const ActionForm = Schema.Struct({
   csrf: Schema.optional(Schema.String),
   handle: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String))),
@@ -176,15 +191,28 @@ const decodeFilter = (form: Record<string, string | ReadonlyArray<string> | unde
 /** A return address inside the console only (no open redirect). */
 const safeBack = (back: string | undefined) => back !== undefined && /^\/(?![/\\])[^\s]*$/.test(back) ? back : "/jobs"
 
+/** The chart's figures: the last hour, and what is missing from them. */
+export const throughputView: Effect.Effect<ThroughputView, never, Storage> = Effect.map(
+  Effect.flatMap(Storage, (s) => s.throughput(60)),
+  (t) => {
+    const notes = [
+      t.missing.length === 0 ? "" : `shard ${t.missing.join(", ")} without migration 0006`,
+      t.unavailable.length === 0 ? "" : `shard ${t.unavailable.map((u) => u.shard).join(", ")} unavailable`
+    ].filter((x) => x !== "")
+    return { minutes: t.minutes, note: notes.length === 0 ? null : notes.join("; ") }
+  }
+)
+
 /** The overview's figures: counts (summed per function, or per shard), job servers, failures. */
 export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, never, Storage | Gearman> =>
   Effect.gen(function*() {
-    const [stored, { byFunction, servers }, now, controls] = yield* Effect.all(
+    const [stored, { byFunction, servers }, now, controls, throughput] = yield* Effect.all(
       [
         storedCounts,
         jobServers,
         nowSeconds,
-        Effect.either(Effect.flatMap(Storage, (s) => s.flow.controls(s.flow.home)))
+        Effect.either(Effect.flatMap(Storage, (s) => s.flow.controls(s.flow.home))),
+        throughputView
       ],
       { concurrency: "unbounded" }
     )
@@ -236,12 +264,16 @@ export const overviewData = (perShard: boolean): Effect.Effect<OverviewData, nev
       servers,
       unavailable: stored.unavailable,
       gearmandError: servers.length > 0 && servers.every((s) => !s.up) ? "no job server answers" : null,
-      flowError: Either.isLeft(controls) ? `paused states unknown: ${controls.left.message}` : null
+      flowError: Either.isLeft(controls) ? `paused states unknown: ${controls.left.message}` : null,
+      throughput
     }
   })
 
 /** The router: every page and endpoint, before the token check and the headers. */
 export const router = (options: ConsoleOptions, ctx: PageContext) => {
+  const driverAddress = options.driverConsole === undefined
+    ? Effect.fail(new PageNotFound({ message: "no Driver console given (garivini web --driver-console HOST:PORT)" }))
+    : Effect.succeed(options.driverConsole)
   const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(options.lease ?? DEFAULT_LEASE)))
   const readOnly = options.readOnly === true
   return HttpRouter.empty.pipe(
@@ -275,6 +307,14 @@ export const router = (options: ConsoleOptions, ctx: PageContext) => {
           headers: { "cache-control": "no-store" }
         })
       })
+    ),
+    HttpRouter.get(
+      "/api/throughput.svg",
+      Effect.map(throughputView, (view) =>
+        HttpServerResponse.text(throughputSvg(view).text, {
+          contentType: "image/svg+xml; charset=utf-8",
+          headers: { "cache-control": "no-store" }
+        }))
     ),
     HttpRouter.get(
       "/jobs",
@@ -377,6 +417,47 @@ export const router = (options: ConsoleOptions, ctx: PageContext) => {
       })
     ),
     HttpRouter.get(
+      "/driver",
+      Effect.gen(function*() {
+        const address = yield* driverAddress
+        const jobs = yield* driverStatus(address)
+        return page(driverPage(formatHostPort(address), jobs, ctx))
+      })
+    ),
+    HttpRouter.post(
+      "/driver/processes",
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const form = yield* HttpServerRequest.schemaBodyUrlParams(ProcessesForm).pipe(
+          Effect.mapError((e) => new BadRequest({ message: `bad form: ${e.message}`, cause: e }))
+        )
+        if (!csrfMatches(ctx, form.csrf)) return yield* new Forbidden({ message: "missing or wrong CSRF token" })
+        if (readOnly) return yield* new Forbidden({ message: "the console is read-only (--read-only)" })
+        const address = yield* driverAddress
+        const job = form.job ?? ""
+        if (!isDriverJobName(job)) return yield* new BadRequest({ message: "which Driver job?" })
+        const [min, max] = yield* Effect.all([
+          Schema.decodeUnknown(Count)(form.min?.trim() ?? ""),
+          Schema.decodeUnknown(Count)(form.max?.trim() ?? "")
+        ]).pipe(Effect.mapError((e) => new BadRequest({ message: "min and max are whole numbers >= 0", cause: e })))
+        // The Driver checks min <= max and its hard limits; its refusal is shown on the page.
+        const outcome = yield* Effect.either(setProcesses(address, job, min, max))
+        yield* Effect.logInfo("web action").pipe(Effect.annotateLogs({
+          action: "set-processes",
+          driverJob: job,
+          min,
+          max,
+          done: Either.isRight(outcome),
+          remote: Option.getOrElse(request.remoteAddress, () => "unknown")
+        }))
+        const jobs = yield* driverStatus(address)
+        const notice = Either.isRight(outcome)
+          ? `${job}: min ${min}, max ${max} processes`
+          : `refused: ${outcome.left.reason}`
+        return page(driverPage(formatHostPort(address), jobs, ctx, notice), Either.isRight(outcome) ? 200 : 400)
+      })
+    ),
+    HttpRouter.get(
       "/function/purge-dead",
       Effect.gen(function*() {
         const request = yield* HttpServerRequest.HttpServerRequest
@@ -462,7 +543,8 @@ export const makeApp = (
       csrf: auth.csrf,
       readOnly: options.readOnly === true,
       actions: JOB_ACTIONS,
-      bulkMax: options.bulkMax ?? BULK_MAX
+      bulkMax: options.bulkMax ?? BULK_MAX,
+      driver: options.driverConsole !== undefined
     }
     const app = yield* HttpRouter.toHttpApp(router(options, ctx))
     const unauthorized = HttpServerResponse.text("401 unauthorized: this console needs its token (--web-token)\n", {

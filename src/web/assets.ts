@@ -36,6 +36,14 @@ pre { background: #f0f2f5; padding: .7rem; border-radius: 6px; overflow: auto; m
 .state-never { background: #fde7e6; color: var(--danger); }
 .state-paused { background: #fff4d6; color: var(--warn); font-weight: 600; }
 td.controls { white-space: nowrap; }
+.chart svg { width: 100%; height: auto; display: block; }
+.bar-completed { fill: var(--ok); }
+.bar-failed { fill: var(--danger); }
+.bar-hit { fill: transparent; }
+.bar-hit:hover { fill: rgba(36, 86, 199, .08); }
+.chart-base { stroke: var(--line); }
+.chart-caption { font-size: 12px; fill: var(--fg); }
+.chart-axis { font-size: 11px; fill: var(--muted); }
 td.controls form { display: inline; }
 td.controls button { min-height: 1.8rem; padding: .15rem .5rem; font-size: .8rem; }
 .up { color: var(--ok); font-weight: 600; }
@@ -105,6 +113,19 @@ export const JS = `"use strict";
     purge.dataset.functionAction = "purge-dead"; purge.textContent = "Purge dead…"; td.appendChild(purge);
     tr.appendChild(td);
   }
+  // The chart: the server's own SVG, fetched and parsed as SVG (no markup is built from strings here).
+  function refreshChart() {
+    var box = document.getElementById("throughput");
+    if (!box) return;
+    fetch(box.dataset.src, { credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.text(); })
+      .then(function (text) {
+        var doc = new DOMParser().parseFromString(text, "image/svg+xml");
+        if (doc.documentElement.nodeName !== "svg") return;
+        box.replaceChildren(document.importNode(doc.documentElement, true));
+      })
+      .catch(function () { /* the next refresh tries again */ });
+  }
   function render(data) {
     var body = document.querySelector("#functions tbody");
     body.replaceChildren();
@@ -145,6 +166,7 @@ export const JS = `"use strict";
     data.unavailable.forEach(function (u) {
       var p = document.createElement("div"); p.className = "notice error"; p.textContent = "Shard " + u.shard + " unavailable: " + u.error; problems.appendChild(p);
     });
+    refreshChart();
     var updated = document.getElementById("updated");
     updated.textContent = "updated " + new Date(data.generatedAt * 1000).toLocaleTimeString();
     updated.dataset.generatedAt = String(data.generatedAt);

@@ -6,6 +6,9 @@ import type { JobAction } from "../jobActions.js"
 import type { ServerFigures } from "../overview.js"
 import type { ListCursor } from "../storage/Storage.js"
 import { viewArg } from "./argView.js"
+import { throughputSvg } from "./chart.js"
+import type { DriverJobRow } from "./driverConsole.js"
+import type { ThroughputView } from "./chart.js"
 import type { BulkResult } from "./bulk.js"
 import { JOB_COLUMNS, jobHref, STATES, whenText } from "./catalog.js"
 import { html } from "./html.js"
@@ -17,9 +20,16 @@ export interface PageContext {
   readonly actions: ReadonlyArray<JobAction>
   /** Jobs one action on a filter touches, at most (`BULK_MAX`). */
   readonly bulkMax: number
+  /** Whether the Driver page is on (`--driver-console`). */
+  readonly driver: boolean
 }
 
-export const layout = (title: string, current: "overview" | "jobs" | "", ctx: PageContext, body: Html): Html =>
+export const layout = (
+  title: string,
+  current: "overview" | "jobs" | "driver" | "",
+  ctx: PageContext,
+  body: Html
+): Html =>
   html`<!doctype html>
 <html lang="en">
 <head>
@@ -34,6 +44,7 @@ export const layout = (title: string, current: "overview" | "jobs" | "", ctx: Pa
 <span class="brand">garivini</span>
 <a href="/" class="${current === "overview" ? "current" : ""}">Overview</a>
 <a href="/jobs" class="${current === "jobs" ? "current" : ""}">Jobs</a>
+${ctx.driver ? html`<a href="/driver" class="${current === "driver" ? "current" : ""}">Driver</a>` : ""}
 ${ctx.readOnly ? html`<span class="mode">read-only</span>` : ""}
 </header>
 <main>
@@ -69,6 +80,8 @@ export interface OverviewData {
   readonly gearmandError: string | null
   /** Why the paused states are not shown (a database without flow control), if so. */
   readonly flowError: string | null
+  /** Completed and failed per minute, the last hour, every process of the deployment. */
+  readonly throughput: ThroughputView
 }
 
 const num = (n: number | null) => html`<td class="${n === 0 ? "num zero" : "num"}">${n === null ? "-" : n}</td>`
@@ -132,6 +145,8 @@ ${num(s.up ? s.queued : null)}${num(s.up ? s.running : null)}${num(s.up ? s.work
   }</span> · refreshes every 3 s · ${
     data.perShard ? html`<a href="/">sum over shards</a>` : html`<a href="/?shards=1">per shard</a>`
   }</p>
+<h2>Completed and failed per minute</h2>
+<div class="card chart" id="throughput" data-src="/api/throughput.svg">${throughputSvg(data.throughput)}</div>
 <h2>Functions</h2>
 <div class="table-wrap"><table id="functions">
 <thead><tr><th>Function</th><th title="Paused functions' jobs stay stored and due; no dispatcher sends them">Flow</th>${
@@ -520,3 +535,44 @@ ${
 <p><a href="${back}" id="back">Back</a></p>`
   )
 }
+
+// -- the Driver --------------------------------------------------------------------------------
+
+export const driverPage = (
+  address: string,
+  jobs: ReadonlyArray<DriverJobRow>,
+  ctx: PageContext,
+  notice?: string
+): Html =>
+  layout(
+    "Driver",
+    "driver",
+    ctx,
+    html`<p class="muted">The Driver's console at ${address} (<code>status</code>, <code>set_processes</code>: docs/driver.md).</p>
+${notice === undefined ? "" : html`<div class="notice" id="driver-notice">${notice}</div>`}
+<div class="table-wrap"><table id="driver-jobs">
+<thead><tr><th>Driver job</th><th class="num">Min</th><th class="num">Max</th><th class="num">Processes</th><th>Last run</th><th>Last error</th>${
+      ctx.readOnly ? "" : html`<th>Set min / max</th>`
+    }</tr></thead>
+<tbody>${
+      jobs.length === 0
+        ? html`<tr><td colspan="7" class="muted">No Driver job.</td></tr>`
+        : jobs.map((j) =>
+          html`<tr data-driver-job="${j.name}"><td>${j.name}</td><td class="num" data-field="min">${j.min}</td><td class="num" data-field="max">${j.max}</td><td class="num" data-field="processes">${j.processes}</td><td>${
+            j.lastRun ?? html`<span class="muted">never</span>`
+          }</td><td>${
+            j.lastError === null
+              ? html`<span class="muted">none</span>`
+              : html`${j.lastError}${
+                j.lastErrorMessage === null ? "" : html`<pre class="driver-error">${j.lastErrorMessage}</pre>`
+              }`
+          }</td>${
+            ctx.readOnly ? "" : html`<td><form method="post" action="/driver/processes" class="processes">
+<input type="hidden" name="csrf" value="${ctx.csrf}"><input type="hidden" name="job" value="${j.name}">
+<input name="min" value="${j.min}" inputmode="numeric" size="3" aria-label="min processes of ${j.name}">
+<input name="max" value="${j.max}" inputmode="numeric" size="3" aria-label="max processes of ${j.name}">
+<button type="submit" class="secondary">Set</button></form></td>`
+          }</tr>`
+        )
+    }</tbody></table></div>`
+  )

@@ -288,6 +288,8 @@ describe("a job's life on MariaDB and gearmand", () => {
           assert.include(refused.message, "garivini migrate")
           const [counts] = yield* storage.counts()
           assert.deepStrictEqual([counts!.retrying, counts!.dead, counts!.dispatched], [1, 0, 0])
+          // No per-minute counts table (migration 0006): the failure above was not counted, and said so.
+          assert.deepStrictEqual((yield* storage.throughput(1)).missing, [1])
           // A job claimed on v1 shows as scheduled (no lease column), as a Perl QueueRunner's claim does.
           yield* Client.insertJob({ funcname: "unserved" })
           yield* eventually(
@@ -300,6 +302,8 @@ describe("a job's life on MariaDB and gearmand", () => {
         assert.strictEqual(warnings.length, 1, lines.join("\n"))
         assert.include(warnings[0], "level=WARN")
         assert.include(warnings[0], "garivini migrate")
+        const chartOff = lines.filter((l) => l.includes("no garivini_throughput table (migration 0006_throughput)"))
+        assert.strictEqual(chartOff.length, 1, lines.join("\n"))
 
         // The CLI on the same database: the warning once on stderr, the answer as usual.
         const status = yield* garivini("status", "--db", urlOf(shard.database), "--gearmand", gd.server, "--json")

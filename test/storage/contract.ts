@@ -692,6 +692,42 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.isTrue(Either.isLeft(yield* Effect.either(dead.counts())))
       }))
 
+    // -- jobs per minute (migration 0006) ------------------------------------------------------
+
+    test("completions and failures are counted per minute over every shard; a minute without any is zero", ({ degraded, storage }) =>
+      Effect.gen(function*() {
+        const minute = Math.floor(T0 / 60)
+        const outcomes = yield* storage.insert([
+          { funcname: "t", uniqkey: keyFor(0, 2, "t"), runAfter: T0 },
+          { funcname: "t", uniqkey: keyFor(1, 2, "t"), runAfter: T0 },
+          { funcname: "t", uniqkey: keyFor(0, 2, "u"), runAfter: T0 },
+          { funcname: "t", uniqkey: keyFor(1, 2, "u"), runAfter: T0 }
+        ])
+        const [a, b, c, d] = outcomes.map((o) => o.handle)
+        assert.strictEqual(yield* storage.complete([a!, b!]), 2)
+        // A job already gone counts nothing.
+        assert.strictEqual(yield* storage.complete([a!]), 0)
+        assert.strictEqual(yield* storage.fail(c!, { failcount: 1, runAfter: T0 + 60, dead: false }), "retrying")
+        assert.strictEqual(yield* storage.fail(d!, { failcount: 9, runAfter: NEVER, dead: true, error: "x" }), "dead")
+        const now = yield* storage.throughput(60)
+        assert.strictEqual(now.minutes.length, 60)
+        assert.deepStrictEqual(now.minutes[59], { minute, completed: 2, failed: 2 })
+        assert.isTrue(now.minutes.slice(0, 59).every((m) => m.completed === 0 && m.failed === 0))
+        assert.deepStrictEqual(now.minutes[0]!.minute, minute - 59)
+        assert.deepStrictEqual([now.missing, now.unavailable], [[], []])
+
+        yield* TestClock.adjust("2 minutes")
+        yield* storage.complete([c!])
+        assert.deepStrictEqual((yield* storage.throughput(3)).minutes, [
+          { minute, completed: 2, failed: 2 },
+          { minute: minute + 1, completed: 0, failed: 0 },
+          { minute: minute + 2, completed: 1, failed: 0 }
+        ])
+        // A shard down is named; the others still count.
+        const partial = yield* degraded.throughput(1)
+        assert.deepStrictEqual(partial.unavailable.map((u) => u.shard), [3])
+      }))
+
     // -- flow control (migration 0003) ---------------------------------------------------------
 
     test("controls are written to every shard; a patch keeps the other fields; nothing set deletes the row", ({ dead, storage }) =>

@@ -62,14 +62,15 @@ describe("migrations on MariaDB", () => {
       assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", false],
         ["0002_job_life", false],
-        ["0003_flow_control", false]
+        ["0003_flow_control", false],
+        ["0006_throughput", false]
       ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
       const before = Date.now()
       const [first] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(first, {
         target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
-        applied: ["0001_job_table", "0002_job_life", "0003_flow_control"],
+        applied: ["0001_job_table", "0002_job_life", "0003_flow_control", "0006_throughput"],
         adopted: false
       })
       const [again] = yield* Migrate.migrate([shard])
@@ -79,9 +80,15 @@ describe("migrations on MariaDB", () => {
         "garivini_migrations",
         "garivini_rate_bucket",
         "garivini_schedule",
+        "garivini_throughput",
         "job"
       ])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "6_throughput"
+      ])
       const status = yield* Migrate.statusShard(shard)
       assert.isTrue(status.exists)
       const [one] = status.migrations
@@ -101,7 +108,12 @@ describe("migrations on MariaDB", () => {
       assert.isTrue(status.adoptsJobTable)
       const [result] = yield* Migrate.migrate([shard])
       assert.isTrue(result!.adopted)
-      assert.deepStrictEqual(result!.applied, ["0001_job_table", "0002_job_life", "0003_flow_control"])
+      assert.deepStrictEqual(result!.applied, [
+        "0001_job_table",
+        "0002_job_life",
+        "0003_flow_control",
+        "0006_throughput"
+      ])
       // The Perl table's definition is there as it was, the new columns after it.
       const after = yield* showCreate(shard.database)
       const columnLines = (sql: string) => sql.split("\n").filter((l) => /^\s+`/.test(l))
@@ -114,7 +126,12 @@ describe("migrations on MariaDB", () => {
         "`ended_at` int(10) unsigned DEFAULT NULL,",
         "`leased_until` int(10) unsigned DEFAULT NULL,"
       ])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "6_throughput"
+      ])
       const [rows] = yield* adminQuery(`SELECT funcname, ended, last_error FROM \`${shard.database}\`.job`)
       assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl", ended: null, last_error: null }])
     }))
@@ -152,29 +169,30 @@ describe("migrations on MariaDB", () => {
       const onShard = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient>) => mysqlClient(shard.database, body)
       const broken = {
         ...migrations,
-        "0004_broken": Effect.flatMap(
+        "0099_broken": Effect.flatMap(
           SqlClient.SqlClient,
           (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x NO_SUCH_TYPE")
         )
       }
       const failed = yield* Effect.flip(onShard(Migrate.applyOf(broken)))
       assert.strictEqual(failed._tag, "MigrationFailed")
-      assert.include(failed.message, "0004_broken")
+      assert.include(failed.message, "0099_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table", "2_job_life", "3_flow_control"],
-        "migrations 1 and 2 ran and stay; 3 is not recorded"
+        ["1_job_table", "2_job_life", "3_flow_control", "6_throughput"],
+        "the real migrations ran and stay; the broken one is not recorded"
       )
       const fixed = {
         ...migrations,
-        "0004_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
+        "0099_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
       }
-      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0004_broken"])
+      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0099_broken"])
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
         "3_flow_control",
-        "4_broken"
+        "6_throughput",
+        "99_broken"
       ])
     }))
 
@@ -183,7 +201,7 @@ describe("migrations on MariaDB", () => {
       const shard = yield* emptyShard()
       const slow = {
         ...migrations,
-        "0004_slow": Effect.flatMap(
+        "0099_slow": Effect.flatMap(
           SqlClient.SqlClient,
           (sql) => Effect.zipRight(sql.unsafe("SELECT SLEEP(0.5)"), sql.unsafe("ALTER TABLE job ADD COLUMN y INT NULL"))
         )
@@ -197,8 +215,14 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [4, 1]])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control", "4_slow"])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [5, 1]])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "6_throughput",
+        "99_slow"
+      ])
     }))
 
   it.scopedLive("status lists a migration recorded by a newer garivini", () =>
@@ -213,6 +237,7 @@ describe("migrations on MariaDB", () => {
         ["0001_job_table", false],
         ["0002_job_life", false],
         ["0003_flow_control", false],
+        ["0006_throughput", false],
         ["0099_future", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrate([shard]))[0]!.applied, [])
@@ -250,7 +275,8 @@ describe("migrations on SQLite", () => {
       assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", true],
         ["0002_job_life", true],
-        ["0003_flow_control", true]
+        ["0003_flow_control", true],
+        ["0006_throughput", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
@@ -271,7 +297,8 @@ describe("migrations on SQLite", () => {
       assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
         { migration_id: 1, name: "job_table" },
         { migration_id: 2, name: "job_life" },
-        { migration_id: 3, name: "flow_control" }
+        { migration_id: 3, name: "flow_control" },
+        { migration_id: 6, name: "throughput" }
       ])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname, ended FROM job"), [{ funcname: "kept", ended: null }])
     }))

@@ -1,6 +1,7 @@
 // The web console over HTTP, with the memory storage and job server: pages, filters, keyset
 // paging, actions through their confirmation, CSRF, the token, read-only mode, and escaping of
 // hostile function names, keys and args.
+import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, HashMap, Layer, Logger, Option, Redacted } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
@@ -411,6 +412,118 @@ describe("web console", () => {
           )
         })
     ))
+
+  it.live("the overview's chart: completed and failed per minute over the last hour, as inline SVG, also alone for refreshes", () =>
+    withConsole(
+      {},
+      [{ funcname: "c" }, { funcname: "c" }, { funcname: "c" }],
+      (base, storage) =>
+        Effect.gen(function*() {
+          const before = (yield* get(`${base}/`)).text
+          assert.include(before, `id="throughput-chart"`)
+          assert.include(before, `data-completed="0" data-failed="0"`)
+          const [a, b, c] = yield* storage.list({ funcname: "c" })
+          yield* storage.complete([a!, b!])
+          yield* storage.fail(c!, { failcount: 1, runAfter: now() + 600, dead: false, error: "boom" })
+          const page = (yield* get(`${base}/`)).text
+          assert.match(page, /<svg [^>]*id="throughput-chart"[^>]*data-completed="2" data-failed="1"/)
+          assert.include(page, "2 completed · 1 failed in the last hour")
+          assert.strictEqual((page.match(/<g data-minute=/g) ?? []).length, 60)
+          const svg = yield* get(`${base}/api/throughput.svg`)
+          assert.strictEqual(svg.status, 200)
+          assert.include(svg.headers.get("content-type") ?? "", "image/svg+xml")
+          assert.match(svg.text, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/)
+          assert.include(svg.text, `class="bar-completed"`)
+          assert.include(svg.text, `class="bar-failed"`)
+          const json = JSON.parse((yield* get(`${base}/api/overview`)).text)
+          const last = json.throughput.minutes[json.throughput.minutes.length - 1]
+          assert.deepInclude(last, { completed: 2, failed: 1 })
+        })
+    ))
+
+  it.live("the Driver page: its jobs from the Driver's console, min/max set with the CSRF token, refusals shown", () => {
+    // A stand-in for the Driver's console speaking its protocol (the browser test runs a real Driver).
+    const jobs = new Map([["Mail::send", { min: 1, max: 4 }]])
+    const sent: Array<string> = []
+    const fake = Effect.acquireRelease(
+      Effect.async<Net.Server>((resume) => {
+        const server = Net.createServer((socket) => {
+          socket.setEncoding("utf8")
+          socket.on("data", (line: string) => {
+            const words = line.trim().split(/\s+/)
+            sent.push(line.trim())
+            if (words[0] === "status") {
+              const rows = [...jobs].map(([name, j]) =>
+                `${name}  ${j.min}  ${j.max}  1  2026-12-03T10:00:00  1970-01-01T00:00:00  `
+              )
+              socket.end(
+                [...rows, "Other::job  0  1  0  1970-01-01T00:00:00  2026-12-03T10:01:00  ERROR: <b>boom</b>", "."]
+                  .join("\r\n") + "\r\n"
+              )
+            } else if (words[0] === "set_processes") {
+              const [, name, min, max] = words
+              if (Number(max) > 50) return socket.end("ERR invalid_value: max_processes must be <= 50\r\n.\r\n")
+              jobs.set(name!, { min: Number(min), max: Number(max) })
+              socket.end("OK\r\n.\r\n")
+            }
+          })
+        })
+        server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+      }),
+      (server) => Effect.sync(() => server.close())
+    )
+    return Effect.scoped(Effect.gen(function*() {
+      const server = yield* fake
+      const port = (server.address() as Net.AddressInfo).port
+      return yield* withConsole({ driverConsole: { host: "127.0.0.1", port } }, [], (base) =>
+        Effect.gen(function*() {
+          const page = (yield* get(`${base}/driver`)).text
+          assert.include(page, `<a href="/driver"`)
+          assert.match(page, /data-driver-job="Mail::send"[\s\S]*?data-field="min">1<[\s\S]*?data-field="max">4</)
+          assert.include(page, "&lt;b&gt;boom&lt;/b&gt;")
+          const csrf = csrfOf(page)
+          assert.strictEqual(
+            (yield* post(`${base}/driver/processes`, [["job", "Mail::send"], ["min", "2"], ["max", "6"]])).status,
+            403
+          )
+          const set = yield* post(`${base}/driver/processes`, [["job", "Mail::send"], ["min", "2"], ["max", "6"], [
+            "csrf",
+            csrf
+          ]])
+          assert.strictEqual(set.status, 200)
+          assert.include(set.text, "Mail::send: min 2, max 6 processes")
+          assert.deepStrictEqual(jobs.get("Mail::send"), { min: 2, max: 6 })
+          assert.include(sent, "set_processes Mail::send 2 6")
+          const refused = yield* post(`${base}/driver/processes`, [["job", "Mail::send"], ["min", "1"], ["max", "99"], [
+            "csrf",
+            csrf
+          ]])
+          assert.strictEqual(refused.status, 400)
+          assert.include(refused.text, "max_processes must be &lt;= 50")
+          // A second command cannot ride in the job's name; numbers only.
+          const injected = yield* post(`${base}/driver/processes`, [["job", "a\nshutdown"], ["min", "1"], [
+            "max",
+            "2"
+          ], ["csrf", csrf]])
+          assert.strictEqual(injected.status, 400)
+          assert.strictEqual(
+            (yield* post(`${base}/driver/processes`, [["job", "Mail::send"], ["min", "-1"], ["max", "2"], [
+              "csrf",
+              csrf
+            ]])).status,
+            400
+          )
+          assert.notInclude(sent.join("\n"), "shutdown")
+        }))
+    }))
+  })
+
+  it.live("no Driver console given: no Driver page", () =>
+    withConsole({}, [], (base) =>
+      Effect.gen(function*() {
+        assert.notInclude((yield* get(`${base}/`)).text, `href="/driver"`)
+        assert.strictEqual((yield* get(`${base}/driver`)).status, 404)
+      })))
 
   it.live("read-only: cancel refused", () =>
     withConsole({ readOnly: true }, [{ funcname: "r", runAt: "never" }], (base, storage) =>

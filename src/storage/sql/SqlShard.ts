@@ -10,12 +10,15 @@
  */
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlClient } from "@effect/sql/SqlClient"
+import { SqlClient as SqlClientTag } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Schedule } from "effect"
 import { Duration, Effect, ExecutionStrategy, Exit, Option, Runtime, Schema, Scope, SynchronizedRef } from "effect"
-import { FAILCOUNT_MAX, NEVER, NO_LIFE } from "../../Job.js"
+import { FAILCOUNT_MAX, LenientInt, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
+import { THROUGHPUT_TABLE } from "../migrations/0006_throughput.js"
+import { tableExists } from "../migrations/jobTable.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
 import type {
   FailOutcome,
@@ -82,6 +85,8 @@ export interface Dialect<C extends Capabilities> {
   readonly forUpdate: string
   /** `INSERT IGNORE` (MySQL) or `INSERT OR IGNORE` (SQLite). */
   readonly insertIgnore: string
+  /** Adds to one (minute, slot) row of `garivini_throughput`: minute, slot, completed, failed, completed, failed. */
+  readonly upsertThroughput: string
   /** Rows matched by an UPDATE or DELETE, from the driver's raw result. */
   readonly changes: (raw: unknown) => Effect.Effect<number, ShardFailure>
   /** Inserts rows (INSERT IGNORE semantics, one result per row, in order). */
@@ -127,7 +132,10 @@ export const make = <C extends Capabilities>(
       const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
       return yield* dialect.open(scope).pipe(
         Effect.flatMap(({ caps, client }) =>
-          Effect.map(detectJobLife(dialect, client), (life) => ({ client, caps, life }))
+          Effect.map(
+            Effect.all([detectJobLife(dialect, client), detectThroughput(dialect, client)]),
+            ([life, throughput]) => ({ client, caps, life, throughput })
+          )
         ),
         Effect.onError(() => Scope.close(scope, Exit.void))
       )
@@ -390,6 +398,32 @@ export const make = <C extends Capabilities>(
               )
               : changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [runAfter, ...ids.params])
           }),
+      recordThroughput: (minute, slot, completed, failed) =>
+        Effect.flatMap(connected, (o) =>
+          o.throughput
+            ? withConnection((conn) =>
+              classified(
+                conn.executeRaw(dialect.upsertThroughput, [minute, slot, completed, failed, completed, failed])
+              )
+            ).pipe(Effect.asVoid)
+            : Effect.void),
+      throughput: (sinceMinute, pruneBefore) =>
+        Effect.flatMap(connected, (o) =>
+          o.throughput
+            ? withConnection((conn) =>
+              Effect.gen(function*() {
+                if (pruneBefore !== undefined) {
+                  yield* classified(conn.executeRaw(`DELETE FROM ${THROUGHPUT_TABLE} WHERE minute < ?`, [pruneBefore]))
+                }
+                const rows = yield* classified(conn.execute(
+                  `SELECT minute, SUM(completed) AS completed, SUM(failed) AS failed FROM ${THROUGHPUT_TABLE} WHERE minute >= ? GROUP BY minute ORDER BY minute`,
+                  [sinceMinute],
+                  undefined
+                ))
+                return Option.some(yield* decodeMinuteRows(rows).pipe(Effect.mapError(badData("throughput rows"))))
+              })
+            )
+            : Effect.succeed(Option.none())),
       // Still one statement; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
       remove: (jobids, liveOnly) =>
         byIds(() => "DELETE FROM job", jobids, [], (life) => life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""),
@@ -482,7 +516,31 @@ interface Opened<C> {
   readonly client: SqlClient
   readonly caps: C
   readonly life: boolean
+  /** Whether migration 0006's `garivini_throughput` is there. */
+  readonly throughput: boolean
 }
+
+const decodeMinuteRows = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ minute: LenientInt, completed: LenientInt, failed: LenientInt }))
+)
+
+/**
+ * Whether migration 0006's table is there, asked once at open. Without it, completions and
+ * failures are not counted per minute (the console's chart is off), with one log line saying so.
+ */
+const detectThroughput = <C extends Capabilities>(dialect: Dialect<C>, client: SqlClient) =>
+  Effect.gen(function*() {
+    const exists = yield* tableExists(THROUGHPUT_TABLE).pipe(
+      Effect.provideService(SqlClientTag, client),
+      Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
+    )
+    if (!exists) {
+      yield* Effect.logInfo(
+        `no ${THROUGHPUT_TABLE} table (migration 0006_throughput): jobs completed and failed per minute are not counted (the web console's chart is off). Run \`garivini migrate\` to turn it on`
+      )
+    }
+    return exists
+  })
 
 const ColumnNames = Schema.Array(Schema.Struct({ name: Schema.String }))
 

@@ -350,6 +350,8 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
   lockRows: (caps) => ` FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
   forUpdate: " FOR UPDATE",
   insertIgnore: "INSERT IGNORE",
+  upsertThroughput:
+    "INSERT INTO garivini_throughput (minute, slot, completed, failed) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE completed = completed + ?, failed = failed + ?",
   changes,
   insert,
   retry: { while: isLockConflict, schedule: Schedule.recurs(4) },

@@ -194,6 +194,8 @@ export const dialect = (
   lockRows: () => "",
   forUpdate: "",
   insertIgnore: "INSERT OR IGNORE",
+  upsertThroughput:
+    "INSERT INTO garivini_throughput (minute, slot, completed, failed) VALUES (?, ?, ?, ?) ON CONFLICT (minute, slot) DO UPDATE SET completed = completed + ?, failed = failed + ?",
   changes: (raw) => Effect.map(decodeRunResult(raw), (r) => r.changes),
   insert,
   // SQLITE_BUSY comes before anything is applied (a transaction takes the write lock with BEGIN
