@@ -4,17 +4,21 @@
 // for the file. Without Chromium the suite fails, saying how to install it.
 import { existsSync } from "node:fs"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Deferred, Effect, Layer, Option, Redacted, Ref } from "effect"
 import type { Scope } from "effect"
 import { chromium } from "playwright-core"
 import type { Browser, Page } from "playwright-core"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import * as Client from "../../src/roles/Client.js"
+import * as QueueRunner from "../../src/roles/QueueRunner.js"
+import * as Worker from "../../src/roles/Worker.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { scopedGearmand } from "../../src/testing/gearmandProcess.js"
 import { serve } from "../../src/web/WebConsole.js"
 import type { ConsoleOptions } from "../../src/web/WebConsole.js"
+import { fixture, startDriver } from "../driver/support.js"
+import { eventually } from "../gearman/gearmand.js"
 import { testShards } from "../support/mysql.js"
 
 const CHROMIUM = process.env["GARIVINI_CHROMIUM"] ?? "/usr/bin/chromium"
@@ -58,6 +62,17 @@ const withConsole = <A>(
   }))
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
+
+/** Waits for a locator (a locator, not a page function: the CSP forbids eval). */
+const shows = (page: Page, selector: string, hasText?: RegExp) =>
+  promise(() => page.locator(selector, hasText === undefined ? {} : { hasText }).first().waitFor({ timeout: 20_000 }))
+
+/** Runs jobs: a worker with `handlers` and a QueueRunner, in this scope. */
+const runJobs = (handlers: Readonly<Record<string, Worker.JobHandler<never>>>) =>
+  Effect.gen(function*() {
+    yield* Worker.serve(handlers)
+    yield* Effect.forkScoped(QueueRunner.run({ batchRunSleep: "100 millis" }))
+  })
 
 describe("web console in Chromium", () => {
   it.live("the overview's counts follow the jobs without a reload; the job server is up", () =>
@@ -133,6 +148,144 @@ describe("web console in Chromium", () => {
         assert.strictEqual(yield* promise(() => page.locator(`tr[data-handle="${handle}"]`).count()), 1)
       })))
 
+  it.live("pause a function from the overview: its jobs stay due; resume: they run; the chart counts them", () =>
+    withConsole({}, (base, page) =>
+      Effect.gen(function*() {
+        const ran = yield* Ref.make(0)
+        yield* runJobs({ pausable: () => Ref.update(ran, (n) => n + 1) })
+        const storage = yield* Storage
+        const stored = Effect.map(storage.list({ funcname: "pausable" }), (l) => l.length)
+        yield* Client.insertJobs([{ funcname: "pausable" }])
+        yield* eventually(Effect.map(stored, (n) => n === 0), "the first job to run")
+        yield* Client.insertJobs([{ funcname: "pausable", runAt: "never" }]) // keeps its row on the overview
+        yield* promise(() => page.goto(`${base}/`))
+        const row = `#functions tr[data-function="pausable"]`
+        assert.strictEqual(
+          yield* promise(() => page.locator(`${row} td[data-paused]`).getAttribute("data-paused")),
+          "no"
+        )
+        yield* promise(() => page.click(`${row} button[data-function-action="pause"]`))
+        assert.include(yield* promise(() => page.locator("#function-result").textContent()), "pausable paused")
+        yield* promise(() => page.click("#back"))
+        yield* shows(page, `${row} td[data-paused="yes"]`)
+        // Paused: new jobs stay due, though a worker and a runner are up.
+        yield* Client.insertJobs(Array.from({ length: 3 }, () => ({ funcname: "pausable" })))
+        yield* shows(page, `${row} td[data-state="due"]`, /^\s*3\s*$/)
+        yield* Effect.sleep("2 seconds") // twenty of the runner's rounds
+        assert.strictEqual(yield* Ref.get(ran), 1)
+        assert.strictEqual((yield* storage.list({ funcname: "pausable", state: "due" })).length, 3)
+        // Resumed (the refreshed row's own button): they run, and the chart shows the completions.
+        yield* promise(() => page.click(`${row} button[data-function-action="resume"]`))
+        assert.include(yield* promise(() => page.locator("#function-result").textContent()), "pausable resumed")
+        yield* eventually(Effect.map(Ref.get(ran), (n) => n === 4), "the resumed jobs to run")
+        yield* promise(() => page.click("#back"))
+        yield* shows(page, `${row} td[data-paused="no"]`)
+        yield* shows(page, `svg#throughput-chart[data-completed="4"]`)
+        assert.include(
+          yield* promise(() => page.locator("#throughput-chart .chart-caption").textContent()),
+          "4 completed"
+        )
+      })))
+
+  it.live("every job matching a filter: the count shown before confirming, then done", () =>
+    withConsole({}, (base, page) =>
+      Effect.gen(function*() {
+        yield* Client.insertJobs([
+          ...Array.from({ length: 30 }, () => ({ funcname: "batch", runAt: "never" as const })),
+          { funcname: "batch", runAt: "+3600" },
+          { funcname: "other", runAt: "never" }
+        ])
+        yield* promise(() => page.goto(`${base}/jobs`))
+        yield* promise(() => page.fill(`input[name="function"]`, "batch"))
+        yield* promise(() => page.selectOption(`select[name="state"]`, "never"))
+        yield* promise(() => page.click(`form.filters button[type="submit"]`))
+        yield* promise(() => page.click(`button[data-bulk-action="cancel"]`))
+        assert.include(yield* promise(() => page.locator("#bulk-count").textContent()), "30 jobs")
+        assert.include(
+          yield* promise(() => page.locator("#bulk-count").textContent()),
+          "function = batch, state = never"
+        )
+        const storage = yield* Storage
+        assert.deepStrictEqual(yield* storage.list({ state: "cancelled" }), [], "nothing before confirming")
+        yield* promise(() => page.click(`#confirm button[type="submit"]`))
+        assert.include(yield* promise(() => page.locator("#bulk-result").textContent()), "Done 30")
+        const cancelled = yield* storage.list({ state: "cancelled" })
+        assert.strictEqual(cancelled.length, 30)
+        assert.isTrue(cancelled.every((j) => j.funcname === "batch"))
+        assert.strictEqual((yield* storage.list({ state: "never" })).length, 1, "the other function's job is left")
+      })))
+
+  it.live("cancel a running job: refused without force, then cancelled; its end spares the row", () =>
+    withConsole({}, (base, page) =>
+      Effect.gen(function*() {
+        const started = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const finished = yield* Deferred.make<void>()
+        yield* runJobs({
+          long: () =>
+            Deferred.succeed(started, undefined).pipe(
+              Effect.zipRight(Deferred.await(release)),
+              Effect.zipRight(Deferred.succeed(finished, undefined)),
+              Effect.asVoid
+            )
+        })
+        const [outcome] = yield* Client.insertJobs([{ funcname: "long" }])
+        const handle = `${outcome!.handle.dbid}:${outcome!.handle.jobid}`
+        yield* Deferred.await(started)
+        yield* promise(() => page.goto(`${base}/job/${handle}`))
+        assert.include(yield* promise(() => page.locator("dl.fields").textContent()), "may be running")
+        // Without force: refused, it may be running.
+        yield* promise(() => page.click(`button[data-action="cancel"]`))
+        yield* promise(() => page.click(`#confirm button[type="submit"]`))
+        assert.strictEqual(yield* promise(() => page.locator(`#results tr[data-outcome="Refused"]`).count()), 1)
+        yield* promise(() => page.goto(`${base}/job/${handle}`))
+        yield* promise(() => page.click(`button[data-action="cancel"]`))
+        yield* promise(() => page.check(`#confirm input[name="force"]`))
+        yield* promise(() => page.click(`#confirm button[type="submit"]`))
+        assert.strictEqual(yield* promise(() => page.locator(`#results tr[data-outcome="Done"]`).count()), 1)
+        // The run ends; its completion does not delete the cancelled row.
+        yield* Deferred.succeed(release, undefined)
+        yield* Deferred.await(finished)
+        yield* Effect.sleep("1 second") // the worker's completion batch
+        yield* promise(() => page.goto(`${base}/job/${handle}`))
+        assert.include(yield* promise(() => page.locator("dl.fields").textContent()), "cancelled")
+        const storage = yield* Storage
+        assert.strictEqual(Option.getOrThrow(yield* storage.get(outcome!.handle)).ended, "cancelled")
+      })))
+
+  it.live("the Driver page lists a real garivini driver's jobs; a min/max set there takes effect", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const driver = yield* startDriver([fixture("Bare.mjs")], { interval: 0 })
+      return yield* withConsole(
+        { driverConsole: { host: "127.0.0.1", port: driver.consolePort } },
+        (base, page) =>
+          Effect.gen(function*() {
+            yield* promise(() => page.goto(`${base}/`))
+            yield* promise(() => page.click(`header a[href="/driver"]`))
+            const row = `#driver-jobs tr[data-driver-job="bare_min"]`
+            yield* shows(page, `${row} td[data-field="min"]`, /^1$/)
+            assert.strictEqual(yield* promise(() => page.locator("#driver-jobs tr[data-driver-job]").count()), 2)
+            yield* promise(() => page.fill(`${row} input[name="min"]`, "2"))
+            yield* promise(() => page.fill(`${row} input[name="max"]`, "2"))
+            yield* promise(() => page.click(`${row} button[type="submit"]`))
+            assert.include(yield* promise(() => page.locator("#driver-notice").textContent()), "min 2, max 2")
+            assert.strictEqual(yield* promise(() => page.locator(`${row} td[data-field="max"]`).textContent()), "2")
+            // The Driver acts on it: a second process of the job.
+            yield* eventually(Effect.map(driver.processes("bare_min"), (n) => n === 2), "two bare_min processes")
+            // A value beyond the job's own limits is the Driver's to refuse; the page says so.
+            yield* promise(() => page.fill(`${row} input[name="min"]`, "3"))
+            yield* promise(() => page.fill(`${row} input[name="max"]`, "1"))
+            yield* promise(() => page.click(`${row} button[type="submit"]`))
+            assert.include(yield* promise(() => page.locator("#driver-notice").textContent()), "refused")
+            yield* promise(() => page.goto(`${base}/driver`))
+            assert.strictEqual(
+              yield* promise(() => page.locator(`${row} td[data-field="processes"]`).textContent()),
+              "2"
+            )
+          })
+      )
+    })))
+
   it.live("with a token: a request without it is refused; the login link lets the browser in", () =>
     withConsole({ token: Option.some(Redacted.make("tok-123")) }, (base, page) =>
       Effect.gen(function*() {
@@ -166,5 +319,18 @@ describe("web console in Chromium", () => {
         assert.strictEqual(status, 403)
         const storage = yield* Storage
         assert.isTrue(Option.isSome(yield* storage.get(outcome!.handle)))
+        // Nor may a function be paused without it.
+        const pause = yield* promise(() =>
+          page.evaluate(async () => {
+            const r = await fetch("/function/pause", {
+              method: "POST",
+              headers: { "content-type": "application/x-www-form-urlencoded" },
+              body: "function=victim&step=run"
+            })
+            return r.status
+          })
+        )
+        assert.strictEqual(pause, 403)
+        assert.deepStrictEqual(yield* storage.flow.controls(1), [])
       })))
 })
