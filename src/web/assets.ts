@@ -14,14 +14,14 @@ header .brand { font-weight: 700; letter-spacing: .02em; }
 header a { color: #cfd8ea; text-decoration: none; }
 header a.current, header a:hover { color: #fff; text-decoration: underline; }
 header .mode { margin-left: auto; font-size: .8rem; color: #cfd8ea; }
-main { padding: 1rem; max-width: 1200px; margin: 0 auto; }
+main { padding: 1rem; max-width: 1280px; margin: 0 auto; }
 h1 { font-size: 1.3rem; margin: .2rem 0 1rem; }
 h2 { font-size: 1.05rem; margin: 1.4rem 0 .5rem; }
 a { color: var(--accent); }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .8rem; margin-bottom: 1rem; }
 .table-wrap { overflow-x: auto; background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
 table { border-collapse: collapse; width: 100%; }
-th, td { padding: .45rem .6rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
+th, td { padding: .45rem .5rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
 th { font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); background: #fafbfc; white-space: nowrap; }
 tr:last-child td { border-bottom: none; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -36,14 +36,15 @@ pre { background: #f0f2f5; padding: .7rem; border-radius: 6px; overflow: auto; m
 .state-never { background: #fde7e6; color: var(--danger); }
 .state-paused { background: #fff4d6; color: var(--warn); font-weight: 600; }
 td.controls { white-space: nowrap; }
-.chart svg { width: 100%; height: auto; display: block; }
+.chart .chart-plot svg { width: 100%; height: 120px; display: block; }
+.chart p.chart-caption { margin: 0 0 .5rem; font-size: .9rem; }
+.chart .chart-axis { display: flex; justify-content: space-between; font-size: .75rem; color: var(--muted); margin-top: .3rem; }
 .bar-completed { fill: var(--ok); }
 .bar-failed { fill: var(--danger); }
 .bar-hit { fill: transparent; }
 .bar-hit:hover { fill: rgba(36, 86, 199, .08); }
 .chart-base { stroke: var(--line); }
-.chart-caption { font-size: 12px; fill: var(--fg); }
-.chart-axis { font-size: 11px; fill: var(--muted); }
+
 td.controls form { display: inline; }
 td.controls button { min-height: 1.8rem; padding: .15rem .5rem; font-size: .8rem; }
 .up { color: var(--ok); font-weight: 600; }
@@ -93,10 +94,14 @@ export const JS = `"use strict";
     return "/jobs?" + q.toString();
   }
   // A function's flow state, and (unless read-only) its pause/resume form and purge link, as the page renders them.
-  function flowCell(tr, f) {
-    var td = document.createElement("td"); td.dataset.paused = f.paused ? "yes" : "no";
-    var span = document.createElement("span"); span.className = f.paused ? "state state-paused" : "muted";
-    span.textContent = f.paused ? "paused" : "running"; td.appendChild(span); tr.appendChild(td);
+  function functionCell(tr, f) {
+    var td = cell(tr, f.funcname, { href: jobsHref({ function: f.funcname, shard: f.shard }) });
+    td.dataset.paused = f.paused ? "yes" : "no";
+    if (f.paused) {
+      var badge = document.createElement("span"); badge.className = "state state-paused"; badge.textContent = "paused";
+      badge.title = "Paused: its jobs stay stored and due; no dispatcher sends them";
+      td.appendChild(document.createTextNode(" ")); td.appendChild(badge);
+    }
   }
   function hidden(form, name, value) {
     var input = document.createElement("input"); input.type = "hidden"; input.name = name; input.value = value; form.appendChild(input);
@@ -110,7 +115,7 @@ export const JS = `"use strict";
     button.className = "secondary"; button.dataset.functionAction = action; button.textContent = f.paused ? "Resume" : "Pause";
     form.appendChild(button); td.appendChild(form); td.appendChild(document.createTextNode(" "));
     var purge = document.createElement("a"); purge.href = "/function/purge-dead?function=" + encodeURIComponent(f.funcname);
-    purge.dataset.functionAction = "purge-dead"; purge.textContent = "Purge dead…"; td.appendChild(purge);
+    purge.dataset.functionAction = "purge-dead"; purge.title = "Delete its dead jobs older than…"; purge.textContent = "Purge…"; td.appendChild(purge);
     tr.appendChild(td);
   }
   // The chart: the server's own SVG, fetched and parsed as SVG (no markup is built from strings here).
@@ -121,8 +126,13 @@ export const JS = `"use strict";
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.text(); })
       .then(function (text) {
         var doc = new DOMParser().parseFromString(text, "image/svg+xml");
-        if (doc.documentElement.nodeName !== "svg") return;
-        box.replaceChildren(document.importNode(doc.documentElement, true));
+        var svg = doc.documentElement;
+        if (svg.nodeName !== "svg") return;
+        box.querySelector(".chart-plot").replaceChildren(document.importNode(svg, true));
+        document.getElementById("throughput-caption").textContent = svg.getAttribute("data-caption");
+        document.getElementById("throughput-first").textContent = svg.getAttribute("data-first");
+        document.getElementById("throughput-last").textContent = svg.getAttribute("data-last");
+        document.getElementById("throughput-scale").textContent = svg.getAttribute("data-scale");
       })
       .catch(function () { /* the next refresh tries again */ });
   }
@@ -132,8 +142,7 @@ export const JS = `"use strict";
     data.functions.forEach(function (f) {
       var tr = document.createElement("tr");
       tr.dataset.function = f.funcname;
-      cell(tr, f.funcname, { href: jobsHref({ function: f.funcname, shard: f.shard }) });
-      flowCell(tr, f);
+      functionCell(tr, f);
       if (data.perShard) cell(tr, f.shard, { num: true });
       data.columns.forEach(function (c) {
         var n = f.counts[c.name];
@@ -147,7 +156,7 @@ export const JS = `"use strict";
     });
     if (data.functions.length === 0) {
       var empty = document.createElement("tr"); var td = document.createElement("td");
-      td.colSpan = 6 + data.columns.length + (data.perShard ? 1 : 0) + (overview.dataset.csrf ? 1 : 0); td.className = "muted"; td.textContent = "No stored jobs.";
+      td.colSpan = 5 + data.columns.length + (data.perShard ? 1 : 0) + (overview.dataset.csrf ? 1 : 0); td.className = "muted"; td.textContent = "No stored jobs.";
       empty.appendChild(td); body.appendChild(empty);
     }
     var servers = document.querySelector("#servers tbody");

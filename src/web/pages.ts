@@ -6,7 +6,7 @@ import type { JobAction } from "../jobActions.js"
 import type { ServerFigures } from "../overview.js"
 import type { ListCursor } from "../storage/Storage.js"
 import { viewArg } from "./argView.js"
-import { throughputSvg } from "./chart.js"
+import { throughputCard } from "./chart.js"
 import type { DriverJobRow } from "./driverConsole.js"
 import type { ThroughputView } from "./chart.js"
 import type { BulkResult } from "./bulk.js"
@@ -92,11 +92,15 @@ const jobsLink = (params: Record<string, string | number | null>) => {
   return `/jobs?${q.toString()}`
 }
 
-/** A function's flow state: paused or running. */
-const flowCell = (f: FunctionRow) =>
-  html`<td data-paused="${f.paused ? "yes" : "no"}"><span class="${f.paused ? "state state-paused" : "muted"}">${
-    f.paused ? "paused" : "running"
-  }</span></td>`
+/** A function's name, a link to its jobs, with a badge when it is paused (flow control). */
+const functionCell = (f: FunctionRow) =>
+  html`<td data-paused="${f.paused ? "yes" : "no"}"><a href="${
+    jobsLink({ function: f.funcname, shard: f.shard })
+  }">${f.funcname}</a>${
+    f.paused
+      ? html` <span class="state state-paused" title="Paused: its jobs stay stored and due; no dispatcher sends them">paused</span>`
+      : ""
+  }</td>`
 
 /** Pause or resume (one click: nothing is lost) and a link to purge its dead jobs (asked for first). */
 const functionControls = (f: FunctionRow, ctx: PageContext) =>
@@ -106,14 +110,13 @@ const functionControls = (f: FunctionRow, ctx: PageContext) =>
     f.paused ? "resume" : "pause"
   }">${f.paused ? "Resume" : "Pause"}</button></form> <a href="/function/purge-dead?function=${
     encodeURIComponent(f.funcname)
-  }" data-function-action="purge-dead">Purge dead…</a></td>`
+  }" data-function-action="purge-dead" title="Delete its dead jobs older than…">Purge…</a></td>`
 
 export const overviewPage = (data: OverviewData, ctx: PageContext): Html => {
-  const span = 6 + data.columns.length + (data.perShard ? 1 : 0) + (ctx.readOnly ? 0 : 1)
+  const span = 5 + data.columns.length + (data.perShard ? 1 : 0) + (ctx.readOnly ? 0 : 1)
   const rows = data.functions.map((f) =>
     html`<tr data-function="${f.funcname}">
-<td><a href="${jobsLink({ function: f.funcname, shard: f.shard })}">${f.funcname}</a></td>
-${flowCell(f)}
+${functionCell(f)}
 ${data.perShard ? num(f.shard) : ""}
 ${
       data.columns.map((c) => {
@@ -146,12 +149,10 @@ ${num(s.up ? s.queued : null)}${num(s.up ? s.running : null)}${num(s.up ? s.work
     data.perShard ? html`<a href="/">sum over shards</a>` : html`<a href="/?shards=1">per shard</a>`
   }</p>
 <h2>Completed and failed per minute</h2>
-<div class="card chart" id="throughput" data-src="/api/throughput.svg">${throughputSvg(data.throughput)}</div>
+${throughputCard(data.throughput)}
 <h2>Functions</h2>
 <div class="table-wrap"><table id="functions">
-<thead><tr><th>Function</th><th title="Paused functions' jobs stay stored and due; no dispatcher sends them">Flow</th>${
-    data.perShard ? html`<th class="num">Shard</th>` : ""
-  }${
+<thead><tr><th>Function</th>${data.perShard ? html`<th class="num">Shard</th>` : ""}${
     data.columns.map((c) => html`<th class="num" title="${c.description}">${c.label}</th>`)
   }<th class="num" title="Seconds the oldest due job has waited">Oldest due (s)</th><th class="num" title="Waiting in gearmand">Queued</th><th class="num">Running</th><th class="num">Workers</th>${
     ctx.readOnly ? "" : html`<th>Control</th>`

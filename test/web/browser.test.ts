@@ -182,7 +182,7 @@ describe("web console in Chromium", () => {
         yield* shows(page, `${row} td[data-paused="no"]`)
         yield* shows(page, `svg#throughput-chart[data-completed="4"]`)
         assert.include(
-          yield* promise(() => page.locator("#throughput-chart .chart-caption").textContent()),
+          yield* promise(() => page.locator("#throughput-caption").textContent()),
           "4 completed"
         )
       })))

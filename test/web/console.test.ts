@@ -433,6 +433,7 @@ describe("web console", () => {
           assert.strictEqual(svg.status, 200)
           assert.include(svg.headers.get("content-type") ?? "", "image/svg+xml")
           assert.match(svg.text, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/)
+          assert.include(svg.text, `data-caption="2 completed · 1 failed in the last hour"`)
           assert.include(svg.text, `class="bar-completed"`)
           assert.include(svg.text, `class="bar-failed"`)
           const json = JSON.parse((yield* get(`${base}/api/overview`)).text)
