@@ -98,7 +98,7 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
   ]],
   ["gearmand", helpOf(gearmandCommand), ["--config", ...embedded, ...metrics, ...output]],
   // The console's actions refuse jobs within a lease of now: it reads the runners' lease.
-  ["web", helpOf(webCommand), [...connection, "--lease", "--listen", ...web, ...output]],
+  ["web", helpOf(webCommand), [...connection, "--lease", "--listen", ...web, "--driver-console", ...output]],
   ["inject", helpOf(injectCommand), [...connection, "--count", "--function", "--arg", "--pure", ...output]],
   ["consume", helpOf(consumeCommand), [...connection, "--function", "--concurrency", ...metrics, ...output]],
   ["status", helpOf(statusCommand), [...connection, "--json", ...output]],
