@@ -189,7 +189,7 @@ export interface StorageShape {
    * Jobs completed and failed per minute over the last `minutes` minutes (the current one
    * included), summed over every shard that answered, one entry per minute, oldest first: every
    * process's `complete` and `fail` count there (migration 0006). Also drops minutes older than a
-   * day. Shards without the table, or down, are named.
+   * day (at most every 10 minutes per process). Shards without the table, or down, are named.
    */
   readonly throughput: (minutes: number) => Effect.Effect<Throughput>
 }
@@ -258,6 +258,8 @@ export interface StorageOptions {
 const THROUGHPUT_SLOTS = 16
 /** Minutes of `garivini_throughput` kept (older ones are dropped when it is read). */
 const THROUGHPUT_KEEP_MINUTES = 24 * 60
+/** Minutes between two prunes by one process's reader. */
+const THROUGHPUT_PRUNE_EVERY = 10
 
 /** Calls merged into one coalesced batch, at most. */
 const COALESCE_MAX_CALLS = 512
@@ -840,15 +842,19 @@ export const make = (
         })
     }
 
+    /** When this process last dropped old minutes: at most once every `THROUGHPUT_PRUNE_EVERY` minutes. */
+    let prunedAt = Number.NEGATIVE_INFINITY
     const throughput = (minutes: number) =>
       Effect.gen(function*() {
         const current = Math.floor((yield* nowSeconds) / 60)
         const since = current - minutes + 1
+        const prune = current - prunedAt >= THROUGHPUT_PRUNE_EVERY ? current - THROUGHPUT_KEEP_MINUTES : undefined
+        if (prune !== undefined) prunedAt = current
         const results = yield* Effect.forEach(
           sorted,
           (b) =>
             Effect.either(
-              shardOp(b.dbid, "throughput", (s) => s.throughput(since, current - THROUGHPUT_KEEP_MINUTES))
+              shardOp(b.dbid, "throughput", (s) => s.throughput(since, prune))
             ),
           { concurrency: "unbounded" }
         )

@@ -521,6 +521,7 @@ const failureResponse = (ctx: PageContext, error: { readonly _tag: string; reado
     case "PageNotFound":
       return page(messagePage("Not found", error.message, ctx), 404)
     case "BadRequest":
+    case "InvalidArgument": // a function name storage refuses (pause, resume)
       return page(messagePage("Bad request", error.message, ctx), 400)
     case "Forbidden":
       return page(messagePage("Forbidden", error.message, ctx), 403)

@@ -726,6 +726,12 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         // A shard down is named; the others still count.
         const partial = yield* degraded.throughput(1)
         assert.deepStrictEqual(partial.unavailable.map((u) => u.shard), [3])
+        // A day later, reading drops the old minutes (a window reaching back to them finds zeros).
+        yield* TestClock.adjust("25 hours")
+        yield* storage.throughput(1)
+        const day = yield* storage.throughput(26 * 60)
+        assert.strictEqual(day.minutes[0]!.minute, minute + 2 + 25 * 60 - 26 * 60 + 1)
+        assert.isTrue(day.minutes.every((m) => m.completed === 0 && m.failed === 0))
       }))
 
     // -- flow control (migration 0003) ---------------------------------------------------------

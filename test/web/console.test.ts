@@ -334,6 +334,11 @@ describe("web console", () => {
           ]])
           assert.strictEqual((yield* storage.list({ state: "dead" })).length, 1)
           assert.strictEqual((yield* post(`${base}/function/explode`, [["function", "f"], ["csrf", csrf]])).status, 404)
+          // A name storage refuses: a bad request, not an outage.
+          assert.strictEqual(
+            (yield* post(`${base}/function/pause`, [["function", "bad name"], ["csrf", csrf], ["step", "run"]])).status,
+            400
+          )
         })
     ))
 
