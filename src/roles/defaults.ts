@@ -59,7 +59,12 @@ export const storage = {
    * How long an insert, claim, update, delete or lookup by id may wait for a MySQL server's
    * answer before its connection is closed (a stalled connection gives no error of its own).
    */
-  statementTimeout: Duration.seconds(10)
+  statementTimeout: Duration.seconds(10),
+  /**
+   * How often a process writes its completed/failed counts per minute (the console's chart):
+   * off the completion path, one upsert per shard and minute per interval at most.
+   */
+  throughputFlush: Duration.seconds(2)
 } as const
 
 export const driver = {

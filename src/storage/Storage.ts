@@ -51,6 +51,7 @@ import type {
 } from "./ShardBackend.js"
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
+import * as ThroughputTally from "./throughputTally.js"
 
 export type { CancelOutcome, FailOutcome, FunctionCounts, JobState, MinuteCounts } from "./ShardBackend.js"
 export { countedJobs } from "./ShardBackend.js"
@@ -252,10 +253,10 @@ export interface StorageOptions {
   readonly coalesceInserts?: boolean | undefined
   /** A test hook: called with the number of waiting calls each time a call joins them. */
   readonly onInsertQueued?: ((waiting: number) => void) | undefined
+  /** How often completed/failed counts per minute are written (default `Defaults.storage.throughputFlush`). */
+  readonly throughputFlush?: Duration.DurationInput | undefined
 }
 
-/** Rows per minute of `garivini_throughput` that concurrent writers spread over (migration 0006). */
-const THROUGHPUT_SLOTS = 16
 /** Minutes of `garivini_throughput` kept (older ones are dropped when it is read). */
 const THROUGHPUT_KEEP_MINUTES = 24 * 60
 /** Minutes between two prunes by one process's reader. */
@@ -644,27 +645,17 @@ export const make = (
           })
       )
 
-    /**
-     * Counts completions or failures in the shard's minute (one upsert, after the write it counts:
-     * the chart's only cost on the hot path). Its failure is logged, never the caller's.
-     */
+    /** Counts completions or failures in the shard's minute, written in the background (the chart). */
+    const tally = yield* ThroughputTally.make(options.throughputFlush ?? Defaults.storage.throughputFlush)
     const countMinute = (b: ShardBackend, completed: number, failed: number) =>
-      Effect.flatMap(nowSeconds, (now) =>
-        b.recordThroughput(Math.floor(now / 60), Math.floor(Math.random() * THROUGHPUT_SLOTS), completed, failed)).pipe(
-          Effect.catchAll((e) =>
-            Effect.logDebug("jobs per minute not counted").pipe(
-              Effect.annotateLogs({ shard: b.dbid, error: e.reason })
-            )
-          )
-        )
+      Effect.map(nowSeconds, (now) => tally.add(b, now, completed, failed))
 
     const complete = (handles: ReadonlyArray<StoredJobId>) =>
       Effect.map(
         perShardHandles(
           handles,
           "complete",
-          (b, ids) =>
-            Effect.tap(b.remove(ids, true), (n) => n > 0 ? countMinute(b, n, 0) : Effect.void)
+          (b, ids) => Effect.tap(b.remove(ids, true), (n) => n > 0 ? countMinute(b, n, 0) : Effect.void)
         ),
         (deleted) => {
           jobsCompleted.unsafeUpdate(deleted, [])
@@ -846,6 +837,7 @@ export const make = (
     let prunedAt = Number.NEGATIVE_INFINITY
     const throughput = (minutes: number) =>
       Effect.gen(function*() {
+        yield* tally.flush
         const current = Math.floor((yield* nowSeconds) / 60)
         const since = current - minutes + 1
         const prune = current - prunedAt >= THROUGHPUT_PRUNE_EVERY ? current - THROUGHPUT_KEEP_MINUTES : undefined
