@@ -1,6 +1,6 @@
 // Flow control against MariaDB and gearmand, the roles as `garivini queue-runner` processes and a
 // worker in this process that records when each job started: a paused function gets no dispatch
-// while another flows, then resumes; a rate limit holds across two runners; a schedule's slots
+// while another flows, then resumes; a concurrency limit and a rate limit hold across two runners; a schedule's slots
 // each run once across three runners, and the missed-slot policies hold after they were all down.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -41,7 +41,51 @@ const setUp = Effect.gen(function*() {
   return { shard: shard!, server, db, run, runner }
 })
 
+/** A worker for `funcname` whose handlers take `ms` each, recording the most running at once. */
+const busyWorker = (funcname: string, ms: number) =>
+  Effect.gen(function*() {
+    let running = 0
+    let most = 0
+    let done = 0
+    const handler = () =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          running++
+          most = Math.max(most, running)
+        }),
+        () => Effect.sleep(ms),
+        () => Effect.sync(() => (running--, done++))
+      )
+    yield* Worker.serve({ [funcname]: handler }, { concurrency: 32 })
+    return { most: Effect.sync(() => most), done: Effect.sync(() => done) }
+  })
+
 describe("flow control across queue-runner processes", () => {
+  it.scopedLive(
+    "a concurrency limit of 5 is never exceeded across two runners while 1,000 jobs run",
+    () =>
+      Effect.gen(function*() {
+        const { db, run, runner, server, shard } = yield* setUp
+        yield* run("inject", "--count", "1000", "--function", "capped", "--gearmand", server)
+        yield* run("functions", "limit", "capped", "--concurrency", "5")
+        const listed = yield* garivini("functions", "list", "--db", db, "--json")
+        assert.deepStrictEqual(JSON.parse(listed.stdout), {
+          functions: [{ function: "capped", paused: false, rate_limit: null, concurrency: 5 }]
+        })
+        yield* Effect.gen(function*() {
+          // A worker with room for 32 at once: only the limit holds it to 5.
+          const worker = yield* busyWorker("capped", 10)
+          const runners = [yield* runner(), yield* runner()]
+          yield* eventually(Effect.map(worker.done, (n) => n >= 1000), "the 1,000 jobs to run", 120_000)
+          const most = yield* worker.most
+          assert.isAtMost(most, 5, "never more than the limit at once")
+          assert.strictEqual(most, 5, "the limit is used")
+          for (const r of runners) assert.strictEqual((yield* r.stop("SIGTERM")).code, 0)
+        }).pipe(Effect.scoped, Effect.provide(env([shard], [server])))
+      }),
+    180_000
+  )
+
   it.scopedLive(
     "a paused function gets no dispatch while another flows; resumed, its due jobs run",
     () =>
@@ -52,7 +96,7 @@ describe("flow control across queue-runner processes", () => {
         yield* run("functions", "pause", "held")
         const listed = yield* garivini("functions", "list", "--db", db, "--json")
         assert.deepStrictEqual(JSON.parse(listed.stdout), {
-          functions: [{ function: "held", paused: true, rate_limit: null }]
+          functions: [{ function: "held", paused: true, rate_limit: null, concurrency: null }]
         })
         yield* Effect.gen(function*() {
           const worker = yield* recordingWorker(["held", "flows"])
@@ -69,7 +113,12 @@ describe("flow control across queue-runner processes", () => {
           assert.strictEqual(held.length, 50)
           assert.isTrue(held.every((j) => j.state === "due"), "a paused function's jobs are listed due")
           const status = JSON.parse((yield* garivini("status", "--db", db, "--gearmand", server, "--json")).stdout)
-          assert.deepStrictEqual(status.flow_control, [{ function: "held", paused: true, rate_limit: null }])
+          assert.deepStrictEqual(status.flow_control, [{
+            function: "held",
+            paused: true,
+            rate_limit: null,
+            concurrency: null
+          }])
 
           yield* run("functions", "resume", "held")
           yield* eventually(
@@ -77,6 +126,36 @@ describe("flow control across queue-runner processes", () => {
             "the resumed function to run",
             60_000
           )
+          for (const r of runners) assert.strictEqual((yield* r.stop("SIGTERM")).code, 0)
+        }).pipe(Effect.scoped, Effect.provide(env([shard], [server])))
+      }),
+    120_000
+  )
+
+  it.scopedLive(
+    "high-priority jobs stored after a backlog of low ones start first, across two runners",
+    () =>
+      Effect.gen(function*() {
+        const { run, runner, server, shard } = yield* setUp
+        yield* run("inject", "--count", "300", "--function", "ranked", "--priority", "low", "--arg", "low")
+        yield* run("inject", "--count", "20", "--function", "ranked", "--priority", "high", "--arg", "high")
+        yield* Effect.gen(function*() {
+          // One job at a time, so the order of starts is the order the jobs were handed out.
+          const order: Array<string> = []
+          yield* Worker.serve({
+            ranked: (job) =>
+              Effect.zipRight(
+                Effect.sync(() => void order.push(Buffer.from(job.arg).toString())),
+                Effect.sleep("2 millis")
+              )
+          }, { concurrency: 1 })
+          const runners = [yield* runner(), yield* runner()]
+          yield* eventually(Effect.sync(() => order.length >= 320), "the 320 jobs to run", 60_000)
+          const lastHigh = order.lastIndexOf("high")
+          // Claimed first (and sent to gearmand as high): they start before the backlog, but for
+          // the few low jobs a runner may hand out before the other's claim of the high ones.
+          assert.isBelow(lastHigh, 40, `the last high job started ${lastHigh + 1}th`)
+          assert.strictEqual(order.filter((a) => a === "high").length, 20)
           for (const r of runners) assert.strictEqual((yield* r.stop("SIGTERM")).code, 0)
         }).pipe(Effect.scoped, Effect.provide(env([shard], [server])))
       }),

@@ -1,5 +1,5 @@
 // Flow control on the memory layers, time driven by TestClock: pause / resume, the token bucket,
-// rate-limited claims and the schedules' slot advance (docs/flow-control.md).
+// rate- and concurrency-limited claims and the schedules' slot advance (docs/flow-control.md).
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Layer, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
@@ -142,6 +142,88 @@ describe("token bucket", () => {
       // The burst (20) at once plus the refill over the first second's last 750 ms, then 20 a second.
       assert.deepStrictEqual(perSecond, [35, 20, 20, 20, 20])
       assert.strictEqual(yield* queued("free"), 100)
+    })
+  )
+})
+
+describe("concurrency limit", () => {
+  const leasedJobs = (funcname: string) =>
+    Effect.flatMap(Storage, (s) => s.list({ funcname, state: "dispatched", limit: 1000 }))
+
+  testTwoShards(
+    "runners on both shards keep at most N leased; a completion or an ended lease frees a slot; others flow",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Client.insertJobs(Array.from({ length: 30 }, () => ({ funcname: "cap" })))
+      yield* Client.insertJobs(Array.from({ length: 10 }, () => ({ funcname: "free" })))
+      yield* Client.setConcurrencyLimit("cap", 4)
+      const runners = [
+        yield* QueueRunner.make({ queueWatermarkDepth: 0, lease: "60 seconds" }),
+        yield* QueueRunner.make({ queueWatermarkDepth: 0, lease: "60 seconds" })
+      ]
+      const rounds = (n: number) =>
+        Effect.forEach(
+          Array.from({ length: n }),
+          () => Effect.all(runners.map((r) => r.round), { concurrency: "unbounded" }),
+          { discard: true }
+        )
+      yield* rounds(3)
+      assert.strictEqual(yield* queued("cap"), 4)
+      assert.strictEqual(yield* queued("free"), 10)
+      assert.strictEqual(yield* storage.flow.leased("cap"), 4)
+      // Two complete: two more go, no more.
+      yield* storage.complete((yield* leasedJobs("cap")).slice(0, 2))
+      yield* rounds(3)
+      assert.strictEqual(yield* queued("cap"), 6)
+      assert.strictEqual(yield* storage.flow.leased("cap"), 4)
+      // Leases that run out (workers gone) free their slots: the jobs are due again, and go again
+      // (gearmand merges the copies still queued, by their unique).
+      yield* TestClock.adjust(Duration.seconds(61))
+      assert.strictEqual(yield* storage.flow.leased("cap"), 0)
+      yield* rounds(2)
+      assert.strictEqual(yield* storage.flow.leased("cap"), 4)
+      // The limit removed, the rest go at once.
+      yield* Client.setConcurrencyLimit("cap", null)
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* rounds(1)
+      assert.strictEqual(yield* dueOf("cap"), 0)
+    })
+  )
+
+  test(
+    "with a rate limit too, both hold: tokens not used because the slots are full go back",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Client.insertJobs(Array.from({ length: 50 }, () => ({ funcname: "both" })))
+      yield* storage.flow.setControl("both", { rate: { count: 10, periodMs: 1000, burst: 10 }, concurrency: 3 })
+      const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+      yield* runner.round
+      yield* runner.round
+      assert.strictEqual(yield* queued("both"), 3)
+      // 3 tokens used of the 10: the other 7 went back.
+      const bucket = yield* storage.flow.bucket("both")
+      assert.strictEqual(bucket._tag === "Some" ? Math.round(bucket.value.tokens) : -1, 7)
+      yield* storage.complete(yield* leasedJobs("both"))
+      yield* runner.round
+      assert.strictEqual(yield* queued("both"), 6)
+    })
+  )
+
+  test(
+    "the Injector dispatches a concurrency-limited function's jobs within its limit and stores the rest due",
+    Effect.gen(function*() {
+      yield* Client.setConcurrencyLimit("cap", 2)
+      const handle = yield* Injector.makeHandler({ queueWatermarkDepth: 0 })
+      const request = new TextEncoder().encode(
+        JSON.stringify(Array.from({ length: 5 }, (_, i) => ({ funcname: "cap", arg: String(i) })))
+      )
+      const reply = JSON.parse(yield* handle(request))
+      assert.strictEqual(reply.length, 5)
+      assert.strictEqual(yield* queued(QueueRunner.CONTROLLER_FUNCTION), 2)
+      assert.strictEqual(yield* dueOf("cap"), 3)
+      yield* handle(new TextEncoder().encode(JSON.stringify({ funcname: "cap", arg: "late" })))
+      assert.strictEqual(yield* queued(QueueRunner.CONTROLLER_FUNCTION), 2, "no slot free: stored due")
+      assert.strictEqual(yield* dueOf("cap"), 4)
     })
   )
 })

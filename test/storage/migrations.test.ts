@@ -62,14 +62,15 @@ describe("migrations on MariaDB", () => {
       assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", false],
         ["0002_job_life", false],
-        ["0003_flow_control", false]
+        ["0003_flow_control", false],
+        ["0005_flow_priority", false]
       ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
       const before = Date.now()
       const [first] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(first, {
         target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
-        applied: ["0001_job_table", "0002_job_life", "0003_flow_control"],
+        applied: ["0001_job_table", "0002_job_life", "0003_flow_control", "0005_flow_priority"],
         adopted: false
       })
       const [again] = yield* Migrate.migrate([shard])
@@ -81,7 +82,12 @@ describe("migrations on MariaDB", () => {
         "garivini_schedule",
         "job"
       ])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "5_flow_priority"
+      ])
       const status = yield* Migrate.statusShard(shard)
       assert.isTrue(status.exists)
       const [one] = status.migrations
@@ -101,7 +107,12 @@ describe("migrations on MariaDB", () => {
       assert.isTrue(status.adoptsJobTable)
       const [result] = yield* Migrate.migrate([shard])
       assert.isTrue(result!.adopted)
-      assert.deepStrictEqual(result!.applied, ["0001_job_table", "0002_job_life", "0003_flow_control"])
+      assert.deepStrictEqual(result!.applied, [
+        "0001_job_table",
+        "0002_job_life",
+        "0003_flow_control",
+        "0005_flow_priority"
+      ])
       // The Perl table's definition is there as it was, the new columns after it.
       const after = yield* showCreate(shard.database)
       const columnLines = (sql: string) => sql.split("\n").filter((l) => /^\s+`/.test(l))
@@ -112,9 +123,17 @@ describe("migrations on MariaDB", () => {
         "`last_error_attempt` tinyint(3) unsigned DEFAULT NULL,",
         "`ended` enum('dead','cancelled') DEFAULT NULL,",
         "`ended_at` int(10) unsigned DEFAULT NULL,",
-        "`leased_until` int(10) unsigned DEFAULT NULL,"
+        "`leased_until` int(10) unsigned DEFAULT NULL,",
+        "`priority` tinyint(4) NOT NULL DEFAULT 0,"
       ])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
+      assert.include(after, "KEY `job_claim` (`priority` DESC,`run_after`)")
+      assert.include(after, "KEY `job_lease` (`funcname`,`leased_until`)")
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "5_flow_priority"
+      ])
       const [rows] = yield* adminQuery(`SELECT funcname, ended, last_error FROM \`${shard.database}\`.job`)
       assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl", ended: null, last_error: null }])
     }))
@@ -163,18 +182,19 @@ describe("migrations on MariaDB", () => {
       assert.deepStrictEqual(
         yield* recorded(shard.database),
         ["1_job_table", "2_job_life", "3_flow_control"],
-        "migrations 1 and 2 ran and stay; 3 is not recorded"
+        "migrations 1 to 3 ran and stay; 4 is not recorded (nor 5, after it)"
       )
       const fixed = {
         ...migrations,
         "0004_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
       }
-      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0004_broken"])
+      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0004_broken", "0005_flow_priority"])
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
         "3_flow_control",
-        "4_broken"
+        "4_broken",
+        "5_flow_priority"
       ])
     }))
 
@@ -197,8 +217,14 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [4, 1]])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control", "4_slow"])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [5, 1]])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "4_slow",
+        "5_flow_priority"
+      ])
     }))
 
   it.scopedLive("status lists a migration recorded by a newer garivini", () =>
@@ -213,6 +239,7 @@ describe("migrations on MariaDB", () => {
         ["0001_job_table", false],
         ["0002_job_life", false],
         ["0003_flow_control", false],
+        ["0005_flow_priority", false],
         ["0099_future", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrate([shard]))[0]!.applied, [])
@@ -250,7 +277,8 @@ describe("migrations on SQLite", () => {
       assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", true],
         ["0002_job_life", true],
-        ["0003_flow_control", true]
+        ["0003_flow_control", true],
+        ["0005_flow_priority", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
@@ -264,14 +292,21 @@ describe("migrations on SQLite", () => {
       const schemaBefore = yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name")
       assert.isTrue((yield* Migrate.statusSqlite(file)).adoptsJobTable)
       yield* Effect.scoped(Layer.build(Layer.orDie(layerSqlite({ filename: file }))))
-      // The indexes as they were; the table with migration 2's columns added.
+      // The indexes as they were, and migration 5's beside them; the table with migration 2's columns added.
       const schemaAfter = yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name")
-      assert.deepStrictEqual(schemaAfter.slice(1), schemaBefore.slice(1))
-      assert.include(JSON.stringify(schemaAfter[0]), "leased_until INTEGER NULL")
+      const [job, claimIndex, leaseIndex, ...kept] = schemaAfter
+      assert.deepStrictEqual(kept, schemaBefore.slice(1))
+      assert.deepStrictEqual([claimIndex, leaseIndex], [
+        { sql: "CREATE INDEX job_claim ON job (priority DESC, run_after)" },
+        { sql: "CREATE INDEX job_lease ON job (funcname, leased_until)" }
+      ])
+      assert.include(JSON.stringify(job), "priority INTEGER NOT NULL DEFAULT 0")
+      assert.include(JSON.stringify(job), "leased_until INTEGER NULL")
       assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
         { migration_id: 1, name: "job_table" },
         { migration_id: 2, name: "job_life" },
-        { migration_id: 3, name: "flow_control" }
+        { migration_id: 3, name: "flow_control" },
+        { migration_id: 5, name: "flow_priority" }
       ])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname, ended FROM job"), [{ funcname: "kept", ended: null }])
     }))
