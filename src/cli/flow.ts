@@ -79,7 +79,7 @@ export const limitCommand = Command.make("limit", {
   burst: optionalInteger("burst", "Jobs that may start at once after a quiet spell (default: the rate per second)"),
   concurrency: optionalInteger(
     "concurrency",
-    "At most this many of its jobs dispatched or running at once, across every dispatcher"
+    "At most this many of its jobs dispatched or running at once, across every dispatcher (default: no limit)"
   ),
   off: Options.boolean("off").pipe(Options.withDescription("Remove the function's rate and concurrency limits")),
   ...outputOptions

@@ -218,7 +218,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             if (!outcome.duplicate && plan.dispatch) toDispatch.push(storedJob(outcome, plan.job))
           })
           if (view.limited.some((l) => l.concurrency !== null)) {
-            toDispatch.push(...yield* capped(plans, outcomes, view, now))
+            toDispatch.push(...yield* capped(plans, outcomes, view, now, queued))
           }
           if (toDispatch.length > 0) yield* dispatch(toDispatch, now)
           const replies = outcomes.map((o) => ({
@@ -262,11 +262,13 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       plans: ReadonlyArray<{ readonly job: NewJob; readonly due: number }>,
       outcomes: ReadonlyArray<InsertOutcome>,
       view: FlowControl.ControlView,
-      now: number
+      now: number,
+      queued: ReadonlyMap<string, number>
     ) {
       const wanted: Array<{ readonly fn: FlowControl.Limited; readonly dbid: number; readonly n: number }> = []
       for (const fn of view.limited) {
-        if (fn.concurrency === null) continue
+        // Over the watermark, the QueueRunner sends them once the queue drains.
+        if (fn.concurrency === null || (watermark > 0 && (queued.get(fn.funcname) ?? 0) > watermark)) continue
         const perShard = new Map<number, number>()
         outcomes.forEach((o, i) => {
           const plan = plans[i]!
