@@ -44,6 +44,16 @@ export interface StoredJobId {
   readonly jobid: number
 }
 
+/**
+ * A stored job's priority (migration 0005): claims take higher ones first, and the job goes to
+ * gearmand with the matching priority. Stored as 1, 0 (the column's default: Perl's inserts) and -1.
+ */
+export type JobPriority = "high" | "normal" | "low"
+export const JOB_PRIORITIES: ReadonlyArray<JobPriority> = ["high", "normal", "low"]
+export const priorityValue = (p: JobPriority | undefined): number => p === "high" ? 1 : p === "low" ? -1 : 0
+/** The column's value as a priority: above 0 high, below low (a value Garivini never wrote stays in order). */
+export const priorityOf = (n: number): JobPriority => n > 0 ? "high" : n < 0 ? "low" : "normal"
+
 /** A job to store. `runAfter` is an absolute unix time (the Client resolves the run-at language). */
 export interface NewJob {
   readonly funcname: string
@@ -52,6 +62,8 @@ export interface NewJob {
   readonly coalesce?: string | null | undefined
   readonly runAfter: number
   readonly flag?: JobFlag | undefined
+  /** Default normal. */
+  readonly priority?: JobPriority | undefined
 }
 
 /** A NewJob that passed validation: text turned to bytes, absent keys made null. */
@@ -62,6 +74,8 @@ export interface ValidNewJob {
   readonly coalesce: string | null
   readonly runAfter: number
   readonly flag: JobFlag
+  /** Present only when not normal (so a normal job's record is as it was before priorities). */
+  readonly priority?: "high" | "low"
 }
 
 /** A stored job as the roles see it: where it is, its columns, and `arg` as the blob's bytes. */
@@ -213,7 +227,13 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
   const flag = job.flag ?? "shim"
   if (flag !== "shim" && flag !== "controller")
     return bad(`flag ${JSON.stringify(flag)} is neither shim nor controller`)
-  const valid: ValidNewJob = { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
+  const priority = job.priority ?? "normal"
+  if (!JOB_PRIORITIES.includes(priority)) {
+    return bad(`priority ${JSON.stringify(priority)} is not one of ${JOB_PRIORITIES.join(", ")}`)
+  }
+  const valid: ValidNewJob = priority === "normal"
+    ? { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
+    : { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag, priority }
   // Only an arg big enough to need it is scanned: every byte takes at most 6 in the JSON.
   if (arg.length * ARG_BYTE_JSON_MAX + 64 * 1024 > WORKER_JSON_MAX_BYTES) {
     const size = largestWorkerJsonBytes(valid)

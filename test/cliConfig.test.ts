@@ -73,13 +73,15 @@ describe("configuration", () => {
           "functions:",
           "  api: { rate: 50/s }",
           "  reports: { paused: true, rate: 600/min, burst: 20 }",
+          "  mail: { concurrency: 5 }",
           "schedules:",
           "  nightly: { cron: '0 0 3 * * *', function: reports, tz: Europe/Paris, missed: run-once }"
         ])
         const s = yield* resolve({ ...noFlags, config: Option.some(flowFile) })
         assert.deepStrictEqual(s.flow.functions, [
           { funcname: "api", patch: { paused: undefined, rate: { count: 50, periodMs: 1000, burst: 50 } } },
-          { funcname: "reports", patch: { paused: true, rate: { count: 600, periodMs: 60_000, burst: 20 } } }
+          { funcname: "reports", patch: { paused: true, rate: { count: 600, periodMs: 60_000, burst: 20 } } },
+          { funcname: "mail", patch: { paused: undefined, rate: undefined, concurrency: 5 } }
         ])
         assert.deepStrictEqual(s.flow.schedules, [{
           name: "nightly",
@@ -92,6 +94,9 @@ describe("configuration", () => {
         write(["functions:", "  api: { rate: lots }"])
         const badRate = yield* Effect.flip(resolve({ ...noFlags, config: Option.some(flowFile) }))
         assert.include(badRate.message, "functions.api.rate")
+        write(["functions:", "  api: { concurrency: 2000000 }"])
+        const badConcurrency = yield* Effect.flip(resolve({ ...noFlags, config: Option.some(flowFile) }))
+        assert.include(badConcurrency.message, "functions.api.concurrency")
         write(["schedules:", "  x: { cron: 'every day', function: f }"])
         const badCron = yield* Effect.flip(resolve({ ...noFlags, config: Option.some(flowFile) }))
         assert.include(badCron.message, "schedules.x")

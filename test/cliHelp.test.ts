@@ -99,7 +99,15 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
   ["gearmand", helpOf(gearmandCommand), ["--config", ...embedded, ...metrics, ...output]],
   // The console's actions refuse jobs within a lease of now: it reads the runners' lease.
   ["web", helpOf(webCommand), [...connection, "--lease", "--listen", ...web, "--driver-console", ...output]],
-  ["inject", helpOf(injectCommand), [...connection, "--count", "--function", "--arg", "--pure", ...output]],
+  ["inject", helpOf(injectCommand), [
+    ...connection,
+    "--count",
+    "--function",
+    "--arg",
+    "--priority",
+    "--pure",
+    ...output
+  ]],
   ["consume", helpOf(consumeCommand), [...connection, "--function", "--concurrency", ...metrics, ...output]],
   ["status", helpOf(statusCommand), [...connection, "--json", ...output]],
   ["demo", helpOf(demoCommand), [...connection, "--count", ...output]],
@@ -131,7 +139,7 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
   ["functions list", helpOf(functionsListCommand), [...storage, "--json", ...output]],
   ["functions pause", helpOf(pauseCommand), [...storage, ...output]],
   ["functions resume", helpOf(resumeCommand), [...storage, ...output]],
-  ["functions limit", helpOf(limitCommand), [...storage, "--rate", "--burst", "--off", ...output]],
+  ["functions limit", helpOf(limitCommand), [...storage, "--rate", "--burst", "--concurrency", "--off", ...output]],
   ["schedules list", helpOf(schedulesListCommand), [...storage, "--json", ...output]],
   ["schedules add", helpOf(schedulesAddCommand), [
     ...storage,

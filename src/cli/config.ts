@@ -25,7 +25,7 @@ import * as Defaults from "../roles/defaults.js"
 import type { InjectorOptions } from "../roles/Injector.js"
 import { settings as queueRunnerSettings, type QueueRunnerOptions } from "../roles/QueueRunner.js"
 import { rowOf, type ScheduleSpec } from "../roles/Scheduler.js"
-import { type ControlPatch, parseRate } from "../storage/flow.js"
+import { concurrencyProblem, type ControlPatch, parseRate } from "../storage/flow.js"
 import {
   key,
   type Key,
@@ -132,7 +132,9 @@ export const FileConfig = Schema.Struct({
       paused: Schema.optional(Schema.Boolean),
       /** `50/s`, `600/min`...; null removes the limit. */
       rate: Schema.optional(Schema.NullOr(Schema.String)),
-      burst: Schema.optional(PositiveInt)
+      burst: Schema.optional(PositiveInt),
+      /** At most this many jobs at once; null removes the limit. */
+      concurrency: Schema.optional(Schema.NullOr(PositiveInt))
     })
   })),
   /** Recurring schedules by name, created or updated when a QueueRunner starts. */
@@ -647,7 +649,18 @@ const flowConfig = (path: string): Effect.Effect<FlowConfig, ConfigInvalid> =>
       if (typeof rate === "string") {
         return yield* new ConfigInvalid({ field: `functions.${funcname}.rate (in ${path})`, reason: rate })
       }
-      functions.push({ funcname, patch: { paused: entry.paused, rate } })
+      const problem = entry.concurrency === undefined || entry.concurrency === null
+        ? undefined
+        : concurrencyProblem(entry.concurrency)
+      if (problem !== undefined) {
+        return yield* new ConfigInvalid({ field: `functions.${funcname}.concurrency (in ${path})`, reason: problem })
+      }
+      functions.push({
+        funcname,
+        patch: entry.concurrency === undefined
+          ? { paused: entry.paused, rate }
+          : { paused: entry.paused, rate, concurrency: entry.concurrency }
+      })
     }
     const schedules: Array<ScheduleSpec> = []
     for (const [name, entry] of Object.entries(file.schedules ?? {})) {

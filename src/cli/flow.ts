@@ -7,7 +7,7 @@ import { Args, Command, Options } from "@effect/cli"
 import { Console, Data, Effect, Option } from "effect"
 import type { InvalidScheduleSpec } from "../roles/Scheduler.js"
 import { define } from "../roles/Scheduler.js"
-import { formatRate, MISSED_POLICIES, parseRate } from "../storage/flow.js"
+import { concurrencyProblem, formatRate, MISSED_POLICIES, parseRate } from "../storage/flow.js"
 import type { FunctionControl, MissedPolicy, ScheduleRow } from "../storage/flow.js"
 import { Storage } from "../storage/Storage.js"
 import { optionalInteger, optionalText, outputOptions, storageOptions } from "./config.js"
@@ -24,10 +24,12 @@ const functionArg = Args.text({ name: "function" })
 export const controlJson = (c: FunctionControl) => ({
   function: c.funcname,
   paused: c.paused,
-  rate_limit: c.rate === null ? null : { count: c.rate.count, period_ms: c.rate.periodMs, burst: c.rate.burst }
+  rate_limit: c.rate === null ? null : { count: c.rate.count, period_ms: c.rate.periodMs, burst: c.rate.burst },
+  concurrency: c.concurrency
 })
 
 const rateText = (c: FunctionControl) => c.rate === null ? "-" : `${formatRate(c.rate)} (burst ${c.rate.burst})`
+const concurrencyText = (c: FunctionControl) => c.concurrency === null ? "-" : String(c.concurrency)
 
 export const functionsListCommand = Command.make(
   "list",
@@ -38,14 +40,14 @@ export const functionsListCommand = Command.make(
         const storage = yield* Storage
         const controls = yield* storage.flow.controls(storage.flow.home)
         if (o.json) return yield* Console.log(JSON.stringify({ functions: controls.map(controlJson) }))
-        if (controls.length === 0) return yield* Console.log("no function is paused or rate-limited")
+        if (controls.length === 0) return yield* Console.log("no function is paused or limited")
         yield* printTable(
-          ["FUNCTION", "STATE", "RATE LIMIT"],
-          controls.map((c) => [c.funcname, c.paused ? "paused" : "running", rateText(c)])
+          ["FUNCTION", "STATE", "RATE LIMIT", "CONCURRENCY"],
+          controls.map((c) => [c.funcname, c.paused ? "paused" : "running", rateText(c), concurrencyText(c)])
         )
       }).pipe(Effect.provide(storageOnly(settings))))
 ).pipe(
-  Command.withDescription("Functions with a control set: paused or not, rate limit")
+  Command.withDescription("Functions with a control set: paused or not, rate limit, concurrency limit")
 )
 
 const pausing = (name: "pause" | "resume", paused: boolean) =>
@@ -75,29 +77,51 @@ export const limitCommand = Command.make("limit", {
   function: functionArg,
   rate: optionalText("rate", "At most this many jobs started: N/s, N/min, N/h, N/500ms"),
   burst: optionalInteger("burst", "Jobs that may start at once after a quiet spell (default: the rate per second)"),
-  off: Options.boolean("off").pipe(Options.withDescription("Remove the function's rate limit")),
+  concurrency: optionalInteger(
+    "concurrency",
+    "At most this many of its jobs dispatched or running at once, across every dispatcher (default: no limit)"
+  ),
+  off: Options.boolean("off").pipe(Options.withDescription("Remove the function's rate and concurrency limits")),
   ...outputOptions
 }, (o) =>
   withSettingsOneShot(o, (settings) =>
     Effect.gen(function*() {
-      if (o.off === Option.isSome(o.rate)) {
-        return yield* new UsageError({ message: "functions limit takes --rate N/UNIT [--burst N] or --off" })
+      const setting = Option.isSome(o.rate) || Option.isSome(o.concurrency)
+      if (o.off === setting) {
+        return yield* new UsageError({
+          message: "functions limit takes --rate N/UNIT [--burst N], --concurrency N (or both), or --off"
+        })
       }
-      const rate = Option.isSome(o.rate) ? parseRate(o.rate.value, Option.getOrUndefined(o.burst)) : null
+      const rate = o.off
+        ? null
+        : Option.isSome(o.rate)
+        ? parseRate(o.rate.value, Option.getOrUndefined(o.burst))
+        : undefined
       if (typeof rate === "string") return yield* new UsageError({ message: rate })
+      const concurrency = o.off ? null : Option.getOrUndefined(o.concurrency)
+      const problem = concurrency === undefined || concurrency === null ? undefined : concurrencyProblem(concurrency)
+      if (problem !== undefined) return yield* new UsageError({ message: problem })
       return yield* Effect.gen(function*() {
         const storage = yield* Storage
-        yield* storage.flow.setControl(o.function, { rate })
+        const now = yield* storage.flow.setControl(o.function, { rate, concurrency })
+        const limits = [
+          now?.rate == null ? "" : `at most ${formatRate(now.rate)} (burst ${now.rate.burst})`,
+          now?.concurrency == null ? "" : `at most ${now.concurrency} at once`
+        ].filter((x) => x !== "")
         yield* Console.log(
-          rate === null
-            ? `${o.function}: no rate limit`
-            : `${o.function}: at most ${formatRate(rate)} (burst ${rate.burst}), across every dispatcher`
+          limits.length === 0
+            ? `${o.function}: no limit`
+            : `${o.function}: ${limits.join(", ")}, across every dispatcher`
         )
       }).pipe(Effect.provide(storageOnly(settings)))
-    }))).pipe(Command.withDescription("Set or remove a function's rate limit (jobs started per interval)"))
+    }))).pipe(
+    Command.withDescription(
+      "Set or remove a function's rate limit (jobs started per interval) and concurrency limit (jobs at once)"
+    )
+  )
 
 export const functionsCommand = Command.make("functions").pipe(
-  Command.withDescription("Flow control per function: pause, resume, rate limits"),
+  Command.withDescription("Flow control per function: pause, resume, rate and concurrency limits"),
   Command.withSubcommands([functionsListCommand, pauseCommand, resumeCommand, limitCommand])
 )
 

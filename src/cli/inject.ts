@@ -5,7 +5,8 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Data, Effect, Option } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
-import { funcnameProblem, nowSeconds } from "../Job.js"
+import { funcnameProblem, JOB_PRIORITIES, nowSeconds } from "../Job.js"
+import type { JobPriority } from "../Job.js"
 import * as Client from "../roles/Client.js"
 import { INJECT_FUNCTION } from "../roles/Injector.js"
 import { errorText } from "../roles/QueueRunner.js"
@@ -23,6 +24,10 @@ const options = {
     Options.withDescription("The Gearman function (default foo)")
   ),
   arg: optionalText("arg", "The payload (default: hello: <unix time>)"),
+  priority: Options.choice("priority", JOB_PRIORITIES).pipe(
+    Options.withDefault("normal" as const),
+    Options.withDescription("high, normal (default) or low: claims take higher priorities first")
+  ),
   pure: Options.boolean("pure").pipe(
     Options.withDescription("Submit through inject_jobs (low-latency mode, to --gearmand) instead of the database")
   ),
@@ -30,10 +35,10 @@ const options = {
 }
 
 /** Synchronous submits: each answer says the job is durable (or why not). */
-const injectPure = (count: number, funcname: string, arg: string) =>
+const injectPure = (count: number, funcname: string, arg: string, priority: JobPriority) =>
   Effect.gen(function*() {
     const gearman = yield* Gearman
-    const body = JSON.stringify({ funcname, arg })
+    const body = JSON.stringify(priority === "normal" ? { funcname, arg } : { funcname, arg, priority })
     yield* Effect.forEach(Array.from({ length: count }), () =>
       gearman.submit(INJECT_FUNCTION, body).pipe(
         Effect.mapError((e) =>
@@ -62,9 +67,9 @@ export const injectCommand = Command.make(
         const now = yield* nowSeconds
         const arg = Option.getOrElse(o.arg, () => `hello: ${now}`)
         if (o.pure)
-          return yield* injectPure(o.count, o.function, arg).pipe(Effect.provide(servicesLayer(settings)))
+          return yield* injectPure(o.count, o.function, arg, o.priority).pipe(Effect.provide(servicesLayer(settings)))
         const outcomes = yield* Client.insertJobs(
-          Array.from({ length: o.count }, () => ({ funcname: o.function, arg }))
+          Array.from({ length: o.count }, () => ({ funcname: o.function, arg, priority: o.priority }))
         ).pipe(
           Effect.provide(storageOnly(settings))
         )

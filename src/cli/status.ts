@@ -99,8 +99,9 @@ export const statusCommand = Command.make("status", {
           : `rate limit ${
             formatRate({ ...c.rate_limit, periodMs: c.rate_limit.period_ms })
           } (burst ${c.rate_limit.burst})`
+        const concurrency = c.concurrency === null ? "" : `at most ${c.concurrency} at once`
         yield* Console.log(
-          `function ${c.function}: ${[c.paused ? "paused" : "", rate].filter((x) => x !== "").join(", ")}`
+          `function ${c.function}: ${[c.paused ? "paused" : "", rate, concurrency].filter((x) => x !== "").join(", ")}`
         )
       }
       for (const r of flow.schedules) {

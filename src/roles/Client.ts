@@ -5,7 +5,7 @@
 import { Effect, Either } from "effect"
 import type { InsertError, InvalidSchedule, JobLifeMissing, ShardOperationError } from "../errors.js"
 import { DEFAULT_MAX_ATTEMPTS, failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
-import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
+import type { InsertOutcome, JobFlag, JobPriority, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
 import type { CancelOutcome } from "../storage/Storage.js"
 import { jobsDead, jobsFailed } from "./metrics.js"
@@ -23,6 +23,11 @@ export interface JobSpec {
   readonly runAt?: RunAt | undefined
   /** `shim` (default): the worker completes it; `controller`: the Controller does. */
   readonly flag?: JobFlag | undefined
+  /**
+   * `high`, `normal` (default) or `low`: claims take higher priorities first, and the job goes to
+   * gearmand with that priority (needs migration 0005; ignored, with one warning, without it).
+   */
+  readonly priority?: JobPriority | undefined
 }
 
 /** A job as a worker holds it: its handle and (optionally) its current failcount. */
@@ -37,7 +42,8 @@ const toNewJob = (spec: JobSpec, now: number): Either.Either<NewJob, InvalidSche
     uniqkey: spec.uniqkey,
     coalesce: spec.coalesce,
     runAfter,
-    flag: spec.flag
+    flag: spec.flag,
+    priority: spec.priority
   }))
 
 /** The specs as jobs to store, run-at resolved against `now`; the first bad run-at fails. */
@@ -183,6 +189,16 @@ export const setRateLimit = (
 ): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
   Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { rate }))
 
-/** Every function with a control set (paused, rate limit), as the home shard has them. */
+/**
+ * Sets (or, with null, removes) a function's concurrency limit: at most `n` of its jobs
+ * dispatched or running at once, across every dispatcher (needs migration 0005).
+ */
+export const setConcurrencyLimit = (
+  funcname: string,
+  n: number | null
+): Effect.Effect<FunctionControl | undefined, ShardOperationError, Storage> =>
+  Effect.flatMap(Storage, (s) => s.flow.setControl(funcname, { concurrency: n }))
+
+/** Every function with a control set (paused, rate or concurrency limit), as the home shard has them. */
 export const functionControls: Effect.Effect<ReadonlyArray<FunctionControl>, ShardOperationError, Storage> = Effect
   .flatMap(Storage, (s) => s.flow.controls(s.flow.home))

@@ -1,6 +1,6 @@
 /**
  * The Injector (low-latency mode): serves the Gearman function `inject_jobs`. Any Gearman client,
- * in any language, submits JSON `{"funcname","arg","uniqkey"?,"run_after"?}` (or an array of
+ * in any language, submits JSON `{"funcname","arg","uniqkey"?,"run_after"?,"priority"?}` (or an array of
  * them); the jobs are stored (flag `controller`) in one multi-row insert, then submitted at once
  * to `run_queued_job` for a Controller to run. The caller is answered only after the rows are
  * committed, with `{"dbid","jobid"}` per job (`"duplicate": true` for a unique job already
@@ -9,15 +9,16 @@
  * An immediate job is stored leased (run_after = now + lease), so a QueueRunner does not run it
  * a second time while the Controller does. A delayed job, or one whose function is over the
  * queue watermark, paused, or over its rate limit (docs/flow-control.md), is stored with its time
- * (or due) and left to the QueueRunner.
+ * (or due) and left to the QueueRunner. A concurrency-limited function's jobs are stored due, then
+ * claimed within its limit and dispatched at once; the rest wait for the QueueRunner.
  */
 import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effect"
 import type { Scope, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
-import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
+import { formatHandle, JOB_PRIORITIES, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, StoredJob, NewJob } from "../Job.js"
-import { Storage } from "../storage/Storage.js"
+import { DEFAULT_CLAIM_BYTES, Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import * as FlowControl from "./flowControl.js"
 import { park, splitDeliverable } from "./park.js"
@@ -77,7 +78,9 @@ const InjectSpec = Schema.Struct({
   uniqkey: Schema.optionalWith(Schema.String, { nullable: true }),
   unique: Schema.optionalWith(Schema.String, { nullable: true }),
   coalesce: Schema.optionalWith(Schema.String, { nullable: true }),
-  run_after: Schema.optionalWith(RunAfterInput, { nullable: true })
+  run_after: Schema.optionalWith(RunAfterInput, { nullable: true }),
+  /** `high`, `normal` (default) or `low`: anything else is rejected with the request. */
+  priority: Schema.optionalWith(Schema.Literal(...JOB_PRIORITIES), { nullable: true })
 })
 type InjectSpec = typeof InjectSpec.Type
 
@@ -182,6 +185,7 @@ export const makeHandler = (options: InjectorOptions = {}) =>
                 funcname: spec.funcname,
                 arg: spec.arg,
                 uniqkey: spec.uniqkey ?? spec.unique,
+                priority: spec.priority,
                 coalesce: spec.coalesce,
                 // Dispatched now: leased to the Controller. Otherwise the QueueRunner's, when due.
                 runAfter: dispatch ? now + leaseSeconds : at.right ?? now,
@@ -213,6 +217,9 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             const plan = plans[i]!
             if (!outcome.duplicate && plan.dispatch) toDispatch.push(storedJob(outcome, plan.job))
           })
+          if (view.limited.some((l) => l.concurrency !== null)) {
+            toDispatch.push(...yield* capped(plans, outcomes, view, now, queued))
+          }
           if (toDispatch.length > 0) yield* dispatch(toDispatch, now)
           const replies = outcomes.map((o) => ({
             dbid: o.handle.dbid,
@@ -223,21 +230,60 @@ export const makeHandler = (options: InjectorOptions = {}) =>
         })
       )
 
-    /** Over a function's rate limit, the jobs beyond its tokens are stored due for the QueueRunner instead. */
+    /**
+     * Over a function's rate limit, the jobs beyond its tokens are stored due for the QueueRunner
+     * instead. A concurrency-limited function's jobs are all stored due: they are claimed after the
+     * insert (`capped`), within the limit.
+     */
     function rateLimit(
       plans: Array<{ job: NewJob; dispatch: boolean; readonly due: number }>,
       view: FlowControl.ControlView
     ) {
-      return Effect.forEach(view.limited, ({ funcname, rate }) =>
+      return Effect.forEach(view.limited, ({ concurrency, funcname, rate }) =>
         Effect.gen(function*() {
           const mine = plans.filter((p) => p.dispatch && p.job.funcname === funcname)
           if (mine.length === 0) return
-          const granted = yield* FlowControl.takeTokens(storage, funcname, rate, mine.length)
+          const granted = concurrency !== null || rate === null
+            ? 0
+            : yield* FlowControl.takeTokens(storage, funcname, rate, mine.length)
           for (const plan of mine.slice(granted)) {
             plan.dispatch = false
             plan.job = { ...plan.job, runAfter: plan.due }
           }
         }), { discard: true })
+    }
+
+    /**
+     * The concurrency-limited functions' due jobs on the shards this request stored them on,
+     * claimed within their limits (oldest first: older jobs of the function go before these);
+     * what is over the limit stays due for the QueueRunner.
+     */
+    function capped(
+      plans: ReadonlyArray<{ readonly job: NewJob; readonly due: number }>,
+      outcomes: ReadonlyArray<InsertOutcome>,
+      view: FlowControl.ControlView,
+      now: number,
+      queued: ReadonlyMap<string, number>
+    ) {
+      const wanted: Array<{ readonly fn: FlowControl.Limited; readonly dbid: number; readonly n: number }> = []
+      for (const fn of view.limited) {
+        // Over the watermark, the QueueRunner sends them once the queue drains.
+        if (fn.concurrency === null || (watermark > 0 && (queued.get(fn.funcname) ?? 0) > watermark)) continue
+        const perShard = new Map<number, number>()
+        outcomes.forEach((o, i) => {
+          const plan = plans[i]!
+          if (!o.duplicate && plan.job.funcname === fn.funcname && plan.due <= now) {
+            perShard.set(o.handle.dbid, (perShard.get(o.handle.dbid) ?? 0) + 1)
+          }
+        })
+        for (const [dbid, n] of perShard) wanted.push({ fn, dbid, n })
+      }
+      return Effect.map(
+        Effect.forEach(wanted, ({ dbid, fn, n }) =>
+          FlowControl.claimLimited(storage, dbid, fn, n, Duration.seconds(leaseSeconds), DEFAULT_CLAIM_BYTES)),
+        (claimed) =>
+          claimed.flat()
+      )
     }
 
     /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
@@ -253,10 +299,13 @@ export const makeHandler = (options: InjectorOptions = {}) =>
         : park(parked).pipe(Effect.provideService(Storage, storage), Effect.zipRight(submitted))).pipe(
           Effect.flatMap((results) => {
             let sent = 0
-            for (const r of results) if (Either.isRight(r)) sent++
+            for (const r of results)
+              if (Either.isRight(r))
+                sent++
             jobsDispatched.unsafeUpdate(sent, injectorTag)
             return Effect.forEach(results, (result, i) => {
-              if (Either.isRight(result)) return Effect.void
+              if (Either.isRight(result))
+                return Effect.void
               const job = jobs[i]!
               return Effect.zipRight(
                 Effect.logWarning(
@@ -286,7 +335,9 @@ const storedJob = (outcome: InsertOutcome, job: NewJob): StoredJob => ({
   coalesce: job.coalesce ?? null,
   runAfter: job.runAfter,
   flag: "controller",
-  failcount: 0
+  failcount: 0,
+  // To gearmand with its priority (run_queued_job's queue is ordered by it too).
+  ...(job.priority === "high" || job.priority === "low" ? { priority: job.priority } : {})
 })
 
 /** Serves `inject_jobs` until the scope closes. */

@@ -329,9 +329,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
       )
 
     /**
-     * Each rate-limited function's claim after the ordinary one: tokens first (from its bucket on
-     * the home shard), then at most that many of its jobs; tokens left unused go back. A failure
-     * here costs that function this round only (its tokens are given back; its jobs stay due).
+     * Each limited function's claim after the ordinary one (FlowControl.claimLimited: its tokens,
+     * then its jobs within its concurrency limit). A failure costs that function this round only.
      */
     const claimLimited = (
       dbid: number,
@@ -344,23 +343,16 @@ export const make = (options: QueueRunnerOptions = {}) =>
       Effect.gen(function*() {
         const jobs = [...claimed]
         let bytes = claimed.reduce((n, j) => n + j.arg.byteLength, 0)
-        for (const { funcname, rate } of view.limited) {
-          if (overWatermark.includes(funcname) || bytes >= maxBytes) continue
-          const granted = yield* FlowControl.takeTokens(storage, funcname, rate, Math.min(limit, MAX_CLAIM))
-          if (granted === 0) continue
-          const mine = yield* storage.claimDue(
+        for (const fn of view.limited) {
+          if (overWatermark.includes(fn.funcname) || bytes >= maxBytes) continue
+          const mine = yield* FlowControl.claimLimited(
+            storage,
             dbid,
-            granted,
+            fn,
+            Math.min(limit, MAX_CLAIM),
             Duration.seconds(s.leaseSeconds),
-            [],
-            Math.max(0, maxBytes - bytes),
-            funcname
-          ).pipe(
-            Effect.catchAll((e) =>
-              Effect.as(Effect.logWarning(`claiming rate-limited ${funcname} failed: ${e.message}`), [])
-            )
+            Math.max(0, maxBytes - bytes)
           )
-          yield* FlowControl.giveBack(storage, funcname, rate, granted - mine.length)
           for (const job of mine) {
             jobs.push(job)
             bytes += job.arg.byteLength

@@ -77,5 +77,8 @@ export const callUnique = (job: StoredJobId): string | undefined =>
 export const submission = (job: StoredJob): BackgroundSubmission => ({
   fn: targetFunction(job),
   payload: encodeWorkerJson(job),
-  options: { unique: dispatchUnique(job) }
+  // The stored priority as gearmand's (SUBMIT_JOB_HIGH_BG / _BG / _LOW_BG): it orders its queue too.
+  options: job.priority === undefined
+    ? { unique: dispatchUnique(job) }
+    : { unique: dispatchUnique(job), priority: job.priority }
 })

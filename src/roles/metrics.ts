@@ -75,6 +75,11 @@ export const scheduledJobs = Metric.counter("garivini_scheduled_jobs_total", {
   description: "jobs enqueued by recurring schedules",
   incremental: true
 })
+/** Jobs claimed within a concurrency limit, tagged `funcname` (only functions with a limit set). */
+export const concurrencyClaimed = Metric.counter("garivini_concurrency_claimed_total", {
+  description: "jobs claimed within a function's concurrency limit",
+  incremental: true
+})
 /** Rate-limit tokens granted to dispatchers (jobs allowed to start), tagged `funcname`. */
 export const rateTokens = Metric.counter("garivini_rate_tokens_total", {
   description: "jobs allowed to start by a rate limit",

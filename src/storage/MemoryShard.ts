@@ -5,7 +5,7 @@
  * one `Ref.modify`, so concurrent claimers see disjoint jobs, as with SKIP LOCKED.
  */
 import { Effect, Option, Ref } from "effect"
-import { FAILCOUNT_MAX, jobState as stateOf, NEVER, NO_LIFE, uniqueIdentity } from "../Job.js"
+import { FAILCOUNT_MAX, jobState as stateOf, NEVER, NO_LIFE, priorityValue, uniqueIdentity } from "../Job.js"
 import type { JobRecord, StoredJob, ValidNewJob } from "../Job.js"
 import { patched, takeTokens } from "./flow.js"
 import type { Bucket, FunctionControl, ScheduleRow } from "./flow.js"
@@ -98,7 +98,9 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         const excluded = new Set(exclude)
         const candidates = [...t.rows.values()]
           .filter((j) => j.runAfter <= now && !excluded.has(j.funcname) && (only === undefined || j.funcname === only))
-          .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
+          .sort((a, b) =>
+            priorityValue(b.priority) - priorityValue(a.priority) || a.runAfter - b.runAfter || a.jobid - b.jobid
+          )
           .slice(0, limit)
         // As the SQL backends: while the args fit the budget, and always the first.
         const due: Array<JobRecord> = []
@@ -110,6 +112,33 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         }
         for (const job of due) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil, leasedUntil: leaseUntil })
         return [due, t]
+      }))
+
+    /** The function's leased jobs: Job.jobState's `dispatched`, as the SQL shards count them. */
+    const leasedIn = (t: Table, funcname: string, now: number) => {
+      let n = 0
+      for (const job of t.rows.values()) if (job.funcname === funcname && stateOf(job, now) === "dispatched") n++
+      return n
+    }
+
+    /** One lock per function, as the SQL shards' row lock on its control row. */
+    const functionLocks = new Map<string, Effect.Semaphore>()
+    const functionLock = (funcname: string) => {
+      let lock = functionLocks.get(funcname)
+      if (lock === undefined) {
+        lock = Effect.unsafeMakeSemaphore(1)
+        functionLocks.set(funcname, lock)
+      }
+      return lock
+    }
+
+    const claimCapped: ShardBackend["claimCapped"] = (now, funcname, cap, limit, leaseUntil, maxBytes, elsewhere) =>
+      functionLock(funcname).withPermits(1)(Effect.gen(function*() {
+        yield* guard(Effect.void)
+        const others = yield* elsewhere
+        const here = leasedIn(yield* Ref.get(table), funcname, now)
+        const room = Math.min(limit, cap - here - others)
+        return room <= 0 ? [] : yield* claimDue(now, room, leaseUntil, [], maxBytes, funcname)
       }))
 
     const counts = (now: number) =>
@@ -193,6 +222,13 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
     return {
       dbid,
       flow,
+      flowPriority: guard(Effect.succeed(true)),
+      leased: (funcname, now) => guard(Effect.map(Ref.get(table), (t) => leasedIn(t, funcname, now))),
+      claimCapped,
+      withFunctionLock: (funcname, now, body) =>
+        functionLock(funcname).withPermits(1)(
+          Effect.flatMap(guard(Ref.get(table)), (t) => body(leasedIn(t, funcname, now)))
+        ),
       maxArgBytes: guard(Effect.succeed(Number.MAX_SAFE_INTEGER)),
       insert,
       claimDue,

@@ -175,6 +175,37 @@ export interface ShardBackend {
   /** Flow control's tables (migration 0003). */
   readonly flow: FlowBackend
   /**
+   * Whether the shard has migration 0005's columns (job priority, concurrency limits), detected
+   * once when it opens; without them both are off.
+   */
+  readonly flowPriority: Effect.Effect<boolean, ShardFailure>
+  /** How many of the function's jobs are leased now (`dispatched`: Job.jobState, not ended). */
+  readonly leased: (funcname: string, now: number) => Effect.Effect<number, ShardFailure>
+  /**
+   * A concurrency-limited claim, in one transaction: locks the function's control row (so claims
+   * of it serialize here), counts its leased jobs on this shard, adds `elsewhere` (run while the
+   * lock is held: the other shards' count), and claims at most `cap` less both (and at most
+   * `limit`) of its due jobs, as `claimDue` with `only`.
+   */
+  readonly claimCapped: (
+    now: number,
+    funcname: string,
+    cap: number,
+    limit: number,
+    leaseUntil: number,
+    maxBytes: number,
+    elsewhere: Effect.Effect<number, ShardFailure>
+  ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardFailure>
+  /**
+   * Runs `body` holding the function's control-row lock on this shard (in a transaction), given
+   * the count of its leased jobs here: how a claim on another shard serializes on the home shard.
+   */
+  readonly withFunctionLock: <A>(
+    funcname: string,
+    now: number,
+    body: (leasedHere: number) => Effect.Effect<A, ShardFailure>
+  ) => Effect.Effect<A, ShardFailure>
+  /**
    * Adds to a minute's completed and failed counts (one upsert of one of its `slot` rows);
    * nothing when the table is missing (a database without migration 0006).
    */

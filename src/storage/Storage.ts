@@ -5,7 +5,7 @@
  * routing.ts, the batching of concurrent inserts in GroupCommit.ts, the mapping of shard
  * failures to public errors in failures.ts.
  */
-import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, Option } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Either, Exit, Layer, MetricLabel, Option } from "effect"
 import type { Scope } from "effect"
 import {
   InvalidArgument,
@@ -29,12 +29,13 @@ import {
   validateNewJob
 } from "../Job.js"
 import type { InsertOutcome, JobEnd, JobRecord, StoredJob, StoredJobId, NewJob, ValidNewJob } from "../Job.js"
+import { concurrencyProblem } from "./flow.js"
 import type { Bucket, ControlPatch, FunctionControl, RateLimit, ScheduleRow } from "./flow.js"
 import * as Defaults from "../roles/defaults.js"
 import { publicError } from "./failures.js"
 import * as GroupCommit from "./GroupCommit.js"
 import * as MemoryShard from "./MemoryShard.js"
-import { jobsClaimed, jobsCompleted, jobsInserted, jobsRetried } from "./metrics.js"
+import { jobsClaimed, jobsClaimedByPriority, jobsCompleted, jobsInserted, jobsRetried } from "./metrics.js"
 import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
@@ -222,6 +223,21 @@ export interface FlowShape {
     funcname: string,
     patch: ControlPatch
   ) => Effect.Effect<FunctionControl | undefined, ShardOperationError>
+  /**
+   * A concurrency-limited function's claim on shard `dbid`: at most `limit` of its due jobs, and
+   * no more than leaves `cap` of them leased at once across every shard. Claims of the function
+   * serialize on its control row on the home shard, and count the leased rows while holding it.
+   */
+  readonly claimCapped: (
+    dbid: number,
+    funcname: string,
+    cap: number,
+    limit: number,
+    lease: Duration.DurationInput,
+    maxBytes?: number
+  ) => Effect.Effect<ReadonlyArray<StoredJob>, ShardOperationError>
+  /** How many of the function's jobs are leased now, over every shard (for status). */
+  readonly leased: (funcname: string) => Effect.Effect<number, ShardOperationError>
   /** Takes up to `want` tokens of the function's bucket (negative: gives back); returns how many. */
   readonly takeTokens: (funcname: string, rate: RateLimit, want: number) => Effect.Effect<number, ShardOperationError>
   readonly bucket: (funcname: string) => Effect.Effect<Option.Option<Bucket>, ShardOperationError>
@@ -261,6 +277,26 @@ export interface StorageOptions {
 const THROUGHPUT_KEEP_MINUTES = 24 * 60
 /** Minutes between two prunes by one process's reader. */
 const THROUGHPUT_PRUNE_EVERY = 10
+const PRIORITY_LABELS = {
+  high: [MetricLabel.make("priority", "high")],
+  normal: [MetricLabel.make("priority", "normal")],
+  low: [MetricLabel.make("priority", "low")]
+} as const
+
+/** Counts claimed jobs, in all and by priority (one pass, no Effect step: the claim's hot path). */
+const countClaimed = (claimed: ReadonlyArray<StoredJob>) => {
+  jobsClaimed.unsafeUpdate(claimed.length, [])
+  let high = 0
+  let low = 0
+  for (const job of claimed) {
+    if (job.priority === "high") high++
+    else if (job.priority === "low") low++
+  }
+  const normal = claimed.length - high - low
+  if (normal > 0) jobsClaimedByPriority.unsafeUpdate(normal, PRIORITY_LABELS.normal)
+  if (high > 0) jobsClaimedByPriority.unsafeUpdate(high, PRIORITY_LABELS.high)
+  if (low > 0) jobsClaimedByPriority.unsafeUpdate(low, PRIORITY_LABELS.low)
+}
 
 /** Calls merged into one coalesced batch, at most. */
 const COALESCE_MAX_CALLS = 512
@@ -630,7 +666,7 @@ export const make = (
           "claimDue",
           (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes, only)
         )
-        jobsClaimed.unsafeUpdate(claimed.length, [])
+        countClaimed(claimed)
         return claimed
       }).pipe(Effect.withSpan("Storage.claimDue", { attributes: { dbid, limit } }))
 
@@ -800,12 +836,18 @@ export const make = (
         ? Effect.void
         : Effect.fail(new InvalidArgument({ argument: "function", reason: problem }))
     }
+    const checkConcurrency = (n: number | null | undefined) => {
+      const problem = n === undefined || n === null ? undefined : concurrencyProblem(n)
+      return problem === undefined
+        ? Effect.void
+        : Effect.fail(new InvalidArgument({ argument: "concurrency", reason: problem }))
+    }
     const flow: FlowShape = {
       home,
       controls: (dbid) => shardOp(dbid, "controls", (b) => b.flow.controls),
       setControl: (funcname, patch) =>
         Effect.zipRight(
-          checkFuncname(funcname),
+          Effect.zipRight(checkFuncname(funcname), checkConcurrency(patch.concurrency)),
           Effect.all(
             sorted.map((b) => shardOp(b.dbid, "setControl", (s) => s.flow.setControl(funcname, patch))),
             { concurrency: "unbounded", mode: "either" }
@@ -815,6 +857,58 @@ export const make = (
             return Effect.succeed(Either.isRight(results[0]!) ? results[0].right : undefined)
           }))
         ),
+      claimCapped: (dbid, funcname, cap, limit, lease, maxBytes = DEFAULT_CLAIM_BYTES) =>
+        Effect.gen(function*() {
+          if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CLAIM) {
+            return yield* new InvalidArgument({
+              argument: "claim limit",
+              reason: `${limit} is not an integer in [1, ${MAX_CLAIM}]`
+            })
+          }
+          const problem = concurrencyProblem(cap)
+          if (problem !== undefined) return yield* new InvalidArgument({ argument: "concurrency", reason: problem })
+          const target = yield* backendFor(dbid)
+          const now = yield* nowSeconds
+          const leaseUntil = now + Math.ceil(Duration.toSeconds(Duration.decode(lease)))
+          /** The leased count on shards other than these (read while home's lock is held). */
+          const countElsewhere = (skip: ReadonlyArray<number>) =>
+            Effect.map(
+              Effect.all(
+                sorted.filter((b) => !skip.includes(b.dbid)).map((b) => b.leased(funcname, now)),
+                { concurrency: "unbounded" }
+              ),
+              (ns) => ns.reduce((a, n) => a + n, 0)
+            )
+          // Home's lock serializes every claim of the function; a claim on another shard holds it
+          // around its own transaction there (always home first, so no two claims wait on each other).
+          const claimed = yield* dbid === home
+            ? shardOp(
+              home,
+              "claimCapped",
+              (b) => b.claimCapped(now, funcname, cap, limit, leaseUntil, maxBytes, countElsewhere([home]))
+            )
+            : shardOp(home, "claimCapped", (h) =>
+              h.withFunctionLock(funcname, now, (homeCount) =>
+                target.claimCapped(
+                  now,
+                  funcname,
+                  cap - homeCount,
+                  limit,
+                  leaseUntil,
+                  maxBytes,
+                  countElsewhere([home, dbid])
+                )))
+          countClaimed(claimed)
+          return claimed
+        }).pipe(Effect.withSpan("Storage.claimCapped", { attributes: { dbid, funcname, cap, limit } })),
+      leased: (funcname) =>
+        Effect.flatMap(nowSeconds, (now) =>
+          Effect.map(
+            Effect.all(sorted.map((b) => shardOp(b.dbid, "leased", (s) => s.leased(funcname, now))), {
+              concurrency: "unbounded"
+            }),
+            (ns) => ns.reduce((a, n) => a + n, 0)
+          )),
       takeTokens: (funcname, rate, want) =>
         Effect.flatMap(
           Clock.currentTimeMillis,

@@ -1,5 +1,6 @@
 /**
- * Flow control as stored (migration 0003): per-function controls (pause, rate limit), the rate
+ * Flow control as stored (migrations 0003, 0005): per-function controls (pause, rate limit,
+ * concurrency limit), the rate
  * limit's token bucket and recurring schedules. The shapes and the pure arithmetic live here,
  * once, for the SQL and memory shards; the rules of who reads and writes what are in
  * docs/flow-control.md.
@@ -19,13 +20,25 @@ export interface FunctionControl {
   readonly funcname: string
   readonly paused: boolean
   readonly rate: RateLimit | null
+  /** At most this many of its jobs leased (dispatched or running) at once, deployment-wide (migration 0005). */
+  readonly concurrency: number | null
 }
 
-/** A change to one function's controls: absent fields keep their value; `rate: null` clears it. */
+/** A change to one function's controls: absent fields keep their value; `null` clears a limit. */
 export interface ControlPatch {
   readonly paused?: boolean | undefined
   readonly rate?: RateLimit | null | undefined
+  readonly concurrency?: number | null | undefined
 }
+
+/** The largest concurrency limit (a row lock and a count per claim: more would be no limit). */
+export const MAX_CONCURRENCY = 1_000_000
+
+/** A concurrency limit as the user gives it, or why it is not one. */
+export const concurrencyProblem = (n: number): string | undefined =>
+  Number.isSafeInteger(n) && n >= 1 && n <= MAX_CONCURRENCY
+    ? undefined
+    : `concurrency ${n} is not an integer in [1, ${MAX_CONCURRENCY}]`
 
 /** Applies a patch; undefined when the result has nothing set (its row is deleted). */
 export const patched = (
@@ -35,7 +48,8 @@ export const patched = (
 ): FunctionControl | undefined => {
   const paused = patch.paused ?? current?.paused ?? false
   const rate = patch.rate === undefined ? current?.rate ?? null : patch.rate
-  return !paused && rate === null ? undefined : { funcname, paused, rate }
+  const concurrency = patch.concurrency === undefined ? current?.concurrency ?? null : patch.concurrency
+  return !paused && rate === null && concurrency === null ? undefined : { funcname, paused, rate, concurrency }
 }
 
 /** A token bucket's stored state: tokens (fractional) as of `refilledMs`. */
@@ -125,7 +139,9 @@ export const ControlRow = Schema.Struct({
   paused: LenientInt,
   rate_count: NullableInt,
   rate_period_ms: NullableInt,
-  rate_burst: NullableInt
+  rate_burst: NullableInt,
+  // Migration 0005's column: absent from the row on a database without it.
+  concurrency: Schema.optional(NullableInt)
 })
 
 export const controlFromRow = (row: typeof ControlRow.Type): FunctionControl => ({
@@ -133,7 +149,8 @@ export const controlFromRow = (row: typeof ControlRow.Type): FunctionControl => 
   paused: row.paused !== 0,
   rate: row.rate_count === null || row.rate_period_ms === null || row.rate_burst === null
     ? null
-    : { count: row.rate_count, periodMs: row.rate_period_ms, burst: row.rate_burst }
+    : { count: row.rate_count, periodMs: row.rate_period_ms, burst: row.rate_burst },
+  concurrency: row.concurrency ?? null
 })
 
 export const BucketRow = Schema.Struct({

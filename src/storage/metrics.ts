@@ -21,6 +21,12 @@ export const jobsClaimed = Metric.counter("garivini_jobs_claimed_total", {
   incremental: true
 })
 
+/** The same jobs by their priority (`high`, `normal`, `low`: three series at most). */
+export const jobsClaimedByPriority = Metric.counter("garivini_jobs_claimed_by_priority_total", {
+  description: "due jobs claimed for dispatch by this process, by job priority",
+  incremental: true
+})
+
 /** Jobs rescheduled (after a failure, or at a handler's or worker's request), by this process. */
 export const jobsRetried = Metric.counter("garivini_jobs_retried_total", {
   description: "jobs rescheduled to run again after a failure or a retry request",

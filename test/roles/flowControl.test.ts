@@ -1,5 +1,5 @@
 // Flow control on the memory layers, time driven by TestClock: pause / resume, the token bucket,
-// rate-limited claims and the schedules' slot advance (docs/flow-control.md).
+// rate- and concurrency-limited claims and the schedules' slot advance (docs/flow-control.md).
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Layer, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
@@ -146,6 +146,169 @@ describe("token bucket", () => {
   )
 })
 
+describe("rate limit over 30 s", () => {
+  testTwoShards(
+    "50/s across two runners and both shards: within 10 % over 30 s (exactly, with TestClock)",
+    Effect.gen(function*() {
+      yield* Client.insertJobs(Array.from({ length: 2000 }, () => ({ funcname: "api" })))
+      yield* Client.setRateLimit("api", { count: 50, periodMs: 1000, burst: 50 })
+      const runners = [
+        yield* QueueRunner.make({ queueWatermarkDepth: 0 }),
+        yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+      ]
+      const round = Effect.all(runners.map((runner) => runner.round), { concurrency: "unbounded" })
+      yield* round
+      const afterBurst = yield* queued("api")
+      for (let tick = 0; tick < 120; tick++) {
+        yield* TestClock.adjust(Duration.millis(250))
+        yield* round
+      }
+      const started = (yield* queued("api")) - afterBurst
+      assert.strictEqual(afterBurst, 50, "the burst at once")
+      assert.isAtLeast(started, 1350, `${started} in 30 s`)
+      assert.isAtMost(started, 1650, `${started} in 30 s`)
+    })
+  )
+})
+
+describe("concurrency limit", () => {
+  const leasedJobs = (funcname: string) =>
+    Effect.flatMap(Storage, (s) => s.list({ funcname, state: "dispatched", limit: 1000 }))
+
+  testTwoShards(
+    "runners on both shards keep at most N leased; a completion or an ended lease frees a slot; others flow",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Client.insertJobs(Array.from({ length: 30 }, () => ({ funcname: "cap" })))
+      yield* Client.insertJobs(Array.from({ length: 10 }, () => ({ funcname: "free" })))
+      yield* Client.setConcurrencyLimit("cap", 4)
+      const runners = [
+        yield* QueueRunner.make({ queueWatermarkDepth: 0, lease: "60 seconds" }),
+        yield* QueueRunner.make({ queueWatermarkDepth: 0, lease: "60 seconds" })
+      ]
+      const rounds = (n: number) =>
+        Effect.forEach(
+          Array.from({ length: n }),
+          () => Effect.all(runners.map((r) => r.round), { concurrency: "unbounded" }),
+          { discard: true }
+        )
+      yield* rounds(3)
+      assert.strictEqual(yield* queued("cap"), 4)
+      assert.strictEqual(yield* queued("free"), 10)
+      assert.strictEqual(yield* storage.flow.leased("cap"), 4)
+      // Two complete: two more go, no more.
+      yield* storage.complete((yield* leasedJobs("cap")).slice(0, 2))
+      yield* rounds(3)
+      assert.strictEqual(yield* queued("cap"), 6)
+      assert.strictEqual(yield* storage.flow.leased("cap"), 4)
+      // Leases that run out (workers gone) free their slots: the jobs are due again, and go again
+      // (gearmand merges the copies still queued, by their unique).
+      yield* TestClock.adjust(Duration.seconds(61))
+      assert.strictEqual(yield* storage.flow.leased("cap"), 0)
+      yield* rounds(2)
+      assert.strictEqual(yield* storage.flow.leased("cap"), 4)
+      // The limit removed, the rest go at once.
+      yield* Client.setConcurrencyLimit("cap", null)
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* rounds(1)
+      assert.strictEqual(yield* dueOf("cap"), 0)
+    })
+  )
+
+  test(
+    "with a rate limit too, both hold: tokens not used because the slots are full go back",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Client.insertJobs(Array.from({ length: 50 }, () => ({ funcname: "both" })))
+      yield* storage.flow.setControl("both", { rate: { count: 10, periodMs: 1000, burst: 10 }, concurrency: 3 })
+      const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+      yield* runner.round
+      yield* runner.round
+      assert.strictEqual(yield* queued("both"), 3)
+      // 3 tokens used of the 10: the other 7 went back.
+      const bucket = yield* storage.flow.bucket("both")
+      assert.strictEqual(bucket._tag === "Some" ? Math.round(bucket.value.tokens) : -1, 7)
+      yield* storage.complete(yield* leasedJobs("both"))
+      yield* runner.round
+      assert.strictEqual(yield* queued("both"), 6)
+    })
+  )
+
+  test(
+    "the Injector dispatches a concurrency-limited function's jobs within its limit and stores the rest due",
+    Effect.gen(function*() {
+      yield* Client.setConcurrencyLimit("cap", 2)
+      const handle = yield* Injector.makeHandler({ queueWatermarkDepth: 0 })
+      const request = new TextEncoder().encode(
+        JSON.stringify(Array.from({ length: 5 }, (_, i) => ({ funcname: "cap", arg: String(i) })))
+      )
+      const reply = JSON.parse(yield* handle(request))
+      assert.strictEqual(reply.length, 5)
+      assert.strictEqual(yield* queued(QueueRunner.CONTROLLER_FUNCTION), 2)
+      assert.strictEqual(yield* dueOf("cap"), 3)
+      yield* handle(new TextEncoder().encode(JSON.stringify({ funcname: "cap", arg: "late" })))
+      assert.strictEqual(yield* queued(QueueRunner.CONTROLLER_FUNCTION), 2, "no slot free: stored due")
+      assert.strictEqual(yield* dueOf("cap"), 4)
+    })
+  )
+})
+
+describe("priorities", () => {
+  test(
+    "inject_jobs takes \"priority\" (high, normal, low); any other value rejects the request, naming it",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      // Paused: stored due, so the claim below shows what was stored.
+      yield* Client.pauseFunction("ranked")
+      const handle = yield* Injector.makeHandler({ queueWatermarkDepth: 0 })
+      const send = (body: unknown) => handle(new TextEncoder().encode(JSON.stringify(body)))
+      yield* send([
+        { funcname: "ranked", arg: "a", priority: "low" },
+        { funcname: "ranked", arg: "b" },
+        { funcname: "ranked", arg: "c", priority: "high" },
+        { funcname: "ranked", arg: "d", priority: null }
+      ])
+      for (const bad of ["urgent", 5, "HIGH", ["high"]]) {
+        const rejected = yield* Effect.flip(send({ funcname: "ranked", arg: "x", priority: bad }))
+        assert.include(Buffer.from(rejected.data).toString(), "priority", JSON.stringify(bad))
+      }
+      const claimed = yield* storage.claimDue(1, 10, "60 seconds")
+      assert.deepStrictEqual(claimed.map((j) => [Buffer.from(j.arg).toString(), j.priority ?? "normal"]), [
+        ["c", "high"],
+        ["b", "normal"],
+        ["d", "normal"],
+        ["a", "low"]
+      ])
+    })
+  )
+
+  test(
+    "a claimed job goes to gearmand with its priority: a high one stored last is handed out first",
+    Effect.gen(function*() {
+      yield* Client.insertJobs([
+        { funcname: "g", arg: "low", priority: "low" },
+        { funcname: "g", arg: "normal" }
+      ])
+      const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+      yield* runner.round
+      yield* Client.insertJob({ funcname: "g", arg: "high", priority: "high" })
+      yield* runner.round
+      const gearman = yield* Gearman.Gearman
+      const order: Array<string> = []
+      yield* Effect.forkScoped(
+        gearman.serve({
+          g: (job) => Effect.sync(() => void order.push(JSON.parse(Buffer.from(job.payload).toString()).arg))
+        }, {
+          concurrency: 1
+        })
+      )
+      yield* TestClock.adjust(Duration.millis(10))
+      for (let i = 0; i < 50 && order.length < 3; i++) yield* Effect.yieldNow()
+      assert.deepStrictEqual(order, ["high", "normal", "low"])
+    })
+  )
+})
+
 describe("schedules", () => {
   const everySecond = (name: string, missed: "skip" | "run-once" = "skip") => ({
     name,
@@ -174,6 +337,33 @@ describe("schedules", () => {
       }
       assert.strictEqual(wins, 10)
       assert.deepStrictEqual(yield* keys, Array.from({ length: 10 }, (_, i) => `schedule:s:${T0 + 1 + i}`))
+    })
+  )
+
+  test(
+    "three runners, all down for a minute, then back: each slot once, skip drops the missed ones, run-once adds one",
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Scheduler.define([everySecond("skip"), everySecond("once", "run-once")])
+      const ticks = (seconds: number) =>
+        Effect.forEach(Array.from({ length: seconds }), () =>
+          Effect.zipRight(
+            TestClock.adjust(Duration.seconds(1)),
+            Effect.all(Array.from({ length: 3 }, () => Scheduler.tick(storage, 2)), { concurrency: "unbounded" })
+          ), { discard: true })
+      yield* ticks(5)
+      yield* TestClock.adjust(Duration.minutes(1))
+      yield* ticks(5)
+      const slots = (name: string) =>
+        Effect.map(
+          keys,
+          (all) => all.filter((k) => k.startsWith(`schedule:${name}:`)).map((k) => Number(k.split(":")[2]) - T0)
+        )
+      // Slots 1..5, then at 66 (a minute later) the three within the grace (64..66), then 67..70.
+      const after = [64, 65, 66, 67, 68, 69, 70]
+      assert.deepStrictEqual(yield* slots("skip"), [1, 2, 3, 4, 5, ...after])
+      // run-once: one job for the 58 missed slots, keyed by the first (6).
+      assert.deepStrictEqual(yield* slots("once"), [1, 2, 3, 4, 5, 6, ...after])
     })
   )
 

@@ -742,22 +742,148 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.deepStrictEqual(yield* storage.flow.setControl("f", { paused: true }), {
           funcname: "f",
           paused: true,
-          rate: null
+          rate: null,
+          concurrency: null
         })
         yield* storage.flow.setControl("f", { rate })
         yield* storage.flow.setControl("g", { rate })
         for (const dbid of [1, 2]) {
           assert.deepStrictEqual(yield* storage.flow.controls(dbid), [
-            { funcname: "f", paused: true, rate },
-            { funcname: "g", paused: false, rate }
+            { funcname: "f", paused: true, rate, concurrency: null },
+            { funcname: "g", paused: false, rate, concurrency: null }
           ])
         }
         assert.isUndefined(yield* storage.flow.setControl("g", { rate: null }))
         yield* storage.flow.setControl("f", { paused: false })
-        assert.deepStrictEqual(yield* storage.flow.controls(2), [{ funcname: "f", paused: false, rate }])
+        assert.deepStrictEqual(yield* storage.flow.controls(2), [{
+          funcname: "f",
+          paused: false,
+          rate,
+          concurrency: null
+        }])
         const refused = yield* Effect.flip(storage.flow.setControl("bad name", { paused: true }))
         assert.strictEqual(refused._tag, "InvalidArgument")
         assert.isTrue(Either.isLeft(yield* Effect.either(dead.flow.setControl("f", { paused: true }))))
+      }))
+
+    // -- concurrency limits (migration 0005) --------------------------------------------------
+
+    test("a concurrency limit is stored with the other controls, kept by other patches, and validated", ({ storage }) =>
+      Effect.gen(function*() {
+        assert.deepStrictEqual(yield* storage.flow.setControl("c", { concurrency: 3 }), {
+          funcname: "c",
+          paused: false,
+          rate: null,
+          concurrency: 3
+        })
+        yield* storage.flow.setControl("c", { paused: true })
+        assert.deepStrictEqual(yield* storage.flow.controls(2), [{
+          funcname: "c",
+          paused: true,
+          rate: null,
+          concurrency: 3
+        }])
+        yield* storage.flow.setControl("c", { paused: false })
+        assert.isUndefined(yield* storage.flow.setControl("c", { concurrency: null }))
+        assert.deepStrictEqual(yield* storage.flow.controls(1), [])
+        for (const bad of [0, -1, 1.5, 2_000_000]) {
+          const refused = yield* Effect.flip(storage.flow.setControl("c", { concurrency: bad }))
+          assert.strictEqual(refused._tag, "InvalidArgument")
+        }
+      }))
+
+    test("a capped claim leaves at most N leased across both shards; a slot frees when a job ends or its lease does", ({ storage }) =>
+      Effect.gen(function*() {
+        yield* storage.flow.setControl("cap", { concurrency: 5 })
+        // Four due jobs on each shard, and another function's, which the capped claim leaves alone.
+        for (const i of [0, 1, 2, 3]) {
+          yield* storage.insert([
+            { funcname: "cap", uniqkey: keyFor(0, 2, `a${i}-`), runAfter: T0 },
+            { funcname: "cap", uniqkey: keyFor(1, 2, `b${i}-`), runAfter: T0 }
+          ])
+        }
+        yield* storage.insert([{ funcname: "other", uniqkey: "o", runAfter: T0 }])
+        const first = yield* storage.flow.claimCapped(1, "cap", 5, 3, "60 seconds")
+        assert.strictEqual(first.length, 3)
+        assert.isTrue(first.every((j) => j.funcname === "cap" && j.dbid === 1))
+        const second = yield* storage.flow.claimCapped(2, "cap", 5, 100, "60 seconds")
+        assert.strictEqual(second.length, 2)
+        assert.strictEqual(yield* storage.flow.leased("cap"), 5)
+        assert.deepStrictEqual(yield* storage.flow.claimCapped(1, "cap", 5, 100, "60 seconds"), [])
+        assert.deepStrictEqual(yield* storage.flow.claimCapped(2, "cap", 5, 100, "60 seconds"), [])
+        // A job that completes frees its slot (on either shard).
+        yield* storage.complete([first[0]!])
+        const third = yield* storage.flow.claimCapped(2, "cap", 5, 100, "60 seconds")
+        assert.strictEqual(third.length, 1)
+        // A failure ends the lease too (the job backs off).
+        yield* storage.defer([second[0]!], T0 + 3600)
+        assert.strictEqual((yield* storage.flow.claimCapped(1, "cap", 5, 100, "60 seconds")).length, 1)
+        assert.strictEqual(yield* storage.flow.leased("cap"), 5)
+        // Leases that ran out (a worker gone) free their slots: those jobs are due again.
+        yield* TestClock.adjust("61 seconds")
+        assert.strictEqual(yield* storage.flow.leased("cap"), 0)
+        const again = [
+          ...yield* storage.flow.claimCapped(1, "cap", 5, 100, "60 seconds"),
+          ...yield* storage.flow.claimCapped(2, "cap", 5, 100, "60 seconds")
+        ]
+        assert.strictEqual(again.length, 5)
+        // A higher limit lets more go; the other function was never touched.
+        assert.strictEqual((yield* storage.flow.claimCapped(2, "cap", 7, 100, "60 seconds")).length, 1)
+        const others = yield* storage.list({ funcname: "other", state: "due", limit: 10 })
+        assert.strictEqual(others.length, 1)
+      }))
+
+    test("concurrent capped claims never take more than the limit between them", ({ storage }) =>
+      Effect.gen(function*() {
+        yield* storage.flow.setControl("race", { concurrency: 4 })
+        yield* storage.insert(
+          Array.from({ length: 40 }, (_, i) => ({ funcname: "race", uniqkey: `r${i}`, runAfter: T0 }))
+        )
+        const claims = yield* Effect.all(
+          Array.from({ length: 8 }, (_, i) => storage.flow.claimCapped(1 + (i % 2), "race", 4, 3, "60 seconds")),
+          { concurrency: "unbounded" }
+        )
+        assert.strictEqual(claims.flat().length, 4)
+        assert.strictEqual(yield* storage.flow.leased("race"), 4)
+      }))
+
+    // -- priorities (migration 0005) ------------------------------------------------------------
+
+    test("claims take higher priorities first, then the oldest; claimed jobs carry their priority", ({ storage }) =>
+      Effect.gen(function*() {
+        // A backlog of low and normal jobs, older than the high ones inserted after it.
+        yield* Client.insertJobs(
+          Array.from({ length: 6 }, (_, i) => ({
+            funcname: "p",
+            uniqkey: keyFor(0, 2, `low${i}-`),
+            runAt: T0 - 100 + i,
+            priority: i % 2 === 0 ? "low" as const : "normal" as const
+          }))
+        )
+        yield* Client.insertJobs([
+          { funcname: "p", uniqkey: keyFor(0, 2, "high1-"), runAt: T0, priority: "high" },
+          { funcname: "p", uniqkey: keyFor(0, 2, "high0-"), runAt: T0 - 1, priority: "high" }
+        ])
+        const first = yield* storage.claimDue(1, 3, "60 seconds")
+        assert.deepStrictEqual(first.map((j) => [j.priority ?? "normal", j.runAfter]), [
+          ["high", T0 - 1],
+          ["high", T0],
+          ["normal", T0 - 99]
+        ])
+        const rest = yield* storage.claimDue(1, 10, "60 seconds")
+        assert.deepStrictEqual(rest.map((j) => [j.priority ?? "normal", j.runAfter]), [
+          ["normal", T0 - 97],
+          ["normal", T0 - 95],
+          ["low", T0 - 100],
+          ["low", T0 - 98],
+          ["low", T0 - 96]
+        ])
+        // A priority that is not one of the three is refused before anything is stored.
+        const refused = yield* Effect.flip(
+          storage.insert([{ funcname: "p", runAfter: T0, priority: "urgent" as unknown as "high" }])
+        )
+        assert.strictEqual(refused._tag, "InvalidJob")
+        assert.include(refused.message, "priority")
       }))
 
     test("the token bucket: starts full, refills with time up to the burst, takes what there is, takes back", ({ storage }) =>

@@ -63,6 +63,7 @@ describe("migrations on MariaDB", () => {
         ["0001_job_table", false],
         ["0002_job_life", false],
         ["0003_flow_control", false],
+        ["0005_flow_priority", false],
         ["0006_throughput", false]
       ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
@@ -70,7 +71,7 @@ describe("migrations on MariaDB", () => {
       const [first] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(first, {
         target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
-        applied: ["0001_job_table", "0002_job_life", "0003_flow_control", "0006_throughput"],
+        applied: ["0001_job_table", "0002_job_life", "0003_flow_control", "0005_flow_priority", "0006_throughput"],
         adopted: false
       })
       const [again] = yield* Migrate.migrate([shard])
@@ -87,6 +88,7 @@ describe("migrations on MariaDB", () => {
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "5_flow_priority",
         "6_throughput"
       ])
       const status = yield* Migrate.statusShard(shard)
@@ -112,6 +114,7 @@ describe("migrations on MariaDB", () => {
         "0001_job_table",
         "0002_job_life",
         "0003_flow_control",
+        "0005_flow_priority",
         "0006_throughput"
       ])
       // The Perl table's definition is there as it was, the new columns after it.
@@ -124,12 +127,16 @@ describe("migrations on MariaDB", () => {
         "`last_error_attempt` tinyint(3) unsigned DEFAULT NULL,",
         "`ended` enum('dead','cancelled') DEFAULT NULL,",
         "`ended_at` int(10) unsigned DEFAULT NULL,",
-        "`leased_until` int(10) unsigned DEFAULT NULL,"
+        "`leased_until` int(10) unsigned DEFAULT NULL,",
+        "`priority` tinyint(4) NOT NULL DEFAULT 0,"
       ])
+      assert.include(after, "KEY `job_claim` (`priority` DESC,`run_after`)")
+      assert.include(after, "KEY `job_lease` (`funcname`,`leased_until`)")
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "5_flow_priority",
         "6_throughput"
       ])
       const [rows] = yield* adminQuery(`SELECT funcname, ended, last_error FROM \`${shard.database}\`.job`)
@@ -179,7 +186,7 @@ describe("migrations on MariaDB", () => {
       assert.include(failed.message, "0099_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table", "2_job_life", "3_flow_control", "6_throughput"],
+        ["1_job_table", "2_job_life", "3_flow_control", "5_flow_priority", "6_throughput"],
         "the real migrations ran and stay; the broken one is not recorded"
       )
       const fixed = {
@@ -191,6 +198,8 @@ describe("migrations on MariaDB", () => {
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "4_broken",
+        "5_flow_priority",
         "6_throughput",
         "99_broken"
       ])
@@ -215,11 +224,13 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [5, 1]])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [6, 1]])
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "4_slow",
+        "5_flow_priority",
         "6_throughput",
         "99_slow"
       ])
@@ -237,6 +248,7 @@ describe("migrations on MariaDB", () => {
         ["0001_job_table", false],
         ["0002_job_life", false],
         ["0003_flow_control", false],
+        ["0005_flow_priority", false],
         ["0006_throughput", false],
         ["0099_future", true]
       ])
@@ -276,6 +288,7 @@ describe("migrations on SQLite", () => {
         ["0001_job_table", true],
         ["0002_job_life", true],
         ["0003_flow_control", true],
+        ["0005_flow_priority", true],
         ["0006_throughput", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
@@ -290,14 +303,21 @@ describe("migrations on SQLite", () => {
       const schemaBefore = yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name")
       assert.isTrue((yield* Migrate.statusSqlite(file)).adoptsJobTable)
       yield* Effect.scoped(Layer.build(Layer.orDie(layerSqlite({ filename: file }))))
-      // The indexes as they were; the table with migration 2's columns added.
+      // The indexes as they were, and migration 5's beside them; the table with migration 2's columns added.
       const schemaAfter = yield* old.unsafe("SELECT sql FROM sqlite_master WHERE tbl_name = 'job' ORDER BY name")
-      assert.deepStrictEqual(schemaAfter.slice(1), schemaBefore.slice(1))
-      assert.include(JSON.stringify(schemaAfter[0]), "leased_until INTEGER NULL")
+      const [job, claimIndex, leaseIndex, ...kept] = schemaAfter
+      assert.deepStrictEqual(kept, schemaBefore.slice(1))
+      assert.deepStrictEqual([claimIndex, leaseIndex], [
+        { sql: "CREATE INDEX job_claim ON job (priority DESC, run_after)" },
+        { sql: "CREATE INDEX job_lease ON job (funcname, leased_until)" }
+      ])
+      assert.include(JSON.stringify(job), "priority INTEGER NOT NULL DEFAULT 0")
+      assert.include(JSON.stringify(job), "leased_until INTEGER NULL")
       assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
         { migration_id: 1, name: "job_table" },
         { migration_id: 2, name: "job_life" },
         { migration_id: 3, name: "flow_control" },
+        { migration_id: 5, name: "flow_priority" },
         { migration_id: 6, name: "throughput" }
       ])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname, ended FROM job"), [{ funcname: "kept", ended: null }])

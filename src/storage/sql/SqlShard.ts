@@ -19,7 +19,7 @@ import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { THROUGHPUT_TABLE } from "../migrations/0006_throughput.js"
 import { tableExists } from "../migrations/jobTable.js"
-import { ShardLost, ShardUnreached } from "../ShardBackend.js"
+import { ShardLost, ShardRejected, ShardUnreached } from "../ShardBackend.js"
 import type {
   FailOutcome,
   RowInsert,
@@ -38,11 +38,19 @@ import {
   JOB_COLUMNS,
   LIFE_COLUMNS,
   listStatement,
+  stateCondition,
   withArgs,
+  withPriority,
   withinBudget,
   withLife
 } from "./statements.js"
 import * as Watchdog from "./watchdog.js"
+
+/**
+ * The priorities a claim takes (what Garivini writes, and Perl's default 0): point ranges of the
+ * `job_claim` index, each bounded by `run_after <= now`, so no future row is read.
+ */
+const PRIORITY_RANGES = "priority IN (1, 0, -1)"
 
 /** A row not cancelled (NULL-safe: a live row's `ended` is NULL). */
 const NOT_CANCELLED = "COALESCE(ended, '') <> 'cancelled'"
@@ -62,6 +70,8 @@ export interface InList {
 export interface InsertContext<C extends Capabilities> {
   readonly conn: Connection
   readonly caps: C
+  /** The table has migration 0005's `priority` column (without it, priorities are not stored). */
+  readonly priority: boolean
   readonly dbid: number
   readonly classify: (error: SqlError) => ShardFailure
   readonly inTransaction: <A>(body: Effect.Effect<A, ShardFailure>) => Effect.Effect<A, ShardFailure>
@@ -81,6 +91,12 @@ export interface Dialect<C extends Capabilities> {
   readonly jobColumns: string
   /** What the claim's SELECT adds to lock its rows (`FOR UPDATE SKIP LOCKED`; nothing in SQLite). */
   readonly lockRows: (caps: C) => string
+  /**
+   * What the claim names after `FROM job` on a table with priorities: MySQL's ` FORCE INDEX
+   * (job_claim)`, so that a small table is not sorted instead (a sort reads, and locks, every due
+   * row, not only those the LIMIT takes); nothing in SQLite.
+   */
+  readonly claimIndex: string
   /** What a SELECT adds to lock its row until COMMIT, waiting for it (` FOR UPDATE`; nothing in SQLite). */
   readonly forUpdate: string
   /** `INSERT IGNORE` (MySQL) or `INSERT OR IGNORE` (SQLite). */
@@ -133,8 +149,8 @@ export const make = <C extends Capabilities>(
       return yield* dialect.open(scope).pipe(
         Effect.flatMap(({ caps, client }) =>
           Effect.map(
-            Effect.all([detectJobLife(dialect, client), detectThroughput(dialect, client)]),
-            ([life, throughput]) => ({ client, caps, life, throughput })
+            Effect.all([detectColumns(dialect, client), detectThroughput(dialect, client)]),
+            ([{ life, priority }, throughput]) => ({ client, caps, life, priority, throughput })
           )
         ),
         Effect.onError(() => Scope.close(scope, Exit.void))
@@ -178,20 +194,20 @@ export const make = <C extends Capabilities>(
      * (only the unbounded counts, list and retryNever could hold the whole pool).
      */
     const withConnection = <A>(
-      f: (conn: Connection, caps: C, life: boolean) => Effect.Effect<A, ShardFailure>,
+      f: (conn: Connection, caps: C, life: boolean, priority: boolean) => Effect.Effect<A, ShardFailure>,
       bounded = true
     ): Effect.Effect<A, ShardFailure> => {
       const once = Effect.scoped(Effect.gen(function*() {
-        const { caps, client, life } = yield* connected
+        const { caps, client, life, priority } = yield* connected
         const conn = yield* client.reserve.pipe(
           Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
         )
-        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps, life)
+        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps, life, priority)
         // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
         // interrupted statement would return its connection to the pool with the statement
         // still pending. Closing the connection makes that statement fail, so `f` ends.
         const watch = watchdog.arm(conn)
-        return yield* f(conn, caps, life).pipe(
+        return yield* f(conn, caps, life, priority).pipe(
           Effect.mapError((failure) => watch.expired ? timedOut(guard.after, failure) : failure),
           Effect.ensuring(Effect.sync(() => watchdog.disarm(watch)))
         )
@@ -242,56 +258,122 @@ export const make = <C extends Capabilities>(
       Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
 
     const insert = (input: ReadonlyArray<ValidNewJob>) =>
-      withConnection((conn, caps) =>
-        dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input)
+      withConnection((conn, caps, _life, priority) =>
+        dialect.insert(
+          { conn, caps, priority, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) },
+          input
+        )
       )
 
-    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
-      withConnection((conn, caps, life) =>
-        inTransaction(conn)(Effect.gen(function*() {
-          const inlineMax = inlineLimit(limit, maxBytes)
-          const excluded = exclude.length === 0 ? undefined : dialect.inList(exclude)
-          const params: Array<unknown> = [now]
-          if (excluded !== undefined)
-            params.push(...excluded.params)
-          if (only !== undefined)
-            params.push(only)
-          const raw = yield* classified(conn.execute(
-            // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
-            `SELECT ${claimColumns(inlineMax)} FROM job WHERE run_after <= ?${
-              excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`
-            }${only === undefined ? "" : " AND funcname = ?"} ORDER BY run_after, jobid LIMIT ${limit}${
-              dialect.lockRows(caps)
-            }`,
-            params,
-            undefined
-          ))
-          // Rows past the byte budget stay as they were (locked only until COMMIT).
-          const { fetch, take } = withinBudget(raw, yield* jobsFromRows(dbid, raw), maxBytes, inlineMax)
-          if (take.length === 0)
-            return take
-          let due = take
-          if (fetch.length > 0) {
-            const ids = dialect.inList(fetch)
-            due = yield* withArgs(
-              take,
-              yield* classified(
-                conn.execute(`SELECT jobid, arg FROM job WHERE jobid IN ${ids.sql}`, ids.params, undefined)
-              )
+    /** The claim's statements, inside the caller's transaction (claimDue, claimCapped). */
+    const claimIn = (
+      conn: Connection,
+      caps: C,
+      life: boolean,
+      priority: boolean,
+      now: number,
+      limit: number,
+      leaseUntil: number,
+      exclude: ReadonlyArray<string>,
+      maxBytes: number,
+      only: string | undefined
+    ) =>
+      Effect.gen(function*() {
+        const inlineMax = inlineLimit(limit, maxBytes)
+        const excluded = exclude.length === 0 ? undefined : dialect.inList(exclude)
+        const params: Array<unknown> = [now]
+        if (excluded !== undefined)
+          params.push(...excluded.params)
+        if (only !== undefined)
+          params.push(only)
+        const raw = yield* classified(conn.execute(
+          // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
+          // With priorities (migration 0005), higher first: three ranges of the `job_claim
+          // (priority DESC, run_after)` index, read in its order up to LIMIT, no sort.
+          `SELECT ${claimColumns(inlineMax)}${
+            priority ? `, priority FROM job${dialect.claimIndex} WHERE ${PRIORITY_RANGES} AND` : " FROM job WHERE"
+          } run_after <= ?${excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`}${
+            only === undefined ? "" : " AND funcname = ?"
+          } ORDER BY ${priority ? "priority DESC, " : ""}run_after, jobid LIMIT ${limit}${dialect.lockRows(caps)}`,
+          params,
+          undefined
+        ))
+        // Rows past the byte budget stay as they were (locked only until COMMIT).
+        const decoded = yield* jobsFromRows(dbid, raw)
+        const { fetch, take } = withinBudget(raw, priority ? withPriority(decoded, raw) : decoded, maxBytes, inlineMax)
+        if (take.length === 0)
+          return take
+        let due = take
+        if (fetch.length > 0) {
+          const ids = dialect.inList(fetch)
+          due = yield* withArgs(
+            take,
+            yield* classified(
+              conn.execute(`SELECT jobid, arg FROM job WHERE jobid IN ${ids.sql}`, ids.params, undefined)
             )
-          }
-          const ids = dialect.inList(due.map((j) =>
-            j.jobid
-          ))
-          // The lease is recorded in the same UPDATE (a v2 table): the job shows as dispatched.
-          yield* changes(
-            conn,
-            life
-              ? `UPDATE job SET run_after = ?, leased_until = ? WHERE jobid IN ${ids.sql}`
-              : `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`,
-            life ? [leaseUntil, leaseUntil, ...ids.params] : [leaseUntil, ...ids.params]
           )
-          return due
+        }
+        const ids = dialect.inList(due.map((j) =>
+          j.jobid
+        ))
+        // The lease is recorded in the same UPDATE (a v2 table): the job shows as dispatched.
+        yield* changes(
+          conn,
+          life
+            ? `UPDATE job SET run_after = ?, leased_until = ? WHERE jobid IN ${ids.sql}`
+            : `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`,
+          life ? [leaseUntil, leaseUntil, ...ids.params] : [leaseUntil, ...ids.params]
+        )
+        return due
+      })
+
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
+      withConnection((conn, caps, life, priority) =>
+        inTransaction(conn)(claimIn(conn, caps, life, priority, now, limit, leaseUntil, exclude, maxBytes, only))
+      )
+
+    /** The function's leased rows (the dispatched state), through the `job_lease` index of migration 0005. */
+    const leasedOn = (conn: Connection, funcname: string, now: number) =>
+      Effect.flatMap(
+        classified(conn.execute(
+          `SELECT COUNT(*) AS n FROM job WHERE funcname = ? AND leased_until > ? AND ${
+            stateCondition("dispatched", true).sql
+          }`,
+          [funcname, now, now],
+          undefined
+        )),
+        (rows) =>
+          Effect.mapBoth(decodeCount(rows), { onFailure: badData("leased count"), onSuccess: (r) => r[0]?.n ?? 0 })
+      )
+
+    /** Locks the function's control row until COMMIT (MySQL; SQLite's BEGIN IMMEDIATE locks it all). */
+    const lockFunction = (conn: Connection, funcname: string) =>
+      classified(conn.execute(`SELECT funcname FROM garivini_function WHERE funcname = ?${dialect.forUpdate}`, [
+        funcname
+      ], undefined))
+
+    const noPriority = (dbid: number) =>
+      new ShardRejected({
+        reason:
+          `shard ${dbid} lacks migration 0005_flow_priority: concurrency limits are off there; run \`garivini migrate\``
+      })
+
+    const claimCapped: ShardBackend["claimCapped"] = (now, funcname, cap, limit, leaseUntil, maxBytes, elsewhere) =>
+      withConnection((conn, caps, life, priority) =>
+        !life || !priority ? Effect.fail(noPriority(dbid)) : inTransaction(conn)(Effect.gen(function*() {
+          yield* lockFunction(conn, funcname)
+          const here = yield* leasedOn(conn, funcname, now)
+          const room = Math.min(limit, cap - here - (yield* elsewhere))
+          if (room <= 0) return []
+          return yield* claimIn(conn, caps, life, priority, now, room, leaseUntil, [], maxBytes, funcname)
+        }))
+      )
+
+    const withFunctionLock: ShardBackend["withFunctionLock"] = (funcname, now, body) =>
+      withConnection((conn, _caps, life, priority) =>
+        !life || !priority ? Effect.fail(noPriority(dbid)) : inTransaction(conn)(Effect.gen(function*() {
+          yield* lockFunction(conn, funcname)
+          return yield* body(yield* leasedOn(conn, funcname, now))
         }))
       )
 
@@ -365,7 +447,7 @@ export const make = <C extends Capabilities>(
       })
 
     const flow = Flow.make({
-      withConnection: (f, bounded) => withConnection((conn) => f(conn), bounded),
+      withConnection: (f, bounded) => withConnection((conn, _caps, _life, priority) => f(conn, priority), bounded),
       inTransaction,
       classify: dialect.classify,
       changes: dialect.changes,
@@ -376,6 +458,13 @@ export const make = <C extends Capabilities>(
     return {
       dbid,
       flow,
+      flowPriority: Effect.map(connected, (o) => o.priority),
+      leased: (funcname, now) =>
+        withConnection((conn, _caps, life, priority) =>
+          life && priority ? leasedOn(conn, funcname, now) : Effect.fail(noPriority(dbid))
+        ),
+      claimCapped,
+      withFunctionLock,
       maxArgBytes: Effect.map(connected, (o) => o.caps.maxArgBytes),
       jobLife: Effect.map(connected, (o) => o.life),
       insert,
@@ -518,6 +607,8 @@ interface Opened<C> {
   readonly life: boolean
   /** Whether migration 0006's `garivini_throughput` is there. */
   readonly throughput: boolean
+  /** Migration 0005's columns (job priority, function concurrency). */
+  readonly priority: boolean
 }
 
 const decodeMinuteRows = Schema.decodeUnknown(
@@ -543,13 +634,20 @@ const detectThroughput = <C extends Capabilities>(dialect: Dialect<C>, client: S
   })
 
 const ColumnNames = Schema.Array(Schema.Struct({ name: Schema.String }))
+// COUNT(*) is a BIGINT: a string when the driver returns big numbers as strings.
+const decodeCount = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ n: Schema.Union(Schema.Number, Schema.NumberFromString) }))
+)
+/** Migration 0005's column of `job`, looked for at open. */
+const PRIORITY_COLUMN = "priority"
 
 /**
- * Whether the `job` table has migration 2's columns, asked once at open. A table without them (a
- * Perl database not migrated) keeps working as before, with one warning saying what is off. No
- * table yet: assumed migrated (its statements fail until `garivini migrate` makes it).
+ * Which migrations' columns the `job` table has, asked once at open: migration 2's (`life`) and
+ * 0005's `priority` (with it, `garivini_function.concurrency`). A table without them (a Perl
+ * database not migrated) keeps working as before, with one warning saying what is off. No table
+ * yet: assumed migrated (its statements fail until `garivini migrate` makes it).
  */
-const detectJobLife = <C extends Capabilities>(dialect: Dialect<C>, client: SqlClient) =>
+const detectColumns = <C extends Capabilities>(dialect: Dialect<C>, client: SqlClient) =>
   Effect.gen(function*() {
     const rows = yield* client.unsafe(dialect.jobColumns).pipe(
       Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
@@ -559,15 +657,23 @@ const detectJobLife = <C extends Capabilities>(dialect: Dialect<C>, client: SqlC
         r.name.toLowerCase()
       )
     )
-    if (names.size === 0) return true
+    if (names.size === 0) return { life: true, priority: true }
     const missing = JOB_LIFE_COLUMNS.filter((c) => !names.has(c))
-    if (missing.length === 0) return true
-    yield* Effect.logWarning(
-      `the job table lacks migration 0002_job_life (${
-        missing.join(", ")
-      }): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
-    )
-    return false
+    const life = missing.length === 0
+    if (!life) {
+      yield* Effect.logWarning(
+        `the job table lacks migration 0002_job_life (${
+          missing.join(", ")
+        }): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
+      )
+    }
+    const priority = life && names.has(PRIORITY_COLUMN)
+    if (life && !priority) {
+      yield* Effect.logWarning(
+        "the job table lacks migration 0005_flow_priority: job priorities are ignored and concurrency limits are off. Run `garivini migrate` to turn them on"
+      )
+    }
+    return { life, priority }
   })
 
 /**

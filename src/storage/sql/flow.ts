@@ -12,12 +12,14 @@ import { bytesView } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { BucketRow, ControlRow, controlFromRow, patched, ScheduleDbRow, scheduleFromRow, takeTokens } from "../flow.js"
 import type { FunctionControl } from "../flow.js"
+import { ShardRejected } from "../ShardBackend.js"
 import type { FlowBackend, ShardFailure } from "../ShardBackend.js"
 import { badData } from "./rows.js"
 
 export interface FlowContext {
   readonly withConnection: <A>(
-    f: (conn: Connection) => Effect.Effect<A, ShardFailure>,
+    /** `priority`: the shard has migration 0005 (the `concurrency` column). */
+    f: (conn: Connection, priority: boolean) => Effect.Effect<A, ShardFailure>,
     bounded?: boolean
   ) => Effect.Effect<A, ShardFailure>
   readonly inTransaction: (
@@ -32,6 +34,8 @@ export interface FlowContext {
 }
 
 const CONTROL_COLUMNS = "funcname, paused, rate_count, rate_period_ms, rate_burst"
+/** With migration 0005's column. */
+const controlColumns = (priority: boolean) => priority ? `${CONTROL_COLUMNS}, concurrency` : CONTROL_COLUMNS
 const SCHEDULE_COLUMNS = "name, cron, timezone, funcname, arg, missed, next_slot"
 const decodeControls = Schema.decodeUnknown(Schema.Array(ControlRow))
 const decodeBuckets = Schema.decodeUnknown(Schema.Array(BucketRow))
@@ -43,9 +47,9 @@ export const make = (ctx: FlowContext): FlowBackend => {
   const run = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
     Effect.flatMap(Effect.mapError(conn.executeRaw(sql, params), ctx.classify), ctx.changes)
 
-  const controlsOn = (conn: Connection, where: string, params: ReadonlyArray<unknown>) =>
+  const controlsOn = (conn: Connection, priority: boolean, where: string, params: ReadonlyArray<unknown>) =>
     Effect.flatMap(
-      query(conn, `SELECT ${CONTROL_COLUMNS} FROM garivini_function${where}`, params),
+      query(conn, `SELECT ${controlColumns(priority)} FROM garivini_function${where}`, params),
       (rows) =>
         Effect.mapBoth(decodeControls(rows), {
           onFailure: badData("garivini_function rows"),
@@ -68,37 +72,59 @@ export const make = (ctx: FlowContext): FlowBackend => {
         })
     )
 
-  const writeControl = (conn: Connection, existed: boolean, funcname: string, next: FunctionControl | undefined) => {
+  const writeControl = (
+    conn: Connection,
+    priority: boolean,
+    existed: boolean,
+    funcname: string,
+    next: FunctionControl | undefined
+  ) => {
     if (next === undefined) return run(conn, "DELETE FROM garivini_function WHERE funcname = ?", [funcname])
     const values = [
       next.paused ? 1 : 0,
       next.rate?.count ?? null,
       next.rate?.periodMs ?? null,
-      next.rate?.burst ?? null
+      next.rate?.burst ?? null,
+      ...(priority ? [next.concurrency] : [])
     ]
     return existed
       ? run(
         conn,
-        "UPDATE garivini_function SET paused = ?, rate_count = ?, rate_period_ms = ?, rate_burst = ? WHERE funcname = ?",
+        `UPDATE garivini_function SET paused = ?, rate_count = ?, rate_period_ms = ?, rate_burst = ?${
+          priority ? ", concurrency = ?" : ""
+        } WHERE funcname = ?`,
         [...values, funcname]
       )
-      : run(conn, `INSERT INTO garivini_function (${CONTROL_COLUMNS}) VALUES (?,?,?,?,?)`, [funcname, ...values])
+      : run(
+        conn,
+        `INSERT INTO garivini_function (${controlColumns(priority)}) VALUES (${
+          priority ? "?,?,?,?,?,?" : "?,?,?,?,?"
+        })`,
+        [funcname, ...values]
+      )
   }
 
   return {
-    controls: ctx.withConnection((conn) => controlsOn(conn, " ORDER BY funcname", [])),
+    controls: ctx.withConnection((conn, priority) => controlsOn(conn, priority, " ORDER BY funcname", [])),
     setControl: (funcname, patch) =>
-      ctx.withConnection((conn) =>
-        ctx.inTransaction(conn)(Effect.gen(function*() {
-          const [current] = yield* controlsOn(conn, ` WHERE funcname = ?${ctx.forUpdate}`, [funcname])
-          const next = patched(funcname, current, patch)
-          yield* writeControl(conn, current !== undefined, funcname, next)
-          // A new or cleared rate starts a fresh bucket (full, as a function never limited would be).
-          if (patch.rate !== undefined) {
-            yield* run(conn, "DELETE FROM garivini_rate_bucket WHERE funcname = ?", [funcname])
-          }
-          return next
-        }))
+      ctx.withConnection((conn, priority) =>
+        patch.concurrency !== undefined && patch.concurrency !== null && !priority
+          ? Effect.fail(
+            new ShardRejected({
+              reason:
+                "this shard lacks migration 0005_flow_priority, which holds concurrency limits; run `garivini migrate`"
+            })
+          )
+          : ctx.inTransaction(conn)(Effect.gen(function*() {
+            const [current] = yield* controlsOn(conn, priority, ` WHERE funcname = ?${ctx.forUpdate}`, [funcname])
+            const next = patched(funcname, current, patch)
+            yield* writeControl(conn, priority, current !== undefined, funcname, next)
+            // A new or cleared rate starts a fresh bucket (full, as a function never limited would be).
+            if (patch.rate !== undefined) {
+              yield* run(conn, "DELETE FROM garivini_rate_bucket WHERE funcname = ?", [funcname])
+            }
+            return next
+          }))
       ),
     takeTokens: (funcname, rate, nowMs, want) =>
       ctx.withConnection((conn) =>

@@ -12,7 +12,7 @@ import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import { Duration, Effect, Option, Predicate, Schedule, Schema, Scope } from "effect"
 import * as Defaults from "../../roles/defaults.js"
 import type { ShardConfig } from "../targets.js"
-import { bytesView, LenientInt, uniqueIdentity } from "../../Job.js"
+import { bytesView, LenientInt, priorityValue, uniqueIdentity } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { afterCommit, ShardLost, ShardRejected, ShardUnreached } from "../ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure } from "../ShardBackend.js"
@@ -194,31 +194,48 @@ const changes = (raw: unknown) => Effect.map(decodeHeader(raw), (h) => h.affecte
 const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, bytesView(r.arg), r.runAfter, r.flag]
 const INSERT_HEAD = "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES "
 const ROW = "(?,?,?,?,?,?,0)"
+/**
+ * With migration 0005's `priority` column, named only when a row of the statement is not normal
+ * (the column's default): the usual statement stays as it was.
+ */
+const rowParamsPriority = (r: ValidNewJob) => [...rowParams(r), priorityValue(r.priority)]
+const INSERT_HEAD_PRIORITY =
+  "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount, priority) VALUES "
+const ROW_PRIORITY = "(?,?,?,?,?,?,0,?)"
+/** The statement's form for these rows: with the priority column or not. */
+const formOf = (ctx: InsertContext<Capabilities>, rows: ReadonlyArray<ValidNewJob>) =>
+  ctx.priority && rows.some((r) => r.priority !== undefined)
+    ? { head: INSERT_HEAD_PRIORITY, row: ROW_PRIORITY, params: rowParamsPriority }
+    : { head: INSERT_HEAD, row: ROW, params: rowParams }
 const insertedBy = (h: { readonly affectedRows: number; readonly insertId: number }): RowInsert | null =>
   h.affectedRows === 1 ? { _tag: "Inserted", jobid: h.insertId } : null
 
 /** One row: affectedRows and insertId say exactly what happened (cheaper than RETURNING). */
-const insertOne = (ctx: InsertContext<Capabilities>, row: ValidNewJob) =>
-  ctx.conn.executeRaw(`${INSERT_HEAD}${ROW}`, rowParams(row)).pipe(
+const insertOne = (ctx: InsertContext<Capabilities>, row: ValidNewJob) => {
+  const form = formOf(ctx, [row])
+  return ctx.conn.executeRaw(`${form.head}${form.row}`, form.params(row)).pipe(
     Effect.mapError(classify),
     Effect.flatMap(decodeHeader),
     Effect.map((h): ReadonlyArray<RowInsert | null> => [insertedBy(h)])
   )
+}
 
 /** The statement for `n` rows (built once per size: a batch of concurrent calls has one per call). */
-const returningSql = new Map<number, string>()
-const returningStatement = (n: number): string => {
-  let sql = returningSql.get(n)
+const returningSql = new Map<string, string>()
+const returningStatement = (n: number, form: { readonly head: string; readonly row: string }): string => {
+  const key = `${n}${form.row}`
+  let sql = returningSql.get(key)
   if (sql === undefined) {
-    sql = `${INSERT_HEAD}${Array.from({ length: n }, () => ROW).join(",")} RETURNING jobid, funcname, uniqkey`
-    returningSql.set(n, sql)
+    sql = `${form.head}${Array.from({ length: n }, () => form.row).join(",")} RETURNING jobid, funcname, uniqkey`
+    returningSql.set(key, sql)
   }
   return sql
 }
 
 /** One multi-row INSERT ... RETURNING: ignored rows are absent from what comes back. */
-const insertReturning = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) =>
-  ctx.conn.execute(returningStatement(chunk.length), chunk.flatMap(rowParams), undefined).pipe(
+const insertReturning = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) => {
+  const form = formOf(ctx, chunk)
+  return ctx.conn.execute(returningStatement(chunk.length, form), chunk.flatMap(form.params), undefined).pipe(
     Effect.mapError(classify),
     Effect.flatMap(decodeReturned),
     Effect.map((returned) => {
@@ -235,19 +252,22 @@ const insertReturning = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<
       })
     })
   )
+}
 
 /** One single-row INSERT per job, all in one multi-statement round trip. */
-const insertStatements = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) =>
-  ctx.conn.executeUnprepared(
+const insertStatements = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) => {
+  const form = formOf(ctx, chunk)
+  return ctx.conn.executeUnprepared(
     // The trailing SELECT makes the result a list even for one row.
-    `${chunk.map(() => `${INSERT_HEAD}${ROW}`).join(";\n")};\nSELECT 1`,
-    chunk.flatMap(rowParams),
+    `${chunk.map(() => `${form.head}${form.row}`).join(";\n")};\nSELECT 1`,
+    chunk.flatMap(form.params),
     undefined
   ).pipe(
     Effect.mapError(classify),
     Effect.flatMap((results) => Effect.forEach(chunk, (_, i) => decodeHeader(results[i]))),
     Effect.map((headers) => headers.map(insertedBy))
   )
+}
 
 /**
  * The existing jobs of rows dropped as duplicates: per function, a chunk of keys per statement
@@ -348,6 +368,7 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
   jobColumns:
     "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'job'",
   lockRows: (caps) => ` FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,
+  claimIndex: " FORCE INDEX (job_claim)",
   forUpdate: " FOR UPDATE",
   insertIgnore: "INSERT IGNORE",
   upsertThroughput:

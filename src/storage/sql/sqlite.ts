@@ -25,7 +25,7 @@ import { SqlClient as SqlClientTag } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Cause, Duration, Effect, Option, Schedule, Schema, Scope } from "effect"
 import { SqliteDriverMissing } from "../../errors.js"
-import { ARG_MAX_BYTES, bytesView, LenientInt } from "../../Job.js"
+import { ARG_MAX_BYTES, bytesView, LenientInt, priorityValue } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "../ShardBackend.js"
 import type { RowInsert, ShardBackend, ShardFailure } from "../ShardBackend.js"
@@ -143,20 +143,21 @@ const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) 
 
 const INSERT =
   "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES (?,?,?,?,?,?,0)"
+const INSERT_PRIORITY =
+  "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount, priority) VALUES (?,?,?,?,?,?,0,?)"
 const EXISTING =
   "SELECT jobid FROM job WHERE rtrim(funcname, ' ') = rtrim(?, ' ') AND rtrim(uniqkey, ' ') = rtrim(?, ' ')"
 
 /** One prepared single-row INSERT per job (microseconds each in process). */
 const insertRow = (ctx: InsertContext<SqlShard.Capabilities>, row: ValidNewJob) =>
   Effect.gen(function*() {
-    const result = yield* ctx.conn.executeRaw(INSERT, [
-      row.funcname,
-      row.uniqkey,
-      row.coalesce,
-      bytesView(row.arg),
-      row.runAfter,
-      row.flag
-    ]).pipe(
+    const params = [row.funcname, row.uniqkey, row.coalesce, bytesView(row.arg), row.runAfter, row.flag]
+    // Migration 0005's column named only for a job that is not normal (the column's default).
+    const prioritized = ctx.priority && row.priority !== undefined
+    const result = yield* ctx.conn.executeRaw(
+      prioritized ? INSERT_PRIORITY : INSERT,
+      prioritized ? [...params, priorityValue(row.priority)] : params
+    ).pipe(
       Effect.mapError(classify),
       Effect.flatMap(decodeRunResult)
     )
@@ -192,6 +193,7 @@ export const dialect = (
   inList,
   jobColumns: "SELECT name FROM pragma_table_info('job')",
   lockRows: () => "",
+  claimIndex: "",
   forUpdate: "",
   insertIgnore: "INSERT OR IGNORE",
   upsertThroughput:

@@ -183,6 +183,19 @@ export const withLife = (
 export const claimColumns = (inlineMax: number) =>
   `jobid, funcname, CASE WHEN LENGTH(arg) <= ${inlineMax} THEN arg END AS arg, uniqkey, \`coalesce\`, run_after, flag, failcount, LENGTH(arg) AS arg_bytes`
 
+/**
+ * The claimed jobs with their priority (migration 0005's column, read by the claim when the table
+ * has it), set only on those that are not normal, as ValidNewJob has it.
+ */
+export const withPriority = (jobs: ReadonlyArray<StoredJob>, raw: unknown): ReadonlyArray<StoredJob> => {
+  const rows: ReadonlyArray<unknown> = Array.isArray(raw) ? raw : []
+  return jobs.map((job, i) => {
+    const row = rows[i]
+    const v = typeof row === "object" && row !== null && "priority" in row ? Number(row.priority) : 0
+    return v > 0 ? { ...job, priority: "high" } : v < 0 ? { ...job, priority: "low" } : job
+  })
+}
+
 /** Bytes of arg a claim loads per row in its first statement: the budget shared by the rows. */
 export const inlineLimit = (limit: number, maxBytes: number): number => Math.floor(maxBytes / limit)
 
