@@ -198,7 +198,6 @@ describe("migrations on MariaDB", () => {
         "1_job_table",
         "2_job_life",
         "3_flow_control",
-        "4_broken",
         "5_flow_priority",
         "6_throughput",
         "99_broken"
@@ -229,7 +228,6 @@ describe("migrations on MariaDB", () => {
         "1_job_table",
         "2_job_life",
         "3_flow_control",
-        "4_slow",
         "5_flow_priority",
         "6_throughput",
         "99_slow"
