@@ -94,6 +94,7 @@ const expected: ReadonlyArray<readonly [string, ReturnType<typeof helpOf>, Reado
     ...metrics,
     "--web-listen",
     ...web,
+    "--driver-console",
     ...output
   ]],
   ["gearmand", helpOf(gearmandCommand), ["--config", ...embedded, ...metrics, ...output]],

@@ -33,7 +33,7 @@ import { withPollers } from "./metrics.js"
 import { checkRoleSettings, ROLES, rolesLayer } from "./roles.js"
 import { describeStorage, migrateStorage, servicesLayer, withSettings } from "./shared.js"
 import { DEFAULT_WEB_LISTEN } from "../web/defaults.js"
-import { resolveWeb, startWeb } from "./web.js"
+import { driverConsoleOption, resolveWeb, startWeb } from "./web.js"
 
 /** Functions of Garivini itself: not counted as users' jobs. */
 export const INTERNAL_FUNCTIONS: ReadonlyArray<string> = [INJECT_FUNCTION, CONTROLLER_FUNCTION]
@@ -104,6 +104,7 @@ export const upCommand = Command.make("up", {
     `Where the web console listens, host:port, or off (env GARIVINI_WEB_LISTEN; file web.listen; default ${DEFAULT_WEB_LISTEN})`
   ),
   ...webConsoleOptions,
+  driverConsole: driverConsoleOption,
   ...outputOptions
 }, (flags) =>
   withSettings(flags, (configured) =>

@@ -100,6 +100,12 @@ export const startWeb = (web: WebSettings, settings: Settings) =>
       )
   })
 
+/** `--driver-console`, on `web` and `up`: the Driver page. */
+export const driverConsoleOption = optionalText(
+  "driver-console",
+  "The Driver's management console, host:port (its console_port): adds a Driver page listing its jobs, with min/max to set"
+)
+
 export const webCommand = Command.make("web", {
   ...connectionOptions,
   lease: queueRunnerOptions.lease,
@@ -108,10 +114,7 @@ export const webCommand = Command.make("web", {
     `Where the web console listens, host:port, [v6]:port or port (env GARIVINI_WEB_LISTEN; file web.listen; default ${DEFAULT_WEB_LISTEN})`
   ),
   ...webConsoleOptions,
-  driverConsole: optionalText(
-    "driver-console",
-    "The Driver's management console, host:port (its console_port): adds a Driver page listing its jobs, with min/max to set"
-  ),
+  driverConsole: driverConsoleOption,
   ...outputOptions
 }, (flags) =>
   withSettings(flags, (settings) =>
