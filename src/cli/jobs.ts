@@ -113,7 +113,7 @@ export const listCommand = Command.make("list", {
   state: Options.choice("state", JOB_STATES).pipe(
     Options.optional,
     Options.withDescription(
-      "due; scheduled (later, never run); retrying (later, after a failure); dispatched (leased by our dispatcher); never; dead (attempts used up); cancelled"
+      "due; scheduled (later, never run); retrying (later, after a failure); dispatched (leased by our dispatcher); running (a worker heartbeats it); never; dead (attempts used up); cancelled"
     )
   ),
   shard: shardFilter,

@@ -236,7 +236,9 @@ const RejectedIds = Schema.parseJson(Schema.Struct({
   jobid: LenientInt,
   dbid: LenientInt,
   failcount: Schema.optionalWith(LenientInt, { default: () => 0 }),
-  flag: Schema.optional(Schema.Unknown)
+  flag: Schema.optional(Schema.Unknown),
+  // A token in any form fences the record by it: a forged or mangled lease changes nothing.
+  lease: Schema.optional(Schema.String)
 }))
 const decodeRejectedIds = Schema.decodeUnknownOption(RejectedIds)
 
