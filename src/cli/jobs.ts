@@ -331,7 +331,7 @@ export const deleteCommand = guardedCommand(
 export const cancelCommand = guardedCommand(
   "cancel",
   cancelJob,
-  "Cancel a job that is not running: kept as cancelled, never run (refused while it may be running, unless --force)"
+  "Cancel a job: kept as cancelled, never run again; a running one (heartbeating) is interrupted at its next heartbeat (refused while it may be in a job server or a worker without heartbeats, unless --force)"
 )
 
 export const jobsCommand = Command.make("jobs").pipe(
