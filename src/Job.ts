@@ -52,6 +52,11 @@ export interface NewJob {
   readonly coalesce?: string | null | undefined
   readonly runAfter: number
   readonly flag?: JobFlag | undefined
+  /**
+   * Stored already leased under this token until `runAfter` (the Injector's insert of a job it
+   * dispatches at once): `lease_token` and `leased_until` written with the row (migration 4).
+   */
+  readonly lease?: string | undefined
 }
 
 /** A NewJob that passed validation: text turned to bytes, absent keys made null. */
@@ -62,6 +67,8 @@ export interface ValidNewJob {
   readonly coalesce: string | null
   readonly runAfter: number
   readonly flag: JobFlag
+  /** See NewJob.lease; for a stored job, the token it was dispatched under (StoredJob). */
+  readonly lease?: string | undefined
 }
 
 /** A stored job as the roles see it: where it is, its columns, and `arg` as the blob's bytes. */
@@ -222,7 +229,10 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
   const flag = job.flag ?? "shim"
   if (flag !== "shim" && flag !== "controller")
     return bad(`flag ${JSON.stringify(flag)} is neither shim nor controller`)
-  const valid: ValidNewJob = { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
+  if (job.lease !== undefined && !LEASE_TOKEN.test(job.lease)) return bad("lease is not a lease token")
+  const valid: ValidNewJob = job.lease === undefined
+    ? { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
+    : { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag, lease: job.lease }
   // Only an arg big enough to need it is scanned: every byte takes at most 6 in the JSON.
   if (arg.length * ARG_BYTE_JSON_MAX + 64 * 1024 > WORKER_JSON_MAX_BYTES) {
     const size = largestWorkerJsonBytes(valid)

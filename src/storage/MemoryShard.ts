@@ -82,7 +82,15 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
             if (existing !== undefined) return { _tag: "Duplicate", existing }
             t.unique.set(identity, jobid)
           }
-          t.rows.set(jobid, { dbid, jobid, ...job, failcount: 0, ...NO_LIFE })
+          // A row stored leased (the Injector's) keeps its token (as `lease`) and its lease.
+          t.rows.set(jobid, {
+            dbid,
+            jobid,
+            ...job,
+            failcount: 0,
+            ...NO_LIFE,
+            leasedUntil: job.lease === undefined ? null : job.runAfter
+          })
           return { _tag: "Inserted", jobid }
         })
         return [results, t]

@@ -484,6 +484,18 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
           3
         )
         assert.deepStrictEqual(yield* storage.list({ funcname: "fence" }), [])
+        // Stored leased under a token (the Injector's insert of a job it dispatches at once): it
+        // shows as dispatched, and only that token completes it.
+        const injected = "1".repeat(32)
+        const [leased] = yield* storage.insert([
+          { funcname: "fence", runAfter: T0 + 300, uniqkey: on1(3), flag: "controller", lease: injected }
+        ])
+        const row = Option.getOrThrow(yield* storage.get(leased!.handle))
+        assert.deepStrictEqual([row.leasedUntil, jobState(row, T0 + 202)], [T0 + 300, "dispatched"])
+        assert.strictEqual(yield* Client.completeJob({ ...leased!.handle, lease: token }), 0)
+        assert.strictEqual(yield* Client.completeJob({ ...leased!.handle, lease: injected }), 1)
+        const refused = yield* Effect.flip(storage.insert([{ funcname: "fence", runAfter: T0, lease: "not a token" }]))
+        assert.strictEqual(refused._tag, "InvalidJob")
       }))
 
     test("heartbeats: the lease moves forward while a job runs; a cancelled job is reported, not extended", ({ storage }) =>

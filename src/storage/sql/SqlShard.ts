@@ -107,6 +107,8 @@ export interface InsertContext<C extends Capabilities> {
   readonly dbid: number
   readonly classify: (error: SqlError) => ShardFailure
   readonly inTransaction: <A>(body: Effect.Effect<A, ShardFailure>) => Effect.Effect<A, ShardFailure>
+  /** The table has migration 4's columns: a row with a `lease` is stored leased under it. */
+  readonly leases: boolean
 }
 
 /** What differs between SQL databases. */
@@ -279,8 +281,15 @@ export const make = <C extends Capabilities>(
       Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
 
     const insert = (input: ReadonlyArray<ValidNewJob>) =>
-      withConnection((conn, caps) =>
-        dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input)
+      withConnection((conn, caps, life, leases) =>
+        dialect.insert({
+          conn,
+          caps,
+          dbid,
+          classify: dialect.classify,
+          inTransaction: inTransaction(conn),
+          leases: life && leases
+        }, input)
       )
 
     const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, token, exclude, maxBytes, only) =>
