@@ -36,7 +36,8 @@ const asJson = (job: JobRecord, now: number) => ({
   last_error_attempt: job.lastErrorAttempt,
   ended: job.ended,
   ended_at: job.endedAt,
-  leased_until: job.leasedUntil
+  leased_until: job.leasedUntil,
+  heartbeat_at: job.heartbeatAt
 })
 
 /** The first line of a last error, cut for a table cell (the whole is in `jobs show`). */
@@ -167,6 +168,7 @@ export const showCommand = Command.make(
             ["coalesce", j.coalesce ?? "(none)"],
             ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`],
             ["leased_until", time(j.leasedUntil)],
+            ["heartbeat_at", time(j.heartbeatAt)],
             ["ended", j.ended ?? "-"],
             ["ended_at", time(j.endedAt)],
             ["last_error_at", time(j.lastErrorAt)],
