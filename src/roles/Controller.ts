@@ -9,6 +9,9 @@
  * leaves the row leased (its worker may still finish it). A row whose function can never be
  * called (a reserved name such as `run_queued_job` itself, or one with whitespace or control
  * characters, written by another client) is not called: it is parked (run_after "never").
+ * While the real function runs, the Controller heartbeats the row (heartbeat.ts): its lease
+ * moves forward, and a cancel stops the wait (the row stays cancelled). Its outcomes carry the
+ * job's lease token: a job leased again meanwhile is left as it is (fenced).
  */
 import { Duration, Effect, Either, Option } from "effect"
 import type { Scope, Layer } from "effect"

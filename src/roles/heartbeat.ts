@@ -74,10 +74,12 @@ export const make = (
       yield* Effect.forEach(byShard, ([dbid, entries]) =>
         storage.heartbeat(dbid, entries.map((e) => e.job), lease).pipe(
           Effect.tap(() => Effect.sync(() => heartbeatWrites.unsafeUpdate(1, []))),
-          Effect.flatMap((result) =>
-            Effect.forEach(entries, (entry) => {
-              if (result.cancelled.includes(entry.job.jobid)) return Deferred.succeed(entry.cancelled, undefined)
-              if (!result.lost.includes(entry.job.jobid) || entry.lostSaid) return Effect.void
+          Effect.flatMap((result) => {
+            const cancelled = new Set(result.cancelled)
+            const lost = new Set(result.lost)
+            return Effect.forEach(entries, (entry) => {
+              if (cancelled.has(entry.job.jobid)) return Deferred.succeed(entry.cancelled, undefined)
+              if (!lost.has(entry.job.jobid) || entry.lostSaid) return Effect.void
               entry.lostSaid = true
               return Effect.logWarning(
                 `job ${
@@ -85,7 +87,7 @@ export const make = (
                 } no longer holds its lease (completed, deleted or leased again elsewhere); it runs on, and its outcome will change nothing`
               )
             }, { discard: true })
-          ),
+          }),
           // A shard that fails a heartbeat: the next one tries again (the lease outlasts a few).
           Effect.catchAll((e) =>
             Effect.logWarning(`heartbeat of ${entries.length} job(s) on shard ${dbid} failed: ${e.message}`)
