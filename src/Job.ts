@@ -64,6 +64,11 @@ export interface NewJob {
   readonly flag?: JobFlag | undefined
   /** Default normal. */
   readonly priority?: JobPriority | undefined
+  /**
+   * Stored already leased under this token until `runAfter` (the Injector's insert of a job it
+   * dispatches at once): `lease_token` and `leased_until` written with the row (migration 4).
+   */
+  readonly lease?: string | undefined
 }
 
 /** A NewJob that passed validation: text turned to bytes, absent keys made null. */
@@ -76,12 +81,23 @@ export interface ValidNewJob {
   readonly flag: JobFlag
   /** Present only when not normal (so a normal job's record is as it was before priorities). */
   readonly priority?: "high" | "low"
+  /** See NewJob.lease; for a stored job, the token it was dispatched under (StoredJob). */
+  readonly lease?: string | undefined
 }
 
 /** A stored job as the roles see it: where it is, its columns, and `arg` as the blob's bytes. */
 export interface StoredJob extends StoredJobId, ValidNewJob {
   readonly failcount: number
+  /**
+   * The token of the lease it was dispatched under (migration 4; the worker JSON's `"lease"`):
+   * our completions apply only while the row still holds it. Absent: dispatched by a Perl
+   * QueueRunner or to a database without the column; completions then apply by jobid alone.
+   */
+  readonly lease?: string | undefined
 }
+
+/** A lease token as the worker JSON may carry it: 16 bytes as 32 lowercase hex characters. */
+export const LEASE_TOKEN = /^[0-9a-f]{32}$/
 
 /** What `insert` says of each job: where it is, and whether it was dropped as a duplicate. */
 export interface InsertOutcome {
@@ -231,9 +247,20 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
   if (!JOB_PRIORITIES.includes(priority)) {
     return bad(`priority ${JSON.stringify(priority)} is not one of ${JOB_PRIORITIES.join(", ")}`)
   }
-  const valid: ValidNewJob = priority === "normal"
+  if (job.lease !== undefined && !LEASE_TOKEN.test(job.lease)) return bad("lease is not a lease token")
+  // The common case (normal, no lease) stays one literal: this runs for every inserted job.
+  const valid: ValidNewJob = priority === "normal" && job.lease === undefined
     ? { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
-    : { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag, priority }
+    : {
+      funcname: job.funcname,
+      arg,
+      uniqkey,
+      coalesce,
+      runAfter: job.runAfter,
+      flag,
+      ...(priority === "normal" ? {} : { priority }),
+      ...(job.lease === undefined ? {} : { lease: job.lease })
+    }
   // Only an arg big enough to need it is scanned: every byte takes at most 6 in the JSON.
   if (arg.length * ARG_BYTE_JSON_MAX + 64 * 1024 > WORKER_JSON_MAX_BYTES) {
     const size = largestWorkerJsonBytes(valid)
@@ -382,7 +409,9 @@ export const WorkerJob = Schema.Struct({
   coalesce: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }),
   run_after: Schema.optionalWith(LenientInt, { default: () => 0 }),
   flag: Schema.optionalWith(LenientFlag, { default: () => "shim" as const }),
-  failcount: Schema.optionalWith(LenientInt, { default: () => 0 })
+  failcount: Schema.optionalWith(LenientInt, { default: () => 0 }),
+  // Ours only (Perl writers never send it); null is no lease, as absent.
+  lease: Schema.optional(Schema.NullOr(Schema.String.pipe(Schema.pattern(LEASE_TOKEN))))
 })
 
 // Synchronous decoding: this runs once per job on every worker's hot path.
@@ -409,8 +438,9 @@ export const fastWorkerJob = (text: string): StoredJob | undefined => {
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined
   // A plain object, checked above; each field is checked before use.
   const o = parsed as { readonly [key: string]: unknown }
-  const { arg, coalesce, dbid, failcount, flag, funcname, jobid, run_after, uniqkey } = o
+  const { arg, coalesce, dbid, failcount, flag, funcname, jobid, lease, run_after, uniqkey } = o
   if (!isCount(jobid) || !isCount(dbid) || typeof funcname !== "string" || typeof arg !== "string") return undefined
+  if (!(lease === undefined || (typeof lease === "string" && LEASE_TOKEN.test(lease)))) return undefined
   if (!isOptionalText(uniqkey) || !isOptionalText(coalesce)) return undefined
   if (!(run_after === undefined || isCount(run_after)) || !(failcount === undefined || isCount(failcount)))
     return undefined
@@ -424,7 +454,8 @@ export const fastWorkerJob = (text: string): StoredJob | undefined => {
     coalesce: coalesce ?? null,
     runAfter: run_after ?? 0,
     flag: flag ?? "shim",
-    failcount: failcount ?? 0
+    failcount: failcount ?? 0,
+    ...(lease === undefined ? {} : { lease })
   }
 }
 
@@ -447,7 +478,8 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<StoredJo
       coalesce: w.coalesce,
       runAfter: w.run_after,
       flag: w.flag,
-      failcount: w.failcount
+      failcount: w.failcount,
+      ...(w.lease === undefined || w.lease === null ? {} : { lease: w.lease })
     })),
     Either.mapLeft((e) =>
       new InvalidJob({
@@ -460,7 +492,7 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<StoredJo
 /** Longest quote of a rejected payload in its reason (the formatter quotes the bad value whole). */
 export const MAX_REJECTION_QUOTE = 1000
 
-/** The worker JSON of a job, keys in the original's column order. */
+/** The worker JSON of a job, keys in the original's column order, then its lease token if any. */
 export const encodeWorkerJson = (job: StoredJob): string =>
   JSON.stringify({
     jobid: job.jobid,
@@ -471,7 +503,8 @@ export const encodeWorkerJson = (job: StoredJob): string =>
     coalesce: job.coalesce,
     run_after: job.runAfter,
     flag: job.flag,
-    failcount: job.failcount
+    failcount: job.failcount,
+    ...(job.lease === undefined ? {} : { lease: job.lease })
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -528,6 +561,8 @@ export interface JobLife {
   readonly endedAt: number | null
   /** The lease our claim wrote in run_after; equal to run_after while the job is dispatched. */
   readonly leasedUntil: number | null
+  /** The last heartbeat of the worker running it (migration 4): set while it runs. */
+  readonly heartbeatAt: number | null
 }
 
 /** A stored job with its life columns: what inspection (get, list) returns. */
@@ -540,11 +575,21 @@ export const NO_LIFE: JobLife = {
   lastErrorAttempt: null,
   ended: null,
   endedAt: null,
-  leasedUntil: null
+  leasedUntil: null,
+  heartbeatAt: null
 }
 
-/** What `jobs list --state`, `jobs show` and `status` tell apart (`running` comes with heartbeats). */
-export const JOB_STATES = ["due", "scheduled", "retrying", "dispatched", "never", "dead", "cancelled"] as const
+/** What `jobs list --state`, `jobs show` and `status` tell apart. */
+export const JOB_STATES = [
+  "due",
+  "scheduled",
+  "retrying",
+  "dispatched",
+  "running",
+  "never",
+  "dead",
+  "cancelled"
+] as const
 export type JobState = typeof JOB_STATES[number]
 
 /**
@@ -558,6 +603,7 @@ export const jobState = (
     readonly failcount: number
     readonly ended?: JobEnd | null | undefined
     readonly leasedUntil?: number | null | undefined
+    readonly heartbeatAt?: number | null | undefined
   },
   now: number
 ): JobState =>
@@ -568,7 +614,7 @@ export const jobState = (
     : job.runAfter >= NEVER
     ? "never"
     : job.leasedUntil === job.runAfter
-    ? "dispatched"
+    ? job.heartbeatAt === null || job.heartbeatAt === undefined ? "dispatched" : "running"
     : job.failcount > 0
     ? "retrying"
     : "scheduled"

@@ -104,15 +104,17 @@ for (const target of [sqliteTarget, mysqlTarget]) {
             yield* first.stop("SIGKILL")
             // What had run, and which jobs' rows were leased (run_after in the future), at the kill.
             const runsAtKill = new Map(runs)
-            // Leased: claimed by the QueueRunner (dispatched) or stored leased by the Injector
-            // (scheduled); a later run_after after a failure (retrying) counts too, as it did.
+            // Leased: claimed by the QueueRunner or stored leased by the Injector (dispatched; the
+            // Injector's show as scheduled without migration 4), running (heartbeating); a later
+            // run_after after a failure (retrying) counts too, as it did.
             const now = Math.floor(Date.now() / 1000)
             const leased = yield* Effect.flatMap(
               StorageLayers.Storage,
               (s) =>
                 Effect.map(
                   s.list({ limit: JOBS }),
-                  (jobs) => jobs.filter((j) => ["scheduled", "retrying", "dispatched"].includes(jobState(j, now)))
+                  (jobs) =>
+                    jobs.filter((j) => ["scheduled", "retrying", "dispatched", "running"].includes(jobState(j, now)))
                 )
             )
             const leasedAtKill = new Set(leased.map((j) => Buffer.from(j.arg).toString()))

@@ -36,7 +36,8 @@ const asJson = (job: JobRecord, now: number) => ({
   last_error_attempt: job.lastErrorAttempt,
   ended: job.ended,
   ended_at: job.endedAt,
-  leased_until: job.leasedUntil
+  leased_until: job.leasedUntil,
+  heartbeat_at: job.heartbeatAt
 })
 
 /** The first line of a last error, cut for a table cell (the whole is in `jobs show`). */
@@ -113,7 +114,7 @@ export const listCommand = Command.make("list", {
   state: Options.choice("state", JOB_STATES).pipe(
     Options.optional,
     Options.withDescription(
-      "due; scheduled (later, never run); retrying (later, after a failure); dispatched (leased by our dispatcher); never; dead (attempts used up); cancelled"
+      "due; scheduled (later, never run); retrying (later, after a failure); dispatched (leased by our dispatcher); running (a worker heartbeats it); never; dead (attempts used up); cancelled"
     )
   ),
   shard: shardFilter,
@@ -167,6 +168,7 @@ export const showCommand = Command.make(
             ["coalesce", j.coalesce ?? "(none)"],
             ["arg", `${j.arg.length} bytes: ${preview(j.arg)}`],
             ["leased_until", time(j.leasedUntil)],
+            ["heartbeat_at", time(j.heartbeatAt)],
             ["ended", j.ended ?? "-"],
             ["ended_at", time(j.endedAt)],
             ["last_error_at", time(j.lastErrorAt)],
@@ -331,7 +333,7 @@ export const deleteCommand = guardedCommand(
 export const cancelCommand = guardedCommand(
   "cancel",
   cancelJob,
-  "Cancel a job that is not running: kept as cancelled, never run (refused while it may be running, unless --force)"
+  "Cancel a job: kept as cancelled, never run again; a running one (heartbeating) is interrupted at its next heartbeat (refused while it may be in a job server or a worker without heartbeats, unless --force)"
 )
 
 export const jobsCommand = Command.make("jobs").pipe(

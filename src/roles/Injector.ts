@@ -18,6 +18,7 @@ import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
 import { formatHandle, JOB_PRIORITIES, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, StoredJob, NewJob } from "../Job.js"
+import { newLeaseToken } from "../storage/leases.js"
 import { DEFAULT_CLAIM_BYTES, Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import * as FlowControl from "./flowControl.js"
@@ -164,6 +165,9 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             )
           }
           const now = yield* nowSeconds
+          // One token for the jobs of this request dispatched at once: stored with them, so the
+          // Controller's outcome applies only while their lease holds (docs/job-life.md).
+          const token = yield* newLeaseToken
           const queued = new Map(yield* depths)
           // Paused functions' jobs are stored due, not dispatched (the home shard's controls, read at
           // most once a second); rate-limited ones are dispatched as far as their tokens go.
@@ -189,7 +193,8 @@ export const makeHandler = (options: InjectorOptions = {}) =>
                 coalesce: spec.coalesce,
                 // Dispatched now: leased to the Controller. Otherwise the QueueRunner's, when due.
                 runAfter: dispatch ? now + leaseSeconds : at.right ?? now,
-                flag: "controller"
+                flag: "controller",
+                ...(dispatch ? { lease: token } : {})
               }
             })
           }
@@ -248,7 +253,8 @@ export const makeHandler = (options: InjectorOptions = {}) =>
             : yield* FlowControl.takeTokens(storage, funcname, rate, mine.length)
           for (const plan of mine.slice(granted)) {
             plan.dispatch = false
-            plan.job = { ...plan.job, runAfter: plan.due }
+            const { lease: _lease, ...unleased } = plan.job
+            plan.job = { ...unleased, runAfter: plan.due }
           }
         }), { discard: true })
     }
@@ -337,7 +343,8 @@ const storedJob = (outcome: InsertOutcome, job: NewJob): StoredJob => ({
   flag: "controller",
   failcount: 0,
   // To gearmand with its priority (run_queued_job's queue is ordered by it too).
-  ...(job.priority === "high" || job.priority === "low" ? { priority: job.priority } : {})
+  ...(job.priority === "high" || job.priority === "low" ? { priority: job.priority } : {}),
+  ...(job.lease === undefined ? {} : { lease: job.lease })
 })
 
 /** Serves `inject_jobs` until the scope closes. */

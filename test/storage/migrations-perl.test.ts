@@ -17,6 +17,7 @@ describe("Perl Garivini on a fully migrated database", () => {
         "0001_job_table",
         "0002_job_life",
         "0003_flow_control",
+        "0004_leases",
         "0005_flow_priority",
         "0006_throughput"
       ])

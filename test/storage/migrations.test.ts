@@ -6,12 +6,12 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
-import { Effect, Exit, Layer, Option, Schema } from "effect"
+import { Effect, Exit, Layer, Logger, Option, Schema } from "effect"
 import { MYSQL, SQLITE } from "../../src/storage/migrations/0001_job_table.js"
 import { clientConfig, openClient } from "../../src/storage/sql/mysql.js"
 import { migrations } from "../../src/storage/migrations/index.js"
 import * as Migrate from "../../src/storage/migrate.js"
-import { layerSqlite } from "../../src/storage/Storage.js"
+import { layer, layerSqlite, Storage } from "../../src/storage/Storage.js"
 import { tempDir } from "../support/files.js"
 import { adminQuery, shardConfig } from "../support/mysql.js"
 
@@ -63,6 +63,7 @@ describe("migrations on MariaDB", () => {
         ["0001_job_table", false],
         ["0002_job_life", false],
         ["0003_flow_control", false],
+        ["0004_leases", false],
         ["0005_flow_priority", false],
         ["0006_throughput", false]
       ])
@@ -71,7 +72,14 @@ describe("migrations on MariaDB", () => {
       const [first] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(first, {
         target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
-        applied: ["0001_job_table", "0002_job_life", "0003_flow_control", "0005_flow_priority", "0006_throughput"],
+        applied: [
+          "0001_job_table",
+          "0002_job_life",
+          "0003_flow_control",
+          "0004_leases",
+          "0005_flow_priority",
+          "0006_throughput"
+        ],
         adopted: false
       })
       const [again] = yield* Migrate.migrate([shard])
@@ -88,6 +96,7 @@ describe("migrations on MariaDB", () => {
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "4_leases",
         "5_flow_priority",
         "6_throughput"
       ])
@@ -114,6 +123,7 @@ describe("migrations on MariaDB", () => {
         "0001_job_table",
         "0002_job_life",
         "0003_flow_control",
+        "0004_leases",
         "0005_flow_priority",
         "0006_throughput"
       ])
@@ -128,6 +138,8 @@ describe("migrations on MariaDB", () => {
         "`ended` enum('dead','cancelled') DEFAULT NULL,",
         "`ended_at` int(10) unsigned DEFAULT NULL,",
         "`leased_until` int(10) unsigned DEFAULT NULL,",
+        "`lease_token` char(32) CHARACTER SET ascii COLLATE ascii_bin DEFAULT NULL,",
+        "`heartbeat_at` int(10) unsigned DEFAULT NULL,",
         "`priority` tinyint(4) NOT NULL DEFAULT 0,"
       ])
       assert.include(after, "KEY `job_claim` (`priority` DESC,`run_after`)")
@@ -136,6 +148,7 @@ describe("migrations on MariaDB", () => {
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "4_leases",
         "5_flow_priority",
         "6_throughput"
       ])
@@ -170,6 +183,35 @@ describe("migrations on MariaDB", () => {
       }
     }))
 
+  it.scopedLive("a database without migration 4 (v3) runs with leases off: one warning naming it, jobs stored, claimed and deleted as before", () =>
+    Effect.gen(function*() {
+      const shard = yield* emptyShard()
+      const { "0004_leases": _leases, ...v3 } = migrations
+      yield* mysqlClient(shard.database, Migrate.applyOf(v3))
+      const lines: Array<string> = []
+      const collecting = Logger.replace(
+        Logger.defaultLogger,
+        Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
+      )
+      yield* Effect.gen(function*() {
+        const storage = yield* Storage
+        assert.isTrue(yield* storage.jobLife(1))
+        assert.isFalse(yield* storage.leases(1))
+        const [stored] = yield* storage.insert([{ funcname: "v3", runAfter: 0 }])
+        const claimed = yield* storage.claimDue(1, 10, "30 seconds")
+        assert.deepStrictEqual(claimed.map((j) => j.jobid), [stored!.handle.jobid])
+        assert.strictEqual(yield* storage.complete([stored!.handle]), 1)
+        assert.deepStrictEqual(yield* storage.list({}), [])
+      }).pipe(
+        Effect.provide(layer({ shards: [shard] }).pipe(Layer.orDie)),
+        Effect.provide(collecting)
+      )
+      const warnings = lines.filter((l) => l.includes("lacks migration 0004_leases"))
+      assert.strictEqual(warnings.length, 1, lines.join("\n"))
+      assert.include(warnings[0], "level=WARN")
+      assert.include(warnings[0], "garivini migrate")
+    }))
+
   it.scopedLive("a migration that fails is not left recorded (MySQL commits DDL): the next run tries it again", () =>
     Effect.gen(function*() {
       const shard = yield* emptyShard()
@@ -186,7 +228,7 @@ describe("migrations on MariaDB", () => {
       assert.include(failed.message, "0099_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table", "2_job_life", "3_flow_control", "5_flow_priority", "6_throughput"],
+        ["1_job_table", "2_job_life", "3_flow_control", "4_leases", "5_flow_priority", "6_throughput"],
         "the real migrations ran and stay; the broken one is not recorded"
       )
       const fixed = {
@@ -198,6 +240,7 @@ describe("migrations on MariaDB", () => {
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "4_leases",
         "5_flow_priority",
         "6_throughput",
         "99_broken"
@@ -223,11 +266,12 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [6, 1]])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [7, 1]])
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
         "3_flow_control",
+        "4_leases",
         "5_flow_priority",
         "6_throughput",
         "99_slow"
@@ -246,6 +290,7 @@ describe("migrations on MariaDB", () => {
         ["0001_job_table", false],
         ["0002_job_life", false],
         ["0003_flow_control", false],
+        ["0004_leases", false],
         ["0005_flow_priority", false],
         ["0006_throughput", false],
         ["0099_future", true]
@@ -286,6 +331,7 @@ describe("migrations on SQLite", () => {
         ["0001_job_table", true],
         ["0002_job_life", true],
         ["0003_flow_control", true],
+        ["0004_leases", true],
         ["0005_flow_priority", true],
         ["0006_throughput", true]
       ])
@@ -315,6 +361,7 @@ describe("migrations on SQLite", () => {
         { migration_id: 1, name: "job_table" },
         { migration_id: 2, name: "job_life" },
         { migration_id: 3, name: "flow_control" },
+        { migration_id: 4, name: "leases" },
         { migration_id: 5, name: "flow_priority" },
         { migration_id: 6, name: "throughput" }
       ])

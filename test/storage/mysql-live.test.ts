@@ -75,8 +75,11 @@ describe("MariaDB storage", () => {
         "coalesce",
         "run_after",
         "flag",
-        "failcount"
+        "failcount",
+        // Ours (migration 4): the lease token, an extra key that Perl workers ignore.
+        "lease"
       ])
+      assert.match(json.lease, /^[0-9a-f]{32}$/)
       assert.strictEqual(json.arg, "hi\u00ff\u0000")
       assert.deepStrictEqual([...(yield* decodeWorkerJson(encodeWorkerJson(job!))).arg], [0x68, 0x69, 0xff, 0x00])
       // And what the Perl worker does to complete it works on our rows.
@@ -85,7 +88,7 @@ describe("MariaDB storage", () => {
       assert.isTrue(Option.isNone(yield* storage.get(ours!.handle)))
     }))
 
-  it.scopedLive("the migrations make the original's job table plus migration 2's nullable columns, and migrate is idempotent", () =>
+  it.scopedLive("the migrations make the original's job table plus migrations 2's and 4's nullable columns, and migrate is idempotent", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
       const storage = yield* storageOver([shard!])
@@ -114,7 +117,10 @@ describe("MariaDB storage", () => {
           { COLUMN_NAME: "last_error_attempt", COLUMN_TYPE: "tinyint(3) unsigned", IS_NULLABLE: "YES" },
           { COLUMN_NAME: "ended", COLUMN_TYPE: "enum('dead','cancelled')", IS_NULLABLE: "YES" },
           { COLUMN_NAME: "ended_at", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" },
-          { COLUMN_NAME: "leased_until", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" }
+          { COLUMN_NAME: "leased_until", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" },
+          // Migration 4: nullable too.
+          { COLUMN_NAME: "lease_token", COLUMN_TYPE: "char(32)", IS_NULLABLE: "YES" },
+          { COLUMN_NAME: "heartbeat_at", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" }
         ]
       )
       const [indexes] = yield* adminQuery(

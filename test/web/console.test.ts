@@ -74,6 +74,7 @@ describe("web console", () => {
           scheduled: 1,
           retrying: 0,
           dispatched: 0,
+          running: 0,
           never: 0,
           dead: 0,
           cancelled: 0
@@ -84,6 +85,7 @@ describe("web console", () => {
           "scheduled",
           "retrying",
           "dispatched",
+          "running",
           "never",
           "dead",
           "cancelled"

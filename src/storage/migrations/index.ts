@@ -14,6 +14,7 @@ import * as Migrator from "@effect/sql/Migrator"
 import jobTable from "./0001_job_table.js"
 import jobLife from "./0002_job_life.js"
 import flowControl from "./0003_flow_control.js"
+import leases from "./0004_leases.js"
 import flowPriority from "./0005_flow_priority.js"
 import throughput from "./0006_throughput.js"
 
@@ -22,7 +23,7 @@ export const migrations = {
   "0001_job_table": jobTable,
   "0002_job_life": jobLife,
   "0003_flow_control": flowControl,
-  // 0004 is another feature's (its branch); the Migrator runs ids above the latest recorded.
+  "0004_leases": leases,
   "0005_flow_priority": flowPriority,
   "0006_throughput": throughput
 } as const

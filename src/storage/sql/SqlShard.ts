@@ -17,11 +17,15 @@ import { Duration, Effect, ExecutionStrategy, Exit, Option, Runtime, Schema, Sco
 import { FAILCOUNT_MAX, LenientInt, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
+import { LEASE_COLUMNS } from "../migrations/0004_leases.js"
 import { THROUGHPUT_TABLE } from "../migrations/0006_throughput.js"
 import { tableExists } from "../migrations/jobTable.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "../ShardBackend.js"
 import type {
   FailOutcome,
+  HeartbeatResult,
+  HeldRow,
+  RescheduleOutcome,
   RowInsert,
   ShardBackend,
   ShardCancelOutcome,
@@ -35,8 +39,8 @@ import {
   countsFromRows,
   countsStatement,
   inlineLimit,
+  inspectedColumns,
   JOB_COLUMNS,
-  LIFE_COLUMNS,
   listStatement,
   stateCondition,
   withArgs,
@@ -54,6 +58,47 @@ const PRIORITY_RANGES = "priority IN (1, 0, -1)"
 
 /** A row not cancelled (NULL-safe: a live row's `ended` is NULL). */
 const NOT_CANCELLED = "COALESCE(ended, '') <> 'cancelled'"
+
+/** A claim keeps the row's token while nobody started the job (no heartbeat seen). */
+const KEEPS_TOKEN = "lease_token IS NOT NULL AND heartbeat_at IS NULL"
+
+/** What a statement that ends a lease adds (a table with migration 4): its token and heartbeat go. */
+const LEASE_OVER = ", lease_token = NULL, heartbeat_at = NULL"
+
+const decodeClaimLeases = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ lease_token: Schema.NullOr(Schema.String), heartbeat_at: Schema.NullOr(LenientInt) }))
+)
+
+const LeaseRow = Schema.Struct({
+  jobid: LenientInt,
+  lease_token: Schema.NullOr(Schema.String),
+  ended: Schema.NullOr(Schema.Literal("dead", "cancelled"))
+})
+const decodeLeaseRows = Schema.decodeUnknown(Schema.Array(LeaseRow))
+
+/**
+ * Why a fenced statement did not change a job's row: gone, or cancelled, or dead (`missing`: the
+ * job is over), or held under another token now (`fenced`).
+ */
+const leaseVerdict = (job: HeldRow, row: typeof LeaseRow.Type | undefined): "missing" | "fenced" =>
+  row === undefined || row.ended !== null ? "missing" : row.lease_token === job.lease ? "missing" : "fenced"
+
+/** Which of the jobs a heartbeat did not extend, and why: cancelled under their token, or lost. */
+const heartbeatVerdicts = (
+  jobs: ReadonlyArray<HeldRow>,
+  rows: ReadonlyMap<number, typeof LeaseRow.Type>,
+  extended: number
+): HeartbeatResult => {
+  const cancelled: Array<number> = []
+  const lost: Array<number> = []
+  for (const job of jobs) {
+    const row = rows.get(job.jobid)
+    if (row !== undefined && row.lease_token === job.lease && row.ended === null) continue
+    if (row !== undefined && row.lease_token === job.lease && row.ended === "cancelled") cancelled.push(job.jobid)
+    else lost.push(job.jobid)
+  }
+  return { extended, cancelled, lost }
+}
 
 /** What every dialect learns when it opens: at least the largest arg one statement can carry. */
 export interface Capabilities {
@@ -75,6 +120,8 @@ export interface InsertContext<C extends Capabilities> {
   readonly dbid: number
   readonly classify: (error: SqlError) => ShardFailure
   readonly inTransaction: <A>(body: Effect.Effect<A, ShardFailure>) => Effect.Effect<A, ShardFailure>
+  /** The table has migration 4's columns: a row with a `lease` is stored leased under it. */
+  readonly leases: boolean
 }
 
 /** What differs between SQL databases. */
@@ -150,7 +197,7 @@ export const make = <C extends Capabilities>(
         Effect.flatMap(({ caps, client }) =>
           Effect.map(
             Effect.all([detectColumns(dialect, client), detectThroughput(dialect, client)]),
-            ([{ life, priority }, throughput]) => ({ client, caps, life, priority, throughput })
+            ([{ leases, life, priority }, throughput]) => ({ client, caps, life, leases, priority, throughput })
           )
         ),
         Effect.onError(() => Scope.close(scope, Exit.void))
@@ -194,20 +241,27 @@ export const make = <C extends Capabilities>(
      * (only the unbounded counts, list and retryNever could hold the whole pool).
      */
     const withConnection = <A>(
-      f: (conn: Connection, caps: C, life: boolean, priority: boolean) => Effect.Effect<A, ShardFailure>,
+      f: (
+        conn: Connection,
+        caps: C,
+        life: boolean,
+        leases: boolean,
+        priority: boolean
+      ) => Effect.Effect<A, ShardFailure>,
       bounded = true
     ): Effect.Effect<A, ShardFailure> => {
       const once = Effect.scoped(Effect.gen(function*() {
-        const { caps, client, life, priority } = yield* connected
+        const { caps, client, leases, life, priority } = yield* connected
         const conn = yield* client.reserve.pipe(
           Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
         )
-        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps, life, priority)
+        if (!bounded || guard === undefined || watchdog === undefined)
+          return yield* f(conn, caps, life, leases, priority)
         // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
         // interrupted statement would return its connection to the pool with the statement
         // still pending. Closing the connection makes that statement fail, so `f` ends.
         const watch = watchdog.arm(conn)
-        return yield* f(conn, caps, life, priority).pipe(
+        return yield* f(conn, caps, life, leases, priority).pipe(
           Effect.mapError((failure) => watch.expired ? timedOut(guard.after, failure) : failure),
           Effect.ensuring(Effect.sync(() => watchdog.disarm(watch)))
         )
@@ -251,18 +305,28 @@ export const make = <C extends Capabilities>(
     const classified = <A>(effect: Effect.Effect<A, SqlError>) => Effect.mapError(effect, dialect.classify)
     /** Jobs with their life columns (those of a v1 table: none). */
     const records = (conn: Connection, sql: string, params: ReadonlyArray<unknown>, life: boolean) =>
-      Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) =>
-        Effect.flatMap(jobsFromRows(dbid, r), (jobs) =>
-          life ? withLife(jobs, r) : Effect.succeed(jobs.map((job) => ({ ...job, ...NO_LIFE })))))
+      Effect.flatMap(
+        classified(conn.execute(sql, params, undefined)),
+        (r) =>
+          Effect.flatMap(
+            jobsFromRows(dbid, r),
+            (jobs) => life ? withLife(jobs, r) : Effect.succeed(jobs.map((job) => ({ ...job, ...NO_LIFE })))
+          )
+      )
     const changes = (conn: Connection, sql: string, params: ReadonlyArray<unknown>) =>
       Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
 
     const insert = (input: ReadonlyArray<ValidNewJob>) =>
-      withConnection((conn, caps, _life, priority) =>
-        dialect.insert(
-          { conn, caps, priority, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) },
-          input
-        )
+      withConnection((conn, caps, life, leases, priority) =>
+        dialect.insert({
+          conn,
+          caps,
+          priority,
+          dbid,
+          classify: dialect.classify,
+          inTransaction: inTransaction(conn),
+          leases: life && leases
+        }, input)
       )
 
     /** The claim's statements, inside the caller's transaction (claimDue, claimCapped). */
@@ -270,10 +334,12 @@ export const make = <C extends Capabilities>(
       conn: Connection,
       caps: C,
       life: boolean,
+      leases: boolean,
       priority: boolean,
       now: number,
       limit: number,
       leaseUntil: number,
+      token: string,
       exclude: ReadonlyArray<string>,
       maxBytes: number,
       only: string | undefined
@@ -290,7 +356,7 @@ export const make = <C extends Capabilities>(
           // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
           // With priorities (migration 0005), higher first: three ranges of the `job_claim
           // (priority DESC, run_after)` index, read in its order up to LIMIT, no sort.
-          `SELECT ${claimColumns(inlineMax)}${
+          `SELECT ${claimColumns(inlineMax)}${leases ? ", lease_token, heartbeat_at" : ""}${
             priority ? `, priority FROM job${dialect.claimIndex} WHERE ${PRIORITY_RANGES} AND` : " FROM job WHERE"
           } run_after <= ?${excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`}${
             only === undefined ? "" : " AND funcname = ?"
@@ -313,9 +379,21 @@ export const make = <C extends Capabilities>(
             )
           )
         }
-        const ids = dialect.inList(due.map((j) =>
-          j.jobid
-        ))
+        const ids = dialect.inList(due.map((j) => j.jobid))
+        if (leases) {
+          // The token too, in the same UPDATE: the row's own while nobody started the job
+          // (no heartbeat: a copy gearmand still holds carries it), else this claim's.
+          const held = yield* Effect.mapError(decodeClaimLeases(raw), badData("lease columns"))
+          yield* changes(
+            conn,
+            `UPDATE job SET run_after = ?, leased_until = ?, lease_token = CASE WHEN ${KEEPS_TOKEN} THEN lease_token ELSE ? END, heartbeat_at = NULL WHERE jobid IN ${ids.sql}`,
+            [leaseUntil, leaseUntil, token, ...ids.params]
+          )
+          return due.map((job, i) => {
+            const row = held[i]!
+            return { ...job, lease: row.lease_token !== null && row.heartbeat_at === null ? row.lease_token : token }
+          })
+        }
         // The lease is recorded in the same UPDATE (a v2 table): the job shows as dispatched.
         yield* changes(
           conn,
@@ -327,12 +405,14 @@ export const make = <C extends Capabilities>(
         return due
       })
 
-    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
-      withConnection((conn, caps, life, priority) =>
-        inTransaction(conn)(claimIn(conn, caps, life, priority, now, limit, leaseUntil, exclude, maxBytes, only))
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, token, exclude, maxBytes, only) =>
+      withConnection((conn, caps, life, leases, priority) =>
+        inTransaction(conn)(
+          claimIn(conn, caps, life, leases, priority, now, limit, leaseUntil, token, exclude, maxBytes, only)
+        )
       )
 
-    /** The function's leased rows (the dispatched state), through the `job_lease` index of migration 0005. */
+    /** The function's leased rows (dispatched or running), through the `job_lease` index of migration 0005. */
     const leasedOn = (conn: Connection, funcname: string, now: number) =>
       Effect.flatMap(
         classified(conn.execute(
@@ -358,19 +438,41 @@ export const make = <C extends Capabilities>(
           `shard ${dbid} lacks migration 0005_flow_priority: concurrency limits are off there; run \`garivini migrate\``
       })
 
-    const claimCapped: ShardBackend["claimCapped"] = (now, funcname, cap, limit, leaseUntil, maxBytes, elsewhere) =>
-      withConnection((conn, caps, life, priority) =>
+    const claimCapped: ShardBackend["claimCapped"] = (
+      now,
+      funcname,
+      cap,
+      limit,
+      leaseUntil,
+      token,
+      maxBytes,
+      elsewhere
+    ) =>
+      withConnection((conn, caps, life, leases, priority) =>
         !life || !priority ? Effect.fail(noPriority(dbid)) : inTransaction(conn)(Effect.gen(function*() {
           yield* lockFunction(conn, funcname)
           const here = yield* leasedOn(conn, funcname, now)
           const room = Math.min(limit, cap - here - (yield* elsewhere))
           if (room <= 0) return []
-          return yield* claimIn(conn, caps, life, priority, now, room, leaseUntil, [], maxBytes, funcname)
+          return yield* claimIn(
+            conn,
+            caps,
+            life,
+            leases,
+            priority,
+            now,
+            room,
+            leaseUntil,
+            token,
+            [],
+            maxBytes,
+            funcname
+          )
         }))
       )
 
     const withFunctionLock: ShardBackend["withFunctionLock"] = (funcname, now, body) =>
-      withConnection((conn, _caps, life, priority) =>
+      withConnection((conn, _caps, life, _leases, priority) =>
         !life || !priority ? Effect.fail(noPriority(dbid)) : inTransaction(conn)(Effect.gen(function*() {
           yield* lockFunction(conn, funcname)
           return yield* body(yield* leasedOn(conn, funcname, now))
@@ -378,24 +480,55 @@ export const make = <C extends Capabilities>(
       )
 
     const byIds = (
-      verb: (life: boolean) => string,
+      verb: (life: boolean, leases: boolean) => string,
       jobids: ReadonlyArray<number>,
-      head: ReadonlyArray<unknown>,
-      also: (life: boolean) => string = () => ""
+      head: ReadonlyArray<unknown>
     ) => {
       if (jobids.length === 0) return Effect.succeed(0)
       const ids = dialect.inList(jobids)
-      return withConnection((conn, _caps, life) =>
-        changes(conn, `${verb(life)} WHERE jobid IN ${ids.sql}${also(life)}`, [...head, ...ids.params])
+      return withConnection((conn, _caps, life, leases) =>
+        changes(conn, `${verb(life, leases)} WHERE jobid IN ${ids.sql}`, [...head, ...ids.params])
       )
+    }
+
+    /**
+     * The rows of `jobs`, each fenced by its token when it has one (and the table has the
+     * column): `jobid IN (…)` for those without, `(lease_token = ? AND jobid IN (…))` per token (a
+     * claimed batch shares one), OR'ed: one condition, so a batch stays one statement.
+     */
+    const heldCondition = (jobs: ReadonlyArray<HeldRow>, leases: boolean): InList => {
+      const plain: Array<number> = []
+      const byToken = new Map<string, Array<number>>()
+      for (const j of jobs) {
+        if (!leases || j.lease === undefined) plain.push(j.jobid)
+        else {
+          const ids = byToken.get(j.lease)
+          if (ids === undefined) byToken.set(j.lease, [j.jobid])
+          else ids.push(j.jobid)
+        }
+      }
+      const parts: Array<string> = []
+      const params: Array<unknown> = []
+      if (plain.length > 0) {
+        const ids = dialect.inList(plain)
+        parts.push(`jobid IN ${ids.sql}`)
+        params.push(...ids.params)
+      }
+      for (const [token, jobids] of byToken) {
+        const ids = dialect.inList(jobids)
+        parts.push(`(lease_token = ? AND jobid IN ${ids.sql})`)
+        params.push(token, ...ids.params)
+      }
+      return { sql: parts.length === 1 ? parts[0]! : `(${parts.join(" OR ")})`, params }
     }
 
     /**
      * One UPDATE recording a failure (and the end of the attempts when it is the last). Only on a
      * job not cancelled: a late failure must not revive a cancelled one.
      */
-    const fail: ShardBackend["fail"] = (jobid, r) =>
-      withConnection((conn, _caps, life) => {
+    const fail: ShardBackend["fail"] = (job, r) =>
+      withConnection((conn, _caps, life, leases) => {
+        const jobid = job.jobid
         if (!life) {
           // A v1 table: the failure backs the job off, as before migration 2.
           return changes(conn, "UPDATE job SET run_after = ?, failcount = ? WHERE jobid = ?", [
@@ -405,19 +538,43 @@ export const make = <C extends Capabilities>(
           ]).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : "retrying"))
         }
         const error = r.error === undefined ? "" : ", last_error = ?, last_error_at = ?, last_error_attempt = ?"
+        const fenced = leases && job.lease !== undefined
         return changes(
           conn,
-          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ? AND ${NOT_CANCELLED}`,
+          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error}${
+            leases ? LEASE_OVER : ""
+          } WHERE jobid = ? AND ${NOT_CANCELLED}${fenced ? " AND lease_token = ?" : ""}`,
           [
             r.dead ? NEVER : r.runAfter,
             r.failcount,
             r.dead ? "dead" : null,
             r.dead ? r.at : null,
             ...(r.error === undefined ? [] : [r.error, r.at, r.failcount]),
-            jobid
+            jobid,
+            ...(fenced ? [job.lease] : [])
           ]
-        ).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : r.dead ? "dead" : "retrying"))
+        ).pipe(Effect.flatMap((n): Effect.Effect<FailOutcome, ShardFailure> =>
+          n > 0
+            ? Effect.succeed(r.dead ? "dead" : "retrying")
+            : fenced
+            ? Effect.map(whyUnchanged(conn, job), (why) => why === "fenced" ? "fenced" : "missing")
+            : Effect.succeed("missing")
+        ))
       })
+
+    /** The lease columns of rows (only read when a fenced statement changed fewer rows than named). */
+    const leaseRows = (conn: Connection, jobids: ReadonlyArray<number>) => {
+      const ids = dialect.inList(jobids)
+      return classified(
+        conn.execute(`SELECT jobid, lease_token, ended FROM job WHERE jobid IN ${ids.sql}`, ids.params, undefined)
+      ).pipe(
+        Effect.flatMap((rows) => Effect.mapError(decodeLeaseRows(rows), badData("lease rows"))),
+        Effect.map((rows) => new Map(rows.map((row) => [row.jobid, row] as const)))
+      )
+    }
+    /** Why a fenced statement left a row alone: it is gone or cancelled (`missing`), or its token moved on. */
+    const whyUnchanged = (conn: Connection, job: HeldRow) =>
+      Effect.map(leaseRows(conn, [job.jobid]), (rows) => leaseVerdict(job, rows.get(job.jobid)))
 
     /**
      * One UPDATE cancels a live job; only when it matched nothing does a read say why (no row, or
@@ -447,7 +604,8 @@ export const make = <C extends Capabilities>(
       })
 
     const flow = Flow.make({
-      withConnection: (f, bounded) => withConnection((conn, _caps, _life, priority) => f(conn, priority), bounded),
+      withConnection: (f, bounded) =>
+        withConnection((conn, _caps, _life, _leases, priority) => f(conn, priority), bounded),
       inTransaction,
       classify: dialect.classify,
       changes: dialect.changes,
@@ -460,29 +618,35 @@ export const make = <C extends Capabilities>(
       flow,
       flowPriority: Effect.map(connected, (o) => o.priority),
       leased: (funcname, now) =>
-        withConnection((conn, _caps, life, priority) =>
+        withConnection((conn, _caps, life, _leases, priority) =>
           life && priority ? leasedOn(conn, funcname, now) : Effect.fail(noPriority(dbid))
         ),
       claimCapped,
       withFunctionLock,
       maxArgBytes: Effect.map(connected, (o) => o.caps.maxArgBytes),
       jobLife: Effect.map(connected, (o) => o.life),
+      leases: Effect.map(connected, (o) => o.leases),
       insert,
       claimDue,
       setRunAfter: (jobids, runAfter, error) =>
         error === undefined
           ? byIds(
-            (life) => life ? "UPDATE job SET run_after = ?, leased_until = NULL" : "UPDATE job SET run_after = ?",
+            (life, leases) =>
+              life
+                ? `UPDATE job SET run_after = ?, leased_until = NULL${leases ? LEASE_OVER : ""}`
+                : "UPDATE job SET run_after = ?",
             jobids,
             [runAfter]
           )
-          : withConnection((conn, _caps, life) => {
+          : withConnection((conn, _caps, life, leases) => {
             if (jobids.length === 0) return Effect.succeed(0)
             const ids = dialect.inList(jobids)
             return life
               ? changes(
                 conn,
-                `UPDATE job SET run_after = ?, leased_until = NULL, last_error = ?, last_error_at = ?, last_error_attempt = CASE WHEN failcount < ${FAILCOUNT_MAX} THEN failcount + 1 ELSE ${FAILCOUNT_MAX} END WHERE jobid IN ${ids.sql}`,
+                `UPDATE job SET run_after = ?, leased_until = NULL${
+                  leases ? LEASE_OVER : ""
+                }, last_error = ?, last_error_at = ?, last_error_attempt = CASE WHEN failcount < ${FAILCOUNT_MAX} THEN failcount + 1 ELSE ${FAILCOUNT_MAX} END WHERE jobid IN ${ids.sql}`,
                 [runAfter, error.text, error.at, ...ids.params]
               )
               : changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [runAfter, ...ids.params])
@@ -513,19 +677,62 @@ export const make = <C extends Capabilities>(
               })
             )
             : Effect.succeed(Option.none())),
-      // Still one statement; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
-      remove: (jobids, liveOnly) =>
-        byIds(() => "DELETE FROM job", jobids, [], (life) => life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""),
-      reschedule: (jobid, runAfter, failcount) =>
-        withConnection((conn, _caps, life) =>
-          changes(
+      // Still one statement per batch; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
+      remove: (jobs, liveOnly) =>
+        jobs.length === 0
+          ? Effect.succeed({ deleted: 0, fenced: [] })
+          : withConnection((conn, _caps, life, leases) =>
+            Effect.gen(function*() {
+              const held = heldCondition(jobs, leases)
+              const deleted = yield* changes(
+                conn,
+                `DELETE FROM job WHERE ${held.sql}${life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""}`,
+                held.params
+              )
+              const tokened = leases ? jobs.filter((j) => j.lease !== undefined) : []
+              if (tokened.length === 0 || deleted >= new Set(jobs.map((j) => j.jobid)).size)
+                return { deleted, fenced: [] }
+              const rows = yield* leaseRows(conn, tokened.map((j) => j.jobid))
+              return {
+                deleted,
+                fenced: tokened.filter((j) => leaseVerdict(j, rows.get(j.jobid)) === "fenced").map((j) => j.jobid)
+              }
+            })
+          ),
+      reschedule: (job, runAfter, failcount) =>
+        withConnection((conn, _caps, life, leases) => {
+          const fenced = leases && job.lease !== undefined
+          return changes(
             conn,
-            `UPDATE job SET run_after = ?, failcount = ?${life ? ", leased_until = NULL" : ""} WHERE jobid = ?`,
-            [runAfter, failcount, jobid]
-          )
-        ).pipe(
-          Effect.map((n) => n > 0)
-        ),
+            // Not a cancelled job: moving its run_after off `never` would let a claimer take it.
+            `UPDATE job SET run_after = ?, failcount = ?${life ? ", leased_until = NULL" : ""}${
+              leases ? LEASE_OVER : ""
+            } WHERE jobid = ?${life ? ` AND ${NOT_CANCELLED}` : ""}${fenced ? " AND lease_token = ?" : ""}`,
+            fenced ? [runAfter, failcount, job.jobid, job.lease] : [runAfter, failcount, job.jobid]
+          ).pipe(Effect.flatMap((n): Effect.Effect<RescheduleOutcome, ShardFailure> =>
+            n > 0
+              ? Effect.succeed("rescheduled")
+              : fenced
+              ? whyUnchanged(conn, job)
+              : Effect.succeed("missing")
+          ))
+        }),
+      heartbeat: (jobs, now, leaseUntil) =>
+        withConnection((conn, _caps, life, leases): Effect.Effect<HeartbeatResult, ShardFailure> => {
+          const tokened = jobs.filter((j) => j.lease !== undefined)
+          if (!life || !leases || tokened.length === 0) return Effect.succeed({ extended: 0, cancelled: [], lost: [] })
+          const held = heldCondition(tokened, true)
+          return Effect.gen(function*() {
+            const extended = yield* changes(
+              conn,
+              `UPDATE job SET heartbeat_at = ?, run_after = ?, leased_until = ? WHERE ended IS NULL AND ${held.sql}`,
+              [now, leaseUntil, leaseUntil, ...held.params]
+            )
+            if (extended >= new Set(tokened.map((j) => j.jobid)).size) return { extended, cancelled: [], lost: [] }
+            const rows = yield* leaseRows(conn, tokened.map((j) => j.jobid))
+            return heartbeatVerdicts(tokened, rows, extended)
+          })
+        }),
       fail,
       cancel,
       // Unbounded: these scan a function's or the whole table's rows, and an operator runs them.
@@ -573,20 +780,20 @@ export const make = <C extends Capabilities>(
             )
             : Effect.succeed(0), false),
       counts: (now) =>
-        withConnection((conn, _caps, life) => {
-          const { params, sql } = countsStatement(now, life)
+        withConnection((conn, _caps, life, leases) => {
+          const { params, sql } = countsStatement(now, life, leases)
           return Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) => countsFromRows(dbid, r))
         }, false),
       list: (q: ShardListQuery) =>
-        withConnection((conn, _caps, life) => {
-          const { params, sql } = listStatement(q, life)
+        withConnection((conn, _caps, life, leases) => {
+          const { params, sql } = listStatement(q, life, leases)
           return records(conn, sql, params, life)
         }, false),
       get: (jobid) =>
-        withConnection((conn, _caps, life) =>
+        withConnection((conn, _caps, life, leases) =>
           records(
             conn,
-            `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job WHERE jobid = ?`,
+            `SELECT ${JOB_COLUMNS}${inspectedColumns(life, leases)} FROM job WHERE jobid = ?`,
             [jobid],
             life
           )
@@ -600,15 +807,18 @@ const decodeEndedRows = Schema.decodeUnknown(
   Schema.Array(Schema.Struct({ ended: Schema.NullOr(Schema.Literal("dead", "cancelled")) }))
 )
 
-/** What a shard holds once open: the client, the dialect's capabilities, and migration 2's columns. */
+/** What a shard holds once open: the client, the dialect's capabilities, and which migrations' columns. */
 interface Opened<C> {
   readonly client: SqlClient
   readonly caps: C
+  /** Migration 2's columns (job life). */
   readonly life: boolean
   /** Whether migration 0006's `garivini_throughput` is there. */
   readonly throughput: boolean
   /** Migration 0005's columns (job priority, function concurrency). */
   readonly priority: boolean
+  /** Migration 4's columns (lease tokens, heartbeats); only counted with `life`. */
+  readonly leases: boolean
 }
 
 const decodeMinuteRows = Schema.decodeUnknown(
@@ -642,10 +852,12 @@ const decodeCount = Schema.decodeUnknown(
 const PRIORITY_COLUMN = "priority"
 
 /**
- * Which migrations' columns the `job` table has, asked once at open: migration 2's (`life`) and
- * 0005's `priority` (with it, `garivini_function.concurrency`). A table without them (a Perl
- * database not migrated) keeps working as before, with one warning saying what is off. No table
- * yet: assumed migrated (its statements fail until `garivini migrate` makes it).
+ * Which later migrations' columns the `job` table has, asked once at open: migration 2's
+ * (`life`), 4's (`leases`) and 5's `priority` (with it, `garivini_function.concurrency`). A table
+ * without migration 2's (a Perl database not migrated) keeps working as before, with one warning
+ * saying what is off; one without 4's runs unfenced and without heartbeats, one without 5's
+ * without priorities and concurrency limits, each with one warning. No table yet: assumed
+ * migrated (its statements fail until `garivini migrate` makes it).
  */
 const detectColumns = <C extends Capabilities>(dialect: Dialect<C>, client: SqlClient) =>
   Effect.gen(function*() {
@@ -657,23 +869,33 @@ const detectColumns = <C extends Capabilities>(dialect: Dialect<C>, client: SqlC
         r.name.toLowerCase()
       )
     )
-    if (names.size === 0) return { life: true, priority: true }
+    if (names.size === 0) return { life: true, leases: true, priority: true }
     const missing = JOB_LIFE_COLUMNS.filter((c) => !names.has(c))
-    const life = missing.length === 0
-    if (!life) {
+    const missingLeases = LEASE_COLUMNS.filter((c) => !names.has(c))
+    if (missing.length > 0) {
       yield* Effect.logWarning(
         `the job table lacks migration 0002_job_life (${
           missing.join(", ")
         }): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
       )
+      // Leases and priorities are written with migration 2's columns: without them they are off
+      // too (the warning above already says to migrate).
+      return { life: false, leases: false, priority: false }
     }
-    const priority = life && names.has(PRIORITY_COLUMN)
-    if (life && !priority) {
+    if (missingLeases.length > 0) {
+      yield* Effect.logWarning(
+        `the job table lacks migration 0004_leases (${
+          missingLeases.join(", ")
+        }): lease tokens (fenced completions), heartbeats and the running state are off; completions apply by jobid alone. Run \`garivini migrate\` to turn them on`
+      )
+    }
+    const priority = names.has(PRIORITY_COLUMN)
+    if (!priority) {
       yield* Effect.logWarning(
         "the job table lacks migration 0005_flow_priority: job priorities are ignored and concurrency limits are off. Run `garivini migrate` to turn them on"
       )
     }
-    return { life, priority }
+    return { life: true, leases: missingLeases.length === 0, priority }
   })
 
 /**

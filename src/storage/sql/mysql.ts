@@ -195,18 +195,42 @@ const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, bytesV
 const INSERT_HEAD = "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES "
 const ROW = "(?,?,?,?,?,?,0)"
 /**
- * With migration 0005's `priority` column, named only when a row of the statement is not normal
- * (the column's default): the usual statement stays as it was.
+ * The statement's form for these rows. Extra columns are named only when a row needs them, so the
+ * usual statement stays as it was: migration 0005's `priority` when a row is not normal (the
+ * column's default), migration 4's `lease_token` and `leased_until` when a row is stored leased
+ * (the Injector's).
  */
-const rowParamsPriority = (r: ValidNewJob) => [...rowParams(r), priorityValue(r.priority)]
-const INSERT_HEAD_PRIORITY =
-  "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount, priority) VALUES "
-const ROW_PRIORITY = "(?,?,?,?,?,?,0,?)"
-/** The statement's form for these rows: with the priority column or not. */
+interface InsertForm {
+  readonly head: string
+  readonly row: string
+  readonly params: (r: ValidNewJob) => Array<unknown>
+}
+const forms = new Map<number, InsertForm>()
+const formFor = (priority: boolean, leased: boolean): InsertForm => {
+  const key = (priority ? 1 : 0) + (leased ? 2 : 0)
+  let form = forms.get(key)
+  if (form === undefined) {
+    const extra = [...(priority ? ["priority"] : []), ...(leased ? ["lease_token", "leased_until"] : [])]
+    form = key === 0 ? { head: INSERT_HEAD, row: ROW, params: rowParams } : {
+      head: `INSERT IGNORE INTO job (funcname, uniqkey, \`coalesce\`, arg, run_after, flag, failcount, ${
+        extra.join(", ")
+      }) VALUES `,
+      row: `(?,?,?,?,?,?,0${",?".repeat(extra.length)})`,
+      params: (r) => [
+        ...rowParams(r),
+        ...(priority ? [priorityValue(r.priority)] : []),
+        ...(leased ? [r.lease ?? null, r.lease === undefined ? null : r.runAfter] : [])
+      ]
+    }
+    forms.set(key, form)
+  }
+  return form
+}
 const formOf = (ctx: InsertContext<Capabilities>, rows: ReadonlyArray<ValidNewJob>) =>
-  ctx.priority && rows.some((r) => r.priority !== undefined)
-    ? { head: INSERT_HEAD_PRIORITY, row: ROW_PRIORITY, params: rowParamsPriority }
-    : { head: INSERT_HEAD, row: ROW, params: rowParams }
+  formFor(
+    ctx.priority && rows.some((r) => r.priority !== undefined),
+    ctx.leases && rows.some((r) => r.lease !== undefined)
+  )
 const insertedBy = (h: { readonly affectedRows: number; readonly insertId: number }): RowInsert | null =>
   h.affectedRows === 1 ? { _tag: "Inserted", jobid: h.insertId } : null
 
@@ -223,7 +247,7 @@ const insertOne = (ctx: InsertContext<Capabilities>, row: ValidNewJob) => {
 /** The statement for `n` rows (built once per size: a batch of concurrent calls has one per call). */
 const returningSql = new Map<string, string>()
 const returningStatement = (n: number, form: { readonly head: string; readonly row: string }): string => {
-  const key = `${n}${form.row}`
+  const key = `${n}${form.head}`
   let sql = returningSql.get(key)
   if (sql === undefined) {
     sql = `${form.head}${Array.from({ length: n }, () => form.row).join(",")} RETURNING jobid, funcname, uniqkey`

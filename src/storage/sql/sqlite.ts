@@ -143,8 +143,15 @@ const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) 
 
 const INSERT =
   "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES (?,?,?,?,?,?,0)"
-const INSERT_PRIORITY =
-  "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount, priority) VALUES (?,?,?,?,?,?,0,?)"
+/** The statement for a row: migration 0005's `priority` and migration 4's lease columns named only when it needs them. */
+const insertStatement = (priority: boolean, leased: boolean) =>
+  !priority && !leased ?
+    INSERT :
+    `INSERT OR IGNORE INTO job (funcname, uniqkey, \`coalesce\`, arg, run_after, flag, failcount${
+      priority ? ", priority" : ""
+    }${leased ? ", lease_token, leased_until" : ""}) VALUES (?,?,?,?,?,?,0${priority ? ",?" : ""}${
+      leased ? ",?,?" : ""
+    })`
 const EXISTING =
   "SELECT jobid FROM job WHERE rtrim(funcname, ' ') = rtrim(?, ' ') AND rtrim(uniqkey, ' ') = rtrim(?, ' ')"
 
@@ -154,9 +161,14 @@ const insertRow = (ctx: InsertContext<SqlShard.Capabilities>, row: ValidNewJob) 
     const params = [row.funcname, row.uniqkey, row.coalesce, bytesView(row.arg), row.runAfter, row.flag]
     // Migration 0005's column named only for a job that is not normal (the column's default).
     const prioritized = ctx.priority && row.priority !== undefined
+    const leased = ctx.leases && row.lease !== undefined
     const result = yield* ctx.conn.executeRaw(
-      prioritized ? INSERT_PRIORITY : INSERT,
-      prioritized ? [...params, priorityValue(row.priority)] : params
+      insertStatement(prioritized, leased),
+      [
+        ...params,
+        ...(prioritized ? [priorityValue(row.priority)] : []),
+        ...(leased ? [row.lease, row.runAfter] : [])
+      ]
     ).pipe(
       Effect.mapError(classify),
       Effect.flatMap(decodeRunResult)
