@@ -32,9 +32,9 @@ describe("garivini migrate", () => {
           pending.stdout,
           `${
             where(1, a)
-          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n${
+          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n${
             where(2, b)
-          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n`
+          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n`
         )
         assert.strictEqual(yield* schemata(a), 0, "--status creates no database")
 
@@ -42,9 +42,9 @@ describe("garivini migrate", () => {
         assert.strictEqual(first.code, 0, first.stderr)
         assert.include(
           first.stdout,
-          `${where(1, a)}: applied 0001_job_table, 0002_job_life, 0003_flow_control\n${
+          `${where(1, a)}: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases\n${
             where(2, b)
-          }: applied 0001_job_table, 0002_job_life, 0003_flow_control\n`
+          }: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases\n`
         )
         const again = yield* garivini("migrate", ...db)
         assert.include(again.stdout, `${where(1, a)}: up to date\n${where(2, b)}: up to date\n`)
@@ -91,11 +91,14 @@ describe("garivini migrate", () => {
         assert.strictEqual(pending.code, 0, pending.stderr)
         assert.strictEqual(
           pending.stdout,
-          `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n`
+          `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n`
         )
         assert.isFalse(existsSync(file))
         const first = yield* garivini("migrate", "--db", db)
-        assert.include(first.stdout, `SQLite file ${file}: applied 0001_job_table, 0002_job_life, 0003_flow_control\n`)
+        assert.include(
+          first.stdout,
+          `SQLite file ${file}: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases\n`
+        )
         assert.include((yield* garivini("migrate", "--db", db)).stdout, `SQLite file ${file}: up to date\n`)
         assert.match(
           (yield* garivini("migrate", "--status", "--db", db)).stdout,

@@ -267,6 +267,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       list,
       get: (jobid) => guard(Effect.map(Ref.get(table), (t) => Option.fromNullable(t.rows.get(jobid)))),
       jobLife: guard(Effect.succeed(true)),
+      leases: guard(Effect.succeed(true)),
       setDown: (value) => Ref.set(down, value)
     }
   })

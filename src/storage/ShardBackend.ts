@@ -172,6 +172,12 @@ export interface ShardBackend {
    * not (a v1 database), failures only back off, and nothing is dead, dispatched or has a last error.
    */
   readonly jobLife: Effect.Effect<boolean, ShardFailure>
+  /**
+   * Whether the `job` table has migration 4's columns (lease tokens, heartbeats; detected once,
+   * when the shard opens): when not, claims write no token, completions apply by jobid alone,
+   * and heartbeats write nothing.
+   */
+  readonly leases: Effect.Effect<boolean, ShardFailure>
   /** Flow control's tables (migration 0003). */
   readonly flow: FlowBackend
 }

@@ -180,6 +180,11 @@ export interface StorageShape {
    * dispatched state); a v1 table runs without them.
    */
   readonly jobLife: (dbid: number) => Effect.Effect<boolean, ShardOperationError>
+  /**
+   * Whether a shard's `job` table has migration 4's columns (lease tokens, heartbeats); without
+   * them completions are not fenced and nothing heartbeats there.
+   */
+  readonly leases: (dbid: number) => Effect.Effect<boolean, ShardOperationError>
   /** Which shards are currently avoided after a failure. */
   readonly health: Effect.Effect<ReadonlyArray<ShardHealth>>
   /** Flow control (docs/flow-control.md). */
@@ -805,6 +810,7 @@ export const make = (
       list,
       get,
       jobLife: (dbid: number) => shardOp(dbid, "open", (b) => b.jobLife),
+      leases: (dbid: number) => shardOp(dbid, "open", (b) => b.leases),
       health: shardHealth.health
     }
   })

@@ -16,7 +16,8 @@ describe("Perl Garivini on a fully migrated database", () => {
       assert.deepStrictEqual(status.migrations.map((m) => m.label), [
         "0001_job_table",
         "0002_job_life",
-        "0003_flow_control"
+        "0003_flow_control",
+        "0004_leases"
       ])
       const conn = yield* Effect.acquireRelease(
         Effect.promise(() =>

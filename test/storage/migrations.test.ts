@@ -6,12 +6,12 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
-import { Effect, Exit, Layer, Option, Schema } from "effect"
+import { Effect, Exit, Layer, Logger, Option, Schema } from "effect"
 import { MYSQL, SQLITE } from "../../src/storage/migrations/0001_job_table.js"
 import { clientConfig, openClient } from "../../src/storage/sql/mysql.js"
 import { migrations } from "../../src/storage/migrations/index.js"
 import * as Migrate from "../../src/storage/migrate.js"
-import { layerSqlite } from "../../src/storage/Storage.js"
+import { layer, layerSqlite, Storage } from "../../src/storage/Storage.js"
 import { tempDir } from "../support/files.js"
 import { adminQuery, shardConfig } from "../support/mysql.js"
 
@@ -62,14 +62,15 @@ describe("migrations on MariaDB", () => {
       assert.deepStrictEqual(pending.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", false],
         ["0002_job_life", false],
-        ["0003_flow_control", false]
+        ["0003_flow_control", false],
+        ["0004_leases", false]
       ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
       const before = Date.now()
       const [first] = yield* Migrate.migrate([shard])
       assert.deepStrictEqual(first, {
         target: `shard 1 (${shard.database}@127.0.0.1:3306)`,
-        applied: ["0001_job_table", "0002_job_life", "0003_flow_control"],
+        applied: ["0001_job_table", "0002_job_life", "0003_flow_control", "0004_leases"],
         adopted: false
       })
       const [again] = yield* Migrate.migrate([shard])
@@ -81,7 +82,12 @@ describe("migrations on MariaDB", () => {
         "garivini_schedule",
         "job"
       ])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "4_leases"
+      ])
       const status = yield* Migrate.statusShard(shard)
       assert.isTrue(status.exists)
       const [one] = status.migrations
@@ -101,7 +107,7 @@ describe("migrations on MariaDB", () => {
       assert.isTrue(status.adoptsJobTable)
       const [result] = yield* Migrate.migrate([shard])
       assert.isTrue(result!.adopted)
-      assert.deepStrictEqual(result!.applied, ["0001_job_table", "0002_job_life", "0003_flow_control"])
+      assert.deepStrictEqual(result!.applied, ["0001_job_table", "0002_job_life", "0003_flow_control", "0004_leases"])
       // The Perl table's definition is there as it was, the new columns after it.
       const after = yield* showCreate(shard.database)
       const columnLines = (sql: string) => sql.split("\n").filter((l) => /^\s+`/.test(l))
@@ -112,9 +118,16 @@ describe("migrations on MariaDB", () => {
         "`last_error_attempt` tinyint(3) unsigned DEFAULT NULL,",
         "`ended` enum('dead','cancelled') DEFAULT NULL,",
         "`ended_at` int(10) unsigned DEFAULT NULL,",
-        "`leased_until` int(10) unsigned DEFAULT NULL,"
+        "`leased_until` int(10) unsigned DEFAULT NULL,",
+        "`lease_token` char(32) CHARACTER SET ascii COLLATE ascii_bin DEFAULT NULL,",
+        "`heartbeat_at` int(10) unsigned DEFAULT NULL,"
       ])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control"])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "4_leases"
+      ])
       const [rows] = yield* adminQuery(`SELECT funcname, ended, last_error FROM \`${shard.database}\`.job`)
       assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl", ended: null, last_error: null }])
     }))
@@ -146,35 +159,65 @@ describe("migrations on MariaDB", () => {
       }
     }))
 
+  it.scopedLive("a database without migration 4 (v3) runs with leases off: one warning naming it, jobs stored, claimed and deleted as before", () =>
+    Effect.gen(function*() {
+      const shard = yield* emptyShard()
+      const { "0004_leases": _leases, ...v3 } = migrations
+      yield* mysqlClient(shard.database, Migrate.applyOf(v3))
+      const lines: Array<string> = []
+      const collecting = Logger.replace(
+        Logger.defaultLogger,
+        Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
+      )
+      yield* Effect.gen(function*() {
+        const storage = yield* Storage
+        assert.isTrue(yield* storage.jobLife(1))
+        assert.isFalse(yield* storage.leases(1))
+        const [stored] = yield* storage.insert([{ funcname: "v3", runAfter: 0 }])
+        const claimed = yield* storage.claimDue(1, 10, "30 seconds")
+        assert.deepStrictEqual(claimed.map((j) => j.jobid), [stored!.handle.jobid])
+        assert.strictEqual(yield* storage.complete([stored!.handle]), 1)
+        assert.deepStrictEqual(yield* storage.list({}), [])
+      }).pipe(
+        Effect.provide(layer({ shards: [shard] }).pipe(Layer.orDie)),
+        Effect.provide(collecting)
+      )
+      const warnings = lines.filter((l) => l.includes("lacks migration 0004_leases"))
+      assert.strictEqual(warnings.length, 1, lines.join("\n"))
+      assert.include(warnings[0], "level=WARN")
+      assert.include(warnings[0], "garivini migrate")
+    }))
+
   it.scopedLive("a migration that fails is not left recorded (MySQL commits DDL): the next run tries it again", () =>
     Effect.gen(function*() {
       const shard = yield* emptyShard()
       const onShard = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient>) => mysqlClient(shard.database, body)
       const broken = {
         ...migrations,
-        "0004_broken": Effect.flatMap(
+        "0005_broken": Effect.flatMap(
           SqlClient.SqlClient,
           (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x NO_SUCH_TYPE")
         )
       }
       const failed = yield* Effect.flip(onShard(Migrate.applyOf(broken)))
       assert.strictEqual(failed._tag, "MigrationFailed")
-      assert.include(failed.message, "0004_broken")
+      assert.include(failed.message, "0005_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table", "2_job_life", "3_flow_control"],
-        "migrations 1 and 2 ran and stay; 3 is not recorded"
+        ["1_job_table", "2_job_life", "3_flow_control", "4_leases"],
+        "migrations 1 to 4 ran and stay; 5 is not recorded"
       )
       const fixed = {
         ...migrations,
-        "0004_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
+        "0005_broken": Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("ALTER TABLE job ADD COLUMN x INT NULL"))
       }
-      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0004_broken"])
+      assert.deepStrictEqual((yield* onShard(Migrate.applyOf(fixed))).applied, ["0005_broken"])
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
         "3_flow_control",
-        "4_broken"
+        "4_leases",
+        "5_broken"
       ])
     }))
 
@@ -183,7 +226,7 @@ describe("migrations on MariaDB", () => {
       const shard = yield* emptyShard()
       const slow = {
         ...migrations,
-        "0004_slow": Effect.flatMap(
+        "0005_slow": Effect.flatMap(
           SqlClient.SqlClient,
           (sql) => Effect.zipRight(sql.unsafe("SELECT SLEEP(0.5)"), sql.unsafe("ALTER TABLE job ADD COLUMN y INT NULL"))
         )
@@ -197,8 +240,14 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [4, 1]])
-      assert.deepStrictEqual(yield* recorded(shard.database), ["1_job_table", "2_job_life", "3_flow_control", "4_slow"])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [5, 1]])
+      assert.deepStrictEqual(yield* recorded(shard.database), [
+        "1_job_table",
+        "2_job_life",
+        "3_flow_control",
+        "4_leases",
+        "5_slow"
+      ])
     }))
 
   it.scopedLive("status lists a migration recorded by a newer garivini", () =>
@@ -213,6 +262,7 @@ describe("migrations on MariaDB", () => {
         ["0001_job_table", false],
         ["0002_job_life", false],
         ["0003_flow_control", false],
+        ["0004_leases", false],
         ["0099_future", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrate([shard]))[0]!.applied, [])
@@ -250,7 +300,8 @@ describe("migrations on SQLite", () => {
       assert.deepStrictEqual(status.migrations.map((m) => [m.label, Option.isSome(m.appliedAt)]), [
         ["0001_job_table", true],
         ["0002_job_life", true],
-        ["0003_flow_control", true]
+        ["0003_flow_control", true],
+        ["0004_leases", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
@@ -271,7 +322,8 @@ describe("migrations on SQLite", () => {
       assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
         { migration_id: 1, name: "job_table" },
         { migration_id: 2, name: "job_life" },
-        { migration_id: 3, name: "flow_control" }
+        { migration_id: 3, name: "flow_control" },
+        { migration_id: 4, name: "leases" }
       ])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname, ended FROM job"), [{ funcname: "kept", ended: null }])
     }))

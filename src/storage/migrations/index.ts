@@ -14,12 +14,14 @@ import * as Migrator from "@effect/sql/Migrator"
 import jobTable from "./0001_job_table.js"
 import jobLife from "./0002_job_life.js"
 import flowControl from "./0003_flow_control.js"
+import leases from "./0004_leases.js"
 
 /** Name → effect; the name's number is the migration's id. */
 export const migrations = {
   "0001_job_table": jobTable,
   "0002_job_life": jobLife,
-  "0003_flow_control": flowControl
+  "0003_flow_control": flowControl,
+  "0004_leases": leases
 } as const
 
 /** The table that records what ran (ours, so a host app's own Effect migrations do not collide). */

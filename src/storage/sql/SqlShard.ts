@@ -16,6 +16,7 @@ import { Duration, Effect, ExecutionStrategy, Exit, Option, Runtime, Schema, Sco
 import { FAILCOUNT_MAX, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
+import { LEASE_COLUMNS } from "../migrations/0004_leases.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
 import type {
   FailOutcome,
@@ -127,7 +128,7 @@ export const make = <C extends Capabilities>(
       const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
       return yield* dialect.open(scope).pipe(
         Effect.flatMap(({ caps, client }) =>
-          Effect.map(detectJobLife(dialect, client), (life) => ({ client, caps, life }))
+          Effect.map(detectColumns(dialect, client), ({ leases, life }) => ({ client, caps, life, leases }))
         ),
         Effect.onError(() => Scope.close(scope, Exit.void))
       )
@@ -170,20 +171,20 @@ export const make = <C extends Capabilities>(
      * (only the unbounded counts, list and retryNever could hold the whole pool).
      */
     const withConnection = <A>(
-      f: (conn: Connection, caps: C, life: boolean) => Effect.Effect<A, ShardFailure>,
+      f: (conn: Connection, caps: C, life: boolean, leases: boolean) => Effect.Effect<A, ShardFailure>,
       bounded = true
     ): Effect.Effect<A, ShardFailure> => {
       const once = Effect.scoped(Effect.gen(function*() {
-        const { caps, client, life } = yield* connected
+        const { caps, client, leases, life } = yield* connected
         const conn = yield* client.reserve.pipe(
           Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
         )
-        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps, life)
+        if (!bounded || guard === undefined || watchdog === undefined) return yield* f(conn, caps, life, leases)
         // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
         // interrupted statement would return its connection to the pool with the statement
         // still pending. Closing the connection makes that statement fail, so `f` ends.
         const watch = watchdog.arm(conn)
-        return yield* f(conn, caps, life).pipe(
+        return yield* f(conn, caps, life, leases).pipe(
           Effect.mapError((failure) => watch.expired ? timedOut(guard.after, failure) : failure),
           Effect.ensuring(Effect.sync(() => watchdog.disarm(watch)))
         )
@@ -370,6 +371,7 @@ export const make = <C extends Capabilities>(
       flow,
       maxArgBytes: Effect.map(connected, (o) => o.caps.maxArgBytes),
       jobLife: Effect.map(connected, (o) => o.life),
+      leases: Effect.map(connected, (o) => o.leases),
       insert,
       claimDue,
       setRunAfter: (jobids, runAfter, error) =>
@@ -477,21 +479,25 @@ const decodeEndedRows = Schema.decodeUnknown(
   Schema.Array(Schema.Struct({ ended: Schema.NullOr(Schema.Literal("dead", "cancelled")) }))
 )
 
-/** What a shard holds once open: the client, the dialect's capabilities, and migration 2's columns. */
+/** What a shard holds once open: the client, the dialect's capabilities, and which migrations' columns. */
 interface Opened<C> {
   readonly client: SqlClient
   readonly caps: C
+  /** Migration 2's columns (job life). */
   readonly life: boolean
+  /** Migration 4's columns (lease tokens, heartbeats); only counted with `life`. */
+  readonly leases: boolean
 }
 
 const ColumnNames = Schema.Array(Schema.Struct({ name: Schema.String }))
 
 /**
- * Whether the `job` table has migration 2's columns, asked once at open. A table without them (a
- * Perl database not migrated) keeps working as before, with one warning saying what is off. No
- * table yet: assumed migrated (its statements fail until `garivini migrate` makes it).
+ * Which later migrations' columns the `job` table has, asked once at open. A table without
+ * migration 2's (a Perl database not migrated) keeps working as before, with one warning saying
+ * what is off; one without migration 4's runs unfenced and without heartbeats, with one warning
+ * too. No table yet: assumed migrated (its statements fail until `garivini migrate` makes it).
  */
-const detectJobLife = <C extends Capabilities>(dialect: Dialect<C>, client: SqlClient) =>
+const detectColumns = <C extends Capabilities>(dialect: Dialect<C>, client: SqlClient) =>
   Effect.gen(function*() {
     const rows = yield* client.unsafe(dialect.jobColumns).pipe(
       Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
@@ -501,15 +507,27 @@ const detectJobLife = <C extends Capabilities>(dialect: Dialect<C>, client: SqlC
         r.name.toLowerCase()
       )
     )
-    if (names.size === 0) return true
+    if (names.size === 0) return { life: true, leases: true }
     const missing = JOB_LIFE_COLUMNS.filter((c) => !names.has(c))
-    if (missing.length === 0) return true
-    yield* Effect.logWarning(
-      `the job table lacks migration 0002_job_life (${
-        missing.join(", ")
-      }): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
-    )
-    return false
+    const missingLeases = LEASE_COLUMNS.filter((c) => !names.has(c))
+    if (missing.length > 0) {
+      yield* Effect.logWarning(
+        `the job table lacks migration 0002_job_life (${
+          missing.join(", ")
+        }): dead jobs (max attempts), stored last errors and the dispatched, dead and cancelled states are off; failures only back off. Run \`garivini migrate\` to turn them on`
+      )
+      // Leases are written with migration 2's leased_until: without it they are off too (the
+      // warning above already says to migrate).
+      return { life: false, leases: false }
+    }
+    if (missingLeases.length > 0) {
+      yield* Effect.logWarning(
+        `the job table lacks migration 0004_leases (${
+          missingLeases.join(", ")
+        }): lease tokens (fenced completions), heartbeats and the running state are off; completions apply by jobid alone. Run \`garivini migrate\` to turn them on`
+      )
+    }
+    return { life: true, leases: missingLeases.length === 0 }
   })
 
 /**
