@@ -13,10 +13,11 @@ import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Schedule } from "effect"
 import { Duration, Effect, ExecutionStrategy, Exit, Option, Runtime, Schema, Scope, SynchronizedRef } from "effect"
-import { FAILCOUNT_MAX, NEVER, NO_LIFE } from "../../Job.js"
+import { FAILCOUNT_MAX, LenientInt, NEVER, NO_LIFE } from "../../Job.js"
 import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { LEASE_COLUMNS } from "../migrations/0004_leases.js"
+import { HELD_BY_HEARTBEAT } from "../leases.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
 import type {
   FailOutcome,
@@ -392,6 +393,43 @@ export const make = <C extends Capabilities>(
               )
               : changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [runAfter, ...ids.params])
           }),
+      extendLeases: (jobids, leases, leaseUntil) =>
+        withConnection((conn, _caps, life) =>
+          Effect.gen(function*() {
+            if (jobids.length === 0) return []
+            const ids = dialect.inList(jobids)
+            const ours = dialect.inList(leases)
+            const changed = yield* changes(
+              conn,
+              `UPDATE job SET run_after = ?${life ? ", leased_until = ?" : ""} WHERE jobid IN ${ids.sql} AND run_after IN ${ours.sql}`,
+              [leaseUntil, ...(life ? [leaseUntil] : []), ...ids.params, ...ours.params]
+            )
+            if (changed === jobids.length) return jobids
+            // Some are done with (or MySQL counted a row already at leaseUntil as unchanged): which hold?
+            const held = yield* classified(
+              conn.execute(`SELECT jobid FROM job WHERE jobid IN ${ids.sql} AND run_after = ?`, [
+                ...ids.params,
+                leaseUntil
+              ], undefined)
+            )
+            return yield* decodeJobids(held)
+          })
+        ),
+      releaseLeases: (jobids, leases, now, cutoff) =>
+        withConnection((conn, _caps, life, leased) => {
+          if (jobids.length === 0) return Effect.succeed(0)
+          const ids = dialect.inList(jobids)
+          const ours = dialect.inList(leases)
+          // A v1 table has no leased_until; one without migration 4 no token and no heartbeat.
+          const set = `run_after = ?${life ? ", leased_until = NULL" : ""}${leased ? ", lease_token = NULL" : ""}`
+          return changes(
+            conn,
+            `UPDATE job SET ${set} WHERE jobid IN ${ids.sql} AND run_after IN ${ours.sql}${
+              leased ? ` AND NOT (${HELD_BY_HEARTBEAT})` : ""
+            }`,
+            [now, ...ids.params, ...ours.params, ...(leased ? [cutoff] : [])]
+          )
+        }),
       // Still one statement; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
       remove: (jobids, liveOnly) =>
         byIds(() => "DELETE FROM job", jobids, [], (life) => life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""),
@@ -474,6 +512,13 @@ export const make = <C extends Capabilities>(
         )
     }
   })
+
+const JobidRows = Schema.Array(Schema.Struct({ jobid: LenientInt }))
+/** `SELECT jobid …` rows as jobids. */
+const decodeJobids = (rows: unknown) =>
+  Effect.mapError(Schema.decodeUnknown(JobidRows)(rows), badData("jobid")).pipe(
+    Effect.map((r) => r.map((row) => row.jobid))
+  )
 
 const decodeEndedRows = Schema.decodeUnknown(
   Schema.Array(Schema.Struct({ ended: Schema.NullOr(Schema.Literal("dead", "cancelled")) }))
