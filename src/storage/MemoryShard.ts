@@ -211,7 +211,12 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           !("heartbeatAt" in job && typeof job.heartbeatAt === "number" && job.heartbeatAt >= cutoff)
         )
         for (const job of free) {
-          t.rows.set(job.jobid, { ...job, runAfter: now, leasedUntil: null, ...("leaseToken" in job ? { leaseToken: null } : {}) })
+          t.rows.set(job.jobid, {
+            ...job,
+            runAfter: now,
+            leasedUntil: null,
+            ...("leaseToken" in job ? { leaseToken: null } : {})
+          })
         }
         return [free.length, t]
       }))

@@ -107,6 +107,8 @@ export interface HeldLease {
 
 /** The distinct leases of `held` (a dispatcher holds few: one per batch or extension). */
 const leasesOf = (held: ReadonlyArray<HeldLease>): ReadonlyArray<number> => [...new Set(held.map((h) => h.lease))]
+/** The distinct jobs of `held` (a job may come with two candidate leases). */
+const jobidsOf = (held: ReadonlyArray<HeldLease>): ReadonlyArray<number> => [...new Set(held.map((h) => h.jobid))]
 
 export interface StorageShape {
   /** The configured shard ids, ascending. */
@@ -663,7 +665,7 @@ export const make = (
         checkRunAfter(leaseUntil),
         held.length === 0
           ? Effect.succeed([])
-          : shardOp(dbid, "extendLeases", (b) => b.extendLeases(held.map((h) => h.jobid), leasesOf(held), leaseUntil))
+          : shardOp(dbid, "extendLeases", (b) => b.extendLeases(jobidsOf(held), leasesOf(held), leaseUntil))
       )
 
     const releaseLeases = (dbid: number, held: ReadonlyArray<HeldLease>, now: number, leaseSeconds: number) =>
@@ -672,7 +674,7 @@ export const make = (
         : shardOp(
           dbid,
           "releaseLeases",
-          (b) => b.releaseLeases(held.map((h) => h.jobid), leasesOf(held), now, heartbeatCutoff(now, leaseSeconds))
+          (b) => b.releaseLeases(jobidsOf(held), leasesOf(held), now, heartbeatCutoff(now, leaseSeconds))
         )
 
     const complete = (handles: ReadonlyArray<StoredJobId>) =>

@@ -22,3 +22,19 @@ describe("SIGKILL mid-run, each component in turn", () => {
     )
   }
 })
+
+describe("a dispatcher frees the jobs of a job server whose connection broke", () => {
+  it.scopedLive(
+    "gearmand SIGKILLed mid-run with a 120 s lease: the stranded jobs run again within the lease (freed, not expired)",
+    () =>
+      Effect.gen(function*() {
+        const report = yield* killRun({ component: "gearmand", lease: 120, timeout: "100 seconds" })
+        assert.strictEqual(report.ran, report.jobs, "every job ran")
+        assert.strictEqual(report.leftStored, 0, "every row was deleted")
+        assert.isAbove(report.unfinishedAtKill, report.runningAtKill.length, "jobs were queued in gearmand at the kill")
+        assert.isBelow(report.drainedSeconds, 120, "the last job ran before any lease of the kill's time could end")
+        assert.deepStrictEqual(report.unexplained, [], "no job that was not running at the kill ran twice")
+      }),
+    180_000
+  )
+})

@@ -287,7 +287,9 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
 
     test("a dispatcher's leases: extended while still its own, released due at once; jobs done with leave", ({ storage }) =>
       Effect.gen(function*() {
-        const outcomes = yield* Client.insertJobs(Array.from({ length: 6 }, (_, i) => ({ funcname: "held", arg: `${i}` })))
+        const outcomes = yield* Client.insertJobs(
+          Array.from({ length: 6 }, (_, i) => ({ funcname: "held", arg: `${i}` }))
+        )
         const dbid = outcomes[0]!.handle.dbid
         const claimed = yield* storage.claimDue(dbid, 10, "30 seconds")
         assert.strictEqual(claimed.length, 6)
@@ -328,7 +330,11 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
           assert.strictEqual(row.leasedUntil, null)
           assert.strictEqual(jobState(row, T0 + 10), "due")
         }
-        assert.strictEqual((yield* stored(rescheduled!)).runAfter, T0 + 500, "a release spares what is not on its lease")
+        assert.strictEqual(
+          (yield* stored(rescheduled!)).runAfter,
+          T0 + 500,
+          "a release spares what is not on its lease"
+        )
         assert.strictEqual((yield* storage.claimDue(dbid, 10, "30 seconds")).length, 2)
         // Nothing held: nothing asked of the shard.
         assert.deepStrictEqual(yield* storage.extendLeases(dbid, [], T0 + 50), [])

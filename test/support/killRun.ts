@@ -20,13 +20,13 @@ export const COMPONENTS: ReadonlyArray<Component> = ["queue-runner", "gearmand",
 
 export interface KillRunOptions {
   readonly component: Component
-  /** Jobs stored before the roles start (default 300). */
+  /** Jobs stored before the roles start (default 400). */
   readonly jobs?: number
-  /** How long each handler runs, ms (default 25). */
+  /** How long each handler runs, ms (default 50). */
   readonly sleepMs?: number
   /** The dispatchers' `--lease`, seconds. */
   readonly lease: number
-  /** The kill comes once this many jobs are done (default a quarter of them). */
+  /** The kill comes once this many jobs are done (default a fifth of them). */
   readonly killAfterDone?: number
   /** Worker processes (default 2), each running this many jobs at once (default 8). */
   readonly workers?: number
@@ -47,7 +47,7 @@ export interface KillReport {
   readonly leftStored: number
   /** Rows stored at the kill: jobs not finished then (dispatched, running, or still due). */
   readonly unfinishedAtKill: number
-  /** Of those, started before the kill (running, or done with its DELETE not yet committed). */
+  /** Of those, started before the killed process was gone (running, or done with its DELETE not yet committed). */
   readonly runningAtKill: ReadonlyArray<string>
   /** Jobs started more than once. */
   readonly twice: ReadonlyArray<string>
@@ -55,7 +55,7 @@ export interface KillReport {
   readonly unexplained: ReadonlyArray<string>
   /**
    * Seconds from the kill to the last job unfinished at the kill starting again (its first start
-   * after the kill); 0 when none had to start again.
+   * once the killed process was gone); 0 when none had to start again.
    */
   readonly recoverySeconds: number
   /** Seconds from the kill to the last job done. */
@@ -105,15 +105,17 @@ const gearmandLaunch = (port: number) =>
   ).pipe(Effect.map((child) => child.pid ?? 0))
 
 const rowsOf = (database: string) =>
-  Effect.map(adminQuery(`SELECT jobid FROM \`${database}\`.job`), ([rows]) =>
-    new Set((rows as ReadonlyArray<Record<string, unknown>>).map((r) => `1:${String(r["jobid"])}`)))
+  Effect.map(
+    adminQuery(`SELECT jobid FROM \`${database}\`.job`),
+    ([rows]) => new Set((rows as ReadonlyArray<Record<string, unknown>>).map((r) => `1:${String(r["jobid"])}`))
+  )
 
-/** Runs the deployment, kills `component` once a quarter of the jobs are done, restarts it (a worker is not), and waits for every job. */
+/** Runs the deployment, kills `component` once a fifth of the jobs are done, restarts it (a worker is not), and waits for every job. */
 export const killRun = (options: KillRunOptions): Effect.Effect<KillReport, unknown, Scope.Scope> =>
   Effect.gen(function*() {
-    const jobs = options.jobs ?? 300
-    const sleepMs = options.sleepMs ?? 25
-    const killAfter = options.killAfterDone ?? Math.floor(jobs / 4)
+    const jobs = options.jobs ?? 400
+    const sleepMs = options.sleepMs ?? 50
+    const killAfter = options.killAfterDone ?? Math.floor(jobs / 5)
     const workerCount = options.workers ?? 2
     const say = options.say ?? (() => {})
     yield* ensureBuilt
@@ -200,16 +202,18 @@ export const killRun = (options: KillRunOptions): Effect.Effect<KillReport, unkn
       case "queue-runner":
       case "up":
         yield* dispatcher.kill
-        yield* dispatcher.start
         break
       case "gearmand":
         yield* jobServer!.kill
-        yield* jobServer!.start
         break
       case "worker":
         yield* workers[0]!.kill
         break
     }
+    // The process is gone by now: a job a worker started until then was running at the kill.
+    const deadAt = Date.now()
+    if (options.component === "queue-runner" || options.component === "up") yield* dispatcher.start
+    if (options.component === "gearmand") yield* jobServer!.start
     const timeout = options.timeout ?? Duration.seconds(3 * options.lease + 60)
     yield* waitFor(
       Effect.map(
@@ -222,12 +226,12 @@ export const killRun = (options: KillRunOptions): Effect.Effect<KillReport, unkn
     const entries = ledger()
     const starts = new Map<string, Array<number>>()
     for (const e of entries) if (e.ev === "start") starts.set(e.h, [...(starts.get(e.h) ?? []), e.t])
-    const runningAtKill = [...unfinished].filter((h) => (starts.get(h) ?? []).some((t) => t < killedAt))
+    const runningAtKill = [...unfinished].filter((h) => (starts.get(h) ?? []).some((t) => t < deadAt))
     const running = new Set(runningAtKill)
     const twice = [...starts].filter(([, ts]) => ts.length > 1).map(([h]) => h)
     let recovery = 0
     for (const h of unfinished) {
-      const after = (starts.get(h) ?? []).filter((t) => t >= killedAt)
+      const after = (starts.get(h) ?? []).filter((t) => t >= deadAt)
       if (after.length > 0) recovery = Math.max(recovery, Math.min(...after) - killedAt)
     }
     const lastDone = Math.max(...entries.filter((e) => e.ev === "done").map((e) => e.t))
@@ -242,7 +246,9 @@ export const killRun = (options: KillRunOptions): Effect.Effect<KillReport, unkn
       twice,
       unexplained: twice.filter((h) => !running.has(h)).map((h) =>
         `${h} started at ${
-          entries.filter((e) => e.h === h && e.ev !== "fail").map((e) => `${e.ev} ${e.t - killedAt} ms (${e.w})`).join(", ")
+          entries.filter((e) => e.h === h && e.ev !== "fail").map((e) => `${e.ev} ${e.t - killedAt} ms (${e.w})`).join(
+            ", "
+          )
         }`
       ),
       recoverySeconds: recovery / 1000,

@@ -401,7 +401,9 @@ export const make = <C extends Capabilities>(
             const ours = dialect.inList(leases)
             const changed = yield* changes(
               conn,
-              `UPDATE job SET run_after = ?${life ? ", leased_until = ?" : ""} WHERE jobid IN ${ids.sql} AND run_after IN ${ours.sql}`,
+              `UPDATE job SET run_after = ?${
+                life ? ", leased_until = ?" : ""
+              } WHERE jobid IN ${ids.sql} AND run_after IN ${ours.sql}`,
               [leaseUntil, ...(life ? [leaseUntil] : []), ...ids.params, ...ours.params]
             )
             if (changed === jobids.length) return jobids
