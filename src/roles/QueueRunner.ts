@@ -669,15 +669,14 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const schedules = options.scheduler === false
       ? []
       : [Effect.provideService(Scheduler.run(options.scheduler), Storage, storage)]
-    const hold = Effect.acquireRelease(
-      Effect.tap(
-        HeldLeases.make({ leaseSeconds: s.leaseSeconds, tags: queueRunnerTag }).pipe(
-          Effect.provideService(Storage, storage),
-          Effect.provideService(Gearman, gearman)
-        ),
-        (h) => Effect.sync(() => (holder = h))
-      ),
-      () => Effect.sync(() => (holder = undefined))
+    // Not an acquireRelease: fibers forked in its (uninterruptible) acquire could not be interrupted.
+    const hold = Effect.zipRight(
+      Effect.addFinalizer(() => Effect.sync(() => (holder = undefined))),
+      HeldLeases.make({ leaseSeconds: s.leaseSeconds, tags: queueRunnerTag }).pipe(
+        Effect.tap((h) => Effect.sync(() => (holder = h))),
+        Effect.provideService(Storage, storage),
+        Effect.provideService(Gearman, gearman)
+      )
     )
     const run: Effect.Effect<never> = Effect.zipRight(
       hold,
