@@ -52,6 +52,11 @@ export interface NewJob {
   readonly coalesce?: string | null | undefined
   readonly runAfter: number
   readonly flag?: JobFlag | undefined
+  /**
+   * Stored already leased under this token until `runAfter` (the Injector's insert of a job it
+   * dispatches at once): `lease_token` and `leased_until` written with the row (migration 4).
+   */
+  readonly lease?: string | undefined
 }
 
 /** A NewJob that passed validation: text turned to bytes, absent keys made null. */
@@ -62,12 +67,23 @@ export interface ValidNewJob {
   readonly coalesce: string | null
   readonly runAfter: number
   readonly flag: JobFlag
+  /** See NewJob.lease; for a stored job, the token it was dispatched under (StoredJob). */
+  readonly lease?: string | undefined
 }
 
 /** A stored job as the roles see it: where it is, its columns, and `arg` as the blob's bytes. */
 export interface StoredJob extends StoredJobId, ValidNewJob {
   readonly failcount: number
+  /**
+   * The token of the lease it was dispatched under (migration 4; the worker JSON's `"lease"`):
+   * our completions apply only while the row still holds it. Absent: dispatched by a Perl
+   * QueueRunner or to a database without the column; completions then apply by jobid alone.
+   */
+  readonly lease?: string | undefined
 }
+
+/** A lease token as the worker JSON may carry it: 16 bytes as 32 lowercase hex characters. */
+export const LEASE_TOKEN = /^[0-9a-f]{32}$/
 
 /** What `insert` says of each job: where it is, and whether it was dropped as a duplicate. */
 export interface InsertOutcome {
@@ -213,7 +229,10 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
   const flag = job.flag ?? "shim"
   if (flag !== "shim" && flag !== "controller")
     return bad(`flag ${JSON.stringify(flag)} is neither shim nor controller`)
-  const valid: ValidNewJob = { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
+  if (job.lease !== undefined && !LEASE_TOKEN.test(job.lease)) return bad("lease is not a lease token")
+  const valid: ValidNewJob = job.lease === undefined
+    ? { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
+    : { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag, lease: job.lease }
   // Only an arg big enough to need it is scanned: every byte takes at most 6 in the JSON.
   if (arg.length * ARG_BYTE_JSON_MAX + 64 * 1024 > WORKER_JSON_MAX_BYTES) {
     const size = largestWorkerJsonBytes(valid)
@@ -362,7 +381,9 @@ export const WorkerJob = Schema.Struct({
   coalesce: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }),
   run_after: Schema.optionalWith(LenientInt, { default: () => 0 }),
   flag: Schema.optionalWith(LenientFlag, { default: () => "shim" as const }),
-  failcount: Schema.optionalWith(LenientInt, { default: () => 0 })
+  failcount: Schema.optionalWith(LenientInt, { default: () => 0 }),
+  // Ours only (Perl writers never send it); null is no lease, as absent.
+  lease: Schema.optional(Schema.NullOr(Schema.String.pipe(Schema.pattern(LEASE_TOKEN))))
 })
 
 // Synchronous decoding: this runs once per job on every worker's hot path.
@@ -389,8 +410,9 @@ export const fastWorkerJob = (text: string): StoredJob | undefined => {
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined
   // A plain object, checked above; each field is checked before use.
   const o = parsed as { readonly [key: string]: unknown }
-  const { arg, coalesce, dbid, failcount, flag, funcname, jobid, run_after, uniqkey } = o
+  const { arg, coalesce, dbid, failcount, flag, funcname, jobid, lease, run_after, uniqkey } = o
   if (!isCount(jobid) || !isCount(dbid) || typeof funcname !== "string" || typeof arg !== "string") return undefined
+  if (!(lease === undefined || (typeof lease === "string" && LEASE_TOKEN.test(lease)))) return undefined
   if (!isOptionalText(uniqkey) || !isOptionalText(coalesce)) return undefined
   if (!(run_after === undefined || isCount(run_after)) || !(failcount === undefined || isCount(failcount)))
     return undefined
@@ -404,7 +426,8 @@ export const fastWorkerJob = (text: string): StoredJob | undefined => {
     coalesce: coalesce ?? null,
     runAfter: run_after ?? 0,
     flag: flag ?? "shim",
-    failcount: failcount ?? 0
+    failcount: failcount ?? 0,
+    ...(lease === undefined ? {} : { lease })
   }
 }
 
@@ -427,7 +450,8 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<StoredJo
       coalesce: w.coalesce,
       runAfter: w.run_after,
       flag: w.flag,
-      failcount: w.failcount
+      failcount: w.failcount,
+      ...(w.lease === undefined || w.lease === null ? {} : { lease: w.lease })
     })),
     Either.mapLeft((e) =>
       new InvalidJob({
@@ -440,7 +464,7 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<StoredJo
 /** Longest quote of a rejected payload in its reason (the formatter quotes the bad value whole). */
 export const MAX_REJECTION_QUOTE = 1000
 
-/** The worker JSON of a job, keys in the original's column order. */
+/** The worker JSON of a job, keys in the original's column order, then its lease token if any. */
 export const encodeWorkerJson = (job: StoredJob): string =>
   JSON.stringify({
     jobid: job.jobid,
@@ -451,7 +475,8 @@ export const encodeWorkerJson = (job: StoredJob): string =>
     coalesce: job.coalesce,
     run_after: job.runAfter,
     flag: job.flag,
-    failcount: job.failcount
+    failcount: job.failcount,
+    ...(job.lease === undefined ? {} : { lease: job.lease })
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -508,6 +533,8 @@ export interface JobLife {
   readonly endedAt: number | null
   /** The lease our claim wrote in run_after; equal to run_after while the job is dispatched. */
   readonly leasedUntil: number | null
+  /** The last heartbeat of the worker running it (migration 4): set while it runs. */
+  readonly heartbeatAt: number | null
 }
 
 /** A stored job with its life columns: what inspection (get, list) returns. */
@@ -520,11 +547,21 @@ export const NO_LIFE: JobLife = {
   lastErrorAttempt: null,
   ended: null,
   endedAt: null,
-  leasedUntil: null
+  leasedUntil: null,
+  heartbeatAt: null
 }
 
-/** What `jobs list --state`, `jobs show` and `status` tell apart (`running` comes with heartbeats). */
-export const JOB_STATES = ["due", "scheduled", "retrying", "dispatched", "never", "dead", "cancelled"] as const
+/** What `jobs list --state`, `jobs show` and `status` tell apart. */
+export const JOB_STATES = [
+  "due",
+  "scheduled",
+  "retrying",
+  "dispatched",
+  "running",
+  "never",
+  "dead",
+  "cancelled"
+] as const
 export type JobState = typeof JOB_STATES[number]
 
 /**
@@ -538,6 +575,7 @@ export const jobState = (
     readonly failcount: number
     readonly ended?: JobEnd | null | undefined
     readonly leasedUntil?: number | null | undefined
+    readonly heartbeatAt?: number | null | undefined
   },
   now: number
 ): JobState =>
@@ -548,7 +586,7 @@ export const jobState = (
     : job.runAfter >= NEVER
     ? "never"
     : job.leasedUntil === job.runAfter
-    ? "dispatched"
+    ? job.heartbeatAt === null || job.heartbeatAt === undefined ? "dispatched" : "running"
     : job.failcount > 0
     ? "retrying"
     : "scheduled"

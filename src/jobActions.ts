@@ -4,8 +4,8 @@
  * console; `JOB_ACTIONS` is the table both list: a new action (cancel, say) is one entry there.
  */
 import { Duration, Effect, Option } from "effect"
-import { formatHandle, nowSeconds } from "./Job.js"
-import type { StoredJob, StoredJobId } from "./Job.js"
+import { formatHandle, jobState, nowSeconds } from "./Job.js"
+import type { JobRecord, StoredJob, StoredJobId } from "./Job.js"
 import type { JobLifeMissing, ShardOperationError } from "./errors.js"
 import { DEFAULT_LEASE } from "./roles/QueueRunner.js"
 import { Storage } from "./storage/Storage.js"
@@ -61,27 +61,34 @@ const dispatchedReason = (job: StoredJob, now: number, leaseSeconds: number, wha
 
 type Act = (job: StoredJob, now: number) => Effect.Effect<ActionOutcome, ShardOperationError | JobLifeMissing, Storage>
 
-/** Runs `act` on the job behind `handle`, unless it is gone or (without force) may be running. */
-const guarded = (handle: StoredJobId, options: ActionOptions, what: string, act: Act) =>
+/**
+ * Runs `act` on the job behind `handle`, unless it is gone or (without force) may be running.
+ * `stopsRunning`: the action reaches a job whose worker heartbeats it (state `running`), so such
+ * a job is not refused (cancel: its handler is interrupted at the next heartbeat).
+ */
+const guarded = (handle: StoredJobId, options: ActionOptions, what: string, act: Act, stopsRunning = false) =>
   Effect.flatMap(
     Storage,
-    (storage) => Effect.flatMap(storage.get(handle), (found) => guardedRead(handle, found, options, what, act))
+    (storage) =>
+      Effect.flatMap(storage.get(handle), (found) => guardedRead(handle, found, options, what, act, stopsRunning))
   )
 
 /** `guarded`, over the job as the caller already read it. */
 const guardedRead = (
   handle: StoredJobId,
-  found: Option.Option<StoredJob>,
+  found: Option.Option<JobRecord>,
   options: ActionOptions,
   what: string,
-  act: Act
+  act: Act,
+  stopsRunning = false
 ) =>
   Effect.gen(function*() {
     const notFound: ActionOutcome = { _tag: "NotFound", handle, message: `no job ${formatHandle(handle)}` }
     if (Option.isNone(found)) return notFound
     const now = yield* nowSeconds
     const leaseSeconds = leaseSecondsOf(options.lease)
-    if (options.force !== true && mayBeDispatched(found.value, now, leaseSeconds)) {
+    const reached = stopsRunning && jobState(found.value, now) === "running"
+    if (options.force !== true && !reached && mayBeDispatched(found.value, now, leaseSeconds)) {
       const refused: ActionOutcome = {
         _tag: "Refused",
         handle,
@@ -135,8 +142,10 @@ export const deleteJob = (handle: StoredJobId, options: ActionOptions = {}) =>
   )
 
 /**
- * Cancels a job that has not ended: kept as `cancelled`, never claimed again. Heartbeats do not
- * exist yet, so a job already in a job server or a worker cannot be stopped: hence the guard.
+ * Cancels a job that has not ended: kept as `cancelled`, never claimed again. A running job (its
+ * worker heartbeats it: worker helper, Controller) is accepted: its handler is interrupted at the
+ * next heartbeat. One that may be in a job server or a worker without heartbeats (dispatched, or
+ * a Perl worker's) cannot be stopped: hence the guard.
  */
 export const cancelJob = (handle: StoredJobId, options: ActionOptions = {}) =>
   Effect.flatMap(
@@ -145,8 +154,8 @@ export const cancelJob = (handle: StoredJobId, options: ActionOptions = {}) =>
       guarded(
         handle,
         options,
-        "cancelling it cannot stop it: it may still run once (it may already be in a job server or a worker), " +
-          "and its row will be kept as cancelled",
+        "cancelling it cannot stop it: it may still run once (it may already be in a job server or a worker " +
+          "that does not heartbeat), and its row will be kept as cancelled",
         () =>
           Effect.map(storage.cancel(handle), (outcome): ActionOutcome => {
             const id = formatHandle(handle)
@@ -160,7 +169,8 @@ export const cancelJob = (handle: StoredJobId, options: ActionOptions = {}) =>
               case "already-cancelled":
                 return { _tag: "Unchanged", handle, message: `job ${id} is cancelled already` }
             }
-          })
+          }),
+        true
       )
   )
 
@@ -178,7 +188,7 @@ export const JOB_ACTIONS: ReadonlyArray<JobAction> = [
     label: "Cancel",
     destructive: false,
     confirm: (n) =>
-      `Cancel ${n} job(s)? They will not run (unless already in a worker) and stay listed as cancelled until purged.`,
+      `Cancel ${n} job(s)? They will not run (a running one is interrupted at its next heartbeat; one already in a worker without heartbeats may still finish) and stay listed as cancelled until purged.`,
     run: cancelJob
   },
   {

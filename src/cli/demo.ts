@@ -75,7 +75,7 @@ export const demoCommand = Command.make("demo", {
           c.filter((x) =>
             x.funcname === FUNCTION
           ).reduce((n, x) =>
-            n + x.due + x.scheduled + x.retrying + x.dispatched, 0))
+            n + x.due + x.scheduled + x.retrying + x.dispatched + x.running, 0))
         for (let tick = 0;; tick++) {
           const remaining = yield* left
           if (ran >= o.count && remaining === 0)

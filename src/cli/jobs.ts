@@ -113,7 +113,7 @@ export const listCommand = Command.make("list", {
   state: Options.choice("state", JOB_STATES).pipe(
     Options.optional,
     Options.withDescription(
-      "due; scheduled (later, never run); retrying (later, after a failure); dispatched (leased by our dispatcher); never; dead (attempts used up); cancelled"
+      "due; scheduled (later, never run); retrying (later, after a failure); dispatched (leased by our dispatcher); running (a worker heartbeats it); never; dead (attempts used up); cancelled"
     )
   ),
   shard: shardFilter,
@@ -331,7 +331,7 @@ export const deleteCommand = guardedCommand(
 export const cancelCommand = guardedCommand(
   "cancel",
   cancelJob,
-  "Cancel a job that is not running: kept as cancelled, never run (refused while it may be running, unless --force)"
+  "Cancel a job: kept as cancelled, never run again; a running one (heartbeating) is interrupted at its next heartbeat (refused while it may be in a job server or a worker without heartbeats, unless --force)"
 )
 
 export const jobsCommand = Command.make("jobs").pipe(

@@ -1,6 +1,7 @@
 /**
  * `garivini status`: per shard and function, the jobs in each state (due, scheduled, retrying,
- * dispatched, never, dead, cancelled), the oldest due job's age, and gearmand's queued / running / workers for that function (summed over servers).
+ * dispatched, running, never, dead, cancelled), the oldest due job's age, and gearmand's queued / running /
+ * workers for that function (summed over servers: the GM columns).
  */
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Either } from "effect"
@@ -38,6 +39,7 @@ export const statusCommand = Command.make("status", {
         scheduled: c.scheduled,
         retrying: c.retrying,
         dispatched: c.dispatched,
+        running: c.running,
         never: c.never,
         dead: c.dead,
         cancelled: c.cancelled,
@@ -67,13 +69,14 @@ export const statusCommand = Command.make("status", {
           "SCHEDULED",
           "RETRYING",
           "DISPATCHED",
+          "RUNNING",
           "NEVER",
           "DEAD",
           "CANCELLED",
           "OLDEST DUE",
-          "QUEUED",
-          "RUNNING",
-          "WORKERS"
+          "GM QUEUED",
+          "GM RUNNING",
+          "GM WORKERS"
         ],
         rows.map((
           r
@@ -84,6 +87,7 @@ export const statusCommand = Command.make("status", {
           String(r.scheduled),
           String(r.retrying),
           String(r.dispatched),
+          String(r.running),
           String(r.never),
           String(r.dead),
           String(r.cancelled),

@@ -69,7 +69,7 @@ export const upCounts = (server: Option.Option<RunningServer>) =>
     if (Either.isRight(depths)) { for (const [name, s] of depths.right) if (!internal.has(name)) running += s.running }
     const result: UpCounts = {
       due: rows.reduce((n, r) => n + r.due, 0),
-      scheduled: rows.reduce((n, r) => n + r.scheduled + r.retrying + r.dispatched + r.never, 0),
+      scheduled: rows.reduce((n, r) => n + r.scheduled + r.retrying + r.dispatched + r.running + r.never, 0),
       running,
       done,
       failed

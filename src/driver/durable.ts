@@ -7,6 +7,7 @@ import { Config, Effect, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
 import { parseDbTargets } from "../storage/targets.js"
 import type * as GearmanWorker from "../gearman/GearmanWorker.js"
+import * as Heartbeat from "../roles/heartbeat.js"
 import { gearmanHandler, makeCompleter, storedJobKey } from "../roles/Worker.js"
 import { Storage, layer as storageLayer, layerSqlite } from "../storage/Storage.js"
 import type { DriverFunction } from "./attributes.js"
@@ -35,10 +36,18 @@ export const withDurable = <A, E, R>(
       Effect.gen(function*() {
         const storage = yield* Storage
         const complete = yield* makeCompleter(storage)
+        const heartbeats = yield* Heartbeat.make(storage)
         return yield* body((fn) =>
           fn.spec._tag === "Durable"
             ? Option.some({
-              handler: gearmanHandler(storage, complete, fn.registered, fn.spec.handler, fn.spec.maxAttempts),
+              handler: gearmanHandler(
+                storage,
+                complete,
+                fn.registered,
+                fn.spec.handler,
+                fn.spec.maxAttempts,
+                heartbeats
+              ),
               workKey: storedJobKey
             })
             : Option.none()

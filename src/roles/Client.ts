@@ -7,7 +7,7 @@ import type { InsertError, InvalidSchedule, JobLifeMissing, ShardOperationError 
 import { DEFAULT_MAX_ATTEMPTS, failureBackoffSeconds, FAILCOUNT_MAX, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, JobFlag, StoredJobId, NewJob, RunAt } from "../Job.js"
 import { Storage } from "../storage/Storage.js"
-import type { CancelOutcome } from "../storage/Storage.js"
+import type { CancelOutcome, RescheduleOutcome } from "../storage/Storage.js"
 import { jobsDead, jobsFailed } from "./metrics.js"
 import type { FunctionControl, RateLimit } from "../storage/flow.js"
 
@@ -25,9 +25,14 @@ export interface JobSpec {
   readonly flag?: JobFlag | undefined
 }
 
-/** A job as a worker holds it: its handle and (optionally) its current failcount. */
+/**
+ * A job as a worker holds it: its handle, (optionally) its current failcount, and the lease
+ * token it was dispatched under (the worker JSON's `"lease"`, absent from a Perl dispatcher's):
+ * with it, completing, rescheduling or failing the job applies only while that lease holds.
+ */
 export interface HeldJob extends StoredJobId {
   readonly failcount?: number | undefined
+  readonly lease?: string | undefined
 }
 
 const toNewJob = (spec: JobSpec, now: number): Either.Either<NewJob, InvalidSchedule> =>
@@ -85,23 +90,26 @@ export const insertJob = (spec: JobSpec): Effect.Effect<InsertOutcome, InsertErr
       })
   )
 
-/** Deletes finished jobs. Completing a job twice is harmless. Returns how many were deleted. */
+/**
+ * Deletes finished jobs (each fenced by its lease token, if it carries one). Completing a job
+ * twice is harmless. Returns how many were deleted.
+ */
 export const completeJob = (
-  jobs: StoredJobId | ReadonlyArray<StoredJobId>
+  jobs: HeldJob | ReadonlyArray<HeldJob>
 ): Effect.Effect<number, ShardOperationError, Storage> =>
   Effect.flatMap(Storage, (storage) => storage.complete(isMany(jobs) ? jobs : [jobs]))
 
-const isMany = (jobs: StoredJobId | ReadonlyArray<StoredJobId>): jobs is ReadonlyArray<StoredJobId> =>
-  Array.isArray(jobs)
+const isMany = (jobs: HeldJob | ReadonlyArray<HeldJob>): jobs is ReadonlyArray<HeldJob> => Array.isArray(jobs)
 
 /**
  * Moves a job to `when` (`"never"`, `"+N"`, an absolute unix time or a Duration), storing the
- * failcount the job carries. False when the job no longer exists.
+ * failcount the job carries: `rescheduled`; `missing` when the job no longer exists or was
+ * cancelled; `fenced` when its lease token no longer holds (leased again since).
  */
 export const rescheduleJob = (
   job: HeldJob,
   when: RunAt
-): Effect.Effect<boolean, ShardOperationError | InvalidSchedule, Storage> =>
+): Effect.Effect<RescheduleOutcome, ShardOperationError | InvalidSchedule, Storage> =>
   Effect.gen(function*() {
     const runAfter = yield* resolveRunAt(when, yield* nowSeconds)
     const storage = yield* Storage
@@ -129,7 +137,14 @@ export const failedJob = (
   job: HeldJob,
   options: FailureOptions = {}
 ): Effect.Effect<
-  { readonly failcount: number; readonly runAfter: number; readonly found: boolean; readonly dead: boolean },
+  {
+    readonly failcount: number
+    readonly runAfter: number
+    readonly found: boolean
+    readonly dead: boolean
+    /** Nothing changed: the job's lease token no longer holds (leased again since). */
+    readonly fenced: boolean
+  },
   ShardOperationError,
   Storage
 > =>
@@ -143,9 +158,15 @@ export const failedJob = (
       error: options.error,
       dead: failcount >= (options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS)
     })
-    if (outcome !== "missing") jobsFailed.unsafeUpdate(1, [])
+    if (outcome === "retrying" || outcome === "dead") jobsFailed.unsafeUpdate(1, [])
     if (outcome === "dead") jobsDead.unsafeUpdate(1, [])
-    return { failcount, runAfter, found: outcome !== "missing", dead: outcome === "dead" }
+    return {
+      failcount,
+      runAfter,
+      found: outcome === "retrying" || outcome === "dead",
+      dead: outcome === "dead",
+      fenced: outcome === "fenced"
+    }
   })
 
 /**

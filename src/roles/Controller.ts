@@ -24,9 +24,10 @@ import { callUnique, CONTROLLER_FUNCTION } from "./dispatch.js"
 import { errorText } from "./QueueRunner.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
+import * as Heartbeat from "./heartbeat.js"
 import { decodeRetryRequest, makeCompleter } from "./Worker.js"
 
-export interface ControllerOptions {
+export interface ControllerOptions extends Heartbeat.HeartbeatOptions {
   /** Jobs run at once by this Controller (default 64: they share one connection per job server). */
   readonly concurrency?: number | undefined
   /**
@@ -51,6 +52,7 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
     const gearman = yield* Gearman
     const timeout = Duration.decode(options.timeout ?? DEFAULT_TIMEOUT)
     const complete = yield* makeCompleter(storage)
+    const heartbeats = yield* Heartbeat.make(storage, options)
 
     /** Moves the row to `runAfter`, keeping its failcount; a failure leaves it to its lease. */
     const reschedule = (job: StoredJob, runAfter: number) =>
@@ -83,9 +85,18 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         // run_queued_job of one whose connection dropped, or a Perl dispatcher sent a copy
         // without a unique) share one run of it, and each completes the row with its outcome.
         const unique = callUnique(job)
-        const outcome = yield* Effect.either(
-          gearman.submit(job.funcname, payload, unique === undefined ? { timeout } : { timeout, unique })
-        )
+        // Held (heartbeats) while the real function runs: a worker that never heartbeats (a Perl
+        // one, a plain Gearman function) keeps the job leased through us.
+        const held = yield* Effect.either(heartbeats.hold(
+          job,
+          Effect.either(gearman.submit(job.funcname, payload, unique === undefined ? { timeout } : { timeout, unique }))
+        ))
+        if (Either.isLeft(held)) {
+          // Cancelled while it ran: we stop waiting; the row stays cancelled (not retried, not failed).
+          yield* Effect.logInfo(`job ${id} (${job.funcname}) was cancelled while it ran; no longer waiting for it`)
+          return yield* Effect.fail(new WorkFail({ reason: held.left.message }))
+        }
+        const outcome = held.right
         if (Either.isRight(outcome)) {
           yield* complete(job)
           return

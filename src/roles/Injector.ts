@@ -17,6 +17,7 @@ import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
 import { formatHandle, nowSeconds, resolveRunAt } from "../Job.js"
 import type { InsertOutcome, StoredJob, NewJob } from "../Job.js"
+import { newLeaseToken } from "../storage/leases.js"
 import { Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import * as FlowControl from "./flowControl.js"
@@ -162,6 +163,9 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
             )
           }
           const now = yield* nowSeconds
+          // One token for the jobs of this request dispatched at once: stored with them, so the
+          // Controller's outcome applies only while their lease holds (docs/job-life.md).
+          const token = yield* newLeaseToken
           const queued = new Map(yield* depths)
           // Paused functions' jobs are stored due, not dispatched (the home shard's controls, read at
           // most once a second); rate-limited ones are dispatched as far as their tokens go.
@@ -186,7 +190,8 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
                 coalesce: spec.coalesce,
                 // Dispatched now: leased to the Controller. Otherwise the QueueRunner's, when due.
                 runAfter: dispatch ? now + leaseSeconds : at.right ?? now,
-                flag: "controller"
+                flag: "controller",
+                ...(dispatch ? { lease: token } : {})
               }
             })
           }
@@ -236,7 +241,8 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
           const granted = yield* FlowControl.takeTokens(storage, funcname, rate, mine.length)
           for (const plan of mine.slice(granted)) {
             plan.dispatch = false
-            plan.job = { ...plan.job, runAfter: plan.due }
+            const { lease: _lease, ...unleased } = plan.job
+            plan.job = { ...unleased, runAfter: plan.due }
           }
         }), { discard: true })
     }
@@ -297,7 +303,8 @@ const storedJob = (outcome: InsertOutcome, job: NewJob): StoredJob => ({
   coalesce: job.coalesce ?? null,
   runAfter: job.runAfter,
   flag: "controller",
-  failcount: 0
+  failcount: 0,
+  ...(job.lease === undefined ? {} : { lease: job.lease })
 })
 
 /** Serves `inject_jobs` until the scope closes. */

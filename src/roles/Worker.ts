@@ -10,7 +10,7 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Effect, Either, Layer, MetricLabel, Schema } from "effect"
+import { Cause, Data, Effect, Either, Layer, MetricLabel, Option, Schema } from "effect"
 import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/GearmanClient.js"
@@ -33,6 +33,7 @@ import * as GroupCommit from "../storage/GroupCommit.js"
 import { Storage } from "../storage/Storage.js"
 import type { StorageShape } from "../storage/Storage.js"
 import * as Client from "./Client.js"
+import * as Heartbeat from "./heartbeat.js"
 import { inputsRejected, runTime, workerJsonTag } from "./metrics.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
@@ -77,7 +78,7 @@ export interface WorkerJob extends StoredJob {
 
 export type JobHandler<R = never> = (job: WorkerJob) => Effect.Effect<Payload | void, JobFailed | RetryAt, R>
 
-export interface DurableWorkerOptions extends GearmanWorker.ServeOptions {
+export interface DurableWorkerOptions extends GearmanWorker.ServeOptions, Heartbeat.HeartbeatOptions {
   /** Wait this long to gather completions into one statement (default 0: whatever queued meanwhile). */
   readonly completionWindow?: Duration.DurationInput | undefined
   /**
@@ -152,7 +153,8 @@ export const gearmanHandler = <R>(
   complete: (handle: StoredJobId) => Effect.Effect<void>,
   funcname: string,
   handler: JobHandler<R>,
-  maxAttempts?: number
+  maxAttempts?: number,
+  heartbeats?: Heartbeat.Heartbeats
 ): GearmanWorker.Handler<R> => {
   const runTimeTags = [MetricLabel.make("funcname", funcname)]
   return (gjob) => {
@@ -171,10 +173,12 @@ export const gearmanHandler = <R>(
     const owned = job.flag === "shim"
     let started = 0
     const ran = () => runTime.unsafeUpdate((performance.now() - started) / 1000, runTimeTags)
-    const run = Effect.suspend(() => {
+    const handled = Effect.suspend(() => {
       started = performance.now()
       return handler({ ...job, text: bytesView(job.arg).toString("utf8"), gearman: gjob })
     })
+    // Held (heartbeats) while it runs, whoever owns the row: a cancel interrupts it here.
+    const run = heartbeats === undefined ? handled : heartbeats.hold(job, handled)
     return run.pipe(
       Effect.matchCauseEffect({
         onSuccess: (value) => {
@@ -191,17 +195,25 @@ export const gearmanHandler = <R>(
   }
 }
 
-/** A handler that failed or died: back the job off, or reschedule it as the handler asked. */
+/**
+ * A handler that failed or died: back the job off, or reschedule it as the handler asked. One
+ * cancelled while it ran (interrupted) is left as it is: cancelled, not retried, not failed.
+ */
 const settleFailure = (
   storage: StorageShape,
   job: StoredJob,
   owned: boolean,
-  cause: Cause.Cause<JobFailed | RetryAt>,
+  cause: Cause.Cause<JobFailed | RetryAt | Heartbeat.JobCancelled>,
   maxAttempts: number | undefined
 ) =>
   Effect.gen(function*() {
     const id = formatHandle(job)
-    const failure = Cause.failureOption(cause)
+    const failed = Cause.failureOption(cause)
+    if (failed._tag === "Some" && failed.value._tag === "JobCancelled") {
+      yield* Effect.logInfo(`job ${id}: cancelled while it ran; its handler was interrupted`)
+      return yield* Effect.fail(new WorkFail({ reason: failed.value.message }))
+    }
+    const failure = Option.filter(failed, (f): f is JobFailed | RetryAt => f._tag !== "JobCancelled")
     const reason = failure._tag === "Some"
       ? failure.value._tag === "JobFailed" ? failure.value.reason : `retry at ${String(failure.value.when)}`
       : Cause.pretty(cause)
@@ -236,7 +248,9 @@ const RejectedIds = Schema.parseJson(Schema.Struct({
   jobid: LenientInt,
   dbid: LenientInt,
   failcount: Schema.optionalWith(LenientInt, { default: () => 0 }),
-  flag: Schema.optional(Schema.Unknown)
+  flag: Schema.optional(Schema.Unknown),
+  // A token in any form fences the record by it: a forged or mangled lease changes nothing.
+  lease: Schema.optional(Schema.String)
 }))
 const decodeRejectedIds = Schema.decodeUnknownOption(RejectedIds)
 
@@ -271,8 +285,9 @@ export const serve = <R>(
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman
-    // Made before `serve`, so it is closed after the worker has drained its in-flight jobs.
+    // Made before `serve`, so they are closed after the worker has drained its in-flight jobs.
     const complete = yield* makeCompleter(storage, options.completionWindow)
+    const heartbeats = yield* Heartbeat.make(storage, options)
 
     const gearmanHandlers: Record<string, GearmanWorker.FunctionSpec<R>> = {}
     for (const [funcname, handler] of Object.entries(handlers))
@@ -282,7 +297,8 @@ export const serve = <R>(
           complete,
           funcname,
           handler,
-          options.maxAttemptsByFunction?.[funcname] ?? options.maxAttempts
+          options.maxAttemptsByFunction?.[funcname] ?? options.maxAttempts,
+          heartbeats
         ),
         workKey: storedJobKey
       }

@@ -52,6 +52,17 @@ export const controller = {
   maxAttempts: DEFAULT_MAX_ATTEMPTS
 } as const
 
+export const heartbeat = {
+  /**
+   * How far each heartbeat moves a running job's lease (the worker helper's and the
+   * Controller's): the dispatchers' lease, so a job whose worker died comes back as soon as a
+   * dispatched one would.
+   */
+  lease,
+  /** Heartbeats per lease: a stalled heartbeat or two still leaves the job held. */
+  perLease: 3
+} as const
+
 export const storage = {
   /** How long a shard that failed a connect or query is avoided for new jobs. */
   coolOff: Duration.seconds(30),

@@ -37,6 +37,18 @@ export const jobsDead = Metric.counter("garivini_jobs_dead_total", {
   incremental: true
 })
 
+/** Running jobs cancelled at a heartbeat: their handlers were interrupted (worker helper, Controller). */
+export const jobsInterrupted = Metric.counter("garivini_jobs_interrupted_total", {
+  description: "running jobs whose handlers were interrupted because they were cancelled",
+  incremental: true
+})
+
+/** Heartbeat statements (one per shard and interval for all jobs in flight), by the worker helper and the Controller. */
+export const heartbeatWrites = Metric.counter("garivini_heartbeat_writes_total", {
+  description: "heartbeat UPDATEs written (one per shard and interval, for every job running there)",
+  incremental: true
+})
+
 /** Inputs refused: a malformed inject_jobs request or worker JSON, tagged `input`. */
 export const inputsRejected = Metric.counter("garivini_inputs_rejected_total", {
   description: "requests or payloads refused as malformed or over a limit",

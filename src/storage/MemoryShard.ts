@@ -12,6 +12,10 @@ import type { Bucket, FunctionControl, ScheduleRow } from "./flow.js"
 import { ShardUnreached } from "./ShardBackend.js"
 import type {
   FailOutcome,
+  HeartbeatResult,
+  HeldRow,
+  RemoveResult,
+  RescheduleOutcome,
   ShardCancelOutcome,
   FlowBackend,
   FunctionCounts,
@@ -24,10 +28,13 @@ import type {
  * The table. It is mutated only inside `Ref.modify`, whose function runs synchronously and
  * atomically, so no copy per operation is needed.
  */
+/** A row: the job with its life columns, and (as `lease`) its lease token, which inspection does not show. */
+type Row = JobRecord
+
 interface Table {
   nextId: number
   /** By jobid; insertion order is jobid order. */
-  readonly rows: Map<number, JobRecord>
+  readonly rows: Map<number, Row>
   /** uniqueIdentity(funcname, uniqkey) → jobid */
   readonly unique: Map<string, number>
 }
@@ -36,6 +43,9 @@ export interface MemoryShard extends ShardBackend {
   /** Test hook: while down, every operation fails as if the server refused the connection. */
   readonly setDown: (down: boolean) => Effect.Effect<void>
 }
+
+/** A row as inspection shows it: without its lease token (the SQL shards do not read it there). */
+const visible = ({ lease: _lease, ...job }: Row): JobRecord => job
 
 export const make = (dbid: number, options: { readonly down?: boolean } = {}): Effect.Effect<MemoryShard> =>
   Effect.gen(function*() {
@@ -48,7 +58,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         (isDown) => isDown ? Effect.fail(new ShardUnreached({ reason: `memory shard ${dbid} is down` })) : effect
       )
 
-    const update = (jobids: ReadonlyArray<number>, f: (job: JobRecord) => JobRecord) =>
+    const update = (jobids: ReadonlyArray<number>, f: (job: Row) => Row) =>
       guard(Ref.modify(table, (t): [number, Table] => {
         let n = 0
         for (const id of new Set(jobids)) {
@@ -72,26 +82,50 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
             if (existing !== undefined) return { _tag: "Duplicate", existing }
             t.unique.set(identity, jobid)
           }
-          t.rows.set(jobid, { dbid, jobid, ...job, failcount: 0, ...NO_LIFE })
+          // A row stored leased (the Injector's) keeps its token (as `lease`) and its lease.
+          t.rows.set(jobid, {
+            dbid,
+            jobid,
+            ...job,
+            failcount: 0,
+            ...NO_LIFE,
+            leasedUntil: job.lease === undefined ? null : job.runAfter
+          })
           return { _tag: "Inserted", jobid }
         })
         return [results, t]
       }))
 
-    const remove = (jobids: ReadonlyArray<number>, liveOnly = false) =>
-      guard(Ref.modify(table, (t): [number, Table] => {
-        let n = 0
-        for (const id of new Set(jobids)) {
-          const job = t.rows.get(id)
+    const remove = (jobs: ReadonlyArray<HeldRow>, liveOnly = false) =>
+      guard(Ref.modify(table, (t): [RemoveResult, Table] => {
+        let deleted = 0
+        const fenced: Array<number> = []
+        const seen = new Set<number>()
+        for (const held of jobs) {
+          if (seen.has(held.jobid)) continue
+          seen.add(held.jobid)
+          const job = t.rows.get(held.jobid)
           if (job === undefined || (liveOnly && job.ended === "cancelled")) continue
-          t.rows.delete(id)
+          if (held.lease !== undefined && job.lease !== held.lease) {
+            if (job.ended === null) fenced.push(held.jobid)
+            continue
+          }
+          t.rows.delete(held.jobid)
           if (job.uniqkey !== null) t.unique.delete(uniqueIdentity(job.funcname, job.uniqkey))
-          n++
+          deleted++
         }
-        return [n, t]
+        return [{ deleted, fenced }, t]
       }))
 
-    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
+    /** A live row held under the job's token (or any live row for a job without one), or why not. */
+    const holds = (t: Table, held: HeldRow): Row | "missing" | "fenced" => {
+      const job = t.rows.get(held.jobid)
+      if (job === undefined || job.ended === "cancelled") return "missing"
+      if (held.lease !== undefined && job.lease !== held.lease) return job.ended === null ? "fenced" : "missing"
+      return job
+    }
+
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, token, exclude, maxBytes, only) =>
       guard(Ref.modify(table, (t): [ReadonlyArray<StoredJob>, Table] => {
         const excluded = new Set(exclude)
         const candidates = [...t.rows.values()]
@@ -99,15 +133,20 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           .sort((a, b) => a.runAfter - b.runAfter || a.jobid - b.jobid)
           .slice(0, limit)
         // As the SQL backends: while the args fit the budget, and always the first.
-        const due: Array<JobRecord> = []
+        const due: Array<Row> = []
         let total = 0
         for (const job of candidates) {
           if (due.length > 0 && total + job.arg.byteLength > maxBytes) break
           total += job.arg.byteLength
           due.push(job)
         }
-        for (const job of due) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil, leasedUntil: leaseUntil })
-        return [due, t]
+        // As the SQL backends: the row's token while no heartbeat was seen, else this claim's.
+        const claimed = due.map((job): StoredJob => {
+          const lease = job.lease !== undefined && job.heartbeatAt === null ? job.lease : token
+          t.rows.set(job.jobid, { ...job, runAfter: leaseUntil, leasedUntil: leaseUntil, lease, heartbeatAt: null })
+          return { ...visible(job), lease }
+        })
+        return [claimed, t]
       }))
 
     const counts = (now: number) =>
@@ -121,6 +160,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
             scheduled: 0,
             retrying: 0,
             dispatched: 0,
+            running: 0,
             never: 0,
             dead: 0,
             cancelled: 0,
@@ -151,6 +191,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           )
           .sort((a, b) => (byRunAfter ? a.runAfter - b.runAfter : 0) || a.jobid - b.jobid)
           .slice(0, q.limit)
+          .map(visible)
       }))
 
     // Flow control's tables: each operation one synchronous step, as atomic as the SQL transactions.
@@ -207,16 +248,9 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
     const releaseLeases: ShardBackend["releaseLeases"] = (jobids, leases, now, cutoff) =>
       guard(Ref.modify(table, (t): [number, Table] => {
         // Heartbeats (migration 4) hold a job its worker runs: the same rule as HELD_BY_HEARTBEAT.
-        const free = onLease(t, jobids, leases).filter((job) =>
-          !("heartbeatAt" in job && typeof job.heartbeatAt === "number" && job.heartbeatAt >= cutoff)
-        )
+        const free = onLease(t, jobids, leases).filter((job) => (job.heartbeatAt ?? 0) < cutoff)
         for (const job of free) {
-          t.rows.set(job.jobid, {
-            ...job,
-            runAfter: now,
-            leasedUntil: null,
-            ...("leaseToken" in job ? { leaseToken: null } : {})
-          })
+          t.rows.set(job.jobid, { ...job, runAfter: now, leasedUntil: null })
         }
         return [free.length, t]
       }))
@@ -234,6 +268,8 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           ...j,
           runAfter,
           leasedUntil: null,
+          lease: undefined,
+          heartbeatAt: null,
           ...(error === undefined ? {} : {
             lastError: error.text,
             lastErrorAt: error.at,
@@ -241,18 +277,32 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           })
         })),
       remove,
-      reschedule: (jobid, runAfter, failcount) =>
-        Effect.map(update([jobid], (j) => ({ ...j, runAfter, failcount, leasedUntil: null })), (n) => n > 0),
-      fail: (jobid, r) =>
+      reschedule: (held, runAfter, failcount) =>
+        guard(Ref.modify(table, (t): [RescheduleOutcome, Table] => {
+          const job = holds(t, held)
+          if (typeof job === "string") return [job, t]
+          t.rows.set(held.jobid, {
+            ...job,
+            runAfter,
+            failcount,
+            leasedUntil: null,
+            lease: undefined,
+            heartbeatAt: null
+          })
+          return ["rescheduled", t]
+        })),
+      fail: (held, r) =>
         guard(Ref.modify(table, (t): [FailOutcome, Table] => {
-          const job = t.rows.get(jobid)
-          // A late failure must not revive a cancelled job.
-          if (job === undefined || job.ended === "cancelled") return ["missing", t]
-          t.rows.set(jobid, {
+          // A late failure must not revive a cancelled job, nor one leased again since.
+          const job = holds(t, held)
+          if (typeof job === "string") return [job, t]
+          t.rows.set(held.jobid, {
             ...job,
             runAfter: r.dead ? NEVER : r.runAfter,
             failcount: r.failcount,
             leasedUntil: null,
+            lease: undefined,
+            heartbeatAt: null,
             ...(r.error === undefined
               ? {}
               : { lastError: r.error, lastErrorAt: r.at, lastErrorAttempt: r.failcount }),
@@ -260,6 +310,23 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
             endedAt: r.dead ? r.at : null
           })
           return [r.dead ? "dead" : "retrying", t]
+        })),
+      heartbeat: (jobs, now, leaseUntil) =>
+        guard(Ref.modify(table, (t): [HeartbeatResult, Table] => {
+          let extended = 0
+          const cancelled: Array<number> = []
+          const lost: Array<number> = []
+          for (const held of jobs) {
+            if (held.lease === undefined) continue
+            const job = t.rows.get(held.jobid)
+            if (job === undefined || job.lease !== held.lease || job.ended === "dead") lost.push(held.jobid)
+            else if (job.ended === "cancelled") cancelled.push(held.jobid)
+            else {
+              extended++
+              t.rows.set(held.jobid, { ...job, heartbeatAt: now, runAfter: leaseUntil, leasedUntil: leaseUntil })
+            }
+          }
+          return [{ extended, cancelled, lost }, t]
         })),
       cancel: (jobid, at) =>
         guard(Ref.modify(table, (t): [ShardCancelOutcome, Table] => {
@@ -290,17 +357,21 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
           )),
       purgeEnded: (ended, before, funcname) =>
         Effect.flatMap(guard(Ref.get(table)), (t) =>
-          remove(
-            [...t.rows.values()]
-              .filter((j) =>
-                j.ended === ended && j.endedAt !== null && j.endedAt < before &&
-                (funcname === undefined || j.funcname === funcname)
-              )
-              .map((j) => j.jobid)
+          Effect.map(
+            remove(
+              [...t.rows.values()]
+                .filter((j) =>
+                  j.ended === ended && j.endedAt !== null && j.endedAt < before &&
+                  (funcname === undefined || j.funcname === funcname)
+                )
+                .map((j) => ({ jobid: j.jobid }))
+            ),
+            (r) => r.deleted
           )),
       counts,
       list,
-      get: (jobid) => guard(Effect.map(Ref.get(table), (t) => Option.fromNullable(t.rows.get(jobid)))),
+      get: (jobid) =>
+        guard(Effect.map(Ref.get(table), (t) => Option.map(Option.fromNullable(t.rows.get(jobid)), visible))),
       jobLife: guard(Effect.succeed(true)),
       leases: guard(Effect.succeed(true)),
       setDown: (value) => Ref.set(down, value)

@@ -50,6 +50,7 @@ export interface FunctionCounts {
   readonly scheduled: number
   readonly retrying: number
   readonly dispatched: number
+  readonly running: number
   readonly never: number
   readonly dead: number
   readonly cancelled: number
@@ -59,7 +60,7 @@ export interface FunctionCounts {
 
 /** Every job a count covers, in any state. */
 export const countedJobs = (c: FunctionCounts): number =>
-  c.due + c.scheduled + c.retrying + c.dispatched + c.never + c.dead + c.cancelled
+  c.due + c.scheduled + c.retrying + c.dispatched + c.running + c.never + c.dead + c.cancelled
 
 /** A failure to record on one job (its row's last error, and dead when its attempts are used up). */
 export interface FailureRecord {
@@ -75,8 +76,41 @@ export interface FailureRecord {
   readonly dead: boolean
 }
 
-/** What recording a failure did: the row was gone, it backs off, or it is dead now. */
-export type FailOutcome = "missing" | "retrying" | "dead"
+/**
+ * What recording a failure did: the row was gone (or cancelled), it backs off, it is dead now,
+ * or nothing changed because the row's lease token is no longer the one given (`fenced`).
+ */
+export type FailOutcome = "missing" | "retrying" | "dead" | "fenced"
+
+/** What a reschedule did: done, no such live job, or refused because its lease had passed on. */
+export type RescheduleOutcome = "rescheduled" | "missing" | "fenced"
+
+/**
+ * A job as its holder names it when settling it: its row, and the lease token it was dispatched
+ * under. With a token the statement applies only while the row still holds it (on a table with
+ * migration 4); without one, by jobid alone (a Perl dispatcher's job, an operator's command).
+ */
+export interface HeldRow {
+  readonly jobid: number
+  readonly lease?: string | undefined
+}
+
+/** What deleting completed jobs did: rows deleted, and the jobids whose token no longer held. */
+export interface RemoveResult {
+  readonly deleted: number
+  readonly fenced: ReadonlyArray<number>
+}
+
+/**
+ * What one heartbeat did: leases extended, and the rows not extended because they were
+ * cancelled (their handlers are to be interrupted) or are no longer held with that token
+ * (completed elsewhere, deleted, or leased again: the holder has lost them).
+ */
+export interface HeartbeatResult {
+  readonly extended: number
+  readonly cancelled: ReadonlyArray<number>
+  readonly lost: ReadonlyArray<number>
+}
 
 /**
  * What cancelling one job did: it is cancelled now, there was no such job, or it had already
@@ -118,12 +152,16 @@ export interface ShardBackend {
    * Atomically: due jobs (run_after <= now) of functions not in `exclude` (of function `only`
    * when given), oldest first, at most
    * `limit` and while their args total at most `maxBytes` (always at least one), moved to
-   * `leaseUntil` (and `leased_until` set to it, in the same statement); returned as before the move.
+   * `leaseUntil` (and `leased_until` set to it, in the same statement); returned as before the
+   * move, each with its lease token (migration 4): the row's own while no heartbeat was seen on
+   * it (a re-dispatch gearmand merges into a copy it still holds carries that token), else
+   * `token`; the heartbeat is cleared.
    */
   readonly claimDue: (
     now: number,
     limit: number,
     leaseUntil: number,
+    token: string,
     exclude: ReadonlyArray<string>,
     maxBytes: number,
     only?: string | undefined
@@ -152,7 +190,8 @@ export interface ShardBackend {
   /**
    * A dispatcher's connection to a job server broke: in one UPDATE, the rows among `jobids` still
    * on one of `leases` and not held by a heartbeat (migration 4: `heartbeat_at >= heartbeatCutoff`)
-   * become due at `now`, `leased_until` and the lease token cleared. Returns how many.
+   * become due at `now`, `leased_until` cleared (the token is kept: a copy gearmand may still hold
+   * carries it, and the next claim keeps it while no heartbeat was seen). Returns how many.
    */
   readonly releaseLeases: (
     jobids: ReadonlyArray<number>,
@@ -161,17 +200,37 @@ export interface ShardBackend {
     heartbeatCutoff: number
   ) => Effect.Effect<number, ShardFailure>
   /**
-   * Deletes jobs; `liveOnly`: not those cancelled (a completion must not delete a job cancelled
-   * meanwhile: it is kept for inspection). On a v1 table nothing is cancelled.
+   * Deletes jobs in one statement, each fenced by its token if it has one; `liveOnly`: not
+   * those cancelled (a completion must not delete a job cancelled meanwhile: it is kept for
+   * inspection). On a v1 table nothing is cancelled. Only when fewer rows went than were named
+   * does a read find which were fenced.
    */
-  readonly remove: (jobids: ReadonlyArray<number>, liveOnly: boolean) => Effect.Effect<number, ShardFailure>
-  /** Moves a job and sets its failcount (its lease, if any, is over). False: no such job. */
-  readonly reschedule: (jobid: number, runAfter: number, failcount: number) => Effect.Effect<boolean, ShardFailure>
+  readonly remove: (jobs: ReadonlyArray<HeldRow>, liveOnly: boolean) => Effect.Effect<RemoveResult, ShardFailure>
+  /**
+   * Moves a live job and sets its failcount (its lease, token and heartbeat are over), fenced by
+   * its token if it has one.
+   */
+  readonly reschedule: (
+    job: HeldRow,
+    runAfter: number,
+    failcount: number
+  ) => Effect.Effect<RescheduleOutcome, ShardFailure>
   /**
    * Records a failure: one UPDATE (backoff, failcount, last error, dead when `record.dead`), of a
-   * job not cancelled (a cancelled one is `missing` to it and left as it is).
+   * job not cancelled (a cancelled one is `missing` to it and left as it is), fenced by its token.
    */
-  readonly fail: (jobid: number, record: FailureRecord) => Effect.Effect<FailOutcome, ShardFailure>
+  readonly fail: (job: HeldRow, record: FailureRecord) => Effect.Effect<FailOutcome, ShardFailure>
+  /**
+   * A heartbeat for jobs running here (each with its token): one UPDATE sets `heartbeat_at = now`
+   * and moves their lease to `leaseUntil` (run_after and leased_until), on live rows still
+   * holding their token. Only when fewer rows matched than were named does a read say which were
+   * cancelled and which lost. On a table without migration 4: nothing (all `extended`: 0, none lost).
+   */
+  readonly heartbeat: (
+    jobs: ReadonlyArray<HeldRow>,
+    now: number,
+    leaseUntil: number
+  ) => Effect.Effect<HeartbeatResult, ShardFailure>
   /**
    * Cancels a live job (`ended IS NULL`) in one UPDATE: `ended = 'cancelled'`, `ended_at = at`,
    * `run_after` never (no claimer, ours or Perl's, takes it) and its lease cleared.

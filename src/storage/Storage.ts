@@ -35,7 +35,8 @@ import { publicError } from "./failures.js"
 import { heartbeatCutoff } from "./leases.js"
 import * as GroupCommit from "./GroupCommit.js"
 import * as MemoryShard from "./MemoryShard.js"
-import { jobsClaimed, jobsCompleted, jobsInserted, jobsRetried } from "./metrics.js"
+import { completionsFenced, jobsClaimed, jobsCompleted, jobsInserted, jobsRetried } from "./metrics.js"
+import { newLeaseToken } from "./leases.js"
 import { makeHealth, shardForKey } from "./routing.js"
 import type { ShardHealth } from "./routing.js"
 import { afterCommit, ShardRejected } from "./ShardBackend.js"
@@ -43,7 +44,10 @@ import type {
   CancelOutcome,
   FailOutcome,
   FunctionCounts,
+  HeartbeatResult,
+  HeldRow,
   JobState,
+  RescheduleOutcome,
   RowInsert,
   ShardBackend,
   ShardFailure,
@@ -52,7 +56,23 @@ import type {
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 
-export type { CancelOutcome, FailOutcome, FunctionCounts, JobState } from "./ShardBackend.js"
+export type {
+  CancelOutcome,
+  FailOutcome,
+  FunctionCounts,
+  HeartbeatResult,
+  JobState,
+  RescheduleOutcome
+} from "./ShardBackend.js"
+
+/**
+ * A job as the one running it names it to settle it: its handle and, if it was dispatched under
+ * one, its lease token (the worker JSON's `"lease"`). With a token, the statement applies only
+ * while the row still holds it (docs/job-life.md, "Fenced leases").
+ */
+export interface HeldJobId extends StoredJobId {
+  readonly lease?: string | undefined
+}
 export { countedJobs } from "./ShardBackend.js"
 export type { Bucket, ControlPatch, FunctionControl, MissedPolicy, RateLimit, ScheduleRow } from "./flow.js"
 export type { ShardHealth } from "./routing.js"
@@ -157,7 +177,7 @@ export interface StorageShape {
   /**
    * Frees, on one shard, jobs a dispatcher handed to a job server whose connection broke: each
    * job still on the lease it wrote and not held by a heartbeat (one within `leaseSeconds` of
-   * `now`, with migration 4) is due at `now`, its lease and token dropped, in one UPDATE.
+   * `now`, with migration 4) is due at `now`, its lease dropped (its token kept), in one UPDATE.
    * Returns how many.
    */
   readonly releaseLeases: (
@@ -168,23 +188,38 @@ export interface StorageShape {
   ) => Effect.Effect<number, ShardOperationError>
   /**
    * Deletes finished jobs (one statement per shard), not those cancelled meanwhile (a job
-   * cancelled while it ran is kept as cancelled). Returns how many were deleted.
+   * cancelled while it ran is kept as cancelled), nor those whose lease token no longer holds
+   * (fenced: logged and counted in `garivini_completions_fenced_total`). Returns how many were
+   * deleted.
    */
-  readonly complete: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
+  readonly complete: (handles: ReadonlyArray<HeldJobId>) => Effect.Effect<number, ShardOperationError>
   /** Deletes jobs whatever their state (an operator's `jobs delete`). Returns how many. */
   readonly remove: (handles: ReadonlyArray<StoredJobId>) => Effect.Effect<number, ShardOperationError>
-  /** Sets one job's `run_after` and `failcount`. False when the job no longer exists. */
+  /**
+   * Sets one live job's `run_after` and `failcount` (its lease is over). `missing` when the job
+   * no longer exists or was cancelled; `fenced` when its lease token no longer holds (counted).
+   */
   readonly reschedule: (
-    handle: StoredJobId,
+    handle: HeldJobId,
     runAfter: number,
     failcount: number
-  ) => Effect.Effect<boolean, ShardOperationError>
+  ) => Effect.Effect<RescheduleOutcome, ShardOperationError>
   /**
    * Records a failure of a job in one statement: its failcount, its backoff and (bounded to
    * 2,000 characters) its last error with time and attempt; dead (`run_after` never) when
    * `failure.dead`. Says whether the job was there, backs off or is dead now.
    */
-  readonly fail: (handle: StoredJobId, failure: Failure) => Effect.Effect<FailOutcome, ShardOperationError>
+  readonly fail: (handle: HeldJobId, failure: Failure) => Effect.Effect<FailOutcome, ShardOperationError>
+  /**
+   * A heartbeat of jobs running on shard `dbid` (those with a lease token; others are skipped):
+   * one UPDATE moves their lease to now + `lease` and records the heartbeat. Says which were not
+   * extended: cancelled (to be interrupted) or lost (completed, deleted or leased again elsewhere).
+   */
+  readonly heartbeat: (
+    dbid: number,
+    jobs: ReadonlyArray<HeldJobId>,
+    lease: Duration.DurationInput
+  ) => Effect.Effect<HeartbeatResult, ShardOperationError>
   /**
    * Cancels a job that has not ended, in one statement: it ends as `cancelled` (kept for
    * inspection, `jobs purge --cancelled` removes it) and no claimer takes it again. It does not
@@ -341,21 +376,24 @@ export const make = (
 
     /** Groups handles per shard (validating them), runs `op` on each, sums the counts. */
     const perShardHandles = (
-      handles: ReadonlyArray<StoredJobId>,
+      handles: ReadonlyArray<HeldJobId>,
       operation: string,
-      run: (b: ShardBackend, jobids: ReadonlyArray<number>) => Effect.Effect<number, ShardFailure>
+      run: (b: ShardBackend, jobs: ReadonlyArray<HeldRow>) => Effect.Effect<number, ShardFailure>
     ): Effect.Effect<number, ShardOperationError> =>
       Effect.gen(function*() {
         // Checked without an Effect step per handle: a worker's DELETE batch holds thousands.
-        const groups = new Map<number, Array<number>>()
+        const groups = new Map<number, Array<HeldRow>>()
         for (const h of handles) {
           const valid = validateHandle(h)
           if (Either.isLeft(valid)) return yield* Effect.fail(valid.left)
-          const ids = groups.get(valid.right.dbid)
-          if (ids !== undefined) ids.push(valid.right.jobid)
+          const row: HeldRow = h.lease === undefined
+            ? { jobid: valid.right.jobid }
+            : { jobid: valid.right.jobid, lease: h.lease }
+          const rows = groups.get(valid.right.dbid)
+          if (rows !== undefined) rows.push(row)
           else {
             yield* backendFor(valid.right.dbid)
-            groups.set(valid.right.dbid, [valid.right.jobid])
+            groups.set(valid.right.dbid, [row])
           }
         }
         return yield* sumAll([...groups].map(([dbid, ids]) => shardOp(dbid, operation, (b) => run(b, ids))))
@@ -640,10 +678,11 @@ export const make = (
         }
         const now = yield* nowSeconds
         const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
+        const token = yield* newLeaseToken
         const claimed = yield* shardOp(
           dbid,
           "claimDue",
-          (b) => b.claimDue(now, limit, now + leaseSeconds, exclude, maxBytes, only)
+          (b) => b.claimDue(now, limit, now + leaseSeconds, token, exclude, maxBytes, only)
         )
         jobsClaimed.unsafeUpdate(claimed.length, [])
         return claimed
@@ -653,10 +692,10 @@ export const make = (
       Effect.zipRight(
         checkRunAfter(until),
         error === undefined
-          ? perShardHandles(handles, "defer", (b, ids) => b.setRunAfter(ids, until))
+          ? perShardHandles(handles, "defer", (b, jobs) => b.setRunAfter(jobids(jobs), until))
           : Effect.flatMap(nowSeconds, (at) => {
             const note = { text: boundedError(error), at }
-            return perShardHandles(handles, "defer", (b, ids) => b.setRunAfter(ids, until, note))
+            return perShardHandles(handles, "defer", (b, jobs) => b.setRunAfter(jobids(jobs), until, note))
           })
       )
 
@@ -677,26 +716,69 @@ export const make = (
           (b) => b.releaseLeases(jobidsOf(held), leasesOf(held), now, heartbeatCutoff(now, leaseSeconds))
         )
 
-    const complete = (handles: ReadonlyArray<StoredJobId>) =>
-      Effect.map(perShardHandles(handles, "complete", (b, ids) => b.remove(ids, true)), (deleted) => {
-        jobsCompleted.unsafeUpdate(deleted, [])
-        return deleted
-      })
+    const complete = (handles: ReadonlyArray<HeldJobId>) =>
+      Effect.map(
+        perShardHandles(handles, "complete", (b, jobs) =>
+          Effect.flatMap(b.remove(jobs, true), ({ deleted, fenced }) =>
+            fenced.length === 0 ? Effect.succeed(deleted) : Effect.as(
+              Effect.logWarning(
+                `completion of ${fenced.length} job(s) changed nothing: leased again since (fenced): ${
+                  fenced.slice(0, 20).map((jobid) => `${b.dbid}:${jobid}`).join(", ")
+                }`
+              ).pipe(Effect.zipLeft(Effect.sync(() =>
+                completionsFenced.unsafeUpdate(fenced.length, [])
+              ))),
+              deleted
+            ))),
+        (deleted) => {
+          jobsCompleted.unsafeUpdate(deleted, [])
+          return deleted
+        }
+      )
 
     const remove = (handles: ReadonlyArray<StoredJobId>) =>
-      perShardHandles(handles, "delete", (b, ids) => b.remove(ids, false))
+      perShardHandles(
+        handles.map((h) => ({ dbid: h.dbid, jobid: h.jobid })),
+        "delete",
+        (b, jobs) => Effect.map(b.remove(jobs, false), (r) => r.deleted)
+      )
 
-    const reschedule = (handle: StoredJobId, runAfter: number, failcount: number) =>
+    /** A settling statement that changed nothing because the lease passed on: said and counted once here. */
+    const fenced = (h: HeldJobId, what: string) =>
+      Effect.zipRight(
+        Effect.sync(() => completionsFenced.unsafeUpdate(1, [])),
+        Effect.logWarning(`${what} of job ${h.dbid}:${h.jobid} changed nothing: leased again since (fenced)`)
+      )
+
+    const reschedule = (handle: HeldJobId, runAfter: number, failcount: number) =>
       Effect.gen(function*() {
         const h = yield* validateHandle(handle)
         yield* checkRunAfter(runAfter)
         yield* checkFailcount(failcount)
-        const found = yield* shardOp(h.dbid, "reschedule", (b) => b.reschedule(h.jobid, runAfter, failcount))
-        if (found) jobsRetried.unsafeUpdate(1, [])
-        return found
+        const outcome = yield* shardOp(
+          h.dbid,
+          "reschedule",
+          (b) => b.reschedule(heldRow(h.jobid, handle.lease), runAfter, failcount)
+        )
+        if (outcome === "rescheduled") jobsRetried.unsafeUpdate(1, [])
+        if (outcome === "fenced") yield* fenced(handle, "reschedule")
+        return outcome
       })
 
-    const fail = (handle: StoredJobId, failure: Failure) =>
+    const heartbeat = (dbid: number, jobs: ReadonlyArray<HeldJobId>, lease: Duration.DurationInput) =>
+      Effect.gen(function*() {
+        const rows: Array<HeldRow> = []
+        for (const job of jobs) {
+          const h = yield* validateHandle(job)
+          if (h.dbid === dbid && job.lease !== undefined) rows.push({ jobid: h.jobid, lease: job.lease })
+        }
+        if (rows.length === 0) return { extended: 0, cancelled: [], lost: [] }
+        const now = yield* nowSeconds
+        const leaseSeconds = Math.ceil(Duration.toSeconds(Duration.decode(lease)))
+        return yield* shardOp(dbid, "heartbeat", (b) => b.heartbeat(rows, now, now + leaseSeconds))
+      }).pipe(Effect.withSpan("Storage.heartbeat", { attributes: { dbid, jobs: jobs.length } }))
+
+    const fail = (handle: HeldJobId, failure: Failure) =>
       Effect.gen(function*() {
         const h = yield* validateHandle(handle)
         yield* checkRunAfter(failure.runAfter)
@@ -707,10 +789,17 @@ export const make = (
           h.dbid,
           "fail",
           (b) =>
-            b.fail(h.jobid, { runAfter: failure.runAfter, failcount: failure.failcount, error, at, dead: failure.dead })
+            b.fail(heldRow(h.jobid, handle.lease), {
+              runAfter: failure.runAfter,
+              failcount: failure.failcount,
+              error,
+              at,
+              dead: failure.dead
+            })
         )
         // A failure that backs the job off is a retry, as a reschedule is (a dead job is not).
         if (outcome === "retrying") jobsRetried.unsafeUpdate(1, [])
+        if (outcome === "fenced") yield* fenced(handle, "recording a failure")
         return outcome
       })
 
@@ -849,6 +938,7 @@ export const make = (
       flow,
       insert,
       claimDue,
+      heartbeat,
       defer,
       extendLeases,
       releaseLeases,
@@ -868,6 +958,11 @@ export const make = (
       health: shardHealth.health
     }
   })
+
+const jobids = (jobs: ReadonlyArray<HeldRow>): ReadonlyArray<number> => jobs.map((j) => j.jobid)
+
+const heldRow = (jobid: number, lease: string | undefined): HeldRow =>
+  lease === undefined ? { jobid } : { jobid, lease }
 
 // -- layers ----------------------------------------------------------------------------------
 

@@ -27,6 +27,15 @@ export const jobsRetried = Metric.counter("garivini_jobs_retried_total", {
   incremental: true
 })
 
+/**
+ * Completions of ours (delete, reschedule, failure) that changed nothing because the job's lease
+ * token no longer held: the job was leased again meanwhile (docs/job-life.md, "Fenced leases").
+ */
+export const completionsFenced = Metric.counter("garivini_completions_fenced_total", {
+  description: "completions, reschedules and failures refused because the job's lease had passed to another dispatch",
+  incremental: true
+})
+
 /** Stored jobs per shard, function and state (tagged `dbid`, `funcname`, `state`). */
 export const jobsStored = Metric.gauge("garivini_jobs", {
   description: "stored jobs per shard, function and state"
@@ -46,6 +55,7 @@ export const stateFields = {
   scheduled: (c: FunctionCounts) => c.scheduled,
   retrying: (c: FunctionCounts) => c.retrying,
   dispatched: (c: FunctionCounts) => c.dispatched,
+  running: (c: FunctionCounts) => c.running,
   never: (c: FunctionCounts) => c.never,
   dead: (c: FunctionCounts) => c.dead,
   cancelled: (c: FunctionCounts) => c.cancelled

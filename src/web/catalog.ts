@@ -36,6 +36,11 @@ const STATE_TABLE: { readonly [K in JobState]: Omit<StateEntry, "name"> } = {
     description: "claimed by a runner and handed to a job server: leased until run_after",
     count: (c) => c.dispatched
   },
+  running: {
+    label: "Running",
+    description: "a worker runs it and heartbeats: its lease moves forward while it runs",
+    count: (c) => c.running
+  },
   never: { label: "Never", description: "parked (run_after = never): runs only when retried", count: (c) => c.never },
   dead: { label: "Dead", description: "its attempts used up: kept, runs only when retried", count: (c) => c.dead },
   cancelled: { label: "Cancelled", description: "cancelled: kept for inspection, purgeable", count: (c) => c.cancelled }

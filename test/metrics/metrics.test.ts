@@ -56,6 +56,7 @@ describe("metrics", () => {
         scheduled: 2,
         retrying: 4,
         dispatched: 5,
+        running: 8,
         never: 1,
         dead: 6,
         cancelled: 7,
@@ -68,6 +69,7 @@ describe("metrics", () => {
       assert.strictEqual(yield* gauge(StorageMetrics.jobsStored, { ...labels, state: "never" }), 1)
       assert.strictEqual(yield* gauge(StorageMetrics.jobsStored, { ...labels, state: "retrying" }), 4)
       assert.strictEqual(yield* gauge(StorageMetrics.jobsStored, { ...labels, state: "dispatched" }), 5)
+      assert.strictEqual(yield* gauge(StorageMetrics.jobsStored, { ...labels, state: "running" }), 8)
       assert.strictEqual(yield* gauge(StorageMetrics.jobsStored, { ...labels, state: "dead" }), 6)
       assert.strictEqual(yield* gauge(StorageMetrics.jobsStored, { ...labels, state: "cancelled" }), 7)
       assert.strictEqual(yield* gauge(StorageMetrics.oldestDueAge, labels), 60)

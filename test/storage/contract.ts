@@ -336,6 +336,16 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
           "a release spares what is not on its lease"
         )
         assert.strictEqual((yield* storage.claimDue(dbid, 10, "30 seconds")).length, 2)
+        // A job its worker heartbeats is held by that heartbeat: a release spares it (with migration 4).
+        const { handle: beatenHandle } = yield* Client.insertJob({ funcname: "held", arg: "beaten" })
+        const [beaten] = yield* storage.claimDue(beatenHandle.dbid, 10, "30 seconds")
+        assert.isDefined(beaten)
+        yield* storage.heartbeat(beaten!.dbid, [beaten!], "20 seconds")
+        assert.strictEqual(
+          yield* storage.releaseLeases(beaten!.dbid, [{ jobid: beaten!.jobid, lease: T0 + 30 }], T0 + 10, 30),
+          0
+        )
+        assert.strictEqual((yield* stored(beaten!)).runAfter, T0 + 30, "held by its heartbeat")
         // Nothing held: nothing asked of the shard.
         assert.deepStrictEqual(yield* storage.extendLeases(dbid, [], T0 + 50), [])
         assert.strictEqual(yield* storage.releaseLeases(dbid, [], T0 + 10, 30), 0)
@@ -345,7 +355,7 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
       Effect.gen(function*() {
         const { handle } = yield* Client.insertJob({ funcname: "r" })
         const stored = () => Effect.map(storage.get(handle), Option.getOrThrow)
-        assert.isTrue(yield* Client.rescheduleJob({ ...handle, failcount: 3 }, "+300"))
+        assert.strictEqual(yield* Client.rescheduleJob({ ...handle, failcount: 3 }, "+300"), "rescheduled")
         assert.deepStrictEqual(
           { runAfter: (yield* stored()).runAfter, failcount: (yield* stored()).failcount },
           { runAfter: T0 + 300, failcount: 3 }
@@ -371,7 +381,7 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.strictEqual((yield* stored()).runAfter, T0 + 60)
         // A vanished job is reported, not an error.
         yield* Client.completeJob(handle)
-        assert.isFalse(yield* Client.rescheduleJob(handle, "+1"))
+        assert.strictEqual(yield* Client.rescheduleJob(handle, "+1"), "missing")
         assert.isFalse((yield* Client.failedJob(handle)).found)
       }))
 
@@ -393,6 +403,7 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
             scheduled: 1,
             retrying: 0,
             dispatched: 0,
+            running: 0,
             never: 1,
             dead: 0,
             cancelled: 0,
@@ -426,14 +437,15 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
     test("states: jobState, list --state and counts agree over rows of every state", ({ storage }) =>
       Effect.gen(function*() {
         const on1 = (i: number) => keyFor(0, 2, `st${i}-`)
-        const [due, scheduled, retrying, dispatched, never, dead, expired] = yield* Client.insertJobs([
+        const [due, scheduled, retrying, dispatched, never, dead, expired, running] = yield* Client.insertJobs([
           { funcname: "st", runAt: T0 - 10, uniqkey: on1(0) },
           { funcname: "st", runAt: "+100", uniqkey: on1(1) },
           { funcname: "st", runAt: T0 - 5, uniqkey: on1(2) },
           { funcname: "st", runAt: T0 - 300, uniqkey: on1(3) },
           { funcname: "st", runAt: "never", uniqkey: on1(4) },
           { funcname: "st", runAt: "+50", uniqkey: on1(5) },
-          { funcname: "st", runAt: T0 - 400, uniqkey: on1(6) }
+          { funcname: "st", runAt: T0 - 400, uniqkey: on1(6) },
+          { funcname: "st", runAt: T0 - 350, uniqkey: on1(7) }
         ])
         // A lease that ran out: claimed at T0 - 400 for 100 s (its leased_until stays).
         yield* TestClock.setTime((T0 - 400) * 1000)
@@ -441,10 +453,12 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
           expired!.handle.jobid
         ])
         yield* TestClock.setTime(T0 * 1000)
-        // Claimed now: dispatched (its lease recorded in the same statement).
-        assert.deepStrictEqual((yield* storage.claimDue(1, 1, "1000 seconds")).map((j) => j.jobid), [
-          dispatched!.handle.jobid
-        ])
+        // Claimed now: dispatched (its lease recorded in the same statement); one of them runs
+        // and its worker heartbeats it.
+        const claimedNow = yield* storage.claimDue(1, 2, "1000 seconds")
+        assert.deepStrictEqual(claimedNow.map((j) => j.jobid), [running!.handle.jobid, dispatched!.handle.jobid])
+        const beat = yield* storage.heartbeat(1, [claimedNow[0]!], "1000 seconds")
+        assert.deepStrictEqual(beat, { extended: 1, cancelled: [], lost: [] })
         const leased = Option.getOrThrow(yield* storage.get(dispatched!.handle))
         assert.deepStrictEqual([leased.runAfter, leased.leasedUntil], [T0 + 1000, T0 + 1000])
         assert.isTrue((yield* Client.failedJob(retrying!.handle)).found)
@@ -454,6 +468,7 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
           scheduled: [scheduled!.handle],
           retrying: [retrying!.handle],
           dispatched: [dispatched!.handle],
+          running: [running!.handle],
           never: [never!.handle],
           dead: [dead!.handle],
           cancelled: []
@@ -479,6 +494,103 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         yield* storage.defer([due!.handle], T0 + 60)
         const deferred = Option.getOrThrow(yield* storage.get(due!.handle))
         assert.deepStrictEqual([deferred.leasedUntil, jobState(deferred, now)], [null, "scheduled"])
+      }))
+
+    test("fenced leases: a claim's token; a re-claim keeps it until a heartbeat was seen; a late or forged completion, reschedule or failure changes nothing", ({ storage }) =>
+      Effect.gen(function*() {
+        const on1 = (i: number) => keyFor(0, 2, `fence${i}-`)
+        const [a, b, perl] = yield* Client.insertJobs([
+          { funcname: "fence", runAt: T0 - 30, uniqkey: on1(0) },
+          { funcname: "fence", runAt: T0 - 20, uniqkey: on1(1) },
+          { funcname: "fence", runAt: T0 - 10, uniqkey: on1(2) }
+        ])
+        const first = yield* storage.claimDue(1, 10, "100 seconds")
+        assert.deepStrictEqual(first.map((j) => j.jobid), [a, b, perl].map((o) => o!.handle.jobid))
+        // One token per claimed batch, unguessable (16 random bytes), in the worker JSON.
+        const token = first[0]!.lease!
+        assert.match(token, /^[0-9a-f]{32}$/)
+        assert.deepStrictEqual(first.map((j) => j.lease), [token, token, token])
+        assert.strictEqual(Either.getOrThrow(decodeWorkerJson(encodeWorkerJson(first[0]!))).lease, token)
+        // Nobody started them (no heartbeat) and the lease ran out: a re-claim keeps the token, so
+        // the copy gearmand still holds (merged by its unique) completes them.
+        yield* TestClock.adjust("101 seconds")
+        const again = yield* storage.claimDue(1, 10, "100 seconds")
+        assert.deepStrictEqual(again.map((j) => j.lease), [token, token, token])
+        // Job a is started and heartbeats; its worker then stalls, its lease runs out, it is leased again.
+        assert.deepStrictEqual(yield* storage.heartbeat(1, [again[0]!], "100 seconds"), {
+          extended: 1,
+          cancelled: [],
+          lost: []
+        })
+        yield* TestClock.adjust("101 seconds")
+        const releases = yield* storage.claimDue(1, 10, "100 seconds")
+        const fresh = releases.find((j) => j.jobid === a!.handle.jobid)!.lease!
+        assert.notStrictEqual(fresh, token)
+        // The stalled worker's late completion, reschedule and failure change nothing (fenced)...
+        const late = { ...a!.handle, lease: token }
+        assert.strictEqual(yield* Client.completeJob(late), 0)
+        assert.strictEqual(yield* Client.rescheduleJob(late, "+5"), "fenced")
+        const failed = yield* Client.failedJob(late, { error: "late" })
+        assert.deepStrictEqual([failed.found, failed.fenced], [false, true])
+        // ...nor does its heartbeat hold the job any more: it lost it.
+        assert.deepStrictEqual(yield* storage.heartbeat(1, [late], "100 seconds"), {
+          extended: 0,
+          cancelled: [],
+          lost: [a!.handle.jobid]
+        })
+        const kept = Option.getOrThrow(yield* storage.get(a!.handle))
+        assert.deepStrictEqual([kept.failcount, kept.lastError, kept.runAfter], [0, null, T0 + 202 + 100])
+        // A forged token deletes nothing.
+        assert.strictEqual(yield* Client.completeJob({ ...b!.handle, lease: "0".repeat(32) }), 0)
+        assert.isTrue(Option.isSome(yield* storage.get(b!.handle)))
+        // The holders of the current lease complete in one batch; a Perl worker's DELETE by jobid
+        // alone (no token) works whatever the lease.
+        assert.strictEqual(
+          yield* Client.completeJob([{ ...a!.handle, lease: fresh }, { ...b!.handle, lease: token }, perl!.handle]),
+          3
+        )
+        assert.deepStrictEqual(yield* storage.list({ funcname: "fence" }), [])
+        // Stored leased under a token (the Injector's insert of a job it dispatches at once): it
+        // shows as dispatched, and only that token completes it.
+        const injected = "1".repeat(32)
+        const [leased] = yield* storage.insert([
+          { funcname: "fence", runAfter: T0 + 300, uniqkey: on1(3), flag: "controller", lease: injected }
+        ])
+        const row = Option.getOrThrow(yield* storage.get(leased!.handle))
+        assert.deepStrictEqual([row.leasedUntil, jobState(row, T0 + 202)], [T0 + 300, "dispatched"])
+        assert.strictEqual(yield* Client.completeJob({ ...leased!.handle, lease: token }), 0)
+        assert.strictEqual(yield* Client.completeJob({ ...leased!.handle, lease: injected }), 1)
+        const refused = yield* Effect.flip(storage.insert([{ funcname: "fence", runAfter: T0, lease: "not a token" }]))
+        assert.strictEqual(refused._tag, "InvalidJob")
+      }))
+
+    test("heartbeats: the lease moves forward while a job runs; a cancelled job is reported, not extended", ({ storage }) =>
+      Effect.gen(function*() {
+        const on1 = (i: number) => keyFor(0, 2, `beat${i}-`)
+        const [run, stop] = yield* Client.insertJobs([
+          { funcname: "beat", runAt: T0 - 2, uniqkey: on1(0) },
+          { funcname: "beat", runAt: T0 - 1, uniqkey: on1(1) }
+        ])
+        const claimed = yield* storage.claimDue(1, 10, "30 seconds")
+        yield* TestClock.adjust("20 seconds")
+        assert.strictEqual(yield* Client.cancelJob(stop!.handle), "cancelled")
+        const beat = yield* storage.heartbeat(1, claimed, "30 seconds")
+        assert.deepStrictEqual(beat, { extended: 1, cancelled: [stop!.handle.jobid], lost: [] })
+        const running = Option.getOrThrow(yield* storage.get(run!.handle))
+        assert.deepStrictEqual(
+          [running.runAfter, running.leasedUntil, running.heartbeatAt, jobState(running, T0 + 20)],
+          [T0 + 50, T0 + 50, T0 + 20, "running"]
+        )
+        // Jobs without a token (a Perl dispatcher's) are not heartbeated: nothing to fence them by.
+        assert.deepStrictEqual(yield* storage.heartbeat(1, [run!.handle], "30 seconds"), {
+          extended: 0,
+          cancelled: [],
+          lost: []
+        })
+        // A completion under the token ends it; a reschedule ends the lease, token and heartbeat.
+        assert.strictEqual(yield* Client.rescheduleJob(claimed[0]!, "+60"), "rescheduled")
+        const moved = Option.getOrThrow(yield* storage.get(run!.handle))
+        assert.deepStrictEqual([moved.heartbeatAt, jobState(moved, T0 + 20)], [null, "scheduled"])
       }))
 
     test("failures: the last error stored bounded, attempts used up make a job dead; retry and purge of the dead", ({ storage }) =>

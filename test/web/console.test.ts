@@ -73,6 +73,7 @@ describe("web console", () => {
           scheduled: 1,
           retrying: 0,
           dispatched: 0,
+          running: 0,
           never: 0,
           dead: 0,
           cancelled: 0
@@ -83,6 +84,7 @@ describe("web console", () => {
           "scheduled",
           "retrying",
           "dispatched",
+          "running",
           "never",
           "dead",
           "cancelled"

@@ -21,6 +21,9 @@ import { HELD_BY_HEARTBEAT } from "../leases.js"
 import { ShardLost, ShardUnreached } from "../ShardBackend.js"
 import type {
   FailOutcome,
+  HeartbeatResult,
+  HeldRow,
+  RescheduleOutcome,
   RowInsert,
   ShardBackend,
   ShardCancelOutcome,
@@ -34,8 +37,8 @@ import {
   countsFromRows,
   countsStatement,
   inlineLimit,
+  inspectedColumns,
   JOB_COLUMNS,
-  LIFE_COLUMNS,
   listStatement,
   withArgs,
   withinBudget,
@@ -45,6 +48,47 @@ import * as Watchdog from "./watchdog.js"
 
 /** A row not cancelled (NULL-safe: a live row's `ended` is NULL). */
 const NOT_CANCELLED = "COALESCE(ended, '') <> 'cancelled'"
+
+/** A claim keeps the row's token while nobody started the job (no heartbeat seen). */
+const KEEPS_TOKEN = "lease_token IS NOT NULL AND heartbeat_at IS NULL"
+
+/** What a statement that ends a lease adds (a table with migration 4): its token and heartbeat go. */
+const LEASE_OVER = ", lease_token = NULL, heartbeat_at = NULL"
+
+const decodeClaimLeases = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ lease_token: Schema.NullOr(Schema.String), heartbeat_at: Schema.NullOr(LenientInt) }))
+)
+
+const LeaseRow = Schema.Struct({
+  jobid: LenientInt,
+  lease_token: Schema.NullOr(Schema.String),
+  ended: Schema.NullOr(Schema.Literal("dead", "cancelled"))
+})
+const decodeLeaseRows = Schema.decodeUnknown(Schema.Array(LeaseRow))
+
+/**
+ * Why a fenced statement did not change a job's row: gone, or cancelled, or dead (`missing`: the
+ * job is over), or held under another token now (`fenced`).
+ */
+const leaseVerdict = (job: HeldRow, row: typeof LeaseRow.Type | undefined): "missing" | "fenced" =>
+  row === undefined || row.ended !== null ? "missing" : row.lease_token === job.lease ? "missing" : "fenced"
+
+/** Which of the jobs a heartbeat did not extend, and why: cancelled under their token, or lost. */
+const heartbeatVerdicts = (
+  jobs: ReadonlyArray<HeldRow>,
+  rows: ReadonlyMap<number, typeof LeaseRow.Type>,
+  extended: number
+): HeartbeatResult => {
+  const cancelled: Array<number> = []
+  const lost: Array<number> = []
+  for (const job of jobs) {
+    const row = rows.get(job.jobid)
+    if (row !== undefined && row.lease_token === job.lease && row.ended === null) continue
+    if (row !== undefined && row.lease_token === job.lease && row.ended === "cancelled") cancelled.push(job.jobid)
+    else lost.push(job.jobid)
+  }
+  return { extended, cancelled, lost }
+}
 
 /** What every dialect learns when it opens: at least the largest arg one statement can carry. */
 export interface Capabilities {
@@ -64,6 +108,8 @@ export interface InsertContext<C extends Capabilities> {
   readonly dbid: number
   readonly classify: (error: SqlError) => ShardFailure
   readonly inTransaction: <A>(body: Effect.Effect<A, ShardFailure>) => Effect.Effect<A, ShardFailure>
+  /** The table has migration 4's columns: a row with a `lease` is stored leased under it. */
+  readonly leases: boolean
 }
 
 /** What differs between SQL databases. */
@@ -236,12 +282,19 @@ export const make = <C extends Capabilities>(
       Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
 
     const insert = (input: ReadonlyArray<ValidNewJob>) =>
-      withConnection((conn, caps) =>
-        dialect.insert({ conn, caps, dbid, classify: dialect.classify, inTransaction: inTransaction(conn) }, input)
+      withConnection((conn, caps, life, leases) =>
+        dialect.insert({
+          conn,
+          caps,
+          dbid,
+          classify: dialect.classify,
+          inTransaction: inTransaction(conn),
+          leases: life && leases
+        }, input)
       )
 
-    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, exclude, maxBytes, only) =>
-      withConnection((conn, caps, life) =>
+    const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, token, exclude, maxBytes, only) =>
+      withConnection((conn, caps, life, leases) =>
         inTransaction(conn)(Effect.gen(function*() {
           const inlineMax = inlineLimit(limit, maxBytes)
           const excluded = exclude.length === 0 ? undefined : dialect.inList(exclude)
@@ -252,11 +305,11 @@ export const make = <C extends Capabilities>(
             params.push(only)
           const raw = yield* classified(conn.execute(
             // LIMIT is inlined (validated integer): `LIMIT ?` fails on some MySQL 8 versions.
-            `SELECT ${claimColumns(inlineMax)} FROM job WHERE run_after <= ?${
-              excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`
-            }${only === undefined ? "" : " AND funcname = ?"} ORDER BY run_after, jobid LIMIT ${limit}${
-              dialect.lockRows(caps)
-            }`,
+            `SELECT ${claimColumns(inlineMax)}${
+              leases ? ", lease_token, heartbeat_at" : ""
+            } FROM job WHERE run_after <= ?${excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`}${
+              only === undefined ? "" : " AND funcname = ?"
+            } ORDER BY run_after, jobid LIMIT ${limit}${dialect.lockRows(caps)}`,
             params,
             undefined
           ))
@@ -277,6 +330,20 @@ export const make = <C extends Capabilities>(
           const ids = dialect.inList(due.map((j) =>
             j.jobid
           ))
+          if (leases) {
+            // The token too, in the same UPDATE: the row's own while nobody started the job
+            // (no heartbeat: a copy gearmand still holds carries it), else this claim's.
+            const held = yield* Effect.mapError(decodeClaimLeases(raw), badData("lease columns"))
+            yield* changes(
+              conn,
+              `UPDATE job SET run_after = ?, leased_until = ?, lease_token = CASE WHEN ${KEEPS_TOKEN} THEN lease_token ELSE ? END, heartbeat_at = NULL WHERE jobid IN ${ids.sql}`,
+              [leaseUntil, leaseUntil, token, ...ids.params]
+            )
+            return due.map((job, i) => {
+              const row = held[i]!
+              return { ...job, lease: row.lease_token !== null && row.heartbeat_at === null ? row.lease_token : token }
+            })
+          }
           // The lease is recorded in the same UPDATE (a v2 table): the job shows as dispatched.
           yield* changes(
             conn,
@@ -290,24 +357,55 @@ export const make = <C extends Capabilities>(
       )
 
     const byIds = (
-      verb: (life: boolean) => string,
+      verb: (life: boolean, leases: boolean) => string,
       jobids: ReadonlyArray<number>,
-      head: ReadonlyArray<unknown>,
-      also: (life: boolean) => string = () => ""
+      head: ReadonlyArray<unknown>
     ) => {
       if (jobids.length === 0) return Effect.succeed(0)
       const ids = dialect.inList(jobids)
-      return withConnection((conn, _caps, life) =>
-        changes(conn, `${verb(life)} WHERE jobid IN ${ids.sql}${also(life)}`, [...head, ...ids.params])
+      return withConnection((conn, _caps, life, leases) =>
+        changes(conn, `${verb(life, leases)} WHERE jobid IN ${ids.sql}`, [...head, ...ids.params])
       )
+    }
+
+    /**
+     * The rows of `jobs`, each fenced by its token when it has one (and the table has the
+     * column): `jobid IN (…)` for those without, `(lease_token = ? AND jobid IN (…))` per token (a
+     * claimed batch shares one), OR'ed: one condition, so a batch stays one statement.
+     */
+    const heldCondition = (jobs: ReadonlyArray<HeldRow>, leases: boolean): InList => {
+      const plain: Array<number> = []
+      const byToken = new Map<string, Array<number>>()
+      for (const j of jobs) {
+        if (!leases || j.lease === undefined) plain.push(j.jobid)
+        else {
+          const ids = byToken.get(j.lease)
+          if (ids === undefined) byToken.set(j.lease, [j.jobid])
+          else ids.push(j.jobid)
+        }
+      }
+      const parts: Array<string> = []
+      const params: Array<unknown> = []
+      if (plain.length > 0) {
+        const ids = dialect.inList(plain)
+        parts.push(`jobid IN ${ids.sql}`)
+        params.push(...ids.params)
+      }
+      for (const [token, jobids] of byToken) {
+        const ids = dialect.inList(jobids)
+        parts.push(`(lease_token = ? AND jobid IN ${ids.sql})`)
+        params.push(token, ...ids.params)
+      }
+      return { sql: parts.length === 1 ? parts[0]! : `(${parts.join(" OR ")})`, params }
     }
 
     /**
      * One UPDATE recording a failure (and the end of the attempts when it is the last). Only on a
      * job not cancelled: a late failure must not revive a cancelled one.
      */
-    const fail: ShardBackend["fail"] = (jobid, r) =>
-      withConnection((conn, _caps, life) => {
+    const fail: ShardBackend["fail"] = (job, r) =>
+      withConnection((conn, _caps, life, leases) => {
+        const jobid = job.jobid
         if (!life) {
           // A v1 table: the failure backs the job off, as before migration 2.
           return changes(conn, "UPDATE job SET run_after = ?, failcount = ? WHERE jobid = ?", [
@@ -317,19 +415,43 @@ export const make = <C extends Capabilities>(
           ]).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : "retrying"))
         }
         const error = r.error === undefined ? "" : ", last_error = ?, last_error_at = ?, last_error_attempt = ?"
+        const fenced = leases && job.lease !== undefined
         return changes(
           conn,
-          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error} WHERE jobid = ? AND ${NOT_CANCELLED}`,
+          `UPDATE job SET run_after = ?, failcount = ?, leased_until = NULL, ended = ?, ended_at = ?${error}${
+            leases ? LEASE_OVER : ""
+          } WHERE jobid = ? AND ${NOT_CANCELLED}${fenced ? " AND lease_token = ?" : ""}`,
           [
             r.dead ? NEVER : r.runAfter,
             r.failcount,
             r.dead ? "dead" : null,
             r.dead ? r.at : null,
             ...(r.error === undefined ? [] : [r.error, r.at, r.failcount]),
-            jobid
+            jobid,
+            ...(fenced ? [job.lease] : [])
           ]
-        ).pipe(Effect.map((n): FailOutcome => n === 0 ? "missing" : r.dead ? "dead" : "retrying"))
+        ).pipe(Effect.flatMap((n): Effect.Effect<FailOutcome, ShardFailure> =>
+          n > 0
+            ? Effect.succeed(r.dead ? "dead" : "retrying")
+            : fenced
+            ? Effect.map(whyUnchanged(conn, job), (why) => why === "fenced" ? "fenced" : "missing")
+            : Effect.succeed("missing")
+        ))
       })
+
+    /** The lease columns of rows (only read when a fenced statement changed fewer rows than named). */
+    const leaseRows = (conn: Connection, jobids: ReadonlyArray<number>) => {
+      const ids = dialect.inList(jobids)
+      return classified(
+        conn.execute(`SELECT jobid, lease_token, ended FROM job WHERE jobid IN ${ids.sql}`, ids.params, undefined)
+      ).pipe(
+        Effect.flatMap((rows) => Effect.mapError(decodeLeaseRows(rows), badData("lease rows"))),
+        Effect.map((rows) => new Map(rows.map((row) => [row.jobid, row] as const)))
+      )
+    }
+    /** Why a fenced statement left a row alone: it is gone or cancelled (`missing`), or its token moved on. */
+    const whyUnchanged = (conn: Connection, job: HeldRow) =>
+      Effect.map(leaseRows(conn, [job.jobid]), (rows) => leaseVerdict(job, rows.get(job.jobid)))
 
     /**
      * One UPDATE cancels a live job; only when it matched nothing does a read say why (no row, or
@@ -378,17 +500,22 @@ export const make = <C extends Capabilities>(
       setRunAfter: (jobids, runAfter, error) =>
         error === undefined
           ? byIds(
-            (life) => life ? "UPDATE job SET run_after = ?, leased_until = NULL" : "UPDATE job SET run_after = ?",
+            (life, leases) =>
+              life
+                ? `UPDATE job SET run_after = ?, leased_until = NULL${leases ? LEASE_OVER : ""}`
+                : "UPDATE job SET run_after = ?",
             jobids,
             [runAfter]
           )
-          : withConnection((conn, _caps, life) => {
+          : withConnection((conn, _caps, life, leases) => {
             if (jobids.length === 0) return Effect.succeed(0)
             const ids = dialect.inList(jobids)
             return life
               ? changes(
                 conn,
-                `UPDATE job SET run_after = ?, leased_until = NULL, last_error = ?, last_error_at = ?, last_error_attempt = CASE WHEN failcount < ${FAILCOUNT_MAX} THEN failcount + 1 ELSE ${FAILCOUNT_MAX} END WHERE jobid IN ${ids.sql}`,
+                `UPDATE job SET run_after = ?, leased_until = NULL${
+                  leases ? LEASE_OVER : ""
+                }, last_error = ?, last_error_at = ?, last_error_attempt = CASE WHEN failcount < ${FAILCOUNT_MAX} THEN failcount + 1 ELSE ${FAILCOUNT_MAX} END WHERE jobid IN ${ids.sql}`,
                 [runAfter, error.text, error.at, ...ids.params]
               )
               : changes(conn, `UPDATE job SET run_after = ? WHERE jobid IN ${ids.sql}`, [runAfter, ...ids.params])
@@ -422,8 +549,10 @@ export const make = <C extends Capabilities>(
           if (jobids.length === 0) return Effect.succeed(0)
           const ids = dialect.inList(jobids)
           const ours = dialect.inList(leases)
-          // A v1 table has no leased_until; one without migration 4 no token and no heartbeat.
-          const set = `run_after = ?${life ? ", leased_until = NULL" : ""}${leased ? ", lease_token = NULL" : ""}`
+          // A v1 table has no leased_until; one without migration 4 no heartbeat. The token stays:
+          // gearmand may still hold a copy (a connection cut, not a crash), and the next claim keeps
+          // a row's token while no heartbeat was seen, so that copy's run is not fenced.
+          const set = `run_after = ?${life ? ", leased_until = NULL" : ""}`
           return changes(
             conn,
             `UPDATE job SET ${set} WHERE jobid IN ${ids.sql} AND run_after IN ${ours.sql}${
@@ -432,19 +561,62 @@ export const make = <C extends Capabilities>(
             [now, ...ids.params, ...ours.params, ...(leased ? [cutoff] : [])]
           )
         }),
-      // Still one statement; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
-      remove: (jobids, liveOnly) =>
-        byIds(() => "DELETE FROM job", jobids, [], (life) => life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""),
-      reschedule: (jobid, runAfter, failcount) =>
-        withConnection((conn, _caps, life) =>
-          changes(
+      // Still one statement per batch; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
+      remove: (jobs, liveOnly) =>
+        jobs.length === 0
+          ? Effect.succeed({ deleted: 0, fenced: [] })
+          : withConnection((conn, _caps, life, leases) =>
+            Effect.gen(function*() {
+              const held = heldCondition(jobs, leases)
+              const deleted = yield* changes(
+                conn,
+                `DELETE FROM job WHERE ${held.sql}${life && liveOnly ? ` AND ${NOT_CANCELLED}` : ""}`,
+                held.params
+              )
+              const tokened = leases ? jobs.filter((j) => j.lease !== undefined) : []
+              if (tokened.length === 0 || deleted >= new Set(jobs.map((j) => j.jobid)).size)
+                return { deleted, fenced: [] }
+              const rows = yield* leaseRows(conn, tokened.map((j) => j.jobid))
+              return {
+                deleted,
+                fenced: tokened.filter((j) => leaseVerdict(j, rows.get(j.jobid)) === "fenced").map((j) => j.jobid)
+              }
+            })
+          ),
+      reschedule: (job, runAfter, failcount) =>
+        withConnection((conn, _caps, life, leases) => {
+          const fenced = leases && job.lease !== undefined
+          return changes(
             conn,
-            `UPDATE job SET run_after = ?, failcount = ?${life ? ", leased_until = NULL" : ""} WHERE jobid = ?`,
-            [runAfter, failcount, jobid]
-          )
-        ).pipe(
-          Effect.map((n) => n > 0)
-        ),
+            // Not a cancelled job: moving its run_after off `never` would let a claimer take it.
+            `UPDATE job SET run_after = ?, failcount = ?${life ? ", leased_until = NULL" : ""}${
+              leases ? LEASE_OVER : ""
+            } WHERE jobid = ?${life ? ` AND ${NOT_CANCELLED}` : ""}${fenced ? " AND lease_token = ?" : ""}`,
+            fenced ? [runAfter, failcount, job.jobid, job.lease] : [runAfter, failcount, job.jobid]
+          ).pipe(Effect.flatMap((n): Effect.Effect<RescheduleOutcome, ShardFailure> =>
+            n > 0
+              ? Effect.succeed("rescheduled")
+              : fenced
+              ? whyUnchanged(conn, job)
+              : Effect.succeed("missing")
+          ))
+        }),
+      heartbeat: (jobs, now, leaseUntil) =>
+        withConnection((conn, _caps, life, leases): Effect.Effect<HeartbeatResult, ShardFailure> => {
+          const tokened = jobs.filter((j) => j.lease !== undefined)
+          if (!life || !leases || tokened.length === 0) return Effect.succeed({ extended: 0, cancelled: [], lost: [] })
+          const held = heldCondition(tokened, true)
+          return Effect.gen(function*() {
+            const extended = yield* changes(
+              conn,
+              `UPDATE job SET heartbeat_at = ?, run_after = ?, leased_until = ? WHERE ended IS NULL AND ${held.sql}`,
+              [now, leaseUntil, leaseUntil, ...held.params]
+            )
+            if (extended >= new Set(tokened.map((j) => j.jobid)).size) return { extended, cancelled: [], lost: [] }
+            const rows = yield* leaseRows(conn, tokened.map((j) => j.jobid))
+            return heartbeatVerdicts(tokened, rows, extended)
+          })
+        }),
       fail,
       cancel,
       // Unbounded: these scan a function's or the whole table's rows, and an operator runs them.
@@ -492,20 +664,20 @@ export const make = <C extends Capabilities>(
             )
             : Effect.succeed(0), false),
       counts: (now) =>
-        withConnection((conn, _caps, life) => {
-          const { params, sql } = countsStatement(now, life)
+        withConnection((conn, _caps, life, leases) => {
+          const { params, sql } = countsStatement(now, life, leases)
           return Effect.flatMap(classified(conn.execute(sql, params, undefined)), (r) => countsFromRows(dbid, r))
         }, false),
       list: (q: ShardListQuery) =>
-        withConnection((conn, _caps, life) => {
-          const { params, sql } = listStatement(q, life)
+        withConnection((conn, _caps, life, leases) => {
+          const { params, sql } = listStatement(q, life, leases)
           return records(conn, sql, params, life)
         }, false),
       get: (jobid) =>
-        withConnection((conn, _caps, life) =>
+        withConnection((conn, _caps, life, leases) =>
           records(
             conn,
-            `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job WHERE jobid = ?`,
+            `SELECT ${JOB_COLUMNS}${inspectedColumns(life, leases)} FROM job WHERE jobid = ?`,
             [jobid],
             life
           )

@@ -194,60 +194,84 @@ const changes = (raw: unknown) => Effect.map(decodeHeader(raw), (h) => h.affecte
 const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, bytesView(r.arg), r.runAfter, r.flag]
 const INSERT_HEAD = "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES "
 const ROW = "(?,?,?,?,?,?,0)"
+/** Rows stored leased (the Injector's): their token and lease too (migration 4); other chunks as before. */
+const leasedParams = (r: ValidNewJob) => [
+  ...rowParams(r),
+  r.lease ?? null,
+  r.lease === undefined ? null : r.runAfter
+]
+const LEASED_HEAD =
+  "INSERT IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount, lease_token, leased_until) VALUES "
+const LEASED_ROW = "(?,?,?,?,?,?,0,?,?)"
+const leasedChunk = (ctx: InsertContext<Capabilities>, rows: ReadonlyArray<ValidNewJob>) =>
+  ctx.leases && rows.some((r) => r.lease !== undefined)
+const shapeOf = (leased: boolean) =>
+  leased
+    ? { head: LEASED_HEAD, row: LEASED_ROW, params: leasedParams }
+    : { head: INSERT_HEAD, row: ROW, params: rowParams }
 const insertedBy = (h: { readonly affectedRows: number; readonly insertId: number }): RowInsert | null =>
   h.affectedRows === 1 ? { _tag: "Inserted", jobid: h.insertId } : null
 
 /** One row: affectedRows and insertId say exactly what happened (cheaper than RETURNING). */
-const insertOne = (ctx: InsertContext<Capabilities>, row: ValidNewJob) =>
-  ctx.conn.executeRaw(`${INSERT_HEAD}${ROW}`, rowParams(row)).pipe(
+const insertOne = (ctx: InsertContext<Capabilities>, row: ValidNewJob) => {
+  const shape = shapeOf(leasedChunk(ctx, [row]))
+  return ctx.conn.executeRaw(`${shape.head}${shape.row}`, shape.params(row)).pipe(
     Effect.mapError(classify),
     Effect.flatMap(decodeHeader),
     Effect.map((h): ReadonlyArray<RowInsert | null> => [insertedBy(h)])
   )
+}
 
 /** The statement for `n` rows (built once per size: a batch of concurrent calls has one per call). */
-const returningSql = new Map<number, string>()
-const returningStatement = (n: number): string => {
-  let sql = returningSql.get(n)
+const returningSql = new Map<string, string>()
+const returningStatement = (n: number, leased: boolean): string => {
+  const key = `${n}${leased ? "L" : ""}`
+  let sql = returningSql.get(key)
   if (sql === undefined) {
-    sql = `${INSERT_HEAD}${Array.from({ length: n }, () => ROW).join(",")} RETURNING jobid, funcname, uniqkey`
-    returningSql.set(n, sql)
+    const shape = shapeOf(leased)
+    sql = `${shape.head}${Array.from({ length: n }, () => shape.row).join(",")} RETURNING jobid, funcname, uniqkey`
+    returningSql.set(key, sql)
   }
   return sql
 }
 
 /** One multi-row INSERT ... RETURNING: ignored rows are absent from what comes back. */
-const insertReturning = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) =>
-  ctx.conn.execute(returningStatement(chunk.length), chunk.flatMap(rowParams), undefined).pipe(
-    Effect.mapError(classify),
-    Effect.flatMap(decodeReturned),
-    Effect.map((returned) => {
-      // Rows come back in insertion order; an input row is inserted iff it is next in line.
-      let p = 0
-      return chunk.map((row): RowInsert | null => {
-        const next = returned[p]
-        const same = next !== undefined && next.funcname === row.funcname &&
-          (row.uniqkey === null ? next.uniqkey === null : next.uniqkey !== null &&
-            uniqueIdentity(next.funcname, next.uniqkey) === uniqueIdentity(row.funcname, row.uniqkey))
-        if (!same) return null
-        p++
-        return { _tag: "Inserted", jobid: next.jobid }
+const insertReturning = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) => {
+  const leased = leasedChunk(ctx, chunk)
+  return ctx.conn.execute(returningStatement(chunk.length, leased), chunk.flatMap(shapeOf(leased).params), undefined)
+    .pipe(
+      Effect.mapError(classify),
+      Effect.flatMap(decodeReturned),
+      Effect.map((returned) => {
+        // Rows come back in insertion order; an input row is inserted iff it is next in line.
+        let p = 0
+        return chunk.map((row): RowInsert | null => {
+          const next = returned[p]
+          const same = next !== undefined && next.funcname === row.funcname &&
+            (row.uniqkey === null ? next.uniqkey === null : next.uniqkey !== null &&
+              uniqueIdentity(next.funcname, next.uniqkey) === uniqueIdentity(row.funcname, row.uniqkey))
+          if (!same) return null
+          p++
+          return { _tag: "Inserted", jobid: next.jobid }
+        })
       })
-    })
-  )
+    )
+}
 
 /** One single-row INSERT per job, all in one multi-statement round trip. */
-const insertStatements = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) =>
-  ctx.conn.executeUnprepared(
+const insertStatements = (ctx: InsertContext<Capabilities>, chunk: ReadonlyArray<ValidNewJob>) => {
+  const shape = shapeOf(leasedChunk(ctx, chunk))
+  return ctx.conn.executeUnprepared(
     // The trailing SELECT makes the result a list even for one row.
-    `${chunk.map(() => `${INSERT_HEAD}${ROW}`).join(";\n")};\nSELECT 1`,
-    chunk.flatMap(rowParams),
+    `${chunk.map(() => `${shape.head}${shape.row}`).join(";\n")};\nSELECT 1`,
+    chunk.flatMap(shape.params),
     undefined
   ).pipe(
     Effect.mapError(classify),
     Effect.flatMap((results) => Effect.forEach(chunk, (_, i) => decodeHeader(results[i]))),
     Effect.map((headers) => headers.map(insertedBy))
   )
+}
 
 /**
  * The existing jobs of rows dropped as duplicates: per function, a chunk of keys per statement

@@ -143,20 +143,21 @@ const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) 
 
 const INSERT =
   "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES (?,?,?,?,?,?,0)"
+/** A row stored leased (the Injector's): its token and lease too (migration 4). */
+const INSERT_LEASED =
+  "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount, lease_token, leased_until) VALUES (?,?,?,?,?,?,0,?,?)"
 const EXISTING =
   "SELECT jobid FROM job WHERE rtrim(funcname, ' ') = rtrim(?, ' ') AND rtrim(uniqkey, ' ') = rtrim(?, ' ')"
 
 /** One prepared single-row INSERT per job (microseconds each in process). */
 const insertRow = (ctx: InsertContext<SqlShard.Capabilities>, row: ValidNewJob) =>
   Effect.gen(function*() {
-    const result = yield* ctx.conn.executeRaw(INSERT, [
-      row.funcname,
-      row.uniqkey,
-      row.coalesce,
-      bytesView(row.arg),
-      row.runAfter,
-      row.flag
-    ]).pipe(
+    const params = [row.funcname, row.uniqkey, row.coalesce, bytesView(row.arg), row.runAfter, row.flag]
+    const leased = ctx.leases && row.lease !== undefined
+    const result = yield* ctx.conn.executeRaw(
+      leased ? INSERT_LEASED : INSERT,
+      leased ? [...params, row.lease, row.runAfter] : params
+    ).pipe(
       Effect.mapError(classify),
       Effect.flatMap(decodeRunResult)
     )

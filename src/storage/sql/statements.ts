@@ -20,12 +20,21 @@ export interface Statement {
 /** Migration 2's columns, read by inspection (get, list) on a table that has them. */
 export const LIFE_COLUMNS = "last_error, last_error_at, last_error_attempt, ended, ended_at, leased_until"
 
+/** The columns inspection reads beside JOB_COLUMNS: migration 2's, and migration 4's heartbeat. */
+export const inspectedColumns = (life: boolean, leases: boolean): string =>
+  life ? `, ${LIFE_COLUMNS}${leases ? ", heartbeat_at" : ""}` : ""
+
 /**
  * The rows in `state` at the time bound to each `?` (`params` is how many): Job.jobState in SQL,
  * one definition for `list` and `counts`. On a v1 table (`life` false) nothing is dispatched,
- * dead or cancelled, as jobState says of rows whose life columns are all NULL.
+ * dead or cancelled, as jobState says of rows whose life columns are all NULL; without migration
+ * 4 (`leases` false) nothing is running (no heartbeat column).
  */
-export const stateCondition = (state: JobState, life: boolean): { readonly sql: string; readonly params: number } => {
+export const stateCondition = (
+  state: JobState,
+  life: boolean,
+  leases = false
+): { readonly sql: string; readonly params: number } => {
   const live = life ? "ended IS NULL AND " : ""
   const future = `${live}run_after > ? AND run_after < ${NEVER}`
   // COALESCE: every condition is true or false, never NULL (SUM of NULLs is NULL); run_after is
@@ -41,7 +50,16 @@ export const stateCondition = (state: JobState, life: boolean): { readonly sql: 
     case "retrying":
       return { sql: `${future}${notLeased} AND failcount > 0`, params: 1 }
     case "dispatched":
-      return life ? { sql: `${future} AND COALESCE(leased_until, 0) = run_after`, params: 1 } : NONE
+      return life
+        ? {
+          sql: `${future} AND COALESCE(leased_until, 0) = run_after${leases ? " AND heartbeat_at IS NULL" : ""}`,
+          params: 1
+        }
+        : NONE
+    case "running":
+      return life && leases
+        ? { sql: `${future} AND COALESCE(leased_until, 0) = run_after AND heartbeat_at IS NOT NULL`, params: 1 }
+        : NONE
     case "dead":
       return life ? { sql: "COALESCE(ended, '') = 'dead'", params: 0 } : NONE
     case "cancelled":
@@ -51,11 +69,11 @@ export const stateCondition = (state: JobState, life: boolean): { readonly sql: 
 const NONE = { sql: "1 = 0", params: 0 }
 
 /** Per function: the jobs in each state (one SUM per state), and the oldest due `run_after`. */
-export const countsStatement = (now: number, life: boolean): Statement => {
+export const countsStatement = (now: number, life: boolean, leases = false): Statement => {
   const sums: Array<string> = []
   const params: Array<unknown> = []
   for (const state of JOB_STATES) {
-    const c = stateCondition(state, life)
+    const c = stateCondition(state, life, leases)
     sums.push(`SUM(${c.sql}) AS ${state}_n`)
     for (let i = 0; i < c.params; i++) params.push(now)
   }
@@ -73,6 +91,7 @@ const CountRow = Schema.Struct({
   scheduled_n: LenientInt,
   retrying_n: LenientInt,
   dispatched_n: LenientInt,
+  running_n: LenientInt,
   never_n: LenientInt,
   dead_n: LenientInt,
   cancelled_n: LenientInt,
@@ -94,6 +113,7 @@ export const countsFromRows = (
         scheduled: c.scheduled_n,
         retrying: c.retrying_n,
         dispatched: c.dispatched_n,
+        running: c.running_n,
         never: c.never_n,
         dead: c.dead_n,
         cancelled: c.cancelled_n,
@@ -107,7 +127,7 @@ export const countsFromRows = (
  * the `run_after` index holds the primary key, so both orders are index scans). LIMIT inlined:
  * a validated integer.
  */
-export const listStatement = (q: ShardListQuery, life: boolean): Statement => {
+export const listStatement = (q: ShardListQuery, life: boolean, leases = false): Statement => {
   const where: Array<string> = []
   const params: Array<unknown> = []
   if (q.order === "runAfter") {
@@ -130,13 +150,13 @@ export const listStatement = (q: ShardListQuery, life: boolean): Statement => {
     params.push(q.uniqkeyContains)
   }
   if (q.state !== undefined) {
-    const c = stateCondition(q.state, life)
+    const c = stateCondition(q.state, life, leases)
     where.push(c.sql)
     for (let i = 0; i < c.params; i++) params.push(q.now)
   }
   const order = q.order === "runAfter" ? "run_after, jobid" : "jobid"
   return {
-    sql: `SELECT ${JOB_COLUMNS}${life ? `, ${LIFE_COLUMNS}` : ""} FROM job${
+    sql: `SELECT ${JOB_COLUMNS}${inspectedColumns(life, leases)} FROM job${
       where.length > 0 ? ` WHERE ${where.join(" AND ")}` : ""
     } ORDER BY ${order} LIMIT ${q.limit}`,
     params
@@ -150,7 +170,9 @@ const LifeRow = Schema.Struct({
   last_error_attempt: Schema.NullOr(LenientInt),
   ended: Schema.NullOr(Schema.Literal("dead", "cancelled")),
   ended_at: Schema.NullOr(LenientInt),
-  leased_until: Schema.NullOr(LenientInt)
+  leased_until: Schema.NullOr(LenientInt),
+  // Absent without migration 4.
+  heartbeat_at: Schema.optionalWith(Schema.NullOr(LenientInt), { default: () => null })
 })
 const decodeLifeRows = Schema.decodeUnknown(Schema.Array(LifeRow))
 
@@ -168,7 +190,8 @@ export const withLife = (
         lastErrorAttempt: l.last_error_attempt,
         ended: l.ended,
         endedAt: l.ended_at,
-        leasedUntil: l.leased_until
+        leasedUntil: l.leased_until,
+        heartbeatAt: l.heartbeat_at
       }
       return { ...job, ...fields }
     }))
