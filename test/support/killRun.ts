@@ -47,7 +47,11 @@ export interface KillReport {
   readonly leftStored: number
   /** Rows stored at the kill: jobs not finished then (dispatched, running, or still due). */
   readonly unfinishedAtKill: number
-  /** Of those, started before the killed process was gone (running, or done with its DELETE not yet committed). */
+  /**
+   * Jobs running at the kill: of those unfinished, started before the killed process was gone
+   * (running, or done with its DELETE not yet committed), and jobs done from 50 ms before the
+   * rows were read (their WORK_COMPLETE may not have reached gearmand).
+   */
   readonly runningAtKill: ReadonlyArray<string>
   /** Jobs started more than once. */
   readonly twice: ReadonlyArray<string>
@@ -195,6 +199,7 @@ export const killRun = (options: KillRunOptions): Effect.Effect<KillReport, unkn
       new Set(entries.filter((e) => e.ev === "done").map((e) => e.id))
     yield* waitFor(Effect.sync(() => doneIds(ledger()).size >= killAfter), "60 seconds", `${killAfter} jobs done`)
 
+    const snapshotAt = Date.now()
     const unfinished = yield* rowsOf(shard!.database)
     const killedAt = Date.now()
     say(`${options.component}: SIGKILL with ${unfinished.size} job(s) unfinished`)
@@ -226,7 +231,12 @@ export const killRun = (options: KillRunOptions): Effect.Effect<KillReport, unkn
     const entries = ledger()
     const starts = new Map<string, Array<number>>()
     for (const e of entries) if (e.ev === "start") starts.set(e.h, [...(starts.get(e.h) ?? []), e.t])
-    const runningAtKill = [...unfinished].filter((h) => (starts.get(h) ?? []).some((t) => t < deadAt))
+    // Also a job done just before the kill (from 50 ms before the rows were read): its WORK_COMPLETE
+    // may not have left the worker, or reached gearmand, which then hands it out again.
+    const doneAt = new Map<string, number>()
+    for (const e of entries) if (e.ev === "done" && !doneAt.has(e.h)) doneAt.set(e.h, e.t)
+    const lateDone = [...doneAt].filter(([h, t]) => t >= snapshotAt - 50 && !unfinished.has(h)).map(([h]) => h)
+    const runningAtKill = [...unfinished, ...lateDone].filter((h) => (starts.get(h) ?? []).some((t) => t < deadAt))
     const running = new Set(runningAtKill)
     const twice = [...starts].filter(([, ts]) => ts.length > 1).map(([h]) => h)
     let recovery = 0
