@@ -54,6 +54,10 @@ export interface GearmanService {
   readonly admin: Admin.Admin
   /** Servers the client is connected to right now. */
   readonly upServers: () => ReadonlyArray<string>
+  /** The client's connection to a server that is up now, numbered (new after each reconnect). */
+  readonly connectionId: Client.Client["connectionId"]
+  /** Told when a client connection that was up is lost (its server and number). */
+  readonly onConnectionLost: Client.Client["onConnectionLost"]
 }
 
 export class Gearman extends Context.Tag("garivini/Gearman")<Gearman, GearmanService>() {}
@@ -99,7 +103,9 @@ export const make = (
       queueDepths: admin.queueDepths,
       serve: (handlers, serveOptions) => Worker.serve(handlers, { ...shared, ...serveOptions }),
       admin,
-      upServers: client.upServers
+      upServers: client.upServers,
+      connectionId: client.connectionId,
+      onConnectionLost: client.onConnectionLost
     } satisfies GearmanService
   })
 

@@ -130,6 +130,17 @@ export interface Client {
   ) => Effect.Effect<JobStatus, GearmanConnectionError | GearmanServerError>
   /** Servers currently connected. */
   readonly upServers: () => ReadonlyArray<string>
+  /**
+   * The number of the connection to `server` that is up now (a new one after every reconnect),
+   * undefined while it is down: a job accepted on a connection that has since broken was lost
+   * with it if the server died.
+   */
+  readonly connectionId: (server: string) => number | undefined
+  /**
+   * Calls `listener` (synchronously, as the connection is torn down) whenever a connection that
+   * was up is lost, with its server and number; returns what unsubscribes it.
+   */
+  readonly onConnectionLost: (listener: (server: string, id: number) => void) => () => void
 }
 
 type Outcome =
@@ -219,6 +230,8 @@ const terminalExit = (
 }
 
 interface ConnState {
+  /** Numbers the connections of one client: told apart across reconnects. */
+  readonly id: number
   readonly connection: Connection
   readonly replies: Array<Reply>
   readonly jobs: Map<string, Array<Waiter>>
@@ -297,6 +310,8 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
     const servers = options.servers
     const maxKept = options.maxFrame ?? DEFAULT_MAX_FRAME
     const states: Array<ConnState | undefined> = servers.map(() => undefined)
+    let connections = 0
+    const lostListeners = new Set<(server: string, id: number) => void>()
     let roundRobin = Math.floor(Math.random() * Math.max(1, servers.length))
 
     const onPacket = (state: ConnState) => (packet: Packet) => {
@@ -383,7 +398,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
 
     const onConnect = (index: number) => (connection: Connection) =>
       Effect.gen(function*() {
-        const state: ConnState = { connection, replies: [], jobs: new Map(), dead: undefined }
+        const state: ConnState = { id: ++connections, connection, replies: [], jobs: new Map(), dead: undefined }
         connection.setHandler(onPacket(state))
         if (options.clientId !== undefined) connection.send(request(PacketType.SET_CLIENT_ID, [options.clientId]))
         if (options.exceptions ?? true) {
@@ -424,6 +439,7 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
               for (const w of waiters)
                 deliver(w, { _tag: "Lost", error }, maxKept)
             state.jobs.clear()
+            for (const listener of lostListeners) listener(connection.server, state.id)
           })
         )
       })
@@ -690,6 +706,14 @@ export const make = (options: ClientOptions): Effect.Effect<Client, never, Scope
       submitBackground,
       submitBackgroundAll,
       getStatus,
-      upServers: () => states.flatMap((s) => (s && !s.dead ? [s.connection.server] : []))
+      upServers: () => states.flatMap((s) => (s && !s.dead ? [s.connection.server] : [])),
+      connectionId: (server) => {
+        const state = states[servers.indexOf(server)]
+        return state !== undefined && state.dead === undefined ? state.id : undefined
+      },
+      onConnectionLost: (listener) => {
+        lostListeners.add(listener)
+        return () => void lostListeners.delete(listener)
+      }
     }
   })

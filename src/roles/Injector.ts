@@ -22,6 +22,7 @@ import { newLeaseToken } from "../storage/leases.js"
 import { DEFAULT_CLAIM_BYTES, Storage } from "../storage/Storage.js"
 import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import * as FlowControl from "./flowControl.js"
+import * as HeldLeases from "./heldLeases.js"
 import { park, splitDeliverable } from "./park.js"
 import { injectorTag, injectRoundTrip, injectTag, inputsRejected, jobsDispatched, timed } from "./metrics.js"
 import * as Defaults from "./defaults.js"
@@ -100,7 +101,7 @@ const runAfterOf = (spec: InjectSpec, now: number): Either.Either<number | undef
 }
 
 /** Builds the `inject_jobs` handler: answers with the stored handles, or fails with a clear message. */
-export const makeHandler = (options: InjectorOptions = {}) =>
+export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.HeldLeases) =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const gearman = yield* Gearman
@@ -299,7 +300,19 @@ export const makeHandler = (options: InjectorOptions = {}) =>
       // this one (no Controller up). One that can never be delivered is parked, not sent.
       const { parked, send: jobs, submissions } = splitDeliverable(all, submission, maxPacket)
       // Nothing to park (the usual case): no extra Effect steps on this per-inject path.
-      const submitted = gearman.submitBackgroundAll(submissions)
+      const leases = [now + leaseSeconds]
+      const submitted = holder === undefined
+        ? gearman.submitBackgroundAll(submissions)
+        : Effect.suspend(() => {
+          const connections = holder.connections()
+          return Effect.tap(gearman.submitBackgroundAll(submissions), (results) =>
+            holder.handed(
+              results.flatMap((r, i) =>
+                Either.isRight(r) ? [{ job: jobs[i]!, leases, handle: r.right }] : []
+              ),
+              connections
+            ))
+        })
       return (parked.length === 0
         ? submitted
         : park(parked).pipe(Effect.provideService(Storage, storage), Effect.zipRight(submitted))).pipe(
@@ -350,7 +363,9 @@ const storedJob = (outcome: InsertOutcome, job: NewJob): StoredJob => ({
 /** Serves `inject_jobs` until the scope closes. */
 export const serve = (options: InjectorOptions = {}): Effect.Effect<void, never, Scope.Scope | Storage | Gearman> =>
   Effect.gen(function*() {
-    const handle = yield* makeHandler(options)
+    const leaseSeconds = Math.ceil(Duration.toMillis(Duration.decode(options.lease ?? Defaults.injector.lease)) / 1000)
+    const holder = yield* HeldLeases.make({ leaseSeconds, tags: injectorTag })
+    const handle = yield* makeHandler(options, holder)
     const gearman = yield* Gearman
     yield* gearman.serve({ [INJECT_FUNCTION]: (job) => handle(job.payload) }, {
       concurrency: options.concurrency ?? Defaults.injector.concurrency

@@ -26,6 +26,7 @@ import { claimRoundTime, jobsDispatched, queueRunnerTag, timed } from "./metrics
 import { submission } from "./dispatch.js"
 import { park, splitDeliverable } from "./park.js"
 import * as FlowControl from "./flowControl.js"
+import * as HeldLeases from "./heldLeases.js"
 import * as Scheduler from "./Scheduler.js"
 import { roleLayer } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
@@ -248,6 +249,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
       readonly throttled: boolean
       /** Jobs of `send` per function (what this batch adds to gearmand's queues). */
       readonly perFunction: ReadonlyMap<string, number>
+      /** The run_after the claim wrote (two candidates when it ran across a second). */
+      readonly leases: ReadonlyArray<number>
     }
 
     const claimPhase = (
@@ -269,6 +272,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
           const exclude = view.excluded.length === 0
             ? overWatermark
             : [...new Set([...overWatermark, ...view.excluded])].slice(0, MAX_EXCLUDED)
+          const before = yield* nowSeconds
           const claim = yield* Effect.either(
             storage.claimDue(dbid, limit, Duration.seconds(s.leaseSeconds), exclude, maxBytes).pipe(
               Effect.flatMap((jobs) =>
@@ -294,6 +298,10 @@ export const make = (options: QueueRunnerOptions = {}) =>
             })
           }
           const jobs = claim.right
+          const after = yield* nowSeconds
+          const leases = after === before
+            ? [before + s.leaseSeconds]
+            : [before + s.leaseSeconds, after + s.leaseSeconds]
           // What this round sends counts too (controller jobs end up in their function's queue as
           // well), so one big batch cannot overshoot the watermark by a whole batch: the overflow
           // goes back to the database.
@@ -323,7 +331,8 @@ export const make = (options: QueueRunnerOptions = {}) =>
             send,
             deferred: over.length,
             throttled: overWatermark.length > 0 || over.length > 0,
-            perFunction
+            perFunction,
+            leases
           })
         })
       )
@@ -369,7 +378,16 @@ export const make = (options: QueueRunnerOptions = {}) =>
         const { parked, send, submissions } = splitDeliverable(batch.send, submission, s.maxPacket)
         if (parked.length > 0) yield* park(parked).pipe(Effect.provideService(Storage, storage))
         // The whole batch is pipelined on the connection: one Effect, no fiber per job.
+        const connections = holder?.connections()
         const results = yield* gearman.submitBackgroundAll(submissions)
+        if (holder !== undefined && connections !== undefined) {
+          yield* holder.handed(
+            results.flatMap((r, i) =>
+              Either.isRight(r) ? [{ job: send[i]!, leases: batch.leases, handle: r.right }] : []
+            ),
+            connections
+          )
+        }
         let failed = 0
         for (const [i, r] of results.entries()) {
           if (Either.isLeft(r)) {
@@ -399,6 +417,9 @@ export const make = (options: QueueRunnerOptions = {}) =>
           parked: parked.length
         }
       })
+
+    /** While `run` runs: the leases of the jobs it handed to job servers, extended and released (heldLeases.ts). */
+    let holder: HeldLeases.HeldLeases | undefined
 
     /** With no job server up there is nowhere to submit: don't lease jobs only to strand them. */
     const serversDown = yield* Ref.make(false)
@@ -528,10 +549,12 @@ export const make = (options: QueueRunnerOptions = {}) =>
         const inFlightBytes = inFlight === undefined ? 0 : inFlight.batch.send.reduce((n, j) => n + j.arg.byteLength, 0)
         const budget = Math.max(0, s.batchMaxBytes - inFlightBytes)
         // The claim and noting what it took are one step (the transaction is uninterruptible).
-        const claimed = yield* Effect.uninterruptible(Effect.tap(claimPhase(dbid, depth, budget), (c) =>
-          Effect.sync(() => {
-            if (Either.isRight(c)) shard.pending = c.right.send
-          })))
+        const claimed = yield* Effect.uninterruptible(
+          Effect.tap(claimPhase(dbid, depth, budget), (c) =>
+            Effect.sync(() => {
+              if (Either.isRight(c)) shard.pending = c.right.send
+            }))
+        )
         const previousOk = yield* settle(shard)
         if (Either.isLeft(claimed)) {
           shard.failures++
@@ -638,11 +661,24 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const schedules = options.scheduler === false
       ? []
       : [Effect.provideService(Scheduler.run(options.scheduler), Storage, storage)]
-    const run: Effect.Effect<never> = Effect.all([...storage.shardIds.map(shardLoop), ...schedules], {
-      concurrency: "unbounded",
-      discard: true
-    }).pipe(
+    // Not an acquireRelease: fibers forked in its (uninterruptible) acquire could not be interrupted.
+    const hold = Effect.zipRight(
+      Effect.addFinalizer(() => Effect.sync(() => (holder = undefined))),
+      HeldLeases.make({ leaseSeconds: s.leaseSeconds, tags: queueRunnerTag }).pipe(
+        Effect.tap((h) => Effect.sync(() => (holder = h))),
+        Effect.provideService(Storage, storage),
+        Effect.provideService(Gearman, gearman)
+      )
+    )
+    const run: Effect.Effect<never> = Effect.zipRight(
+      hold,
+      Effect.all([...storage.shardIds.map(shardLoop), ...schedules], {
+        concurrency: "unbounded",
+        discard: true
+      })
+    ).pipe(
       Effect.zipRight(Effect.never),
+      Effect.scoped,
       Effect.annotateLogs({ role: "QueueRunner" })
     )
 

@@ -13,6 +13,18 @@ export const jobsDispatched = Metric.counter("garivini_jobs_dispatched_total", {
   incremental: true
 })
 
+/** Leases a dispatcher extended for jobs held in a job server it is still connected to, tagged `role`. */
+export const leasesExtended = Metric.counter("garivini_leases_extended_total", {
+  description: "leases extended for jobs held in a job server the dispatcher is still connected to",
+  incremental: true
+})
+
+/** Jobs a dispatcher made due at once when its connection to their job server broke, tagged `role`. */
+export const leasesReleased = Metric.counter("garivini_leases_released_total", {
+  description: "jobs made due at once when the dispatcher's connection to their job server broke",
+  incremental: true
+})
+
 /** Handler runs that failed (backed off with failedJob), by the worker helper and the Controller. */
 export const jobsFailed = Metric.counter("garivini_jobs_failed_total", {
   description: "job runs that failed and were backed off",

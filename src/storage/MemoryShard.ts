@@ -273,6 +273,32 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         )
     }
 
+    /** The rows among `jobids` still on one of `leases` (a dispatcher's own), as the SQL shard's `run_after IN`. */
+    const onLease = (t: Table, jobids: ReadonlyArray<number>, leases: ReadonlyArray<number>) => {
+      const ours = new Set(leases)
+      return [...new Set(jobids)].flatMap((id) => {
+        const job = t.rows.get(id)
+        return job !== undefined && ours.has(job.runAfter) ? [job] : []
+      })
+    }
+
+    const extendLeases: ShardBackend["extendLeases"] = (jobids, leases, leaseUntil) =>
+      guard(Ref.modify(table, (t): [ReadonlyArray<number>, Table] => {
+        const held = onLease(t, jobids, leases)
+        for (const job of held) t.rows.set(job.jobid, { ...job, runAfter: leaseUntil, leasedUntil: leaseUntil })
+        return [held.map((j) => j.jobid), t]
+      }))
+
+    const releaseLeases: ShardBackend["releaseLeases"] = (jobids, leases, now, cutoff) =>
+      guard(Ref.modify(table, (t): [number, Table] => {
+        // Heartbeats (migration 4) hold a job its worker runs: the same rule as HELD_BY_HEARTBEAT.
+        const free = onLease(t, jobids, leases).filter((job) => (job.heartbeatAt ?? 0) < cutoff)
+        for (const job of free) {
+          t.rows.set(job.jobid, { ...job, runAfter: now, leasedUntil: null })
+        }
+        return [free.length, t]
+      }))
+
     return {
       dbid,
       flow,
@@ -286,6 +312,8 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       maxArgBytes: guard(Effect.succeed(Number.MAX_SAFE_INTEGER)),
       insert,
       claimDue,
+      extendLeases,
+      releaseLeases,
       setRunAfter: (jobids, runAfter, error) =>
         update(jobids, (j) => ({
           ...j,

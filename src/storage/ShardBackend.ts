@@ -176,6 +176,30 @@ export interface ShardBackend {
     error?: { readonly text: string; readonly at: number }
   ) => Effect.Effect<number, ShardFailure>
   /**
+   * A dispatcher's lease extension (docs/job-life.md, "Leases held while someone holds the job"):
+   * in one UPDATE, the rows among `jobids` whose `run_after` is still one of `leases` (the leases
+   * that dispatcher wrote: nobody completed, rescheduled, failed, deferred or cancelled them
+   * since) move to `leaseUntil` (`leased_until` too). Returns the jobids so held (a second
+   * statement, only when some were not found); the others are done with.
+   */
+  readonly extendLeases: (
+    jobids: ReadonlyArray<number>,
+    leases: ReadonlyArray<number>,
+    leaseUntil: number
+  ) => Effect.Effect<ReadonlyArray<number>, ShardFailure>
+  /**
+   * A dispatcher's connection to a job server broke: in one UPDATE, the rows among `jobids` still
+   * on one of `leases` and not held by a heartbeat (migration 4: `heartbeat_at >= heartbeatCutoff`)
+   * become due at `now`, `leased_until` cleared (the token is kept: a copy gearmand may still hold
+   * carries it, and the next claim keeps it while no heartbeat was seen). Returns how many.
+   */
+  readonly releaseLeases: (
+    jobids: ReadonlyArray<number>,
+    leases: ReadonlyArray<number>,
+    now: number,
+    heartbeatCutoff: number
+  ) => Effect.Effect<number, ShardFailure>
+  /**
    * Deletes jobs in one statement, each fenced by its token if it has one; `liveOnly`: not
    * those cancelled (a completion must not delete a job cancelled meanwhile: it is kept for
    * inspection). On a v1 table nothing is cancelled. Only when fewer rows went than were named

@@ -33,6 +33,7 @@ import { concurrencyProblem } from "./flow.js"
 import type { Bucket, ControlPatch, FunctionControl, RateLimit, ScheduleRow } from "./flow.js"
 import * as Defaults from "../roles/defaults.js"
 import { publicError } from "./failures.js"
+import { heartbeatCutoff } from "./leases.js"
 import * as GroupCommit from "./GroupCommit.js"
 import * as MemoryShard from "./MemoryShard.js"
 import { newLeaseToken } from "./leases.js"
@@ -129,6 +130,17 @@ export interface Selection {
   readonly dbid?: number | undefined
 }
 
+/** A lease a dispatcher wrote and holds: the job, and the `run_after` it wrote. */
+export interface HeldLease {
+  readonly jobid: number
+  readonly lease: number
+}
+
+/** The distinct leases of `held` (a dispatcher holds few: one per batch or extension). */
+const leasesOf = (held: ReadonlyArray<HeldLease>): ReadonlyArray<number> => [...new Set(held.map((h) => h.lease))]
+/** The distinct jobs of `held` (a job may come with two candidate leases). */
+const jobidsOf = (held: ReadonlyArray<HeldLease>): ReadonlyArray<number> => [...new Set(held.map((h) => h.jobid))]
+
 export interface StorageShape {
   /** The configured shard ids, ascending. */
   readonly shardIds: ReadonlyArray<number>
@@ -161,6 +173,29 @@ export interface StorageShape {
     handles: ReadonlyArray<StoredJobId>,
     until: number,
     error?: string
+  ) => Effect.Effect<number, ShardOperationError>
+  /**
+   * Extends, on one shard, the leases a dispatcher holds for jobs it handed to a job server whose
+   * connection is unbroken: each job still on the lease it wrote (`HeldLease.lease`) is leased
+   * until `leaseUntil`, in one UPDATE. Returns the jobids still held (the others are done with:
+   * completed, rescheduled, failed, cancelled, or leased again by someone else).
+   */
+  readonly extendLeases: (
+    dbid: number,
+    held: ReadonlyArray<HeldLease>,
+    leaseUntil: number
+  ) => Effect.Effect<ReadonlyArray<number>, ShardOperationError>
+  /**
+   * Frees, on one shard, jobs a dispatcher handed to a job server whose connection broke: each
+   * job still on the lease it wrote and not held by a heartbeat (one within `leaseSeconds` of
+   * `now`, with migration 4) is due at `now`, its lease dropped (its token kept), in one UPDATE.
+   * Returns how many.
+   */
+  readonly releaseLeases: (
+    dbid: number,
+    held: ReadonlyArray<HeldLease>,
+    now: number,
+    leaseSeconds: number
   ) => Effect.Effect<number, ShardOperationError>
   /**
    * Deletes finished jobs (one statement per shard), not those cancelled meanwhile (a job
@@ -745,6 +780,22 @@ export const make = (
           fenced.slice(0, 20).map((jobid) => `${b.dbid}:${jobid}`).join(", ")
         }`
       ).pipe(Effect.zipLeft(Effect.sync(() => completionsFenced.unsafeUpdate(fenced.length, []))))
+    const extendLeases = (dbid: number, held: ReadonlyArray<HeldLease>, leaseUntil: number) =>
+      Effect.zipRight(
+        checkRunAfter(leaseUntil),
+        held.length === 0
+          ? Effect.succeed([])
+          : shardOp(dbid, "extendLeases", (b) => b.extendLeases(jobidsOf(held), leasesOf(held), leaseUntil))
+      )
+
+    const releaseLeases = (dbid: number, held: ReadonlyArray<HeldLease>, now: number, leaseSeconds: number) =>
+      held.length === 0
+        ? Effect.succeed(0)
+        : shardOp(
+          dbid,
+          "releaseLeases",
+          (b) => b.releaseLeases(jobidsOf(held), leasesOf(held), now, heartbeatCutoff(now, leaseSeconds))
+        )
 
     const complete = (handles: ReadonlyArray<HeldJobId>) =>
       Effect.map(
@@ -1068,6 +1119,8 @@ export const make = (
       claimDue,
       heartbeat,
       defer,
+      extendLeases,
+      releaseLeases,
       complete,
       remove,
       reschedule,

@@ -290,6 +290,15 @@ describe("a job's life on MariaDB and gearmand", () => {
           assert.deepStrictEqual([counts!.retrying, counts!.dead, counts!.dispatched], [1, 0, 0])
           // No per-minute counts table (migration 0006): the failure above was not counted, and said so.
           assert.deepStrictEqual((yield* storage.throughput(1)).missing, [1])
+          // A dispatcher's held leases on v1: by run_after alone (no leased_until to write).
+          const { handle: held } = yield* Client.insertJob({ funcname: "held-v1", runAt: "+3600" })
+          const lease = Option.getOrThrow(yield* storage.get(held)).runAfter
+          assert.deepStrictEqual(yield* storage.extendLeases(1, [{ jobid: held.jobid, lease }], lease + 60), [
+            held.jobid
+          ])
+          const now = Math.floor(Date.now() / 1000)
+          assert.strictEqual(yield* storage.releaseLeases(1, [{ jobid: held.jobid, lease: lease + 60 }], now, 30), 1)
+          assert.isAtMost(Option.getOrThrow(yield* storage.get(held)).runAfter, now + 3600, "due now, or claimed since")
           // A job claimed on v1 shows as scheduled (no lease column), as a Perl QueueRunner's claim does.
           yield* Client.insertJob({ funcname: "unserved" })
           yield* eventually(

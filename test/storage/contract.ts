@@ -285,6 +285,72 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.strictEqual(yield* storage.complete([]), 0)
       }))
 
+    test("a dispatcher's leases: extended while still its own, released due at once; jobs done with leave", ({ storage }) =>
+      Effect.gen(function*() {
+        const outcomes = yield* Client.insertJobs(
+          Array.from({ length: 6 }, (_, i) => ({ funcname: "held", arg: `${i}` }))
+        )
+        const dbid = outcomes[0]!.handle.dbid
+        const claimed = yield* storage.claimDue(dbid, 10, "30 seconds")
+        assert.strictEqual(claimed.length, 6)
+        const [done, rescheduled, failed, cancelled, kept, released] = claimed
+        const held = claimed.map((j) => ({ jobid: j.jobid, lease: T0 + 30 }))
+        const stored = (j: StoredJobId) => Effect.map(storage.get(j), Option.getOrThrow)
+        // Meanwhile workers finish, reschedule, fail one; an operator cancels one.
+        yield* storage.complete([done!])
+        yield* Client.rescheduleJob(rescheduled!, "+500")
+        yield* Client.failedJob(failed!)
+        yield* storage.cancel(cancelled!)
+        yield* TestClock.adjust("10 seconds")
+        const extended = yield* storage.extendLeases(dbid, held, T0 + 40)
+        assert.deepStrictEqual([...extended].sort((a, b) => a - b), [kept!.jobid, released!.jobid])
+        const keptRow = yield* stored(kept!)
+        assert.strictEqual(keptRow.runAfter, T0 + 40)
+        assert.strictEqual(jobState(keptRow, T0 + 10), "dispatched", "an extended lease still shows as dispatched")
+        // The others are left as their owners put them.
+        assert.strictEqual((yield* stored(rescheduled!)).runAfter, T0 + 500)
+        assert.strictEqual((yield* stored(failed!)).runAfter, T0 + 120)
+        assert.strictEqual((yield* stored(cancelled!)).runAfter, NEVER)
+        // The same extension again (same second): found again, unchanged.
+        const again = yield* storage.extendLeases(dbid, extended.map((jobid) => ({ jobid, lease: T0 + 40 })), T0 + 40)
+        assert.strictEqual(again.length, 2)
+        // A lease someone else wrote since (an older one of ours is not it) is neither extended nor released.
+        assert.deepStrictEqual(yield* storage.extendLeases(dbid, [{ jobid: kept!.jobid, lease: T0 + 30 }], T0 + 50), [])
+        // The connection broke: the jobs still on its lease are due now, unleased.
+        const freed = yield* storage.releaseLeases(
+          dbid,
+          [...held.slice(0, 4), { jobid: kept!.jobid, lease: T0 + 40 }, { jobid: released!.jobid, lease: T0 + 40 }],
+          T0 + 10,
+          30
+        )
+        assert.strictEqual(freed, 2)
+        for (const j of [kept!, released!]) {
+          const row = yield* stored(j)
+          assert.strictEqual(row.runAfter, T0 + 10)
+          assert.strictEqual(row.leasedUntil, null)
+          assert.strictEqual(jobState(row, T0 + 10), "due")
+        }
+        assert.strictEqual(
+          (yield* stored(rescheduled!)).runAfter,
+          T0 + 500,
+          "a release spares what is not on its lease"
+        )
+        assert.strictEqual((yield* storage.claimDue(dbid, 10, "30 seconds")).length, 2)
+        // A job its worker heartbeats is held by that heartbeat: a release spares it (with migration 4).
+        const { handle: beatenHandle } = yield* Client.insertJob({ funcname: "held", arg: "beaten" })
+        const [beaten] = yield* storage.claimDue(beatenHandle.dbid, 10, "30 seconds")
+        assert.isDefined(beaten)
+        yield* storage.heartbeat(beaten!.dbid, [beaten!], "20 seconds")
+        assert.strictEqual(
+          yield* storage.releaseLeases(beaten!.dbid, [{ jobid: beaten!.jobid, lease: T0 + 30 }], T0 + 10, 30),
+          0
+        )
+        assert.strictEqual((yield* stored(beaten!)).runAfter, T0 + 30, "held by its heartbeat")
+        // Nothing held: nothing asked of the shard.
+        assert.deepStrictEqual(yield* storage.extendLeases(dbid, [], T0 + 50), [])
+        assert.strictEqual(yield* storage.releaseLeases(dbid, [], T0 + 10, 30), 0)
+      }))
+
     test("reschedule and defer move run_after; failedJob backs off and stores the failcount", ({ storage }) =>
       Effect.gen(function*() {
         const { handle } = yield* Client.insertJob({ funcname: "r" })

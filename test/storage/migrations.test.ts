@@ -200,6 +200,17 @@ describe("migrations on MariaDB", () => {
         const [stored] = yield* storage.insert([{ funcname: "v3", runAfter: 0 }])
         const claimed = yield* storage.claimDue(1, 10, "30 seconds")
         assert.deepStrictEqual(claimed.map((j) => j.jobid), [stored!.handle.jobid])
+        // A dispatcher's held leases work by run_after / leased_until, without the heartbeat condition.
+        const [row] = yield* storage.list({})
+        const held = [{ jobid: stored!.handle.jobid, lease: row!.runAfter }]
+        assert.deepStrictEqual(yield* storage.extendLeases(1, held, row!.runAfter + 60), [stored!.handle.jobid])
+        const now = Math.floor(Date.now() / 1000)
+        assert.strictEqual(
+          yield* storage.releaseLeases(1, [{ jobid: stored!.handle.jobid, lease: row!.runAfter + 60 }], now, 30),
+          1
+        )
+        const [freed] = yield* storage.list({})
+        assert.deepStrictEqual([freed!.runAfter, freed!.leasedUntil], [now, null])
         assert.strictEqual(yield* storage.complete([stored!.handle]), 1)
         assert.deepStrictEqual(yield* storage.list({}), [])
       }).pipe(

@@ -20,6 +20,7 @@ import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { LEASE_COLUMNS } from "../migrations/0004_leases.js"
 import { THROUGHPUT_TABLE } from "../migrations/0006_throughput.js"
 import { tableExists } from "../migrations/jobTable.js"
+import { HELD_BY_HEARTBEAT } from "../leases.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "../ShardBackend.js"
 import type {
   FailOutcome,
@@ -677,6 +678,47 @@ export const make = <C extends Capabilities>(
               })
             )
             : Effect.succeed(Option.none())),
+      extendLeases: (jobids, leases, leaseUntil) =>
+        withConnection((conn, _caps, life) =>
+          Effect.gen(function*() {
+            if (jobids.length === 0) return []
+            const ids = dialect.inList(jobids)
+            const ours = dialect.inList(leases)
+            const changed = yield* changes(
+              conn,
+              `UPDATE job SET run_after = ?${
+                life ? ", leased_until = ?" : ""
+              } WHERE jobid IN ${ids.sql} AND run_after IN ${ours.sql}`,
+              [leaseUntil, ...(life ? [leaseUntil] : []), ...ids.params, ...ours.params]
+            )
+            if (changed === jobids.length) return jobids
+            // Some are done with (or MySQL counted a row already at leaseUntil as unchanged): which hold?
+            const held = yield* classified(
+              conn.execute(`SELECT jobid FROM job WHERE jobid IN ${ids.sql} AND run_after = ?`, [
+                ...ids.params,
+                leaseUntil
+              ], undefined)
+            )
+            return yield* decodeJobids(held)
+          })
+        ),
+      releaseLeases: (jobids, leases, now, cutoff) =>
+        withConnection((conn, _caps, life, leased) => {
+          if (jobids.length === 0) return Effect.succeed(0)
+          const ids = dialect.inList(jobids)
+          const ours = dialect.inList(leases)
+          // A v1 table has no leased_until; one without migration 4 no heartbeat. The token stays:
+          // gearmand may still hold a copy (a connection cut, not a crash), and the next claim keeps
+          // a row's token while no heartbeat was seen, so that copy's run is not fenced.
+          const set = `run_after = ?${life ? ", leased_until = NULL" : ""}`
+          return changes(
+            conn,
+            `UPDATE job SET ${set} WHERE jobid IN ${ids.sql} AND run_after IN ${ours.sql}${
+              leased ? ` AND NOT (${HELD_BY_HEARTBEAT})` : ""
+            }`,
+            [now, ...ids.params, ...ours.params, ...(leased ? [cutoff] : [])]
+          )
+        }),
       // Still one statement per batch; a Perl worker's plain DELETE by jobid deletes a cancelled row too.
       remove: (jobs, liveOnly) =>
         jobs.length === 0
@@ -802,6 +844,13 @@ export const make = <C extends Capabilities>(
         )
     }
   })
+
+const JobidRows = Schema.Array(Schema.Struct({ jobid: LenientInt }))
+/** `SELECT jobid …` rows as jobids. */
+const decodeJobids = (rows: unknown) =>
+  Effect.mapError(Schema.decodeUnknown(JobidRows)(rows), badData("jobid")).pipe(
+    Effect.map((r) => r.map((row) => row.jobid))
+  )
 
 const decodeEndedRows = Schema.decodeUnknown(
   Schema.Array(Schema.Struct({ ended: Schema.NullOr(Schema.Literal("dead", "cancelled")) }))
