@@ -88,7 +88,7 @@ describe("MariaDB storage", () => {
       assert.isTrue(Option.isNone(yield* storage.get(ours!.handle)))
     }))
 
-  it.scopedLive("the migrations make the original's job table plus migrations 2's and 4's nullable columns, and migrate is idempotent", () =>
+  it.scopedLive("the migrations make the original's job table plus migrations 2's and 4's nullable columns, 5's priority and indexes, and migrate is idempotent", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)
       const storage = yield* storageOver([shard!])
@@ -120,7 +120,9 @@ describe("MariaDB storage", () => {
           { COLUMN_NAME: "leased_until", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" },
           // Migration 4: nullable too.
           { COLUMN_NAME: "lease_token", COLUMN_TYPE: "char(32)", IS_NULLABLE: "YES" },
-          { COLUMN_NAME: "heartbeat_at", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" }
+          { COLUMN_NAME: "heartbeat_at", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" },
+          // Migration 5: defaulted (a Perl insert naming its columns gets normal, 0).
+          { COLUMN_NAME: "priority", COLUMN_TYPE: "tinyint(4)", IS_NULLABLE: "NO" }
         ]
       )
       const [indexes] = yield* adminQuery(
@@ -131,7 +133,10 @@ describe("MariaDB storage", () => {
         JSON.parse(JSON.stringify(indexes)).map((
           r: { cols: string; NON_UNIQUE: number }
         ) => [r.cols, Number(r.NON_UNIQUE)]),
-        [["funcname,uniqkey", 0], ["jobid", 0], ["run_after", 1]]
+        [["funcname,uniqkey", 0], ["priority,run_after", 1], ["funcname,leased_until", 1], ["jobid", 0], [
+          "run_after",
+          1
+        ]]
       )
     }))
 
