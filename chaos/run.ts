@@ -166,7 +166,7 @@ const soak = (o: Options, runId: string, logDir: string, startedAt: number) =>
     const ownArgs: Record<string, ReadonlyArray<string>> = {
       "queue-runner": ["--batch-run-sleep", "0.5"],
       injector: [],
-      // The Controller's wait for a worker must end before the lease does (it refuses to start otherwise).
+      // A Controller wait bounded near the lease: a worker frozen by a fault fails its job within seconds.
       controller: ["--controller-timeout", String(Math.max(1, o.lease - 2))]
     }
     const role = (name: string, command: string) =>

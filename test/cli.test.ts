@@ -89,13 +89,6 @@ describe("garivini CLI", () => {
         // Nothing listens on port 1: a command that did start would run until the test times out.
         const common = ["--db", db, "--gearmand", "127.0.0.1:1"]
         const cases: ReadonlyArray<readonly [ReadonlyArray<string>, RegExp]> = [
-          // A Controller waiting as long as the lease or longer runs a slow job several times.
-          [
-            ["controller", "--lease", "5"],
-            /^garivini: invalid configuration controller timeout: 15m is not under the lease \(5s\)/
-          ],
-          [["run", "--controller-timeout", "1000"], /controller timeout: 16m 40s is not under the lease \(16m 40s\)/],
-          [["up", "--lease", "5"], /controller timeout: 15m is not under the lease \(5s\)/],
           // Above what one claim may take, every claim fails and the runner jams.
           [
             ["queue-runner", "--batch-max-size", "100001"],

@@ -4,7 +4,7 @@
  * SIGINT/SIGTERM, then stops taking work, lets in-flight jobs finish and closes its connections.
  */
 import { Command, Options } from "@effect/cli"
-import { Duration, Effect, Either, Layer, Schedule } from "effect"
+import { Effect, Either, Layer, Schedule } from "effect"
 import { ConfigInvalid } from "../errors.js"
 import { layer as gearmanLayer } from "../gearman/Gearman.js"
 import type { Gearman } from "../gearman/Gearman.js"
@@ -33,11 +33,11 @@ export const ROLES: ReadonlyArray<Role> = ["queue-runner", "injector", "controll
 
 /**
  * Settings these roles cannot run with together, refused before anything starts: an Injector
- * request bound out of range, or a Controller that waits for a job as long as the lease or
- * longer (the job would be dispatched again while it still runs, and again).
+ * request bound out of range. (The Controller's timeout is not bound by the lease: its heartbeats
+ * and the Injector's held lease keep a job's row while it waits.)
  */
 export const checkRoleSettings = (
-  roles: ReadonlyArray<Role>,
+  _roles: ReadonlyArray<Role>,
   settings: Settings
 ): Either.Either<void, ConfigInvalid> => {
   // The QueueRunner's own settings are checked for every command, where they are read (config.ts).
@@ -49,23 +49,6 @@ export const checkRoleSettings = (
   ) {
     if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1)) {
       return Either.left(new ConfigInvalid({ field, reason: `${value} is not a positive integer` }))
-    }
-  }
-  if (roles.includes("controller")) {
-    const timeout = Duration.decode(settings.controller.timeout ?? Controller.DEFAULT_TIMEOUT)
-    const lease = Duration.min(
-      Duration.decode(settings.queueRunner.lease ?? QueueRunner.DEFAULT_LEASE),
-      Duration.decode(settings.injector.lease ?? QueueRunner.DEFAULT_LEASE)
-    )
-    if (Duration.greaterThanOrEqualTo(timeout, lease)) {
-      return Either.left(
-        new ConfigInvalid({
-          field: "controller timeout",
-          reason: `${Duration.format(timeout)} is not under the lease (${
-            Duration.format(lease)
-          }): a job still running when its lease ends is dispatched again; lower --controller-timeout or raise --lease`
-        })
-      )
     }
   }
   return Either.right(undefined)
@@ -154,8 +137,7 @@ export const runRoles = (roles: ReadonlyArray<Role>, settings: Settings) =>
 
 /**
  * The tuning flags each role reads. The Injector leases and defers its jobs as the QueueRunner
- * does (one --lease, one --queue-watermark-depth); the Controller's timeout is checked against
- * the lease.
+ * does (one --lease, one --queue-watermark-depth).
  */
 export const roleOptions = {
   "queue-runner": queueRunnerOptions,

@@ -34,8 +34,8 @@ export interface ControllerOptions extends Heartbeat.HeartbeatOptions {
   /** Jobs run at once by this Controller (default 64: they share one connection per job server). */
   readonly concurrency?: number | undefined
   /**
-   * How long to wait for the real function (default 900 s, under the default 1000 s lease so a
-   * slow job is not dispatched again while the Controller still waits for it).
+   * How long to wait for the real function (default 900 s). Not bound by the lease: the
+   * Controller's heartbeats keep the row leased while it waits.
    */
   readonly timeout?: Duration.DurationInput | undefined
   /**

@@ -35,7 +35,7 @@ import type { Supervision } from "./supervise.js"
 export const INJECT_FUNCTION = "inject_jobs"
 
 export interface InjectorOptions {
-  /** How long an injected job is leased to its Controller (default 1000 s, as the QueueRunner's). */
+  /** How long an injected job is leased to its Controller (default 30 s, as the QueueRunner's; held while it runs). */
   readonly lease?: Duration.DurationInput | undefined
   /** Over this many queued jobs for a function, jobs are stored due for the QueueRunner (default 4000; 0 disables). */
   readonly queueWatermarkDepth?: number | undefined

@@ -58,7 +58,10 @@ export interface QueueRunnerOptions {
    * runner does not claim them until the queue is back under it (default 4000; 0 disables).
    */
   readonly queueWatermarkDepth?: number | undefined
-  /** How long a dispatched job is leased (default 1000 s): it runs again if not finished by then. */
+  /**
+   * How long a dispatched job is leased (default 30 s): extended while this runner's job server
+   * connection holds it and while a worker heartbeats it; a job nobody holds runs again after it.
+   */
   readonly lease?: Duration.DurationInput | undefined
   /**
    * How long a job claimed in a round that took its function over the watermark waits before it

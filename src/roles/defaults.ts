@@ -1,14 +1,19 @@
 /**
  * Every default of the roles and the storage under them, defined once: the roles, the CLI's
  * help texts and checks, and the docs' tables read these. One table per role. Values that must
- * agree (the Injector's lease is the QueueRunner's; the Controller's timeout is under it) are
- * written as references, so they cannot drift apart.
+ * agree (the Injector's lease is the QueueRunner's, and the heartbeats' too) are written as
+ * references, so they cannot drift apart.
  */
 import { Duration } from "effect"
 import { DEFAULT_MAX_ATTEMPTS } from "../Job.js"
 
-/** How long a dispatched job is leased before it is dispatched again. */
-const lease = Duration.seconds(1000)
+/**
+ * How long a dispatched job is leased before it is dispatched again when nobody holds it: the
+ * dispatcher extends it while its job server connection holds, and the worker helper and the
+ * Controller while the job runs (docs/job-life.md), so it only bounds how long a job stranded by
+ * a crash waits.
+ */
+const lease = Duration.seconds(30)
 /** Queued jobs of a function in gearmand above which more stay in the database (0 disables). */
 const queueWatermarkDepth = 4000
 
@@ -46,7 +51,10 @@ export const injector = {
 export const controller = {
   /** Jobs run at once (one connection per job server carries them). */
   concurrency: 64,
-  /** Under the lease, so a slow job is not dispatched again while the Controller waits for it. */
+  /**
+   * How long the Controller waits for the real function. Not bound by the lease: its heartbeats
+   * (and the Injector's held lease) keep the row while it waits.
+   */
   timeout: Duration.seconds(900),
   /** Attempts before a job is dead: with the one-day backoff cap, about 19 days of retrying. */
   maxAttempts: DEFAULT_MAX_ATTEMPTS
