@@ -131,7 +131,7 @@ describe("garivini CLI: hostile input and exposure", () => {
         const file = join(yield* tempDir("garivini-hostile-"), "jobs.db")
         const db = `sqlite:${file}`
         const now = Math.floor(Date.now() / 1000)
-        // As a QueueRunner leaves them: 1:1 and 1:2 claimed (leased 1000 s); 1:3 due; 1:4 scheduled far ahead.
+        // As a QueueRunner leaves them: 1:1 and 1:2 claimed (leased 30 s, the default); 1:3 due; 1:4 scheduled far ahead.
         yield* Effect.scoped(
           Effect.gen(function*() {
             const storage = yield* Storage
@@ -142,7 +142,7 @@ describe("garivini CLI: hostile input and exposure", () => {
                 runAfter: i < 2 ? now - 10 : now + delay
               }))
             )
-            assert.lengthOf(yield* storage.claimDue(1, 2, "1000 seconds"), 2)
+            assert.lengthOf(yield* storage.claimDue(1, 2, "30 seconds"), 2)
           }).pipe(Effect.provide(Layer.orDie(layerSqlite({ filename: file }))))
         )
         const runAfter = (handle: string) =>
@@ -153,9 +153,9 @@ describe("garivini CLI: hostile input and exposure", () => {
         assert.strictEqual(refused.code, 1, refused.stderr)
         assert.match(
           refused.stderr,
-          /job 1:1 may be running right now: .*within a lease \(1000 s\).*could run it twice; --force/
+          /job 1:1 may be running right now: .*within a lease \(30 s\).*could run it twice; --force/
         )
-        assert.isAbove(yield* runAfter("1:1"), now + 900, "the lease is untouched")
+        assert.isAbove(yield* runAfter("1:1"), now + 20, "the lease is untouched")
         const forced = yield* garivini("jobs", "retry", "--db", db, "--force", "1:1")
         assert.strictEqual(forced.code, 0, forced.stderr)
         assert.isAtMost(yield* runAfter("1:1"), Math.floor(Date.now() / 1000))
@@ -163,9 +163,9 @@ describe("garivini CLI: hostile input and exposure", () => {
         const notRunning = yield* garivini("jobs", "delete", "--db", db, "1:2")
         assert.strictEqual(notRunning.code, 1)
         assert.include(notRunning.stderr, "deleting it would not stop it")
-        // A shorter lease configured: 1000 s ahead is beyond it, so the job cannot be running.
+        // A shorter lease configured: 30 s ahead is beyond it, so the job cannot be running.
         assert.include(
-          (yield* garivini("jobs", "delete", "--db", db, "--lease", "60", "1:2")).stdout,
+          (yield* garivini("jobs", "delete", "--db", db, "--lease", "10", "1:2")).stdout,
           "job 1:2 deleted"
         )
 

@@ -158,6 +158,7 @@ export const serve = <R>(
     const jobs = yield* FiberSet.make<void, never>().pipe(Scope.extend(jobScope))
     const fork = yield* FiberSet.runtime(jobs)<R>()
 
+    const FAILED: Outcome = { type: PacketType.WORK_FAIL }
     /** Runs the handler; the outcome goes to every delivery of the run (inFlight.end). */
     const runJob = (run: Run, job: GearmanJob, handler: Handler<R>): Effect.Effect<void, never, R> => {
       let outcome: Outcome | undefined
@@ -188,7 +189,9 @@ export const serve = <R>(
             )
           }
         }),
-        Effect.ensuring(Effect.sync(() => inFlight.end(run, outcome)))
+        // Interrupted while not stopping: a heartbeat found the job cancelled (roles/heartbeat.ts).
+        // It is answered WORK_FAIL, so the server does not hand it to another worker.
+        Effect.ensuring(Effect.sync(() => inFlight.end(run, outcome ?? (stopping ? undefined : FAILED))))
       )
     }
 

@@ -10,8 +10,8 @@
  * Jobs without a lease token (a Perl dispatcher's, or a database without migration 4) are run
  * as they are, without heartbeats.
  */
-import { Clock, Data, Deferred, Duration, Effect, Schedule } from "effect"
-import type { Scope } from "effect"
+import { Clock, Data, Duration, Effect, FiberId, Schedule } from "effect"
+import type { Scope, Fiber } from "effect"
 import { formatHandle } from "../Job.js"
 import type { StoredJob } from "../Job.js"
 import type { StorageShape } from "../storage/Storage.js"
@@ -43,7 +43,12 @@ export interface Heartbeats {
 interface InFlight {
   readonly job: StoredJob
   readonly since: number
-  readonly cancelled: Deferred.Deferred<void>
+  /**
+   * The fiber running the job (the job server client's fiber for this one job): interrupted
+   * when a heartbeat finds the job cancelled; the client then answers WORK_FAIL for it.
+   */
+  readonly fiber: Fiber.RuntimeFiber<unknown, unknown>
+  cancelled: boolean
   lostSaid: boolean
 }
 
@@ -78,7 +83,15 @@ export const make = (
             const cancelled = new Set(result.cancelled)
             const lost = new Set(result.lost)
             return Effect.forEach(entries, (entry) => {
-              if (cancelled.has(entry.job.jobid)) return Deferred.succeed(entry.cancelled, undefined)
+              if (cancelled.has(entry.job.jobid)) {
+                if (entry.cancelled) return Effect.void
+                entry.cancelled = true
+                jobsInterrupted.unsafeUpdate(1, [])
+                entry.fiber.unsafeInterruptAsFork(FiberId.none)
+                return Effect.logInfo(
+                  `job ${formatHandle(entry.job)}: cancelled while it ran; its handler is interrupted (not retried)`
+                )
+              }
               if (!lost.has(entry.job.jobid) || entry.lostSaid) return Effect.void
               entry.lostSaid = true
               return Effect.logWarning(
@@ -98,26 +111,19 @@ export const make = (
       Effect.repeat(beat, Schedule.spaced(interval)).pipe(Effect.annotateLogs("heartbeat", "loop"))
     )
 
+    // No fiber of its own per job: a fork (or a race) per job cost more CPU than the rest of the
+    // worker and broke the batching of completions. A cancel interrupts the job's own fiber
+    // instead (the Gearman worker forks one per job and answers WORK_FAIL for one interrupted
+    // while not stopping), so the handler's finalizers run and nothing settles the row.
     const hold = <A, E, R>(job: StoredJob, body: Effect.Effect<A, E, R>): Effect.Effect<A, E | JobCancelled, R> =>
-      job.lease === undefined ? body : Effect.acquireUseRelease(
-        Effect.zipWith(Deferred.make<void>(), Clock.currentTimeMillis, (cancelled, since) => {
-          const entry: InFlight = { job, since, cancelled, lostSaid: false }
-          inFlight.add(entry)
-          return entry
-        }),
-        (entry) =>
-          Effect.raceFirst(
-            body,
-            Effect.zipRight(
-              Deferred.await(entry.cancelled),
-              Effect.suspend(() => {
-                jobsInterrupted.unsafeUpdate(1, [])
-                return Effect.fail(new JobCancelled({ dbid: job.dbid, jobid: job.jobid }))
-              })
-            )
-          ),
-        (entry) => Effect.sync(() => void inFlight.delete(entry))
-      )
+      job.lease === undefined ?
+        body :
+        Effect.flatMap(Clock.currentTimeMillis, (since) =>
+          Effect.withFiberRuntime<A, E, R>((fiber) => {
+            const entry: InFlight = { job, since, fiber, cancelled: false, lostSaid: false }
+            inFlight.add(entry)
+            return Effect.ensuring(body, Effect.sync(() => void inFlight.delete(entry)))
+          }))
 
     return { hold }
   })

@@ -1,6 +1,6 @@
 // Low-latency mode on the memory layers: inject_jobs → Injector → run_queued_job → Controller → worker.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, Logger, Option, Schema, TestClock } from "effect"
+import { Deferred, Duration, Effect, Layer, Logger, Option, Schema, TestClock } from "effect"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
@@ -13,6 +13,9 @@ import { scopedAtT0, T0 } from "../support/clock.js"
 import { remaining } from "../support/jobs.js"
 import { until } from "../support/until.js"
 import { keyFor } from "../storage/contract.js"
+
+/** The Injector's lease: the dispatchers' default. */
+const LEASE_SECONDS = Duration.toSeconds(QueueRunner.DEFAULT_LEASE)
 
 const Reply = Schema.Struct({ dbid: Schema.Number, jobid: Schema.Number, duplicate: Schema.optional(Schema.Boolean) })
 const decodeReply = Schema.decodeUnknownSync(Schema.parseJson(Reply))
@@ -55,7 +58,7 @@ describe("low-latency mode (memory layers, TestClock)", () => {
       assert.isUndefined(reply.duplicate)
       const job = Option.getOrThrow(yield* Effect.flatMap(Storage, (s) => s.get(reply)))
       assert.strictEqual(job.flag, "controller")
-      assert.strictEqual(job.runAfter, T0 + 1000, "leased: a QueueRunner will not run it again")
+      assert.strictEqual(job.runAfter, T0 + LEASE_SECONDS, "leased: a QueueRunner will not run it again")
       yield* until(Effect.sync(() => runs.length === 1), "the job to run")
       assert.deepStrictEqual(runs, ["hi ☃"])
       yield* Deferred.succeed(gate, undefined)

@@ -355,8 +355,9 @@ describe("worker helper", () => {
             if (next === "never") return yield* Worker.retryNever
             return "done"
           })
-        // NOOP wakes the worker; a short poll would fire thousands of times as TestClock jumps days.
-      }, { concurrency: 2, pollInterval: "30 days" })
+        // NOOP wakes the worker; a short poll (or heartbeat loop: a third of the lease) would fire
+        // thousands of times as TestClock jumps days.
+      }, { concurrency: 2, pollInterval: "30 days", lease: "30 days" })
       const outcomes = yield* Client.insertJobs(
         ["ok", "flaky", "later", "park"].map((arg) => ({ funcname: "work", arg }))
       )

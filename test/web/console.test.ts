@@ -180,7 +180,7 @@ describe("web console", () => {
     withConsole({}, [
       { funcname: "p", runAt: "never" },
       { funcname: "p", runAt: "never" },
-      { funcname: "p", runAt: "+60" } // within a lease of now: may be running
+      { funcname: "p", runAt: "+20" } // within a lease (30 s) of now: may be running
     ], (base, storage) =>
       Effect.gen(function*() {
         const list = (yield* get(`${base}/jobs?state=never`)).text
@@ -231,7 +231,7 @@ describe("web console", () => {
     withConsole({}, [
       { funcname: "c", runAt: "never" },
       { funcname: "c", runAt: "+3600" },
-      { funcname: "c", runAt: "+60" } // within a lease of now: may be running
+      { funcname: "c", runAt: "+20" } // within a lease (30 s) of now: may be running
     ], (base, storage) =>
       Effect.gen(function*() {
         const list = (yield* get(`${base}/jobs?function=c`)).text
@@ -365,7 +365,7 @@ describe("web console", () => {
       { bulkMax: 3 },
       [
         ...Array.from({ length: 5 }, (): JobSpec => ({ funcname: "bulk", runAt: "never", uniqkey: undefined })),
-        { funcname: "bulk", runAt: "+60" }, // within a lease of now: may be running
+        { funcname: "bulk", runAt: "+20" }, // within a lease (30 s) of now: may be running
         { funcname: "other", runAt: "never" }
       ],
       (base, storage) =>
