@@ -229,7 +229,9 @@ layer(driverLayer, { excludeTestServices: true, timeout: "60 seconds" })("garivi
         Effect.sync(() => driver.output().includes("SIGHUP: configuration not reloaded")),
         "the refused reload logged"
       )
-      assert.deepStrictEqual(limits(yield* driver.ask("status")), limits(before))
+      // Names, min and max unchanged (the process counts are not: Demo::crash keeps restarting).
+      const minMax = (lines: ReadonlyArray<string>) => limits(lines).map((l) => l.split(" ").slice(0, 3).join(" "))
+      assert.deepStrictEqual(minMax(yield* driver.ask("status")), minMax(before))
       assert.deepStrictEqual(yield* driver.pids("Demo::options"), pids)
       yield* driver.writeConfig(config)
     }))
