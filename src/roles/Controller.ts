@@ -90,16 +90,11 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         const unique = callUnique(job)
         // Held (heartbeats) while the real function runs: a worker that never heartbeats (a Perl
         // one, a plain Gearman function) keeps the job leased through us.
-        const held = yield* Effect.either(heartbeats.hold(
+        // A cancel interrupts this job's fiber: we stop waiting, the row stays cancelled.
+        const outcome = yield* heartbeats.hold(
           job,
           Effect.either(gearman.submit(job.funcname, payload, unique === undefined ? { timeout } : { timeout, unique }))
-        ))
-        if (Either.isLeft(held)) {
-          // Cancelled while it ran: we stop waiting; the row stays cancelled (not retried, not failed).
-          yield* Effect.logInfo(`job ${id} (${job.funcname}) was cancelled while it ran; no longer waiting for it`)
-          return yield* Effect.fail(new WorkFail({ reason: held.left.message }))
-        }
-        const outcome = held.right
+        )
         if (Either.isRight(outcome)) {
           yield* complete(job)
           return

@@ -10,7 +10,7 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Effect, Either, Layer, MetricLabel, Option, Schema } from "effect"
+import { Cause, Data, Effect, Either, Layer, MetricLabel, Schema } from "effect"
 import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/GearmanClient.js"
@@ -196,24 +196,19 @@ export const gearmanHandler = <R>(
 }
 
 /**
- * A handler that failed or died: back the job off, or reschedule it as the handler asked. One
- * cancelled while it ran (interrupted) is left as it is: cancelled, not retried, not failed.
+ * A handler that failed or died: back the job off, or reschedule it as the handler asked. (One
+ * cancelled while it ran never gets here: its fiber is interrupted, see heartbeat.ts.)
  */
 const settleFailure = (
   storage: StorageShape,
   job: StoredJob,
   owned: boolean,
-  cause: Cause.Cause<JobFailed | RetryAt | Heartbeat.JobCancelled>,
+  cause: Cause.Cause<JobFailed | RetryAt>,
   maxAttempts: number | undefined
 ) =>
   Effect.gen(function*() {
     const id = formatHandle(job)
-    const failed = Cause.failureOption(cause)
-    if (failed._tag === "Some" && failed.value._tag === "JobCancelled") {
-      yield* Effect.logInfo(`job ${id}: cancelled while it ran; its handler was interrupted`)
-      return yield* Effect.fail(new WorkFail({ reason: failed.value.message }))
-    }
-    const failure = Option.filter(failed, (f): f is JobFailed | RetryAt => f._tag !== "JobCancelled")
+    const failure = Cause.failureOption(cause)
     const reason = failure._tag === "Some"
       ? failure.value._tag === "JobFailed" ? failure.value.reason : `retry at ${String(failure.value.when)}`
       : Cause.pretty(cause)

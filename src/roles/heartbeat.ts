@@ -4,26 +4,19 @@
  * one UPDATE per shard, for all the jobs in flight there that have run at least one interval
  * (a shorter job costs no write), records the heartbeat and moves their lease to now + `lease`,
  * fenced by their tokens (Storage.heartbeat). A job it finds cancelled is interrupted (Effect
- * interruption: its finalizers run) and ends with `JobCancelled`; one it finds lost (leased
+ * interruption of the job's own fiber: its finalizers run); one it finds lost (leased
  * again elsewhere, or gone) is logged and left to run: its completion will be fenced.
  *
  * Jobs without a lease token (a Perl dispatcher's, or a database without migration 4) are run
  * as they are, without heartbeats.
  */
-import { Clock, Data, Duration, Effect, FiberId, Schedule } from "effect"
+import { Clock, Duration, Effect, FiberId, Schedule } from "effect"
 import type { Scope, Fiber } from "effect"
 import { formatHandle } from "../Job.js"
 import type { StoredJob } from "../Job.js"
 import type { StorageShape } from "../storage/Storage.js"
 import * as Defaults from "./defaults.js"
 import { heartbeatWrites, jobsInterrupted } from "./metrics.js"
-
-/** The job was cancelled while it ran: its handler was interrupted; it stays cancelled (not retried, not failed). */
-export class JobCancelled extends Data.TaggedError("JobCancelled")<{ readonly dbid: number; readonly jobid: number }> {
-  override get message(): string {
-    return `job ${this.dbid}:${this.jobid} was cancelled while it ran; its handler was interrupted`
-  }
-}
 
 export interface HeartbeatOptions {
   /** How far a heartbeat moves the lease (default: the dispatchers' default lease). */
@@ -34,10 +27,10 @@ export interface HeartbeatOptions {
 
 export interface Heartbeats {
   /**
-   * Runs `body` for `job`, heartbeating it while it runs (if it has a lease token); fails with
-   * `JobCancelled` (body interrupted) if a heartbeat finds it cancelled.
+   * Runs `body` for `job`, heartbeating it while it runs (if it has a lease token); a
+   * heartbeat that finds it cancelled interrupts the job's fiber.
    */
-  readonly hold: <A, E, R>(job: StoredJob, body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | JobCancelled, R>
+  readonly hold: <A, E, R>(job: StoredJob, body: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
 
 interface InFlight {
@@ -115,7 +108,7 @@ export const make = (
     // worker and broke the batching of completions. A cancel interrupts the job's own fiber
     // instead (the Gearman worker forks one per job and answers WORK_FAIL for one interrupted
     // while not stopping), so the handler's finalizers run and nothing settles the row.
-    const hold = <A, E, R>(job: StoredJob, body: Effect.Effect<A, E, R>): Effect.Effect<A, E | JobCancelled, R> =>
+    const hold = <A, E, R>(job: StoredJob, body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       job.lease === undefined ?
         body :
         Effect.flatMap(Clock.currentTimeMillis, (since) =>
