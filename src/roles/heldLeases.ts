@@ -1,15 +1,16 @@
 /**
  * The leases a dispatcher (QueueRunner, Injector) holds for the jobs it handed to job servers
  * (docs/job-life.md, "Leases held while someone holds the job"). Per job-server connection it
- * remembers the jobs that connection accepted (dbid, jobid, the lease written); every lease / 3 it
- * extends them while the connection is unbroken (gearmand holds them, and re-queues one whose
- * worker dies), one UPDATE per shard; when the connection breaks (gearmand died or restarted:
- * what it held is gone), the jobs handed there that no heartbeat holds are made due at once, one
- * UPDATE per shard. A job leaves when an extension no longer finds it on its lease (completed,
- * rescheduled, failed, cancelled, or leased again by someone else), or when, held a whole lease
- * already, its job server no longer knows its handle (GET_STATUS): a row whose Gearman job ended
- * without the row changing (its worker died between WORK_COMPLETE and the DELETE, or a DELETE
- * failed) is then left to its lease, as before.
+ * remembers the jobs that connection accepted (dbid, jobid, the lease written). Every second it
+ * forgets those no longer on their lease (completed, mostly: one read per shard whose cost
+ * follows the rows still leased); every lease / 3 it extends the rest while the connection is
+ * unbroken (gearmand holds them, and re-queues one whose worker dies), one UPDATE per 1,000 jobs;
+ * when the connection breaks (gearmand died or restarted: what it held is gone), the jobs handed
+ * there that no heartbeat holds are made due at once. A job leaves when a check or an extension
+ * no longer finds it on its lease (completed, rescheduled, failed, cancelled, or leased again by
+ * someone else), or when, held a whole lease already, its job server no longer knows its handle
+ * (GET_STATUS): a row whose Gearman job ended without the row changing (its worker died between
+ * WORK_COMPLETE and the DELETE, or a DELETE failed) is then left to its lease, as before.
  */
 import { Clock, Duration, Effect, Queue, Schedule } from "effect"
 import type { Scope } from "effect"
@@ -133,44 +134,86 @@ export const make = (options: HeldLeasesOptions): Effect.Effect<HeldLeases, neve
         { discard: true }
       )
 
-    /** One extension: every job held on an unbroken connection, one UPDATE per shard. */
-    const extend = Effect.gen(function*() {
-      const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-      yield* forgetEnded(now)
-      const perShard = new Map<number, Array<Map<number, Entry>>>()
+    /** The sets of every unbroken connection, per shard (a broken one's set goes to `release`). */
+    const perShard = () => {
+      const shards = new Map<number, Array<Map<number, Entry>>>()
       for (const [server, c] of byServer) {
         if (gearman.connectionId(server) !== c.id) {
           drop(server)
           continue
         }
         for (const [dbid, ids] of c.jobs) {
-          if (ids.size > 0) perShard.set(dbid, [...(perShard.get(dbid) ?? []), ids])
+          if (ids.size === 0) continue
+          const sets = shards.get(dbid)
+          if (sets === undefined) shards.set(dbid, [ids])
+          else sets.push(ids)
         }
       }
-      const until = now + lease
-      for (const [dbid, sets] of perShard) {
-        const held = sets.flatMap(heldOf)
-        const found = yield* storage.extendLeases(dbid, held, until).pipe(
-          Effect.map((ids) => new Set(ids)),
-          Effect.catchAll((e) =>
-            Effect.as(
-              Effect.logWarning(`extending ${held.length} lease(s) failed; retried next time: ${e.message}`),
-              undefined
+      return shards
+    }
+
+    /**
+     * Runs `step` on each shard's held jobs and keeps only those it returns. An entry handed again
+     * meanwhile (a new object under its jobid) is kept: the step saw the old one.
+     */
+    const sweep = (
+      what: string,
+      step: (
+        dbid: number,
+        held: ReadonlyArray<HeldLease>
+      ) => Effect.Effect<ReadonlyArray<number>, { readonly message: string }>,
+      kept: (e: Entry) => void
+    ) =>
+      Effect.suspend(() =>
+        Effect.forEach(perShard(), ([dbid, sets]) => {
+          const seen = sets.map((ids) => new Map(ids))
+          const held = seen.flatMap(heldOf)
+          return step(dbid, held).pipe(
+            Effect.map((ids) => {
+              const found = new Set(ids)
+              sets.forEach((ids, i) => {
+                for (const [jobid, e] of seen[i]!) {
+                  if (found.has(jobid)) kept(e)
+                  else if (ids.get(jobid) === e) ids.delete(jobid)
+                }
+              })
+              return found.size
+            }),
+            Effect.catchAll((e) =>
+              Effect.as(Effect.logWarning(`${what} ${held.length} lease(s) failed; retried next time: ${e.message}`), 0)
             )
           )
-        )
-        if (found === undefined) continue
-        leasesExtended.unsafeUpdate(found.size, options.tags)
-        for (const ids of sets) {
-          for (const [jobid, e] of ids) {
-            if (found.has(jobid)) e.leases = [until]
-            else ids.delete(jobid)
-          }
-        }
-      }
+        })
+      ).pipe(Effect.map((counts) => counts.reduce((a, b) => a + b, 0)))
+
+    /**
+     * Forgets the jobs no longer on their lease (completed mostly): one read per shard through the
+     * `run_after` index, so its cost follows the rows still leased, and the set stays small
+     * between extensions.
+     */
+    const prune = sweep("checking", (dbid, held) => storage.leasesHeld(dbid, held), () => {})
+
+    /** One extension: every job still held on an unbroken connection, one UPDATE per 1,000 jobs. */
+    const extend = Effect.gen(function*() {
+      const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+      yield* forgetEnded(now)
+      const until = now + lease
+      const extended = yield* sweep("extending", (dbid, held) => storage.extendLeases(dbid, held, until), (e) => {
+        e.leases = [until]
+      })
+      leasesExtended.unsafeUpdate(extended, options.tags)
     })
-    const every = Duration.millis(Math.max(100, (lease * 1000) / 3))
-    yield* Effect.forkScoped(Effect.repeat(Effect.delay(extend, every), Schedule.forever))
+
+    // Pruned every second (or a third of the lease, if shorter); extended every third of the lease.
+    const everyMs = Math.max(100, (lease * 1000) / 3)
+    const tickMs = Math.min(everyMs, 1000)
+    let lastExtension = yield* Clock.currentTimeMillis
+    const tick = Effect.flatMap(Clock.currentTimeMillis, (nowMs) => {
+      if (nowMs - lastExtension < everyMs - tickMs / 2) return Effect.asVoid(prune)
+      lastExtension = nowMs
+      return extend
+    })
+    yield* Effect.forkScoped(Effect.repeat(Effect.delay(tick, Duration.millis(tickMs)), Schedule.forever))
 
     const handed = (jobs: ReadonlyArray<Handed>, before: ReadonlyMap<string, number | undefined>) =>
       Effect.gen(function*() {

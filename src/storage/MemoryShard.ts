@@ -282,6 +282,16 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       })
     }
 
+    const onLeases: ShardBackend["onLeases"] = (leases, lo, hi) =>
+      guard(Effect.map(Ref.get(table), (t) => {
+        const ours = new Set(leases)
+        return [...t.rows.values()].flatMap((job) =>
+          job.jobid >= lo && job.jobid <= hi && ours.has(job.runAfter)
+            ? [{ jobid: job.jobid, runAfter: job.runAfter }]
+            : []
+        )
+      }))
+
     const extendLeases: ShardBackend["extendLeases"] = (jobids, leases, leaseUntil) =>
       guard(Ref.modify(table, (t): [ReadonlyArray<number>, Table] => {
         const held = onLease(t, jobids, leases)
@@ -312,6 +322,7 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
       maxArgBytes: guard(Effect.succeed(Number.MAX_SAFE_INTEGER)),
       insert,
       claimDue,
+      onLeases,
       extendLeases,
       releaseLeases,
       setRunAfter: (jobids, runAfter, error) =>

@@ -176,6 +176,17 @@ export interface ShardBackend {
     error?: { readonly text: string; readonly at: number }
   ) => Effect.Effect<number, ShardFailure>
   /**
+   * The rows on one of `leases` (a dispatcher's own `run_after`s) with a jobid in `[lo, hi]`:
+   * which of the jobs a dispatcher holds are still on its lease, read without a write. Through the
+   * `run_after` index (its entries carry the jobid), so the cost follows the rows still leased,
+   * not the many already completed.
+   */
+  readonly onLeases: (
+    leases: ReadonlyArray<number>,
+    lo: number,
+    hi: number
+  ) => Effect.Effect<ReadonlyArray<{ readonly jobid: number; readonly runAfter: number }>, ShardFailure>
+  /**
    * A dispatcher's lease extension (docs/job-life.md, "Leases held while someone holds the job"):
    * in one UPDATE, the rows among `jobids` whose `run_after` is still one of `leases` (the leases
    * that dispatcher wrote: nobody completed, rescheduled, failed, deferred or cancelled them

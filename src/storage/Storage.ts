@@ -140,6 +140,13 @@ export interface HeldLease {
 const leasesOf = (held: ReadonlyArray<HeldLease>): ReadonlyArray<number> => [...new Set(held.map((h) => h.lease))]
 /** The distinct jobs of `held` (a job may come with two candidate leases). */
 const jobidsOf = (held: ReadonlyArray<HeldLease>): ReadonlyArray<number> => [...new Set(held.map((h) => h.jobid))]
+/** Jobs (or distinct leases) per lease statement: far below a prepared statement's 65,535 placeholders. */
+const LEASES_CHUNK = 1000
+const chunksOf = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
 
 export interface StorageShape {
   /** The configured shard ids, ascending. */
@@ -175,9 +182,18 @@ export interface StorageShape {
     error?: string
   ) => Effect.Effect<number, ShardOperationError>
   /**
+   * Which of the jobs a dispatcher holds on one shard are still on the lease it wrote (nobody
+   * completed, rescheduled, failed, cancelled or leased them again): one read, no write, whose
+   * cost follows the rows still leased (the dispatcher's cheap, frequent pruning).
+   */
+  readonly leasesHeld: (
+    dbid: number,
+    held: ReadonlyArray<HeldLease>
+  ) => Effect.Effect<ReadonlyArray<number>, ShardOperationError>
+  /**
    * Extends, on one shard, the leases a dispatcher holds for jobs it handed to a job server whose
    * connection is unbroken: each job still on the lease it wrote (`HeldLease.lease`) is leased
-   * until `leaseUntil`, in one UPDATE. Returns the jobids still held (the others are done with:
+   * until `leaseUntil`, one UPDATE per 1,000 jobs. Returns the jobids still held (the others are done with:
    * completed, rescheduled, failed, cancelled, or leased again by someone else).
    */
   readonly extendLeases: (
@@ -188,7 +204,8 @@ export interface StorageShape {
   /**
    * Frees, on one shard, jobs a dispatcher handed to a job server whose connection broke: each
    * job still on the lease it wrote and not held by a heartbeat (one within `leaseSeconds` of
-   * `now`, with migration 4) is due at `now`, its lease dropped (its token kept), in one UPDATE.
+   * `now`, with migration 4) is due at `now`, its lease dropped (its token kept), one UPDATE per
+   * 1,000 jobs.
    * Returns how many.
    */
   readonly releaseLeases: (
@@ -780,22 +797,61 @@ export const make = (
           fenced.slice(0, 20).map((jobid) => `${b.dbid}:${jobid}`).join(", ")
         }`
       ).pipe(Effect.zipLeft(Effect.sync(() => completionsFenced.unsafeUpdate(fenced.length, []))))
+    const leasesHeld = (dbid: number, held: ReadonlyArray<HeldLease>) =>
+      held.length === 0 ? Effect.succeed([]) : Effect.gen(function*() {
+        const wanted = new Map<number, Set<number>>()
+        let lo = Number.MAX_SAFE_INTEGER
+        let hi = 0
+        for (const h of held) {
+          const leases = wanted.get(h.jobid)
+          if (leases === undefined) wanted.set(h.jobid, new Set([h.lease]))
+          else leases.add(h.lease)
+          if (h.jobid < lo) lo = h.jobid
+          if (h.jobid > hi) hi = h.jobid
+        }
+        const found: Array<number> = []
+        for (const leases of chunksOf(leasesOf(held), LEASES_CHUNK)) {
+          const rows = yield* shardOp(dbid, "leasesHeld", (b) => b.onLeases(leases, lo, hi))
+          for (const row of rows) if (wanted.get(row.jobid)?.has(row.runAfter) === true) found.push(row.jobid)
+        }
+        return found
+      })
+
+    /** `held` cut into parts of at most LEASES_CHUNK jobs (a job's candidate leases stay together). */
+    const heldChunks = (held: ReadonlyArray<HeldLease>): Array<ReadonlyArray<HeldLease>> => {
+      const byJob = new Map<number, Array<HeldLease>>()
+      for (const h of held) {
+        const group = byJob.get(h.jobid)
+        if (group === undefined) byJob.set(h.jobid, [h])
+        else group.push(h)
+      }
+      return chunksOf([...byJob.values()], LEASES_CHUNK).map((groups) => groups.flat())
+    }
+
+    // In parts: one statement naming every held job would pass the 65,535 placeholders a MySQL
+    // prepared statement allows, and hold its row locks the longer.
     const extendLeases = (dbid: number, held: ReadonlyArray<HeldLease>, leaseUntil: number) =>
       Effect.zipRight(
         checkRunAfter(leaseUntil),
-        held.length === 0
-          ? Effect.succeed([])
-          : shardOp(dbid, "extendLeases", (b) => b.extendLeases(jobidsOf(held), leasesOf(held), leaseUntil))
+        Effect.map(
+          Effect.forEach(
+            heldChunks(held),
+            (part) => shardOp(dbid, "extendLeases", (b) => b.extendLeases(jobidsOf(part), leasesOf(part), leaseUntil))
+          ),
+          (parts) => parts.flat()
+        )
       )
 
     const releaseLeases = (dbid: number, held: ReadonlyArray<HeldLease>, now: number, leaseSeconds: number) =>
-      held.length === 0
-        ? Effect.succeed(0)
-        : shardOp(
-          dbid,
-          "releaseLeases",
-          (b) => b.releaseLeases(jobidsOf(held), leasesOf(held), now, heartbeatCutoff(now, leaseSeconds))
-        )
+      Effect.map(
+        Effect.forEach(heldChunks(held), (part) =>
+          shardOp(
+            dbid,
+            "releaseLeases",
+            (b) => b.releaseLeases(jobidsOf(part), leasesOf(part), now, heartbeatCutoff(now, leaseSeconds))
+          )),
+        (counts) => counts.reduce((a, b) => a + b, 0)
+      )
 
     const complete = (handles: ReadonlyArray<HeldJobId>) =>
       Effect.map(
@@ -1119,6 +1175,7 @@ export const make = (
       claimDue,
       heartbeat,
       defer,
+      leasesHeld,
       extendLeases,
       releaseLeases,
       complete,

@@ -302,6 +302,13 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         yield* Client.failedJob(failed!)
         yield* storage.cancel(cancelled!)
         yield* TestClock.adjust("10 seconds")
+        // The check without a write finds the same two, whatever else is named with them.
+        const stillHeld = yield* storage.leasesHeld(dbid, [
+          ...held,
+          { jobid: kept!.jobid, lease: T0 + 31 },
+          { jobid: done!.jobid + 1_000_000, lease: T0 + 30 }
+        ])
+        assert.deepStrictEqual([...stillHeld].sort((a, b) => a - b), [kept!.jobid, released!.jobid])
         const extended = yield* storage.extendLeases(dbid, held, T0 + 40)
         assert.deepStrictEqual([...extended].sort((a, b) => a - b), [kept!.jobid, released!.jobid])
         const keptRow = yield* stored(kept!)
@@ -347,8 +354,32 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         )
         assert.strictEqual((yield* stored(beaten!)).runAfter, T0 + 30, "held by its heartbeat")
         // Nothing held: nothing asked of the shard.
+        assert.deepStrictEqual(yield* storage.leasesHeld(dbid, []), [])
         assert.deepStrictEqual(yield* storage.extendLeases(dbid, [], T0 + 50), [])
         assert.strictEqual(yield* storage.releaseLeases(dbid, [], T0 + 10, 30), 0)
+      }))
+
+    test("a dispatcher holding more jobs than one statement may name: checked, extended and released in parts", ({ storage }) =>
+      Effect.gen(function*() {
+        const outcomes = yield* Client.insertJobs(
+          Array.from({ length: 3 }, (_, i) => ({ funcname: "many", arg: `${i}` }))
+        )
+        const dbid = outcomes[0]!.handle.dbid
+        const claimed = yield* storage.claimDue(dbid, 10, "30 seconds")
+        assert.strictEqual(claimed.length, 3)
+        // 70,000 jobs handed (two candidate leases each: 140,000 pairs), all but three done with
+        // already: one statement naming them all would pass MySQL's 65,535 placeholders.
+        const top = Math.max(...claimed.map((j) => j.jobid))
+        const held = [
+          ...Array.from({ length: 69_997 }, (_, i) => top + 1 + i),
+          ...claimed.map((j) => j.jobid)
+        ].flatMap((jobid) => [{ jobid, lease: T0 + 29 }, { jobid, lease: T0 + 30 }])
+        const ids = claimed.map((j) => j.jobid).sort((a, b) => a - b)
+        assert.deepStrictEqual([...(yield* storage.leasesHeld(dbid, held))].sort((a, b) => a - b), ids)
+        assert.deepStrictEqual([...(yield* storage.extendLeases(dbid, held, T0 + 40))].sort((a, b) => a - b), ids)
+        const now = held.map((h) => ({ jobid: h.jobid, lease: T0 + 40 }))
+        assert.strictEqual(yield* storage.releaseLeases(dbid, now, T0, 30), 3)
+        assert.strictEqual((yield* storage.claimDue(dbid, 10, "30 seconds")).length, 3)
       }))
 
     test("reschedule and defer move run_after; failedJob backs off and stores the failcount", ({ storage }) =>

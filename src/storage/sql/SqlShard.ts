@@ -135,6 +135,11 @@ export interface Dialect<C extends Capabilities> {
   readonly begin: string
   /** `IN (...)` for a list (ids, function names). */
   readonly inList: (values: ReadonlyArray<number | string>) => InList
+  /**
+   * The rows among `jobs` each still under its lease token, as one condition whose text depends
+   * on the count alone (MySQL prepares each distinct statement text).
+   */
+  readonly tokenedIn: (jobs: ReadonlyArray<readonly [jobid: number, token: string]>) => InList
   /** A query listing the `job` table's column names (as `name`): migration 2's are looked for at open. */
   readonly jobColumns: string
   /** What the claim's SELECT adds to lock its rows (`FOR UPDATE SKIP LOCKED`; nothing in SQLite). */
@@ -494,33 +499,25 @@ export const make = <C extends Capabilities>(
 
     /**
      * The rows of `jobs`, each fenced by its token when it has one (and the table has the
-     * column): `jobid IN (…)` for those without, `(lease_token = ? AND jobid IN (…))` per token (a
-     * claimed batch shares one), OR'ed: one condition, so a batch stays one statement.
+     * column): `jobid IN (…)` for those without, OR'ed with the dialect's condition for the
+     * tokened ones: one condition, so a batch stays one statement.
      */
     const heldCondition = (jobs: ReadonlyArray<HeldRow>, leases: boolean): InList => {
       const plain: Array<number> = []
-      const byToken = new Map<string, Array<number>>()
+      const tokened: Array<readonly [number, string]> = []
       for (const j of jobs) {
         if (!leases || j.lease === undefined) plain.push(j.jobid)
-        else {
-          const ids = byToken.get(j.lease)
-          if (ids === undefined) byToken.set(j.lease, [j.jobid])
-          else ids.push(j.jobid)
-        }
+        else tokened.push([j.jobid, j.lease])
       }
-      const parts: Array<string> = []
-      const params: Array<unknown> = []
+      const parts: Array<InList> = []
       if (plain.length > 0) {
         const ids = dialect.inList(plain)
-        parts.push(`jobid IN ${ids.sql}`)
-        params.push(...ids.params)
+        parts.push({ sql: `jobid IN ${ids.sql}`, params: ids.params })
       }
-      for (const [token, jobids] of byToken) {
-        const ids = dialect.inList(jobids)
-        parts.push(`(lease_token = ? AND jobid IN ${ids.sql})`)
-        params.push(token, ...ids.params)
-      }
-      return { sql: parts.length === 1 ? parts[0]! : `(${parts.join(" OR ")})`, params }
+      if (tokened.length > 0) parts.push(dialect.tokenedIn(tokened))
+      return parts.length === 1
+        ? parts[0]!
+        : { sql: `(${parts.map((p) => p.sql).join(" OR ")})`, params: parts.flatMap((p) => p.params) }
     }
 
     /**
@@ -678,6 +675,19 @@ export const make = <C extends Capabilities>(
               })
             )
             : Effect.succeed(Option.none())),
+      onLeases: (leases, lo, hi) =>
+        withConnection((conn) =>
+          Effect.gen(function*() {
+            if (leases.length === 0) return []
+            const ours = dialect.inList(leases)
+            const rows = yield* classified(conn.execute(
+              `SELECT jobid, run_after FROM job WHERE run_after IN ${ours.sql} AND jobid BETWEEN ? AND ?`,
+              [...ours.params, lo, hi],
+              undefined
+            ))
+            return yield* Effect.mapError(decodeLeasedRows(rows), badData("leased rows"))
+          })
+        ),
       extendLeases: (jobids, leases, leaseUntil) =>
         withConnection((conn, _caps, life) =>
           Effect.gen(function*() {
@@ -846,6 +856,19 @@ export const make = <C extends Capabilities>(
   })
 
 const JobidRows = Schema.Array(Schema.Struct({ jobid: LenientInt }))
+const decodeLeasedRows = Schema.decodeUnknown(
+  Schema.Array(
+    Schema.transform(
+      Schema.Struct({ jobid: LenientInt, run_after: LenientInt }),
+      Schema.Struct({ jobid: Schema.Number, runAfter: Schema.Number }),
+      {
+        strict: true,
+        decode: (r) => ({ jobid: r.jobid, runAfter: r.run_after }),
+        encode: (r) => ({ jobid: r.jobid, run_after: r.runAfter })
+      }
+    )
+  )
+)
 /** `SELECT jobid …` rows as jobids. */
 const decodeJobids = (rows: unknown) =>
   Effect.mapError(Schema.decodeUnknown(JobidRows)(rows), badData("jobid")).pipe(

@@ -189,6 +189,15 @@ const inList = (values: ReadonlyArray<number | string>) => {
   return { sql: `(${placeholders(padded.length)})`, params: padded }
 }
 
+/** `(jobid, lease_token) IN ((?,?),...)`, padded like inList (a range on the primary key). */
+const tokenedIn = (jobs: ReadonlyArray<readonly [number, string]>) => {
+  const padded = padIds(jobs)
+  return {
+    sql: `(jobid, lease_token) IN (${padded.map(() => "(?,?)").join(",")})`,
+    params: padded.flat()
+  }
+}
+
 const changes = (raw: unknown) => Effect.map(decodeHeader(raw), (h) => h.affectedRows)
 
 const rowParams = (r: ValidNewJob) => [r.funcname, r.uniqkey, r.coalesce, bytesView(r.arg), r.runAfter, r.flag]
@@ -389,6 +398,7 @@ export const dialect = (shard: ShardConfig, options: MysqlShardOptions = {}): Di
   // run_after index and then moving rows within it deadlock each other.
   begin: "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN",
   inList,
+  tokenedIn,
   jobColumns:
     "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'job'",
   lockRows: (caps) => ` FOR UPDATE${caps.skipLocked ? " SKIP LOCKED" : ""}`,

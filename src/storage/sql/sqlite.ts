@@ -108,6 +108,24 @@ const inList = (values: ReadonlyArray<number | string>) => ({
   params: [JSON.stringify([...new Set(values)])]
 })
 
+/** Per token (a claimed batch shares one), `(lease_token = ? AND jobid IN (…))`, OR'ed. */
+const tokenedIn = (jobs: ReadonlyArray<readonly [number, string]>) => {
+  const byToken = new Map<string, Array<number>>()
+  for (const [jobid, token] of jobs) {
+    const ids = byToken.get(token)
+    if (ids === undefined) byToken.set(token, [jobid])
+    else ids.push(jobid)
+  }
+  const groups = [...byToken].map(([token, ids]) => {
+    const list = inList(ids)
+    return { sql: `(lease_token = ? AND jobid IN ${list.sql})`, params: [token, ...list.params] }
+  })
+  return {
+    sql: groups.length === 1 ? groups[0]!.sql : `(${groups.map((g) => g.sql).join(" OR ")})`,
+    params: groups.flatMap((g) => g.params)
+  }
+}
+
 /** Opens the file, sets the connection up and applies the migrations. */
 const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) => (scope: Scope.Scope) =>
   Effect.gen(function*() {
@@ -203,6 +221,7 @@ export const dialect = (
   // SQLITE_BUSY halfway when another process wrote meanwhile.
   begin: "BEGIN IMMEDIATE",
   inList,
+  tokenedIn,
   jobColumns: "SELECT name FROM pragma_table_info('job')",
   lockRows: () => "",
   claimIndex: "",
