@@ -108,15 +108,16 @@ export const make = (
     // worker and broke the batching of completions. A cancel interrupts the job's own fiber
     // instead (the Gearman worker forks one per job and answers WORK_FAIL for one interrupted
     // while not stopping), so the handler's finalizers run and nothing settles the row.
+    const clock = yield* Effect.clock
     const hold = <A, E, R>(job: StoredJob, body: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       job.lease === undefined ?
         body :
-        Effect.flatMap(Clock.currentTimeMillis, (since) =>
-          Effect.withFiberRuntime<A, E, R>((fiber) => {
-            const entry: InFlight = { job, since, fiber, cancelled: false, lostSaid: false }
-            inFlight.add(entry)
-            return Effect.ensuring(body, Effect.sync(() => void inFlight.delete(entry)))
-          }))
+        Effect.withFiberRuntime<A, E, R>((fiber) => {
+          const since = clock.unsafeCurrentTimeMillis()
+          const entry: InFlight = { job, since, fiber, cancelled: false, lostSaid: false }
+          inFlight.add(entry)
+          return Effect.ensuring(body, Effect.sync(() => void inFlight.delete(entry)))
+        })
 
     return { hold }
   })
