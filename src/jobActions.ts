@@ -11,13 +11,20 @@ import { DEFAULT_LEASE } from "./roles/QueueRunner.js"
 import { Storage } from "./storage/Storage.js"
 
 /**
- * Whether a job may be in a worker's hands right now. Without a schema change this is read from
- * `run_after` alone: a dispatcher leases a job by moving it to now + lease, so a job due within a
- * lease from now may be running. (A job backing off after a failure, or scheduled that soon, looks
- * the same: those take `force`.)
+ * Whether a job may be in a worker's hands right now. A lease our dispatchers wrote says so
+ * exactly (`leased_until = run_after`, migration 2: states dispatched and running), however long
+ * the runners' lease is. A Perl QueueRunner's claim writes `run_after` alone, so without that
+ * mark a job due within a lease from now may be running too. (A job backing off after a failure,
+ * or scheduled that soon, looks the same: those take `force`.)
  */
-export const mayBeDispatched = (job: { readonly runAfter: number }, now: number, leaseSeconds: number): boolean =>
-  job.runAfter > now && job.runAfter <= now + leaseSeconds
+export const mayBeDispatched = (
+  job: { readonly runAfter: number; readonly leasedUntil?: number | null | undefined },
+  now: number,
+  leaseSeconds: number
+): boolean => job.runAfter > now && (leasedByUs(job) || job.runAfter <= now + leaseSeconds)
+
+const leasedByUs = (job: { readonly runAfter: number; readonly leasedUntil?: number | null | undefined }) =>
+  job.leasedUntil !== null && job.leasedUntil !== undefined && job.leasedUntil === job.runAfter
 
 /** What an action did to one job. */
 export type ActionOutcome =
@@ -54,10 +61,13 @@ export interface JobAction {
 const leaseSecondsOf = (lease: Duration.DurationInput | undefined) =>
   Math.ceil(Duration.toSeconds(Duration.decode(lease ?? DEFAULT_LEASE)))
 
-const dispatchedReason = (job: StoredJob, now: number, leaseSeconds: number, what: string) =>
-  `job ${formatHandle(job)} may be running right now: its run_after is in ${job.runAfter - now} s, within a lease ` +
-  `(${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
-  what
+const dispatchedReason = (job: JobRecord, now: number, leaseSeconds: number, what: string) =>
+  leasedByUs(job)
+    ? `job ${formatHandle(job)} is dispatched: leased for ${job.runAfter - now} s more; ${what}`
+    : `job ${formatHandle(job)} may be running right now: its run_after is in ${
+      job.runAfter - now
+    } s, within a lease (${leaseSeconds} s) of now, as a dispatched job's is (a job backing off after a failure looks the same); ` +
+      what
 
 type Act = (job: StoredJob, now: number) => Effect.Effect<ActionOutcome, ShardOperationError | JobLifeMissing, Storage>
 
