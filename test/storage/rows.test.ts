@@ -3,8 +3,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Schema } from "effect"
 import { fastJobRow } from "../../src/Job.js"
 import {
+  ClaimLeaseRow,
+  decodeClaimLeases,
   decodeHeader,
   decodeReturned,
+  isClaimLeaseRow,
   isResultHeader,
   isReturnedRow,
   jobsFromRows,
@@ -65,6 +68,42 @@ describe("SQL rows", () => {
         JSON.stringify(bad)
       )
     }
+  })
+
+  it("a claim's lease columns: the guard and the ClaimLeaseRow schema agree on every row", () => {
+    const token = "0123456789abcdef0123456789abcdef"
+    const values = {
+      lease_token: [token, "", null, undefined, 5],
+      heartbeat_at: [null, 0, 1_700_000_000, -1, 1.5, "7", undefined, 2 ** 53]
+    }
+    const base = { jobid: 1, lease_token: token, heartbeat_at: null }
+    const variants: Array<unknown> = [base, "not a row", null]
+    for (const k of Object.keys(values) as Array<keyof typeof values>)
+      for (const v of values[k]) variants.push({ ...base, [k]: v })
+    const decodeWithSchema = Schema.decodeUnknownEither(ClaimLeaseRow)
+    let guarded = 0
+    for (const variant of variants) {
+      const what = JSON.stringify(variant)
+      if (!isClaimLeaseRow(variant)) continue
+      guarded++
+      const slow = decodeWithSchema(variant)
+      assert.isTrue(Either.isRight(slow), what)
+      if (Either.isRight(slow)) {
+        assert.deepStrictEqual(
+          slow.right,
+          { lease_token: variant.lease_token, heartbeat_at: variant.heartbeat_at },
+          what
+        )
+      }
+    }
+    assert.isAbove(guarded, 4)
+    // A numeric-string heartbeat is not the guard's shape: the schema decodes it; a bad row is refused.
+    const decoded = Effect.runSync(decodeClaimLeases([base, { ...base, heartbeat_at: "7" }]))
+    assert.deepStrictEqual(decoded.map((r) => r.heartbeat_at), [null, 7])
+    assert.strictEqual(
+      Effect.runSync(Effect.flip(decodeClaimLeases([base, { ...base, lease_token: 5 }])))._tag,
+      "ShardRejected"
+    )
   })
 
   it("RETURNING rows: the guard and the ReturnedRow schema agree on every row", () => {

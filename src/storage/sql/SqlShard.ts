@@ -34,7 +34,7 @@ import type {
   ShardListQuery
 } from "../ShardBackend.js"
 import * as Flow from "./flow.js"
-import { badData, jobsFromRows } from "./rows.js"
+import { badData, decodeClaimLeases, jobsFromRows } from "./rows.js"
 import {
   claimColumns,
   countsFromRows,
@@ -65,10 +65,6 @@ const KEEPS_TOKEN = "lease_token IS NOT NULL AND heartbeat_at IS NULL"
 
 /** What a statement that ends a lease adds (a table with migration 4): its token and heartbeat go. */
 const LEASE_OVER = ", lease_token = NULL, heartbeat_at = NULL"
-
-const decodeClaimLeases = Schema.decodeUnknown(
-  Schema.Array(Schema.Struct({ lease_token: Schema.NullOr(Schema.String), heartbeat_at: Schema.NullOr(LenientInt) }))
-)
 
 const LeaseRow = Schema.Struct({
   jobid: LenientInt,
@@ -389,7 +385,7 @@ export const make = <C extends Capabilities>(
         if (leases) {
           // The token too, in the same UPDATE: the row's own while nobody started the job
           // (no heartbeat: a copy gearmand still holds carries it), else this claim's.
-          const held = yield* Effect.mapError(decodeClaimLeases(raw), badData("lease columns"))
+          const held = yield* decodeClaimLeases(raw)
           yield* changes(
             conn,
             `UPDATE job SET run_after = ?, leased_until = ?, lease_token = CASE WHEN ${KEEPS_TOKEN} THEN lease_token ELSE ? END, heartbeat_at = NULL WHERE jobid IN ${ids.sql}`,

@@ -71,6 +71,30 @@ export const decodeReturned = (rows: unknown): Effect.Effect<ReadonlyArray<Retur
     ? Effect.succeed<ReadonlyArray<ReturnedRow>>(rows)
     : Effect.mapError(decodeReturnedWithSchema(rows), badData("RETURNING rows"))
 
+// -- A claim's lease columns (migration 4) ----------------------------------------------------------
+
+export const ClaimLeaseRow = Schema.Struct({
+  lease_token: Schema.NullOr(Schema.String),
+  heartbeat_at: Schema.NullOr(LenientInt)
+})
+export type ClaimLeaseRow = typeof ClaimLeaseRow.Type
+const decodeClaimLeasesWithSchema = Schema.decodeUnknown(Schema.Array(ClaimLeaseRow))
+
+/** ClaimLeaseRow's guard: the shape both drivers send, two field tests instead of a decode. */
+export const isClaimLeaseRow = (row: unknown): row is ClaimLeaseRow => {
+  if (typeof row !== "object" || row === null || !("lease_token" in row) || !("heartbeat_at" in row)) return false
+  const { heartbeat_at, lease_token } = row
+  return (lease_token === null || typeof lease_token === "string") &&
+    (heartbeat_at === null ||
+      (typeof heartbeat_at === "number" && Number.isSafeInteger(heartbeat_at) && heartbeat_at >= 0))
+}
+
+/** The lease columns of a claim's rows (one per claimed job: on its hot path): the guard, else the schema. */
+export const decodeClaimLeases = (rows: unknown): Effect.Effect<ReadonlyArray<ClaimLeaseRow>, ShardRejected> =>
+  Array.isArray(rows) && rows.every(isClaimLeaseRow)
+    ? Effect.succeed<ReadonlyArray<ClaimLeaseRow>>(rows)
+    : Effect.mapError(decodeClaimLeasesWithSchema(rows), badData("lease columns"))
+
 // -- MySQL's result header (every INSERT / UPDATE / DELETE) -----------------------------------------
 
 /** mysql2's ResultSetHeader: every INSERT / UPDATE / DELETE has one. */
