@@ -65,7 +65,8 @@ describe("migrations on MariaDB", () => {
         ["0003_flow_control", false],
         ["0004_leases", false],
         ["0005_flow_priority", false],
-        ["0006_throughput", false]
+        ["0006_throughput", false],
+        ["0007_traceparent", false]
       ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
       const before = Date.now()
@@ -78,7 +79,8 @@ describe("migrations on MariaDB", () => {
           "0003_flow_control",
           "0004_leases",
           "0005_flow_priority",
-          "0006_throughput"
+          "0006_throughput",
+          "0007_traceparent"
         ],
         adopted: false
       })
@@ -98,7 +100,8 @@ describe("migrations on MariaDB", () => {
         "3_flow_control",
         "4_leases",
         "5_flow_priority",
-        "6_throughput"
+        "6_throughput",
+        "7_traceparent"
       ])
       const status = yield* Migrate.statusShard(shard)
       assert.isTrue(status.exists)
@@ -125,7 +128,8 @@ describe("migrations on MariaDB", () => {
         "0003_flow_control",
         "0004_leases",
         "0005_flow_priority",
-        "0006_throughput"
+        "0006_throughput",
+        "0007_traceparent"
       ])
       // The Perl table's definition is there as it was, the new columns after it.
       const after = yield* showCreate(shard.database)
@@ -140,7 +144,8 @@ describe("migrations on MariaDB", () => {
         "`leased_until` int(10) unsigned DEFAULT NULL,",
         "`lease_token` char(32) CHARACTER SET ascii COLLATE ascii_bin DEFAULT NULL,",
         "`heartbeat_at` int(10) unsigned DEFAULT NULL,",
-        "`priority` tinyint(4) NOT NULL DEFAULT 0,"
+        "`priority` tinyint(4) NOT NULL DEFAULT 0,",
+        "`traceparent` varchar(55) CHARACTER SET ascii COLLATE ascii_bin DEFAULT NULL,"
       ])
       assert.include(after, "KEY `job_claim` (`priority` DESC,`run_after`)")
       assert.include(after, "KEY `job_lease` (`funcname`,`leased_until`)")
@@ -150,7 +155,8 @@ describe("migrations on MariaDB", () => {
         "3_flow_control",
         "4_leases",
         "5_flow_priority",
-        "6_throughput"
+        "6_throughput",
+        "7_traceparent"
       ])
       const [rows] = yield* adminQuery(`SELECT funcname, ended, last_error FROM \`${shard.database}\`.job`)
       assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl", ended: null, last_error: null }])
@@ -239,7 +245,15 @@ describe("migrations on MariaDB", () => {
       assert.include(failed.message, "0099_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table", "2_job_life", "3_flow_control", "4_leases", "5_flow_priority", "6_throughput"],
+        [
+          "1_job_table",
+          "2_job_life",
+          "3_flow_control",
+          "4_leases",
+          "5_flow_priority",
+          "6_throughput",
+          "7_traceparent"
+        ],
         "the real migrations ran and stay; the broken one is not recorded"
       )
       const fixed = {
@@ -254,6 +268,7 @@ describe("migrations on MariaDB", () => {
         "4_leases",
         "5_flow_priority",
         "6_throughput",
+        "7_traceparent",
         "99_broken"
       ])
     }))
@@ -277,7 +292,7 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [7, 1]])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [8, 1]])
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
@@ -285,6 +300,7 @@ describe("migrations on MariaDB", () => {
         "4_leases",
         "5_flow_priority",
         "6_throughput",
+        "7_traceparent",
         "99_slow"
       ])
     }))
@@ -304,6 +320,7 @@ describe("migrations on MariaDB", () => {
         ["0004_leases", false],
         ["0005_flow_priority", false],
         ["0006_throughput", false],
+        ["0007_traceparent", false],
         ["0099_future", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrate([shard]))[0]!.applied, [])
@@ -344,7 +361,8 @@ describe("migrations on SQLite", () => {
         ["0003_flow_control", true],
         ["0004_leases", true],
         ["0005_flow_priority", true],
-        ["0006_throughput", true]
+        ["0006_throughput", true],
+        ["0007_traceparent", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
