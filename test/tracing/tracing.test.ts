@@ -1,0 +1,235 @@
+// Traces without a collector: the traceparent's rules, the OTLP settings from the variables, the
+// samplers, and the job spans on the memory layers under a recording tracer.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Either, Layer, Option, Tracer } from "effect"
+import type { Context, Exit } from "effect"
+import * as Gearman from "../../src/gearman/Gearman.js"
+import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, fastWorkerJob } from "../../src/Job.js"
+import type { StoredJob } from "../../src/Job.js"
+import * as Client from "../../src/roles/Client.js"
+import * as Injector from "../../src/roles/Injector.js"
+import { Storage } from "../../src/storage/Storage.js"
+import * as StorageLayers from "../../src/storage/Storage.js"
+import { sampleDecision, settingsFromEnv } from "../../src/tracing/Otlp.js"
+import { formatTraceparent, parseTraceparent, traceparentProblem } from "../../src/tracing/traceparent.js"
+import * as Tracing from "../../src/tracing/Tracing.js"
+import { atT0 } from "../support/clock.js"
+
+const TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+describe("traceparent", () => {
+  it("accepts version 00 in lowercase hex; refuses other shapes and all-zero ids", () => {
+    assert.isUndefined(traceparentProblem(TP))
+    assert.isUndefined(traceparentProblem("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"))
+    for (
+      const bad of [
+        TP.toUpperCase(),
+        `${TP} `,
+        TP.replace(/^00/, "01"),
+        TP.slice(0, -1),
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "",
+        42,
+        null
+      ]
+    ) assert.isDefined(traceparentProblem(bad), JSON.stringify(bad))
+  })
+
+  it("parses to ids and the sampled flag, and formats back", () => {
+    assert.deepStrictEqual(parseTraceparent(TP), {
+      traceId: "0af7651916cd43dd8448eb211c80319c",
+      spanId: "b7ad6b7169203331",
+      sampled: true
+    })
+    assert.isFalse(parseTraceparent(TP.replace(/-01$/, "-02"))!.sampled)
+    assert.isUndefined(parseTraceparent("nope"))
+    assert.strictEqual(formatTraceparent(parseTraceparent(TP)!), TP)
+  })
+})
+
+describe("the worker JSON's traceparent", () => {
+  const job: StoredJob = {
+    dbid: 1,
+    jobid: 7,
+    funcname: "f",
+    arg: new Uint8Array([104, 105]),
+    uniqkey: null,
+    coalesce: null,
+    runAfter: 100,
+    flag: "shim",
+    failcount: 0,
+    traceparent: TP
+  }
+
+  it("round-trips through both decoders; absent stays absent", () => {
+    const text = encodeWorkerJson(job)
+    assert.strictEqual(JSON.parse(text).traceparent, TP)
+    assert.deepStrictEqual(fastWorkerJob(text), job)
+    assert.deepStrictEqual(Either.getOrThrow(decodeWorkerJsonWithSchema(text)), job)
+    const { traceparent: _, ...plain } = job
+    assert.notProperty(JSON.parse(encodeWorkerJson(plain)), "traceparent")
+    assert.deepStrictEqual(Either.getOrThrow(decodeWorkerJson(encodeWorkerJson(plain))), plain)
+  })
+
+  it("a malformed traceparent makes the payload a typed rejection; null is none", () => {
+    const bad = JSON.stringify({ ...JSON.parse(encodeWorkerJson(job)), traceparent: "00-xyz" })
+    assert.isUndefined(fastWorkerJob(bad))
+    const rejected = decodeWorkerJson(bad)
+    assert.isTrue(Either.isLeft(rejected) && rejected.left._tag === "InvalidJob")
+    const none = JSON.stringify({ ...JSON.parse(encodeWorkerJson(job)), traceparent: null })
+    assert.notProperty(Either.getOrThrow(decodeWorkerJson(none)), "traceparent")
+  })
+})
+
+describe("OTLP settings from the standard variables", () => {
+  it("off without an endpoint; the traces endpoint as is, the general one with /v1/traces", () => {
+    assert.isTrue(Option.isNone(Either.getOrThrow(settingsFromEnv({}, "queue-runner"))))
+    const general = Option.getOrThrow(
+      Either.getOrThrow(settingsFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318/" }, "queue-runner"))
+    )
+    assert.strictEqual(general.url, "http://127.0.0.1:4318/v1/traces")
+    assert.strictEqual(general.serviceName, "garivini-queue-runner")
+    assert.deepStrictEqual(general.sampler, { name: "parentbased_always_on", ratio: 1 })
+    const own = Option.getOrThrow(Either.getOrThrow(settingsFromEnv({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://ignored:4318",
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://collector/x",
+      OTEL_SERVICE_NAME: "mine",
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: "0.25",
+      OTEL_EXPORTER_OTLP_HEADERS: "a=1,b=x%20y"
+    }, "run")))
+    assert.strictEqual(own.url, "https://collector/x")
+    assert.strictEqual(own.serviceName, "mine")
+    assert.deepStrictEqual(own.sampler, { name: "parentbased_traceidratio", ratio: 0.25 })
+    assert.deepStrictEqual(own.headers, { a: "1", b: "x y" })
+  })
+
+  it("refuses a bad endpoint, sampler or ratio, naming the variable", () => {
+    const variable = (env: Record<string, string>) => {
+      const r = settingsFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318", ...env }, "x")
+      return Either.isLeft(r) ? r.left.variable : "accepted"
+    }
+    assert.strictEqual(variable({ OTEL_EXPORTER_OTLP_ENDPOINT: "ftp://h" }), "OTEL_EXPORTER_OTLP_ENDPOINT")
+    assert.strictEqual(variable({ OTEL_TRACES_SAMPLER: "sometimes" }), "OTEL_TRACES_SAMPLER")
+    assert.strictEqual(variable({ OTEL_TRACES_SAMPLER_ARG: "2" }), "OTEL_TRACES_SAMPLER_ARG")
+    assert.strictEqual(variable({ OTEL_BSP_SCHEDULE_DELAY: "soon" }), "OTEL_BSP_SCHEDULE_DELAY")
+  })
+
+  it("samplers: parent-based ones follow the parent, the others decide alone", () => {
+    const sampledParent = Option.some(Tracer.externalSpan({ traceId: "a".repeat(32), spanId: "b".repeat(16) }))
+    const unsampledParent = Option.some(
+      Tracer.externalSpan({ traceId: "a".repeat(32), spanId: "b".repeat(16), sampled: false })
+    )
+    const decide = (name: Parameters<typeof sampleDecision>[0]["name"], parent: typeof sampledParent, r = 0.5) =>
+      sampleDecision({ name, ratio: 0.3 }, parent, () => r)
+    assert.isTrue(decide("parentbased_always_on", Option.none()))
+    assert.isFalse(decide("parentbased_always_on", unsampledParent))
+    assert.isTrue(decide("parentbased_always_off", sampledParent))
+    assert.isFalse(decide("parentbased_always_off", Option.none()))
+    assert.isFalse(decide("parentbased_traceidratio", Option.none(), 0.5))
+    assert.isTrue(decide("parentbased_traceidratio", Option.none(), 0.1))
+    assert.isTrue(decide("always_on", unsampledParent))
+    assert.isFalse(decide("always_off", sampledParent))
+  })
+})
+
+/** Spans made under it, ended or not. */
+const recordingTracer = () => {
+  const spans: Array<Tracer.Span> = []
+  let n = 0
+  const hex = (width: number) => (++n).toString(16).padStart(width, "0")
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const attributes = new Map<string, unknown>()
+      const span: Tracer.Span = {
+        _tag: "Span",
+        name,
+        spanId: hex(16),
+        traceId: Option.isSome(parent) ? parent.value.traceId : hex(32),
+        parent,
+        context: context as Context.Context<never>,
+        status: { _tag: "Started", startTime },
+        attributes,
+        links,
+        sampled: true,
+        kind,
+        end(endTime: bigint, exit: Exit.Exit<unknown, unknown>) {
+          ;(span as { status: Tracer.SpanStatus }).status = { _tag: "Ended", startTime, endTime, exit }
+        },
+        attribute: (key, value) => void attributes.set(key, value),
+        event: () => {},
+        addLinks: () => {}
+      }
+      spans.push(span)
+      return span
+    },
+    context: (f) => f()
+  })
+  return { spans, tracer }
+}
+
+const memoryLayers = Layer.mergeAll(
+  StorageLayers.layerMemory({ shards: [1] }),
+  Gearman.layerMemory({ servers: Gearman.makeMemoryServers() })
+)
+
+describe("job spans on the memory layers", () => {
+  it.scoped("tracing on: the insert span is a child of the caller's span, and the job stores its context", () => {
+    const { spans, tracer } = recordingTracer()
+    return Effect.gen(function*() {
+      const storage = yield* Storage
+      const outcome = yield* Client.insertJob({ funcname: "traced", arg: "x" }).pipe(Effect.withSpan("caller"))
+      const caller = spans.find((s) => s.name === "caller")!
+      const insert = spans.find((s) => s.name === "garivini.insert")!
+      assert.strictEqual(insert.traceId, caller.traceId)
+      assert.strictEqual(Option.getOrThrow(insert.parent).spanId, caller.spanId)
+      assert.strictEqual(insert.status._tag, "Ended")
+      assert.deepStrictEqual(Object.fromEntries(insert.attributes), {
+        "garivini.funcname": "traced",
+        "garivini.dbid": outcome.handle.dbid,
+        "garivini.jobid": outcome.handle.jobid
+      })
+      const [claimed] = yield* storage.claimDue(1, 10, "30 seconds")
+      assert.strictEqual(claimed!.traceparent, formatTraceparent(insert))
+      // Given explicitly: the insert span continues that trace.
+      yield* Client.insertJob({ funcname: "traced", traceparent: TP })
+      const continued = spans.filter((s) => s.name === "garivini.insert")[1]!
+      assert.strictEqual(continued.traceId, parseTraceparent(TP)!.traceId)
+    }).pipe(
+      Effect.provide(memoryLayers),
+      Effect.provide(Layer.merge(Layer.setTracer(tracer), Tracing.layerEnabled)),
+      atT0
+    )
+  })
+
+  it.scoped("tracing off: no insert span, no traceparent stored, none in the worker JSON", () => {
+    const { spans, tracer } = recordingTracer()
+    return Effect.gen(function*() {
+      const storage = yield* Storage
+      yield* Client.insertJob({ funcname: "plain", arg: "x" }).pipe(Effect.withSpan("caller"))
+      assert.isFalse(spans.some((s) => s.name.startsWith("garivini.")), spans.map((s) => s.name).join(", "))
+      const [claimed] = yield* storage.claimDue(1, 10, "30 seconds")
+      assert.notProperty(JSON.parse(encodeWorkerJson(claimed!)), "traceparent")
+    }).pipe(Effect.provide(memoryLayers), Effect.provide(Layer.setTracer(tracer)), atT0)
+  })
+
+  it.scoped("inject_jobs takes a \"traceparent\" and stores it; a malformed one rejects the request, naming it", () =>
+    Effect.gen(function*() {
+      const storage = yield* Storage
+      // Paused: stored due, so the claim shows what was stored.
+      yield* Client.pauseFunction("injected")
+      const handle = yield* Injector.makeHandler({ queueWatermarkDepth: 0 })
+      const send = (body: unknown) => handle(new TextEncoder().encode(JSON.stringify(body)))
+      yield* send([{ funcname: "injected", arg: "a", traceparent: TP }, { funcname: "injected", arg: "b" }])
+      for (const bad of ["00-nope", TP.toUpperCase(), 5, "00-00000000000000000000000000000000-b7ad6b7169203331-01"]) {
+        const rejected = yield* Effect.flip(send({ funcname: "injected", arg: "x", traceparent: bad }))
+        assert.include(Buffer.from(rejected.data).toString(), "traceparent", JSON.stringify(bad))
+      }
+      const claimed = yield* storage.claimDue(1, 10, "60 seconds")
+      assert.deepStrictEqual(claimed.map((j) => [Buffer.from(j.arg).toString(), j.traceparent]), [
+        ["a", TP],
+        ["b", undefined]
+      ])
+    }).pipe(Effect.provide(memoryLayers), atT0))
+})
