@@ -2,7 +2,8 @@
 // samplers, and the job spans on the memory layers under a recording tracer.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Layer, Option, Tracer } from "effect"
-import type { Context, Exit } from "effect"
+import type { Context, Exit, Console } from "effect"
+import { loggerLayer } from "../../src/cli/logging.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, fastWorkerJob } from "../../src/Job.js"
 import type { StoredJob } from "../../src/Job.js"
@@ -232,4 +233,36 @@ describe("job spans on the memory layers", () => {
         ["b", undefined]
       ])
     }).pipe(Effect.provide(memoryLayers), atT0))
+})
+
+describe("logs with tracing on", () => {
+  /** What the logger writes to stderr for one line logged inside a span. */
+  const logged = (format: "json" | "logfmt", traced: boolean) =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const base = yield* Effect.console
+      const console: Console.Console = {
+        ...base,
+        unsafe: { ...base.unsafe, error: (...args) => void lines.push(args.map(String).join(" ")) }
+      }
+      yield* Effect.log("inside").pipe(
+        Effect.withSpan("work"),
+        Effect.provide(loggerLayer(format, traced)),
+        Effect.withConsole(console)
+      )
+      return lines
+    })
+
+  it.effect("json and logfmt lines carry the trace and span ids; without tracing they do not", () =>
+    Effect.gen(function*() {
+      const [json] = yield* logged("json", true)
+      const fields = JSON.parse(json!)
+      assert.match(fields.annotations["effect.traceId"], /^[0-9a-f]+$/)
+      assert.match(fields.annotations["effect.spanId"], /^[0-9a-f]+$/)
+      const [logfmt] = yield* logged("logfmt", true)
+      assert.match(logfmt!, /effect\.traceId=[0-9a-f]+/)
+      assert.match(logfmt!, /effect\.spanId=[0-9a-f]+/)
+      const [plain] = yield* logged("json", false)
+      assert.notInclude(plain!, "effect.traceId")
+    }))
 })
