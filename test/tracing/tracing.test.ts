@@ -1,7 +1,7 @@
 // Traces without a collector: the traceparent's rules, the OTLP settings from the variables, the
 // samplers, and the job spans on the memory layers under a recording tracer.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Layer, Option, Tracer } from "effect"
+import { Deferred, Effect, Either, Layer, Option, Tracer } from "effect"
 import type { Context, Exit, Console } from "effect"
 import { loggerLayer } from "../../src/cli/logging.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
@@ -9,6 +9,8 @@ import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, fastWor
 import type { StoredJob } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
 import * as Injector from "../../src/roles/Injector.js"
+import * as QueueRunner from "../../src/roles/QueueRunner.js"
+import * as Worker from "../../src/roles/Worker.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
 import { sampleDecision, settingsFromEnv } from "../../src/tracing/Otlp.js"
@@ -197,6 +199,34 @@ describe("job spans on the memory layers", () => {
       yield* Client.insertJob({ funcname: "traced", traceparent: TP })
       const continued = spans.filter((s) => s.name === "garivini.insert")[1]!
       assert.strictEqual(continued.traceId, parseTraceparent(TP)!.traceId)
+    }).pipe(
+      Effect.provide(memoryLayers),
+      Effect.provide(Layer.merge(Layer.setTracer(tracer), Tracing.layerEnabled)),
+      atT0
+    )
+  })
+
+  it.scoped("tracing on, in one process: insert → dispatch (QueueRunner) → run (worker helper), each the child of the last", () => {
+    const { spans, tracer } = recordingTracer()
+    return Effect.gen(function*() {
+      const ran = yield* Deferred.make<string | undefined>()
+      yield* Worker.serve({ tfn: (job) => Effect.asVoid(Deferred.succeed(ran, job.traceparent)) })
+      const { handle } = yield* Client.insertJob({ funcname: "tfn" })
+      const runner = yield* QueueRunner.make({ queueWatermarkDepth: 0 })
+      yield* runner.round
+      const carried = yield* Deferred.await(ran)
+      const run = yield* Effect.repeat(
+        Effect.sync(() => spans.find((s) => s.name === "garivini.run" && s.status._tag === "Ended")),
+        { until: (s) => s !== undefined }
+      )
+      const [insert, dispatch] = ["garivini.insert", "garivini.dispatch"].map((n) => spans.find((s) => s.name === n)!)
+      assert.strictEqual(Option.getOrThrow(dispatch!.parent).spanId, insert!.spanId)
+      assert.strictEqual(Option.getOrThrow(run!.parent).spanId, dispatch!.spanId)
+      assert.isTrue([dispatch!, run!].every((s) => s.traceId === insert!.traceId))
+      // The handler sees the dispatch span's context, as the worker JSON carried it.
+      assert.strictEqual(carried, formatTraceparent(dispatch!))
+      assert.strictEqual(dispatch!.status._tag, "Ended")
+      assert.strictEqual(run!.attributes.get("garivini.jobid"), handle.jobid)
     }).pipe(
       Effect.provide(memoryLayers),
       Effect.provide(Layer.merge(Layer.setTracer(tracer), Tracing.layerEnabled)),
