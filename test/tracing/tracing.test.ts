@@ -8,6 +8,7 @@ import * as Gearman from "../../src/gearman/Gearman.js"
 import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, fastWorkerJob } from "../../src/Job.js"
 import type { StoredJob } from "../../src/Job.js"
 import * as Client from "../../src/roles/Client.js"
+import * as Controller from "../../src/roles/Controller.js"
 import * as Injector from "../../src/roles/Injector.js"
 import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
@@ -227,6 +228,45 @@ describe("job spans on the memory layers", () => {
       assert.strictEqual(carried, formatTraceparent(dispatch!))
       assert.strictEqual(dispatch!.status._tag, "Ended")
       assert.strictEqual(run!.attributes.get("garivini.jobid"), handle.jobid)
+    }).pipe(
+      Effect.provide(memoryLayers),
+      Effect.provide(Layer.merge(Layer.setTracer(tracer), Tracing.layerEnabled)),
+      atT0
+    )
+  })
+
+  it.scoped("low latency, traced: inject_jobs' traceparent → inject → insert and dispatch (Injector) → run (Controller) → run (worker)", () => {
+    const { spans, tracer } = recordingTracer()
+    return Effect.gen(function*() {
+      const ran = yield* Deferred.make<string | undefined>()
+      yield* Injector.serve()
+      yield* Controller.serve()
+      yield* Worker.serve({ llfn: (job) => Effect.asVoid(Deferred.succeed(ran, job.traceparent)) })
+      const gearman = yield* Gearman.Gearman
+      yield* gearman.submit(Injector.INJECT_FUNCTION, JSON.stringify({ funcname: "llfn", traceparent: TP }))
+      const carried = yield* Deferred.await(ran)
+      const ended = (name: string) =>
+        Effect.repeat(
+          Effect.sync(() => spans.filter((s) => s.name === name && s.status._tag === "Ended")),
+          { until: (found) => found.length > 0 }
+        )
+      const [insert] = yield* ended("garivini.insert")
+      const [dispatch] = yield* ended("garivini.dispatch")
+      const runs = yield* ended("garivini.run")
+      // The client's trace goes on: the insert and the dispatch continue its traceparent.
+      const client = parseTraceparent(TP)!
+      assert.strictEqual(Option.getOrThrow(insert!.parent).spanId, client.spanId)
+      assert.strictEqual(Option.getOrThrow(dispatch!.parent).spanId, client.spanId)
+      assert.isTrue([insert!, dispatch!, ...runs].every((s) => s.traceId === client.traceId))
+      // The Controller's run and the worker's both continue the dispatch (the payload goes on as it came).
+      assert.strictEqual(carried, formatTraceparent(dispatch!))
+      yield* Effect.repeat(
+        Effect.sync(() => spans.filter((s) => s.name === "garivini.run" && s.status._tag === "Ended").length),
+        { until: (n) => n >= 2 }
+      )
+      const allRuns = spans.filter((s) => s.name === "garivini.run")
+      assert.strictEqual(allRuns.length, 2)
+      assert.isTrue(allRuns.every((s) => Option.getOrThrow(s.parent).spanId === dispatch!.spanId))
     }).pipe(
       Effect.provide(memoryLayers),
       Effect.provide(Layer.merge(Layer.setTracer(tracer), Tracing.layerEnabled)),
