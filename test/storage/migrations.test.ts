@@ -11,6 +11,7 @@ import { MYSQL, SQLITE } from "../../src/storage/migrations/0001_job_table.js"
 import { clientConfig, openClient } from "../../src/storage/sql/mysql.js"
 import { migrations } from "../../src/storage/migrations/index.js"
 import * as Migrate from "../../src/storage/migrate.js"
+import * as Tracing from "../../src/tracing/Tracing.js"
 import { layer, layerSqlite, Storage } from "../../src/storage/Storage.js"
 import { tempDir } from "../support/files.js"
 import { adminQuery, shardConfig } from "../support/mysql.js"
@@ -224,6 +225,35 @@ describe("migrations on MariaDB", () => {
         Effect.provide(collecting)
       )
       const warnings = lines.filter((l) => l.includes("lacks migration 0004_leases"))
+      assert.strictEqual(warnings.length, 1, lines.join("\n"))
+      assert.include(warnings[0], "level=WARN")
+      assert.include(warnings[0], "garivini migrate")
+    }))
+
+  it.scopedLive("a database without migration 7 stores no trace context: one warning naming it; traced inserts and claims work as before", () =>
+    Effect.gen(function*() {
+      const shard = yield* emptyShard()
+      const { "0007_traceparent": _traceparent, ...v6 } = migrations
+      yield* mysqlClient(shard.database, Migrate.applyOf(v6))
+      const lines: Array<string> = []
+      const collecting = Logger.replace(
+        Logger.defaultLogger,
+        Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
+      )
+      yield* Effect.gen(function*() {
+        const storage = yield* Storage
+        const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        const [stored] = yield* storage.insert([{ funcname: "v6", runAfter: 0, traceparent }])
+        const claimed = yield* storage.claimDue(1, 10, "30 seconds")
+        assert.deepStrictEqual(claimed.map((j) => [j.jobid, j.traceparent]), [[stored!.handle.jobid, undefined]])
+        assert.strictEqual(yield* storage.complete(claimed), 1)
+      }).pipe(
+        Effect.provide(layer({ shards: [shard] }).pipe(Layer.orDie)),
+        // Tracing on: the insert has a span and a traceparent to store, and must not name the column.
+        Effect.provide(Tracing.layerEnabled),
+        Effect.provide(collecting)
+      )
+      const warnings = lines.filter((l) => l.includes("lacks migration 0007_traceparent"))
       assert.strictEqual(warnings.length, 1, lines.join("\n"))
       assert.include(warnings[0], "level=WARN")
       assert.include(warnings[0], "garivini migrate")

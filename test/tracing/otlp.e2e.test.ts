@@ -97,6 +97,9 @@ describe("traces over OTLP/HTTP", () => {
           OTEL_BSP_SCHEDULE_DELAY: "100",
           GARIVINI_LOG_FORMAT: "json"
         }
+        // The file is made (and migrated) by the first command, before the others open it.
+        const stored = yield* gariviniWithEnv(env, "inject", "--db", db, "--count", "1", "--function", "traced_fn")
+        assert.strictEqual(stored.code, 0, stored.stderr)
         const worker = yield* backgroundWithEnv(
           env,
           "consume",
@@ -108,8 +111,6 @@ describe("traces over OTLP/HTTP", () => {
           "traced_fn"
         )
         const runner = yield* backgroundWithEnv(env, "queue-runner", "--db", db, "--gearmand", server)
-        const stored = yield* gariviniWithEnv(env, "inject", "--db", db, "--count", "1", "--function", "traced_fn")
-        assert.strictEqual(stored.code, 0, stored.stderr)
         yield* eventually(
           Effect.sync(() => otlp.spans.some((s) => s.name === "garivini.run")),
           "the worker's run span"
@@ -152,9 +153,9 @@ describe("traces over OTLP/HTTP", () => {
       const payloads: Array<string> = []
       const gearman = yield* live([server])
       yield* gearman.serve({ plain_fn: (job) => Effect.sync(() => void payloads.push(job.text())) })
-      const runner = yield* backgroundWithEnv({}, "queue-runner", "--db", db, "--gearmand", server)
       const stored = yield* gariviniWithEnv({}, "inject", "--db", db, "--count", "2", "--function", "plain_fn")
       assert.strictEqual(stored.code, 0, stored.stderr)
+      const runner = yield* backgroundWithEnv({}, "queue-runner", "--db", db, "--gearmand", server)
       yield* eventually(Effect.sync(() => payloads.length >= 2), "both jobs at the worker")
       yield* runner.stop("SIGTERM")
       for (const payload of payloads) {
