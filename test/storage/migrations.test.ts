@@ -416,13 +416,15 @@ describe("migrations on SQLite", () => {
       ])
       assert.include(JSON.stringify(job), "priority INTEGER NOT NULL DEFAULT 0")
       assert.include(JSON.stringify(job), "leased_until INTEGER NULL")
+      assert.include(JSON.stringify(job), "traceparent TEXT NULL")
       assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
         { migration_id: 1, name: "job_table" },
         { migration_id: 2, name: "job_life" },
         { migration_id: 3, name: "flow_control" },
         { migration_id: 4, name: "leases" },
         { migration_id: 5, name: "flow_priority" },
-        { migration_id: 6, name: "throughput" }
+        { migration_id: 6, name: "throughput" },
+        { migration_id: 7, name: "traceparent" }
       ])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname, ended FROM job"), [{ funcname: "kept", ended: null }])
     }))
