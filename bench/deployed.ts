@@ -142,8 +142,18 @@ const ranAtLeast = (workers: Workers, n: number, timeout: Duration.DurationInput
 const rolesDrained = (procs: ReadonlyArray<Proc>, timeout: Duration.DurationInput, what: string) =>
   untilAlive(procs, Effect.map(storedJobs, (n) => n === 0), "50 millis", timeout, `${what}: rows left`)
 
-/** A role command's usual flags. */
-const roleArgs = (db: string, server: string) => ["--db", db, "--gearmand", server, "--log-format", "logfmt"]
+/** A role command's usual flags; with `--deployed-metrics`, /metrics on a free port (scraped by no one). */
+const roleArgs = (db: string, server: string, o: BenchOptions) => [
+  "--db",
+  db,
+  "--gearmand",
+  server,
+  "--log-format",
+  "logfmt",
+  ...metricsArgs(o)
+]
+
+const metricsArgs = (o: BenchOptions) => o.deployedMetrics ? ["--metrics-listen", "127.0.0.1:0"] : []
 
 const queueRunnerArgs = (o: BenchOptions) => [
   ...(o.batchRunSleep === undefined ? [] : ["--batch-run-sleep", String(o.batchRunSleep / 1000)]),
@@ -223,7 +233,7 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
       const spawned = performance.now()
       const runner = yield* garivini("garivini queue-runner", [
         "queue-runner",
-        ...roleArgs(db, server),
+        ...roleArgs(db, server, o),
         ...queueRunnerArgs(o)
       ])
       yield* runner.waitFor("running queue-runner", "60 seconds")
@@ -298,19 +308,19 @@ const lowLatencyDeployed = (o: BenchOptions, server: string, script: string, bas
       const fn = "bench_dep_ll"
       const injector = yield* garivini("garivini injector", [
         "injector",
-        ...roleArgs(db, server),
+        ...roleArgs(db, server, o),
         "--injector-concurrency",
         String(o.injectorConcurrency)
       ])
       const controller = yield* garivini("garivini controller", [
         "controller",
-        ...roleArgs(db, server),
+        ...roleArgs(db, server, o),
         "--controller-concurrency",
         String(o.controllerConcurrency)
       ])
       const runner = yield* garivini("garivini queue-runner", [
         "queue-runner",
-        ...roleArgs(db, server),
+        ...roleArgs(db, server, o),
         ...queueRunnerArgs(o)
       ])
       const roles = [injector, controller, runner]
@@ -526,6 +536,7 @@ const upDeployed = (o: BenchOptions, script: string, baseline: number | undefine
       server,
       "--log-format",
       "logfmt",
+      ...metricsArgs(o),
       ...queueRunnerArgs(o)
     ])
     yield* up.waitFor("clients and workers connect to", "60 seconds")

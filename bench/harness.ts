@@ -59,6 +59,8 @@ export interface BenchOptions {
   readonly deployedSustainSeconds: number
   /** As deployed: jobs stored for `garivini up` (SQLite) with worker processes. */
   readonly deployedUpJobs: number
+  /** As deployed: the roles serve Prometheus metrics (`--metrics-listen 127.0.0.1:0`), to measure their cost. */
+  readonly deployedMetrics: boolean
 }
 
 // -- figures and targets ------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 //     --controller-concurrency --memory-runner-jobs --memory-jobs --memory-checkpoint --embedded-jobs
 //     --deployed-jobs --deployed-workers --deployed-steady-seconds --deployed-ll-seconds --deployed-ll-interval (ms)
 //     --deployed-sustain-seconds --deployed-up-jobs
+//     --deployed-metrics (the deployed roles serve /metrics on a free port: metrics on vs off)
 // `deployed` (the headline table, bench/deployed.ts) runs the `garivini` command's roles as processes
 // from dist/ (built first when older than src/) and needs the baseline, which it runs when not selected.
 // MariaDB: GARIVINI_BENCH_MYSQL (default mysql://root@127.0.0.1:3306); gearmand from the PATH.
@@ -73,6 +74,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
         strict: true,
         options: {
           quick: { type: "boolean", default: false },
+          "deployed-metrics": { type: "boolean", default: false },
           out: { type: "string", default: "bench-results.json" },
           only: { type: "string", default: SCENARIOS.join(",") },
           ...Object.fromEntries(
@@ -151,7 +153,8 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
           deployedLlSeconds: yield* num("deployed-ll-seconds"),
           deployedLlInterval: yield* num("deployed-ll-interval"),
           deployedSustainSeconds: yield* num("deployed-sustain-seconds"),
-          deployedUpJobs: yield* int("deployed-up-jobs")
+          deployedUpJobs: yield* int("deployed-up-jobs"),
+          deployedMetrics: values["deployed-metrics"] === true
         } satisfies BenchOptions
       })
     )

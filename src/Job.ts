@@ -6,6 +6,7 @@ import { Clock, Duration, Effect, Either, ParseResult, Schema } from "effect"
 import { InvalidJob, InvalidSchedule } from "./errors.js"
 import { DEFAULT_MAX_FRAME, functionNameProblem } from "./protocol/gearman.js"
 import { clip, quoteBounded } from "./text.js"
+import { isTraceparent, traceparentProblem } from "./tracing/traceparent.js"
 
 export { QUOTE_MAX_CHARS, quoteBounded } from "./text.js"
 
@@ -69,6 +70,12 @@ export interface NewJob {
    * dispatches at once): `lease_token` and `leased_until` written with the row (migration 4).
    */
   readonly lease?: string | undefined
+  /**
+   * The W3C traceparent of the trace the job belongs to (migration 7). When tracing is on, an
+   * insert without one stores its own insert span's; given, it is validated and the insert span
+   * continues it. Not stored on a database without the column.
+   */
+  readonly traceparent?: string | undefined
 }
 
 /** A NewJob that passed validation: text turned to bytes, absent keys made null. */
@@ -83,6 +90,8 @@ export interface ValidNewJob {
   readonly priority?: "high" | "low"
   /** See NewJob.lease; for a stored job, the token it was dispatched under (StoredJob). */
   readonly lease?: string | undefined
+  /** See NewJob.traceparent; for a stored job, the trace it continues (the worker JSON's `"traceparent"`). */
+  readonly traceparent?: string | undefined
 }
 
 /** A stored job as the roles see it: where it is, its columns, and `arg` as the blob's bytes. */
@@ -248,8 +257,12 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
     return bad(`priority ${JSON.stringify(priority)} is not one of ${JOB_PRIORITIES.join(", ")}`)
   }
   if (job.lease !== undefined && !LEASE_TOKEN.test(job.lease)) return bad("lease is not a lease token")
-  // The common case (normal, no lease) stays one literal: this runs for every inserted job.
-  const valid: ValidNewJob = priority === "normal" && job.lease === undefined
+  if (job.traceparent !== undefined) {
+    const problem = traceparentProblem(job.traceparent)
+    if (problem !== undefined) return bad(problem)
+  }
+  // The common case (normal, no lease, no trace) stays one literal: this runs for every inserted job.
+  const valid: ValidNewJob = priority === "normal" && job.lease === undefined && job.traceparent === undefined
     ? { funcname: job.funcname, arg, uniqkey, coalesce, runAfter: job.runAfter, flag }
     : {
       funcname: job.funcname,
@@ -259,7 +272,8 @@ export const validateNewJob = (job: NewJob, index?: number): Either.Either<Valid
       runAfter: job.runAfter,
       flag,
       ...(priority === "normal" ? {} : { priority }),
-      ...(job.lease === undefined ? {} : { lease: job.lease })
+      ...(job.lease === undefined ? {} : { lease: job.lease }),
+      ...(job.traceparent === undefined ? {} : { traceparent: job.traceparent })
     }
   // Only an arg big enough to need it is scanned: every byte takes at most 6 in the JSON.
   if (arg.length * ARG_BYTE_JSON_MAX + 64 * 1024 > WORKER_JSON_MAX_BYTES) {
@@ -396,6 +410,11 @@ export const ArgFromWire = Schema.transform(Schema.String, Schema.Uint8ArrayFrom
   encode: (bytes) => bytesView(bytes).toString("latin1")
 })
 
+/** A W3C traceparent (version 00, ids not all zero). */
+export const Traceparent = Schema.String.pipe(
+  Schema.filter((s) => traceparentProblem(s) ?? true, { identifier: "Traceparent" })
+)
+
 /**
  * The JSON a worker receives: the row plus `dbid`. Decoded leniently where Perl writers differ
  * (numbers as strings, NULL/empty flag, missing optional keys, extra keys).
@@ -411,7 +430,9 @@ export const WorkerJob = Schema.Struct({
   flag: Schema.optionalWith(LenientFlag, { default: () => "shim" as const }),
   failcount: Schema.optionalWith(LenientInt, { default: () => 0 }),
   // Ours only (Perl writers never send it); null is no lease, as absent.
-  lease: Schema.optional(Schema.NullOr(Schema.String.pipe(Schema.pattern(LEASE_TOKEN))))
+  lease: Schema.optional(Schema.NullOr(Schema.String.pipe(Schema.pattern(LEASE_TOKEN)))),
+  // Ours only, sent when the dispatcher traces or the job stored one; null is none.
+  traceparent: Schema.optional(Schema.NullOr(Traceparent))
 })
 
 // Synchronous decoding: this runs once per job on every worker's hot path.
@@ -438,9 +459,10 @@ export const fastWorkerJob = (text: string): StoredJob | undefined => {
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined
   // A plain object, checked above; each field is checked before use.
   const o = parsed as { readonly [key: string]: unknown }
-  const { arg, coalesce, dbid, failcount, flag, funcname, jobid, lease, run_after, uniqkey } = o
+  const { arg, coalesce, dbid, failcount, flag, funcname, jobid, lease, run_after, traceparent, uniqkey } = o
   if (!isCount(jobid) || !isCount(dbid) || typeof funcname !== "string" || typeof arg !== "string") return undefined
   if (!(lease === undefined || (typeof lease === "string" && LEASE_TOKEN.test(lease)))) return undefined
+  if (!(traceparent === undefined || isTraceparent(traceparent))) return undefined
   if (!isOptionalText(uniqkey) || !isOptionalText(coalesce)) return undefined
   if (!(run_after === undefined || isCount(run_after)) || !(failcount === undefined || isCount(failcount)))
     return undefined
@@ -455,7 +477,8 @@ export const fastWorkerJob = (text: string): StoredJob | undefined => {
     runAfter: run_after ?? 0,
     flag: flag ?? "shim",
     failcount: failcount ?? 0,
-    ...(lease === undefined ? {} : { lease })
+    ...(lease === undefined ? {} : { lease }),
+    ...(traceparent === undefined ? {} : { traceparent })
   }
 }
 
@@ -479,7 +502,8 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<StoredJo
       runAfter: w.run_after,
       flag: w.flag,
       failcount: w.failcount,
-      ...(w.lease === undefined || w.lease === null ? {} : { lease: w.lease })
+      ...(w.lease === undefined || w.lease === null ? {} : { lease: w.lease }),
+      ...(w.traceparent === undefined || w.traceparent === null ? {} : { traceparent: w.traceparent })
     })),
     Either.mapLeft((e) =>
       new InvalidJob({
@@ -492,7 +516,7 @@ export const decodeWorkerJsonWithSchema = (text: string): Either.Either<StoredJo
 /** Longest quote of a rejected payload in its reason (the formatter quotes the bad value whole). */
 export const MAX_REJECTION_QUOTE = 1000
 
-/** The worker JSON of a job, keys in the original's column order, then its lease token if any. */
+/** The worker JSON of a job, keys in the original's column order, then its lease token and traceparent if any. */
 export const encodeWorkerJson = (job: StoredJob): string =>
   JSON.stringify({
     jobid: job.jobid,
@@ -504,7 +528,8 @@ export const encodeWorkerJson = (job: StoredJob): string =>
     run_after: job.runAfter,
     flag: job.flag,
     failcount: job.failcount,
-    ...(job.lease === undefined ? {} : { lease: job.lease })
+    ...(job.lease === undefined ? {} : { lease: job.lease }),
+    ...(job.traceparent === undefined ? {} : { traceparent: job.traceparent })
   })
 
 // ---------------------------------------------------------------------------------------------

@@ -32,9 +32,9 @@ describe("garivini migrate", () => {
           pending.stdout,
           `${
             where(1, a)
-          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n  0005_flow_priority  pending\n  0006_throughput  pending\n${
+          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n  0005_flow_priority  pending\n  0006_throughput  pending\n  0007_traceparent  pending\n${
             where(2, b)
-          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n  0005_flow_priority  pending\n  0006_throughput  pending\n`
+          }: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n  0005_flow_priority  pending\n  0006_throughput  pending\n  0007_traceparent  pending\n`
         )
         assert.strictEqual(yield* schemata(a), 0, "--status creates no database")
 
@@ -44,9 +44,9 @@ describe("garivini migrate", () => {
           first.stdout,
           `${
             where(1, a)
-          }: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases, 0005_flow_priority, 0006_throughput\n${
+          }: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases, 0005_flow_priority, 0006_throughput, 0007_traceparent\n${
             where(2, b)
-          }: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases, 0005_flow_priority, 0006_throughput\n`
+          }: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases, 0005_flow_priority, 0006_throughput, 0007_traceparent\n`
         )
         const again = yield* garivini("migrate", ...db)
         assert.include(again.stdout, `${where(1, a)}: up to date\n${where(2, b)}: up to date\n`)
@@ -93,13 +93,13 @@ describe("garivini migrate", () => {
         assert.strictEqual(pending.code, 0, pending.stderr)
         assert.strictEqual(
           pending.stdout,
-          `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n  0005_flow_priority  pending\n  0006_throughput  pending\n`
+          `SQLite file ${file}: (does not exist yet)\n  0001_job_table  pending\n  0002_job_life  pending\n  0003_flow_control  pending\n  0004_leases  pending\n  0005_flow_priority  pending\n  0006_throughput  pending\n  0007_traceparent  pending\n`
         )
         assert.isFalse(existsSync(file))
         const first = yield* garivini("migrate", "--db", db)
         assert.include(
           first.stdout,
-          `SQLite file ${file}: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases, 0005_flow_priority, 0006_throughput\n`
+          `SQLite file ${file}: applied 0001_job_table, 0002_job_life, 0003_flow_control, 0004_leases, 0005_flow_priority, 0006_throughput, 0007_traceparent\n`
         )
         assert.include((yield* garivini("migrate", "--db", db)).stdout, `SQLite file ${file}: up to date\n`)
         assert.match(

@@ -3,16 +3,29 @@ import type { Layer } from "effect"
 import { Effect, FiberRef, Logger, LogLevel, Option, Schema } from "effect"
 import type { LogFormat } from "./config.js"
 
-/** Logs go to stderr (stdout is the commands' output), in the chosen format. */
-export const loggerLayer = (format: LogFormat): Layer.Layer<never> =>
-  Logger.replace(
+/**
+ * Whether the OTLP variables turn tracing on (docs/operations.md, "Traces"). Read from the
+ * environment alone, so that a Driver child checks it without loading the tracing modules.
+ */
+export const tracingInEnv = (env: Readonly<Record<string, string | undefined>> = process.env): boolean =>
+  (env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() ?? "") !== "" ||
+  (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim() ?? "") !== ""
+
+/**
+ * Logs go to stderr (stdout is the commands' output), in the chosen format. With tracing on, the
+ * structured formats carry the current trace and span ids (`effect.traceId`, `effect.spanId`).
+ */
+export const loggerLayer = (format: LogFormat, traced: boolean = tracingInEnv()): Layer.Layer<never> => {
+  const spanIds = <M, O>(logger: Logger.Logger<M, O>) => traced ? Logger.withSpanAnnotations(logger) : logger
+  return Logger.replace(
     Logger.defaultLogger,
     format === "json"
-      ? Logger.withConsoleError(Logger.jsonLogger)
+      ? Logger.withConsoleError(spanIds(Logger.jsonLogger))
       : format === "logfmt"
-      ? Logger.withConsoleError(Logger.logfmtLogger)
+      ? Logger.withConsoleError(spanIds(Logger.logfmtLogger))
       : Logger.prettyLogger({ stderr: true })
   )
+}
 
 /** The level names of `--log-level` (@effect/cli's), `GARIVINI_LOG_LEVEL` and the file's `log.level`. */
 export const LOG_LEVELS = ["all", "trace", "debug", "info", "warning", "error", "fatal", "none"] as const

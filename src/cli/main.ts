@@ -15,6 +15,7 @@ import { gearmandCommand } from "./gearmand.js"
 import { injectCommand } from "./inject.js"
 import { jobsCommand } from "./jobs.js"
 import { levelNotGiven } from "./logging.js"
+import * as Tracing from "../tracing/Otlp.js"
 import { migrateCommand } from "./migrate.js"
 import { controllerCommand, injectorCommand, queueRunnerCommand, runCommand } from "./roles.js"
 import { schemaCommand } from "./schema.js"
@@ -57,12 +58,41 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   })
 }
 
+/** The subcommand, for the default service name of its spans (`garivini-<command>`). */
+const COMMANDS = new Set([
+  "queue-runner",
+  "injector",
+  "controller",
+  "run",
+  "inject",
+  "consume",
+  "jobs",
+  "functions",
+  "schedules",
+  "status",
+  "migrate",
+  "schema",
+  "demo",
+  "gearmand",
+  "up",
+  "web",
+  "driver"
+])
+const command = process.argv.slice(2).find((a) => COMMANDS.has(a)) ?? "cli"
+
 cli(process.argv).pipe(
   // Lets a command tell whether --log-level (@effect/cli's built-in) was given: see logging.ts.
   Logger.withMinimumLogLevel(levelNotGiven),
   // @effect/cli has already printed what was wrong with the arguments.
   Effect.catchIf(ValidationError.isValidationError, () => Effect.sync(() => void (process.exitCode = 2))),
   Effect.provide(NodeContext.layer),
+  // Spans over OTLP when the standard variables ask for them; flushed when the command ends.
+  Effect.provide(Tracing.layerFromEnv(command)),
+  Effect.catchTag("TracingConfigInvalid", (e) =>
+    Effect.sync(() => {
+      console.error(`garivini: ${e.message}`)
+      process.exitCode = 2
+    })),
   // Each command installs its own logger (format from the settings, to stderr).
   NodeRuntime.runMain({ disableErrorReporting: false, disablePrettyLogger: true })
 )

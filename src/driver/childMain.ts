@@ -7,13 +7,13 @@
  */
 // The subpath: the package barrel costs a child half a second at start.
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Cause, Deferred, Effect, Either, Exit, Option } from "effect"
+import { Cause, Deferred, Effect, Either, Exit, Layer, Option } from "effect"
 import type { Scope } from "effect"
 import type { Payload } from "../gearman/GearmanClient.js"
 import { WorkException, WorkFail } from "../gearman/errors.js"
 import { Gearman, layer as gearmanLayer } from "../gearman/Gearman.js"
 import type * as GearmanWorker from "../gearman/GearmanWorker.js"
-import { loggerLayer } from "../cli/logging.js"
+import { loggerLayer, tracingInEnv } from "../cli/logging.js"
 import { driverJobs, loadModule, type DriverFunction, type DriverJob } from "./attributes.js"
 import type { Definition, JobContext, DriverWorkerOptions } from "./define.js"
 import type { DurableFunction } from "./durable.js"
@@ -139,8 +139,26 @@ const main = Effect.gen(function*() {
 })
 
 // Logs go to stderr, one line each: the parent relays them into its own log.
-NodeRuntime.runMain(main.pipe(Effect.annotateLogs({ role: "driver-child" }), Effect.provide(loggerLayer("logfmt"))), {
-  disableErrorReporting: false,
-  // The IPC channel would keep the process alive after the work is done.
-  teardown: (exit) => process.exit(Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause) ? 0 : 1)
-})
+// Spans over OTLP as the parent's (the same variables); the tracing modules load only then.
+const tracing = tracingInEnv()
+  ? Layer.unwrapEffect(
+    Effect.map(Effect.promise(() => import("../tracing/Otlp.js")), (Tracing) =>
+      Layer.catchAll(
+        Tracing.layerFromEnv("driver-child"),
+        (e) => Layer.effectDiscard(Effect.logWarning(`tracing off: ${e.message}`))
+      ))
+  )
+  : Layer.empty
+
+NodeRuntime.runMain(
+  main.pipe(
+    Effect.annotateLogs({ role: "driver-child" }),
+    Effect.provide(loggerLayer("logfmt")),
+    Effect.provide(tracing)
+  ),
+  {
+    disableErrorReporting: false,
+    // The IPC channel would keep the process alive after the work is done.
+    teardown: (exit) => process.exit(Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause) ? 0 : 1)
+  }
+)

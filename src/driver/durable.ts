@@ -8,6 +8,7 @@ import type { Scope } from "effect"
 import { parseDbTargets } from "../storage/targets.js"
 import type * as GearmanWorker from "../gearman/GearmanWorker.js"
 import * as Heartbeat from "../roles/heartbeat.js"
+import * as Tracing from "../tracing/Tracing.js"
 import { gearmanHandler, makeCompleter, storedJobKey } from "../roles/Worker.js"
 import { Storage, layer as storageLayer, layerSqlite } from "../storage/Storage.js"
 import type { DriverFunction } from "./attributes.js"
@@ -37,6 +38,7 @@ export const withDurable = <A, E, R>(
         const storage = yield* Storage
         const complete = yield* makeCompleter(storage)
         const heartbeats = yield* Heartbeat.make(storage)
+        const traced = yield* Tracing.isEnabled
         return yield* body((fn) =>
           fn.spec._tag === "Durable"
             ? Option.some({
@@ -46,7 +48,8 @@ export const withDurable = <A, E, R>(
                 fn.registered,
                 fn.spec.handler,
                 fn.spec.maxAttempts,
-                heartbeats
+                heartbeats,
+                traced
               ),
               workKey: storedJobKey
             })

@@ -28,6 +28,11 @@ export interface JobSpec {
    * gearmand with that priority (needs migration 0005; ignored, with one warning, without it).
    */
   readonly priority?: JobPriority | undefined
+  /**
+   * A W3C traceparent the job's trace continues (validated; a bad one is an InvalidJob). Without
+   * it, when tracing is on, the insert span is a child of the caller's current span.
+   */
+  readonly traceparent?: string | undefined
 }
 
 /**
@@ -48,7 +53,8 @@ const toNewJob = (spec: JobSpec, now: number): Either.Either<NewJob, InvalidSche
     coalesce: spec.coalesce,
     runAfter,
     flag: spec.flag,
-    priority: spec.priority
+    priority: spec.priority,
+    traceparent: spec.traceparent
   }))
 
 /** The specs as jobs to store, run-at resolved against `now`; the first bad run-at fails. */

@@ -28,6 +28,7 @@ import { errorText } from "./QueueRunner.js"
 import { roleLayer, serving } from "./supervise.js"
 import type { Supervision } from "./supervise.js"
 import * as Heartbeat from "./heartbeat.js"
+import * as Tracing from "../tracing/Tracing.js"
 import { decodeRetryRequest, makeCompleter } from "./Worker.js"
 
 export interface ControllerOptions extends Heartbeat.HeartbeatOptions {
@@ -68,14 +69,26 @@ export const serve = (options: ControllerOptions = {}): Effect.Effect<void, neve
         )
       )
 
+    const traced = yield* Tracing.isEnabled
     const runQueuedJob = (payload: Uint8Array) =>
-      Effect.gen(function*() {
-        const decoded = yield* Effect.either(decodeWorkerJson(payload))
+      Effect.suspend(() => {
+        const decoded = decodeWorkerJson(payload)
         if (Either.isLeft(decoded)) {
-          yield* Effect.logError(`rejected: ${decoded.left.message}`)
-          return yield* Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))
+          return Effect.zipRight(
+            Effect.logError(`rejected: ${decoded.left.message}`),
+            Effect.fail(new WorkFail({ reason: decoded.left.message, cause: decoded.left }))
+          )
         }
         const job = decoded.right
+        // Traced: the run in a span continuing the dispatch's trace. (The payload goes on as it
+        // came: the real function's worker continues the dispatch span too.)
+        return traced
+          ? Effect.withSpan(runJob(job, payload), "garivini.run", Tracing.continuing(job, "consumer"))
+          : runJob(job, payload)
+      })
+
+    const runJob = (job: StoredJob, payload: Uint8Array) =>
+      Effect.gen(function*() {
         const id = formatHandle(job)
         const unusable = unusableFuncname(job)
         if (unusable !== undefined) {

@@ -12,11 +12,11 @@
  * (or due) and left to the QueueRunner. A concurrency-limited function's jobs are stored due, then
  * claimed within its limit and dispatched at once; the rest wait for the QueueRunner.
  */
-import { Clock, Duration, Effect, Either, ParseResult, Ref, Schema } from "effect"
+import { Clock, Duration, Effect, Either, Option, ParseResult, Ref, Schema } from "effect"
 import type { Scope, Layer } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import { WorkException } from "../gearman/errors.js"
-import { formatHandle, JOB_PRIORITIES, nowSeconds, resolveRunAt } from "../Job.js"
+import { formatHandle, JOB_PRIORITIES, nowSeconds, resolveRunAt, Traceparent } from "../Job.js"
 import type { InsertOutcome, StoredJob, NewJob } from "../Job.js"
 import { newLeaseToken } from "../storage/leases.js"
 import { DEFAULT_CLAIM_BYTES, Storage } from "../storage/Storage.js"
@@ -26,7 +26,9 @@ import * as HeldLeases from "./heldLeases.js"
 import { park, splitDeliverable } from "./park.js"
 import { injectorTag, injectRoundTrip, injectTag, inputsRejected, jobsDispatched, timed } from "./metrics.js"
 import * as Defaults from "./defaults.js"
-import { submission } from "./dispatch.js"
+import { endDispatchSpans, submission } from "./dispatch.js"
+import { formatTraceparent } from "../tracing/traceparent.js"
+import * as Tracing from "../tracing/Tracing.js"
 import { errorText, queueTotals } from "./QueueRunner.js"
 import { clip } from "../text.js"
 import { roleLayer, serving } from "./supervise.js"
@@ -82,7 +84,9 @@ const InjectSpec = Schema.Struct({
   coalesce: Schema.optionalWith(Schema.String, { nullable: true }),
   run_after: Schema.optionalWith(RunAfterInput, { nullable: true }),
   /** `high`, `normal` (default) or `low`: anything else is rejected with the request. */
-  priority: Schema.optionalWith(Schema.Literal(...JOB_PRIORITIES), { nullable: true })
+  priority: Schema.optionalWith(Schema.Literal(...JOB_PRIORITIES), { nullable: true }),
+  /** The caller's W3C trace context (any language): the job's spans continue its trace. */
+  traceparent: Schema.optionalWith(Traceparent, { nullable: true })
 })
 type InjectSpec = typeof InjectSpec.Type
 
@@ -114,6 +118,7 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
       Duration.decode(options.queueCheckInterval ?? Defaults.injector.queueCheckInterval)
     )
     const controls = FlowControl.makeCache(storage)
+    const traced = yield* Tracing.isEnabled
     const depthCache = yield* Ref.make<{ readonly at: number; readonly depths: ReadonlyMap<string, number> }>({
       at: Number.NEGATIVE_INFINITY,
       depths: new Map()
@@ -142,7 +147,7 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
       )
     }
 
-    return (payload: Uint8Array): Effect.Effect<string, WorkException> =>
+    const handle = (payload: Uint8Array): Effect.Effect<string, WorkException> =>
       timed(
         injectRoundTrip,
         Effect.gen(function*() {
@@ -173,6 +178,10 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
           // Paused functions' jobs are stored due, not dispatched (the home shard's controls, read at
           // most once a second); rate-limited ones are dispatched as far as their tokens go.
           const view = yield* controls.forShard(storage.flow.home)
+          // Traced: a job sent without a trace continues the request's span (garivini.inject).
+          const requestTrace = traced
+            ? Option.getOrUndefined(Option.map(yield* Effect.option(Effect.currentSpan), formatTraceparent))
+            : undefined
           const plans: Array<{ job: NewJob; dispatch: boolean; readonly due: number }> = []
           for (const [i, spec] of specs.entries()) {
             if (i > 0 && i % PLAN_SLICE === 0) yield* Effect.yieldNow()
@@ -195,7 +204,12 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
                 // Dispatched now: leased to the Controller. Otherwise the QueueRunner's, when due.
                 runAfter: dispatch ? now + leaseSeconds : at.right ?? now,
                 flag: "controller",
-                ...(dispatch ? { lease: token } : {})
+                ...(dispatch ? { lease: token } : {}),
+                ...(spec.traceparent !== undefined
+                  ? { traceparent: spec.traceparent }
+                  : requestTrace === undefined
+                  ? {}
+                  : { traceparent: requestTrace })
               }
             })
           }
@@ -235,6 +249,11 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
           return JSON.stringify(many ? replies : replies[0])
         })
       )
+    // Decided once: untraced, a request takes no tracing step.
+    const handler = traced
+      ? (payload: Uint8Array) => Effect.withSpan(handle(payload), "garivini.inject", { kind: "server", root: true })
+      : handle
+    return handler
 
     /**
      * Over a function's rate limit, the jobs beyond its tokens are stored due for the QueueRunner
@@ -293,8 +312,16 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
       )
     }
 
-    /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
+    /** Submits stored jobs (traced: each in a dispatch span whose context their worker JSON carries). */
     function dispatch(all: ReadonlyArray<StoredJob>, now: number) {
+      return traced
+        ? Effect.flatMap(Tracing.jobSpans("garivini.dispatch", all), (spans) =>
+          submit(spans.jobs, now, spans))
+        : submit(all, now, undefined)
+    }
+
+    /** Submits stored jobs to the Controller in one batch; those not taken are made due for the QueueRunner. */
+    function submit(all: ReadonlyArray<StoredJob>, now: number, spans: Tracing.JobSpans<StoredJob> | undefined) {
       // Flagged `controller`: each goes to run_queued_job with the unique the QueueRunner would
       // give it, so its copy merges into ours if the lease runs out while gearmand still holds
       // this one (no Controller up). One that can never be delivered is parked, not sent.
@@ -307,15 +334,14 @@ export const makeHandler = (options: InjectorOptions = {}, holder?: HeldLeases.H
           const connections = holder.connections()
           return Effect.tap(gearman.submitBackgroundAll(submissions), (results) =>
             holder.handed(
-              results.flatMap((r, i) =>
-                Either.isRight(r) ? [{ job: jobs[i]!, leases, handle: r.right }] : []
-              ),
+              results.flatMap((r, i) => Either.isRight(r) ? [{ job: jobs[i]!, leases, handle: r.right }] : []),
               connections
             ))
         })
       return (parked.length === 0
         ? submitted
         : park(parked).pipe(Effect.provideService(Storage, storage), Effect.zipRight(submitted))).pipe(
+          Effect.tap((results) => spans === undefined ? Effect.void : endDispatchSpans(spans, jobs, parked, results)),
           Effect.flatMap((results) => {
             let sent = 0
             for (const r of results)
@@ -357,7 +383,8 @@ const storedJob = (outcome: InsertOutcome, job: NewJob): StoredJob => ({
   failcount: 0,
   // To gearmand with its priority (run_queued_job's queue is ordered by it too).
   ...(job.priority === "high" || job.priority === "low" ? { priority: job.priority } : {}),
-  ...(job.lease === undefined ? {} : { lease: job.lease })
+  ...(job.lease === undefined ? {} : { lease: job.lease }),
+  ...(job.traceparent === undefined ? {} : { traceparent: job.traceparent })
 })
 
 /** Serves `inject_jobs` until the scope closes. */

@@ -23,12 +23,13 @@ import { DEFAULT_MAX_FRAME } from "../protocol/gearman.js"
 import { MAX_CLAIM, Storage } from "../storage/Storage.js"
 import * as Defaults from "./defaults.js"
 import { claimRoundTime, jobsDispatched, queueRunnerTag, timed } from "./metrics.js"
-import { submission } from "./dispatch.js"
+import { endDispatchSpans, submission } from "./dispatch.js"
 import { park, splitDeliverable } from "./park.js"
 import * as FlowControl from "./flowControl.js"
 import * as HeldLeases from "./heldLeases.js"
 import * as Scheduler from "./Scheduler.js"
 import { roleLayer } from "./supervise.js"
+import * as Tracing from "../tracing/Tracing.js"
 import type { Supervision } from "./supervise.js"
 
 export {
@@ -227,6 +228,7 @@ export const make = (options: QueueRunnerOptions = {}) =>
     const gearman = yield* Gearman
     const limits = yield* Ref.make(new Map<number, number>())
     const controls = FlowControl.makeCache(storage)
+    const traced = yield* Tracing.isEnabled
 
     /** Queue depth per function (TOTAL = queued + running, summed over servers). */
     const depths = s.queueWatermarkDepth === 0
@@ -378,11 +380,14 @@ export const make = (options: QueueRunnerOptions = {}) =>
         const { dbid, limit } = batch
         // A job that can never be delivered is parked, not sent: sent, it would fail every lease
         // (and a packet over the limit cuts the connection other submits share).
-        const { parked, send, submissions } = splitDeliverable(batch.send, submission, s.maxPacket)
+        // Traced: a dispatch span per job, whose traceparent the worker JSON carries.
+        const spans = traced ? yield* Tracing.jobSpans("garivini.dispatch", batch.send) : undefined
+        const { parked, send, submissions } = splitDeliverable(spans?.jobs ?? batch.send, submission, s.maxPacket)
         if (parked.length > 0) yield* park(parked).pipe(Effect.provideService(Storage, storage))
         // The whole batch is pipelined on the connection: one Effect, no fiber per job.
         const connections = holder?.connections()
         const results = yield* gearman.submitBackgroundAll(submissions)
+        if (spans !== undefined) yield* endDispatchSpans(spans, send, parked, results)
         if (holder !== undefined && connections !== undefined) {
           yield* holder.handed(
             results.flatMap((r, i) =>

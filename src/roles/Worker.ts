@@ -36,6 +36,7 @@ import * as Client from "./Client.js"
 import * as Heartbeat from "./heartbeat.js"
 import { inputsRejected, runTime, workerJsonTag } from "./metrics.js"
 import { roleLayer, serving } from "./supervise.js"
+import * as Tracing from "../tracing/Tracing.js"
 import type { Supervision } from "./supervise.js"
 
 /** A handler's failure: the job is backed off (`failedJob`: 2, 4, 8 … minutes, at most a day). */
@@ -154,7 +155,8 @@ export const gearmanHandler = <R>(
   funcname: string,
   handler: JobHandler<R>,
   maxAttempts?: number,
-  heartbeats?: Heartbeat.Heartbeats
+  heartbeats?: Heartbeat.Heartbeats,
+  traced = false
 ): GearmanWorker.Handler<R> => {
   const runTimeTags = [MetricLabel.make("funcname", funcname)]
   return (gjob) => {
@@ -179,7 +181,7 @@ export const gearmanHandler = <R>(
     })
     // Held (heartbeats) while it runs, whoever owns the row: a cancel interrupts it here.
     const run = heartbeats === undefined ? handled : heartbeats.hold(job, handled)
-    return run.pipe(
+    const settled = run.pipe(
       Effect.matchCauseEffect({
         onSuccess: (value) => {
           ran()
@@ -189,7 +191,10 @@ export const gearmanHandler = <R>(
           ran()
           return settleFailure(storage, job, owned, cause, maxAttempts)
         }
-      }),
+      })
+    )
+    // Traced: the run (and its completion) in a span continuing the dispatch's trace.
+    return (traced ? Effect.withSpan(settled, "garivini.run", Tracing.continuing(job, "consumer")) : settled).pipe(
       annotate
     )
   }
@@ -283,6 +288,7 @@ export const serve = <R>(
     // Made before `serve`, so they are closed after the worker has drained its in-flight jobs.
     const complete = yield* makeCompleter(storage, options.completionWindow)
     const heartbeats = yield* Heartbeat.make(storage, options)
+    const traced = yield* Tracing.isEnabled
 
     const gearmanHandlers: Record<string, GearmanWorker.FunctionSpec<R>> = {}
     for (const [funcname, handler] of Object.entries(handlers))
@@ -293,7 +299,8 @@ export const serve = <R>(
           funcname,
           handler,
           options.maxAttemptsByFunction?.[funcname] ?? options.maxAttempts,
-          heartbeats
+          heartbeats,
+          traced
         ),
         workKey: storedJobKey
       }

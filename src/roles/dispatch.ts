@@ -16,9 +16,12 @@
  * exactly one row (a key does not, across shards written by Perl clients).
  */
 import { createHash } from "node:crypto"
+import { Either } from "effect"
+import type { Effect } from "effect"
 import type { BackgroundSubmission } from "../gearman/GearmanClient.js"
 import { encodeWorkerJson, uniqueIdentity } from "../Job.js"
 import type { StoredJob, StoredJobId } from "../Job.js"
+import type * as Tracing from "../tracing/Tracing.js"
 
 /** The Gearman function that the Controller serves. */
 export const CONTROLLER_FUNCTION = "run_queued_job"
@@ -82,3 +85,22 @@ export const submission = (job: StoredJob): BackgroundSubmission => ({
     ? { unique: dispatchUnique(job) }
     : { unique: dispatchUnique(job), priority: job.priority }
 })
+
+/**
+ * Ends the dispatch spans of a batch (tracing on): a job whose submit failed, or that was parked
+ * as undeliverable, ends its span failed with the reason.
+ */
+export const endDispatchSpans = (
+  spans: Tracing.JobSpans<StoredJob>,
+  send: ReadonlyArray<StoredJob>,
+  parked: ReadonlyArray<{ readonly job: StoredJob; readonly why: unknown }>,
+  results: ReadonlyArray<Either.Either<unknown, unknown>>
+): Effect.Effect<void> => {
+  // The jobs of `send` and `parked` are the spans' own objects (splitDeliverable keeps them).
+  const failed = new Map<StoredJob, unknown>()
+  results.forEach((r, i) => {
+    if (Either.isLeft(r)) failed.set(send[i]!, r.left)
+  })
+  for (const p of parked) failed.set(p.job, p.why)
+  return spans.end((i) => failed.get(spans.jobs[i]!))
+}

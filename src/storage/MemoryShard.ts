@@ -44,8 +44,8 @@ export interface MemoryShard extends ShardBackend {
   readonly setDown: (down: boolean) => Effect.Effect<void>
 }
 
-/** A row as inspection shows it: without its lease token (the SQL shards do not read it there). */
-const visible = ({ lease: _lease, ...job }: Row): JobRecord => job
+/** A row as inspection shows it: without its lease token and traceparent (the SQL shards do not read them there). */
+const visible = ({ lease: _lease, traceparent: _traceparent, ...job }: Row): JobRecord => job
 
 export const make = (dbid: number, options: { readonly down?: boolean } = {}): Effect.Effect<MemoryShard> =>
   Effect.gen(function*() {
@@ -148,7 +148,10 @@ export const make = (dbid: number, options: { readonly down?: boolean } = {}): E
         const claimed = due.map((job): StoredJob => {
           const lease = job.lease !== undefined && job.heartbeatAt === null ? job.lease : token
           t.rows.set(job.jobid, { ...job, runAfter: leaseUntil, leasedUntil: leaseUntil, lease, heartbeatAt: null })
-          return { ...visible(job), lease }
+          // The stored trace context too (migration 7's column, as the SQL claims read it).
+          return job.traceparent === undefined
+            ? { ...visible(job), lease }
+            : { ...visible(job), lease, traceparent: job.traceparent }
         })
         return [claimed, t]
       }))

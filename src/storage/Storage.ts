@@ -65,6 +65,7 @@ import type {
 import * as MysqlShard from "./sql/mysql.js"
 import * as SqliteShard from "./sql/sqlite.js"
 import * as ThroughputTally from "./throughputTally.js"
+import * as Tracing from "../tracing/Tracing.js"
 
 export type {
   CancelOutcome,
@@ -729,7 +730,7 @@ export const make = (
      * shard and call without coalescing, per shard batch with it (a span per call cost about
      * 12 µs, a third of the CPU of a coalesced call).
      */
-    const insert = (jobs: ReadonlyArray<NewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
+    const insertUntraced = (jobs: ReadonlyArray<NewJob>): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> =>
       Effect.suspend((): Effect.Effect<ReadonlyArray<InsertOutcome>, InsertError> => {
         if (jobs.length === 0) return Effect.succeed([])
         const valid: Array<ValidNewJob> = []
@@ -740,6 +741,10 @@ export const make = (
         }
         return Effect.map(insertValid(send, valid), countInserted)
       })
+    // Decided once: with tracing off, inserts take no tracing step at all.
+    const insert = (yield* Tracing.isEnabled)
+      ? (jobs: ReadonlyArray<NewJob>) => Tracing.tracedInsert(jobs, insertUntraced)
+      : insertUntraced
 
     // -- the rest --------------------------------------------------------------------------
 

@@ -180,6 +180,30 @@ export const storageContract = (name: string, makeEnv: Effect.Effect<ContractEnv
         assert.isTrue(back.every((j) => j.runAfter === T0 + 1000))
       }))
 
+    test("a stored traceparent (migration 7) comes back with the claim and in the worker JSON; a job without one has none", ({ storage }) =>
+      Effect.gen(function*() {
+        const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        const outcomes = yield* Client.insertJobs([
+          { funcname: "traced", arg: "with", traceparent, runAt: T0 - 10 },
+          { funcname: "traced", arg: "without", runAt: T0 - 5 }
+        ])
+        const dbids = [...new Set(outcomes.map((o) => o.handle.dbid))]
+        const claimed = (yield* Effect.forEach(dbids, (dbid) =>
+          storage.claimDue(dbid, 10, "60 seconds", [], undefined, "traced"))).flat().sort((a, b) =>
+            a.runAfter - b.runAfter
+          )
+        assert.deepStrictEqual(claimed.map((j) => [Buffer.from(j.arg).toString(), j.traceparent]), [
+          ["with", traceparent],
+          ["without", undefined]
+        ])
+        assert.strictEqual(JSON.parse(encodeWorkerJson(claimed[0]!)).traceparent, traceparent)
+        assert.notProperty(JSON.parse(encodeWorkerJson(claimed[1]!)), "traceparent")
+        // Inspection does not show it (as before the column).
+        assert.notProperty(Option.getOrThrow(yield* storage.get(outcomes[0]!.handle)), "traceparent")
+        const bad = yield* Effect.flip(Client.insertJob({ funcname: "traced", traceparent: traceparent.toUpperCase() }))
+        assert.strictEqual(bad._tag, "InvalidJob")
+      }))
+
     test("claimDue stops at its byte budget (always taking one job); large args come whole; the rest stay due", ({ storage }) =>
       Effect.gen(function*() {
         const bytes = (n: number, fill: number) => new Uint8Array(n).fill(fill)

@@ -19,7 +19,8 @@ describe("Perl Garivini on a fully migrated database", () => {
         "0003_flow_control",
         "0004_leases",
         "0005_flow_priority",
-        "0006_throughput"
+        "0006_throughput",
+        "0007_traceparent"
       ])
       const conn = yield* Effect.acquireRelease(
         Effect.promise(() =>

@@ -11,6 +11,7 @@ import { MYSQL, SQLITE } from "../../src/storage/migrations/0001_job_table.js"
 import { clientConfig, openClient } from "../../src/storage/sql/mysql.js"
 import { migrations } from "../../src/storage/migrations/index.js"
 import * as Migrate from "../../src/storage/migrate.js"
+import * as Tracing from "../../src/tracing/Tracing.js"
 import { layer, layerSqlite, Storage } from "../../src/storage/Storage.js"
 import { tempDir } from "../support/files.js"
 import { adminQuery, shardConfig } from "../support/mysql.js"
@@ -65,7 +66,8 @@ describe("migrations on MariaDB", () => {
         ["0003_flow_control", false],
         ["0004_leases", false],
         ["0005_flow_priority", false],
-        ["0006_throughput", false]
+        ["0006_throughput", false],
+        ["0007_traceparent", false]
       ])
       assert.deepStrictEqual(yield* tables(shard.database), [], "--status creates nothing")
       const before = Date.now()
@@ -78,7 +80,8 @@ describe("migrations on MariaDB", () => {
           "0003_flow_control",
           "0004_leases",
           "0005_flow_priority",
-          "0006_throughput"
+          "0006_throughput",
+          "0007_traceparent"
         ],
         adopted: false
       })
@@ -98,7 +101,8 @@ describe("migrations on MariaDB", () => {
         "3_flow_control",
         "4_leases",
         "5_flow_priority",
-        "6_throughput"
+        "6_throughput",
+        "7_traceparent"
       ])
       const status = yield* Migrate.statusShard(shard)
       assert.isTrue(status.exists)
@@ -125,7 +129,8 @@ describe("migrations on MariaDB", () => {
         "0003_flow_control",
         "0004_leases",
         "0005_flow_priority",
-        "0006_throughput"
+        "0006_throughput",
+        "0007_traceparent"
       ])
       // The Perl table's definition is there as it was, the new columns after it.
       const after = yield* showCreate(shard.database)
@@ -140,7 +145,8 @@ describe("migrations on MariaDB", () => {
         "`leased_until` int(10) unsigned DEFAULT NULL,",
         "`lease_token` char(32) CHARACTER SET ascii COLLATE ascii_bin DEFAULT NULL,",
         "`heartbeat_at` int(10) unsigned DEFAULT NULL,",
-        "`priority` tinyint(4) NOT NULL DEFAULT 0,"
+        "`priority` tinyint(4) NOT NULL DEFAULT 0,",
+        "`traceparent` varchar(55) CHARACTER SET ascii COLLATE ascii_bin DEFAULT NULL,"
       ])
       assert.include(after, "KEY `job_claim` (`priority` DESC,`run_after`)")
       assert.include(after, "KEY `job_lease` (`funcname`,`leased_until`)")
@@ -150,7 +156,8 @@ describe("migrations on MariaDB", () => {
         "3_flow_control",
         "4_leases",
         "5_flow_priority",
-        "6_throughput"
+        "6_throughput",
+        "7_traceparent"
       ])
       const [rows] = yield* adminQuery(`SELECT funcname, ended, last_error FROM \`${shard.database}\`.job`)
       assert.deepStrictEqual(JSON.parse(JSON.stringify(rows)), [{ funcname: "perl", ended: null, last_error: null }])
@@ -223,6 +230,35 @@ describe("migrations on MariaDB", () => {
       assert.include(warnings[0], "garivini migrate")
     }))
 
+  it.scopedLive("a database without migration 7 stores no trace context: one warning naming it; traced inserts and claims work as before", () =>
+    Effect.gen(function*() {
+      const shard = yield* emptyShard()
+      const { "0007_traceparent": _traceparent, ...v6 } = migrations
+      yield* mysqlClient(shard.database, Migrate.applyOf(v6))
+      const lines: Array<string> = []
+      const collecting = Logger.replace(
+        Logger.defaultLogger,
+        Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
+      )
+      yield* Effect.gen(function*() {
+        const storage = yield* Storage
+        const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        const [stored] = yield* storage.insert([{ funcname: "v6", runAfter: 0, traceparent }])
+        const claimed = yield* storage.claimDue(1, 10, "30 seconds")
+        assert.deepStrictEqual(claimed.map((j) => [j.jobid, j.traceparent]), [[stored!.handle.jobid, undefined]])
+        assert.strictEqual(yield* storage.complete(claimed), 1)
+      }).pipe(
+        Effect.provide(layer({ shards: [shard] }).pipe(Layer.orDie)),
+        // Tracing on: the insert has a span and a traceparent to store, and must not name the column.
+        Effect.provide(Tracing.layerEnabled),
+        Effect.provide(collecting)
+      )
+      const warnings = lines.filter((l) => l.includes("lacks migration 0007_traceparent"))
+      assert.strictEqual(warnings.length, 1, lines.join("\n"))
+      assert.include(warnings[0], "level=WARN")
+      assert.include(warnings[0], "garivini migrate")
+    }))
+
   it.scopedLive("a migration that fails is not left recorded (MySQL commits DDL): the next run tries it again", () =>
     Effect.gen(function*() {
       const shard = yield* emptyShard()
@@ -239,7 +275,15 @@ describe("migrations on MariaDB", () => {
       assert.include(failed.message, "0099_broken")
       assert.deepStrictEqual(
         yield* recorded(shard.database),
-        ["1_job_table", "2_job_life", "3_flow_control", "4_leases", "5_flow_priority", "6_throughput"],
+        [
+          "1_job_table",
+          "2_job_life",
+          "3_flow_control",
+          "4_leases",
+          "5_flow_priority",
+          "6_throughput",
+          "7_traceparent"
+        ],
         "the real migrations ran and stay; the broken one is not recorded"
       )
       const fixed = {
@@ -254,6 +298,7 @@ describe("migrations on MariaDB", () => {
         "4_leases",
         "5_flow_priority",
         "6_throughput",
+        "7_traceparent",
         "99_broken"
       ])
     }))
@@ -277,7 +322,7 @@ describe("migrations on MariaDB", () => {
       ).pipe(Effect.map(([rows]) => JSON.parse(JSON.stringify(rows))[0].n as number))
       const migrator = Effect.zip(mysqlClient(shard.database, Migrate.applyOf(slow)), columnY)
       const results = yield* Effect.all([migrator, migrator], { concurrency: 2 })
-      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [7, 1]])
+      assert.deepStrictEqual(results.map(([r, y]) => [r.applied.length, y]).sort(), [[0, 1], [8, 1]])
       assert.deepStrictEqual(yield* recorded(shard.database), [
         "1_job_table",
         "2_job_life",
@@ -285,6 +330,7 @@ describe("migrations on MariaDB", () => {
         "4_leases",
         "5_flow_priority",
         "6_throughput",
+        "7_traceparent",
         "99_slow"
       ])
     }))
@@ -304,6 +350,7 @@ describe("migrations on MariaDB", () => {
         ["0004_leases", false],
         ["0005_flow_priority", false],
         ["0006_throughput", false],
+        ["0007_traceparent", false],
         ["0099_future", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrate([shard]))[0]!.applied, [])
@@ -344,7 +391,8 @@ describe("migrations on SQLite", () => {
         ["0003_flow_control", true],
         ["0004_leases", true],
         ["0005_flow_priority", true],
-        ["0006_throughput", true]
+        ["0006_throughput", true],
+        ["0007_traceparent", true]
       ])
       assert.deepStrictEqual((yield* Migrate.migrateSqlite(file)).applied, [])
     }))
@@ -368,13 +416,15 @@ describe("migrations on SQLite", () => {
       ])
       assert.include(JSON.stringify(job), "priority INTEGER NOT NULL DEFAULT 0")
       assert.include(JSON.stringify(job), "leased_until INTEGER NULL")
+      assert.include(JSON.stringify(job), "traceparent TEXT NULL")
       assert.deepStrictEqual(yield* old.unsafe("SELECT migration_id, name FROM garivini_migrations"), [
         { migration_id: 1, name: "job_table" },
         { migration_id: 2, name: "job_life" },
         { migration_id: 3, name: "flow_control" },
         { migration_id: 4, name: "leases" },
         { migration_id: 5, name: "flow_priority" },
-        { migration_id: 6, name: "throughput" }
+        { migration_id: 6, name: "throughput" },
+        { migration_id: 7, name: "traceparent" }
       ])
       assert.deepStrictEqual(yield* old.unsafe("SELECT funcname, ended FROM job"), [{ funcname: "kept", ended: null }])
     }))

@@ -122,7 +122,9 @@ describe("MariaDB storage", () => {
           { COLUMN_NAME: "lease_token", COLUMN_TYPE: "char(32)", IS_NULLABLE: "YES" },
           { COLUMN_NAME: "heartbeat_at", COLUMN_TYPE: "int(10) unsigned", IS_NULLABLE: "YES" },
           // Migration 5: defaulted (a Perl insert naming its columns gets normal, 0).
-          { COLUMN_NAME: "priority", COLUMN_TYPE: "tinyint(4)", IS_NULLABLE: "NO" }
+          { COLUMN_NAME: "priority", COLUMN_TYPE: "tinyint(4)", IS_NULLABLE: "NO" },
+          // Migration 7: nullable.
+          { COLUMN_NAME: "traceparent", COLUMN_TYPE: "varchar(55)", IS_NULLABLE: "YES" }
         ]
       )
       const [indexes] = yield* adminQuery(

@@ -34,14 +34,17 @@ export const gariviniWithEnv = (env: Readonly<Record<string, string>>, ...args: 
   })
 
 /** A long-running `garivini` process; `stop` sends a signal and resolves with its exit. */
-export const background = (...args: ReadonlyArray<string>) =>
+export const background = (...args: ReadonlyArray<string>) => backgroundWithEnv({}, ...args)
+
+/** `background` with `env` over the base environment. */
+export const backgroundWithEnv = (env: Readonly<Record<string, string>>, ...args: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const exit = yield* Deferred.make<Result>()
     let stdout = ""
     let stderr = ""
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn("node", ["bin/garivini.js", ...args], { env: baseEnv, stdio: ["ignore", "pipe", "pipe"] })
+        spawn("node", ["bin/garivini.js", ...args], { env: { ...baseEnv, ...env }, stdio: ["ignore", "pipe", "pipe"] })
       ),
       (c) => Effect.sync(() => c.kill("SIGKILL"))
     )

@@ -17,6 +17,7 @@ import flowControl from "./0003_flow_control.js"
 import leases from "./0004_leases.js"
 import flowPriority from "./0005_flow_priority.js"
 import throughput from "./0006_throughput.js"
+import traceparent from "./0007_traceparent.js"
 
 /** Name → effect; the name's number is the migration's id. */
 export const migrations = {
@@ -25,7 +26,8 @@ export const migrations = {
   "0003_flow_control": flowControl,
   "0004_leases": leases,
   "0005_flow_priority": flowPriority,
-  "0006_throughput": throughput
+  "0006_throughput": throughput,
+  "0007_traceparent": traceparent
 } as const
 
 /** The table that records what ran (ours, so a host app's own Effect migrations do not collide). */

@@ -19,6 +19,7 @@ import type { ValidNewJob } from "../../Job.js"
 import { JOB_LIFE_COLUMNS } from "../migrations/0002_job_life.js"
 import { LEASE_COLUMNS } from "../migrations/0004_leases.js"
 import { THROUGHPUT_TABLE } from "../migrations/0006_throughput.js"
+import { TRACEPARENT_COLUMN } from "../migrations/0007_traceparent.js"
 import { tableExists } from "../migrations/jobTable.js"
 import { HELD_BY_HEARTBEAT } from "../leases.js"
 import { ShardLost, ShardRejected, ShardUnreached } from "../ShardBackend.js"
@@ -47,7 +48,8 @@ import {
   withArgs,
   withPriority,
   withinBudget,
-  withLife
+  withLife,
+  withTraceparent
 } from "./statements.js"
 import * as Watchdog from "./watchdog.js"
 
@@ -119,6 +121,8 @@ export interface InsertContext<C extends Capabilities> {
   readonly inTransaction: <A>(body: Effect.Effect<A, ShardFailure>) => Effect.Effect<A, ShardFailure>
   /** The table has migration 4's columns: a row with a `lease` is stored leased under it. */
   readonly leases: boolean
+  /** The table has migration 7's `traceparent`: a row with one stores it. */
+  readonly traces: boolean
 }
 
 /** What differs between SQL databases. */
@@ -199,7 +203,15 @@ export const make = <C extends Capabilities>(
         Effect.flatMap(({ caps, client }) =>
           Effect.map(
             Effect.all([detectColumns(dialect, client), detectThroughput(dialect, client)]),
-            ([{ leases, life, priority }, throughput]) => ({ client, caps, life, leases, priority, throughput })
+            ([{ leases, life, priority, traces }, throughput]) => ({
+              client,
+              caps,
+              life,
+              leases,
+              priority,
+              traces,
+              throughput
+            })
           )
         ),
         Effect.onError(() => Scope.close(scope, Exit.void))
@@ -248,22 +260,23 @@ export const make = <C extends Capabilities>(
         caps: C,
         life: boolean,
         leases: boolean,
-        priority: boolean
+        priority: boolean,
+        traces: boolean
       ) => Effect.Effect<A, ShardFailure>,
       bounded = true
     ): Effect.Effect<A, ShardFailure> => {
       const once = Effect.scoped(Effect.gen(function*() {
-        const { caps, client, leases, life, priority } = yield* connected
+        const { caps, client, leases, life, priority, traces } = yield* connected
         const conn = yield* client.reserve.pipe(
           Effect.mapError((e) => new ShardUnreached({ reason: dialect.classify(e).reason, cause: e }))
         )
         if (!bounded || guard === undefined || watchdog === undefined)
-          return yield* f(conn, caps, life, leases, priority)
+          return yield* f(conn, caps, life, leases, priority, traces)
         // A watchdog rather than Effect.timeout: transactions are uninterruptible, and an
         // interrupted statement would return its connection to the pool with the statement
         // still pending. Closing the connection makes that statement fail, so `f` ends.
         const watch = watchdog.arm(conn)
-        return yield* f(conn, caps, life, leases, priority).pipe(
+        return yield* f(conn, caps, life, leases, priority, traces).pipe(
           Effect.mapError((failure) => watch.expired ? timedOut(guard.after, failure) : failure),
           Effect.ensuring(Effect.sync(() => watchdog.disarm(watch)))
         )
@@ -319,7 +332,7 @@ export const make = <C extends Capabilities>(
       Effect.flatMap(classified(conn.executeRaw(sql, params)), dialect.changes)
 
     const insert = (input: ReadonlyArray<ValidNewJob>) =>
-      withConnection((conn, caps, life, leases, priority) =>
+      withConnection((conn, caps, life, leases, priority, traces) =>
         dialect.insert({
           conn,
           caps,
@@ -327,7 +340,8 @@ export const make = <C extends Capabilities>(
           dbid,
           classify: dialect.classify,
           inTransaction: inTransaction(conn),
-          leases: life && leases
+          leases: life && leases,
+          traces
         }, input)
       )
 
@@ -338,6 +352,7 @@ export const make = <C extends Capabilities>(
       life: boolean,
       leases: boolean,
       priority: boolean,
+      traces: boolean,
       now: number,
       limit: number,
       leaseUntil: number,
@@ -359,6 +374,8 @@ export const make = <C extends Capabilities>(
           // With priorities (migration 0005), higher first: three ranges of the `job_claim
           // (priority DESC, run_after)` index, read in its order up to LIMIT, no sort.
           `SELECT ${claimColumns(inlineMax)}${leases ? ", lease_token, heartbeat_at" : ""}${
+            traces ? ", traceparent" : ""
+          }${
             priority ? `, priority FROM job${dialect.claimIndex} WHERE ${PRIORITY_RANGES} AND` : " FROM job WHERE"
           } run_after <= ?${excluded === undefined ? "" : ` AND funcname NOT IN ${excluded.sql}`}${
             only === undefined ? "" : " AND funcname = ?"
@@ -368,7 +385,13 @@ export const make = <C extends Capabilities>(
         ))
         // Rows past the byte budget stay as they were (locked only until COMMIT).
         const decoded = yield* jobsFromRows(dbid, raw)
-        const { fetch, take } = withinBudget(raw, priority ? withPriority(decoded, raw) : decoded, maxBytes, inlineMax)
+        const prioritized = priority ? withPriority(decoded, raw) : decoded
+        const { fetch, take } = withinBudget(
+          raw,
+          traces ? withTraceparent(prioritized, raw) : prioritized,
+          maxBytes,
+          inlineMax
+        )
         if (take.length === 0)
           return take
         let due = take
@@ -408,9 +431,9 @@ export const make = <C extends Capabilities>(
       })
 
     const claimDue: ShardBackend["claimDue"] = (now, limit, leaseUntil, token, exclude, maxBytes, only) =>
-      withConnection((conn, caps, life, leases, priority) =>
+      withConnection((conn, caps, life, leases, priority, traces) =>
         inTransaction(conn)(
-          claimIn(conn, caps, life, leases, priority, now, limit, leaseUntil, token, exclude, maxBytes, only)
+          claimIn(conn, caps, life, leases, priority, traces, now, limit, leaseUntil, token, exclude, maxBytes, only)
         )
       )
 
@@ -450,7 +473,7 @@ export const make = <C extends Capabilities>(
       maxBytes,
       elsewhere
     ) =>
-      withConnection((conn, caps, life, leases, priority) =>
+      withConnection((conn, caps, life, leases, priority, traces) =>
         !life || !priority ? Effect.fail(noPriority(dbid)) : inTransaction(conn)(Effect.gen(function*() {
           yield* lockFunction(conn, funcname)
           const here = yield* leasedOn(conn, funcname, now)
@@ -462,6 +485,7 @@ export const make = <C extends Capabilities>(
             life,
             leases,
             priority,
+            traces,
             now,
             room,
             leaseUntil,
@@ -887,6 +911,8 @@ interface Opened<C> {
   readonly priority: boolean
   /** Migration 4's columns (lease tokens, heartbeats); only counted with `life`. */
   readonly leases: boolean
+  /** Migration 7's `traceparent` (a job's trace context). */
+  readonly traces: boolean
 }
 
 const decodeMinuteRows = Schema.decodeUnknown(
@@ -937,7 +963,7 @@ const detectColumns = <C extends Capabilities>(dialect: Dialect<C>, client: SqlC
         r.name.toLowerCase()
       )
     )
-    if (names.size === 0) return { life: true, leases: true, priority: true }
+    if (names.size === 0) return { life: true, leases: true, priority: true, traces: true }
     const missing = JOB_LIFE_COLUMNS.filter((c) => !names.has(c))
     const missingLeases = LEASE_COLUMNS.filter((c) => !names.has(c))
     if (missing.length > 0) {
@@ -948,7 +974,7 @@ const detectColumns = <C extends Capabilities>(dialect: Dialect<C>, client: SqlC
       )
       // Leases and priorities are written with migration 2's columns: without them they are off
       // too (the warning above already says to migrate).
-      return { life: false, leases: false, priority: false }
+      return { life: false, leases: false, priority: false, traces: names.has(TRACEPARENT_COLUMN) }
     }
     if (missingLeases.length > 0) {
       yield* Effect.logWarning(
@@ -963,8 +989,17 @@ const detectColumns = <C extends Capabilities>(dialect: Dialect<C>, client: SqlC
         "the job table lacks migration 0005_flow_priority: job priorities are ignored and concurrency limits are off. Run `garivini migrate` to turn them on"
       )
     }
-    return { life: true, leases: missingLeases.length === 0, priority }
+    return { life: true, leases: missingLeases.length === 0, priority, traces: yield* tracesColumn(names) }
   })
+
+/** Migration 7's column (checked on its own: it needs none of the others). */
+const tracesColumn = (names: ReadonlySet<string>) =>
+  names.has(TRACEPARENT_COLUMN) ? Effect.succeed(true) : Effect.as(
+    Effect.logWarning(
+      "the job table lacks migration 0007_traceparent: jobs store no trace context, so a trace ends at the insert. Run `garivini migrate` to turn it on"
+    ),
+    false
+  )
 
 /**
  * A failure after the statement timeout closed the connection, named as such and of the same

@@ -207,7 +207,7 @@ const ROW = "(?,?,?,?,?,?,0)"
  * The statement's form for these rows. Extra columns are named only when a row needs them, so the
  * usual statement stays as it was: migration 0005's `priority` when a row is not normal (the
  * column's default), migration 4's `lease_token` and `leased_until` when a row is stored leased
- * (the Injector's).
+ * (the Injector's), migration 7's `traceparent` when a row carries one (tracing on).
  */
 interface InsertForm {
   readonly head: string
@@ -215,11 +215,15 @@ interface InsertForm {
   readonly params: (r: ValidNewJob) => Array<unknown>
 }
 const forms = new Map<number, InsertForm>()
-const formFor = (priority: boolean, leased: boolean): InsertForm => {
-  const key = (priority ? 1 : 0) + (leased ? 2 : 0)
+const formFor = (priority: boolean, leased: boolean, traced: boolean): InsertForm => {
+  const key = (priority ? 1 : 0) + (leased ? 2 : 0) + (traced ? 4 : 0)
   let form = forms.get(key)
   if (form === undefined) {
-    const extra = [...(priority ? ["priority"] : []), ...(leased ? ["lease_token", "leased_until"] : [])]
+    const extra = [
+      ...(priority ? ["priority"] : []),
+      ...(leased ? ["lease_token", "leased_until"] : []),
+      ...(traced ? ["traceparent"] : [])
+    ]
     form = key === 0 ? { head: INSERT_HEAD, row: ROW, params: rowParams } : {
       head: `INSERT IGNORE INTO job (funcname, uniqkey, \`coalesce\`, arg, run_after, flag, failcount, ${
         extra.join(", ")
@@ -228,7 +232,8 @@ const formFor = (priority: boolean, leased: boolean): InsertForm => {
       params: (r) => [
         ...rowParams(r),
         ...(priority ? [priorityValue(r.priority)] : []),
-        ...(leased ? [r.lease ?? null, r.lease === undefined ? null : r.runAfter] : [])
+        ...(leased ? [r.lease ?? null, r.lease === undefined ? null : r.runAfter] : []),
+        ...(traced ? [r.traceparent ?? null] : [])
       ]
     }
     forms.set(key, form)
@@ -238,7 +243,8 @@ const formFor = (priority: boolean, leased: boolean): InsertForm => {
 const formOf = (ctx: InsertContext<Capabilities>, rows: ReadonlyArray<ValidNewJob>) =>
   formFor(
     ctx.priority && rows.some((r) => r.priority !== undefined),
-    ctx.leases && rows.some((r) => r.lease !== undefined)
+    ctx.leases && rows.some((r) => r.lease !== undefined),
+    ctx.traces && rows.some((r) => r.traceparent !== undefined)
   )
 const insertedBy = (h: { readonly affectedRows: number; readonly insertId: number }): RowInsert | null =>
   h.affectedRows === 1 ? { _tag: "Inserted", jobid: h.insertId } : null

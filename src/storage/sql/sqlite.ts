@@ -161,15 +161,15 @@ const open = (driver: SqliteDriver, filename: string, synchronous: Synchronous) 
 
 const INSERT =
   "INSERT OR IGNORE INTO job (funcname, uniqkey, `coalesce`, arg, run_after, flag, failcount) VALUES (?,?,?,?,?,?,0)"
-/** The statement for a row: migration 0005's `priority` and migration 4's lease columns named only when it needs them. */
-const insertStatement = (priority: boolean, leased: boolean) =>
-  !priority && !leased ?
+/** The statement for a row: migrations 0005's `priority`, 4's lease columns and 7's `traceparent` named only when it needs them. */
+const insertStatement = (priority: boolean, leased: boolean, traced: boolean) =>
+  !priority && !leased && !traced ?
     INSERT :
     `INSERT OR IGNORE INTO job (funcname, uniqkey, \`coalesce\`, arg, run_after, flag, failcount${
       priority ? ", priority" : ""
-    }${leased ? ", lease_token, leased_until" : ""}) VALUES (?,?,?,?,?,?,0${priority ? ",?" : ""}${
-      leased ? ",?,?" : ""
-    })`
+    }${leased ? ", lease_token, leased_until" : ""}${traced ? ", traceparent" : ""}) VALUES (?,?,?,?,?,?,0${
+      priority ? ",?" : ""
+    }${leased ? ",?,?" : ""}${traced ? ",?" : ""})`
 const EXISTING =
   "SELECT jobid FROM job WHERE rtrim(funcname, ' ') = rtrim(?, ' ') AND rtrim(uniqkey, ' ') = rtrim(?, ' ')"
 
@@ -180,12 +180,14 @@ const insertRow = (ctx: InsertContext<SqlShard.Capabilities>, row: ValidNewJob) 
     // Migration 0005's column named only for a job that is not normal (the column's default).
     const prioritized = ctx.priority && row.priority !== undefined
     const leased = ctx.leases && row.lease !== undefined
+    const traced = ctx.traces && row.traceparent !== undefined
     const result = yield* ctx.conn.executeRaw(
-      insertStatement(prioritized, leased),
+      insertStatement(prioritized, leased, traced),
       [
         ...params,
         ...(prioritized ? [priorityValue(row.priority)] : []),
-        ...(leased ? [row.lease, row.runAfter] : [])
+        ...(leased ? [row.lease, row.runAfter] : []),
+        ...(traced ? [row.traceparent] : [])
       ]
     ).pipe(
       Effect.mapError(classify),

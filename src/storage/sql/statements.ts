@@ -6,6 +6,7 @@
 import { Effect, Schema } from "effect"
 import { JOB_STATES, LenientInt, NEVER } from "../../Job.js"
 import type { JobLife, JobRecord, JobState, StoredJob } from "../../Job.js"
+import { isTraceparent } from "../../tracing/traceparent.js"
 import type { ShardRejected } from "../ShardBackend.js"
 import type { FunctionCounts, ShardListQuery } from "../ShardBackend.js"
 import { badData } from "./rows.js"
@@ -217,6 +218,24 @@ export const withPriority = (jobs: ReadonlyArray<StoredJob>, raw: unknown): Read
     const v = typeof row === "object" && row !== null && "priority" in row ? Number(row.priority) : 0
     return v > 0 ? { ...job, priority: "high" } : v < 0 ? { ...job, priority: "low" } : job
   })
+}
+
+/**
+ * The claimed jobs with their stored traceparent (migration 7's column, read by the claim when
+ * the table has it). Only a row holding a valid one gets it: a value another writer mangled is
+ * dropped (it would make the worker JSON undecodable), not carried.
+ */
+export const withTraceparent = (jobs: ReadonlyArray<StoredJob>, raw: unknown): ReadonlyArray<StoredJob> => {
+  const rows: ReadonlyArray<unknown> = Array.isArray(raw) ? raw : []
+  let out: Array<StoredJob> | undefined
+  for (let i = 0; i < jobs.length; i++) {
+    const row = rows[i]
+    const tp = typeof row === "object" && row !== null && "traceparent" in row ? row.traceparent : null
+    if (tp === null || tp === undefined || !isTraceparent(tp)) continue
+    out ??= jobs.slice()
+    out[i] = { ...jobs[i]!, traceparent: tp }
+  }
+  return out ?? jobs
 }
 
 /** Bytes of arg a claim loads per row in its first statement: the budget shared by the rows. */
