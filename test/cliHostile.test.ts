@@ -125,24 +125,25 @@ describe("garivini CLI: hostile input and exposure", () => {
     }), 60_000)
 
   it.scopedLive(
-    "jobs retry and delete refuse a job that may be running (run_after within a lease of now) unless --force",
+    "jobs retry and delete refuse a job that may be running (leased by our dispatcher, or run_after within a lease of now) unless --force",
     () =>
       Effect.gen(function*() {
         const file = join(yield* tempDir("garivini-hostile-"), "jobs.db")
         const db = `sqlite:${file}`
         const now = Math.floor(Date.now() / 1000)
-        // As a QueueRunner leaves them: 1:1 and 1:2 claimed (leased 30 s, the default); 1:3 due; 1:4 scheduled far ahead.
+        // 1:1 claimed by our QueueRunner (leased 30 s, the default); 1:2 as a Perl QueueRunner's claim
+        // leaves it (run_after now + 30, no lease mark); 1:3 due; 1:4 scheduled far ahead.
         yield* Effect.scoped(
           Effect.gen(function*() {
             const storage = yield* Storage
             yield* storage.insert(
-              [0, 0, 0, 5000].map((delay, i) => ({
+              [-10, 30, 0, 5000].map((delay, i) => ({
                 funcname: "f",
                 arg: `${i}`,
-                runAfter: i < 2 ? now - 10 : now + delay
+                runAfter: now + delay
               }))
             )
-            assert.lengthOf(yield* storage.claimDue(1, 2, "30 seconds"), 2)
+            assert.lengthOf(yield* storage.claimDue(1, 1, "30 seconds"), 1)
           }).pipe(Effect.provide(Layer.orDie(layerSqlite({ filename: file }))))
         )
         const runAfter = (handle: string) =>
@@ -153,8 +154,10 @@ describe("garivini CLI: hostile input and exposure", () => {
         assert.strictEqual(refused.code, 1, refused.stderr)
         assert.match(
           refused.stderr,
-          /job 1:1 may be running right now: .*within a lease \(30 s\).*could run it twice; --force/
+          /job 1:1 is dispatched: leased for \d+ s more; .*could run it twice; --force/
         )
+        // Our lease mark holds whatever lease the CLI is told.
+        assert.strictEqual((yield* garivini("jobs", "retry", "--db", db, "--lease", "5", "1:1")).code, 1)
         assert.isAbove(yield* runAfter("1:1"), now + 20, "the lease is untouched")
         const forced = yield* garivini("jobs", "retry", "--db", db, "--force", "1:1")
         assert.strictEqual(forced.code, 0, forced.stderr)
@@ -162,8 +165,11 @@ describe("garivini CLI: hostile input and exposure", () => {
 
         const notRunning = yield* garivini("jobs", "delete", "--db", db, "1:2")
         assert.strictEqual(notRunning.code, 1)
-        assert.include(notRunning.stderr, "deleting it would not stop it")
-        // A shorter lease configured: 30 s ahead is beyond it, so the job cannot be running.
+        assert.match(
+          notRunning.stderr,
+          /job 1:2 may be running right now: .*within a lease \(30 s\).*deleting it would not stop it/
+        )
+        // No lease mark and a shorter lease configured: 30 s ahead is beyond it, so the job cannot be running.
         assert.include(
           (yield* garivini("jobs", "delete", "--db", db, "--lease", "10", "1:2")).stdout,
           "job 1:2 deleted"
