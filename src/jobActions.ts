@@ -17,14 +17,14 @@ import { Storage } from "./storage/Storage.js"
  * mark a job due within a lease from now may be running too. (A job backing off after a failure,
  * or scheduled that soon, looks the same: those take `force`.)
  */
-export const mayBeDispatched = (
-  job: { readonly runAfter: number; readonly leasedUntil?: number | null | undefined },
-  now: number,
-  leaseSeconds: number
-): boolean => job.runAfter > now && (leasedByUs(job) || job.runAfter <= now + leaseSeconds)
+export const mayBeDispatched = (job: Parameters<typeof jobState>[0], now: number, leaseSeconds: number): boolean =>
+  job.runAfter > now && (leasedByUs(job, now) || job.runAfter <= now + leaseSeconds)
 
-const leasedByUs = (job: { readonly runAfter: number; readonly leasedUntil?: number | null | undefined }) =>
-  job.leasedUntil !== null && job.leasedUntil !== undefined && job.leasedUntil === job.runAfter
+/** Our dispatchers' lease mark, as `jobState` reads it: dispatched, or running (heartbeats). */
+const leasedByUs = (job: Parameters<typeof jobState>[0], now: number): boolean => {
+  const state = jobState(job, now)
+  return state === "dispatched" || state === "running"
+}
 
 /** What an action did to one job. */
 export type ActionOutcome =
@@ -62,7 +62,7 @@ const leaseSecondsOf = (lease: Duration.DurationInput | undefined) =>
   Math.ceil(Duration.toSeconds(Duration.decode(lease ?? DEFAULT_LEASE)))
 
 const dispatchedReason = (job: JobRecord, now: number, leaseSeconds: number, what: string) =>
-  leasedByUs(job)
+  leasedByUs(job, now)
     ? `job ${formatHandle(job)} is dispatched: leased for ${job.runAfter - now} s more; ${what}`
     : `job ${formatHandle(job)} may be running right now: its run_after is in ${
       job.runAfter - now

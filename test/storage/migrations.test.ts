@@ -54,6 +54,36 @@ const schemaWith = (edit: (sql: string) => string) => edit(Migrate.schemaStateme
 
 const normalized = (s: string) => s.replace(/\s+/g, " ").trim()
 
+/**
+ * A fresh MariaDB database migrated without `missing`, and `body` run on a Storage over it
+ * (with `extra` provided); asserts that opening it warned once, naming the migration and
+ * `garivini migrate`.
+ */
+const withoutMigration = <E>(
+  missing: keyof typeof migrations,
+  body: Effect.Effect<void, E, Storage>,
+  extra: Layer.Layer<never> = Layer.empty
+) =>
+  Effect.gen(function*() {
+    const shard = yield* emptyShard()
+    const { [missing]: _missing, ...others } = migrations
+    yield* mysqlClient(shard.database, Migrate.applyOf(others))
+    const lines: Array<string> = []
+    const collecting = Logger.replace(
+      Logger.defaultLogger,
+      Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
+    )
+    yield* body.pipe(
+      Effect.provide(layer({ shards: [shard] }).pipe(Layer.orDie)),
+      Effect.provide(extra),
+      Effect.provide(collecting)
+    )
+    const warnings = lines.filter((l) => l.includes(`lacks migration ${missing}`))
+    assert.strictEqual(warnings.length, 1, lines.join("\n"))
+    assert.include(warnings[0], "level=WARN")
+    assert.include(warnings[0], "garivini migrate")
+  })
+
 describe("migrations on MariaDB", () => {
   it.scopedLive("a fresh database gets migration 1 (schema.sql's table) and 2 (the job's life), once; status shows them applied", () =>
     Effect.gen(function*() {
@@ -191,16 +221,9 @@ describe("migrations on MariaDB", () => {
     }))
 
   it.scopedLive("a database without migration 4 (v3) runs with leases off: one warning naming it, jobs stored, claimed and deleted as before", () =>
-    Effect.gen(function*() {
-      const shard = yield* emptyShard()
-      const { "0004_leases": _leases, ...v3 } = migrations
-      yield* mysqlClient(shard.database, Migrate.applyOf(v3))
-      const lines: Array<string> = []
-      const collecting = Logger.replace(
-        Logger.defaultLogger,
-        Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
-      )
-      yield* Effect.gen(function*() {
+    withoutMigration(
+      "0004_leases",
+      Effect.gen(function*() {
         const storage = yield* Storage
         assert.isTrue(yield* storage.jobLife(1))
         assert.isFalse(yield* storage.leases(1))
@@ -220,44 +243,23 @@ describe("migrations on MariaDB", () => {
         assert.deepStrictEqual([freed!.runAfter, freed!.leasedUntil], [now, null])
         assert.strictEqual(yield* storage.complete([stored!.handle]), 1)
         assert.deepStrictEqual(yield* storage.list({}), [])
-      }).pipe(
-        Effect.provide(layer({ shards: [shard] }).pipe(Layer.orDie)),
-        Effect.provide(collecting)
-      )
-      const warnings = lines.filter((l) => l.includes("lacks migration 0004_leases"))
-      assert.strictEqual(warnings.length, 1, lines.join("\n"))
-      assert.include(warnings[0], "level=WARN")
-      assert.include(warnings[0], "garivini migrate")
-    }))
+      })
+    ))
 
   it.scopedLive("a database without migration 7 stores no trace context: one warning naming it; traced inserts and claims work as before", () =>
-    Effect.gen(function*() {
-      const shard = yield* emptyShard()
-      const { "0007_traceparent": _traceparent, ...v6 } = migrations
-      yield* mysqlClient(shard.database, Migrate.applyOf(v6))
-      const lines: Array<string> = []
-      const collecting = Logger.replace(
-        Logger.defaultLogger,
-        Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
-      )
-      yield* Effect.gen(function*() {
+    withoutMigration(
+      "0007_traceparent",
+      Effect.gen(function*() {
         const storage = yield* Storage
         const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         const [stored] = yield* storage.insert([{ funcname: "v6", runAfter: 0, traceparent }])
         const claimed = yield* storage.claimDue(1, 10, "30 seconds")
         assert.deepStrictEqual(claimed.map((j) => [j.jobid, j.traceparent]), [[stored!.handle.jobid, undefined]])
         assert.strictEqual(yield* storage.complete(claimed), 1)
-      }).pipe(
-        Effect.provide(layer({ shards: [shard] }).pipe(Layer.orDie)),
-        // Tracing on: the insert has a span and a traceparent to store, and must not name the column.
-        Effect.provide(Tracing.layerEnabled),
-        Effect.provide(collecting)
-      )
-      const warnings = lines.filter((l) => l.includes("lacks migration 0007_traceparent"))
-      assert.strictEqual(warnings.length, 1, lines.join("\n"))
-      assert.include(warnings[0], "level=WARN")
-      assert.include(warnings[0], "garivini migrate")
-    }))
+      }),
+      // Tracing on: the insert has a span and a traceparent to store, and must not name the column.
+      Tracing.layerEnabled
+    ))
 
   it.scopedLive("a migration that fails is not left recorded (MySQL commits DDL): the next run tries it again", () =>
     Effect.gen(function*() {
