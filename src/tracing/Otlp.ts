@@ -132,23 +132,39 @@ const parseHeaders = (text: string | undefined): Record<string, string> => {
 
 const randomId = (bytes: number): string => randomBytes(bytes).toString("hex")
 
-/** Whether a new span is recorded: a parent-based sampler follows the parent's decision. */
+/**
+ * Whether `traceidratio` records a trace: a function of its trace id (the XOR of its 32-bit parts
+ * against ratio × 2³², as OpenTelemetry JS computes it), so every process holding a span of the
+ * trace makes the same decision at the same ratio.
+ */
+export const traceIdSampled = (traceId: string, ratio: number): boolean => {
+  if (ratio >= 1) return true
+  let accumulated = 0
+  for (let at = 0; at < traceId.length; at += 8) {
+    accumulated = (accumulated ^ Number.parseInt(traceId.slice(at, at + 8), 16)) >>> 0
+  }
+  return accumulated < Math.floor(ratio * 0xffffffff)
+}
+
+/**
+ * Whether a new span of trace `traceId` is recorded: a parent-based sampler follows the parent's
+ * decision; `traceidratio` is keyed on the trace id.
+ */
 export const sampleDecision = (
   sampler: SamplerSettings,
   parent: Option.Option<Tracer.AnySpan>,
-  random: () => number = Math.random
+  traceId: string
 ): boolean => {
   const parentBased = sampler.name.startsWith("parentbased_")
   if (parentBased && Option.isSome(parent)) return parent.value.sampled
   const root = parentBased ? sampler.name.slice("parentbased_".length) : sampler.name
-  return root === "always_on" ? true : root === "always_off" ? false : random() < sampler.ratio
+  return root === "always_on" ? true : root === "always_off" ? false : traceIdSampled(traceId, sampler.ratio)
 }
 
 /** A span not recorded: ids and context for its children and the traceparent, nothing exported. */
 class UnsampledSpan implements Tracer.Span {
   readonly _tag = "Span"
   readonly sampled = false
-  readonly traceId: string
   readonly spanId: string = randomId(8)
   status: Tracer.SpanStatus
   readonly attributes = new Map<string, unknown>()
@@ -156,12 +172,12 @@ class UnsampledSpan implements Tracer.Span {
   constructor(
     readonly name: string,
     readonly parent: Option.Option<Tracer.AnySpan>,
+    readonly traceId: string,
     readonly context: Context.Context<never>,
     links: ReadonlyArray<Tracer.SpanLink>,
     startTime: bigint,
     readonly kind: Tracer.SpanKind
   ) {
-    this.traceId = Option.isSome(parent) ? parent.value.traceId : randomId(16)
     this.status = { _tag: "Started", startTime }
     this.links = [...links]
   }
@@ -173,13 +189,25 @@ class UnsampledSpan implements Tracer.Span {
   addLinks(): void {}
 }
 
-/** `inner` behind `sampler`: unsampled spans are never made by it (so never exported). */
+/**
+ * `inner` behind `sampler`: unsampled spans are never exported. A root span's trace id is the one
+ * `inner` draws, so a root is made by `inner` first and dropped (never ended, so never exported)
+ * when its trace is not sampled.
+ */
 export const sampled = (inner: Tracer.Tracer, sampler: SamplerSettings): Tracer.Tracer =>
   Tracer.make({
-    span: (name, parent, context, links, startTime, kind, options) =>
-      sampleDecision(sampler, parent)
-        ? inner.span(name, parent, context, links, startTime, kind, options)
-        : new UnsampledSpan(name, parent, context, links, startTime, kind),
+    span: (name, parent, context, links, startTime, kind, options) => {
+      if (Option.isSome(parent)) {
+        const traceId = parent.value.traceId
+        return sampleDecision(sampler, parent, traceId)
+          ? inner.span(name, parent, context, links, startTime, kind, options)
+          : new UnsampledSpan(name, parent, traceId, context, links, startTime, kind)
+      }
+      const span = inner.span(name, parent, context, links, startTime, kind, options)
+      return sampleDecision(sampler, parent, span.traceId)
+        ? span
+        : new UnsampledSpan(name, parent, span.traceId, context, links, startTime, kind)
+    },
     context: (f, fiber) => inner.context(f, fiber)
   })
 

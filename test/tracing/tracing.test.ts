@@ -1,8 +1,9 @@
 // Traces without a collector: the traceparent's rules, the OTLP settings from the variables, the
 // samplers, and the job spans on the memory layers under a recording tracer.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Layer, Option, Tracer } from "effect"
-import type { Context, Exit, Console } from "effect"
+import { randomBytes } from "node:crypto"
+import { Context, Deferred, Effect, Either, Exit, Layer, Option, Tracer } from "effect"
+import type { Console } from "effect"
 import { loggerLayer } from "../../src/cli/logging.js"
 import * as Gearman from "../../src/gearman/Gearman.js"
 import { decodeWorkerJson, decodeWorkerJsonWithSchema, encodeWorkerJson, fastWorkerJob } from "../../src/Job.js"
@@ -14,7 +15,8 @@ import * as QueueRunner from "../../src/roles/QueueRunner.js"
 import * as Worker from "../../src/roles/Worker.js"
 import { Storage } from "../../src/storage/Storage.js"
 import * as StorageLayers from "../../src/storage/Storage.js"
-import { sampleDecision, settingsFromEnv } from "../../src/tracing/Otlp.js"
+import type { SamplerSettings } from "../../src/tracing/Otlp.js"
+import { sampled, sampleDecision, settingsFromEnv, traceIdSampled } from "../../src/tracing/Otlp.js"
 import { formatTraceparent, parseTraceparent, traceparentProblem } from "../../src/tracing/traceparent.js"
 import * as Tracing from "../../src/tracing/Tracing.js"
 import { atT0 } from "../support/clock.js"
@@ -125,16 +127,72 @@ describe("OTLP settings from the standard variables", () => {
     const unsampledParent = Option.some(
       Tracer.externalSpan({ traceId: "a".repeat(32), spanId: "b".repeat(16), sampled: false })
     )
-    const decide = (name: Parameters<typeof sampleDecision>[0]["name"], parent: typeof sampledParent, r = 0.5) =>
-      sampleDecision({ name, ratio: 0.3 }, parent, () => r)
-    assert.isTrue(decide("parentbased_always_on", Option.none()))
-    assert.isFalse(decide("parentbased_always_on", unsampledParent))
-    assert.isTrue(decide("parentbased_always_off", sampledParent))
-    assert.isFalse(decide("parentbased_always_off", Option.none()))
-    assert.isFalse(decide("parentbased_traceidratio", Option.none(), 0.5))
-    assert.isTrue(decide("parentbased_traceidratio", Option.none(), 0.1))
-    assert.isTrue(decide("always_on", unsampledParent))
-    assert.isFalse(decide("always_off", sampledParent))
+    const low = "0".repeat(32) // accumulates to 0: sampled at any ratio above 0
+    const high = "ffffffff" + "0".repeat(24) // accumulates to 2³² - 1: sampled only at ratio 1
+    const decide = (name: SamplerSettings["name"], parent: typeof sampledParent, traceId: string) =>
+      sampleDecision({ name, ratio: 0.3 }, parent, traceId)
+    assert.isTrue(decide("parentbased_always_on", Option.none(), high))
+    assert.isFalse(decide("parentbased_always_on", unsampledParent, low))
+    assert.isTrue(decide("parentbased_always_off", sampledParent, high))
+    assert.isFalse(decide("parentbased_always_off", Option.none(), low))
+    assert.isFalse(decide("parentbased_traceidratio", Option.none(), high))
+    assert.isTrue(decide("parentbased_traceidratio", Option.none(), low))
+    assert.isTrue(decide("parentbased_traceidratio", sampledParent, high))
+    assert.isTrue(decide("always_on", unsampledParent, high))
+    assert.isFalse(decide("always_off", sampledParent, low))
+    // traceidratio ignores the parent's flag and keys on the trace id
+    assert.isTrue(decide("traceidratio", unsampledParent, low))
+    assert.isFalse(decide("traceidratio", sampledParent, high))
+  })
+
+  it("traceidratio: one decision per trace id, in every process, at the configured ratio", () => {
+    const sampler: SamplerSettings = { name: "traceidratio", ratio: 0.3 }
+    const exported: Array<string> = []
+    const inner = Tracer.make({
+      span: (name, parent, context, links, startTime, kind) => {
+        const traceId = Option.isSome(parent) ? parent.value.traceId : randomBytes(16).toString("hex")
+        const span: Tracer.Span = {
+          _tag: "Span",
+          name,
+          spanId: randomBytes(8).toString("hex"),
+          traceId,
+          parent,
+          context,
+          status: { _tag: "Started", startTime },
+          attributes: new Map<string, unknown>(),
+          links,
+          sampled: true,
+          kind,
+          end: () => void exported.push(traceId),
+          attribute: () => {},
+          event: () => {},
+          addLinks: () => {}
+        }
+        return span
+      },
+      context: (f) => f()
+    })
+    const tracer = sampled(inner, sampler)
+    const make = (parent: Option.Option<Tracer.AnySpan>) =>
+      tracer.span("s", parent, Context.empty(), [], 0n, "internal", {})
+    let rootsSampled = 0
+    const roots = 4000
+    for (let i = 0; i < roots; i++) {
+      const root = make(Option.none())
+      assert.strictEqual(root.sampled, traceIdSampled(root.traceId, 0.3))
+      // the same trace continued in another process (a remote parent) makes the same decision
+      const remote = make(Option.some(Tracer.externalSpan({ traceId: root.traceId, spanId: root.spanId })))
+      assert.strictEqual(remote.sampled, root.sampled)
+      assert.strictEqual(remote.traceId, root.traceId)
+      root.end(1n, Exit.void)
+      remote.end(1n, Exit.void)
+      if (root.sampled) rootsSampled++
+    }
+    assert.isAbove(rootsSampled / roots, 0.25)
+    assert.isBelow(rootsSampled / roots, 0.35)
+    // only the sampled ones reached the exporter, two spans each
+    assert.strictEqual(exported.length, rootsSampled * 2)
+    assert.isTrue(exported.every((traceId) => traceIdSampled(traceId, 0.3)))
   })
 })
 
