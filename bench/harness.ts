@@ -347,6 +347,56 @@ export const mariadbVersion = (shard: ShardConfig) =>
     (conn) => Effect.promise(() => conn.end().catch(() => undefined))
   )
 
+/** The server-wide statement counters `statementMeter` reads (SHOW GLOBAL STATUS). */
+const STATEMENTS = [
+  "Com_select",
+  "Com_insert",
+  "Com_update",
+  "Com_delete",
+  "Com_commit",
+  "Com_stmt_prepare",
+  "Com_stmt_execute",
+  "Questions"
+] as const
+
+const statementCounts = (shard: ShardConfig) =>
+  Effect.acquireUseRelease(
+    adminConnection(shard),
+    (conn) =>
+      Effect.tryPromise({
+        try: async () => {
+          const [rows] = await conn.query(
+            `SHOW GLOBAL STATUS WHERE Variable_name IN (${STATEMENTS.map((s) => `'${s}'`).join(", ")})`
+          )
+          const counts = new Map<string, number>()
+          if (Array.isArray(rows)) {
+            for (const row of rows as ReadonlyArray<{ readonly Variable_name?: unknown; readonly Value?: unknown }>)
+              counts.set(String(row.Variable_name).toLowerCase(), Number(row.Value))
+          }
+          return counts
+        },
+        catch: (e) => new BenchError({ message: `SHOW GLOBAL STATUS: ${String(e)}` })
+      }),
+    (conn) => Effect.promise(() => conn.end().catch(() => undefined))
+  )
+
+/**
+ * Statements the database server ran from now on, per job ("statements per job: SELECT 0.02,
+ * DELETE 0.11, …"): server-wide counters, so a neighbour's queries count too.
+ */
+export const statementMeter = (shard: ShardConfig) =>
+  Effect.map(statementCounts(shard), (start) => ({
+    perJob: (jobs: number) =>
+      Effect.map(statementCounts(shard), (end) =>
+        `statements per job: ${
+          STATEMENTS.map((name) => {
+            const key = name.toLowerCase()
+            const n = (end.get(key) ?? 0) - (start.get(key) ?? 0)
+            return `${name.replace(/^Com_/, "").toUpperCase()} ${jobs > 0 ? (n / jobs).toFixed(2) : "0"}`
+          }).join(", ")
+        }`)
+  }))
+
 /** Storage (MySQL) over one scratch shard. */
 export const storageLayer = (shard: ShardConfig) =>
   StorageLayers.layer({ shards: [shard] }).pipe(

@@ -93,7 +93,13 @@ const childEnv = (extra: Readonly<Record<string, string>>): Record<string, strin
   return { ...env, ...extra }
 }
 
-/** Starts `command args` for the life of the scope. */
+/**
+ * Node options for every node process the bench starts, from BENCH_NODE_ARGS (space-separated), for
+ * instance `--cpu-prof --cpu-prof-dir=/tmp/prof` (NODE_OPTIONS refuses --cpu-prof).
+ */
+const nodeArgs: ReadonlyArray<string> = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== "")
+
+/** Starts `command args` for the life of the scope (node processes with BENCH_NODE_ARGS). */
 export const spawnProcess = (
   name: string,
   command: string,
@@ -104,7 +110,11 @@ export const spawnProcess = (
     const child: ChildProcess = yield* Effect.acquireRelease(
       Effect.try({
         try: () =>
-          spawn(command, [...args], { cwd: root, env: childEnv(options.env ?? {}), stdio: ["ignore", "pipe", "pipe"] }),
+          spawn(command, command === process.execPath ? [...nodeArgs, ...args] : [...args], {
+            cwd: root,
+            env: childEnv(options.env ?? {}),
+            stdio: ["ignore", "pipe", "pipe"]
+          }),
         catch: (e) => new BenchError({ message: `starting ${name}: ${String(e)}` })
       }),
       (c) =>
