@@ -333,16 +333,18 @@ const throughputDeployed = (o: BenchOptions, server: string, script: string, bas
           targets.storedToRun,
           `${setting}, after the cold run and the steady load; ${n} jobs stored by one insertJobs call due ${WARM_LEAD_SECONDS} s ahead, timed from the first of them run (${
             (firstRunLag / 1000).toFixed(2)
-          } s after the due second began, the runner's poll) to every row gone (${(warmMs / 1000).toFixed(2)} s); ${warmCpuPerJob}; ${warmStatementsPerJob}`
+          } s after the due second began, the runner's poll) to every row gone (${
+            (warmMs / 1000).toFixed(2)
+          } s); ${warmCpuPerJob}; ${warmStatementsPerJob}`
         ),
         ...ratioFigures(
           `stored → run, ${n.toLocaleString("en-US")} jobs, cold start`,
           rate,
           baseline,
           undefined,
-          `${setting}; the processes' first jobs (JIT warming up); from the runner's first log line to every row gone (${(ms / 1000).toFixed(2)} s; runner start ${
-            ((start - spawned) / 1000).toFixed(1)
-          } s more); stored by garivini inject in ${
+          `${setting}; the processes' first jobs (JIT warming up); from the runner's first log line to every row gone (${
+            (ms / 1000).toFixed(2)
+          } s; runner start ${((start - spawned) / 1000).toFixed(1)} s more); stored by garivini inject in ${
             (injectMs / 1000).toFixed(1)
           } s; ${cpuPerJob}; ${statementsPerJob}; the Perl original: ${PERL_ORIGINAL.storedToRun} jobs/s`
         ),
