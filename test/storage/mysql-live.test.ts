@@ -163,6 +163,45 @@ describe("MariaDB storage", () => {
       }
     }))
 
+  it.scopedLive("settling leased rows by (jobid, token) reads them by primary key, one row or many, never the table", () =>
+    Effect.gen(function*() {
+      const [shard] = yield* testShards(1)
+      const db = shard!.database
+      // Enough rows that a scan is the optimizer's last resort, each under a token as claimed.
+      yield* adminQuery(
+        `INSERT INTO \`${db}\`.job (funcname, arg, lease_token) SELECT 'f', 'x', CONCAT('t', seq) FROM \`${db}\`.seq_1_to_3000`
+      )
+      yield* adminQuery(`ANALYZE TABLE \`${db}\`.job`)
+      const dialect = MysqlShard.dialect(shard!)
+      const Plan = Schema.Array(Schema.Struct({ type: Schema.String, key: Schema.NullOr(Schema.String) }))
+      const plan = (statement: string, params: ReadonlyArray<unknown>) =>
+        adminQuery(`EXPLAIN ${statement}`, params).pipe(
+          Effect.flatMap(([rows]) => Schema.decodeUnknown(Plan)(rows)),
+          Effect.orDie
+        )
+      const pairs = (n: number) => Array.from({ length: n }, (_, i) => [3000 - i, `t${3000 - i}`] as const)
+      for (const n of [1, 2, 3, 17]) {
+        const held = dialect.tokenedIn(pairs(n))
+        const plainOne = dialect.inList([5])
+        for (
+          const [what, statement, params] of [
+            ["DELETE", `DELETE FROM \`${db}\`.job WHERE ${held.sql}`, held.params],
+            ["UPDATE", `UPDATE \`${db}\`.job SET leased_until = 1 WHERE ${held.sql}`, held.params],
+            [
+              "DELETE mixed with a Perl-dispatched row",
+              `DELETE FROM \`${db}\`.job WHERE (jobid IN ${plainOne.sql} OR ${held.sql})`,
+              [...plainOne.params, ...held.params]
+            ]
+          ] as const
+        ) {
+          const [row] = yield* plan(statement, params)
+          assert.notStrictEqual(row!.type, "ALL", `${what} of ${n} pair(s) scans the table`)
+          assert.notStrictEqual(row!.type, "index", `${what} of ${n} pair(s) reads the whole index`)
+          assert.strictEqual(row!.key, "PRIMARY", `${what} of ${n} pair(s)`)
+        }
+      }
+    }))
+
   it.scopedLive("an arg the server cannot take in one packet is refused up front (max_allowed_packet taken as 1 MiB)", () =>
     Effect.gen(function*() {
       const [shard] = yield* testShards(1)

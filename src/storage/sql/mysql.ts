@@ -189,8 +189,14 @@ const inList = (values: ReadonlyArray<number | string>) => {
   return { sql: `(${placeholders(padded.length)})`, params: padded }
 }
 
-/** `(jobid, lease_token) IN ((?,?),...)`, padded like inList (a range on the primary key). */
+/**
+ * `(jobid, lease_token) IN ((?,?),...)`, padded like inList (a range on the primary key). One pair
+ * is written `jobid = ? AND lease_token = ?`: MariaDB 10.11 plans a DELETE or UPDATE with a
+ * one-element row IN as a scan of the whole table (EXPLAIN: type ALL), so every lone completion
+ * read every stored row.
+ */
 const tokenedIn = (jobs: ReadonlyArray<readonly [number, string]>) => {
+  if (jobs.length === 1) return { sql: "(jobid = ? AND lease_token = ?)", params: [...jobs[0]!] }
   const padded = padIds(jobs)
   return {
     sql: `(jobid, lease_token) IN (${padded.map(() => "(?,?)").join(",")})`,
