@@ -10,7 +10,7 @@
  * Completions are batched: while one `DELETE ... IN (...)` runs, the next completions queue up
  * and go in the following statement (one per shard), so completing is not a round trip per job.
  */
-import { Cause, Data, Effect, Either, Layer, MetricLabel, Schema } from "effect"
+import { Cause, Data, Effect, Either, FiberRef, HashMap, Layer, MetricLabel, Schema } from "effect"
 import type { Scope, Duration } from "effect"
 import { Gearman } from "../gearman/Gearman.js"
 import type { Payload } from "../gearman/GearmanClient.js"
@@ -123,14 +123,24 @@ export const makeCompleter = (storage: StorageShape, window: Duration.DurationIn
     (batcher) => (handle: StoredJobId): Effect.Effect<void> => batcher.offer(handle)
   )
 
-// The worker JSON of a Gearman job, decoded once: `storedJobKey` and the handler share it.
-const decodedJobs = new WeakMap<GearmanWorker.GearmanJob, Either.Either<StoredJob, InvalidJob>>()
-const decodeOnce = (gjob: GearmanWorker.GearmanJob) => {
-  let decoded = decodedJobs.get(gjob)
-  if (decoded === undefined) {
-    decoded = decodeWorkerJson(gjob.payload)
-    decodedJobs.set(gjob, decoded)
+// The worker JSON of a Gearman job, decoded once: the Gearman worker calls `storedJobKey` when a
+// job is assigned and runs the handler in a fiber it starts then, so the handler takes the decoded
+// job left here. What no handler took by the next turn of the event loop (a job joined to a run
+// in progress) is dropped then, payload and all. A WeakMap cost the GC more than the decoding.
+const decodedJobs = new Map<GearmanWorker.GearmanJob, Either.Either<StoredJob, InvalidJob>>()
+const sweep = () => decodedJobs.clear()
+const decodeOnce = (gjob: GearmanWorker.GearmanJob): Either.Either<StoredJob, InvalidJob> => {
+  const decoded = decodedJobs.get(gjob)
+  if (decoded !== undefined) {
+    decodedJobs.delete(gjob)
+    return decoded
   }
+  return decodeWorkerJson(gjob.payload)
+}
+const decodeAhead = (gjob: GearmanWorker.GearmanJob): Either.Either<StoredJob, InvalidJob> => {
+  const decoded = decodeWorkerJson(gjob.payload)
+  if (decodedJobs.size === 0) setImmediate(sweep)
+  decodedJobs.set(gjob, decoded)
   return decoded
 }
 
@@ -140,8 +150,29 @@ const decodeOnce = (gjob: GearmanWorker.GearmanJob) => {
  * is settled once and its handler runs once in this process.
  */
 export const storedJobKey = (gjob: GearmanWorker.GearmanJob): string | undefined => {
-  const decoded = decodeOnce(gjob)
+  const decoded = decodeAhead(gjob)
   return Either.isRight(decoded) ? formatHandle(decoded.right) : undefined
+}
+
+/**
+ * The log annotations of a job's run (role, function) joined to those its fiber already has:
+ * the join is made once per distinct set it is joined to, not once per job (annotateLogs per job,
+ * a few HashMap insertions each, was a third of this path's CPU: docs/performance.md).
+ */
+const runAnnotations = (funcname: string) => {
+  const own = HashMap.make<[readonly [string, unknown], readonly [string, unknown]]>(
+    ["role", "Worker"],
+    ["funcname", funcname]
+  )
+  let parent: HashMap.HashMap<string, unknown> | undefined
+  let joined = own
+  return (current: HashMap.HashMap<string, unknown>): HashMap.HashMap<string, unknown> => {
+    if (current !== parent) {
+      parent = current
+      joined = HashMap.union(current, own)
+    }
+    return joined
+  }
 }
 
 /**
@@ -159,8 +190,11 @@ export const gearmanHandler = <R>(
   traced = false
 ): GearmanWorker.Handler<R> => {
   const runTimeTags = [MetricLabel.make("funcname", funcname)]
+  // Set in the job's own fiber, not restored: the Gearman worker runs each job in a fiber of its
+  // own, which ends with it (Effect.locallyWith's restore cost as much as the rest of the path).
+  const annotated = FiberRef.update(FiberRef.currentLogAnnotations, runAnnotations(funcname))
+  const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.zipRight(annotated, effect)
   return (gjob) => {
-    const annotate = Effect.annotateLogs({ role: "Worker", funcname, gearmanHandle: gjob.handle })
     const decoded = decodeOnce(gjob)
     if (Either.isLeft(decoded)) {
       const rejected = decoded.left
@@ -168,6 +202,7 @@ export const gearmanHandler = <R>(
       return Effect.logError(`rejected: ${rejected.message}`).pipe(
         Effect.zipRight(recordRejection(storage, gjob.payload, rejected.message, maxAttempts)),
         Effect.zipRight(Effect.fail(new WorkFail({ reason: rejected.message, cause: rejected }))),
+        Effect.annotateLogs("gearmanHandle", gjob.handle),
         annotate
       )
     }
@@ -189,7 +224,11 @@ export const gearmanHandler = <R>(
         },
         onFailure: (cause) => {
           ran()
-          return settleFailure(storage, job, owned, cause, maxAttempts)
+          return Effect.annotateLogs(
+            settleFailure(storage, job, owned, cause, maxAttempts),
+            "gearmanHandle",
+            gjob.handle
+          )
         }
       })
     )
