@@ -99,7 +99,10 @@ const childEnv = (extra: Readonly<Record<string, string>>): Record<string, strin
  */
 const nodeArgs: ReadonlyArray<string> = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== "")
 
-/** Starts `command args` for the life of the scope (node processes with BENCH_NODE_ARGS). */
+/**
+ * Starts `command args` for the life of the scope (node processes with BENCH_NODE_ARGS). With
+ * BENCH_LOG_DIR set, every line a process prints goes to a file there named for it.
+ */
 export const spawnProcess = (
   name: string,
   command: string,
@@ -133,7 +136,11 @@ export const spawnProcess = (
     let stderr = ""
     const seen: Array<string> = []
     const waiters = new Set<{ readonly text: string; readonly resolve: () => void }>()
-    const logTo = options.logTo
+    const logDir = process.env.BENCH_LOG_DIR
+    const logTo = options.logTo ??
+      (logDir === undefined || logDir === ""
+        ? undefined
+        : join(logDir, `${name.replace(/\W+/g, "-")}-${child.pid}.log`))
     const line = (l: string) => {
       if (logTo !== undefined) appendFileSync(logTo, `${l}\n`)
       for (const w of waiters) {
