@@ -25,6 +25,7 @@ import {
   perSecond,
   range,
   scratchDatabase,
+  insertCopies,
   shardUrl,
   statementMeter,
   storageLayer,
@@ -238,23 +239,20 @@ const warmStoredToRun = (
     yield* phase("warm stored → run")
     const before = workers.ran()
     const dueAt = Math.ceil(Date.now() / 1000) + WARM_LEAD_SECONDS
-    yield* Effect.forEach(
-      range(Math.ceil(n / 10_000)),
-      (c) =>
-        Client.insertJobs(
-          range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: fn, arg: "warm", runAt: dueAt }))
-        ),
-      { discard: true }
-    ).pipe(Effect.mapError(failWith("inserting the warm jobs")))
+    yield* insertCopies(n, { funcname: fn, arg: "warm", runAt: dueAt }).pipe(
+      Effect.mapError(failWith("inserting the warm jobs"))
+    )
     if (Date.now() >= dueAt * 1000) {
       return yield* Effect.fail(
         new BenchError({ message: `storing ${n} jobs took past their due time (${WARM_LEAD_SECONDS} s ahead)` })
       )
     }
     const procs = [...roles.flatMap(([, p]) => p), ...workers.procs]
-    yield* ranAtLeast(workers, before + 1, "60 seconds", "warm stored → run (its first job)")
+    // Meters read before the jobs are due, so that no query stands between their first run and
+    // the start of the clock.
     const cpu = processCpuMeter([...roles, [`${workers.procs.length} worker processes`, workers.procs]], server)
     const statements = shard === undefined ? undefined : yield* statementMeter(shard)
+    yield* ranAtLeast(workers, before + 1, "60 seconds", "warm stored → run (its first job)")
     const start = performance.now()
     const firstRunLag = Date.now() - dueAt * 1000
     yield* drained(workers, before + n, procs, Duration.seconds(60 + n / 100), "warm stored → run")
@@ -629,12 +627,7 @@ const upDeployed = (o: BenchOptions, script: string, baseline: number | undefine
         undefined
       )
       const start = performance.now()
-      yield* Effect.forEach(
-        range(Math.ceil(n / 10_000)),
-        (c) => Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: fn, arg: "pre" }))),
-        { discard: true }
-      )
-        .pipe(Effect.mapError(failWith("inserting")))
+      yield* insertCopies(n, { funcname: fn, arg: "pre" }).pipe(Effect.mapError(failWith("inserting")))
       yield* drained(workers, n, [up, ...workers.procs], Duration.seconds(60 + n / 100), "deployed garivini up")
       const ms = performance.now() - start
       const cpuPerJob = cpu.perJob(n)

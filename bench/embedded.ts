@@ -7,7 +7,6 @@ import * as path from "node:path"
 import { Deferred, Duration, Effect, Layer, type Scope } from "effect"
 import * as Gearman from "../src/gearman/Gearman.js"
 import { freePort } from "../src/testing/gearmandProcess.js"
-import * as Client from "../src/roles/Client.js"
 import * as Injector from "../src/roles/Injector.js"
 import * as Worker from "../src/roles/Worker.js"
 import type { Storage } from "../src/storage/Storage.js"
@@ -17,6 +16,7 @@ import type { BenchOptions } from "./harness.js"
 import {
   BenchError,
   figure,
+  insertCopies,
   makeCounter,
   nowMs,
   paced,
@@ -117,16 +117,11 @@ export const embedded = (
       // 1. Throughput: N jobs stored at once, run by the QueueRunner of `garivini up`.
       const n = o.embeddedJobs
       const start = performance.now()
-      yield* Effect.forEach(range(Math.ceil(n / 10_000)), (c) =>
-        Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => ({ funcname: "bench_up", arg: "pre" }))), {
-        discard: true
-      })
-        .pipe(Effect.mapError(fail("inserting")))
+      yield* insertCopies(n, { funcname: "bench_up", arg: "pre" }).pipe(Effect.mapError(fail("inserting")))
       yield* counter.reach(n, Duration.seconds(30 + n / 200), "embedded throughput")
       const ranMs = performance.now() - start
       yield* until(
-        Effect.map(storedJobs, (left) =>
-          left === 0),
+        Effect.map(storedJobs, (left) => left === 0),
         "50 millis",
         "60 seconds",
         "embedded: rows left after every job ran"

@@ -6,6 +6,8 @@ import type { Scope } from "effect"
 import * as Mysql from "mysql2/promise"
 import type { ShardConfig } from "../src/storage/targets.js"
 import * as Gearman from "../src/gearman/Gearman.js"
+import * as Client from "../src/roles/Client.js"
+import type { JobSpec } from "../src/roles/Client.js"
 import { migrate } from "../src/storage/migrate.js"
 import * as StorageLayers from "../src/storage/Storage.js"
 import { mysqlBase, scratchShard } from "./support.js"
@@ -321,31 +323,26 @@ export const scratchDatabase = (name: string): Effect.Effect<ShardConfig, BenchE
       Effect.catchAll(dropDatabase(shard), (e) => Effect.logWarning(`could not drop ${shard.database}: ${e.message}`))
   )
 
-const dropDatabase = (shard: ShardConfig) =>
-  Effect.acquireUseRelease(
-    adminConnection(shard),
-    (conn) =>
-      Effect.tryPromise({
-        try: () => conn.query(`DROP DATABASE IF EXISTS \`${shard.database}\``),
-        catch: (e) => new BenchError({ message: `DROP DATABASE ${shard.database}: ${String(e)}` })
-      }),
-    (conn) => Effect.promise(() => conn.end().catch(() => undefined))
-  )
-
-/** `SELECT VERSION()` of the server holding `shard`. */
-export const mariadbVersion = (shard: ShardConfig) =>
+/** One statement as root on its own connection to `shard`'s server: the rows it returned. */
+const adminQuery = (shard: ShardConfig, sql: string) =>
   Effect.acquireUseRelease(
     adminConnection(shard),
     (conn) =>
       Effect.tryPromise({
         try: async () => {
-          const [rows] = await conn.query("SELECT VERSION() AS v")
-          return Array.isArray(rows) && rows.length > 0 ? String((rows[0] as { readonly v?: unknown }).v ?? "?") : "?"
+          const [rows] = await conn.query(sql)
+          return Array.isArray(rows) ? (rows as ReadonlyArray<Readonly<Record<string, unknown>>>) : []
         },
-        catch: (e) => new BenchError({ message: `SELECT VERSION(): ${String(e)}` })
+        catch: (e) => new BenchError({ message: `${sql}: ${String(e)}` })
       }),
     (conn) => Effect.promise(() => conn.end().catch(() => undefined))
   )
+
+const dropDatabase = (shard: ShardConfig) => adminQuery(shard, `DROP DATABASE IF EXISTS \`${shard.database}\``)
+
+/** `SELECT VERSION()` of the server holding `shard`. */
+export const mariadbVersion = (shard: ShardConfig) =>
+  Effect.map(adminQuery(shard, "SELECT VERSION() AS v"), (rows) => String(rows[0]?.v ?? "?"))
 
 /** The server-wide statement counters `statementMeter` reads (SHOW GLOBAL STATUS). */
 const STATEMENTS = [
@@ -360,24 +357,9 @@ const STATEMENTS = [
 ] as const
 
 const statementCounts = (shard: ShardConfig) =>
-  Effect.acquireUseRelease(
-    adminConnection(shard),
-    (conn) =>
-      Effect.tryPromise({
-        try: async () => {
-          const [rows] = await conn.query(
-            `SHOW GLOBAL STATUS WHERE Variable_name IN (${STATEMENTS.map((s) => `'${s}'`).join(", ")})`
-          )
-          const counts = new Map<string, number>()
-          if (Array.isArray(rows)) {
-            for (const row of rows as ReadonlyArray<{ readonly Variable_name?: unknown; readonly Value?: unknown }>)
-              counts.set(String(row.Variable_name).toLowerCase(), Number(row.Value))
-          }
-          return counts
-        },
-        catch: (e) => new BenchError({ message: `SHOW GLOBAL STATUS: ${String(e)}` })
-      }),
-    (conn) => Effect.promise(() => conn.end().catch(() => undefined))
+  Effect.map(
+    adminQuery(shard, `SHOW GLOBAL STATUS WHERE Variable_name IN (${STATEMENTS.map((s) => `'${s}'`).join(", ")})`),
+    (rows) => new Map(rows.map((row) => [String(row.Variable_name).toLowerCase(), Number(row.Value)]))
   )
 
 /**
@@ -412,6 +394,14 @@ export const storedJobs = Effect.flatMap(StorageLayers.Storage, (s) => s.counts(
   Effect.map((counts) => counts.reduce((n, c) => n + StorageLayers.countedJobs(c), 0)),
   Effect.mapError((e) => new BenchError({ message: `counting stored jobs: ${e.message}` }))
 )
+
+/** `n` copies of one job stored by insertJobs calls of up to 10,000 jobs each. */
+export const insertCopies = (n: number, spec: JobSpec) =>
+  Effect.forEach(
+    range(Math.ceil(n / 10_000)),
+    (c) => Client.insertJobs(range(Math.min(10_000, n - c * 10_000)).map(() => spec)),
+    { discard: true }
+  )
 
 /** A mysql:// URL for a shard, for child processes (GARIVINI_DB). */
 export const shardUrl = (shard: ShardConfig): string => {

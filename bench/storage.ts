@@ -77,14 +77,15 @@ const scenarios = (storage: StorageShape, mode: string) =>
         { discard: true }
       )
     )
+    const stored = 2000 + 8000 + 8000 + 50_000 + 20_000
     // Completions one at a time (a worker at a low rate) with every job above still stored.
     const lone = yield* storage.claimDue(1, 300, "1000 seconds")
     yield* time(
-      `[${mode}] complete 1 job per call, ${lone.length} of 88,000 stored`,
+      `[${mode}] complete 1 job per call, ${lone.length} of ${stored.toLocaleString("en-US")} stored`,
       lone.length,
       Effect.forEach(lone, (job) => storage.complete([job]), { discard: true })
     )
-    const total = 2000 + 8000 + 8000 + 50_000 + 20_000 - lone.length
+    const total = stored - lone.length
     yield* time(
       `[${mode}] claim 1000 + complete them, until empty`,
       total,
