@@ -5,10 +5,10 @@
 import { Effect, FiberSet } from "effect"
 import { encodeWorkerJson } from "../src/Job.js"
 import type { StoredJobId } from "../src/Job.js"
-import type { GearmanJob } from "../src/gearman/GearmanWorker.js"
 import * as Heartbeat from "../src/roles/heartbeat.js"
 import * as Worker from "../src/roles/Worker.js"
 import { makeMemory } from "../src/storage/Storage.js"
+import { gearmanJobOf } from "../test/support/gearmanJob.js"
 
 const n = Number(process.argv[2] ?? 200_000)
 
@@ -27,20 +27,8 @@ const payloads = Array.from({ length: 1024 }, (_, i) =>
   })))
 
 /** A Gearman job as the worker makes one per assignment (its payload from a pool made up front). */
-const gearmanJob = (i: number): GearmanJob => {
-  const payload = payloads[i % payloads.length]!
-  return {
-    server: "127.0.0.1:4730",
-    handle: `H:bench:${i}`,
-    functionName: "bench",
-    unique: "",
-    payload,
-    text: () => payload.toString("utf8"),
-    sendData: () => Effect.void,
-    sendWarning: () => Effect.void,
-    sendStatus: () => Effect.void
-  }
-}
+const gearmanJob = (i: number) =>
+  gearmanJobOf(payloads[i % payloads.length]!, "bench", `H:bench:${i}`, "127.0.0.1:4730")
 
 const program = Effect.gen(function*() {
   const { storage } = yield* makeMemory()

@@ -41,6 +41,7 @@ import type { StoredJob } from "../../src/Job.js"
 import * as JobClient from "../../src/roles/Client.js"
 import { jobsDead } from "../../src/roles/metrics.js"
 import { gearmanHandler, JobFailed, RetryAt } from "../../src/roles/Worker.js"
+import { gearmanJobOf } from "../support/gearmanJob.js"
 import type * as Worker from "../../src/roles/Worker.js"
 import { loadDriver } from "../../src/storage/sql/sqlite.js"
 import { layerMemory, Storage } from "../../src/storage/Storage.js"
@@ -220,17 +221,7 @@ describe("Gearman errors keep their cause", () => {
 })
 
 /** A job as the worker helper's Gearman handler receives it. */
-const gearmanJob = (payload: string | Buffer) => ({
-  server: "memory",
-  handle: "H:memory:1",
-  functionName: "resize",
-  unique: "",
-  payload: Buffer.from(payload),
-  text: () => Buffer.from(payload).toString("utf8"),
-  sendData: () => Effect.void,
-  sendWarning: () => Effect.void,
-  sendStatus: () => Effect.void
-})
+const gearmanJob = (payload: string | Buffer) => gearmanJobOf(payload, "resize", "H:memory:1")
 
 describe("the worker helper's outcomes say why and keep the cause", () => {
   const runHandler = (payload: string, handler: Worker.JobHandler) =>

@@ -3,34 +3,26 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, HashMap, Logger } from "effect"
 import { encodeWorkerJson } from "../../src/Job.js"
-import type { GearmanJob } from "../../src/gearman/GearmanWorker.js"
 import { gearmanHandler, storedJobKey } from "../../src/roles/Worker.js"
 import { layerMemory, Storage } from "../../src/storage/Storage.js"
+import { gearmanJobOf } from "../support/gearmanJob.js"
 
-const gearmanJob = (jobid: number, handle: string): GearmanJob => {
-  const payload = Buffer.from(encodeWorkerJson({
-    jobid,
-    dbid: 1,
-    funcname: "resize",
-    arg: Buffer.from(`job ${jobid}`),
-    uniqkey: null,
-    coalesce: null,
-    runAfter: 0,
-    flag: "shim",
-    failcount: 0
-  }))
-  return {
-    server: "memory",
-    handle,
-    functionName: "resize",
-    unique: "",
-    payload,
-    text: () => payload.toString("utf8"),
-    sendData: () => Effect.void,
-    sendWarning: () => Effect.void,
-    sendStatus: () => Effect.void
-  }
-}
+const gearmanJob = (jobid: number, handle: string) =>
+  gearmanJobOf(
+    encodeWorkerJson({
+      jobid,
+      dbid: 1,
+      funcname: "resize",
+      arg: Buffer.from(`job ${jobid}`),
+      uniqkey: null,
+      coalesce: null,
+      runAfter: 0,
+      flag: "shim",
+      failcount: 0
+    }),
+    "resize",
+    handle
+  )
 
 interface Line {
   readonly message: string
