@@ -61,6 +61,11 @@ export interface BenchOptions {
   readonly deployedSustainSeconds: number
   /** As deployed: jobs stored for `garivini up` (SQLite) with worker processes. */
   readonly deployedUpJobs: number
+  /**
+   * As deployed: stored → run passes on the warm processes, the last one measured (the JIT
+   * still compiles through the first passes; long-running roles are past that).
+   */
+  readonly deployedWarmPasses: number
   /** As deployed: the roles serve Prometheus metrics (`--metrics-listen 127.0.0.1:0`), to measure their cost. */
   readonly deployedMetrics: boolean
 }

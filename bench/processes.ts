@@ -237,11 +237,16 @@ export const processCpuMeter = (
   const total = (procs: ReadonlyArray<Proc>) => procs.reduce((sum, p) => sum + (p.cpuMs() ?? 0), 0)
   const start = groups.map(([, procs]) => total(procs))
   const servers = server === undefined ? undefined : serverCpuMeter(server)
+  const per = (jobs: number, ms: number) => `${jobs > 0 ? Math.round((ms * 1000) / jobs) : 0} µs`
   return {
     perJob: (jobs: number): string => {
-      const per = (ms: number) => `${jobs > 0 ? Math.round((ms * 1000) / jobs) : 0} µs`
-      const own = groups.map(([name, procs], i) => `${name} ${per(total(procs) - start[i]!)}`).join(", ")
+      const own = groups.map(([name, procs], i) => `${name} ${per(jobs, total(procs) - start[i]!)}`).join(", ")
       return `CPU per job: ${own}${servers === undefined ? "" : `; ${servers.perJob(jobs)}`}`
+    },
+    /** One group's CPU per job, e.g. "183 µs". */
+    groupPerJob: (name: string, jobs: number): string => {
+      const i = groups.findIndex(([group]) => group === name)
+      return i < 0 ? "?" : per(jobs, total(groups[i]![1]) - start[i]!)
     }
   }
 }

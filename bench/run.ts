@@ -9,6 +9,7 @@
 //     --controller-concurrency --memory-runner-jobs --memory-jobs --memory-checkpoint --embedded-jobs
 //     --deployed-jobs --deployed-workers --deployed-steady-seconds --deployed-ll-seconds --deployed-ll-interval (ms)
 //     --deployed-sustain-seconds --deployed-up-jobs
+//     --deployed-warm-passes (stored → run passes on the same processes; the last is measured)
 //     --deployed-metrics (the deployed roles serve /metrics on a free port: metrics on vs off)
 // `deployed` (the headline table, bench/deployed.ts) runs the `garivini` command's roles as processes
 // from dist/ (built first when older than src/) and needs the baseline, which it runs when not selected.
@@ -60,7 +61,8 @@ const numberFlags = {
   "deployed-ll-seconds": [10, 2],
   "deployed-ll-interval": [2, 2],
   "deployed-sustain-seconds": [10, 2],
-  "deployed-up-jobs": [10_000, 2_000]
+  "deployed-up-jobs": [10_000, 2_000],
+  "deployed-warm-passes": [3, 1]
 } as const satisfies Record<string, readonly [number, number]>
 type NumberFlag = keyof typeof numberFlags
 
@@ -154,6 +156,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<BenchOptions, 
           deployedLlInterval: yield* num("deployed-ll-interval"),
           deployedSustainSeconds: yield* num("deployed-sustain-seconds"),
           deployedUpJobs: yield* int("deployed-up-jobs"),
+          deployedWarmPasses: yield* int("deployed-warm-passes"),
           deployedMetrics: values["deployed-metrics"] === true
         } satisfies BenchOptions
       })
