@@ -12,19 +12,8 @@
 // The grab/sleep state machine runs in the packet callbacks, without a fiber or Deferred per
 // grab; only the job itself is a fiber. Stopping stops grabbing, lets in-flight jobs finish,
 // then closes the connections with their writes flushed.
-import {
-  Cause,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  FiberSet,
-  MetricLabel,
-  Option,
-  Runtime,
-  Schedule,
-  Scope
-} from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, MetricLabel, Option, Runtime, Schedule } from "effect"
+import type { Scope } from "effect"
 import { keepConnected, watchdog, type Connection, type Transport } from "./connection.js"
 import type { WorkException, WorkFail } from "./errors.js"
 import { GearmanInvalidArgument } from "./errors.js"
@@ -152,47 +141,73 @@ export const serve = <R>(
     let free = concurrency
     const needPermit: Array<Link> = []
 
-    // Jobs live in their own scope so a stop can wait for them before connections close.
-    const jobScope = yield* Scope.make()
-    yield* Effect.addFinalizer((exit) => Scope.close(jobScope, exit))
-    const jobs = yield* FiberSet.make<void, never>().pipe(Scope.extend(jobScope))
-    const fork = yield* FiberSet.runtime(jobs)<R>()
+    // A job is one fiber running its handler, nothing more: what follows its end (the outcome
+    // to every delivery, the metric, the permit back, the next GRAB) runs in its exit observer,
+    // not as Effect steps wrapped around the handler (two `ensuring`s and a match per job cost
+    // more than the rest of the Gearman side of a job: docs/performance.md).
+    const jobRuntime = yield* Effect.runtime<R>()
+    const forkJob = Runtime.runFork(jobRuntime)
+    const running = new Set<Fiber.RuntimeFiber<Payload | void, WorkFail | WorkException>>()
+    /** Resolved once no job runs, after a stop began. */
+    const drainedJobs = yield* Deferred.make<void>()
 
     const FAILED: Outcome = { type: PacketType.WORK_FAIL }
-    /** Runs the handler; the outcome goes to every delivery of the run (inFlight.end). */
-    const runJob = (run: Run, job: GearmanJob, handler: Handler<R>): Effect.Effect<void, never, R> => {
-      let outcome: Outcome | undefined
-      const finish = (o: Outcome, tag: (typeof counted)[keyof typeof counted]) =>
-        Effect.sync(() => {
-          jobsProcessed.unsafeUpdate(1, tag)
-          outcome = o
+    /** The outcome of a job's exit (undefined: interrupted by a stop, left for the server to requeue). */
+    const outcomeOf = (
+      exit: Exit.Exit<Payload | void, WorkFail | WorkException>,
+      fiber: Fiber.RuntimeFiber<Payload | void, WorkFail | WorkException>,
+      job: GearmanJob
+    ): Outcome | undefined => {
+      if (Exit.isSuccess(exit)) {
+        jobsProcessed.unsafeUpdate(1, counted.complete)
+        return { type: PacketType.WORK_COMPLETE, data: exit.value ?? "" }
+      }
+      const cause = exit.cause
+      const failure = Cause.failureOption(cause)
+      if (Option.isSome(failure)) {
+        if (failure.value._tag === "WorkException") {
+          jobsProcessed.unsafeUpdate(1, counted.exception)
+          return { type: PacketType.WORK_EXCEPTION, data: failure.value.data }
+        }
+        jobsProcessed.unsafeUpdate(1, counted.fail)
+        logFromJob(fiber, job, Effect.logInfo("gearman job failed", failure.value.reason ?? ""))
+        return FAILED
+      }
+      // Interrupted by a stop: say nothing, the server requeues it when we leave. Interrupted
+      // otherwise: a heartbeat found the job cancelled (roles/heartbeat.ts); it is answered
+      // WORK_FAIL, so the server does not hand it to another worker.
+      if (Cause.isInterruptedOnly(cause)) return stopping ? undefined : FAILED
+      jobsProcessed.unsafeUpdate(1, counted.defect)
+      logFromJob(fiber, job, Effect.logError("gearman job died", cause))
+      return FAILED
+    }
+    /** Logs with the annotations the job's fiber ended with (a handler's own, e.g. the worker helper's). */
+    const logFromJob = (fiber: Fiber.RuntimeFiber<unknown, unknown>, job: GearmanJob, line: Effect.Effect<void>) =>
+      Runtime.runFork(
+        Runtime.make({
+          context: jobRuntime.context,
+          fiberRefs: fiber.getFiberRefs(),
+          runtimeFlags: jobRuntime.runtimeFlags
         })
-      const annotate = Effect.annotateLogs({ function: job.functionName, handle: job.handle })
-      return Effect.suspend(() => handler(job)).pipe(
-        Effect.matchCauseEffect({
-          onSuccess: (out) => finish({ type: PacketType.WORK_COMPLETE, data: out ?? "" }, counted.complete),
-          onFailure: (cause) => {
-            const failure = Cause.failureOption(cause)
-            if (Option.isSome(failure)) {
-              return failure.value._tag === "WorkException"
-                ? finish({ type: PacketType.WORK_EXCEPTION, data: failure.value.data }, counted.exception)
-                : Effect.logInfo("gearman job failed", failure.value.reason ?? "").pipe(
-                  annotate,
-                  Effect.zipRight(finish({ type: PacketType.WORK_FAIL }, counted.fail))
-                )
-            }
-            // Interrupted by a forced stop: say nothing, the server requeues it when we leave.
-            if (Cause.isInterruptedOnly(cause)) return Effect.void
-            return Effect.logError("gearman job died", cause).pipe(
-              annotate,
-              Effect.zipRight(finish({ type: PacketType.WORK_FAIL }, counted.defect))
-            )
-          }
-        }),
-        // Interrupted while not stopping: a heartbeat found the job cancelled (roles/heartbeat.ts).
-        // It is answered WORK_FAIL, so the server does not hand it to another worker.
-        Effect.ensuring(Effect.sync(() => inFlight.end(run, outcome ?? (stopping ? undefined : FAILED))))
+      )(
+        Effect.annotateLogs(line, { function: job.functionName, handle: job.handle })
       )
+
+    /** Runs the handler in a fiber of its own; its outcome goes to every delivery of the run (inFlight.end). */
+    const startJob = (link: Link, run: Run, job: GearmanJob, handler: Handler<R>): void => {
+      link.inFlight++
+      const fiber = forkJob(Effect.suspend(() => handler(job)))
+      running.add(fiber)
+      // Called at once if the handler already ended (a synchronous one ends inside runFork).
+      fiber.addObserver((exit) => {
+        running.delete(fiber)
+        inFlight.end(run, outcomeOf(exit, fiber, job))
+        // The outcome packet is already queued, so it leaves before the next GRAB.
+        link.inFlight--
+        release()
+        pump(link)
+        if (stopping && running.size === 0) Deferred.unsafeDone(drainedJobs, Exit.void)
+      })
     }
 
     const grabPacket = request(PacketType.GRAB_JOB_UNIQ)
@@ -296,19 +311,7 @@ export const serve = <R>(
         return
       }
       run = inFlight.start(assignment, { functionName, unique, payload, work })
-      link.inFlight++
-      fork(
-        runJob(run, job, fn.handler).pipe(
-          Effect.ensuring(
-            Effect.sync(() => {
-              // The outcome packet is already queued, so it leaves before the next GRAB.
-              link.inFlight--
-              release()
-              pump(link)
-            })
-          )
-        )
-      )
+      startJob(link, run, job, fn.handler)
     }
 
     const onConnect = (connection: Connection) =>
@@ -435,17 +438,18 @@ export const serve = <R>(
       Effect.gen(function*() {
         stopping = true
         const grace = options.shutdownTimeout ?? "30 seconds"
-        const running = yield* FiberSet.size(jobs)
-        if (running > 0)
-          yield* Effect.logInfo(
-            `gearman worker stopping: waiting up to ${
-              Duration.format(Duration.decode(grace))
-            } for ${running} running job(s)`
-          )
+        if (running.size === 0) return
+        yield* Effect.logInfo(
+          `gearman worker stopping: waiting up to ${
+            Duration.format(Duration.decode(grace))
+          } for ${running.size} running job(s)`
+        )
         // Finalizers run uninterruptibly: the wait must be made interruptible for the timeout to cut it.
-        const drained = yield* Effect.interruptible(FiberSet.awaitEmpty(jobs)).pipe(Effect.timeoutOption(grace))
-        if (Option.isNone(drained)) yield* Effect.logWarning("gearman worker stop: interrupting jobs still running")
-        yield* Scope.close(jobScope, Exit.void)
+        const drained = yield* Effect.interruptible(Deferred.await(drainedJobs)).pipe(Effect.timeoutOption(grace))
+        if (Option.isNone(drained)) {
+          yield* Effect.logWarning("gearman worker stop: interrupting jobs still running")
+          yield* Fiber.interruptAll(Array.from(running))
+        }
       })
     )
   })
